@@ -1,0 +1,439 @@
+//! The REST API: a request (head and body) in, a [`Response`] out.
+//!
+//! Routing and rendering only. It reads snapshots from the registry and
+//! never holds a lock while it serialises; it does no socket I/O (the HTTP
+//! loop does) and decides nothing about workers beyond `DELETE`.
+//!
+//! `/telemetry` is assembled from each snapshot's pre-rendered telemetry
+//! object, so a worker's JSON is serialised once per change however many
+//! requests read it. Cost: O(workers) per whole-fleet request.
+
+use crate::http_head::{Method, Request, Response, percent_decode, query_param};
+use crate::procfs;
+use crate::protocol::{RejectReason, WorkerId, check_worker_id};
+use crate::registry::Registry;
+use crate::stats::DropReason;
+use crate::worker::{Snapshot, Telemetry, unix_ms};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Statuses accepted by `?status=`.
+const STATUSES: [&str; 7] = ["created", "idle", "working", "error", "inactive", "terminated", "active"];
+
+pub struct Api {
+    pub registry: Arc<Registry>,
+    pub started: Instant,
+    /// Inode of the heartbeat UDP socket, to find its kernel drop count.
+    pub udp_inode: Option<u64>,
+}
+
+enum Route {
+    Health,
+    Telemetry,
+    TelemetryOne(WorkerId),
+    Workers,
+    ApiWorkers,
+    ApiWorker(WorkerId),
+    Registry,
+    Snapshot(WorkerId),
+}
+
+impl Route {
+    fn allow(&self) -> &'static str {
+        match self {
+            Route::ApiWorker(_) => "GET, HEAD, DELETE, OPTIONS",
+            _ => "GET, HEAD, OPTIONS",
+        }
+    }
+}
+
+/// A path segment that must be a worker id: 400 when it cannot be one, 404
+/// when it is reserved (no worker can have it).
+fn worker_id(segment: &str) -> Result<WorkerId, Response> {
+    let decoded = percent_decode(segment).ok_or_else(|| {
+        Response::error(400, "bad_worker_id", "broken percent-encoding in worker id")
+    })?;
+    match check_worker_id(&decoded) {
+        Ok(()) => Ok(WorkerId::from(decoded.as_ref())),
+        Err(RejectReason::ReservedId) => Err(not_found()),
+        Err(_) => Err(Response::error(
+            400,
+            "bad_worker_id",
+            "worker ids are 1-128 bytes of A-Za-z0-9._:@-",
+        )),
+    }
+}
+
+fn not_found() -> Response {
+    Response::error(404, "not_found", "no such worker or endpoint")
+}
+
+fn route(path: &str) -> Result<Route, Response> {
+    let path = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    Ok(match segs.as_slice() {
+        ["health"] => Route::Health,
+        ["telemetry"] => Route::Telemetry,
+        ["telemetry", id] => Route::TelemetryOne(worker_id(id)?),
+        ["workers"] => Route::Workers,
+        ["api", "workers"] => Route::ApiWorkers,
+        ["api", "workers", "registry"] => Route::Registry,
+        ["api", "workers", "snapshot", id] => Route::Snapshot(worker_id(id)?),
+        ["api", "workers", id] => Route::ApiWorker(worker_id(id)?),
+        _ => return Err(not_found()),
+    })
+}
+
+impl Api {
+    pub fn handle(&self, req: &Request, _body: &[u8]) -> Response {
+        let route = match route(&req.path) {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        let allow = route.allow();
+        match (req.method, route) {
+            (Method::Options, _) => Response {
+                status: 204,
+                ..Response::default()
+            }
+            .with_header("Allow", allow)
+            .with_header("Access-Control-Allow-Methods", allow)
+            .with_header("Access-Control-Allow-Headers", "Content-Type")
+            .with_header("Access-Control-Max-Age", "600"),
+            (Method::Get | Method::Head, route) => self.get(route, &req.query),
+            (Method::Delete, Route::ApiWorker(id)) => self.delete(&id),
+            _ => Response::error(405, "method_not_allowed", "method not allowed here")
+                .with_header("Allow", allow),
+        }
+    }
+
+    fn get(&self, route: Route, query: &str) -> Response {
+        match route {
+            Route::Health => json_ok(&self.health()),
+            Route::Telemetry => Response::json(200, self.telemetry_map()),
+            Route::TelemetryOne(id) => match self.registry.snapshot(&id) {
+                Some(s) => Response::json(200, s.telemetry_json().as_bytes().to_vec()),
+                None => not_found(),
+            },
+            Route::Workers => json_ok(&self.workers_map()),
+            Route::ApiWorkers => self.list(query),
+            Route::ApiWorker(id) => match self.registry.snapshot(&id) {
+                Some(s) => json_ok(&details(&s)),
+                None => not_found(),
+            },
+            Route::Registry => json_ok(&self.registry_map()),
+            Route::Snapshot(id) => match self.registry.snapshot(&id) {
+                Some(s) => {
+                    let now = unix_ms();
+                    let mut d = details(&s);
+                    d.insert("snapshot_time".into(), json!(now));
+                    json_ok(&d).with_header(
+                        "Content-Disposition",
+                        format!("attachment; filename=\"worker-{id}-{now}.json\""),
+                    )
+                }
+                None => not_found(),
+            },
+        }
+    }
+
+    fn delete(&self, id: &str) -> Response {
+        if self.registry.remove(id) {
+            self.registry.stats.workers_deleted.fetch_add(1, Relaxed);
+            log::info!("forgot worker id={id} (DELETE)");
+            Response {
+                status: 204,
+                ..Response::default()
+            }
+        } else {
+            not_found()
+        }
+    }
+
+    fn health(&self) -> Value {
+        let st = &self.registry.stats;
+        let c = self.registry.counts();
+        let mut rejected = Map::new();
+        for r in RejectReason::ALL {
+            rejected.insert(r.as_str().into(), json!(st.rejected(r)));
+        }
+        let mut dropped = Map::new();
+        for d in DropReason::ALL {
+            dropped.insert(d.as_str().into(), json!(st.dropped(d)));
+        }
+        json!({
+            "status": "healthy",
+            "time": unix_ms() / 1000,
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "version": VERSION,
+            "workers": {
+                "total": c.total,
+                "active": c.active,
+                "inactive": c.inactive,
+                "terminated": c.terminated,
+                "max": self.registry.live.max_workers(),
+                "threads": st.worker_threads.load(Relaxed),
+                "evicted": st.workers_evicted.load(Relaxed),
+                "deleted": st.workers_deleted.load(Relaxed),
+            },
+            "frames": {
+                "received": st.frames_received.load(Relaxed),
+                "applied": st.frames_applied.load(Relaxed),
+                "rejected": st.rejected_total(),
+                "dropped": st.dropped_total(),
+                "rejected_by_reason": rejected,
+                "dropped_by_reason": dropped,
+            },
+            "udp_kernel_drops": self.udp_inode.and_then(procfs::read_udp_drops),
+            "connections": {
+                "tcp_open": st.tcp_open.load(Relaxed),
+                "tcp_accepted": st.tcp_accepted.load(Relaxed),
+                "tcp_closed_idle": st.tcp_closed_idle.load(Relaxed),
+                "tcp_closed_superseded": st.tcp_closed_superseded.load(Relaxed),
+                "tcp_refused_full": st.tcp_refused_full.load(Relaxed),
+                "http_open": st.http_open.load(Relaxed),
+                "http_refused_full": st.http_refused_full.load(Relaxed),
+            },
+        })
+    }
+
+    /// `{"id": telemetry, ...}` from the pre-rendered objects.
+    fn telemetry_map(&self) -> Vec<u8> {
+        let snaps = self.registry.snapshots();
+        let mut out = Vec::with_capacity(64 + snaps.len() * 400);
+        out.push(b'{');
+        for (i, s) in snaps.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_json_str(&mut out, &s.id);
+            out.push(b':');
+            out.extend_from_slice(s.telemetry_json().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+
+    fn workers_map(&self) -> Value {
+        let map: Map<String, Value> = self
+            .registry
+            .snapshots()
+            .iter()
+            .map(|s| {
+                let basic = json!({
+                    "worker_id": &*s.id,
+                    "status": s.status(),
+                    "is_active": s.is_active(),
+                    "transport": s.transport,
+                    "last_update": s.last_update,
+                    "messages_processed": s.messages_processed,
+                    "queue_depth": s.queue_depth,
+                    "created_at": s.created_at,
+                });
+                (s.id.to_string(), basic)
+            })
+            .collect();
+        Value::Object(map)
+    }
+
+    fn list(&self, query: &str) -> Response {
+        let status = query_param(query, "status");
+        if let Some(st) = &status {
+            if !STATUSES.contains(&st.as_str()) {
+                return Response::error(400, "bad_status", &format!("status must be one of {}", STATUSES.join(", ")));
+            }
+        }
+        let snaps = self.registry.snapshots();
+        let mut out = Vec::with_capacity(16 + snaps.len() * 400);
+        out.push(b'[');
+        let mut first = true;
+        for s in snaps.iter().filter(|s| match status.as_deref() {
+            None => true,
+            Some("active") => s.is_active(),
+            Some(st) => s.status() == st,
+        }) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(s.telemetry_json().as_bytes());
+        }
+        out.push(b']');
+        Response::json(200, out)
+    }
+
+    fn registry_map(&self) -> Value {
+        let map: Map<String, Value> = self
+            .registry
+            .snapshots()
+            .iter()
+            .map(|s| {
+                let t = serde_json::to_value(Telemetry::of(s)).unwrap_or(Value::Null);
+                let entry = json!({
+                    "id": &*s.id,
+                    "status": s.status(),
+                    "created_at": s.created_at,
+                    "messages_processed": s.messages_processed,
+                    "errors": s.errors,
+                    "current_job": t["current_job"],
+                    "resource_usage": t["resource_usage"],
+                    "queue_depth": s.queue_depth,
+                });
+                (s.id.to_string(), entry)
+            })
+            .collect();
+        Value::Object(map)
+    }
+}
+
+/// Everything known of one worker: telemetry plus what the daemon observed.
+fn details(s: &Snapshot) -> Map<String, Value> {
+    let mut m = match serde_json::to_value(Telemetry::of(s)) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let hello = s.hello.as_deref().cloned().unwrap_or_default();
+    let extra = json!({
+        "pid": hello.pid,
+        "hostname": hello.hostname,
+        "capacity": hello.capacity,
+        "transport": s.transport,
+        "created_at": s.created_at,
+        "first_seen": s.created_at,
+        "seconds_since_last_frame": s.last_seen.elapsed().as_secs_f64(),
+        "last_seq": s.last_seq,
+        "missed_beats": s.missed_beats,
+        "times_inactive": s.times_inactive,
+        "errors": s.errors,
+        "runs": {
+            "total": s.runs.total,
+            "succeeded": s.runs.succeeded,
+            "failed": s.runs.failed,
+            "last_duration_ms": s.runs.last_duration_ms,
+            "last_run_time": s.runs.last_run_time,
+        },
+    });
+    if let Value::Object(e) = extra {
+        m.extend(e);
+    }
+    m
+}
+
+fn json_ok(v: &impl serde::Serialize) -> Response {
+    Response::json(200, serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // Worker ids need no escaping, but the serialiser is cheap insurance.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::Changes;
+    use crate::config;
+    use crate::http_head::parse;
+    use crate::live::Live;
+    use crate::stats::Stats;
+    use crate::worker::{Msg, Transport};
+    use std::time::Duration;
+
+    fn api() -> Api {
+        let cfg = config::defaults();
+        Api {
+            registry: Arc::new(Registry::new(
+                Arc::new(Stats::default()),
+                Arc::new(Live::new(&cfg, 100)),
+                Arc::new(Changes::default()),
+            )),
+            started: Instant::now(),
+            udp_inode: None,
+        }
+    }
+
+    fn call(api: &Api, method: &str, target: &str) -> (u16, Value, Response) {
+        let head = format!("{method} {target} HTTP/1.1\r\n\r\n");
+        let (req, _) = parse(head.as_bytes()).unwrap().unwrap();
+        let resp = api.handle(&req, b"");
+        let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+        (resp.status, v, resp)
+    }
+
+    fn beat(api: &Api, json: &str) {
+        let f = crate::protocol::decode(json.as_bytes(), 65536).unwrap();
+        let id = f.worker_id().unwrap().clone();
+        let h = api.registry.route(&id, Transport::Udp).unwrap();
+        let before = h.snapshot().messages_processed;
+        h.inbox.send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while h.snapshot().messages_processed == before {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        let a = api();
+        beat(&a, r#"{"type":"heartbeat","worker_id":"w2","status":"working","cpu_usage":50}"#);
+        beat(&a, r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":12.5}"#);
+
+        let (s, v, _) = call(&a, "GET", "/health");
+        assert_eq!((s, v["status"].as_str(), v["workers"]["total"].as_u64()), (200, Some("healthy"), Some(2)));
+
+        let (s, v, _) = call(&a, "GET", "/telemetry");
+        assert_eq!(s, 200);
+        assert_eq!(v["w1"]["cpu_usage"], 12.5);
+        assert_eq!(v["w2"]["status"], "working");
+
+        let (s, v, _) = call(&a, "GET", "/telemetry/w1");
+        assert_eq!((s, v["worker_id"].as_str()), (200, Some("w1")));
+        assert_eq!(call(&a, "GET", "/telemetry/nobody").0, 404);
+        assert_eq!(call(&a, "GET", "/telemetry/bad%20id").0, 400);
+        assert_eq!(call(&a, "GET", "/telemetry/registry").0, 404);
+
+        let (_, v, _) = call(&a, "GET", "/api/workers");
+        let ids: Vec<&str> = v.as_array().unwrap().iter().map(|w| w["worker_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["w1", "w2"], "sorted by id");
+        let (_, v, _) = call(&a, "GET", "/api/workers?status=working");
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        assert_eq!(call(&a, "GET", "/api/workers?status=sleepy").0, 400);
+
+        let (_, v, _) = call(&a, "GET", "/api/workers/registry");
+        assert_eq!(v["w2"]["id"], "w2");
+        assert_eq!(v["w2"]["messages_processed"], 1);
+
+        let (_, v, _) = call(&a, "GET", "/workers");
+        assert_eq!(v["w1"]["is_active"], true);
+
+        let (s, v, _) = call(&a, "GET", "/api/workers/w1");
+        assert_eq!((s, v["transport"].as_str()), (200, Some("udp")));
+        assert!(v.get("missed_beats").is_some());
+
+        let (s, v, resp) = call(&a, "GET", "/api/workers/snapshot/w1");
+        assert_eq!(s, 200);
+        assert_eq!(v["worker_id"], "w1");
+        let cd = resp.headers.iter().find(|(n, _)| *n == "Content-Disposition").unwrap();
+        assert!(cd.1.starts_with("attachment; filename=\"worker-w1-") && cd.1.ends_with(".json\""));
+
+        let (s, _, resp) = call(&a, "POST", "/telemetry");
+        assert_eq!(s, 405);
+        assert!(resp.headers.iter().any(|(n, v)| *n == "Allow" && v.contains("GET")));
+        let (s, _, resp) = call(&a, "OPTIONS", "/api/workers/w1");
+        assert_eq!(s, 204);
+        assert!(resp.headers.iter().any(|(n, v)| *n == "Allow" && v.contains("DELETE")));
+
+        assert_eq!(call(&a, "DELETE", "/api/workers/w1").0, 204);
+        assert_eq!(call(&a, "DELETE", "/api/workers/w1").0, 404);
+        assert_eq!(call(&a, "GET", "/telemetry/w1").0, 404);
+        assert_eq!(call(&a, "GET", "/nope").0, 404);
+        let (s, v, _) = call(&a, "GET", "/nope");
+        assert_eq!((s, v["error"].as_str()), (404, Some("not_found")));
+        a.registry.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+}

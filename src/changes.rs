@@ -1,0 +1,125 @@
+//! The change feed: worker threads say "this worker changed" or "this worker
+//! is gone", the HTTP loop collects the ids when its `Waker` fires.
+//!
+//! Coalescing and bounded: a worker that changes a thousand times between
+//! two drains is one entry, so the feed never holds more ids than there are
+//! workers. It wakes the loop only when the feed goes from empty to
+//! non-empty, and records nothing while no one subscribes, so a daemon with
+//! no live subscribers pays one relaxed load per change.
+//!
+//! It does not carry state: subscribers read the current snapshot of each id.
+
+use crate::protocol::WorkerId;
+use crate::worker::OnChange;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Removal notices kept between drains at most; older ones are dropped
+/// (subscribers then learn of the removal from their next full snapshot).
+pub const MAX_REMOVED: usize = 65536;
+
+#[derive(Default)]
+struct Pending {
+    changed: HashSet<WorkerId>,
+    removed: Vec<WorkerId>,
+}
+
+#[derive(Default)]
+pub struct Changes {
+    pending: Mutex<Pending>,
+    waker: OnceLock<Arc<mio::Waker>>,
+    wanted: AtomicBool,
+}
+
+impl Changes {
+    /// The loop that drains the feed registers its waker once.
+    pub fn set_waker(&self, waker: Arc<mio::Waker>) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// Whether anyone subscribes; while false, nothing is recorded.
+    pub fn set_wanted(&self, wanted: bool) {
+        self.wanted.store(wanted, Relaxed);
+    }
+
+    fn record(&self, f: impl FnOnce(&mut Pending)) {
+        if !self.wanted.load(Relaxed) {
+            return;
+        }
+        let was_empty = {
+            let Ok(mut p) = self.pending.lock() else {
+                return;
+            };
+            let was_empty = p.changed.is_empty() && p.removed.is_empty();
+            f(&mut p);
+            was_empty
+        };
+        if was_empty {
+            if let Some(w) = self.waker.get() {
+                let _ = w.wake();
+            }
+        }
+    }
+
+    pub fn removed(&self, id: &WorkerId) {
+        self.record(|p| {
+            p.changed.remove(id);
+            if p.removed.len() >= MAX_REMOVED {
+                p.removed.remove(0);
+            }
+            p.removed.push(id.clone());
+        });
+    }
+
+    /// Take everything recorded so far: (changed, removed).
+    pub fn take(&self) -> (Vec<WorkerId>, Vec<WorkerId>) {
+        match self.pending.lock() {
+            Ok(mut p) => (
+                p.changed.drain().collect(),
+                std::mem::take(&mut p.removed),
+            ),
+            Err(_) => (Vec::new(), Vec::new()),
+        }
+    }
+}
+
+impl OnChange for Changes {
+    fn changed(&self, id: &WorkerId) {
+        self.record(|p| {
+            p.changed.insert(id.clone());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll, Token};
+    use std::time::Duration;
+
+    #[test]
+    fn coalesces_and_wakes_once_per_batch() {
+        let mut poll = Poll::new().unwrap();
+        let changes = Changes::default();
+        changes.set_waker(Arc::new(mio::Waker::new(poll.registry(), Token(7)).unwrap()));
+        let a: WorkerId = "a".into();
+        changes.changed(&a);
+        assert!(changes.take().0.is_empty(), "nothing recorded while unwanted");
+
+        changes.set_wanted(true);
+        for _ in 0..1000 {
+            changes.changed(&a);
+        }
+        changes.changed(&"b".into());
+        changes.removed(&"b".into());
+        let mut events = Events::with_capacity(8);
+        poll.poll(&mut events, Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(events.iter().filter(|e| e.token() == Token(7)).count(), 1);
+        let (changed, removed) = changes.take();
+        assert_eq!(changed, vec![a]);
+        assert_eq!(removed.len(), 1);
+        assert_eq!(&*removed[0], "b");
+        assert_eq!(changes.take(), (vec![], vec![]));
+    }
+}

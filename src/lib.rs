@@ -1,0 +1,19 @@
+//! muster: roll call for a fleet of worker processes.
+//!
+//! The daemon's parts, one concern per module. Pure modules (`protocol`,
+//! `http_head`, `config`, parsers in `procfs` and `capacity`) take bytes or
+//! text and return values; the rest own threads and sockets.
+
+pub mod api;
+pub mod capacity;
+pub mod changes;
+pub mod config;
+pub mod live;
+pub mod procfs;
+pub mod protocol;
+pub mod ratelimit;
+pub mod registry;
+pub mod stats;
+pub mod sweeper;
+pub mod worker;
+pub mod http_head;

@@ -1,0 +1,277 @@
+//! The registry: worker id → handle (inbox + latest snapshot), and the
+//! worker threads behind the handles.
+//!
+//! The map is behind an `RwLock` held only for lookups, inserts and removals,
+//! never while a snapshot is serialised or a frame applied. A new worker gets
+//! its thread here, after the `max_workers` check; a thread that cannot be
+//! spawned is a refusal, counted, never a panic.
+//!
+//! The registry does not decide when a worker is silent or old (the
+//! sweeper does) and does not apply frames (the worker's thread does).
+
+use crate::changes::Changes;
+use crate::live::Live;
+use crate::protocol::{RejectReason, WorkerId};
+use crate::ratelimit::RateLimit;
+use crate::stats::Stats;
+use crate::worker::{self, Handle, INBOX_CAPACITY, OnApplied, STACK_BYTES, Snapshot, Transport};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+struct Entry {
+    handle: Arc<Handle>,
+    thread: JoinHandle<()>,
+}
+
+/// Counts of workers by what the daemon judges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub total: usize,
+    pub active: usize,
+    pub inactive: usize,
+    pub terminated: usize,
+}
+
+pub struct Registry {
+    workers: RwLock<HashMap<WorkerId, Entry>>,
+    pub stats: Arc<Stats>,
+    pub live: Arc<Live>,
+    pub changes: Arc<Changes>,
+    log_limit: RateLimit,
+}
+
+impl OnApplied for Stats {
+    fn applied(&self, frames: u64) {
+        self.frames_applied.fetch_add(frames, Relaxed);
+    }
+}
+
+impl Registry {
+    pub fn new(stats: Arc<Stats>, live: Arc<Live>, changes: Arc<Changes>) -> Registry {
+        Registry {
+            workers: RwLock::new(HashMap::new()),
+            stats,
+            live,
+            changes,
+            log_limit: RateLimit::new(Duration::from_secs(10)),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<WorkerId, Entry>> {
+        self.workers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<WorkerId, Entry>> {
+        self.workers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn handle(&self, id: &str) -> Option<Arc<Handle>> {
+        self.read().get(id).map(|e| e.handle.clone())
+    }
+
+    /// The handle of `id`, creating the worker (and its thread) if it is new.
+    pub fn route(&self, id: &WorkerId, transport: Transport) -> Result<Arc<Handle>, RejectReason> {
+        if let Some(h) = self.handle(id) {
+            return Ok(h);
+        }
+        let mut map = self.write();
+        if let Some(e) = map.get(id) {
+            return Ok(e.handle.clone());
+        }
+        if map.len() >= self.live.max_workers() {
+            self.warn_limited("worker_cap", || {
+                format!(
+                    "max_workers={} reached: refusing new worker id={id}",
+                    self.live.max_workers()
+                )
+            });
+            return Err(RejectReason::WorkerCap);
+        }
+        let (tx, rx) = sync_channel(INBOX_CAPACITY);
+        let handle = Arc::new(Handle::new(tx, Snapshot::new(id.clone(), transport, Instant::now())));
+        let (h, changes, stats) = (handle.clone(), self.changes.clone(), self.stats.clone());
+        let spawned = std::thread::Builder::new()
+            .name(thread_name(id))
+            .stack_size(STACK_BYTES)
+            .spawn(move || {
+                stats.worker_threads.fetch_add(1, Relaxed);
+                let applied = stats.clone();
+                worker::run(h, rx, changes, applied);
+                stats.worker_threads.fetch_sub(1, Relaxed);
+            });
+        match spawned {
+            Ok(thread) => {
+                map.insert(id.clone(), Entry {
+                    handle: handle.clone(),
+                    thread,
+                });
+                log::debug!("new worker id={id} transport={transport:?}");
+                Ok(handle)
+            }
+            Err(e) => {
+                self.warn_limited("spawn_failed", || {
+                    format!("cannot start a thread for worker id={id}: {e}")
+                });
+                Err(RejectReason::WorkerCap)
+            }
+        }
+    }
+
+    fn warn_limited(&self, key: &'static str, msg: impl FnOnce() -> String) {
+        if let Some(suppressed) = self.log_limit.check(key, Instant::now()) {
+            log::warn!("{} (suppressed={suppressed})", msg());
+        }
+    }
+
+    pub fn snapshot(&self, id: &str) -> Option<Arc<Snapshot>> {
+        self.handle(id).map(|h| h.snapshot())
+    }
+
+    /// Every worker's snapshot, sorted by id. O(n) clones of `Arc`s under the
+    /// read lock, then the sort outside it.
+    pub fn snapshots(&self) -> Vec<Arc<Snapshot>> {
+        let handles: Vec<Arc<Handle>> = self.read().values().map(|e| e.handle.clone()).collect();
+        let mut snaps: Vec<Arc<Snapshot>> = handles.iter().map(|h| h.snapshot()).collect();
+        snaps.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        snaps
+    }
+
+    pub fn handles(&self) -> Vec<Arc<Handle>> {
+        self.read().values().map(|e| e.handle.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for h in self.handles() {
+            let s = h.snapshot();
+            c.total += 1;
+            if s.terminated {
+                c.terminated += 1;
+            } else if s.inactive {
+                c.inactive += 1;
+            } else {
+                c.active += 1;
+            }
+        }
+        c
+    }
+
+    /// Remove a worker and end its thread without waiting for it.
+    /// Returns whether it existed.
+    pub fn remove(&self, id: &str) -> bool {
+        let Some(entry) = self.write().remove(id) else {
+            return false;
+        };
+        entry.handle.stop();
+        // The thread ends on its own; its JoinHandle is dropped (detached).
+        drop(entry.thread);
+        self.changes.removed(&WorkerId::from(id));
+        true
+    }
+
+    /// Stop every worker thread and wait for them, at most until `deadline`.
+    /// Returns how many did not end in time.
+    pub fn shutdown(&self, deadline: Instant) -> usize {
+        let entries: Vec<Entry> = self.write().drain().map(|(_, e)| e).collect();
+        for e in &entries {
+            e.handle.stop();
+        }
+        let mut late = 0;
+        for e in entries {
+            while !e.thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if e.thread.is_finished() {
+                let _ = e.thread.join();
+            } else {
+                late += 1;
+            }
+        }
+        late
+    }
+}
+
+/// Linux thread names are at most 15 bytes; ids are ASCII, so byte cuts are
+/// character cuts.
+fn thread_name(id: &str) -> String {
+    id[..id.len().min(15)].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::protocol::decode;
+    use crate::worker::Msg;
+
+    fn registry(max: usize) -> Registry {
+        let cfg = config::defaults();
+        Registry::new(
+            Arc::new(Stats::default()),
+            Arc::new(Live::new(&cfg, max)),
+            Arc::new(Changes::default()),
+        )
+    }
+
+    fn wait_for(mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn routes_caps_and_removes() {
+        let r = registry(2);
+        let a: WorkerId = "a".into();
+        let h = r.route(&a, Transport::Udp).unwrap();
+        assert!(Arc::ptr_eq(&h, &r.route(&a, Transport::Udp).unwrap()));
+        r.route(&"b".into(), Transport::Udp).unwrap();
+        assert_eq!(r.route(&"c".into(), Transport::Udp).err(), Some(RejectReason::WorkerCap));
+        wait_for(|| r.stats.worker_threads.load(Relaxed) == 2);
+
+        let f = decode(br#"{"type":"heartbeat","worker_id":"a","cpu_usage":3}"#, 1024).unwrap();
+        h.inbox.try_send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now())).unwrap();
+        wait_for(|| r.snapshot("a").is_some_and(|s| s.cpu_usage == Some(3.0)));
+        assert_eq!(r.stats.frames_applied.load(Relaxed), 1);
+
+        assert!(r.remove("a"));
+        assert!(!r.remove("a"));
+        wait_for(|| r.stats.worker_threads.load(Relaxed) == 1);
+        assert!(r.route(&"c".into(), Transport::Udp).is_ok(), "room again");
+        assert_eq!(r.shutdown(Instant::now() + Duration::from_secs(5)), 0);
+        assert_eq!(r.stats.worker_threads.load(Relaxed), 0);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn snapshots_are_sorted() {
+        let r = registry(10);
+        for id in ["c", "a", "b"] {
+            r.route(&id.into(), Transport::Udp).unwrap();
+        }
+        let ids: Vec<String> = r.snapshots().iter().map(|s| s.id.to_string()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(r.counts().total, 3);
+        r.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn thread_names_fit_the_kernel() {
+        assert_eq!(thread_name("short"), "short");
+        assert_eq!(thread_name(&"x".repeat(128)).len(), 15);
+    }
+}

@@ -1,0 +1,101 @@
+//! The sweeper thread: finds workers silent past `inactivity_timeout` and
+//! asks their threads to mark them inactive; evicts workers that have been
+//! inactive or terminated for `forget_after`.
+//!
+//! It judges silence on the daemon's monotonic clock (the `Instant` of the
+//! last applied frame), never on timestamps a worker sent. It does not
+//! mutate worker state itself: the worker's thread re-checks against its own
+//! clock, so a frame that arrives between the sweeper's look and the mark
+//! wins. It ticks every [`TICK`], so a worker goes inactive between the
+//! timeout and the timeout plus one tick.
+//!
+//! Cost: O(workers) snapshot reads per tick.
+
+use crate::registry::Registry;
+use crate::worker::Msg;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Run until `stop` receives a message or its sender is dropped.
+pub fn run(registry: Arc<Registry>, stop: Receiver<()>) {
+    loop {
+        match stop.recv_timeout(TICK) {
+            Err(RecvTimeoutError::Timeout) => sweep(&registry, Instant::now()),
+            _ => return,
+        }
+    }
+}
+
+/// One pass over every worker.
+pub fn sweep(registry: &Registry, now: Instant) {
+    let timeout = registry.live.inactivity_timeout();
+    let forget = registry.live.forget_after();
+    for handle in registry.handles() {
+        let snap = handle.snapshot();
+        let silent = now.saturating_duration_since(snap.last_seen);
+        if snap.is_active() {
+            if silent >= timeout {
+                // A full inbox means frames are arriving: nothing to mark.
+                let _ = handle.inbox.try_send(Msg::Sweep {
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+        } else if silent >= forget && registry.remove(&snap.id) {
+            registry.stats.workers_evicted.fetch_add(1, Relaxed);
+            log::info!(
+                "forgot worker id={} status={} silent_s={}",
+                snap.id,
+                snap.status(),
+                silent.as_secs()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::Changes;
+    use crate::config;
+    use crate::live::Live;
+    use crate::stats::Stats;
+    use crate::worker::Transport;
+
+    #[test]
+    fn marks_then_evicts() {
+        let mut cfg = config::defaults();
+        cfg.heartbeat_interval = Duration::from_millis(10);
+        cfg.inactivity_timeout = Duration::from_millis(50);
+        cfg.forget_after = Duration::from_millis(200);
+        let r = Registry::new(
+            Arc::new(Stats::default()),
+            Arc::new(Live::new(&cfg, 10)),
+            Arc::new(Changes::default()),
+        );
+        r.route(&"w".into(), Transport::Udp).unwrap();
+        let t0 = r.snapshot("w").unwrap().last_seen;
+
+        sweep(&r, t0 + Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(r.snapshot("w").unwrap().is_active(), "not yet silent long enough");
+
+        sweep(&r, t0 + Duration::from_millis(60));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.snapshot("w").unwrap().is_active() {
+            assert!(Instant::now() < deadline, "never marked inactive");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(r.snapshot("w").unwrap().status(), "inactive");
+
+        sweep(&r, t0 + Duration::from_millis(150));
+        assert!(r.snapshot("w").is_some(), "kept until forget_after");
+        sweep(&r, t0 + Duration::from_millis(250));
+        assert!(r.snapshot("w").is_none(), "evicted");
+        assert_eq!(r.stats.workers_evicted.load(Relaxed), 1);
+        r.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+}
