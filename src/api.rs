@@ -22,7 +22,15 @@ use std::time::Instant;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Statuses accepted by `?status=`.
-const STATUSES: [&str; 7] = ["created", "idle", "working", "error", "inactive", "terminated", "active"];
+const STATUSES: [&str; 7] = [
+    "created",
+    "idle",
+    "working",
+    "error",
+    "inactive",
+    "terminated",
+    "active",
+];
 
 pub struct Api {
     pub registry: Arc<Registry>,
@@ -73,7 +81,11 @@ fn not_found() -> Response {
 }
 
 fn route(path: &str) -> Result<Route, Response> {
-    let path = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
+    let path = if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    };
     let segs: Vec<&str> = path.split('/').skip(1).collect();
     Ok(match segs.as_slice() {
         ["health"] => Route::Health,
@@ -244,7 +256,11 @@ impl Api {
         let status = query_param(query, "status");
         if let Some(st) = &status {
             if !STATUSES.contains(&st.as_str()) {
-                return Response::error(400, "bad_status", &format!("status must be one of {}", STATUSES.join(", ")));
+                return Response::error(
+                    400,
+                    "bad_status",
+                    &format!("status must be one of {}", STATUSES.join(", ")),
+                );
             }
         }
         let snaps = self.registry.snapshots();
@@ -324,7 +340,10 @@ fn details(s: &Snapshot) -> Map<String, Value> {
 }
 
 fn json_ok(v: &impl serde::Serialize) -> Response {
-    Response::json(200, serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()))
+    Response::json(
+        200,
+        serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()),
+    )
 }
 
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
@@ -369,7 +388,9 @@ mod tests {
         let id = f.worker_id().unwrap().clone();
         let h = api.registry.route(&id, Transport::Udp).unwrap();
         let before = h.snapshot().messages_processed;
-        h.inbox.send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now())).unwrap();
+        h.inbox
+            .send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while h.snapshot().messages_processed == before {
             assert!(Instant::now() < deadline);
@@ -380,11 +401,20 @@ mod tests {
     #[test]
     fn endpoints() {
         let a = api();
-        beat(&a, r#"{"type":"heartbeat","worker_id":"w2","status":"working","cpu_usage":50}"#);
-        beat(&a, r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":12.5}"#);
+        beat(
+            &a,
+            r#"{"type":"heartbeat","worker_id":"w2","status":"working","cpu_usage":50}"#,
+        );
+        beat(
+            &a,
+            r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":12.5}"#,
+        );
 
         let (s, v, _) = call(&a, "GET", "/health");
-        assert_eq!((s, v["status"].as_str(), v["workers"]["total"].as_u64()), (200, Some("healthy"), Some(2)));
+        assert_eq!(
+            (s, v["status"].as_str(), v["workers"]["total"].as_u64()),
+            (200, Some("healthy"), Some(2))
+        );
 
         let (s, v, _) = call(&a, "GET", "/telemetry");
         assert_eq!(s, 200);
@@ -398,7 +428,12 @@ mod tests {
         assert_eq!(call(&a, "GET", "/telemetry/registry").0, 404);
 
         let (_, v, _) = call(&a, "GET", "/api/workers");
-        let ids: Vec<&str> = v.as_array().unwrap().iter().map(|w| w["worker_id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["worker_id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["w1", "w2"], "sorted by id");
         let (_, v, _) = call(&a, "GET", "/api/workers?status=working");
         assert_eq!(v.as_array().unwrap().len(), 1);
@@ -418,15 +453,27 @@ mod tests {
         let (s, v, resp) = call(&a, "GET", "/api/workers/snapshot/w1");
         assert_eq!(s, 200);
         assert_eq!(v["worker_id"], "w1");
-        let cd = resp.headers.iter().find(|(n, _)| *n == "Content-Disposition").unwrap();
+        let cd = resp
+            .headers
+            .iter()
+            .find(|(n, _)| *n == "Content-Disposition")
+            .unwrap();
         assert!(cd.1.starts_with("attachment; filename=\"worker-w1-") && cd.1.ends_with(".json\""));
 
         let (s, _, resp) = call(&a, "POST", "/telemetry");
         assert_eq!(s, 405);
-        assert!(resp.headers.iter().any(|(n, v)| *n == "Allow" && v.contains("GET")));
+        assert!(
+            resp.headers
+                .iter()
+                .any(|(n, v)| *n == "Allow" && v.contains("GET"))
+        );
         let (s, _, resp) = call(&a, "OPTIONS", "/api/workers/w1");
         assert_eq!(s, 204);
-        assert!(resp.headers.iter().any(|(n, v)| *n == "Allow" && v.contains("DELETE")));
+        assert!(
+            resp.headers
+                .iter()
+                .any(|(n, v)| *n == "Allow" && v.contains("DELETE"))
+        );
 
         assert_eq!(call(&a, "DELETE", "/api/workers/w1").0, 204);
         assert_eq!(call(&a, "DELETE", "/api/workers/w1").0, 404);

@@ -38,7 +38,9 @@ impl Limits {
         // SAFETY: getrlimit writes into the struct we pass and nothing else.
         let nproc = unsafe {
             let mut rl: libc::rlimit = std::mem::zeroed();
-            if libc::getrlimit(libc::RLIMIT_NPROC, &mut rl) == 0 && rl.rlim_cur != libc::RLIM_INFINITY {
+            if libc::getrlimit(libc::RLIMIT_NPROC, &mut rl) == 0
+                && rl.rlim_cur != libc::RLIM_INFINITY
+            {
                 Some(rl.rlim_cur)
             } else {
                 None
@@ -81,12 +83,14 @@ impl Limits {
             "kernel.pid_max",
         );
         consider(
-            self.threads_max.map(|m| m.saturating_sub(self.host_threads)),
+            self.threads_max
+                .map(|m| m.saturating_sub(self.host_threads)),
             "kernel.threads-max",
         );
         // RLIMIT_NPROC counts this user's threads; the host count bounds it.
         consider(
-            self.nproc.map(|m| m.saturating_sub(self.host_threads.min(m))),
+            self.nproc
+                .map(|m| m.saturating_sub(self.host_threads.min(m))),
             "RLIMIT_NPROC",
         );
         (best.0.saturating_sub(MARGIN), best.1)
@@ -151,7 +155,10 @@ mod tests {
 
     #[test]
     fn loadavg() {
-        assert_eq!(parse_loadavg_threads("0.00 0.01 0.05 1/123 4567\n"), Some(123));
+        assert_eq!(
+            parse_loadavg_threads("0.00 0.01 0.05 1/123 4567\n"),
+            Some(123)
+        );
         assert_eq!(parse_loadavg_threads("garbage"), None);
     }
 

@@ -75,10 +75,7 @@ impl Changes {
     /// Take everything recorded so far: (changed, removed).
     pub fn take(&self) -> (Vec<WorkerId>, Vec<WorkerId>) {
         match self.pending.lock() {
-            Ok(mut p) => (
-                p.changed.drain().collect(),
-                std::mem::take(&mut p.removed),
-            ),
+            Ok(mut p) => (p.changed.drain().collect(), std::mem::take(&mut p.removed)),
             Err(_) => (Vec::new(), Vec::new()),
         }
     }
@@ -102,10 +99,15 @@ mod tests {
     fn coalesces_and_wakes_once_per_batch() {
         let mut poll = Poll::new().unwrap();
         let changes = Changes::default();
-        changes.set_waker(Arc::new(mio::Waker::new(poll.registry(), Token(7)).unwrap()));
+        changes.set_waker(Arc::new(
+            mio::Waker::new(poll.registry(), Token(7)).unwrap(),
+        ));
         let a: WorkerId = "a".into();
         changes.changed(&a);
-        assert!(changes.take().0.is_empty(), "nothing recorded while unwanted");
+        assert!(
+            changes.take().0.is_empty(),
+            "nothing recorded while unwanted"
+        );
 
         changes.set_wanted(true);
         for _ in 0..1000 {
@@ -114,7 +116,8 @@ mod tests {
         changes.changed(&"b".into());
         changes.removed(&"b".into());
         let mut events = Events::with_capacity(8);
-        poll.poll(&mut events, Some(Duration::from_secs(2))).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(2)))
+            .unwrap();
         assert_eq!(events.iter().filter(|e| e.token() == Token(7)).count(), 1);
         let (changed, removed) = changes.take();
         assert_eq!(changed, vec![a]);

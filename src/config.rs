@@ -228,15 +228,13 @@ pub fn load(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, C
     for s in SETTINGS {
         if let Some(v) = file.get(s.key) {
             let src = path.as_ref().map(|p| p.display().to_string());
-            set(&mut cfg, s.key, v).map_err(|m| {
-                ConfigError::Value(src.unwrap_or_default(), s.key.to_string(), m)
-            })?;
+            set(&mut cfg, s.key, v)
+                .map_err(|m| ConfigError::Value(src.unwrap_or_default(), s.key.to_string(), m))?;
         }
         if s.key == "http_addr" {
             if let Some(v) = env("HTTP_PORT") {
-                set_http_port(&mut cfg, &v).map_err(|m| {
-                    ConfigError::Value("HTTP_PORT".into(), s.key.to_string(), m)
-                })?;
+                set_http_port(&mut cfg, &v)
+                    .map_err(|m| ConfigError::Value("HTTP_PORT".into(), s.key.to_string(), m))?;
             }
         }
         let var = env_name(s.key);

@@ -257,7 +257,13 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Append `resp` to `out`. `head_only` answers HEAD: the same fields, no
 /// body (RFC 9110 §9.3.2). 204 carries no Content-Length (RFC 9110 §8.6).
-pub fn write_response(out: &mut Vec<u8>, resp: &Response, head_only: bool, keep_alive: bool, cors: &str) {
+pub fn write_response(
+    out: &mut Vec<u8>,
+    resp: &Response,
+    head_only: bool,
+    keep_alive: bool,
+    cors: &str,
+) {
     use std::io::Write;
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     if resp.status != 204 {
@@ -272,7 +278,11 @@ pub fn write_response(out: &mut Vec<u8>, resp: &Response, head_only: bool, keep_
     for (name, value) in &resp.headers {
         let _ = write!(out, "{name}: {value}\r\n");
     }
-    let conn = if keep_alive && !resp.close { "keep-alive" } else { "close" };
+    let conn = if keep_alive && !resp.close {
+        "keep-alive"
+    } else {
+        "close"
+    };
     let _ = write!(out, "Connection: {conn}\r\n\r\n");
     if !head_only && resp.status != 204 {
         out.extend_from_slice(&resp.body);
@@ -310,7 +320,10 @@ mod tests {
     #[test]
     fn fields() {
         let (r, _) = parse(VALID[1].as_bytes()).unwrap().unwrap();
-        assert_eq!((r.method, r.path.as_str(), r.query.as_str()), (Method::Get, "/telemetry/w1", "x=1"));
+        assert_eq!(
+            (r.method, r.path.as_str(), r.query.as_str()),
+            (Method::Get, "/telemetry/w1", "x=1")
+        );
         assert!(!r.keep_alive, "1.0 closes by default");
         let (r, _) = parse(VALID[2].as_bytes()).unwrap().unwrap();
         assert_eq!((r.content_length, r.keep_alive), (5, false));
@@ -328,19 +341,42 @@ mod tests {
         );
         let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
         let table: Vec<(Vec<u8>, HeadError)> = vec![
-            (b"\x16\x03\x01garbage\r\n\r\n".to_vec(), HeadError::Malformed),
+            (
+                b"\x16\x03\x01garbage\r\n\r\n".to_vec(),
+                HeadError::Malformed,
+            ),
             (b"GET / HTTP/2.0\r\n\r\n".to_vec(), HeadError::Malformed),
-            (b"GET nopath HTTP/1.1\r\n\r\n".to_vec(), HeadError::Malformed),
-            (b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n".to_vec(), HeadError::Malformed),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(), HeadError::Malformed),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), HeadError::LengthRequired),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n".to_vec(), HeadError::BodyTooLarge),
+            (
+                b"GET nopath HTTP/1.1\r\n\r\n".to_vec(),
+                HeadError::Malformed,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n".to_vec(),
+                HeadError::Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(),
+                HeadError::Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+                HeadError::LengthRequired,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n".to_vec(),
+                HeadError::BodyTooLarge,
+            ),
             (many.into_bytes(), HeadError::TooManyHeaders),
             (huge.into_bytes(), HeadError::HeadTooLarge),
             (vec![b'a'; MAX_HEAD + 1], HeadError::HeadTooLarge),
         ];
         for (input, want) in table {
-            assert_eq!(parse(&input).err(), Some(want), "{:?}", String::from_utf8_lossy(&input[..40.min(input.len())]));
+            assert_eq!(
+                parse(&input).err(),
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(&input[..40.min(input.len())])
+            );
         }
         // An unfinished head past the limit is refused without waiting for more.
         let partial = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
@@ -362,8 +398,14 @@ mod tests {
         assert_eq!(percent_decode("bad%zz"), None);
         assert_eq!(percent_decode("cut%4"), None);
         assert_eq!(percent_decode("%ff"), None);
-        assert_eq!(query_param("status=working&x=1", "status").as_deref(), Some("working"));
-        assert_eq!(query_param("label=pool%3Ascan", "label").as_deref(), Some("pool:scan"));
+        assert_eq!(
+            query_param("status=working&x=1", "status").as_deref(),
+            Some("working")
+        );
+        assert_eq!(
+            query_param("label=pool%3Ascan", "label").as_deref(),
+            Some("pool:scan")
+        );
         assert_eq!(query_param("a=1", "status"), None);
     }
 
@@ -383,11 +425,23 @@ mod tests {
         let mut out = Vec::new();
         write_response(&mut out, &r, true, false, "");
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("Content-Length: 2\r\n") && text.ends_with("\r\n\r\n"), "HEAD keeps the length, drops the body");
+        assert!(
+            text.contains("Content-Length: 2\r\n") && text.ends_with("\r\n\r\n"),
+            "HEAD keeps the length, drops the body"
+        );
         assert!(text.contains("Connection: close"));
 
         let mut out = Vec::new();
-        write_response(&mut out, &Response { status: 204, ..Response::default() }, false, true, "*");
+        write_response(
+            &mut out,
+            &Response {
+                status: 204,
+                ..Response::default()
+            },
+            false,
+            true,
+            "*",
+        );
         assert!(!String::from_utf8(out).unwrap().contains("Content-Length"));
     }
 }

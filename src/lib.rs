@@ -5,15 +5,24 @@
 //! text and return values; the rest own threads and sockets.
 
 pub mod api;
+pub mod bench;
 pub mod capacity;
 pub mod changes;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod http_conn;
+pub mod http_head;
+pub mod ingest;
+pub mod listen;
 pub mod live;
+pub mod logging;
 pub mod procfs;
 pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
 pub mod stats;
 pub mod sweeper;
+pub mod tcp_conn;
 pub mod worker;
-pub mod http_head;

@@ -100,7 +100,12 @@ impl Live {
             d(cfg.inactivity_timeout),
             true,
         );
-        diff("forget_after", d(old.forget_after), d(cfg.forget_after), true);
+        diff(
+            "forget_after",
+            d(old.forget_after),
+            d(cfg.forget_after),
+            true,
+        );
         diff(
             "max_workers",
             self.max_workers().to_string(),
@@ -187,8 +192,15 @@ mod tests {
         let notes = live.apply(&next, 500);
         assert_eq!(live.inactivity_timeout(), Duration::from_secs(60));
         assert_eq!(live.max_workers(), 500);
-        assert!(notes.iter().any(|n| n == "inactivity_timeout: 30s -> 1m"), "{notes:?}");
-        assert!(notes.iter().any(|n| n.starts_with("http_addr:") && n.contains("restart")));
+        assert!(
+            notes.iter().any(|n| n == "inactivity_timeout: 30s -> 1m"),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("http_addr:") && n.contains("restart"))
+        );
         assert!(notes.iter().any(|n| n == "max_workers: 10000 -> 500"));
         // A second identical reload only repeats what still needs a restart.
         let again = live.apply(&next, 500);

@@ -130,6 +130,10 @@ pub struct Run {
     pub signal: Option<i32>,
 }
 
+// Heartbeats dominate the traffic and are the large variant; frames are
+// boxed whole when queued, so boxing the variant would only add a second
+// allocation per frame.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Frame {
     Hello(Hello),
@@ -283,9 +287,9 @@ fn decode_object(map: &Map<String, Value>) -> Result<Frame, Reject> {
     let f = Fields(map);
     match kind {
         "hello" => Ok(Frame::Hello(Hello {
-            worker_id: f.worker_id()?.ok_or_else(|| {
-                Reject::new(RejectReason::BadWorkerId, "hello needs a worker_id")
-            })?,
+            worker_id: f
+                .worker_id()?
+                .ok_or_else(|| Reject::new(RejectReason::BadWorkerId, "hello needs a worker_id"))?,
             pid: f.uint("pid", u32::MAX as u64)?.map(|v| v as u32),
             hostname: f.text("hostname", MAX_TEXT)?,
             capacity: f.uint("capacity", u32::MAX as u64)?.map(|v| v as u32),
@@ -566,8 +570,14 @@ mod tests {
     #[test]
     fn rejects_by_reason() {
         use RejectReason::*;
-        let long_id = format!(r#"{{"type":"heartbeat","worker_id":"{}"}}"#, "a".repeat(129));
-        let max_id = format!(r#"{{"type":"heartbeat","worker_id":"{}"}}"#, "a".repeat(128));
+        let long_id = format!(
+            r#"{{"type":"heartbeat","worker_id":"{}"}}"#,
+            "a".repeat(129)
+        );
+        let max_id = format!(
+            r#"{{"type":"heartbeat","worker_id":"{}"}}"#,
+            "a".repeat(128)
+        );
         let table: &[(&[u8], Option<RejectReason>)] = &[
             (b"", Some(NotJson)),
             (b"hello", Some(NotJson)),
@@ -580,37 +590,112 @@ mod tests {
             (br#"{"type":7}"#, Some(BadField)),
             (br#"{"type":"dance","worker_id":"w1"}"#, Some(UnknownType)),
             (br#"{"type":"heartbeat","worker_id":""}"#, Some(BadWorkerId)),
-            (br#"{"type":"heartbeat","worker_id":"a b"}"#, Some(BadWorkerId)),
-            (br#"{"type":"heartbeat","worker_id":"w/1"}"#, Some(BadWorkerId)),
+            (
+                br#"{"type":"heartbeat","worker_id":"a b"}"#,
+                Some(BadWorkerId),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w/1"}"#,
+                Some(BadWorkerId),
+            ),
             (br#"{"type":"heartbeat","worker_id":12}"#, Some(BadWorkerId)),
             (long_id.as_bytes(), Some(BadWorkerId)),
             (max_id.as_bytes(), None),
-            (br#"{"type":"heartbeat","worker_id":"registry"}"#, Some(ReservedId)),
-            (br#"{"type":"heartbeat","worker_id":"scale"}"#, Some(ReservedId)),
-            (br#"{"type":"heartbeat","worker_id":"snapshot"}"#, Some(ReservedId)),
+            (
+                br#"{"type":"heartbeat","worker_id":"registry"}"#,
+                Some(ReservedId),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"scale"}"#,
+                Some(ReservedId),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"snapshot"}"#,
+                Some(ReservedId),
+            ),
             (br#"{"type":"hello"}"#, Some(BadWorkerId)),
-            (br#"{"type":"heartbeat","worker_id":"w","cpu_usage":"hot"}"#, Some(BadField)),
-            (br#"{"type":"heartbeat","worker_id":"w","cpu_usage":-1}"#, Some(BadField)),
-            (br#"{"type":"heartbeat","worker_id":"w","cpu_usage":1e999}"#, Some(NotJson)),
-            (br#"{"type":"heartbeat","worker_id":"w","cpu_usage":NaN}"#, Some(NotJson)),
-            (br#"{"type":"heartbeat","worker_id":"w","memory_usage":101}"#, Some(BadField)),
-            (br#"{"type":"heartbeat","worker_id":"w","queue_depth":-3}"#, Some(BadField)),
-            (br#"{"type":"heartbeat","worker_id":"w","queue_depth":1.5}"#, Some(BadField)),
-            (br#"{"type":"heartbeat","worker_id":"w","status":"sleepy"}"#, Some(BadField)),
-            (br#"{"type":"heartbeat","worker_id":"w","labels":{"a":1}}"#, Some(BadField)),
-            (br#"{"type":"heartbeat","worker_id":"w","labels":[]}"#, Some(BadField)),
-            (br#"{"type":"heartbeat","worker_id":"w","running_tasks":[1]}"#, Some(BadField)),
-            (br#"{"type":"heartbeat","worker_id":"w","resource_usage":{"rss_mb":-2}}"#, Some(BadField)),
-            (br#"{"type":"heartbeat","worker_id":"w","current_job":"x"}"#, Some(BadField)),
-            (br#"{"type":"run","worker_id":"w","ok":true}"#, Some(BadField)),
-            (br#"{"type":"run","worker_id":"w","ok":true,"duration_ms":-5}"#, Some(BadField)),
-            (br#"{"type":"run","worker_id":"w","ok":true,"duration_ms":1e12}"#, Some(BadField)),
-            (br#"{"type":"run","worker_id":"w","ok":"yes","duration_ms":5}"#, Some(BadField)),
-            (br#"{"type":"run","worker_id":"w","ok":true,"duration_ms":5}"#, None),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","cpu_usage":"hot"}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","cpu_usage":-1}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","cpu_usage":1e999}"#,
+                Some(NotJson),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","cpu_usage":NaN}"#,
+                Some(NotJson),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","memory_usage":101}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","queue_depth":-3}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","queue_depth":1.5}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","status":"sleepy"}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","labels":{"a":1}}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","labels":[]}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","running_tasks":[1]}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","resource_usage":{"rss_mb":-2}}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","current_job":"x"}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"run","worker_id":"w","ok":true}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"run","worker_id":"w","ok":true,"duration_ms":-5}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"run","worker_id":"w","ok":true,"duration_ms":1e12}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"run","worker_id":"w","ok":"yes","duration_ms":5}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"run","worker_id":"w","ok":true,"duration_ms":5}"#,
+                None,
+            ),
             (br#"{"type":"bye","worker_id":"w"}"#, None),
             (br#"{"type":"heartbeat","worker_id":"w.1_x:y@z-2"}"#, None),
-            (br#" {"type":"heartbeat","worker_id":"w","extra":{"deep":[1]}} "#, None),
-            (br#"{"type":"heartbeat","worker_id":"w","cpu_usage":null}"#, None),
+            (
+                br#" {"type":"heartbeat","worker_id":"w","extra":{"deep":[1]}} "#,
+                None,
+            ),
+            (
+                br#"{"type":"heartbeat","worker_id":"w","cpu_usage":null}"#,
+                None,
+            ),
         ];
         for (input, want) in table {
             assert_eq!(
@@ -668,8 +753,11 @@ mod tests {
 
     #[test]
     fn rejects_keep_a_readable_worker_id() {
-        let r = decode(br#"{"type":"heartbeat","worker_id":"w9","cpu_usage":"x"}"#, MAX)
-            .unwrap_err();
+        let r = decode(
+            br#"{"type":"heartbeat","worker_id":"w9","cpu_usage":"x"}"#,
+            MAX,
+        )
+        .unwrap_err();
         assert_eq!(r.worker_id.as_deref(), Some("w9"));
         assert!(r.message.contains("cpu_usage"), "{}", r.message);
     }
@@ -686,7 +774,10 @@ mod tests {
 
     #[test]
     fn replies_are_single_json_lines() {
-        for line in [encode_welcome("w1", 5000, 30000), encode_error("bad_field", "x\ny")] {
+        for line in [
+            encode_welcome("w1", 5000, 30000),
+            encode_error("bad_field", "x\ny"),
+        ] {
             assert_eq!(line.last(), Some(&b'\n'));
             assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
             let v: Value = serde_json::from_slice(&line).unwrap();

@@ -92,7 +92,10 @@ impl Registry {
             return Err(RejectReason::WorkerCap);
         }
         let (tx, rx) = sync_channel(INBOX_CAPACITY);
-        let handle = Arc::new(Handle::new(tx, Snapshot::new(id.clone(), transport, Instant::now())));
+        let handle = Arc::new(Handle::new(
+            tx,
+            Snapshot::new(id.clone(), transport, Instant::now()),
+        ));
         let (h, changes, stats) = (handle.clone(), self.changes.clone(), self.stats.clone());
         let spawned = std::thread::Builder::new()
             .name(thread_name(id))
@@ -105,10 +108,13 @@ impl Registry {
             });
         match spawned {
             Ok(thread) => {
-                map.insert(id.clone(), Entry {
-                    handle: handle.clone(),
-                    thread,
-                });
+                map.insert(
+                    id.clone(),
+                    Entry {
+                        handle: handle.clone(),
+                        thread,
+                    },
+                );
                 log::debug!("new worker id={id} transport={transport:?}");
                 Ok(handle)
             }
@@ -240,11 +246,20 @@ mod tests {
         let h = r.route(&a, Transport::Udp).unwrap();
         assert!(Arc::ptr_eq(&h, &r.route(&a, Transport::Udp).unwrap()));
         r.route(&"b".into(), Transport::Udp).unwrap();
-        assert_eq!(r.route(&"c".into(), Transport::Udp).err(), Some(RejectReason::WorkerCap));
+        assert_eq!(
+            r.route(&"c".into(), Transport::Udp).err(),
+            Some(RejectReason::WorkerCap)
+        );
         wait_for(|| r.stats.worker_threads.load(Relaxed) == 2);
 
-        let f = decode(br#"{"type":"heartbeat","worker_id":"a","cpu_usage":3}"#, 1024).unwrap();
-        h.inbox.try_send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now())).unwrap();
+        let f = decode(
+            br#"{"type":"heartbeat","worker_id":"a","cpu_usage":3}"#,
+            1024,
+        )
+        .unwrap();
+        h.inbox
+            .try_send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
+            .unwrap();
         wait_for(|| r.snapshot("a").is_some_and(|s| s.cpu_usage == Some(3.0)));
         assert_eq!(r.stats.frames_applied.load(Relaxed), 1);
 

@@ -81,7 +81,10 @@ mod tests {
 
         sweep(&r, t0 + Duration::from_millis(40));
         std::thread::sleep(Duration::from_millis(50));
-        assert!(r.snapshot("w").unwrap().is_active(), "not yet silent long enough");
+        assert!(
+            r.snapshot("w").unwrap().is_active(),
+            "not yet silent long enough"
+        );
 
         sweep(&r, t0 + Duration::from_millis(60));
         let deadline = Instant::now() + Duration::from_secs(5);

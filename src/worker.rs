@@ -11,7 +11,9 @@
 //! clock), or how snapshots are rendered for an endpoint other than the
 //! shared telemetry object (the API module).
 
-use crate::protocol::{CurrentJob, Frame, Hello, Heartbeat, Labels, Reported, ResourceUsage, Run, WorkerId};
+use crate::protocol::{
+    CurrentJob, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, Run, WorkerId,
+};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -458,7 +460,11 @@ mod tests {
     fn status_model() {
         let mut s = fresh();
         assert_eq!(s.status(), "created");
-        s.apply(frame(r#"{"type":"heartbeat","worker_id":"w1"}"#), Transport::Udp, Instant::now());
+        s.apply(
+            frame(r#"{"type":"heartbeat","worker_id":"w1"}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
         assert_eq!(s.status(), "idle");
         s.apply(
             frame(r#"{"type":"heartbeat","worker_id":"w1","status":"working"}"#),
@@ -470,9 +476,17 @@ mod tests {
         assert_eq!(s.status(), "inactive");
         assert!(!s.is_active());
         assert!(!s.sweep(0, Instant::now()), "already inactive");
-        s.apply(frame(r#"{"type":"heartbeat","worker_id":"w1"}"#), Transport::Udp, Instant::now());
+        s.apply(
+            frame(r#"{"type":"heartbeat","worker_id":"w1"}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
         assert_eq!(s.status(), "working", "back to the reported status");
-        s.apply(frame(r#"{"type":"bye","worker_id":"w1"}"#), Transport::Udp, Instant::now());
+        s.apply(
+            frame(r#"{"type":"bye","worker_id":"w1"}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
         assert_eq!(s.status(), "terminated");
         assert_eq!(s.times_inactive, 1);
         assert_eq!(s.messages_processed, 4);
@@ -491,7 +505,9 @@ mod tests {
     fn seq_gaps_count_missed_beats() {
         let mut s = fresh();
         for seq in [1, 2, 5, 6, 3, 4] {
-            let f = frame(&format!(r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq}}}"#));
+            let f = frame(&format!(
+                r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq}}}"#
+            ));
             s.apply(f, Transport::Udp, Instant::now());
         }
         // 2 -> 5 misses 3 and 4; going back to 3 is a restart, not a gap.
@@ -511,7 +527,10 @@ mod tests {
             Transport::Udp,
             Instant::now(),
         );
-        assert_eq!((s.cpu_usage, s.memory_usage, s.queue_depth), (Some(5.0), Some(7.0), 3));
+        assert_eq!(
+            (s.cpu_usage, s.memory_usage, s.queue_depth),
+            (Some(5.0), Some(7.0), 3)
+        );
         assert!(s.current_job.is_some());
         s.apply(
             frame(r#"{"type":"heartbeat","worker_id":"w1","current_job":null}"#),
@@ -525,7 +544,9 @@ mod tests {
     fn runs_count_outcomes() {
         let mut s = fresh();
         for ok in [true, false, true] {
-            let f = frame(&format!(r#"{{"type":"run","worker_id":"w1","duration_ms":12,"ok":{ok}}}"#));
+            let f = frame(&format!(
+                r#"{{"type":"run","worker_id":"w1","duration_ms":12,"ok":{ok}}}"#
+            ));
             s.apply(f, Transport::Udp, Instant::now());
         }
         assert_eq!((s.runs.total, s.runs.succeeded, s.runs.failed), (3, 2, 1));
@@ -542,9 +563,19 @@ mod tests {
         );
         let v: Value = serde_json::from_str(s.telemetry_json()).unwrap();
         for key in [
-            "worker_id", "status", "is_active", "cpu_usage", "memory_usage", "gpu_usage",
-            "resource_usage", "queue_depth", "current_job", "running_tasks", "labels",
-            "last_update", "messages_processed",
+            "worker_id",
+            "status",
+            "is_active",
+            "cpu_usage",
+            "memory_usage",
+            "gpu_usage",
+            "resource_usage",
+            "queue_depth",
+            "current_job",
+            "running_tasks",
+            "labels",
+            "last_update",
+            "messages_processed",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
@@ -569,15 +600,21 @@ mod tests {
         let h = handle.clone();
         let t = std::thread::spawn(move || run(h, rx, Arc::new(Quiet), Arc::new(Quiet)));
         for seq in 1..=50u64 {
-            let f = frame(&format!(r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq},"queue_depth":{seq}}}"#));
-            tx.send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now())).unwrap();
+            let f = frame(&format!(
+                r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq},"queue_depth":{seq}}}"#
+            ));
+            tx.send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
+                .unwrap();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while handle.snapshot().messages_processed < 50 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         let s = handle.snapshot();
-        assert_eq!((s.messages_processed, s.queue_depth, s.missed_beats), (50, 50, 0));
+        assert_eq!(
+            (s.messages_processed, s.queue_depth, s.missed_beats),
+            (50, 50, 0)
+        );
         handle.stop();
         t.join().unwrap();
     }

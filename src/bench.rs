@@ -1,0 +1,4 @@
+//! placeholder
+pub fn main(_args: &[String]) -> i32 {
+    2
+}

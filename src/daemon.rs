@@ -1,0 +1,253 @@
+//! Wiring and lifecycle: read the configuration, open the sockets, start the
+//! ingest, HTTP and sweeper threads, handle signals, and shut down in order.
+//!
+//! The main thread only waits for signals (signal-hook sets them aside; no
+//! work happens in a handler) and watches that its threads are alive.
+//! SIGTERM/SIGINT: stop intake, end ingest, stop and join the worker threads
+//! and the sweeper, close HTTP, exit 0 within about 5 s. SIGHUP: re-read the
+//! configuration and apply what can change live, or keep the old one and say
+//! why.
+
+use crate::api::{Api, VERSION};
+use crate::capacity::Limits;
+use crate::changes::Changes;
+use crate::config::{self, Cli, Config};
+use crate::http::HttpServer;
+use crate::ingest::Ingest;
+use crate::listen::{self, StartupError};
+use crate::live::Live;
+use crate::registry::Registry;
+use crate::stats::Stats;
+use crate::{logging, procfs, sweeper};
+use mio::Waker;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long shutdown waits for worker threads.
+const STOP_GRACE: Duration = Duration::from_secs(4);
+/// How often the main thread looks at signals and its threads.
+const WATCH: Duration = Duration::from_millis(100);
+
+/// `musterd`'s whole life; returns the exit status.
+pub fn main(args: Vec<String>) -> i32 {
+    let cli = match config::parse_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("musterd: {e}");
+            return 2;
+        }
+    };
+    if cli.help {
+        print!("{}", config::usage());
+        return 0;
+    }
+    if cli.version {
+        println!("musterd {VERSION}");
+        return 0;
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let cfg = match config::load(&cli, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("musterd: configuration error: {e}");
+            return 2;
+        }
+    };
+    if cli.check_config {
+        for w in config::warnings(&cfg) {
+            eprintln!("musterd: warning: {w}");
+        }
+        let from = cfg
+            .path
+            .as_ref()
+            .map_or("defaults".to_string(), |p| p.display().to_string());
+        println!("musterd: configuration ok ({from})");
+        return 0;
+    }
+    logging::init(cfg.log_level);
+    for w in config::warnings(&cfg) {
+        log::warn!("{w}");
+    }
+    let signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    match Daemon::start(cli, cfg) {
+        Ok(d) => d.run(signals),
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+struct Daemon {
+    cli: Cli,
+    limits: Limits,
+    registry: Arc<Registry>,
+    shutdown: Arc<AtomicBool>,
+    ingest: JoinHandle<()>,
+    ingest_waker: Arc<Waker>,
+    http: Option<(JoinHandle<()>, Arc<Waker>)>,
+    sweeper: JoinHandle<()>,
+    sweeper_stop: mpsc::Sender<()>,
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartupError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|source| StartupError {
+            what: format!("cannot start the {name} thread"),
+            source,
+        })
+}
+
+impl Daemon {
+    fn start(cli: Cli, cfg: Config) -> Result<Daemon, StartupError> {
+        let limits = Limits::read();
+        let (max_workers, warning) = limits.clamp(cfg.max_workers);
+        if let Some(w) = warning {
+            log::warn!("{w}");
+        }
+        let (udp, tcp) = listen::bind_heartbeat(cfg.heartbeat_addr)?;
+        match listen::set_recv_buffer(&udp, cfg.udp_recv_buffer) {
+            Ok(got) if got < cfg.udp_recv_buffer => log::warn!(
+                "udp receive buffer is {got} bytes, below udp_recv_buffer={}: raise net.core.rmem_max or run with CAP_NET_ADMIN",
+                cfg.udp_recv_buffer
+            ),
+            Ok(got) => log::debug!("udp receive buffer bytes={got}"),
+            Err(e) => log::warn!("cannot set the udp receive buffer: {e}"),
+        }
+        let http_listener = cfg.http_addr.map(listen::bind_http).transpose()?;
+        let local =
+            |r: std::io::Result<std::net::SocketAddr>| r.map_or("?".to_string(), |a| a.to_string());
+        let heartbeat_at = local(udp.local_addr());
+        let http_at = http_listener
+            .as_ref()
+            .map_or("off".to_string(), |l| local(l.local_addr()));
+        let udp_inode = procfs::socket_inode(&udp);
+
+        let stats = Arc::new(Stats::default());
+        let live = Arc::new(Live::new(&cfg, max_workers));
+        let changes = Arc::new(Changes::default());
+        let registry = Arc::new(Registry::new(stats, live, changes.clone()));
+        let shutdown = Arc::new(AtomicBool::new(false));
+
+        let http =
+            match http_listener {
+                Some(listener) => {
+                    let api = Api {
+                        registry: registry.clone(),
+                        started: Instant::now(),
+                        udp_inode,
+                    };
+                    let (server, waker) = HttpServer::new(listener, api, shutdown.clone())
+                        .map_err(|source| StartupError {
+                            what: "cannot set up the http loop".into(),
+                            source,
+                        })?;
+                    changes.set_waker(waker.clone());
+                    Some((spawn("http", move || server.run())?, waker))
+                }
+                None => None,
+            };
+        let (ingest, ingest_waker) = Ingest::new(udp, tcp, registry.clone(), shutdown.clone())
+            .map_err(|source| StartupError {
+                what: "cannot set up the ingest loop".into(),
+                source,
+            })?;
+        let ingest = spawn("ingest", move || ingest.run())?;
+        let (sweeper_stop, stop_rx) = mpsc::channel();
+        let reg = registry.clone();
+        let sweeper = spawn("sweeper", move || sweeper::run(reg, stop_rx))?;
+        log::info!("listening http={http_at} heartbeat={heartbeat_at}");
+        log::info!(
+            "musterd {VERSION} ready: max_workers={max_workers} heartbeat_interval={} inactivity_timeout={}",
+            config::fmt_duration(cfg.heartbeat_interval),
+            config::fmt_duration(cfg.inactivity_timeout)
+        );
+        Ok(Daemon {
+            cli,
+            limits,
+            registry,
+            shutdown,
+            ingest,
+            ingest_waker,
+            http,
+            sweeper,
+            sweeper_stop,
+        })
+    }
+
+    fn run(self, mut signals: Signals) -> i32 {
+        let status = 'watch: loop {
+            for sig in signals.pending() {
+                match sig {
+                    SIGHUP => self.reload(),
+                    _ => {
+                        log::info!("signal {sig}: shutting down");
+                        break 'watch 0;
+                    }
+                }
+            }
+            if self.ingest.is_finished() || self.http.as_ref().is_some_and(|(t, _)| t.is_finished())
+            {
+                log::error!("a service thread stopped unexpectedly; shutting down");
+                break 'watch 1;
+            }
+            std::thread::sleep(WATCH);
+        };
+        self.stop();
+        status
+    }
+
+    fn reload(&self) {
+        let env = |k: &str| std::env::var(k).ok();
+        match config::load(&self.cli, &env) {
+            Ok(cfg) => {
+                let (max_workers, warning) = self.limits.clamp(cfg.max_workers);
+                if let Some(w) = warning {
+                    log::warn!("{w}");
+                }
+                for w in config::warnings(&cfg) {
+                    log::warn!("{w}");
+                }
+                let notes = self.registry.live.apply(&cfg, max_workers);
+                if notes.is_empty() {
+                    log::info!("reload: nothing changed");
+                }
+                for n in notes {
+                    log::info!("reload: {n}");
+                }
+            }
+            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+        }
+    }
+
+    fn stop(self) {
+        let started = Instant::now();
+        self.shutdown.store(true, Ordering::Release);
+        let _ = self.ingest_waker.wake();
+        let _ = self.ingest.join();
+        let late = self.registry.shutdown(started + STOP_GRACE);
+        if late > 0 {
+            log::warn!("{late} worker threads did not stop in time");
+        }
+        drop(self.sweeper_stop);
+        let _ = self.sweeper.join();
+        if let Some((thread, waker)) = self.http {
+            let _ = waker.wake();
+            let _ = thread.join();
+        }
+        log::info!("stopped in {} ms", started.elapsed().as_millis());
+    }
+}

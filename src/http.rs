@@ -1,0 +1,211 @@
+//! The HTTP thread: one mio `Poll` serving the REST API on keep-alive
+//! connections, plus the `Waker` through which worker threads announce
+//! changes.
+//!
+//! Dispatch by token: the listener, the waker, and one token per connection
+//! (its key in the slab). Every readiness is drained to `WouldBlock` by the
+//! connection's handlers; the loop re-registers a connection only when the
+//! interest it wants changed. A once-a-second tick runs deadlines.
+//!
+//! Requests are answered on this thread; rendering reads immutable
+//! snapshots, so a slow request never blocks a worker thread.
+
+use crate::api::Api;
+use crate::http_conn::{Conn, Next};
+use crate::http_head::{self, Response};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const TICK: Duration = Duration::from_secs(1);
+
+pub struct HttpServer {
+    poll: Poll,
+    listener: TcpListener,
+    conns: Slab<(Conn, Interest)>,
+    api: Api,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl HttpServer {
+    /// Register the listener and create the waker other threads use.
+    pub fn new(
+        mut listener: TcpListener,
+        api: Api,
+        shutdown: Arc<AtomicBool>,
+    ) -> io::Result<(HttpServer, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok((
+            HttpServer {
+                poll,
+                listener,
+                conns: Slab::new(),
+                api,
+                shutdown,
+            },
+            waker,
+        ))
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        while !self.shutdown.load(Ordering::Acquire) {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("http poll failed: {e}");
+                break;
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => self.on_wake(),
+                    Token(key) => self.on_conn(
+                        key,
+                        ev.is_readable() || ev.is_read_closed(),
+                        ev.is_writable(),
+                        now,
+                    ),
+                }
+            }
+            if now >= next_tick {
+                self.on_tick(now);
+                next_tick = now + TICK;
+            }
+        }
+        log::debug!(
+            "http loop stopped; closing {} connections",
+            self.conns.len()
+        );
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.conns.len() >= self.api.registry.live.http_max_connections() {
+                        refuse_full(stream, &self.api);
+                        continue;
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let token = Token(entry.key());
+                    let mut conn = Conn::new(stream, now);
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut conn.stream, token, Interest::READABLE)
+                    {
+                        log::warn!("http register failed peer={peer}: {e}");
+                        continue;
+                    }
+                    entry.insert((conn, Interest::READABLE));
+                    self.api
+                        .registry
+                        .stats
+                        .http_open
+                        .store(self.conns.len(), Ordering::Relaxed);
+                    log::trace!("http accept peer={peer} token={}", token.0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: log and wait for the next readiness.
+                    log::warn!("http accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Worker threads announced changes. Nothing subscribes to them yet;
+    /// drain the feed so it stays empty.
+    fn on_wake(&mut self) {
+        let _ = self.api.registry.changes.take();
+    }
+
+    fn on_conn(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
+        let Some((conn, _)) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut next = Next::Keep;
+        if writable {
+            next = conn.on_writable(&self.api, now);
+        }
+        if readable && next == Next::Keep {
+            next = conn.on_readable(&self.api, now);
+        }
+        self.settle(key, next);
+    }
+
+    /// Close the connection, or re-register it if its wanted interest changed.
+    fn settle(&mut self, key: usize, next: Next) {
+        let Some((conn, registered)) = self.conns.get_mut(key) else {
+            return;
+        };
+        if next == Next::Close {
+            let (mut conn, _) = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.api
+                .registry
+                .stats
+                .http_open
+                .store(self.conns.len(), Ordering::Relaxed);
+            return;
+        }
+        let want = conn.interest();
+        if want != *registered {
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), want)
+                .is_ok()
+            {
+                *registered = want;
+            } else {
+                self.settle(key, Next::Close);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some((conn, _)) = self.conns.get_mut(key) {
+                let next = conn.on_timeout(&self.api, now);
+                self.settle(key, next);
+            }
+        }
+    }
+}
+
+/// Over `http_max_connections`: a best-effort 503 and close, never a wait.
+fn refuse_full(mut stream: TcpStream, api: &Api) {
+    let mut out = Vec::new();
+    let resp = Response::error(503, "too_many_connections", "http_max_connections reached");
+    http_head::write_response(
+        &mut out,
+        &resp,
+        false,
+        false,
+        &api.registry.live.cors_allow_origin(),
+    );
+    let _ = stream.write(&out);
+    api.registry
+        .stats
+        .http_refused_full
+        .fetch_add(1, Ordering::Relaxed);
+    api.registry.stats.http_response(503);
+}

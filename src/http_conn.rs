@@ -1,0 +1,230 @@
+//! One HTTP/1.1 connection: bytes in, requests parsed and answered in
+//! order, bytes out.
+//!
+//! A plain state machine driven by the loop's readiness events. Handlers
+//! return whether to keep the connection; the loop then asks
+//! [`Conn::interest`] what to wait for (WRITABLE only while output is
+//! queued). Pipelined requests are answered in order; parsing pauses while
+//! more than [`OUT_HIGH`] bytes wait to be written (backpressure), and
+//! reading pauses while the input buffer is full.
+//!
+//! Deadlines use `Instant`: a request head (and its body) must complete
+//! within [`HEAD_TIMEOUT`] (else 408 and close); a connection with nothing
+//! in flight is closed after [`IDLE_TIMEOUT`].
+
+use crate::api::Api;
+use crate::http_head::{self, HeadError, Method, Response};
+use mio::Interest;
+use mio::net::TcpStream;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Queued output above which no further pipelined request is parsed.
+pub const OUT_HIGH: usize = 4 << 20;
+/// Input buffered at most: one largest head plus one largest body.
+const IN_CAP: usize = http_head::MAX_HEAD + http_head::MAX_BODY;
+const READ_CHUNK: usize = 16 * 1024;
+/// Buffers above this are freed once empty, so idle connections stay small.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Keep,
+    Close,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Reading and answering requests.
+    Open,
+    /// A response said `Connection: close`: flush, then close.
+    Closing,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    state: State,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// When the unfinished request at the front of `inbuf` began.
+    head_started: Option<Instant>,
+    last_active: Instant,
+    read_paused: bool,
+    peer_closed: bool,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, now: Instant) -> Conn {
+        Conn {
+            stream,
+            state: State::Open,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            head_started: None,
+            last_active: now,
+            read_paused: false,
+            peer_closed: false,
+        }
+    }
+
+    pub fn interest(&self) -> Interest {
+        if self.out_pos < self.out.len() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+
+    fn pending_out(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    pub fn on_readable(&mut self, api: &Api, now: Instant) -> Next {
+        let mut chunk = [0u8; READ_CHUNK];
+        while self.state == State::Open && !self.peer_closed {
+            if self.inbuf.len() >= IN_CAP || self.pending_out() > OUT_HIGH {
+                self.read_paused = true;
+                break;
+            }
+            let room = READ_CHUNK.min(IN_CAP - self.inbuf.len());
+            match self.stream.read(&mut chunk[..room]) {
+                Ok(0) => self.peer_closed = true,
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    self.last_active = now;
+                    self.process(api, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+        self.process(api, now);
+        self.flush(now)
+    }
+
+    pub fn on_writable(&mut self, api: &Api, now: Instant) -> Next {
+        if self.flush(now) == Next::Close {
+            return Next::Close;
+        }
+        if self.read_paused && self.pending_out() <= OUT_HIGH {
+            self.read_paused = false;
+            return self.on_readable(api, now);
+        }
+        Next::Keep
+    }
+
+    /// Deadlines; called about once a second.
+    pub fn on_timeout(&mut self, api: &Api, now: Instant) -> Next {
+        if let Some(start) = self.head_started {
+            if now.saturating_duration_since(start) >= HEAD_TIMEOUT {
+                let resp =
+                    Response::error(408, "request_timeout", "request not complete within 10 s");
+                self.respond(api, &resp, false, false);
+                self.state = State::Closing;
+                self.head_started = None;
+                return self.flush(now);
+            }
+        }
+        if now.saturating_duration_since(self.last_active) >= IDLE_TIMEOUT {
+            return Next::Close;
+        }
+        Next::Keep
+    }
+
+    /// Answer every complete request buffered, in order.
+    fn process(&mut self, api: &Api, now: Instant) {
+        let mut start = 0;
+        while self.state == State::Open && self.pending_out() <= OUT_HIGH {
+            let buf = &self.inbuf[start..];
+            if buf.is_empty() {
+                break;
+            }
+            match http_head::parse(buf) {
+                Ok(None) => {
+                    self.head_started.get_or_insert(now);
+                    break;
+                }
+                Err(e) => {
+                    self.refuse(api, e);
+                    break;
+                }
+                Ok(Some((req, head_len))) => {
+                    let total = head_len + req.content_length;
+                    if buf.len() < total {
+                        self.head_started.get_or_insert(now);
+                        break;
+                    }
+                    let resp = api.handle(&req, &buf[head_len..total]);
+                    let keep = req.keep_alive && !resp.close;
+                    self.respond(api, &resp, req.method == Method::Head, keep);
+                    start += total;
+                    self.head_started = None;
+                    if !keep {
+                        self.state = State::Closing;
+                    }
+                }
+            }
+        }
+        self.inbuf.drain(..start);
+        if self.state == State::Closing {
+            self.inbuf.clear();
+        }
+    }
+
+    fn refuse(&mut self, api: &Api, e: HeadError) {
+        let code = match e {
+            HeadError::Malformed => "bad_request",
+            HeadError::HeadTooLarge | HeadError::TooManyHeaders => "head_too_large",
+            HeadError::LengthRequired => "length_required",
+            HeadError::BodyTooLarge => "body_too_large",
+        };
+        let resp = Response::error(e.status(), code, e.message());
+        self.respond(api, &resp, false, false);
+        self.state = State::Closing;
+        self.head_started = None;
+    }
+
+    fn respond(&mut self, api: &Api, resp: &Response, head_only: bool, keep_alive: bool) {
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        let cors = api.registry.live.cors_allow_origin();
+        http_head::write_response(&mut self.out, resp, head_only, keep_alive, &cors);
+        api.registry.stats.http_response(resp.status);
+    }
+
+    fn flush(&mut self, now: Instant) -> Next {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Next::Close,
+                Ok(n) => {
+                    self.out_pos += n;
+                    self.last_active = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        // Give back the memory of one large response; keep a small buffer.
+        if self.out.capacity() > KEEP_CAPACITY {
+            self.out = Vec::new();
+        }
+        if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_CAPACITY {
+            self.inbuf = Vec::new();
+        }
+        if self.state == State::Closing || self.peer_closed {
+            Next::Close
+        } else {
+            Next::Keep
+        }
+    }
+}

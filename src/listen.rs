@@ -1,0 +1,108 @@
+//! Opening the daemon's sockets: HTTP, and heartbeats on one port for both
+//! UDP and TCP, with the UDP receive buffer sized as configured.
+//!
+//! Startup only; errors here stop the daemon with exit status 1. The loops
+//! that serve the sockets live in `http` and `ingest`.
+
+use mio::net::{TcpListener, UdpSocket};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+#[derive(Debug)]
+pub struct StartupError {
+    pub what: String,
+    pub source: io::Error,
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for StartupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn fail(what: String) -> impl FnOnce(io::Error) -> StartupError {
+    move |source| StartupError { what, source }
+}
+
+pub fn bind_http(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).map_err(fail(format!("cannot listen for http on {addr}")))
+}
+
+/// UDP and TCP on the same port. With port 0 the kernel picks the UDP port
+/// and TCP follows it; if that TCP port is taken, try another few times.
+pub fn bind_heartbeat(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), StartupError> {
+    let mut tries = if addr.port() == 0 { 16 } else { 1 };
+    loop {
+        let udp = UdpSocket::bind(addr)
+            .map_err(fail(format!("cannot bind udp heartbeat socket on {addr}")))?;
+        let port_addr = udp
+            .local_addr()
+            .map_err(fail("cannot read the udp socket's address".into()))?;
+        match TcpListener::bind(port_addr) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries > 1 => tries -= 1,
+            Err(e) => {
+                return Err(fail(format!(
+                    "cannot listen for tcp heartbeats on {port_addr}"
+                ))(e));
+            }
+        }
+    }
+}
+
+/// Ask for `bytes` of receive buffer: SO_RCVBUFFORCE first (root or
+/// CAP_NET_ADMIN may exceed net.core.rmem_max), then SO_RCVBUF. Returns what
+/// the kernel granted, as it reports it (Linux doubles the request for its
+/// own bookkeeping).
+pub fn set_recv_buffer(sock: &impl AsRawFd, bytes: usize) -> io::Result<usize> {
+    let fd = sock.as_raw_fd();
+    let val = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: setsockopt/getsockopt read or write one c_int we own.
+    unsafe {
+        let ptr = &val as *const libc::c_int as *const libc::c_void;
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, ptr, len) != 0
+            && libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, ptr, len) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let mut got: libc::c_int = 0;
+        let mut got_len = len;
+        let out = &mut got as *mut libc::c_int as *mut libc::c_void;
+        if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, out, &mut got_len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(got.max(0) as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_port_is_shared() {
+        let (udp, tcp) = bind_heartbeat("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(
+            udp.local_addr().unwrap().port(),
+            tcp.local_addr().unwrap().port()
+        );
+        let got = set_recv_buffer(&udp, 1 << 20).unwrap();
+        assert!(got > 0);
+    }
+
+    #[test]
+    fn taken_port_is_an_error() {
+        let (udp, _tcp) = bind_heartbeat("127.0.0.1:0".parse().unwrap()).unwrap();
+        let err = bind_heartbeat(udp.local_addr().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("cannot bind udp"), "{err}");
+    }
+}
