@@ -132,8 +132,8 @@ impl Live {
         );
         diff(
             "log_level",
-            old.log_level.to_string(),
-            cfg.log_level.to_string(),
+            old.log_level.to_string().to_lowercase(),
+            cfg.log_level.to_string().to_lowercase(),
             true,
         );
         let mut next = cfg.clone();

@@ -1,0 +1,164 @@
+//! The daemon's lifecycle: flags, configuration, exit codes, signals.
+
+mod support;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{Daemon, MUSTERD, command};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(MUSTERD)
+        .args(args)
+        .env_remove("HTTP_PORT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("muster-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("musterd.conf");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn help_version_and_usage_errors() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--http-addr",
+        "--heartbeat-addr",
+        "--inactivity-timeout",
+        "--max-workers",
+        "--check-config",
+    ] {
+        assert!(out.contains(flag), "help lacks {flag}");
+    }
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!((code, out.starts_with("musterd ")), (0, true));
+    let (code, _, err) = run(&["--frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown argument"), "{err}");
+}
+
+#[test]
+fn check_config_exit_codes() {
+    let good = temp_file(
+        "good",
+        "# ok\nhttp_addr = 127.0.0.1:9999\ninactivity_timeout = 45s\n",
+    );
+    let (code, out, _) = run(&["--check-config", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("configuration ok"));
+    let bad = temp_file("bad", "inactivity_timeout = 1s\nheartbeat_interval = 5s\n");
+    let (code, _, err) = run(&["--check-config", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("inactivity_timeout"), "{err}");
+    let typo = temp_file("typo", "max_wrokers = 5\n");
+    let (code, _, err) = run(&["--check-config", "--config", typo.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains(":1:") && err.contains("max_wrokers"), "{err}");
+    let (code, _, err) = run(&["--check-config", "--config", "/nonexistent/musterd.conf"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read"), "{err}");
+    let (code, _, _) = run(&[
+        "--check-config",
+        "--config",
+        "/dev/null",
+        "--heartbeat-interval",
+        "fast",
+    ]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn sigterm_exits_zero_promptly() {
+    let d = Daemon::start(&[]);
+    for i in 0..50 {
+        d.udp(format!(r#"{{"type":"heartbeat","worker_id":"w{i}"}}"#).as_bytes());
+    }
+    d.wait_for("threads", |d| d.json("/health")["workers"]["threads"] == 50);
+    let log = d.log.clone();
+    let (status, took) = d.stop();
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(log.lock().unwrap().iter().any(|l| l.contains("stopped in")));
+}
+
+#[test]
+fn sigint_exits_zero() {
+    let mut d = Daemon::start(&[]);
+    d.signal(libc::SIGINT);
+    let status = d.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_taken_port_is_exit_1_with_a_clear_line() {
+    let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let (code, _, err) = run(&[
+        "--config",
+        "/dev/null",
+        "--http-addr",
+        "off",
+        "--heartbeat-addr",
+        &addr,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot bind udp heartbeat socket"), "{err}");
+}
+
+#[test]
+fn http_port_env_off_disables_http() {
+    // Not `command()`: its --http-addr flag would win over the environment.
+    let mut c = Command::new(MUSTERD);
+    c.args(["--config", "/dev/null", "--heartbeat-addr", "127.0.0.1:0"])
+        .env("HTTP_PORT", "")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let d = Daemon::spawn(c);
+    assert!(d.log_has("listening http=off"));
+    d.udp(br#"{"type":"heartbeat","worker_id":"w"}"#);
+    assert_eq!(d.stop().0.code(), Some(0));
+}
+
+#[test]
+fn sighup_reloads_live_settings_and_survives_a_bad_file() {
+    let path = temp_file("reload", "inactivity_timeout = 30s\n");
+    let mut c = command(&[]);
+    c.args(["--config", path.to_str().unwrap()]);
+    let d = Daemon::spawn(c);
+    std::fs::write(
+        &path,
+        "inactivity_timeout = 1m\nlog_level = debug\nmax_workers = 7\n",
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_for("reload logged", |d| {
+        d.log_has("reload: inactivity_timeout: 30s -> 1m")
+    });
+    d.wait_for("level logged", |d| {
+        d.log_has("reload: log_level: info -> debug")
+    });
+    d.wait_for("max applied", |d| d.json("/health")["workers"]["max"] == 7);
+
+    std::fs::write(&path, "inactivity_timeout = soon\n").unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_for("reload refused", |d| {
+        d.log_has("reload failed, keeping the running configuration")
+    });
+    assert_eq!(
+        d.json("/health")["workers"]["max"],
+        7,
+        "old configuration kept"
+    );
+    assert_eq!(d.stop().0.code(), Some(0));
+}

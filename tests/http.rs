@@ -1,0 +1,191 @@
+//! The HTTP front: keep-alive, pipelining, limits and bad requests, against
+//! the real daemon over real sockets.
+
+mod support;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::{Daemon, closed, parse_response};
+
+fn connect(d: &Daemon) -> TcpStream {
+    let s = TcpStream::connect(d.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Read exactly one response with a Content-Length body.
+fn read_one(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "connection closed mid-head");
+        buf.push(b[0]);
+    }
+    let (status, head, _) = parse_response(&buf);
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).unwrap();
+    (status, head, body)
+}
+
+#[test]
+fn every_endpoint_answers() {
+    let d = Daemon::start(&[]);
+    d.udp(br#"{"type":"heartbeat","worker_id":"w1","status":"working","current_job":{"id":"job-789","type":"scan","files":1000,"started_at":1733808005000},"resource_usage":{"rss_mb":52.8}}"#);
+    d.wait_for("w1", |d| d.get("/telemetry/w1").0 == 200);
+    let h = d.json("/health");
+    assert_eq!(h["status"], "healthy");
+    assert!(
+        h["time"].as_u64().unwrap() > 1_600_000_000 && h["time"].as_u64().unwrap() < 10_000_000_000,
+        "seconds"
+    );
+    assert!(h["version"].is_string() && h["uptime_seconds"].is_u64());
+    assert_eq!(h["udp_kernel_drops"], 0);
+    assert_eq!(d.json("/workers")["w1"]["status"], "working");
+    assert_eq!(d.json("/api/workers")[0]["worker_id"], "w1");
+    let reg = d.json("/api/workers/registry");
+    assert_eq!(reg["w1"]["current_job"]["id"], "job-789");
+    assert_eq!(reg["w1"]["resource_usage"]["rss_mb"], 52.8);
+    let (status, head, body) =
+        d.request("GET /api/workers/snapshot/w1 HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("Content-Disposition: attachment; filename=\"worker-w1-"),
+        "{head}"
+    );
+    let snap: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(snap["worker_id"], "w1");
+}
+
+#[test]
+fn keep_alive_and_pipelining_answer_in_order() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    s.write_all(b"GET /health HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nHEAD /telemetry HTTP/1.1\r\n\r\nGET /telemetry HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let (a, head, _) = read_one(&mut s);
+    assert_eq!(a, 200);
+    assert!(head.contains("Connection: keep-alive"));
+    assert!(head.contains("Access-Control-Allow-Origin: *"));
+    assert_eq!(read_one(&mut s).0, 404);
+    let mut b = Vec::new();
+    let mut byte = [0u8; 1];
+    while !b.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        b.push(byte[0]);
+    }
+    let (status, head, _) = parse_response(&b);
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("Content-Length: 2"),
+        "HEAD has the GET's length: {head}"
+    );
+    let (status, _, body) = read_one(&mut s);
+    assert_eq!((status, body.as_slice()), (200, b"{}".as_slice()));
+    // Same connection, later request.
+    s.write_all(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_one(&mut s).0, 200);
+    assert!(closed(&mut s));
+}
+
+#[test]
+fn methods_cors_and_ids() {
+    let d = Daemon::start(&["--cors-allow-origin", "https://dash.example"]);
+    let (status, head, _) =
+        d.request("POST /health HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    assert_eq!(status, 405);
+    assert!(head.contains("Allow: GET, HEAD, OPTIONS"), "{head}");
+    let (status, head, _) = d.request(
+        "OPTIONS /telemetry HTTP/1.1\r\nOrigin: https://dash.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 204);
+    assert!(head.contains("Access-Control-Allow-Origin: https://dash.example"));
+    assert!(head.contains("Access-Control-Allow-Methods"));
+    assert_eq!(d.get("/telemetry/bad%20id").0, 400);
+    assert_eq!(d.get("/telemetry/has%zzbroken").0, 400);
+    assert_eq!(d.get(&format!("/telemetry/{}", "a".repeat(129))).0, 400);
+    assert_eq!(d.get("/telemetry/nobody").0, 404);
+    assert_eq!(d.get("/api/workers/nobody").0, 404);
+    let (status, body) = d.get("/api/workers?status=bogus");
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_status")));
+}
+
+#[test]
+fn junk_is_answered_400_and_closed() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n")
+        .unwrap();
+    let (status, _, body) = read_one(&mut s);
+    assert_eq!(status, 400);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"], "bad_request");
+    assert!(closed(&mut s));
+    assert_eq!(d.get("/health").0, 200, "still serving");
+}
+
+#[test]
+fn limits_431_411_413() {
+    let d = Daemon::start(&[]);
+    let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024));
+    assert_eq!(d.request(&big).0, 431);
+    let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
+    assert_eq!(
+        d.request(&format!("GET /health HTTP/1.1\r\n{many}\r\n")).0,
+        431
+    );
+    assert_eq!(
+        d.request("POST /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            .0,
+        411
+    );
+    assert_eq!(
+        d.request("POST /health HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n")
+            .0,
+        413
+    );
+    assert_eq!(d.get("/health").0, 200);
+}
+
+#[test]
+fn a_slow_head_gets_408() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    let start = Instant::now();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: sl").unwrap();
+    let (status, _, _) = read_one(&mut s);
+    assert_eq!(status, 408);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(13),
+        "{waited:?}"
+    );
+    assert!(closed(&mut s));
+}
+
+#[test]
+fn connection_cap_answers_503() {
+    let d = Daemon::start(&["--http-max-connections", "2"]);
+    let _a = connect(&d);
+    let _b = connect(&d);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut c = connect(&d);
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    assert_eq!(parse_response(&buf).0, 503);
+    drop((_a, _b));
+    // Once the others close, requests are served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, _) = d.request("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,204 @@
+//! Test harness: start the real `musterd` on kernel-chosen ports, talk to it
+//! over real sockets, read its log.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const MUSTERD: &str = env!("CARGO_BIN_EXE_musterd");
+
+pub struct Daemon {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub heartbeat: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// A command for musterd with no config file and kernel-chosen ports.
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(MUSTERD);
+    c.args([
+        "--config",
+        "/dev/null",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--heartbeat-addr",
+        "127.0.0.1:0",
+    ])
+    .args(args)
+    .env_remove("HTTP_PORT")
+    .env_remove("JOURNAL_STREAM")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    c
+}
+
+impl Daemon {
+    pub fn start(args: &[&str]) -> Daemon {
+        Daemon::spawn(command(args))
+    }
+
+    /// Spawn and wait for the `listening` line.
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        let mut child = cmd.spawn().expect("spawn musterd");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening http=") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("musterd did not start: {:?}", log.lock().unwrap()));
+        let field = |name: &str| -> SocketAddr {
+            let v = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap();
+            v.parse().unwrap_or_else(|_| "0.0.0.0:0".parse().unwrap())
+        };
+        Daemon {
+            http: field("http="),
+            heartbeat: field("heartbeat="),
+            child,
+            log,
+        }
+    }
+
+    pub fn udp(&self, payload: &[u8]) {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(payload, self.heartbeat).unwrap();
+    }
+
+    pub fn tcp(&self) -> TcpStream {
+        let s = TcpStream::connect(self.heartbeat).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// GET a path; returns status and parsed JSON body (Null when not JSON).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        ));
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub fn json(&self, path: &str) -> Value {
+        let (status, v) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// Send raw bytes, read until close; returns status, head, body.
+    pub fn request(&self, raw: &str) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(self.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        parse_response(&buf)
+    }
+
+    pub fn wait_for(&self, what: &str, mut ok: impl FnMut(&Daemon) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !ok(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_has(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// SIGTERM and wait; returns the status and how long it took.
+    pub fn stop(mut self) -> (ExitStatus, Duration) {
+        let t = Instant::now();
+        self.signal(libc::SIGTERM);
+        let deadline = t + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st, t.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "musterd did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn rejected(&self, reason: &str) -> u64 {
+        self.json("/health")["frames"]["rejected_by_reason"][reason]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Split one HTTP response into status, head and body.
+pub fn parse_response(buf: &[u8]) -> (u16, String, Vec<u8>) {
+    let text = String::from_utf8_lossy(buf);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return (0, text.to_string(), Vec::new());
+    };
+    let head = text[..end].to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, buf[end + 4..].to_vec())
+}
+
+/// Read one `\n`-terminated JSON line from a TCP heartbeat connection.
+pub fn read_line(s: &mut TcpStream) -> Option<Value> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if b[0] == b'\n' => return serde_json::from_slice(&line).ok(),
+            Ok(_) => line.push(b[0]),
+        }
+    }
+}
+
+/// Whether the peer closed (EOF) within the stream's read timeout,
+/// discarding anything it sent first.
+pub fn closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Heartbeats over UDP against the real daemon.
+
+mod support;
+use support::Daemon;
+
+#[test]
+fn walkthrough_active_then_inactive_then_active_again() {
+    let d = Daemon::start(&["--heartbeat-interval", "1s", "--inactivity-timeout", "2s"]);
+    d.udp(br#"{"type":"heartbeat","worker_id":"w1","cpu_usage":12.5}"#);
+    d.wait_for("w1", |d| d.get("/telemetry/w1").0 == 200);
+    let t = d.json("/telemetry");
+    assert_eq!(t["w1"]["is_active"], true);
+    assert_eq!(t["w1"]["cpu_usage"], 12.5);
+    assert_eq!(t["w1"]["status"], "idle");
+
+    let seen = std::time::Instant::now();
+    d.wait_for("inactive", |d| {
+        d.json("/telemetry/w1")["status"] == "inactive"
+    });
+    let after = seen.elapsed().as_millis();
+    // Marked between the timeout and the timeout plus a second (plus polling slack).
+    assert!((1900..3500).contains(&after), "inactive after {after} ms");
+    assert_eq!(d.json("/telemetry/w1")["is_active"], false);
+    assert_eq!(d.json("/health")["workers"]["inactive"], 1);
+
+    d.udp(br#"{"type":"heartbeat","worker_id":"w1","status":"working"}"#);
+    d.wait_for("active again", |d| {
+        d.json("/telemetry/w1")["status"] == "working"
+    });
+    assert_eq!(d.json("/api/workers/w1")["times_inactive"], 1);
+}
+
+#[test]
+fn bad_datagrams_are_counted_by_reason_and_good_ones_still_apply() {
+    let d = Daemon::start(&["--max-frame-bytes", "1024"]);
+    let long_id = format!(
+        r#"{{"type":"heartbeat","worker_id":"{}"}}"#,
+        "a".repeat(129)
+    );
+    let oversized = format!(
+        r#"{{"type":"heartbeat","worker_id":"w","pad":"{}"}}"#,
+        "x".repeat(2000)
+    );
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("not_json", b"not json at all".to_vec()),
+        (
+            "invalid_utf8",
+            b"{\"type\":\"heartbeat\",\"worker_id\":\"\xff\"}".to_vec(),
+        ),
+        ("not_object", b"[1,2,3]".to_vec()),
+        ("missing_type", br#"{"worker_id":"w"}"#.to_vec()),
+        ("bad_worker_id", br#"{"type":"heartbeat"}"#.to_vec()),
+        (
+            "bad_worker_id",
+            br#"{"type":"heartbeat","worker_id":"has space"}"#.to_vec(),
+        ),
+        ("bad_worker_id", long_id.into_bytes()),
+        (
+            "reserved_id",
+            br#"{"type":"heartbeat","worker_id":"registry"}"#.to_vec(),
+        ),
+        (
+            "reserved_id",
+            br#"{"type":"heartbeat","worker_id":"snapshot"}"#.to_vec(),
+        ),
+        (
+            "bad_field",
+            br#"{"type":"heartbeat","worker_id":"w2","cpu_usage":"lots"}"#.to_vec(),
+        ),
+        (
+            "bad_field",
+            br#"{"type":"heartbeat","worker_id":"w2","cpu_usage":-4}"#.to_vec(),
+        ),
+        (
+            "not_json",
+            br#"{"type":"heartbeat","worker_id":"w2","cpu_usage":NaN}"#.to_vec(),
+        ),
+        (
+            "unknown_type",
+            br#"{"type":"party","worker_id":"w2"}"#.to_vec(),
+        ),
+        ("too_large", oversized.into_bytes()),
+    ];
+    let good = br#"{"type":"heartbeat","worker_id":"good","queue_depth":1}"#;
+    for (_, payload) in &cases {
+        d.udp(payload);
+        d.udp(good);
+    }
+    let total = cases.len() as u64;
+    d.wait_for("every frame counted", |d| {
+        d.json("/health")["frames"]["received"] == total * 2
+    });
+    for reason in [
+        "not_json",
+        "invalid_utf8",
+        "not_object",
+        "missing_type",
+        "bad_worker_id",
+        "reserved_id",
+        "bad_field",
+        "unknown_type",
+        "too_large",
+    ] {
+        let want = cases.iter().filter(|(r, _)| *r == reason).count() as u64;
+        assert_eq!(d.rejected(reason), want, "reason {reason}");
+    }
+    let h = d.json("/health");
+    assert_eq!(h["frames"]["rejected"], total);
+    d.wait_for("good frames applied", |d| {
+        d.json("/telemetry/good")["messages_processed"] == total
+    });
+    // A worker named in a refused frame is never created by it...
+    assert_eq!(d.get("/telemetry/w").0, 404);
+    assert_eq!(d.get("/telemetry/w2").0, 404);
+    // ...but an existing one has the refusal counted against it.
+    d.udp(br#"{"type":"heartbeat","worker_id":"good","memory_usage":500}"#);
+    d.wait_for("error counted", |d| {
+        d.json("/api/workers/good")["errors"] == 1
+    });
+    assert!(d.log_has("rejected frame reason="), "a warning is logged");
+}
+
+#[test]
+fn repeated_bad_frames_log_once_per_window() {
+    let d = Daemon::start(&[]);
+    for _ in 0..200 {
+        d.udp(b"garbage");
+    }
+    d.wait_for("counted", |d| d.rejected("not_json") == 200);
+    let lines = d
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("reason=not_json"))
+        .count();
+    assert_eq!(lines, 1, "rate-limited to one line per 10 s");
+}
+
+#[test]
+fn worker_cap_refuses_new_ids_and_keeps_serving() {
+    let d = Daemon::start(&["--max-workers", "2"]);
+    for id in ["a", "b", "c", "d"] {
+        d.udp(format!(r#"{{"type":"heartbeat","worker_id":"{id}"}}"#).as_bytes());
+    }
+    d.wait_for("refusals counted", |d| d.rejected("worker_cap") == 2);
+    assert_eq!(d.json("/health")["workers"]["total"], 2);
+    // Known workers still update.
+    d.udp(br#"{"type":"heartbeat","worker_id":"a","queue_depth":9}"#);
+    d.wait_for("a updated", |d| d.json("/telemetry/a")["queue_depth"] == 9);
+    assert!(d.log_has("max_workers=2 reached"));
+}
+
+#[test]
+fn bye_terminates_and_forget_after_evicts() {
+    let d = Daemon::start(&[
+        "--heartbeat-interval",
+        "1s",
+        "--inactivity-timeout",
+        "1s",
+        "--forget-after",
+        "2s",
+    ]);
+    d.udp(br#"{"type":"heartbeat","worker_id":"leaver","status":"working"}"#);
+    d.wait_for("known", |d| d.get("/telemetry/leaver").0 == 200);
+    d.udp(br#"{"type":"bye","worker_id":"leaver"}"#);
+    d.wait_for("terminated", |d| {
+        d.json("/telemetry/leaver")["status"] == "terminated"
+    });
+    assert_eq!(d.json("/telemetry/leaver")["is_active"], false);
+    assert_eq!(d.json("/health")["workers"]["terminated"], 1);
+    d.wait_for("evicted", |d| d.get("/telemetry/leaver").0 == 404);
+    let h = d.json("/health");
+    assert_eq!(h["workers"]["evicted"], 1);
+    d.wait_for("thread ended", |d| {
+        d.json("/health")["workers"]["threads"] == 0
+    });
+}
+
+#[test]
+fn seq_gaps_show_as_missed_beats() {
+    let d = Daemon::start(&[]);
+    for seq in [1, 2, 3, 7] {
+        d.udp(format!(r#"{{"type":"heartbeat","worker_id":"s","seq":{seq}}}"#).as_bytes());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    d.wait_for("applied", |d| d.get("/api/workers/s").1["last_seq"] == 7);
+    assert_eq!(d.json("/api/workers/s")["missed_beats"], 3);
+}
