@@ -113,6 +113,29 @@ impl Limits {
     }
 }
 
+/// Raise the soft open-file limit to the hard one: every TCP worker and
+/// HTTP client is a descriptor, and 1024 is a common soft default.
+/// Returns the soft limit now in force.
+pub fn raise_nofile() -> Option<u64> {
+    // SAFETY: get/setrlimit on our own process with a struct we own.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return None;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return Some(want.rlim_cur);
+            }
+        }
+        Some(rl.rlim_cur)
+    }
+}
+
 /// The fourth field of /proc/loadavg is `running/total` threads.
 fn parse_loadavg_threads(s: &str) -> Option<u64> {
     s.split_whitespace().nth(3)?.split('/').nth(1)?.parse().ok()

@@ -114,6 +114,9 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 impl Daemon {
     fn start(cli: Cli, cfg: Config) -> Result<Daemon, StartupError> {
         let limits = Limits::read();
+        if let Some(n) = crate::capacity::raise_nofile() {
+            log::debug!("open file limit={n}");
+        }
         let (max_workers, warning) = limits.clamp(cfg.max_workers);
         if let Some(w) = warning {
             log::warn!("{w}");

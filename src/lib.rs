@@ -9,6 +9,7 @@ pub mod bench;
 pub mod capacity;
 pub mod changes;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod http;

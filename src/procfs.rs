@@ -1,4 +1,5 @@
-//! Readings from /proc: the kernel's drop counter for our UDP socket.
+//! Readings from /proc: the kernel's drop counter for our UDP socket, and a
+//! process's CPU time and resident memory.
 //!
 //! Parsers are pure functions over the file's text, so they are tested on
 //! captured samples; the readers beside them only open the file.
@@ -35,9 +36,86 @@ pub fn read_udp_drops(inode: u64) -> Option<u64> {
     })
 }
 
+/// The fields of /proc/<pid>/stat that muster uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    /// User and system CPU time, in clock ticks.
+    pub utime: u64,
+    pub stime: u64,
+    pub num_threads: u64,
+    /// Start time after boot, in clock ticks.
+    pub starttime: u64,
+}
+
+/// Parse /proc/<pid>/stat. The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); field N is f[N - 3].
+    let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    Some(Stat {
+        utime: field(14)?,
+        stime: field(15)?,
+        num_threads: field(20)?,
+        starttime: field(22)?,
+    })
+}
+
+/// A `Key:   1234 kB` line of /proc/<pid>/status, in kB.
+pub fn status_kb(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix(':')?;
+        v.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// CPU seconds used so far and resident KiB of a process, or `None` when
+/// it is gone.
+pub fn cpu_and_rss(pid: u32) -> Option<(f64, u64)> {
+    let stat = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let cpu = (stat.utime + stat.stime) as f64 / clock_ticks() as f64;
+    Some((cpu, status_kb(&status, "VmRSS").unwrap_or(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_with_awkward_names() {
+        let line = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 1200 0 0 0 731 42 0 0 20 0 7 0 98765 123456789 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(
+            (s.utime, s.stime, s.num_threads, s.starttime),
+            (731, 42, 7, 98765)
+        );
+        assert_eq!(parse_stat("12 (x) S 1 2"), None);
+        assert_eq!(parse_stat("no parens"), None);
+    }
+
+    #[test]
+    fn status_lines() {
+        let text = "Name:\tmusterd\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\nThreads:\t5\n";
+        assert_eq!(status_kb(text, "VmRSS"), Some(10240));
+        assert_eq!(status_kb(text, "VmHWM"), Some(20480));
+        assert_eq!(status_kb(text, "VmSwap"), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let (cpu, rss) = cpu_and_rss(std::process::id()).unwrap();
+        assert!(cpu >= 0.0 && rss > 0);
+        assert!(cpu_and_rss(u32::MAX).is_none());
+    }
 
     const SAMPLE: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
   277: 0100007F:1F9A 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 431234 2 0000000000000000 17

@@ -19,10 +19,15 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Frames a worker's inbox holds before UDP drops and TCP stops reading.
 pub const INBOX_CAPACITY: usize = 128;
+/// Least time between two wakes of a busy worker thread. Frames that arrive
+/// sooner wait in the inbox and are applied together, so a worker beating
+/// faster than ten times a second costs ten wakes a second, not one per
+/// frame. The inbox holds [`INBOX_CAPACITY`] frames: 1,280 a second.
+pub const COALESCE: Duration = Duration::from_millis(100);
 /// Stack of a worker thread. Its work is shallow (apply a frame, clone a
 /// snapshot); the kernel only backs the pages it touches.
 pub const STACK_BYTES: usize = 64 * 1024;
@@ -408,11 +413,14 @@ pub fn run(
 ) {
     let mut state = handle.snapshot().as_ref().publishable();
     let mut next = inbox.recv().ok();
+    let (mut woke, mut prev_woke) = (Instant::now(), None::<Instant>);
     while let Some(msg) = next.take() {
         let mut changed = false;
         let mut frames = 0;
+        let mut batch = 0;
         let mut msg = Some(msg);
         while let Some(m) = msg.take() {
+            batch += 1;
             match m {
                 Msg::Stop => return,
                 Msg::Frame(frame, transport, at) => {
@@ -438,7 +446,19 @@ pub fn run(
             handle.publish(state.publishable());
             on_change.changed(&state.id);
         }
+        // A chatty worker (woken twice within COALESCE): let its frames
+        // gather instead of being woken for each one, since every wake costs
+        // the ingest thread a syscall. Frames further apart than COALESCE
+        // are applied the moment they arrive.
+        // A batch that half fills the inbox means the worker is behind: no
+        // pause then, or a flood would be capped at the inbox per period.
+        let chatty = prev_woke.is_some_and(|p| woke.duration_since(p) < COALESCE);
+        if chatty && batch < INBOX_CAPACITY / 2 {
+            std::thread::sleep(COALESCE.saturating_sub(woke.elapsed()));
+        }
         next = inbox.recv().ok();
+        prev_woke = Some(woke);
+        woke = Instant::now();
     }
 }
 
