@@ -9,17 +9,32 @@
 //! requests read it. Cost: O(workers) per whole-fleet request.
 
 use crate::http_head::{Method, Request, Response, percent_decode, query_param};
-use crate::procfs;
 use crate::protocol::{RejectReason, WorkerId, check_worker_id};
 use crate::registry::Registry;
 use crate::stats::DropReason;
 use crate::worker::{Snapshot, Telemetry, unix_ms};
+use crate::{metrics, procfs};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Every endpoint, as documented in README.md and musterd(8). Keep in step
+/// with [`route`]; a test checks each is routed and documented.
+pub const ENDPOINTS: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/telemetry"),
+    ("GET", "/telemetry/{id}"),
+    ("GET", "/workers"),
+    ("GET", "/api/workers"),
+    ("GET", "/api/workers/{id}"),
+    ("DELETE", "/api/workers/{id}"),
+    ("GET", "/api/workers/registry"),
+    ("GET", "/api/workers/snapshot/{id}"),
+    ("GET", "/metrics"),
+];
 
 /// Statuses accepted by `?status=`.
 const STATUSES: [&str; 7] = [
@@ -41,6 +56,7 @@ pub struct Api {
 
 enum Route {
     Health,
+    Metrics,
     Telemetry,
     TelemetryOne(WorkerId),
     Workers,
@@ -89,6 +105,7 @@ fn route(path: &str) -> Result<Route, Response> {
     let segs: Vec<&str> = path.split('/').skip(1).collect();
     Ok(match segs.as_slice() {
         ["health"] => Route::Health,
+        ["metrics"] => Route::Metrics,
         ["telemetry"] => Route::Telemetry,
         ["telemetry", id] => Route::TelemetryOne(worker_id(id)?),
         ["workers"] => Route::Workers,
@@ -126,6 +143,7 @@ impl Api {
     fn get(&self, route: Route, query: &str) -> Response {
         match route {
             Route::Health => json_ok(&self.health()),
+            Route::Metrics => self.metrics(),
             Route::Telemetry => Response::json(200, self.telemetry_map()),
             Route::TelemetryOne(id) => match self.registry.snapshot(&id) {
                 Some(s) => Response::json(200, s.telemetry_json().as_bytes().to_vec()),
@@ -150,6 +168,24 @@ impl Api {
                 }
                 None => not_found(),
             },
+        }
+    }
+
+    fn metrics(&self) -> Response {
+        let reg = &self.registry;
+        let d = metrics::Daemon {
+            stats: &reg.stats,
+            version: VERSION,
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            udp_kernel_drops: self.udp_inode.and_then(procfs::read_udp_drops),
+            max_workers: reg.live.max_workers(),
+        };
+        let body = metrics::render(&d, &reg.snapshots(), Instant::now());
+        Response {
+            status: 200,
+            content_type: metrics::CONTENT_TYPE,
+            body: body.into_bytes(),
+            ..Response::default()
         }
     }
 
@@ -396,6 +432,20 @@ mod tests {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn every_listed_endpoint_is_routed() {
+        let a = api();
+        beat(&a, r#"{"type":"heartbeat","worker_id":"w1"}"#);
+        // DELETE last: it forgets the worker the others read.
+        let (deletes, reads): (Vec<_>, Vec<_>) = ENDPOINTS.iter().partition(|(m, _)| *m == "DELETE");
+        for (method, path) in reads.into_iter().chain(deletes) {
+            let target = path.replace("{id}", "w1");
+            let (status, _, _) = call(&a, method, &target);
+            assert!(status < 300, "{method} {target} -> {status}");
+        }
+        a.registry.shutdown(Instant::now() + Duration::from_secs(5));
     }
 
     #[test]

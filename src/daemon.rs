@@ -14,9 +14,10 @@ use crate::changes::Changes;
 use crate::config::{self, Cli, Config};
 use crate::http::HttpServer;
 use crate::ingest::Ingest;
-use crate::listen::{self, StartupError};
+use crate::listen::{self, Adopted, StartupError};
 use crate::live::Live;
 use crate::registry::Registry;
+use crate::sd_notify::{self, Notifier, Watchdog};
 use crate::stats::Stats;
 use crate::{logging, procfs, sweeper};
 use mio::Waker;
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant};
 
 /// How long shutdown waits for worker threads.
 const STOP_GRACE: Duration = Duration::from_secs(4);
+/// How often `STATUS=` is refreshed under systemd.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// How often the main thread looks at signals and its threads.
 const WATCH: Duration = Duration::from_millis(100);
 
@@ -73,6 +76,9 @@ pub fn main(args: Vec<String>) -> i32 {
     for w in config::warnings(&cfg) {
         log::warn!("{w}");
     }
+    // Before any other thread exists: this edits the environment.
+    let adopted = listen::Adopted::from(sd_notify::listen_fds());
+    let notifier = Notifier::from_env();
     let signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -80,7 +86,7 @@ pub fn main(args: Vec<String>) -> i32 {
             return 1;
         }
     };
-    match Daemon::start(cli, cfg) {
+    match Daemon::start(cli, cfg, adopted, notifier) {
         Ok(d) => d.run(signals),
         Err(e) => {
             log::error!("{e}");
@@ -99,6 +105,7 @@ struct Daemon {
     http: Option<(JoinHandle<()>, Arc<Waker>)>,
     sweeper: JoinHandle<()>,
     sweeper_stop: mpsc::Sender<()>,
+    notifier: Arc<Notifier>,
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartupError> {
@@ -112,7 +119,12 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 }
 
 impl Daemon {
-    fn start(cli: Cli, cfg: Config) -> Result<Daemon, StartupError> {
+    fn start(
+        cli: Cli,
+        cfg: Config,
+        adopted: Adopted,
+        notifier: Arc<Notifier>,
+    ) -> Result<Daemon, StartupError> {
         let limits = Limits::read();
         if let Some(n) = crate::capacity::raise_nofile() {
             log::debug!("open file limit={n}");
@@ -121,7 +133,23 @@ impl Daemon {
         if let Some(w) = warning {
             log::warn!("{w}");
         }
-        let (udp, tcp) = listen::bind_heartbeat(cfg.heartbeat_addr)?;
+        let slots = (max_workers as u64).next_power_of_two().clamp(256, 1 << 16);
+        if crate::capacity::size_futex_hash(slots) {
+            log::debug!("futex hash slots={slots}");
+        }
+        if adopted.count() > 0 {
+            log::info!("adopted {} sockets from systemd", adopted.count());
+        }
+        let (udp, tcp) = match (adopted.udp, adopted.tcp) {
+            (Some(u), Some(t)) => (u, t),
+            (None, None) => listen::bind_heartbeat(cfg.heartbeat_addr)?,
+            _ => {
+                return Err(StartupError {
+                    what: "socket activation passed only one of the two heartbeat sockets (UDP and TCP, both named heartbeat)".into(),
+                    source: std::io::ErrorKind::InvalidInput.into(),
+                });
+            }
+        };
         match listen::set_recv_buffer(&udp, cfg.udp_recv_buffer) {
             Ok(got) if got < cfg.udp_recv_buffer => log::warn!(
                 "udp receive buffer is {got} bytes, below udp_recv_buffer={}: raise net.core.rmem_max or run with CAP_NET_ADMIN",
@@ -130,7 +158,15 @@ impl Daemon {
             Ok(got) => log::debug!("udp receive buffer bytes={got}"),
             Err(e) => log::warn!("cannot set the udp receive buffer: {e}"),
         }
-        let http_listener = cfg.http_addr.map(listen::bind_http).transpose()?;
+        let http_listener = match adopted.http {
+            Some(l) => Some(l),
+            None => cfg.http_addr.map(listen::bind_http).transpose()?,
+        };
+        // The watchdog proves the HTTP loop alive, or ingest when HTTP is off.
+        let mut watchdog = Watchdog::from_env(notifier.clone());
+        if let Some(w) = &watchdog {
+            log::info!("systemd watchdog: pinging every {} ms", w.every.as_millis());
+        }
         let local =
             |r: std::io::Result<std::net::SocketAddr>| r.map_or("?".to_string(), |a| a.to_string());
         let heartbeat_at = local(udp.local_addr());
@@ -145,34 +181,38 @@ impl Daemon {
         let registry = Arc::new(Registry::new(stats, live, changes.clone()));
         let shutdown = Arc::new(AtomicBool::new(false));
 
-        let http =
-            match http_listener {
-                Some(listener) => {
-                    let api = Api {
-                        registry: registry.clone(),
-                        started: Instant::now(),
-                        udp_inode,
-                    };
-                    let (server, waker) = HttpServer::new(listener, api, shutdown.clone())
-                        .map_err(|source| StartupError {
+        let http = match http_listener {
+            Some(listener) => {
+                let api = Api {
+                    registry: registry.clone(),
+                    started: Instant::now(),
+                    udp_inode,
+                };
+                let (server, waker) =
+                    HttpServer::new(listener, api, shutdown.clone(), watchdog.take()).map_err(
+                        |source| StartupError {
                             what: "cannot set up the http loop".into(),
                             source,
-                        })?;
-                    changes.set_waker(waker.clone());
-                    Some((spawn("http", move || server.run())?, waker))
-                }
-                None => None,
-            };
-        let (ingest, ingest_waker) = Ingest::new(udp, tcp, registry.clone(), shutdown.clone())
-            .map_err(|source| StartupError {
-                what: "cannot set up the ingest loop".into(),
-                source,
-            })?;
+                        },
+                    )?;
+                changes.set_waker(waker.clone());
+                Some((spawn("http", move || server.run())?, waker))
+            }
+            None => None,
+        };
+        let (ingest, ingest_waker) =
+            Ingest::new(udp, tcp, registry.clone(), shutdown.clone(), watchdog).map_err(
+                |source| StartupError {
+                    what: "cannot set up the ingest loop".into(),
+                    source,
+                },
+            )?;
         let ingest = spawn("ingest", move || ingest.run())?;
         let (sweeper_stop, stop_rx) = mpsc::channel();
         let reg = registry.clone();
         let sweeper = spawn("sweeper", move || sweeper::run(reg, stop_rx))?;
         log::info!("listening http={http_at} heartbeat={heartbeat_at}");
+        notifier.ready();
         log::info!(
             "musterd {VERSION} ready: max_workers={max_workers} heartbeat_interval={} inactivity_timeout={}",
             config::fmt_duration(cfg.heartbeat_interval),
@@ -188,14 +228,20 @@ impl Daemon {
             http,
             sweeper,
             sweeper_stop,
+            notifier,
         })
     }
 
     fn run(self, mut signals: Signals) -> i32 {
+        let mut next_status = Instant::now();
         let status = 'watch: loop {
             for sig in signals.pending() {
                 match sig {
-                    SIGHUP => self.reload(),
+                    SIGHUP => {
+                        self.notifier.reloading();
+                        self.reload();
+                        self.notifier.ready();
+                    }
                     _ => {
                         log::info!("signal {sig}: shutting down");
                         break 'watch 0;
@@ -207,10 +253,27 @@ impl Daemon {
                 log::error!("a service thread stopped unexpectedly; shutting down");
                 break 'watch 1;
             }
+            if self.notifier.enabled() && Instant::now() >= next_status {
+                self.notifier.status(&self.summary());
+                next_status = Instant::now() + STATUS_EVERY;
+            }
             std::thread::sleep(WATCH);
         };
         self.stop();
         status
+    }
+
+    /// One line for `systemctl status`.
+    fn summary(&self) -> String {
+        let c = self.registry.counts();
+        let st = &self.registry.stats;
+        format!(
+            "{} workers, {} active, {} dropped, {} rejected",
+            c.total,
+            c.active,
+            st.dropped_total(),
+            st.rejected_total()
+        )
     }
 
     fn reload(&self) {
@@ -238,6 +301,7 @@ impl Daemon {
 
     fn stop(self) {
         let started = Instant::now();
+        self.notifier.stopping();
         self.shutdown.store(true, Ordering::Release);
         let _ = self.ingest_waker.wake();
         let _ = self.ingest.join();

@@ -13,6 +13,7 @@
 use crate::api::Api;
 use crate::http_conn::{Conn, Next};
 use crate::http_head::{self, Response};
+use crate::sd_notify::Watchdog;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -31,6 +32,7 @@ pub struct HttpServer {
     conns: Slab<(Conn, Interest)>,
     api: Api,
     shutdown: Arc<AtomicBool>,
+    watchdog: Option<Watchdog>,
 }
 
 impl HttpServer {
@@ -39,6 +41,7 @@ impl HttpServer {
         mut listener: TcpListener,
         api: Api,
         shutdown: Arc<AtomicBool>,
+        watchdog: Option<Watchdog>,
     ) -> io::Result<(HttpServer, Arc<Waker>)> {
         let poll = Poll::new()?;
         poll.registry()
@@ -51,6 +54,7 @@ impl HttpServer {
                 conns: Slab::new(),
                 api,
                 shutdown,
+                watchdog,
             },
             waker,
         ))
@@ -60,7 +64,12 @@ impl HttpServer {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         while !self.shutdown.load(Ordering::Acquire) {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            // Pinged from this loop so that a stuck loop stops the pings.
+            let mut wake_at = next_tick;
+            if let Some(w) = &mut self.watchdog {
+                wake_at = wake_at.min(w.tick(Instant::now()));
+            }
+            let timeout = wake_at.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;

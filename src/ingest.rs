@@ -19,6 +19,7 @@
 use crate::protocol::{self, Frame, Reject, RejectReason, WorkerId};
 use crate::ratelimit::RateLimit;
 use crate::registry::Registry;
+use crate::sd_notify::Watchdog;
 use crate::stats::DropReason;
 use crate::tcp_conn::{Line, TcpConn};
 use crate::worker::{Handle, Msg, Transport};
@@ -63,6 +64,8 @@ pub struct Ingest {
     udp_buf: Vec<u8>,
     udp_backlog: bool,
     log_limit: RateLimit,
+    /// The systemd watchdog, when HTTP is off and this loop proves liveness.
+    watchdog: Option<Watchdog>,
 }
 
 impl Ingest {
@@ -71,6 +74,7 @@ impl Ingest {
         mut listener: TcpListener,
         registry: Arc<Registry>,
         shutdown: Arc<AtomicBool>,
+        watchdog: Option<Watchdog>,
     ) -> io::Result<(Ingest, Arc<Waker>)> {
         let poll = Poll::new()?;
         poll.registry()
@@ -91,6 +95,7 @@ impl Ingest {
                 udp_buf: vec![0; UDP_BUF],
                 udp_backlog: false,
                 log_limit: RateLimit::new(Duration::from_secs(10)),
+                watchdog,
             },
             waker,
         ))
@@ -100,12 +105,16 @@ impl Ingest {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         while !self.shutdown.load(Acquire) {
+            let mut wake_at = next_tick;
+            if let Some(w) = &mut self.watchdog {
+                wake_at = wake_at.min(w.tick(Instant::now()));
+            }
             let timeout = if self.udp_backlog {
                 Duration::ZERO
             } else if !self.blocked.is_empty() {
                 RETRY
             } else {
-                next_tick.saturating_duration_since(Instant::now())
+                wake_at.saturating_duration_since(Instant::now())
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {

@@ -32,6 +32,70 @@ fn fail(what: String) -> impl FnOnce(io::Error) -> StartupError {
     move |source| StartupError { what, source }
 }
 
+/// Sockets systemd passed (socket activation), by role.
+#[derive(Default)]
+pub struct Adopted {
+    pub http: Option<TcpListener>,
+    pub udp: Option<UdpSocket>,
+    pub tcp: Option<TcpListener>,
+}
+
+impl Adopted {
+    /// Sort passed sockets into roles. Named ones (`LISTEN_FDNAMES`
+    /// `http`, `heartbeat`) first; the rest by type and order: a datagram
+    /// socket is the UDP heartbeat socket, the first stream socket is HTTP
+    /// and the second the heartbeat TCP listener (the order of `Listen…=`
+    /// lines in musterd.socket). Anything left over is closed with a warning.
+    pub fn from(passed: Vec<crate::sd_notify::Passed>) -> Adopted {
+        let mut a = Adopted::default();
+        let (named, unnamed): (Vec<_>, Vec<_>) = passed
+            .into_iter()
+            .partition(|p| p.name == "http" || p.name == "heartbeat");
+        for p in named.into_iter().chain(unnamed) {
+            let role = match (p.name.as_str(), p.kind) {
+                ("http", libc::SOCK_STREAM) => Some(Role::Http),
+                ("heartbeat", libc::SOCK_STREAM) => Some(Role::Tcp),
+                (_, libc::SOCK_DGRAM) => Some(Role::Udp),
+                ("http" | "heartbeat", _) => None,
+                (_, libc::SOCK_STREAM) if a.http.is_none() => Some(Role::Http),
+                (_, libc::SOCK_STREAM) => Some(Role::Tcp),
+                _ => None,
+            };
+            let taken = match role {
+                Some(Role::Http) if a.http.is_none() => listener(p.fd).map(|l| a.http = Some(l)),
+                Some(Role::Tcp) if a.tcp.is_none() => listener(p.fd).map(|l| a.tcp = Some(l)),
+                Some(Role::Udp) if a.udp.is_none() => {
+                    let s = std::net::UdpSocket::from(p.fd);
+                    s.set_nonblocking(true)
+                        .ok()
+                        .map(|_| a.udp = Some(UdpSocket::from_std(s)))
+                }
+                _ => None,
+            };
+            if taken.is_none() {
+                log::warn!("ignoring a socket passed by systemd: name={:?}", p.name);
+            }
+        }
+        a
+    }
+
+    pub fn count(&self) -> usize {
+        self.http.is_some() as usize + self.udp.is_some() as usize + self.tcp.is_some() as usize
+    }
+}
+
+enum Role {
+    Http,
+    Tcp,
+    Udp,
+}
+
+fn listener(fd: std::os::fd::OwnedFd) -> Option<TcpListener> {
+    let l = std::net::TcpListener::from(fd);
+    l.set_nonblocking(true).ok()?;
+    Some(TcpListener::from_std(l))
+}
+
 pub fn bind_http(addr: SocketAddr) -> Result<TcpListener, StartupError> {
     TcpListener::bind(addr).map_err(fail(format!("cannot listen for http on {addr}")))
 }

@@ -530,31 +530,43 @@ fn text_in(v: Option<&Value>, name: &str, max: usize) -> Result<Option<String>, 
 
 /// The `welcome` line sent in reply to `hello` (with its trailing newline).
 pub fn encode_welcome(worker_id: &str, interval_ms: u64, timeout_ms: u64) -> Vec<u8> {
-    let mut line = serde_json::json!({
-        "type": "welcome",
-        "version": 1,
-        "worker_id": worker_id,
-        "heartbeat_interval_ms": interval_ms,
-        "inactivity_timeout_ms": timeout_ms,
+    #[derive(serde::Serialize)]
+    struct Welcome<'a> {
+        r#type: &'static str,
+        version: u32,
+        worker_id: &'a str,
+        heartbeat_interval_ms: u64,
+        inactivity_timeout_ms: u64,
+    }
+    line(&Welcome {
+        r#type: "welcome",
+        version: 1,
+        worker_id,
+        heartbeat_interval_ms: interval_ms,
+        inactivity_timeout_ms: timeout_ms,
     })
-    .to_string()
-    .into_bytes();
-    line.push(b'\n');
-    line
 }
 
 /// An `error` line: `code` is a [`RejectReason`] name or a connection-level
 /// code such as `superseded` or `idle_timeout`.
 pub fn encode_error(code: &str, message: &str) -> Vec<u8> {
-    let mut line = serde_json::json!({
-        "type": "error",
-        "code": code,
-        "message": message,
+    #[derive(serde::Serialize)]
+    struct Error<'a> {
+        r#type: &'static str,
+        code: &'a str,
+        message: &'a str,
+    }
+    line(&Error {
+        r#type: "error",
+        code,
+        message,
     })
-    .to_string()
-    .into_bytes();
-    line.push(b'\n');
-    line
+}
+
+fn line(v: &impl serde::Serialize) -> Vec<u8> {
+    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    out.push(b'\n');
+    out
 }
 
 #[cfg(test)]
@@ -783,6 +795,8 @@ mod tests {
             let v: Value = serde_json::from_slice(&line).unwrap();
             assert!(v["type"].is_string());
         }
+        assert!(encode_welcome("w1", 1, 2).starts_with(br#"{"type":"welcome""#));
+        assert!(encode_error("x", "y").starts_with(br#"{"type":"error""#));
     }
 
     #[test]

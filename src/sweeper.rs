@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-pub const TICK: Duration = Duration::from_millis(250);
+pub const TICK: Duration = Duration::from_millis(500);
 
 /// Run until `stop` receives a message or its sender is dropped.
 pub fn run(registry: Arc<Registry>, stop: Receiver<()>) {

@@ -67,11 +67,22 @@ pub struct HelloInfo {
     pub capacity: Option<u32>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+/// Upper bounds, in seconds, of the run-duration histogram buckets.
+pub const RUN_BUCKETS_S: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+    3600.0,
+];
+
+/// Run outcomes since the worker was first seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RunCounts {
     pub total: u64,
     pub succeeded: u64,
     pub failed: u64,
+    pub sum_ms: f64,
+    /// Runs per [`RUN_BUCKETS_S`] bucket (not cumulative); longer runs are
+    /// counted only in `total`.
+    pub buckets: [u64; RUN_BUCKETS_S.len()],
     pub last_duration_ms: Option<f64>,
     pub last_run_time: Option<u64>,
 }
@@ -247,6 +258,11 @@ impl Snapshot {
         } else {
             self.runs.failed += 1;
             self.errors += 1;
+        }
+        self.runs.sum_ms += r.duration_ms;
+        let secs = r.duration_ms / 1000.0;
+        if let Some(i) = RUN_BUCKETS_S.iter().position(|&b| secs <= b) {
+            self.runs.buckets[i] += 1;
         }
         self.runs.last_duration_ms = Some(r.duration_ms);
         self.runs.last_run_time = Some(self.last_update);

@@ -189,3 +189,23 @@ fn connection_cap_answers_503() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn metrics_are_prometheus_text() {
+    let d = Daemon::start(&[]);
+    d.udp(br#"{"type":"heartbeat","worker_id":"m1","cpu_usage":5}"#);
+    d.udp(br#"{"type":"run","worker_id":"m1","duration_ms":40,"ok":true}"#);
+    d.wait_for("applied", |d| {
+        d.get("/api/workers/m1").1["runs"]["total"] == 1
+    });
+    let (status, head, body) = d.request("GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("muster_worker_up{worker_id=\"m1\"} 1\n"));
+    assert!(text.contains("muster_worker_runs_total{worker_id=\"m1\",outcome=\"ok\"} 1\n"));
+    assert!(text.contains("muster_frames_received_total 2\n"));
+}

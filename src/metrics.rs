@@ -1,0 +1,412 @@
+//! `GET /metrics`: the Prometheus text exposition format, version 0.0.4.
+//!
+//! Pure rendering: counters and snapshots in, bytes out. Each family has one
+//! HELP and one TYPE line and all its samples together; counters end in
+//! `_total`; units are base units (seconds, bytes); per-worker series carry
+//! the `worker_id` label only (plus `outcome` or `le` where the family needs
+//! it). Values a worker never reported are left out, not rendered as 0.
+//!
+//! Cost: O(workers × families) formatting into one buffer; no locks held.
+
+use crate::protocol::RejectReason;
+use crate::stats::{DropReason, Stats};
+use crate::worker::{RUN_BUCKETS_S, Snapshot};
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escape a label value: backslash, double quote and newline (the format's
+/// only escapes).
+pub fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What the daemon knows besides the snapshots.
+pub struct Daemon<'a> {
+    pub stats: &'a Stats,
+    pub version: &'a str,
+    pub uptime_seconds: f64,
+    pub udp_kernel_drops: Option<u64>,
+    pub max_workers: usize,
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape_label(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    /// One gauge family with a sample per worker that has a value.
+    fn per_worker(
+        &mut self,
+        snaps: &[std::sync::Arc<Snapshot>],
+        name: &str,
+        help: &str,
+        value: impl Fn(&Snapshot) -> Option<f64>,
+    ) {
+        self.family(name, "gauge", help);
+        for s in snaps {
+            if let Some(v) = value(s) {
+                self.sample(name, &[("worker_id", &s.id)], v);
+            }
+        }
+    }
+}
+
+pub fn render(d: &Daemon, snaps: &[std::sync::Arc<Snapshot>], now: Instant) -> String {
+    let mut o = Out(String::with_capacity(4096 + snaps.len() * 1200));
+    let st = d.stats;
+    o.family(
+        "muster_build_info",
+        "gauge",
+        "Version of musterd, as a label; always 1.",
+    );
+    o.sample("muster_build_info", &[("version", d.version)], 1.0);
+    o.family(
+        "muster_uptime_seconds",
+        "gauge",
+        "Seconds since musterd started.",
+    );
+    o.sample("muster_uptime_seconds", &[], d.uptime_seconds);
+    o.family(
+        "muster_frames_received_total",
+        "counter",
+        "Heartbeat frames read from sockets, valid or not.",
+    );
+    o.sample(
+        "muster_frames_received_total",
+        &[],
+        st.frames_received.load(Relaxed) as f64,
+    );
+    o.family(
+        "muster_frames_applied_total",
+        "counter",
+        "Frames applied by worker threads.",
+    );
+    o.sample(
+        "muster_frames_applied_total",
+        &[],
+        st.frames_applied.load(Relaxed) as f64,
+    );
+    o.family(
+        "muster_frames_rejected_total",
+        "counter",
+        "Frames refused, by reason.",
+    );
+    for r in RejectReason::ALL {
+        o.sample(
+            "muster_frames_rejected_total",
+            &[("reason", r.as_str())],
+            st.rejected(r) as f64,
+        );
+    }
+    o.family(
+        "muster_frames_dropped_total",
+        "counter",
+        "Valid frames not applied, by reason; udp_kernel is the kernel's count for the UDP socket.",
+    );
+    for r in DropReason::ALL {
+        o.sample(
+            "muster_frames_dropped_total",
+            &[("reason", r.as_str())],
+            st.dropped(r) as f64,
+        );
+    }
+    if let Some(k) = d.udp_kernel_drops {
+        o.sample(
+            "muster_frames_dropped_total",
+            &[("reason", "udp_kernel")],
+            k as f64,
+        );
+    }
+    o.family(
+        "muster_http_responses_total",
+        "counter",
+        "HTTP responses, by status class.",
+    );
+    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        o.sample(
+            "muster_http_responses_total",
+            &[("class", class)],
+            st.http_responses[i].load(Relaxed) as f64,
+        );
+    }
+    o.family("muster_http_connections", "gauge", "Open HTTP connections.");
+    o.sample(
+        "muster_http_connections",
+        &[],
+        st.http_open.load(Relaxed) as f64,
+    );
+    o.family(
+        "muster_tcp_connections",
+        "gauge",
+        "Open heartbeat TCP connections.",
+    );
+    o.sample(
+        "muster_tcp_connections",
+        &[],
+        st.tcp_open.load(Relaxed) as f64,
+    );
+    o.family("muster_worker_threads", "gauge", "Worker threads running.");
+    o.sample(
+        "muster_worker_threads",
+        &[],
+        st.worker_threads.load(Relaxed) as f64,
+    );
+    o.family(
+        "muster_workers_max",
+        "gauge",
+        "The max_workers limit in force.",
+    );
+    o.sample("muster_workers_max", &[], d.max_workers as f64);
+    let (mut active, mut inactive, mut terminated) = (0, 0, 0);
+    for s in snaps {
+        match (s.terminated, s.inactive) {
+            (true, _) => terminated += 1,
+            (_, true) => inactive += 1,
+            _ => active += 1,
+        }
+    }
+    o.family("muster_workers", "gauge", "Workers tracked, by state.");
+    for (state, n) in [
+        ("active", active),
+        ("inactive", inactive),
+        ("terminated", terminated),
+    ] {
+        o.sample("muster_workers", &[("state", state)], n as f64);
+    }
+    o.family(
+        "muster_workers_evicted_total",
+        "counter",
+        "Workers forgotten after forget_after.",
+    );
+    o.sample(
+        "muster_workers_evicted_total",
+        &[],
+        st.workers_evicted.load(Relaxed) as f64,
+    );
+
+    o.per_worker(
+        snaps,
+        "muster_worker_up",
+        "1 if the worker is active, 0 if inactive or terminated.",
+        |s| Some(if s.is_active() { 1.0 } else { 0.0 }),
+    );
+    o.per_worker(
+        snaps,
+        "muster_worker_cpu_usage_percent",
+        "CPU use as the worker reported it, % of one core.",
+        |s| s.cpu_usage,
+    );
+    o.per_worker(
+        snaps,
+        "muster_worker_memory_usage_percent",
+        "Memory use as the worker reported it, % of host memory.",
+        |s| s.memory_usage,
+    );
+    o.per_worker(
+        snaps,
+        "muster_worker_gpu_usage_percent",
+        "GPU use as the worker reported it.",
+        |s| s.gpu_usage,
+    );
+    o.per_worker(
+        snaps,
+        "muster_worker_rss_bytes",
+        "Resident memory as the worker reported it.",
+        |s| {
+            s.resource_usage
+                .as_ref()?
+                .rss_mb
+                .map(|mb| mb * 1024.0 * 1024.0)
+        },
+    );
+    o.per_worker(
+        snaps,
+        "muster_worker_queue_depth",
+        "Queue depth as the worker reported it.",
+        |s| Some(s.queue_depth as f64),
+    );
+    o.per_worker(
+        snaps,
+        "muster_worker_seconds_since_last_heartbeat",
+        "Seconds since the daemon last heard from the worker.",
+        |s| Some(now.saturating_duration_since(s.last_seen).as_secs_f64()),
+    );
+    o.per_worker(
+        snaps,
+        "muster_worker_missed_beats",
+        "Heartbeats never received, from gaps in seq.",
+        |s| Some(s.missed_beats as f64),
+    );
+
+    o.family(
+        "muster_worker_runs_total",
+        "counter",
+        "Runs the worker reported, by outcome.",
+    );
+    for s in snaps {
+        o.sample(
+            "muster_worker_runs_total",
+            &[("worker_id", &s.id), ("outcome", "ok")],
+            s.runs.succeeded as f64,
+        );
+        o.sample(
+            "muster_worker_runs_total",
+            &[("worker_id", &s.id), ("outcome", "failed")],
+            s.runs.failed as f64,
+        );
+    }
+    o.family(
+        "muster_worker_run_duration_seconds",
+        "histogram",
+        "Durations of the runs the worker reported.",
+    );
+    for s in snaps {
+        let mut cumulative = 0;
+        for (i, bound) in RUN_BUCKETS_S.iter().enumerate() {
+            cumulative += s.runs.buckets[i];
+            o.sample(
+                "muster_worker_run_duration_seconds_bucket",
+                &[("worker_id", &s.id), ("le", &bound.to_string())],
+                cumulative as f64,
+            );
+        }
+        o.sample(
+            "muster_worker_run_duration_seconds_bucket",
+            &[("worker_id", &s.id), ("le", "+Inf")],
+            s.runs.total as f64,
+        );
+        o.sample(
+            "muster_worker_run_duration_seconds_sum",
+            &[("worker_id", &s.id)],
+            s.runs.sum_ms / 1000.0,
+        );
+        o.sample(
+            "muster_worker_run_duration_seconds_count",
+            &[("worker_id", &s.id)],
+            s.runs.total as f64,
+        );
+    }
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::decode;
+    use crate::worker::Transport;
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("line\nbreak"), "line\\nbreak");
+        assert_eq!(escape_label("w-1:x@y"), "w-1:x@y");
+    }
+
+    fn worker(id: &str, frames: &[&str]) -> Arc<Snapshot> {
+        let mut s = Snapshot::new(id.into(), Transport::Udp, Instant::now());
+        for f in frames {
+            s.apply(
+                decode(f.as_bytes(), 65536).unwrap(),
+                Transport::Udp,
+                Instant::now(),
+            );
+        }
+        Arc::new(s)
+    }
+
+    #[test]
+    fn one_help_and_type_per_family_and_samples_grouped() {
+        let stats = Stats::default();
+        let snaps = vec![
+            worker(
+                "a",
+                &[
+                    r#"{"type":"heartbeat","worker_id":"a","cpu_usage":5,"resource_usage":{"rss_mb":2}}"#,
+                    r#"{"type":"run","worker_id":"a","duration_ms":30,"ok":true}"#,
+                    r#"{"type":"run","worker_id":"a","duration_ms":7000,"ok":false}"#,
+                ],
+            ),
+            worker("b", &[r#"{"type":"bye","worker_id":"b"}"#]),
+        ];
+        let d = Daemon {
+            stats: &stats,
+            version: "9.9.9",
+            uptime_seconds: 3.0,
+            udp_kernel_drops: Some(4),
+            max_workers: 10,
+        };
+        let text = render(&d, &snaps, Instant::now());
+        let mut seen = HashSet::new();
+        let mut current = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap().to_string();
+                assert!(seen.insert(name.clone()), "TYPE twice for {name}");
+                current = name;
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(
+                    name.starts_with(current.as_str()),
+                    "{name} outside its family {current}"
+                );
+            }
+        }
+        assert!(text.contains("muster_worker_cpu_usage_percent{worker_id=\"a\"} 5\n"));
+        assert!(
+            !text.contains("muster_worker_cpu_usage_percent{worker_id=\"b\"}"),
+            "unreported values are absent"
+        );
+        assert!(text.contains("muster_worker_rss_bytes{worker_id=\"a\"} 2097152\n"));
+        assert!(text.contains("muster_worker_up{worker_id=\"b\"} 0\n"));
+        assert!(text.contains("muster_worker_runs_total{worker_id=\"a\",outcome=\"failed\"} 1\n"));
+        assert!(text.contains(
+            "muster_worker_run_duration_seconds_bucket{worker_id=\"a\",le=\"0.05\"} 1\n"
+        ));
+        assert!(text.contains(
+            "muster_worker_run_duration_seconds_bucket{worker_id=\"a\",le=\"+Inf\"} 2\n"
+        ));
+        assert!(text.contains("muster_worker_run_duration_seconds_sum{worker_id=\"a\"} 7.03\n"));
+        assert!(text.contains("muster_frames_dropped_total{reason=\"udp_kernel\"} 4\n"));
+        assert!(text.contains("muster_workers{state=\"terminated\"} 1\n"));
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE") && l.ends_with("counter"))
+        {
+            assert!(
+                line.split(' ').nth(2).unwrap().ends_with("_total"),
+                "{line}"
+            );
+        }
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every test: unit tests beside the code, integration tests that run the
+# real musterd, the documentation checks, and the operations checks with the
+# real tools (mandoc, systemd-analyze, promtool, a Prometheus server).
+# On a fresh Debian machine, run as root, it first installs those tools.
+set -euo pipefail
+cd "$(dirname "$0")"
+want=()
+command -v mandoc >/dev/null 2>&1 || want+=(mandoc)
+command -v promtool >/dev/null 2>&1 || want+=(prometheus)
+command -v curl >/dev/null 2>&1 || want+=(curl)
+command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
+if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test.sh: installing ${want[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+fi
+cargo build --locked --bins
+tests/ops.sh
+cargo test --locked --all-targets "$@"

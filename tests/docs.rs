@@ -1,0 +1,117 @@
+//! Docs move with the code: every setting, flag and endpoint the code has
+//! must appear in the README and its man page, and every page must be
+//! well-formed. These tests read the files; they start no daemon.
+
+use muster::api::ENDPOINTS;
+use muster::config::{SETTINGS, env_name, flag_name};
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string() + path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// mdoc escapes `-` in flags as `Fl -http-addr`; compare on plain text.
+fn page_has_flag(page: &str, flag: &str) -> bool {
+    page.contains(&format!("Fl {}", &flag[1..]))
+}
+
+#[test]
+fn every_setting_is_documented() {
+    let readme = read("README.md");
+    let musterd8 = read("man/musterd.8");
+    let conf5 = read("man/musterd.conf.5");
+    for s in SETTINGS {
+        assert!(
+            readme.contains(&format!("| `{}` | `{}` |", s.key, s.default)),
+            "README settings table lacks {} with default {}",
+            s.key,
+            s.default
+        );
+        assert!(
+            page_has_flag(&musterd8, &flag_name(s.key)),
+            "musterd.8 lacks {}",
+            flag_name(s.key)
+        );
+        let entry = format!(
+            ".It Cm {} No (default Li {} ; {})",
+            s.key,
+            s.default,
+            if s.live { "live" } else { "restart" }
+        );
+        assert!(conf5.contains(&entry), "musterd.conf.5 lacks `{entry}`");
+    }
+    assert!(conf5.contains("MUSTER_") && env_name("x") == "MUSTER_X");
+}
+
+#[test]
+fn every_musterd_flag_is_documented() {
+    let page = read("man/musterd.8");
+    for flag in ["--config", "--check-config", "--help", "--version"] {
+        assert!(page_has_flag(&page, flag), "musterd.8 lacks {flag}");
+    }
+}
+
+#[test]
+fn every_endpoint_is_documented() {
+    let readme = read("README.md");
+    let page = read("man/musterd.8");
+    for (method, path) in ENDPOINTS {
+        let readme_form = format!("`{method} {path}`");
+        assert!(readme.contains(&readme_form), "README lacks {readme_form}");
+        let man_form = match path.strip_suffix("{id}") {
+            Some(prefix) => format!("Li {method} {prefix} Ns Ar id"),
+            None => format!("Li {method} {path}"),
+        };
+        assert!(page.contains(&man_form), "musterd.8 lacks `{man_form}`");
+    }
+}
+
+#[test]
+fn every_reject_reason_is_documented() {
+    let readme = read("README.md");
+    let page = read("man/muster-protocol.7");
+    for r in muster::protocol::RejectReason::ALL {
+        assert!(
+            readme.contains(&format!("`{}`", r.as_str())),
+            "README lacks {}",
+            r.as_str()
+        );
+        assert!(
+            page.contains(&format!("Cm {}", r.as_str())),
+            "muster-protocol.7 lacks {}",
+            r.as_str()
+        );
+    }
+}
+
+#[test]
+fn man_pages_lint_clean() {
+    if std::process::Command::new("mandoc")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        // test.sh installs mandoc where it can; CI must have it.
+        assert!(std::env::var_os("CI").is_none(), "mandoc is required in CI");
+        eprintln!("mandoc not installed: skipping lint");
+        return;
+    }
+    for page in [
+        "man/musterd.8",
+        "man/muster.1",
+        "man/musterd.conf.5",
+        "man/muster-protocol.7",
+    ] {
+        let out = std::process::Command::new("mandoc")
+            .args(["-Tlint", "-Wwarning"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string() + page)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.trim().is_empty(),
+            "{page}: {text}"
+        );
+    }
+}
