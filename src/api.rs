@@ -245,6 +245,11 @@ impl Api {
                 "tcp_refused_full": st.tcp_refused_full.load(Relaxed),
                 "http_open": st.http_open.load(Relaxed),
                 "http_refused_full": st.http_refused_full.load(Relaxed),
+                "ws_clients": st.ws_clients.load(Relaxed),
+                "ws_accepted": st.ws_accepted.load(Relaxed),
+                "ws_closed_stalled": st.ws_closed_stalled.load(Relaxed),
+                "ws_closed_ping": st.ws_closed_ping.load(Relaxed),
+                "ws_closed_too_big": st.ws_closed_too_big.load(Relaxed),
             },
         })
     }
@@ -439,7 +444,8 @@ mod tests {
         let a = api();
         beat(&a, r#"{"type":"heartbeat","worker_id":"w1"}"#);
         // DELETE last: it forgets the worker the others read.
-        let (deletes, reads): (Vec<_>, Vec<_>) = ENDPOINTS.iter().partition(|(m, _)| *m == "DELETE");
+        let (deletes, reads): (Vec<_>, Vec<_>) =
+            ENDPOINTS.iter().partition(|(m, _)| *m == "DELETE");
         for (method, path) in reads.into_iter().chain(deletes) {
             let target = path.replace("{id}", "w1");
             let (status, _, _) = call(&a, method, &target);

@@ -85,6 +85,30 @@ pub const SETTINGS: &[Setting] = &[
         help: "open HTTP connections beyond this are answered 503 and closed",
     },
     Setting {
+        key: "summary_interval",
+        default: "1s",
+        live: true,
+        help: "how often /ws/workers/telemetry sends its summary",
+    },
+    Setting {
+        key: "ws_max_clients",
+        default: "4096",
+        live: true,
+        help: "WebSocket clients beyond this are answered 503 before the upgrade",
+    },
+    Setting {
+        key: "ws_max_queue_bytes",
+        default: "1MiB",
+        live: true,
+        help: "largest update message queued for one WebSocket client",
+    },
+    Setting {
+        key: "ws_stall_timeout",
+        default: "10s",
+        live: true,
+        help: "a WebSocket client that takes no data this long is closed (1008)",
+    },
+    Setting {
         key: "cors_allow_origin",
         default: "*",
         live: true,
@@ -112,6 +136,10 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub udp_recv_buffer: usize,
     pub http_max_connections: usize,
+    pub summary_interval: Duration,
+    pub ws_max_clients: usize,
+    pub ws_max_queue_bytes: usize,
+    pub ws_stall_timeout: Duration,
     pub cors_allow_origin: String,
     pub log_level: LevelFilter,
 }
@@ -263,6 +291,10 @@ pub fn defaults() -> Config {
         max_frame_bytes: 0,
         udp_recv_buffer: 0,
         http_max_connections: 0,
+        summary_interval: Duration::ZERO,
+        ws_max_clients: 0,
+        ws_max_queue_bytes: 0,
+        ws_stall_timeout: Duration::ZERO,
         cors_allow_origin: String::new(),
         log_level: LevelFilter::Info,
     };
@@ -367,6 +399,10 @@ pub fn set(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "max_frame_bytes" => cfg.max_frame_bytes = parse_size(v, 256, 16 << 20)?,
         "udp_recv_buffer" => cfg.udp_recv_buffer = parse_size(v, 4096, 1 << 30)?,
         "http_max_connections" => cfg.http_max_connections = parse_count(v, 1, 1_000_000)?,
+        "summary_interval" => cfg.summary_interval = at_least(parse_duration(v)?, 100)?,
+        "ws_max_clients" => cfg.ws_max_clients = parse_count(v, 0, 1_000_000)?,
+        "ws_max_queue_bytes" => cfg.ws_max_queue_bytes = parse_size(v, 4096, 1 << 30)?,
+        "ws_stall_timeout" => cfg.ws_stall_timeout = at_least(parse_duration(v)?, 100)?,
         "cors_allow_origin" => {
             if v.bytes().any(|b| b.is_ascii_control()) {
                 return Err("must not contain control characters".into());
@@ -414,6 +450,14 @@ fn parse_addr(v: &str) -> Result<SocketAddr, String> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("{v:?} is not an address like 127.0.0.1:8080"))
+}
+
+fn at_least(d: Duration, min_ms: u64) -> Result<Duration, String> {
+    if d < Duration::from_millis(min_ms) {
+        Err(format!("must be at least {min_ms}ms"))
+    } else {
+        Ok(d)
+    }
 }
 
 fn positive(d: Duration) -> Result<Duration, String> {
@@ -549,6 +593,10 @@ mod tests {
         assert_eq!(c.udp_recv_buffer, 4 << 20);
         assert_eq!(c.http_max_connections, 1024);
         assert_eq!(c.cors_allow_origin, "*");
+        assert_eq!(c.summary_interval, Duration::from_secs(1));
+        assert_eq!(c.ws_max_clients, 4096);
+        assert_eq!(c.ws_max_queue_bytes, 1 << 20);
+        assert_eq!(c.ws_stall_timeout, Duration::from_secs(10));
         assert_eq!(c.log_level, LevelFilter::Info);
     }
 

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
-const TICK: Duration = Duration::from_secs(1);
+/// Deadlines, pings and summary messages run on this tick.
+const TICK: Duration = Duration::from_millis(100);
 
 pub struct HttpServer {
     poll: Poll,
@@ -81,17 +82,20 @@ impl HttpServer {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
-                    WAKER => self.on_wake(),
-                    Token(key) => self.on_conn(
-                        key,
-                        ev.is_readable() || ev.is_read_closed(),
-                        ev.is_writable(),
-                        now,
-                    ),
+                    WAKER => self.on_wake(now),
+                    Token(key) => {
+                        let readable = ev.is_readable() || ev.is_read_closed();
+                        self.on_conn(key, readable, ev.is_writable(), now);
+                        if self.conns.get(key).is_some_and(|(c, _)| c.ws().is_some()) {
+                            // Perhaps upgraded just now: record changes.
+                            self.update_wanted();
+                        }
+                    }
                 }
             }
             if now >= next_tick {
                 self.on_tick(now);
+                self.update_wanted();
                 next_tick = now + TICK;
             }
         }
@@ -139,10 +143,33 @@ impl HttpServer {
         }
     }
 
-    /// Worker threads announced changes. Nothing subscribes to them yet;
-    /// drain the feed so it stays empty.
-    fn on_wake(&mut self) {
-        let _ = self.api.registry.changes.take();
+    /// Worker threads announced changes: pass them to WebSocket clients.
+    fn on_wake(&mut self, now: Instant) {
+        let (changed, removed) = self.api.registry.changes.take();
+        if changed.is_empty() && removed.is_empty() {
+            return;
+        }
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, (c, _))| c.ws().is_some_and(|w| w.wants_changes()))
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            if let Some((conn, _)) = self.conns.get_mut(key) {
+                let next = conn.on_changes(&self.api, &changed, &removed, now);
+                self.settle(key, next);
+            }
+        }
+    }
+
+    /// Record changes only while some client streams them.
+    fn update_wanted(&self) {
+        let wanted = self
+            .conns
+            .iter()
+            .any(|(_, (c, _))| c.ws().is_some_and(|w| w.wants_changes()));
+        self.api.registry.changes.set_wanted(wanted);
     }
 
     fn on_conn(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {

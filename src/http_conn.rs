@@ -13,10 +13,13 @@
 //! in flight is closed after [`IDLE_TIMEOUT`].
 
 use crate::api::Api;
-use crate::http_head::{self, HeadError, Method, Response};
+use crate::http_head::{self, HeadError, Method, Request, Response};
+use crate::protocol::WorkerId;
+use crate::ws::{self, Ended, WsConn, WsLimits};
 use mio::Interest;
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,12 +38,13 @@ pub enum Next {
     Close,
 }
 
-#[derive(Debug, PartialEq, Eq)]
 enum State {
     /// Reading and answering requests.
     Open,
     /// A response said `Connection: close`: flush, then close.
     Closing,
+    /// Upgraded: a WebSocket stream (RFC 6455) after the 101 response.
+    Ws(Box<WsConn>),
 }
 
 pub struct Conn {
@@ -54,6 +58,8 @@ pub struct Conn {
     last_active: Instant,
     read_paused: bool,
     peer_closed: bool,
+    /// Set when upgraded, to count the client out when the connection drops.
+    ws_stats: Option<std::sync::Arc<crate::stats::Stats>>,
 }
 
 impl Conn {
@@ -68,11 +74,24 @@ impl Conn {
             last_active: now,
             read_paused: false,
             peer_closed: false,
+            ws_stats: None,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open)
+    }
+
+    pub fn ws(&self) -> Option<&WsConn> {
+        match &self.state {
+            State::Ws(w) => Some(w),
+            _ => None,
         }
     }
 
     pub fn interest(&self) -> Interest {
-        if self.out_pos < self.out.len() {
+        let ws_out = self.ws().is_some_and(|w| w.wants_write());
+        if self.out_pos < self.out.len() || ws_out {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -84,8 +103,12 @@ impl Conn {
     }
 
     pub fn on_readable(&mut self, api: &Api, now: Instant) -> Next {
+        if let State::Ws(w) = &mut self.state {
+            let read = w.on_readable(&mut self.stream);
+            return self.ws_result(api, read, now);
+        }
         let mut chunk = [0u8; READ_CHUNK];
-        while self.state == State::Open && !self.peer_closed {
+        while self.is_open() && !self.peer_closed {
             if self.inbuf.len() >= IN_CAP || self.pending_out() > OUT_HIGH {
                 self.read_paused = true;
                 break;
@@ -104,12 +127,22 @@ impl Conn {
             }
         }
         self.process(api, now);
-        self.flush(now)
+        let next = self.flush(now);
+        if let (Next::Keep, State::Ws(w)) = (&next, &mut self.state) {
+            // Just upgraded: read what the client sent since, then send the
+            // first message.
+            let read = w.on_readable(&mut self.stream);
+            return self.ws_result(api, read, now);
+        }
+        next
     }
 
     pub fn on_writable(&mut self, api: &Api, now: Instant) -> Next {
         if self.flush(now) == Next::Close {
             return Next::Close;
+        }
+        if matches!(self.state, State::Ws(_)) {
+            return self.ws_result(api, Ok(()), now);
         }
         if self.read_paused && self.pending_out() <= OUT_HIGH {
             self.read_paused = false;
@@ -118,8 +151,52 @@ impl Conn {
         Next::Keep
     }
 
-    /// Deadlines; called about once a second.
+    /// New changes from worker threads, for a WebSocket client.
+    pub fn on_changes(
+        &mut self,
+        api: &Api,
+        changed: &[WorkerId],
+        removed: &[WorkerId],
+        now: Instant,
+    ) -> Next {
+        match &mut self.state {
+            State::Ws(w) => w.on_changes(changed, removed),
+            _ => return Next::Keep,
+        }
+        self.ws_result(api, Ok(()), now)
+    }
+
+    /// After a WebSocket event: pump output unless it ended.
+    fn ws_result(&mut self, api: &Api, r: Result<(), Ended>, now: Instant) -> Next {
+        let limits = ws_limits(api);
+        let r = match (&mut self.state, r) {
+            (State::Ws(w), Ok(())) if self.out_pos == self.out.len() => {
+                w.pump(&mut self.stream, &api.registry, limits, now)
+            }
+            (_, r) => r,
+        };
+        match r {
+            Ok(()) => Next::Keep,
+            Err(ended) => {
+                let st = &api.registry.stats;
+                match ended {
+                    Ended::Stalled => st.ws_closed_stalled.fetch_add(1, Relaxed),
+                    Ended::PingTimeout => st.ws_closed_ping.fetch_add(1, Relaxed),
+                    Ended::TooBig => st.ws_closed_too_big.fetch_add(1, Relaxed),
+                    Ended::Closed | Ended::Error => 0,
+                };
+                log::debug!("websocket closed: {ended:?}");
+                Next::Close
+            }
+        }
+    }
+
+    /// Deadlines; called a few times a second.
     pub fn on_timeout(&mut self, api: &Api, now: Instant) -> Next {
+        if let State::Ws(w) = &mut self.state {
+            let r = w.on_tick(&mut self.stream, ws_limits(api), now);
+            return self.ws_result(api, r, now);
+        }
         if let Some(start) = self.head_started {
             if now.saturating_duration_since(start) >= HEAD_TIMEOUT {
                 let resp =
@@ -139,7 +216,7 @@ impl Conn {
     /// Answer every complete request buffered, in order.
     fn process(&mut self, api: &Api, now: Instant) {
         let mut start = 0;
-        while self.state == State::Open && self.pending_out() <= OUT_HIGH {
+        while self.is_open() && self.pending_out() <= OUT_HIGH {
             let buf = &self.inbuf[start..];
             if buf.is_empty() {
                 break;
@@ -159,6 +236,11 @@ impl Conn {
                         self.head_started.get_or_insert(now);
                         break;
                     }
+                    if ws::is_ws_path(&req.path) {
+                        self.upgrade(api, &req, start + head_len, now);
+                        start = self.inbuf.len();
+                        break;
+                    }
                     let resp = api.handle(&req, &buf[head_len..total]);
                     let keep = req.keep_alive && !resp.close;
                     self.respond(api, &resp, req.method == Method::Head, keep);
@@ -170,10 +252,41 @@ impl Conn {
                 }
             }
         }
-        self.inbuf.drain(..start);
-        if self.state == State::Closing {
+        self.inbuf.drain(..start.min(self.inbuf.len()));
+        if !self.is_open() {
             self.inbuf.clear();
         }
+    }
+
+    /// A request on a WebSocket path: answer 101 and switch to the stream,
+    /// or refuse (400, 404, 426 or 503) and close.
+    fn upgrade(&mut self, api: &Api, req: &Request, body_start: usize, now: Instant) {
+        let st = &api.registry.stats;
+        let accepted = ws::subscription(&req.path, &req.query).and_then(|sub| {
+            if st.ws_clients.load(Relaxed) >= api.registry.live.ws_max_clients() {
+                return Err(Response::error(
+                    503,
+                    "too_many_clients",
+                    "ws_max_clients reached",
+                ));
+            }
+            ws::accept(req).map(|resp| (sub, resp))
+        });
+        match accepted {
+            Ok((sub, resp)) => {
+                self.respond(api, &resp, false, true);
+                let early = self.inbuf[body_start..].to_vec();
+                self.state = State::Ws(Box::new(WsConn::new(sub, early, now)));
+                st.ws_clients.fetch_add(1, Relaxed);
+                st.ws_accepted.fetch_add(1, Relaxed);
+                self.ws_stats = Some(api.registry.stats.clone());
+            }
+            Err(resp) => {
+                self.respond(api, &resp, false, false);
+                self.state = State::Closing;
+            }
+        }
+        self.head_started = None;
     }
 
     fn refuse(&mut self, api: &Api, e: HeadError) {
@@ -221,10 +334,28 @@ impl Conn {
         if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_CAPACITY {
             self.inbuf = Vec::new();
         }
-        if self.state == State::Closing || self.peer_closed {
-            Next::Close
-        } else {
-            Next::Keep
+        match self.state {
+            State::Closing => Next::Close,
+            State::Open if self.peer_closed => Next::Close,
+            _ => Next::Keep,
+        }
+    }
+}
+
+fn ws_limits(api: &Api) -> WsLimits {
+    let live = &api.registry.live;
+    WsLimits {
+        max_queue_bytes: live.ws_max_queue_bytes(),
+        stall_timeout: live.ws_stall_timeout(),
+        summary_interval: live.summary_interval(),
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The count of WebSocket clients follows the connections.
+        if let Some(stats) = self.ws_stats.take() {
+            stats.ws_clients.fetch_sub(1, Relaxed);
         }
     }
 }

@@ -266,7 +266,8 @@ pub fn write_response(
 ) {
     use std::io::Write;
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
-    if resp.status != 204 {
+    let bodiless = resp.status == 204 || resp.status < 200;
+    if !bodiless {
         if !resp.content_type.is_empty() {
             let _ = write!(out, "Content-Type: {}\r\n", resp.content_type);
         }
@@ -278,13 +279,17 @@ pub fn write_response(
     for (name, value) in &resp.headers {
         let _ = write!(out, "{name}: {value}\r\n");
     }
-    let conn = if keep_alive && !resp.close {
-        "keep-alive"
-    } else {
-        "close"
-    };
-    let _ = write!(out, "Connection: {conn}\r\n\r\n");
-    if !head_only && resp.status != 204 {
+    // A 101 names its own `Connection: Upgrade` among its headers.
+    if resp.status != 101 {
+        let conn = if keep_alive && !resp.close {
+            "keep-alive"
+        } else {
+            "close"
+        };
+        let _ = write!(out, "Connection: {conn}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only && !bodiless {
         out.extend_from_slice(&resp.body);
     }
 }

@@ -29,3 +29,4 @@ pub mod stats;
 pub mod sweeper;
 pub mod tcp_conn;
 pub mod worker;
+pub mod ws;

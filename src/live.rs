@@ -17,6 +17,10 @@ pub struct Live {
     max_workers: AtomicUsize,
     max_frame_bytes: AtomicUsize,
     http_max_connections: AtomicUsize,
+    summary_interval_ms: AtomicU64,
+    ws_max_clients: AtomicUsize,
+    ws_max_queue_bytes: AtomicUsize,
+    ws_stall_timeout_ms: AtomicU64,
     cors_allow_origin: RwLock<Arc<str>>,
     /// The configuration last applied, to tell what a reload changed.
     applied: RwLock<Config>,
@@ -33,6 +37,10 @@ impl Live {
             max_workers: AtomicUsize::new(0),
             max_frame_bytes: AtomicUsize::new(0),
             http_max_connections: AtomicUsize::new(0),
+            summary_interval_ms: AtomicU64::new(0),
+            ws_max_clients: AtomicUsize::new(0),
+            ws_max_queue_bytes: AtomicUsize::new(0),
+            ws_stall_timeout_ms: AtomicU64::new(0),
             cors_allow_origin: RwLock::new(Arc::from("")),
             applied: RwLock::new(cfg.clone()),
         };
@@ -51,6 +59,13 @@ impl Live {
         self.max_frame_bytes.store(cfg.max_frame_bytes, Relaxed);
         self.http_max_connections
             .store(cfg.http_max_connections, Relaxed);
+        self.summary_interval_ms
+            .store(ms(cfg.summary_interval), Relaxed);
+        self.ws_max_clients.store(cfg.ws_max_clients, Relaxed);
+        self.ws_max_queue_bytes
+            .store(cfg.ws_max_queue_bytes, Relaxed);
+        self.ws_stall_timeout_ms
+            .store(ms(cfg.ws_stall_timeout), Relaxed);
         if let Ok(mut o) = self.cors_allow_origin.write() {
             *o = Arc::from(cfg.cors_allow_origin.as_str());
         }
@@ -125,6 +140,30 @@ impl Live {
             true,
         );
         diff(
+            "summary_interval",
+            d(old.summary_interval),
+            d(cfg.summary_interval),
+            true,
+        );
+        diff(
+            "ws_max_clients",
+            old.ws_max_clients.to_string(),
+            cfg.ws_max_clients.to_string(),
+            true,
+        );
+        diff(
+            "ws_max_queue_bytes",
+            old.ws_max_queue_bytes.to_string(),
+            cfg.ws_max_queue_bytes.to_string(),
+            true,
+        );
+        diff(
+            "ws_stall_timeout",
+            d(old.ws_stall_timeout),
+            d(cfg.ws_stall_timeout),
+            true,
+        );
+        diff(
             "cors_allow_origin",
             old.cors_allow_origin.clone(),
             cfg.cors_allow_origin.clone(),
@@ -167,6 +206,22 @@ impl Live {
 
     pub fn http_max_connections(&self) -> usize {
         self.http_max_connections.load(Relaxed)
+    }
+
+    pub fn summary_interval(&self) -> Duration {
+        Duration::from_millis(self.summary_interval_ms.load(Relaxed))
+    }
+
+    pub fn ws_max_clients(&self) -> usize {
+        self.ws_max_clients.load(Relaxed)
+    }
+
+    pub fn ws_max_queue_bytes(&self) -> usize {
+        self.ws_max_queue_bytes.load(Relaxed)
+    }
+
+    pub fn ws_stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_stall_timeout_ms.load(Relaxed))
     }
 
     pub fn cors_allow_origin(&self) -> Arc<str> {

@@ -174,6 +174,32 @@ pub fn render(d: &Daemon, snaps: &[std::sync::Arc<Snapshot>], now: Instant) -> S
         &[],
         st.tcp_open.load(Relaxed) as f64,
     );
+    o.family(
+        "muster_websocket_clients",
+        "gauge",
+        "Connected WebSocket clients.",
+    );
+    o.sample(
+        "muster_websocket_clients",
+        &[],
+        st.ws_clients.load(Relaxed) as f64,
+    );
+    o.family(
+        "muster_websocket_closed_total",
+        "counter",
+        "WebSocket clients closed by the daemon, by cause.",
+    );
+    for (cause, c) in [
+        ("stalled", &st.ws_closed_stalled),
+        ("ping_timeout", &st.ws_closed_ping),
+        ("too_big", &st.ws_closed_too_big),
+    ] {
+        o.sample(
+            "muster_websocket_closed_total",
+            &[("cause", cause)],
+            c.load(Relaxed) as f64,
+        );
+    }
     o.family("muster_worker_threads", "gauge", "Worker threads running.");
     o.sample(
         "muster_worker_threads",

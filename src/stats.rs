@@ -53,6 +53,12 @@ pub struct Stats {
     pub http_open: AtomicUsize,
     pub http_refused_full: AtomicU64,
     pub http_responses: [AtomicU64; 5],
+    /// WebSocket clients connected now, accepted in all, and closed by cause.
+    pub ws_clients: AtomicUsize,
+    pub ws_accepted: AtomicU64,
+    pub ws_closed_stalled: AtomicU64,
+    pub ws_closed_ping: AtomicU64,
+    pub ws_closed_too_big: AtomicU64,
 }
 
 impl Stats {

@@ -1,0 +1,366 @@
+//! WebSocket streams against the real daemon, with tungstenite clients.
+
+mod support;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::{Daemon, parse_response};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+
+fn connect(d: &Daemon, path: &str) -> Ws {
+    let (mut ws, resp) = tungstenite::connect(format!("ws://{}{path}", d.http)).expect("upgrade");
+    assert_eq!(resp.status().as_u16(), 101);
+    if let MaybeTlsStream::Plain(s) = ws.get_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    ws
+}
+
+/// The next JSON text message (pings and pongs are skipped).
+fn next(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("a message") {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Read messages until one satisfies `ok`.
+fn until(ws: &mut Ws, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no message: {what}");
+        let m = next(ws);
+        if ok(&m) {
+            return m;
+        }
+    }
+}
+
+fn beat(d: &Daemon, json: &str) {
+    d.udp(json.as_bytes());
+}
+
+#[test]
+fn snapshot_then_updates_then_removed() {
+    let d = Daemon::start(&[]);
+    beat(&d, r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":1}"#);
+    d.wait_for("w1", |d| d.get("/telemetry/w1").0 == 200);
+    let mut ws = connect(&d, "/ws/telemetry");
+    let snap = next(&mut ws);
+    assert_eq!(snap["type"], "snapshot");
+    assert!(snap["timestamp"].as_u64().unwrap() > 0);
+    assert_eq!(snap["workers"]["w1"]["cpu_usage"], 1.0);
+    assert_eq!(
+        snap["workers"]["w1"],
+        d.json("/telemetry/w1"),
+        "same objects as GET /telemetry"
+    );
+
+    beat(
+        &d,
+        r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":77}"#,
+    );
+    let up = until(&mut ws, "update", |m| m["type"] == "update");
+    assert_eq!(up["workers"]["w1"]["cpu_usage"], 77.0);
+    assert_eq!(
+        up["workers"].as_object().unwrap().len(),
+        1,
+        "changed workers only"
+    );
+
+    let (status, _, _) = d.request("DELETE /api/workers/w1 HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 204);
+    let gone = until(&mut ws, "removed", |m| m["type"] == "removed");
+    assert_eq!(gone["worker_ids"], serde_json::json!(["w1"]));
+}
+
+#[test]
+fn one_worker_stream_waits_for_its_worker() {
+    let d = Daemon::start(&[]);
+    let mut ws = connect(&d, "/ws/telemetry/later");
+    let snap = next(&mut ws);
+    assert_eq!(
+        (
+            snap["type"].as_str(),
+            snap["workers"].as_object().unwrap().len()
+        ),
+        (Some("snapshot"), 0)
+    );
+    beat(
+        &d,
+        r#"{"type":"heartbeat","worker_id":"other","cpu_usage":5}"#,
+    );
+    beat(
+        &d,
+        r#"{"type":"heartbeat","worker_id":"later","cpu_usage":9}"#,
+    );
+    let up = until(&mut ws, "update", |m| m["type"] == "update");
+    assert_eq!(
+        up["workers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["later"]
+    );
+}
+
+#[test]
+fn filters_by_status_label_and_fields() {
+    let d = Daemon::start(&[]);
+    beat(
+        &d,
+        r#"{"type":"heartbeat","worker_id":"a","status":"idle","labels":{"pool":"scan"}}"#,
+    );
+    beat(
+        &d,
+        r#"{"type":"heartbeat","worker_id":"b","status":"working","labels":{"pool":"build"}}"#,
+    );
+    d.wait_for("both", |d| d.json("/health")["workers"]["total"] == 2);
+
+    let mut working = connect(
+        &d,
+        "/ws/telemetry?status=working&fields=cpu_usage,queue_depth",
+    );
+    let snap = next(&mut working);
+    assert_eq!(
+        snap["workers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    let mut keys: Vec<&String> = snap["workers"]["b"].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["cpu_usage", "queue_depth", "worker_id"]);
+
+    let mut scan = connect(&d, "/ws/telemetry?label=pool:scan");
+    assert_eq!(
+        next(&mut scan)["workers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+
+    // a starts working: it enters the status filter...
+    beat(
+        &d,
+        r#"{"type":"heartbeat","worker_id":"a","status":"working","cpu_usage":3}"#,
+    );
+    let up = until(&mut working, "a enters", |m| {
+        m["type"] == "update" && m["workers"].get("a").is_some()
+    });
+    assert_eq!(up["workers"]["a"]["cpu_usage"], 3.0);
+    // ...and leaving it is told as a removal.
+    beat(
+        &d,
+        r#"{"type":"heartbeat","worker_id":"b","status":"idle"}"#,
+    );
+    let gone = until(&mut working, "b leaves", |m| m["type"] == "removed");
+    assert_eq!(gone["worker_ids"], serde_json::json!(["b"]));
+}
+
+#[test]
+fn summary_stream_has_seed_000_shape_on_its_cadence() {
+    let d = Daemon::start(&["--summary-interval", "200ms"]);
+    beat(
+        &d,
+        r#"{"type":"heartbeat","worker_id":"s1","status":"working","queue_depth":4,"resource_usage":{"rss_mb":52.8}}"#,
+    );
+    beat(
+        &d,
+        r#"{"type":"heartbeat","worker_id":"s2","status":"idle","queue_depth":1}"#,
+    );
+    d.wait_for("both", |d| d.json("/health")["workers"]["total"] == 2);
+    let mut ws = connect(&d, "/ws/workers/telemetry");
+    let start = Instant::now();
+    let mut msgs = Vec::new();
+    for _ in 0..4 {
+        msgs.push(next(&mut ws));
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(500),
+        "4 messages at 200 ms took {took:?}"
+    );
+    let m = &msgs[3];
+    assert_eq!(m["summary"]["total"], 2);
+    assert_eq!(m["summary"]["working"], 1);
+    assert_eq!(m["summary"]["idle"], 1);
+    assert_eq!(m["summary"]["inactive"], 0);
+    assert_eq!(m["summary"]["total_queue_depth"], 5);
+    assert_eq!(m["workers"]["s1"]["status"], "working");
+    assert_eq!(m["workers"]["s1"]["resource_usage"]["rss_mb"], 52.8);
+    assert_eq!(m["workers"]["s1"]["queue_depth"], 4);
+}
+
+#[test]
+fn pings_are_answered_and_close_completes() {
+    let d = Daemon::start(&[]);
+    let mut ws = connect(&d, "/ws/telemetry");
+    next(&mut ws);
+    ws.send(Message::Ping(b"hi".to_vec().into())).unwrap();
+    loop {
+        match ws.read().unwrap() {
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"hi");
+                break;
+            }
+            Message::Text(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    ws.close(None).unwrap();
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) | Err(tungstenite::Error::ConnectionClosed) => break,
+            Ok(_) => {}
+            Err(e) => panic!("close handshake: {e}"),
+        }
+    }
+    d.wait_for("client gone", |d| {
+        d.json("/health")["connections"]["ws_clients"] == 0
+    });
+}
+
+fn raw_upgrade(d: &Daemon, path: &str, extra: &str) -> (u16, String) {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
+    );
+    let (status, head, _) = d.request(&req);
+    (status, head)
+}
+
+#[test]
+fn bad_upgrades_are_refused() {
+    let d = Daemon::start(&["--ws-max-clients", "1"]);
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let (status, head) = raw_upgrade(&d, "/ws/telemetry", "Sec-WebSocket-Version: 13\r\n");
+    assert_eq!(status, 400, "no key");
+    assert!(head.contains("Sec-WebSocket-Version: 13"));
+    let (status, head) = raw_upgrade(
+        &d,
+        "/ws/telemetry",
+        &format!("{key}Sec-WebSocket-Version: 8\r\n"),
+    );
+    assert_eq!(status, 400, "version 8");
+    assert!(head.contains("Sec-WebSocket-Version: 13"), "{head}");
+    let (status, _) = raw_upgrade(
+        &d,
+        "/ws/telemetry/bad%20id",
+        &format!("{key}Sec-WebSocket-Version: 13\r\n"),
+    );
+    assert_eq!(status, 400, "bad id");
+    let (status, _, _) = d.request("GET /ws/telemetry HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 426, "plain GET");
+    let _first = connect(&d, "/ws/telemetry");
+    d.wait_for("one client", |d| {
+        d.json("/health")["connections"]["ws_clients"] == 1
+    });
+    let (status, _) = raw_upgrade(
+        &d,
+        "/ws/telemetry",
+        &format!("{key}Sec-WebSocket-Version: 13\r\n"),
+    );
+    assert_eq!(status, 503, "ws_max_clients");
+}
+
+#[test]
+fn oversized_client_frames_close_with_1009() {
+    let d = Daemon::start(&[]);
+    let mut ws = connect(&d, "/ws/telemetry");
+    next(&mut ws);
+    // Send a 1 MiB text frame; the server closes after the first 4 KiB.
+    let _ = ws.send(Message::text("x".repeat(1 << 20)));
+    let code = loop {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => break Some(u16::from(f.code)),
+            Ok(Message::Close(None)) => break None,
+            Ok(_) => {}
+            Err(_) => break None,
+        }
+    };
+    assert_eq!(code, Some(1009));
+    d.wait_for("counted", |d| {
+        d.json("/health")["connections"]["ws_closed_too_big"] == 1
+    });
+}
+
+#[test]
+fn a_client_that_never_reads_is_closed_and_others_keep_streaming() {
+    let d = Daemon::start(&["--ws-stall-timeout", "1s", "--ws-max-queue-bytes", "64KiB"]);
+    // A raw client: handshake, then never read again.
+    let mut stuck = TcpStream::connect(d.http).unwrap();
+    stuck
+        .write_all(b"GET /ws/telemetry HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 256];
+    let n = stuck.read(&mut head).unwrap();
+    assert_eq!(parse_response(&head[..n]).0, 101);
+    let mut reader = connect(&d, "/ws/telemetry");
+    next(&mut reader);
+
+    // Big, changing states so that the stuck client's socket buffers fill.
+    let tasks: Vec<String> = (0..200)
+        .map(|i| format!(r#"{{"task_id":"t{i}","note":"{}"}}"#, "n".repeat(100)))
+        .collect();
+    let pad = tasks.join(",");
+    let started = Instant::now();
+    let mut seq = 0;
+    while d.json("/health")["connections"]["ws_closed_stalled"] == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "stuck client never closed"
+        );
+        for w in 0..20 {
+            seq += 1;
+            beat(
+                &d,
+                &format!(
+                    r#"{{"type":"heartbeat","worker_id":"w{w}","seq":{seq},"running_tasks":[{pad}]}}"#
+                ),
+            );
+        }
+        // The healthy client keeps receiving.
+        assert_eq!(next(&mut reader)["type"], "update");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let clients = d.json("/health")["connections"]["ws_clients"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(clients, 1, "only the reader is left");
+    // The reader still gets fresh state.
+    beat(
+        &d,
+        r#"{"type":"heartbeat","worker_id":"w0","cpu_usage":42}"#,
+    );
+    until(&mut reader, "fresh update", |m| {
+        m["workers"]["w0"]["cpu_usage"] == 42.0
+    });
+}
+
+#[test]
+fn a_client_that_vanishes_is_cleaned_up() {
+    let d = Daemon::start(&[]);
+    {
+        let mut ws = connect(&d, "/ws/telemetry");
+        next(&mut ws);
+        d.wait_for("one", |d| {
+            d.json("/health")["connections"]["ws_clients"] == 1
+        });
+        // Dropped without a close frame.
+    }
+    d.wait_for("gone", |d| {
+        d.json("/health")["connections"]["ws_clients"] == 0
+    });
+}
