@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test: unit tests beside the code, integration tests that run the
 # real musterd, the documentation checks, and the operations checks with the
-# real tools (mandoc, systemd-analyze, promtool, a Prometheus server).
-# On a fresh Debian machine, run as root, it first installs those tools.
+# real tools (mandoc, systemd-analyze, promtool, a Prometheus server), and
+# a WebSocket client we did not write (Python's websockets). On a fresh
+# Debian machine, run as root, it first installs those tools.
 set -euo pipefail
 cd "$(dirname "$0")"
 want=()
@@ -13,6 +14,10 @@ command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
 if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "test.sh: installing ${want[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+fi
+if ! python3 -c 'import websockets' >/dev/null 2>&1; then
+  echo "test.sh: installing the Python websockets client"
+  python3 -m pip install -q --disable-pip-version-check websockets
 fi
 cargo build --locked --bins
 tests/ops.sh

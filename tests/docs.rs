@@ -67,6 +67,29 @@ fn every_endpoint_is_documented() {
 }
 
 #[test]
+fn every_stream_is_documented() {
+    let readme = read("README.md");
+    let page = read("man/musterd.8");
+    for path in muster::ws::ENDPOINTS {
+        assert!(readme.contains(&format!("`WS {path}`")), "README lacks WS {path}");
+        let man_form = match path.strip_suffix("{id}") {
+            Some(prefix) => format!("Li WS {prefix} Ns Ar id"),
+            None => format!("Li WS {path}"),
+        };
+        assert!(page.contains(&man_form), "musterd.8 lacks `{man_form}`");
+    }
+}
+
+#[test]
+fn the_example_config_lists_every_setting_with_its_default() {
+    let conf = read("systemd/musterd.conf");
+    for s in SETTINGS {
+        let line = format!("#{} = {}", s.key, s.default);
+        assert!(conf.lines().any(|l| l == line), "systemd/musterd.conf lacks `{line}`");
+    }
+}
+
+#[test]
 fn every_reject_reason_is_documented() {
     let readme = read("README.md");
     let page = read("man/muster-protocol.7");

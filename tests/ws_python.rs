@@ -1,0 +1,43 @@
+//! A WebSocket client we did not write: Python's `websockets`, as in seed
+//! 002's test script, receives the snapshot and an update.
+
+mod support;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use support::Daemon;
+
+const CLIENT: &str = r#"
+import asyncio, json, sys, websockets
+async def main():
+    async with websockets.connect(sys.argv[1]) as ws:
+        for _ in range(2):
+            print(json.dumps(json.loads(await asyncio.wait_for(ws.recv(), 10))), flush=True)
+asyncio.run(main())
+"#;
+
+#[test]
+fn python_websockets_gets_snapshot_and_update() {
+    let have = Command::new("python3").args(["-c", "import websockets"]).status();
+    if !have.is_ok_and(|s| s.success()) {
+        assert!(std::env::var_os("CI").is_none(), "python3 with websockets is required in CI (test.sh installs it)");
+        eprintln!("python3 websockets not installed: skipping");
+        return;
+    }
+    let d = Daemon::start(&[]);
+    d.udp(br#"{"type":"heartbeat","worker_id":"py","cpu_usage":1}"#);
+    d.wait_for("py", |d| d.get("/telemetry/py").0 == 200);
+    let mut child = Command::new("python3")
+        .args(["-c", CLIENT, &format!("ws://{}/ws/telemetry", d.http)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let snap: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(snap["workers"]["py"]["cpu_usage"], 1.0);
+    d.udp(br#"{"type":"heartbeat","worker_id":"py","cpu_usage":55}"#);
+    let up: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(up["type"], "update");
+    assert_eq!(up["workers"]["py"]["cpu_usage"], 55.0);
+    assert!(child.wait().unwrap().success());
+}
