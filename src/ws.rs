@@ -28,7 +28,11 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext}
 use tungstenite::{Error as WsError, Message};
 
 /// The streams, as documented in README.md and musterd(8).
-pub const ENDPOINTS: [&str; 3] = ["/ws/telemetry", "/ws/telemetry/{id}", "/ws/workers/telemetry"];
+pub const ENDPOINTS: [&str; 3] = [
+    "/ws/telemetry",
+    "/ws/telemetry/{id}",
+    "/ws/workers/telemetry",
+];
 
 /// Client messages larger than this close the connection with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4096;

@@ -71,7 +71,10 @@ fn every_stream_is_documented() {
     let readme = read("README.md");
     let page = read("man/musterd.8");
     for path in muster::ws::ENDPOINTS {
-        assert!(readme.contains(&format!("`WS {path}`")), "README lacks WS {path}");
+        assert!(
+            readme.contains(&format!("`WS {path}`")),
+            "README lacks WS {path}"
+        );
         let man_form = match path.strip_suffix("{id}") {
             Some(prefix) => format!("Li WS {prefix} Ns Ar id"),
             None => format!("Li WS {path}"),
@@ -85,7 +88,10 @@ fn the_example_config_lists_every_setting_with_its_default() {
     let conf = read("systemd/musterd.conf");
     for s in SETTINGS {
         let line = format!("#{} = {}", s.key, s.default);
-        assert!(conf.lines().any(|l| l == line), "systemd/musterd.conf lacks `{line}`");
+        assert!(
+            conf.lines().any(|l| l == line),
+            "systemd/musterd.conf lacks `{line}`"
+        );
     }
 }
 
@@ -136,5 +142,41 @@ fn man_pages_lint_clean() {
             out.status.success() && text.trim().is_empty(),
             "{page}: {text}"
         );
+    }
+}
+
+#[test]
+fn every_muster_command_is_documented() {
+    let page = read("man/muster.1");
+    let readme = read("README.md");
+    for cmd in [
+        "workers",
+        "status",
+        "health",
+        "watch",
+        "beat",
+        "bench heartbeats",
+    ] {
+        assert!(
+            page.contains(&format!(".It Cm {cmd}")),
+            "muster.1 lacks {cmd}"
+        );
+        assert!(
+            readme.contains(&format!("muster {cmd}")),
+            "README lacks muster {cmd}"
+        );
+    }
+    for flag in [
+        "--url",
+        "--json",
+        "--status",
+        "--tcp",
+        "--bye",
+        "--cpu",
+        "--mem",
+        "--queue",
+        "--heartbeat-addr",
+    ] {
+        assert!(page_has_flag(&page, flag), "muster.1 lacks {flag}");
     }
 }

@@ -35,7 +35,7 @@ fn read_one(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
 fn every_endpoint_answers() {
     let d = Daemon::start(&[]);
     d.udp(br#"{"type":"heartbeat","worker_id":"w1","status":"working","current_job":{"id":"job-789","type":"scan","files":1000,"started_at":1733808005000},"resource_usage":{"rss_mb":52.8}}"#);
-    d.wait_for("w1", |d| d.get("/telemetry/w1").0 == 200);
+    d.wait_applied("w1", 1);
     let h = d.json("/health");
     assert_eq!(h["status"], "healthy");
     assert!(

@@ -7,7 +7,7 @@ use support::Daemon;
 fn walkthrough_active_then_inactive_then_active_again() {
     let d = Daemon::start(&["--heartbeat-interval", "1s", "--inactivity-timeout", "2s"]);
     d.udp(br#"{"type":"heartbeat","worker_id":"w1","cpu_usage":12.5}"#);
-    d.wait_for("w1", |d| d.get("/telemetry/w1").0 == 200);
+    d.wait_applied("w1", 1);
     let t = d.json("/telemetry");
     assert_eq!(t["w1"]["is_active"], true);
     assert_eq!(t["w1"]["cpu_usage"], 12.5);
@@ -162,7 +162,7 @@ fn bye_terminates_and_forget_after_evicts() {
         "2s",
     ]);
     d.udp(br#"{"type":"heartbeat","worker_id":"leaver","status":"working"}"#);
-    d.wait_for("known", |d| d.get("/telemetry/leaver").0 == 200);
+    d.wait_applied("leaver", 1);
     d.udp(br#"{"type":"bye","worker_id":"leaver"}"#);
     d.wait_for("terminated", |d| {
         d.json("/telemetry/leaver")["status"] == "terminated"

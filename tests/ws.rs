@@ -51,7 +51,7 @@ fn beat(d: &Daemon, json: &str) {
 fn snapshot_then_updates_then_removed() {
     let d = Daemon::start(&[]);
     beat(&d, r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":1}"#);
-    d.wait_for("w1", |d| d.get("/telemetry/w1").0 == 200);
+    d.wait_applied("w1", 1);
     let mut ws = connect(&d, "/ws/telemetry");
     let snap = next(&mut ws);
     assert_eq!(snap["type"], "snapshot");
@@ -123,7 +123,10 @@ fn filters_by_status_label_and_fields() {
         &d,
         r#"{"type":"heartbeat","worker_id":"b","status":"working","labels":{"pool":"build"}}"#,
     );
-    d.wait_for("both", |d| d.json("/health")["workers"]["total"] == 2);
+    d.wait_for("both applied", |d| {
+        d.get("/telemetry/b").1["status"] == "working"
+            && d.get("/telemetry/a").1["labels"]["pool"] == "scan"
+    });
 
     let mut working = connect(
         &d,
@@ -181,7 +184,10 @@ fn summary_stream_has_seed_000_shape_on_its_cadence() {
         &d,
         r#"{"type":"heartbeat","worker_id":"s2","status":"idle","queue_depth":1}"#,
     );
-    d.wait_for("both", |d| d.json("/health")["workers"]["total"] == 2);
+    d.wait_for("both applied", |d| {
+        d.get("/telemetry/s1").1["status"] == "working"
+            && d.get("/telemetry/s2").1["status"] == "idle"
+    });
     let mut ws = connect(&d, "/ws/workers/telemetry");
     let start = Instant::now();
     let mut msgs = Vec::new();

@@ -17,15 +17,20 @@ asyncio.run(main())
 
 #[test]
 fn python_websockets_gets_snapshot_and_update() {
-    let have = Command::new("python3").args(["-c", "import websockets"]).status();
+    let have = Command::new("python3")
+        .args(["-c", "import websockets"])
+        .status();
     if !have.is_ok_and(|s| s.success()) {
-        assert!(std::env::var_os("CI").is_none(), "python3 with websockets is required in CI (test.sh installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with websockets is required in CI (test.sh installs it)"
+        );
         eprintln!("python3 websockets not installed: skipping");
         return;
     }
     let d = Daemon::start(&[]);
     d.udp(br#"{"type":"heartbeat","worker_id":"py","cpu_usage":1}"#);
-    d.wait_for("py", |d| d.get("/telemetry/py").0 == 200);
+    d.wait_applied("py", 1);
     let mut child = Command::new("python3")
         .args(["-c", CLIENT, &format!("ws://{}/ws/telemetry", d.http)])
         .stdout(Stdio::piped())

@@ -120,6 +120,17 @@ impl Daemon {
         }
     }
 
+    /// Wait until worker `id` has applied at least `n` frames (it exists
+    /// as soon as its first frame is routed, a moment before it is applied).
+    pub fn wait_applied(&self, id: &str, n: u64) {
+        self.wait_for(&format!("{id} to apply {n} frames"), |d| {
+            d.get(&format!("/telemetry/{id}")).1["messages_processed"]
+                .as_u64()
+                .unwrap_or(0)
+                >= n
+        });
+    }
+
     pub fn log_has(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
