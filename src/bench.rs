@@ -18,6 +18,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: muster bench heartbeats [options]
+       muster bench ws --help
 
 Send paced heartbeats from N simulated workers and report what musterd applied.
 
@@ -87,7 +88,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
     }
     match mode.as_deref() {
         Some("heartbeats") => {}
-        Some(m) => return Err(format!("unknown bench {m:?} (try heartbeats)").into()),
+        Some(m) => return Err(format!("unknown bench {m:?} (try heartbeats or ws)").into()),
         None => return Ok(None),
     }
     if o.workers == 0 || o.rate == 0 || o.threads == 0 {
@@ -97,6 +98,9 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
 }
 
 pub fn main(args: &[String]) -> i32 {
+    if args.first().map(String::as_str) == Some("ws") {
+        return crate::bench_ws::main(&args[1..]);
+    }
     let opts = match parse(args) {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -125,7 +129,7 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 /// The musterd on this host, when exactly one runs.
-fn find_musterd() -> Option<u32> {
+pub(crate) fn find_musterd() -> Option<u32> {
     let mut found = std::fs::read_dir("/proc").ok()?.filter_map(|e| {
         let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;

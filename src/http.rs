@@ -14,6 +14,7 @@ use crate::api::Api;
 use crate::http_conn::{Conn, Next};
 use crate::http_head::{self, Response};
 use crate::sd_notify::Watchdog;
+use crate::ws::Fanout;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -24,6 +25,10 @@ use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+/// Least time between two change fan-outs to WebSocket clients.
+const FANOUT_GAP: Duration = Duration::from_millis(4);
+/// Longest extra spacing a slow fan-out adds.
+const MAX_FANOUT_GAP: Duration = Duration::from_millis(50);
 /// Deadlines, pings and summary messages run on this tick.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -64,9 +69,16 @@ impl HttpServer {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
+        // Change fan-out runs at most every FANOUT_GAP: changes that arrive
+        // meanwhile stay coalesced in the feed and share one message.
+        let mut last_fanout = Instant::now();
+        let mut fanout_due: Option<Instant> = None;
         while !self.shutdown.load(Ordering::Acquire) {
             // Pinged from this loop so that a stuck loop stops the pings.
             let mut wake_at = next_tick;
+            if let Some(due) = fanout_due {
+                wake_at = wake_at.min(due);
+            }
             if let Some(w) = &mut self.watchdog {
                 wake_at = wake_at.min(w.tick(Instant::now()));
             }
@@ -82,7 +94,7 @@ impl HttpServer {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
-                    WAKER => self.on_wake(now),
+                    WAKER => fanout_due = Some(last_fanout + FANOUT_GAP),
                     Token(key) => {
                         let readable = ev.is_readable() || ev.is_read_closed();
                         self.on_conn(key, readable, ev.is_writable(), now);
@@ -92,6 +104,13 @@ impl HttpServer {
                         }
                     }
                 }
+            }
+            if fanout_due.is_some_and(|due| now >= due) {
+                fanout_due = None;
+                self.on_wake(now);
+                // A fan-out that took long (many clients) spaces the next
+                // one out, so fan-out never takes more than half the loop.
+                last_fanout = now + now.elapsed().min(MAX_FANOUT_GAP);
             }
             if now >= next_tick {
                 self.on_tick(now);
@@ -143,21 +162,25 @@ impl HttpServer {
         }
     }
 
-    /// Worker threads announced changes: pass them to WebSocket clients.
+    /// Worker threads announced changes: pass them to WebSocket clients,
+    /// rendering the update for plain clients once.
     fn on_wake(&mut self, now: Instant) {
         let (changed, removed) = self.api.registry.changes.take();
         if changed.is_empty() && removed.is_empty() {
             return;
         }
-        let keys: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, (c, _))| c.ws().is_some_and(|w| w.wants_changes()))
-            .map(|(k, _)| k)
-            .collect();
+        let mut keys = Vec::new();
+        let mut any_plain = false;
+        for (k, (c, _)) in self.conns.iter() {
+            if let Some(w) = c.ws().filter(|w| w.wants_changes()) {
+                keys.push(k);
+                any_plain |= w.is_plain();
+            }
+        }
+        let fanout = Fanout::new(changed, removed, &self.api.registry, any_plain);
         for key in keys {
             if let Some((conn, _)) = self.conns.get_mut(key) {
-                let next = conn.on_changes(&self.api, &changed, &removed, now);
+                let next = conn.on_changes(&self.api, &fanout, now);
                 self.settle(key, next);
             }
         }

@@ -14,7 +14,6 @@
 
 use crate::api::Api;
 use crate::http_head::{self, HeadError, Method, Request, Response};
-use crate::protocol::WorkerId;
 use crate::ws::{self, Ended, WsConn, WsLimits};
 use mio::Interest;
 use mio::net::TcpStream;
@@ -152,15 +151,9 @@ impl Conn {
     }
 
     /// New changes from worker threads, for a WebSocket client.
-    pub fn on_changes(
-        &mut self,
-        api: &Api,
-        changed: &[WorkerId],
-        removed: &[WorkerId],
-        now: Instant,
-    ) -> Next {
+    pub fn on_changes(&mut self, api: &Api, fanout: &ws::Fanout, now: Instant) -> Next {
         match &mut self.state {
-            State::Ws(w) => w.on_changes(changed, removed),
+            State::Ws(w) => w.on_changes(fanout),
             _ => return Next::Keep,
         }
         self.ws_result(api, Ok(()), now)

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_ws;
 pub mod capacity;
 pub mod changes;
 pub mod cli;

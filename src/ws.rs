@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
-use tungstenite::{Error as WsError, Message};
+use tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 /// The streams, as documented in README.md and musterd(8).
 pub const ENDPOINTS: [&str; 3] = [
@@ -325,6 +325,49 @@ pub struct WsConn {
     next_ping: Instant,
     unanswered_pings: u8,
     next_summary: Instant,
+    /// A shared update rendered for every plain client, ready to send.
+    ready: Option<Utf8Bytes>,
+}
+
+/// One fan-out of changes to every client.
+pub struct Fanout {
+    pub changed: Vec<WorkerId>,
+    pub removed: Vec<WorkerId>,
+    /// The update for plain clients, rendered once for all of them.
+    pub shared: Option<SharedUpdate>,
+}
+
+pub struct SharedUpdate {
+    pub text: Utf8Bytes,
+    /// The workers it carries.
+    pub ids: Vec<WorkerId>,
+}
+
+impl Fanout {
+    /// Render the shared update once when any client can use it.
+    pub fn new(
+        changed: Vec<WorkerId>,
+        removed: Vec<WorkerId>,
+        registry: &Registry,
+        any_plain: bool,
+    ) -> Fanout {
+        let shared = any_plain.then(|| {
+            let snaps: Vec<Arc<Snapshot>> = changed
+                .iter()
+                .filter_map(|id| registry.snapshot(id))
+                .collect();
+            SharedUpdate {
+                ids: snaps.iter().map(|s| s.id.clone()).collect(),
+                text: workers_message("update", &snaps, None).into(),
+            }
+        });
+        let shared = shared.filter(|s| !s.ids.is_empty());
+        Fanout {
+            changed,
+            removed,
+            shared,
+        }
+    }
 }
 
 impl WsConn {
@@ -343,6 +386,7 @@ impl WsConn {
             next_ping: now + PING_EVERY,
             unanswered_pings: 0,
             next_summary: now,
+            ready: None,
         }
     }
 
@@ -355,21 +399,51 @@ impl WsConn {
         self.unflushed
     }
 
-    /// Workers changed or were removed: note the ones this client follows.
-    pub fn on_changes(&mut self, changed: &[WorkerId], removed: &[WorkerId]) {
+    /// Every worker, no filter: such clients can share one rendered update.
+    pub fn is_plain(&self) -> bool {
+        self.sub.stream == Stream::All && self.sub.filter == Filter::default()
+    }
+
+    /// Workers changed or were removed: note the ones this client follows,
+    /// or take the shared update when this client is plain and in step.
+    pub fn on_changes(&mut self, f: &Fanout) {
+        if let Some(shared) = &f.shared {
+            let in_step = self.pending.is_empty()
+                && self.ready.is_none()
+                && !self.need_snapshot
+                && !self.unflushed;
+            if self.is_plain() && in_step {
+                self.ready = Some(shared.text.clone());
+                self.note_removed(&f.removed);
+                return;
+            }
+        }
         let follows = |id: &WorkerId| match &self.sub.stream {
             Stream::All => true,
             Stream::One(one) => one == id,
             Stream::Summary => false,
         };
-        let changed: Vec<&WorkerId> = changed.iter().filter(|id| follows(id)).collect();
-        let removed: Vec<&WorkerId> = removed.iter().filter(|id| follows(id)).collect();
-        for id in changed {
+        for id in f.changed.iter().filter(|id| follows(id)) {
             self.pending.insert(id.clone());
         }
-        for id in removed {
+        self.note_removed(&f.removed);
+    }
+
+    /// Only a status or label filter can hide a worker the client saw, so
+    /// only then is what it saw tracked (O(workers) per client).
+    fn tracks_visibility(&self) -> bool {
+        self.sub.filter.status.is_some() || self.sub.filter.label.is_some()
+    }
+
+    fn note_removed(&mut self, removed: &[WorkerId]) {
+        let follows = |id: &WorkerId| match &self.sub.stream {
+            Stream::All => true,
+            Stream::One(one) => one == id,
+            Stream::Summary => false,
+        };
+        for id in removed.iter().filter(|id| follows(id)) {
             self.pending.remove(id);
-            if self.visible.remove(id) {
+            if !self.tracks_visibility() || self.visible.remove(id) {
                 self.removed.push(id.clone());
             }
         }
@@ -430,7 +504,7 @@ impl WsConn {
             let Some(text) = self.next_message(registry, limits, now) else {
                 return Ok(());
             };
-            match self.ctx.write(stream, Message::text(text)) {
+            match self.ctx.write(stream, Message::Text(text)) {
                 Ok(()) => self.unflushed = true,
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.unflushed = true;
@@ -449,7 +523,13 @@ impl WsConn {
         registry: &Registry,
         limits: WsLimits,
         now: Instant,
-    ) -> Option<String> {
+    ) -> Option<Utf8Bytes> {
+        self.compose(registry, limits, now)
+            .map(Utf8Bytes::from)
+            .or_else(|| self.ready.take())
+    }
+
+    fn compose(&mut self, registry: &Registry, limits: WsLimits, now: Instant) -> Option<String> {
         let fields = self.sub.filter.fields.clone();
         if self.need_snapshot {
             self.need_snapshot = false;
@@ -461,7 +541,9 @@ impl WsConn {
                 .into_iter()
                 .filter(|s| self.sub.filter.matches(s))
                 .collect();
-            self.visible = snaps.iter().map(|s| s.id.clone()).collect();
+            if self.tracks_visibility() {
+                self.visible = snaps.iter().map(|s| s.id.clone()).collect();
+            }
             self.pending.clear();
             return Some(workers_message("snapshot", &snaps, fields.as_deref()));
         }
@@ -479,14 +561,22 @@ impl WsConn {
             match registry.snapshot(&id) {
                 Some(s) if self.sub.filter.matches(&s) => {
                     size += s.telemetry_json().len() + id.len() + 4;
-                    self.visible.insert(id);
+                    if self.tracks_visibility() {
+                        self.visible.insert(id);
+                    }
                     snaps.push(s);
                     if size >= limits.max_queue_bytes {
                         break;
                     }
                 }
-                _ => {
+                Some(_) => {
+                    // No longer matches the filter: gone from this view.
                     if self.visible.remove(&id) {
+                        self.removed.push(id);
+                    }
+                }
+                None => {
+                    if !self.tracks_visibility() || self.visible.remove(&id) {
                         self.removed.push(id);
                     }
                 }
