@@ -11,7 +11,9 @@
 use crate::http_head::{Method, Request, Response, percent_decode, query_param};
 use crate::protocol::{RejectReason, WorkerId, check_worker_id};
 use crate::registry::Registry;
+use crate::runs::{self, Totals};
 use crate::stats::DropReason;
+use crate::worker::Handle;
 use crate::worker::{Snapshot, Telemetry, unix_ms};
 use crate::{metrics, procfs};
 use serde_json::{Map, Value, json};
@@ -33,6 +35,9 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("DELETE", "/api/workers/{id}"),
     ("GET", "/api/workers/registry"),
     ("GET", "/api/workers/snapshot/{id}"),
+    ("GET", "/api/workers/{id}/metrics"),
+    ("GET", "/api/workers/{id}/history"),
+    ("GET", "/api/metrics"),
     ("GET", "/metrics"),
 ];
 
@@ -64,6 +69,9 @@ enum Route {
     ApiWorker(WorkerId),
     Registry,
     Snapshot(WorkerId),
+    WorkerMetrics(WorkerId),
+    History(WorkerId),
+    FleetMetrics,
 }
 
 impl Route {
@@ -113,6 +121,9 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "workers", "registry"] => Route::Registry,
         ["api", "workers", "snapshot", id] => Route::Snapshot(worker_id(id)?),
         ["api", "workers", id] => Route::ApiWorker(worker_id(id)?),
+        ["api", "workers", id, "metrics"] => Route::WorkerMetrics(worker_id(id)?),
+        ["api", "workers", id, "history"] => Route::History(worker_id(id)?),
+        ["api", "metrics"] => Route::FleetMetrics,
         _ => return Err(not_found()),
     })
 }
@@ -156,11 +167,40 @@ impl Api {
                 None => not_found(),
             },
             Route::Registry => json_ok(&self.registry_map()),
-            Route::Snapshot(id) => match self.registry.snapshot(&id) {
-                Some(s) => {
+            Route::WorkerMetrics(id) => match self.registry.handle(&id) {
+                Some(h) => json_ok(&worker_metrics(&h, unix_ms())),
+                None => not_found(),
+            },
+            Route::History(id) => match self.registry.handle(&id) {
+                Some(h) => {
+                    let since = query_param(query, "since").map(|v| v.parse::<u64>());
+                    let since = match since {
+                        None => 0,
+                        Some(Ok(ms)) => ms,
+                        Some(Err(_)) => {
+                            return Response::error(400, "bad_since", "since is Unix milliseconds");
+                        }
+                    };
+                    let samples = h.extra().history.since(since);
+                    json_ok(&json!({"worker_id": &*id, "samples": samples}))
+                }
+                None => not_found(),
+            },
+            Route::FleetMetrics => json_ok(&self.fleet_metrics()),
+            Route::Snapshot(id) => match self.registry.handle(&id) {
+                Some(h) => {
+                    let s = h.snapshot();
                     let now = unix_ms();
                     let mut d = details(&s);
                     d.insert("snapshot_time".into(), json!(now));
+                    d.insert(
+                        "metrics".into(),
+                        serde_json::to_value(worker_metrics(&h, now)).unwrap_or(Value::Null),
+                    );
+                    d.insert(
+                        "history".into(),
+                        serde_json::to_value(h.extra().history.since(0)).unwrap_or(Value::Null),
+                    );
                     json_ok(&d).with_header(
                         "Content-Disposition",
                         format!("attachment; filename=\"worker-{id}-{now}.json\""),
@@ -187,6 +227,10 @@ impl Api {
             body: body.into_bytes(),
             ..Response::default()
         }
+    }
+
+    pub fn fleet_metrics(&self) -> Value {
+        fleet_metrics(&self.registry, self.started)
     }
 
     fn delete(&self, id: &str) -> Response {
@@ -345,6 +389,41 @@ impl Api {
             .collect();
         Value::Object(map)
     }
+}
+
+/// Run metrics over every worker's window; uptime is the daemon's.
+pub fn fleet_metrics(registry: &Registry, started: Instant) -> Value {
+    let now = unix_ms();
+    let mut runs = Vec::new();
+    let mut totals = Totals::default();
+    let handles = registry.handles();
+    for h in &handles {
+        let s = h.snapshot();
+        totals.total += s.runs.total;
+        totals.succeeded += s.runs.succeeded;
+        totals.failed += s.runs.failed;
+        totals.last_run_time = totals.last_run_time.max(s.runs.last_run_time);
+        runs.extend(h.extra().runs.runs().copied());
+    }
+    let started = now.saturating_sub(started.elapsed().as_millis() as u64);
+    let mut v = serde_json::to_value(runs::compute(runs.iter(), totals, started, now))
+        .unwrap_or(Value::Null);
+    v["workers"] = json!(handles.len());
+    v
+}
+
+/// One worker's run metrics: window from its thread's side state, totals
+/// from its snapshot.
+fn worker_metrics(h: &Handle, now: u64) -> runs::Metrics {
+    let s = h.snapshot();
+    let totals = Totals {
+        total: s.runs.total,
+        succeeded: s.runs.succeeded,
+        failed: s.runs.failed,
+        last_run_time: s.runs.last_run_time,
+    };
+    let extra = h.extra();
+    runs::compute(extra.runs.runs(), totals, s.created_at, now)
 }
 
 /// Everything known of one worker: telemetry plus what the daemon observed.

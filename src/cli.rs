@@ -30,6 +30,8 @@ worker commands:
   beat --id ID [--status S] [--cpu N] [--mem N] [--queue N] [--tcp]
                                     send one heartbeat (UDP unless --tcp)
   beat --id ID --bye                say goodbye: the worker is terminated
+  agent [options] -- CMD [ARGS...]  run CMD as a monitored worker (usage, runs)
+  agent [options] --pid PID         watch a running process until it exits
 
 other:
   bench heartbeats [options]        load musterd and report what it applied
@@ -108,6 +110,11 @@ fn run(args: Vec<String>) -> Out {
         Some("health") => health(&url, &args),
         Some("watch") => watch(&url, &args),
         Some("beat") => beat(&args),
+        Some("agent") => match crate::agent::main(&args) {
+            0 => Ok(()),
+            // The agent has said what went wrong, or passes on CMD's status.
+            n => Err(Fail(n, String::new())),
+        },
         Some("bench") => match crate::bench::main(&args) {
             0 => Ok(()),
             // bench has said what went wrong.

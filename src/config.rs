@@ -109,6 +109,18 @@ pub const SETTINGS: &[Setting] = &[
         help: "a WebSocket client that takes no data this long is closed (1008)",
     },
     Setting {
+        key: "history_samples",
+        default: "720",
+        live: true,
+        help: "samples kept per worker for /api/workers/{id}/history (at most one a second)",
+    },
+    Setting {
+        key: "metrics_report_interval",
+        default: "60s",
+        live: true,
+        help: "how often the fleet's run metrics are logged, or `off`",
+    },
+    Setting {
         key: "cors_allow_origin",
         default: "*",
         live: true,
@@ -140,6 +152,8 @@ pub struct Config {
     pub ws_max_clients: usize,
     pub ws_max_queue_bytes: usize,
     pub ws_stall_timeout: Duration,
+    pub history_samples: usize,
+    pub metrics_report_interval: Option<Duration>,
     pub cors_allow_origin: String,
     pub log_level: LevelFilter,
 }
@@ -295,6 +309,8 @@ pub fn defaults() -> Config {
         ws_max_clients: 0,
         ws_max_queue_bytes: 0,
         ws_stall_timeout: Duration::ZERO,
+        history_samples: 0,
+        metrics_report_interval: None,
         cors_allow_origin: String::new(),
         log_level: LevelFilter::Info,
     };
@@ -403,6 +419,14 @@ pub fn set(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "ws_max_clients" => cfg.ws_max_clients = parse_count(v, 0, 1_000_000)?,
         "ws_max_queue_bytes" => cfg.ws_max_queue_bytes = parse_size(v, 4096, 1 << 30)?,
         "ws_stall_timeout" => cfg.ws_stall_timeout = at_least(parse_duration(v)?, 100)?,
+        "history_samples" => cfg.history_samples = parse_count(v, 1, 100_000)?,
+        "metrics_report_interval" => {
+            cfg.metrics_report_interval = if v.eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(at_least(parse_duration(v)?, 1000)?)
+            }
+        }
         "cors_allow_origin" => {
             if v.bytes().any(|b| b.is_ascii_control()) {
                 return Err("must not contain control characters".into());
@@ -597,6 +621,8 @@ mod tests {
         assert_eq!(c.ws_max_clients, 4096);
         assert_eq!(c.ws_max_queue_bytes, 1 << 20);
         assert_eq!(c.ws_stall_timeout, Duration::from_secs(10));
+        assert_eq!(c.history_samples, 720);
+        assert_eq!(c.metrics_report_interval, Some(Duration::from_secs(60)));
         assert_eq!(c.log_level, LevelFilter::Info);
     }
 

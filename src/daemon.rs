@@ -106,6 +106,7 @@ struct Daemon {
     sweeper: JoinHandle<()>,
     sweeper_stop: mpsc::Sender<()>,
     notifier: Arc<Notifier>,
+    started: Instant,
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartupError> {
@@ -175,6 +176,7 @@ impl Daemon {
             .map_or("off".to_string(), |l| local(l.local_addr()));
         let udp_inode = procfs::socket_inode(&udp);
 
+        let started = Instant::now();
         let stats = Arc::new(Stats::default());
         let live = Arc::new(Live::new(&cfg, max_workers));
         let changes = Arc::new(Changes::default());
@@ -185,7 +187,7 @@ impl Daemon {
             Some(listener) => {
                 let api = Api {
                     registry: registry.clone(),
-                    started: Instant::now(),
+                    started,
                     udp_inode,
                 };
                 let (server, waker) =
@@ -229,11 +231,13 @@ impl Daemon {
             sweeper,
             sweeper_stop,
             notifier,
+            started,
         })
     }
 
     fn run(self, mut signals: Signals) -> i32 {
         let mut next_status = Instant::now();
+        let mut next_report = self.started;
         let status = 'watch: loop {
             for sig in signals.pending() {
                 match sig {
@@ -253,6 +257,14 @@ impl Daemon {
                 log::error!("a service thread stopped unexpectedly; shutting down");
                 break 'watch 1;
             }
+            if let Some(every) = self.registry.live.metrics_report_interval() {
+                if Instant::now() >= next_report {
+                    if next_report > self.started {
+                        self.report();
+                    }
+                    next_report = Instant::now() + every;
+                }
+            }
             if self.notifier.enabled() && Instant::now() >= next_status {
                 self.notifier.status(&self.summary());
                 next_status = Instant::now() + STATUS_EVERY;
@@ -261,6 +273,27 @@ impl Daemon {
         };
         self.stop();
         status
+    }
+
+    /// seed 004's periodic report: one line with the fleet's summary.
+    fn report(&self) {
+        let m = crate::api::fleet_metrics(&self.registry, self.started);
+        let mut by_status = std::collections::BTreeMap::new();
+        for s in self.registry.snapshots() {
+            *by_status.entry(s.status()).or_insert(0u64) += 1;
+        }
+        let statuses: Vec<String> = by_status.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let ms = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.0}"));
+        log::info!(
+            "fleet report: workers={} {} runs={} window_runs={} success_rate={}% runs_per_hour={} p95_ms={}",
+            m["workers"],
+            statuses.join(" "),
+            m["total_runs"],
+            m["window_runs"],
+            m["success_rate"],
+            m["runs_per_hour"],
+            ms(&m["p95_execution_ms"])
+        );
     }
 
     /// One line for `systemctl status`.

@@ -21,6 +21,9 @@ pub struct Live {
     ws_max_clients: AtomicUsize,
     ws_max_queue_bytes: AtomicUsize,
     ws_stall_timeout_ms: AtomicU64,
+    history_samples: AtomicUsize,
+    /// 0 means off.
+    metrics_report_ms: AtomicU64,
     cors_allow_origin: RwLock<Arc<str>>,
     /// The configuration last applied, to tell what a reload changed.
     applied: RwLock<Config>,
@@ -41,6 +44,8 @@ impl Live {
             ws_max_clients: AtomicUsize::new(0),
             ws_max_queue_bytes: AtomicUsize::new(0),
             ws_stall_timeout_ms: AtomicU64::new(0),
+            history_samples: AtomicUsize::new(0),
+            metrics_report_ms: AtomicU64::new(0),
             cors_allow_origin: RwLock::new(Arc::from("")),
             applied: RwLock::new(cfg.clone()),
         };
@@ -66,6 +71,9 @@ impl Live {
             .store(cfg.ws_max_queue_bytes, Relaxed);
         self.ws_stall_timeout_ms
             .store(ms(cfg.ws_stall_timeout), Relaxed);
+        self.history_samples.store(cfg.history_samples, Relaxed);
+        self.metrics_report_ms
+            .store(cfg.metrics_report_interval.map_or(0, ms), Relaxed);
         if let Ok(mut o) = self.cors_allow_origin.write() {
             *o = Arc::from(cfg.cors_allow_origin.as_str());
         }
@@ -164,6 +172,19 @@ impl Live {
             true,
         );
         diff(
+            "history_samples",
+            old.history_samples.to_string(),
+            cfg.history_samples.to_string(),
+            true,
+        );
+        let report = |v: Option<Duration>| v.map_or("off".to_string(), d);
+        diff(
+            "metrics_report_interval",
+            report(old.metrics_report_interval),
+            report(cfg.metrics_report_interval),
+            true,
+        );
+        diff(
             "cors_allow_origin",
             old.cors_allow_origin.clone(),
             cfg.cors_allow_origin.clone(),
@@ -222,6 +243,15 @@ impl Live {
 
     pub fn ws_stall_timeout(&self) -> Duration {
         Duration::from_millis(self.ws_stall_timeout_ms.load(Relaxed))
+    }
+
+    pub fn history_samples(&self) -> usize {
+        self.history_samples.load(Relaxed)
+    }
+
+    pub fn metrics_report_interval(&self) -> Option<Duration> {
+        let ms = self.metrics_report_ms.load(Relaxed);
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     pub fn cors_allow_origin(&self) -> Arc<str> {

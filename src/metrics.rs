@@ -4,7 +4,8 @@
 //! HELP and one TYPE line and all its samples together; counters end in
 //! `_total`; units are base units (seconds, bytes); per-worker series carry
 //! the `worker_id` label only (plus `outcome` or `le` where the family needs
-//! it). Values a worker never reported are left out, not rendered as 0.
+//! it). Values a worker never reported are left out, not rendered as 0;
+//! run series appear once a worker reports its first run.
 //!
 //! Cost: O(workers × families) formatting into one buffer; no locks held.
 
@@ -293,12 +294,16 @@ pub fn render(d: &Daemon, snaps: &[std::sync::Arc<Snapshot>], now: Instant) -> S
         |s| Some(s.missed_beats as f64),
     );
 
+    // Run series only for workers that reported runs: most workers in a
+    // large fleet never do, and 20 zero samples each would dominate.
+    let runners: Vec<&std::sync::Arc<Snapshot>> =
+        snaps.iter().filter(|s| s.runs.total > 0).collect();
     o.family(
         "muster_worker_runs_total",
         "counter",
         "Runs the worker reported, by outcome.",
     );
-    for s in snaps {
+    for s in &runners {
         o.sample(
             "muster_worker_runs_total",
             &[("worker_id", &s.id), ("outcome", "ok")],
@@ -315,7 +320,7 @@ pub fn render(d: &Daemon, snaps: &[std::sync::Arc<Snapshot>], now: Instant) -> S
         "histogram",
         "Durations of the runs the worker reported.",
     );
-    for s in snaps {
+    for s in &runners {
         let mut cumulative = 0;
         for (i, bound) in RUN_BUCKETS_S.iter().enumerate() {
             cumulative += s.runs.buckets[i];
@@ -425,6 +430,10 @@ mod tests {
         assert!(text.contains("muster_worker_run_duration_seconds_sum{worker_id=\"a\"} 7.03\n"));
         assert!(text.contains("muster_frames_dropped_total{reason=\"udp_kernel\"} 4\n"));
         assert!(text.contains("muster_workers{state=\"terminated\"} 1\n"));
+        assert!(
+            !text.contains("muster_worker_runs_total{worker_id=\"b\""),
+            "no run series before a first run"
+        );
         for line in text
             .lines()
             .filter(|l| l.starts_with("# TYPE") && l.ends_with("counter"))

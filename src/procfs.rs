@@ -1,5 +1,5 @@
 //! Readings from /proc: the kernel's drop counter for our UDP socket, and a
-//! process's CPU time and resident memory.
+//! process's CPU time, memory, threads, descriptors, I/O and children.
 //!
 //! Parsers are pure functions over the file's text, so they are tested on
 //! captured samples; the readers beside them only open the file.
@@ -39,6 +39,7 @@ pub fn read_udp_drops(inode: u64) -> Option<u64> {
 /// The fields of /proc/<pid>/stat that muster uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stat {
+    pub ppid: u32,
     /// User and system CPU time, in clock ticks.
     pub utime: u64,
     pub stime: u64,
@@ -55,6 +56,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     // `rest` starts at field 3 (state); field N is f[N - 3].
     let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
     Some(Stat {
+        ppid: field(4)? as u32,
         utime: field(14)?,
         stime: field(15)?,
         num_threads: field(20)?,
@@ -68,6 +70,76 @@ pub fn status_kb(text: &str, key: &str) -> Option<u64> {
         let v = l.strip_prefix(key)?.strip_prefix(':')?;
         v.split_whitespace().next()?.parse().ok()
     })
+}
+
+/// `read_bytes` and `write_bytes` of /proc/<pid>/io (storage I/O).
+pub fn parse_io(text: &str) -> Option<(u64, u64)> {
+    let field = |key: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(':')?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    Some((field("read_bytes")?, field("write_bytes")?))
+}
+
+/// The pids in a `children` file (space-separated).
+pub fn parse_children(text: &str) -> Vec<u32> {
+    text.split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// MemTotal of /proc/meminfo, in kB.
+pub fn mem_total_kb() -> Option<u64> {
+    status_kb(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal")
+}
+
+/// Page size in bytes.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as u64 } else { 4096 }
+}
+
+/// The direct children of `pid`, from every thread's `children` file; when
+/// the kernel lacks those files, by scanning every process's parent.
+pub fn children(pid: u32) -> Vec<u32> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut out = Vec::new();
+    let mut found_file = false;
+    if let Ok(dir) = std::fs::read_dir(&tasks) {
+        for t in dir.flatten() {
+            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                found_file = true;
+                out.extend(parse_children(&text));
+            }
+        }
+    }
+    if !found_file {
+        out = all_pids()
+            .into_iter()
+            .filter(|&p| read_stat(p).is_some_and(|s| s.ppid == pid))
+            .collect();
+    }
+    out
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn read_stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
@@ -100,6 +172,31 @@ mod tests {
         );
         assert_eq!(parse_stat("12 (x) S 1 2"), None);
         assert_eq!(parse_stat("no parens"), None);
+    }
+
+    #[test]
+    fn io_children_and_ppid() {
+        let io = "rchar: 4321\nwchar: 99\nsyscr: 5\nsyscw: 1\nread_bytes: 8192\nwrite_bytes: 4096\ncancelled_write_bytes: 0\n";
+        assert_eq!(parse_io(io), Some((8192, 4096)));
+        assert_eq!(parse_io("rchar: 1\n"), None);
+        assert_eq!(parse_children("12 13 99\n"), vec![12, 13, 99]);
+        assert!(parse_children("").is_empty());
+        let line = "7 (sh) S 4 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 50 0 0";
+        assert_eq!(parse_stat(line).unwrap().ppid, 4);
+    }
+
+    #[test]
+    fn finds_a_child() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let kids = children(std::process::id());
+        assert!(kids.contains(&child.id()), "{kids:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(mem_total_kb().unwrap() > 0);
+        assert!(page_size() >= 4096);
     }
 
     #[test]

@@ -85,6 +85,13 @@ pub struct ResourceUsage {
     pub heap_used_mb: Option<f64>,
     pub heap_total_mb: Option<f64>,
     pub external_mb: Option<f64>,
+    /// What `muster agent` adds: peak RSS, threads, open descriptors and
+    /// storage I/O of the process tree.
+    pub peak_rss_mb: Option<f64>,
+    pub threads: Option<u64>,
+    pub fds: Option<u64>,
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
 }
 
 /// `current_job`: what the worker is busy with.
@@ -429,12 +436,25 @@ impl Fields<'_> {
         let Value::Object(m) = v else {
             return Err(bad_field("resource_usage", "must be an object"));
         };
-        let mb = |k: &str| number_in(m.get(k).filter(|v| !v.is_null()), k, f64::MAX);
+        let get = |k: &str| m.get(k).filter(|v| !v.is_null());
+        let mb = |k: &str| number_in(get(k), k, f64::MAX);
+        let count = |k: &str| match get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| bad_field(k, "must be a whole number")),
+        };
         Ok(Some(ResourceUsage {
             rss_mb: mb("rss_mb")?,
             heap_used_mb: mb("heap_used_mb")?,
             heap_total_mb: mb("heap_total_mb")?,
             external_mb: mb("external_mb")?,
+            peak_rss_mb: mb("peak_rss_mb")?,
+            threads: count("threads")?,
+            fds: count("fds")?,
+            io_read_bytes: count("io_read_bytes")?,
+            io_write_bytes: count("io_write_bytes")?,
         }))
     }
 

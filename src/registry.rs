@@ -96,14 +96,19 @@ impl Registry {
             tx,
             Snapshot::new(id.clone(), transport, Instant::now()),
         ));
-        let (h, changes, stats) = (handle.clone(), self.changes.clone(), self.stats.clone());
+        let (h, changes, stats, live) = (
+            handle.clone(),
+            self.changes.clone(),
+            self.stats.clone(),
+            self.live.clone(),
+        );
         let spawned = std::thread::Builder::new()
             .name(thread_name(id))
             .stack_size(STACK_BYTES)
             .spawn(move || {
                 stats.worker_threads.fetch_add(1, Relaxed);
                 let applied = stats.clone();
-                worker::run(h, rx, changes, applied);
+                worker::run(h, rx, changes, applied, live);
                 stats.worker_threads.fetch_sub(1, Relaxed);
             });
         match spawned {

@@ -11,9 +11,12 @@
 //! clock), or how snapshots are rendered for an endpoint other than the
 //! shared telemetry object (the API module).
 
+use crate::history::{History, Sample};
+use crate::live::Live;
 use crate::protocol::{
     CurrentJob, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, Run, WorkerId,
 };
+use crate::runs::RunWindow;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -281,6 +284,19 @@ impl Snapshot {
         }
     }
 
+    /// This state as a history sample.
+    pub fn sample(&self) -> Sample {
+        let f = |x: Option<f64>| x.map_or(f32::NAN, |v| v as f32);
+        Sample {
+            t: (self.last_update / 1000) as u32,
+            cpu: f(self.cpu_usage),
+            memory: f(self.memory_usage),
+            gpu: f(self.gpu_usage),
+            rss_mb: f(self.resource_usage.as_ref().and_then(|r| r.rss_mb)),
+            queue: self.queue_depth.min(u32::MAX as u64) as u32,
+        }
+    }
+
     /// A copy to publish: shares every large part, re-renders lazily.
     fn publishable(&self) -> Snapshot {
         let mut s = self.clone();
@@ -341,6 +357,17 @@ impl Serialize for ResourceUsageView<'_> {
             ("heap_used_mb", r.heap_used_mb),
             ("heap_total_mb", r.heap_total_mb),
             ("external_mb", r.external_mb),
+            ("peak_rss_mb", r.peak_rss_mb),
+        ] {
+            if let Some(v) = v {
+                m.serialize_entry(k, &v)?;
+            }
+        }
+        for (k, v) in [
+            ("threads", r.threads),
+            ("fds", r.fds),
+            ("io_read_bytes", r.io_read_bytes),
+            ("io_write_bytes", r.io_write_bytes),
         ] {
             if let Some(v) = v {
                 m.serialize_entry(k, &v)?;
@@ -371,6 +398,16 @@ pub struct Handle {
     pub inbox: SyncSender<Msg>,
     snapshot: Mutex<Arc<Snapshot>>,
     stopped: AtomicBool,
+    /// The worker's run window and history: written only by its thread,
+    /// copied out by readers under a brief lock. Kept out of the snapshot so
+    /// that publishing one never copies them.
+    extra: Mutex<Extra>,
+}
+
+#[derive(Default)]
+pub struct Extra {
+    pub runs: RunWindow,
+    pub history: History,
 }
 
 impl Handle {
@@ -379,6 +416,7 @@ impl Handle {
             inbox,
             snapshot: Mutex::new(Arc::new(first)),
             stopped: AtomicBool::new(false),
+            extra: Mutex::new(Extra::default()),
         }
     }
 
@@ -395,6 +433,10 @@ impl Handle {
             Ok(mut s) => *s = snap,
             Err(poisoned) => *poisoned.into_inner() = snap,
         }
+    }
+
+    pub fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Ask the thread to end. The flag is seen even when the inbox is full.
@@ -426,6 +468,7 @@ pub fn run(
     inbox: Receiver<Msg>,
     on_change: Arc<dyn OnChange>,
     on_applied: Arc<dyn OnApplied>,
+    live: Arc<Live>,
 ) {
     let mut state = handle.snapshot().as_ref().publishable();
     let mut next = inbox.recv().ok();
@@ -440,7 +483,25 @@ pub fn run(
             match m {
                 Msg::Stop => return,
                 Msg::Frame(frame, transport, at) => {
+                    let run = match &*frame {
+                        Frame::Run(r) => Some((r.duration_ms, r.ok)),
+                        _ => None,
+                    };
+                    let beat = matches!(&*frame, Frame::Heartbeat(_));
                     state.apply(*frame, transport, at);
+                    if let Some((duration_ms, ok)) = run {
+                        let at_ms = state.last_update;
+                        handle.extra().runs.record(crate::runs::Run {
+                            at_ms,
+                            duration_ms: duration_ms as f32,
+                            ok,
+                        });
+                    } else if beat {
+                        handle
+                            .extra()
+                            .history
+                            .push(state.sample(), live.history_samples());
+                    }
                     frames += 1;
                     changed = true;
                 }
@@ -634,7 +695,8 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(INBOX_CAPACITY);
         let handle = Arc::new(Handle::new(tx.clone(), fresh()));
         let h = handle.clone();
-        let t = std::thread::spawn(move || run(h, rx, Arc::new(Quiet), Arc::new(Quiet)));
+        let live = Arc::new(Live::new(&crate::config::defaults(), 10));
+        let t = std::thread::spawn(move || run(h, rx, Arc::new(Quiet), Arc::new(Quiet), live));
         for seq in 1..=50u64 {
             let f = frame(&format!(
                 r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq},"queue_depth":{seq}}}"#

@@ -58,8 +58,9 @@ fn every_endpoint_is_documented() {
     for (method, path) in ENDPOINTS {
         let readme_form = format!("`{method} {path}`");
         assert!(readme.contains(&readme_form), "README lacks {readme_form}");
-        let man_form = match path.strip_suffix("{id}") {
-            Some(prefix) => format!("Li {method} {prefix} Ns Ar id"),
+        let man_form = match path.split_once("{id}") {
+            Some((prefix, "")) => format!("Li {method} {prefix} Ns Ar id"),
+            Some((prefix, rest)) => format!("Li {method} {prefix} Ns Ar id Ns Li {rest}"),
             None => format!("Li {method} {path}"),
         };
         assert!(page.contains(&man_form), "musterd.8 lacks `{man_form}`");

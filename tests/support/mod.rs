@@ -53,10 +53,11 @@ impl Daemon {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening http=") {
-                    let _ = tx.send(line.clone());
+                let listening = line.contains("listening http=");
+                sink.lock().unwrap().push(line.clone());
+                if listening {
+                    let _ = tx.send(line);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let line = rx

@@ -1,0 +1,666 @@
+//! `muster agent`: turn any command into a monitored worker. It starts the
+//! command (or watches a running pid), samples the process tree from /proc
+//! every interval, heartbeats for it, and reports each run's outcome.
+//!
+//! Delivery: over TCP (the default) the agent says hello and keeps the
+//! connection; when the daemon is away it keeps the command running,
+//! reconnects with backoff, and delivers the `run` frames it owes (at most
+//! [`MAX_OWED`]; older ones are dropped and said so). Heartbeats are state:
+//! one that cannot be sent is not queued.
+//!
+//! Exit status: the command's own, 128+N when a signal N ended it, 127 when
+//! it could not be started. SIGTERM, SIGINT and SIGHUP sent to the agent are
+//! passed to the command's process group.
+
+use crate::gpu::Gpu;
+use crate::protocol::{self, Labels};
+use crate::usage::{Sampler, Usage};
+use lexopt::prelude::*;
+use serde_json::{Map, Value, json};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// Run frames kept for a daemon that is away.
+pub const MAX_OWED: usize = 100;
+/// How often the agent looks at its child and its signals.
+const POLL: Duration = Duration::from_millis(100);
+/// How long a finishing agent keeps trying to deliver what it owes.
+const FINAL_DELIVERY: Duration = Duration::from_secs(10);
+
+const USAGE: &str = "usage: muster agent [options] -- CMD [ARGS...]
+       muster agent [options] --pid PID
+
+Run CMD (or watch process PID) as a monitored worker: heartbeats with its
+CPU, memory, GPU and resource usage every interval, a `run` frame with its
+outcome when it ends, then `bye`. Exits with CMD's status (128+N for signal N,
+127 if CMD cannot be started).
+
+options:
+  --id ID              worker id (default: <hostname>-<command name>)
+  --interval D         heartbeat interval (default 5s)
+  --tcp | --udp        transport (default tcp: hello, reconnects, owed runs)
+  --label K=V          a label; repeatable
+  --every D            rerun CMD every D (a monitored cron job; idle between runs)
+  --pid PID            watch a process this agent did not start, until it exits
+  --heartbeat-addr A   musterd's heartbeat address (default $MUSTER_HEARTBEAT_ADDR or 127.0.0.1:8090)
+";
+
+#[derive(Debug)]
+struct Opts {
+    id: Option<String>,
+    interval: Duration,
+    tcp: bool,
+    labels: Labels,
+    every: Option<Duration>,
+    pid: Option<u32>,
+    cmd: Vec<String>,
+    heartbeat: String,
+}
+
+fn parse(args: &[String]) -> Result<Option<Opts>, String> {
+    let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let (opts, cmd) = (&args[..split], args.get(split + 1..).unwrap_or(&[]));
+    let mut o = Opts {
+        id: None,
+        interval: Duration::from_secs(5),
+        tcp: true,
+        labels: Labels::new(),
+        every: None,
+        pid: None,
+        cmd: cmd.to_vec(),
+        heartbeat: std::env::var("MUSTER_HEARTBEAT_ADDR")
+            .unwrap_or_else(|_| "127.0.0.1:8090".into()),
+    };
+    let err = |e: lexopt::Error| e.to_string();
+    let dur = |v: String| crate::config::parse_duration(&v);
+    let mut p = lexopt::Parser::from_args(opts.iter().cloned());
+    while let Some(arg) = p.next().map_err(err)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("id") => o.id = Some(p.value().map_err(err)?.string().map_err(err)?),
+            Long("interval") => o.interval = dur(p.value().map_err(err)?.string().map_err(err)?)?,
+            Long("every") => o.every = Some(dur(p.value().map_err(err)?.string().map_err(err)?)?),
+            Long("tcp") => o.tcp = true,
+            Long("udp") => o.tcp = false,
+            Long("pid") => o.pid = Some(p.value().map_err(err)?.parse().map_err(err)?),
+            Long("heartbeat-addr") => {
+                o.heartbeat = p.value().map_err(err)?.string().map_err(err)?
+            }
+            Long("label") => {
+                let kv = p.value().map_err(err)?.string().map_err(err)?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or(format!("--label takes KEY=VALUE, got {kv:?}"))?;
+                o.labels.insert(k.to_string(), v.to_string());
+            }
+            Value(v) => {
+                return Err(format!(
+                    "unexpected {:?}: put the command after --",
+                    v.to_string_lossy()
+                ));
+            }
+            _ => return Err(err(arg.unexpected())),
+        }
+    }
+    if o.interval < Duration::from_millis(100) {
+        return Err("--interval must be at least 100ms".into());
+    }
+    match (o.pid, o.cmd.is_empty()) {
+        (Some(_), false) => return Err("give either --pid or a command, not both".into()),
+        (None, true) => return Err("no command: muster agent [options] -- CMD [ARGS...]".into()),
+        _ => {}
+    }
+    if o.pid.is_some() && o.every.is_some() {
+        return Err("--every reruns a command; it does not go with --pid".into());
+    }
+    Ok(Some(o))
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    if ok {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".into()
+    }
+}
+
+/// `<hostname>-<name>`, with characters a worker id cannot hold replaced.
+pub fn default_id(host: &str, name: &str) -> String {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let id: String = format!("{host}-{base}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._:@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(protocol::MAX_ID_LEN)
+        .collect();
+    if protocol::check_worker_id(&id).is_ok() {
+        id
+    } else {
+        format!("agent-{}", std::process::id())
+    }
+}
+
+/// The exit status to report and to exit with: the code, or 128+N.
+pub fn exit_code(st: ExitStatus) -> (i32, Option<i32>, Option<i32>) {
+    match (st.code(), st.signal()) {
+        (Some(c), _) => (c, Some(c), None),
+        (None, Some(s)) => (128 + s, None, Some(s)),
+        _ => (1, None, None),
+    }
+}
+
+/// The connection to musterd.
+struct Link {
+    to: SocketAddr,
+    id: String,
+    hello: String,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpStream>,
+    next_try: Instant,
+    backoff: Duration,
+    owed: VecDeque<String>,
+    said_down: bool,
+}
+
+impl Link {
+    fn new(to: SocketAddr, id: &str, tcp: bool, hello: String) -> Result<Link, String> {
+        let udp = if tcp {
+            None
+        } else {
+            Some(
+                UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
+                    .map_err(|e| format!("udp socket: {e}"))?,
+            )
+        };
+        Ok(Link {
+            to,
+            id: id.to_string(),
+            hello,
+            udp,
+            tcp: None,
+            next_try: Instant::now(),
+            backoff: Duration::from_millis(250),
+            owed: VecDeque::new(),
+            said_down: false,
+        })
+    }
+
+    fn connect(&mut self) -> bool {
+        if self.tcp.is_some() {
+            return true;
+        }
+        if Instant::now() < self.next_try {
+            return false;
+        }
+        let attempt = (|| -> std::io::Result<TcpStream> {
+            let mut s = TcpStream::connect_timeout(&self.to, Duration::from_secs(2))?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(format!("{}\n", self.hello).as_bytes())?;
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line)?;
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if v["type"] != "welcome" {
+                return Err(std::io::Error::other(format!(
+                    "no welcome: {}",
+                    line.trim()
+                )));
+            }
+            // Replies are only errors from here on; nothing reads them.
+            s.set_read_timeout(None)?;
+            Ok(s)
+        })();
+        match attempt {
+            Ok(s) => {
+                if self.said_down {
+                    eprintln!("muster agent: reconnected to musterd at {}", self.to);
+                }
+                self.tcp = Some(s);
+                self.backoff = Duration::from_millis(250);
+                self.said_down = false;
+                true
+            }
+            Err(e) => {
+                if !self.said_down {
+                    eprintln!(
+                        "muster agent: cannot reach musterd at {} ({e}); the command keeps running, retrying",
+                        self.to
+                    );
+                    self.said_down = true;
+                }
+                self.next_try = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+                false
+            }
+        }
+    }
+
+    fn send_now(&mut self, frame: &str) -> bool {
+        if let Some(u) = &self.udp {
+            return u.send_to(frame.as_bytes(), self.to).is_ok();
+        }
+        if !self.connect() {
+            return false;
+        }
+        let ok = self
+            .tcp
+            .as_mut()
+            .is_some_and(|s| s.write_all(format!("{frame}\n").as_bytes()).is_ok());
+        if !ok {
+            self.tcp = None;
+            self.next_try = Instant::now();
+        }
+        ok
+    }
+
+    /// Deliver owed run frames first, oldest first.
+    fn flush_owed(&mut self) -> bool {
+        while let Some(f) = self.owed.front().cloned() {
+            if !self.send_now(&f) {
+                return false;
+            }
+            self.owed.pop_front();
+        }
+        true
+    }
+
+    /// State: sent now or not at all.
+    fn heartbeat(&mut self, frame: &str) {
+        if self.flush_owed() {
+            self.send_now(frame);
+        }
+    }
+
+    /// An outcome: sent now, or owed until the daemon is back.
+    fn run(&mut self, frame: String) {
+        if self.owed.len() == MAX_OWED {
+            self.owed.pop_front();
+            eprintln!("muster agent: {MAX_OWED} runs owed to musterd; dropping the oldest");
+        }
+        self.owed.push_back(frame);
+        self.flush_owed();
+    }
+
+    fn bye(&mut self) {
+        let bye = json!({"type": "bye", "worker_id": self.id}).to_string();
+        self.send_now(&bye);
+        if let Some(s) = &self.tcp {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    /// Keep trying to deliver what is owed, for a while.
+    fn settle(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.flush_owed() && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        if !self.owed.is_empty() {
+            eprintln!(
+                "muster agent: {} run frames could not be delivered to musterd",
+                self.owed.len()
+            );
+        }
+    }
+}
+
+fn heartbeat_frame(
+    id: &str,
+    seq: u64,
+    status: &str,
+    u: Option<&Usage>,
+    gpu: Option<f64>,
+) -> String {
+    let mut m = Map::new();
+    m.insert("type".into(), json!("heartbeat"));
+    m.insert("worker_id".into(), json!(id));
+    m.insert("seq".into(), json!(seq));
+    m.insert("status".into(), json!(status));
+    if let Some(u) = u {
+        if let Some(c) = u.cpu_percent {
+            m.insert("cpu_usage".into(), json!((c * 100.0).round() / 100.0));
+        }
+        if let Some(mp) = u.memory_percent {
+            m.insert(
+                "memory_usage".into(),
+                json!((mp.min(100.0) * 1000.0).round() / 1000.0),
+            );
+        }
+        let mut r = json!({
+            "rss_mb": (u.rss_mb * 100.0).round() / 100.0,
+            "peak_rss_mb": (u.peak_rss_mb * 100.0).round() / 100.0,
+            "threads": u.threads,
+            "fds": u.fds,
+        });
+        if let (Some(rd), Some(wr)) = (u.io_read_bytes, u.io_write_bytes) {
+            r["io_read_bytes"] = json!(rd);
+            r["io_write_bytes"] = json!(wr);
+        }
+        m.insert("resource_usage".into(), r);
+    }
+    if let Some(g) = gpu {
+        m.insert("gpu_usage".into(), json!(g.clamp(0.0, 100.0)));
+    }
+    Value::Object(m).to_string()
+}
+
+fn run_frame(id: &str, duration: Duration, code: Option<i32>, signal: Option<i32>) -> String {
+    let mut m = json!({
+        "type": "run",
+        "worker_id": id,
+        "duration_ms": (duration.as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
+        "ok": code == Some(0),
+    });
+    if let Some(c) = code {
+        m["exit_code"] = json!(c);
+    }
+    if let Some(s) = signal {
+        m["signal"] = json!(s);
+    }
+    m.to_string()
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let o = match parse(args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("muster agent: {e}\n\n{USAGE}");
+            return 2;
+        }
+    };
+    let to = match crate::client::parse_url(&o.heartbeat) {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!("muster agent: bad --heartbeat-addr {:?}", o.heartbeat);
+            return 2;
+        }
+    };
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("muster agent: cannot handle signals: {e}");
+            return 1;
+        }
+    };
+    match o.pid {
+        Some(pid) => watch_pid(&o, pid, to, &mut signals),
+        None => run_cmd(&o, to, &mut signals),
+    }
+}
+
+fn hello(id: &str, pid: u32, labels: &Labels) -> String {
+    json!({"type": "hello", "worker_id": id, "pid": pid, "hostname": hostname(), "labels": labels})
+        .to_string()
+}
+
+fn checked_id(id: String) -> Result<String, i32> {
+    match protocol::check_worker_id(&id) {
+        Ok(()) => Ok(id),
+        Err(_) => {
+            eprintln!("muster agent: {id:?} is not a valid worker id (1-128 of A-Za-z0-9._:@-)");
+            Err(2)
+        }
+    }
+}
+
+fn watch_pid(
+    o: &Opts,
+    pid: u32,
+    to: SocketAddr,
+    signals: &mut signal_hook::iterator::Signals,
+) -> i32 {
+    let Some(_) = crate::procfs::read_stat(pid) else {
+        eprintln!("muster agent: no process {pid}");
+        return 1;
+    };
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let id = match checked_id(
+        o.id.clone()
+            .unwrap_or_else(|| default_id(&hostname(), name.trim())),
+    ) {
+        Ok(id) => id,
+        Err(c) => return c,
+    };
+    let mut link = match Link::new(to, &id, o.tcp, hello(&id, pid, &o.labels)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("muster agent: {e}");
+            return 1;
+        }
+    };
+    let gpu = Gpu::probe();
+    let mut sampler = Sampler::new(pid);
+    let mut seq = 0;
+    let mut next_beat = Instant::now();
+    loop {
+        if signals.pending().next().is_some() {
+            break;
+        }
+        if Instant::now() >= next_beat {
+            let Some(u) = sampler.sample() else { break };
+            seq += 1;
+            let g = gpu.usage(&sampler.tree());
+            link.heartbeat(&heartbeat_frame(&id, seq, "working", Some(&u), g));
+            next_beat += o.interval;
+        }
+        if crate::procfs::read_stat(pid).is_none() {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    link.bye();
+    0
+}
+
+/// Start CMD in its own process group.
+fn spawn(cmd: &[String]) -> std::io::Result<Child> {
+    Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .process_group(0)
+        .spawn()
+}
+
+fn run_cmd(o: &Opts, to: SocketAddr, signals: &mut signal_hook::iterator::Signals) -> i32 {
+    let id = match checked_id(
+        o.id.clone()
+            .unwrap_or_else(|| default_id(&hostname(), &o.cmd[0])),
+    ) {
+        Ok(id) => id,
+        Err(c) => return c,
+    };
+    let mut link = match Link::new(to, &id, o.tcp, hello(&id, std::process::id(), &o.labels)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("muster agent: {e}");
+            return 1;
+        }
+    };
+    let gpu = Gpu::probe();
+    let mut seq = 0u64;
+    let mut status;
+    loop {
+        let started = Instant::now();
+        let mut child = match spawn(&o.cmd) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("muster agent: cannot run {:?}: {e}", o.cmd[0]);
+                link.run(run_frame(&id, Duration::ZERO, Some(127), None));
+                status = 127;
+                if o.every.is_none() {
+                    break;
+                }
+                match idle_until(o, &id, &mut link, &mut seq, started, signals) {
+                    true => continue,
+                    false => break,
+                }
+            }
+        };
+        let pgid = child.id() as i32;
+        let mut sampler = Sampler::new(child.id());
+        let mut next_beat = Instant::now();
+        let exit = loop {
+            for sig in signals.pending() {
+                // SAFETY: kill(2) on the child's process group.
+                unsafe {
+                    libc::kill(-pgid, sig);
+                }
+            }
+            match child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("muster agent: waiting for the command failed: {e}");
+                    break ExitStatus::from_raw(1 << 8);
+                }
+            }
+            if Instant::now() >= next_beat {
+                let u = sampler.sample();
+                seq += 1;
+                let g = gpu.usage(&sampler.tree());
+                link.heartbeat(&heartbeat_frame(&id, seq, "working", u.as_ref(), g));
+                next_beat += o.interval;
+            }
+            std::thread::sleep(POLL);
+        };
+        let (code, exit_code, signal) = exit_code(exit);
+        status = code;
+        link.run(run_frame(&id, started.elapsed(), exit_code, signal));
+        if o.every.is_none() || signal.is_some_and(|s| [SIGTERM, SIGINT].contains(&s)) {
+            break;
+        }
+        if !idle_until(o, &id, &mut link, &mut seq, started, signals) {
+            break;
+        }
+    }
+    link.settle(FINAL_DELIVERY);
+    link.bye();
+    status
+}
+
+/// Between runs of `--every`: heartbeat as idle until the next start.
+/// Returns false when a signal asks the agent to stop.
+fn idle_until(
+    o: &Opts,
+    id: &str,
+    link: &mut Link,
+    seq: &mut u64,
+    last_start: Instant,
+    signals: &mut signal_hook::iterator::Signals,
+) -> bool {
+    let Some(every) = o.every else { return false };
+    let next_start = last_start + every;
+    let mut next_beat = Instant::now();
+    while Instant::now() < next_start {
+        if signals.pending().next().is_some() {
+            return false;
+        }
+        if Instant::now() >= next_beat {
+            *seq += 1;
+            link.heartbeat(&heartbeat_frame(id, *seq, "idle", None, None));
+            next_beat += o.interval;
+        }
+        std::thread::sleep(POLL.min(next_start.saturating_duration_since(Instant::now())));
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn options() {
+        let o = parse(&args(&[
+            "--id",
+            "x",
+            "--interval",
+            "1s",
+            "--udp",
+            "--label",
+            "pool=scan",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (o.id.as_deref(), o.interval, o.tcp),
+            (Some("x"), Duration::from_secs(1), false)
+        );
+        assert_eq!(o.labels["pool"], "scan");
+        assert_eq!(o.cmd, ["sh", "-c", "exit 3"]);
+        assert!(parse(&args(&["--pid", "1", "--", "ls"])).is_err());
+        assert!(parse(&args(&[])).is_err());
+        assert!(parse(&args(&["ls"])).is_err(), "the command goes after --");
+        assert!(parse(&args(&["--label", "nokv", "--", "ls"])).is_err());
+        assert!(parse(&args(&["--interval", "1ms", "--", "ls"])).is_err());
+        assert!(parse(&args(&["--help"])).unwrap().is_none());
+    }
+
+    #[test]
+    fn ids() {
+        assert_eq!(default_id("box1", "/usr/bin/backup.sh"), "box1-backup.sh");
+        assert_eq!(default_id("my host", "run job"), "my-host-run-job");
+        assert_eq!(default_id("h", &"x".repeat(300)).len(), 128);
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), (3, Some(3), None));
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), (137, None, Some(9)));
+    }
+
+    #[test]
+    fn frames_are_valid() {
+        let u = Usage {
+            cpu_percent: Some(150.0),
+            memory_percent: Some(1.5),
+            rss_mb: 50.0,
+            peak_rss_mb: 60.0,
+            threads: 3,
+            fds: 9,
+            io_read_bytes: None,
+            io_write_bytes: None,
+            processes: 2,
+        };
+        for f in [
+            heartbeat_frame("w", 1, "working", Some(&u), None),
+            heartbeat_frame("w", 2, "idle", None, Some(40.0)),
+            run_frame("w", Duration::from_millis(1234), Some(0), None),
+            run_frame("w", Duration::from_millis(5), None, Some(9)),
+        ] {
+            assert!(protocol::decode(f.as_bytes(), 65536).is_ok(), "{f}");
+        }
+        let v: Value =
+            serde_json::from_str(&heartbeat_frame("w", 1, "working", Some(&u), None)).unwrap();
+        assert!(
+            v.get("gpu_usage").is_none(),
+            "absent without a GPU, never 0"
+        );
+        assert!(v["resource_usage"].get("io_read_bytes").is_none());
+    }
+}

@@ -1,0 +1,189 @@
+//! Resource usage of a process and all its descendants, sampled from /proc
+//! (through [`crate::procfs`]): CPU percent over the interval between two
+//! samples, resident memory, threads, open descriptors and storage I/O.
+//!
+//! A process tree, not one pid: `sh -c 'make'` must not hide the compiler
+//! doing the work. Processes that vanish while being read are skipped, not
+//! errors. CPU time of a child that exits between two samples is lost to
+//! the tree (the kernel folds it into the parent's `cutime` only once the
+//! parent reaps it); that undercounts short-lived children, never
+//! overcounts.
+
+use crate::procfs;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// One reading of a process tree.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// % of one core since the previous sample; `None` on the first one.
+    pub cpu_percent: Option<f64>,
+    /// Resident memory as % of MemTotal.
+    pub memory_percent: Option<f64>,
+    pub rss_mb: f64,
+    /// Largest tree RSS seen, or the root's VmHWM if larger.
+    pub peak_rss_mb: f64,
+    pub threads: u64,
+    pub fds: u64,
+    /// Storage I/O of the tree; `None` when the root's io file is unreadable.
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+    pub processes: usize,
+}
+
+/// A process in one sample, keyed by pid and start time so that a reused
+/// pid is not mistaken for the old process.
+type Key = (u32, u64);
+
+pub struct Sampler {
+    root: u32,
+    clk_tck: f64,
+    mem_total_kb: Option<u64>,
+    prev: Option<(Instant, HashMap<Key, u64>)>,
+    peak_rss_kb: u64,
+}
+
+/// CPU percent from CPU ticks of two samples taken `secs` apart. A process
+/// new in `now` counts all its ticks (it started within the interval).
+pub fn cpu_percent(
+    prev: &HashMap<Key, u64>,
+    now: &HashMap<Key, u64>,
+    clk_tck: f64,
+    secs: f64,
+) -> f64 {
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    let ticks: u64 = now
+        .iter()
+        .map(|(k, &t)| t.saturating_sub(prev.get(k).copied().unwrap_or(0)))
+        .sum();
+    ticks as f64 / clk_tck / secs * 100.0
+}
+
+impl Sampler {
+    pub fn new(root: u32) -> Sampler {
+        Sampler {
+            root,
+            clk_tck: procfs::clock_ticks() as f64,
+            mem_total_kb: procfs::mem_total_kb(),
+            prev: None,
+            peak_rss_kb: 0,
+        }
+    }
+
+    /// The root and every descendant alive now.
+    pub fn tree(&self) -> Vec<u32> {
+        let mut out = vec![self.root];
+        let mut i = 0;
+        while i < out.len() && out.len() < 4096 {
+            let kids = procfs::children(out[i]);
+            out.extend(
+                kids.into_iter()
+                    .filter(|k| !out.contains(k))
+                    .collect::<Vec<_>>(),
+            );
+            i += 1;
+        }
+        out
+    }
+
+    /// Read the tree now. `None` when the root process is gone.
+    pub fn sample(&mut self) -> Option<Usage> {
+        let now = Instant::now();
+        let root_stat = procfs::read_stat(self.root)?;
+        let mut ticks = HashMap::new();
+        let mut u = Usage::default();
+        let (mut rss_kb, mut io_r, mut io_w) = (0u64, 0u64, 0u64);
+        let mut root_io = false;
+        let mut root_hwm_kb = 0;
+        for pid in self.tree() {
+            let stat = if pid == self.root {
+                Some(root_stat)
+            } else {
+                procfs::read_stat(pid)
+            };
+            let Some(stat) = stat else { continue };
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                continue;
+            };
+            ticks.insert((pid, stat.starttime), stat.utime + stat.stime);
+            u.processes += 1;
+            u.threads += stat.num_threads;
+            rss_kb += procfs::status_kb(&status, "VmRSS").unwrap_or(0);
+            if pid == self.root {
+                root_hwm_kb = procfs::status_kb(&status, "VmHWM").unwrap_or(0);
+            }
+            u.fds += std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| d.count() as u64)
+                .unwrap_or(0);
+            if let Some((r, w)) = std::fs::read_to_string(format!("/proc/{pid}/io"))
+                .ok()
+                .and_then(|t| procfs::parse_io(&t))
+            {
+                io_r += r;
+                io_w += w;
+                root_io |= pid == self.root;
+            }
+        }
+        self.peak_rss_kb = self.peak_rss_kb.max(rss_kb).max(root_hwm_kb);
+        u.rss_mb = rss_kb as f64 / 1024.0;
+        u.peak_rss_mb = self.peak_rss_kb as f64 / 1024.0;
+        u.memory_percent = self
+            .mem_total_kb
+            .filter(|&t| t > 0)
+            .map(|t| rss_kb as f64 / t as f64 * 100.0);
+        if root_io {
+            u.io_read_bytes = Some(io_r);
+            u.io_write_bytes = Some(io_w);
+        }
+        if let Some((then, prev)) = &self.prev {
+            u.cpu_percent = Some(cpu_percent(
+                prev,
+                &ticks,
+                self.clk_tck,
+                now.duration_since(*then).as_secs_f64(),
+            ));
+        }
+        self.prev = Some((now, ticks));
+        Some(u)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_arithmetic() {
+        let prev = HashMap::from([((1, 10), 100), ((2, 20), 50)]);
+        // Over 2 s at 100 ticks/s: pid 1 used 100 ticks, pid 2 gone, pid 3
+        // new with 40 ticks, and a reused pid 2 (new start time) with 10.
+        let now = HashMap::from([((1, 10), 200), ((3, 30), 40), ((2, 99), 10)]);
+        let pct = cpu_percent(&prev, &now, 100.0, 2.0);
+        assert!((pct - 75.0).abs() < 1e-9, "{pct}");
+        assert_eq!(cpu_percent(&prev, &now, 100.0, 0.0), 0.0);
+        // Two busy cores is 200 %.
+        let two = HashMap::from([((1, 10), 300), ((2, 20), 250)]);
+        assert!((cpu_percent(&prev, &two, 100.0, 2.0) - 200.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn samples_a_shell_and_its_child() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & sleep 5; wait"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut s = Sampler::new(child.id());
+        let first = s.sample().unwrap();
+        assert_eq!(first.cpu_percent, None);
+        assert!(first.processes >= 3, "sh and two sleeps: {first:?}");
+        assert!(first.rss_mb > 0.0 && first.threads >= 3 && first.fds > 0);
+        let second = s.sample().unwrap();
+        assert!(second.cpu_percent.is_some());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(s.sample().is_none(), "root gone");
+    }
+}
