@@ -21,7 +21,9 @@ start() {
   for _ in $(seq 50); do curl -fs http://$http/health >/dev/null && return; sleep 0.1; done
   echo "musterd did not start" >&2; exit 1
 }
-stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+# A failed scenario must not leave its daemon holding the ports.
+trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
 ticks=$(getconf CLK_TCK)
 cpu_s() { awk -v t="$ticks" '{ s = substr($0, index($0, ")") + 2); split(s, f, " "); print (f[12] + f[13]) / t }' "/proc/$1/stat"; }
 

@@ -26,7 +26,9 @@ start() {
   for _ in $(seq 50); do curl -fs http://$http/health >/dev/null && return; sleep 0.1; done
   echo "musterd did not start" >&2; cat /tmp/musterd-bench.log >&2; exit 1
 }
-stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+# A failed scenario must not leave its daemon holding the ports.
+trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
 d() { if [ -n "$quick" ]; then echo "$2"; else echo "$1"; fi; }
 
 echo "## UDP, 1,000 workers, 50,000 heartbeats/s"

@@ -6,6 +6,28 @@
 
 use std::os::fd::AsRawFd;
 
+/// Read a small /proc file. Unlike `fs::read_to_string` it does not stat
+/// the file first (proc files report size 0 anyway): open, read, close.
+pub fn read_proc(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
+}
+
 /// The inode of a socket, which is how /proc/net/udp names it.
 pub fn socket_inode(sock: &impl AsRawFd) -> Option<u64> {
     // SAFETY: fstat writes into the struct we pass; the fd is borrowed live.
@@ -105,27 +127,38 @@ pub fn page_size() -> u64 {
     if p > 0 { p as u64 } else { 4096 }
 }
 
-/// The direct children of `pid`, from every thread's `children` file; when
-/// the kernel lacks those files, by scanning every process's parent.
+/// The direct children of `pid`, from its main thread's `children` file
+/// (children started by other threads of a multi-threaded parent are found
+/// through that thread's file only when the main one has none); when the
+/// kernel lacks those files, by scanning every process's parent.
 pub fn children(pid: u32) -> Vec<u32> {
-    let tasks = format!("/proc/{pid}/task");
-    let mut out = Vec::new();
-    let mut found_file = false;
-    if let Ok(dir) = std::fs::read_dir(&tasks) {
-        for t in dir.flatten() {
-            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-                found_file = true;
-                out.extend(parse_children(&text));
+    if let Some(text) = read_proc(&format!("/proc/{pid}/task/{pid}/children")) {
+        let kids = parse_children(&text);
+        if !kids.is_empty() {
+            return kids;
+        }
+        let mut out = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in dir
+                .flatten()
+                .filter(|t| t.file_name().to_str() != Some(&pid.to_string()))
+            {
+                if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                    out.extend(parse_children(&text));
+                }
             }
         }
+        return out;
     }
-    if !found_file {
-        out = all_pids()
-            .into_iter()
-            .filter(|&p| read_stat(p).is_some_and(|s| s.ppid == pid))
-            .collect();
-    }
-    out
+    all_pids()
+        .into_iter()
+        .filter(|&p| read_stat(p).is_some_and(|s| s.ppid == pid))
+        .collect()
+}
+
+/// Resident pages from /proc/<pid>/statm (second field).
+pub fn parse_statm_resident(text: &str) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn all_pids() -> Vec<u32> {
@@ -139,7 +172,7 @@ fn all_pids() -> Vec<u32> {
 }
 
 pub fn read_stat(pid: u32) -> Option<Stat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    parse_stat(&read_proc(&format!("/proc/{pid}/stat"))?)
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
@@ -181,6 +214,8 @@ mod tests {
         assert_eq!(parse_io("rchar: 1\n"), None);
         assert_eq!(parse_children("12 13 99\n"), vec![12, 13, 99]);
         assert!(parse_children("").is_empty());
+        assert_eq!(parse_statm_resident("2048 512 100 1 0 300 0\n"), Some(512));
+        assert_eq!(parse_statm_resident("2048"), None);
         let line = "7 (sh) S 4 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 50 0 0";
         assert_eq!(parse_stat(line).unwrap().ppid, 4);
     }

@@ -41,6 +41,7 @@ pub struct Sampler {
     mem_total_kb: Option<u64>,
     prev: Option<(Instant, HashMap<Key, u64>)>,
     peak_rss_kb: u64,
+    page_kb: u64,
 }
 
 /// CPU percent from CPU ticks of two samples taken `secs` apart. A process
@@ -69,6 +70,7 @@ impl Sampler {
             mem_total_kb: procfs::mem_total_kb(),
             prev: None,
             peak_rss_kb: 0,
+            page_kb: procfs::page_size() / 1024,
         }
     }
 
@@ -104,22 +106,26 @@ impl Sampler {
                 procfs::read_stat(pid)
             };
             let Some(stat) = stat else { continue };
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            // statm is the cheapest read of RSS; only the root's peak needs status.
+            let Some(pages) = procfs::read_proc(&format!("/proc/{pid}/statm"))
+                .and_then(|t| procfs::parse_statm_resident(&t))
+            else {
                 continue;
             };
             ticks.insert((pid, stat.starttime), stat.utime + stat.stime);
             u.processes += 1;
             u.threads += stat.num_threads;
-            rss_kb += procfs::status_kb(&status, "VmRSS").unwrap_or(0);
+            rss_kb += pages * self.page_kb;
             if pid == self.root {
-                root_hwm_kb = procfs::status_kb(&status, "VmHWM").unwrap_or(0);
+                root_hwm_kb = procfs::read_proc(&format!("/proc/{pid}/status"))
+                    .and_then(|t| procfs::status_kb(&t, "VmHWM"))
+                    .unwrap_or(0);
             }
             u.fds += std::fs::read_dir(format!("/proc/{pid}/fd"))
                 .map(|d| d.count() as u64)
                 .unwrap_or(0);
-            if let Some((r, w)) = std::fs::read_to_string(format!("/proc/{pid}/io"))
-                .ok()
-                .and_then(|t| procfs::parse_io(&t))
+            if let Some((r, w)) =
+                procfs::read_proc(&format!("/proc/{pid}/io")).and_then(|t| procfs::parse_io(&t))
             {
                 io_r += r;
                 io_w += w;
