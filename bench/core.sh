@@ -12,23 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=${1:-}
 command -v wrk >/dev/null || { echo "bench/core.sh needs wrk: apt-get install -y wrk" >&2; exit 1; }
-cargo build --release --quiet
-bin=target/release
-http=127.0.0.1:18080
-hb=127.0.0.1:18090
-export MUSTER_URL=http://$http MUSTER_HEARTBEAT_ADDR=$hb
 pin_d=""; pin_c=""
 if [ "$(nproc)" -ge 2 ]; then pin_d="taskset -c 0"; pin_c="taskset -c 1"; fi
-
-start() {
-  $pin_d $bin/musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "$@" 2>/tmp/musterd-bench.log &
-  pid=$!
-  for _ in $(seq 50); do curl -fs http://$http/health >/dev/null && return; sleep 0.1; done
-  echo "musterd did not start" >&2; cat /tmp/musterd-bench.log >&2; exit 1
-}
-stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
-# A failed scenario must not leave its daemon holding the ports.
-trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
+. bench/lib.sh
 d() { if [ -n "$quick" ]; then echo "$2"; else echo "$1"; fi; }
 
 echo "## UDP, 1,000 workers, 50,000 heartbeats/s"

@@ -8,22 +8,8 @@
 # with two cores the daemon and the clients share the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin=target/release
-http=127.0.0.1:18080
-hb=127.0.0.1:18090
-export MUSTER_URL=http://$http MUSTER_HEARTBEAT_ADDR=$hb
+. bench/lib.sh
 ulimit -n "$(ulimit -Hn)"
-
-start() {
-  $bin/musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "$@" 2>/tmp/musterd-bench.log &
-  pid=$!
-  for _ in $(seq 50); do curl -fs http://$http/health >/dev/null && return; sleep 0.1; done
-  echo "musterd did not start" >&2; exit 1
-}
-stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
-# A failed scenario must not leave its daemon holding the ports.
-trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
 
 echo "## 1,000 clients, 1,000 workers at 1 heartbeat/s"
 start

@@ -41,7 +41,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/metrics"),
 ];
 
-/// Statuses accepted by `?status=`.
+/// Values `?status=` accepts: any status, or `active`.
 const STATUSES: [&str; 7] = [
     "created",
     "idle",
@@ -51,6 +51,19 @@ const STATUSES: [&str; 7] = [
     "terminated",
     "active",
 ];
+
+/// The `?status=` query parameter, checked; shared by the REST list and the
+/// WebSocket streams.
+pub fn status_filter(query: &str) -> Result<Option<String>, Response> {
+    match query_param(query, "status") {
+        Some(st) if !STATUSES.contains(&st.as_str()) => Err(Response::error(
+            400,
+            "bad_status",
+            &format!("status must be one of {}", STATUSES.join(", ")),
+        )),
+        other => Ok(other),
+    }
+}
 
 pub struct Api {
     pub registry: Arc<Registry>,
@@ -338,25 +351,18 @@ impl Api {
     }
 
     fn list(&self, query: &str) -> Response {
-        let status = query_param(query, "status");
-        if let Some(st) = &status {
-            if !STATUSES.contains(&st.as_str()) {
-                return Response::error(
-                    400,
-                    "bad_status",
-                    &format!("status must be one of {}", STATUSES.join(", ")),
-                );
-            }
-        }
+        let status = match status_filter(query) {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
         let snaps = self.registry.snapshots();
         let mut out = Vec::with_capacity(16 + snaps.len() * 400);
         out.push(b'[');
         let mut first = true;
-        for s in snaps.iter().filter(|s| match status.as_deref() {
-            None => true,
-            Some("active") => s.is_active(),
-            Some(st) => s.status() == st,
-        }) {
+        for s in snaps
+            .iter()
+            .filter(|s| status.as_deref().is_none_or(|st| s.has_status(st)))
+        {
             if !first {
                 out.push(b',');
             }

@@ -103,34 +103,51 @@ pub fn main(args: &[String]) -> i32 {
         Some("procfs") => return procfs_bench(&args[1..]),
         _ => {}
     }
-    let opts = match parse(args) {
+    drive(
+        "muster bench",
+        USAGE,
+        parse(args),
+        |o: &Opts| (o.json, run(o)),
+        print_table,
+    )
+}
+
+/// The shape every bench shares: parse, run, print a table or JSON.
+/// Exit status 0, 1 (the run failed) or 2 (usage).
+pub(crate) fn drive<O, E: std::fmt::Display>(
+    name: &str,
+    usage: &str,
+    parsed: Result<Option<O>, E>,
+    run: impl FnOnce(&O) -> (bool, Result<Value, String>),
+    table: fn(&Value),
+) -> i32 {
+    let opts = match parsed {
         Ok(Some(o)) => o,
         Ok(None) => {
-            print!("{USAGE}");
+            print!("{usage}");
             return 0;
         }
         Err(e) => {
-            eprintln!("muster bench: {e}\n\n{USAGE}");
+            eprintln!("{name}: {e}\n\n{usage}");
             return 2;
         }
     };
     match run(&opts) {
-        Ok(report) => {
-            if opts.json {
-                println!("{report}");
-            } else {
-                print_table(&report);
-            }
+        (true, Ok(report)) => {
+            println!("{report}");
             0
         }
-        Err(e) => {
-            eprintln!("muster bench: {e}");
+        (false, Ok(report)) => {
+            table(&report);
+            0
+        }
+        (_, Err(e)) => {
+            eprintln!("{name}: {e}");
             1
         }
     }
 }
 
-/// The musterd on this host, when exactly one runs.
 /// `muster bench procfs [--processes N] [--samples M]`: time one sample of
 /// a process tree of N processes (a shell and N-1 sleeps), as the agent
 /// takes every interval.

@@ -89,31 +89,13 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
 }
 
 pub fn main(args: &[String]) -> i32 {
-    let o = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("muster bench ws: {e}\n\n{USAGE}");
-            return 2;
-        }
-    };
-    match run(&o) {
-        Ok(r) => {
-            if o.json {
-                println!("{r}");
-            } else {
-                print_table(&r);
-            }
-            0
-        }
-        Err(e) => {
-            eprintln!("muster bench ws: {e}");
-            1
-        }
-    }
+    crate::bench::drive(
+        "muster bench ws",
+        USAGE,
+        parse(args),
+        |o: &Opts| (o.json, run(o)),
+        print_table,
+    )
 }
 
 fn now_us() -> u64 {

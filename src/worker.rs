@@ -173,6 +173,15 @@ impl Snapshot {
         !self.inactive && !self.terminated
     }
 
+    /// Whether a `?status=` filter (a status, or `active`) keeps this worker.
+    pub fn has_status(&self, filter: &str) -> bool {
+        if filter == "active" {
+            self.is_active()
+        } else {
+            self.status() == filter
+        }
+    }
+
     /// The telemetry object of `GET /telemetry/{id}`, rendered once per
     /// snapshot however many readers ask.
     pub fn telemetry_json(&self) -> &str {

@@ -61,11 +61,7 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, s: &Snapshot) -> bool {
-        let status_ok = match self.status.as_deref() {
-            None => true,
-            Some("active") => s.is_active(),
-            Some(st) => s.status() == st,
-        };
+        let status_ok = self.status.as_deref().is_none_or(|st| s.has_status(st));
         let label_ok = match &self.label {
             None => true,
             Some((k, v)) => s.labels.get(k) == Some(v),
@@ -79,16 +75,6 @@ pub struct Subscription {
     pub stream: Stream,
     pub filter: Filter,
 }
-
-const STATUSES: [&str; 7] = [
-    "created",
-    "idle",
-    "working",
-    "error",
-    "inactive",
-    "terminated",
-    "active",
-];
 
 /// Is this a WebSocket path? Then the request must be a valid upgrade.
 pub fn is_ws_path(path: &str) -> bool {
@@ -116,16 +102,7 @@ pub fn subscription(path: &str, query: &str) -> Result<Subscription, Response> {
         _ => return Err(Response::error(404, "not_found", "no such stream")),
     };
     let mut filter = Filter::default();
-    if let Some(st) = query_param(query, "status") {
-        if !STATUSES.contains(&st.as_str()) {
-            return Err(Response::error(
-                400,
-                "bad_status",
-                &format!("status must be one of {}", STATUSES.join(", ")),
-            ));
-        }
-        filter.status = Some(st);
-    }
+    filter.status = crate::api::status_filter(query)?;
     if let Some(l) = query_param(query, "label") {
         let (k, v) = l
             .split_once(':')

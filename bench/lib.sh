@@ -1,0 +1,19 @@
+# Shared by the bench scripts: build, addresses, and a fresh musterd per
+# scenario. Source it after `cd` to the repository root. Set pin_d (e.g.
+# "taskset -c 0") before calling start to pin the daemon.
+cargo build --release --quiet
+bin=target/release
+http=127.0.0.1:18080
+hb=127.0.0.1:18090
+export MUSTER_URL=http://$http MUSTER_HEARTBEAT_ADDR=$hb
+pin_d=${pin_d:-}
+
+start() {
+  $pin_d $bin/musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "$@" 2>/tmp/musterd-bench.log &
+  pid=$!
+  for _ in $(seq 50); do curl -fs http://$http/health >/dev/null && return; sleep 0.1; done
+  echo "musterd did not start" >&2; cat /tmp/musterd-bench.log >&2; exit 1
+}
+stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+# A failed scenario must not leave its daemon holding the ports.
+trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
