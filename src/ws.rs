@@ -101,8 +101,10 @@ pub fn subscription(path: &str, query: &str) -> Result<Subscription, Response> {
         }
         _ => return Err(Response::error(404, "not_found", "no such stream")),
     };
-    let mut filter = Filter::default();
-    filter.status = crate::api::status_filter(query)?;
+    let mut filter = Filter {
+        status: crate::api::status_filter(query)?,
+        ..Filter::default()
+    };
     if let Some(l) = query_param(query, "label") {
         let (k, v) = l
             .split_once(':')

@@ -174,7 +174,7 @@ fn tcp_is_lossless_under_a_burst() {
     }
     s.write_all(burst.as_bytes()).unwrap();
     d.wait_for("every frame applied", |d| {
-        d.json("/telemetry/burst")["messages_processed"] == n + 1
+        d.get("/telemetry/burst").1["messages_processed"] == n + 1
     });
     let w = d.json("/api/workers/burst");
     assert_eq!(
