@@ -267,6 +267,11 @@ impl Conn {
         });
         match accepted {
             Ok((sub, resp)) => {
+                // Record changes from now on, before the first snapshot is
+                // composed, so nothing between the two is missed.
+                if sub.stream != ws::Stream::Summary {
+                    api.registry.changes.set_wanted(true);
+                }
                 self.respond(api, &resp, false, true);
                 let early = self.inbuf[body_start..].to_vec();
                 self.state = State::Ws(Box::new(WsConn::new(sub, early, now)));
