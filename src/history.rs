@@ -46,15 +46,16 @@ impl History {
         if self.ring.back().is_some_and(|last| last.t == s.t) {
             self.ring.pop_back();
         }
-        if self.ring.capacity() < cap.min(self.ring.len() + 1) {
+        // Make room first: pushing onto a full ring would double it.
+        while self.ring.len() >= cap.max(1) {
+            self.ring.pop_front();
+        }
+        if self.ring.capacity() < cap {
             // Grow to the configured size once, exactly: doubling would
             // leave a 720-sample ring holding room for 1,024.
             self.ring.reserve_exact(cap - self.ring.len());
         }
         self.ring.push_back(s);
-        while self.ring.len() > cap {
-            self.ring.pop_front();
-        }
     }
 
     pub fn len(&self) -> usize {
