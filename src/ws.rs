@@ -306,6 +306,34 @@ pub struct WsConn {
     next_summary: Instant,
     /// A shared update rendered for every plain client, ready to send.
     ready: Option<Utf8Bytes>,
+    /// A large message written by us, not tungstenite, and how much of it
+    /// is out. tungstenite keeps its write buffer at the size of the largest
+    /// message it ever sent; a 300 KB snapshot to each of 5,000 clients
+    /// would stay 1.5 GB. While this is in flight tungstenite neither
+    /// writes nor reads, so frames never interleave.
+    raw: Option<(Vec<u8>, usize)>,
+    read_deferred: bool,
+}
+
+/// Messages at least this large bypass tungstenite's write buffer.
+pub const RAW_MIN: usize = 32 * 1024;
+
+/// One unmasked, final text frame (RFC 6455 §5.2): a server's frame.
+pub fn raw_text_frame(payload: &[u8]) -> Vec<u8> {
+    let n = payload.len();
+    let mut f = Vec::with_capacity(n + 10);
+    f.push(0x81);
+    if n < 126 {
+        f.push(n as u8);
+    } else if n <= u16::MAX as usize {
+        f.push(126);
+        f.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        f.push(127);
+        f.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    f.extend_from_slice(payload);
+    f
 }
 
 /// One fan-out of changes to every client.
@@ -366,6 +394,8 @@ impl WsConn {
             unanswered_pings: 0,
             next_summary: now,
             ready: None,
+            raw: None,
+            read_deferred: false,
         }
     }
 
@@ -375,7 +405,11 @@ impl WsConn {
     }
 
     pub fn wants_write(&self) -> bool {
-        self.unflushed
+        self.unflushed || self.raw.is_some()
+    }
+
+    fn in_flight(&self) -> bool {
+        self.unflushed || self.raw.is_some()
     }
 
     /// Every worker, no filter: such clients can share one rendered update.
@@ -390,7 +424,7 @@ impl WsConn {
             let in_step = self.pending.is_empty()
                 && self.ready.is_none()
                 && !self.need_snapshot
-                && !self.unflushed;
+                && !self.in_flight();
             if self.is_plain() && in_step {
                 self.ready = Some(shared.text.clone());
                 self.note_removed(&f.removed);
@@ -431,6 +465,11 @@ impl WsConn {
     /// Read client frames: answer pings (tungstenite queues the pong), note
     /// pongs, ignore data, complete the close handshake.
     pub fn on_readable(&mut self, stream: &mut TcpStream) -> Result<(), Ended> {
+        if self.raw.is_some() {
+            // tungstenite would answer a ping in the middle of our frame.
+            self.read_deferred = true;
+            return Ok(());
+        }
         loop {
             match self.ctx.read(stream) {
                 Ok(Message::Pong(_)) => self.unanswered_pings = 0,
@@ -467,6 +506,23 @@ impl WsConn {
         now: Instant,
     ) -> Result<(), Ended> {
         loop {
+            if let Some((frame, pos)) = &mut self.raw {
+                while *pos < frame.len() {
+                    match io::Write::write(stream, &frame[*pos..]) {
+                        Ok(0) => return Err(Ended::Closed),
+                        Ok(n) => *pos += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Err(Ended::Error),
+                    }
+                }
+                // Dropping the buffer returns its memory at once.
+                self.raw = None;
+                self.last_flushed = now;
+                if std::mem::take(&mut self.read_deferred) {
+                    self.on_readable(stream)?;
+                }
+            }
             if self.unflushed {
                 match self.ctx.flush(stream) {
                     Ok(()) => {
@@ -483,6 +539,10 @@ impl WsConn {
             let Some(text) = self.next_message(registry, limits, now) else {
                 return Ok(());
             };
+            if text.len() >= RAW_MIN {
+                self.raw = Some((raw_text_frame(text.as_bytes()), 0));
+                continue;
+            }
             match self.ctx.write(stream, Message::Text(text)) {
                 Ok(()) => self.unflushed = true,
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -578,13 +638,13 @@ impl WsConn {
         limits: WsLimits,
         now: Instant,
     ) -> Result<(), Ended> {
-        if self.unflushed
+        if self.in_flight()
             && now.saturating_duration_since(self.last_flushed) >= limits.stall_timeout
         {
             self.close(stream, CloseCode::Policy, "client stalled");
             return Err(Ended::Stalled);
         }
-        if now >= self.next_ping {
+        if now >= self.next_ping && self.raw.is_none() {
             if self.unanswered_pings >= 2 {
                 self.close(stream, CloseCode::Policy, "pings unanswered");
                 return Err(Ended::PingTimeout);
@@ -636,6 +696,16 @@ mod tests {
         assert_eq!(accept(&req(plain)).unwrap_err().status, 426);
         let post = GOOD.replace("GET", "POST");
         assert_eq!(accept(&req(&post)).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn raw_frames_have_rfc_6455_headers() {
+        assert_eq!(raw_text_frame(b"hi"), [0x81, 2, b'h', b'i']);
+        let mid = raw_text_frame(&[b'x'; 300]);
+        assert_eq!(&mid[..4], &[0x81, 126, 1, 44]);
+        let big = raw_text_frame(&vec![b'x'; 70_000]);
+        assert_eq!(&big[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        assert_eq!(big.len(), 70_010);
     }
 
     #[test]

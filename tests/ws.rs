@@ -370,3 +370,45 @@ fn a_client_that_vanishes_is_cleaned_up() {
         d.json("/health")["connections"]["ws_clients"] == 0
     });
 }
+
+#[test]
+fn a_large_snapshot_and_large_updates_arrive_whole() {
+    let d = Daemon::start(&[]);
+    let pad = "p".repeat(200);
+    for i in 0..400 {
+        beat(
+            &d,
+            &format!(r#"{{"type":"heartbeat","worker_id":"big{i}","labels":{{"pad":"{pad}"}}}}"#),
+        );
+    }
+    d.wait_for("all", |d| d.json("/health")["frames"]["applied"] == 400);
+    let mut ws = connect(&d, "/ws/telemetry");
+    let snap = next(&mut ws);
+    assert_eq!(
+        snap["workers"].as_object().unwrap().len(),
+        400,
+        "a {}-byte snapshot",
+        snap.to_string().len()
+    );
+    // A ping in the middle of a large frame must not break it.
+    ws.send(Message::Ping(b"mid".to_vec().into())).unwrap();
+    for i in 0..400 {
+        beat(
+            &d,
+            &format!(
+                r#"{{"type":"heartbeat","worker_id":"big{i}","cpu_usage":9,"labels":{{"pad":"{pad}"}}}}"#
+            ),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 400 {
+        assert!(Instant::now() < deadline, "saw {} of 400", seen.len());
+        let m = next(&mut ws);
+        for (id, w) in m["workers"].as_object().into_iter().flatten() {
+            if w["cpu_usage"] == 9.0 {
+                seen.insert(id.clone());
+            }
+        }
+    }
+}

@@ -31,6 +31,15 @@ fn python_websockets_gets_snapshot_and_update() {
     let d = Daemon::start(&[]);
     d.udp(br#"{"type":"heartbeat","worker_id":"py","cpu_usage":1}"#);
     d.wait_applied("py", 1);
+    // Enough workers that the snapshot goes out as one large raw frame.
+    let pad = "p".repeat(300);
+    for i in 0..200 {
+        d.udp(
+            format!(r#"{{"type":"heartbeat","worker_id":"pad{i}","labels":{{"pad":"{pad}"}}}}"#)
+                .as_bytes(),
+        );
+    }
+    d.wait_for("padding", |d| d.json("/health")["frames"]["applied"] == 201);
     let mut child = Command::new("python3")
         .args(["-c", CLIENT, &format!("ws://{}/ws/telemetry", d.http)])
         .stdout(Stdio::piped())
@@ -40,6 +49,7 @@ fn python_websockets_gets_snapshot_and_update() {
     let snap: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(snap["workers"]["py"]["cpu_usage"], 1.0);
+    assert_eq!(snap["workers"].as_object().unwrap().len(), 201);
     d.udp(br#"{"type":"heartbeat","worker_id":"py","cpu_usage":55}"#);
     let up: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(up["type"], "update");
