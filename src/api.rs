@@ -70,7 +70,14 @@ pub struct Api {
     pub started: Instant,
     /// Inode of the heartbeat UDP socket, to find its kernel drop count.
     pub udp_inode: Option<u64>,
+    /// The last reading of the kernel's drop count and when it was taken:
+    /// /proc/net/udp is the kernel writing out every UDP socket, too dear
+    /// to read on every `/health` (it capped `/health` at 9,000 req/s).
+    pub udp_drops_cache: std::cell::Cell<Option<(Instant, Option<u64>)>>,
 }
+
+/// How long a reading of /proc/net/udp is reused.
+const UDP_DROPS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Route {
     Health,
@@ -230,7 +237,7 @@ impl Api {
             stats: &reg.stats,
             version: VERSION,
             uptime_seconds: self.started.elapsed().as_secs_f64(),
-            udp_kernel_drops: self.udp_inode.and_then(procfs::read_udp_drops),
+            udp_kernel_drops: self.udp_kernel_drops(),
             max_workers: reg.live.max_workers(),
         };
         let body = metrics::render(&d, &reg.snapshots(), Instant::now());
@@ -240,6 +247,17 @@ impl Api {
             body: body.into_bytes(),
             ..Response::default()
         }
+    }
+
+    fn udp_kernel_drops(&self) -> Option<u64> {
+        if let Some((at, v)) = self.udp_drops_cache.get() {
+            if at.elapsed() < UDP_DROPS_TTL {
+                return v;
+            }
+        }
+        let v = self.udp_inode.and_then(procfs::read_udp_drops);
+        self.udp_drops_cache.set(Some((Instant::now(), v)));
+        v
     }
 
     pub fn fleet_metrics(&self) -> Value {
@@ -293,7 +311,7 @@ impl Api {
                 "rejected_by_reason": rejected,
                 "dropped_by_reason": dropped,
             },
-            "udp_kernel_drops": self.udp_inode.and_then(procfs::read_udp_drops),
+            "udp_kernel_drops": self.udp_kernel_drops(),
             "connections": {
                 "tcp_open": st.tcp_open.load(Relaxed),
                 "tcp_accepted": st.tcp_accepted.load(Relaxed),
@@ -498,6 +516,7 @@ mod tests {
             )),
             started: Instant::now(),
             udp_inode: None,
+            udp_drops_cache: Default::default(),
         }
     }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: muster bench heartbeats [options]
        muster bench ws --help
+       muster bench push --help
 
 Send paced heartbeats from N simulated workers and report what musterd applied.
 
@@ -100,6 +101,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
 pub fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("ws") => return crate::bench_ws::main(&args[1..]),
+        Some("push") => return crate::bench_push::main(&args[1..]),
         Some("procfs") => return procfs_bench(&args[1..]),
         _ => {}
     }

@@ -189,6 +189,7 @@ impl Daemon {
                     registry: registry.clone(),
                     started,
                     udp_inode,
+                    udp_drops_cache: Default::default(),
                 };
                 let (server, waker) =
                     HttpServer::new(listener, api, shutdown.clone(), watchdog.take()).map_err(

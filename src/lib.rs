@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod api;
 pub mod bench;
+pub mod bench_push;
 pub mod bench_ws;
 pub mod capacity;
 pub mod changes;
