@@ -98,18 +98,7 @@ fn put(s: &mut TcpStream, host: &str, id: &str, seq: u64, buf: &mut Vec<u8>) -> 
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
         if let Ok(httparse::Status::Complete(n)) = resp.parse(buf) {
-            let len = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| {
-                    std::str::from_utf8(h.value)
-                        .ok()?
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                })
-                .unwrap_or(0);
+            let len = crate::client::content_length(resp.headers).unwrap_or(0);
             let code = resp.code;
             while buf.len() < n + len {
                 let k = s.read(&mut chunk).ok().filter(|&k| k > 0)?;

@@ -74,6 +74,14 @@ pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, Vec<u
     parse_response(&buf)
 }
 
+/// The Content-Length of a parsed response head, if it has a valid one.
+pub fn content_length(headers: &[httparse::Header]) -> Option<usize> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+}
+
 fn parse_response(buf: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
@@ -85,17 +93,7 @@ fn parse_response(buf: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
         Err(e) => return Err(ClientError::Protocol(e.to_string())),
     };
     let status = resp.code.unwrap_or(0);
-    let len = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| {
-            std::str::from_utf8(h.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        });
+    let len = content_length(resp.headers);
     let body = &buf[n..];
     let body = match len {
         Some(l) if l <= body.len() => &body[..l],
