@@ -16,6 +16,7 @@ use crate::stats::DropReason;
 use crate::worker::Handle;
 use crate::worker::{Snapshot, Telemetry, unix_ms};
 use crate::{metrics, procfs};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -277,56 +278,58 @@ impl Api {
         }
     }
 
-    fn health(&self) -> Value {
-        let st = &self.registry.stats;
+    /// Serialised straight from the counters: `/health` is what monitors
+    /// poll, so it builds no intermediate JSON tree.
+    fn health(&self) -> Health {
+        let st = &*self.registry.stats;
         let c = self.registry.counts();
-        let mut rejected = Map::new();
-        for r in RejectReason::ALL {
-            rejected.insert(r.as_str().into(), json!(st.rejected(r)));
+        Health {
+            status: "healthy",
+            time: unix_ms() / 1000,
+            uptime_seconds: self.started.elapsed().as_secs(),
+            version: VERSION,
+            workers: HealthWorkers {
+                total: c.total,
+                active: c.active,
+                inactive: c.inactive,
+                terminated: c.terminated,
+                max: self.registry.live.max_workers(),
+                threads: st.worker_threads.load(Relaxed),
+                evicted: st.workers_evicted.load(Relaxed),
+                deleted: st.workers_deleted.load(Relaxed),
+            },
+            frames: HealthFrames {
+                received: st.frames_received.load(Relaxed),
+                applied: st.frames_applied.load(Relaxed),
+                rejected: st.rejected_total(),
+                dropped: st.dropped_total(),
+                rejected_by_reason: ByReason(
+                    RejectReason::ALL
+                        .map(|r| (r.as_str(), st.rejected(r)))
+                        .to_vec(),
+                ),
+                dropped_by_reason: ByReason(
+                    DropReason::ALL
+                        .map(|d| (d.as_str(), st.dropped(d)))
+                        .to_vec(),
+                ),
+            },
+            udp_kernel_drops: self.udp_kernel_drops(),
+            connections: HealthConnections {
+                tcp_open: st.tcp_open.load(Relaxed),
+                tcp_accepted: st.tcp_accepted.load(Relaxed),
+                tcp_closed_idle: st.tcp_closed_idle.load(Relaxed),
+                tcp_closed_superseded: st.tcp_closed_superseded.load(Relaxed),
+                tcp_refused_full: st.tcp_refused_full.load(Relaxed),
+                http_open: st.http_open.load(Relaxed),
+                http_refused_full: st.http_refused_full.load(Relaxed),
+                ws_clients: st.ws_clients.load(Relaxed),
+                ws_accepted: st.ws_accepted.load(Relaxed),
+                ws_closed_stalled: st.ws_closed_stalled.load(Relaxed),
+                ws_closed_ping: st.ws_closed_ping.load(Relaxed),
+                ws_closed_too_big: st.ws_closed_too_big.load(Relaxed),
+            },
         }
-        let mut dropped = Map::new();
-        for d in DropReason::ALL {
-            dropped.insert(d.as_str().into(), json!(st.dropped(d)));
-        }
-        json!({
-            "status": "healthy",
-            "time": unix_ms() / 1000,
-            "uptime_seconds": self.started.elapsed().as_secs(),
-            "version": VERSION,
-            "workers": {
-                "total": c.total,
-                "active": c.active,
-                "inactive": c.inactive,
-                "terminated": c.terminated,
-                "max": self.registry.live.max_workers(),
-                "threads": st.worker_threads.load(Relaxed),
-                "evicted": st.workers_evicted.load(Relaxed),
-                "deleted": st.workers_deleted.load(Relaxed),
-            },
-            "frames": {
-                "received": st.frames_received.load(Relaxed),
-                "applied": st.frames_applied.load(Relaxed),
-                "rejected": st.rejected_total(),
-                "dropped": st.dropped_total(),
-                "rejected_by_reason": rejected,
-                "dropped_by_reason": dropped,
-            },
-            "udp_kernel_drops": self.udp_kernel_drops(),
-            "connections": {
-                "tcp_open": st.tcp_open.load(Relaxed),
-                "tcp_accepted": st.tcp_accepted.load(Relaxed),
-                "tcp_closed_idle": st.tcp_closed_idle.load(Relaxed),
-                "tcp_closed_superseded": st.tcp_closed_superseded.load(Relaxed),
-                "tcp_refused_full": st.tcp_refused_full.load(Relaxed),
-                "http_open": st.http_open.load(Relaxed),
-                "http_refused_full": st.http_refused_full.load(Relaxed),
-                "ws_clients": st.ws_clients.load(Relaxed),
-                "ws_accepted": st.ws_accepted.load(Relaxed),
-                "ws_closed_stalled": st.ws_closed_stalled.load(Relaxed),
-                "ws_closed_ping": st.ws_closed_ping.load(Relaxed),
-                "ws_closed_too_big": st.ws_closed_too_big.load(Relaxed),
-            },
-        })
     }
 
     /// `{"id": telemetry, ...}` from the pre-rendered objects.
@@ -434,6 +437,70 @@ pub fn fleet_metrics(registry: &Registry, started: Instant) -> Value {
         .unwrap_or(Value::Null);
     v["workers"] = json!(handles.len());
     v
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    time: u64,
+    uptime_seconds: u64,
+    version: &'static str,
+    workers: HealthWorkers,
+    frames: HealthFrames,
+    udp_kernel_drops: Option<u64>,
+    connections: HealthConnections,
+}
+
+#[derive(Serialize)]
+struct HealthWorkers {
+    total: usize,
+    active: usize,
+    inactive: usize,
+    terminated: usize,
+    max: usize,
+    threads: usize,
+    evicted: u64,
+    deleted: u64,
+}
+
+#[derive(Serialize)]
+struct HealthFrames {
+    received: u64,
+    applied: u64,
+    rejected: u64,
+    dropped: u64,
+    rejected_by_reason: ByReason,
+    dropped_by_reason: ByReason,
+}
+
+#[derive(Serialize)]
+struct HealthConnections {
+    tcp_open: usize,
+    tcp_accepted: u64,
+    tcp_closed_idle: u64,
+    tcp_closed_superseded: u64,
+    tcp_refused_full: u64,
+    http_open: usize,
+    http_refused_full: u64,
+    ws_clients: usize,
+    ws_accepted: u64,
+    ws_closed_stalled: u64,
+    ws_closed_ping: u64,
+    ws_closed_too_big: u64,
+}
+
+/// Counters by reason, as a JSON object.
+struct ByReason(Vec<(&'static str, u64)>);
+
+impl Serialize for ByReason {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = ser.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 /// One worker's run metrics: window from its thread's side state, totals
