@@ -201,7 +201,7 @@ impl Ingest {
                 Ok(()) => return,
                 Err(TrySendError::Full(_)) => {
                     self.registry.stats.drop_frame(DropReason::InboxFull);
-                    self.warn_limited("udp_inbox_full", || {
+                    self.log_limit.warn("udp_inbox_full", || {
                         format!("dropped udp frame worker={id}: inbox full (worker thread behind)")
                     });
                     return;
@@ -230,12 +230,6 @@ impl Ingest {
         }
     }
 
-    fn warn_limited(&self, key: &'static str, msg: impl FnOnce() -> String) {
-        if let Some(suppressed) = self.log_limit.check(key, Instant::now()) {
-            log::warn!("{} (suppressed={suppressed})", msg());
-        }
-    }
-
     fn accept(&mut self, now: Instant) {
         loop {
             match self.listener.accept() {
@@ -243,7 +237,7 @@ impl Ingest {
                     let stats = &self.registry.stats;
                     if self.conns.len() >= self.registry.live.max_workers() + TCP_SLACK {
                         stats.tcp_refused_full.fetch_add(1, Relaxed);
-                        self.warn_limited("tcp_full", || {
+                        self.log_limit.warn("tcp_full", || {
                             format!("refusing tcp peer={peer}: too many connections")
                         });
                         continue;

@@ -44,6 +44,16 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// Log a warning for `key` unless one was logged within the window;
+    /// the line says how many were suppressed since the last.
+    pub fn warn(&self, key: &'static str, msg: impl FnOnce() -> String) {
+        if let Some(suppressed) = self.check(key, Instant::now()) {
+            log::warn!("{} (suppressed={suppressed})", msg());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

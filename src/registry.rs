@@ -83,7 +83,7 @@ impl Registry {
             return Ok(e.handle.clone());
         }
         if map.len() >= self.live.max_workers() {
-            self.warn_limited("worker_cap", || {
+            self.log_limit.warn("worker_cap", || {
                 format!(
                     "max_workers={} reached: refusing new worker id={id}",
                     self.live.max_workers()
@@ -124,17 +124,11 @@ impl Registry {
                 Ok(handle)
             }
             Err(e) => {
-                self.warn_limited("spawn_failed", || {
+                self.log_limit.warn("spawn_failed", || {
                     format!("cannot start a thread for worker id={id}: {e}")
                 });
                 Err(RejectReason::WorkerCap)
             }
-        }
-    }
-
-    fn warn_limited(&self, key: &'static str, msg: impl FnOnce() -> String) {
-        if let Some(suppressed) = self.log_limit.check(key, Instant::now()) {
-            log::warn!("{} (suppressed={suppressed})", msg());
         }
     }
 
