@@ -73,8 +73,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         every: None,
         pid: None,
         cmd: cmd.to_vec(),
-        heartbeat: std::env::var("MUSTER_HEARTBEAT_ADDR")
-            .unwrap_or_else(|_| "127.0.0.1:8090".into()),
+        heartbeat: crate::client::env_heartbeat_addr(),
     };
     let err = |e: lexopt::Error| e.to_string();
     let dur = |v: String| crate::config::parse_duration(&v);

@@ -58,9 +58,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         duration: Duration::from_secs(10),
         stalled: 0,
         pid: None,
-        url: std::env::var("MUSTER_URL").unwrap_or_else(|_| client::DEFAULT_URL.into()),
-        heartbeat: std::env::var("MUSTER_HEARTBEAT_ADDR")
-            .unwrap_or_else(|_| "127.0.0.1:8090".into()),
+        url: crate::client::env_url(),
+        heartbeat: crate::client::env_heartbeat_addr(),
         json: false,
     };
     let mut p = lexopt::Parser::from_args(args.iter().cloned());

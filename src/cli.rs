@@ -77,7 +77,7 @@ pub fn main(args: Vec<String>) -> i32 {
 
 fn run(args: Vec<String>) -> Out {
     // Global --url before the command.
-    let mut url = std::env::var("MUSTER_URL").unwrap_or_else(|_| client::DEFAULT_URL.into());
+    let mut url = crate::client::env_url();
     let mut rest = args.into_iter().peekable();
     let mut head = Vec::new();
     while let Some(a) = rest.peek() {
@@ -506,8 +506,7 @@ fn watch_once(http: SocketAddr, path: &str, tty: bool) -> Result<(), WatchEnd> {
 }
 
 fn beat(args: &[String]) -> Out {
-    let mut hb_addr =
-        std::env::var("MUSTER_HEARTBEAT_ADDR").unwrap_or_else(|_| "127.0.0.1:8090".into());
+    let mut hb_addr = crate::client::env_heartbeat_addr();
     let mut frame = Map::new();
     let (mut id, mut tcp, mut bye) = (None, false, false);
     let mut p = lexopt::Parser::from_args(args.iter().cloned());

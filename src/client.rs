@@ -11,6 +11,19 @@ use std::time::Duration;
 
 /// Default daemon address, overridden by `--url` or `MUSTER_URL`.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+/// Default heartbeat address, overridden by `--heartbeat-addr` or
+/// `MUSTER_HEARTBEAT_ADDR`.
+pub const DEFAULT_HEARTBEAT_ADDR: &str = "127.0.0.1:8090";
+
+/// The daemon's HTTP address before flags: `MUSTER_URL` or the default.
+pub fn env_url() -> String {
+    std::env::var("MUSTER_URL").unwrap_or_else(|_| DEFAULT_URL.into())
+}
+
+/// The heartbeat address before flags: `MUSTER_HEARTBEAT_ADDR` or the default.
+pub fn env_heartbeat_addr() -> String {
+    std::env::var("MUSTER_HEARTBEAT_ADDR").unwrap_or_else(|_| DEFAULT_HEARTBEAT_ADDR.into())
+}
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response read: a fleet of 10,000 workers is a few MB.
 const MAX_RESPONSE: u64 = 256 << 20;
