@@ -10,7 +10,7 @@
 
 use crate::http_head::{Method, Request, Response, percent_decode, query_param};
 use crate::protocol::{RejectReason, WorkerId, check_worker_id};
-use crate::registry::Registry;
+use crate::registry::{Counts, Registry};
 use crate::runs::{self, Totals};
 use crate::stats::DropReason;
 use crate::worker::Handle;
@@ -18,6 +18,7 @@ use crate::worker::{Snapshot, Telemetry, unix_ms};
 use crate::{metrics, procfs};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -70,11 +71,20 @@ pub struct Api {
     pub registry: Arc<Registry>,
     pub started: Instant,
     /// Inode of the heartbeat UDP socket, to find its kernel drop count.
-    pub udp_inode: Option<u64>,
+    udp_inode: Option<u64>,
     /// The last reading of the kernel's drop count and when it was taken:
     /// /proc/net/udp is the kernel writing out every UDP socket, too dear
     /// to read on every `/health` (it capped `/health` at 9,000 req/s).
-    pub udp_drops_cache: std::cell::Cell<Option<(Instant, Option<u64>)>>,
+    udp_drops_cache: Cell<Option<(Instant, Option<u64>)>>,
+    /// The last `/telemetry` body and the fleet version it was built at,
+    /// served again while no worker has changed since.
+    telemetry_cache: RefCell<Option<(u64, Arc<[u8]>)>>,
+    /// Workers by state at a fleet version: counting them reads every
+    /// snapshot, so `/health` does it only after something changed.
+    counts_cache: Cell<Option<(u64, Counts)>>,
+    /// The last `/health` and its bytes, sent again while every value in
+    /// it is the same (a monitor polling a quiet daemon).
+    health_cache: RefCell<Option<(Health, Arc<[u8]>)>>,
 }
 
 /// How long a reading of /proc/net/udp is reused.
@@ -150,6 +160,18 @@ fn route(path: &str) -> Result<Route, Response> {
 }
 
 impl Api {
+    pub fn new(registry: Arc<Registry>, started: Instant, udp_inode: Option<u64>) -> Api {
+        Api {
+            registry,
+            started,
+            udp_inode,
+            udp_drops_cache: Cell::default(),
+            telemetry_cache: RefCell::default(),
+            counts_cache: Cell::default(),
+            health_cache: RefCell::default(),
+        }
+    }
+
     pub fn handle(&self, req: &Request, _body: &[u8]) -> Response {
         let route = match route(&req.path) {
             Ok(r) => r,
@@ -174,9 +196,9 @@ impl Api {
 
     fn get(&self, route: Route, query: &str) -> Response {
         match route {
-            Route::Health => json_ok(&self.health()),
+            Route::Health => Response::json(200, self.health_body()),
             Route::Metrics => self.metrics(),
-            Route::Telemetry => Response::json(200, self.telemetry_map()),
+            Route::Telemetry => Response::json(200, self.telemetry_body()),
             Route::TelemetryOne(id) => match self.registry.snapshot(&id) {
                 Some(s) => Response::json(200, s.telemetry_json().as_bytes().to_vec()),
                 None => not_found(),
@@ -245,7 +267,7 @@ impl Api {
         Response {
             status: 200,
             content_type: metrics::CONTENT_TYPE,
-            body: body.into_bytes(),
+            body: body.into_bytes().into(),
             ..Response::default()
         }
     }
@@ -280,9 +302,34 @@ impl Api {
 
     /// Serialised straight from the counters: `/health` is what monitors
     /// poll, so it builds no intermediate JSON tree.
+    /// `/health`, serialised again only when a value in it changed.
+    fn health_body(&self) -> Arc<[u8]> {
+        let h = self.health();
+        if let Some((last, body)) = &*self.health_cache.borrow() {
+            if *last == h {
+                return body.clone();
+            }
+        }
+        let body: Arc<[u8]> = serde_json::to_vec(&h).unwrap_or_default().into();
+        *self.health_cache.borrow_mut() = Some((h, body.clone()));
+        body
+    }
+
+    fn counts(&self) -> Counts {
+        let version = self.registry.changes.version();
+        match self.counts_cache.get() {
+            Some((v, c)) if v == version => c,
+            _ => {
+                let c = self.registry.counts();
+                self.counts_cache.set(Some((version, c)));
+                c
+            }
+        }
+    }
+
     fn health(&self) -> Health {
         let st = &*self.registry.stats;
-        let c = self.registry.counts();
+        let c = self.counts();
         Health {
             status: "healthy",
             time: unix_ms() / 1000,
@@ -304,15 +351,9 @@ impl Api {
                 rejected: st.rejected_total(),
                 dropped: st.dropped_total(),
                 rejected_by_reason: ByReason(
-                    RejectReason::ALL
-                        .map(|r| (r.as_str(), st.rejected(r)))
-                        .to_vec(),
+                    RejectReason::ALL.map(|r| (r.as_str(), st.rejected(r))),
                 ),
-                dropped_by_reason: ByReason(
-                    DropReason::ALL
-                        .map(|d| (d.as_str(), st.dropped(d)))
-                        .to_vec(),
-                ),
+                dropped_by_reason: ByReason(DropReason::ALL.map(|d| (d.as_str(), st.dropped(d)))),
             },
             udp_kernel_drops: self.udp_kernel_drops(),
             connections: HealthConnections {
@@ -330,6 +371,20 @@ impl Api {
                 ws_closed_too_big: st.ws_closed_too_big.load(Relaxed),
             },
         }
+    }
+
+    /// The `/telemetry` body, rebuilt only when the fleet's version moved:
+    /// a dashboard polling a quiet fleet costs a lookup, not an assembly.
+    fn telemetry_body(&self) -> Arc<[u8]> {
+        let version = self.registry.changes.version();
+        if let Some((v, body)) = &*self.telemetry_cache.borrow() {
+            if *v == version {
+                return body.clone();
+            }
+        }
+        let body: Arc<[u8]> = self.telemetry_map().into();
+        *self.telemetry_cache.borrow_mut() = Some((version, body.clone()));
+        body
     }
 
     /// `{"id": telemetry, ...}` from the pre-rendered objects.
@@ -439,7 +494,7 @@ pub fn fleet_metrics(registry: &Registry, started: Instant) -> Value {
     v
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq)]
 struct Health {
     status: &'static str,
     time: u64,
@@ -451,7 +506,7 @@ struct Health {
     connections: HealthConnections,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq)]
 struct HealthWorkers {
     total: usize,
     active: usize,
@@ -463,17 +518,17 @@ struct HealthWorkers {
     deleted: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq)]
 struct HealthFrames {
     received: u64,
     applied: u64,
     rejected: u64,
     dropped: u64,
-    rejected_by_reason: ByReason,
-    dropped_by_reason: ByReason,
+    rejected_by_reason: ByReason<{ RejectReason::ALL.len() }>,
+    dropped_by_reason: ByReason<{ DropReason::ALL.len() }>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq)]
 struct HealthConnections {
     tcp_open: usize,
     tcp_accepted: u64,
@@ -490,12 +545,13 @@ struct HealthConnections {
 }
 
 /// Counters by reason, as a JSON object.
-struct ByReason(Vec<(&'static str, u64)>);
+#[derive(PartialEq)]
+struct ByReason<const N: usize>([(&'static str, u64); N]);
 
-impl Serialize for ByReason {
+impl<const N: usize> Serialize for ByReason<N> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut m = ser.serialize_map(Some(self.0.len()))?;
+        let mut m = ser.serialize_map(Some(N))?;
         for (k, v) in &self.0 {
             m.serialize_entry(k, v)?;
         }
@@ -558,8 +614,14 @@ fn json_ok(v: &impl serde::Serialize) -> Response {
 }
 
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    // Worker ids need no escaping, but the serialiser is cheap insurance.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // Worker ids need no escaping; anything else goes through the serialiser.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 #[cfg(test)]
@@ -575,16 +637,15 @@ mod tests {
 
     fn api() -> Api {
         let cfg = config::defaults();
-        Api {
-            registry: Arc::new(Registry::new(
+        Api::new(
+            Arc::new(Registry::new(
                 Arc::new(Stats::default()),
                 Arc::new(Live::new(&cfg, 100)),
                 Arc::new(Changes::default()),
             )),
-            started: Instant::now(),
-            udp_inode: None,
-            udp_drops_cache: Default::default(),
-        }
+            Instant::now(),
+            None,
+        )
     }
 
     fn call(api: &Api, method: &str, target: &str) -> (u16, Value, Response) {
@@ -608,6 +669,51 @@ mod tests {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn telemetry_body_is_reused_until_a_worker_changes() {
+        let a = api();
+        beat(&a, r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":1}"#);
+        let first = a.telemetry_body();
+        assert!(Arc::ptr_eq(&first, &a.telemetry_body()), "quiet fleet");
+        beat(&a, r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":2}"#);
+        let (_, v, _) = call(&a, "GET", "/telemetry");
+        assert_eq!(v["w1"]["cpu_usage"], 2.0);
+        beat(&a, r#"{"type":"heartbeat","worker_id":"w2"}"#);
+        let (_, v, _) = call(&a, "GET", "/telemetry");
+        assert!(v["w2"].is_object(), "a new worker is listed at once");
+        assert!(a.registry.remove("w2"));
+        let (_, v, _) = call(&a, "GET", "/telemetry");
+        assert!(v.get("w2").is_none(), "a removed worker is gone at once");
+        assert!(!Arc::ptr_eq(&first, &a.telemetry_body()));
+        a.registry.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn health_is_fresh_on_every_poll() {
+        let a = api();
+        let (_, v, first) = call(&a, "GET", "/health");
+        assert_eq!(v["workers"]["total"], 0);
+        let (_, _, again) = call(&a, "GET", "/health");
+        assert_eq!(first.body, again.body);
+        beat(&a, r#"{"type":"heartbeat","worker_id":"w1"}"#);
+        let (_, v, _) = call(&a, "GET", "/health");
+        assert_eq!(
+            (
+                v["workers"]["total"].as_u64(),
+                v["workers"]["active"].as_u64()
+            ),
+            (Some(1), Some(1))
+        );
+        assert_eq!(v["frames"]["applied"], 1);
+        a.registry.stats.frames_received.fetch_add(5, Relaxed);
+        let (_, v, _) = call(&a, "GET", "/health");
+        assert_eq!(v["frames"]["received"], 5);
+        assert!(a.registry.remove("w1"));
+        let (_, v, _) = call(&a, "GET", "/health");
+        assert_eq!(v["workers"]["total"], 0);
+        a.registry.shutdown(Instant::now() + Duration::from_secs(5));
     }
 
     #[test]

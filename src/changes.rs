@@ -8,11 +8,19 @@
 //! no live subscribers pays one relaxed load per change.
 //!
 //! It does not carry state: subscribers read the current snapshot of each id.
+//!
+//! It also keeps a version, bumped before and after every publish, and after
+//! every insert and removal, whether or not anyone subscribes: a reader that
+//! assembled something from every snapshot at version `v` may reuse it while
+//! the version is still `v`. (Before: whoever sees the new snapshot also sees
+//! a new version. After: whatever was assembled meanwhile is not reused.)
 
 use crate::protocol::WorkerId;
 use crate::worker::OnChange;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Removal notices kept between drains at most; older ones are dropped
@@ -30,6 +38,7 @@ pub struct Changes {
     pending: Mutex<Pending>,
     waker: OnceLock<Arc<mio::Waker>>,
     wanted: AtomicBool,
+    version: AtomicU64,
 }
 
 impl Changes {
@@ -43,7 +52,18 @@ impl Changes {
         self.wanted.store(wanted, Relaxed);
     }
 
+    /// The fleet's version: read it before reading the snapshots.
+    pub fn version(&self) -> u64 {
+        self.version.load(Acquire)
+    }
+
+    /// Say that the fleet changed (a worker was added) without naming it.
+    pub fn bump(&self) {
+        self.version.fetch_add(1, Release);
+    }
+
     fn record(&self, f: impl FnOnce(&mut Pending)) {
+        self.bump();
         if !self.wanted.load(Relaxed) {
             return;
         }
@@ -82,6 +102,10 @@ impl Changes {
 }
 
 impl OnChange for Changes {
+    fn will_change(&self) {
+        self.bump();
+    }
+
     fn changed(&self, id: &WorkerId) {
         self.record(|p| {
             p.changed.insert(id.clone());

@@ -185,12 +185,7 @@ impl Daemon {
 
         let http = match http_listener {
             Some(listener) => {
-                let api = Api {
-                    registry: registry.clone(),
-                    started,
-                    udp_inode,
-                    udp_drops_cache: Default::default(),
-                };
+                let api = Api::new(registry.clone(), started, udp_inode);
                 let (server, waker) =
                     HttpServer::new(listener, api, shutdown.clone(), watchdog.take()).map_err(
                         |source| StartupError {

@@ -13,11 +13,12 @@
 //! in flight is closed after [`IDLE_TIMEOUT`].
 
 use crate::api::Api;
-use crate::http_head::{self, HeadError, Method, Request, Response};
+use crate::http_head::{self, Body, HeadError, Method, Request, Response};
 use crate::ws::{self, Ended, WsConn, WsLimits};
 use mio::Interest;
 use mio::net::TcpStream;
-use std::io::{self, Read, Write};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,115 @@ pub const OUT_HIGH: usize = 4 << 20;
 /// Input buffered at most: one largest head plus one largest body.
 const IN_CAP: usize = http_head::MAX_HEAD + http_head::MAX_BODY;
 const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// The loop's one read buffer, zeroed once rather than per read.
+    static READ_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
 /// Buffers above this are freed once empty, so idle connections stay small.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// Shared bodies this large are queued by reference instead of copied.
+const SHARE_MIN: usize = 16 * 1024;
+/// Buffers handed to one `writev` at most.
+const IOV_MAX: usize = 64;
+
+/// Output waiting for the socket, in order: bytes of our own (heads, small
+/// bodies) and shared bodies (a cached `/telemetry`), written with one
+/// `writev` so a shared body is never copied into the connection.
+#[derive(Default)]
+struct OutQueue {
+    bufs: VecDeque<Body>,
+    /// Bytes of the front buffer already written.
+    pos: usize,
+    /// Bytes not yet written.
+    len: usize,
+}
+
+impl OutQueue {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffer to append owned bytes to: the last one when it is ours.
+    fn tail(&mut self) -> &mut Vec<u8> {
+        if !matches!(self.bufs.back(), Some(Body::Owned(_))) {
+            self.bufs.push_back(Body::Owned(Vec::new()));
+        }
+        match self.bufs.back_mut() {
+            Some(Body::Owned(v)) => v,
+            _ => unreachable!("an owned buffer was just pushed"),
+        }
+    }
+
+    /// Append `resp`: its head always, its body unless `head_only`.
+    fn push(&mut self, resp: &Response, head_only: bool, keep_alive: bool, cors: &str) {
+        let tail = self.tail();
+        let before = tail.len();
+        let has_body = http_head::write_head(tail, resp, keep_alive, cors) && !head_only;
+        self.len += tail.len() - before;
+        if !has_body {
+            return;
+        }
+        match &resp.body {
+            Body::Shared(a) if a.len() >= SHARE_MIN => self.bufs.push_back(Body::Shared(a.clone())),
+            body => self.tail().extend_from_slice(body),
+        }
+        self.len += resp.body.len();
+    }
+
+    /// Write as much as the socket takes. `Ok(true)` once all is written.
+    fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
+        while !self.is_empty() {
+            let mut iov = [IoSlice::new(&[]); IOV_MAX];
+            let mut n = 0;
+            for (i, b) in self.bufs.iter().take(IOV_MAX).enumerate() {
+                let from = if i == 0 { self.pos } else { 0 };
+                iov[n] = IoSlice::new(&b[from..]);
+                n += 1;
+            }
+            match w.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.advance(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.reset();
+        Ok(true)
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.len -= written;
+        while let Some(front) = self.bufs.front() {
+            let left = front.len() - self.pos;
+            if written < left {
+                self.pos += written;
+                return;
+            }
+            written -= left;
+            self.pos = 0;
+            let done = self.bufs.pop_front();
+            // Keep one small buffer of our own for the next response.
+            if let (Some(Body::Owned(mut v)), true) = (done, self.bufs.is_empty()) {
+                if v.capacity() <= KEEP_CAPACITY {
+                    v.clear();
+                    self.bufs.push_back(Body::Owned(v));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.pos = 0;
+        self.len = 0;
+        if self.bufs.len() > 1 || self.bufs.front().is_some_and(|b| !b.is_empty()) {
+            self.bufs.clear();
+        }
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -50,8 +158,7 @@ pub struct Conn {
     pub stream: TcpStream,
     state: State,
     inbuf: Vec<u8>,
-    out: Vec<u8>,
-    out_pos: usize,
+    out: OutQueue,
     /// When the unfinished request at the front of `inbuf` began.
     head_started: Option<Instant>,
     last_active: Instant,
@@ -67,8 +174,7 @@ impl Conn {
             stream,
             state: State::Open,
             inbuf: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
+            out: OutQueue::default(),
             head_started: None,
             last_active: now,
             read_paused: false,
@@ -90,7 +196,7 @@ impl Conn {
 
     pub fn interest(&self) -> Interest {
         let ws_out = self.ws().is_some_and(|w| w.wants_write());
-        if self.out_pos < self.out.len() || ws_out {
+        if !self.out.is_empty() || ws_out {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -98,7 +204,7 @@ impl Conn {
     }
 
     fn pending_out(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.len
     }
 
     pub fn on_readable(&mut self, api: &Api, now: Instant) -> Next {
@@ -106,24 +212,35 @@ impl Conn {
             let read = w.on_readable(&mut self.stream);
             return self.ws_result(api, read, now);
         }
-        let mut chunk = [0u8; READ_CHUNK];
-        while self.is_open() && !self.peer_closed {
-            if self.inbuf.len() >= IN_CAP || self.pending_out() > OUT_HIGH {
-                self.read_paused = true;
-                break;
-            }
-            let room = READ_CHUNK.min(IN_CAP - self.inbuf.len());
-            match self.stream.read(&mut chunk[..room]) {
-                Ok(0) => self.peer_closed = true,
-                Ok(n) => {
-                    self.inbuf.extend_from_slice(&chunk[..n]);
-                    self.last_active = now;
-                    self.process(api, now);
+        let read = READ_BUF.with_borrow_mut(|chunk| {
+            while self.is_open() && !self.peer_closed {
+                if self.inbuf.len() >= IN_CAP || self.pending_out() > OUT_HIGH {
+                    self.read_paused = true;
+                    break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Next::Close,
+                let room = READ_CHUNK.min(IN_CAP - self.inbuf.len());
+                match self.stream.read(&mut chunk[..room]) {
+                    Ok(0) => self.peer_closed = true,
+                    Ok(n) => {
+                        self.inbuf.extend_from_slice(&chunk[..n]);
+                        self.last_active = now;
+                        self.process(api, now);
+                        // A short read emptied the socket: bytes arriving
+                        // later raise a new edge, so skip the read that would
+                        // only say WouldBlock (one syscall per request).
+                        if n < room {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Err(()),
+                }
             }
+            Ok(())
+        });
+        if read.is_err() {
+            return Next::Close;
         }
         self.process(api, now);
         let next = self.flush(now);
@@ -163,7 +280,7 @@ impl Conn {
     fn ws_result(&mut self, api: &Api, r: Result<(), Ended>, now: Instant) -> Next {
         let limits = ws_limits(api);
         let r = match (&mut self.state, r) {
-            (State::Ws(w), Ok(())) if self.out_pos == self.out.len() => {
+            (State::Ws(w), Ok(())) if self.out.is_empty() => {
                 w.pump(&mut self.stream, &api.registry, limits, now)
             }
             (_, r) => r,
@@ -301,33 +418,21 @@ impl Conn {
     }
 
     fn respond(&mut self, api: &Api, resp: &Response, head_only: bool, keep_alive: bool) {
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        }
         let cors = api.registry.live.cors_allow_origin();
-        http_head::write_response(&mut self.out, resp, head_only, keep_alive, &cors);
+        self.out.push(resp, head_only, keep_alive, &cors);
         api.registry.stats.http_response(resp.status);
     }
 
     fn flush(&mut self, now: Instant) -> Next {
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Next::Close,
-                Ok(n) => {
-                    self.out_pos += n;
-                    self.last_active = now;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Next::Close,
-            }
+        let before = self.out.len;
+        let done = self.out.write_to(&mut self.stream);
+        if self.out.len < before {
+            self.last_active = now;
         }
-        self.out.clear();
-        self.out_pos = 0;
-        // Give back the memory of one large response; keep a small buffer.
-        if self.out.capacity() > KEEP_CAPACITY {
-            self.out = Vec::new();
+        match done {
+            Ok(true) => {}
+            Ok(false) => return Next::Keep,
+            Err(_) => return Next::Close,
         }
         if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_CAPACITY {
             self.inbuf = Vec::new();
@@ -355,5 +460,79 @@ impl Drop for Conn {
         if let Some(stats) = self.ws_stats.take() {
             stats.ws_clients.fetch_sub(1, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A socket that takes at most `max` bytes per call and refuses every
+    /// other call, as a full send buffer would.
+    struct Trickle {
+        got: Vec<u8>,
+        max: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.max - n);
+                self.got.extend_from_slice(&b[..take]);
+                n += take;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn queue_writes_heads_and_shared_bodies_in_order() {
+        let shared: Arc<[u8]> = vec![b's'; SHARE_MIN + 3].into();
+        let small = Response::json(200, b"{\"a\":1}".to_vec());
+        let big = Response::json(200, shared.clone());
+        let mut q = OutQueue::default();
+        let mut want = Vec::new();
+        for (resp, head_only) in [
+            (&small, false),
+            (&big, false),
+            (&big, true),
+            (&small, false),
+        ] {
+            q.push(resp, head_only, true, "");
+            http_head::write_response(&mut want, resp, head_only, true, "");
+        }
+        assert_eq!(q.len, want.len());
+        assert!(
+            q.bufs
+                .iter()
+                .any(|b| matches!(b, Body::Shared(a) if Arc::ptr_eq(a, &shared))),
+            "a large shared body is queued by reference"
+        );
+        let mut sock = Trickle {
+            got: Vec::new(),
+            max: 1000,
+            calls: 0,
+        };
+        let mut rounds = 0;
+        while !q.write_to(&mut sock).unwrap() {
+            rounds += 1;
+            assert!(rounds < 1000);
+        }
+        assert_eq!(sock.got, want);
+        assert!(q.is_empty());
+        assert_eq!(Arc::strong_count(&shared), 2, "written bodies are let go");
     }
 }

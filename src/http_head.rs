@@ -10,6 +10,7 @@
 //! are framed by Content-Length only; `Transfer-Encoding` is answered 411.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
@@ -200,6 +201,42 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
     })
 }
 
+/// A response body: bytes of its own, or bytes shared with a cache (written
+/// out from the shared copy, never copied per response).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Default for Body {
+    fn default() -> Body {
+        Body::Owned(Vec::new())
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Owned(v) => v,
+            Body::Shared(a) => a,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Body {
+        Body::Owned(v)
+    }
+}
+
+impl From<Arc<[u8]>> for Body {
+    fn from(a: Arc<[u8]>) -> Body {
+        Body::Shared(a)
+    }
+}
+
 /// A response to write. `headers` are extra fields beyond the ones every
 /// response carries (Content-Type, Content-Length, Connection, CORS).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -207,17 +244,17 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
+    pub body: Body,
     /// Close the connection after this response whatever the request said.
     pub close: bool,
 }
 
 impl Response {
-    pub fn json(status: u16, body: Vec<u8>) -> Response {
+    pub fn json(status: u16, body: impl Into<Body>) -> Response {
         Response {
             status,
             content_type: "application/json",
-            body,
+            body: body.into(),
             ..Response::default()
         }
     }
@@ -264,6 +301,14 @@ pub fn write_response(
     keep_alive: bool,
     cors: &str,
 ) {
+    if write_head(out, resp, keep_alive, cors) && !head_only {
+        out.extend_from_slice(&resp.body);
+    }
+}
+
+/// The status line and header fields of `resp`; returns whether a body
+/// follows them (a HEAD request still sends none).
+pub fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool, cors: &str) -> bool {
     use std::io::Write;
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     let bodiless = resp.status == 204 || resp.status < 200;
@@ -289,9 +334,7 @@ pub fn write_response(
         let _ = write!(out, "Connection: {conn}\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !head_only && !bodiless {
-        out.extend_from_slice(&resp.body);
-    }
+    !bodiless
 }
 
 #[cfg(test)]

@@ -120,6 +120,8 @@ impl Registry {
                         thread,
                     },
                 );
+                drop(map);
+                self.changes.bump();
                 log::debug!("new worker id={id} transport={transport:?}");
                 Ok(handle)
             }

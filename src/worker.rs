@@ -462,6 +462,9 @@ impl Handle {
 /// Called by a worker thread after it publishes, so that subscribers can be
 /// told which worker changed.
 pub trait OnChange: Send + Sync {
+    /// Called just before a publish, so that anyone who sees the new
+    /// snapshot also sees that the fleet moved on.
+    fn will_change(&self) {}
     fn changed(&self, id: &WorkerId);
 }
 
@@ -529,6 +532,7 @@ pub fn run(
             on_applied.applied(frames);
         }
         if changed {
+            on_change.will_change();
             handle.publish(state.publishable());
             on_change.changed(&state.id);
         }
