@@ -4,9 +4,13 @@
 //!
 //! A sample is 24 bytes, so a full default ring is about 17 KiB. Absent
 //! readings are stored as NaN and served as `null`.
+//!
+//! The ring is allocated and written through at its first sample, so its
+//! memory is resident from then on: a worker costs on its first beat what
+//! it will cost an hour later, and the daemon's footprint does not creep up
+//! while the rings fill (a `MemoryMax=` is met or missed at once).
 
 use serde::Serialize;
-use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sample {
@@ -19,9 +23,24 @@ pub struct Sample {
     pub queue: u32,
 }
 
+impl Sample {
+    const EMPTY: Sample = Sample {
+        t: 0,
+        cpu: f32::NAN,
+        memory: f32::NAN,
+        gpu: f32::NAN,
+        rss_mb: f32::NAN,
+        queue: 0,
+    };
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct History {
-    ring: VecDeque<Sample>,
+    /// Every slot written once at allocation; `len` of them, from `start`
+    /// and wrapping, are samples.
+    ring: Box<[Sample]>,
+    start: usize,
+    len: usize,
 }
 
 fn opt(x: f32) -> Option<f32> {
@@ -41,35 +60,58 @@ pub struct SampleView {
 
 impl History {
     /// Add a sample; one in the same second replaces the last. `cap` is
-    /// the configured length (it may shrink on reload).
+    /// the configured length (it may change on reload: the newest samples
+    /// are kept).
     pub fn push(&mut self, s: Sample, cap: usize) {
-        if self.ring.back().is_some_and(|last| last.t == s.t) {
-            self.ring.pop_back();
+        let cap = cap.max(1);
+        if self.ring.len() != cap {
+            self.resize(cap);
         }
-        // Make room first: pushing onto a full ring would double it.
-        while self.ring.len() >= cap.max(1) {
-            self.ring.pop_front();
+        if self.len > 0 && self.slot(self.len - 1).t == s.t {
+            *self.slot_mut(self.len - 1) = s;
+            return;
         }
-        if self.ring.capacity() < cap {
-            // Grow to the configured size once, exactly: doubling would
-            // leave a 720-sample ring holding room for 1,024.
-            self.ring.reserve_exact(cap - self.ring.len());
+        if self.len == cap {
+            self.start = (self.start + 1) % cap;
+            self.len -= 1;
         }
-        self.ring.push_back(s);
+        self.len += 1;
+        *self.slot_mut(self.len - 1) = s;
+    }
+
+    fn resize(&mut self, cap: usize) {
+        let keep = self.len.min(cap);
+        let mut ring = vec![Sample::EMPTY; cap].into_boxed_slice();
+        for (i, dst) in ring.iter_mut().enumerate().take(keep) {
+            *dst = *self.slot(self.len - keep + i);
+        }
+        (self.ring, self.start, self.len) = (ring, 0, keep);
+    }
+
+    fn slot(&self, i: usize) -> &Sample {
+        &self.ring[(self.start + i) % self.ring.len()]
+    }
+
+    fn slot_mut(&mut self, i: usize) -> &mut Sample {
+        let n = self.ring.len();
+        &mut self.ring[(self.start + i) % n]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Sample> {
+        (0..self.len).map(|i| self.slot(i))
     }
 
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.len == 0
     }
 
     /// Samples at or after `since_ms`, oldest first.
     pub fn since(&self, since_ms: u64) -> Vec<SampleView> {
-        self.ring
-            .iter()
+        self.iter()
             .filter(|s| s.t as u64 * 1000 >= since_ms)
             .map(|s| SampleView {
                 timestamp: s.t as u64 * 1000,
@@ -109,10 +151,7 @@ mod tests {
             h.push(s(t, t as f32), 3);
         }
         assert_eq!(h.len(), 3);
-        assert!(
-            h.ring.capacity() < 8,
-            "sized to the cap, not doubled past it"
-        );
+        assert_eq!(h.ring.len(), 3, "sized to the cap, not doubled past it");
         let v = h.since(13_000);
         assert_eq!(
             v.iter().map(|x| x.timestamp).collect::<Vec<_>>(),
@@ -120,7 +159,28 @@ mod tests {
         );
         assert_eq!(v[0].memory_usage, None);
         assert_eq!(v[0].cpu_usage, Some(13.0));
-        h.push(s(20, 0.0), 1);
-        assert_eq!(h.len(), 1, "a smaller cap after reload trims");
+        h.push(s(20, 0.0), 2);
+        assert_eq!(
+            h.since(0).iter().map(|x| x.timestamp).collect::<Vec<_>>(),
+            [14_000, 20_000],
+            "a smaller cap after reload keeps the newest"
+        );
+        h.push(s(21, 0.0), 4);
+        h.push(s(22, 0.0), 4);
+        assert_eq!(
+            h.since(0).iter().map(|x| x.timestamp).collect::<Vec<_>>(),
+            [14_000, 20_000, 21_000, 22_000],
+            "a larger cap keeps what there was"
+        );
+    }
+
+    #[test]
+    fn wraps_around_many_times_in_order() {
+        let mut h = History::default();
+        for t in 1..=1000 {
+            h.push(s(t, 0.0), 7);
+        }
+        let got: Vec<u64> = h.since(0).iter().map(|x| x.timestamp / 1000).collect();
+        assert_eq!(got, (994..=1000).collect::<Vec<_>>());
     }
 }

@@ -14,10 +14,9 @@ use crate::live::Live;
 use crate::protocol::{RejectReason, WorkerId};
 use crate::ratelimit::RateLimit;
 use crate::stats::Stats;
-use crate::worker::{self, Handle, INBOX_CAPACITY, OnApplied, STACK_BYTES, Snapshot, Transport};
+use crate::worker::{self, Handle, OnApplied, STACK_BYTES, Snapshot, Transport};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -91,7 +90,7 @@ impl Registry {
             });
             return Err(RejectReason::WorkerCap);
         }
-        let (tx, rx) = sync_channel(INBOX_CAPACITY);
+        let (tx, rx) = worker::inbox();
         let handle = Arc::new(Handle::new(
             tx,
             Snapshot::new(id.clone(), transport, Instant::now()),

@@ -19,8 +19,8 @@ use crate::protocol::{
 use crate::runs::RunWindow;
 use serde::Serialize;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +48,67 @@ pub fn unix_ms() -> u64 {
 pub enum Transport {
     Udp,
     Tcp,
+}
+
+/// A worker's inbox: at most [`INBOX_CAPACITY`] messages wait in it.
+///
+/// A counted unbounded channel rather than `sync_channel`, which reserves
+/// every slot up front (5 KiB a worker, idle or not); this one holds memory
+/// only for the messages in it.
+pub struct Inbox {
+    tx: Sender<Msg>,
+    depth: Arc<AtomicUsize>,
+}
+
+/// The worker thread's end of its inbox.
+pub struct InboxRx {
+    rx: Receiver<Msg>,
+    depth: Arc<AtomicUsize>,
+}
+
+pub fn inbox() -> (Inbox, InboxRx) {
+    let (tx, rx) = mpsc::channel();
+    let depth = Arc::new(AtomicUsize::new(0));
+    (
+        Inbox {
+            tx,
+            depth: depth.clone(),
+        },
+        InboxRx { rx, depth },
+    )
+}
+
+impl Inbox {
+    /// Queue `msg` unless the inbox is full or its thread has ended.
+    pub fn try_send(&self, msg: Msg) -> Result<(), TrySendError<Msg>> {
+        if self.depth.fetch_add(1, Ordering::AcqRel) >= INBOX_CAPACITY {
+            self.depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(TrySendError::Full(msg));
+        }
+        self.tx.send(msg).map_err(|e| {
+            self.depth.fetch_sub(1, Ordering::AcqRel);
+            TrySendError::Disconnected(e.0)
+        })
+    }
+}
+
+impl InboxRx {
+    fn taken(&self, msg: Option<Msg>) -> Option<Msg> {
+        if msg.is_some() {
+            self.depth.fetch_sub(1, Ordering::AcqRel);
+        }
+        msg
+    }
+
+    /// The next message, waiting for one; `None` once every sender is gone.
+    fn recv(&self) -> Option<Msg> {
+        self.taken(self.rx.recv().ok())
+    }
+
+    /// The next message if one is queued.
+    fn try_recv(&self) -> Option<Msg> {
+        self.taken(self.rx.try_recv().ok())
+    }
 }
 
 /// What a worker thread receives.
@@ -404,7 +465,7 @@ impl Serialize for JobView<'_> {
 
 /// The shared half of a worker: its inbox and its latest snapshot.
 pub struct Handle {
-    pub inbox: SyncSender<Msg>,
+    pub inbox: Inbox,
     snapshot: Mutex<Arc<Snapshot>>,
     stopped: AtomicBool,
     /// The worker's run window and history: written only by its thread,
@@ -420,7 +481,7 @@ pub struct Extra {
 }
 
 impl Handle {
-    pub fn new(inbox: SyncSender<Msg>, first: Snapshot) -> Handle {
+    pub fn new(inbox: Inbox, first: Snapshot) -> Handle {
         Handle {
             inbox,
             snapshot: Mutex::new(Arc::new(first)),
@@ -477,13 +538,13 @@ pub trait OnApplied: Send + Sync {
 /// Publishes once per batch: everything already queued is applied first.
 pub fn run(
     handle: Arc<Handle>,
-    inbox: Receiver<Msg>,
+    inbox: InboxRx,
     on_change: Arc<dyn OnChange>,
     on_applied: Arc<dyn OnApplied>,
     live: Arc<Live>,
 ) {
     let mut state = handle.snapshot().as_ref().publishable();
-    let mut next = inbox.recv().ok();
+    let mut next = inbox.recv();
     let (mut woke, mut prev_woke) = (Instant::now(), None::<Instant>);
     while let Some(msg) = next.take() {
         let mut changed = false;
@@ -526,7 +587,7 @@ pub fn run(
             if handle.is_stopped() {
                 return;
             }
-            msg = inbox.try_recv().ok();
+            msg = inbox.try_recv();
         }
         if frames > 0 {
             on_applied.applied(frames);
@@ -546,7 +607,7 @@ pub fn run(
         if chatty && batch < INBOX_CAPACITY / 2 {
             std::thread::sleep(COALESCE.saturating_sub(woke.elapsed()));
         }
-        next = inbox.recv().ok();
+        next = inbox.recv();
         prev_woke = Some(woke);
         woke = Instant::now();
     }
@@ -704,9 +765,42 @@ mod tests {
     }
 
     #[test]
+    fn inbox_holds_at_most_its_capacity() {
+        let (tx, rx) = inbox();
+        for _ in 0..INBOX_CAPACITY {
+            assert!(tx.try_send(Msg::Rejected).is_ok());
+        }
+        assert!(matches!(
+            tx.try_send(Msg::Rejected),
+            Err(TrySendError::Full(_))
+        ));
+        assert!(rx.try_recv().is_some());
+        assert!(
+            tx.try_send(Msg::Rejected).is_ok(),
+            "room again after a take"
+        );
+        assert!(matches!(
+            tx.try_send(Msg::Rejected),
+            Err(TrySendError::Full(_))
+        ));
+        drop(rx);
+        let (tx, rx) = inbox();
+        drop(rx);
+        assert!(matches!(
+            tx.try_send(Msg::Stop),
+            Err(TrySendError::Disconnected(_))
+        ));
+        assert!(
+            tx.try_send(Msg::Stop).is_err(),
+            "a refused send takes no room"
+        );
+        assert_eq!(tx.depth.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn thread_applies_in_order_and_stops() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(INBOX_CAPACITY);
-        let handle = Arc::new(Handle::new(tx.clone(), fresh()));
+        let (tx, rx) = inbox();
+        let handle = Arc::new(Handle::new(tx, fresh()));
         let h = handle.clone();
         let live = Arc::new(Live::new(&crate::config::defaults(), 10));
         let t = std::thread::spawn(move || run(h, rx, Arc::new(Quiet), Arc::new(Quiet), live));
@@ -714,8 +808,10 @@ mod tests {
             let f = frame(&format!(
                 r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq},"queue_depth":{seq}}}"#
             ));
-            tx.send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
-                .unwrap();
+            handle
+                .inbox
+                .try_send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
+                .unwrap_or_else(|_| panic!("room for 50"));
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while handle.snapshot().messages_processed < 50 && Instant::now() < deadline {
