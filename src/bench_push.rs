@@ -175,6 +175,7 @@ fn run(o: &Opts) -> Result<Value, String> {
         "accepted_per_s": ok as f64 / elapsed,
         "server_cpu_cores": match (proc0, proc1) { (Some((a, _)), Some((b, _))) => Some((b - a) / elapsed), _ => None },
         "server_rss_kib": proc1.map(|(_, kb)| kb),
+        "server_rss_before_kib": proc0.map(|(_, kb)| kb),
     }))
 }
 
