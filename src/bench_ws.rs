@@ -5,8 +5,11 @@
 //! messages received, and musterd's CPU and RSS. `--stalled K` adds K
 //! clients that connect and never read.
 //!
-//! Client and daemon share this host's clock. Each client keeps a sample of
-//! latencies (bounded), so memory stays flat however long the run.
+//! Client and daemon share this host's clock. The clients share one thread
+//! per core, each polling its sockets and decoding frames itself: with a
+//! thread per client, every update woke a thousand threads and the run
+//! measured the scheduler more than the server. Each thread keeps a sample
+//! of latencies (bounded), so memory stays flat however long the run.
 
 use crate::client;
 use crate::procfs;
@@ -14,10 +17,9 @@ use lexopt::prelude::*;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tungstenite::Message;
 
 const USAGE: &str = "usage: muster bench ws [options]
 
@@ -35,8 +37,8 @@ options:
   --json               print the report as JSON
 ";
 
-/// Latency samples kept per client at most.
-const SAMPLES_PER_CLIENT: usize = 20_000;
+/// Latency samples kept per client thread at most.
+const SAMPLES_PER_THREAD: usize = 2_000_000;
 
 struct Opts {
     clients: usize,
@@ -113,47 +115,235 @@ fn connect(http: SocketAddr) -> Result<Ws, String> {
     Ok(ws)
 }
 
-/// One reading client: record send-to-receive latency of sampled updates.
-fn reader(mut ws: Ws, stop: Arc<AtomicBool>, messages: Arc<AtomicU64>, every: u64) -> Vec<u32> {
-    let _ = ws
-        .get_mut()
-        .set_read_timeout(Some(Duration::from_millis(200)));
-    let mut samples = Vec::new();
-    let mut seen = 0u64;
-    while !stop.load(Relaxed) {
-        let text = match ws.read() {
-            Ok(Message::Text(t)) => t,
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(_) => break,
-        };
-        let now = now_us();
-        messages.fetch_add(1, Relaxed);
-        // Scan for the send stamps instead of parsing the JSON: the client
-        // must stay cheaper than the server it measures.
-        if !text.starts_with("{\"type\":\"update\"") {
-            continue;
+/// One reading client's socket, after its handshake, and the bytes read
+/// and not yet decoded.
+struct Reader {
+    stream: mio::net::TcpStream,
+    buf: Vec<u8>,
+    /// A fragmented message being gathered (servers seldom fragment).
+    partial: Vec<u8>,
+    open: bool,
+}
+
+/// Open a WebSocket on `/ws/telemetry` by hand: the bytes after the 101
+/// response (the start of the first message) are kept, not lost.
+fn handshake(http: SocketAddr) -> Result<Reader, String> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(http).map_err(|e| format!("connect {http}: {e}"))?;
+    let req = format!(
+        "GET /ws/telemetry HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
         }
+        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 || buf.len() > 16 * 1024 {
+            return Err("websocket handshake: no complete response".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    if !buf.starts_with(b"HTTP/1.1 101") {
+        let line = String::from_utf8_lossy(&buf[..head_end])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        return Err(format!("websocket handshake refused: {line}"));
+    }
+    buf.drain(..head_end);
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(Reader {
+        stream: mio::net::TcpStream::from_std(s),
+        buf,
+        partial: Vec::new(),
+        open: true,
+    })
+}
+
+/// A decoded frame head: opcode, FIN, the payload's range in the buffer,
+/// and the frame's whole length.
+type FrameHead = (u8, bool, std::ops::Range<usize>, usize);
+
+/// One frame from a server (RFC 6455 §5.2); `None` until complete.
+fn parse_frame(buf: &[u8]) -> Result<Option<FrameHead>, String> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
+    if buf[1] & 0x80 != 0 {
+        return Err("a server frame is masked".into());
+    }
+    let (len, head) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(b) as usize, 10)
+        }
+        126 | 127 => return Ok(None),
+        n => (n as usize, 2),
+    };
+    if buf.len() < head + len {
+        return Ok(None);
+    }
+    Ok(Some((opcode, fin, head..head + len, head + len)))
+}
+
+/// A client's masked frame (RFC 6455 §5.3); the mask is fixed, which the
+/// RFC allows a load generator no less than anyone.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len().min(125) as u8];
+    f.extend_from_slice(&MASK);
+    f.extend(
+        payload
+            .iter()
+            .take(125)
+            .enumerate()
+            .map(|(i, b)| b ^ MASK[i % 4]),
+    );
+    f
+}
+
+/// What the reading clients keep: latencies of sampled updates.
+struct Tally {
+    samples: Vec<u32>,
+    seen: u64,
+    every: u64,
+}
+
+impl Tally {
+    fn message(&mut self, text: &[u8], now: u64) {
+        // Scan for the send stamps instead of parsing the JSON: the clients
+        // must stay cheaper than the server they measure.
+        if !text.starts_with(b"{\"type\":\"update\"") {
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(text) else {
+            return;
+        };
         for (i, _) in text.match_indices("\"sent_us\":\"") {
-            seen += 1;
-            if seen % every != 0 || samples.len() >= SAMPLES_PER_CLIENT {
+            self.seen += 1;
+            if self.seen % self.every != 0 || self.samples.len() >= SAMPLES_PER_THREAD {
                 continue;
             }
             let digits = &text[i + 11..];
             let end = digits.find('"').unwrap_or(0);
             if let Ok(sent) = digits[..end].parse::<u64>() {
-                samples.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                self.samples
+                    .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
             }
         }
     }
-    samples
+}
+
+impl Reader {
+    /// Read what the socket has and handle every complete frame.
+    fn on_readable(&mut self, chunk: &mut [u8], tally: &mut Tally, messages: &AtomicU64) {
+        use std::io::Read;
+        loop {
+            match self.stream.read(chunk) {
+                Ok(0) => {
+                    self.open = false;
+                    break;
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.open = false;
+                    break;
+                }
+            }
+        }
+        let now = now_us();
+        let mut at = 0;
+        loop {
+            let frame = match parse_frame(&self.buf[at..]) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => {
+                    self.open = false;
+                    break;
+                }
+            };
+            let (opcode, fin, range, len) = frame;
+            let payload = &self.buf[at + range.start..at + range.end];
+            match opcode {
+                0x0..=0x2 if fin && self.partial.is_empty() => {
+                    messages.fetch_add(1, Relaxed);
+                    tally.message(payload, now);
+                }
+                0x0..=0x2 => {
+                    self.partial.extend_from_slice(payload);
+                    if fin {
+                        messages.fetch_add(1, Relaxed);
+                        tally.message(&std::mem::take(&mut self.partial), now);
+                    }
+                }
+                0x8 => self.open = false,
+                0x9 => {
+                    let _ = self.stream.write_all(&client_frame(0xA, payload));
+                }
+                _ => {}
+            }
+            at += len;
+        }
+        self.buf.drain(..at);
+        if self.buf.is_empty() && self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+/// One client thread: its share of the sockets on one poll, as a load
+/// generator must be to measure the server rather than its own thousand
+/// sleeping threads.
+fn client_thread(
+    mut readers: Vec<Reader>,
+    stop: Arc<AtomicBool>,
+    messages: Arc<AtomicU64>,
+    every: u64,
+) -> Result<Vec<u32>, String> {
+    use mio::{Events, Interest, Poll, Token};
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    for (i, r) in readers.iter_mut().enumerate() {
+        poll.registry()
+            .register(&mut r.stream, Token(i), Interest::READABLE)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut tally = Tally {
+        samples: Vec::new(),
+        seen: 0,
+        every,
+    };
+    // Bytes that came with the handshake responses.
+    for r in &mut readers {
+        r.on_readable(&mut chunk, &mut tally, &messages);
+    }
+    while !stop.load(Relaxed) {
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e.to_string());
+            }
+        }
+        for ev in events.iter() {
+            let r = &mut readers[ev.token().0];
+            if r.open {
+                r.on_readable(&mut chunk, &mut tally, &messages);
+                if !r.open {
+                    let _ = poll.registry().deregister(&mut r.stream);
+                }
+            }
+        }
+    }
+    Ok(tally.samples)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
@@ -174,17 +364,20 @@ fn run(o: &Opts) -> Result<Value, String> {
     let messages = Arc::new(AtomicU64::new(0));
     // Sample so that all clients together keep about 20,000 latencies a second.
     let every = ((o.clients as u64 * o.rate) / 20_000).max(1);
-    let ready = Arc::new(Barrier::new(o.clients + 1));
+    // The clients are spread over one thread per core, each polling its
+    // share of the sockets.
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(o.clients);
+    let mut shares: Vec<Vec<Reader>> = (0..threads).map(|_| Vec::new()).collect();
+    for i in 0..o.clients {
+        shares[i % threads].push(handshake(http)?);
+    }
     let mut readers = Vec::new();
-    for _ in 0..o.clients {
-        let ws = connect(http)?;
-        let (stop, messages, ready) = (stop.clone(), messages.clone(), ready.clone());
+    for share in shares {
+        let (stop, messages) = (stop.clone(), messages.clone());
         let t = std::thread::Builder::new()
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                ready.wait();
-                reader(ws, stop, messages, every)
-            })
+            .spawn(move || client_thread(share, stop, messages, every))
             .map_err(|e| format!("cannot start client thread: {e}"))?;
         readers.push(t);
     }
@@ -192,7 +385,6 @@ fn run(o: &Opts) -> Result<Value, String> {
     let stalled: Vec<Ws> = (0..o.stalled)
         .map(|_| connect(http))
         .collect::<Result<_, _>>()?;
-    ready.wait();
     let proc0 = pid.and_then(procfs::cpu_and_rss);
     let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
     let start = Instant::now();
@@ -216,7 +408,7 @@ fn run(o: &Opts) -> Result<Value, String> {
     stop.store(true, Relaxed);
     let mut all: Vec<u32> = Vec::new();
     for t in readers {
-        all.extend(t.join().map_err(|_| "a client thread panicked")?);
+        all.extend(t.join().map_err(|_| "a client thread panicked")??);
     }
     let health = client::get_json(http, "/health").map_err(|e| e.to_string())?;
     drop(stalled);
@@ -279,6 +471,39 @@ fn print_table(r: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_decoded_whole_or_not_at_all() {
+        let short = crate::ws::raw_text_frame(b"hi");
+        assert_eq!(parse_frame(&short).unwrap(), Some((1, true, 2..4, 4)));
+        let mid = crate::ws::raw_text_frame(&[b'x'; 300]);
+        assert_eq!(parse_frame(&mid).unwrap(), Some((1, true, 4..304, 304)));
+        let big = crate::ws::raw_text_frame(&vec![b'y'; 70_000]);
+        assert_eq!(
+            parse_frame(&big).unwrap(),
+            Some((1, true, 10..70_010, 70_010))
+        );
+        for cut in [0, 1, 3, 9, 70_009] {
+            assert_eq!(parse_frame(&big[..cut]).unwrap(), None, "cut at {cut}");
+        }
+        assert!(parse_frame(&client_frame(0xA, b"p")).is_err(), "masked");
+    }
+
+    #[test]
+    fn tally_reads_send_stamps_of_updates_only() {
+        let mut t = Tally {
+            samples: Vec::new(),
+            seen: 0,
+            every: 1,
+        };
+        let update = r#"{"type":"update","workers":{"a":{"labels":{"sent_us":"1000"}},"b":{"labels":{"sent_us":"4000"}}}}"#;
+        t.message(update.as_bytes(), 5000);
+        t.message(
+            br#"{"type":"snapshot","workers":{"a":{"labels":{"sent_us":"1"}}}}"#,
+            5000,
+        );
+        assert_eq!(t.samples, [4000, 1000]);
+    }
 
     #[test]
     fn percentiles() {
