@@ -13,6 +13,7 @@
 use crate::api::Api;
 use crate::http_conn::{Conn, Next};
 use crate::http_head::{self, Response};
+use crate::registry::Registry;
 use crate::sd_notify::Watchdog;
 use crate::ws::Fanout;
 use mio::net::{TcpListener, TcpStream};
@@ -29,6 +30,8 @@ const WAKER: Token = Token(usize::MAX - 2);
 const FANOUT_GAP: Duration = Duration::from_millis(4);
 /// Longest extra spacing a slow fan-out adds.
 const MAX_FANOUT_GAP: Duration = Duration::from_millis(50);
+/// Clients from which a fan-out is shared with a second thread.
+const PARALLEL_FANOUT: usize = 64;
 /// Deadlines, pings and summary messages run on this tick.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -71,7 +74,7 @@ impl HttpServer {
         let mut next_tick = Instant::now() + TICK;
         // Change fan-out runs at most every FANOUT_GAP: changes that arrive
         // meanwhile stay coalesced in the feed and share one message.
-        let mut last_fanout = Instant::now();
+        let mut next_fanout = Instant::now();
         let mut fanout_due: Option<Instant> = None;
         while !self.shutdown.load(Ordering::Acquire) {
             // Pinged from this loop so that a stuck loop stops the pings.
@@ -94,7 +97,7 @@ impl HttpServer {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
-                    WAKER => fanout_due = Some(last_fanout + FANOUT_GAP),
+                    WAKER => fanout_due = Some(next_fanout),
                     Token(key) => {
                         let readable = ev.is_readable() || ev.is_read_closed();
                         self.on_conn(key, readable, ev.is_writable(), now);
@@ -107,10 +110,13 @@ impl HttpServer {
             }
             if fanout_due.is_some_and(|due| now >= due) {
                 fanout_due = None;
-                self.on_wake(now);
-                // A fan-out that took long (many clients) spaces the next
-                // one out, so fan-out never takes more than half the loop.
-                last_fanout = now + now.elapsed().min(MAX_FANOUT_GAP);
+                let started = Instant::now();
+                self.on_wake(started);
+                // A fan-out that took long (many clients) waits as long
+                // again before the next, so fan-out takes at most half the
+                // loop and each one carries more changes.
+                let took = started.elapsed();
+                next_fanout = Instant::now() + took.clamp(FANOUT_GAP, MAX_FANOUT_GAP);
             }
             if now >= next_tick {
                 self.on_tick(now);
@@ -128,6 +134,10 @@ impl HttpServer {
         loop {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
+                    // Every response and WebSocket message is written whole:
+                    // Nagle would only hold its tail back for an ACK the
+                    // client delays (up to 40 ms).
+                    let _ = stream.set_nodelay(true);
                     if self.conns.len() >= self.api.registry.live.http_max_connections() {
                         refuse_full(stream, &self.api);
                         continue;
@@ -169,20 +179,48 @@ impl HttpServer {
         if changed.is_empty() && removed.is_empty() {
             return;
         }
-        let mut keys = Vec::new();
-        let mut any_plain = false;
-        for (k, (c, _)) in self.conns.iter() {
-            if let Some(w) = c.ws().filter(|w| w.wants_changes()) {
-                keys.push(k);
-                any_plain |= w.is_plain();
-            }
-        }
-        let fanout = Fanout::new(changed, removed, &self.api.registry, any_plain);
-        for key in keys {
-            if let Some((conn, _)) = self.conns.get_mut(key) {
-                let next = conn.on_changes(&self.api, &fanout, now);
-                self.settle(key, next);
-            }
+        let registry: &Registry = &self.api.registry;
+        let mut clients: Vec<(usize, &mut Conn)> = self
+            .conns
+            .iter_mut()
+            .filter(|(_, (c, _))| c.ws().is_some_and(|w| w.wants_changes()))
+            .map(|(k, (c, _))| (k, c))
+            .collect();
+        let any_plain = clients
+            .iter()
+            .any(|(_, c)| c.ws().is_some_and(|w| w.is_plain()));
+        let fanout = Fanout::new(changed, removed, registry, any_plain);
+        let send = |part: &mut [(usize, &mut Conn)]| -> Vec<(usize, Next)> {
+            part.iter_mut()
+                .map(|(k, c)| (*k, c.on_changes(registry, &fanout, now)))
+                .collect()
+        };
+        // Each send to a client is a syscall and a trip through the TCP
+        // stack: with many clients, a second thread takes half of them.
+        let results = if clients.len() >= PARALLEL_FANOUT {
+            let mid = clients.len() / 2;
+            let (half, rest) = clients.split_at_mut(mid);
+            // The helper takes its half from here; if it cannot be started,
+            // the half is still here to do on this thread.
+            let half = std::sync::Mutex::new(Some(half));
+            let take = || half.lock().ok().and_then(|mut h| h.take());
+            std::thread::scope(|s| {
+                let helper = std::thread::Builder::new()
+                    .name("musterd-fanout".into())
+                    .spawn_scoped(s, || take().map(send).unwrap_or_default());
+                let mut results = send(rest);
+                if let Ok(h) = helper {
+                    results.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                }
+                // No thread to be had (the kernel's limit): do it here.
+                results.extend(take().map(send).unwrap_or_default());
+                results
+            })
+        } else {
+            send(&mut clients)
+        };
+        for (key, next) in results {
+            self.settle(key, next);
         }
     }
 

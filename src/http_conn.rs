@@ -14,6 +14,7 @@
 
 use crate::api::Api;
 use crate::http_head::{self, Body, HeadError, Method, Request, Response};
+use crate::registry::Registry;
 use crate::ws::{self, Ended, WsConn, WsLimits};
 use mio::Interest;
 use mio::net::TcpStream;
@@ -210,7 +211,7 @@ impl Conn {
     pub fn on_readable(&mut self, api: &Api, now: Instant) -> Next {
         if let State::Ws(w) = &mut self.state {
             let read = w.on_readable(&mut self.stream);
-            return self.ws_result(api, read, now);
+            return self.ws_result(&api.registry, read, now);
         }
         let read = READ_BUF.with_borrow_mut(|chunk| {
             while self.is_open() && !self.peer_closed {
@@ -248,7 +249,7 @@ impl Conn {
             // Just upgraded: read what the client sent since, then send the
             // first message.
             let read = w.on_readable(&mut self.stream);
-            return self.ws_result(api, read, now);
+            return self.ws_result(&api.registry, read, now);
         }
         next
     }
@@ -258,7 +259,7 @@ impl Conn {
             return Next::Close;
         }
         if matches!(self.state, State::Ws(_)) {
-            return self.ws_result(api, Ok(()), now);
+            return self.ws_result(&api.registry, Ok(()), now);
         }
         if self.read_paused && self.pending_out() <= OUT_HIGH {
             self.read_paused = false;
@@ -268,27 +269,27 @@ impl Conn {
     }
 
     /// New changes from worker threads, for a WebSocket client.
-    pub fn on_changes(&mut self, api: &Api, fanout: &ws::Fanout, now: Instant) -> Next {
+    pub fn on_changes(&mut self, registry: &Registry, fanout: &ws::Fanout, now: Instant) -> Next {
         match &mut self.state {
             State::Ws(w) => w.on_changes(fanout),
             _ => return Next::Keep,
         }
-        self.ws_result(api, Ok(()), now)
+        self.ws_result(registry, Ok(()), now)
     }
 
     /// After a WebSocket event: pump output unless it ended.
-    fn ws_result(&mut self, api: &Api, r: Result<(), Ended>, now: Instant) -> Next {
-        let limits = ws_limits(api);
+    fn ws_result(&mut self, registry: &Registry, r: Result<(), Ended>, now: Instant) -> Next {
+        let limits = ws_limits(registry);
         let r = match (&mut self.state, r) {
             (State::Ws(w), Ok(())) if self.out.is_empty() => {
-                w.pump(&mut self.stream, &api.registry, limits, now)
+                w.pump(&mut self.stream, registry, limits, now)
             }
             (_, r) => r,
         };
         match r {
             Ok(()) => Next::Keep,
             Err(ended) => {
-                let st = &api.registry.stats;
+                let st = &registry.stats;
                 match ended {
                     Ended::Stalled => st.ws_closed_stalled.fetch_add(1, Relaxed),
                     Ended::PingTimeout => st.ws_closed_ping.fetch_add(1, Relaxed),
@@ -304,8 +305,8 @@ impl Conn {
     /// Deadlines; called a few times a second.
     pub fn on_timeout(&mut self, api: &Api, now: Instant) -> Next {
         if let State::Ws(w) = &mut self.state {
-            let r = w.on_tick(&mut self.stream, ws_limits(api), now);
-            return self.ws_result(api, r, now);
+            let r = w.on_tick(&mut self.stream, ws_limits(&api.registry), now);
+            return self.ws_result(&api.registry, r, now);
         }
         if let Some(start) = self.head_started {
             if now.saturating_duration_since(start) >= HEAD_TIMEOUT {
@@ -445,8 +446,8 @@ impl Conn {
     }
 }
 
-fn ws_limits(api: &Api) -> WsLimits {
-    let live = &api.registry.live;
+fn ws_limits(registry: &Registry) -> WsLimits {
+    let live = &registry.live;
     WsLimits {
         max_queue_bytes: live.ws_max_queue_bytes(),
         stall_timeout: live.ws_stall_timeout(),

@@ -234,6 +234,8 @@ impl Ingest {
         loop {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
+                    // Replies are single lines, each written whole.
+                    let _ = stream.set_nodelay(true);
                     let stats = &self.registry.stats;
                     if self.conns.len() >= self.registry.live.max_workers() + TCP_SLACK {
                         stats.tcp_refused_full.fetch_add(1, Relaxed);

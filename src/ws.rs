@@ -13,7 +13,7 @@
 //! calls [`WsConn::on_readable`], [`WsConn::on_changes`], [`WsConn::pump`]
 //! and [`WsConn::on_tick`].
 
-use crate::http_head::{Request, Response, percent_decode, query_param};
+use crate::http_head::{Body, Request, Response, percent_decode, query_param};
 use crate::protocol::{WorkerId, check_worker_id};
 use crate::registry::Registry;
 use crate::worker::{ResourceUsageView, Snapshot, Telemetry, unix_ms};
@@ -304,15 +304,22 @@ pub struct WsConn {
     next_ping: Instant,
     unanswered_pings: u8,
     next_summary: Instant,
-    /// A shared update rendered for every plain client, ready to send.
-    ready: Option<Utf8Bytes>,
+    /// A shared update framed once for every plain client, ready to send.
+    ready: Option<Arc<[u8]>>,
     /// A large message written by us, not tungstenite, and how much of it
     /// is out. tungstenite keeps its write buffer at the size of the largest
     /// message it ever sent; a 300 KB snapshot to each of 5,000 clients
     /// would stay 1.5 GB. While this is in flight tungstenite neither
     /// writes nor reads, so frames never interleave.
-    raw: Option<(Vec<u8>, usize)>,
+    /// Shared updates go out this way too, from the one framed copy.
+    raw: Option<(Body, usize)>,
     read_deferred: bool,
+}
+
+/// The next message for a client: composed for it, or a shared frame.
+enum Next {
+    Text(String),
+    Framed(Arc<[u8]>),
 }
 
 /// Messages at least this large bypass tungstenite's write buffer.
@@ -345,7 +352,9 @@ pub struct Fanout {
 }
 
 pub struct SharedUpdate {
-    pub text: Utf8Bytes,
+    /// The update as one server frame, written to every plain client from
+    /// this copy.
+    pub frame: Arc<[u8]>,
     /// The workers it carries.
     pub ids: Vec<WorkerId>,
 }
@@ -365,7 +374,7 @@ impl Fanout {
                 .collect();
             SharedUpdate {
                 ids: snaps.iter().map(|s| s.id.clone()).collect(),
-                text: workers_message("update", &snaps, None).into(),
+                frame: raw_text_frame(workers_message("update", &snaps, None).as_bytes()).into(),
             }
         });
         let shared = shared.filter(|s| !s.ids.is_empty());
@@ -426,7 +435,7 @@ impl WsConn {
                 && !self.need_snapshot
                 && !self.in_flight();
             if self.is_plain() && in_step {
-                self.ready = Some(shared.text.clone());
+                self.ready = Some(shared.frame.clone());
                 self.note_removed(&f.removed);
                 return;
             }
@@ -536,14 +545,19 @@ impl WsConn {
                     Err(_) => return Err(Ended::Error),
                 }
             }
-            let Some(text) = self.next_message(registry, limits, now) else {
-                return Ok(());
+            let text = match self.next_message(registry, limits, now) {
+                None => return Ok(()),
+                Some(Next::Framed(frame)) => {
+                    self.raw = Some((Body::Shared(frame), 0));
+                    continue;
+                }
+                Some(Next::Text(text)) if text.len() >= RAW_MIN => {
+                    self.raw = Some((Body::Owned(raw_text_frame(text.as_bytes())), 0));
+                    continue;
+                }
+                Some(Next::Text(text)) => text,
             };
-            if text.len() >= RAW_MIN {
-                self.raw = Some((raw_text_frame(text.as_bytes()), 0));
-                continue;
-            }
-            match self.ctx.write(stream, Message::Text(text)) {
+            match self.ctx.write(stream, Message::Text(Utf8Bytes::from(text))) {
                 Ok(()) => self.unflushed = true,
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.unflushed = true;
@@ -562,10 +576,10 @@ impl WsConn {
         registry: &Registry,
         limits: WsLimits,
         now: Instant,
-    ) -> Option<Utf8Bytes> {
+    ) -> Option<Next> {
         self.compose(registry, limits, now)
-            .map(Utf8Bytes::from)
-            .or_else(|| self.ready.take())
+            .map(Next::Text)
+            .or_else(|| self.ready.take().map(Next::Framed))
     }
 
     fn compose(&mut self, registry: &Registry, limits: WsLimits, now: Instant) -> Option<String> {

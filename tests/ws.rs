@@ -412,3 +412,36 @@ fn a_large_snapshot_and_large_updates_arrive_whole() {
         }
     }
 }
+
+#[test]
+fn many_clients_each_get_every_change() {
+    // Enough clients that the fan-out is split between two threads, plain
+    // and filtered ones mixed so both halves hold both kinds.
+    let d = Daemon::start(&[]);
+    beat(&d, r#"{"type":"heartbeat","worker_id":"m1","cpu_usage":1}"#);
+    d.wait_applied("m1", 1);
+    let mut clients: Vec<Ws> = (0..100)
+        .map(|i| {
+            let path = if i % 3 == 0 {
+                "/ws/telemetry?status=idle"
+            } else {
+                "/ws/telemetry"
+            };
+            connect(&d, path)
+        })
+        .collect();
+    for ws in &mut clients {
+        assert_eq!(next(ws)["type"], "snapshot");
+    }
+    for cpu in 2..=4 {
+        beat(
+            &d,
+            &format!(r#"{{"type":"heartbeat","worker_id":"m1","seq":{cpu},"cpu_usage":{cpu}}}"#),
+        );
+        for (i, ws) in clients.iter_mut().enumerate() {
+            until(ws, &format!("client {i} sees cpu {cpu}"), |m| {
+                m["type"] == "update" && m["workers"]["m1"]["cpu_usage"] == cpu as f64
+            });
+        }
+    }
+}
