@@ -2,7 +2,7 @@
 # Core daemon benchmarks (issue: musterd core). Builds release binaries,
 # starts a fresh musterd per scenario on loopback, and prints each result.
 #
-#   bench/core.sh            # all scenarios (about 8 minutes)
+#   bench/core.sh            # all scenarios (about 14 minutes)
 #   bench/core.sh quick      # shorter durations, for a smoke run
 #
 # Needs wrk (apt-get install -y wrk). The load generator and musterd share
@@ -34,7 +34,7 @@ stop
 
 echo "## UDP, 10,000 workers at 1 heartbeat/s each"
 start
-$pin_c $bin/muster bench heartbeats --workers 10000 --rate 10000 --duration "$(d 5m 20s)" --pid $pid
+$pin_c $bin/muster bench heartbeats --workers 10000 --rate 10000 --duration "$(d 10m 20s)" --pid $pid
 echo "### rendering with 10,000 workers: GET /metrics and GET /telemetry, 20 requests each"
 for path in /metrics /telemetry; do
   for _ in $(seq 20); do curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "http://$http$path"; done |
