@@ -105,7 +105,7 @@ impl OutQueue {
                 Err(e) => return Err(e),
             }
         }
-        self.reset();
+        // `advance` has left at most one empty buffer of our own.
         Ok(true)
     }
 
@@ -128,14 +128,6 @@ impl OutQueue {
                     return;
                 }
             }
-        }
-    }
-
-    fn reset(&mut self) {
-        self.pos = 0;
-        self.len = 0;
-        if self.bufs.len() > 1 || self.bufs.front().is_some_and(|b| !b.is_empty()) {
-            self.bufs.clear();
         }
     }
 }
