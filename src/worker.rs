@@ -534,6 +534,18 @@ pub trait OnApplied: Send + Sync {
     fn applied(&self, frames: u64);
 }
 
+/// Put the calling thread under `SCHED_BATCH`: when woken it waits for the
+/// running thread's turn to end instead of preempting it. Worker threads
+/// are many and each has little to do; the ingest and HTTP threads they
+/// would preempt are the ones a client is waiting on, and an ingest thread
+/// preempted for each worker it wakes falls behind its socket. No privilege
+/// is needed to take a lower policy; if refused, the thread runs as before.
+fn batch_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+}
+
 /// The body of a worker thread: apply messages in order until stopped.
 /// Publishes once per batch: everything already queued is applied first.
 pub fn run(
@@ -543,9 +555,14 @@ pub fn run(
     on_applied: Arc<dyn OnApplied>,
     live: Arc<Live>,
 ) {
+    batch_priority();
     let mut state = handle.snapshot().as_ref().publishable();
     let mut next = inbox.recv();
-    let (mut woke, mut prev_woke) = (Instant::now(), None::<Instant>);
+    let mut woke = Instant::now();
+    // Paced: this worker beats faster than COALESCE, so its thread wakes on
+    // a timer once per COALESCE and takes what gathered, instead of being
+    // woken by the ingest thread for each frame.
+    let mut paced = false;
     while let Some(msg) = next.take() {
         let mut changed = false;
         let mut frames = 0;
@@ -597,19 +614,27 @@ pub fn run(
             handle.publish(state.publishable());
             on_change.changed(&state.id);
         }
-        // A chatty worker (woken twice within COALESCE): let its frames
-        // gather instead of being woken for each one, since every wake costs
-        // the ingest thread a syscall. Frames further apart than COALESCE
-        // are applied the moment they arrive.
-        // A batch that half fills the inbox means the worker is behind: no
-        // pause then, or a flood would be capped at the inbox per period.
-        let chatty = prev_woke.is_some_and(|p| woke.duration_since(p) < COALESCE);
-        if chatty && batch < INBOX_CAPACITY / 2 {
+        // A paced worker lets its frames gather until COALESCE after its
+        // last wake: every wake by the ingest thread costs that thread a
+        // syscall and a context switch. A batch that half fills the inbox
+        // means the worker is behind: no pause then, or a flood would be
+        // capped at the inbox per period.
+        if paced && batch < INBOX_CAPACITY / 2 {
             std::thread::sleep(COALESCE.saturating_sub(woke.elapsed()));
         }
+        next = inbox.try_recv();
+        if next.is_some() {
+            // Frames came while applying or pausing: stay on the cadence.
+            woke = Instant::now();
+            continue;
+        }
+        // Nothing waiting: sleep until the next frame. Woken again within
+        // COALESCE of the last wake, the worker is chatty and goes paced;
+        // frames further apart are applied the moment they arrive.
         next = inbox.recv();
-        prev_woke = Some(woke);
-        woke = Instant::now();
+        let now = Instant::now();
+        paced = now.duration_since(woke) < COALESCE;
+        woke = now;
     }
 }
 
@@ -822,6 +847,63 @@ mod tests {
             (s.messages_processed, s.queue_depth, s.missed_beats),
             (50, 50, 0)
         );
+        handle.stop();
+        t.join().unwrap();
+    }
+
+    /// Counts publishes.
+    struct Publishes(AtomicUsize);
+    impl OnChange for Publishes {
+        fn changed(&self, _: &WorkerId) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_chatty_worker_is_applied_on_a_cadence_and_a_quiet_one_at_once() {
+        let (tx, rx) = inbox();
+        let handle = Arc::new(Handle::new(tx, fresh()));
+        let h = handle.clone();
+        let live = Arc::new(Live::new(&crate::config::defaults(), 10));
+        let publishes = Arc::new(Publishes(AtomicUsize::new(0)));
+        let p = publishes.clone();
+        let t = std::thread::spawn(move || run(h, rx, p, Arc::new(Quiet), live));
+        let beat = |seq: u64| {
+            let f = frame(&format!(
+                r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq}}}"#
+            ));
+            handle
+                .inbox
+                .try_send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
+                .unwrap_or_else(|_| panic!("inbox full at seq {seq}"));
+        };
+        let applied = |n: u64| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while handle.snapshot().messages_processed < n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            handle.snapshot().messages_processed
+        };
+        // 500 frames 2 ms apart: a wake for each would be 500 publishes; on
+        // a COALESCE cadence it is one per COALESCE and the first two.
+        let start = Instant::now();
+        for seq in 1..=500u64 {
+            beat(seq);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(applied(500), 500);
+        let periods = (start.elapsed().as_millis() / COALESCE.as_millis()) as usize;
+        let chatty = publishes.0.load(Ordering::Relaxed);
+        assert!(
+            (2..=periods + 3).contains(&chatty),
+            "{chatty} publishes for 500 frames in {periods} periods"
+        );
+        // Quiet again: the next frame is applied and published by itself.
+        std::thread::sleep(COALESCE * 3);
+        let before = publishes.0.load(Ordering::Relaxed);
+        beat(501);
+        assert_eq!(applied(501), 501);
+        assert_eq!(publishes.0.load(Ordering::Relaxed), before + 1);
         handle.stop();
         t.join().unwrap();
     }
