@@ -30,7 +30,7 @@ const WAKER: Token = Token(usize::MAX - 2);
 const FANOUT_GAP: Duration = Duration::from_millis(4);
 /// Longest extra spacing a slow fan-out adds.
 const MAX_FANOUT_GAP: Duration = Duration::from_millis(50);
-/// Clients from which a fan-out is shared with a second thread.
+/// Clients one fan-out thread serves before another core is asked to help.
 const PARALLEL_FANOUT: usize = 64;
 /// Deadlines, pings and summary messages run on this tick.
 const TICK: Duration = Duration::from_millis(100);
@@ -42,6 +42,8 @@ pub struct HttpServer {
     api: Api,
     shutdown: Arc<AtomicBool>,
     watchdog: Option<Watchdog>,
+    /// Threads a fan-out may use.
+    cores: usize,
 }
 
 impl HttpServer {
@@ -64,6 +66,7 @@ impl HttpServer {
                 api,
                 shutdown,
                 watchdog,
+                cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             },
             waker,
         ))
@@ -196,24 +199,33 @@ impl HttpServer {
                 .collect()
         };
         // Each send to a client is a syscall and a trip through the TCP
-        // stack: with many clients, a second thread takes half of them.
-        let results = if clients.len() >= PARALLEL_FANOUT {
-            let mid = clients.len() / 2;
-            let (half, rest) = clients.split_at_mut(mid);
-            // The helper takes its half from here; if it cannot be started,
-            // the half is still here to do on this thread.
-            let half = std::sync::Mutex::new(Some(half));
-            let take = || half.lock().ok().and_then(|mut h| h.take());
+        // stack: beyond PARALLEL_FANOUT clients, helper threads take a
+        // share each, up to one thread per core.
+        let shares = clients.len().div_ceil(PARALLEL_FANOUT).clamp(1, self.cores);
+        let results = if shares > 1 {
+            let per = clients.len().div_ceil(shares);
+            let mut parts = clients.chunks_mut(per);
+            let mine = parts.next().unwrap_or_default();
+            // A helper takes its share from its slot; a share whose helper
+            // could not be started is still in its slot, done here.
+            let slots: Vec<_> = parts.map(|p| std::sync::Mutex::new(Some(p))).collect();
             std::thread::scope(|s| {
-                let helper = std::thread::Builder::new()
-                    .name("musterd-fanout".into())
-                    .spawn_scoped(s, || take().map(send).unwrap_or_default());
-                let mut results = send(rest);
-                if let Ok(h) = helper {
+                let helpers: Vec<_> = slots
+                    .iter()
+                    .map(|slot| {
+                        std::thread::Builder::new()
+                            .name("musterd-fanout".into())
+                            .spawn_scoped(s, || take_share(slot).map(send).unwrap_or_default())
+                    })
+                    .collect();
+                let mut results = send(mine);
+                for h in helpers.into_iter().flatten() {
                     results.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
                 }
                 // No thread to be had (the kernel's limit): do it here.
-                results.extend(take().map(send).unwrap_or_default());
+                for slot in &slots {
+                    results.extend(take_share(slot).map(send).unwrap_or_default());
+                }
                 results
             })
         } else {
@@ -305,4 +317,9 @@ fn refuse_full(mut stream: TcpStream, api: &Api) {
         .http_refused_full
         .fetch_add(1, Ordering::Relaxed);
     api.registry.stats.http_response(503);
+}
+
+/// Take what a slot holds, once: whichever thread comes first.
+fn take_share<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
+    slot.lock().ok().and_then(|mut p| p.take())
 }

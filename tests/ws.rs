@@ -415,8 +415,9 @@ fn a_large_snapshot_and_large_updates_arrive_whole() {
 
 #[test]
 fn many_clients_each_get_every_change() {
-    // Enough clients that the fan-out is split between two threads, plain
-    // and filtered ones mixed so both halves hold both kinds.
+    // Enough clients that the fan-out is split between threads on a machine
+    // with two cores or more, plain and filtered ones mixed so every share
+    // holds both kinds.
     let d = Daemon::start(&[]);
     beat(&d, r#"{"type":"heartbeat","worker_id":"m1","cpu_usage":1}"#);
     d.wait_applied("m1", 1);
