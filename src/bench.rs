@@ -326,6 +326,7 @@ fn run(o: &Opts) -> Result<Value, String> {
         }
     }
     let proc0 = pid.and_then(procfs::cpu_and_rss);
+    let host0 = procfs::read_cpu_totals();
     let start = Instant::now();
     let end = start + o.duration;
     let per_thread = o.rate as f64 / links.len() as f64;
@@ -344,6 +345,7 @@ fn run(o: &Opts) -> Result<Value, String> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let proc1 = pid.and_then(procfs::cpu_and_rss);
+    let steal = procfs::steal_percent(host0, procfs::read_cpu_totals());
     // Let musterd drain its queues: wait until the count stops moving.
     let hellos = if o.tcp { o.workers as u64 } else { 0 };
     let mut got = applied(http, &prefix)?;
@@ -391,6 +393,7 @@ fn run(o: &Opts) -> Result<Value, String> {
         "musterd_rss_kib": rss,
         "musterd_rss_before_kib": proc0.map(|(_, kb)| kb),
         "rss_growth_kib_per_worker": rss_growth_per_worker,
+        "host_steal_percent": steal,
     }))
 }
 
@@ -427,6 +430,15 @@ fn print_table(r: &Value) {
             f("rss_growth_kib_per_worker")
         ),
         None => println!("  musterd         (not on this host or not found: pass --pid)"),
+    }
+    print_steal(r);
+}
+
+/// This machine's CPU time taken by the hypervisor for other guests during
+/// the run: when it is high, every figure above is from a smaller machine.
+pub fn print_steal(r: &Value) {
+    if let Some(s) = r["host_steal_percent"].as_f64() {
+        println!("  host steal      {s:>11.1}%  of CPU time, taken by the hypervisor");
     }
 }
 

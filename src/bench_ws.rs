@@ -386,6 +386,7 @@ fn run(o: &Opts) -> Result<Value, String> {
         .map(|_| connect(http))
         .collect::<Result<_, _>>()?;
     let proc0 = pid.and_then(procfs::cpu_and_rss);
+    let host0 = procfs::read_cpu_totals();
     let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
     let start = Instant::now();
     let (mut sent, mut w) = (0u64, 0usize);
@@ -404,6 +405,7 @@ fn run(o: &Opts) -> Result<Value, String> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let proc1 = pid.and_then(procfs::cpu_and_rss);
+    let steal = procfs::steal_percent(host0, procfs::read_cpu_totals());
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Relaxed);
     let mut all: Vec<u32> = Vec::new();
@@ -432,6 +434,7 @@ fn run(o: &Opts) -> Result<Value, String> {
         "ws_closed_stalled": health["connections"]["ws_closed_stalled"],
         "musterd_cpu_cores": cpu,
         "musterd_rss_kib": proc1.map(|(_, kb)| kb),
+        "host_steal_percent": steal,
     }))
 }
 
@@ -465,6 +468,7 @@ fn print_table(r: &Value) {
         ),
         None => println!("  musterd            (not on this host or not found: pass --pid)"),
     }
+    crate::bench::print_steal(r);
     let _ = std::io::stdout().flush();
 }
 

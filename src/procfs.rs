@@ -191,6 +191,32 @@ pub fn cpu_and_rss(pid: u32) -> Option<(f64, u64)> {
     Some((cpu, status_kb(&status, "VmRSS").unwrap_or(0)))
 }
 
+/// The machine's CPU time from the `cpu` line of `/proc/stat`, in clock
+/// ticks: `(steal, total)`. Steal is time this (virtual) machine wanted to
+/// run and the hypervisor gave to someone else.
+pub fn parse_cpu_totals(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already counted in user and nice).
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    (f.len() == 8).then(|| (f[7], f.iter().sum()))
+}
+
+pub fn read_cpu_totals() -> Option<(u64, u64)> {
+    parse_cpu_totals(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Percent of the machine's CPU time stolen between two readings.
+pub fn steal_percent(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = (a?, b?);
+    (t1 > t0).then(|| 100.0 * s1.saturating_sub(s0) as f64 / (t1 - t0) as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +294,18 @@ mod tests {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let inode = socket_inode(&s).unwrap();
         assert_eq!(read_udp_drops(inode), Some(0));
+    }
+
+    #[test]
+    fn steal_from_proc_stat() {
+        let a = "cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n";
+        let b = "cpu  150 0 70 900 10 0 5 100 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
+        assert_eq!(parse_cpu_totals(a), Some((35, 1000)));
+        assert_eq!(parse_cpu_totals(b), Some((100, 1235)));
+        let pct = steal_percent(parse_cpu_totals(a), parse_cpu_totals(b)).unwrap();
+        assert!((pct - 100.0 * 65.0 / 235.0).abs() < 1e-9, "{pct}");
+        assert_eq!(parse_cpu_totals("cpu  1 2 3\n"), None);
+        assert_eq!(parse_cpu_totals("intr 5\n"), None);
+        assert_eq!(steal_percent(Some((0, 10)), Some((0, 10))), None);
     }
 }
