@@ -31,6 +31,9 @@ pub const INBOX_CAPACITY: usize = 128;
 /// faster than ten times a second costs ten wakes a second, not one per
 /// frame. The inbox holds [`INBOX_CAPACITY`] frames: 1,280 a second.
 pub const COALESCE: Duration = Duration::from_millis(100);
+/// How late a worker thread's COALESCE pause may end, so that the kernel
+/// can wake many workers on one timer interrupt.
+pub const TIMER_SLACK: Duration = Duration::from_millis(5);
 /// Stack of a worker thread. Its work is shallow (apply a frame, clone a
 /// snapshot); the kernel only backs the pages it touches.
 pub const STACK_BYTES: usize = 64 * 1024;
@@ -538,12 +541,21 @@ pub trait OnApplied: Send + Sync {
 /// running thread's turn to end instead of preempting it. Worker threads
 /// are many and each has little to do; the ingest and HTTP threads they
 /// would preempt are the ones a client is waiting on, and an ingest thread
-/// preempted for each worker it wakes falls behind its socket. No privilege
-/// is needed to take a lower policy; if refused, the thread runs as before.
+/// preempted for each worker it wakes falls behind its socket. Its timer
+/// slack is widened to [`TIMER_SLACK`] so that the kernel can serve the
+/// COALESCE pauses of many workers with one timer interrupt. Neither needs
+/// privilege; if refused, the thread runs as before.
 fn batch_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; `param` outlives the call.
     let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    // SAFETY: PR_SET_TIMERSLACK takes a value and touches no memory.
+    let _ = unsafe {
+        libc::prctl(
+            libc::PR_SET_TIMERSLACK,
+            TIMER_SLACK.as_nanos() as libc::c_ulong,
+        )
+    };
 }
 
 /// The body of a worker thread: apply messages in order until stopped.
