@@ -834,13 +834,19 @@ mod tests {
         assert_eq!(tx.depth.load(Ordering::Relaxed), 0);
     }
 
-    #[test]
-    fn thread_applies_in_order_and_stops() {
+    /// A worker thread reporting its publishes to `on_change`.
+    fn start(on_change: Arc<dyn OnChange>) -> (Arc<Handle>, std::thread::JoinHandle<()>) {
         let (tx, rx) = inbox();
         let handle = Arc::new(Handle::new(tx, fresh()));
         let h = handle.clone();
         let live = Arc::new(Live::new(&crate::config::defaults(), 10));
-        let t = std::thread::spawn(move || run(h, rx, Arc::new(Quiet), Arc::new(Quiet), live));
+        let t = std::thread::spawn(move || run(h, rx, on_change, Arc::new(Quiet), live));
+        (handle, t)
+    }
+
+    #[test]
+    fn thread_applies_in_order_and_stops() {
+        let (handle, t) = start(Arc::new(Quiet));
         for seq in 1..=50u64 {
             let f = frame(&format!(
                 r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq},"queue_depth":{seq}}}"#
@@ -872,14 +878,9 @@ mod tests {
     }
 
     #[test]
-    fn a_chatty_worker_is_applied_on_a_cadence_and_a_quiet_one_at_once() {
-        let (tx, rx) = inbox();
-        let handle = Arc::new(Handle::new(tx, fresh()));
-        let h = handle.clone();
-        let live = Arc::new(Live::new(&crate::config::defaults(), 10));
+    fn a_chatty_worker_is_applied_on_a_cadence_and_a_quiet_one_by_itself() {
         let publishes = Arc::new(Publishes(AtomicUsize::new(0)));
-        let p = publishes.clone();
-        let t = std::thread::spawn(move || run(h, rx, p, Arc::new(Quiet), live));
+        let (handle, t) = start(publishes.clone());
         let beat = |seq: u64| {
             let f = frame(&format!(
                 r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq}}}"#
