@@ -76,6 +76,16 @@ impl Reported {
             Reported::Error => "error",
         }
     }
+
+    /// The status a frame names, if it is one of the three.
+    pub fn parse(s: &str) -> Option<Reported> {
+        match s {
+            "idle" => Some(Reported::Idle),
+            "working" => Some(Reported::Working),
+            "error" => Some(Reported::Error),
+            _ => None,
+        }
+    }
 }
 
 /// `resource_usage` as seed 000 shapes it; every figure is in MB.
@@ -422,12 +432,9 @@ impl Fields<'_> {
     fn status(&self) -> Result<Option<Reported>, Reject> {
         match self.get("status") {
             None => Ok(None),
-            Some(Value::String(s)) => match s.as_str() {
-                "idle" => Ok(Some(Reported::Idle)),
-                "working" => Ok(Some(Reported::Working)),
-                "error" => Ok(Some(Reported::Error)),
-                _ => Err(bad_field("status", "must be idle, working or error")),
-            },
+            Some(Value::String(s)) => Reported::parse(s)
+                .map(Some)
+                .ok_or_else(|| bad_field("status", "must be idle, working or error")),
             Some(_) => Err(bad_field("status", "must be a string")),
         }
     }
@@ -535,11 +542,16 @@ fn number_in(v: Option<&Value>, name: &str, max: f64) -> Result<Option<f64>, Rej
     match v {
         None => Ok(None),
         Some(v) => match v.as_f64() {
-            Some(x) if x.is_finite() && (0.0..=max).contains(&x) => Ok(Some(x)),
+            Some(x) if in_range(x, max) => Ok(Some(x)),
             Some(_) => Err(bad_field(name, &format!("must be from 0 to {max}"))),
             None => Err(bad_field(name, "must be a number")),
         },
     }
+}
+
+/// A figure a frame may carry: finite, from 0 to `max`.
+fn in_range(x: f64, max: f64) -> bool {
+    x.is_finite() && (0.0..=max).contains(&x)
 }
 
 fn text_in(v: Option<&Value>, name: &str, max: usize) -> Result<Option<String>, Reject> {
@@ -601,10 +613,23 @@ fn line(v: &impl serde::Serialize) -> Vec<u8> {
 /// So the fast path only ever agrees with the general one; the tests check
 /// that on generated frames.
 mod fast {
-    use super::{Heartbeat, MAX_CPU_PERCENT, Reported, WorkerId, check_worker_id};
+    use super::{Heartbeat, MAX_CPU_PERCENT, Reported, WorkerId, check_worker_id, in_range};
     use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
     use serde_json::Number;
     use std::fmt;
+
+    /// The fields this path reads; any other field the general path
+    /// reads sends the frame there.
+    const FIELDS: [&str; 8] = [
+        "type",
+        "worker_id",
+        "seq",
+        "status",
+        "cpu_usage",
+        "memory_usage",
+        "gpu_usage",
+        "queue_depth",
+    ];
 
     pub fn heartbeat(text: &str) -> Option<Heartbeat> {
         let mut de = serde_json::Deserializer::from_str(text);
@@ -621,7 +646,7 @@ mod fast {
             None => Some(None),
             Some(n) => {
                 let x = n.as_f64()?;
-                (x.is_finite() && (0.0..=max).contains(&x)).then_some(Some(x))
+                in_range(x, max).then_some(Some(x))
             }
         }
     }
@@ -645,62 +670,54 @@ mod fast {
             let mut beat = Heartbeat::default();
             let (mut typed, mut seen) = (false, 0u16);
             while let Some(key) = map.next_key::<&str>()? {
-                let bit = match key {
-                    "type" => 0,
-                    "worker_id" => 1,
-                    "seq" => 2,
-                    "status" => 3,
-                    "cpu_usage" => 4,
-                    "memory_usage" => 5,
-                    "gpu_usage" => 6,
-                    "queue_depth" => 7,
-                    "resource_usage" | "current_job" | "running_tasks" | "labels" => {
+                let Some(i) = FIELDS.iter().position(|f| *f == key) else {
+                    if matches!(
+                        key,
+                        "resource_usage" | "current_job" | "running_tasks" | "labels"
+                    ) {
                         return Ok(None);
                     }
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
-                        continue;
-                    }
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
                 };
-                if seen & (1 << bit) != 0 {
+                if seen & (1 << i) != 0 {
                     return Ok(None);
                 }
-                seen |= 1 << bit;
-                let ok = match bit {
-                    0 => {
+                seen |= 1 << i;
+                let ok = match key {
+                    "type" => {
                         typed = map.next_value::<Option<&str>>()? == Some("heartbeat");
                         typed
                     }
-                    1 => match map.next_value::<Option<&str>>()? {
+                    "worker_id" => match map.next_value::<Option<&str>>()? {
                         Some(id) if check_worker_id(id).is_ok() => {
                             beat.worker_id = Some(WorkerId::from(id));
                             true
                         }
                         _ => false,
                     },
-                    3 => match map.next_value::<Option<&str>>()? {
+                    "status" => match map.next_value::<Option<&str>>()? {
                         None => true,
                         Some(s) => {
-                            beat.status = match s {
-                                "idle" => Some(Reported::Idle),
-                                "working" => Some(Reported::Working),
-                                "error" => Some(Reported::Error),
-                                _ => return Ok(None),
-                            };
-                            true
+                            beat.status = Reported::parse(s);
+                            beat.status.is_some()
                         }
                     },
-                    _ => {
-                        let n = map.next_value::<Option<Number>>()?;
-                        match bit {
-                            2 => whole(n).map(|v| beat.seq = v),
-                            4 => float(n, MAX_CPU_PERCENT).map(|v| beat.cpu_usage = v),
-                            5 => float(n, 100.0).map(|v| beat.memory_usage = v),
-                            6 => float(n, 100.0).map(|v| beat.gpu_usage = v),
-                            _ => whole(n).map(|v| beat.queue_depth = v),
-                        }
-                        .is_some()
-                    }
+                    "seq" => whole(map.next_value()?).map(|v| beat.seq = v).is_some(),
+                    "queue_depth" => whole(map.next_value()?)
+                        .map(|v| beat.queue_depth = v)
+                        .is_some(),
+                    "cpu_usage" => float(map.next_value()?, MAX_CPU_PERCENT)
+                        .map(|v| beat.cpu_usage = v)
+                        .is_some(),
+                    "memory_usage" => float(map.next_value()?, 100.0)
+                        .map(|v| beat.memory_usage = v)
+                        .is_some(),
+                    "gpu_usage" => float(map.next_value()?, 100.0)
+                        .map(|v| beat.gpu_usage = v)
+                        .is_some(),
+                    // Not in FIELDS: cannot happen; the general path decides.
+                    _ => false,
                 };
                 if !ok {
                     return Ok(None);
