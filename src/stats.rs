@@ -5,7 +5,7 @@
 //! Plain relaxed atomics: counters are read for display, never to
 //! synchronise anything.
 
-use crate::protocol::RejectReason;
+use crate::proto::RejectReason;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Why an accepted, valid frame was nevertheless not applied.

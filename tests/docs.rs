@@ -2,8 +2,8 @@
 //! must appear in the README and its man page, and every page must be
 //! well-formed. These tests read the files; they start no daemon.
 
-use muster::api::ENDPOINTS;
 use muster::config::{SETTINGS, env_name, flag_name};
+use muster::serve::routes::ENDPOINTS;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string() + path)
@@ -75,7 +75,7 @@ fn every_endpoint_is_documented() {
 fn every_stream_is_documented() {
     let readme = read("README.md");
     let page = read("man/musterd.8");
-    for path in muster::ws::ENDPOINTS {
+    for path in muster::serve::ws::ENDPOINTS {
         assert!(
             readme.contains(&format!("`WS {path}`")),
             "README lacks WS {path}"
@@ -104,7 +104,7 @@ fn the_example_config_lists_every_setting_with_its_default() {
 fn every_reject_reason_is_documented() {
     let readme = read("README.md");
     let page = read("man/muster-protocol.7");
-    for r in muster::protocol::RejectReason::ALL {
+    for r in muster::proto::RejectReason::ALL {
         assert!(
             readme.contains(&format!("`{}`", r.as_str())),
             "README lacks {}",

@@ -9,12 +9,12 @@
 //! The registry does not decide when a worker is silent or old (the
 //! sweeper does) and does not apply frames (the worker's thread does).
 
-use crate::changes::Changes;
-use crate::live::Live;
-use crate::protocol::{RejectReason, WorkerId};
-use crate::ratelimit::RateLimit;
+use crate::config::reload::Live;
+use crate::fleet::changes::Changes;
+use crate::fleet::worker::{self, Handle, OnApplied, STACK_BYTES, Snapshot, Transport};
+use crate::logging::RateLimit;
+use crate::proto::{RejectReason, WorkerId};
 use crate::stats::Stats;
-use crate::worker::{self, Handle, OnApplied, STACK_BYTES, Snapshot, Transport};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
@@ -219,8 +219,8 @@ fn thread_name(id: &str) -> String {
 mod tests {
     use super::*;
     use crate::config;
-    use crate::protocol::decode;
-    use crate::worker::Msg;
+    use crate::fleet::worker::Msg;
+    use crate::proto::decode;
 
     fn registry(max: usize) -> Registry {
         let cfg = config::defaults();

@@ -7,8 +7,10 @@
 //!
 //! This module parses and validates; it does not open sockets or apply
 //! anything. Applying a reloaded config to the running daemon is
-//! [`crate::live::Live`]'s job. Clamping `max_workers` to the kernel's limits
-//! is [`crate::capacity`]'s.
+//! [`crate::config::reload::Live`]'s job. Clamping `max_workers` to the kernel's limits
+//! is [`crate::sys::capacity`]'s.
+
+pub mod reload;
 
 use log::LevelFilter;
 use std::collections::HashMap;

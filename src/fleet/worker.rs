@@ -11,18 +11,19 @@
 //! clock), or how snapshots are rendered for an endpoint other than the
 //! shared telemetry object (the API module).
 
-use crate::history::{History, Sample};
-use crate::live::Live;
-use crate::protocol::{
+use crate::clock::unix_ms;
+use crate::config::reload::Live;
+use crate::fleet::history::{History, Sample};
+use crate::fleet::runs::RunWindow;
+use crate::proto::{
     CurrentJob, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, Run, WorkerId,
 };
-use crate::runs::RunWindow;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Frames a worker's inbox holds before UDP drops and TCP stops reading.
 pub const INBOX_CAPACITY: usize = 128;
@@ -37,14 +38,6 @@ pub const TIMER_SLACK: Duration = Duration::from_millis(5);
 /// Stack of a worker thread. Its work is shallow (apply a frame, clone a
 /// snapshot); the kernel only backs the pages it touches.
 pub const STACK_BYTES: usize = 64 * 1024;
-
-/// Unix time in milliseconds, for timestamps shown to people.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -593,7 +586,7 @@ pub fn run(
                     state.apply(*frame, transport, at);
                     if let Some((duration_ms, ok)) = run {
                         let at_ms = state.last_update;
-                        handle.extra().runs.record(crate::runs::Run {
+                        handle.extra().runs.record(crate::fleet::runs::Run {
                             at_ms,
                             duration_ms: duration_ms as f32,
                             ok,
@@ -653,7 +646,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::decode;
+    use crate::proto::decode;
     use std::time::Duration;
 
     fn frame(json: &str) -> Frame {

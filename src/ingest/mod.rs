@@ -16,13 +16,15 @@
 //! dead connection to time out). A connection without a complete frame for
 //! 3 × `heartbeat_interval` is told `idle_timeout` and closed.
 
-use crate::protocol::{self, Frame, Reject, RejectReason, WorkerId};
-use crate::ratelimit::RateLimit;
-use crate::registry::Registry;
-use crate::sd_notify::Watchdog;
+pub mod tcp;
+
+use crate::fleet::registry::Registry;
+use crate::fleet::worker::{Handle, Msg, Transport};
+use crate::ingest::tcp::{Line, TcpConn};
+use crate::logging::RateLimit;
+use crate::proto::{self, Frame, Reject, RejectReason, WorkerId};
 use crate::stats::DropReason;
-use crate::tcp_conn::{Line, TcpConn};
-use crate::worker::{Handle, Msg, Transport};
+use crate::sys::systemd::Watchdog;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -162,7 +164,7 @@ impl Ingest {
                 Ok((n, peer)) => {
                     self.registry.stats.frames_received.fetch_add(1, Relaxed);
                     let max = self.registry.live.max_frame_bytes();
-                    match protocol::decode(&self.udp_buf[..n], max) {
+                    match proto::decode(&self.udp_buf[..n], max) {
                         Ok(frame) => self.on_udp_frame(frame, peer, now),
                         Err(rej) => self.reject(&rej, peer),
                     }
@@ -290,7 +292,7 @@ impl Ingest {
             let max = self.registry.live.max_frame_bytes();
             match conn.next_line(max) {
                 Line::Frame(range) => {
-                    let decoded = protocol::decode(conn.bytes(range.clone()), max);
+                    let decoded = proto::decode(conn.bytes(range.clone()), max);
                     conn.consume(range.end);
                     self.on_frame(key, decoded, now);
                     if self.conns.get(key).is_some_and(|c| c.pending.is_some()) {
@@ -309,7 +311,7 @@ impl Ingest {
                 }
                 Line::Incomplete if conn.peer_closed => {
                     if let Some(range) = conn.take_tail() {
-                        let decoded = protocol::decode(conn.bytes(range.clone()), max);
+                        let decoded = proto::decode(conn.bytes(range.clone()), max);
                         conn.consume(range.end);
                         self.on_frame(key, decoded, now);
                         continue;
@@ -351,7 +353,7 @@ impl Ingest {
                     }
                     Err(reason) => {
                         self.registry.stats.reject(reason);
-                        conn.send(&protocol::encode_error(reason.as_str(), "worker refused"));
+                        conn.send(&proto::encode_error(reason.as_str(), "worker refused"));
                         conn.closing = true;
                         return None;
                     }
@@ -382,7 +384,7 @@ impl Ingest {
         let mut frame = match decoded {
             Ok(f) => f,
             Err(mut rej) => {
-                conn.send(&protocol::encode_error(rej.reason.as_str(), &rej.message));
+                conn.send(&proto::encode_error(rej.reason.as_str(), &rej.message));
                 rej.worker_id = rej.worker_id.or(bound);
                 return self.reject(&rej, peer);
             }
@@ -391,10 +393,7 @@ impl Ingest {
             return self.on_hello(key, h.worker_id.clone(), frame, now);
         }
         let Some(id) = bound else {
-            conn.send(&protocol::encode_error(
-                "hello_required",
-                "send hello first",
-            ));
+            conn.send(&proto::encode_error("hello_required", "send hello first"));
             conn.closing = true;
             return self.reject(
                 &Reject::new(RejectReason::HelloRequired, "frame before hello"),
@@ -403,7 +402,7 @@ impl Ingest {
         };
         if frame.worker_id().is_some_and(|f| *f != id) {
             let msg = format!("this connection speaks for {id}");
-            conn.send(&protocol::encode_error("worker_mismatch", &msg));
+            conn.send(&proto::encode_error("worker_mismatch", &msg));
             let mut rej = Reject::new(RejectReason::WorkerMismatch, msg);
             rej.worker_id = Some(id);
             return self.reject(&rej, peer);
@@ -424,17 +423,14 @@ impl Ingest {
         if let Some((bound, _)) = &conn.worker {
             if *bound != id {
                 let msg = format!("this connection speaks for {bound}");
-                conn.send(&protocol::encode_error("worker_mismatch", &msg));
+                conn.send(&proto::encode_error("worker_mismatch", &msg));
                 return self.reject(&Reject::new(RejectReason::WorkerMismatch, msg), peer);
             }
         }
         let handle = match self.registry.route(&id, Transport::Tcp) {
             Ok(h) => h,
             Err(reason) => {
-                conn.send(&protocol::encode_error(
-                    reason.as_str(),
-                    "max_workers reached",
-                ));
+                conn.send(&proto::encode_error(reason.as_str(), "max_workers reached"));
                 conn.closing = true;
                 return self.reject(&Reject::new(reason, format!("worker {id} refused")), peer);
             }
@@ -442,7 +438,7 @@ impl Ingest {
         conn.worker = Some((id.clone(), handle));
         conn.last_frame = now;
         let live = &self.registry.live;
-        conn.send(&protocol::encode_welcome(
+        conn.send(&proto::encode_welcome(
             &id,
             live.heartbeat_interval().as_millis() as u64,
             live.inactivity_timeout().as_millis() as u64,
@@ -453,7 +449,7 @@ impl Ingest {
             .filter(|&old| old != key)
         {
             if let Some(oc) = self.conns.get_mut(old) {
-                oc.send(&protocol::encode_error(
+                oc.send(&proto::encode_error(
                     "superseded",
                     "another connection said hello for this worker",
                 ));
@@ -536,7 +532,7 @@ impl Ingest {
             .collect();
         for key in silent {
             if let Some(conn) = self.conns.get_mut(key) {
-                conn.send(&protocol::encode_error(
+                conn.send(&proto::encode_error(
                     "idle_timeout",
                     "no frame for 3 heartbeat intervals",
                 ));

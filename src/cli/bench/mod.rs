@@ -9,8 +9,11 @@
 //! estimate. Worker ids carry a per-run prefix, so repeated runs against one
 //! daemon do not mix.
 
-use crate::client;
-use crate::procfs;
+pub mod push;
+pub mod ws;
+
+use crate::cli::client;
+use crate::sys::procfs;
 use lexopt::prelude::*;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -59,8 +62,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         payload: 0,
         threads: 1,
         pid: None,
-        url: crate::client::env_url(),
-        heartbeat: crate::client::env_heartbeat_addr(),
+        url: crate::cli::client::env_url(),
+        heartbeat: crate::cli::client::env_heartbeat_addr(),
         json: false,
     };
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
@@ -99,8 +102,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
 
 pub fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
-        Some("ws") => return crate::bench_ws::main(&args[1..]),
-        Some("push") => return crate::bench_push::main(&args[1..]),
+        Some("ws") => return crate::cli::bench::ws::main(&args[1..]),
+        Some("push") => return crate::cli::bench::push::main(&args[1..]),
         Some("procfs") => return procfs_bench(&args[1..]),
         _ => {}
     }
@@ -188,7 +191,7 @@ fn procfs_bench(args: &[String]) -> i32 {
         return 1;
     };
     std::thread::sleep(Duration::from_millis(500));
-    let mut sampler = crate::usage::Sampler::new(child.id());
+    let mut sampler = crate::sys::usage::Sampler::new(child.id());
     let mut times = Vec::with_capacity(samples);
     let mut seen = 0;
     for _ in 0..samples {
@@ -310,12 +313,12 @@ fn run(o: &Opts) -> Result<Value, String> {
     let hb = client::parse_url(&o.heartbeat).map_err(|e| e.to_string())?;
     let health0 = client::get_json(http, "/health").map_err(|e| e.to_string())?;
     let pid = o.pid.or_else(find_musterd);
-    let prefix = format!("bench{}-", crate::worker::unix_ms() % 1_000_000);
+    let prefix = format!("bench{}-", crate::clock::unix_ms() % 1_000_000);
     let ids: Vec<String> = (0..o.workers).map(|i| format!("{prefix}{i}")).collect();
     let threads = o.threads.min(o.workers);
     let mut links = Vec::new();
     if o.tcp {
-        crate::capacity::raise_nofile();
+        crate::sys::capacity::raise_nofile();
         for chunk in ids.chunks(ids.len().div_ceil(threads)) {
             links.push((chunk.to_vec(), Link::Tcp(connect_tcp(chunk, hb)?)));
         }
@@ -477,9 +480,9 @@ mod tests {
     #[test]
     fn frames_are_valid_and_padded() {
         let f = heartbeat("bench1-0", 7, 0);
-        assert!(crate::protocol::decode(&f, 65536).is_ok());
+        assert!(crate::proto::decode(&f, 65536).is_ok());
         let f = heartbeat("bench1-0", 7, 500);
         assert!((495..=505).contains(&f.len()), "{}", f.len());
-        assert!(crate::protocol::decode(&f, 65536).is_ok());
+        assert!(crate::proto::decode(&f, 65536).is_ok());
     }
 }

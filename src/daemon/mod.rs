@@ -8,18 +8,23 @@
 //! configuration and apply what can change live, or keep the old one and say
 //! why.
 
-use crate::api::{Api, VERSION};
-use crate::capacity::Limits;
-use crate::changes::Changes;
+pub mod listen;
+
+use crate::VERSION;
+use crate::config::reload::Live;
 use crate::config::{self, Cli, Config};
-use crate::http::HttpServer;
+use crate::fleet::changes::Changes;
+use crate::fleet::registry::Registry;
+use crate::fleet::sweeper;
 use crate::ingest::Ingest;
-use crate::listen::{self, Adopted, StartupError};
-use crate::live::Live;
-use crate::registry::Registry;
-use crate::sd_notify::{self, Notifier, Watchdog};
+use crate::logging;
+use crate::serve::HttpServer;
+use crate::serve::routes::Api;
 use crate::stats::Stats;
-use crate::{logging, procfs, sweeper};
+use crate::sys::capacity::Limits;
+use crate::sys::procfs;
+use crate::sys::systemd::{self, Notifier, Watchdog};
+use listen::{Adopted, StartupError};
 use mio::Waker;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -77,7 +82,7 @@ pub fn main(args: Vec<String>) -> i32 {
         log::warn!("{w}");
     }
     // Before any other thread exists: this edits the environment.
-    let adopted = listen::Adopted::from(sd_notify::listen_fds());
+    let adopted = listen::Adopted::from(systemd::listen_fds());
     let notifier = Notifier::from_env();
     let signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
@@ -127,7 +132,7 @@ impl Daemon {
         notifier: Arc<Notifier>,
     ) -> Result<Daemon, StartupError> {
         let limits = Limits::read();
-        if let Some(n) = crate::capacity::raise_nofile() {
+        if let Some(n) = crate::sys::capacity::raise_nofile() {
             log::debug!("open file limit={n}");
         }
         let (max_workers, warning) = limits.clamp(cfg.max_workers);
@@ -135,7 +140,7 @@ impl Daemon {
             log::warn!("{w}");
         }
         let slots = (max_workers as u64).next_power_of_two().clamp(256, 1 << 16);
-        if crate::capacity::size_futex_hash(slots) {
+        if crate::sys::capacity::size_futex_hash(slots) {
             log::debug!("futex hash slots={slots}");
         }
         if adopted.count() > 0 {
@@ -273,7 +278,7 @@ impl Daemon {
 
     /// seed 004's periodic report: one line with the fleet's summary.
     fn report(&self) {
-        let m = crate::api::fleet_metrics(&self.registry, self.started);
+        let m = crate::serve::routes::fleet_metrics(&self.registry, self.started);
         let mut by_status = std::collections::BTreeMap::new();
         for s in self.registry.snapshots() {
             *by_status.entry(s.status()).or_insert(0u64) += 1;

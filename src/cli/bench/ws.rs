@@ -11,8 +11,8 @@
 //! measured the scheduler more than the server. Each thread keeps a sample
 //! of latencies (bounded), so memory stays flat however long the run.
 
-use crate::client;
-use crate::procfs;
+use crate::cli::client;
+use crate::sys::procfs;
 use lexopt::prelude::*;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -60,8 +60,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         duration: Duration::from_secs(10),
         stalled: 0,
         pid: None,
-        url: crate::client::env_url(),
-        heartbeat: crate::client::env_heartbeat_addr(),
+        url: crate::cli::client::env_url(),
+        heartbeat: crate::cli::client::env_heartbeat_addr(),
         json: false,
     };
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
@@ -90,7 +90,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
 }
 
 pub fn main(args: &[String]) -> i32 {
-    crate::bench::drive(
+    crate::cli::bench::drive(
         "muster bench ws",
         USAGE,
         parse(args),
@@ -357,9 +357,9 @@ fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
 fn run(o: &Opts) -> Result<Value, String> {
     let http = client::parse_url(&o.url).map_err(|e| e.to_string())?;
     let hb = client::parse_url(&o.heartbeat).map_err(|e| e.to_string())?;
-    let pid = o.pid.or_else(crate::bench::find_musterd);
-    crate::capacity::raise_nofile();
-    let prefix: Arc<str> = Arc::from(format!("wsb{}-", crate::worker::unix_ms() % 1_000_000));
+    let pid = o.pid.or_else(crate::cli::bench::find_musterd);
+    crate::sys::capacity::raise_nofile();
+    let prefix: Arc<str> = Arc::from(format!("wsb{}-", crate::clock::unix_ms() % 1_000_000));
     let stop = Arc::new(AtomicBool::new(false));
     let messages = Arc::new(AtomicU64::new(0));
     // Sample so that all clients together keep about 20,000 latencies a second.
@@ -468,7 +468,7 @@ fn print_table(r: &Value) {
         ),
         None => println!("  musterd            (not on this host or not found: pass --pid)"),
     }
-    crate::bench::print_steal(r);
+    crate::cli::bench::print_steal(r);
     let _ = std::io::stdout().flush();
 }
 
@@ -478,11 +478,11 @@ mod tests {
 
     #[test]
     fn frames_are_decoded_whole_or_not_at_all() {
-        let short = crate::ws::raw_text_frame(b"hi");
+        let short = crate::serve::ws::raw_text_frame(b"hi");
         assert_eq!(parse_frame(&short).unwrap(), Some((1, true, 2..4, 4)));
-        let mid = crate::ws::raw_text_frame(&[b'x'; 300]);
+        let mid = crate::serve::ws::raw_text_frame(&[b'x'; 300]);
         assert_eq!(parse_frame(&mid).unwrap(), Some((1, true, 4..304, 304)));
-        let big = crate::ws::raw_text_frame(&vec![b'y'; 70_000]);
+        let big = crate::serve::ws::raw_text_frame(&vec![b'y'; 70_000]);
         assert_eq!(
             parse_frame(&big).unwrap(),
             Some((1, true, 10..70_010, 70_010))

@@ -12,9 +12,9 @@
 //! it could not be started. SIGTERM, SIGINT and SIGHUP sent to the agent are
 //! passed to the command's process group.
 
-use crate::gpu::Gpu;
-use crate::protocol::{self, Labels};
-use crate::usage::{Sampler, Usage};
+use crate::proto::{self, Labels};
+use crate::sys::gpu::Gpu;
+use crate::sys::usage::{Sampler, Usage};
 use lexopt::prelude::*;
 use serde_json::{Map, Value, json};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -73,7 +73,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         every: None,
         pid: None,
         cmd: cmd.to_vec(),
-        heartbeat: crate::client::env_heartbeat_addr(),
+        heartbeat: crate::cli::client::env_heartbeat_addr(),
     };
     let err = |e: lexopt::Error| e.to_string();
     let dur = |v: String| crate::config::parse_duration(&v);
@@ -144,9 +144,9 @@ pub fn default_id(host: &str, name: &str) -> String {
                 '-'
             }
         })
-        .take(protocol::MAX_ID_LEN)
+        .take(proto::MAX_ID_LEN)
         .collect();
-    if protocol::check_worker_id(&id).is_ok() {
+    if proto::check_worker_id(&id).is_ok() {
         id
     } else {
         format!("agent-{}", std::process::id())
@@ -385,7 +385,7 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let to = match crate::client::parse_url(&o.heartbeat) {
+    let to = match crate::cli::client::parse_url(&o.heartbeat) {
         Ok(a) => a,
         Err(_) => {
             eprintln!("muster agent: bad --heartbeat-addr {:?}", o.heartbeat);
@@ -411,7 +411,7 @@ fn hello(id: &str, pid: u32, labels: &Labels) -> String {
 }
 
 fn checked_id(id: String) -> Result<String, i32> {
-    match protocol::check_worker_id(&id) {
+    match proto::check_worker_id(&id) {
         Ok(()) => Ok(id),
         Err(_) => {
             eprintln!("muster agent: {id:?} is not a valid worker id (1-128 of A-Za-z0-9._:@-)");
@@ -426,7 +426,7 @@ fn watch_pid(
     to: SocketAddr,
     signals: &mut signal_hook::iterator::Signals,
 ) -> i32 {
-    let Some(_) = crate::procfs::read_stat(pid) else {
+    let Some(_) = crate::sys::procfs::read_stat(pid) else {
         eprintln!("muster agent: no process {pid}");
         return 1;
     };
@@ -460,7 +460,7 @@ fn watch_pid(
             link.heartbeat(&heartbeat_frame(&id, seq, "working", Some(&u), g));
             next_beat += o.interval;
         }
-        if crate::procfs::read_stat(pid).is_none() {
+        if crate::sys::procfs::read_stat(pid).is_none() {
             break;
         }
         std::thread::sleep(POLL);
@@ -652,7 +652,7 @@ mod tests {
             run_frame("w", Duration::from_millis(1234), Some(0), None),
             run_frame("w", Duration::from_millis(5), None, Some(9)),
         ] {
-            assert!(protocol::decode(f.as_bytes(), 65536).is_ok(), "{f}");
+            assert!(proto::decode(f.as_bytes(), 65536).is_ok(), "{f}");
         }
         let v: Value =
             serde_json::from_str(&heartbeat_frame("w", 1, "working", Some(&u), None)).unwrap();

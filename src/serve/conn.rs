@@ -12,10 +12,10 @@
 //! within [`HEAD_TIMEOUT`] (else 408 and close); a connection with nothing
 //! in flight is closed after [`IDLE_TIMEOUT`].
 
-use crate::api::Api;
-use crate::http_head::{self, Body, HeadError, Method, Request, Response};
-use crate::registry::Registry;
-use crate::ws::{self, Ended, WsConn, WsLimits};
+use crate::fleet::registry::Registry;
+use crate::serve::head::{self, Body, HeadError, Method, Request, Response};
+use crate::serve::routes::Api;
+use crate::serve::ws::{self, Ended, WsConn, WsLimits};
 use mio::Interest;
 use mio::net::TcpStream;
 use std::collections::VecDeque;
@@ -28,7 +28,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Queued output above which no further pipelined request is parsed.
 pub const OUT_HIGH: usize = 4 << 20;
 /// Input buffered at most: one largest head plus one largest body.
-const IN_CAP: usize = http_head::MAX_HEAD + http_head::MAX_BODY;
+const IN_CAP: usize = head::MAX_HEAD + head::MAX_BODY;
 const READ_CHUNK: usize = 16 * 1024;
 
 thread_local! {
@@ -75,7 +75,7 @@ impl OutQueue {
     fn push(&mut self, resp: &Response, head_only: bool, keep_alive: bool, cors: &str) {
         let tail = self.tail();
         let before = tail.len();
-        let has_body = http_head::write_head(tail, resp, keep_alive, cors) && !head_only;
+        let has_body = head::write_head(tail, resp, keep_alive, cors) && !head_only;
         self.len += tail.len() - before;
         if !has_body {
             return;
@@ -324,7 +324,7 @@ impl Conn {
             if buf.is_empty() {
                 break;
             }
-            match http_head::parse(buf) {
+            match head::parse(buf) {
                 Ok(None) => {
                     self.head_started.get_or_insert(now);
                     break;
@@ -505,7 +505,7 @@ mod tests {
             (&small, false),
         ] {
             q.push(resp, head_only, true, "");
-            http_head::write_response(&mut want, resp, head_only, true, "");
+            head::write_response(&mut want, resp, head_only, true, "");
         }
         assert_eq!(q.len, want.len());
         assert!(

@@ -5,7 +5,7 @@
 //! keep-alive connections. Reports updates sent and accepted (2xx), errors,
 //! and the server's CPU and RSS from /proc.
 
-use crate::procfs;
+use crate::sys::procfs;
 use lexopt::prelude::*;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -70,7 +70,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
 }
 
 pub fn main(args: &[String]) -> i32 {
-    crate::bench::drive(
+    crate::cli::bench::drive(
         "muster bench push",
         USAGE,
         parse(args),
@@ -98,7 +98,7 @@ fn put(s: &mut TcpStream, host: &str, id: &str, seq: u64, buf: &mut Vec<u8>) -> 
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
         if let Ok(httparse::Status::Complete(n)) = resp.parse(buf) {
-            let len = crate::client::content_length(resp.headers).unwrap_or(0);
+            let len = crate::cli::client::content_length(resp.headers).unwrap_or(0);
             let code = resp.code;
             while buf.len() < n + len {
                 let k = s.read(&mut chunk).ok().filter(|&k| k > 0)?;
@@ -112,7 +112,7 @@ fn put(s: &mut TcpStream, host: &str, id: &str, seq: u64, buf: &mut Vec<u8>) -> 
 }
 
 fn run(o: &Opts) -> Result<Value, String> {
-    let to: SocketAddr = crate::client::parse_url(&o.url).map_err(|e| e.to_string())?;
+    let to: SocketAddr = crate::cli::client::parse_url(&o.url).map_err(|e| e.to_string())?;
     let host = to.to_string();
     let proc0 = o.pid.and_then(procfs::cpu_and_rss);
     let start = Instant::now();

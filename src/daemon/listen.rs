@@ -46,7 +46,7 @@ impl Adopted {
     /// socket is the UDP heartbeat socket, the first stream socket is HTTP
     /// and the second the heartbeat TCP listener (the order of `Listen…=`
     /// lines in musterd.socket). Anything left over is closed with a warning.
-    pub fn from(passed: Vec<crate::sd_notify::Passed>) -> Adopted {
+    pub fn from(passed: Vec<crate::sys::systemd::Passed>) -> Adopted {
         let mut a = Adopted::default();
         let (named, unnamed): (Vec<_>, Vec<_>) = passed
             .into_iter()

@@ -10,12 +10,18 @@
 //! Requests are answered on this thread; rendering reads immutable
 //! snapshots, so a slow request never blocks a worker thread.
 
-use crate::api::Api;
-use crate::http_conn::{Conn, Next};
-use crate::http_head::{self, Response};
-use crate::registry::Registry;
-use crate::sd_notify::Watchdog;
-use crate::ws::Fanout;
+pub mod conn;
+pub mod head;
+pub mod metrics;
+pub mod routes;
+pub mod ws;
+
+use crate::fleet::registry::Registry;
+use crate::serve::conn::{Conn, Next};
+use crate::serve::routes::Api;
+use crate::serve::ws::Fanout;
+use crate::sys::systemd::Watchdog;
+use head::Response;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -304,7 +310,7 @@ impl HttpServer {
 fn refuse_full(mut stream: TcpStream, api: &Api) {
     let mut out = Vec::new();
     let resp = Response::error(503, "too_many_connections", "http_max_connections reached");
-    http_head::write_response(
+    head::write_response(
         &mut out,
         &resp,
         false,

@@ -6,9 +6,13 @@
 //! 4 worker not found. Errors are one line on stderr, never a backtrace.
 //! Colour only on a terminal and never with `NO_COLOR` set.
 
-use crate::api::VERSION;
-use crate::client::{self, ClientError};
-use crate::protocol;
+pub mod agent;
+pub mod bench;
+pub mod client;
+
+use crate::VERSION;
+use crate::proto;
+use client::ClientError;
 use lexopt::prelude::*;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -77,7 +81,7 @@ pub fn main(args: Vec<String>) -> i32 {
 
 fn run(args: Vec<String>) -> Out {
     // Global --url before the command.
-    let mut url = crate::client::env_url();
+    let mut url = crate::cli::client::env_url();
     let mut rest = args.into_iter().peekable();
     let mut head = Vec::new();
     while let Some(a) = rest.peek() {
@@ -110,12 +114,12 @@ fn run(args: Vec<String>) -> Out {
         Some("health") => health(&url, &args),
         Some("watch") => watch(&url, &args),
         Some("beat") => beat(&args),
-        Some("agent") => match crate::agent::main(&args) {
+        Some("agent") => match crate::cli::agent::main(&args) {
             0 => Ok(()),
             // The agent has said what went wrong, or passes on CMD's status.
             n => Err(Fail(n, String::new())),
         },
-        Some("bench") => match crate::bench::main(&args) {
+        Some("bench") => match crate::cli::bench::main(&args) {
             0 => Ok(()),
             // bench has said what went wrong.
             n => Err(Fail(n, String::new())),
@@ -275,7 +279,7 @@ fn workers(url: &str, args: &[String]) -> Out {
     }
     print!(
         "{}",
-        table(&list, crate::worker::unix_ms(), colour_enabled())
+        table(&list, crate::clock::unix_ms(), colour_enabled())
     );
     Ok(())
 }
@@ -297,7 +301,7 @@ fn status(url: &str, args: &[String]) -> Out {
         }
     }
     let id = id.ok_or_else(|| Fail(2, "status needs a worker id".into()))?;
-    if protocol::check_worker_id(&id).is_err() {
+    if proto::check_worker_id(&id).is_err() {
         return Err(Fail(2, format!("{id:?} is not a valid worker id")));
     }
     let v = client::get_json(addr(&url)?, &format!("/api/workers/{id}")).map_err(|e| match e {
@@ -308,7 +312,7 @@ fn status(url: &str, args: &[String]) -> Out {
         print_json(&v);
         return Ok(());
     }
-    let now = crate::worker::unix_ms();
+    let now = crate::clock::unix_ms();
     let obj = v.as_object().cloned().unwrap_or_default();
     let keys: BTreeMap<&String, &Value> = obj.iter().collect();
     for (k, val) in keys {
@@ -384,7 +388,7 @@ fn watch(url: &str, args: &[String]) -> Out {
         }
     }
     if let Some(id) = &id {
-        if protocol::check_worker_id(id).is_err() {
+        if proto::check_worker_id(id).is_err() {
             return Err(Fail(2, format!("{id:?} is not a valid worker id")));
         }
     }
@@ -491,7 +495,7 @@ fn watch_once(http: SocketAddr, path: &str, tty: bool) -> Result<(), WatchEnd> {
             let _ = write!(
                 out,
                 "\x1b[H\x1b[2J{}",
-                table(&list, crate::worker::unix_ms(), colour)
+                table(&list, crate::clock::unix_ms(), colour)
             );
             let _ = writeln!(
                 out,
@@ -506,7 +510,7 @@ fn watch_once(http: SocketAddr, path: &str, tty: bool) -> Result<(), WatchEnd> {
 }
 
 fn beat(args: &[String]) -> Out {
-    let mut hb_addr = crate::client::env_heartbeat_addr();
+    let mut hb_addr = crate::cli::client::env_heartbeat_addr();
     let mut frame = Map::new();
     let (mut id, mut tcp, mut bye) = (None, false, false);
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
@@ -557,7 +561,7 @@ fn beat(args: &[String]) -> Out {
     frame.insert("worker_id".into(), json!(id));
     let text = Value::Object(frame).to_string();
     // Check it here: over UDP the daemon cannot tell us what was wrong.
-    if let Err(r) = protocol::decode(text.as_bytes(), 65536) {
+    if let Err(r) = proto::decode(text.as_bytes(), 65536) {
         return Err(Fail(2, r.to_string()));
     }
     let to = client::parse_url(&hb_addr)

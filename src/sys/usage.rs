@@ -1,5 +1,5 @@
 //! Resource usage of a process and all its descendants, sampled from /proc
-//! (through [`crate::procfs`]): CPU percent over the interval between two
+//! (through [`crate::sys::procfs`]): CPU percent over the interval between two
 //! samples, resident memory, threads, open descriptors and storage I/O.
 //!
 //! A process tree, not one pid: `sh -c 'make'` must not hide the compiler
@@ -9,7 +9,7 @@
 //! parent reaps it); that undercounts short-lived children, never
 //! overcounts.
 
-use crate::procfs;
+use crate::sys::procfs;
 use std::collections::HashMap;
 use std::time::Instant;
 

@@ -15,8 +15,8 @@
 //! the version is still `v`. (Before: whoever sees the new snapshot also sees
 //! a new version. After: whatever was assembled meanwhile is not reused.)
 
-use crate::protocol::WorkerId;
-use crate::worker::OnChange;
+use crate::fleet::worker::OnChange;
+use crate::proto::WorkerId;
 use std::collections::HashSet;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,

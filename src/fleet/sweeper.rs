@@ -11,8 +11,8 @@
 //!
 //! Cost: O(workers) snapshot reads per tick.
 
-use crate::registry::Registry;
-use crate::worker::Msg;
+use crate::fleet::registry::Registry;
+use crate::fleet::worker::Msg;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -59,11 +59,11 @@ pub fn sweep(registry: &Registry, now: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::changes::Changes;
     use crate::config;
-    use crate::live::Live;
+    use crate::config::reload::Live;
+    use crate::fleet::changes::Changes;
+    use crate::fleet::worker::Transport;
     use crate::stats::Stats;
-    use crate::worker::Transport;
 
     #[test]
     fn marks_then_evicts() {

@@ -8,8 +8,8 @@
 //! more than one frame; at most [`OUT_CAP`] bytes of replies are queued for a
 //! peer that does not read (past that the connection is closed).
 
-use crate::protocol::WorkerId;
-use crate::worker::{Handle, Msg};
+use crate::fleet::worker::{Handle, Msg};
+use crate::proto::WorkerId;
 use mio::Interest;
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};

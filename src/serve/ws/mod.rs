@@ -13,10 +13,11 @@
 //! calls [`WsConn::on_readable`], [`WsConn::on_changes`], [`WsConn::pump`]
 //! and [`WsConn::on_tick`].
 
-use crate::http_head::{Body, Request, Response, percent_decode, query_param};
-use crate::protocol::{WorkerId, check_worker_id};
-use crate::registry::Registry;
-use crate::worker::{ResourceUsageView, Snapshot, Telemetry, unix_ms};
+use crate::clock::unix_ms;
+use crate::fleet::registry::Registry;
+use crate::fleet::worker::{ResourceUsageView, Snapshot, Telemetry};
+use crate::proto::{WorkerId, check_worker_id};
+use crate::serve::head::{Body, Request, Response, percent_decode, query_param};
 use mio::net::TcpStream;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashSet};
@@ -102,7 +103,7 @@ pub fn subscription(path: &str, query: &str) -> Result<Subscription, Response> {
         _ => return Err(Response::error(404, "not_found", "no such stream")),
     };
     let mut filter = Filter {
-        status: crate::api::status_filter(query)?,
+        status: crate::serve::routes::status_filter(query)?,
         ..Filter::default()
     };
     if let Some(l) = query_param(query, "label") {
@@ -135,7 +136,7 @@ pub fn accept(req: &Request) -> Result<Response, Response> {
                 .with_header("Sec-WebSocket-Version", "13"),
         );
     }
-    if req.method != crate::http_head::Method::Get || req.minor < 1 {
+    if req.method != crate::serve::head::Method::Get || req.minor < 1 {
         return Err(bad("a WebSocket upgrade is an HTTP/1.1 GET"));
     }
     if !req
@@ -680,7 +681,7 @@ impl WsConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http_head::parse;
+    use crate::serve::head::parse;
 
     fn req(text: &str) -> Request {
         parse(text.as_bytes()).unwrap().unwrap().0

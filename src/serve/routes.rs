@@ -8,22 +8,23 @@
 //! object, so a worker's JSON is serialised once per change however many
 //! requests read it. Cost: O(workers) per whole-fleet request.
 
-use crate::http_head::{Method, Request, Response, percent_decode, query_param};
-use crate::protocol::{RejectReason, WorkerId, check_worker_id};
-use crate::registry::{Counts, Registry};
-use crate::runs::{self, Totals};
+use crate::VERSION;
+use crate::clock::unix_ms;
+use crate::fleet::registry::{Counts, Registry};
+use crate::fleet::runs::{self, Totals};
+use crate::fleet::worker::Handle;
+use crate::fleet::worker::{Snapshot, Telemetry};
+use crate::proto::{RejectReason, WorkerId, check_worker_id};
+use crate::serve::head::{Method, Request, Response, percent_decode, query_param};
+use crate::serve::metrics;
 use crate::stats::DropReason;
-use crate::worker::Handle;
-use crate::worker::{Snapshot, Telemetry, unix_ms};
-use crate::{metrics, procfs};
+use crate::sys::procfs;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Every endpoint, as documented in README.md and musterd(8). Keep in step
 /// with [`route`]; a test checks each is routed and documented.
@@ -627,12 +628,12 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::changes::Changes;
     use crate::config;
-    use crate::http_head::parse;
-    use crate::live::Live;
+    use crate::config::reload::Live;
+    use crate::fleet::changes::Changes;
+    use crate::fleet::worker::{Msg, Transport};
+    use crate::serve::head::parse;
     use crate::stats::Stats;
-    use crate::worker::{Msg, Transport};
     use std::time::Duration;
 
     fn api() -> Api {
@@ -657,7 +658,7 @@ mod tests {
     }
 
     fn beat(api: &Api, json: &str) {
-        let f = crate::protocol::decode(json.as_bytes(), 65536).unwrap();
+        let f = crate::proto::decode(json.as_bytes(), 65536).unwrap();
         let id = f.worker_id().unwrap().clone();
         let h = api.registry.route(&id, Transport::Udp).unwrap();
         let before = h.snapshot().messages_processed;

@@ -9,9 +9,9 @@
 //!
 //! Cost: O(workers × families) formatting into one buffer; no locks held.
 
-use crate::protocol::RejectReason;
+use crate::fleet::worker::{RUN_BUCKETS_S, Snapshot};
+use crate::proto::RejectReason;
 use crate::stats::{DropReason, Stats};
-use crate::worker::{RUN_BUCKETS_S, Snapshot};
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -352,8 +352,8 @@ pub fn render(d: &Daemon, snaps: &[std::sync::Arc<Snapshot>], now: Instant) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::decode;
-    use crate::worker::Transport;
+    use crate::fleet::worker::Transport;
+    use crate::proto::decode;
     use std::collections::HashSet;
     use std::sync::Arc;
 

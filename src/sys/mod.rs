@@ -1,0 +1,7 @@
+//! Linux and systemd interfaces.
+
+pub mod capacity;
+pub mod gpu;
+pub mod procfs;
+pub mod systemd;
+pub mod usage;
