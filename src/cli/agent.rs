@@ -12,11 +12,12 @@
 //! it could not be started. SIGTERM, SIGINT and SIGHUP sent to the agent are
 //! passed to the command's process group.
 
-use crate::proto::{self, Labels};
+use crate::proto::{
+    self, Frame, Heartbeat, Hello, Labels, Reply, Reported, ResourceUsage, Run, WorkerId,
+};
 use crate::sys::gpu::Gpu;
 use crate::sys::usage::{Sampler, Usage};
 use lexopt::prelude::*;
-use serde_json::{Map, Value, json};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -212,8 +213,7 @@ impl Link {
             s.write_all(format!("{}\n", self.hello).as_bytes())?;
             let mut line = String::new();
             BufReader::new(&s).read_line(&mut line)?;
-            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            if v["type"] != "welcome" {
+            if !matches!(proto::decode_reply(line.as_bytes()), Ok(Reply::Welcome(_))) {
                 return Err(std::io::Error::other(format!(
                     "no welcome: {}",
                     line.trim()
@@ -295,7 +295,9 @@ impl Link {
     }
 
     fn bye(&mut self) {
-        let bye = json!({"type": "bye", "worker_id": self.id}).to_string();
+        let bye = proto::encode(&Frame::Bye {
+            worker_id: Some(WorkerId::from(self.id.as_str())),
+        });
         self.send_now(&bye);
         if let Some(s) = &self.tcp {
             let _ = s.shutdown(std::net::Shutdown::Write);
@@ -320,57 +322,44 @@ impl Link {
 fn heartbeat_frame(
     id: &str,
     seq: u64,
-    status: &str,
+    status: Reported,
     u: Option<&Usage>,
     gpu: Option<f64>,
 ) -> String {
-    let mut m = Map::new();
-    m.insert("type".into(), json!("heartbeat"));
-    m.insert("worker_id".into(), json!(id));
-    m.insert("seq".into(), json!(seq));
-    m.insert("status".into(), json!(status));
+    let round = |x: f64, places: f64| (x * places).round() / places;
+    let mut beat = Heartbeat {
+        worker_id: Some(WorkerId::from(id)),
+        seq: Some(seq),
+        status: Some(status),
+        gpu_usage: gpu.map(|g| g.clamp(0.0, 100.0)),
+        ..Heartbeat::default()
+    };
     if let Some(u) = u {
-        if let Some(c) = u.cpu_percent {
-            m.insert("cpu_usage".into(), json!((c * 100.0).round() / 100.0));
-        }
-        if let Some(mp) = u.memory_percent {
-            m.insert(
-                "memory_usage".into(),
-                json!((mp.min(100.0) * 1000.0).round() / 1000.0),
-            );
-        }
-        let mut r = json!({
-            "rss_mb": (u.rss_mb * 100.0).round() / 100.0,
-            "peak_rss_mb": (u.peak_rss_mb * 100.0).round() / 100.0,
-            "threads": u.threads,
-            "fds": u.fds,
+        beat.cpu_usage = u.cpu_percent.map(|c| round(c, 100.0));
+        beat.memory_usage = u.memory_percent.map(|m| round(m.min(100.0), 1000.0));
+        // Storage I/O is reported as a pair or not at all.
+        let io = u.io_read_bytes.zip(u.io_write_bytes);
+        beat.resource_usage = Some(ResourceUsage {
+            rss_mb: Some(round(u.rss_mb, 100.0)),
+            peak_rss_mb: Some(round(u.peak_rss_mb, 100.0)),
+            threads: Some(u.threads),
+            fds: Some(u.fds),
+            io_read_bytes: io.map(|(r, _)| r),
+            io_write_bytes: io.map(|(_, w)| w),
+            ..ResourceUsage::default()
         });
-        if let (Some(rd), Some(wr)) = (u.io_read_bytes, u.io_write_bytes) {
-            r["io_read_bytes"] = json!(rd);
-            r["io_write_bytes"] = json!(wr);
-        }
-        m.insert("resource_usage".into(), r);
     }
-    if let Some(g) = gpu {
-        m.insert("gpu_usage".into(), json!(g.clamp(0.0, 100.0)));
-    }
-    Value::Object(m).to_string()
+    proto::encode(&Frame::Heartbeat(beat))
 }
 
 fn run_frame(id: &str, duration: Duration, code: Option<i32>, signal: Option<i32>) -> String {
-    let mut m = json!({
-        "type": "run",
-        "worker_id": id,
-        "duration_ms": (duration.as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
-        "ok": code == Some(0),
-    });
-    if let Some(c) = code {
-        m["exit_code"] = json!(c);
-    }
-    if let Some(s) = signal {
-        m["signal"] = json!(s);
-    }
-    m.to_string()
+    proto::encode(&Frame::Run(Run {
+        worker_id: Some(WorkerId::from(id)),
+        duration_ms: (duration.as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
+        ok: code == Some(0),
+        exit_code: code,
+        signal,
+    }))
 }
 
 pub fn main(args: &[String]) -> i32 {
@@ -406,8 +395,13 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 fn hello(id: &str, pid: u32, labels: &Labels) -> String {
-    json!({"type": "hello", "worker_id": id, "pid": pid, "hostname": hostname(), "labels": labels})
-        .to_string()
+    proto::encode(&Frame::Hello(Hello {
+        worker_id: WorkerId::from(id),
+        pid: Some(pid),
+        hostname: Some(hostname()),
+        capacity: None,
+        labels: Some(labels.clone()),
+    }))
 }
 
 fn checked_id(id: String) -> Result<String, i32> {
@@ -457,7 +451,7 @@ fn watch_pid(
             let Some(u) = sampler.sample() else { break };
             seq += 1;
             let g = gpu.usage(&sampler.tree());
-            link.heartbeat(&heartbeat_frame(&id, seq, "working", Some(&u), g));
+            link.heartbeat(&heartbeat_frame(&id, seq, Reported::Working, Some(&u), g));
             next_beat += o.interval;
         }
         if crate::sys::procfs::read_stat(pid).is_none() {
@@ -534,7 +528,7 @@ fn run_cmd(o: &Opts, to: SocketAddr, signals: &mut signal_hook::iterator::Signal
                 let u = sampler.sample();
                 seq += 1;
                 let g = gpu.usage(&sampler.tree());
-                link.heartbeat(&heartbeat_frame(&id, seq, "working", u.as_ref(), g));
+                link.heartbeat(&heartbeat_frame(&id, seq, Reported::Working, u.as_ref(), g));
                 next_beat += o.interval;
             }
             std::thread::sleep(POLL);
@@ -573,7 +567,7 @@ fn idle_until(
         }
         if Instant::now() >= next_beat {
             *seq += 1;
-            link.heartbeat(&heartbeat_frame(id, *seq, "idle", None, None));
+            link.heartbeat(&heartbeat_frame(id, *seq, Reported::Idle, None, None));
             next_beat += o.interval;
         }
         std::thread::sleep(POLL.min(next_start.saturating_duration_since(Instant::now())));
@@ -647,15 +641,16 @@ mod tests {
             processes: 2,
         };
         for f in [
-            heartbeat_frame("w", 1, "working", Some(&u), None),
-            heartbeat_frame("w", 2, "idle", None, Some(40.0)),
+            heartbeat_frame("w", 1, Reported::Working, Some(&u), None),
+            heartbeat_frame("w", 2, Reported::Idle, None, Some(40.0)),
             run_frame("w", Duration::from_millis(1234), Some(0), None),
             run_frame("w", Duration::from_millis(5), None, Some(9)),
         ] {
             assert!(proto::decode(f.as_bytes(), 65536).is_ok(), "{f}");
         }
-        let v: Value =
-            serde_json::from_str(&heartbeat_frame("w", 1, "working", Some(&u), None)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&heartbeat_frame("w", 1, Reported::Working, Some(&u), None))
+                .unwrap();
         assert!(
             v.get("gpu_usage").is_none(),
             "absent without a GPU, never 0"

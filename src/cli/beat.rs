@@ -1,0 +1,122 @@
+//! `muster beat`: one frame from a shell script, built with the protocol's
+//! own types and checked before it is sent (over UDP the daemon cannot say
+//! what was wrong).
+
+use super::client::{self};
+use super::{Fail, Out};
+use crate::proto::{self, Frame, Heartbeat, Hello, Reply, Reported, WorkerId};
+use lexopt::prelude::*;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+pub(super) fn beat(args: &[String]) -> Out {
+    let mut hb_addr = client::env_heartbeat_addr();
+    let mut beat = Heartbeat::default();
+    let (mut id, mut tcp, mut bye) = (None, false, false);
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    let number = |p: &mut lexopt::Parser, name: &str| -> Result<f64, Fail> {
+        let v = p.value()?.string()?;
+        v.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| Fail(2, format!("--{name} needs a number, got {v:?}")))
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("id") => id = Some(p.value()?.string()?),
+            Long("status") => {
+                let v = p.value()?.string()?;
+                beat.status = Some(Reported::parse(&v).ok_or_else(|| {
+                    Fail(2, format!("--status is idle, working or error, not {v:?}"))
+                })?);
+            }
+            Long("cpu") => beat.cpu_usage = Some(number(&mut p, "cpu")?),
+            Long("mem") => beat.memory_usage = Some(number(&mut p, "mem")?),
+            Long("queue") => {
+                let v = p.value()?.string()?;
+                let q: u64 = v
+                    .parse()
+                    .map_err(|_| Fail(2, format!("--queue needs a whole number, got {v:?}")))?;
+                beat.queue_depth = Some(q);
+            }
+            Long("tcp") => tcp = true,
+            Long("udp") => tcp = false,
+            Long("bye") => bye = true,
+            Long("heartbeat-addr") => hb_addr = p.value()?.string()?,
+            Short('h') | Long("help") => {
+                println!(
+                    "usage: muster beat --id ID [--status idle|working|error] [--cpu N] [--mem N] [--queue N] [--tcp] [--heartbeat-addr ADDR]\n       muster beat --id ID --bye"
+                );
+                return Ok(());
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let id = id.ok_or_else(|| Fail(2, "beat needs --id".into()))?;
+    if let Err(reason) = proto::check_worker_id(&id) {
+        return Err(Fail(
+            2,
+            format!("{}: {id:?} is not a valid worker id", reason.as_str()),
+        ));
+    }
+    let worker_id = Some(WorkerId::from(id.as_str()));
+    let frame = if bye {
+        Frame::Bye { worker_id }
+    } else {
+        Frame::Heartbeat(Heartbeat { worker_id, ..beat })
+    };
+    let text = proto::encode(&frame);
+    // Check it here: over UDP the daemon cannot tell us what was wrong.
+    if let Err(r) = proto::decode(text.as_bytes(), 65536) {
+        return Err(Fail(2, r.to_string()));
+    }
+    let to = client::parse_url(&hb_addr)
+        .map_err(|_| Fail(2, format!("bad --heartbeat-addr {hb_addr:?}")))?;
+    if tcp {
+        beat_tcp(to, &id, &text)
+    } else {
+        let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
+            .map_err(|e| Fail(1, format!("udp socket: {e}")))?;
+        s.send_to(text.as_bytes(), to)
+            .map_err(|e| Fail(1, format!("cannot send to {to}: {e}")))?;
+        Ok(())
+    }
+}
+
+/// hello, the frame, and a check that no error came back.
+fn beat_tcp(to: SocketAddr, id: &str, text: &str) -> Out {
+    let unreachable = |e: std::io::Error| Fail(1, format!("cannot reach musterd at {to}: {e}"));
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(unreachable)?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(unreachable)?;
+    let hello = proto::encode(&Frame::Hello(Hello {
+        worker_id: WorkerId::from(id),
+        pid: Some(std::process::id()),
+        hostname: None,
+        capacity: None,
+        labels: None,
+    }));
+    s.write_all(format!("{hello}\n{text}\n").as_bytes())
+        .map_err(unreachable)?;
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut reply = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut reply);
+    let mut welcomed = false;
+    for line in reply.lines() {
+        match proto::decode_reply(line.as_bytes()) {
+            Ok(Reply::Welcome(_)) => welcomed = true,
+            Ok(Reply::Error(e)) => {
+                return Err(Fail(
+                    1,
+                    format!("musterd refused the frame: {} ({})", e.message, e.code),
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    if !welcomed {
+        return Err(Fail(1, format!("no welcome from musterd at {to}")));
+    }
+    Ok(())
+}

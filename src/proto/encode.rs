@@ -1,0 +1,233 @@
+//! Frames → bytes, both ways: what a worker sends ([`Frame`]: `hello`,
+//! `heartbeat`, `run`, `bye`) and what the daemon answers over TCP
+//! ([`Reply`]: `welcome`, `error`). `muster beat`, `muster agent` and the
+//! ingest loop all write their frames here, so the wire format has one
+//! author; the round-trip tests below hold it to [`super::decode`].
+
+use super::frame::Frame;
+use serde::{Deserialize, Serialize};
+
+/// A frame as one JSON object, without a newline: a UDP datagram.
+pub fn encode(frame: &Frame) -> String {
+    // Serialising these types cannot fail: no map has non-string keys.
+    serde_json::to_string(frame).unwrap_or_default()
+}
+
+/// A frame as one TCP line, with its newline.
+pub fn encode_line(frame: &Frame) -> Vec<u8> {
+    line(frame)
+}
+
+/// What the daemon says to a TCP worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Reply {
+    /// The answer to `hello`.
+    Welcome(Welcome),
+    /// Why a frame or the connection was refused.
+    Error(ErrorReply),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub version: u32,
+    pub worker_id: String,
+    pub heartbeat_interval_ms: u64,
+    pub inactivity_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// A [`super::RejectReason`] name, or a connection-level code such as
+    /// `superseded` or `idle_timeout`.
+    pub code: String,
+    pub message: String,
+}
+
+/// Read one reply line (with or without its newline).
+pub fn decode_reply(line: &[u8]) -> Result<Reply, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
+/// The `welcome` line sent in reply to `hello` (with its trailing newline).
+pub fn encode_welcome(worker_id: &str, interval_ms: u64, timeout_ms: u64) -> Vec<u8> {
+    line(&Reply::Welcome(Welcome {
+        version: 1,
+        worker_id: worker_id.to_string(),
+        heartbeat_interval_ms: interval_ms,
+        inactivity_timeout_ms: timeout_ms,
+    }))
+}
+
+/// An `error` line: `code` is a [`super::RejectReason`] name or a
+/// connection-level code such as `superseded` or `idle_timeout`.
+pub fn encode_error(code: &str, message: &str) -> Vec<u8> {
+    line(&Reply::Error(ErrorReply {
+        code: code.to_string(),
+        message: message.to_string(),
+    }))
+}
+
+fn line(v: &impl Serialize) -> Vec<u8> {
+    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{
+        CurrentJob, Heartbeat, Hello, Labels, Reported, ResourceUsage, Run, WorkerId, decode,
+    };
+    use serde_json::{Value, json};
+
+    #[test]
+    fn replies_are_single_json_lines() {
+        for line in [
+            encode_welcome("w1", 5000, 30000),
+            encode_error("bad_field", "x\ny"),
+        ] {
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            let v: Value = serde_json::from_slice(&line).unwrap();
+            assert!(v["type"].is_string());
+        }
+        assert!(encode_welcome("w1", 1, 2).starts_with(br#"{"type":"welcome""#));
+        assert!(encode_error("x", "y").starts_with(br#"{"type":"error""#));
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let w = encode_welcome("w1", 5000, 30000);
+        assert_eq!(
+            decode_reply(&w).unwrap(),
+            Reply::Welcome(Welcome {
+                version: 1,
+                worker_id: "w1".into(),
+                heartbeat_interval_ms: 5000,
+                inactivity_timeout_ms: 30000,
+            })
+        );
+        let e = encode_error("superseded", "another\nconnection");
+        assert_eq!(
+            decode_reply(&e).unwrap(),
+            Reply::Error(ErrorReply {
+                code: "superseded".into(),
+                message: "another\nconnection".into(),
+            })
+        );
+        assert!(decode_reply(br#"{"type":"dance"}"#).is_err());
+    }
+
+    fn id(s: &str) -> WorkerId {
+        WorkerId::from(s)
+    }
+
+    /// Every frame type, with every field it can carry, and with none.
+    fn frames() -> Vec<Frame> {
+        let labels: Labels = [("pool".to_string(), "scan \"q\"".to_string())].into();
+        vec![
+            Frame::Hello(Hello {
+                worker_id: id("w-1"),
+                pid: Some(42),
+                hostname: Some("host.example".into()),
+                capacity: Some(4),
+                labels: Some(labels.clone()),
+            }),
+            Frame::Hello(Hello {
+                worker_id: id("w-1"),
+                pid: None,
+                hostname: None,
+                capacity: None,
+                labels: None,
+            }),
+            Frame::Heartbeat(Heartbeat {
+                worker_id: Some(id("w:2@x")),
+                seq: Some(u64::MAX),
+                status: Some(Reported::Working),
+                cpu_usage: Some(150.25),
+                memory_usage: Some(12.5),
+                gpu_usage: Some(0.0),
+                resource_usage: Some(ResourceUsage {
+                    rss_mb: Some(52.8),
+                    heap_used_mb: Some(1.5),
+                    heap_total_mb: Some(3.0),
+                    external_mb: Some(0.25),
+                    peak_rss_mb: Some(60.0),
+                    threads: Some(7),
+                    fds: Some(12),
+                    io_read_bytes: Some(1 << 40),
+                    io_write_bytes: Some(0),
+                }),
+                queue_depth: Some(5),
+                current_job: Some(Some(CurrentJob {
+                    id: Some("789".into()),
+                    kind: Some("scan".into()),
+                    files: Some(1000),
+                    started_at: Some(1_733_808_005_000),
+                })),
+                running_tasks: Some(vec![json!({"task_id": "t1"})]),
+                labels: Some(labels),
+            }),
+            Frame::Heartbeat(Heartbeat {
+                current_job: Some(None),
+                status: Some(Reported::Error),
+                ..Heartbeat::default()
+            }),
+            Frame::Heartbeat(Heartbeat {
+                worker_id: Some(id("w")),
+                status: Some(Reported::Idle),
+                ..Heartbeat::default()
+            }),
+            Frame::Run(Run {
+                worker_id: Some(id("w")),
+                duration_ms: 1234.5,
+                ok: false,
+                exit_code: Some(-1),
+                signal: Some(9),
+            }),
+            Frame::Run(Run {
+                worker_id: None,
+                duration_ms: 0.0,
+                ok: true,
+                exit_code: None,
+                signal: None,
+            }),
+            Frame::Bye {
+                worker_id: Some(id("w")),
+            },
+            Frame::Bye { worker_id: None },
+        ]
+    }
+
+    #[test]
+    fn every_frame_type_round_trips() {
+        let mut kinds = std::collections::BTreeSet::new();
+        for f in frames() {
+            let text = encode(&f);
+            let back = decode(text.as_bytes(), 65536).unwrap_or_else(|r| panic!("{text}: {r}"));
+            assert_eq!(back, f, "{text}");
+            let line = encode_line(&f);
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(decode(&line[..line.len() - 1], 65536).unwrap(), f);
+            let v: Value = serde_json::from_str(&text).unwrap();
+            kinds.insert(v["type"].as_str().unwrap().to_string());
+        }
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            ["bye", "heartbeat", "hello", "run"]
+        );
+    }
+
+    #[test]
+    fn absent_fields_are_left_out_not_null() {
+        let text = encode(&Frame::Bye { worker_id: None });
+        assert_eq!(text, r#"{"type":"bye"}"#);
+        let text = encode(&Frame::Heartbeat(Heartbeat {
+            current_job: Some(None),
+            ..Heartbeat::default()
+        }));
+        assert_eq!(text, r#"{"type":"heartbeat","current_job":null}"#);
+    }
+}

@@ -1,0 +1,184 @@
+//! The frames a worker sends, as types: `hello`, `heartbeat`, `run`, `bye`.
+//! [`super::decode`] builds them from bytes; [`super::encode`] writes them.
+//! Their bounds (`MAX_*`) are what decoding enforces, so a decoded frame's
+//! in-memory size is a small multiple of its wire size.
+
+use super::id::WorkerId;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// At most this many labels per frame.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key, in bytes.
+pub const MAX_LABEL_KEY: usize = 128;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE: usize = 1024;
+/// At most this many entries in `running_tasks`.
+pub const MAX_RUNNING_TASKS: usize = 256;
+/// Longest free-text string field (hostname, job id and type), in bytes.
+pub const MAX_TEXT: usize = 256;
+/// Longest run we believe: 30 days. Anything longer is a unit mistake.
+pub const MAX_RUN_MS: f64 = 30.0 * 24.0 * 3600.0 * 1000.0;
+/// CPU may exceed 100 (% of one core); beyond this many cores it is nonsense.
+pub const MAX_CPU_PERCENT: f64 = 100.0 * 4096.0;
+
+/// Label map, ordered so that rendering is stable.
+pub type Labels = BTreeMap<String, String>;
+
+/// The status a worker reports about itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reported {
+    Idle,
+    Working,
+    Error,
+}
+
+impl Reported {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reported::Idle => "idle",
+            Reported::Working => "working",
+            Reported::Error => "error",
+        }
+    }
+
+    /// The status a frame names, if it is one of the three.
+    pub fn parse(s: &str) -> Option<Reported> {
+        match s {
+            "idle" => Some(Reported::Idle),
+            "working" => Some(Reported::Working),
+            "error" => Some(Reported::Error),
+            _ => None,
+        }
+    }
+}
+
+/// `resource_usage` as seed 000 shapes it; every figure is in MB.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ResourceUsage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap_used_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap_total_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_mb: Option<f64>,
+    /// What `muster agent` adds: peak RSS, threads, open descriptors and
+    /// storage I/O of the process tree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_read_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_write_bytes: Option<u64>,
+}
+
+/// `current_job`: what the worker is busy with.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CurrentJob {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hello {
+    pub worker_id: WorkerId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Heartbeat {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<WorkerId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Reported>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_usage: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_usage: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_usage: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_usage: Option<ResourceUsage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_job: Option<Option<CurrentJob>>,
+    /// Each entry is a JSON object, kept as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_tasks: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Run {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<WorkerId>,
+    pub duration_ms: f64,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+// Heartbeats dominate the traffic and are the large variant; frames are
+// boxed whole when queued, so boxing the variant would only add a second
+// allocation per frame.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Frame {
+    Hello(Hello),
+    Heartbeat(Heartbeat),
+    Run(Run),
+    Bye {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worker_id: Option<WorkerId>,
+    },
+}
+
+impl Frame {
+    /// The id the frame names, if any (a TCP frame after `hello` may omit it).
+    pub fn worker_id(&self) -> Option<&WorkerId> {
+        match self {
+            Frame::Hello(h) => Some(&h.worker_id),
+            Frame::Heartbeat(h) => h.worker_id.as_ref(),
+            Frame::Run(r) => r.worker_id.as_ref(),
+            Frame::Bye { worker_id } => worker_id.as_ref(),
+        }
+    }
+
+    /// Fill in the id from the connection's `hello` when the frame left it out.
+    pub fn set_worker_id(&mut self, id: WorkerId) {
+        match self {
+            Frame::Hello(h) => h.worker_id = id,
+            Frame::Heartbeat(h) => h.worker_id = Some(id),
+            Frame::Run(r) => r.worker_id = Some(id),
+            Frame::Bye { worker_id } => *worker_id = Some(id),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Worker ids and the reasons a frame is refused: the names every other
+//! part of the daemon counts and reports by.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Longest worker id, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+/// Ids that name endpoints under `/api/workers/` and so cannot be worker ids.
+pub const RESERVED_IDS: [&str; 3] = ["registry", "scale", "snapshot"];
+
+/// A worker id: 1–128 bytes of `A-Za-z0-9._:@-`, not a reserved word.
+pub type WorkerId = Arc<str>;
+
+/// Whether `id` may name a worker (syntax only; reserved words are separate).
+pub fn valid_worker_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
+}
+
+/// Check a candidate id against the syntax and the reserved words.
+pub fn check_worker_id(id: &str) -> Result<(), RejectReason> {
+    if !valid_worker_id(id) {
+        Err(RejectReason::BadWorkerId)
+    } else if RESERVED_IDS.contains(&id) {
+        Err(RejectReason::ReservedId)
+    } else {
+        Ok(())
+    }
+}
+/// Why a frame was refused. Every variant is a counter in `/health` and
+/// `/metrics`, under the name [`RejectReason::as_str`] gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    TooLarge,
+    InvalidUtf8,
+    NotJson,
+    NotObject,
+    MissingType,
+    UnknownType,
+    BadWorkerId,
+    ReservedId,
+    BadField,
+    /// TCP: a frame other than `hello` on a connection that has not said hello.
+    HelloRequired,
+    /// TCP: a frame naming another worker than the connection's `hello`.
+    WorkerMismatch,
+    /// The worker would be new and `max_workers` are already tracked, or its
+    /// thread could not be started.
+    WorkerCap,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 12] = [
+        RejectReason::TooLarge,
+        RejectReason::InvalidUtf8,
+        RejectReason::NotJson,
+        RejectReason::NotObject,
+        RejectReason::MissingType,
+        RejectReason::UnknownType,
+        RejectReason::BadWorkerId,
+        RejectReason::ReservedId,
+        RejectReason::BadField,
+        RejectReason::HelloRequired,
+        RejectReason::WorkerMismatch,
+        RejectReason::WorkerCap,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::TooLarge => "too_large",
+            RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::NotJson => "not_json",
+            RejectReason::NotObject => "not_object",
+            RejectReason::MissingType => "missing_type",
+            RejectReason::UnknownType => "unknown_type",
+            RejectReason::BadWorkerId => "bad_worker_id",
+            RejectReason::ReservedId => "reserved_id",
+            RejectReason::BadField => "bad_field",
+            RejectReason::HelloRequired => "hello_required",
+            RejectReason::WorkerMismatch => "worker_mismatch",
+            RejectReason::WorkerCap => "worker_cap",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A refused frame: the reason (for counting), a message for the peer and
+/// the log, and the worker id when the frame named a valid one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reject {
+    pub reason: RejectReason,
+    pub message: String,
+    pub worker_id: Option<WorkerId>,
+}
+
+impl Reject {
+    pub fn new(reason: RejectReason, message: impl Into<String>) -> Reject {
+        Reject {
+            reason,
+            message: message.into(),
+            worker_id: None,
+        }
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_rules() {
+        assert!(valid_worker_id("a"));
+        assert!(valid_worker_id(&"z".repeat(128)));
+        assert!(!valid_worker_id(&"z".repeat(129)));
+        assert!(!valid_worker_id("é"));
+        assert_eq!(check_worker_id("registry"), Err(RejectReason::ReservedId));
+    }
+}
