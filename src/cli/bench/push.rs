@@ -70,7 +70,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
 }
 
 pub fn main(args: &[String]) -> i32 {
-    crate::cli::bench::drive(
+    super::report::drive(
         "muster bench push",
         USAGE,
         parse(args),

@@ -90,7 +90,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
 }
 
 pub fn main(args: &[String]) -> i32 {
-    crate::cli::bench::drive(
+    super::report::drive(
         "muster bench ws",
         USAGE,
         parse(args),
@@ -357,7 +357,7 @@ fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
 fn run(o: &Opts) -> Result<Value, String> {
     let http = client::parse_url(&o.url).map_err(|e| e.to_string())?;
     let hb = client::parse_url(&o.heartbeat).map_err(|e| e.to_string())?;
-    let pid = o.pid.or_else(crate::cli::bench::find_musterd);
+    let pid = o.pid.or_else(super::report::find_musterd);
     crate::sys::capacity::raise_nofile();
     let prefix: Arc<str> = Arc::from(format!("wsb{}-", crate::clock::unix_ms() % 1_000_000));
     let stop = Arc::new(AtomicBool::new(false));
@@ -468,7 +468,7 @@ fn print_table(r: &Value) {
         ),
         None => println!("  musterd            (not on this host or not found: pass --pid)"),
     }
-    crate::cli::bench::print_steal(r);
+    super::report::print_steal(r);
     let _ = std::io::stdout().flush();
 }
 
@@ -476,13 +476,23 @@ fn print_table(r: &Value) {
 mod tests {
     use super::*;
 
+    /// A server's text frame, as tungstenite writes it.
+    fn server_frame(payload: &[u8]) -> Vec<u8> {
+        use tungstenite::protocol::frame::{Frame, coding::Data, coding::OpCode};
+        let mut out = Vec::new();
+        Frame::message(payload.to_vec(), OpCode::Data(Data::Text), true)
+            .format(&mut out)
+            .unwrap();
+        out
+    }
+
     #[test]
     fn frames_are_decoded_whole_or_not_at_all() {
-        let short = crate::serve::ws::raw_text_frame(b"hi");
+        let short = server_frame(b"hi");
         assert_eq!(parse_frame(&short).unwrap(), Some((1, true, 2..4, 4)));
-        let mid = crate::serve::ws::raw_text_frame(&[b'x'; 300]);
+        let mid = server_frame(&[b'x'; 300]);
         assert_eq!(parse_frame(&mid).unwrap(), Some((1, true, 4..304, 304)));
-        let big = crate::serve::ws::raw_text_frame(&vec![b'y'; 70_000]);
+        let big = server_frame(&vec![b'y'; 70_000]);
         assert_eq!(
             parse_frame(&big).unwrap(),
             Some((1, true, 10..70_010, 70_010))
