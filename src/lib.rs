@@ -7,6 +7,8 @@ pub mod fleet;
 pub mod ingest;
 pub mod logging;
 pub mod proto;
+#[cfg(test)]
+pub mod script;
 pub mod serve;
 pub mod stats;
 pub mod sys;

@@ -1,12 +1,19 @@
 //! Daemon-wide counters: what arrived, what was refused and why, what was
-//! dropped and why. Every bound in the daemon that throws something away
-//! counts it here, so `/health` (and later `/metrics`) can tell the truth.
+//! dropped and why, what the connections did. Every bound in the daemon that
+//! throws something away counts it here, so `/health` and `/metrics` can
+//! tell the truth.
+//!
+//! One table, [`COUNTERS`], names each counter once: where it sits in
+//! `/health` and which Prometheus family carries it. `/health`, `/metrics`
+//! and systemd's `STATUS=` line walk it; none lists counters of its own.
+//! Refusals and drops are counted by reason, and HTTP responses by status
+//! class, in arrays indexed by their enums.
 //!
 //! Plain relaxed atomics: counters are read for display, never to
 //! synchronise anything.
 
 use crate::proto::RejectReason;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Why an accepted, valid frame was nevertheless not applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,40 +35,242 @@ impl DropReason {
     }
 }
 
+/// Every single-valued counter and gauge; [`COUNTERS`] describes each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Frames read off a socket (datagrams, TCP lines), valid or not.
+    FramesReceived,
+    /// Frames applied by a worker thread.
+    FramesApplied,
+    /// Worker threads running now.
+    WorkerThreads,
+    /// Workers evicted by the sweeper after `forget_after`.
+    WorkersEvicted,
+    /// Workers forgotten through `DELETE /api/workers/{id}`.
+    WorkersDeleted,
+    TcpOpen,
+    TcpAccepted,
+    TcpClosedIdle,
+    TcpClosedSuperseded,
+    TcpRefusedFull,
+    HttpOpen,
+    HttpRefusedFull,
+    WsClients,
+    WsAccepted,
+    WsClosedStalled,
+    WsClosedPing,
+    WsClosedTooBig,
+}
+
+/// Prometheus type of a family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// Where a counter is exported under `/metrics`: its family, and the label
+/// that tells it from the family's other members, if it shares one.
+pub struct Metric {
+    pub family: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    pub label: Option<(&'static str, &'static str)>,
+}
+
+pub struct Row {
+    pub counter: Counter,
+    /// `/health`: the object it sits in and its key there.
+    pub group: &'static str,
+    pub key: &'static str,
+    pub metric: Option<Metric>,
+}
+
+const fn row(counter: Counter, group: &'static str, key: &'static str) -> Row {
+    Row {
+        counter,
+        group,
+        key,
+        metric: None,
+    }
+}
+
+const fn exported(
+    counter: Counter,
+    group: &'static str,
+    key: &'static str,
+    family: &'static str,
+    kind: Kind,
+    help: &'static str,
+    label: Option<(&'static str, &'static str)>,
+) -> Row {
+    Row {
+        counter,
+        group,
+        key,
+        metric: Some(Metric {
+            family,
+            kind,
+            help,
+            label,
+        }),
+    }
+}
+
+/// The counters, in the order `/health` and `/metrics` show them. Rows of
+/// one family stand together.
+pub const COUNTERS: &[Row] = &[
+    exported(
+        Counter::FramesReceived,
+        "frames",
+        "received",
+        "muster_frames_received_total",
+        Kind::Counter,
+        "Heartbeat frames read from sockets, valid or not.",
+        None,
+    ),
+    exported(
+        Counter::FramesApplied,
+        "frames",
+        "applied",
+        "muster_frames_applied_total",
+        Kind::Counter,
+        "Frames applied by worker threads.",
+        None,
+    ),
+    exported(
+        Counter::WorkerThreads,
+        "workers",
+        "threads",
+        "muster_worker_threads",
+        Kind::Gauge,
+        "Worker threads running.",
+        None,
+    ),
+    exported(
+        Counter::WorkersEvicted,
+        "workers",
+        "evicted",
+        "muster_workers_evicted_total",
+        Kind::Counter,
+        "Workers forgotten after forget_after.",
+        None,
+    ),
+    row(Counter::WorkersDeleted, "workers", "deleted"),
+    exported(
+        Counter::TcpOpen,
+        "connections",
+        "tcp_open",
+        "muster_tcp_connections",
+        Kind::Gauge,
+        "Open heartbeat TCP connections.",
+        None,
+    ),
+    row(Counter::TcpAccepted, "connections", "tcp_accepted"),
+    row(Counter::TcpClosedIdle, "connections", "tcp_closed_idle"),
+    row(
+        Counter::TcpClosedSuperseded,
+        "connections",
+        "tcp_closed_superseded",
+    ),
+    row(Counter::TcpRefusedFull, "connections", "tcp_refused_full"),
+    exported(
+        Counter::HttpOpen,
+        "connections",
+        "http_open",
+        "muster_http_connections",
+        Kind::Gauge,
+        "Open HTTP connections.",
+        None,
+    ),
+    row(Counter::HttpRefusedFull, "connections", "http_refused_full"),
+    exported(
+        Counter::WsClients,
+        "connections",
+        "ws_clients",
+        "muster_websocket_clients",
+        Kind::Gauge,
+        "Connected WebSocket clients.",
+        None,
+    ),
+    row(Counter::WsAccepted, "connections", "ws_accepted"),
+    exported(
+        Counter::WsClosedStalled,
+        "connections",
+        "ws_closed_stalled",
+        "muster_websocket_closed_total",
+        Kind::Counter,
+        "WebSocket clients closed by the daemon, by cause.",
+        Some(("cause", "stalled")),
+    ),
+    exported(
+        Counter::WsClosedPing,
+        "connections",
+        "ws_closed_ping",
+        "muster_websocket_closed_total",
+        Kind::Counter,
+        "WebSocket clients closed by the daemon, by cause.",
+        Some(("cause", "ping_timeout")),
+    ),
+    exported(
+        Counter::WsClosedTooBig,
+        "connections",
+        "ws_closed_too_big",
+        "muster_websocket_closed_total",
+        Kind::Counter,
+        "WebSocket clients closed by the daemon, by cause.",
+        Some(("cause", "too_big")),
+    ),
+];
+
+/// The counter families kept by reason or class, as `/metrics` names them.
+pub const REJECTED_FAMILY: &str = "muster_frames_rejected_total";
+pub const DROPPED_FAMILY: &str = "muster_frames_dropped_total";
+pub const HTTP_FAMILY: &str = "muster_http_responses_total";
+/// HTTP status classes, in the order of [`Stats::http_responses`].
+pub const HTTP_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+const N: usize = Counter::WsClosedTooBig as usize + 1;
+
 #[derive(Default)]
 pub struct Stats {
-    /// Frames read off a socket (datagrams, TCP lines), valid or not.
-    pub frames_received: AtomicU64,
-    /// Frames applied by a worker thread.
-    pub frames_applied: AtomicU64,
+    values: [AtomicU64; N],
     rejected: [AtomicU64; RejectReason::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
-    /// Worker threads running now.
-    pub worker_threads: AtomicUsize,
-    /// Workers evicted by the sweeper after `forget_after`.
-    pub workers_evicted: AtomicU64,
-    /// Workers forgotten through `DELETE /api/workers/{id}`.
-    pub workers_deleted: AtomicU64,
-    /// TCP connections open now, and accepted in all.
-    pub tcp_open: AtomicUsize,
-    pub tcp_accepted: AtomicU64,
-    /// TCP connections closed by the daemon, by cause.
-    pub tcp_closed_idle: AtomicU64,
-    pub tcp_closed_superseded: AtomicU64,
-    pub tcp_refused_full: AtomicU64,
-    /// HTTP connections open now and requests answered by status class.
-    pub http_open: AtomicUsize,
-    pub http_refused_full: AtomicU64,
-    pub http_responses: [AtomicU64; 5],
-    /// WebSocket clients connected now, accepted in all, and closed by cause.
-    pub ws_clients: AtomicUsize,
-    pub ws_accepted: AtomicU64,
-    pub ws_closed_stalled: AtomicU64,
-    pub ws_closed_ping: AtomicU64,
-    pub ws_closed_too_big: AtomicU64,
+    http_responses: [AtomicU64; 5],
 }
 
 impl Stats {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.values[c as usize].load(Relaxed)
+    }
+
+    pub fn add(&self, c: Counter, n: u64) {
+        self.values[c as usize].fetch_add(n, Relaxed);
+    }
+
+    pub fn incr(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    pub fn decr(&self, c: Counter) {
+        self.values[c as usize].fetch_sub(1, Relaxed);
+    }
+
+    /// Set a gauge that its owner recounts (open connections).
+    pub fn set(&self, c: Counter, v: u64) {
+        self.values[c as usize].store(v, Relaxed);
+    }
+
     pub fn reject(&self, reason: RejectReason) {
         self.rejected[reason.index()].fetch_add(1, Relaxed);
     }
@@ -91,6 +300,20 @@ impl Stats {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.http_responses[class].fetch_add(1, Relaxed);
     }
+
+    /// Responses per class, in the order of [`HTTP_CLASSES`].
+    pub fn http_responses(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.http_responses[i].load(Relaxed))
+    }
+
+    /// Every value in [`COUNTERS`] order, then the by-reason arrays: cheap
+    /// to take and compare, so a reader can tell whether anything moved.
+    pub fn reading(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = COUNTERS.iter().map(|r| self.get(r.counter)).collect();
+        v.extend(RejectReason::ALL.iter().map(|&r| self.rejected(r)));
+        v.extend(DropReason::ALL.iter().map(|&r| self.dropped(r)));
+        v
+    }
 }
 
 #[cfg(test)]
@@ -112,7 +335,55 @@ mod tests {
         s.http_response(404);
         s.http_response(200);
         s.http_response(999);
-        assert_eq!(s.http_responses[3].load(Relaxed), 1);
-        assert_eq!(s.http_responses[4].load(Relaxed), 1);
+        assert_eq!(s.http_responses(), [0, 1, 0, 1, 1]);
+    }
+
+    #[test]
+    fn the_table_names_every_counter_once_and_families_stand_together() {
+        assert_eq!(COUNTERS.len(), N);
+        for (i, r) in COUNTERS.iter().enumerate() {
+            assert_eq!(r.counter as usize, i, "{:?} out of order", r.counter);
+        }
+        let mut keys: Vec<(&str, &str)> = COUNTERS.iter().map(|r| (r.group, r.key)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), N, "a /health key twice");
+        let families: Vec<&str> = COUNTERS
+            .iter()
+            .filter_map(|r| r.metric.as_ref().map(|m| m.family))
+            .collect();
+        for (i, f) in families.iter().enumerate() {
+            if i > 0 && families[i - 1] != *f {
+                assert!(!families[..i].contains(f), "{f} split in two");
+            }
+            let kind = COUNTERS
+                .iter()
+                .filter_map(|r| r.metric.as_ref())
+                .find(|m| m.family == *f)
+                .map(|m| m.kind);
+            assert_eq!(kind == Some(Kind::Counter), f.ends_with("_total"), "{f}");
+        }
+    }
+
+    #[test]
+    fn counters_move() {
+        let s = Stats::default();
+        s.incr(Counter::TcpAccepted);
+        s.add(Counter::FramesApplied, 5);
+        s.set(Counter::HttpOpen, 9);
+        s.incr(Counter::WsClients);
+        s.decr(Counter::WsClients);
+        assert_eq!(
+            (
+                s.get(Counter::TcpAccepted),
+                s.get(Counter::FramesApplied),
+                s.get(Counter::HttpOpen),
+                s.get(Counter::WsClients)
+            ),
+            (1, 5, 9, 0)
+        );
+        let before = s.reading();
+        s.reject(RejectReason::BadField);
+        assert_ne!(s.reading(), before);
     }
 }

@@ -7,7 +7,9 @@
 //! non-empty, and records nothing while no one subscribes, so a daemon with
 //! no live subscribers pays one relaxed load per change.
 //!
-//! It does not carry state: subscribers read the current snapshot of each id.
+//! It carries state: each change is the snapshot just published, the latest
+//! one per worker, so the HTTP loop fans out without going back to the
+//! registry for each worker or each client.
 //!
 //! It also keeps a version, bumped before and after every publish, and after
 //! every insert and removal, whether or not anyone subscribes: a reader that
@@ -15,9 +17,9 @@
 //! the version is still `v`. (Before: whoever sees the new snapshot also sees
 //! a new version. After: whatever was assembled meanwhile is not reused.)
 
-use crate::fleet::worker::OnChange;
+use super::snapshot::Snapshot;
 use crate::proto::WorkerId;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
@@ -29,7 +31,7 @@ pub const MAX_REMOVED: usize = 65536;
 
 #[derive(Default)]
 struct Pending {
-    changed: HashSet<WorkerId>,
+    changed: HashMap<WorkerId, Arc<Snapshot>>,
     removed: Vec<WorkerId>,
 }
 
@@ -92,32 +94,38 @@ impl Changes {
         });
     }
 
-    /// Take everything recorded so far: (changed, removed).
-    pub fn take(&self) -> (Vec<WorkerId>, Vec<WorkerId>) {
+    /// A worker published `snap`; it replaces any change not yet taken.
+    pub fn changed(&self, snap: &Arc<Snapshot>) {
+        self.record(|p| {
+            p.changed.insert(snap.id.clone(), snap.clone());
+        });
+    }
+
+    /// Take everything recorded so far: the latest snapshot of each changed
+    /// worker, and the ids removed.
+    pub fn take(&self) -> (Vec<Arc<Snapshot>>, Vec<WorkerId>) {
         match self.pending.lock() {
-            Ok(mut p) => (p.changed.drain().collect(), std::mem::take(&mut p.removed)),
+            Ok(mut p) => (
+                p.changed.drain().map(|(_, s)| s).collect(),
+                std::mem::take(&mut p.removed),
+            ),
             Err(_) => (Vec::new(), Vec::new()),
         }
-    }
-}
-
-impl OnChange for Changes {
-    fn will_change(&self) {
-        self.bump();
-    }
-
-    fn changed(&self, id: &WorkerId) {
-        self.record(|p| {
-            p.changed.insert(id.clone());
-        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::snapshot::Transport;
     use mio::{Events, Poll, Token};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    fn snap(id: &str, queue: u64) -> Arc<Snapshot> {
+        let mut s = Snapshot::new(id.into(), Transport::Udp, Instant::now());
+        s.queue_depth = queue;
+        Arc::new(s)
+    }
 
     #[test]
     fn coalesces_and_wakes_once_per_batch() {
@@ -126,27 +134,32 @@ mod tests {
         changes.set_waker(Arc::new(
             mio::Waker::new(poll.registry(), Token(7)).unwrap(),
         ));
-        let a: WorkerId = "a".into();
-        changes.changed(&a);
+        changes.changed(&snap("a", 0));
         assert!(
             changes.take().0.is_empty(),
             "nothing recorded while unwanted"
         );
 
         changes.set_wanted(true);
-        for _ in 0..1000 {
-            changes.changed(&a);
+        for q in 0..1000 {
+            changes.changed(&snap("a", q));
         }
-        changes.changed(&"b".into());
+        changes.changed(&snap("b", 0));
         changes.removed(&"b".into());
         let mut events = Events::with_capacity(8);
         poll.poll(&mut events, Some(Duration::from_secs(2)))
             .unwrap();
         assert_eq!(events.iter().filter(|e| e.token() == Token(7)).count(), 1);
         let (changed, removed) = changes.take();
-        assert_eq!(changed, vec![a]);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(
+            (&*changed[0].id, changed[0].queue_depth),
+            ("a", 999),
+            "the latest wins"
+        );
         assert_eq!(removed.len(), 1);
         assert_eq!(&*removed[0], "b");
-        assert_eq!(changes.take(), (vec![], vec![]));
+        let (changed, removed) = changes.take();
+        assert!(changed.is_empty() && removed.is_empty());
     }
 }

@@ -9,14 +9,14 @@
 //! The registry does not decide when a worker is silent or old (the
 //! sweeper does) and does not apply frames (the worker's thread does).
 
-use crate::config::reload::Live;
-use crate::fleet::changes::Changes;
-use crate::fleet::worker::{self, Handle, OnApplied, STACK_BYTES, Snapshot, Transport};
+use super::Shared;
+use super::inbox;
+use super::snapshot::{Snapshot, Transport};
+use super::worker::{self, Handle, STACK_BYTES};
 use crate::logging::RateLimit;
 use crate::proto::{RejectReason, WorkerId};
-use crate::stats::Stats;
+use crate::stats::Counter;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,25 +37,16 @@ pub struct Counts {
 
 pub struct Registry {
     workers: RwLock<HashMap<WorkerId, Entry>>,
-    pub stats: Arc<Stats>,
-    pub live: Arc<Live>,
-    pub changes: Arc<Changes>,
+    /// For the threads it starts, and the `max_workers` in force.
+    shared: Arc<Shared>,
     log_limit: RateLimit,
 }
 
-impl OnApplied for Stats {
-    fn applied(&self, frames: u64) {
-        self.frames_applied.fetch_add(frames, Relaxed);
-    }
-}
-
 impl Registry {
-    pub fn new(stats: Arc<Stats>, live: Arc<Live>, changes: Arc<Changes>) -> Registry {
+    pub fn new(shared: Arc<Shared>) -> Registry {
         Registry {
             workers: RwLock::new(HashMap::new()),
-            stats,
-            live,
-            changes,
+            shared,
             log_limit: RateLimit::new(Duration::from_secs(10)),
         }
     }
@@ -81,34 +72,26 @@ impl Registry {
         if let Some(e) = map.get(id) {
             return Ok(e.handle.clone());
         }
-        if map.len() >= self.live.max_workers() {
+        let max = self.shared.config.get().max_workers;
+        if map.len() >= max {
             self.log_limit.warn("worker_cap", || {
-                format!(
-                    "max_workers={} reached: refusing new worker id={id}",
-                    self.live.max_workers()
-                )
+                format!("max_workers={max} reached: refusing new worker id={id}")
             });
             return Err(RejectReason::WorkerCap);
         }
-        let (tx, rx) = worker::inbox();
+        let (tx, rx) = inbox::inbox();
         let handle = Arc::new(Handle::new(
             tx,
             Snapshot::new(id.clone(), transport, Instant::now()),
         ));
-        let (h, changes, stats, live) = (
-            handle.clone(),
-            self.changes.clone(),
-            self.stats.clone(),
-            self.live.clone(),
-        );
+        let (h, shared) = (handle.clone(), self.shared.clone());
         let spawned = std::thread::Builder::new()
             .name(thread_name(id))
             .stack_size(STACK_BYTES)
             .spawn(move || {
-                stats.worker_threads.fetch_add(1, Relaxed);
-                let applied = stats.clone();
-                worker::run(h, rx, changes, applied, live);
-                stats.worker_threads.fetch_sub(1, Relaxed);
+                shared.stats.incr(Counter::WorkerThreads);
+                worker::run(h, rx, shared.clone(), shared.clone());
+                shared.stats.decr(Counter::WorkerThreads);
             });
         match spawned {
             Ok(thread) => {
@@ -120,7 +103,7 @@ impl Registry {
                     },
                 );
                 drop(map);
-                self.changes.bump();
+                self.shared.changes.bump();
                 log::debug!("new worker id={id} transport={transport:?}");
                 Ok(handle)
             }
@@ -183,7 +166,7 @@ impl Registry {
         entry.handle.stop();
         // The thread ends on its own; its JoinHandle is dropped (detached).
         drop(entry.thread);
-        self.changes.removed(&WorkerId::from(id));
+        self.shared.changes.removed(&WorkerId::from(id));
         true
     }
 
@@ -219,16 +202,13 @@ fn thread_name(id: &str) -> String {
 mod tests {
     use super::*;
     use crate::config;
-    use crate::fleet::worker::Msg;
+    use crate::fleet::inbox::Msg;
     use crate::proto::decode;
 
     fn registry(max: usize) -> Registry {
-        let cfg = config::defaults();
-        Registry::new(
-            Arc::new(Stats::default()),
-            Arc::new(Live::new(&cfg, max)),
-            Arc::new(Changes::default()),
-        )
+        let mut cfg = config::defaults();
+        cfg.max_workers = max;
+        Registry::new(Arc::new(Shared::new(cfg)))
     }
 
     fn wait_for(mut ok: impl FnMut() -> bool) {
@@ -250,7 +230,7 @@ mod tests {
             r.route(&"c".into(), Transport::Udp).err(),
             Some(RejectReason::WorkerCap)
         );
-        wait_for(|| r.stats.worker_threads.load(Relaxed) == 2);
+        wait_for(|| r.shared.stats.get(Counter::WorkerThreads) == 2);
 
         let f = decode(
             br#"{"type":"heartbeat","worker_id":"a","cpu_usage":3}"#,
@@ -261,14 +241,14 @@ mod tests {
             .try_send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
             .unwrap();
         wait_for(|| r.snapshot("a").is_some_and(|s| s.cpu_usage == Some(3.0)));
-        assert_eq!(r.stats.frames_applied.load(Relaxed), 1);
+        assert_eq!(r.shared.stats.get(Counter::FramesApplied), 1);
 
         assert!(r.remove("a"));
         assert!(!r.remove("a"));
-        wait_for(|| r.stats.worker_threads.load(Relaxed) == 1);
+        wait_for(|| r.shared.stats.get(Counter::WorkerThreads) == 1);
         assert!(r.route(&"c".into(), Transport::Udp).is_ok(), "room again");
         assert_eq!(r.shutdown(Instant::now() + Duration::from_secs(5)), 0);
-        assert_eq!(r.stats.worker_threads.load(Relaxed), 0);
+        assert_eq!(r.shared.stats.get(Counter::WorkerThreads), 0);
         assert!(r.is_empty());
     }
 

@@ -11,29 +11,30 @@
 //!
 //! Cost: O(workers) snapshot reads per tick.
 
-use crate::fleet::registry::Registry;
-use crate::fleet::worker::Msg;
+use super::Shared;
+use super::inbox::Msg;
+use super::registry::Registry;
+use crate::stats::Counter;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 pub const TICK: Duration = Duration::from_millis(500);
 
 /// Run until `stop` receives a message or its sender is dropped.
-pub fn run(registry: Arc<Registry>, stop: Receiver<()>) {
+pub fn run(registry: Arc<Registry>, shared: Arc<Shared>, stop: Receiver<()>) {
     loop {
         match stop.recv_timeout(TICK) {
-            Err(RecvTimeoutError::Timeout) => sweep(&registry, Instant::now()),
+            Err(RecvTimeoutError::Timeout) => sweep(&registry, &shared, Instant::now()),
             _ => return,
         }
     }
 }
 
 /// One pass over every worker.
-pub fn sweep(registry: &Registry, now: Instant) {
-    let timeout = registry.live.inactivity_timeout();
-    let forget = registry.live.forget_after();
+pub fn sweep(registry: &Registry, shared: &Shared, now: Instant) {
+    let cfg = shared.config.get();
+    let (timeout, forget) = (cfg.inactivity_timeout, cfg.forget_after);
     for handle in registry.handles() {
         let snap = handle.snapshot();
         let silent = now.saturating_duration_since(snap.last_seen);
@@ -45,7 +46,7 @@ pub fn sweep(registry: &Registry, now: Instant) {
                 });
             }
         } else if silent >= forget && registry.remove(&snap.id) {
-            registry.stats.workers_evicted.fetch_add(1, Relaxed);
+            shared.stats.incr(Counter::WorkersEvicted);
             log::info!(
                 "forgot worker id={} status={} silent_s={}",
                 snap.id,
@@ -60,10 +61,7 @@ pub fn sweep(registry: &Registry, now: Instant) {
 mod tests {
     use super::*;
     use crate::config;
-    use crate::config::reload::Live;
-    use crate::fleet::changes::Changes;
-    use crate::fleet::worker::Transport;
-    use crate::stats::Stats;
+    use crate::fleet::snapshot::Transport;
 
     #[test]
     fn marks_then_evicts() {
@@ -71,22 +69,20 @@ mod tests {
         cfg.heartbeat_interval = Duration::from_millis(10);
         cfg.inactivity_timeout = Duration::from_millis(50);
         cfg.forget_after = Duration::from_millis(200);
-        let r = Registry::new(
-            Arc::new(Stats::default()),
-            Arc::new(Live::new(&cfg, 10)),
-            Arc::new(Changes::default()),
-        );
+        cfg.max_workers = 10;
+        let shared = Arc::new(Shared::new(cfg));
+        let r = Registry::new(shared.clone());
         r.route(&"w".into(), Transport::Udp).unwrap();
         let t0 = r.snapshot("w").unwrap().last_seen;
 
-        sweep(&r, t0 + Duration::from_millis(40));
+        sweep(&r, &shared, t0 + Duration::from_millis(40));
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             r.snapshot("w").unwrap().is_active(),
             "not yet silent long enough"
         );
 
-        sweep(&r, t0 + Duration::from_millis(60));
+        sweep(&r, &shared, t0 + Duration::from_millis(60));
         let deadline = Instant::now() + Duration::from_secs(5);
         while r.snapshot("w").unwrap().is_active() {
             assert!(Instant::now() < deadline, "never marked inactive");
@@ -94,11 +90,11 @@ mod tests {
         }
         assert_eq!(r.snapshot("w").unwrap().status(), "inactive");
 
-        sweep(&r, t0 + Duration::from_millis(150));
+        sweep(&r, &shared, t0 + Duration::from_millis(150));
         assert!(r.snapshot("w").is_some(), "kept until forget_after");
-        sweep(&r, t0 + Duration::from_millis(250));
+        sweep(&r, &shared, t0 + Duration::from_millis(250));
         assert!(r.snapshot("w").is_none(), "evicted");
-        assert_eq!(r.stats.workers_evicted.load(Relaxed), 1);
+        assert_eq!(shared.stats.get(Counter::WorkersEvicted), 1);
         r.shutdown(Instant::now() + Duration::from_secs(5));
     }
 }

@@ -3,15 +3,18 @@
 //! worker's inbox.
 //!
 //! It knows nothing of frames' meaning: the ingest loop decodes the lines
-//! this yields and decides what to answer. Bounds: a line longer than
-//! `max_frame_bytes` is reported as [`Line::TooLong`] without buffering
-//! more than one frame; at most [`OUT_CAP`] bytes of replies are queued for a
-//! peer that does not read (past that the connection is closed).
+//! this yields and [`super::session`] decides what they mean. Generic over
+//! the stream, so its buffering is tested without sockets.
+//!
+//! Bounds: a line longer than `max_frame_bytes` is reported as
+//! [`Line::TooLong`] without buffering more than one frame; at most
+//! [`OUT_CAP`] bytes of replies are queued for a peer that does not read
+//! (past that the connection is closed).
 
-use crate::fleet::worker::{Handle, Msg};
-use crate::proto::WorkerId;
+use super::session::Session;
+use crate::fleet::inbox::Msg;
+use crate::fleet::worker::Handle;
 use mio::Interest;
-use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -31,8 +34,8 @@ pub enum Line {
     Incomplete,
 }
 
-pub struct TcpConn {
-    pub stream: TcpStream,
+pub struct TcpConn<S> {
+    pub stream: S,
     pub peer: SocketAddr,
     pub registered: Interest,
     inbuf: Vec<u8>,
@@ -42,20 +45,19 @@ pub struct TcpConn {
     scanned: usize,
     out: Vec<u8>,
     out_pos: usize,
-    /// The worker this connection said hello for.
-    pub worker: Option<(WorkerId, Arc<Handle>)>,
+    /// Which worker the connection speaks for, by the session rules.
+    pub session: Session,
+    /// That worker's handle, once routed.
+    pub handle: Option<Arc<Handle>>,
     /// A message the worker's inbox had no room for (backpressure).
     pub pending: Option<Msg>,
-    /// Last complete frame (or the connect): silence is judged from here,
-    /// so a peer dribbling a partial line is still silent.
-    pub last_frame: Instant,
     /// Flush the queued replies, then close.
     pub closing: bool,
     pub peer_closed: bool,
 }
 
-impl TcpConn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, now: Instant) -> TcpConn {
+impl<S: Read + Write> TcpConn<S> {
+    pub fn new(stream: S, peer: SocketAddr, now: Instant) -> TcpConn<S> {
         TcpConn {
             stream,
             peer,
@@ -65,9 +67,9 @@ impl TcpConn {
             scanned: 0,
             out: Vec::new(),
             out_pos: 0,
-            worker: None,
+            session: Session::new(now),
+            handle: None,
             pending: None,
-            last_frame: now,
             closing: false,
             peer_closed: false,
         }
@@ -191,5 +193,122 @@ impl TcpConn {
 
     pub fn flushed(&self) -> bool {
         self.out_pos == self.out.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::{Script, Step};
+
+    fn conn(steps: Vec<Step>) -> TcpConn<Script> {
+        TcpConn::new(
+            Script::new(steps),
+            "127.0.0.1:1".parse().unwrap(),
+            Instant::now(),
+        )
+    }
+
+    /// Read and frame everything the script offers, as the loop does.
+    fn lines(c: &mut TcpConn<Script>, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            match c.next_line(max) {
+                Line::Frame(r) => {
+                    out.push(String::from_utf8_lossy(c.bytes(r.clone())).into_owned());
+                    c.consume(r.end);
+                }
+                Line::TooLong => {
+                    out.push("<too long>".into());
+                    return out;
+                }
+                Line::Incomplete if c.peer_closed => {
+                    if let Some(r) = c.take_tail() {
+                        out.push(String::from_utf8_lossy(c.bytes(r.clone())).into_owned());
+                        c.consume(r.end);
+                    }
+                    return out;
+                }
+                Line::Incomplete => match c.read_some(max) {
+                    Ok(true) => {}
+                    Ok(false) if c.peer_closed => {}
+                    Ok(false) => return out,
+                    Err(_) => return out,
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_anywhere_come_out_whole() {
+        let text = b"{\"a\":1}\r\n{\"b\":2}\n\n{\"c\":3}";
+        for cut in 0..text.len() {
+            for cut2 in cut..text.len() {
+                // An empty read would be the end of the stream: leave it out.
+                let part = |b: &[u8]| (!b.is_empty()).then(|| Step::Read(b.to_vec()));
+                let steps = [
+                    part(&text[..cut]),
+                    Some(Step::Block),
+                    part(&text[cut..cut2]),
+                    part(&text[cut2..]),
+                    Some(Step::Eof),
+                ];
+                let mut c = conn(steps.into_iter().flatten().collect());
+                let mut got = lines(&mut c, 1024);
+                got.extend(lines(&mut c, 1024));
+                assert_eq!(
+                    got,
+                    [r#"{"a":1}"#, r#"{"b":2}"#, "", r#"{"c":3}"#],
+                    "cut at {cut} and {cut2}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_line_is_refused_without_buffering_it() {
+        let mut c = conn(vec![Step::Read(vec![b'x'; 100_000]), Step::Block]);
+        assert_eq!(lines(&mut c, 1000), ["<too long>"]);
+        assert!(c.inbuf.len() <= 1002, "buffered {}", c.inbuf.len());
+    }
+
+    #[test]
+    fn replies_survive_short_and_blocked_writes() {
+        let mut c = conn(vec![
+            Step::Write(3),
+            Step::Block,
+            Step::Write(1),
+            Step::Write(100),
+        ]);
+        c.send(b"{\"type\":\"welcome\"}\n");
+        assert!(c.flush().is_ok());
+        assert!(!c.flushed(), "blocked after three bytes");
+        assert_eq!(c.interest(), Interest::READABLE | Interest::WRITABLE);
+        assert!(c.flush().is_ok());
+        assert!(c.flushed());
+        assert_eq!(c.interest(), Interest::READABLE);
+        assert_eq!(c.stream.written, b"{\"type\":\"welcome\"}\n");
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_is_closed_not_buffered() {
+        let mut c = conn(vec![Step::Block]);
+        let line = vec![b'e'; 1000];
+        for _ in 0..OUT_CAP / line.len() {
+            c.send(&line);
+        }
+        assert!(!c.closing);
+        c.send(&line);
+        assert!(c.closing, "past OUT_CAP the connection closes");
+        assert!(c.out.len() <= OUT_CAP);
+    }
+
+    #[test]
+    fn a_broken_stream_is_an_error() {
+        let mut c = conn(vec![Step::Fail]);
+        assert!(c.read_some(1000).is_err());
+        let mut c = conn(vec![Step::Fail]);
+        c.send(b"x\n");
+        assert!(c.flush().is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! `GET /metrics`: the Prometheus text exposition format, version 0.0.4.
 //!
-//! Pure rendering: counters and snapshots in, bytes out. Each family has one
+//! Pure rendering: counters and snapshots in, bytes out. The daemon's
+//! counters come from the one table in [`crate::stats`]. Each family has one
 //! HELP and one TYPE line and all its samples together; counters end in
 //! `_total`; units are base units (seconds, bytes); per-worker series carry
 //! the `worker_id` label only (plus `outcome` or `le` where the family needs
@@ -9,11 +10,13 @@
 //!
 //! Cost: O(workers × families) formatting into one buffer; no locks held.
 
-use crate::fleet::worker::{RUN_BUCKETS_S, Snapshot};
+use crate::fleet::snapshot::{RUN_BUCKETS_S, Snapshot};
 use crate::proto::RejectReason;
-use crate::stats::{DropReason, Stats};
+use crate::stats::{
+    COUNTERS, DROPPED_FAMILY, DropReason, HTTP_CLASSES, HTTP_FAMILY, REJECTED_FAMILY, Stats,
+};
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -33,8 +36,8 @@ pub fn escape_label(v: &str) -> String {
     out
 }
 
-/// What the daemon knows besides the snapshots.
-pub struct Daemon<'a> {
+/// What `/metrics` shows besides the counters and the snapshots.
+pub struct Figures<'a> {
     pub stats: &'a Stats,
     pub version: &'a str,
     pub uptime_seconds: f64,
@@ -67,7 +70,7 @@ impl Out {
     /// One gauge family with a sample per worker that has a value.
     fn per_worker(
         &mut self,
-        snaps: &[std::sync::Arc<Snapshot>],
+        snaps: &[Arc<Snapshot>],
         name: &str,
         help: &str,
         value: impl Fn(&Snapshot) -> Option<f64>,
@@ -79,9 +82,29 @@ impl Out {
             }
         }
     }
+
+    /// Every exported row of the counter table, a family per run of rows
+    /// with the same name.
+    fn counters(&mut self, st: &Stats) {
+        let mut current = "";
+        for (row, m) in COUNTERS
+            .iter()
+            .filter_map(|r| r.metric.as_ref().map(|m| (r, m)))
+        {
+            if m.family != current {
+                self.family(m.family, m.kind.as_str(), m.help);
+                current = m.family;
+            }
+            let labels: &[(&str, &str)] = match &m.label {
+                Some(l) => std::slice::from_ref(l),
+                None => &[],
+            };
+            self.sample(m.family, labels, st.get(row.counter) as f64);
+        }
+    }
 }
 
-pub fn render(d: &Daemon, snaps: &[std::sync::Arc<Snapshot>], now: Instant) -> String {
+pub fn render(d: &Figures, snaps: &[Arc<Snapshot>], now: Instant) -> String {
     let mut o = Out(String::with_capacity(4096 + snaps.len() * 1200));
     let st = d.stats;
     o.family(
@@ -96,117 +119,34 @@ pub fn render(d: &Daemon, snaps: &[std::sync::Arc<Snapshot>], now: Instant) -> S
         "Seconds since musterd started.",
     );
     o.sample("muster_uptime_seconds", &[], d.uptime_seconds);
-    o.family(
-        "muster_frames_received_total",
-        "counter",
-        "Heartbeat frames read from sockets, valid or not.",
-    );
-    o.sample(
-        "muster_frames_received_total",
-        &[],
-        st.frames_received.load(Relaxed) as f64,
-    );
-    o.family(
-        "muster_frames_applied_total",
-        "counter",
-        "Frames applied by worker threads.",
-    );
-    o.sample(
-        "muster_frames_applied_total",
-        &[],
-        st.frames_applied.load(Relaxed) as f64,
-    );
-    o.family(
-        "muster_frames_rejected_total",
-        "counter",
-        "Frames refused, by reason.",
-    );
+    o.counters(st);
+    o.family(REJECTED_FAMILY, "counter", "Frames refused, by reason.");
     for r in RejectReason::ALL {
         o.sample(
-            "muster_frames_rejected_total",
+            REJECTED_FAMILY,
             &[("reason", r.as_str())],
             st.rejected(r) as f64,
         );
     }
     o.family(
-        "muster_frames_dropped_total",
+        DROPPED_FAMILY,
         "counter",
         "Valid frames not applied, by reason; udp_kernel is the kernel's count for the UDP socket.",
     );
     for r in DropReason::ALL {
         o.sample(
-            "muster_frames_dropped_total",
+            DROPPED_FAMILY,
             &[("reason", r.as_str())],
             st.dropped(r) as f64,
         );
     }
     if let Some(k) = d.udp_kernel_drops {
-        o.sample(
-            "muster_frames_dropped_total",
-            &[("reason", "udp_kernel")],
-            k as f64,
-        );
+        o.sample(DROPPED_FAMILY, &[("reason", "udp_kernel")], k as f64);
     }
-    o.family(
-        "muster_http_responses_total",
-        "counter",
-        "HTTP responses, by status class.",
-    );
-    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-        o.sample(
-            "muster_http_responses_total",
-            &[("class", class)],
-            st.http_responses[i].load(Relaxed) as f64,
-        );
+    o.family(HTTP_FAMILY, "counter", "HTTP responses, by status class.");
+    for (class, n) in HTTP_CLASSES.iter().zip(st.http_responses()) {
+        o.sample(HTTP_FAMILY, &[("class", class)], n as f64);
     }
-    o.family("muster_http_connections", "gauge", "Open HTTP connections.");
-    o.sample(
-        "muster_http_connections",
-        &[],
-        st.http_open.load(Relaxed) as f64,
-    );
-    o.family(
-        "muster_tcp_connections",
-        "gauge",
-        "Open heartbeat TCP connections.",
-    );
-    o.sample(
-        "muster_tcp_connections",
-        &[],
-        st.tcp_open.load(Relaxed) as f64,
-    );
-    o.family(
-        "muster_websocket_clients",
-        "gauge",
-        "Connected WebSocket clients.",
-    );
-    o.sample(
-        "muster_websocket_clients",
-        &[],
-        st.ws_clients.load(Relaxed) as f64,
-    );
-    o.family(
-        "muster_websocket_closed_total",
-        "counter",
-        "WebSocket clients closed by the daemon, by cause.",
-    );
-    for (cause, c) in [
-        ("stalled", &st.ws_closed_stalled),
-        ("ping_timeout", &st.ws_closed_ping),
-        ("too_big", &st.ws_closed_too_big),
-    ] {
-        o.sample(
-            "muster_websocket_closed_total",
-            &[("cause", cause)],
-            c.load(Relaxed) as f64,
-        );
-    }
-    o.family("muster_worker_threads", "gauge", "Worker threads running.");
-    o.sample(
-        "muster_worker_threads",
-        &[],
-        st.worker_threads.load(Relaxed) as f64,
-    );
     o.family(
         "muster_workers_max",
         "gauge",
@@ -229,16 +169,6 @@ pub fn render(d: &Daemon, snaps: &[std::sync::Arc<Snapshot>], now: Instant) -> S
     ] {
         o.sample("muster_workers", &[("state", state)], n as f64);
     }
-    o.family(
-        "muster_workers_evicted_total",
-        "counter",
-        "Workers forgotten after forget_after.",
-    );
-    o.sample(
-        "muster_workers_evicted_total",
-        &[],
-        st.workers_evicted.load(Relaxed) as f64,
-    );
 
     o.per_worker(
         snaps,
@@ -296,8 +226,7 @@ pub fn render(d: &Daemon, snaps: &[std::sync::Arc<Snapshot>], now: Instant) -> S
 
     // Run series only for workers that reported runs: most workers in a
     // large fleet never do, and 20 zero samples each would dominate.
-    let runners: Vec<&std::sync::Arc<Snapshot>> =
-        snaps.iter().filter(|s| s.runs.total > 0).collect();
+    let runners: Vec<&Arc<Snapshot>> = snaps.iter().filter(|s| s.runs.total > 0).collect();
     o.family(
         "muster_worker_runs_total",
         "counter",
@@ -352,7 +281,7 @@ pub fn render(d: &Daemon, snaps: &[std::sync::Arc<Snapshot>], now: Instant) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::worker::Transport;
+    use crate::fleet::snapshot::Transport;
     use crate::proto::decode;
     use std::collections::HashSet;
     use std::sync::Arc;
@@ -390,7 +319,7 @@ mod tests {
             ),
             worker("b", &[r#"{"type":"bye","worker_id":"b"}"#]),
         ];
-        let d = Daemon {
+        let d = Figures {
             stats: &stats,
             version: "9.9.9",
             uptime_seconds: 3.0,

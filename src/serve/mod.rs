@@ -1,29 +1,40 @@
-//! The HTTP thread: one mio `Poll` serving the REST API on keep-alive
-//! connections, plus the `Waker` through which worker threads announce
-//! changes.
+//! The HTTP thread: one mio `Poll` serving the REST API and the WebSocket
+//! streams on keep-alive connections, plus the `Waker` through which worker
+//! threads announce changes.
+//!
+//! - `head`: HTTP/1.1 heads in, response bytes out (pure).
+//! - `conn`, `out`: one connection's state machine and its output queue.
+//! - `routes`, `views`, `health`, `metrics`: requests → responses.
+//! - `ws`: the WebSocket streams.
 //!
 //! Dispatch by token: the listener, the waker, and one token per connection
 //! (its key in the slab). Every readiness is drained to `WouldBlock` by the
 //! connection's handlers; the loop re-registers a connection only when the
-//! interest it wants changed. A once-a-second tick runs deadlines.
+//! interest it wants changed. A [`TICK`] runs deadlines, pings and summary
+//! messages. Only this thread writes these sockets: a change fan-out is
+//! prepared from the snapshots the feed hands over and written here.
 //!
-//! Requests are answered on this thread; rendering reads immutable
-//! snapshots, so a slow request never blocks a worker thread.
+//! This loop never touches the ingest side; it reads workers through the
+//! registry and the [`Shared`] context only.
 
 pub mod conn;
 pub mod head;
+pub mod health;
 pub mod metrics;
+pub mod out;
 pub mod routes;
+pub mod views;
 pub mod ws;
 
-use crate::fleet::registry::Registry;
-use crate::serve::conn::{Conn, Next};
-use crate::serve::routes::Api;
-use crate::serve::ws::Fanout;
+use crate::config::{Config, View};
+use crate::fleet::Shared;
+use crate::stats::Counter;
 use crate::sys::systemd::Watchdog;
+use conn::{Conn, Next, READ_CHUNK};
 use head::Response;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use routes::Api;
 use slab::Slab;
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -36,20 +47,40 @@ const WAKER: Token = Token(usize::MAX - 2);
 const FANOUT_GAP: Duration = Duration::from_millis(4);
 /// Longest extra spacing a slow fan-out adds.
 const MAX_FANOUT_GAP: Duration = Duration::from_millis(50);
-/// Clients one fan-out thread serves before another core is asked to help.
-const PARALLEL_FANOUT: usize = 64;
-/// Deadlines, pings and summary messages run on this tick.
+/// Deadlines, pings and summary messages run on this tick, and a failed
+/// accept (EMFILE) is tried again.
 const TICK: Duration = Duration::from_millis(100);
+
+/// What a connection's handlers may use: the API, the shared context, this
+/// turn's configuration, and the loop's one read buffer.
+pub struct Ctx<'a> {
+    pub api: &'a mut Api,
+    pub shared: &'a Shared,
+    pub cfg: &'a Config,
+    pub read_buf: &'a mut [u8],
+}
+
+/// A connection in the slab, with what the loop keeps about it.
+struct Slot {
+    conn: Conn<TcpStream>,
+    registered: Interest,
+    /// Counted among the clients that stream changes.
+    subscribed: bool,
+}
 
 pub struct HttpServer {
     poll: Poll,
     listener: TcpListener,
-    conns: Slab<(Conn, Interest)>,
+    conns: Slab<Slot>,
     api: Api,
+    shared: Arc<Shared>,
+    config: View,
+    read_buf: Box<[u8]>,
+    /// WebSocket clients that want the change feed.
+    subscribers: usize,
+    accept_retry: bool,
     shutdown: Arc<AtomicBool>,
     watchdog: Option<Watchdog>,
-    /// Threads a fan-out may use.
-    cores: usize,
 }
 
 impl HttpServer {
@@ -57,6 +88,7 @@ impl HttpServer {
     pub fn new(
         mut listener: TcpListener,
         api: Api,
+        shared: Arc<Shared>,
         shutdown: Arc<AtomicBool>,
         watchdog: Option<Watchdog>,
     ) -> io::Result<(HttpServer, Arc<Waker>)> {
@@ -70,9 +102,13 @@ impl HttpServer {
                 listener,
                 conns: Slab::new(),
                 api,
+                config: shared.config.view(),
+                shared,
+                read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+                subscribers: 0,
+                accept_retry: false,
                 shutdown,
                 watchdog,
-                cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             },
             waker,
         ))
@@ -102,20 +138,20 @@ impl HttpServer {
                 log::error!("http poll failed: {e}");
                 break;
             }
+            self.config.refresh(&self.shared.config);
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept_retry = true,
                     WAKER => fanout_due = Some(next_fanout),
                     Token(key) => {
                         let readable = ev.is_readable() || ev.is_read_closed();
                         self.on_conn(key, readable, ev.is_writable(), now);
-                        if self.conns.get(key).is_some_and(|(c, _)| c.ws().is_some()) {
-                            // Perhaps upgraded just now: record changes.
-                            self.update_wanted();
-                        }
                     }
                 }
+            }
+            if self.accept_retry {
+                self.accept(now);
             }
             if fanout_due.is_some_and(|due| now >= due) {
                 fanout_due = None;
@@ -129,7 +165,6 @@ impl HttpServer {
             }
             if now >= next_tick {
                 self.on_tick(now);
-                self.update_wanted();
                 next_tick = now + TICK;
             }
         }
@@ -139,6 +174,9 @@ impl HttpServer {
         );
     }
 
+    /// Accept until the queue is empty. On an error such as EMFILE the
+    /// queue is not empty, but no new readiness will say so: the loop
+    /// tries again on its next tick.
     fn accept(&mut self, now: Instant) {
         loop {
             match self.listener.accept() {
@@ -147,8 +185,9 @@ impl HttpServer {
                     // Nagle would only hold its tail back for an ACK the
                     // client delays (up to 40 ms).
                     let _ = stream.set_nodelay(true);
-                    if self.conns.len() >= self.api.registry.live.http_max_connections() {
-                        refuse_full(stream, &self.api);
+                    let cfg = self.config.get();
+                    if self.conns.len() >= cfg.http_max_connections {
+                        refuse_full(stream, &self.shared, cfg);
                         continue;
                     }
                     let entry = self.conns.vacant_entry();
@@ -162,19 +201,23 @@ impl HttpServer {
                         log::warn!("http register failed peer={peer}: {e}");
                         continue;
                     }
-                    entry.insert((conn, Interest::READABLE));
-                    self.api
-                        .registry
-                        .stats
-                        .http_open
-                        .store(self.conns.len(), Ordering::Relaxed);
+                    entry.insert(Slot {
+                        conn,
+                        registered: Interest::READABLE,
+                        subscribed: false,
+                    });
+                    let open = self.conns.len() as u64;
+                    self.shared.stats.set(Counter::HttpOpen, open);
                     log::trace!("http accept peer={peer} token={}", token.0);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_retry = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and friends: log and wait for the next readiness.
-                    log::warn!("http accept failed: {e}");
+                    log::warn!("http accept failed, retrying: {e}");
+                    self.accept_retry = true;
                     return;
                 }
             }
@@ -182,150 +225,123 @@ impl HttpServer {
     }
 
     /// Worker threads announced changes: pass them to WebSocket clients,
-    /// rendering the update for plain clients once.
+    /// rendering the update for plain clients once. O(clients).
     fn on_wake(&mut self, now: Instant) {
-        let (changed, removed) = self.api.registry.changes.take();
+        let (changed, removed) = self.shared.changes.take();
         if changed.is_empty() && removed.is_empty() {
             return;
         }
-        let registry: &Registry = &self.api.registry;
-        let mut clients: Vec<(usize, &mut Conn)> = self
+        let any_plain = self
             .conns
-            .iter_mut()
-            .filter(|(_, (c, _))| c.ws().is_some_and(|w| w.wants_changes()))
-            .map(|(k, (c, _))| (k, c))
+            .iter()
+            .any(|(_, s)| s.subscribed && s.conn.ws().is_some_and(|w| w.is_plain()));
+        let fanout = ws::Fanout::new(changed, removed, any_plain);
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, s)| s.subscribed)
+            .map(|(k, _)| k)
             .collect();
-        let any_plain = clients
-            .iter()
-            .any(|(_, c)| c.ws().is_some_and(|w| w.is_plain()));
-        let fanout = Fanout::new(changed, removed, registry, any_plain);
-        let send = |part: &mut [(usize, &mut Conn)]| -> Vec<(usize, Next)> {
-            part.iter_mut()
-                .map(|(k, c)| (*k, c.on_changes(registry, &fanout, now)))
-                .collect()
-        };
-        // Each send to a client is a syscall and a trip through the TCP
-        // stack: beyond PARALLEL_FANOUT clients, helper threads take a
-        // share each, up to one thread per core.
-        let shares = clients.len().div_ceil(PARALLEL_FANOUT).clamp(1, self.cores);
-        let results = if shares > 1 {
-            let per = clients.len().div_ceil(shares);
-            let mut parts = clients.chunks_mut(per);
-            let mine = parts.next().unwrap_or_default();
-            // A helper takes its share from its slot; a share whose helper
-            // could not be started is still in its slot, done here.
-            let slots: Vec<_> = parts.map(|p| std::sync::Mutex::new(Some(p))).collect();
-            std::thread::scope(|s| {
-                let helpers: Vec<_> = slots
-                    .iter()
-                    .map(|slot| {
-                        std::thread::Builder::new()
-                            .name("musterd-fanout".into())
-                            .spawn_scoped(s, || take_share(slot).map(send).unwrap_or_default())
-                    })
-                    .collect();
-                let mut results = send(mine);
-                for h in helpers.into_iter().flatten() {
-                    results.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-                }
-                // No thread to be had (the kernel's limit): do it here.
-                for slot in &slots {
-                    results.extend(take_share(slot).map(send).unwrap_or_default());
-                }
-                results
-            })
-        } else {
-            send(&mut clients)
-        };
-        for (key, next) in results {
-            self.settle(key, next);
+        for key in keys {
+            self.with_conn(key, |conn, cx| conn.on_changes(cx, &fanout, now));
         }
-    }
-
-    /// Record changes only while some client streams them.
-    fn update_wanted(&self) {
-        let wanted = self
-            .conns
-            .iter()
-            .any(|(_, (c, _))| c.ws().is_some_and(|w| w.wants_changes()));
-        self.api.registry.changes.set_wanted(wanted);
     }
 
     fn on_conn(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
-        let Some((conn, _)) = self.conns.get_mut(key) else {
+        self.with_conn(key, |conn, cx| {
+            let mut next = Next::Keep;
+            if writable {
+                next = conn.on_writable(cx, now);
+            }
+            if readable && next == Next::Keep {
+                next = conn.on_readable(cx, now);
+            }
+            next
+        });
+    }
+
+    /// Run a handler on one connection, then settle what it asked for.
+    fn with_conn(&mut self, key: usize, f: impl FnOnce(&mut Conn<TcpStream>, &mut Ctx) -> Next) {
+        let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        let mut next = Next::Keep;
-        if writable {
-            next = conn.on_writable(&self.api, now);
-        }
-        if readable && next == Next::Keep {
-            next = conn.on_readable(&self.api, now);
-        }
+        let mut cx = Ctx {
+            api: &mut self.api,
+            shared: &self.shared,
+            cfg: self.config.get(),
+            read_buf: &mut self.read_buf,
+        };
+        let next = f(&mut slot.conn, &mut cx);
         self.settle(key, next);
     }
 
-    /// Close the connection, or re-register it if its wanted interest changed.
+    /// Close the connection, or re-register it if its wanted interest
+    /// changed; count a client that now streams changes.
     fn settle(&mut self, key: usize, next: Next) {
-        let Some((conn, registered)) = self.conns.get_mut(key) else {
+        let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
         if next == Next::Close {
-            let (mut conn, _) = self.conns.remove(key);
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.api
-                .registry
-                .stats
-                .http_open
-                .store(self.conns.len(), Ordering::Relaxed);
-            return;
+            return self.close(key);
         }
-        let want = conn.interest();
-        if want != *registered {
+        if !slot.subscribed && slot.conn.ws().is_some_and(|w| w.wants_changes()) {
+            slot.subscribed = true;
+            self.subscribers += 1;
+        }
+        let want = slot.conn.interest();
+        if want != slot.registered {
             if self
                 .poll
                 .registry()
-                .reregister(&mut conn.stream, Token(key), want)
+                .reregister(&mut slot.conn.stream, Token(key), want)
                 .is_ok()
             {
-                *registered = want;
+                slot.registered = want;
             } else {
-                self.settle(key, Next::Close);
+                self.close(key);
             }
         }
     }
 
+    fn close(&mut self, key: usize) {
+        let mut slot = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut slot.conn.stream);
+        let stats = &self.shared.stats;
+        stats.set(Counter::HttpOpen, self.conns.len() as u64);
+        if slot.conn.ws().is_some() {
+            stats.decr(Counter::WsClients);
+        }
+        if slot.subscribed {
+            self.subscribers -= 1;
+            // Record changes only while some client streams them.
+            if self.subscribers == 0 {
+                self.shared.changes.set_wanted(false);
+            }
+        }
+    }
+
+    /// Deadlines of every connection. O(connections) per tick.
     fn on_tick(&mut self, now: Instant) {
+        if self.accept_retry {
+            self.accept(now);
+        }
+        if self.subscribers == 0 {
+            // A client admitted and gone within one turn was never counted.
+            self.shared.changes.set_wanted(false);
+        }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if let Some((conn, _)) = self.conns.get_mut(key) {
-                let next = conn.on_timeout(&self.api, now);
-                self.settle(key, next);
-            }
+            self.with_conn(key, |conn, cx| conn.on_timeout(cx, now));
         }
     }
 }
 
 /// Over `http_max_connections`: a best-effort 503 and close, never a wait.
-fn refuse_full(mut stream: TcpStream, api: &Api) {
+fn refuse_full(mut stream: TcpStream, shared: &Shared, cfg: &Config) {
     let mut out = Vec::new();
     let resp = Response::error(503, "too_many_connections", "http_max_connections reached");
-    head::write_response(
-        &mut out,
-        &resp,
-        false,
-        false,
-        &api.registry.live.cors_allow_origin(),
-    );
+    head::write_response(&mut out, &resp, false, false, &cfg.cors_allow_origin);
     let _ = stream.write(&out);
-    api.registry
-        .stats
-        .http_refused_full
-        .fetch_add(1, Ordering::Relaxed);
-    api.registry.stats.http_response(503);
-}
-
-/// Take what a slot holds, once: whichever thread comes first.
-fn take_share<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
-    slot.lock().ok().and_then(|mut p| p.take())
+    shared.stats.incr(Counter::HttpRefusedFull);
+    shared.stats.http_response(503);
 }

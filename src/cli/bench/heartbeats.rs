@@ -108,8 +108,6 @@ pub fn main(args: &[String]) -> i32 {
     )
 }
 
-
-
 fn heartbeat(id: &str, seq: u64, pad: usize) -> Vec<u8> {
     let mut s = format!(
         r#"{{"type":"heartbeat","worker_id":"{id}","seq":{seq},"status":"working","cpu_usage":12.5,"memory_usage":3.2,"queue_depth":{}"#,
@@ -320,7 +318,6 @@ fn print_table(r: &Value) {
     }
     print_steal(r);
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,140 @@
+//! The running daemon: the main thread waits for signals and watches its
+//! threads; SIGHUP reloads, SIGTERM and SIGINT stop everything in order.
+//! It also writes systemd's `STATUS=` line and seed 004's periodic report.
+
+use super::start::Daemon;
+use crate::config;
+use crate::serve::views;
+use signal_hook::consts::SIGHUP;
+use signal_hook::iterator::Signals;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long shutdown waits for worker threads.
+const STOP_GRACE: Duration = Duration::from_secs(4);
+/// How often `STATUS=` is refreshed under systemd.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// How often the main thread looks at signals and its threads.
+const WATCH: Duration = Duration::from_millis(100);
+
+impl Daemon {
+    pub(super) fn run(self, mut signals: Signals) -> i32 {
+        let mut next_status = Instant::now();
+        let mut next_report = self.started;
+        let status = 'watch: loop {
+            for sig in signals.pending() {
+                match sig {
+                    SIGHUP => {
+                        self.notifier.reloading();
+                        self.reload();
+                        self.notifier.ready();
+                    }
+                    _ => {
+                        log::info!("signal {sig}: shutting down");
+                        break 'watch 0;
+                    }
+                }
+            }
+            if self.ingest.is_finished() || self.http.as_ref().is_some_and(|(t, _)| t.is_finished())
+            {
+                log::error!("a service thread stopped unexpectedly; shutting down");
+                break 'watch 1;
+            }
+            if let Some(every) = self.shared.config.get().metrics_report_interval {
+                if Instant::now() >= next_report {
+                    if next_report > self.started {
+                        self.report();
+                    }
+                    next_report = Instant::now() + every;
+                }
+            }
+            if self.notifier.enabled() && Instant::now() >= next_status {
+                self.notifier.status(&self.summary());
+                next_status = Instant::now() + STATUS_EVERY;
+            }
+            std::thread::sleep(WATCH);
+        };
+        self.stop();
+        status
+    }
+
+    /// seed 004's periodic report: one line with the fleet's summary.
+    fn report(&self) {
+        let m = views::fleet_metrics(&self.registry, self.started);
+        let mut by_status = std::collections::BTreeMap::new();
+        for s in self.registry.snapshots() {
+            *by_status.entry(s.status()).or_insert(0u64) += 1;
+        }
+        let statuses: Vec<String> = by_status.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let r = &m.runs;
+        let p95 = r
+            .p95_execution_ms
+            .map_or("-".to_string(), |x| format!("{x:.0}"));
+        log::info!(
+            "fleet report: workers={} {} runs={} window_runs={} success_rate={:?}% runs_per_hour={:?} p95_ms={p95}",
+            m.workers,
+            statuses.join(" "),
+            r.total_runs,
+            r.window_runs,
+            r.success_rate,
+            r.runs_per_hour,
+        );
+    }
+
+    /// One line for `systemctl status`: the workers, and the totals of
+    /// the by-reason counters that say something was lost or refused.
+    fn summary(&self) -> String {
+        let c = self.registry.counts();
+        let st = &self.shared.stats;
+        format!(
+            "{} workers, {} active, {} dropped, {} rejected",
+            c.total,
+            c.active,
+            st.dropped_total(),
+            st.rejected_total()
+        )
+    }
+
+    fn reload(&self) {
+        let env = |k: &str| std::env::var(k).ok();
+        match config::load(&self.cli, &env) {
+            Ok(mut cfg) => {
+                let (max_workers, warning) = self.limits.clamp(cfg.max_workers);
+                if let Some(w) = warning {
+                    log::warn!("{w}");
+                }
+                cfg.max_workers = max_workers;
+                for w in config::warnings(&cfg) {
+                    log::warn!("{w}");
+                }
+                let notes = self.shared.config.apply(cfg);
+                if notes.is_empty() {
+                    log::info!("reload: nothing changed");
+                }
+                for n in notes {
+                    log::info!("reload: {n}");
+                }
+            }
+            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+        }
+    }
+
+    fn stop(self) {
+        let started = Instant::now();
+        self.notifier.stopping();
+        self.shutdown.store(true, Ordering::Release);
+        let _ = self.ingest_waker.wake();
+        let _ = self.ingest.join();
+        let late = self.registry.shutdown(started + STOP_GRACE);
+        if late > 0 {
+            log::warn!("{late} worker threads did not stop in time");
+        }
+        drop(self.sweeper_stop);
+        let _ = self.sweeper.join();
+        if let Some((thread, waker)) = self.http {
+            let _ = waker.wake();
+            let _ = thread.join();
+        }
+        log::info!("stopped in {} ms", started.elapsed().as_millis());
+    }
+}

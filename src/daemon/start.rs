@@ -1,0 +1,191 @@
+//! Start-up: clamp the limits, open or adopt the sockets, build the shared
+//! context and the registry, and start the ingest, HTTP and sweeper
+//! threads. Errors here stop the daemon with exit status 1.
+
+use super::listen::{self, Adopted, StartupError};
+use crate::VERSION;
+use crate::config::{self, Cli, Config};
+use crate::fleet::Shared;
+use crate::fleet::registry::Registry;
+use crate::fleet::sweeper;
+use crate::ingest::Ingest;
+use crate::serve::HttpServer;
+use crate::serve::routes::Api;
+use crate::sys::capacity::{self, Limits};
+use crate::sys::procfs;
+use crate::sys::systemd::{Notifier, Watchdog};
+use mio::Waker;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+pub(super) struct Daemon {
+    pub(super) cli: Cli,
+    pub(super) limits: Limits,
+    pub(super) registry: Arc<Registry>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) shutdown: Arc<AtomicBool>,
+    pub(super) ingest: JoinHandle<()>,
+    pub(super) ingest_waker: Arc<Waker>,
+    pub(super) http: Option<(JoinHandle<()>, Arc<Waker>)>,
+    pub(super) sweeper: JoinHandle<()>,
+    pub(super) sweeper_stop: mpsc::Sender<()>,
+    pub(super) notifier: Arc<Notifier>,
+    pub(super) started: Instant,
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartupError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|source| StartupError {
+            what: format!("cannot start the {name} thread"),
+            source,
+        })
+}
+
+/// The sockets the daemon serves, opened or adopted from systemd.
+struct Sockets {
+    udp: mio::net::UdpSocket,
+    tcp: mio::net::TcpListener,
+    http: Option<mio::net::TcpListener>,
+}
+
+/// Open (or adopt) the heartbeat and HTTP sockets and size the UDP buffer.
+fn sockets(cfg: &Config, adopted: Adopted) -> Result<Sockets, StartupError> {
+    if adopted.count() > 0 {
+        log::info!("adopted {} sockets from systemd", adopted.count());
+    }
+    let (udp, tcp) = match (adopted.udp, adopted.tcp) {
+        (Some(u), Some(t)) => (u, t),
+        (None, None) => listen::bind_heartbeat(cfg.heartbeat_addr)?,
+        _ => {
+            return Err(StartupError {
+                what: "socket activation passed only one of the two heartbeat sockets (UDP and TCP, both named heartbeat)".into(),
+                source: std::io::ErrorKind::InvalidInput.into(),
+            });
+        }
+    };
+    match listen::set_recv_buffer(&udp, cfg.udp_recv_buffer) {
+        Ok(got) if got < cfg.udp_recv_buffer => log::warn!(
+            "udp receive buffer is {got} bytes, below udp_recv_buffer={}: raise net.core.rmem_max or run with CAP_NET_ADMIN",
+            cfg.udp_recv_buffer
+        ),
+        Ok(got) => log::debug!("udp receive buffer bytes={got}"),
+        Err(e) => log::warn!("cannot set the udp receive buffer: {e}"),
+    }
+    let http = match adopted.http {
+        Some(l) => Some(l),
+        None => cfg.http_addr.map(listen::bind_http).transpose()?,
+    };
+    Ok(Sockets { udp, tcp, http })
+}
+
+/// Raise what the kernel allows this process and clamp `max_workers` to
+/// it; the clamped value is the one in force.
+fn fit_to_kernel(cfg: &mut Config) -> Limits {
+    let limits = Limits::read();
+    if let Some(n) = capacity::raise_nofile() {
+        log::debug!("open file limit={n}");
+    }
+    let (max_workers, warning) = limits.clamp(cfg.max_workers);
+    if let Some(w) = warning {
+        log::warn!("{w}");
+    }
+    cfg.max_workers = max_workers;
+    let slots = (max_workers as u64).next_power_of_two().clamp(256, 1 << 16);
+    if capacity::size_futex_hash(slots) {
+        log::debug!("futex hash slots={slots}");
+    }
+    limits
+}
+
+fn loop_error(what: &str) -> impl FnOnce(std::io::Error) -> StartupError {
+    move |source| StartupError {
+        what: format!("cannot set up the {what} loop"),
+        source,
+    }
+}
+
+impl Daemon {
+    pub(super) fn start(
+        cli: Cli,
+        mut cfg: Config,
+        adopted: Adopted,
+        notifier: Arc<Notifier>,
+    ) -> Result<Daemon, StartupError> {
+        let limits = fit_to_kernel(&mut cfg);
+        let Sockets { udp, tcp, http } = sockets(&cfg, adopted)?;
+        // The watchdog proves the HTTP loop alive, or ingest when HTTP is off.
+        let mut watchdog = Watchdog::from_env(notifier.clone());
+        if let Some(w) = &watchdog {
+            log::info!("systemd watchdog: pinging every {} ms", w.every.as_millis());
+        }
+        let local =
+            |r: std::io::Result<std::net::SocketAddr>| r.map_or("?".to_string(), |a| a.to_string());
+        let heartbeat_at = local(udp.local_addr());
+        let http_at = http
+            .as_ref()
+            .map_or("off".to_string(), |l| local(l.local_addr()));
+        let udp_inode = procfs::socket_inode(&udp);
+        let ready_line = format!(
+            "musterd {VERSION} ready: max_workers={} heartbeat_interval={} inactivity_timeout={}",
+            cfg.max_workers,
+            config::fmt_duration(cfg.heartbeat_interval),
+            config::fmt_duration(cfg.inactivity_timeout)
+        );
+
+        let started = Instant::now();
+        let shared = Arc::new(Shared::new(cfg));
+        let registry = Arc::new(Registry::new(shared.clone()));
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let http = match http {
+            Some(listener) => {
+                let api = Api::new(registry.clone(), shared.clone(), started, udp_inode);
+                let (server, waker) = HttpServer::new(
+                    listener,
+                    api,
+                    shared.clone(),
+                    shutdown.clone(),
+                    watchdog.take(),
+                )
+                .map_err(loop_error("http"))?;
+                shared.changes.set_waker(waker.clone());
+                Some((spawn("http", move || server.run())?, waker))
+            }
+            None => None,
+        };
+        let (ingest, ingest_waker) = Ingest::new(
+            udp,
+            tcp,
+            registry.clone(),
+            shared.clone(),
+            shutdown.clone(),
+            watchdog,
+        )
+        .map_err(loop_error("ingest"))?;
+        let ingest = spawn("ingest", move || ingest.run())?;
+        let (sweeper_stop, stop_rx) = mpsc::channel();
+        let (reg, sh) = (registry.clone(), shared.clone());
+        let sweeper = spawn("sweeper", move || sweeper::run(reg, sh, stop_rx))?;
+        log::info!("listening http={http_at} heartbeat={heartbeat_at}");
+        notifier.ready();
+        log::info!("{ready_line}");
+        Ok(Daemon {
+            cli,
+            limits,
+            registry,
+            shared,
+            shutdown,
+            ingest,
+            ingest_waker,
+            http,
+            sweeper,
+            sweeper_stop,
+            notifier,
+            started,
+        })
+    }
+}

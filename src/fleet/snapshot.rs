@@ -1,0 +1,385 @@
+//! A worker's state at one instant, and the status model: how frames and
+//! the sweeper's question change it. Pure: frames and clocks in, state out;
+//! the worker's thread owns the one copy that changes and publishes
+//! immutable clones.
+
+use super::history::Sample;
+use crate::clock::unix_ms;
+use crate::proto::{
+    CurrentJob, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, Run, WorkerId,
+};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Details a worker gave in its `hello`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HelloInfo {
+    pub pid: Option<u32>,
+    pub hostname: Option<String>,
+    pub capacity: Option<u32>,
+}
+
+/// Upper bounds, in seconds, of the run-duration histogram buckets.
+pub const RUN_BUCKETS_S: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+    3600.0,
+];
+
+/// Run outcomes since the worker was first seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunCounts {
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub sum_ms: f64,
+    /// Runs per [`RUN_BUCKETS_S`] bucket (not cumulative); longer runs are
+    /// counted only in `total`.
+    pub buckets: [u64; RUN_BUCKETS_S.len()],
+    pub last_duration_ms: Option<f64>,
+    pub last_run_time: Option<u64>,
+}
+
+/// A worker's state at one instant. Immutable once published.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub id: WorkerId,
+    /// What the worker last reported; `None` until its first heartbeat.
+    pub reported: Option<Reported>,
+    pub inactive: bool,
+    pub terminated: bool,
+    pub cpu_usage: Option<f64>,
+    pub memory_usage: Option<f64>,
+    pub gpu_usage: Option<f64>,
+    pub resource_usage: Option<ResourceUsage>,
+    pub queue_depth: u64,
+    pub current_job: Option<Arc<CurrentJob>>,
+    pub running_tasks: Arc<Vec<Value>>,
+    pub labels: Arc<Labels>,
+    pub hello: Option<Arc<HelloInfo>>,
+    pub transport: Transport,
+    /// Unix ms when the daemon first heard of the worker.
+    pub created_at: u64,
+    /// Unix ms of the last applied frame.
+    pub last_update: u64,
+    /// Monotonic time of the last applied frame: what timeouts are judged on.
+    pub last_seen: Instant,
+    pub messages_processed: u64,
+    /// Refused frames naming this worker, plus failed runs.
+    pub errors: u64,
+    pub last_seq: Option<u64>,
+    /// Heartbeats the daemon never received, counted from gaps in `seq`.
+    pub missed_beats: u64,
+    /// How many times the sweeper found the worker silent.
+    pub times_inactive: u64,
+    pub runs: RunCounts,
+    /// The telemetry object, rendered on first use and shared by every reader.
+    rendered: OnceLock<Box<str>>,
+}
+
+impl Snapshot {
+    pub fn new(id: WorkerId, transport: Transport, now: Instant) -> Snapshot {
+        let wall = unix_ms();
+        Snapshot {
+            id,
+            reported: None,
+            inactive: false,
+            terminated: false,
+            cpu_usage: None,
+            memory_usage: None,
+            gpu_usage: None,
+            resource_usage: None,
+            queue_depth: 0,
+            current_job: None,
+            running_tasks: Arc::new(Vec::new()),
+            labels: Arc::new(Labels::new()),
+            hello: None,
+            transport,
+            created_at: wall,
+            last_update: wall,
+            last_seen: now,
+            messages_processed: 0,
+            errors: 0,
+            last_seq: None,
+            missed_beats: 0,
+            times_inactive: 0,
+            runs: RunCounts::default(),
+            rendered: OnceLock::new(),
+        }
+    }
+
+    /// The status shown to people: daemon-judged states win over reported ones.
+    pub fn status(&self) -> &'static str {
+        if self.terminated {
+            "terminated"
+        } else if self.inactive {
+            "inactive"
+        } else {
+            self.reported.map_or("created", Reported::as_str)
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        !self.inactive && !self.terminated
+    }
+
+    /// Whether a `?status=` filter (a status, or `active`) keeps this worker.
+    pub fn has_status(&self, filter: &str) -> bool {
+        if filter == "active" {
+            self.is_active()
+        } else {
+            self.status() == filter
+        }
+    }
+
+    /// The telemetry object of `GET /telemetry/{id}`, rendered once per
+    /// snapshot however many readers ask.
+    pub fn telemetry_json(&self) -> &str {
+        self.rendered.get_or_init(|| {
+            serde_json::to_string(&super::telemetry::Telemetry::of(self))
+                .unwrap_or_else(|_| String::from("{}"))
+                .into_boxed_str()
+        })
+    }
+
+    /// Apply one frame that arrived at `at`.
+    pub fn apply(&mut self, frame: Frame, transport: Transport, at: Instant) {
+        self.messages_processed += 1;
+        self.last_seen = at;
+        self.last_update = unix_ms();
+        self.transport = transport;
+        match frame {
+            Frame::Hello(h) => self.apply_hello(h),
+            Frame::Heartbeat(h) => self.apply_heartbeat(h),
+            Frame::Run(r) => self.apply_run(r),
+            Frame::Bye { .. } => {
+                self.terminated = true;
+                self.inactive = false;
+            }
+        }
+    }
+
+    fn apply_hello(&mut self, h: Hello) {
+        self.inactive = false;
+        self.terminated = false;
+        self.hello = Some(Arc::new(HelloInfo {
+            pid: h.pid,
+            hostname: h.hostname,
+            capacity: h.capacity,
+        }));
+        if let Some(l) = h.labels {
+            self.labels = Arc::new(l);
+        }
+        // A new session's seq starts afresh.
+        self.last_seq = None;
+    }
+
+    fn apply_heartbeat(&mut self, h: Heartbeat) {
+        self.inactive = false;
+        self.terminated = false;
+        self.reported = h.status.or(self.reported).or(Some(Reported::Idle));
+        if let Some(seq) = h.seq {
+            if let Some(last) = self.last_seq {
+                if seq > last {
+                    self.missed_beats += seq - last - 1;
+                }
+            }
+            self.last_seq = Some(seq);
+        }
+        if h.cpu_usage.is_some() {
+            self.cpu_usage = h.cpu_usage;
+        }
+        if h.memory_usage.is_some() {
+            self.memory_usage = h.memory_usage;
+        }
+        if h.gpu_usage.is_some() {
+            self.gpu_usage = h.gpu_usage;
+        }
+        if h.resource_usage.is_some() {
+            self.resource_usage = h.resource_usage;
+        }
+        if let Some(q) = h.queue_depth {
+            self.queue_depth = q;
+        }
+        if let Some(job) = h.current_job {
+            self.current_job = job.map(Arc::new);
+        }
+        if let Some(t) = h.running_tasks {
+            self.running_tasks = Arc::new(t);
+        }
+        if let Some(l) = h.labels {
+            self.labels = Arc::new(l);
+        }
+    }
+
+    fn apply_run(&mut self, r: Run) {
+        self.inactive = false;
+        self.runs.total += 1;
+        if r.ok {
+            self.runs.succeeded += 1;
+        } else {
+            self.runs.failed += 1;
+            self.errors += 1;
+        }
+        self.runs.sum_ms += r.duration_ms;
+        let secs = r.duration_ms / 1000.0;
+        if let Some(i) = RUN_BUCKETS_S.iter().position(|&b| secs <= b) {
+            self.runs.buckets[i] += 1;
+        }
+        self.runs.last_duration_ms = Some(r.duration_ms);
+        self.runs.last_run_time = Some(self.last_update);
+    }
+
+    /// The sweeper's question, answered on the worker's own clock: a frame
+    /// may have arrived since the sweeper looked.
+    pub(super) fn sweep(&mut self, timeout_ms: u64, now: Instant) -> bool {
+        let silent = now.saturating_duration_since(self.last_seen).as_millis() as u64;
+        if self.is_active() && silent >= timeout_ms {
+            self.inactive = true;
+            self.times_inactive += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// This state as a history sample.
+    pub fn sample(&self) -> Sample {
+        let f = |x: Option<f64>| x.map_or(f32::NAN, |v| v as f32);
+        Sample {
+            t: (self.last_update / 1000) as u32,
+            cpu: f(self.cpu_usage),
+            memory: f(self.memory_usage),
+            gpu: f(self.gpu_usage),
+            rss_mb: f(self.resource_usage.as_ref().and_then(|r| r.rss_mb)),
+            queue: self.queue_depth.min(u32::MAX as u64) as u32,
+        }
+    }
+
+    /// A copy to publish: shares every large part, re-renders lazily.
+    pub(super) fn publishable(&self) -> Snapshot {
+        let mut s = self.clone();
+        s.rendered = OnceLock::new();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::decode;
+    use std::time::Duration;
+
+    fn frame(json: &str) -> Frame {
+        decode(json.as_bytes(), 65536).unwrap()
+    }
+
+    fn fresh() -> Snapshot {
+        Snapshot::new("w1".into(), Transport::Udp, Instant::now())
+    }
+
+    #[test]
+    fn status_model() {
+        let mut s = fresh();
+        assert_eq!(s.status(), "created");
+        s.apply(
+            frame(r#"{"type":"heartbeat","worker_id":"w1"}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
+        assert_eq!(s.status(), "idle");
+        s.apply(
+            frame(r#"{"type":"heartbeat","worker_id":"w1","status":"working"}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
+        assert_eq!(s.status(), "working");
+        assert!(s.sweep(0, Instant::now() + Duration::from_millis(1)));
+        assert_eq!(s.status(), "inactive");
+        assert!(!s.is_active());
+        assert!(!s.sweep(0, Instant::now()), "already inactive");
+        s.apply(
+            frame(r#"{"type":"heartbeat","worker_id":"w1"}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
+        assert_eq!(s.status(), "working", "back to the reported status");
+        s.apply(
+            frame(r#"{"type":"bye","worker_id":"w1"}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
+        assert_eq!(s.status(), "terminated");
+        assert_eq!(s.times_inactive, 1);
+        assert_eq!(s.messages_processed, 4);
+    }
+
+    #[test]
+    fn sweep_spares_a_worker_heard_from_since() {
+        let mut s = fresh();
+        let later = s.last_seen + Duration::from_secs(10);
+        s.last_seen = later;
+        assert!(!s.sweep(30_000, later + Duration::from_secs(29)));
+        assert!(s.sweep(30_000, later + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn seq_gaps_count_missed_beats() {
+        let mut s = fresh();
+        for seq in [1, 2, 5, 6, 3, 4] {
+            let f = frame(&format!(
+                r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq}}}"#
+            ));
+            s.apply(f, Transport::Udp, Instant::now());
+        }
+        // 2 -> 5 misses 3 and 4; going back to 3 is a restart, not a gap.
+        assert_eq!(s.missed_beats, 2);
+    }
+
+    #[test]
+    fn partial_heartbeats_keep_other_fields() {
+        let mut s = fresh();
+        s.apply(
+            frame(r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":5,"queue_depth":3,"current_job":{"id":"j"}}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
+        s.apply(
+            frame(r#"{"type":"heartbeat","worker_id":"w1","memory_usage":7}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
+        assert_eq!(
+            (s.cpu_usage, s.memory_usage, s.queue_depth),
+            (Some(5.0), Some(7.0), 3)
+        );
+        assert!(s.current_job.is_some());
+        s.apply(
+            frame(r#"{"type":"heartbeat","worker_id":"w1","current_job":null}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
+        assert!(s.current_job.is_none());
+    }
+
+    #[test]
+    fn runs_count_outcomes() {
+        let mut s = fresh();
+        for ok in [true, false, true] {
+            let f = frame(&format!(
+                r#"{{"type":"run","worker_id":"w1","duration_ms":12,"ok":{ok}}}"#
+            ));
+            s.apply(f, Transport::Udp, Instant::now());
+        }
+        assert_eq!((s.runs.total, s.runs.succeeded, s.runs.failed), (3, 2, 1));
+        assert_eq!(s.errors, 1);
+    }
+}

@@ -1,0 +1,145 @@
+//! The shared telemetry object (`GET /telemetry/{id}`, the items of
+//! `/telemetry` and `/api/workers`, WebSocket updates) and the serde views
+//! of a snapshot's nested parts. Rendered once per snapshot by
+//! [`Snapshot::telemetry_json`].
+
+use super::snapshot::Snapshot;
+use crate::proto::{CurrentJob, Labels, ResourceUsage};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The shared telemetry object: `GET /telemetry`'s values and the items of
+/// `GET /api/workers`.
+#[derive(Serialize)]
+pub struct Telemetry<'a> {
+    worker_id: &'a str,
+    status: &'static str,
+    is_active: bool,
+    cpu_usage: Option<f64>,
+    memory_usage: Option<f64>,
+    gpu_usage: Option<f64>,
+    resource_usage: Option<ResourceUsageView<'a>>,
+    queue_depth: u64,
+    current_job: Option<JobView<'a>>,
+    running_tasks: &'a [Value],
+    labels: &'a Labels,
+    last_update: u64,
+    messages_processed: u64,
+}
+
+impl<'a> Telemetry<'a> {
+    pub fn of(s: &'a Snapshot) -> Telemetry<'a> {
+        Telemetry {
+            worker_id: &s.id,
+            status: s.status(),
+            is_active: s.is_active(),
+            cpu_usage: s.cpu_usage,
+            memory_usage: s.memory_usage,
+            gpu_usage: s.gpu_usage,
+            resource_usage: s.resource_usage.as_ref().map(ResourceUsageView),
+            queue_depth: s.queue_depth,
+            current_job: s.current_job.as_deref().map(JobView),
+            running_tasks: &s.running_tasks,
+            labels: &s.labels,
+            last_update: s.last_update,
+            messages_processed: s.messages_processed,
+        }
+    }
+}
+
+/// Renders only the figures the worker sent.
+pub struct ResourceUsageView<'a>(pub &'a ResourceUsage);
+
+impl Serialize for ResourceUsageView<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        let mut m = ser.serialize_map(None)?;
+        for (k, v) in [
+            ("rss_mb", r.rss_mb),
+            ("heap_used_mb", r.heap_used_mb),
+            ("heap_total_mb", r.heap_total_mb),
+            ("external_mb", r.external_mb),
+            ("peak_rss_mb", r.peak_rss_mb),
+        ] {
+            if let Some(v) = v {
+                m.serialize_entry(k, &v)?;
+            }
+        }
+        for (k, v) in [
+            ("threads", r.threads),
+            ("fds", r.fds),
+            ("io_read_bytes", r.io_read_bytes),
+            ("io_write_bytes", r.io_write_bytes),
+        ] {
+            if let Some(v) = v {
+                m.serialize_entry(k, &v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// `current_job` in seed 000's shape.
+pub struct JobView<'a>(pub &'a CurrentJob);
+
+impl Serialize for JobView<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let j = self.0;
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("id", &j.id)?;
+        m.serialize_entry("type", &j.kind)?;
+        m.serialize_entry("files", &j.files)?;
+        m.serialize_entry("started_at", &j.started_at)?;
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::snapshot::Transport;
+    use crate::proto::{Frame, decode};
+    use std::time::Instant;
+
+    fn frame(json: &str) -> Frame {
+        decode(json.as_bytes(), 65536).unwrap()
+    }
+
+    fn fresh() -> Snapshot {
+        Snapshot::new("w1".into(), Transport::Udp, Instant::now())
+    }
+
+    #[test]
+    fn telemetry_renders_the_contract_fields() {
+        let mut s = fresh();
+        s.apply(
+            frame(r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":12.5,"resource_usage":{"rss_mb":3},"labels":{"pool":"scan"}}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
+        let v: Value = serde_json::from_str(s.telemetry_json()).unwrap();
+        for key in [
+            "worker_id",
+            "status",
+            "is_active",
+            "cpu_usage",
+            "memory_usage",
+            "gpu_usage",
+            "resource_usage",
+            "queue_depth",
+            "current_job",
+            "running_tasks",
+            "labels",
+            "last_update",
+            "messages_processed",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["cpu_usage"], 12.5);
+        assert_eq!(v["gpu_usage"], Value::Null, "never a made-up 0");
+        assert_eq!(v["resource_usage"], serde_json::json!({"rss_mb": 3.0}));
+        assert_eq!(v["labels"]["pool"], "scan");
+    }
+}

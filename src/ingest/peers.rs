@@ -1,0 +1,322 @@
+//! Heartbeat TCP peers on the ingest loop: accept, read lines, judge each
+//! frame by the session rules, deliver it to the worker's inbox or park it,
+//! answer, and close.
+//!
+//! A second connection that says hello for a worker already connected
+//! takes over: the older one is told `superseded` and closed (a restarted
+//! worker must not wait for its dead connection to time out). A connection
+//! without a complete frame for 3 × `heartbeat_interval` is told
+//! `idle_timeout` and closed.
+
+use super::Ingest;
+use super::session::Verdict;
+use super::tcp::{Line, TcpConn};
+use crate::fleet::inbox::Msg;
+use crate::fleet::snapshot::Transport;
+use crate::fleet::worker::Handle;
+use crate::proto::{self, Frame, Reject, RejectReason, WorkerId};
+use crate::stats::{Counter, DropReason};
+use mio::{Interest, Token};
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::TrySendError;
+use std::time::Instant;
+
+/// TCP connections beyond `max_workers` plus this are refused.
+const TCP_SLACK: usize = 64;
+
+impl Ingest {
+    /// Accept until the queue is empty. On an error such as EMFILE the
+    /// queue is not empty, but no new readiness will say so: the loop
+    /// tries again after [`super::RETRY`].
+    pub(super) fn accept(&mut self, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    // Replies are single lines, each written whole.
+                    let _ = stream.set_nodelay(true);
+                    let stats = &self.shared.stats;
+                    if self.conns.len() >= self.config.get().max_workers + TCP_SLACK {
+                        stats.incr(Counter::TcpRefusedFull);
+                        self.log_limit.warn("tcp_full", || {
+                            format!("refusing tcp peer={peer}: too many connections")
+                        });
+                        continue;
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    let mut conn = TcpConn::new(stream, peer, now);
+                    if let Err(e) = self.poll.registry().register(
+                        &mut conn.stream,
+                        Token(key),
+                        Interest::READABLE,
+                    ) {
+                        log::warn!("tcp register failed peer={peer}: {e}");
+                        continue;
+                    }
+                    entry.insert(conn);
+                    stats.incr(Counter::TcpAccepted);
+                    stats.set(Counter::TcpOpen, self.conns.len() as u64);
+                    log::debug!("tcp connect peer={peer}");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_retry = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.log_limit
+                        .warn("tcp_accept", || format!("tcp accept failed: {e}"));
+                    self.accept_retry = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Deliver the parked frame, then every buffered line, then read more
+    /// until the socket would block; stop early when an inbox is full (the
+    /// connection goes to `blocked`).
+    pub(super) fn on_readable(&mut self, key: usize, now: Instant) {
+        let max = self.config.get().max_frame_bytes;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.closing {
+                break;
+            }
+            if let Some(msg) = conn.pending.take() {
+                if let Some(msg) = self.deliver(key, msg) {
+                    self.park(key, msg);
+                    break;
+                }
+                continue;
+            }
+            match conn.next_line(max) {
+                Line::Frame(range) => {
+                    let decoded = proto::decode(conn.bytes(range.clone()), max);
+                    conn.consume(range.end);
+                    self.on_frame(key, decoded, now);
+                    if self.conns.get(key).is_some_and(|c| c.pending.is_some()) {
+                        break;
+                    }
+                }
+                Line::TooLong => {
+                    let rej = Reject::new(
+                        RejectReason::TooLarge,
+                        format!("line longer than max_frame_bytes={max}"),
+                    );
+                    self.on_frame(key, Err(rej), now);
+                    if let Some(c) = self.conns.get_mut(key) {
+                        c.closing = true;
+                    }
+                }
+                Line::Incomplete if conn.peer_closed => {
+                    if let Some(range) = conn.take_tail() {
+                        let decoded = proto::decode(conn.bytes(range.clone()), max);
+                        conn.consume(range.end);
+                        self.on_frame(key, decoded, now);
+                        continue;
+                    }
+                    conn.closing = true;
+                }
+                Line::Incomplete => match conn.read_some(max) {
+                    Ok(true) => {}
+                    Ok(false) if conn.peer_closed => {}
+                    Ok(false) => break,
+                    Err(_) => {
+                        conn.closing = true;
+                        conn.peer_closed = true;
+                    }
+                },
+            }
+        }
+        self.flush(key);
+    }
+
+    fn park(&mut self, key: usize, msg: Msg) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.pending = Some(msg);
+            self.blocked.insert(key);
+        }
+    }
+
+    /// Try the connection's worker inbox; give the message back when full.
+    fn deliver(&mut self, key: usize, mut msg: Msg) -> Option<Msg> {
+        for _ in 0..2 {
+            let conn = self.conns.get_mut(key)?;
+            let id = conn.session.worker()?.clone();
+            let handle: Arc<Handle> = match &conn.handle {
+                Some(h) if !h.is_stopped() => h.clone(),
+                // Forgotten (DELETE or eviction) while connected: start afresh.
+                _ => match self.registry.route(&id, Transport::Tcp) {
+                    Ok(h) => {
+                        conn.handle = Some(h.clone());
+                        h
+                    }
+                    Err(reason) => {
+                        self.shared.stats.reject(reason);
+                        conn.send(&proto::encode_error(reason.as_str(), "worker refused"));
+                        conn.closing = true;
+                        return None;
+                    }
+                },
+            };
+            match handle.inbox.try_send(msg) {
+                Ok(()) => return None,
+                Err(TrySendError::Full(m)) => return Some(m),
+                Err(TrySendError::Disconnected(m)) => {
+                    msg = m;
+                    handle.stop();
+                }
+            }
+        }
+        self.shared.stats.drop_frame(DropReason::ShuttingDown);
+        None
+    }
+
+    fn on_frame(&mut self, key: usize, decoded: Result<Frame, Reject>, now: Instant) {
+        self.shared.stats.incr(Counter::FramesReceived);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let peer = conn.peer;
+        match conn.session.on_frame(decoded, now) {
+            Verdict::Refuse { reject, close } => {
+                conn.send(&proto::encode_error(
+                    reject.reason.as_str(),
+                    &reject.message,
+                ));
+                conn.closing |= close;
+                self.reject(&reject, peer);
+            }
+            Verdict::Hello(id, frame) => self.on_hello(key, id, frame, now),
+            Verdict::Deliver(frame) => {
+                let msg = Msg::Frame(Box::new(frame), Transport::Tcp, now);
+                if let Some(msg) = self.deliver(key, msg) {
+                    self.park(key, msg);
+                }
+            }
+        }
+    }
+
+    fn on_hello(&mut self, key: usize, id: WorkerId, frame: Frame, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let peer = conn.peer;
+        let handle = match self.registry.route(&id, Transport::Tcp) {
+            Ok(h) => h,
+            Err(reason) => {
+                conn.session.unbind();
+                conn.send(&proto::encode_error(reason.as_str(), "max_workers reached"));
+                conn.closing = true;
+                return self.reject(&Reject::new(reason, format!("worker {id} refused")), peer);
+            }
+        };
+        conn.handle = Some(handle);
+        let cfg = self.config.get();
+        conn.send(&proto::encode_welcome(
+            &id,
+            cfg.heartbeat_interval.as_millis() as u64,
+            cfg.inactivity_timeout.as_millis() as u64,
+        ));
+        let older = self.owners.insert(id.clone(), key);
+        if let Some(old) = older.filter(|&old| old != key) {
+            self.supersede(old, &id, peer);
+        }
+        let msg = Msg::Frame(Box::new(frame), Transport::Tcp, now);
+        if let Some(msg) = self.deliver(key, msg) {
+            self.park(key, msg);
+        }
+    }
+
+    /// Close an older connection of a worker that said hello again.
+    fn supersede(&mut self, old: usize, id: &WorkerId, peer: std::net::SocketAddr) {
+        let Some(oc) = self.conns.get_mut(old) else {
+            return;
+        };
+        oc.send(&proto::encode_error(
+            "superseded",
+            "another connection said hello for this worker",
+        ));
+        oc.session.unbind();
+        oc.handle = None;
+        oc.pending = None;
+        oc.closing = true;
+        self.shared.stats.incr(Counter::TcpClosedSuperseded);
+        log::info!(
+            "worker id={id} reconnected from {peer}; closing its older connection from {}",
+            oc.peer
+        );
+        self.flush(old);
+    }
+
+    /// Write queued replies; close when asked to and flushed, or when broken.
+    pub(super) fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let broken = conn.flush().is_err();
+        let done = conn.closing && conn.flushed() || conn.peer_closed && conn.pending.is_none();
+        if broken || done {
+            return self.close(key);
+        }
+        let want = conn.interest();
+        if want != conn.registered {
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), want)
+                .is_ok()
+            {
+                conn.registered = want;
+            } else {
+                self.close(key);
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(id) = conn.session.worker() {
+            if self.owners.get(id) == Some(&key) {
+                self.owners.remove(id);
+            }
+        }
+        self.blocked.remove(&key);
+        self.shared
+            .stats
+            .set(Counter::TcpOpen, self.conns.len() as u64);
+        log::debug!("tcp close peer={}", conn.peer);
+    }
+
+    /// Close connections silent for 3 × heartbeat_interval. Runs on the
+    /// loop's tick; O(connections).
+    pub(super) fn on_tick(&mut self, now: Instant) {
+        let limit = self.config.get().heartbeat_interval * 3;
+        let silent: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.pending.is_none() && !c.closing && c.session.is_idle(now, limit))
+            .map(|(k, _)| k)
+            .collect();
+        for key in silent {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.send(&proto::encode_error(
+                    "idle_timeout",
+                    "no frame for 3 heartbeat intervals",
+                ));
+                conn.closing = true;
+                self.shared.stats.incr(Counter::TcpClosedIdle);
+                log::debug!("tcp idle close peer={}", conn.peer);
+            }
+            self.flush(key);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The TCP session rules, as a pure state machine: which worker a
+//! connection speaks for, and what each decoded frame means for it.
+//!
+//! - `hello` first: anything else is answered `hello_required` and the
+//!   connection closed.
+//! - Later frames may omit `worker_id`; one naming another worker is
+//!   refused `worker_mismatch` (the connection stays), and so is a second
+//!   `hello` for another worker.
+//! - A frame that does not decode is answered with its reason and counted
+//!   against the connection's worker; the connection stays.
+//!
+//! What happens next (routing, the welcome, superseding an older connection
+//! of the same worker, the idle close) is the loop's: this module takes a
+//! decoded frame and returns a [`Verdict`], and touches no socket.
+
+use crate::proto::{Frame, Reject, RejectReason, WorkerId};
+use std::time::{Duration, Instant};
+
+/// What to do with one frame.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// A `hello`: route the worker, welcome it, and take the id over from
+    /// any older connection. The frame is delivered like any other.
+    Hello(WorkerId, Frame),
+    /// A frame for the bound worker, its id filled in.
+    Deliver(Frame),
+    /// Answer an `error` line with the reject's reason, count it, and
+    /// close the connection when `close`.
+    Refuse { reject: Reject, close: bool },
+}
+
+#[derive(Debug)]
+pub struct Session {
+    /// The worker this connection said hello for.
+    worker: Option<WorkerId>,
+    /// Last complete frame (or the connect): silence is judged from here,
+    /// so a peer dribbling a partial line is still silent.
+    last_frame: Instant,
+}
+
+impl Session {
+    pub fn new(now: Instant) -> Session {
+        Session {
+            worker: None,
+            last_frame: now,
+        }
+    }
+
+    pub fn worker(&self) -> Option<&WorkerId> {
+        self.worker.as_ref()
+    }
+
+    /// The loop could not route the worker of a `hello` (or it was taken
+    /// over by a newer connection): the connection no longer speaks for it.
+    pub fn unbind(&mut self) {
+        self.worker = None;
+    }
+
+    /// Judge one frame that arrived at `now`.
+    pub fn on_frame(&mut self, decoded: Result<Frame, Reject>, now: Instant) -> Verdict {
+        let mut frame = match decoded {
+            Ok(f) => f,
+            Err(mut reject) => {
+                reject.worker_id = reject.worker_id.or_else(|| self.worker.clone());
+                return Verdict::Refuse {
+                    reject,
+                    close: false,
+                };
+            }
+        };
+        if let Frame::Hello(h) = &frame {
+            if let Some(bound) = self.worker.as_ref().filter(|b| **b != h.worker_id) {
+                let reject = Reject::new(
+                    RejectReason::WorkerMismatch,
+                    format!("this connection speaks for {bound}"),
+                );
+                return Verdict::Refuse {
+                    reject,
+                    close: false,
+                };
+            }
+            let id = h.worker_id.clone();
+            self.worker = Some(id.clone());
+            self.last_frame = now;
+            return Verdict::Hello(id, frame);
+        }
+        let Some(id) = self.worker.clone() else {
+            return Verdict::Refuse {
+                reject: Reject::new(RejectReason::HelloRequired, "send hello first"),
+                close: true,
+            };
+        };
+        if frame.worker_id().is_some_and(|f| *f != id) {
+            let mut reject = Reject::new(
+                RejectReason::WorkerMismatch,
+                format!("this connection speaks for {id}"),
+            );
+            reject.worker_id = Some(id);
+            return Verdict::Refuse {
+                reject,
+                close: false,
+            };
+        }
+        frame.set_worker_id(id);
+        self.last_frame = now;
+        Verdict::Deliver(frame)
+    }
+
+    /// Whether the peer sent no complete frame for `limit`.
+    pub fn is_idle(&self, now: Instant, limit: Duration) -> bool {
+        now.saturating_duration_since(self.last_frame) >= limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::decode;
+
+    fn frame(text: &str) -> Result<Frame, Reject> {
+        decode(text.as_bytes(), 65536)
+    }
+
+    /// What a verdict says, in short: `hello:ID`, `deliver:ID`, or
+    /// `refuse:REASON[:close]` with the worker the refusal is counted to.
+    fn short(v: &Verdict) -> String {
+        match v {
+            Verdict::Hello(id, _) => format!("hello:{id}"),
+            Verdict::Deliver(f) => format!("deliver:{}", f.worker_id().map_or("-", |i| i)),
+            Verdict::Refuse { reject, close } => format!(
+                "refuse:{}:{}{}",
+                reject.reason.as_str(),
+                reject.worker_id.as_deref().unwrap_or("-"),
+                if *close { ":close" } else { "" }
+            ),
+        }
+    }
+
+    #[test]
+    fn session_rules() {
+        let hb = r#"{"type":"heartbeat"}"#;
+        let table: &[(&str, &[&str], &[&str])] = &[
+            (
+                "hello first, then frames without an id",
+                &[
+                    r#"{"type":"hello","worker_id":"a"}"#,
+                    hb,
+                    r#"{"type":"bye"}"#,
+                ],
+                &["hello:a", "deliver:a", "deliver:a"],
+            ),
+            (
+                "a frame before hello closes",
+                &[hb],
+                &["refuse:hello_required:-:close"],
+            ),
+            (
+                "a frame naming another worker is refused, the session stays",
+                &[
+                    r#"{"type":"hello","worker_id":"a"}"#,
+                    r#"{"type":"heartbeat","worker_id":"b"}"#,
+                    r#"{"type":"heartbeat","worker_id":"a"}"#,
+                ],
+                &["hello:a", "refuse:worker_mismatch:a", "deliver:a"],
+            ),
+            (
+                "a second hello for another worker is refused",
+                &[
+                    r#"{"type":"hello","worker_id":"a"}"#,
+                    r#"{"type":"hello","worker_id":"b"}"#,
+                    r#"{"type":"hello","worker_id":"a"}"#,
+                ],
+                &["hello:a", "refuse:worker_mismatch:-", "hello:a"],
+            ),
+            (
+                "garbage is counted against the bound worker",
+                &[r#"{"type":"hello","worker_id":"a"}"#, "nope", hb],
+                &["hello:a", "refuse:not_json:a", "deliver:a"],
+            ),
+            (
+                "garbage before hello is refused without closing",
+                &["{}", r#"{"type":"hello","worker_id":"z"}"#],
+                &["refuse:missing_type:-", "hello:z"],
+            ),
+        ];
+        for (what, frames, want) in table {
+            let t0 = Instant::now();
+            let mut s = Session::new(t0);
+            let got: Vec<String> = frames
+                .iter()
+                .map(|f| short(&s.on_frame(frame(f), t0)))
+                .collect();
+            assert_eq!(&got, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn delivered_frames_carry_the_bound_id() {
+        let now = Instant::now();
+        let mut s = Session::new(now);
+        s.on_frame(frame(r#"{"type":"hello","worker_id":"w9"}"#), now);
+        let Verdict::Deliver(f) =
+            s.on_frame(frame(r#"{"type":"run","duration_ms":5,"ok":true}"#), now)
+        else {
+            panic!("not delivered");
+        };
+        assert_eq!(f.worker_id().map(|i| &**i), Some("w9"));
+        s.unbind();
+        assert!(matches!(
+            s.on_frame(frame(r#"{"type":"bye"}"#), now),
+            Verdict::Refuse { close: true, .. }
+        ));
+    }
+
+    #[test]
+    fn idle_is_judged_from_the_last_complete_frame() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(15);
+        let mut s = Session::new(t0);
+        assert!(!s.is_idle(t0 + Duration::from_secs(14), limit));
+        assert!(s.is_idle(t0 + limit, limit));
+        s.on_frame(frame(r#"{"type":"hello","worker_id":"a"}"#), t0 + limit);
+        assert!(!s.is_idle(t0 + limit + Duration::from_secs(14), limit));
+        // A refused frame is not a sign of life.
+        s.on_frame(frame("{"), t0 + limit * 2);
+        assert!(s.is_idle(t0 + limit * 2, limit));
+    }
+}

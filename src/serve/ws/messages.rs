@@ -1,0 +1,138 @@
+//! The JSON messages of the three streams (snapshot, update, removed,
+//! summary) and the server's own text frame for messages written around
+//! tungstenite. Pure: snapshots in, text or bytes out.
+
+use super::upgrade::Filter;
+use crate::clock::unix_ms;
+use crate::fleet::snapshot::Snapshot;
+use crate::fleet::telemetry::{ResourceUsageView, Telemetry};
+use crate::proto::WorkerId;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// Append `"id":{telemetry}` for one worker, honouring `fields`.
+fn push_worker(out: &mut String, s: &Snapshot, fields: Option<&[String]>) {
+    // Worker ids are validated to need no JSON escaping.
+    out.push('"');
+    out.push_str(&s.id);
+    out.push_str("\":");
+    match fields {
+        None => out.push_str(s.telemetry_json()),
+        Some(fields) => {
+            let full = serde_json::to_value(Telemetry::of(s)).unwrap_or(Value::Null);
+            let mut m = Map::new();
+            m.insert("worker_id".into(), json!(&*s.id));
+            for f in fields {
+                if let Some(v) = full.get(f) {
+                    m.insert(f.clone(), v.clone());
+                }
+            }
+            out.push_str(&Value::Object(m).to_string());
+        }
+    }
+}
+
+/// `{"type":KIND,"timestamp":…,"workers":{…}}` for these snapshots.
+pub fn workers_message(kind: &str, snaps: &[Arc<Snapshot>], fields: Option<&[String]>) -> String {
+    let mut out = format!(
+        "{{\"type\":\"{kind}\",\"timestamp\":{},\"workers\":{{",
+        unix_ms()
+    );
+    for (i, s) in snaps.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_worker(&mut out, s, fields);
+    }
+    out.push_str("}}");
+    out
+}
+
+pub fn removed_message(ids: &[WorkerId]) -> String {
+    let ids: Vec<&str> = ids.iter().map(|i| &**i).collect();
+    json!({"type": "removed", "timestamp": unix_ms(), "worker_ids": ids}).to_string()
+}
+
+/// Seed 000's summary message, with `inactive`, `terminated` and `created`
+/// counts added.
+pub fn summary_message(snaps: &[Arc<Snapshot>], filter: &Filter) -> String {
+    let mut workers = Map::new();
+    let count = |k: &str, c: &mut Map<String, Value>| {
+        let n = c.get(k).and_then(Value::as_u64).unwrap_or(0);
+        c.insert(k.into(), json!(n + 1));
+    };
+    let mut summary = Map::new();
+    for k in [
+        "total",
+        "idle",
+        "working",
+        "error",
+        "inactive",
+        "terminated",
+        "created",
+        "total_queue_depth",
+    ] {
+        summary.insert(k.into(), json!(0));
+    }
+    let mut queue = 0u64;
+    for s in snaps.iter().filter(|s| filter.matches(s)) {
+        let mut w = Map::new();
+        w.insert("status".into(), json!(s.status()));
+        w.insert(
+            "resource_usage".into(),
+            serde_json::to_value(s.resource_usage.as_ref().map(ResourceUsageView))
+                .unwrap_or(Value::Null),
+        );
+        w.insert("queue_depth".into(), json!(s.queue_depth));
+        if let Some(fields) = &filter.fields {
+            let t = serde_json::to_value(Telemetry::of(s)).unwrap_or(Value::Null);
+            for f in fields {
+                if let Some(v) = t.get(f) {
+                    w.insert(f.clone(), v.clone());
+                }
+            }
+        }
+        workers.insert(s.id.to_string(), Value::Object(w));
+        count("total", &mut summary);
+        count(s.status(), &mut summary);
+        queue += s.queue_depth;
+    }
+    summary.insert("total_queue_depth".into(), json!(queue));
+    json!({"timestamp": unix_ms(), "workers": workers, "summary": summary}).to_string()
+}
+
+/// Messages at least this large bypass tungstenite's write buffer.
+pub const RAW_MIN: usize = 32 * 1024;
+
+/// One unmasked, final text frame (RFC 6455 §5.2): a server's frame.
+pub fn raw_text_frame(payload: &[u8]) -> Vec<u8> {
+    let n = payload.len();
+    let mut f = Vec::with_capacity(n + 10);
+    f.push(0x81);
+    if n < 126 {
+        f.push(n as u8);
+    } else if n <= u16::MAX as usize {
+        f.push(126);
+        f.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        f.push(127);
+        f.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_frames_have_rfc_6455_headers() {
+        assert_eq!(raw_text_frame(b"hi"), [0x81, 2, b'h', b'i']);
+        let mid = raw_text_frame(&[b'x'; 300]);
+        assert_eq!(&mid[..4], &[0x81, 126, 1, 44]);
+        let big = raw_text_frame(&vec![b'x'; 70_000]);
+        assert_eq!(&big[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        assert_eq!(big.len(), 70_010);
+    }
+}
