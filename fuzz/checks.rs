@@ -1,0 +1,95 @@
+//! What each fuzz target checks, as plain functions: the libFuzzer targets
+//! in `fuzz_targets/` call them on generated input, and `tests/fuzz.rs`
+//! calls them on every file of the checked-in corpus in the normal test run.
+//! A check panics only when the code under test is wrong.
+//!
+//! Each target uses one of these, so the others are unused there.
+#![allow(dead_code)]
+
+use muster::config;
+use muster::proto::{self, Frame};
+use muster::serve::{head, ws};
+use std::path::Path;
+
+/// Frame limit the daemon uses by default.
+const MAX: usize = 65536;
+
+/// A heartbeat frame: decoding never panics; whenever the fast path takes
+/// a frame, the general path decodes the very same one; and a decoded
+/// frame encodes to bytes that decode to it again.
+pub fn frame(data: &[u8]) {
+    let decoded = proto::decode(data, MAX);
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Some(beat) = proto::fast::heartbeat(text) {
+            let general = proto::decode::general(text);
+            assert_eq!(
+                Some(Frame::Heartbeat(beat)),
+                general,
+                "the two paths disagree on {text:?}"
+            );
+        }
+    }
+    if let Ok(f) = decoded {
+        let again = proto::encode(&f);
+        assert_eq!(
+            proto::decode(again.as_bytes(), usize::MAX).as_ref(),
+            Ok(&f),
+            "{again}"
+        );
+    }
+}
+
+/// An HTTP request head: parsing never panics, and a parsed head says it
+/// ended within the bytes it was given.
+pub fn http_head(data: &[u8]) {
+    if let Ok(Some((req, len))) = head::parse(data) {
+        assert!(len <= data.len());
+        let _ = head::query_param(&req.query, "status");
+        let _ = head::percent_decode(&req.path);
+    }
+}
+
+/// A config file: parsing never panics, and every value it accepts for a
+/// key goes through that setting's own parser without panicking.
+pub fn config_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(map) = config::parse_file(Path::new("fuzz.conf"), text) {
+        let mut cfg = config::defaults();
+        for (k, v) in &map {
+            if let Some(s) = config::settings::find(k) {
+                let _ = (s.set)(&mut cfg, v);
+            }
+        }
+    }
+}
+
+/// A WebSocket path and query (split at the first `?`): parsing the
+/// subscription and its filters never panics.
+pub fn ws_query(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (path, query) = text.split_once('?').unwrap_or((text, ""));
+    let _ = ws::subscription(path, query);
+}
+
+/// A reply line from the daemon, as `muster beat` and the agent read it:
+/// never panics, and what decodes encodes back to the same reply.
+pub fn reply(data: &[u8]) {
+    let Ok(r) = proto::decode_reply(data) else {
+        return;
+    };
+    let line = match &r {
+        // The daemon writes version 1 only.
+        proto::Reply::Welcome(w) if w.version != 1 => return,
+        proto::Reply::Welcome(w) => proto::encode_welcome(
+            &w.worker_id,
+            w.heartbeat_interval_ms,
+            w.inactivity_timeout_ms,
+        ),
+        proto::Reply::Error(e) => proto::encode_error(&e.code, &e.message),
+    };
+    assert_eq!(proto::decode_reply(&line).ok(), Some(r));
+}

@@ -1,0 +1,53 @@
+//! The fuzz corpus, replayed on stable in the normal test run: every input
+//! checked in under `fuzz/corpus/<target>/` (the seeds, and whatever a
+//! fuzzing run found worth keeping) goes through the same check its
+//! libFuzzer target runs. `bench/fuzz.sh` runs the targets themselves.
+
+#[path = "../fuzz/checks.rs"]
+mod checks;
+
+use std::path::Path;
+
+fn replay(target: &str, check: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let outcome = std::panic::catch_unwind(|| check(&data));
+        assert!(
+            outcome.is_ok(),
+            "{target}: {} fails its check",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n > 0, "{target}: empty corpus");
+}
+
+#[test]
+fn frame_corpus() {
+    replay("frame", checks::frame);
+}
+
+#[test]
+fn http_head_corpus() {
+    replay("http_head", checks::http_head);
+}
+
+#[test]
+fn config_file_corpus() {
+    replay("config_file", checks::config_file);
+}
+
+#[test]
+fn ws_query_corpus() {
+    replay("ws_query", checks::ws_query);
+}
+
+#[test]
+fn reply_corpus() {
+    replay("reply", checks::reply);
+}
