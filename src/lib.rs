@@ -1,4 +1,11 @@
 //! muster: roll call for a fleet of worker processes.
+
+// Peer input must not be able to panic the daemon: outside tests, no
+// unwrap, expect or panic! (true invariants use `unreachable!` with a reason).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -343,3 +343,184 @@ fn ws_limits(cfg: &Config) -> WsLimits {
         summary_interval: cfg.summary_interval,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::fleet::Shared;
+    use crate::fleet::registry::Registry;
+    use crate::script::{Script, Step};
+    use crate::serve::routes::Api;
+    use std::sync::Arc;
+
+    const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    /// A connection over a script, and what its handlers need.
+    struct Rig {
+        conn: Conn<Script>,
+        api: Api,
+        shared: Arc<Shared>,
+        buf: Vec<u8>,
+        now: Instant,
+    }
+
+    impl Rig {
+        fn new(steps: Vec<Step>) -> Rig {
+            let shared = Arc::new(Shared::new(config::defaults()));
+            let registry = Arc::new(Registry::new(shared.clone()));
+            let now = Instant::now();
+            Rig {
+                conn: Conn::new(Script::new(steps), now),
+                api: Api::new(registry, shared.clone(), now, None),
+                shared,
+                buf: vec![0; READ_CHUNK],
+                now,
+            }
+        }
+
+        fn with<T>(&mut self, f: impl FnOnce(&mut Conn<Script>, &mut Ctx, Instant) -> T) -> T {
+            let cfg = self.shared.config.get();
+            let mut cx = Ctx {
+                api: &mut self.api,
+                shared: &self.shared,
+                cfg: &cfg,
+                read_buf: &mut self.buf,
+            };
+            f(&mut self.conn, &mut cx, self.now)
+        }
+
+        fn readable(&mut self) -> Next {
+            self.with(|c, cx, now| c.on_readable(cx, now))
+        }
+
+        fn writable(&mut self) -> Next {
+            self.with(|c, cx, now| c.on_writable(cx, now))
+        }
+
+        fn timeout(&mut self, after: Duration) -> Next {
+            let at = self.now + after;
+            self.with(|c, cx, _| c.on_timeout(cx, at))
+        }
+
+        /// The status codes of the responses written so far.
+        fn statuses(&self) -> Vec<u16> {
+            let text = String::from_utf8_lossy(&self.conn.stream.written);
+            text.match_indices("HTTP/1.1 ")
+                .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_request_split_anywhere_is_answered_once() {
+        for cut in 1..HEALTH.len() {
+            let mut r = Rig::new(vec![Step::Read(HEALTH[..cut].to_vec())]);
+            assert_eq!(r.readable(), Next::Keep);
+            assert!(r.statuses().is_empty(), "answered a partial head at {cut}");
+            r.conn.stream.then(vec![Step::Read(HEALTH[cut..].to_vec())]);
+            assert_eq!(r.readable(), Next::Keep);
+            assert_eq!(r.statuses(), [200], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let two = [HEALTH, b"GET /nope HTTP/1.1\r\n\r\n", HEALTH].concat();
+        let mut r = Rig::new(vec![Step::Read(two)]);
+        assert_eq!(r.readable(), Next::Keep);
+        assert_eq!(r.statuses(), [200, 404, 200]);
+    }
+
+    #[test]
+    fn short_and_blocked_writes_keep_the_rest_queued() {
+        let mut r = Rig::new(vec![
+            Step::Read(HEALTH.to_vec()),
+            Step::Write(10),
+            Step::Block,
+        ]);
+        assert_eq!(r.readable(), Next::Keep);
+        assert_eq!(r.conn.stream.written.len(), 10);
+        assert_eq!(r.conn.interest(), Interest::READABLE | Interest::WRITABLE);
+        r.conn.stream.then(vec![Step::Write(5), Step::Block]);
+        assert_eq!(r.writable(), Next::Keep);
+        assert_eq!(r.conn.stream.written.len(), 15);
+        assert_eq!(r.writable(), Next::Keep, "no step left: the rest goes");
+        assert_eq!(r.conn.interest(), Interest::READABLE);
+        assert_eq!(r.statuses(), [200]);
+        let text = String::from_utf8_lossy(&r.conn.stream.written).into_owned();
+        assert!(text.ends_with('}'), "the whole body went out: {text}");
+    }
+
+    #[test]
+    fn a_fin_with_the_last_request_closes_after_the_answer() {
+        let mut r = Rig::new(vec![Step::Read(HEALTH.to_vec()), Step::Eof]);
+        assert_eq!(r.readable(), Next::Close);
+        assert_eq!(r.statuses(), [200]);
+        // A FIN while the answer is still queued: close once it is out.
+        let mut r = Rig::new(vec![Step::Read(HEALTH.to_vec()), Step::Eof, Step::Block]);
+        assert_eq!(r.readable(), Next::Keep);
+        assert!(r.statuses().is_empty());
+        assert_eq!(r.writable(), Next::Close);
+        assert_eq!(r.statuses(), [200]);
+    }
+
+    #[test]
+    fn connection_close_and_bad_heads_close() {
+        let close = b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec();
+        let mut r = Rig::new(vec![Step::Read(close)]);
+        assert_eq!(r.readable(), Next::Close);
+        assert_eq!(r.statuses(), [200]);
+        let mut r = Rig::new(vec![Step::Read(b"NOT HTTP AT ALL\r\n\r\n".to_vec())]);
+        assert_eq!(r.readable(), Next::Close);
+        assert_eq!(r.statuses(), [400]);
+        let mut r = Rig::new(vec![Step::Fail]);
+        assert_eq!(r.readable(), Next::Close, "a broken stream");
+    }
+
+    #[test]
+    fn deadlines() {
+        let mut r = Rig::new(vec![Step::Read(b"GET /health HTTP/1.1\r\n".to_vec())]);
+        assert_eq!(r.readable(), Next::Keep);
+        assert_eq!(
+            r.timeout(HEAD_TIMEOUT - Duration::from_millis(1)),
+            Next::Keep
+        );
+        assert_eq!(r.timeout(HEAD_TIMEOUT), Next::Close);
+        assert_eq!(r.statuses(), [408]);
+        let mut r = Rig::new(vec![]);
+        assert_eq!(
+            r.timeout(IDLE_TIMEOUT - Duration::from_millis(1)),
+            Next::Keep
+        );
+        assert_eq!(r.timeout(IDLE_TIMEOUT), Next::Close);
+    }
+
+    #[test]
+    fn an_upgrade_switches_to_a_websocket_and_sends_the_snapshot() {
+        let upgrade = b"GET /ws/telemetry HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let mut r = Rig::new(vec![Step::Read(upgrade.to_vec())]);
+        assert_eq!(r.readable(), Next::Keep);
+        assert_eq!(r.statuses(), [101]);
+        assert!(r.conn.ws().is_some_and(|w| w.wants_changes()));
+        let written = r.conn.stream.take_written();
+        let head_end = written
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 4)
+            .unwrap();
+        let frame = &written[head_end..];
+        assert_eq!(frame[0], 0x81, "a final text frame follows the 101");
+        let payload = String::from_utf8_lossy(&frame[2..]);
+        assert!(payload.starts_with(r#"{"type":"snapshot""#), "{payload}");
+        assert_eq!(r.shared.stats.get(Counter::WsClients), 1);
+        // The client closes: the stream ends.
+        r.conn.stream.then(vec![Step::Eof]);
+        assert_eq!(r.readable(), Next::Close);
+        // A refused upgrade (bad version) closes.
+        let v8 = String::from_utf8_lossy(upgrade).replace("Version: 13", "Version: 8");
+        let mut r = Rig::new(vec![Step::Read(v8.into_bytes())]);
+        assert_eq!(r.readable(), Next::Close);
+        assert_eq!(r.statuses(), [400]);
+    }
+}

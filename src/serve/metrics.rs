@@ -153,6 +153,14 @@ pub fn render(d: &Figures, snaps: &[Arc<Snapshot>], now: Instant) -> String {
         "The max_workers limit in force.",
     );
     o.sample("muster_workers_max", &[], d.max_workers as f64);
+    fleet(&mut o, snaps);
+    workers(&mut o, snaps, now);
+    runs(&mut o, snaps);
+    o.0
+}
+
+/// Workers by the state the daemon judges.
+fn fleet(o: &mut Out, snaps: &[Arc<Snapshot>]) {
     let (mut active, mut inactive, mut terminated) = (0, 0, 0);
     for s in snaps {
         match (s.terminated, s.inactive) {
@@ -169,7 +177,10 @@ pub fn render(d: &Figures, snaps: &[Arc<Snapshot>], now: Instant) -> String {
     ] {
         o.sample("muster_workers", &[("state", state)], n as f64);
     }
+}
 
+/// One gauge family per reported figure, a sample per worker.
+fn workers(o: &mut Out, snaps: &[Arc<Snapshot>], now: Instant) {
     o.per_worker(
         snaps,
         "muster_worker_up",
@@ -223,7 +234,10 @@ pub fn render(d: &Figures, snaps: &[Arc<Snapshot>], now: Instant) -> String {
         "Heartbeats never received, from gaps in seq.",
         |s| Some(s.missed_beats as f64),
     );
+}
 
+/// Run counts and the duration histogram, per worker that reported runs.
+fn runs(o: &mut Out, snaps: &[Arc<Snapshot>]) {
     // Run series only for workers that reported runs: most workers in a
     // large fleet never do, and 20 zero samples each would dominate.
     let runners: Vec<&Arc<Snapshot>> = snaps.iter().filter(|s| s.runs.total > 0).collect();
@@ -275,7 +289,6 @@ pub fn render(d: &Figures, snaps: &[Arc<Snapshot>], now: Instant) -> String {
             s.runs.total as f64,
         );
     }
-    o.0
 }
 
 #[cfg(test)]

@@ -378,3 +378,119 @@ impl WsConn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::fleet::Shared;
+    use crate::fleet::snapshot::Transport;
+    use crate::script::{Script, Step};
+    use crate::serve::ws::subscription;
+
+    const LIMITS: WsLimits = WsLimits {
+        max_queue_bytes: 1 << 20,
+        stall_timeout: Duration::from_secs(10),
+        summary_interval: Duration::from_secs(1),
+    };
+
+    fn snap(id: &str, queue: u64) -> Arc<Snapshot> {
+        let mut s = Snapshot::new(id.into(), Transport::Udp, Instant::now());
+        s.queue_depth = queue;
+        Arc::new(s)
+    }
+
+    fn changes(snaps: &[Arc<Snapshot>], plain: bool) -> Fanout {
+        Fanout::new(snaps.to_vec(), Vec::new(), plain)
+    }
+
+    /// The text of each server frame written (unmasked, RFC 6455 §5.2).
+    fn messages(mut b: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        while b.len() >= 2 {
+            let (len, at) = match b[1] & 0x7f {
+                126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            out.push(String::from_utf8_lossy(&b[at..at + len]).into_owned());
+            b = &b[at + len..];
+        }
+        out
+    }
+
+    fn queue_of(msg: &str) -> Vec<u64> {
+        let v: serde_json::Value = serde_json::from_str(msg).unwrap();
+        v["workers"]
+            .as_object()
+            .map(|m| {
+                m.values()
+                    .filter_map(|w| w["queue_depth"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_slow_client_gets_the_latest_state_not_every_change() {
+        let registry = Registry::new(Arc::new(Shared::new(config::defaults())));
+        let t0 = Instant::now();
+        let mut ws = WsConn::new(subscription("/ws/telemetry", "").unwrap(), Vec::new(), t0);
+        let mut sock = Script::new(vec![]);
+        ws.pump(&mut sock, &registry, LIMITS, t0).unwrap();
+        let pump_after = |ws: &mut WsConn, sock: &mut Script, q: u64, plain: bool| {
+            ws.on_changes(&changes(&[snap("a", q)], plain));
+            ws.pump(sock, &registry, LIMITS, t0).unwrap();
+        };
+        pump_after(&mut ws, &mut sock, 1, true);
+        // The socket fills: the next update stays in flight.
+        sock.then(vec![Step::Write(3), Step::Block]);
+        pump_after(&mut ws, &mut sock, 2, true);
+        assert!(ws.wants_write(), "in flight");
+        sock.then(vec![Step::Block, Step::Block]);
+        pump_after(&mut ws, &mut sock, 3, true);
+        pump_after(&mut ws, &mut sock, 4, true);
+        // Room again.
+        ws.pump(&mut sock, &registry, LIMITS, t0).unwrap();
+        assert!(!ws.wants_write());
+        let got = messages(&sock.written);
+        assert!(got[0].starts_with(r#"{"type":"snapshot""#), "{got:?}");
+        let queues: Vec<Vec<u64>> = got[1..].iter().map(|m| queue_of(m)).collect();
+        assert_eq!(queues, [vec![1], vec![2], vec![4]], "3 was superseded");
+    }
+
+    #[test]
+    fn filtered_clients_see_only_their_workers() {
+        let registry = Registry::new(Arc::new(Shared::new(config::defaults())));
+        let t0 = Instant::now();
+        let sub = subscription("/ws/telemetry/b", "").unwrap();
+        let mut ws = WsConn::new(sub, Vec::new(), t0);
+        let mut sock = Script::new(vec![]);
+        ws.pump(&mut sock, &registry, LIMITS, t0).unwrap();
+        ws.on_changes(&changes(&[snap("a", 1), snap("b", 2)], false));
+        ws.pump(&mut sock, &registry, LIMITS, t0).unwrap();
+        let got = messages(&sock.written);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(queue_of(&got[1]), [2]);
+        assert!(got[1].contains(r#""b":"#) && !got[1].contains(r#""a":"#));
+    }
+
+    #[test]
+    fn a_client_that_takes_nothing_is_closed_at_the_stall_timeout() {
+        let registry = Registry::new(Arc::new(Shared::new(config::defaults())));
+        let t0 = Instant::now();
+        let mut ws = WsConn::new(subscription("/ws/telemetry", "").unwrap(), Vec::new(), t0);
+        let mut sock = Script::new(vec![Step::Block, Step::Block, Step::Block]);
+        ws.pump(&mut sock, &registry, LIMITS, t0).unwrap();
+        assert!(ws.wants_write());
+        let almost = t0 + LIMITS.stall_timeout - Duration::from_millis(1);
+        assert_eq!(ws.on_tick(&mut sock, LIMITS, almost), Ok(()));
+        assert_eq!(
+            ws.on_tick(&mut sock, LIMITS, t0 + LIMITS.stall_timeout),
+            Err(Ended::Stalled)
+        );
+    }
+}

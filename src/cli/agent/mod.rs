@@ -12,18 +12,18 @@
 //! it could not be started. SIGTERM, SIGINT and SIGHUP sent to the agent are
 //! passed to the command's process group.
 
-use crate::proto::{
-    self, Frame, Heartbeat, Hello, Labels, Reply, Reported, ResourceUsage, Run, WorkerId,
-};
+mod link;
+
+use crate::proto::{self, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, Run, WorkerId};
 use crate::sys::gpu::Gpu;
+use crate::sys::process;
 use crate::sys::usage::{Sampler, Usage};
 use lexopt::prelude::*;
+use link::Link;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus};
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 /// Run frames kept for a daemon that is away.
@@ -151,171 +151,6 @@ pub fn default_id(host: &str, name: &str) -> String {
         id
     } else {
         format!("agent-{}", std::process::id())
-    }
-}
-
-/// The exit status to report and to exit with: the code, or 128+N.
-pub fn exit_code(st: ExitStatus) -> (i32, Option<i32>, Option<i32>) {
-    match (st.code(), st.signal()) {
-        (Some(c), _) => (c, Some(c), None),
-        (None, Some(s)) => (128 + s, None, Some(s)),
-        _ => (1, None, None),
-    }
-}
-
-/// The connection to musterd.
-struct Link {
-    to: SocketAddr,
-    id: String,
-    hello: String,
-    udp: Option<UdpSocket>,
-    tcp: Option<TcpStream>,
-    next_try: Instant,
-    backoff: Duration,
-    owed: VecDeque<String>,
-    said_down: bool,
-}
-
-impl Link {
-    fn new(to: SocketAddr, id: &str, tcp: bool, hello: String) -> Result<Link, String> {
-        let udp = if tcp {
-            None
-        } else {
-            Some(
-                UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
-                    .map_err(|e| format!("udp socket: {e}"))?,
-            )
-        };
-        Ok(Link {
-            to,
-            id: id.to_string(),
-            hello,
-            udp,
-            tcp: None,
-            next_try: Instant::now(),
-            backoff: Duration::from_millis(250),
-            owed: VecDeque::new(),
-            said_down: false,
-        })
-    }
-
-    fn connect(&mut self) -> bool {
-        if self.tcp.is_some() {
-            return true;
-        }
-        if Instant::now() < self.next_try {
-            return false;
-        }
-        let attempt = (|| -> std::io::Result<TcpStream> {
-            let mut s = TcpStream::connect_timeout(&self.to, Duration::from_secs(2))?;
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(format!("{}\n", self.hello).as_bytes())?;
-            let mut line = String::new();
-            BufReader::new(&s).read_line(&mut line)?;
-            if !matches!(proto::decode_reply(line.as_bytes()), Ok(Reply::Welcome(_))) {
-                return Err(std::io::Error::other(format!(
-                    "no welcome: {}",
-                    line.trim()
-                )));
-            }
-            // Replies are only errors from here on; nothing reads them.
-            s.set_read_timeout(None)?;
-            Ok(s)
-        })();
-        match attempt {
-            Ok(s) => {
-                if self.said_down {
-                    eprintln!("muster agent: reconnected to musterd at {}", self.to);
-                }
-                self.tcp = Some(s);
-                self.backoff = Duration::from_millis(250);
-                self.said_down = false;
-                true
-            }
-            Err(e) => {
-                if !self.said_down {
-                    eprintln!(
-                        "muster agent: cannot reach musterd at {} ({e}); the command keeps running, retrying",
-                        self.to
-                    );
-                    self.said_down = true;
-                }
-                self.next_try = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
-                false
-            }
-        }
-    }
-
-    fn send_now(&mut self, frame: &str) -> bool {
-        if let Some(u) = &self.udp {
-            return u.send_to(frame.as_bytes(), self.to).is_ok();
-        }
-        if !self.connect() {
-            return false;
-        }
-        let ok = self
-            .tcp
-            .as_mut()
-            .is_some_and(|s| s.write_all(format!("{frame}\n").as_bytes()).is_ok());
-        if !ok {
-            self.tcp = None;
-            self.next_try = Instant::now();
-        }
-        ok
-    }
-
-    /// Deliver owed run frames first, oldest first.
-    fn flush_owed(&mut self) -> bool {
-        while let Some(f) = self.owed.front().cloned() {
-            if !self.send_now(&f) {
-                return false;
-            }
-            self.owed.pop_front();
-        }
-        true
-    }
-
-    /// State: sent now or not at all.
-    fn heartbeat(&mut self, frame: &str) {
-        if self.flush_owed() {
-            self.send_now(frame);
-        }
-    }
-
-    /// An outcome: sent now, or owed until the daemon is back.
-    fn run(&mut self, frame: String) {
-        if self.owed.len() == MAX_OWED {
-            self.owed.pop_front();
-            eprintln!("muster agent: {MAX_OWED} runs owed to musterd; dropping the oldest");
-        }
-        self.owed.push_back(frame);
-        self.flush_owed();
-    }
-
-    fn bye(&mut self) {
-        let bye = proto::encode(&Frame::Bye {
-            worker_id: Some(WorkerId::from(self.id.as_str())),
-        });
-        self.send_now(&bye);
-        if let Some(s) = &self.tcp {
-            let _ = s.shutdown(std::net::Shutdown::Write);
-        }
-    }
-
-    /// Keep trying to deliver what is owed, for a while.
-    fn settle(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while !self.flush_owed() && Instant::now() < deadline {
-            std::thread::sleep(POLL);
-        }
-        if !self.owed.is_empty() {
-            eprintln!(
-                "muster agent: {} run frames could not be delivered to musterd",
-                self.owed.len()
-            );
-        }
     }
 }
 
@@ -463,14 +298,6 @@ fn watch_pid(
     0
 }
 
-/// Start CMD in its own process group.
-fn spawn(cmd: &[String]) -> std::io::Result<Child> {
-    Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .process_group(0)
-        .spawn()
-}
-
 fn run_cmd(o: &Opts, to: SocketAddr, signals: &mut signal_hook::iterator::Signals) -> i32 {
     let id = match checked_id(
         o.id.clone()
@@ -491,7 +318,7 @@ fn run_cmd(o: &Opts, to: SocketAddr, signals: &mut signal_hook::iterator::Signal
     let mut status;
     loop {
         let started = Instant::now();
-        let mut child = match spawn(&o.cmd) {
+        let mut child = match process::spawn_group(&o.cmd) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("muster agent: cannot run {:?}: {e}", o.cmd[0]);
@@ -511,10 +338,7 @@ fn run_cmd(o: &Opts, to: SocketAddr, signals: &mut signal_hook::iterator::Signal
         let mut next_beat = Instant::now();
         let exit = loop {
             for sig in signals.pending() {
-                // SAFETY: kill(2) on the child's process group.
-                unsafe {
-                    libc::kill(-pgid, sig);
-                }
+                process::signal_group(pgid, sig);
             }
             match child.try_wait() {
                 Ok(Some(st)) => break st,
@@ -533,7 +357,7 @@ fn run_cmd(o: &Opts, to: SocketAddr, signals: &mut signal_hook::iterator::Signal
             }
             std::thread::sleep(POLL);
         };
-        let (code, exit_code, signal) = exit_code(exit);
+        let (code, exit_code, signal) = process::exit_code(exit);
         status = code;
         link.run(run_frame(&id, started.elapsed(), exit_code, signal));
         if o.every.is_none() || signal.is_some_and(|s| [SIGTERM, SIGINT].contains(&s)) {
@@ -623,8 +447,14 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), (3, Some(3), None));
-        assert_eq!(exit_code(ExitStatus::from_raw(9)), (137, None, Some(9)));
+        assert_eq!(
+            process::exit_code(ExitStatus::from_raw(3 << 8)),
+            (3, Some(3), None)
+        );
+        assert_eq!(
+            process::exit_code(ExitStatus::from_raw(9)),
+            (137, None, Some(9))
+        );
     }
 
     #[test]

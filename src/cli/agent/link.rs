@@ -1,0 +1,169 @@
+//! The agent's connection to musterd: TCP with hello and reconnects (or
+//! plain UDP), heartbeats sent now or not at all, and `run` frames owed
+//! until the daemon is back (at most [`MAX_OWED`]).
+
+use super::MAX_OWED;
+use crate::proto::{self, Frame, Reply, WorkerId};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// How often a finishing agent retries what it owes.
+const POLL: Duration = super::POLL;
+
+/// The connection to musterd.
+pub(super) struct Link {
+    to: SocketAddr,
+    id: String,
+    hello: String,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpStream>,
+    next_try: Instant,
+    backoff: Duration,
+    owed: VecDeque<String>,
+    said_down: bool,
+}
+
+impl Link {
+    pub(super) fn new(to: SocketAddr, id: &str, tcp: bool, hello: String) -> Result<Link, String> {
+        let udp = if tcp {
+            None
+        } else {
+            Some(
+                UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
+                    .map_err(|e| format!("udp socket: {e}"))?,
+            )
+        };
+        Ok(Link {
+            to,
+            id: id.to_string(),
+            hello,
+            udp,
+            tcp: None,
+            next_try: Instant::now(),
+            backoff: Duration::from_millis(250),
+            owed: VecDeque::new(),
+            said_down: false,
+        })
+    }
+
+    fn connect(&mut self) -> bool {
+        if self.tcp.is_some() {
+            return true;
+        }
+        if Instant::now() < self.next_try {
+            return false;
+        }
+        let attempt = (|| -> std::io::Result<TcpStream> {
+            let mut s = TcpStream::connect_timeout(&self.to, Duration::from_secs(2))?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(format!("{}\n", self.hello).as_bytes())?;
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line)?;
+            if !matches!(proto::decode_reply(line.as_bytes()), Ok(Reply::Welcome(_))) {
+                return Err(std::io::Error::other(format!(
+                    "no welcome: {}",
+                    line.trim()
+                )));
+            }
+            // Replies are only errors from here on; nothing reads them.
+            s.set_read_timeout(None)?;
+            Ok(s)
+        })();
+        match attempt {
+            Ok(s) => {
+                if self.said_down {
+                    eprintln!("muster agent: reconnected to musterd at {}", self.to);
+                }
+                self.tcp = Some(s);
+                self.backoff = Duration::from_millis(250);
+                self.said_down = false;
+                true
+            }
+            Err(e) => {
+                if !self.said_down {
+                    eprintln!(
+                        "muster agent: cannot reach musterd at {} ({e}); the command keeps running, retrying",
+                        self.to
+                    );
+                    self.said_down = true;
+                }
+                self.next_try = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+                false
+            }
+        }
+    }
+
+    fn send_now(&mut self, frame: &str) -> bool {
+        if let Some(u) = &self.udp {
+            return u.send_to(frame.as_bytes(), self.to).is_ok();
+        }
+        if !self.connect() {
+            return false;
+        }
+        let ok = self
+            .tcp
+            .as_mut()
+            .is_some_and(|s| s.write_all(format!("{frame}\n").as_bytes()).is_ok());
+        if !ok {
+            self.tcp = None;
+            self.next_try = Instant::now();
+        }
+        ok
+    }
+
+    /// Deliver owed run frames first, oldest first.
+    fn flush_owed(&mut self) -> bool {
+        while let Some(f) = self.owed.front().cloned() {
+            if !self.send_now(&f) {
+                return false;
+            }
+            self.owed.pop_front();
+        }
+        true
+    }
+
+    /// State: sent now or not at all.
+    pub(super) fn heartbeat(&mut self, frame: &str) {
+        if self.flush_owed() {
+            self.send_now(frame);
+        }
+    }
+
+    /// An outcome: sent now, or owed until the daemon is back.
+    pub(super) fn run(&mut self, frame: String) {
+        if self.owed.len() == MAX_OWED {
+            self.owed.pop_front();
+            eprintln!("muster agent: {MAX_OWED} runs owed to musterd; dropping the oldest");
+        }
+        self.owed.push_back(frame);
+        self.flush_owed();
+    }
+
+    pub(super) fn bye(&mut self) {
+        let bye = proto::encode(&Frame::Bye {
+            worker_id: Some(WorkerId::from(self.id.as_str())),
+        });
+        self.send_now(&bye);
+        if let Some(s) = &self.tcp {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    /// Keep trying to deliver what is owed, for a while.
+    pub(super) fn settle(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.flush_owed() && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        if !self.owed.is_empty() {
+            eprintln!(
+                "muster agent: {} run frames could not be delivered to musterd",
+                self.owed.len()
+            );
+        }
+    }
+}
