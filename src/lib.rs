@@ -1,4 +1,29 @@
 //! muster: roll call for a fleet of worker processes.
+//!
+//! The crate map, one line per folder: what it owns, and what it may import.
+//! Arrows point down only; `serve` and `ingest` never import each other.
+//!
+//! - `daemon`: one process: flags, start-up, signals, reload, ordered stop.
+//!   Imports everything below.
+//! - `serve`: the HTTP loop: REST, WebSocket streams, `/health`, `/metrics`.
+//!   Imports `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
+//! - `ingest`: the heartbeat loop: UDP datagrams, TCP sessions. Imports the
+//!   same as `serve`.
+//! - `fleet`: worker state: the registry, one thread per worker, snapshots,
+//!   the change feed, the sweeper, and [`fleet::Shared`] (counters, running
+//!   configuration, change feed) handed to each loop. Imports `proto`,
+//!   `config`, `stats`, `logging`, `clock`.
+//! - `config`: the settings table, parsing, the running `Arc<Config>`.
+//!   Imports nothing of ours.
+//! - `stats`: the counter table. Imports `proto` (reject reasons).
+//! - `proto`: heartbeat protocol v1, both directions; pure. Imports nothing.
+//! - `sys`: Linux and systemd interfaces (procfs, limits, sd_notify,
+//!   process groups, GPUs). Imports nothing of ours.
+//! - `cli`: the `muster` binary, with its agent and benches. Imports
+//!   `proto`, `sys`, `config::units`, `clock`.
+//! - `logging`, `clock`: log set-up and rate-limited warnings; wall time.
+//!
+//! ARCHITECTURE.md walks a heartbeat and a request through these rooms.
 
 // Peer input must not be able to panic the daemon: outside tests, no
 // unwrap, expect or panic! (true invariants use `unreachable!` with a reason).
@@ -6,6 +31,7 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -12,7 +12,7 @@
 //! - `reload`: the running `Arc<Config>`, swapped on SIGHUP.
 //!
 //! This module parses and validates; it opens no sockets. Clamping
-//! `max_workers` to the kernel's limits is [`crate::sys::capacity`]'s job.
+//! `max_workers` to the kernel's limits is the daemon's, at start-up.
 
 pub mod args;
 pub mod reload;

@@ -77,7 +77,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         heartbeat: crate::cli::client::env_heartbeat_addr(),
     };
     let err = |e: lexopt::Error| e.to_string();
-    let dur = |v: String| crate::config::parse_duration(&v);
+    let dur = |v: String| crate::config::units::parse_duration(&v);
     let mut p = lexopt::Parser::from_args(opts.iter().cloned());
     while let Some(arg) = p.next().map_err(err)? {
         match arg {

@@ -73,7 +73,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
             Long("rate") => o.rate = p.value()?.parse()?,
             Long("duration") => {
                 let v = p.value()?.string()?;
-                o.duration = crate::config::parse_duration(&v).map_err(lexopt::Error::from)?;
+                o.duration =
+                    crate::config::units::parse_duration(&v).map_err(lexopt::Error::from)?;
             }
             Long("stalled") => o.stalled = p.value()?.parse()?,
             Long("pid") => o.pid = Some(p.value()?.parse()?),
