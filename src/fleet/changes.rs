@@ -117,15 +117,9 @@ impl Changes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::snapshot::Transport;
+    use crate::fleet::snapshot::tests::queued as snap;
     use mio::{Events, Poll, Token};
-    use std::time::{Duration, Instant};
-
-    fn snap(id: &str, queue: u64) -> Arc<Snapshot> {
-        let mut s = Snapshot::new(id.into(), Transport::Udp, Instant::now());
-        s.queue_depth = queue;
-        Arc::new(s)
-    }
+    use std::time::Duration;
 
     #[test]
     fn coalesces_and_wakes_once_per_batch() {

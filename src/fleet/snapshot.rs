@@ -272,18 +272,27 @@ impl Snapshot {
     }
 }
 
+/// Helpers for the tests of every module that handles snapshots.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::proto::decode;
     use std::time::Duration;
 
-    fn frame(json: &str) -> Frame {
+    pub(crate) fn frame(json: &str) -> Frame {
         decode(json.as_bytes(), 65536).unwrap()
     }
 
-    fn fresh() -> Snapshot {
+    /// Worker `w1`, just created.
+    pub(crate) fn fresh() -> Snapshot {
         Snapshot::new("w1".into(), Transport::Udp, Instant::now())
+    }
+
+    /// A published snapshot of worker `id` with this queue depth.
+    pub(crate) fn queued(id: &str, queue: u64) -> Arc<Snapshot> {
+        let mut s = Snapshot::new(id.into(), Transport::Udp, Instant::now());
+        s.queue_depth = queue;
+        Arc::new(s)
     }
 
     #[test]

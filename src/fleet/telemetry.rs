@@ -100,16 +100,8 @@ impl Serialize for JobView<'_> {
 mod tests {
     use super::*;
     use crate::fleet::snapshot::Transport;
-    use crate::proto::{Frame, decode};
+    use crate::fleet::snapshot::tests::{frame, fresh};
     use std::time::Instant;
-
-    fn frame(json: &str) -> Frame {
-        decode(json.as_bytes(), 65536).unwrap()
-    }
-
-    fn fresh() -> Snapshot {
-        Snapshot::new("w1".into(), Transport::Udp, Instant::now())
-    }
 
     #[test]
     fn telemetry_renders_the_contract_fields() {

@@ -229,16 +229,8 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
 mod tests {
     use super::*;
     use crate::fleet::snapshot::Transport;
-    use crate::proto::decode;
+    use crate::fleet::snapshot::tests::{frame, fresh};
     use std::sync::atomic::AtomicUsize;
-
-    fn frame(json: &str) -> Frame {
-        decode(json.as_bytes(), 65536).unwrap()
-    }
-
-    fn fresh() -> Snapshot {
-        Snapshot::new("w1".into(), Transport::Udp, Instant::now())
-    }
 
     struct Quiet;
     impl OnChange for Quiet {

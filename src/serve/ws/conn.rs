@@ -384,7 +384,7 @@ mod tests {
     use super::*;
     use crate::config;
     use crate::fleet::Shared;
-    use crate::fleet::snapshot::Transport;
+    use crate::fleet::snapshot::tests::queued as snap;
     use crate::script::{Script, Step};
     use crate::serve::ws::subscription;
 
@@ -393,12 +393,6 @@ mod tests {
         stall_timeout: Duration::from_secs(10),
         summary_interval: Duration::from_secs(1),
     };
-
-    fn snap(id: &str, queue: u64) -> Arc<Snapshot> {
-        let mut s = Snapshot::new(id.into(), Transport::Udp, Instant::now());
-        s.queue_depth = queue;
-        Arc::new(s)
-    }
 
     fn changes(snaps: &[Arc<Snapshot>], plain: bool) -> Fanout {
         Fanout::new(snaps.to_vec(), Vec::new(), plain)
