@@ -3,13 +3,16 @@
 # "taskset -c 0") before calling start to pin the daemon.
 cargo build --release --quiet
 bin=target/release
+# The daemon under test; MUSTERD=path/to/musterd measures another build
+# with the same load generators (before and after a change, back to back).
+musterd=${MUSTERD:-$bin/musterd}
 http=127.0.0.1:18080
 hb=127.0.0.1:18090
 export MUSTER_URL=http://$http MUSTER_HEARTBEAT_ADDR=$hb
 pin_d=${pin_d:-}
 
 start() {
-  $pin_d $bin/musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "$@" 2>/tmp/musterd-bench.log &
+  $pin_d $musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "$@" 2>/tmp/musterd-bench.log &
   pid=$!
   for _ in $(seq 50); do curl -fs http://$http/health >/dev/null && return; sleep 0.1; done
   echo "musterd did not start" >&2; cat /tmp/musterd-bench.log >&2; exit 1

@@ -1,0 +1,140 @@
+//! The HTTP loop's connections: accept them (or refuse them when full),
+//! run a handler on one, and settle what it asked for: keep it with the
+//! interest it wants, or close it and count it out.
+
+use super::conn::{Conn, Next};
+use super::head::{self, Response};
+use super::{Ctx, HttpServer, Slot};
+use crate::config::Config;
+use crate::fleet::Shared;
+use crate::stats::Counter;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use std::io::{self, Write};
+use std::time::Instant;
+
+impl HttpServer {
+    /// Accept until the queue is empty. On an error such as EMFILE the
+    /// queue is not empty, but no new readiness will say so: the loop
+    /// tries again on its next tick.
+    pub(super) fn accept(&mut self, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    // Every response and WebSocket message is written whole:
+                    // Nagle would only hold its tail back for an ACK the
+                    // client delays (up to 40 ms).
+                    let _ = stream.set_nodelay(true);
+                    let cfg = self.config.get();
+                    if self.conns.len() >= cfg.http_max_connections {
+                        refuse_full(stream, &self.shared, cfg);
+                        continue;
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let token = Token(entry.key());
+                    let mut conn = Conn::new(stream, now);
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut conn.stream, token, Interest::READABLE)
+                    {
+                        log::warn!("http register failed peer={peer}: {e}");
+                        continue;
+                    }
+                    entry.insert(Slot {
+                        conn,
+                        registered: Interest::READABLE,
+                        subscribed: false,
+                    });
+                    let open = self.conns.len() as u64;
+                    self.shared.stats.set(Counter::HttpOpen, open);
+                    log::trace!("http accept peer={peer} token={}", token.0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_retry = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("http accept failed, retrying: {e}");
+                    self.accept_retry = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Run a handler on one connection, then settle what it asked for.
+    pub(super) fn with_conn(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut Conn<TcpStream>, &mut Ctx) -> Next,
+    ) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut cx = Ctx {
+            api: &mut self.api,
+            shared: &self.shared,
+            cfg: self.config.get(),
+            read_buf: &mut self.read_buf,
+        };
+        let next = f(&mut slot.conn, &mut cx);
+        self.settle(key, next);
+    }
+
+    /// Close the connection, or re-register it if its wanted interest
+    /// changed; count a client that now streams changes.
+    fn settle(&mut self, key: usize, next: Next) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        if next == Next::Close {
+            return self.close(key);
+        }
+        if !slot.subscribed && slot.conn.ws().is_some_and(|w| w.wants_changes()) {
+            slot.subscribed = true;
+            self.subscribers += 1;
+        }
+        let want = slot.conn.interest();
+        if want != slot.registered {
+            if self
+                .poll
+                .registry()
+                .reregister(&mut slot.conn.stream, Token(key), want)
+                .is_ok()
+            {
+                slot.registered = want;
+            } else {
+                self.close(key);
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        let mut slot = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut slot.conn.stream);
+        let stats = &self.shared.stats;
+        stats.set(Counter::HttpOpen, self.conns.len() as u64);
+        if slot.conn.ws().is_some() {
+            stats.decr(Counter::WsClients);
+        }
+        if slot.subscribed {
+            self.subscribers -= 1;
+            // Record changes only while some client streams them.
+            if self.subscribers == 0 {
+                self.shared.changes.set_wanted(false);
+            }
+        }
+    }
+}
+
+/// Over `http_max_connections`: a best-effort 503 and close, never a wait.
+fn refuse_full(mut stream: TcpStream, shared: &Shared, cfg: &Config) {
+    let mut out = Vec::new();
+    let resp = Response::error(503, "too_many_connections", "http_max_connections reached");
+    head::write_response(&mut out, &resp, false, false, &cfg.cors_allow_origin);
+    let _ = stream.write(&out);
+    shared.stats.incr(Counter::HttpRefusedFull);
+    shared.stats.http_response(503);
+}
