@@ -56,7 +56,9 @@ impl HttpServer {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::warn!("http accept failed, retrying: {e}");
+                    self.log_limit.warn("http_accept", || {
+                        format!("http accept failed, retrying: {e}")
+                    });
                     self.accept_retry = true;
                     return;
                 }

@@ -30,6 +30,7 @@ pub mod ws;
 
 use crate::config::{Config, View};
 use crate::fleet::Shared;
+use crate::logging::RateLimit;
 use crate::sys::systemd::Watchdog;
 use conn::{Conn, Next, READ_CHUNK};
 use mio::net::{TcpListener, TcpStream};
@@ -79,6 +80,7 @@ pub struct HttpServer {
     /// WebSocket clients that want the change feed.
     subscribers: usize,
     accept_retry: bool,
+    log_limit: RateLimit,
     shutdown: Arc<AtomicBool>,
     watchdog: Option<Watchdog>,
 }
@@ -107,6 +109,7 @@ impl HttpServer {
                 read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
                 subscribers: 0,
                 accept_retry: false,
+                log_limit: RateLimit::new(Duration::from_secs(10)),
                 shutdown,
                 watchdog,
             },
