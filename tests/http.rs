@@ -209,3 +209,45 @@ fn metrics_are_prometheus_text() {
     assert!(text.contains("muster_worker_runs_total{worker_id=\"m1\",outcome=\"ok\"} 1\n"));
     assert!(text.contains("muster_frames_received_total 2\n"));
 }
+
+/// Out of descriptors, the daemon cannot accept; once some are free again
+/// it must take the connections already waiting in the listen queue, though
+/// no new connection arrives to say so (an edge-triggered listener raises
+/// no second readiness for the same queue).
+#[test]
+fn connections_queued_while_out_of_descriptors_are_accepted_later() {
+    let d = Daemon::spawn(support::with_nofile(support::command(&[]), 32));
+    let request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut conns: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = connect(&d);
+            s.write_all(request).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Those answered were accepted; the others wait in the listen queue.
+    let (mut answered, mut waiting) = (Vec::new(), Vec::new());
+    for mut s in conns.drain(..) {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Ok(1) => answered.push(s),
+            _ => waiting.push(s),
+        }
+    }
+    drop(answered);
+    assert!(
+        !waiting.is_empty(),
+        "every connection was accepted: the limit did not bite"
+    );
+    assert!(d.log_has("accept failed"), "no accept error was logged");
+    // Descriptors are free again: every waiting request is answered, in
+    // the order of the queue (each answered one is closed, to make room
+    // for the next when more wait than were freed).
+    for mut s in waiting {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let (status, _, _) = read_one(&mut s);
+        assert_eq!(status, 200);
+    }
+}

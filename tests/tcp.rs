@@ -201,3 +201,41 @@ fn deleting_a_connected_worker_lets_it_come_back() {
         d.get("/telemetry/again").1["queue_depth"] == 2
     });
 }
+
+/// Out of descriptors, ingest cannot accept; once some are free again it
+/// must take the workers already waiting in the listen queue, though no new
+/// connection arrives to raise another readiness.
+#[test]
+fn workers_queued_while_out_of_descriptors_are_welcomed_later() {
+    let d = Daemon::spawn(support::with_nofile(support::command(&[]), 32));
+    let conns: Vec<std::net::TcpStream> = (0..40)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(d.heartbeat).unwrap();
+            s.write_all(format!("{{\"type\":\"hello\",\"worker_id\":\"q{i}\"}}\n").as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Those welcomed were accepted; the others wait in the listen queue.
+    let (mut welcomed, mut waiting) = (Vec::new(), Vec::new());
+    for mut s in conns {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        match read_line(&mut s) {
+            Some(v) if v["type"] == "welcome" => welcomed.push(s),
+            _ => waiting.push(s),
+        }
+    }
+    assert!(
+        !waiting.is_empty(),
+        "every worker was accepted: the limit did not bite"
+    );
+    assert!(d.log_has("tcp accept failed"), "no accept error was logged");
+    drop(welcomed);
+    // Each welcomed one is closed, to make room for the next.
+    for mut s in waiting {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let reply = read_line(&mut s);
+        assert_eq!(reply.map(|v| v["type"].clone()), Some("welcome".into()));
+    }
+}

@@ -39,6 +39,26 @@ pub fn command(args: &[&str]) -> Command {
     c
 }
 
+/// The command, run with at most `n` open descriptors (soft and hard), so
+/// that the daemon cannot raise its own limit.
+pub fn with_nofile(mut cmd: Command, n: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
         Daemon::spawn(command(args))
