@@ -2,7 +2,7 @@
 //! UDP and TCP, with the UDP receive buffer sized as configured.
 //!
 //! Startup only; errors here stop the daemon with exit status 1. The loops
-//! that serve the sockets live in `http` and `ingest`.
+//! that serve the sockets live in `serve` and `ingest`.
 
 use mio::net::{TcpListener, UdpSocket};
 use std::fmt;

@@ -1,15 +1,16 @@
-//! One worker: its state, the frames that change it, and the thread that
-//! owns it.
+//! One worker's thread, and the handle through which everyone else sees it.
 //!
 //! Only the worker's own thread mutates its state. It applies the messages
 //! in its inbox in arrival order, and after each batch publishes an
-//! immutable [`Snapshot`] behind an `Arc`; readers (HTTP, the sweeper) clone
-//! the `Arc` under a lock held for nanoseconds and never block the worker.
+//! immutable [`Snapshot`] behind an `Arc`, together with the runs and
+//! history samples of the batch, under one lock; readers (HTTP, the
+//! sweeper) take what they need under that lock, held for nanoseconds, and
+//! never block the worker.
 //!
 //! This module does not decide which workers exist (the registry does), when
 //! one is silent (the sweeper asks, the worker decides against its own
-//! clock), or how snapshots are rendered for an endpoint other than the
-//! shared telemetry object (the API module).
+//! clock), what a frame does to the state (`snapshot` does), or how the
+//! state is shown (`telemetry` and the HTTP views do).
 
 use super::Shared;
 use super::history::{History, Sample};
