@@ -24,12 +24,12 @@ use crate::config::View;
 use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
 use crate::logging::RateLimit;
-use crate::proto::WorkerId;
 use crate::sys::systemd::Watchdog;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
+use session::Owners;
 use slab::Slab;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Acquire};
@@ -55,7 +55,7 @@ pub struct Ingest {
     listener: TcpListener,
     conns: Slab<TcpConn<TcpStream>>,
     /// Which connection speaks for each TCP worker.
-    owners: HashMap<WorkerId, usize>,
+    owners: Owners,
     /// Connections with a parked frame or unread input.
     blocked: BTreeSet<usize>,
     registry: Arc<Registry>,
@@ -93,7 +93,7 @@ impl Ingest {
                 udp,
                 listener,
                 conns: Slab::new(),
-                owners: HashMap::new(),
+                owners: Owners::default(),
                 blocked: BTreeSet::new(),
                 registry,
                 config: shared.config.view(),

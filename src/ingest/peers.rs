@@ -1,12 +1,6 @@
 //! Heartbeat TCP peers on the ingest loop: accept, read lines, judge each
-//! frame by the session rules, deliver it to the worker's inbox or park it,
-//! answer, and close.
-//!
-//! A second connection that says hello for a worker already connected
-//! takes over: the older one is told `superseded` and closed (a restarted
-//! worker must not wait for its dead connection to time out). A connection
-//! without a complete frame for 3 × `heartbeat_interval` is told
-//! `idle_timeout` and closed.
+//! frame by the session rules (`session`), deliver it to the worker's inbox
+//! or park it, answer, supersede, and close.
 
 use super::Ingest;
 use super::session::Verdict;
@@ -222,8 +216,7 @@ impl Ingest {
             cfg.heartbeat_interval.as_millis() as u64,
             cfg.inactivity_timeout.as_millis() as u64,
         ));
-        let older = self.owners.insert(id.clone(), key);
-        if let Some(old) = older.filter(|&old| old != key) {
+        if let Some(old) = self.owners.claim(&id, key) {
             self.supersede(old, &id, peer);
         }
         let msg = Msg::Frame(Box::new(frame), Transport::Tcp, now);
@@ -285,9 +278,7 @@ impl Ingest {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some(id) = conn.session.worker() {
-            if self.owners.get(id) == Some(&key) {
-                self.owners.remove(id);
-            }
+            self.owners.release(id, key);
         }
         self.blocked.remove(&key);
         self.shared

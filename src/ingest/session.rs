@@ -9,11 +9,19 @@
 //! - A frame that does not decode is answered with its reason and counted
 //!   against the connection's worker; the connection stays.
 //!
-//! What happens next (routing, the welcome, superseding an older connection
-//! of the same worker, the idle close) is the loop's: this module takes a
-//! decoded frame and returns a [`Verdict`], and touches no socket.
+//! - A `hello` for a worker another connection speaks for takes it over:
+//!   [`Owners::claim`] names the older connection, which the loop tells
+//!   `superseded` and closes (a restarted worker must not wait for its dead
+//!   connection to time out).
+//! - A connection without a complete frame for 3 × `heartbeat_interval` is
+//!   idle ([`Session::is_idle`]); the loop tells it `idle_timeout` and
+//!   closes it.
+//!
+//! Routing and the welcome are the loop's: this module takes decoded frames
+//! and returns verdicts, and touches no socket.
 
 use crate::proto::{Frame, Reject, RejectReason, WorkerId};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// What to do with one frame.
@@ -109,6 +117,25 @@ impl Session {
     /// Whether the peer sent no complete frame for `limit`.
     pub fn is_idle(&self, now: Instant, limit: Duration) -> bool {
         now.saturating_duration_since(self.last_frame) >= limit
+    }
+}
+
+/// Which connection (by slab key) speaks for each TCP worker.
+#[derive(Default)]
+pub struct Owners(HashMap<WorkerId, usize>);
+
+impl Owners {
+    /// Connection `key` said hello for `id`: it speaks for it now. Returns
+    /// the connection it took over from, if another one spoke for it.
+    pub fn claim(&mut self, id: &WorkerId, key: usize) -> Option<usize> {
+        self.0.insert(id.clone(), key).filter(|&old| old != key)
+    }
+
+    /// Connection `key` closed: forget it, unless a newer one took `id`.
+    pub fn release(&mut self, id: &WorkerId, key: usize) {
+        if self.0.get(id) == Some(&key) {
+            self.0.remove(id);
+        }
     }
 }
 
@@ -224,5 +251,22 @@ mod tests {
         // A refused frame is not a sign of life.
         s.on_frame(frame("{"), t0 + limit * 2);
         assert!(s.is_idle(t0 + limit * 2, limit));
+    }
+
+    #[test]
+    fn a_newer_hello_takes_the_worker_over() {
+        let mut o = Owners::default();
+        let a: WorkerId = "a".into();
+        assert_eq!(o.claim(&a, 1), None);
+        assert_eq!(o.claim(&a, 1), None, "the same connection again");
+        assert_eq!(o.claim(&a, 2), Some(1), "superseded");
+        o.release(&a, 1);
+        assert_eq!(
+            o.claim(&a, 3),
+            Some(2),
+            "the old one's close changed nothing"
+        );
+        o.release(&a, 3);
+        assert_eq!(o.claim(&a, 4), None, "released");
     }
 }
