@@ -11,12 +11,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 bin=target/release
+musterd=${MUSTERD:-$bin/musterd}
 http=127.0.0.1:18080
 hb=127.0.0.1:18090
 export MUSTER_URL=http://$http MUSTER_HEARTBEAT_ADDR=$hb
 
 start() {
-  $bin/musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "$@" 2>/tmp/musterd-bench.log &
+  $musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "$@" 2>/tmp/musterd-bench.log &
   pid=$!
   for _ in $(seq 50); do curl -fs http://$http/health >/dev/null && return; sleep 0.1; done
   echo "musterd did not start" >&2; exit 1
