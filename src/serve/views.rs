@@ -10,7 +10,7 @@ use crate::fleet::registry::Registry;
 use crate::fleet::runs::{self, Totals};
 use crate::fleet::snapshot::Snapshot;
 use crate::fleet::telemetry::Telemetry;
-use crate::fleet::worker::Handle;
+use crate::fleet::worker::{Handle, Published};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::time::Instant;
@@ -156,7 +156,10 @@ pub fn fleet_metrics(registry: &Registry, started: Instant) -> FleetMetrics {
 /// One worker's run metrics: the window from its series, the totals from
 /// the snapshot published with it.
 pub fn worker_metrics(h: &Handle, now: u64) -> runs::Metrics {
-    let p = h.read();
+    metrics_of(&h.read(), now)
+}
+
+fn metrics_of(p: &Published, now: u64) -> runs::Metrics {
     let s = &p.snapshot;
     let totals = Totals {
         total: s.runs.total,
@@ -226,15 +229,19 @@ pub fn history(h: &Handle, id: &str, query: &str) -> Response {
 /// history as one download, all from one reading of the worker.
 pub fn download(h: &Handle, id: &str) -> Response {
     let now = unix_ms();
-    let (snap, samples) = {
+    let (snap, samples, metrics) = {
         let p = h.read();
-        (p.snapshot.clone(), p.series.history.since(0))
+        (
+            p.snapshot.clone(),
+            p.series.history.since(0),
+            metrics_of(&p, now),
+        )
     };
     let mut d = details(&snap);
     d.insert("snapshot_time".into(), json!(now));
     d.insert(
         "metrics".into(),
-        serde_json::to_value(worker_metrics(h, now)).unwrap_or(Value::Null),
+        serde_json::to_value(metrics).unwrap_or(Value::Null),
     );
     d.insert(
         "history".into(),
