@@ -35,6 +35,20 @@ pub struct Counts {
     pub terminated: usize,
 }
 
+impl Counts {
+    /// Count one worker by the state the daemon judges.
+    pub fn add(&mut self, s: &Snapshot) {
+        self.total += 1;
+        if s.terminated {
+            self.terminated += 1;
+        } else if s.inactive {
+            self.inactive += 1;
+        } else {
+            self.active += 1;
+        }
+    }
+}
+
 pub struct Registry {
     workers: RwLock<HashMap<WorkerId, Entry>>,
     /// For the threads it starts, and the `max_workers` in force.
@@ -144,15 +158,7 @@ impl Registry {
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for h in self.handles() {
-            let s = h.snapshot();
-            c.total += 1;
-            if s.terminated {
-                c.terminated += 1;
-            } else if s.inactive {
-                c.inactive += 1;
-            } else {
-                c.active += 1;
-            }
+            c.add(&h.snapshot());
         }
         c
     }

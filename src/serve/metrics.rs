@@ -10,6 +10,7 @@
 //!
 //! Cost: O(workers × families) formatting into one buffer; no locks held.
 
+use crate::fleet::registry::Counts;
 use crate::fleet::snapshot::{RUN_BUCKETS_S, Snapshot};
 use crate::proto::RejectReason;
 use crate::stats::{
@@ -161,19 +162,15 @@ pub fn render(d: &Figures, snaps: &[Arc<Snapshot>], now: Instant) -> String {
 
 /// Workers by the state the daemon judges.
 fn fleet(o: &mut Out, snaps: &[Arc<Snapshot>]) {
-    let (mut active, mut inactive, mut terminated) = (0, 0, 0);
+    let mut c = Counts::default();
     for s in snaps {
-        match (s.terminated, s.inactive) {
-            (true, _) => terminated += 1,
-            (_, true) => inactive += 1,
-            _ => active += 1,
-        }
+        c.add(s);
     }
     o.family("muster_workers", "gauge", "Workers tracked, by state.");
     for (state, n) in [
-        ("active", active),
-        ("inactive", inactive),
-        ("terminated", terminated),
+        ("active", c.active),
+        ("inactive", c.inactive),
+        ("terminated", c.terminated),
     ] {
         o.sample("muster_workers", &[("state", state)], n as f64);
     }
