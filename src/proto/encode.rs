@@ -13,11 +13,6 @@ pub fn encode(frame: &Frame) -> String {
     serde_json::to_string(frame).unwrap_or_default()
 }
 
-/// A frame as one TCP line, with its newline.
-pub fn encode_line(frame: &Frame) -> Vec<u8> {
-    line(frame)
-}
-
 /// What the daemon says to a TCP worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -208,9 +203,6 @@ mod tests {
             let text = encode(&f);
             let back = decode(text.as_bytes(), 65536).unwrap_or_else(|r| panic!("{text}: {r}"));
             assert_eq!(back, f, "{text}");
-            let line = encode_line(&f);
-            assert_eq!(line.last(), Some(&b'\n'));
-            assert_eq!(decode(&line[..line.len() - 1], 65536).unwrap(), f);
             let v: Value = serde_json::from_str(&text).unwrap();
             kinds.insert(v["type"].as_str().unwrap().to_string());
         }

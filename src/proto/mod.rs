@@ -24,8 +24,6 @@ pub mod frame;
 pub mod id;
 
 pub use decode::decode;
-pub use encode::{
-    ErrorReply, Reply, Welcome, decode_reply, encode, encode_error, encode_line, encode_welcome,
-};
+pub use encode::{ErrorReply, Reply, Welcome, decode_reply, encode, encode_error, encode_welcome};
 pub use frame::*;
 pub use id::*;
