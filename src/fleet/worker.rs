@@ -145,6 +145,7 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
     batch_priority();
     let mut state = handle.snapshot().as_ref().publishable();
     let mut recorded = Batch::default();
+    let mut config = shared.config.view();
     let mut next = inbox.recv();
     let mut woke = Instant::now();
     // Paced: this worker beats faster than COALESCE, so its thread wakes on
@@ -198,7 +199,7 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
         if changed {
             on_change.will_change();
             let snap = Arc::new(state.publishable());
-            let cap = shared.config.get().history_samples;
+            let cap = config.refresh(&shared.config).history_samples;
             handle.publish(snap.clone(), &mut recorded, cap);
             on_change.changed(&snap);
         }
