@@ -13,6 +13,8 @@
 //!   the change feed, the sweeper, and [`fleet::Shared`] (counters, running
 //!   configuration, change feed) handed to each loop. Imports `proto`,
 //!   `config`, `stats`, `logging`, `clock`.
+//! - `store`: the registry saved in `state_dir` and read back at start.
+//!   Imports `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
 //! - `config`: the settings table, parsing, the running `Arc<Config>`.
 //!   Imports nothing of ours.
 //! - `stats`: the counter table. Imports `proto` (reject reasons).
@@ -44,6 +46,7 @@ pub mod proto;
 pub mod script;
 pub mod serve;
 pub mod stats;
+pub mod store;
 pub mod sys;
 
 /// The version of both binaries.

@@ -60,6 +60,21 @@ pub enum Counter {
     WsClosedStalled,
     WsClosedPing,
     WsClosedTooBig,
+    /// HTTP requests refused by the access checks (serve::access).
+    HttpRefusedHost,
+    HttpRefusedOrigin,
+    HttpRefusedToken,
+    HttpRefusedPeer,
+    /// Heartbeat peers outside `heartbeat_allow_from`: datagrams dropped,
+    /// connections refused.
+    UdpNotAllowed,
+    TcpNotAllowed,
+    /// The saved registry: saves written, saves that failed, workers
+    /// restored at start, and how long the last save took.
+    StateSaves,
+    StateSaveErrors,
+    StateRestored,
+    StateLastSaveMs,
 }
 
 /// Prometheus type of a family.
@@ -230,6 +245,96 @@ pub const COUNTERS: &[Row] = &[
         "WebSocket clients closed by the daemon, by cause.",
         Some(("cause", "too_big")),
     ),
+    exported(
+        Counter::HttpRefusedHost,
+        "access",
+        "http_refused_host",
+        "muster_http_refused_total",
+        Kind::Counter,
+        "HTTP requests refused by the access checks, by reason.",
+        Some(("reason", "host")),
+    ),
+    exported(
+        Counter::HttpRefusedOrigin,
+        "access",
+        "http_refused_origin",
+        "muster_http_refused_total",
+        Kind::Counter,
+        "HTTP requests refused by the access checks, by reason.",
+        Some(("reason", "origin")),
+    ),
+    exported(
+        Counter::HttpRefusedToken,
+        "access",
+        "http_refused_token",
+        "muster_http_refused_total",
+        Kind::Counter,
+        "HTTP requests refused by the access checks, by reason.",
+        Some(("reason", "token")),
+    ),
+    exported(
+        Counter::HttpRefusedPeer,
+        "access",
+        "http_refused_peer",
+        "muster_http_refused_total",
+        Kind::Counter,
+        "HTTP requests refused by the access checks, by reason.",
+        Some(("reason", "peer")),
+    ),
+    exported(
+        Counter::UdpNotAllowed,
+        "access",
+        "udp_not_allowed",
+        "muster_heartbeat_peers_refused_total",
+        Kind::Counter,
+        "Heartbeat datagrams and connections from outside heartbeat_allow_from.",
+        Some(("transport", "udp")),
+    ),
+    exported(
+        Counter::TcpNotAllowed,
+        "access",
+        "tcp_not_allowed",
+        "muster_heartbeat_peers_refused_total",
+        Kind::Counter,
+        "Heartbeat datagrams and connections from outside heartbeat_allow_from.",
+        Some(("transport", "tcp")),
+    ),
+    exported(
+        Counter::StateSaves,
+        "state",
+        "saves",
+        "muster_state_saves_total",
+        Kind::Counter,
+        "Registry saves written to state_dir.",
+        None,
+    ),
+    exported(
+        Counter::StateSaveErrors,
+        "state",
+        "save_errors",
+        "muster_state_save_errors_total",
+        Kind::Counter,
+        "Registry saves that failed.",
+        None,
+    ),
+    exported(
+        Counter::StateRestored,
+        "state",
+        "restored",
+        "muster_state_restored_workers",
+        Kind::Gauge,
+        "Workers restored from state_dir at start.",
+        None,
+    ),
+    exported(
+        Counter::StateLastSaveMs,
+        "state",
+        "last_save_ms",
+        "muster_state_last_save_milliseconds",
+        Kind::Gauge,
+        "Time the last registry save took.",
+        None,
+    ),
 ];
 
 /// The counter families kept by reason or class, as `/metrics` names them.
@@ -239,7 +344,7 @@ pub const HTTP_FAMILY: &str = "muster_http_responses_total";
 /// HTTP status classes, in the order of [`Stats::http_responses`].
 pub const HTTP_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-const N: usize = Counter::WsClosedTooBig as usize + 1;
+const N: usize = Counter::StateLastSaveMs as usize + 1;
 
 #[derive(Default)]
 pub struct Stats {

@@ -156,7 +156,7 @@ fn a_slow_head_gets_408() {
     let d = Daemon::start(&[]);
     let mut s = connect(&d);
     let start = Instant::now();
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: sl").unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localho").unwrap();
     let (status, _, _) = read_one(&mut s);
     assert_eq!(status, 408);
     let waited = start.elapsed();
@@ -217,7 +217,7 @@ fn metrics_are_prometheus_text() {
 #[test]
 fn connections_queued_while_out_of_descriptors_are_accepted_later() {
     let d = Daemon::spawn(support::with_nofile(support::command(&[]), 32));
-    let request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let mut conns: Vec<TcpStream> = (0..40)
         .map(|_| {
             let mut s = connect(&d);

@@ -11,7 +11,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "daemon",
         &[
-            "serve", "ingest", "fleet", "config", "stats", "proto", "sys", "logging", "clock",
+            "serve", "ingest", "store", "fleet", "config", "stats", "proto", "sys", "logging",
+            "clock",
+        ],
+    ),
+    (
+        "store",
+        &[
+            "fleet", "config", "stats", "proto", "sys", "logging", "clock",
         ],
     ),
     (

@@ -241,7 +241,7 @@ fn pings_are_answered_and_close_completes() {
 
 fn raw_upgrade(d: &Daemon, path: &str, extra: &str) -> (u16, String) {
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
     );
     let (status, head, _) = d.request(&req);
     (status, head)
@@ -308,7 +308,7 @@ fn a_client_that_never_reads_is_closed_and_others_keep_streaming() {
     // A raw client: handshake, then never read again.
     let mut stuck = TcpStream::connect(d.http).unwrap();
     stuck
-        .write_all(b"GET /ws/telemetry HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .write_all(b"GET /ws/telemetry HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         .unwrap();
     let mut head = [0u8; 256];
     let n = stuck.read(&mut head).unwrap();

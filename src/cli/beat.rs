@@ -8,12 +8,14 @@ use crate::proto::{self, Frame, Heartbeat, Hello, Reply, Reported, WorkerId};
 use lexopt::prelude::*;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub(super) fn beat(args: &[String]) -> Out {
     let mut hb_addr = client::env_heartbeat_addr();
     let mut beat = Heartbeat::default();
     let (mut id, mut tcp, mut bye) = (None, false, false);
+    let mut token_file = std::env::var_os(client::HEARTBEAT_TOKEN_ENV).map(PathBuf::from);
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
     let number = |p: &mut lexopt::Parser, name: &str| -> Result<f64, Fail> {
         let v = p.value()?.string()?;
@@ -44,9 +46,10 @@ pub(super) fn beat(args: &[String]) -> Out {
             Long("udp") => tcp = false,
             Long("bye") => bye = true,
             Long("heartbeat-addr") => hb_addr = p.value()?.string()?,
+            Long("heartbeat-token-file") => token_file = Some(p.value()?.into()),
             Short('h') | Long("help") => {
                 println!(
-                    "usage: muster beat --id ID [--status idle|working|error] [--cpu N] [--mem N] [--queue N] [--tcp] [--heartbeat-addr ADDR]\n       muster beat --id ID --bye"
+                    "usage: muster beat --id ID [--status idle|working|error] [--cpu N] [--mem N] [--queue N] [--tcp] [--heartbeat-addr ADDR] [--heartbeat-token-file F]\n       muster beat --id ID --bye"
                 );
                 return Ok(());
             }
@@ -60,12 +63,20 @@ pub(super) fn beat(args: &[String]) -> Out {
             format!("{}: {id:?} is not a valid worker id", reason.as_str()),
         ));
     }
+    let token = client::read_token(token_file.as_deref()).map_err(|m| Fail(2, m))?;
     let worker_id = Some(WorkerId::from(id.as_str()));
-    let frame = if bye {
-        Frame::Bye { worker_id }
+    let mut frame = if bye {
+        Frame::Bye {
+            worker_id,
+            token: None,
+        }
     } else {
         Frame::Heartbeat(Heartbeat { worker_id, ..beat })
     };
+    if !tcp {
+        // Over UDP every frame carries it; over TCP the hello does.
+        frame.set_token(token.clone());
+    }
     let text = proto::encode(&frame);
     // Check it here: over UDP the daemon cannot tell us what was wrong.
     if let Err(r) = proto::decode(text.as_bytes(), 65536) {
@@ -74,7 +85,7 @@ pub(super) fn beat(args: &[String]) -> Out {
     let to = client::parse_url(&hb_addr)
         .map_err(|_| Fail(2, format!("bad --heartbeat-addr {hb_addr:?}")))?;
     if tcp {
-        beat_tcp(to, &id, &text)
+        beat_tcp(to, &id, token, &text)
     } else {
         let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
             .map_err(|e| Fail(1, format!("udp socket: {e}")))?;
@@ -85,7 +96,7 @@ pub(super) fn beat(args: &[String]) -> Out {
 }
 
 /// hello, the frame, and a check that no error came back.
-fn beat_tcp(to: SocketAddr, id: &str, text: &str) -> Out {
+fn beat_tcp(to: SocketAddr, id: &str, token: Option<String>, text: &str) -> Out {
     let unreachable = |e: std::io::Error| Fail(1, format!("cannot reach musterd at {to}: {e}"));
     let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(unreachable)?;
     s.set_read_timeout(Some(Duration::from_millis(500)))
@@ -96,6 +107,7 @@ fn beat_tcp(to: SocketAddr, id: &str, text: &str) -> Out {
         hostname: None,
         capacity: None,
         labels: None,
+        token,
     }));
     s.write_all(format!("{hello}\n{text}\n").as_bytes())
         .map_err(unreachable)?;

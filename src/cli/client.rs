@@ -24,6 +24,17 @@ pub fn env_url() -> String {
 pub fn env_heartbeat_addr() -> String {
     std::env::var("MUSTER_HEARTBEAT_ADDR").unwrap_or_else(|_| DEFAULT_HEARTBEAT_ADDR.into())
 }
+/// Where `muster` finds the API token (for changes) and the heartbeat
+/// token, when no flag names the file.
+pub const TOKEN_ENV: &str = "MUSTER_TOKEN_FILE";
+pub const HEARTBEAT_TOKEN_ENV: &str = "MUSTER_HEARTBEAT_TOKEN_FILE";
+
+/// The token in `path`, read as musterd reads it.
+pub fn read_token(path: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    path.map(|p| crate::config::secret::read_token(p).map(|t| t.reveal().to_string()))
+        .transpose()
+}
+
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response read: a fleet of 10,000 workers is a few MB.
 const MAX_RESPONSE: u64 = 256 << 20;
@@ -68,16 +79,23 @@ pub fn parse_url(url: &str) -> Result<SocketAddr, ClientError> {
 
 /// GET `path` and return status and body.
 pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
-    request(addr, "GET", path)
+    request(addr, "GET", path, None)
 }
 
-pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
+/// One request; `token` goes out as `Authorization: Bearer`.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, Vec<u8>), ClientError> {
     let unreachable = |e| ClientError::Unreachable(addr.to_string(), e);
     let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(unreachable)?;
     s.set_read_timeout(Some(TIMEOUT)).map_err(unreachable)?;
     s.set_write_timeout(Some(TIMEOUT)).map_err(unreachable)?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: muster\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: muster\r\n{auth}\r\n"
     );
     s.write_all(head.as_bytes()).map_err(unreachable)?;
     let mut buf = Vec::new();

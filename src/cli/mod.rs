@@ -24,11 +24,15 @@ operator commands:
   status ID [--json]                everything known about one worker
   health [--json]                   the daemon's health and counters
   watch [ID] [--status S]           live view over WebSocket; reconnects
+  forget ID [--token-file F]        forget a worker (DELETE; token from
+                                    --token-file or $MUSTER_TOKEN_FILE)
 
 worker commands:
   beat --id ID [--status S] [--cpu N] [--mem N] [--queue N] [--tcp]
                                     send one heartbeat (UDP unless --tcp)
   beat --id ID --bye                say goodbye: the worker is terminated
+  beat ... --heartbeat-token-file F the heartbeat token, when musterd asks
+                                    (default $MUSTER_HEARTBEAT_TOKEN_FILE)
   agent [options] -- CMD [ARGS...]  run CMD as a monitored worker (usage, runs)
   agent [options] --pid PID         watch a running process until it exits
 
@@ -108,6 +112,7 @@ fn run(args: Vec<String>) -> Out {
         Some("status") => ops::status(&url, &args),
         Some("health") => ops::health(&url, &args),
         Some("watch") => ops::watch(&url, &args),
+        Some("forget") => ops::forget(&url, &args),
         Some("beat") => beat::beat(&args),
         Some("agent") => match crate::cli::agent::main(&args) {
             0 => Ok(()),

@@ -208,6 +208,43 @@ pub(super) fn status(url: &str, args: &[String]) -> Out {
     Ok(())
 }
 
+/// `muster forget ID`: `DELETE /api/workers/{id}`, with the API token
+/// from `--token-file` or `$MUSTER_TOKEN_FILE` when musterd asks for one.
+pub(super) fn forget(url: &str, args: &[String]) -> Out {
+    let mut url = url.to_string();
+    let mut id = None;
+    let mut token_file = std::env::var_os(client::TOKEN_ENV).map(std::path::PathBuf::from);
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) if id.is_none() => id = Some(v.string()?),
+            Long("url") => take_url(&mut p, &mut url)?,
+            Long("token-file") => token_file = Some(p.value()?.into()),
+            Short('h') | Long("help") => {
+                println!("usage: muster forget ID [--token-file FILE]");
+                return Ok(());
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let id = id.ok_or_else(|| Fail(2, "forget needs a worker id".into()))?;
+    if proto::check_worker_id(&id).is_err() {
+        return Err(Fail(2, format!("{id:?} is not a valid worker id")));
+    }
+    let token = client::read_token(token_file.as_deref()).map_err(|m| Fail(2, m))?;
+    let path = format!("/api/workers/{id}");
+    let (status, body) = client::request(addr(&url)?, "DELETE", &path, token.as_deref())?;
+    match status {
+        204 => Ok(()),
+        404 => Err(Fail(4, format!("no worker {id}"))),
+        s => {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let msg = v["message"].as_str().unwrap_or("error");
+            Err(Fail(1, format!("musterd answered {s}: {msg}")))
+        }
+    }
+}
+
 pub(super) fn health(url: &str, args: &[String]) -> Out {
     let mut url = url.to_string();
     let mut as_json = false;

@@ -16,7 +16,9 @@
 
 pub mod args;
 pub mod reload;
+pub mod secret;
 pub mod settings;
+pub mod tls;
 pub mod units;
 
 pub use args::{Cli, parse_args, usage};
@@ -25,12 +27,14 @@ pub use settings::{SETTINGS, Setting, env_name, flag_name};
 pub use units::{fmt_duration, parse_duration};
 
 use log::LevelFilter;
+pub use secret::Secret;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use units::parse_addr;
+pub use tls::Tls;
+use units::{Cidr, parse_addr};
 
 /// The file read when neither `--config` nor `MUSTER_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/muster/musterd.conf";
@@ -55,8 +59,24 @@ pub struct Config {
     pub ws_stall_timeout: Duration,
     pub history_samples: usize,
     pub metrics_report_interval: Option<Duration>,
-    pub cors_allow_origin: String,
+    pub cors_allow_origin: Vec<String>,
+    pub ws_allow_origin: Vec<String>,
+    pub http_allowed_hosts: Vec<String>,
+    pub api_token_file: Option<PathBuf>,
+    pub heartbeat_token_file: Option<PathBuf>,
+    /// `None`: from anywhere.
+    pub heartbeat_allow_from: Option<Vec<Cidr>>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub state_save_interval: Duration,
     pub log_level: LevelFilter,
+    /// Read from `api_token_file` when the configuration loads.
+    pub api_token: Option<Secret>,
+    /// Read from `heartbeat_token_file`.
+    pub heartbeat_token: Option<Secret>,
+    /// Read from `tls_cert_file` and `tls_key_file`.
+    pub tls: Option<Tls>,
 }
 
 #[derive(Debug)]
@@ -135,7 +155,30 @@ pub fn load(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, C
         (s.set)(&mut cfg, v.trim()).map_err(|m| ConfigError::Value(flag_name(k), k.clone(), m))?;
     }
     validate(&cfg)?;
+    read_files(&mut cfg)?;
     Ok(cfg)
+}
+
+/// Read what the settings name by path: the tokens, the certificate and key.
+fn read_files(cfg: &mut Config) -> Result<(), ConfigError> {
+    let value = |key: &str, m: String| ConfigError::Value("file".into(), key.into(), m);
+    if let Some(p) = &cfg.api_token_file {
+        cfg.api_token = Some(secret::read_token(p).map_err(|m| value("api_token_file", m))?);
+    }
+    if let Some(p) = &cfg.heartbeat_token_file {
+        cfg.heartbeat_token =
+            Some(secret::read_token(p).map_err(|m| value("heartbeat_token_file", m))?);
+    }
+    cfg.tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some(tls::load(c, k).map_err(|m| value("tls_cert_file", m))?),
+        _ => {
+            return Err(ConfigError::Invalid(
+                "tls_cert_file and tls_key_file are set together or not at all".into(),
+            ));
+        }
+    };
+    Ok(())
 }
 
 /// The defaults, read from [`SETTINGS`] like any other value.
@@ -158,8 +201,20 @@ pub fn defaults() -> Config {
         ws_stall_timeout: Duration::ZERO,
         history_samples: 0,
         metrics_report_interval: None,
-        cors_allow_origin: String::new(),
+        cors_allow_origin: Vec::new(),
+        ws_allow_origin: Vec::new(),
+        http_allowed_hosts: Vec::new(),
+        api_token_file: None,
+        heartbeat_token_file: None,
+        heartbeat_allow_from: None,
+        tls_cert_file: None,
+        tls_key_file: None,
+        state_dir: None,
+        state_save_interval: Duration::ZERO,
         log_level: LevelFilter::Info,
+        api_token: None,
+        heartbeat_token: None,
+        tls: None,
     };
     for s in SETTINGS {
         if let Err(e) = (s.set)(&mut cfg, s.default) {
@@ -293,7 +348,7 @@ mod tests {
         assert_eq!(c.max_frame_bytes, 65536);
         assert_eq!(c.udp_recv_buffer, 4 << 20);
         assert_eq!(c.http_max_connections, 1024);
-        assert_eq!(c.cors_allow_origin, "*");
+        assert_eq!(c.cors_allow_origin, ["*"]);
         assert_eq!(c.summary_interval, Duration::from_secs(1));
         assert_eq!(c.ws_max_clients, 4096);
         assert_eq!(c.ws_max_queue_bytes, 1 << 20);

@@ -64,6 +64,20 @@ impl Running {
                 let _ = (s.set)(&mut next, &a);
             }
         }
+        // Same paths, new contents: a rotated token or certificate.
+        let reread = [
+            ("api_token_file", old.api_token != next.api_token),
+            (
+                "heartbeat_token_file",
+                old.heartbeat_token != next.heartbeat_token,
+            ),
+            ("tls_cert_file", old.tls != next.tls),
+        ];
+        for (key, changed) in reread {
+            if changed && !notes.iter().any(|n| n.starts_with(key)) {
+                notes.push(format!("{key}: re-read; its contents changed"));
+            }
+        }
         log::set_max_level(next.log_level);
         match self.current.write() {
             Ok(mut c) => *c = Arc::new(next),

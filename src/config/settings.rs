@@ -8,8 +8,10 @@
 
 use super::Config;
 use super::units::{
-    at_least, fmt_duration, parse_addr, parse_count, parse_duration, parse_size, positive,
+    Cidr, at_least, fmt_duration, parse_addr, parse_count, parse_duration, parse_list, parse_size,
+    positive,
 };
+use std::path::PathBuf;
 
 pub struct Setting {
     pub key: &'static str,
@@ -34,6 +36,8 @@ pub enum Unit {
     Count,
     Text,
     Level,
+    List,
+    Path,
 }
 
 impl Unit {
@@ -45,6 +49,8 @@ impl Unit {
             Unit::Count => "count",
             Unit::Text => "text",
             Unit::Level => "level",
+            Unit::List => "list",
+            Unit::Path => "path",
         }
     }
 }
@@ -59,6 +65,41 @@ fn off_or<T>(v: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Optio
 
 fn shown_off<T>(v: Option<T>, show: impl Fn(T) -> String) -> String {
     v.map_or_else(|| "off".to_string(), show)
+}
+
+fn path(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        return Err("give a path, or `off`".into());
+    }
+    Ok(PathBuf::from(v))
+}
+
+fn none_or_list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// `*`, or origins as browsers send them: `scheme://host[:port]`, no path.
+fn origins(v: &str) -> Result<Vec<String>, String> {
+    let list = parse_list(v);
+    if list.is_empty() {
+        return Err("list origins, or `*`".into());
+    }
+    for o in &list {
+        let ok = o == "*"
+            || o.split_once("://").is_some_and(|(scheme, rest)| {
+                !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
+            });
+        if !ok || o.bytes().any(|b| b.is_ascii_control()) {
+            return Err(format!(
+                "{o:?} is not an origin like https://dash.example.com or `*`"
+            ));
+        }
+    }
+    Ok(list)
 }
 
 pub const SETTINGS: &[Setting] = &[
@@ -246,17 +287,149 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "cors_allow_origin",
         default: "*",
-        unit: Unit::Text,
+        unit: Unit::List,
         live: true,
-        help: "Access-Control-Allow-Origin value",
+        help: "origins whose pages may read (`*`: any); listed by name, they may also change",
         set: |c, v| {
-            if v.bytes().any(|b| b.is_ascii_control()) {
-                return Err("must not contain control characters".into());
-            }
-            c.cors_allow_origin = v.to_string();
+            c.cors_allow_origin = origins(v)?;
             Ok(())
         },
-        show: |c| c.cors_allow_origin.clone(),
+        show: |c| c.cors_allow_origin.join(", "),
+    },
+    Setting {
+        key: "ws_allow_origin",
+        default: "*",
+        unit: Unit::List,
+        live: true,
+        help: "origins whose pages may open WebSocket streams (`*`: any)",
+        set: |c, v| {
+            c.ws_allow_origin = origins(v)?;
+            Ok(())
+        },
+        show: |c| c.ws_allow_origin.join(", "),
+    },
+    Setting {
+        key: "http_allowed_hosts",
+        default: "none",
+        unit: Unit::List,
+        live: true,
+        help: "host names answered besides localhost, the machine's name and IP addresses",
+        set: |c, v| {
+            c.http_allowed_hosts = if v.eq_ignore_ascii_case("none") {
+                Vec::new()
+            } else {
+                parse_list(v)
+                    .into_iter()
+                    .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                    .collect()
+            };
+            if c.http_allowed_hosts
+                .iter()
+                .any(|h| h.contains(['/', ':', '*']))
+            {
+                return Err("list host names only, without ports or wildcards".into());
+            }
+            Ok(())
+        },
+        show: |c| none_or_list(&c.http_allowed_hosts),
+    },
+    Setting {
+        key: "api_token_file",
+        default: "off",
+        unit: Unit::Path,
+        live: true,
+        help: "file holding the token that POST, PUT and DELETE must carry (re-read on SIGHUP)",
+        set: |c, v| {
+            c.api_token_file = off_or(v, path)?;
+            Ok(())
+        },
+        show: |c| shown_off(c.api_token_file.as_ref(), |p| p.display().to_string()),
+    },
+    Setting {
+        key: "heartbeat_token_file",
+        default: "off",
+        unit: Unit::Path,
+        live: true,
+        help: "file holding the token a TCP hello and every UDP frame must carry",
+        set: |c, v| {
+            c.heartbeat_token_file = off_or(v, path)?;
+            Ok(())
+        },
+        show: |c| shown_off(c.heartbeat_token_file.as_ref(), |p| p.display().to_string()),
+    },
+    Setting {
+        key: "heartbeat_allow_from",
+        default: "any",
+        unit: Unit::List,
+        live: true,
+        help: "address blocks heartbeats are taken from (`any`, or e.g. `10.0.0.0/8, ::1`)",
+        set: |c, v| {
+            c.heartbeat_allow_from = if v.eq_ignore_ascii_case("any") {
+                None
+            } else {
+                let blocks = parse_list(v)
+                    .iter()
+                    .map(|b| Cidr::parse(b))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if blocks.is_empty() {
+                    return Err("list at least one address block, or `any`".into());
+                }
+                Some(blocks)
+            };
+            Ok(())
+        },
+        show: |c| match &c.heartbeat_allow_from {
+            None => "any".into(),
+            Some(b) => b.iter().map(Cidr::to_string).collect::<Vec<_>>().join(", "),
+        },
+    },
+    Setting {
+        key: "tls_cert_file",
+        default: "off",
+        unit: Unit::Path,
+        live: true,
+        help: "PEM certificate chain: serve HTTPS and wss:// (with tls_key_file)",
+        set: |c, v| {
+            c.tls_cert_file = off_or(v, path)?;
+            Ok(())
+        },
+        show: |c| shown_off(c.tls_cert_file.as_ref(), |p| p.display().to_string()),
+    },
+    Setting {
+        key: "tls_key_file",
+        default: "off",
+        unit: Unit::Path,
+        live: true,
+        help: "PEM private key of tls_cert_file",
+        set: |c, v| {
+            c.tls_key_file = off_or(v, path)?;
+            Ok(())
+        },
+        show: |c| shown_off(c.tls_key_file.as_ref(), |p| p.display().to_string()),
+    },
+    Setting {
+        key: "state_dir",
+        default: "/var/lib/muster",
+        unit: Unit::Path,
+        live: false,
+        help: "where the registry is saved across restarts, or `off`",
+        set: |c, v| {
+            c.state_dir = off_or(v, path)?;
+            Ok(())
+        },
+        show: |c| shown_off(c.state_dir.as_ref(), |p| p.display().to_string()),
+    },
+    Setting {
+        key: "state_save_interval",
+        default: "10s",
+        unit: Unit::Duration,
+        live: true,
+        help: "how often the registry is saved (and always at shutdown)",
+        set: |c, v| {
+            c.state_save_interval = at_least(parse_duration(v)?, 1000)?;
+            Ok(())
+        },
+        show: |c| fmt_duration(c.state_save_interval),
     },
     Setting {
         key: "log_level",

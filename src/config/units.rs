@@ -2,7 +2,7 @@
 //! byte sizes (`64KiB`, `4MiB`), counts and addresses. Pure text → value,
 //! shared by the daemon's settings and the command line's options.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 pub fn parse_addr(v: &str) -> Result<SocketAddr, String> {
@@ -14,6 +14,72 @@ pub fn parse_addr(v: &str) -> Result<SocketAddr, String> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("{v:?} is not an address like 127.0.0.1:8080"))
+}
+
+/// An address block, `10.0.0.0/8` or `::1/128`; a bare address is a block
+/// of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(v: &str) -> Result<Cidr, String> {
+        let bad = || format!("{v:?} is not an address block like 10.0.0.0/8 or ::1/128");
+        let (a, p) = match v.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (v, None),
+        };
+        let addr: IpAddr = a.trim().parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(bad)?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` is in the block; an IPv4-mapped IPv6 peer counts as its
+    /// IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| -> (u128, u32) {
+            match ip.to_canonical() {
+                IpAddr::V4(v) => (u128::from(u32::from(v)) << 96, 32),
+                IpAddr::V6(v) => (u128::from(v), 128),
+            }
+        };
+        let ((net, nw), (mine, mw)) = (bits(self.addr), bits(ip));
+        if nw != mw {
+            return false;
+        }
+        let keep = u32::from(self.prefix);
+        let mask = if keep == 0 {
+            0
+        } else {
+            u128::MAX << (128 - keep)
+        };
+        net & mask == mine & mask
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A list written with commas or spaces between its items.
+pub fn parse_list(v: &str) -> Vec<String> {
+    v.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 pub fn at_least(d: Duration, min_ms: u64) -> Result<Duration, String> {
@@ -137,5 +203,32 @@ mod tests {
         assert_eq!(parse_size("64k", 1, usize::MAX), Ok(65536));
         assert_eq!(parse_size("1000", 1, usize::MAX), Ok(1000));
         assert!(parse_size("4XB", 1, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn address_blocks() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains("10.1.200.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("::1/128")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/", "::1/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_list("a, b  c,,"), ["a", "b", "c"]);
     }
 }

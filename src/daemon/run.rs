@@ -125,12 +125,23 @@ impl Daemon {
         self.shutdown.store(true, Ordering::Release);
         let _ = self.ingest_waker.wake();
         let _ = self.ingest.join();
-        let late = self.registry.shutdown(started + STOP_GRACE);
-        if late > 0 {
-            log::warn!("{late} worker threads did not stop in time");
+        if let Some((thread, stop)) = self.saver {
+            drop(stop);
+            let _ = thread.join();
         }
         drop(self.sweeper_stop);
         let _ = self.sweeper.join();
+        // Every frame read off a socket is applied before the last save.
+        let late = self.registry.finish(started + STOP_GRACE);
+        if late > 0 {
+            log::warn!("{late} worker threads did not stop in time");
+        }
+        if let Some(store) = &self.store {
+            if let Some(s) = store.save_counted(&self.registry, &self.shared) {
+                log::info!("saved {} workers to {}", s.workers, store.path().display());
+            }
+        }
+        self.registry.shutdown(Instant::now());
         if let Some((thread, waker)) = self.http {
             let _ = waker.wake();
             let _ = thread.join();

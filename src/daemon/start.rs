@@ -13,6 +13,7 @@ use crate::serve::HttpServer;
 use crate::serve::routes::Api;
 use crate::sys::capacity::{self, Limits};
 use crate::sys::procfs;
+use crate::store::{self, Store};
 use crate::sys::systemd::{Notifier, Watchdog};
 use mio::Waker;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub(super) struct Daemon {
     pub(super) http: Option<(JoinHandle<()>, Arc<Waker>)>,
     pub(super) sweeper: JoinHandle<()>,
     pub(super) sweeper_stop: mpsc::Sender<()>,
+    /// The registry file, when `state_dir` is usable, and its saver thread.
+    pub(super) store: Option<Arc<Store>>,
+    pub(super) saver: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
     pub(super) notifier: Arc<Notifier>,
     pub(super) started: Instant,
 }
@@ -109,6 +113,23 @@ fn loop_error(what: &str) -> impl FnOnce(std::io::Error) -> StartupError {
     }
 }
 
+/// The store in `state_dir`; a directory that cannot be made is a warning,
+/// not a refusal to start: the daemon runs, and says that its state will
+/// not survive a restart.
+fn open_store(cfg: &Config) -> Option<Arc<Store>> {
+    let dir = cfg.state_dir.as_ref()?;
+    match Store::open(dir) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            log::warn!(
+                "state_dir {} is unusable ({e}): worker state will not survive a restart",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
 impl Daemon {
     pub(super) fn start(
         cli: Cli,
@@ -140,6 +161,17 @@ impl Daemon {
         let started = Instant::now();
         let shared = Arc::new(Shared::new(cfg));
         let registry = Arc::new(Registry::new(shared.clone()));
+        // Restored before any socket is served, so that the first frame a
+        // worker sends finds its saved state.
+        let store = open_store(&shared.config.get());
+        let restored = store
+            .as_ref()
+            .map_or(0, |s| store::restore(s, &registry, &shared));
+        let grace_until = if restored > 0 {
+            started + shared.config.get().inactivity_timeout
+        } else {
+            started
+        };
         let shutdown = Arc::new(AtomicBool::new(false));
         let http = match http {
             Some(listener) => {
@@ -169,7 +201,17 @@ impl Daemon {
         let ingest = spawn("ingest", move || ingest.run())?;
         let (sweeper_stop, stop_rx) = mpsc::channel();
         let (reg, sh) = (registry.clone(), shared.clone());
-        let sweeper = spawn("sweeper", move || sweeper::run(reg, sh, stop_rx))?;
+        let sweeper = spawn("sweeper", move || {
+            sweeper::run(reg, sh, stop_rx, grace_until)
+        })?;
+        let saver = match &store {
+            Some(st) => {
+                let (stop, stop_rx) = mpsc::channel();
+                let (st, reg, sh) = (st.clone(), registry.clone(), shared.clone());
+                Some((spawn("saver", move || store::run(st, reg, sh, stop_rx))?, stop))
+            }
+            None => None,
+        };
         log::info!("listening http={http_at} heartbeat={heartbeat_at}");
         notifier.ready();
         log::info!("{ready_line}");
@@ -184,6 +226,8 @@ impl Daemon {
             http,
             sweeper,
             sweeper_stop,
+            store,
+            saver,
             notifier,
             started,
         })

@@ -97,7 +97,8 @@ impl History {
         &mut self.ring[(self.start + i) % n]
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Sample> {
+    /// The samples, oldest first.
+    pub fn samples(&self) -> impl ExactSizeIterator<Item = &Sample> {
         (0..self.len).map(|i| self.slot(i))
     }
 
@@ -111,7 +112,7 @@ impl History {
 
     /// Samples at or after `since_ms`, oldest first.
     pub fn since(&self, since_ms: u64) -> Vec<SampleView> {
-        self.iter()
+        self.samples()
             .filter(|s| s.t as u64 * 1000 >= since_ms)
             .map(|s| SampleView {
                 timestamp: s.t as u64 * 1000,

@@ -12,7 +12,7 @@
 use super::Shared;
 use super::inbox;
 use super::snapshot::{Snapshot, Transport};
-use super::worker::{self, Handle, STACK_BYTES};
+use super::worker::{self, Handle, STACK_BYTES, Series};
 use crate::logging::RateLimit;
 use crate::proto::{RejectReason, WorkerId};
 use crate::stats::Counter;
@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 struct Entry {
     handle: Arc<Handle>,
-    thread: JoinHandle<()>,
+    /// `None` once [`Registry::finish`] has taken it to wait for it.
+    thread: Option<JoinHandle<()>>,
 }
 
 /// Counts of workers by what the daemon judges.
@@ -93,14 +94,27 @@ impl Registry {
             });
             return Err(RejectReason::WorkerCap);
         }
+        let first = Snapshot::new(id.clone(), transport, Instant::now());
+        let handle = self.start(&mut map, first, Series::default())?;
+        drop(map);
+        self.shared.changes.bump();
+        log::debug!("new worker id={id} transport={transport:?}");
+        Ok(handle)
+    }
+
+    /// Start a worker's thread from `first` and put it in the map.
+    fn start(
+        &self,
+        map: &mut HashMap<WorkerId, Entry>,
+        first: Snapshot,
+        series: Series,
+    ) -> Result<Arc<Handle>, RejectReason> {
+        let id = first.id.clone();
         let (tx, rx) = inbox::inbox();
-        let handle = Arc::new(Handle::new(
-            tx,
-            Snapshot::new(id.clone(), transport, Instant::now()),
-        ));
+        let handle = Arc::new(Handle::with(tx, first, series));
         let (h, shared) = (handle.clone(), self.shared.clone());
         let spawned = std::thread::Builder::new()
-            .name(thread_name(id))
+            .name(thread_name(&id))
             .stack_size(STACK_BYTES)
             .spawn(move || {
                 shared.stats.incr(Counter::WorkerThreads);
@@ -110,15 +124,12 @@ impl Registry {
         match spawned {
             Ok(thread) => {
                 map.insert(
-                    id.clone(),
+                    id,
                     Entry {
                         handle: handle.clone(),
-                        thread,
+                        thread: Some(thread),
                     },
                 );
-                drop(map);
-                self.shared.changes.bump();
-                log::debug!("new worker id={id} transport={transport:?}");
                 Ok(handle)
             }
             Err(e) => {
@@ -128,6 +139,25 @@ impl Registry {
                 Err(RejectReason::WorkerCap)
             }
         }
+    }
+
+    /// Bring back workers saved by an earlier run, before any frame
+    /// arrives. Returns how many came back (at most `max_workers`).
+    pub fn restore(&self, workers: Vec<(Snapshot, Series)>) -> usize {
+        let max = self.shared.config.get().max_workers;
+        let mut map = self.write();
+        for (snap, series) in workers {
+            if map.len() >= max || map.contains_key(&snap.id) {
+                continue;
+            }
+            if self.start(&mut map, snap, series).is_err() {
+                break;
+            }
+        }
+        let n = map.len();
+        drop(map);
+        self.shared.changes.bump();
+        n
     }
 
     pub fn snapshot(&self, id: &str) -> Option<Arc<Snapshot>> {
@@ -183,13 +213,39 @@ impl Registry {
         for e in &entries {
             e.handle.stop();
         }
+        Self::join(entries.into_iter().filter_map(|e| e.thread).collect(), deadline)
+    }
+
+    /// Let every worker thread apply what its inbox holds, then end, and
+    /// wait for them, at most until `deadline` (then they are stopped).
+    /// The workers stay in the map, so their final state can be saved.
+    /// Call when nothing feeds the inboxes any more. Returns how many did
+    /// not end in time.
+    pub fn finish(&self, deadline: Instant) -> usize {
+        let handles = self.handles();
+        for h in &handles {
+            h.finish(deadline);
+        }
+        let threads: Vec<JoinHandle<()>> = self
+            .write()
+            .values_mut()
+            .filter_map(|e| e.thread.take())
+            .collect();
+        let late = Self::join(threads, deadline);
+        for h in &handles {
+            h.stop();
+        }
+        late
+    }
+
+    fn join(threads: Vec<JoinHandle<()>>, deadline: Instant) -> usize {
         let mut late = 0;
-        for e in entries {
-            while !e.thread.is_finished() && Instant::now() < deadline {
+        for t in threads {
+            while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            if e.thread.is_finished() {
-                let _ = e.thread.join();
+            if t.is_finished() {
+                let _ = t.join();
             } else {
                 late += 1;
             }

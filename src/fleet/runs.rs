@@ -47,7 +47,7 @@ impl RunWindow {
         }
     }
 
-    pub fn runs(&self) -> impl Iterator<Item = &Run> {
+    pub fn runs(&self) -> impl ExactSizeIterator<Item = &Run> {
         self.runs.iter()
     }
 

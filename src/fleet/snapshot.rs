@@ -8,12 +8,12 @@ use crate::clock::unix_ms;
 use crate::proto::{
     CurrentJob, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, Run, WorkerId,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
@@ -21,7 +21,7 @@ pub enum Transport {
 }
 
 /// Details a worker gave in its `hello`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HelloInfo {
     pub pid: Option<u32>,
     pub hostname: Option<String>,
@@ -35,7 +35,7 @@ pub const RUN_BUCKETS_S: [f64; 16] = [
 ];
 
 /// Run outcomes since the worker was first seen.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunCounts {
     pub total: u64,
     pub succeeded: u64,
@@ -81,6 +81,8 @@ pub struct Snapshot {
     /// How many times the sweeper found the worker silent.
     pub times_inactive: u64,
     pub runs: RunCounts,
+    /// Restored from `state_dir` at start and not heard from since.
+    pub restored: bool,
     /// The telemetry object, rendered on first use and shared by every reader.
     rendered: OnceLock<Box<str>>,
 }
@@ -112,6 +114,7 @@ impl Snapshot {
             missed_beats: 0,
             times_inactive: 0,
             runs: RunCounts::default(),
+            restored: false,
             rendered: OnceLock::new(),
         }
     }
@@ -153,6 +156,7 @@ impl Snapshot {
     /// Apply one frame that arrived at `at`.
     pub fn apply(&mut self, frame: Frame, transport: Transport, at: Instant) {
         self.messages_processed += 1;
+        self.restored = false;
         self.last_seen = at;
         self.last_update = unix_ms();
         self.transport = transport;

@@ -21,25 +21,30 @@ use std::time::{Duration, Instant};
 
 pub const TICK: Duration = Duration::from_millis(500);
 
-/// Run until `stop` receives a message or its sender is dropped.
-pub fn run(registry: Arc<Registry>, shared: Arc<Shared>, stop: Receiver<()>) {
+/// Run until `stop` receives a message or its sender is dropped. Before
+/// `grace_until` no worker is marked inactive: after a restart, restored
+/// workers get one full inactivity timeout to be heard from again.
+pub fn run(registry: Arc<Registry>, shared: Arc<Shared>, stop: Receiver<()>, grace_until: Instant) {
     loop {
         match stop.recv_timeout(TICK) {
-            Err(RecvTimeoutError::Timeout) => sweep(&registry, &shared, Instant::now()),
+            Err(RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                sweep(&registry, &shared, now, now >= grace_until);
+            }
             _ => return,
         }
     }
 }
 
-/// One pass over every worker.
-pub fn sweep(registry: &Registry, shared: &Shared, now: Instant) {
+/// One pass over every worker; marks the silent inactive only when `judge`.
+pub fn sweep(registry: &Registry, shared: &Shared, now: Instant, judge: bool) {
     let cfg = shared.config.get();
     let (timeout, forget) = (cfg.inactivity_timeout, cfg.forget_after);
     for handle in registry.handles() {
         let snap = handle.snapshot();
         let silent = now.saturating_duration_since(snap.last_seen);
         if snap.is_active() {
-            if silent >= timeout {
+            if judge && silent >= timeout {
                 // A full inbox means frames are arriving: nothing to mark.
                 let _ = handle.inbox.try_send(Msg::Sweep {
                     timeout_ms: timeout.as_millis() as u64,
@@ -75,14 +80,17 @@ mod tests {
         r.route(&"w".into(), Transport::Udp).unwrap();
         let t0 = r.snapshot("w").unwrap().last_seen;
 
-        sweep(&r, &shared, t0 + Duration::from_millis(40));
+        sweep(&r, &shared, t0 + Duration::from_millis(40), true);
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             r.snapshot("w").unwrap().is_active(),
             "not yet silent long enough"
         );
 
-        sweep(&r, &shared, t0 + Duration::from_millis(60));
+        sweep(&r, &shared, t0 + Duration::from_millis(60), false);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(r.snapshot("w").unwrap().is_active(), "not judged in the grace");
+        sweep(&r, &shared, t0 + Duration::from_millis(60), true);
         let deadline = Instant::now() + Duration::from_secs(5);
         while r.snapshot("w").unwrap().is_active() {
             assert!(Instant::now() < deadline, "never marked inactive");
@@ -90,9 +98,9 @@ mod tests {
         }
         assert_eq!(r.snapshot("w").unwrap().status(), "inactive");
 
-        sweep(&r, &shared, t0 + Duration::from_millis(150));
+        sweep(&r, &shared, t0 + Duration::from_millis(150), true);
         assert!(r.snapshot("w").is_some(), "kept until forget_after");
-        sweep(&r, &shared, t0 + Duration::from_millis(250));
+        sweep(&r, &shared, t0 + Duration::from_millis(250), true);
         assert!(r.snapshot("w").is_none(), "evicted");
         assert_eq!(shared.stats.get(Counter::WorkersEvicted), 1);
         r.shutdown(Instant::now() + Duration::from_secs(5));

@@ -25,6 +25,9 @@ pub struct Telemetry<'a> {
     labels: &'a Labels,
     last_update: u64,
     messages_processed: u64,
+    /// Present (true) only while a restored worker has sent nothing new.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    restored: bool,
 }
 
 impl<'a> Telemetry<'a> {
@@ -43,6 +46,7 @@ impl<'a> Telemetry<'a> {
             labels: &s.labels,
             last_update: s.last_update,
             messages_processed: s.messages_processed,
+            restored: s.restored,
         }
     }
 }

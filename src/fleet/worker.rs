@@ -36,7 +36,7 @@ pub const STACK_BYTES: usize = 64 * 1024;
 
 /// A worker's run window and history, kept beside its snapshot rather than
 /// in it, so that publishing a snapshot never copies them.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Series {
     pub runs: RunWindow,
     pub history: History,
@@ -58,11 +58,16 @@ pub struct Handle {
 
 impl Handle {
     pub fn new(inbox: Inbox, first: Snapshot) -> Handle {
+        Handle::with(inbox, first, Series::default())
+    }
+
+    /// A handle that starts from a known state (restored at start).
+    pub fn with(inbox: Inbox, first: Snapshot, series: Series) -> Handle {
         Handle {
             inbox,
             published: Mutex::new(Published {
                 snapshot: Arc::new(first),
-                series: Series::default(),
+                series,
             }),
             stopped: AtomicBool::new(false),
         }
@@ -87,6 +92,23 @@ impl Handle {
         }
         for sample in batch.samples.drain(..) {
             p.series.history.push(sample, history_cap);
+        }
+    }
+
+    /// Ask the thread to end after applying what its inbox holds: the stop
+    /// goes in behind the queued frames. When the inbox stays full until
+    /// `deadline`, the thread is stopped outright.
+    pub fn finish(&self, deadline: Instant) {
+        let mut msg = Msg::Stop;
+        loop {
+            match self.inbox.try_send(msg) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return self.stop(),
+            }
         }
     }
 
@@ -156,11 +178,16 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
         let mut changed = false;
         let mut frames = 0;
         let mut batch = 0;
+        let mut stopping = false;
         let mut msg = Some(msg);
         while let Some(m) = msg.take() {
             batch += 1;
             match m {
-                Msg::Stop => return,
+                // Publish what this batch applied, then end.
+                Msg::Stop => {
+                    stopping = true;
+                    break;
+                }
                 Msg::Frame(frame, transport, at) => {
                     let run = match &*frame {
                         Frame::Run(r) => Some((r.duration_ms, r.ok)),
@@ -202,6 +229,9 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
             let cap = config.refresh(&shared.config).history_samples;
             handle.publish(snap.clone(), &mut recorded, cap);
             on_change.changed(&snap);
+        }
+        if stopping {
+            return;
         }
         // A paced worker lets its frames gather until COALESCE after its
         // last wake: every wake by the ingest thread costs that thread a

@@ -30,6 +30,13 @@ impl Ingest {
                     // Replies are single lines, each written whole.
                     let _ = stream.set_nodelay(true);
                     let stats = &self.shared.stats;
+                    if !super::allowed(self.config.get(), peer.ip()) {
+                        stats.incr(Counter::TcpNotAllowed);
+                        self.log_limit.warn("tcp_not_allowed", || {
+                            format!("refusing tcp peer={peer}: not in heartbeat_allow_from")
+                        });
+                        continue;
+                    }
                     if self.conns.len() >= self.config.get().max_workers + TCP_SLACK {
                         stats.incr(Counter::TcpRefusedFull);
                         self.log_limit.warn("tcp_full", || {
@@ -129,6 +136,16 @@ impl Ingest {
         self.flush(key);
     }
 
+    /// Shutdown: offer a parked frame to its worker once more.
+    pub(super) fn deliver_parked(&mut self, key: usize) {
+        let Some(msg) = self.conns.get_mut(key).and_then(|c| c.pending.take()) else {
+            return;
+        };
+        if let Some(msg) = self.deliver(key, msg) {
+            self.park(key, msg);
+        }
+    }
+
     fn park(&mut self, key: usize, msg: Msg) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.pending = Some(msg);
@@ -176,7 +193,8 @@ impl Ingest {
             return;
         };
         let peer = conn.peer;
-        match conn.session.on_frame(decoded, now) {
+        let token = self.config.get().heartbeat_token.as_ref();
+        match conn.session.on_frame(decoded, token, now) {
             Verdict::Refuse { reject, close } => {
                 conn.send(&proto::encode_error(
                     reject.reason.as_str(),

@@ -9,6 +9,9 @@
 //! - A frame that does not decode is answered with its reason and counted
 //!   against the connection's worker; the connection stays.
 //!
+//! - With `heartbeat_token_file` set, a `hello` without the token is
+//!   refused `unauthorized` and the connection closed, before it can bind
+//!   or take over anything.
 //! - A `hello` for a worker another connection speaks for takes it over:
 //!   [`Owners::claim`] names the older connection, which the loop tells
 //!   `superseded` and closes (a restarted worker must not wait for its dead
@@ -20,6 +23,7 @@
 //! Routing and the welcome are the loop's: this module takes decoded frames
 //! and returns verdicts, and touches no socket.
 
+use crate::config::Secret;
 use crate::proto::{Frame, Reject, RejectReason, WorkerId};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -64,11 +68,22 @@ impl Session {
         self.worker = None;
     }
 
-    /// Judge one frame that arrived at `now`.
-    pub fn on_frame(&mut self, decoded: Result<Frame, Reject>, now: Instant) -> Verdict {
+    /// Judge one frame that arrived at `now`; `token`, when the daemon
+    /// asks for one, is what a `hello` must carry.
+    pub fn on_frame(
+        &mut self,
+        decoded: Result<Frame, Reject>,
+        token: Option<&Secret>,
+        now: Instant,
+    ) -> Verdict {
         let mut frame = match decoded {
             Ok(f) => f,
             Err(mut reject) => {
+                // Blame the named worker only when the peer could have
+                // proved it speaks for it.
+                if token.is_some() {
+                    reject.worker_id = None;
+                }
                 reject.worker_id = reject.worker_id.or_else(|| self.worker.clone());
                 return Verdict::Refuse {
                     reject,
@@ -77,6 +92,16 @@ impl Session {
             }
         };
         if let Frame::Hello(h) = &frame {
+            if !authorized(&frame, token) {
+                // Not counted against the worker it names: anyone can name it.
+                return Verdict::Refuse {
+                    reject: Reject::new(
+                        RejectReason::Unauthorized,
+                        "hello needs the heartbeat token",
+                    ),
+                    close: true,
+                };
+            }
             if let Some(bound) = self.worker.as_ref().filter(|b| **b != h.worker_id) {
                 let reject = Reject::new(
                     RejectReason::WorkerMismatch,
@@ -118,6 +143,16 @@ impl Session {
     pub fn is_idle(&self, now: Instant, limit: Duration) -> bool {
         now.saturating_duration_since(self.last_frame) >= limit
     }
+}
+
+/// Whether a frame carries the token the daemon asks for (any frame does
+/// when it asks for none).
+pub fn authorized(frame: &Frame, token: Option<&Secret>) -> bool {
+    token.is_none_or(|t| {
+        frame
+            .token()
+            .is_some_and(|given| t.matches(given.as_bytes()))
+    })
 }
 
 /// Which connection (by slab key) speaks for each TCP worker.
@@ -215,7 +250,7 @@ mod tests {
             let mut s = Session::new(t0);
             let got: Vec<String> = frames
                 .iter()
-                .map(|f| short(&s.on_frame(frame(f), t0)))
+                .map(|f| short(&s.on_frame(frame(f), None, t0)))
                 .collect();
             assert_eq!(&got, want, "{what}");
         }
@@ -225,16 +260,18 @@ mod tests {
     fn delivered_frames_carry_the_bound_id() {
         let now = Instant::now();
         let mut s = Session::new(now);
-        s.on_frame(frame(r#"{"type":"hello","worker_id":"w9"}"#), now);
-        let Verdict::Deliver(f) =
-            s.on_frame(frame(r#"{"type":"run","duration_ms":5,"ok":true}"#), now)
-        else {
+        s.on_frame(frame(r#"{"type":"hello","worker_id":"w9"}"#), None, now);
+        let Verdict::Deliver(f) = s.on_frame(
+            frame(r#"{"type":"run","duration_ms":5,"ok":true}"#),
+            None,
+            now,
+        ) else {
             panic!("not delivered");
         };
         assert_eq!(f.worker_id().map(|i| &**i), Some("w9"));
         s.unbind();
         assert!(matches!(
-            s.on_frame(frame(r#"{"type":"bye"}"#), now),
+            s.on_frame(frame(r#"{"type":"bye"}"#), None, now),
             Verdict::Refuse { close: true, .. }
         ));
     }
@@ -246,10 +283,14 @@ mod tests {
         let mut s = Session::new(t0);
         assert!(!s.is_idle(t0 + Duration::from_secs(14), limit));
         assert!(s.is_idle(t0 + limit, limit));
-        s.on_frame(frame(r#"{"type":"hello","worker_id":"a"}"#), t0 + limit);
+        s.on_frame(
+            frame(r#"{"type":"hello","worker_id":"a"}"#),
+            None,
+            t0 + limit,
+        );
         assert!(!s.is_idle(t0 + limit + Duration::from_secs(14), limit));
         // A refused frame is not a sign of life.
-        s.on_frame(frame("{"), t0 + limit * 2);
+        s.on_frame(frame("{"), None, t0 + limit * 2);
         assert!(s.is_idle(t0 + limit * 2, limit));
     }
 
@@ -268,5 +309,38 @@ mod tests {
         );
         o.release(&a, 3);
         assert_eq!(o.claim(&a, 4), None, "released");
+    }
+
+    #[test]
+    fn hello_needs_the_token_when_asked() {
+        let t0 = Instant::now();
+        let token = Secret::new("k");
+        let mut s = Session::new(t0);
+        let hello = r#"{"type":"hello","worker_id":"w1"}"#;
+        match s.on_frame(frame(hello), Some(&token), t0) {
+            Verdict::Refuse { reject, close } => {
+                assert_eq!(reject.reason, RejectReason::Unauthorized);
+                assert!(close);
+                assert_eq!(reject.worker_id, None, "a spoofed id is not blamed");
+            }
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(s.worker(), None);
+        let wrong = r#"{"type":"hello","worker_id":"w1","token":"x"}"#;
+        assert!(matches!(
+            s.on_frame(frame(wrong), Some(&token), t0),
+            Verdict::Refuse { .. }
+        ));
+        let right = r#"{"type":"hello","worker_id":"w1","token":"k"}"#;
+        assert!(matches!(
+            s.on_frame(frame(right), Some(&token), t0),
+            Verdict::Hello(..)
+        ));
+        // Later frames ride on the hello.
+        let beat = r#"{"type":"heartbeat"}"#;
+        assert!(matches!(
+            s.on_frame(frame(beat), Some(&token), t0),
+            Verdict::Deliver(_)
+        ));
     }
 }

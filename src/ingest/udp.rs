@@ -2,6 +2,7 @@
 //! inbox. A full inbox drops the frame (UDP is lossy; the drop is counted);
 //! a refused frame is counted and logged, rate-limited.
 
+use super::session::authorized;
 use super::{Ingest, UDP_BATCH};
 use crate::fleet::inbox::Msg;
 use crate::fleet::snapshot::Transport;
@@ -18,10 +19,24 @@ impl Ingest {
         for _ in 0..UDP_BATCH {
             match self.udp.recv_from(&mut self.udp_buf) {
                 Ok((n, peer)) => {
+                    if !super::allowed(self.config.get(), peer.ip()) {
+                        self.shared.stats.incr(Counter::UdpNotAllowed);
+                        self.log_limit.warn("udp_not_allowed", || {
+                            format!("dropped datagram peer={peer}: not in heartbeat_allow_from")
+                        });
+                        continue;
+                    }
                     self.shared.stats.incr(Counter::FramesReceived);
                     match proto::decode(&self.udp_buf[..n], max) {
                         Ok(frame) => self.on_udp_frame(frame, peer, now),
-                        Err(rej) => self.reject(&rej, peer),
+                        Err(mut rej) => {
+                            if self.config.get().heartbeat_token.is_some() {
+                                // Anyone can name a worker; only its token
+                                // would prove the frame is its own.
+                                rej.worker_id = None;
+                            }
+                            self.reject(&rej, peer)
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -41,6 +56,13 @@ impl Ingest {
     }
 
     fn on_udp_frame(&mut self, frame: Frame, peer: SocketAddr, now: Instant) {
+        if !authorized(&frame, self.config.get().heartbeat_token.as_ref()) {
+            let rej = Reject::new(
+                RejectReason::Unauthorized,
+                "frame without the heartbeat token",
+            );
+            return self.reject(&rej, peer);
+        }
         let Some(id) = frame.worker_id().cloned() else {
             let rej = Reject::new(RejectReason::BadWorkerId, "worker_id is required over UDP");
             return self.reject(&rej, peer);

@@ -55,6 +55,7 @@ fn decode_object(map: &Map<String, Value>) -> Result<Frame, Reject> {
             hostname: f.text("hostname", MAX_TEXT)?,
             capacity: f.uint("capacity", u32::MAX as u64)?.map(|v| v as u32),
             labels: f.labels()?,
+            token: f.text("token", MAX_TEXT)?,
         })),
         "heartbeat" => Ok(Frame::Heartbeat(Heartbeat {
             worker_id: f.worker_id()?,
@@ -68,6 +69,7 @@ fn decode_object(map: &Map<String, Value>) -> Result<Frame, Reject> {
             current_job: f.current_job()?,
             running_tasks: f.running_tasks()?,
             labels: f.labels()?,
+            token: f.text("token", MAX_TEXT)?,
         })),
         "run" => Ok(Frame::Run(Run {
             worker_id: f.worker_id()?,
@@ -79,9 +81,11 @@ fn decode_object(map: &Map<String, Value>) -> Result<Frame, Reject> {
                 .ok_or_else(|| bad_field("ok", "required"))?,
             exit_code: f.int("exit_code")?,
             signal: f.int("signal")?,
+            token: f.text("token", MAX_TEXT)?,
         })),
         "bye" => Ok(Frame::Bye {
             worker_id: f.worker_id()?,
+            token: f.text("token", MAX_TEXT)?,
         }),
         other => Err(Reject::new(
             RejectReason::UnknownType,

@@ -129,6 +129,7 @@ mod tests {
                 hostname: Some("host.example".into()),
                 capacity: Some(4),
                 labels: Some(labels.clone()),
+                token: Some("t0k".into()),
             }),
             Frame::Hello(Hello {
                 worker_id: id("w-1"),
@@ -136,6 +137,7 @@ mod tests {
                 hostname: None,
                 capacity: None,
                 labels: None,
+                token: None,
             }),
             Frame::Heartbeat(Heartbeat {
                 worker_id: Some(id("w:2@x")),
@@ -164,6 +166,7 @@ mod tests {
                 })),
                 running_tasks: Some(vec![json!({"task_id": "t1"})]),
                 labels: Some(labels),
+                token: Some("t0k".into()),
             }),
             Frame::Heartbeat(Heartbeat {
                 current_job: Some(None),
@@ -181,6 +184,7 @@ mod tests {
                 ok: false,
                 exit_code: Some(-1),
                 signal: Some(9),
+                token: Some("t0k".into()),
             }),
             Frame::Run(Run {
                 worker_id: None,
@@ -188,11 +192,16 @@ mod tests {
                 ok: true,
                 exit_code: None,
                 signal: None,
+                token: None,
             }),
             Frame::Bye {
                 worker_id: Some(id("w")),
+                token: Some("t0k".into()),
             },
-            Frame::Bye { worker_id: None },
+            Frame::Bye {
+                worker_id: None,
+                token: None,
+            },
         ]
     }
 
@@ -214,7 +223,10 @@ mod tests {
 
     #[test]
     fn absent_fields_are_left_out_not_null() {
-        let text = encode(&Frame::Bye { worker_id: None });
+        let text = encode(&Frame::Bye {
+            worker_id: None,
+            token: None,
+        });
         assert_eq!(text, r#"{"type":"bye"}"#);
         let text = encode(&Frame::Heartbeat(Heartbeat {
             current_job: Some(None),

@@ -8,7 +8,7 @@
 //! that on generated frames.
 
 use super::decode::in_range;
-use super::frame::{Heartbeat, MAX_CPU_PERCENT, Reported};
+use super::frame::{Heartbeat, MAX_CPU_PERCENT, MAX_TEXT, Reported};
 use super::id::{WorkerId, check_worker_id};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
@@ -16,7 +16,7 @@ use std::fmt;
 
 /// The fields this path reads; any other field the general path
 /// reads sends the frame there.
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 9] = [
     "type",
     "worker_id",
     "seq",
@@ -25,6 +25,7 @@ const FIELDS: [&str; 8] = [
     "memory_usage",
     "gpu_usage",
     "queue_depth",
+    "token",
 ];
 
 pub fn heartbeat(text: &str) -> Option<Heartbeat> {
@@ -112,6 +113,14 @@ impl<'de> Visitor<'de> for Beat {
                 "gpu_usage" => float(map.next_value()?, 100.0)
                     .map(|v| beat.gpu_usage = v)
                     .is_some(),
+                "token" => match map.next_value::<Option<&str>>()? {
+                    None => true,
+                    Some(t) if t.len() <= MAX_TEXT => {
+                        beat.token = Some(t.to_string());
+                        true
+                    }
+                    Some(_) => false,
+                },
                 // Not in FIELDS: cannot happen; the general path decides.
                 _ => false,
             };

@@ -4,7 +4,7 @@
 //! in-memory size is a small multiple of its wire size.
 
 use super::id::WorkerId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -27,7 +27,7 @@ pub const MAX_CPU_PERCENT: f64 = 100.0 * 4096.0;
 pub type Labels = BTreeMap<String, String>;
 
 /// The status a worker reports about itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reported {
     Idle,
@@ -56,7 +56,7 @@ impl Reported {
 }
 
 /// `resource_usage` as seed 000 shapes it; every figure is in MB.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceUsage {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_mb: Option<f64>,
@@ -81,7 +81,7 @@ pub struct ResourceUsage {
 }
 
 /// `current_job`: what the worker is busy with.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CurrentJob {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -104,6 +104,9 @@ pub struct Hello {
     pub capacity: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
+    /// The heartbeat token, when the daemon asks for one; never stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -131,6 +134,9 @@ pub struct Heartbeat {
     pub running_tasks: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
+    /// The heartbeat token, when the daemon asks for one; never stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -143,6 +149,9 @@ pub struct Run {
     pub exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// The heartbeat token, when the daemon asks for one; never stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 // Heartbeats dominate the traffic and are the large variant; frames are
@@ -158,6 +167,8 @@ pub enum Frame {
     Bye {
         #[serde(skip_serializing_if = "Option::is_none")]
         worker_id: Option<WorkerId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
 }
 
@@ -168,7 +179,27 @@ impl Frame {
             Frame::Hello(h) => Some(&h.worker_id),
             Frame::Heartbeat(h) => h.worker_id.as_ref(),
             Frame::Run(r) => r.worker_id.as_ref(),
-            Frame::Bye { worker_id } => worker_id.as_ref(),
+            Frame::Bye { worker_id, .. } => worker_id.as_ref(),
+        }
+    }
+
+    /// Set the heartbeat token a client sends.
+    pub fn set_token(&mut self, t: Option<String>) {
+        match self {
+            Frame::Hello(h) => h.token = t,
+            Frame::Heartbeat(h) => h.token = t,
+            Frame::Run(r) => r.token = t,
+            Frame::Bye { token, .. } => *token = t,
+        }
+    }
+
+    /// The heartbeat token the frame carries, if any.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            Frame::Hello(h) => h.token.as_deref(),
+            Frame::Heartbeat(h) => h.token.as_deref(),
+            Frame::Run(r) => r.token.as_deref(),
+            Frame::Bye { token, .. } => token.as_deref(),
         }
     }
 
@@ -178,7 +209,7 @@ impl Frame {
             Frame::Hello(h) => h.worker_id = id,
             Frame::Heartbeat(h) => h.worker_id = Some(id),
             Frame::Run(r) => r.worker_id = Some(id),
-            Frame::Bye { worker_id } => *worker_id = Some(id),
+            Frame::Bye { worker_id, .. } => *worker_id = Some(id),
         }
     }
 }

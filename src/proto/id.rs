@@ -51,10 +51,13 @@ pub enum RejectReason {
     /// The worker would be new and `max_workers` are already tracked, or its
     /// thread could not be started.
     WorkerCap,
+    /// `heartbeat_token_file` is set and the frame (UDP) or the hello
+    /// (TCP) did not carry the token.
+    Unauthorized,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::TooLarge,
         RejectReason::InvalidUtf8,
         RejectReason::NotJson,
@@ -67,6 +70,7 @@ impl RejectReason {
         RejectReason::HelloRequired,
         RejectReason::WorkerMismatch,
         RejectReason::WorkerCap,
+        RejectReason::Unauthorized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +87,7 @@ impl RejectReason {
             RejectReason::HelloRequired => "hello_required",
             RejectReason::WorkerMismatch => "worker_mismatch",
             RejectReason::WorkerCap => "worker_cap",
+            RejectReason::Unauthorized => "unauthorized",
         }
     }
 

@@ -15,6 +15,7 @@
 //! in flight is closed after [`IDLE_TIMEOUT`].
 
 use super::Ctx;
+use super::access;
 use super::head::{self, HeadError, Method, Request, Response};
 use super::out::{KEEP_CAPACITY, OutQueue};
 use super::ws::{self, Ended, WsConn, WsLimits};
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::stats::Counter;
 use mio::Interest;
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +52,9 @@ enum State {
 
 pub struct Conn<S> {
     pub stream: S,
+    /// The peer's address: changes are taken from loopback only, unless a
+    /// token is configured.
+    peer: IpAddr,
     state: State,
     inbuf: Vec<u8>,
     out: OutQueue,
@@ -61,9 +66,10 @@ pub struct Conn<S> {
 }
 
 impl<S: Read + Write> Conn<S> {
-    pub fn new(stream: S, now: Instant) -> Conn<S> {
+    pub fn new(stream: S, peer: IpAddr, now: Instant) -> Conn<S> {
         Conn {
             stream,
+            peer,
             state: State::Open,
             inbuf: Vec::new(),
             out: OutQueue::default(),
@@ -182,6 +188,20 @@ impl<S: Read + Write> Conn<S> {
         }
     }
 
+    /// Shutdown: a WebSocket client gets a close frame with 1001 after what
+    /// is queued for it. Returns true when nothing is left to write.
+    pub fn going_away(&mut self) -> bool {
+        match self.out.write_to(&mut self.stream) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(_) => return true,
+        }
+        match &mut self.state {
+            State::Ws(w) => w.going_away(&mut self.stream),
+            _ => true,
+        }
+    }
+
     /// Deadlines; called on every tick of the loop.
     pub fn on_timeout(&mut self, cx: &mut Ctx, now: Instant) -> Next {
         if let State::Ws(w) = &mut self.state {
@@ -192,7 +212,7 @@ impl<S: Read + Write> Conn<S> {
             if now.saturating_duration_since(start) >= HEAD_TIMEOUT {
                 let resp =
                     Response::error(408, "request_timeout", "request not complete within 10 s");
-                self.respond(cx, &resp, Reply::Full, Keep::Close);
+                self.respond(cx, &resp, Reply::Full, Keep::Close, None);
                 self.state = State::Closing;
                 self.head_started = None;
                 return self.flush(now);
@@ -227,7 +247,31 @@ impl<S: Read + Write> Conn<S> {
                         self.head_started.get_or_insert(now);
                         break;
                     }
-                    if ws::is_ws_path(&req.path) {
+                    let is_ws = ws::is_ws_path(&req.path);
+                    let verdict = if is_ws {
+                        access::check_ws(&req, cx.cfg, cx.names)
+                    } else {
+                        access::check(&req, self.peer, cx.cfg, cx.names)
+                    };
+                    if let Err(refusal) = verdict {
+                        cx.shared.stats.incr(refusal.counter());
+                        let keep = req.keep_alive && !is_ws;
+                        let origin = req.origin.as_deref();
+                        self.respond(
+                            cx,
+                            &refusal.response(),
+                            Reply::Full,
+                            Keep::from(keep),
+                            origin,
+                        );
+                        start += total;
+                        self.head_started = None;
+                        if !keep {
+                            self.state = State::Closing;
+                        }
+                        continue;
+                    }
+                    if is_ws {
                         self.upgrade(cx, &req, start + head_len, now);
                         start = self.inbuf.len();
                         break;
@@ -239,7 +283,7 @@ impl<S: Read + Write> Conn<S> {
                     } else {
                         Reply::Full
                     };
-                    self.respond(cx, &resp, reply, Keep::from(keep));
+                    self.respond(cx, &resp, reply, Keep::from(keep), req.origin.as_deref());
                     start += total;
                     self.head_started = None;
                     if !keep {
@@ -259,12 +303,12 @@ impl<S: Read + Write> Conn<S> {
     fn upgrade(&mut self, cx: &mut Ctx, req: &Request, body_start: usize, now: Instant) {
         match ws::admit(req, cx.shared, cx.cfg) {
             Ok((sub, resp)) => {
-                self.respond(cx, &resp, Reply::Full, Keep::Open);
+                self.respond(cx, &resp, Reply::Full, Keep::Open, None);
                 let early = self.inbuf[body_start..].to_vec();
                 self.state = State::Ws(Box::new(WsConn::new(sub, early, now)));
             }
             Err(resp) => {
-                self.respond(cx, &resp, Reply::Full, Keep::Close);
+                self.respond(cx, &resp, Reply::Full, Keep::Close, None);
                 self.state = State::Closing;
             }
         }
@@ -279,17 +323,25 @@ impl<S: Read + Write> Conn<S> {
             HeadError::BodyTooLarge => "body_too_large",
         };
         let resp = Response::error(e.status(), code, e.message());
-        self.respond(cx, &resp, Reply::Full, Keep::Close);
+        self.respond(cx, &resp, Reply::Full, Keep::Close, None);
         self.state = State::Closing;
         self.head_started = None;
     }
 
-    fn respond(&mut self, cx: &mut Ctx, resp: &Response, reply: Reply, keep: Keep) {
+    /// Queue a response; `origin` is the request's, for its CORS field.
+    fn respond(
+        &mut self,
+        cx: &mut Ctx,
+        resp: &Response,
+        reply: Reply,
+        keep: Keep,
+        origin: Option<&str>,
+    ) {
         self.out.push(
             resp,
             reply == Reply::HeadOnly,
             keep == Keep::Open,
-            &cx.cfg.cors_allow_origin,
+            access::allow_origin(cx.cfg, origin),
         );
         cx.shared.stats.http_response(resp.status);
     }
@@ -362,6 +414,7 @@ mod tests {
         api: Api,
         shared: Arc<Shared>,
         buf: Vec<u8>,
+        names: access::Names,
         now: Instant,
     }
 
@@ -371,10 +424,11 @@ mod tests {
             let registry = Arc::new(Registry::new(shared.clone()));
             let now = Instant::now();
             Rig {
-                conn: Conn::new(Script::new(steps), now),
+                conn: Conn::new(Script::new(steps), [127, 0, 0, 1].into(), now),
                 api: Api::new(registry, shared.clone(), now, None),
                 shared,
                 buf: vec![0; READ_CHUNK],
+                names: access::Names::of(&["x"]),
                 now,
             }
         }
@@ -385,6 +439,7 @@ mod tests {
                 api: &mut self.api,
                 shared: &self.shared,
                 cfg: &cfg,
+                names: &self.names,
                 read_buf: &mut self.buf,
             };
             f(&mut self.conn, &mut cx, self.now)

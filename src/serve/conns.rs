@@ -2,6 +2,7 @@
 //! run a handler on one, and settle what it asked for: keep it with the
 //! interest it wants, or close it and count it out.
 
+use super::access;
 use super::conn::{Conn, Next};
 use super::head::{self, Response};
 use super::{Ctx, HttpServer, Slot};
@@ -32,7 +33,7 @@ impl HttpServer {
                     }
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key());
-                    let mut conn = Conn::new(stream, now);
+                    let mut conn = Conn::new(stream, peer.ip(), now);
                     if let Err(e) =
                         self.poll
                             .registry()
@@ -79,6 +80,7 @@ impl HttpServer {
             api: &mut self.api,
             shared: &self.shared,
             cfg: self.config.get(),
+            names: &self.names,
             read_buf: &mut self.read_buf,
         };
         let next = f(&mut slot.conn, &mut cx);
@@ -135,7 +137,13 @@ impl HttpServer {
 fn refuse_full(mut stream: TcpStream, shared: &Shared, cfg: &Config) {
     let mut out = Vec::new();
     let resp = Response::error(503, "too_many_connections", "http_max_connections reached");
-    head::write_response(&mut out, &resp, false, false, &cfg.cors_allow_origin);
+    head::write_response(
+        &mut out,
+        &resp,
+        false,
+        false,
+        access::allow_origin(cfg, None),
+    );
     let _ = stream.write(&out);
     shared.stats.incr(Counter::HttpRefusedFull);
     shared.stats.http_response(503);

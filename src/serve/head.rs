@@ -58,6 +58,10 @@ pub struct Request {
     pub connection_upgrade: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// `Host`, `Origin` and `Authorization`, for the access checks.
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    pub authorization: Option<String>,
 }
 
 /// Why a head is refused; each maps to the status it is answered with.
@@ -129,6 +133,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         connection_upgrade: false,
         ws_key: None,
         ws_version: None,
+        host: None,
+        origin: None,
+        authorization: None,
     };
     let mut length: Option<usize> = None;
     for h in req.headers.iter() {
@@ -161,6 +168,17 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
             r.ws_key = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             r.ws_version = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("host") {
+            // RFC 9112 §3.2: more than one Host is a bad request.
+            if r.host.replace(value.to_string()).is_some() {
+                return Err(HeadError::Malformed);
+            }
+        } else if name.eq_ignore_ascii_case("origin") {
+            if r.origin.replace(value.to_string()).is_some() {
+                return Err(HeadError::Malformed);
+            }
+        } else if name.eq_ignore_ascii_case("authorization") {
+            r.authorization = Some(value.to_string());
         }
     }
     r.content_length = length.unwrap_or(0);
@@ -279,9 +297,11 @@ pub fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        403 => "Forbidden",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         411 => "Length Required",
+        421 => "Misdirected Request",
         413 => "Content Too Large",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
@@ -320,6 +340,10 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool, cors: &s
     }
     if !cors.is_empty() {
         let _ = write!(out, "Access-Control-Allow-Origin: {cors}\r\n");
+        if cors != "*" {
+            // The answer depends on who asks: caches must keep them apart.
+            let _ = write!(out, "Vary: Origin\r\n");
+        }
     }
     for (name, value) in &resp.headers {
         let _ = write!(out, "{name}: {value}\r\n");

@@ -18,6 +18,7 @@
 //! This loop never touches the ingest side; it reads workers through the
 //! registry and the [`Shared`] context only.
 
+pub mod access;
 pub mod conn;
 mod conns;
 pub mod head;
@@ -51,6 +52,8 @@ const MAX_FANOUT_GAP: Duration = Duration::from_millis(50);
 /// Deadlines, pings and summary messages run on this tick, and a failed
 /// accept (EMFILE) is tried again.
 const TICK: Duration = Duration::from_millis(100);
+/// Longest time shutdown spends telling WebSocket clients goodbye.
+const GOODBYE: Duration = Duration::from_secs(1);
 
 /// What a connection's handlers may use: the API, the shared context, this
 /// turn's configuration, and the loop's one read buffer.
@@ -58,6 +61,7 @@ pub struct Ctx<'a> {
     pub api: &'a mut Api,
     pub shared: &'a Shared,
     pub cfg: &'a Config,
+    pub names: &'a access::Names,
     pub read_buf: &'a mut [u8],
 }
 
@@ -77,6 +81,8 @@ pub struct HttpServer {
     shared: Arc<Shared>,
     config: View,
     read_buf: Box<[u8]>,
+    /// The names this daemon answers to (the `Host` check).
+    names: access::Names,
     /// WebSocket clients that want the change feed.
     subscribers: usize,
     accept_retry: bool,
@@ -107,6 +113,7 @@ impl HttpServer {
                 config: shared.config.view(),
                 shared,
                 read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+                names: access::Names::of_this_machine(),
                 subscribers: 0,
                 accept_retry: false,
                 log_limit: RateLimit::new(Duration::from_secs(10)),
@@ -171,9 +178,31 @@ impl HttpServer {
                 next_tick = now + TICK;
             }
         }
+        self.goodbye();
+    }
+
+    /// Shutdown: every WebSocket client is told 1001 (going away) rather
+    /// than seeing its connection drop (1006). Bounded by [`GOODBYE`]: a
+    /// client that reads nothing does not hold the daemon up.
+    fn goodbye(&mut self) {
+        let deadline = Instant::now() + GOODBYE;
+        let mut left: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, s)| s.conn.ws().is_some())
+            .map(|(k, _)| k)
+            .collect();
+        let told = left.len();
+        loop {
+            left.retain(|&k| self.conns.get_mut(k).is_some_and(|s| !s.conn.going_away()));
+            if left.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         log::debug!(
-            "http loop stopped; closing {} connections",
-            self.conns.len()
+            "http loop stopped; {told} websocket clients told goodbye, {} not flushed",
+            left.len()
         );
     }
 

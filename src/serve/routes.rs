@@ -11,6 +11,7 @@
 //! requests read it, and the whole body is reused while the fleet's version
 //! stands. Cost: O(workers) per whole-fleet request.
 
+use super::access;
 use super::head::{Method, Request, Response, percent_decode};
 use super::health::Health;
 use super::metrics;
@@ -143,14 +144,7 @@ impl Api {
         };
         let allow = route.allow();
         match (req.method, route) {
-            (Method::Options, _) => Response {
-                status: 204,
-                ..Response::default()
-            }
-            .with_header("Allow", allow)
-            .with_header("Access-Control-Allow-Methods", allow)
-            .with_header("Access-Control-Allow-Headers", "Content-Type")
-            .with_header("Access-Control-Max-Age", "600"),
+            (Method::Options, _) => preflight(allow, req, cfg),
             (Method::Get | Method::Head, route) => self.get(route, &req.query, cfg),
             (Method::Delete, Route::ApiWorker(id)) => self.delete(&id),
             _ => Response::error(405, "method_not_allowed", "method not allowed here")
@@ -228,6 +222,26 @@ impl Api {
         self.telemetry = Some((version, body.clone()));
         body
     }
+}
+
+/// An `OPTIONS` answer. A CORS preflight lets any page read; only a page
+/// on an origin listed by name in `cors_allow_origin` may also change
+/// (with `Authorization`), and only where the route takes a change.
+fn preflight(allow: &'static str, req: &Request, cfg: &Config) -> Response {
+    let changes = access::listed(&cfg.cors_allow_origin, req.origin.as_deref());
+    let (methods, headers) = if changes && allow.contains("DELETE") {
+        ("GET, HEAD, POST, DELETE", "Content-Type, Authorization")
+    } else {
+        ("GET, HEAD", "Content-Type")
+    };
+    Response {
+        status: 204,
+        ..Response::default()
+    }
+    .with_header("Allow", allow)
+    .with_header("Access-Control-Allow-Methods", methods)
+    .with_header("Access-Control-Allow-Headers", headers)
+    .with_header("Access-Control-Max-Age", "600")
 }
 
 pub fn json_ok(v: &impl serde::Serialize) -> Response {

@@ -189,6 +189,7 @@ pub fn details(s: &Snapshot) -> Map<String, Value> {
         "missed_beats": s.missed_beats,
         "times_inactive": s.times_inactive,
         "errors": s.errors,
+        "restored": s.restored,
         "runs": {
             "total": s.runs.total,
             "succeeded": s.runs.succeeded,

@@ -29,6 +29,9 @@ pub fn command(args: &[&str]) -> Command {
         "127.0.0.1:0",
         "--heartbeat-addr",
         "127.0.0.1:0",
+        // Tests that keep state name their own directory.
+        "--state-dir",
+        "off",
     ])
     .args(args)
     .env_remove("HTTP_PORT")
@@ -112,7 +115,7 @@ impl Daemon {
     /// GET a path; returns status and parsed JSON body (Null when not JSON).
     pub fn get(&self, path: &str) -> (u16, Value) {
         let (status, _, body) = self.request(&format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         ));
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }

@@ -17,6 +17,7 @@ pub(super) struct Link {
     to: SocketAddr,
     id: String,
     hello: String,
+    token: Option<String>,
     udp: Option<UdpSocket>,
     tcp: Option<TcpStream>,
     next_try: Instant,
@@ -26,7 +27,15 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub(super) fn new(to: SocketAddr, id: &str, tcp: bool, hello: String) -> Result<Link, String> {
+    pub(super) fn new(
+        to: SocketAddr,
+        id: &str,
+        tcp: bool,
+        token: Option<String>,
+        mut hello: Frame,
+    ) -> Result<Link, String> {
+        hello.set_token(token.clone());
+        let hello = proto::encode(&hello);
         let udp = if tcp {
             None
         } else {
@@ -39,6 +48,7 @@ impl Link {
             to,
             id: id.to_string(),
             hello,
+            token,
             udp,
             tcp: None,
             next_try: Instant::now(),
@@ -127,14 +137,25 @@ impl Link {
     }
 
     /// State: sent now or not at all.
-    pub(super) fn heartbeat(&mut self, frame: &str) {
+    /// A frame as sent: over UDP each carries the token; over TCP the
+    /// hello did.
+    fn encode(&self, mut frame: Frame) -> String {
+        if self.udp.is_some() {
+            frame.set_token(self.token.clone());
+        }
+        proto::encode(&frame)
+    }
+
+    pub(super) fn heartbeat(&mut self, frame: Frame) {
         if self.flush_owed() {
-            self.send_now(frame);
+            let frame = self.encode(frame);
+            self.send_now(&frame);
         }
     }
 
     /// An outcome: sent now, or owed until the daemon is back.
-    pub(super) fn run(&mut self, frame: String) {
+    pub(super) fn run(&mut self, frame: Frame) {
+        let frame = self.encode(frame);
         if self.owed.len() == MAX_OWED {
             self.owed.pop_front();
             eprintln!("muster agent: {MAX_OWED} runs owed to musterd; dropping the oldest");
@@ -144,8 +165,9 @@ impl Link {
     }
 
     pub(super) fn bye(&mut self) {
-        let bye = proto::encode(&Frame::Bye {
+        let bye = self.encode(Frame::Bye {
             worker_id: Some(WorkerId::from(self.id.as_str())),
+            token: None,
         });
         self.send_now(&bye);
         if let Some(s) = &self.tcp {

@@ -23,6 +23,7 @@ use link::Link;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,7 @@ options:
   --every D            rerun CMD every D (a monitored cron job; idle between runs)
   --pid PID            watch a process this agent did not start, until it exits
   --heartbeat-addr A   musterd's heartbeat address (default $MUSTER_HEARTBEAT_ADDR or 127.0.0.1:8090)
+  --heartbeat-token-file F  file holding musterd's heartbeat token (default $MUSTER_HEARTBEAT_TOKEN_FILE)
 ";
 
 #[derive(Debug)]
@@ -61,6 +63,8 @@ struct Opts {
     pid: Option<u32>,
     cmd: Vec<String>,
     heartbeat: String,
+    /// Sent with hello (TCP) or every frame (UDP) when musterd asks for one.
+    token: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Option<Opts>, String> {
@@ -75,7 +79,10 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         pid: None,
         cmd: cmd.to_vec(),
         heartbeat: crate::cli::client::env_heartbeat_addr(),
+        token: None,
     };
+    let mut token_file =
+        std::env::var_os(crate::cli::client::HEARTBEAT_TOKEN_ENV).map(PathBuf::from);
     let err = |e: lexopt::Error| e.to_string();
     let dur = |v: String| crate::config::units::parse_duration(&v);
     let mut p = lexopt::Parser::from_args(opts.iter().cloned());
@@ -91,6 +98,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
             Long("heartbeat-addr") => {
                 o.heartbeat = p.value().map_err(err)?.string().map_err(err)?
             }
+            Long("heartbeat-token-file") => token_file = Some(p.value().map_err(err)?.into()),
             Long("label") => {
                 let kv = p.value().map_err(err)?.string().map_err(err)?;
                 let (k, v) = kv
@@ -107,6 +115,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
             _ => return Err(err(arg.unexpected())),
         }
     }
+    o.token = crate::cli::client::read_token(token_file.as_deref())?;
     if o.interval < Duration::from_millis(100) {
         return Err("--interval must be at least 100ms".into());
     }
@@ -160,7 +169,7 @@ fn heartbeat_frame(
     status: Reported,
     u: Option<&Usage>,
     gpu: Option<f64>,
-) -> String {
+) -> Frame {
     let round = |x: f64, places: f64| (x * places).round() / places;
     let mut beat = Heartbeat {
         worker_id: Some(WorkerId::from(id)),
@@ -184,17 +193,18 @@ fn heartbeat_frame(
             ..ResourceUsage::default()
         });
     }
-    proto::encode(&Frame::Heartbeat(beat))
+    Frame::Heartbeat(beat)
 }
 
-fn run_frame(id: &str, duration: Duration, code: Option<i32>, signal: Option<i32>) -> String {
-    proto::encode(&Frame::Run(Run {
+fn run_frame(id: &str, duration: Duration, code: Option<i32>, signal: Option<i32>) -> Frame {
+    Frame::Run(Run {
         worker_id: Some(WorkerId::from(id)),
         duration_ms: (duration.as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
         ok: code == Some(0),
         exit_code: code,
         signal,
-    }))
+        token: None,
+    })
 }
 
 pub fn main(args: &[String]) -> i32 {
@@ -229,14 +239,15 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-fn hello(id: &str, pid: u32, labels: &Labels) -> String {
-    proto::encode(&Frame::Hello(Hello {
+fn hello(id: &str, pid: u32, labels: &Labels) -> Frame {
+    Frame::Hello(Hello {
         worker_id: WorkerId::from(id),
         pid: Some(pid),
         hostname: Some(hostname()),
         capacity: None,
         labels: Some(labels.clone()),
-    }))
+        token: None,
+    })
 }
 
 fn checked_id(id: String) -> Result<String, i32> {
@@ -267,7 +278,7 @@ fn watch_pid(
         Ok(id) => id,
         Err(c) => return c,
     };
-    let mut link = match Link::new(to, &id, o.tcp, hello(&id, pid, &o.labels)) {
+    let mut link = match Link::new(to, &id, o.tcp, o.token.clone(), hello(&id, pid, &o.labels)) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("muster agent: {e}");
@@ -286,7 +297,7 @@ fn watch_pid(
             let Some(u) = sampler.sample() else { break };
             seq += 1;
             let g = gpu.usage(&sampler.tree());
-            link.heartbeat(&heartbeat_frame(&id, seq, Reported::Working, Some(&u), g));
+            link.heartbeat(heartbeat_frame(&id, seq, Reported::Working, Some(&u), g));
             next_beat += o.interval;
         }
         if crate::sys::procfs::read_stat(pid).is_none() {
@@ -306,7 +317,13 @@ fn run_cmd(o: &Opts, to: SocketAddr, signals: &mut signal_hook::iterator::Signal
         Ok(id) => id,
         Err(c) => return c,
     };
-    let mut link = match Link::new(to, &id, o.tcp, hello(&id, std::process::id(), &o.labels)) {
+    let mut link = match Link::new(
+        to,
+        &id,
+        o.tcp,
+        o.token.clone(),
+        hello(&id, std::process::id(), &o.labels),
+    ) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("muster agent: {e}");
@@ -352,7 +369,7 @@ fn run_cmd(o: &Opts, to: SocketAddr, signals: &mut signal_hook::iterator::Signal
                 let u = sampler.sample();
                 seq += 1;
                 let g = gpu.usage(&sampler.tree());
-                link.heartbeat(&heartbeat_frame(&id, seq, Reported::Working, u.as_ref(), g));
+                link.heartbeat(heartbeat_frame(&id, seq, Reported::Working, u.as_ref(), g));
                 next_beat += o.interval;
             }
             std::thread::sleep(POLL);
@@ -391,7 +408,7 @@ fn idle_until(
         }
         if Instant::now() >= next_beat {
             *seq += 1;
-            link.heartbeat(&heartbeat_frame(id, *seq, Reported::Idle, None, None));
+            link.heartbeat(heartbeat_frame(id, *seq, Reported::Idle, None, None));
             next_beat += o.interval;
         }
         std::thread::sleep(POLL.min(next_start.saturating_duration_since(Instant::now())));
@@ -476,11 +493,11 @@ mod tests {
             run_frame("w", Duration::from_millis(1234), Some(0), None),
             run_frame("w", Duration::from_millis(5), None, Some(9)),
         ] {
+            let f = proto::encode(&f);
             assert!(proto::decode(f.as_bytes(), 65536).is_ok(), "{f}");
         }
-        let v: serde_json::Value =
-            serde_json::from_str(&heartbeat_frame("w", 1, Reported::Working, Some(&u), None))
-                .unwrap();
+        let beat = proto::encode(&heartbeat_frame("w", 1, Reported::Working, Some(&u), None));
+        let v: serde_json::Value = serde_json::from_str(&beat).unwrap();
         assert!(
             v.get("gpu_usage").is_none(),
             "absent without a GPU, never 0"

@@ -89,6 +89,8 @@ pub struct WsConn {
     /// Shared updates go out this way too, from the one framed copy.
     raw: Option<(Body, usize)>,
     read_deferred: bool,
+    /// Shutdown: the close frame (1001) is queued.
+    said_away: bool,
 }
 
 /// The next message for a client: composed for it, or a shared frame.
@@ -116,6 +118,7 @@ impl WsConn {
             ready: None,
             raw: None,
             read_deferred: false,
+            said_away: false,
         }
     }
 
@@ -214,6 +217,31 @@ impl WsConn {
             reason: reason.to_string().into(),
         };
         let _ = self.ctx.close(stream, Some(frame));
+    }
+
+    /// Shutdown: finish the frame in flight, then close with 1001 (going
+    /// away). Returns true once all of it is written, or the socket is
+    /// broken; call again on the next chance to write.
+    pub fn going_away<S: Read + Write>(&mut self, stream: &mut S) -> bool {
+        if let Some((frame, pos)) = &mut self.raw {
+            while *pos < frame.len() {
+                match stream.write(&frame[*pos..]) {
+                    Ok(0) => return true,
+                    Ok(n) => *pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return true,
+                }
+            }
+            self.raw = None;
+        }
+        if !std::mem::replace(&mut self.said_away, true) {
+            self.close(stream, CloseCode::Away, "musterd is shutting down");
+        }
+        match self.ctx.flush(stream) {
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => false,
+            _ => true,
+        }
     }
 
     /// Flush what is in flight, then compose and write the next message,

@@ -1,0 +1,280 @@
+//! Who may do what over HTTP (DESIGN.md, "Access").
+//!
+//! Reads are open, as with node_exporter. Changes (any method but `GET`,
+//! `HEAD` and `OPTIONS`) are refused 403 when they carry an `Origin` not
+//! listed by name in `cors_allow_origin` (a page on another site, or a
+//! `file://` page, whose `Origin` is `null`), before anything else; then
+//! they need the bearer token when `api_token_file` is set, or else a
+//! loopback peer. Every request, reads too, must name the daemon in its
+//! `Host`: localhost, the machine's name, an IP address, or one of
+//! `http_allowed_hosts`; anything else is a DNS-rebinding page and is
+//! answered 421. Pure: a request and a peer in, a verdict out.
+
+use super::head::{Method, Request, Response};
+use crate::config::Config;
+use crate::stats::Counter;
+use std::net::IpAddr;
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `Host` names something else (421).
+    Host,
+    /// A change from a page whose origin is not listed (403).
+    Origin,
+    /// A change without the token (401).
+    NoToken,
+    /// A change with a wrong token (403).
+    BadToken,
+    /// A change from a non-loopback peer with no token configured (403).
+    Peer,
+}
+
+impl Refusal {
+    pub fn counter(self) -> Counter {
+        match self {
+            Refusal::Host => Counter::HttpRefusedHost,
+            Refusal::Origin => Counter::HttpRefusedOrigin,
+            Refusal::NoToken | Refusal::BadToken => Counter::HttpRefusedToken,
+            Refusal::Peer => Counter::HttpRefusedPeer,
+        }
+    }
+
+    pub fn response(self) -> Response {
+        match self {
+            Refusal::Host => Response::error(
+                421,
+                "misdirected_request",
+                "this daemon does not answer to that Host (add it to http_allowed_hosts)",
+            ),
+            Refusal::Origin => Response::error(
+                403,
+                "forbidden_origin",
+                "changes are not taken from pages on origins not listed in cors_allow_origin",
+            ),
+            Refusal::NoToken => Response::error(
+                401,
+                "unauthorized",
+                "changes need Authorization: Bearer TOKEN",
+            )
+            .with_header("WWW-Authenticate", "Bearer realm=\"muster\""),
+            Refusal::BadToken => Response::error(403, "forbidden", "wrong token"),
+            Refusal::Peer => Response::error(
+                403,
+                "forbidden",
+                "changes are taken from loopback only unless api_token_file is set",
+            ),
+        }
+    }
+}
+
+/// The names this daemon answers to besides IP addresses and the
+/// configured ones: `localhost` and the machine's host name.
+pub struct Names(Vec<String>);
+
+impl Names {
+    pub fn of_this_machine() -> Names {
+        let mut names = vec!["localhost".to_string()];
+        if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            let h = h.trim().to_ascii_lowercase();
+            if !h.is_empty() {
+                if let Some((short, _)) = h.split_once('.') {
+                    names.push(short.to_string());
+                }
+                names.push(h);
+            }
+        }
+        Names(names)
+    }
+
+    #[cfg(test)]
+    pub fn of(names: &[&str]) -> Names {
+        Names(names.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+/// Whether a request changes something.
+pub fn is_change(m: Method) -> bool {
+    !matches!(m, Method::Get | Method::Head | Method::Options)
+}
+
+/// The host part of a `Host` value, without port, brackets or final dot.
+fn host_part(host: &str) -> &str {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    h.trim_end_matches('.')
+}
+
+fn host_ok(req: &Request, cfg: &Config, names: &Names) -> bool {
+    let Some(host) = req.host.as_deref() else {
+        // Browsers always send Host, so a request without one is not a
+        // rebinding page but a tool (`nc`, an HTTP/1.0 client).
+        return true;
+    };
+    let h = host_part(host);
+    h.parse::<IpAddr>().is_ok()
+        || names.0.iter().any(|n| n.eq_ignore_ascii_case(h))
+        || cfg
+            .http_allowed_hosts
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(h))
+}
+
+/// Whether `origin` is listed by name (not only through `*`).
+pub fn listed(list: &[String], origin: Option<&str>) -> bool {
+    origin.is_some_and(|o| list.iter().any(|l| l != "*" && l.eq_ignore_ascii_case(o)))
+}
+
+/// The `Access-Control-Allow-Origin` value for a response: `*` when reads
+/// are open to any page, the request's origin when it is listed, else none.
+pub fn allow_origin<'a>(cfg: &'a Config, origin: Option<&'a str>) -> &'a str {
+    if cfg.cors_allow_origin.iter().any(|o| o == "*") {
+        "*"
+    } else if listed(&cfg.cors_allow_origin, origin) {
+        origin.unwrap_or("")
+    } else {
+        ""
+    }
+}
+
+/// The verdict on a plain HTTP request.
+pub fn check(req: &Request, peer: IpAddr, cfg: &Config, names: &Names) -> Result<(), Refusal> {
+    if !host_ok(req, cfg, names) {
+        return Err(Refusal::Host);
+    }
+    if !is_change(req.method) {
+        return Ok(());
+    }
+    if req.origin.is_some() && !listed(&cfg.cors_allow_origin, req.origin.as_deref()) {
+        return Err(Refusal::Origin);
+    }
+    match &cfg.api_token {
+        Some(token) => {
+            let given = req.authorization.as_deref().and_then(|a| {
+                let (scheme, cred) = a.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
+            });
+            match given {
+                None => Err(Refusal::NoToken),
+                Some(t) if token.matches(t.as_bytes()) => Ok(()),
+                Some(_) => Err(Refusal::BadToken),
+            }
+        }
+        None if peer.to_canonical().is_loopback() => Ok(()),
+        None => Err(Refusal::Peer),
+    }
+}
+
+/// The verdict on a WebSocket upgrade: streams are reads, so only the
+/// `Host` and, when `ws_allow_origin` lists origins, the page's origin.
+pub fn check_ws(req: &Request, cfg: &Config, names: &Names) -> Result<(), Refusal> {
+    if !host_ok(req, cfg, names) {
+        return Err(Refusal::Host);
+    }
+    let any = cfg.ws_allow_origin.iter().any(|o| o == "*");
+    if !any && req.origin.is_some() && !listed(&cfg.ws_allow_origin, req.origin.as_deref()) {
+        return Err(Refusal::Origin);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, Secret};
+    use crate::serve::head::parse;
+
+    fn req(text: &str) -> Request {
+        parse(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    const LOOP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const FAR: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    fn verdict(cfg: &Config, peer: IpAddr, text: &str) -> Result<(), Refusal> {
+        check(&req(text), peer, cfg, &Names::of(&["localhost", "box"]))
+    }
+
+    #[test]
+    fn host_must_name_the_daemon() {
+        let mut cfg = config::defaults();
+        let get = |host: &str| format!("GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        for ok in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "box",
+            "BOX.",
+            "10.1.2.3",
+        ] {
+            assert_eq!(verdict(&cfg, FAR, &get(ok)), Ok(()), "{ok}");
+        }
+        for bad in [
+            "rebind.evil.example",
+            "rebind.evil.example:8080",
+            "localhost.evil",
+        ] {
+            assert_eq!(verdict(&cfg, LOOP, &get(bad)), Err(Refusal::Host), "{bad}");
+        }
+        cfg.http_allowed_hosts = vec!["muster.internal".into()];
+        assert_eq!(verdict(&cfg, LOOP, &get("muster.internal:80")), Ok(()));
+        assert_eq!(verdict(&cfg, LOOP, "GET /health HTTP/1.1\r\n\r\n"), Ok(()));
+    }
+
+    #[test]
+    fn changes_need_origin_then_token_or_loopback() {
+        let mut cfg = config::defaults();
+        let del = |extra: &str| {
+            format!("DELETE /api/workers/w1 HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n")
+        };
+        assert_eq!(verdict(&cfg, LOOP, &del("")), Ok(()));
+        assert_eq!(verdict(&cfg, FAR, &del("")), Err(Refusal::Peer));
+        let foreign = del("Origin: http://localhost:9999\r\n");
+        assert_eq!(verdict(&cfg, LOOP, &foreign), Err(Refusal::Origin));
+        assert_eq!(
+            verdict(&cfg, LOOP, &del("Origin: null\r\n")),
+            Err(Refusal::Origin)
+        );
+        // Reads stay open to any page.
+        let read = "GET /health HTTP/1.1\r\nHost: localhost\r\nOrigin: null\r\n\r\n";
+        assert_eq!(verdict(&cfg, FAR, read), Ok(()));
+        cfg.cors_allow_origin = vec!["*".into(), "http://localhost:9999".into()];
+        assert_eq!(verdict(&cfg, LOOP, &foreign), Ok(()));
+
+        cfg.api_token = Some(Secret::new("t0k"));
+        assert_eq!(verdict(&cfg, LOOP, &del("")), Err(Refusal::NoToken));
+        let with = |t: &str| del(&format!("Authorization: Bearer {t}\r\n"));
+        assert_eq!(verdict(&cfg, FAR, &with("nope")), Err(Refusal::BadToken));
+        assert_eq!(verdict(&cfg, FAR, &with("t0k")), Ok(()));
+        let basic = del("Authorization: Basic dDBr\r\n");
+        assert_eq!(verdict(&cfg, FAR, &basic), Err(Refusal::NoToken));
+        // The origin check comes first, even with the right token.
+        let both = del("Origin: http://evil.example\r\nAuthorization: Bearer t0k\r\n");
+        assert_eq!(verdict(&cfg, FAR, &both), Err(Refusal::Origin));
+        let r = Refusal::NoToken.response();
+        assert_eq!(r.status, 401);
+        assert!(r.headers.iter().any(|(k, _)| *k == "WWW-Authenticate"));
+    }
+
+    #[test]
+    fn cors_header_and_streams() {
+        let mut cfg = config::defaults();
+        assert_eq!(allow_origin(&cfg, Some("http://x")), "*");
+        cfg.cors_allow_origin = vec!["https://dash.example".into()];
+        assert_eq!(
+            allow_origin(&cfg, Some("https://dash.example")),
+            "https://dash.example"
+        );
+        assert_eq!(allow_origin(&cfg, Some("http://x")), "");
+        let names = Names::of(&["localhost"]);
+        let ws = req("GET /ws/telemetry HTTP/1.1\r\nHost: localhost\r\nOrigin: http://x\r\n\r\n");
+        assert_eq!(check_ws(&ws, &cfg, &names), Ok(()));
+        cfg.ws_allow_origin = vec!["https://dash.example".into()];
+        assert_eq!(check_ws(&ws, &cfg, &names), Err(Refusal::Origin));
+        let tool = req("GET /ws/telemetry HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert_eq!(check_ws(&tool, &cfg, &names), Ok(()));
+    }
+}
