@@ -18,6 +18,7 @@ use super::Ctx;
 use super::access;
 use super::head::{self, HeadError, Method, Request, Response};
 use super::out::{KEEP_CAPACITY, OutQueue};
+use super::stream::Pending;
 use super::ws::{self, Ended, WsConn, WsLimits};
 use crate::config::Config;
 use crate::stats::Counter;
@@ -65,7 +66,7 @@ pub struct Conn<S> {
     peer_closed: bool,
 }
 
-impl<S: Read + Write> Conn<S> {
+impl<S: Read + Write + Pending> Conn<S> {
     pub fn new(stream: S, peer: IpAddr, now: Instant) -> Conn<S> {
         Conn {
             stream,
@@ -93,7 +94,7 @@ impl<S: Read + Write> Conn<S> {
 
     pub fn interest(&self) -> Interest {
         let ws_out = self.ws().is_some_and(|w| w.wants_write());
-        if !self.out.is_empty() || ws_out {
+        if !self.out.is_empty() || ws_out || self.stream.pending() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE

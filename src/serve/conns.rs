@@ -4,6 +4,9 @@
 
 use super::access;
 use super::conn::{Conn, Next};
+#[cfg(feature = "tls")]
+use super::stream::tls::TlsStream;
+use super::stream::Stream;
 use super::head::{self, Response};
 use super::{Ctx, HttpServer, Slot};
 use crate::config::Config;
@@ -31,6 +34,9 @@ impl HttpServer {
                         refuse_full(stream, &self.shared, cfg);
                         continue;
                     }
+                    let Some(stream) = wrap(stream, cfg) else {
+                        continue;
+                    };
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key());
                     let mut conn = Conn::new(stream, peer.ip(), now);
@@ -71,7 +77,7 @@ impl HttpServer {
     pub(super) fn with_conn(
         &mut self,
         key: usize,
-        f: impl FnOnce(&mut Conn<TcpStream>, &mut Ctx) -> Next,
+        f: impl FnOnce(&mut Conn<Stream>, &mut Ctx) -> Next,
     ) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
@@ -133,8 +139,32 @@ impl HttpServer {
     }
 }
 
+/// The stream a new connection runs over: TLS when a certificate is
+/// configured (the one loaded now; a reload changes it for later
+/// connections only).
+fn wrap(stream: TcpStream, cfg: &Config) -> Option<Stream> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &cfg.tls {
+        return match rustls::ServerConnection::new(tls.server.clone()) {
+            Ok(c) => Some(Stream::Tls(Box::new(TlsStream::new(c, stream)))),
+            Err(e) => {
+                log::warn!("tls: cannot start a session: {e}");
+                None
+            }
+        };
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = cfg;
+    Some(Stream::Plain(stream))
+}
+
 /// Over `http_max_connections`: a best-effort 503 and close, never a wait.
+/// Over TLS a plain answer would be noise: the connection is just closed.
 fn refuse_full(mut stream: TcpStream, shared: &Shared, cfg: &Config) {
+    if cfg.tls.is_some() {
+        shared.stats.incr(Counter::HttpRefusedFull);
+        return;
+    }
     let mut out = Vec::new();
     let resp = Response::error(503, "too_many_connections", "http_max_connections reached");
     head::write_response(

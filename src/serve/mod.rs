@@ -26,6 +26,7 @@ pub mod health;
 pub mod metrics;
 pub mod out;
 pub mod routes;
+pub mod stream;
 pub mod views;
 pub mod ws;
 
@@ -34,7 +35,8 @@ use crate::fleet::Shared;
 use crate::logging::RateLimit;
 use crate::sys::systemd::Watchdog;
 use conn::{Conn, Next, READ_CHUNK};
-use mio::net::{TcpListener, TcpStream};
+use stream::Stream;
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use routes::Api;
 use slab::Slab;
@@ -67,7 +69,7 @@ pub struct Ctx<'a> {
 
 /// A connection in the slab, with what the loop keeps about it.
 struct Slot {
-    conn: Conn<TcpStream>,
+    conn: Conn<Stream>,
     registered: Interest,
     /// Counted among the clients that stream changes.
     subscribed: bool,

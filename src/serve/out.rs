@@ -75,8 +75,13 @@ impl OutQueue {
                 Err(e) => return Err(e),
             }
         }
-        // `advance` has left at most one empty buffer of our own.
-        Ok(true)
+        // `advance` has left at most one empty buffer of our own. A stream
+        // that buffers below us (TLS) is drained too.
+        match w.flush() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn advance(&mut self, mut written: usize) {
