@@ -156,9 +156,12 @@ fn render(
         }
         None => o.push_str("},\"udp_kernel_drops\":null"),
     }
-    o.push_str(",\"connections\":{");
-    rows(&mut o, "connections", true);
-    o.push_str("}}");
+    for group in ["connections", "access", "state"] {
+        let _ = write!(o, ",\"{group}\":{{");
+        rows(&mut o, group, true);
+        o.push('}');
+    }
+    o.push('}');
     o
 }
 
