@@ -46,8 +46,13 @@ fn a_page_on_another_origin_cannot_delete() {
         "OPTIONS /api/workers/w1 HTTP/1.1\r\nHost: localhost\r\nOrigin: http://localhost:9999\r\nAccess-Control-Request-Method: DELETE\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 204);
-    assert!(head.contains("Access-Control-Allow-Methods: GET, HEAD\r\n"), "{head}");
-    let methods = head.lines().find(|l| l.starts_with("Access-Control-Allow-Methods"));
+    assert!(
+        head.contains("Access-Control-Allow-Methods: GET, HEAD\r\n"),
+        "{head}"
+    );
+    let methods = head
+        .lines()
+        .find(|l| l.starts_with("Access-Control-Allow-Methods"));
     assert!(!methods.unwrap().contains("DELETE"), "{head}");
     // Without an Origin (curl, muster) from loopback, a change is taken.
     assert_eq!(delete(&d, "w1", "").0, 204);
@@ -61,9 +66,15 @@ fn a_listed_origin_may_change() {
     let (_, head, _) = d.request(
         "OPTIONS /api/workers/w1 HTTP/1.1\r\nHost: localhost\r\nOrigin: https://dash.example\r\nConnection: close\r\n\r\n",
     );
-    assert!(head.contains("Access-Control-Allow-Methods: GET, HEAD, POST, DELETE"), "{head}");
+    assert!(
+        head.contains("Access-Control-Allow-Methods: GET, HEAD, POST, DELETE"),
+        "{head}"
+    );
     assert!(head.contains("Authorization"), "{head}");
-    assert!(head.contains("Access-Control-Allow-Origin: https://dash.example"), "{head}");
+    assert!(
+        head.contains("Access-Control-Allow-Origin: https://dash.example"),
+        "{head}"
+    );
     let (_, head, _) = d.request(
         "GET /health HTTP/1.1\r\nHost: localhost\r\nOrigin: https://other.example\r\nConnection: close\r\n\r\n",
     );
@@ -117,15 +128,24 @@ fn with_a_token_changes_need_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     assert!(exists(&d, "w1"));
     let out = forget(&["--token-file", token.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!exists(&d, "w1"));
     beat(&d, "w2");
-    assert_eq!(delete(&d, "w2", "Authorization: Bearer s3cret-token\r\n").0, 204);
+    assert_eq!(
+        delete(&d, "w2", "Authorization: Bearer s3cret-token\r\n").0,
+        204
+    );
     assert_eq!(access(&d, "http_refused_token"), 3);
     // The token is in no answer and no log line.
     let all = [
-        d.request("GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").2,
-        d.request("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").2,
+        d.request("GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .2,
+        d.request("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .2,
     ];
     for body in all {
         assert!(!String::from_utf8_lossy(&body).contains("s3cret"));
@@ -136,7 +156,10 @@ fn with_a_token_changes_need_it() {
     d.signal(libc::SIGHUP);
     d.wait_for("reload", |d| d.log_has("api_token_file: re-read"));
     beat(&d, "w3");
-    assert_eq!(delete(&d, "w3", "Authorization: Bearer s3cret-token\r\n").0, 403);
+    assert_eq!(
+        delete(&d, "w3", "Authorization: Bearer s3cret-token\r\n").0,
+        403
+    );
     assert_eq!(delete(&d, "w3", "Authorization: Bearer rotated\r\n").0, 204);
 }
 
@@ -153,7 +176,10 @@ fn non_loopback() -> Option<IpAddr> {
 #[test]
 fn without_a_token_changes_come_from_loopback_only() {
     let Some(ip) = non_loopback() else {
-        assert!(std::env::var_os("CI").is_none(), "CI needs a non-loopback address");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs a non-loopback address"
+        );
         eprintln!("skipped: this machine has no non-loopback IPv4 address to connect from");
         return;
     };
@@ -170,14 +196,18 @@ fn without_a_token_changes_come_from_loopback_only() {
     };
     let host = format!("Host: {ip}:{port}\r\n");
     assert_eq!(
-        send(&format!("DELETE /api/workers/w1 HTTP/1.1\r\n{host}Connection: close\r\n\r\n")),
+        send(&format!(
+            "DELETE /api/workers/w1 HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+        )),
         403
     );
     assert!(exists(&d, "w1"));
     assert_eq!(access(&d, "http_refused_peer"), 1);
     // Reads stay open to it.
     assert_eq!(
-        send(&format!("GET /api/workers/w1 HTTP/1.1\r\n{host}Connection: close\r\n\r\n")),
+        send(&format!(
+            "GET /api/workers/w1 HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+        )),
         200
     );
 }
@@ -201,7 +231,8 @@ fn heartbeats_need_the_token_when_set() {
     assert_eq!(d.get("/api/workers/w9").0, 404);
     // TCP: a hello without the token is refused and closed; no takeover.
     let mut s = d.tcp();
-    s.write_all(b"{\"type\":\"hello\",\"worker_id\":\"w1\"}\n").unwrap();
+    s.write_all(b"{\"type\":\"hello\",\"worker_id\":\"w1\"}\n")
+        .unwrap();
     let reply = read_line(&mut s).unwrap();
     assert_eq!(reply["code"], "unauthorized");
     assert!(support::closed(&mut s));
@@ -213,12 +244,27 @@ fn heartbeats_need_the_token_when_set() {
     let hb = d.heartbeat.to_string();
     for tcp in [false, true] {
         let mut c = Command::new(MUSTER);
-        c.args(["beat", "--id", "w3", "--status", "working", "--heartbeat-addr", &hb]);
+        c.args([
+            "beat",
+            "--id",
+            "w3",
+            "--status",
+            "working",
+            "--heartbeat-addr",
+            &hb,
+        ]);
         if tcp {
             c.arg("--tcp");
         }
-        let out = c.env("MUSTER_HEARTBEAT_TOKEN_FILE", &token).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = c
+            .env("MUSTER_HEARTBEAT_TOKEN_FILE", &token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     d.wait_applied("w3", 2);
     assert!(!d.log_has("beat-key"));

@@ -81,7 +81,9 @@ fn load(browser: &str, url: &str) -> String {
         .output()
         .expect("run chromium");
     let dom = String::from_utf8_lossy(&out.stdout).to_string();
-    let start = dom.find("DONE").unwrap_or_else(|| panic!("the page did not finish: {dom}"));
+    let start = dom
+        .find("DONE")
+        .unwrap_or_else(|| panic!("the page did not finish: {dom}"));
     dom[start..].split('<').next().unwrap().trim().to_string()
 }
 

@@ -156,7 +156,8 @@ fn a_slow_head_gets_408() {
     let d = Daemon::start(&[]);
     let mut s = connect(&d);
     let start = Instant::now();
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: localho").unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localho")
+        .unwrap();
     let (status, _, _) = read_one(&mut s);
     assert_eq!(status, 408);
     let waited = start.elapsed();

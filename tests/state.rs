@@ -23,7 +23,9 @@ fn health(d: &Daemon) -> Value {
 
 fn beat_all(d: &Daemon, sock: &UdpSocket, ids: impl Iterator<Item = usize>, extra: &str) {
     for i in ids {
-        let frame = format!(r#"{{"type":"heartbeat","worker_id":"w{i}","status":"working","cpu_usage":{i}{extra}}}"#);
+        let frame = format!(
+            r#"{{"type":"heartbeat","worker_id":"w{i}","status":"working","cpu_usage":{i}{extra}}}"#
+        );
         sock.send_to(frame.as_bytes(), d.heartbeat).unwrap();
         if i % 100 == 99 {
             // Stay inside the socket buffer however slow the daemon is.
@@ -36,11 +38,18 @@ fn beat_all(d: &Daemon, sock: &UdpSocket, ids: impl Iterator<Item = usize>, extr
 fn a_restart_keeps_the_fleet_and_marks_no_live_worker_inactive() {
     const N: usize = 1000;
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), &["--inactivity-timeout", "4s", "--heartbeat-interval", "1s"]);
+    let d = start(
+        dir.path(),
+        &["--inactivity-timeout", "4s", "--heartbeat-interval", "1s"],
+    );
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     beat_all(&d, &sock, 0..N, "");
     for i in 0..N {
-        let run = format!(r#"{{"type":"run","worker_id":"w{i}","duration_ms":{},"ok":{}}}"#, 100 + i, i % 10 != 0);
+        let run = format!(
+            r#"{{"type":"run","worker_id":"w{i}","duration_ms":{},"ok":{}}}"#,
+            100 + i,
+            i % 10 != 0
+        );
         sock.send_to(run.as_bytes(), d.heartbeat).unwrap();
         if i % 100 == 99 {
             std::thread::sleep(Duration::from_millis(5));
@@ -56,16 +65,33 @@ fn a_restart_keeps_the_fleet_and_marks_no_live_worker_inactive() {
     // every worker would be inactive at the first sweep.
     std::thread::sleep(Duration::from_millis(4500));
 
-    let d = start(dir.path(), &["--inactivity-timeout", "4s", "--heartbeat-interval", "1s"]);
+    let d = start(
+        dir.path(),
+        &["--inactivity-timeout", "4s", "--heartbeat-interval", "1s"],
+    );
     let started = Instant::now();
     assert!(d.log_has(&format!("restored {N} workers")));
     let list = d.json("/api/workers");
     assert_eq!(list.as_array().unwrap().len(), N);
-    assert!(list.as_array().unwrap().iter().all(|w| w["restored"] == true && w["status"] == "working"));
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["restored"] == true && w["status"] == "working")
+    );
     let w7 = d.json("/api/workers/w7");
-    assert_eq!((w7["cpu_usage"].as_f64(), w7["runs"]["total"].as_u64()), (Some(7.0), Some(1)));
+    assert_eq!(
+        (w7["cpu_usage"].as_f64(), w7["runs"]["total"].as_u64()),
+        (Some(7.0), Some(1))
+    );
     let after = d.json("/api/workers/w7/metrics");
-    for key in ["total_runs", "succeeded", "failed", "avg_execution_ms", "p50_execution_ms"] {
+    for key in [
+        "total_runs",
+        "succeeded",
+        "failed",
+        "avg_execution_ms",
+        "p50_execution_ms",
+    ] {
         assert_eq!(after[key], before[key], "{key}");
     }
     let history = d.json("/api/workers/w7/history");
@@ -75,7 +101,11 @@ fn a_restart_keeps_the_fleet_and_marks_no_live_worker_inactive() {
     // Half the fleet keeps beating; during the grace no one is judged.
     while started.elapsed() < Duration::from_secs(3) {
         beat_all(&d, &sock, 0..N / 2, "");
-        assert_eq!(health(&d)["workers"]["inactive"], 0, "judged within the grace");
+        assert_eq!(
+            health(&d)["workers"]["inactive"],
+            0,
+            "judged within the grace"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     // After it, the silent half is marked, the beating half is not.
@@ -84,7 +114,10 @@ fn a_restart_keeps_the_fleet_and_marks_no_live_worker_inactive() {
         health(d)["workers"]["inactive"] == N as u64 / 2
     });
     assert_eq!(d.json("/telemetry/w1")["status"], "working");
-    assert!(d.json("/telemetry/w1").get("restored").is_none(), "heard from since");
+    assert!(
+        d.json("/telemetry/w1").get("restored").is_none(),
+        "heard from since"
+    );
     assert_eq!(d.json("/telemetry/w999")["status"], "inactive");
 }
 
@@ -95,11 +128,15 @@ fn sigterm_loses_nothing_it_read() {
     let mut s = d.tcp();
     let mut frames = String::from("{\"type\":\"hello\",\"worker_id\":\"t1\"}\n");
     for seq in 1..=300 {
-        frames.push_str(&format!("{{\"type\":\"heartbeat\",\"seq\":{seq},\"queue_depth\":{seq}}}\n"));
+        frames.push_str(&format!(
+            "{{\"type\":\"heartbeat\",\"seq\":{seq},\"queue_depth\":{seq}}}\n"
+        ));
     }
     s.write_all(frames.as_bytes()).unwrap();
     // Read by the daemon, not yet all applied: then stop at once.
-    d.wait_for("all frames read", |d| health(d)["frames"]["received"] == 301);
+    d.wait_for("all frames read", |d| {
+        health(d)["frames"]["received"] == 301
+    });
     let (status, _) = d.stop();
     assert!(status.success());
     let d = start(dir.path(), &[]);
@@ -140,7 +177,10 @@ fn a_bad_file_is_kept_aside_and_the_daemon_starts() {
     assert!(d.stop().0.success());
     let path = dir.path().join("registry");
     let whole = std::fs::read(&path).unwrap();
-    for bad in [whole[..whole.len() / 2].to_vec(), b"\x00garbage\xffnot a registry".to_vec()] {
+    for bad in [
+        whole[..whole.len() / 2].to_vec(),
+        b"\x00garbage\xffnot a registry".to_vec(),
+    ] {
         std::fs::write(&path, &bad).unwrap();
         let d = start(dir.path(), &[]);
         assert!(d.log_has("is unreadable"), "says why");

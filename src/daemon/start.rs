@@ -11,9 +11,9 @@ use crate::fleet::sweeper;
 use crate::ingest::Ingest;
 use crate::serve::HttpServer;
 use crate::serve::routes::Api;
+use crate::store::{self, Store};
 use crate::sys::capacity::{self, Limits};
 use crate::sys::procfs;
-use crate::store::{self, Store};
 use crate::sys::systemd::{Notifier, Watchdog};
 use mio::Waker;
 use std::sync::Arc;
@@ -208,7 +208,10 @@ impl Daemon {
             Some(st) => {
                 let (stop, stop_rx) = mpsc::channel();
                 let (st, reg, sh) = (st.clone(), registry.clone(), shared.clone());
-                Some((spawn("saver", move || store::run(st, reg, sh, stop_rx))?, stop))
+                Some((
+                    spawn("saver", move || store::run(st, reg, sh, stop_rx))?,
+                    stop,
+                ))
             }
             None => None,
         };

@@ -213,7 +213,10 @@ impl Registry {
         for e in &entries {
             e.handle.stop();
         }
-        Self::join(entries.into_iter().filter_map(|e| e.thread).collect(), deadline)
+        Self::join(
+            entries.into_iter().filter_map(|e| e.thread).collect(),
+            deadline,
+        )
     }
 
     /// Let every worker thread apply what its inbox holds, then end, and

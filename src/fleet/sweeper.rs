@@ -89,7 +89,10 @@ mod tests {
 
         sweep(&r, &shared, t0 + Duration::from_millis(60), false);
         std::thread::sleep(Duration::from_millis(50));
-        assert!(r.snapshot("w").unwrap().is_active(), "not judged in the grace");
+        assert!(
+            r.snapshot("w").unwrap().is_active(),
+            "not judged in the grace"
+        );
         sweep(&r, &shared, t0 + Duration::from_millis(60), true);
         let deadline = Instant::now() + Duration::from_secs(5);
         while r.snapshot("w").unwrap().is_active() {

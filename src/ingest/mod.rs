@@ -21,10 +21,10 @@ pub mod tcp;
 mod udp;
 
 use crate::config::View;
-use crate::proto;
 use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
 use crate::logging::RateLimit;
+use crate::proto;
 use crate::sys::systemd::Watchdog;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};

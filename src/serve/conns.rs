@@ -4,10 +4,10 @@
 
 use super::access;
 use super::conn::{Conn, Next};
+use super::head::{self, Response};
+use super::stream::Stream;
 #[cfg(feature = "tls")]
 use super::stream::tls::TlsStream;
-use super::stream::Stream;
-use super::head::{self, Response};
 use super::{Ctx, HttpServer, Slot};
 use crate::config::Config;
 use crate::fleet::Shared;

@@ -35,7 +35,6 @@ use crate::fleet::Shared;
 use crate::logging::RateLimit;
 use crate::sys::systemd::Watchdog;
 use conn::{Conn, Next, READ_CHUNK};
-use stream::Stream;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use routes::Api;
@@ -44,6 +43,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use stream::Stream;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);

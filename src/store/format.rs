@@ -160,7 +160,10 @@ pub enum FormatError {
 impl std::fmt::Display for FormatError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FormatError::Newer(v) => write!(f, "written by a newer musterd (format {v}, this one reads {VERSION})"),
+            FormatError::Newer(v) => write!(
+                f,
+                "written by a newer musterd (format {v}, this one reads {VERSION})"
+            ),
             FormatError::Corrupt(m) => write!(f, "corrupt: {m}"),
             FormatError::Io(e) => write!(f, "{e}"),
         }
@@ -246,10 +249,7 @@ fn u32_at(b: &[u8]) -> u32 {
 
 /// Read a whole file: when it was saved, and every worker in it, calling
 /// `each` per worker so that the caller need not hold them all at once.
-pub fn read(
-    r: &mut impl Read,
-    mut each: impl FnMut(Record),
-) -> Result<(u64, u64), FormatError> {
+pub fn read(r: &mut impl Read, mut each: impl FnMut(Record)) -> Result<(u64, u64), FormatError> {
     let mut magic = [0; 8];
     r.read_exact(&mut magic)
         .map_err(|_| corrupt("too short to be a registry file"))?;
@@ -277,7 +277,9 @@ pub fn read(
             }
             let told = u64_of(r)?;
             if told != count {
-                return Err(corrupt(format!("trailer says {told} workers, found {count}")));
+                return Err(corrupt(format!(
+                    "trailer says {told} workers, found {count}"
+                )));
             }
             if r.read(&mut [0; 1])? != 0 {
                 return Err(corrupt("bytes after the trailer"));
@@ -290,12 +292,14 @@ pub fn read(
         }
         let meta_len = u32::from_le_bytes(tag);
         if meta_len > MAX_META {
-            return Err(corrupt(format!("worker {count}: state of {meta_len} bytes")));
+            return Err(corrupt(format!(
+                "worker {count}: state of {meta_len} bytes"
+            )));
         }
         buf.resize(meta_len as usize, 0);
         r.read_exact(&mut buf)?;
-        let meta: Meta = serde_json::from_slice(&buf)
-            .map_err(|e| corrupt(format!("worker {count}: {e}")))?;
+        let meta: Meta =
+            serde_json::from_slice(&buf).map_err(|e| corrupt(format!("worker {count}: {e}")))?;
         if crate::proto::check_worker_id(&meta.id).is_err() {
             return Err(corrupt(format!("worker {count}: bad id")));
         }
@@ -387,9 +391,17 @@ mod tests {
             Transport::Tcp,
             Instant::now(),
         );
-        s.apply(frame(r#"{"type":"run","duration_ms":250,"ok":false}"#), Transport::Tcp, Instant::now());
+        s.apply(
+            frame(r#"{"type":"run","duration_ms":250,"ok":false}"#),
+            Transport::Tcp,
+            Instant::now(),
+        );
         let meta = Meta::of(&s);
-        let runs = vec![Run { at_ms: 5, duration_ms: 250.0, ok: false }];
+        let runs = vec![Run {
+            at_ms: 5,
+            duration_ms: 250.0,
+            ok: false,
+        }];
         let bytes = file(&[(meta.clone(), vec![sample(1), sample(2)], runs.clone())]);
         let back = read_all(&bytes).unwrap();
         assert_eq!(back.len(), 1);
@@ -408,7 +420,10 @@ mod tests {
     #[test]
     fn damage_is_named_never_a_panic() {
         let meta = Meta::of(&fresh());
-        let good = file(&[(meta.clone(), vec![sample(1)], vec![]), (meta, vec![], vec![])]);
+        let good = file(&[
+            (meta.clone(), vec![sample(1)], vec![]),
+            (meta, vec![], vec![]),
+        ]);
         assert_eq!(read_all(&good).unwrap().len(), 2);
         // Every truncation is corrupt, never a short success.
         for cut in 0..good.len() {
@@ -423,7 +438,10 @@ mod tests {
         let mut newer = good.clone();
         newer[8..12].copy_from_slice(&2u32.to_le_bytes());
         assert!(matches!(read_all(&newer), Err(FormatError::Newer(2))));
-        assert!(matches!(read_all(b"garbage garbage garbage"), Err(FormatError::Corrupt(_))));
+        assert!(matches!(
+            read_all(b"garbage garbage garbage"),
+            Err(FormatError::Corrupt(_))
+        ));
         let mut huge = good.clone();
         huge[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(read_all(&huge), Err(FormatError::Corrupt(_))));

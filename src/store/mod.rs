@@ -88,7 +88,10 @@ impl Store {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::default(),
             Err(e) => {
-                log::warn!("cannot read {}: {e}; starting with no workers", path.display());
+                log::warn!(
+                    "cannot read {}: {e}; starting with no workers",
+                    path.display()
+                );
                 return Loaded::default();
             }
         };
@@ -110,7 +113,9 @@ impl Store {
                 series.runs.record(r);
             }
             series.runs.prune(now_ms);
-            loaded.workers.push((rec.meta.into_snapshot(last_seen), series));
+            loaded
+                .workers
+                .push((rec.meta.into_snapshot(last_seen), series));
         });
         match read {
             Ok((saved_at, _)) => {
@@ -150,7 +155,11 @@ impl Store {
             series.clear();
             let snap = {
                 let p = handle.read();
-                format::put_series(&mut series, p.series.history.samples(), p.series.runs.runs());
+                format::put_series(
+                    &mut series,
+                    p.series.history.samples(),
+                    p.series.runs.runs(),
+                );
                 p.snapshot.clone()
             };
             format::write_worker(&mut out, &Meta::of(&snap), &series)?;
@@ -176,7 +185,9 @@ impl Store {
         match self.save(registry) {
             Ok(s) => {
                 shared.stats.incr(Counter::StateSaves);
-                shared.stats.set(Counter::StateLastSaveMs, s.took.as_millis() as u64);
+                shared
+                    .stats
+                    .set(Counter::StateLastSaveMs, s.took.as_millis() as u64);
                 log::debug!(
                     "saved {} workers ({} bytes) in {} ms, cpu {} ms",
                     s.workers,
@@ -267,10 +278,24 @@ mod tests {
         let (shared, r) = fleet();
         for id in ["a", "b"] {
             let h = r.route(&id.into(), Transport::Udp).unwrap();
-            let beat = format!(r#"{{"type":"heartbeat","worker_id":"{id}","status":"working","queue_depth":3}}"#);
-            h.inbox.try_send(Msg::Frame(Box::new(frame(&beat)), Transport::Udp, Instant::now())).unwrap();
+            let beat = format!(
+                r#"{{"type":"heartbeat","worker_id":"{id}","status":"working","queue_depth":3}}"#
+            );
+            h.inbox
+                .try_send(Msg::Frame(
+                    Box::new(frame(&beat)),
+                    Transport::Udp,
+                    Instant::now(),
+                ))
+                .unwrap();
             let run = r#"{"type":"run","duration_ms":20,"ok":true}"#;
-            h.inbox.try_send(Msg::Frame(Box::new(frame(run)), Transport::Udp, Instant::now())).unwrap();
+            h.inbox
+                .try_send(Msg::Frame(
+                    Box::new(frame(run)),
+                    Transport::Udp,
+                    Instant::now(),
+                ))
+                .unwrap();
         }
         assert_eq!(r.finish(Instant::now() + Duration::from_secs(5)), 0);
         let saved = store.save_counted(&r, &shared).unwrap();

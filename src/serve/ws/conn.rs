@@ -238,10 +238,8 @@ impl WsConn {
         if !std::mem::replace(&mut self.said_away, true) {
             self.close(stream, CloseCode::Away, "musterd is shutting down");
         }
-        match self.ctx.flush(stream) {
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => false,
-            _ => true,
-        }
+        !matches!(self.ctx.flush(stream),
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Flush what is in flight, then compose and write the next message,
