@@ -8,7 +8,7 @@
 
 use muster::config;
 use muster::proto::{self, Frame};
-use muster::serve::{head, ws};
+use muster::serve::{access, head, ws};
 use std::path::Path;
 
 /// Frame limit the daemon uses by default.
@@ -46,7 +46,41 @@ pub fn http_head(data: &[u8]) {
         assert!(len <= data.len());
         let _ = head::query_param(&req.query, "status");
         let _ = head::percent_decode(&req.path);
+        // The access checks read Host, Origin and Authorization.
+        let mut cfg = config::defaults();
+        let names = access::Names::of_this_machine();
+        let peer = std::net::IpAddr::from([192, 0, 2, 1]);
+        let _ = access::check(&req, peer, &cfg, &names);
+        let _ = access::check_ws(&req, &cfg, &names);
+        cfg.api_token = Some(config::Secret::new("t"));
+        if let Ok(()) = access::check(&req, peer, &cfg, &names) {
+            assert!(!access::is_change(req.method) || req.authorization.is_some());
+        }
     }
+}
+
+/// A registry file (`state_dir/registry`): reading never panics, and
+/// what it reads writes back to a file that reads the same.
+pub fn registry(data: &[u8]) {
+    use muster::store::format;
+    let mut records = Vec::new();
+    let Ok((saved_at, n)) = format::read(&mut &data[..], |r| records.push(r)) else {
+        return;
+    };
+    assert_eq!(n as usize, records.len());
+    let mut out = Vec::new();
+    format::write_header(&mut out, saved_at).unwrap();
+    for r in &records {
+        let mut series = Vec::new();
+        format::put_series(&mut series, r.samples.iter(), r.runs.iter());
+        format::write_worker(&mut out, &r.meta, &series).unwrap();
+    }
+    format::write_trailer(&mut out, n).unwrap();
+    let mut again = Vec::new();
+    let read = format::read(&mut &out[..], |r| again.push(r.meta));
+    assert_eq!(read.ok(), Some((saved_at, n)));
+    let metas: Vec<_> = records.into_iter().map(|r| r.meta).collect();
+    assert_eq!(again, metas);
 }
 
 /// A config file: parsing never panics, and every value it accepts for a

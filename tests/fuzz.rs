@@ -51,3 +51,8 @@ fn ws_query_corpus() {
 fn reply_corpus() {
     replay("reply", checks::reply);
 }
+
+#[test]
+fn registry_corpus() {
+    replay("registry", checks::registry);
+}

@@ -407,6 +407,8 @@ mod tests {
     use crate::serve::routes::Api;
     use std::sync::Arc;
 
+    impl Pending for Script {}
+
     const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
 
     /// A connection over a script, and what its handlers need.

@@ -20,9 +20,6 @@ pub trait Pending {
     }
 }
 
-#[cfg(test)]
-impl Pending for crate::script::Script {}
-
 pub enum Stream {
     Plain(TcpStream),
     #[cfg(feature = "tls")]
