@@ -15,9 +15,11 @@ musterd=${MUSTERD:-$bin/musterd}
 http=127.0.0.1:18080
 hb=127.0.0.1:18090
 export MUSTER_URL=http://$http MUSTER_HEARTBEAT_ADDR=$hb
+state_off=()
+$musterd --help 2>&1 | grep -q -- --state-dir && state_off=(--state-dir off)
 
 start() {
-  $musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "$@" 2>/tmp/musterd-bench.log &
+  $musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "${state_off[@]}" "$@" 2>/tmp/musterd-bench.log &
   pid=$!
   for _ in $(seq 50); do curl -fs http://$http/health >/dev/null && return; sleep 0.1; done
   echo "musterd did not start" >&2; exit 1

@@ -10,11 +10,17 @@ http=127.0.0.1:18080
 hb=127.0.0.1:18090
 export MUSTER_URL=http://$http MUSTER_HEARTBEAT_ADDR=$hb
 pin_d=${pin_d:-}
+# No state kept between scenarios (older builds have no state_dir).
+state_off=()
+$musterd --help 2>&1 | grep -q -- --state-dir && state_off=(--state-dir off)
 
 start() {
-  $pin_d $musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "$@" 2>/tmp/musterd-bench.log &
+  $pin_d $musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "${state_off[@]}" "$@" 2>/tmp/musterd-bench.log &
   pid=$!
-  for _ in $(seq 50); do curl -fs http://$http/health >/dev/null && return; sleep 0.1; done
+  for _ in $(seq 50); do
+    { curl -fs http://$http/health || curl -fsk https://$http/health; } >/dev/null 2>&1 && return
+    sleep 0.1
+  done
   echo "musterd did not start" >&2; cat /tmp/musterd-bench.log >&2; exit 1
 }
 stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }

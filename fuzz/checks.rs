@@ -72,7 +72,7 @@ pub fn registry(data: &[u8]) {
     format::write_header(&mut out, saved_at).unwrap();
     for r in &records {
         let mut series = Vec::new();
-        format::put_series(&mut series, r.samples.iter(), r.runs.iter());
+        format::put_series(&mut series, saved_at, &r.samples, &r.runs);
         format::write_worker(&mut out, &r.meta, &series).unwrap();
     }
     format::write_trailer(&mut out, n).unwrap();

@@ -4,7 +4,8 @@
 //! header   "MUSTREG\0"  version u32  saved_at_ms u64
 //! worker*  meta_len u32  meta (JSON)
 //!          samples u32   samples × 24 bytes (t u32, cpu, memory, gpu, rss_mb f32, queue u32)
-//!          runs u32      runs × 13 bytes (at_ms u64, duration_ms f32, ok u8)
+//!          runs u32      runs × 8 bytes (age_ms u32: saved_at_ms − at_ms;
+//!                        duration_ms f32, negative when the run failed)
 //! trailer  "MUSTEND\0"  workers u64
 //! ```
 //!
@@ -34,7 +35,7 @@ const MAX_META: u32 = 16 << 20;
 const MAX_SAMPLES: u32 = 100_000;
 const MAX_WORKERS: u64 = 10_000_000;
 pub const SAMPLE_BYTES: usize = 24;
-pub const RUN_BYTES: usize = 13;
+pub const RUN_BYTES: usize = 8;
 
 /// A worker's state as saved: everything in its snapshot but the clocks
 /// that only mean something inside one process.
@@ -195,27 +196,34 @@ pub fn write_trailer(out: &mut impl Write, workers: u64) -> io::Result<()> {
     out.write_all(&workers.to_le_bytes())
 }
 
-/// The numeric series of one worker, appended to `buf`: cheap enough to do
-/// under the worker's lock.
-pub fn put_series<'a>(
-    buf: &mut Vec<u8>,
-    samples: impl ExactSizeIterator<Item = &'a Sample>,
-    runs: impl ExactSizeIterator<Item = &'a Run>,
-) {
+/// The numeric series of one worker, appended to `buf`; run times are
+/// kept as their age at `saved_at_ms` (a run window spans an hour).
+pub fn put_series(buf: &mut Vec<u8>, saved_at_ms: u64, samples: &[Sample], runs: &[Run]) {
     buf.reserve(8 + samples.len() * SAMPLE_BYTES + runs.len() * RUN_BYTES);
     buf.extend_from_slice(&(samples.len() as u32).to_le_bytes());
     for s in samples {
-        buf.extend_from_slice(&s.t.to_le_bytes());
-        for x in [s.cpu, s.memory, s.gpu, s.rss_mb] {
-            buf.extend_from_slice(&x.to_le_bytes());
-        }
-        buf.extend_from_slice(&s.queue.to_le_bytes());
+        let mut b = [0u8; SAMPLE_BYTES];
+        b[0..4].copy_from_slice(&s.t.to_le_bytes());
+        b[4..8].copy_from_slice(&s.cpu.to_le_bytes());
+        b[8..12].copy_from_slice(&s.memory.to_le_bytes());
+        b[12..16].copy_from_slice(&s.gpu.to_le_bytes());
+        b[16..20].copy_from_slice(&s.rss_mb.to_le_bytes());
+        b[20..24].copy_from_slice(&s.queue.to_le_bytes());
+        buf.extend_from_slice(&b);
     }
     buf.extend_from_slice(&(runs.len() as u32).to_le_bytes());
     for r in runs {
-        buf.extend_from_slice(&r.at_ms.to_le_bytes());
-        buf.extend_from_slice(&r.duration_ms.to_le_bytes());
-        buf.push(u8::from(r.ok));
+        let age = saved_at_ms.saturating_sub(r.at_ms).min(u64::from(u32::MAX)) as u32;
+        // Durations are never negative: the sign carries the outcome.
+        let d = if r.ok {
+            r.duration_ms.abs()
+        } else {
+            -r.duration_ms.abs()
+        };
+        let mut b = [0u8; RUN_BYTES];
+        b[0..4].copy_from_slice(&age.to_le_bytes());
+        b[4..8].copy_from_slice(&d.to_le_bytes());
+        buf.extend_from_slice(&b);
     }
 }
 
@@ -328,17 +336,14 @@ pub fn read(r: &mut impl Read, mut each: impl FnMut(Record)) -> Result<(u64, u64
         r.read_exact(&mut buf)?;
         let mut runs = Vec::with_capacity(n as usize);
         for c in buf.chunks_exact(RUN_BYTES) {
-            let mut at = [0; 8];
-            at.copy_from_slice(&c[..8]);
-            let ok = match c[12] {
-                0 => false,
-                1 => true,
-                _ => return Err(corrupt(format!("worker {}: bad run", meta.id))),
-            };
+            let d = f32_of(&c[4..]);
+            if !d.is_finite() {
+                return Err(corrupt(format!("worker {}: bad run", meta.id)));
+            }
             runs.push(Run {
-                at_ms: u64::from_le_bytes(at),
-                duration_ms: f32_of(&c[8..]),
-                ok,
+                at_ms: saved_at.saturating_sub(u64::from(u32_at(c))),
+                duration_ms: d.abs(),
+                ok: d.is_sign_positive(),
             });
         }
         each(Record {
@@ -370,7 +375,7 @@ mod tests {
         write_header(&mut out, 42).unwrap();
         for (m, s, r) in records {
             let mut series = Vec::new();
-            put_series(&mut series, s.iter(), r.iter());
+            put_series(&mut series, 42, s, r);
             write_worker(&mut out, m, &series).unwrap();
         }
         write_trailer(&mut out, records.len() as u64).unwrap();

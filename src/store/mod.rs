@@ -46,6 +46,9 @@ pub struct Saved {
     /// Wall time, and CPU time of the saving thread.
     pub took: Duration,
     pub cpu: Duration,
+    /// The longest the save held one worker's lock (that worker's thread
+    /// and HTTP readers of it wait this long at most).
+    pub max_hold: Duration,
 }
 
 /// What start-up found.
@@ -148,20 +151,24 @@ impl Store {
             .truncate(true)
             .open(&tmp)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        format::write_header(&mut out, unix_ms())?;
-        let mut series = Vec::new();
+        let saved_at = unix_ms();
+        format::write_header(&mut out, saved_at)?;
+        let (mut series, mut samples, mut runs) = (Vec::new(), Vec::new(), Vec::new());
         let mut workers = 0u64;
+        let mut max_hold = Duration::ZERO;
         for handle in registry.handles() {
+            // Under the lock only copies: about 30 KB for a full worker.
+            samples.clear();
+            runs.clear();
+            let p = handle.read();
+            let held = Instant::now();
+            samples.extend(p.series.history.samples().copied());
+            runs.extend(p.series.runs.runs().copied());
+            let snap = p.snapshot.clone();
+            drop(p);
+            max_hold = max_hold.max(held.elapsed());
             series.clear();
-            let snap = {
-                let p = handle.read();
-                format::put_series(
-                    &mut series,
-                    p.series.history.samples(),
-                    p.series.runs.runs(),
-                );
-                p.snapshot.clone()
-            };
+            format::put_series(&mut series, saved_at, &samples, &runs);
             format::write_worker(&mut out, &Meta::of(&snap), &series)?;
             workers += 1;
         }
@@ -177,6 +184,7 @@ impl Store {
             bytes,
             took: started.elapsed(),
             cpu: thread_cpu().saturating_sub(cpu0),
+            max_hold,
         })
     }
 

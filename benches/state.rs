@@ -1,0 +1,117 @@
+//! What saving the registry costs: a fleet of WORKERS (default 10,000)
+//! workers, each with a full history ring (history_samples = 720) and a
+//! full run window (1,000 runs), saved to a temporary state_dir ROUNDS
+//! (default 5) times. Prints, per save, the wall time and the CPU time of
+//! the saving thread, the file size, and the longest the save held any one
+//! worker's lock (what that worker's thread or an HTTP reader of it could
+//! wait at most); then how long reading the file back takes.
+//!
+//!   cargo bench --bench state
+//!   WORKERS=1000 ROUNDS=3 cargo bench --bench state
+
+use muster::config;
+use muster::fleet::Shared;
+use muster::fleet::history::Sample;
+use muster::fleet::registry::Registry;
+use muster::fleet::runs::{MAX_RUNS, Run};
+use muster::fleet::snapshot::{Snapshot, Transport};
+use muster::fleet::worker::Series;
+use muster::store::Store;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn fleet(n: usize, samples: usize) -> (Arc<Shared>, Arc<Registry>) {
+    let mut cfg = config::defaults();
+    cfg.max_workers = n;
+    cfg.history_samples = samples;
+    let shared = Arc::new(Shared::new(cfg));
+    let registry = Arc::new(Registry::new(shared.clone()));
+    let now_s = (muster::clock::unix_ms() / 1000) as u32;
+    let now_ms = muster::clock::unix_ms();
+    let workers = (0..n).map(|i| {
+        let mut s = Snapshot::new(
+            format!("worker-{i:05}").as_str().into(),
+            Transport::Tcp,
+            Instant::now(),
+        );
+        s.cpu_usage = Some(12.5);
+        s.labels = Arc::new([("pool".to_string(), "scan".to_string())].into());
+        let mut series = Series::default();
+        for k in 0..samples {
+            let t = now_s - (samples - k) as u32;
+            series.history.push(
+                Sample {
+                    t,
+                    cpu: 1.0 + k as f32,
+                    memory: 2.0,
+                    gpu: f32::NAN,
+                    rss_mb: 50.0,
+                    queue: 3,
+                },
+                samples,
+            );
+        }
+        for k in 0..MAX_RUNS {
+            series.runs.record(Run {
+                at_ms: now_ms - (MAX_RUNS - k) as u64 * 1000,
+                duration_ms: 120.0,
+                ok: k % 7 != 0,
+            });
+        }
+        (s, series)
+    });
+    let restored = registry.restore(workers.collect());
+    assert_eq!(restored, n);
+    (shared, registry)
+}
+
+fn main() {
+    let (n, rounds) = (env("WORKERS", 10_000), env("ROUNDS", 5));
+    let samples = 720;
+    eprintln!("building {n} workers with {samples} samples and {MAX_RUNS} runs each");
+    let (_shared, registry) = fleet(n, samples);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("store");
+
+    println!("| save | wall ms | cpu ms | file MB | longest hold of one worker's lock |");
+    println!("|---|---|---|---|---|");
+    let mut cpu = Vec::new();
+    for round in 1..=rounds {
+        let saved = store.save(&registry).expect("save");
+        cpu.push(saved.cpu.as_secs_f64() * 1000.0);
+        println!(
+            "| {round} | {:.0} | {:.0} | {:.0} | {:.1} µs |",
+            saved.took.as_secs_f64() * 1000.0,
+            saved.cpu.as_secs_f64() * 1000.0,
+            saved.bytes as f64 / 1e6,
+            saved.max_hold.as_secs_f64() * 1e6
+        );
+    }
+    cpu.sort_by(f64::total_cmp);
+    println!(
+        "\n{n} workers: median save cpu {:.0} ms",
+        cpu[cpu.len() / 2]
+    );
+    let t = Instant::now();
+    let loaded = store.load(&registry_config(n, samples));
+    println!(
+        "load: {} workers read back in {:.0} ms",
+        loaded.workers.len(),
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    registry.shutdown(Instant::now() + Duration::from_secs(10));
+}
+
+fn registry_config(n: usize, samples: usize) -> config::Config {
+    let mut cfg = config::defaults();
+    cfg.max_workers = n;
+    cfg.history_samples = samples;
+    cfg
+}
