@@ -19,10 +19,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 secs=${SECS:-10}
 
-# requests/s and p99 ms of one wrk run; $1 url, $2 extra wrk args
+# requests/s and p99 ms of one wrk run; $1 url, then extra wrk args
 wrk_run() {
-  # shellcheck disable=SC2086
-  wrk -t1 -c32 -d"${secs}s" --latency $2 "$1" > "$work/wrk.txt"
+  wrk -t1 -c32 -d"${secs}s" --latency "${@:2}" "$1" > "$work/wrk.txt"
   if grep -qE "Non-2xx|Socket errors" "$work/wrk.txt"; then
     echo "wrk saw errors from $1:" >&2; cat "$work/wrk.txt" >&2; exit 1
   fi
@@ -39,14 +38,27 @@ for mode in plain tls; do
     start
     scheme=http
   fi
-  $bin/muster bench heartbeats --workers 1000 --rate 1000 --duration 300s >/dev/null 2>&1 &
+  # 1,000 workers beating once a second, the same for both daemons
+  # (`muster bench heartbeats` reads /health over plain HTTP).
+  python3 - "$hb" <<'PY' &
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+pad = "x" * 40
+while True:
+    for i in range(1000):
+        s.sendto(('{"type":"heartbeat","worker_id":"w%d","status":"working","cpu_usage":%d,"queue_depth":%d,"labels":{"pool":"%s"}}' % (i, i % 100, i % 7, pad)).encode(), (host, int(port)))
+    time.sleep(1)
+PY
   bg=$!
   sleep 3
+  n=$(curl -sk "$scheme://$http/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["workers"]["total"])')
+  [ "$n" = 1000 ] || { echo "expected 1000 workers, found $n" >&2; exit 1; }
   for path in /health /telemetry; do
     for conn in keep close; do
-      extra=""
-      [ $conn = close ] && extra="-H Connection:close"
-      read -r r p < <(wrk_run "$scheme://127.0.0.1:18080$path" "$extra")
+      extra=()
+      [ $conn = close ] && extra=(-H "Connection: close")
+      read -r r p < <(wrk_run "$scheme://127.0.0.1:18080$path" "${extra[@]}")
       rps[$mode$path$conn]=$r
       p99[$mode$path$conn]=$p
       echo "$mode $path $conn: $r req/s, p99 $p ms" >&2
