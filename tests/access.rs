@@ -267,6 +267,31 @@ fn heartbeats_need_the_token_when_set() {
         );
     }
     d.wait_applied("w3", 2);
+    // muster agent too, over UDP (every frame) and TCP (the hello).
+    for (id, transport) in [("a-udp", "--udp"), ("a-tcp", "--tcp")] {
+        let out = Command::new(MUSTER)
+            .args(["agent", "--id", id, transport, "--heartbeat-addr", &hb])
+            .arg("--heartbeat-token-file")
+            .arg(&token)
+            .args(["--", "true"])
+            .env_remove("MUSTER_HEARTBEAT_TOKEN_FILE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        d.wait_for("the agent's run and bye", |d| {
+            let w = d.get(&format!("/api/workers/{id}")).1;
+            w["runs"]["total"] == 1 && w["status"] == "terminated"
+        });
+    }
+    assert_eq!(
+        d.rejected("unauthorized"),
+        4,
+        "nothing from the tools was refused"
+    );
     assert!(!d.log_has("beat-key"));
 }
 

@@ -121,6 +121,7 @@ fn http_port_env_off_disables_http() {
     // Not `command()`: its --http-addr flag would win over the environment.
     let mut c = Command::new(MUSTERD);
     c.args(["--config", "/dev/null", "--heartbeat-addr", "127.0.0.1:0"])
+        .args(["--state-dir", "off"])
         .env("HTTP_PORT", "")
         .stdin(Stdio::null())
         .stderr(Stdio::piped());

@@ -58,7 +58,7 @@ fi
 
 # A live musterd with workers in every state.
 start_musterd() {
-  "$bin/musterd" --config /dev/null --http-addr 127.0.0.1:0 --heartbeat-addr 127.0.0.1:0 \
+  "$bin/musterd" --config /dev/null --http-addr 127.0.0.1:0 --heartbeat-addr 127.0.0.1:0 --state-dir off \
     --heartbeat-interval 1s --inactivity-timeout 1s 2>"$work/musterd.log" &
   pids+=($!)
   for _ in $(seq 100); do
