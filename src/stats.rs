@@ -326,15 +326,8 @@ pub const COUNTERS: &[Row] = &[
         "Workers restored from state_dir at start.",
         None,
     ),
-    exported(
-        Counter::StateLastSaveMs,
-        "state",
-        "last_save_ms",
-        "muster_state_last_save_milliseconds",
-        Kind::Gauge,
-        "Time the last registry save took.",
-        None,
-    ),
+    // In /health only: Prometheus wants seconds, and counters are whole.
+    row(Counter::StateLastSaveMs, "state", "last_save_ms"),
 ];
 
 /// The counter families kept by reason or class, as `/metrics` names them.
