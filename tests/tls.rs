@@ -10,26 +10,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::{Daemon, read_line};
 
-fn have(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Whether the tools are here; in CI they must be (test.sh installs them).
+/// openssl, curl and Python's websockets.
 fn tools() -> bool {
-    let ok = have("openssl", &["version"])
-        && have("curl", &["--version"])
-        && have("python3", &["-c", "import websockets"]);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs openssl, curl and python3-websockets (test.sh installs them)"
-        );
-        eprintln!("skipped: openssl, curl or python3 websockets is missing");
-    }
-    ok
+    support::require(
+        "openssl, curl and python3 websockets",
+        support::runs("openssl", &["version"])
+            && support::runs("curl", &["--version"])
+            && support::runs("python3", &["-c", "import websockets"]),
+    )
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1: (cert, key).

@@ -17,15 +17,8 @@ asyncio.run(main())
 
 #[test]
 fn python_websockets_gets_snapshot_and_update() {
-    let have = Command::new("python3")
-        .args(["-c", "import websockets"])
-        .status();
-    if !have.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with websockets is required in CI (test.sh installs it)"
-        );
-        eprintln!("python3 websockets not installed: skipping");
+    let have = support::runs("python3", &["-c", "import websockets"]);
+    if !support::require("python3 with websockets", have) {
         return;
     }
     let d = Daemon::start(&[]);

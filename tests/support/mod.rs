@@ -237,3 +237,25 @@ pub fn closed(s: &mut TcpStream) -> bool {
         }
     }
 }
+
+/// Whether a test can run here: `have` says whether the real tool it needs
+/// (`what`) is installed. In CI it must be (test.sh installs it); elsewhere
+/// the test says why it skips, never passing in silence.
+pub fn require(what: &str, have: bool) -> bool {
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs {what} (test.sh installs it)"
+        );
+        eprintln!("skipped: {what} is not available here");
+    }
+    have
+}
+
+/// Whether `cmd args` runs and succeeds.
+pub fn runs(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
