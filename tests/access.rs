@@ -102,6 +102,16 @@ fn a_rebound_host_name_reads_nothing() {
     assert_eq!(status, 200);
 }
 
+/// Run a command that must succeed.
+fn succeeds(c: &mut Command) {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A token file in `dir`.
 fn token_file(dir: &tempfile::TempDir, token: &str) -> std::path::PathBuf {
     let path = dir.path().join("token");
@@ -258,31 +268,18 @@ fn heartbeats_need_the_token_when_set() {
         if tcp {
             c.arg("--tcp");
         }
-        let out = c
-            .env("MUSTER_HEARTBEAT_TOKEN_FILE", &token)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeds(c.env("MUSTER_HEARTBEAT_TOKEN_FILE", &token));
     }
     d.wait_applied("w3", 2);
     // muster agent too, over UDP (every frame) and TCP (the hello).
     for (id, transport) in [("a-udp", "--udp"), ("a-tcp", "--tcp")] {
-        let out = Command::new(MUSTER)
-            .args(["agent", "--id", id, transport, "--heartbeat-addr", &hb])
-            .arg("--heartbeat-token-file")
-            .arg(&token)
-            .args(["--", "true"])
-            .env_remove("MUSTER_HEARTBEAT_TOKEN_FILE")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        succeeds(
+            Command::new(MUSTER)
+                .args(["agent", "--id", id, transport, "--heartbeat-addr", &hb])
+                .arg("--heartbeat-token-file")
+                .arg(&token)
+                .args(["--", "true"])
+                .env_remove("MUSTER_HEARTBEAT_TOKEN_FILE"),
         );
         d.wait_for("the agent's run and bye", |d| {
             let w = d.get(&format!("/api/workers/{id}")).1;

@@ -18,6 +18,15 @@ fn take_url(p: &mut lexopt::Parser, url: &mut String) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The worker id a command was given: present and valid, or a usage error.
+fn worker_arg(id: Option<String>, command: &str) -> Result<String, Fail> {
+    let id = id.ok_or_else(|| Fail(2, format!("{command} needs a worker id")))?;
+    if proto::check_worker_id(&id).is_err() {
+        return Err(Fail(2, format!("{id:?} is not a valid worker id")));
+    }
+    Ok(id)
+}
+
 fn addr(url: &str) -> Result<SocketAddr, Fail> {
     client::parse_url(url).map_err(|e| Fail(2, e.to_string()))
 }
@@ -178,10 +187,7 @@ pub(super) fn status(url: &str, args: &[String]) -> Out {
             _ => return Err(arg.unexpected().into()),
         }
     }
-    let id = id.ok_or_else(|| Fail(2, "status needs a worker id".into()))?;
-    if proto::check_worker_id(&id).is_err() {
-        return Err(Fail(2, format!("{id:?} is not a valid worker id")));
-    }
+    let id = worker_arg(id, "status")?;
     let v = client::get_json(addr(&url)?, &format!("/api/workers/{id}")).map_err(|e| match e {
         ClientError::Status(404, _) => Fail(4, format!("no worker {id}")),
         e => e.into(),
@@ -227,10 +233,7 @@ pub(super) fn forget(url: &str, args: &[String]) -> Out {
             _ => return Err(arg.unexpected().into()),
         }
     }
-    let id = id.ok_or_else(|| Fail(2, "forget needs a worker id".into()))?;
-    if proto::check_worker_id(&id).is_err() {
-        return Err(Fail(2, format!("{id:?} is not a valid worker id")));
-    }
+    let id = worker_arg(id, "forget")?;
     let token = client::read_token(token_file.as_deref()).map_err(|m| Fail(2, m))?;
     let path = format!("/api/workers/{id}");
     let (status, body) = client::request(addr(&url)?, "DELETE", &path, token.as_deref())?;
