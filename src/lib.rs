@@ -13,6 +13,8 @@
 //!   the change feed, the sweeper, and [`fleet::Shared`] (counters, running
 //!   configuration, change feed) handed to each loop. Imports `proto`,
 //!   `config`, `stats`, `logging`, `clock`.
+//! - `tasks`: the task book, its journal, the scheduler (seed 002).
+//!   Imports `fleet`, `config`, `stats`, `proto`, `logging`, `clock`.
 //! - `store`: the registry saved in `state_dir` and read back at start.
 //!   Imports `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
 //! - `config`: the settings table, parsing, the running `Arc<Config>`.
@@ -48,6 +50,7 @@ pub mod serve;
 pub mod stats;
 pub mod store;
 pub mod sys;
+pub mod tasks;
 
 /// The version of both binaries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

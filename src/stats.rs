@@ -75,6 +75,23 @@ pub enum Counter {
     StateSaveErrors,
     StateRestored,
     StateLastSaveMs,
+    /// Tasks (tasks/): kept now by state (gauges), and what happened.
+    TasksQueued,
+    TasksAssigned,
+    TasksRunning,
+    TasksSucceeded,
+    TasksFailed,
+    TasksCancelled,
+    TasksTimedOut,
+    TasksSubmitted,
+    TasksRefused,
+    TasksRequeued,
+    TasksLost,
+    TaskUpdatesRefused,
+    TaskLogLinesDropped,
+    JournalBytes,
+    JournalSkipped,
+    JournalCut,
 }
 
 /// Prometheus type of a family.
@@ -328,6 +345,150 @@ pub const COUNTERS: &[Row] = &[
     ),
     // In /health only: Prometheus wants seconds, and counters are whole.
     row(Counter::StateLastSaveMs, "state", "last_save_ms"),
+    exported(
+        Counter::TasksQueued,
+        "tasks",
+        "queued",
+        "muster_tasks",
+        Kind::Gauge,
+        "Tasks kept, by state.",
+        Some(("state", "queued")),
+    ),
+    exported(
+        Counter::TasksAssigned,
+        "tasks",
+        "assigned",
+        "muster_tasks",
+        Kind::Gauge,
+        "Tasks kept, by state.",
+        Some(("state", "assigned")),
+    ),
+    exported(
+        Counter::TasksRunning,
+        "tasks",
+        "running",
+        "muster_tasks",
+        Kind::Gauge,
+        "Tasks kept, by state.",
+        Some(("state", "running")),
+    ),
+    exported(
+        Counter::TasksSucceeded,
+        "tasks",
+        "succeeded",
+        "muster_tasks",
+        Kind::Gauge,
+        "Tasks kept, by state.",
+        Some(("state", "succeeded")),
+    ),
+    exported(
+        Counter::TasksFailed,
+        "tasks",
+        "failed",
+        "muster_tasks",
+        Kind::Gauge,
+        "Tasks kept, by state.",
+        Some(("state", "failed")),
+    ),
+    exported(
+        Counter::TasksCancelled,
+        "tasks",
+        "cancelled",
+        "muster_tasks",
+        Kind::Gauge,
+        "Tasks kept, by state.",
+        Some(("state", "cancelled")),
+    ),
+    exported(
+        Counter::TasksTimedOut,
+        "tasks",
+        "timed_out",
+        "muster_tasks",
+        Kind::Gauge,
+        "Tasks kept, by state.",
+        Some(("state", "timed_out")),
+    ),
+    exported(
+        Counter::TasksSubmitted,
+        "tasks",
+        "submitted",
+        "muster_tasks_submitted_total",
+        Kind::Counter,
+        "Tasks accepted by POST /api/tasks.",
+        None,
+    ),
+    exported(
+        Counter::TasksRefused,
+        "tasks",
+        "refused",
+        "muster_tasks_refused_total",
+        Kind::Counter,
+        "Task submissions refused (bad, too large, or max_tasks reached).",
+        None,
+    ),
+    exported(
+        Counter::TasksRequeued,
+        "tasks",
+        "requeued",
+        "muster_tasks_requeued_total",
+        Kind::Counter,
+        "Tasks put back in the queue after their worker was lost.",
+        None,
+    ),
+    exported(
+        Counter::TasksLost,
+        "tasks",
+        "worker_lost",
+        "muster_tasks_worker_lost_total",
+        Kind::Counter,
+        "Tasks failed after max_attempts lost workers.",
+        None,
+    ),
+    exported(
+        Counter::TaskUpdatesRefused,
+        "tasks",
+        "updates_refused",
+        "muster_task_updates_refused_total",
+        Kind::Counter,
+        "task_update and task_log frames for tasks the worker does not hold.",
+        None,
+    ),
+    exported(
+        Counter::TaskLogLinesDropped,
+        "tasks",
+        "log_lines_dropped",
+        "muster_task_log_lines_dropped_total",
+        Kind::Counter,
+        "Task log lines dropped past task_log_bytes.",
+        None,
+    ),
+    exported(
+        Counter::JournalBytes,
+        "tasks",
+        "journal_bytes",
+        "muster_task_journal_written_bytes_total",
+        Kind::Counter,
+        "Bytes written to the task journal.",
+        None,
+    ),
+    exported(
+        Counter::JournalSkipped,
+        "tasks",
+        "journal_skipped",
+        "muster_task_journal_skipped_total",
+        Kind::Counter,
+        "Damaged journal records skipped at start.",
+        None,
+    ),
+    exported(
+        Counter::JournalCut,
+        "tasks",
+        "journal_cut",
+        "muster_task_journal_cut_total",
+        Kind::Counter,
+        "Torn journal tails cut at start.",
+        None,
+    ),
 ];
 
 /// The counter families kept by reason or class, as `/metrics` names them.
@@ -337,14 +498,24 @@ pub const HTTP_FAMILY: &str = "muster_http_responses_total";
 /// HTTP status classes, in the order of [`Stats::http_responses`].
 pub const HTTP_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-const N: usize = Counter::StateLastSaveMs as usize + 1;
+const N: usize = Counter::JournalCut as usize + 1;
 
-#[derive(Default)]
 pub struct Stats {
     values: [AtomicU64; N],
     rejected: [AtomicU64; RejectReason::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
     http_responses: [AtomicU64; 5],
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+            rejected: Default::default(),
+            dropped: Default::default(),
+            http_responses: Default::default(),
+        }
+    }
 }
 
 impl Stats {

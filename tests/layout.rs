@@ -11,9 +11,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "daemon",
         &[
-            "serve", "ingest", "store", "fleet", "config", "stats", "proto", "sys", "logging",
-            "clock",
+            "serve", "ingest", "store", "tasks", "fleet", "config", "stats", "proto", "sys",
+            "logging", "clock",
         ],
+    ),
+    (
+        "tasks",
+        &["fleet", "config", "stats", "proto", "logging", "clock"],
     ),
     (
         "store",
@@ -24,13 +28,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "serve",
         &[
-            "fleet", "config", "stats", "proto", "sys", "logging", "clock",
+            "tasks", "fleet", "config", "stats", "proto", "sys", "logging", "clock",
         ],
     ),
     (
         "ingest",
         &[
-            "fleet", "config", "stats", "proto", "sys", "logging", "clock",
+            "tasks", "fleet", "config", "stats", "proto", "sys", "logging", "clock",
         ],
     ),
     ("fleet", &["config", "stats", "proto", "logging", "clock"]),

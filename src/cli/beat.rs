@@ -106,6 +106,7 @@ fn beat_tcp(to: SocketAddr, id: &str, token: Option<String>, text: &str) -> Out 
         pid: Some(std::process::id()),
         hostname: None,
         capacity: None,
+        task_types: None,
         labels: None,
         token,
     }));
@@ -124,7 +125,8 @@ fn beat_tcp(to: SocketAddr, id: &str, token: Option<String>, text: &str) -> Out 
                     format!("musterd refused the frame: {} ({})", e.message, e.code),
                 ));
             }
-            Err(_) => {}
+            // `beat` says no capacity: it is never offered tasks.
+            Ok(Reply::Task(_) | Reply::Cancel { .. }) | Err(_) => {}
         }
     }
     if !welcomed {

@@ -70,6 +70,13 @@ pub struct Config {
     pub tls_key_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub state_save_interval: Duration,
+    pub task_fsync: Fsync,
+    pub max_tasks: usize,
+    pub max_task_bytes: usize,
+    pub task_retention: Duration,
+    pub task_log_bytes: usize,
+    pub task_ack_timeout: Duration,
+    pub task_cancel_grace: Duration,
     pub log_level: LevelFilter,
     /// Read from `api_token_file` when the configuration loads.
     pub api_token: Option<Secret>,
@@ -77,6 +84,27 @@ pub struct Config {
     pub heartbeat_token: Option<Secret>,
     /// Read from `tls_cert_file` and `tls_key_file`.
     pub tls: Option<Tls>,
+}
+
+/// How the task journal syncs (`task_fsync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// Every acknowledged record is on disk (group commit).
+    Always,
+    /// Synced every 10 ms; a crash may lose the last 10 ms.
+    Batch,
+    /// Left to the kernel.
+    Off,
+}
+
+impl Fsync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::Batch => "batch",
+            Fsync::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -211,6 +239,13 @@ pub fn defaults() -> Config {
         tls_key_file: None,
         state_dir: None,
         state_save_interval: Duration::ZERO,
+        task_fsync: Fsync::Always,
+        max_tasks: 0,
+        max_task_bytes: 0,
+        task_retention: Duration::ZERO,
+        task_log_bytes: 0,
+        task_ack_timeout: Duration::ZERO,
+        task_cancel_grace: Duration::ZERO,
         log_level: LevelFilter::Info,
         api_token: None,
         heartbeat_token: None,

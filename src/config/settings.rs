@@ -432,6 +432,96 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| fmt_duration(c.state_save_interval),
     },
     Setting {
+        key: "task_fsync",
+        default: "always",
+        unit: Unit::Text,
+        live: true,
+        help: "task journal sync: always (a 201 is on disk), batch (every 10 ms) or off",
+        set: |c, v| {
+            c.task_fsync = match v {
+                "always" => super::Fsync::Always,
+                "batch" => super::Fsync::Batch,
+                "off" => super::Fsync::Off,
+                _ => return Err(format!("{v:?} is not always, batch or off")),
+            };
+            Ok(())
+        },
+        show: |c| c.task_fsync.as_str().to_string(),
+    },
+    Setting {
+        key: "max_tasks",
+        default: "100000",
+        unit: Unit::Count,
+        live: true,
+        help: "tasks kept at most, queued, running and finished (503 beyond it)",
+        set: |c, v| {
+            c.max_tasks = parse_count(v, 1, 100_000_000)?;
+            Ok(())
+        },
+        show: |c| c.max_tasks.to_string(),
+    },
+    Setting {
+        key: "max_task_bytes",
+        default: "64KiB",
+        unit: Unit::Bytes,
+        live: true,
+        help: "largest task submission (413 beyond it)",
+        set: |c, v| {
+            // A submission is one HTTP body: at most 1 MiB.
+            c.max_task_bytes = parse_size(v, 16, 1 << 20)?;
+            Ok(())
+        },
+        show: |c| c.max_task_bytes.to_string(),
+    },
+    Setting {
+        key: "task_retention",
+        default: "24h",
+        unit: Unit::Duration,
+        live: true,
+        help: "how long finished tasks are kept",
+        set: |c, v| {
+            c.task_retention = positive(parse_duration(v)?)?;
+            Ok(())
+        },
+        show: |c| fmt_duration(c.task_retention),
+    },
+    Setting {
+        key: "task_log_bytes",
+        default: "64KiB",
+        unit: Unit::Bytes,
+        live: true,
+        help: "log kept per task; older lines are dropped, counted",
+        set: |c, v| {
+            c.task_log_bytes = parse_size(v, 256, 1 << 30)?;
+            Ok(())
+        },
+        show: |c| c.task_log_bytes.to_string(),
+    },
+    Setting {
+        key: "task_ack_timeout",
+        default: "10s",
+        unit: Unit::Duration,
+        live: true,
+        help: "a task sent to a worker and not reported running this long is requeued",
+        set: |c, v| {
+            c.task_ack_timeout = positive(parse_duration(v)?)?;
+            Ok(())
+        },
+        show: |c| fmt_duration(c.task_ack_timeout),
+    },
+    Setting {
+        key: "task_cancel_grace",
+        default: "10s",
+        unit: Unit::Duration,
+        live: true,
+        help: "a cancelled task the worker does not confirm is cancelled after this",
+        set: |c, v| {
+            c.task_cancel_grace = positive(parse_duration(v)?)?;
+            Ok(())
+        },
+        show: |c| fmt_duration(c.task_cancel_grace),
+    },
+    Setting {
         key: "log_level",
         default: "info",
         unit: Unit::Level,

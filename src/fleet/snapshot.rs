@@ -168,6 +168,8 @@ impl Snapshot {
                 self.terminated = true;
                 self.inactive = false;
             }
+            // Handled by the task book; here they only say the worker lives.
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) => {}
         }
     }
 

@@ -5,6 +5,7 @@
 use super::fast;
 use super::frame::*;
 use super::id::{Reject, RejectReason, WorkerId, check_worker_id};
+use super::task::{self, TaskLog, TaskUpdate};
 use serde_json::{Map, Value};
 
 /// Decode one frame. `max_bytes` is the configured frame limit.
@@ -55,6 +56,7 @@ fn decode_object(map: &Map<String, Value>) -> Result<Frame, Reject> {
             hostname: f.text("hostname", MAX_TEXT)?,
             capacity: f.uint("capacity", u32::MAX as u64)?.map(|v| v as u32),
             labels: f.labels()?,
+            task_types: f.task_types()?,
             token: f.text("token", MAX_TEXT)?,
         })),
         "heartbeat" => Ok(Frame::Heartbeat(Heartbeat {
@@ -82,6 +84,31 @@ fn decode_object(map: &Map<String, Value>) -> Result<Frame, Reject> {
             exit_code: f.int("exit_code")?,
             signal: f.int("signal")?,
             token: f.text("token", MAX_TEXT)?,
+        })),
+        "task_update" => Ok(Frame::TaskUpdate(TaskUpdate {
+            task_id: f.task_id()?,
+            state: match f.text("state", 16)? {
+                Some(s) => task::Reported::parse(&s)
+                    .ok_or_else(|| bad_field("state", "running, succeeded, failed or cancelled"))?,
+                None => return Err(bad_field("state", "required")),
+            },
+            result: f.get("result").cloned(),
+            error: f.text("error", task::MAX_ERROR)?,
+            exit_code: f.int("exit_code")?,
+        })),
+        "task_log" => Ok(Frame::TaskLog(TaskLog {
+            task_id: f.task_id()?,
+            lines: match f.get("lines") {
+                Some(Value::Array(a)) if a.len() <= task::MAX_LOG_LINES => a
+                    .iter()
+                    .map(|l| l.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad_field("lines", "must be strings"))?,
+                Some(Value::Array(_)) => {
+                    return Err(bad_field("lines", &format!("more than {}", task::MAX_LOG_LINES)));
+                }
+                _ => return Err(bad_field("lines", "required: a list of strings")),
+            },
         })),
         "bye" => Ok(Frame::Bye {
             worker_id: f.worker_id()?,
@@ -181,6 +208,30 @@ impl Fields<'_> {
 
     fn text(&self, name: &str, max: usize) -> Result<Option<String>, Reject> {
         text_in(self.get(name), name, max)
+    }
+
+    fn task_id(&self) -> Result<String, Reject> {
+        match self.get("task_id") {
+            Some(Value::String(s)) if task::valid_task_id(s) => Ok(s.clone()),
+            Some(_) => Err(bad_field("task_id", "1-64 of A-Za-z0-9._:-")),
+            None => Err(bad_field("task_id", "required")),
+        }
+    }
+
+    fn task_types(&self) -> Result<Option<Vec<String>>, Reject> {
+        match self.get("task_types") {
+            None => Ok(None),
+            Some(Value::Array(a)) if a.len() <= task::MAX_TASK_TYPES => a
+                .iter()
+                .map(|t| match t.as_str() {
+                    Some(s) if !s.is_empty() && s.len() <= task::MAX_TASK_TYPE => Some(s.to_string()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(Some)
+                .ok_or_else(|| bad_field("task_types", "1-128 byte strings")),
+            Some(_) => Err(bad_field("task_types", "a list of at most 64 strings")),
+        }
     }
 
     fn status(&self) -> Result<Option<Reported>, Reject> {

@@ -21,6 +21,10 @@ pub enum Reply {
     Welcome(Welcome),
     /// Why a frame or the connection was refused.
     Error(ErrorReply),
+    /// A task for the worker to run.
+    Task(super::task::Offer),
+    /// Stop the task, and say `cancelled` when it has stopped.
+    Cancel { task_id: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,6 +56,18 @@ pub fn encode_welcome(worker_id: &str, interval_ms: u64, timeout_ms: u64) -> Vec
         heartbeat_interval_ms: interval_ms,
         inactivity_timeout_ms: timeout_ms,
     }))
+}
+
+/// A `task` line.
+pub fn encode_task(offer: super::task::Offer) -> Vec<u8> {
+    line(&Reply::Task(offer))
+}
+
+/// A `cancel` line.
+pub fn encode_cancel(task_id: &str) -> Vec<u8> {
+    line(&Reply::Cancel {
+        task_id: task_id.to_string(),
+    })
 }
 
 /// An `error` line: `code` is a [`super::RejectReason`] name or a
@@ -129,6 +145,7 @@ mod tests {
                 hostname: Some("host.example".into()),
                 capacity: Some(4),
                 labels: Some(labels.clone()),
+                task_types: Some(vec!["scan".into()]),
                 token: Some("t0k".into()),
             }),
             Frame::Hello(Hello {
@@ -137,6 +154,7 @@ mod tests {
                 hostname: None,
                 capacity: None,
                 labels: None,
+                task_types: None,
                 token: None,
             }),
             Frame::Heartbeat(Heartbeat {
@@ -202,6 +220,17 @@ mod tests {
                 worker_id: None,
                 token: None,
             },
+            Frame::TaskUpdate(crate::proto::task::TaskUpdate {
+                task_id: "0193a1b2c3d4e5f6".into(),
+                state: crate::proto::task::Reported::Succeeded,
+                result: Some(json!({"rows": 3})),
+                error: None,
+                exit_code: Some(0),
+            }),
+            Frame::TaskLog(crate::proto::task::TaskLog {
+                task_id: "0193a1b2c3d4e5f6".into(),
+                lines: vec!["one".into(), "two \"quoted\"".into()],
+            }),
         ]
     }
 
@@ -217,7 +246,7 @@ mod tests {
         }
         assert_eq!(
             kinds.into_iter().collect::<Vec<_>>(),
-            ["bye", "heartbeat", "hello", "run"]
+            ["bye", "heartbeat", "hello", "run", "task_log", "task_update"]
         );
     }
 

@@ -104,6 +104,9 @@ pub struct Hello {
     pub capacity: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
+    /// The task types this worker takes (with `capacity`); absent: any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_types: Option<Vec<String>>,
     /// The heartbeat token, when the daemon asks for one; never stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
@@ -170,6 +173,11 @@ pub enum Frame {
         #[serde(skip_serializing_if = "Option::is_none")]
         token: Option<String>,
     },
+    /// TCP only: about a task the worker holds.
+    #[serde(rename = "task_update")]
+    TaskUpdate(super::task::TaskUpdate),
+    #[serde(rename = "task_log")]
+    TaskLog(super::task::TaskLog),
 }
 
 impl Frame {
@@ -180,6 +188,7 @@ impl Frame {
             Frame::Heartbeat(h) => h.worker_id.as_ref(),
             Frame::Run(r) => r.worker_id.as_ref(),
             Frame::Bye { worker_id, .. } => worker_id.as_ref(),
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) => None,
         }
     }
 
@@ -190,6 +199,7 @@ impl Frame {
             Frame::Heartbeat(h) => h.token = t,
             Frame::Run(r) => r.token = t,
             Frame::Bye { token, .. } => *token = t,
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) => {}
         }
     }
 
@@ -200,6 +210,7 @@ impl Frame {
             Frame::Heartbeat(h) => h.token.as_deref(),
             Frame::Run(r) => r.token.as_deref(),
             Frame::Bye { token, .. } => token.as_deref(),
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) => None,
         }
     }
 
@@ -210,6 +221,7 @@ impl Frame {
             Frame::Heartbeat(h) => h.worker_id = Some(id),
             Frame::Run(r) => r.worker_id = Some(id),
             Frame::Bye { worker_id, .. } => *worker_id = Some(id),
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) => {}
         }
     }
 }

@@ -16,14 +16,19 @@
 //! - `decode`: bytes → frame, the general path; `fast`: plain heartbeats
 //!   without a JSON tree, agreeing with the general path.
 //! - `encode`: frame → bytes for both directions, and the daemon's replies.
+//! - `task`: the task frames, both directions.
 
 pub mod decode;
 pub mod encode;
 pub mod fast;
 pub mod frame;
 pub mod id;
+pub mod task;
 
 pub use decode::decode;
-pub use encode::{ErrorReply, Reply, Welcome, decode_reply, encode, encode_error, encode_welcome};
+pub use encode::{
+    ErrorReply, Reply, Welcome, decode_reply, encode, encode_cancel, encode_error, encode_task,
+    encode_welcome,
+};
 pub use frame::*;
 pub use id::*;

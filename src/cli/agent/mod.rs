@@ -245,6 +245,7 @@ fn hello(id: &str, pid: u32, labels: &Labels) -> Frame {
         pid: Some(pid),
         hostname: Some(hostname()),
         capacity: None,
+        task_types: None,
         labels: Some(labels.clone()),
         token: None,
     })

@@ -1,0 +1,240 @@
+//! The task journal: an append-only file in `state_dir`, one record per
+//! change, each framed as `length u32, crc32 u32, JSON` (little-endian), so
+//! that a torn or damaged tail is found and cut at start.
+//!
+//! One thread writes it. Callers hand it encoded records and, when they
+//! must know the record is on disk (a `201`), an acknowledgement to call.
+//! With `task_fsync = always` the thread takes every record waiting, writes
+//! them, calls `fdatasync` once, then acknowledges them all (group commit:
+//! the more callers wait, the more each sync carries). `batch` syncs every
+//! 10 ms and acknowledges after the write; `off` leaves it to the kernel.
+
+use super::task::{Progress, Task};
+pub use crate::config::Fsync;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// The journal's name in `state_dir`.
+pub const FILE: &str = "tasks.journal";
+/// Largest record read back: a task of `max_task_bytes` and its frame.
+pub const MAX_RECORD: u32 = 64 << 20;
+const BATCH_SYNC: Duration = Duration::from_millis(10);
+
+/// One change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Record {
+    Submit { task: Task },
+    Progress { id: String, progress: Progress },
+    Log { id: String, lines: Vec<String> },
+    Forget { id: String },
+}
+
+pub fn encode(r: &Record) -> Vec<u8> {
+    let json = serde_json::to_vec(r).unwrap_or_default();
+    let mut out = Vec::with_capacity(8 + json.len());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+/// What replaying a journal found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Replay {
+    pub records: usize,
+    /// Records whose checksum or JSON was bad, skipped.
+    pub skipped: usize,
+    /// Where the good part ends, when a torn or unreadable tail follows.
+    pub cut_at: Option<u64>,
+}
+
+/// Read records from `bytes`, calling `each` per good one. A record whose
+/// frame is whole but whose checksum or content is wrong is skipped; a
+/// frame that runs past the end, or whose length is impossible, ends the
+/// good part there.
+pub fn replay(bytes: &[u8], mut each: impl FnMut(Record)) -> Replay {
+    let mut out = Replay::default();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let Some(head) = bytes.get(at..at + 8) else {
+            out.cut_at = Some(at as u64);
+            break;
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let end = at + 8 + len as usize;
+        if len > MAX_RECORD || end > bytes.len() {
+            out.cut_at = Some(at as u64);
+            break;
+        }
+        let body = &bytes[at + 8..end];
+        match serde_json::from_slice::<Record>(body) {
+            Ok(r) if crc32fast::hash(body) == crc => {
+                out.records += 1;
+                each(r);
+            }
+            _ => out.skipped += 1,
+        }
+        at = end;
+    }
+    out
+}
+
+/// Called once a record is written (and, with `always`, synced): `true`,
+/// or `false` when writing failed.
+pub type Ack = Box<dyn FnOnce(bool) + Send>;
+
+pub struct Append {
+    pub bytes: Vec<u8>,
+    pub ack: Option<Ack>,
+}
+
+/// Open the journal for appending after reading it whole: the caller
+/// replays the bytes, then cuts a torn tail with [`cut`].
+pub fn open(dir: &Path) -> io::Result<(File, Vec<u8>)> {
+    let path = dir.join(FILE);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&path)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    Ok((f, bytes))
+}
+
+/// Cut the file at `len` (a torn tail) and sync.
+pub fn cut(f: &File, len: u64) -> io::Result<()> {
+    f.set_len(len)?;
+    f.sync_all()
+}
+
+/// Write `records` to a new journal beside the old and put it in place:
+/// compaction, and the rewrite after a cut.
+pub fn rewrite(dir: &Path, records: impl Iterator<Item = Vec<u8>>) -> io::Result<File> {
+    let tmp: PathBuf = dir.join(format!("{FILE}.tmp"));
+    let mut w = BufWriter::new(File::create(&tmp)?);
+    for r in records {
+        w.write_all(&r)?;
+    }
+    let f = w.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(FILE))?;
+    File::open(dir)?.sync_all()?;
+    let mut f = OpenOptions::new().append(true).open(dir.join(FILE))?;
+    f.seek(SeekFrom::End(0))?;
+    Ok(f)
+}
+
+/// The journal thread: write what arrives, sync as `mode` says, and
+/// acknowledge. Ends when every sender is gone, after a last sync.
+pub fn run(file: File, rx: Receiver<Append>, mode: impl Fn() -> Fsync, written: impl Fn(u64)) {
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut dirty = false;
+    let mut last_sync = Instant::now();
+    loop {
+        let first = if dirty {
+            match rx.recv_timeout(BATCH_SYNC.saturating_sub(last_sync.elapsed())) {
+                Ok(a) => Some(a),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(a) => Some(a),
+                Err(_) => break,
+            }
+        };
+        let mut batch: Vec<Append> = first.into_iter().collect();
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
+        let mut ok = true;
+        let mut bytes = 0u64;
+        for a in &batch {
+            ok &= out.write_all(&a.bytes).is_ok();
+            bytes += a.bytes.len() as u64;
+        }
+        ok &= out.flush().is_ok();
+        dirty |= !batch.is_empty();
+        let mode = mode();
+        let sync_now = match mode {
+            Fsync::Always => !batch.is_empty(),
+            Fsync::Batch => dirty && last_sync.elapsed() >= BATCH_SYNC,
+            Fsync::Off => false,
+        };
+        if sync_now {
+            ok &= out.get_ref().sync_data().is_ok();
+            dirty = false;
+            last_sync = Instant::now();
+        } else if mode == Fsync::Off {
+            dirty = false;
+        }
+        if !ok {
+            log::error!("task journal: a write or sync failed; the tasks involved are refused");
+        }
+        written(bytes);
+        for a in batch {
+            if let Some(ack) = a.ack {
+                ack(ok);
+            }
+        }
+    }
+    let _ = out.flush();
+    let _ = out.get_ref().sync_data();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::task::parse_submit;
+
+    fn records() -> Vec<Record> {
+        let task = parse_submit(br#"{"type":"scan","payload":[1,2]}"#, "t1".into(), 5).unwrap();
+        let mut p = task.progress.clone();
+        p.state = crate::tasks::task::State::Running;
+        vec![
+            Record::Submit { task },
+            Record::Progress { id: "t1".into(), progress: p },
+            Record::Log { id: "t1".into(), lines: vec!["hello".into()] },
+            Record::Forget { id: "t1".into() },
+        ]
+    }
+
+    #[test]
+    fn replays_what_was_written() {
+        let bytes: Vec<u8> = records().iter().flat_map(encode).collect();
+        let mut got = Vec::new();
+        let r = replay(&bytes, |x| got.push(x));
+        assert_eq!(got, records());
+        assert_eq!(r, Replay { records: 4, skipped: 0, cut_at: None });
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_a_flipped_byte_skipped() {
+        let bytes: Vec<u8> = records().iter().flat_map(encode).collect();
+        let first = encode(&records()[0]).len();
+        for cut in first + 1..first + 8 + 3 {
+            let r = replay(&bytes[..cut], |_| {});
+            assert_eq!((r.records, r.cut_at), (1, Some(first as u64)), "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        flipped[first + 12] ^= 0x20;
+        let mut got = Vec::new();
+        let r = replay(&flipped, |x| got.push(x));
+        assert_eq!((r.records, r.skipped, r.cut_at), (3, 1, None));
+        assert_eq!(got[0], records()[0]);
+        let mut huge = bytes.clone();
+        huge[first..first + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(replay(&huge, |_| {}).cut_at, Some(first as u64));
+    }
+}
