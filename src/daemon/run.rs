@@ -125,6 +125,13 @@ impl Daemon {
         self.shutdown.store(true, Ordering::Release);
         let _ = self.ingest_waker.wake();
         let _ = self.ingest.join();
+        // No frame can reach the task book now: stop it, and let the
+        // journal thread write and sync what it holds.
+        self.tasks.stop();
+        let _ = self.scheduler.join();
+        if let Some(j) = self.journal {
+            let _ = j.join();
+        }
         if let Some((thread, stop)) = self.saver {
             drop(stop);
             let _ = thread.join();

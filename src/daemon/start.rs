@@ -12,6 +12,7 @@ use crate::ingest::Ingest;
 use crate::serve::HttpServer;
 use crate::serve::routes::Api;
 use crate::store::{self, Store};
+use crate::tasks::Tasks;
 use crate::sys::capacity::{self, Limits};
 use crate::sys::procfs;
 use crate::sys::systemd::{Notifier, Watchdog};
@@ -36,6 +37,10 @@ pub(super) struct Daemon {
     /// The registry file, when `state_dir` is usable, and its saver thread.
     pub(super) store: Option<Arc<Store>>,
     pub(super) saver: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
+    /// The task book, its scheduler thread and its journal thread.
+    pub(super) tasks: Arc<Tasks>,
+    pub(super) scheduler: JoinHandle<()>,
+    pub(super) journal: Option<JoinHandle<()>>,
     pub(super) notifier: Arc<Notifier>,
     pub(super) started: Instant,
 }
@@ -172,10 +177,18 @@ impl Daemon {
         } else {
             started
         };
+        let opened = Tasks::open(store.as_ref().map(|s| s.dir()), registry.clone(), shared.clone());
+        let tasks = opened.tasks.clone();
         let shutdown = Arc::new(AtomicBool::new(false));
         let http = match http {
             Some(listener) => {
-                let api = Api::new(registry.clone(), shared.clone(), started, udp_inode);
+                let api = Api::new(
+                    registry.clone(),
+                    shared.clone(),
+                    tasks.clone(),
+                    started,
+                    udp_inode,
+                );
                 let (server, waker) = HttpServer::new(
                     listener,
                     api,
@@ -196,6 +209,7 @@ impl Daemon {
             shared.clone(),
             shutdown.clone(),
             watchdog,
+            (tasks.clone(), opened.outbox),
         )
         .map_err(loop_error("ingest"))?;
         let ingest = spawn("ingest", move || ingest.run())?;
@@ -204,6 +218,8 @@ impl Daemon {
         let sweeper = spawn("sweeper", move || {
             sweeper::run(reg, sh, stop_rx, grace_until)
         })?;
+        let t = tasks.clone();
+        let scheduler = spawn("scheduler", move || crate::tasks::run(t))?;
         let saver = match &store {
             Some(st) => {
                 let (stop, stop_rx) = mpsc::channel();
@@ -231,6 +247,9 @@ impl Daemon {
             sweeper_stop,
             store,
             saver,
+            tasks,
+            scheduler,
+            journal: opened.journal,
             notifier,
             started,
         })

@@ -21,6 +21,9 @@ pub mod tcp;
 mod udp;
 
 use crate::config::View;
+use crate::proto::WorkerId;
+use crate::tasks::Tasks;
+use std::sync::mpsc::Receiver;
 use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
 use crate::logging::RateLimit;
@@ -73,6 +76,10 @@ pub struct Ingest {
     log_limit: RateLimit,
     /// The systemd watchdog, when HTTP is off and this loop proves liveness.
     watchdog: Option<Watchdog>,
+    /// The task book (frames about tasks go there) and the lines it sends
+    /// to workers' sessions.
+    tasks: Arc<Tasks>,
+    outbox: Receiver<(WorkerId, Vec<u8>)>,
 }
 
 impl Ingest {
@@ -83,6 +90,7 @@ impl Ingest {
         shared: Arc<Shared>,
         shutdown: Arc<AtomicBool>,
         watchdog: Option<Watchdog>,
+        tasks: (Arc<Tasks>, Receiver<(WorkerId, Vec<u8>)>),
     ) -> io::Result<(Ingest, Arc<Waker>)> {
         let poll = Poll::new()?;
         poll.registry()
@@ -90,6 +98,8 @@ impl Ingest {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tasks, outbox) = tasks;
+        tasks.outbox.set_waker(waker.clone());
         Ok((
             Ingest {
                 poll,
@@ -107,6 +117,8 @@ impl Ingest {
                 accept_retry: false,
                 log_limit: RateLimit::new(Duration::from_secs(10)),
                 watchdog,
+                tasks,
+                outbox,
             },
             waker,
         ))
@@ -140,7 +152,7 @@ impl Ingest {
                 match ev.token() {
                     UDP => self.udp_backlog = true,
                     LISTENER => self.accept_retry = true,
-                    WAKER => {}
+                    WAKER => self.send_tasks(),
                     Token(key) => {
                         if ev.is_writable() {
                             self.flush(key);

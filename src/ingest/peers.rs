@@ -8,6 +8,7 @@ use super::tcp::{Line, TcpConn};
 use crate::fleet::inbox::Msg;
 use crate::fleet::snapshot::Transport;
 use crate::fleet::worker::Handle;
+use crate::proto::task::{TaskLog, TaskUpdate};
 use crate::proto::{self, Frame, Reject, RejectReason, WorkerId};
 use crate::stats::{Counter, DropReason};
 use mio::{Interest, Token};
@@ -136,6 +137,46 @@ impl Ingest {
         self.flush(key);
     }
 
+    /// A `task_update` (Ok) or `task_log` (Err) from a bound session; one
+    /// about a task the worker does not hold is answered with an error.
+    fn on_task_frame(&mut self, key: usize, f: Result<TaskUpdate, TaskLog>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(id) = conn.session.worker().cloned() else {
+            return;
+        };
+        let (task_id, r) = match f {
+            Ok(u) => (u.task_id.clone(), self.tasks.on_update(&id, u)),
+            Err(l) => (l.task_id.clone(), self.tasks.on_log(&id, l)),
+        };
+        if let (Err(code), Some(conn)) = (r, self.conns.get_mut(key)) {
+            conn.send(&proto::encode_error(
+                code,
+                &format!("task {task_id} is not held by {id}"),
+            ));
+            self.log_limit.warn("task_not_held", || {
+                format!("refused an update for task {task_id} from worker {id}: it does not hold it")
+            });
+        }
+    }
+
+    /// Lines from the task book for workers' sessions; a worker with no
+    /// session has lost its tasks.
+    pub(super) fn send_tasks(&mut self) {
+        while let Ok((id, line)) = self.outbox.try_recv() {
+            match self.owners.owner(&id) {
+                Some(key) => {
+                    if let Some(c) = self.conns.get_mut(key) {
+                        c.send(&line);
+                    }
+                    self.flush(key);
+                }
+                None => self.tasks.on_lost(&id, "no session to send it to"),
+            }
+        }
+    }
+
     /// Shutdown: offer a parked frame to its worker once more.
     pub(super) fn deliver_parked(&mut self, key: usize) {
         let Some(msg) = self.conns.get_mut(key).and_then(|c| c.pending.take()) else {
@@ -204,7 +245,12 @@ impl Ingest {
                 self.reject(&reject, peer);
             }
             Verdict::Hello(id, frame) => self.on_hello(key, id, frame, now),
+            Verdict::Deliver(Frame::TaskUpdate(u)) => self.on_task_frame(key, Ok(u)),
+            Verdict::Deliver(Frame::TaskLog(l)) => self.on_task_frame(key, Err(l)),
             Verdict::Deliver(frame) => {
+                if let (Frame::Bye { .. }, Some(id)) = (&frame, conn.session.worker()) {
+                    self.tasks.on_lost(id, "worker said bye");
+                }
                 let msg = Msg::Frame(Box::new(frame), Transport::Tcp, now);
                 if let Some(msg) = self.deliver(key, msg) {
                     self.park(key, msg);
@@ -236,6 +282,11 @@ impl Ingest {
         ));
         if let Some(old) = self.owners.claim(&id, key) {
             self.supersede(old, &id, peer);
+        }
+        if let Frame::Hello(h) = &frame {
+            let labels = h.labels.clone().unwrap_or_default();
+            let types = h.task_types.clone();
+            self.tasks.on_hello(&id, h.capacity.unwrap_or(0), types, labels);
         }
         let msg = Msg::Frame(Box::new(frame), Transport::Tcp, now);
         if let Some(msg) = self.deliver(key, msg) {
@@ -296,7 +347,10 @@ impl Ingest {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some(id) = conn.session.worker() {
-            self.owners.release(id, key);
+            if self.owners.release(id, key) {
+                // The worker's last session: the tasks it held go back.
+                self.tasks.on_lost(id, "its session closed");
+            }
         }
         self.blocked.remove(&key);
         self.shared

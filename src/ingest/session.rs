@@ -167,10 +167,19 @@ impl Owners {
     }
 
     /// Connection `key` closed: forget it, unless a newer one took `id`.
-    pub fn release(&mut self, id: &WorkerId, key: usize) {
+    /// Returns whether it was the worker's connection.
+    pub fn release(&mut self, id: &WorkerId, key: usize) -> bool {
         if self.0.get(id) == Some(&key) {
             self.0.remove(id);
+            true
+        } else {
+            false
         }
+    }
+
+    /// The connection that speaks for `id`.
+    pub fn owner(&self, id: &str) -> Option<usize> {
+        self.0.get(id).copied()
     }
 }
 

@@ -63,6 +63,10 @@ impl Ingest {
             );
             return self.reject(&rej, peer);
         }
+        if matches!(frame, Frame::TaskUpdate(_) | Frame::TaskLog(_)) {
+            let rej = Reject::new(RejectReason::TcpOnly, "task frames travel over TCP only");
+            return self.reject(&rej, peer);
+        }
         let Some(id) = frame.worker_id().cloned() else {
             let rej = Reject::new(RejectReason::BadWorkerId, "worker_id is required over UDP");
             return self.reject(&rej, peer);

@@ -54,10 +54,12 @@ pub enum RejectReason {
     /// `heartbeat_token_file` is set and the frame (UDP) or the hello
     /// (TCP) did not carry the token.
     Unauthorized,
+    /// A task frame over UDP: tasks need a session.
+    TcpOnly,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::TooLarge,
         RejectReason::InvalidUtf8,
         RejectReason::NotJson,
@@ -71,6 +73,7 @@ impl RejectReason {
         RejectReason::WorkerMismatch,
         RejectReason::WorkerCap,
         RejectReason::Unauthorized,
+        RejectReason::TcpOnly,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +91,7 @@ impl RejectReason {
             RejectReason::WorkerMismatch => "worker_mismatch",
             RejectReason::WorkerCap => "worker_cap",
             RejectReason::Unauthorized => "unauthorized",
+            RejectReason::TcpOnly => "tcp_only",
         }
     }
 

@@ -428,7 +428,13 @@ mod tests {
             let now = Instant::now();
             Rig {
                 conn: Conn::new(Script::new(steps), [127, 0, 0, 1].into(), now),
-                api: Api::new(registry, shared.clone(), now, None),
+                api: Api::new(
+                    registry.clone(),
+                    shared.clone(),
+                    crate::tasks::Tasks::open(None, registry, shared.clone()).tasks,
+                    now,
+                    None,
+                ),
                 shared,
                 buf: vec![0; READ_CHUNK],
                 names: access::Names::of(&["x"]),

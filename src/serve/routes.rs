@@ -22,6 +22,7 @@ use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
 use crate::proto::{RejectReason, WorkerId, check_worker_id};
 use crate::stats::Counter;
+use crate::tasks::Tasks;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -116,6 +117,7 @@ fn route(path: &str) -> Result<Route, Response> {
 pub struct Api {
     pub registry: Arc<Registry>,
     shared: Arc<Shared>,
+    pub tasks: Arc<Tasks>,
     health: Health,
     /// The last `/telemetry` body and the fleet version it was built at,
     /// served again while no worker has changed since.
@@ -126,12 +128,14 @@ impl Api {
     pub fn new(
         registry: Arc<Registry>,
         shared: Arc<Shared>,
+        tasks: Arc<Tasks>,
         started: Instant,
         udp_inode: Option<u64>,
     ) -> Api {
         Api {
             registry,
             shared,
+            tasks,
             health: Health::new(started, udp_inode),
             telemetry: None,
         }
@@ -265,12 +269,9 @@ mod tests {
         let mut cfg = config::defaults();
         cfg.max_workers = 100;
         let shared = Arc::new(Shared::new(cfg));
-        Api::new(
-            Arc::new(Registry::new(shared.clone())),
-            shared,
-            Instant::now(),
-            None,
-        )
+        let registry = Arc::new(Registry::new(shared.clone()));
+        let tasks = Tasks::open(None, registry.clone(), shared.clone()).tasks;
+        Api::new(registry, shared, tasks, Instant::now(), None)
     }
 
     fn call(api: &mut Api, method: &str, target: &str) -> (u16, Value, Response) {

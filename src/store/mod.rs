@@ -78,6 +78,10 @@ impl Store {
         })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn path(&self) -> PathBuf {
         self.dir.join(REGISTRY)
     }

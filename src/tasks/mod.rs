@@ -67,6 +67,8 @@ pub struct Tasks {
     shared: Arc<Shared>,
     wake: (Mutex<bool>, Condvar),
     stopping: AtomicBool,
+    /// Opened with a journal: once it is closed, nothing more is accepted.
+    durable: bool,
 }
 
 /// What opening the task book found and started.
@@ -157,6 +159,7 @@ impl Tasks {
             shared,
             wake: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
+            durable: thread.is_some(),
         });
         tasks.apply(&tasks.lock(), fx, None);
         Opened {
@@ -197,15 +200,16 @@ impl Tasks {
                     }
                 }
                 None => {
+                    // In memory only, or the journal is closed (stopping).
                     if let Some(a) = a {
-                        a(true);
+                        a(!self.durable);
                     }
                 }
             }
         }
         drop(journal);
         if let Some(a) = ack {
-            a(true);
+            a(!self.durable);
         }
         if !fx.frames.is_empty() {
             for f in fx.frames {
