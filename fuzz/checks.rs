@@ -124,6 +124,8 @@ pub fn reply(data: &[u8]) {
             w.inactivity_timeout_ms,
         ),
         proto::Reply::Error(e) => proto::encode_error(&e.code, &e.message),
+        proto::Reply::Task(o) => proto::encode_task(o.clone()),
+        proto::Reply::Cancel { task_id } => proto::encode_cancel(task_id),
     };
     assert_eq!(proto::decode_reply(&line).ok(), Some(r));
 }

@@ -12,10 +12,10 @@ use crate::ingest::Ingest;
 use crate::serve::HttpServer;
 use crate::serve::routes::Api;
 use crate::store::{self, Store};
-use crate::tasks::Tasks;
 use crate::sys::capacity::{self, Limits};
 use crate::sys::procfs;
 use crate::sys::systemd::{Notifier, Watchdog};
+use crate::tasks::Tasks;
 use mio::Waker;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -177,7 +177,11 @@ impl Daemon {
         } else {
             started
         };
-        let opened = Tasks::open(store.as_ref().map(|s| s.dir()), registry.clone(), shared.clone());
+        let opened = Tasks::open(
+            store.as_ref().map(|s| s.dir()),
+            registry.clone(),
+            shared.clone(),
+        );
         let tasks = opened.tasks.clone();
         let shutdown = Arc::new(AtomicBool::new(false));
         let http = match http {

@@ -21,14 +21,13 @@ pub mod tcp;
 mod udp;
 
 use crate::config::View;
-use crate::proto::WorkerId;
-use crate::tasks::Tasks;
-use std::sync::mpsc::Receiver;
 use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
 use crate::logging::RateLimit;
 use crate::proto;
+use crate::proto::WorkerId;
 use crate::sys::systemd::Watchdog;
+use crate::tasks::Tasks;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use session::Owners;
@@ -37,6 +36,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Acquire};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 use tcp::TcpConn;
 

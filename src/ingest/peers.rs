@@ -156,7 +156,9 @@ impl Ingest {
                 &format!("task {task_id} is not held by {id}"),
             ));
             self.log_limit.warn("task_not_held", || {
-                format!("refused an update for task {task_id} from worker {id}: it does not hold it")
+                format!(
+                    "refused an update for task {task_id} from worker {id}: it does not hold it"
+                )
             });
         }
     }
@@ -286,7 +288,8 @@ impl Ingest {
         if let Frame::Hello(h) = &frame {
             let labels = h.labels.clone().unwrap_or_default();
             let types = h.task_types.clone();
-            self.tasks.on_hello(&id, h.capacity.unwrap_or(0), types, labels);
+            self.tasks
+                .on_hello(&id, h.capacity.unwrap_or(0), types, labels);
         }
         let msg = Msg::Frame(Box::new(frame), Transport::Tcp, now);
         if let Some(msg) = self.deliver(key, msg) {

@@ -105,7 +105,10 @@ fn decode_object(map: &Map<String, Value>) -> Result<Frame, Reject> {
                     .collect::<Option<Vec<_>>>()
                     .ok_or_else(|| bad_field("lines", "must be strings"))?,
                 Some(Value::Array(_)) => {
-                    return Err(bad_field("lines", &format!("more than {}", task::MAX_LOG_LINES)));
+                    return Err(bad_field(
+                        "lines",
+                        &format!("more than {}", task::MAX_LOG_LINES),
+                    ));
                 }
                 _ => return Err(bad_field("lines", "required: a list of strings")),
             },
@@ -224,7 +227,9 @@ impl Fields<'_> {
             Some(Value::Array(a)) if a.len() <= task::MAX_TASK_TYPES => a
                 .iter()
                 .map(|t| match t.as_str() {
-                    Some(s) if !s.is_empty() && s.len() <= task::MAX_TASK_TYPE => Some(s.to_string()),
+                    Some(s) if !s.is_empty() && s.len() <= task::MAX_TASK_TYPE => {
+                        Some(s.to_string())
+                    }
                     _ => None,
                 })
                 .collect::<Option<Vec<_>>>()

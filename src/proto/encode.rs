@@ -246,7 +246,14 @@ mod tests {
         }
         assert_eq!(
             kinds.into_iter().collect::<Vec<_>>(),
-            ["bye", "heartbeat", "hello", "run", "task_log", "task_update"]
+            [
+                "bye",
+                "heartbeat",
+                "hello",
+                "run",
+                "task_log",
+                "task_update"
+            ]
         );
     }
 

@@ -64,6 +64,14 @@ pub struct Conn<S> {
     last_active: Instant,
     read_paused: bool,
     peer_closed: bool,
+    /// An answer held until its ticket settles; later requests wait.
+    waiting: Option<Waiting>,
+}
+
+struct Waiting {
+    resp: Response,
+    keep: Keep,
+    origin: Option<String>,
 }
 
 impl<S: Read + Write + Pending> Conn<S> {
@@ -78,6 +86,7 @@ impl<S: Read + Write + Pending> Conn<S> {
             last_active: now,
             read_paused: false,
             peer_closed: false,
+            waiting: None,
         }
     }
 
@@ -225,10 +234,42 @@ impl<S: Read + Write + Pending> Conn<S> {
         Next::Keep
     }
 
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// The held answer's ticket may have settled: send it (or a 503 when
+    /// the write failed), then go on with requests buffered behind it.
+    pub fn on_settled(&mut self, cx: &mut Ctx, now: Instant) -> Next {
+        let Some(w) = self.waiting.take() else {
+            return Next::Keep;
+        };
+        let settled = w.resp.wait.as_ref().and_then(|t| t.settled());
+        let resp = match settled {
+            None => {
+                self.waiting = Some(w);
+                return Next::Keep;
+            }
+            Some(true) => w.resp,
+            Some(false) => Response::error(
+                503,
+                "not_stored",
+                "the task could not be written to the journal; it was not accepted",
+            ),
+        };
+        self.respond(cx, &resp, Reply::Full, w.keep, w.origin.as_deref());
+        if w.keep == Keep::Close {
+            self.state = State::Closing;
+        } else {
+            self.process(cx, now);
+        }
+        self.flush(now)
+    }
+
     /// Answer every complete request buffered, in order.
     fn process(&mut self, cx: &mut Ctx, now: Instant) {
         let mut start = 0;
-        while self.is_open() && self.pending_out() <= OUT_HIGH {
+        while self.is_open() && self.waiting.is_none() && self.pending_out() <= OUT_HIGH {
             let buf = &self.inbuf[start..];
             if buf.is_empty() {
                 break;
@@ -279,6 +320,24 @@ impl<S: Read + Write + Pending> Conn<S> {
                     }
                     let resp = cx.api.handle(&req, &buf[head_len..total], cx.cfg);
                     let keep = req.keep_alive && !resp.close;
+                    if resp.wait.as_ref().is_some_and(|t| t.settled().is_none()) {
+                        self.waiting = Some(Waiting {
+                            resp,
+                            keep: Keep::from(keep),
+                            origin: req.origin.clone(),
+                        });
+                        start += total;
+                        self.head_started = None;
+                        break;
+                    }
+                    let resp = match resp.wait.as_ref().and_then(|t| t.settled()) {
+                        Some(false) => Response::error(
+                            503,
+                            "not_stored",
+                            "the task could not be written to the journal; it was not accepted",
+                        ),
+                        _ => resp,
+                    };
                     let reply = if req.method == Method::Head {
                         Reply::HeadOnly
                     } else {

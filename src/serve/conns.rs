@@ -102,6 +102,9 @@ impl HttpServer {
         if next == Next::Close {
             return self.close(key);
         }
+        if slot.conn.is_waiting() {
+            self.waiting.insert(key);
+        }
         if !slot.subscribed && slot.conn.ws().is_some_and(|w| w.wants_changes()) {
             slot.subscribed = true;
             self.subscribers += 1;

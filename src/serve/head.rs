@@ -58,6 +58,8 @@ pub struct Request {
     pub connection_upgrade: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// `Accept`, for answers with more than one form (task logs).
+    pub accept: Option<String>,
     /// `Host`, `Origin` and `Authorization`, for the access checks.
     pub host: Option<String>,
     pub origin: Option<String>,
@@ -133,6 +135,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         connection_upgrade: false,
         ws_key: None,
         ws_version: None,
+        accept: None,
         host: None,
         origin: None,
         authorization: None,
@@ -177,6 +180,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
             if r.origin.replace(value.to_string()).is_some() {
                 return Err(HeadError::Malformed);
             }
+        } else if name.eq_ignore_ascii_case("accept") {
+            r.accept = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("authorization") {
             r.authorization = Some(value.to_string());
         }
@@ -265,6 +270,51 @@ pub struct Response {
     pub body: Body,
     /// Close the connection after this response whatever the request said.
     pub close: bool,
+    /// Send only once this is settled (a task on disk); a 503 if it fails.
+    pub wait: Option<Ticket>,
+}
+
+/// What a response waits for: settled once by another thread, which then
+/// wakes the HTTP loop.
+#[derive(Clone, Debug)]
+pub struct Ticket {
+    state: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    waker: Option<std::sync::Arc<mio::Waker>>,
+}
+
+impl PartialEq for Ticket {
+    fn eq(&self, other: &Ticket) -> bool {
+        std::sync::Arc::ptr_eq(&self.state, &other.state)
+    }
+}
+
+impl Ticket {
+    pub fn new(waker: Option<std::sync::Arc<mio::Waker>>) -> Ticket {
+        Ticket {
+            state: Default::default(),
+            waker,
+        }
+    }
+
+    /// The callback that settles it: `true` done, `false` failed.
+    pub fn ack(&self) -> Box<dyn FnOnce(bool) + Send> {
+        let t = self.clone();
+        Box::new(move |ok| {
+            t.state
+                .store(if ok { 1 } else { 2 }, std::sync::atomic::Ordering::Release);
+            if let Some(w) = &t.waker {
+                let _ = w.wake();
+            }
+        })
+    }
+
+    /// `None` while pending, then whether it succeeded.
+    pub fn settled(&self) -> Option<bool> {
+        match self.state.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            s => Some(s == 1),
+        }
+    }
 }
 
 impl Response {
@@ -293,6 +343,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",
+        201 => "Created",
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",

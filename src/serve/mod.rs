@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod out;
 pub mod routes;
 pub mod stream;
+pub mod task_routes;
 pub mod views;
 pub mod ws;
 
@@ -85,6 +86,8 @@ pub struct HttpServer {
     read_buf: Box<[u8]>,
     /// The names this daemon answers to (the `Host` check).
     names: access::Names,
+    /// Connections holding an answer until its ticket settles.
+    waiting: std::collections::BTreeSet<usize>,
     /// WebSocket clients that want the change feed.
     subscribers: usize,
     accept_retry: bool,
@@ -97,7 +100,7 @@ impl HttpServer {
     /// Register the listener and create the waker other threads use.
     pub fn new(
         mut listener: TcpListener,
-        api: Api,
+        mut api: Api,
         shared: Arc<Shared>,
         shutdown: Arc<AtomicBool>,
         watchdog: Option<Watchdog>,
@@ -106,6 +109,7 @@ impl HttpServer {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        api.waker = Some(waker.clone());
         Ok((
             HttpServer {
                 poll,
@@ -116,6 +120,7 @@ impl HttpServer {
                 shared,
                 read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
                 names: access::Names::of_this_machine(),
+                waiting: Default::default(),
                 subscribers: 0,
                 accept_retry: false,
                 log_limit: RateLimit::new(Duration::from_secs(10)),
@@ -164,6 +169,9 @@ impl HttpServer {
             }
             if self.accept_retry {
                 self.accept(now);
+            }
+            if !self.waiting.is_empty() {
+                self.on_settled(now);
             }
             if fanout_due.is_some_and(|due| now >= due) {
                 fanout_due = None;
@@ -228,6 +236,13 @@ impl HttpServer {
             .collect();
         for key in keys {
             self.with_conn(key, |conn, cx| conn.on_changes(cx, &fanout, now));
+        }
+    }
+
+    /// Answers whose tickets settled (tasks on disk) go out.
+    fn on_settled(&mut self, now: Instant) {
+        for key in std::mem::take(&mut self.waiting) {
+            self.with_conn(key, |conn, cx| conn.on_settled(cx, now));
         }
     }
 

@@ -12,9 +12,10 @@
 //! stands. Cost: O(workers) per whole-fleet request.
 
 use super::access;
-use super::head::{Method, Request, Response, percent_decode};
+use super::head::{Method, Request, Response, Ticket, percent_decode};
 use super::health::Health;
 use super::metrics;
+use super::task_routes;
 use super::views;
 use crate::VERSION;
 use crate::config::Config;
@@ -42,6 +43,12 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/workers/{id}/history"),
     ("GET", "/api/metrics"),
     ("GET", "/metrics"),
+    ("POST", "/api/tasks"),
+    ("GET", "/api/tasks"),
+    ("GET", "/api/tasks/{id}"),
+    ("DELETE", "/api/tasks/{id}"),
+    ("GET", "/api/tasks/{id}/logs"),
+    ("GET", "/api/workers/{id}/tasks"),
 ];
 
 enum Route {
@@ -57,12 +64,17 @@ enum Route {
     WorkerMetrics(WorkerId),
     History(WorkerId),
     FleetMetrics,
+    Tasks,
+    Task(String),
+    TaskLogs(String),
+    WorkerTasks(WorkerId),
 }
 
 impl Route {
     fn allow(&self) -> &'static str {
         match self {
-            Route::ApiWorker(_) => "GET, HEAD, DELETE, OPTIONS",
+            Route::ApiWorker(_) | Route::Task(_) => "GET, HEAD, DELETE, OPTIONS",
+            Route::Tasks => "GET, HEAD, POST, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -81,6 +93,18 @@ fn worker_id(segment: &str) -> Result<WorkerId, Response> {
             400,
             "bad_worker_id",
             "worker ids are 1-128 bytes of A-Za-z0-9._:@-",
+        )),
+    }
+}
+
+/// A path segment that must be a task id.
+fn task_id(segment: &str) -> Result<String, Response> {
+    match percent_decode(segment) {
+        Some(id) if crate::proto::task::valid_task_id(&id) => Ok(id.into_owned()),
+        _ => Err(Response::error(
+            400,
+            "bad_task_id",
+            "task ids are 1-64 of A-Za-z0-9._:-",
         )),
     }
 }
@@ -109,6 +133,10 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "workers", id, "metrics"] => Route::WorkerMetrics(worker_id(id)?),
         ["api", "workers", id, "history"] => Route::History(worker_id(id)?),
         ["api", "metrics"] => Route::FleetMetrics,
+        ["api", "workers", id, "tasks"] => Route::WorkerTasks(worker_id(id)?),
+        ["api", "tasks"] => Route::Tasks,
+        ["api", "tasks", id] => Route::Task(task_id(id)?),
+        ["api", "tasks", id, "logs"] => Route::TaskLogs(task_id(id)?),
         _ => return Err(not_found()),
     })
 }
@@ -118,6 +146,8 @@ pub struct Api {
     pub registry: Arc<Registry>,
     shared: Arc<Shared>,
     pub tasks: Arc<Tasks>,
+    /// The HTTP loop's waker, for answers that wait (task submissions).
+    pub waker: Option<Arc<mio::Waker>>,
     health: Health,
     /// The last `/telemetry` body and the fleet version it was built at,
     /// served again while no worker has changed since.
@@ -136,12 +166,13 @@ impl Api {
             registry,
             shared,
             tasks,
+            waker: None,
             health: Health::new(started, udp_inode),
             telemetry: None,
         }
     }
 
-    pub fn handle(&mut self, req: &Request, _body: &[u8], cfg: &Config) -> Response {
+    pub fn handle(&mut self, req: &Request, body: &[u8], cfg: &Config) -> Response {
         let route = match route(&req.path) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -149,14 +180,20 @@ impl Api {
         let allow = route.allow();
         match (req.method, route) {
             (Method::Options, _) => preflight(allow, req, cfg),
-            (Method::Get | Method::Head, route) => self.get(route, &req.query, cfg),
+            (Method::Get | Method::Head, route) => self.get(route, req, cfg),
             (Method::Delete, Route::ApiWorker(id)) => self.delete(&id),
+            (Method::Post, Route::Tasks) => {
+                let ticket = Ticket::new(self.waker.clone());
+                task_routes::submit(&self.tasks, body, cfg, ticket)
+            }
+            (Method::Delete, Route::Task(id)) => task_routes::cancel(&self.tasks, &id),
             _ => Response::error(405, "method_not_allowed", "method not allowed here")
                 .with_header("Allow", allow),
         }
     }
 
-    fn get(&mut self, route: Route, query: &str, cfg: &Config) -> Response {
+    fn get(&mut self, route: Route, req: &Request, cfg: &Config) -> Response {
+        let query = req.query.as_str();
         let reg = &*self.registry;
         let found = |h: Option<Response>| h.unwrap_or_else(not_found);
         match route {
@@ -180,6 +217,10 @@ impl Api {
             Route::History(id) => found(reg.handle(&id).map(|h| views::history(&h, &id, query))),
             Route::FleetMetrics => json_ok(&views::fleet_metrics(reg, self.health.started())),
             Route::Snapshot(id) => found(reg.handle(&id).map(|h| views::download(&h, &id))),
+            Route::Tasks => task_routes::list(&self.tasks, query),
+            Route::Task(id) => task_routes::show(&self.tasks, &id),
+            Route::TaskLogs(id) => task_routes::logs(&self.tasks, &id, req),
+            Route::WorkerTasks(id) => task_routes::of_worker(&self.tasks, &id, query),
         }
     }
 

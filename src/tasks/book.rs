@@ -22,9 +22,12 @@ pub struct Taker {
 
 impl Taker {
     fn takes(&self, t: &Task, id: &str) -> bool {
-        self.types.as_ref().is_none_or(|ts| ts.iter().any(|x| *x == t.kind))
+        self.types.as_ref().is_none_or(|ts| ts.contains(&t.kind))
             && t.target.worker_id.as_deref().is_none_or(|w| w == id)
-            && t.target.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+            && t.target
+                .labels
+                .iter()
+                .all(|(k, v)| self.labels.get(k) == Some(v))
     }
 
     fn free(&self) -> u32 {
@@ -51,7 +54,9 @@ impl Logs {
         }
         let mut dropped = 0;
         while self.bytes > cap {
-            let Some(old) = self.lines.pop_front() else { break };
+            let Some(old) = self.lines.pop_front() else {
+                break;
+            };
             self.bytes -= old.len() + 1;
             self.first += 1;
             dropped += 1;
@@ -147,7 +152,10 @@ impl Book {
 
     /// Add a task (a submission, or one replayed from the journal).
     pub fn insert(&mut self, task: Task) {
-        if let Some(n) = u64::from_str_radix(&task.id, 16).ok().filter(|n| *n > self.last_id) {
+        if let Some(n) = u64::from_str_radix(&task.id, 16)
+            .ok()
+            .filter(|n| *n > self.last_id)
+        {
             self.last_id = n;
         }
         let s = task.state();
@@ -167,7 +175,8 @@ impl Book {
     pub fn forget(&mut self, id: &str) {
         if let Some(e) = self.entries.remove(id) {
             self.count(e.task.state(), -1);
-            self.queue.remove(&(Reverse(e.task.priority), id.to_string()));
+            self.queue
+                .remove(&(Reverse(e.task.priority), id.to_string()));
             if let Some(w) = &e.task.progress.worker_id {
                 if let Some(t) = self.takers.get_mut(w.as_str()) {
                     t.held.remove(id);
@@ -209,7 +218,9 @@ impl Book {
     /// A held task goes back to the queue with one more attempt, or fails
     /// when its attempts are spent.
     pub fn requeue(&mut self, id: &str, why: &str, now_ms: u64, fx: &mut Effects) {
-        let Some(e) = self.entries.get(id) else { return };
+        let Some(e) = self.entries.get(id) else {
+            return;
+        };
         if !e.task.state().is_held() {
             return;
         }
@@ -234,7 +245,11 @@ impl Book {
         if let Some(t) = task.cloned() {
             log::info!(
                 "task {id} {} ({why}; attempt {} of {})",
-                if spent { "failed: worker lost" } else { "requeued" },
+                if spent {
+                    "failed: worker lost"
+                } else {
+                    "requeued"
+                },
                 t.progress.attempt,
                 t.max_attempts
             );
@@ -248,12 +263,22 @@ impl Book {
     }
 
     /// A worker's session said hello with `capacity`; 0 takes nothing.
-    pub fn on_hello(&mut self, id: &WorkerId, capacity: u32, types: Option<Vec<String>>, labels: Labels) {
+    pub fn on_hello(
+        &mut self,
+        id: &WorkerId,
+        capacity: u32,
+        types: Option<Vec<String>>,
+        labels: Labels,
+    ) {
         if capacity == 0 {
             self.takers.remove(id.as_ref() as &str);
             return;
         }
-        let held = self.takers.remove(id.as_ref() as &str).map(|t| t.held).unwrap_or_default();
+        let held = self
+            .takers
+            .remove(id.as_ref() as &str)
+            .map(|t| t.held)
+            .unwrap_or_default();
         self.takers.insert(
             id.clone(),
             Taker {
@@ -295,7 +320,11 @@ impl Book {
         if !self.holds(worker, &u.task_id) {
             return Err(NOT_HELD);
         }
-        let cancelling = self.entries[&u.task_id].task.progress.cancel_requested_at.is_some();
+        let cancelling = self.entries[&u.task_id]
+            .task
+            .progress
+            .cancel_requested_at
+            .is_some();
         let finished = !matches!(u.state, Reported::Running);
         let task = self
             .set_state(&u.task_id, |p| {
@@ -324,16 +353,27 @@ impl Book {
                 tk.held.remove(&t.id);
             }
             if matches!(t.state(), State::Succeeded | State::Failed) {
-                let began = t.progress.started_at.or(t.progress.assigned_at).unwrap_or(now_ms);
+                let began = t
+                    .progress
+                    .started_at
+                    .or(t.progress.assigned_at)
+                    .unwrap_or(now_ms);
                 let ms = now_ms.saturating_sub(began) as f64;
-                fx.runs.push((worker.clone(), ms, t.state() == State::Succeeded));
+                fx.runs
+                    .push((worker.clone(), ms, t.state() == State::Succeeded));
             }
         }
         Ok(())
     }
 
     /// A `task_log` from `worker`.
-    pub fn on_log(&mut self, worker: &str, l: TaskLog, cap: usize, fx: &mut Effects) -> Result<(), &'static str> {
+    pub fn on_log(
+        &mut self,
+        worker: &str,
+        l: TaskLog,
+        cap: usize,
+        fx: &mut Effects,
+    ) -> Result<(), &'static str> {
         if !self.holds(worker, &l.task_id) {
             return Err(NOT_HELD);
         }
@@ -363,10 +403,13 @@ impl Book {
             }
             State::Assigned | State::Running if e.task.progress.cancel_requested_at.is_none() => {
                 let worker = e.task.progress.worker_id.clone();
-                let t = self.set_state(id, |p| p.cancel_requested_at = Some(now_ms))?.clone();
+                let t = self
+                    .set_state(id, |p| p.cancel_requested_at = Some(now_ms))?
+                    .clone();
                 fx.progress(&t);
                 if let Some(w) = worker {
-                    fx.frames.push((WorkerId::from(w.as_str()), crate::proto::encode_cancel(id)));
+                    fx.frames
+                        .push((WorkerId::from(w.as_str()), crate::proto::encode_cancel(id)));
                 }
                 Some(t)
             }
@@ -377,7 +420,11 @@ impl Book {
     /// End a held task without its worker: timed out, or not confirmed
     /// cancelled within the grace.
     fn end_held(&mut self, id: &str, state: State, error: &str, now_ms: u64, fx: &mut Effects) {
-        let Some(worker) = self.entries.get(id).and_then(|e| e.task.progress.worker_id.clone()) else {
+        let Some(worker) = self
+            .entries
+            .get(id)
+            .and_then(|e| e.task.progress.worker_id.clone())
+        else {
             return;
         };
         if let Some(tk) = self.takers.get_mut(worker.as_str()) {
@@ -405,19 +452,18 @@ impl Book {
         for e in self.entries.values() {
             let p = &e.task.progress;
             let since = |t: Option<u64>| now_ms.saturating_sub(t.unwrap_or(now_ms));
-            match p.state {
-                State::Assigned | State::Running if p.cancel_requested_at.is_some() => {
-                    if since(p.cancel_requested_at) >= limits.cancel_grace_ms {
-                        unconfirmed.push(e.task.id.clone());
-                    }
+            if p.state.is_held() && p.cancel_requested_at.is_some() {
+                if since(p.cancel_requested_at) >= limits.cancel_grace_ms {
+                    unconfirmed.push(e.task.id.clone());
                 }
+                continue;
+            }
+            match p.state {
                 State::Assigned if since(p.assigned_at) >= limits.ack_timeout_ms => {
                     requeue.push(e.task.id.clone());
                 }
-                State::Running => {
-                    if e.task.timeout_ms.is_some_and(|t| since(p.started_at) >= t) {
-                        timed_out.push((e.task.id.clone(), p.worker_id.clone()));
-                    }
+                State::Running if e.task.timeout_ms.is_some_and(|t| since(p.started_at) >= t) => {
+                    timed_out.push((e.task.id.clone(), p.worker_id.clone()));
                 }
                 s if s.is_final() && since(p.finished_at) >= limits.retention_ms => {
                     expired.push(e.task.id.clone());
@@ -430,12 +476,19 @@ impl Book {
         }
         for (id, worker) in timed_out {
             if let Some(w) = worker {
-                fx.frames.push((WorkerId::from(w.as_str()), crate::proto::encode_cancel(&id)));
+                fx.frames
+                    .push((WorkerId::from(w.as_str()), crate::proto::encode_cancel(&id)));
             }
             self.end_held(&id, State::TimedOut, "timed out", now_ms, fx);
         }
         for id in unconfirmed {
-            self.end_held(&id, State::Cancelled, "cancelled; the worker did not confirm", now_ms, fx);
+            self.end_held(
+                &id,
+                State::Cancelled,
+                "cancelled; the worker did not confirm",
+                now_ms,
+                fx,
+            );
         }
         for id in expired {
             self.forget(&id);
@@ -470,7 +523,9 @@ impl Book {
         }
         let order: Vec<String> = self.queue.iter().map(|(_, id)| id.clone()).collect();
         for id in order {
-            let Some(task) = self.entries.get(&id).map(|e| &e.task) else { continue };
+            let Some(task) = self.entries.get(&id).map(|e| &e.task) else {
+                continue;
+            };
             let best = self
                 .takers
                 .iter()
@@ -531,7 +586,11 @@ mod tests {
     }
 
     fn limits() -> Limits {
-        Limits { ack_timeout_ms: 100, cancel_grace_ms: 100, retention_ms: 1000 }
+        Limits {
+            ack_timeout_ms: 100,
+            cancel_grace_ms: 100,
+            retention_ms: 1000,
+        }
     }
 
     #[test]
@@ -546,11 +605,17 @@ mod tests {
         assert_eq!(b.takers["w2"].held.len(), 2);
         assert_eq!(b.takers["w1"].held.len(), 1);
         // The two priority-1 tasks went first.
-        let sent: Vec<i64> = fx.frames.iter().map(|(_, l)| {
-            let r: crate::proto::Reply = crate::proto::decode_reply(l).unwrap();
-            let crate::proto::Reply::Task(o) = r else { panic!() };
-            b.entries[&o.task_id].task.priority
-        }).collect();
+        let sent: Vec<i64> = fx
+            .frames
+            .iter()
+            .map(|(_, l)| {
+                let r: crate::proto::Reply = crate::proto::decode_reply(l).unwrap();
+                let crate::proto::Reply::Task(o) = r else {
+                    panic!()
+                };
+                b.entries[&o.task_id].task.priority
+            })
+            .collect();
         assert_eq!(&sent[..2], &[1, 1]);
         assert_eq!(b.by_state[&State::Queued], 1);
     }
@@ -568,7 +633,10 @@ mod tests {
             b.on_lost("w1", "test", 5, &mut fx);
         }
         let t = &b.entries[&id].task;
-        assert_eq!((t.state(), t.progress.error.as_deref()), (State::Failed, Some("worker lost")));
+        assert_eq!(
+            (t.state(), t.progress.error.as_deref()),
+            (State::Failed, Some("worker lost"))
+        );
     }
 
     #[test]
@@ -579,13 +647,27 @@ mod tests {
         b.on_hello(&w, 1, None, Labels::new());
         let mut fx = Effects::default();
         b.dispatch(0, |_| true, &mut fx);
-        let up = |state| TaskUpdate { task_id: id.clone(), state, result: None, error: None, exit_code: Some(0) };
-        assert_eq!(b.on_update(&"w2".into(), up(Reported::Running), 1, &mut fx), Err(NOT_HELD));
+        let up = |state| TaskUpdate {
+            task_id: id.clone(),
+            state,
+            result: None,
+            error: None,
+            exit_code: Some(0),
+        };
+        assert_eq!(
+            b.on_update(&"w2".into(), up(Reported::Running), 1, &mut fx),
+            Err(NOT_HELD)
+        );
         b.on_update(&w, up(Reported::Running), 1, &mut fx).unwrap();
-        b.on_update(&w, up(Reported::Succeeded), 11, &mut fx).unwrap();
+        b.on_update(&w, up(Reported::Succeeded), 11, &mut fx)
+            .unwrap();
         assert_eq!(b.entries[&id].task.state(), State::Succeeded);
         assert_eq!(fx.runs, vec![(w.clone(), 10.0, true)]);
-        assert_eq!(b.on_update(&w, up(Reported::Failed), 12, &mut fx), Err(NOT_HELD), "late");
+        assert_eq!(
+            b.on_update(&w, up(Reported::Failed), 12, &mut fx),
+            Err(NOT_HELD),
+            "late"
+        );
         assert!(b.takers["w1"].held.is_empty());
     }
 
@@ -598,7 +680,19 @@ mod tests {
         b.dispatch(0, |_| true, &mut fx);
         let ids: Vec<String> = b.entries.keys().cloned().collect();
         // One is acknowledged; the other is not, and is requeued.
-        b.on_update(&w, TaskUpdate { task_id: ids[0].clone(), state: Reported::Running, result: None, error: None, exit_code: None }, 50, &mut fx).unwrap();
+        b.on_update(
+            &w,
+            TaskUpdate {
+                task_id: ids[0].clone(),
+                state: Reported::Running,
+                result: None,
+                error: None,
+                exit_code: None,
+            },
+            50,
+            &mut fx,
+        )
+        .unwrap();
         b.deadlines(150, &limits(), &mut fx);
         assert_eq!(b.entries[&ids[1]].task.state(), State::Queued);
         assert_eq!(b.entries[&ids[1]].task.progress.attempt, 2);
@@ -611,7 +705,10 @@ mod tests {
         b.deadlines(1300, &limits(), &mut fx);
         assert!(!b.entries.contains_key(&ids[0]), "past retention");
         let mut logs = Logs::default();
-        assert_eq!(logs.push(&["aaaa".into(), "bbbb".into(), "cccc".into()], 10), 1);
+        assert_eq!(
+            logs.push(&["aaaa".into(), "bbbb".into(), "cccc".into()], 10),
+            1
+        );
         assert_eq!(logs.since(0), (vec!["bbbb", "cccc"], 3));
         assert_eq!(logs.since(2), (vec!["cccc"], 3));
     }

@@ -204,8 +204,14 @@ mod tests {
         p.state = crate::tasks::task::State::Running;
         vec![
             Record::Submit { task },
-            Record::Progress { id: "t1".into(), progress: p },
-            Record::Log { id: "t1".into(), lines: vec!["hello".into()] },
+            Record::Progress {
+                id: "t1".into(),
+                progress: p,
+            },
+            Record::Log {
+                id: "t1".into(),
+                lines: vec!["hello".into()],
+            },
             Record::Forget { id: "t1".into() },
         ]
     }
@@ -216,7 +222,14 @@ mod tests {
         let mut got = Vec::new();
         let r = replay(&bytes, |x| got.push(x));
         assert_eq!(got, records());
-        assert_eq!(r, Replay { records: 4, skipped: 0, cut_at: None });
+        assert_eq!(
+            r,
+            Replay {
+                records: 4,
+                skipped: 0,
+                cut_at: None
+            }
+        );
     }
 
     #[test]
@@ -225,7 +238,11 @@ mod tests {
         let first = encode(&records()[0]).len();
         for cut in first + 1..first + 8 + 3 {
             let r = replay(&bytes[..cut], |_| {});
-            assert_eq!((r.records, r.cut_at), (1, Some(first as u64)), "cut at {cut}");
+            assert_eq!(
+                (r.records, r.cut_at),
+                (1, Some(first as u64)),
+                "cut at {cut}"
+            );
         }
         let mut flipped = bytes.clone();
         flipped[first + 12] ^= 0x20;

@@ -123,17 +123,18 @@ impl Tasks {
                     book.requeue_all_held(unix_ms(), &mut fx);
                     let (jtx, jrx) = mpsc::channel();
                     let sh = shared.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("journal".into())
-                        .spawn(move || {
-                            let sh2 = sh.clone();
-                            journal::run(
-                                file,
-                                jrx,
-                                move || fsync_mode(&sh.config.get()),
-                                move |b| sh2.stats.add(Counter::JournalBytes, b),
-                            )
-                        });
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("journal".into())
+                            .spawn(move || {
+                                let sh2 = sh.clone();
+                                journal::run(
+                                    file,
+                                    jrx,
+                                    move || fsync_mode(&sh.config.get()),
+                                    move |b| sh2.stats.add(Counter::JournalBytes, b),
+                                )
+                            });
                     match spawned {
                         Ok(t) => {
                             journal = Some(jtx);
@@ -181,7 +182,10 @@ impl Tasks {
         st.add(Counter::TasksLost, fx.lost);
         st.add(Counter::TaskLogLinesDropped, fx.log_dropped);
         for s in State::ALL {
-            st.set(state_counter(s), book.by_state.get(&s).copied().unwrap_or(0));
+            st.set(
+                state_counter(s),
+                book.by_state.get(&s).copied().unwrap_or(0),
+            );
         }
         let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         let mut ack = ack;
@@ -229,7 +233,9 @@ impl Tasks {
                     signal: None,
                     token: None,
                 });
-                let _ = h.inbox.try_send(Msg::Frame(Box::new(run), Transport::Tcp, Instant::now()));
+                let _ = h
+                    .inbox
+                    .try_send(Msg::Frame(Box::new(run), Transport::Tcp, Instant::now()));
             }
         }
     }
@@ -274,7 +280,12 @@ impl Tasks {
     }
 
     /// Tasks in id (submission) order after `after`, filtered, at most `limit`.
-    pub fn list(&self, filter: impl Fn(&Task) -> bool, after: Option<&str>, limit: usize) -> Vec<Task> {
+    pub fn list(
+        &self,
+        filter: impl Fn(&Task) -> bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<Task> {
         use std::ops::Bound;
         let book = self.lock();
         let from = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_string()));
@@ -305,7 +316,13 @@ impl Tasks {
     }
 
     /// A TCP `hello`: the worker takes `capacity` tasks at once.
-    pub fn on_hello(&self, id: &WorkerId, capacity: u32, types: Option<Vec<String>>, labels: Labels) {
+    pub fn on_hello(
+        &self,
+        id: &WorkerId,
+        capacity: u32,
+        types: Option<Vec<String>>,
+        labels: Labels,
+    ) {
         self.lock().on_hello(id, capacity, types, labels);
         self.poke();
     }
@@ -398,7 +415,10 @@ impl Tasks {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.poke();
-        self.journal.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 }
 

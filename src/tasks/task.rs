@@ -212,8 +212,14 @@ mod tests {
             7,
         )
         .unwrap();
-        assert_eq!((t.kind.as_str(), t.priority, t.timeout_ms), ("scan", 5, Some(1000)));
-        assert_eq!((t.state(), t.progress.attempt, t.max_attempts), (State::Queued, 1, 3));
+        assert_eq!(
+            (t.kind.as_str(), t.priority, t.timeout_ms),
+            ("scan", 5, Some(1000))
+        );
+        assert_eq!(
+            (t.state(), t.progress.attempt, t.max_attempts),
+            (State::Queued, 1, 3)
+        );
         let back: Task = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
         assert_eq!(back, t);
         for (body, field) in [

@@ -1,0 +1,135 @@
+//! The task endpoints (seed 002): submit, list, show, cancel, logs, and a
+//! worker's tasks. A submission is answered once the journal has it: the
+//! response waits on a [`Ticket`] that the journal thread settles, and the
+//! connection sends it then (the loop is never blocked on a disk).
+
+use super::head::{Request, Response, Ticket, query_param};
+use super::routes::json_ok;
+use crate::config::Config;
+use crate::tasks::task::{State, Task};
+use crate::tasks::{Refused, Tasks};
+use serde_json::json;
+
+/// Tasks a list answers at most, and by default.
+const MAX_LIMIT: usize = 1000;
+const DEFAULT_LIMIT: usize = 100;
+
+pub fn not_found() -> Response {
+    Response::error(404, "not_found", "no such task")
+}
+
+/// `POST /api/tasks`: 201 with the task and `Location`, once on disk.
+pub fn submit(tasks: &Tasks, body: &[u8], cfg: &Config, ticket: Ticket) -> Response {
+    let ack = ticket.ack();
+    match tasks.submit(body, cfg, ack) {
+        Ok(t) => {
+            let mut r = json_ok(&t).with_header("Location", format!("/api/tasks/{}", t.id));
+            r.status = 201;
+            r.wait = Some(ticket);
+            r
+        }
+        Err(Refused::Bad(b)) => Response::error(400, "bad_task", &format!("{}: {}", b.0, b.1)),
+        Err(Refused::TooLarge(max)) => Response::error(
+            413,
+            "task_too_large",
+            &format!("a task is at most max_task_bytes={max}"),
+        ),
+        Err(Refused::Full(max)) => Response::error(
+            503,
+            "too_many_tasks",
+            &format!("max_tasks={max} unfinished tasks are kept"),
+        )
+        .with_header("Retry-After", "1"),
+    }
+}
+
+/// `GET /api/tasks`: `?state=`, `?worker_id=`, `?type=`, `?limit=`, and
+/// the cursor `?after=` (the `next_after` of the page before).
+pub fn list(tasks: &Tasks, query: &str) -> Response {
+    let state = match query_param(query, "state") {
+        None => None,
+        Some(s) => match State::parse(&s) {
+            Some(s) => Some(s),
+            None => {
+                return Response::error(
+                    400,
+                    "bad_state",
+                    "state is queued, assigned, running, succeeded, failed, cancelled or timed_out",
+                );
+            }
+        },
+    };
+    let limit = match query_param(query, "limit").map(|v| v.parse::<usize>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(_) => return Response::error(400, "bad_limit", "limit is 1 to 1000"),
+    };
+    let worker = query_param(query, "worker_id");
+    let kind = query_param(query, "type");
+    let after = query_param(query, "after");
+    let keep = |t: &Task| {
+        state.is_none_or(|s| t.state() == s)
+            && worker
+                .as_deref()
+                .is_none_or(|w| t.progress.worker_id.as_deref() == Some(w))
+            && kind.as_deref().is_none_or(|k| t.kind == k)
+    };
+    let page = tasks.list(keep, after.as_deref(), limit);
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|t| t.id.clone()))
+        .flatten();
+    json_ok(&json!({"tasks": page, "next_after": next}))
+}
+
+pub fn show(tasks: &Tasks, id: &str) -> Response {
+    tasks.get(id).map_or_else(not_found, |t| json_ok(&t))
+}
+
+/// `DELETE /api/tasks/{id}`: the task as it is after the cancel (queued
+/// ones are `cancelled`; held ones say when the cancel was asked).
+pub fn cancel(tasks: &Tasks, id: &str) -> Response {
+    tasks.cancel(id).map_or_else(not_found, |t| json_ok(&t))
+}
+
+/// `GET /api/tasks/{id}/logs`: lines from `?since=` (an offset in lines),
+/// as text (one per line) or, with `Accept: application/json`, as JSON
+/// with the offset to ask from next.
+pub fn logs(tasks: &Tasks, id: &str, req: &Request) -> Response {
+    let since = match query_param(&req.query, "since").map(|v| v.parse::<u64>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return Response::error(400, "bad_since", "since is a line offset"),
+    };
+    let Some((lines, next)) = tasks.logs(id, since) else {
+        return not_found();
+    };
+    let as_json = req
+        .accept
+        .as_deref()
+        .is_some_and(|a| a.contains("application/json"));
+    if as_json {
+        return json_ok(&json!({"task_id": id, "lines": lines, "next": next}));
+    }
+    let mut body = String::new();
+    for l in &lines {
+        body.push_str(l);
+        body.push('\n');
+    }
+    Response {
+        status: 200,
+        content_type: "text/plain; charset=utf-8",
+        body: body.into_bytes().into(),
+        ..Response::default()
+    }
+    .with_header("X-Next-Offset", next.to_string())
+}
+
+/// `GET /api/workers/{id}/tasks`: the tasks it holds or held, newest first.
+pub fn of_worker(tasks: &Tasks, worker: &str, query: &str) -> Response {
+    let limit = match query_param(query, "limit").map(|v| v.parse::<usize>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(_) => return Response::error(400, "bad_limit", "limit is 1 to 1000"),
+    };
+    json_ok(&json!({"worker_id": worker, "tasks": tasks.of_worker(worker, limit)}))
+}
