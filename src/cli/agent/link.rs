@@ -24,6 +24,8 @@ pub(super) struct Link {
     backoff: Duration,
     owed: VecDeque<String>,
     said_down: bool,
+    /// Reply bytes not yet a whole line (task mode reads replies).
+    inbuf: Vec<u8>,
 }
 
 impl Link {
@@ -55,6 +57,7 @@ impl Link {
             backoff: Duration::from_millis(250),
             owed: VecDeque::new(),
             said_down: false,
+            inbuf: Vec::new(),
         })
     }
 
@@ -78,8 +81,8 @@ impl Link {
                     line.trim()
                 )));
             }
-            // Replies are only errors from here on; nothing reads them.
-            s.set_read_timeout(None)?;
+            // Replies from here on are read by `replies`, never waited for.
+            s.set_read_timeout(Some(Duration::from_millis(1)))?;
             Ok(s)
         })();
         match attempt {
@@ -88,6 +91,7 @@ impl Link {
                     eprintln!("muster agent: reconnected to musterd at {}", self.to);
                 }
                 self.tcp = Some(s);
+                self.inbuf.clear();
                 self.backoff = Duration::from_millis(250);
                 self.said_down = false;
                 true
@@ -173,6 +177,57 @@ impl Link {
         if let Some(s) = &self.tcp {
             let _ = s.shutdown(std::net::Shutdown::Write);
         }
+    }
+
+    /// Whole reply lines that arrived since the last call (TCP only;
+    /// connects first when the link is down). A closed connection is
+    /// dropped, to be made again.
+    pub(super) fn replies(&mut self) -> Vec<Reply> {
+        if self.udp.is_some() || !self.connect() {
+            return Vec::new();
+        }
+        let mut buf = [0u8; 16 * 1024];
+        let mut closed = false;
+        if let Some(s) = self.tcp.as_mut() {
+            loop {
+                match std::io::Read::read(s, &mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => self.inbuf.extend_from_slice(&buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(end) = self.inbuf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.inbuf.drain(..=end).collect();
+            match proto::decode_reply(&line) {
+                Ok(Reply::Error(e)) => {
+                    eprintln!("muster agent: musterd says {}: {}", e.code, e.message)
+                }
+                Ok(r) => out.push(r),
+                Err(_) => {}
+            }
+        }
+        if closed {
+            self.tcp = None;
+            self.next_try = Instant::now();
+        }
+        out
     }
 
     /// Keep trying to deliver what is owed, for a while.

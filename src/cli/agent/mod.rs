@@ -13,6 +13,7 @@
 //! passed to the command's process group.
 
 mod link;
+mod tasks;
 
 use crate::proto::{self, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, Run, WorkerId};
 use crate::sys::gpu::Gpu;
@@ -36,6 +37,7 @@ const FINAL_DELIVERY: Duration = Duration::from_secs(10);
 
 const USAGE: &str = "usage: muster agent [options] -- CMD [ARGS...]
        muster agent [options] --pid PID
+       muster agent --tasks [--capacity N] [--task-type T]... [options] -- HANDLER [ARGS...]
 
 Run CMD (or watch process PID) as a monitored worker: heartbeats with its
 CPU, memory, GPU and resource usage every interval, a `run` frame with its
@@ -51,10 +53,16 @@ options:
   --pid PID            watch a process this agent did not start, until it exits
   --heartbeat-addr A   musterd's heartbeat address (default $MUSTER_HEARTBEAT_ADDR or 127.0.0.1:8090)
   --heartbeat-token-file F  file holding musterd's heartbeat token (default $MUSTER_HEARTBEAT_TOKEN_FILE)
+  --tasks              take tasks: run HANDLER once per task, the payload on stdin,
+                       MUSTER_TASK_ID/TYPE/ATTEMPT in its environment; its output
+                       lines are the task's log; exit 0 succeeds (a JSON last
+                       stdout line is the result), else fails
+  --capacity N         with --tasks: tasks run at once (default 1)
+  --task-type T        with --tasks: take only tasks of type T; repeatable
 ";
 
 #[derive(Debug)]
-struct Opts {
+pub(crate) struct Opts {
     id: Option<String>,
     interval: Duration,
     tcp: bool,
@@ -65,6 +73,10 @@ struct Opts {
     heartbeat: String,
     /// Sent with hello (TCP) or every frame (UDP) when musterd asks for one.
     token: Option<String>,
+    /// `--tasks`: take tasks, run CMD once per task.
+    tasks: bool,
+    capacity: u32,
+    task_types: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Option<Opts>, String> {
@@ -80,6 +92,9 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         cmd: cmd.to_vec(),
         heartbeat: crate::cli::client::env_heartbeat_addr(),
         token: None,
+        tasks: false,
+        capacity: 1,
+        task_types: Vec::new(),
     };
     let mut token_file =
         std::env::var_os(crate::cli::client::HEARTBEAT_TOKEN_ENV).map(PathBuf::from);
@@ -99,6 +114,16 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
                 o.heartbeat = p.value().map_err(err)?.string().map_err(err)?
             }
             Long("heartbeat-token-file") => token_file = Some(p.value().map_err(err)?.into()),
+            Long("tasks") => o.tasks = true,
+            Long("capacity") => {
+                o.capacity = p.value().map_err(err)?.parse().map_err(err)?;
+                if o.capacity == 0 {
+                    return Err("--capacity is at least 1".into());
+                }
+            }
+            Long("task-type") => o
+                .task_types
+                .push(p.value().map_err(err)?.string().map_err(err)?),
             Long("label") => {
                 let kv = p.value().map_err(err)?.string().map_err(err)?;
                 let (k, v) = kv
@@ -123,6 +148,9 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         (Some(_), false) => return Err("give either --pid or a command, not both".into()),
         (None, true) => return Err("no command: muster agent [options] -- CMD [ARGS...]".into()),
         _ => {}
+    }
+    if o.tasks && (o.pid.is_some() || o.every.is_some() || !o.tcp) {
+        return Err("--tasks runs HANDLER per task over TCP: no --pid, --every or --udp".into());
     }
     if o.pid.is_some() && o.every.is_some() {
         return Err("--every reruns a command; it does not go with --pid".into());
@@ -235,11 +263,21 @@ pub fn main(args: &[String]) -> i32 {
     };
     match o.pid {
         Some(pid) => watch_pid(&o, pid, to, &mut signals),
+        None if o.tasks => {
+            let id = match checked_id(
+                o.id.clone()
+                    .unwrap_or_else(|| default_id(&hostname(), &o.cmd[0])),
+            ) {
+                Ok(id) => id,
+                Err(c) => return c,
+            };
+            tasks::run(&o, &id, to, &mut signals)
+        }
         None => run_cmd(&o, to, &mut signals),
     }
 }
 
-fn hello(id: &str, pid: u32, labels: &Labels) -> Frame {
+pub(crate) fn hello(id: &str, pid: u32, labels: &Labels) -> Frame {
     Frame::Hello(Hello {
         worker_id: WorkerId::from(id),
         pid: Some(pid),
