@@ -68,13 +68,16 @@ impl Link {
         if Instant::now() < self.next_try {
             return false;
         }
-        let attempt = (|| -> std::io::Result<TcpStream> {
+        let attempt = (|| -> std::io::Result<(TcpStream, Vec<u8>)> {
             let mut s = TcpStream::connect_timeout(&self.to, Duration::from_secs(2))?;
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(Duration::from_secs(2)))?;
             s.write_all(format!("{}\n", self.hello).as_bytes())?;
             let mut line = String::new();
-            BufReader::new(&s).read_line(&mut line)?;
+            let mut reader = BufReader::new(&s);
+            reader.read_line(&mut line)?;
+            // A task may arrive right behind the welcome, in the same read.
+            let rest = reader.buffer().to_vec();
             if !matches!(proto::decode_reply(line.as_bytes()), Ok(Reply::Welcome(_))) {
                 return Err(std::io::Error::other(format!(
                     "no welcome: {}",
@@ -83,15 +86,15 @@ impl Link {
             }
             // Replies from here on are read by `replies`, never waited for.
             s.set_read_timeout(Some(Duration::from_millis(1)))?;
-            Ok(s)
+            Ok((s, rest))
         })();
         match attempt {
-            Ok(s) => {
+            Ok((s, rest)) => {
                 if self.said_down {
                     eprintln!("muster agent: reconnected to musterd at {}", self.to);
                 }
                 self.tcp = Some(s);
-                self.inbuf.clear();
+                self.inbuf = rest;
                 self.backoff = Duration::from_millis(250);
                 self.said_down = false;
                 true

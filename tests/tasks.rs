@@ -1,0 +1,339 @@
+//! Tasks end to end: a real daemon, real agents running a real handler
+//! script, over real sockets; crashes of the agent and of the daemon.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::{Daemon, read_line};
+
+const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
+
+/// A handler: prints its task and payload, then by type: `fail` exits 3,
+/// `sleep61` and `sleep62` sleep a minute, `slow` sleeps 2 s; the rest print a JSON result.
+fn handler(dir: &Path) -> PathBuf {
+    let path = dir.join("handler.sh");
+    std::fs::write(
+        &path,
+        r#"#!/bin/sh
+payload=$(cat)
+echo "task $MUSTER_TASK_ID attempt $MUSTER_TASK_ATTEMPT"
+echo "payload $payload" >&2
+case "$MUSTER_TASK_TYPE" in
+  fail) exit 3 ;;
+  sleep61) sleep 61 ;;
+  sleep62) sleep 62 ;;
+  slow) sleep 2 ;;
+esac
+echo '{"done":true}'
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent(d: &Daemon, id: &str, handler: &Path) -> Agent {
+    Agent(
+        Command::new(MUSTER)
+            .args([
+                "agent",
+                "--tasks",
+                "--capacity",
+                "2",
+                "--interval",
+                "300ms",
+                "--id",
+                id,
+            ])
+            .args(["--heartbeat-addr", &d.heartbeat.to_string(), "--"])
+            .arg(handler)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn post(d: &Daemon, body: &str) -> (u16, Value) {
+    let (status, _, b) = d.request(&format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+fn submit(d: &Daemon, body: Value) -> String {
+    let (status, t) = post(d, &body.to_string());
+    assert_eq!(status, 201, "{t}");
+    t["id"].as_str().unwrap().to_string()
+}
+
+fn task(d: &Daemon, id: &str) -> Value {
+    d.json(&format!("/api/tasks/{id}"))
+}
+
+fn wait_state(d: &Daemon, id: &str, state: &str) -> Value {
+    d.wait_for(&format!("task {id} {state}"), |d| {
+        task(d, id)["state"] == state
+    });
+    task(d, id)
+}
+
+fn worker_up(d: &Daemon, id: &str) {
+    d.wait_for(&format!("{id} beating"), |d| {
+        d.get(&format!("/api/workers/{id}")).1["status"] == "idle"
+    });
+}
+
+#[test]
+fn an_agent_runs_tasks_reports_logs_and_is_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let d = Daemon::start(&["--state-dir", dir.path().to_str().unwrap()]);
+    let _a = agent(&d, "ag1", &h);
+    worker_up(&d, "ag1");
+    let ok = submit(&d, json!({"type": "echo", "payload": {"n": 7}}));
+    let t = wait_state(&d, &ok, "succeeded");
+    assert_eq!(
+        (
+            t["result"].clone(),
+            t["exit_code"].clone(),
+            t["worker_id"].clone()
+        ),
+        (json!({"done": true}), json!(0), json!("ag1"))
+    );
+    let (_, _, logs) = d.request(&format!(
+        "GET /api/tasks/{ok}/logs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    ));
+    let logs = String::from_utf8(logs).unwrap();
+    assert!(logs.contains(&format!("task {ok} attempt 1")), "{logs}");
+    assert!(logs.contains("payload {\"n\":7}"), "{logs}");
+    let bad = submit(&d, json!({"type": "fail"}));
+    let t = wait_state(&d, &bad, "failed");
+    assert_eq!(
+        (t["exit_code"].clone(), t["error"].clone()),
+        (json!(3), json!("exit status 3"))
+    );
+    // Finished tasks are runs of their worker (applied by its thread).
+    d.wait_for("two runs", |d| {
+        d.json("/api/workers/ag1/metrics")["total_runs"] == 2
+    });
+    assert_eq!(d.json("/api/workers/ag1/metrics")["failed"], 1);
+    let listed = d.json("/api/workers/ag1/tasks");
+    assert_eq!(listed["tasks"].as_array().unwrap().len(), 2);
+
+    let long = submit(&d, json!({"type": "sleep61"}));
+    wait_state(&d, &long, "running");
+    let pid = |d: &Daemon| {
+        d.json("/api/workers/ag1")["running_tasks"]
+            .as_array()
+            .map_or(0, |a| a.len())
+    };
+    d.wait_for("the heartbeat shows the task", |d| pid(d) == 1);
+    let (status, _, _) = d.request(&format!(
+        "DELETE /api/tasks/{long} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    ));
+    assert_eq!(status, 200);
+    let t = wait_state(&d, &long, "cancelled");
+    assert!(t["cancel_requested_at"].is_u64());
+    // The handler's process group is gone.
+    let left = Command::new("pgrep")
+        .args(["-f", "sleep 61"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the handler was killed");
+    // Filters.
+    let page = d.json("/api/tasks?state=succeeded");
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 1);
+    let page = d.json("/api/tasks?limit=1");
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 1);
+    let next = page["next_after"].as_str().unwrap();
+    let page2 = d.json(&format!("/api/tasks?limit=5&after={next}"));
+    assert_eq!(page2["tasks"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_killed_agent_loses_its_tasks_to_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let d = Daemon::start(&[
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--heartbeat-interval",
+        "300ms",
+        "--inactivity-timeout",
+        "1s",
+    ]);
+    let mut a1 = agent(&d, "ag1", &h);
+    worker_up(&d, "ag1");
+    let once = submit(
+        &d,
+        json!({"type": "sleep62", "max_attempts": 1, "worker_id": "ag1"}),
+    );
+    let twice = submit(&d, json!({"type": "slow"}));
+    wait_state(&d, &once, "running");
+    wait_state(&d, &twice, "running");
+    let _ = a1.0.kill();
+    let _ = a1.0.wait();
+    // Its last attempt: failed, worker lost. The other goes back to the queue.
+    let t = wait_state(&d, &once, "failed");
+    assert_eq!(t["error"], "worker lost");
+    let t = wait_state(&d, &twice, "queued");
+    assert_eq!(t["attempt"], 2);
+    let _a2 = agent(&d, "ag2", &h);
+    let t = wait_state(&d, &twice, "succeeded");
+    assert_eq!(
+        (t["worker_id"].clone(), t["attempt"].clone()),
+        (json!("ag2"), json!(2))
+    );
+    let h = d.json("/health");
+    assert_eq!(
+        (
+            h["tasks"]["requeued"].as_u64(),
+            h["tasks"]["worker_lost"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    // A handler outlives an agent killed with SIGKILL: end it here.
+    let _ = Command::new("pkill").args(["-f", "sleep 62"]).status();
+}
+
+#[test]
+fn every_acknowledged_task_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&["--state-dir", dir.path().to_str().unwrap()]);
+    let addr = d.http;
+    // 32 submitters until the daemon dies under them.
+    let submitters: Vec<_> = (0..32)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    let body = format!(r#"{{"type":"load","payload":{{"c":{c},"i":{i}}}}}"#);
+                    let Ok(mut s) = TcpStream::connect(addr) else { break };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let req = format!("POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    if s.write_all(req.as_bytes()).is_err() {
+                        break;
+                    }
+                    let mut buf = Vec::new();
+                    let _ = s.read_to_end(&mut buf);
+                    let (status, _, b) = support::parse_response(&buf);
+                    if status != 201 {
+                        break;
+                    }
+                    let v: Value = serde_json::from_slice(&b).unwrap();
+                    acked.push(v["id"].as_str().unwrap().to_string());
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    d.signal(libc::SIGKILL);
+    drop(d);
+    let acked: Vec<String> = submitters
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(acked.len() > 100, "only {} acknowledged", acked.len());
+    let d = Daemon::start(&[
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--max-tasks",
+        "1000000",
+    ]);
+    for id in &acked {
+        let (status, t) = d.get(&format!("/api/tasks/{id}"));
+        assert_eq!((status, t["state"].as_str()), (200, Some("queued")), "{id}");
+    }
+    eprintln!("{} acknowledged tasks all back after kill -9", acked.len());
+}
+
+#[test]
+fn a_damaged_journal_is_cut_or_skipped_and_the_daemon_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&["--state-dir", dir.path().to_str().unwrap()]);
+    let ids: Vec<String> = (0..3)
+        .map(|i| submit(&d, json!({"type": "t", "payload": i})))
+        .collect();
+    assert!(d.stop().0.success());
+    let path = dir.path().join("tasks.journal");
+    let whole = std::fs::read(&path).unwrap();
+    // Torn: the last record cut in the middle.
+    std::fs::write(&path, &whole[..whole.len() - 10]).unwrap();
+    let d = Daemon::start(&["--state-dir", dir.path().to_str().unwrap()]);
+    assert!(d.log_has("torn or damaged tail"));
+    assert_eq!(d.get(&format!("/api/tasks/{}", ids[0])).0, 200);
+    assert_eq!(d.get(&format!("/api/tasks/{}", ids[2])).0, 404);
+    assert_eq!(d.json("/health")["tasks"]["journal_cut"], 1);
+    let after_cut = submit(&d, json!({"type": "t"}));
+    assert!(d.stop().0.success());
+    // A flipped byte inside the first record: that record is skipped.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let d = Daemon::start(&["--state-dir", dir.path().to_str().unwrap()]);
+    assert!(d.log_has("damaged records skipped"));
+    assert_eq!(d.get(&format!("/api/tasks/{}", ids[0])).0, 404);
+    assert_eq!(d.get(&format!("/api/tasks/{}", ids[1])).0, 200);
+    assert_eq!(d.get(&format!("/api/tasks/{after_cut}")).0, 200);
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let d = Daemon::start(&["--max-task-bytes", "1KiB", "--max-tasks", "2"]);
+    for (body, field) in [
+        ("{", "body"),
+        (r#"{"payload":1}"#, "type"),
+        (r#"{"type":"a","priority":"x"}"#, "priority"),
+        (r#"{"type":"a","worker_id":"no way"}"#, "worker_id"),
+    ] {
+        let (status, v) = post(&d, body);
+        assert_eq!(status, 400, "{body}");
+        assert!(v["message"].as_str().unwrap().starts_with(field), "{v}");
+    }
+    let big = format!(r#"{{"type":"a","payload":"{}"}}"#, "x".repeat(2000));
+    assert_eq!(post(&d, &big).0, 413);
+    assert_eq!(d.get("/api/tasks/ffffffffffffffff").0, 404);
+    assert_eq!(d.get("/api/tasks/bad%20id").0, 400);
+    assert_eq!(d.get("/api/tasks?state=bogus").0, 400);
+    submit(&d, json!({"type": "a"}));
+    submit(&d, json!({"type": "a"}));
+    assert_eq!(post(&d, r#"{"type":"a"}"#).0, 503, "max_tasks unfinished");
+    // Updates for tasks the worker does not hold, and task frames over UDP.
+    let mut s = d.tcp();
+    s.write_all(b"{\"type\":\"hello\",\"worker_id\":\"w1\",\"capacity\":1}\n")
+        .unwrap();
+    assert_eq!(read_line(&mut s).unwrap()["type"], "welcome");
+    s.write_all(b"{\"type\":\"task_update\",\"task_id\":\"nope\",\"state\":\"succeeded\"}\n")
+        .unwrap();
+    // The worker may first be offered a queued task: skip to the error.
+    let err = loop {
+        let l = read_line(&mut s).unwrap();
+        if l["type"] == "error" {
+            break l;
+        }
+    };
+    assert_eq!(err["code"], "task_not_held");
+    d.udp(br#"{"type":"task_update","task_id":"x","state":"running"}"#);
+    d.wait_for("tcp_only", |d| d.rejected("tcp_only") == 1);
+    let h = d.json("/health");
+    assert_eq!(h["tasks"]["refused"], 6);
+    assert_eq!(h["tasks"]["updates_refused"], 1);
+}
