@@ -14,7 +14,7 @@ use support::{Daemon, read_line};
 const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
 
 /// A handler: prints its task and payload, then by type: `fail` exits 3,
-/// `sleep61` and `sleep62` sleep a minute, `slow` sleeps 2 s; the rest print a JSON result.
+/// `sleep61` to `sleep63` sleep a minute (one name per test), `slow` sleeps 2 s; the rest print a JSON result.
 fn handler(dir: &Path) -> PathBuf {
     let path = dir.join("handler.sh");
     std::fs::write(
@@ -27,6 +27,7 @@ case "$MUSTER_TASK_TYPE" in
   fail) exit 3 ;;
   sleep61) sleep 61 ;;
   sleep62) sleep 62 ;;
+  sleep63) sleep 63 ;;
   slow) sleep 2 ;;
 esac
 echo '{"done":true}'
@@ -336,4 +337,37 @@ fn bad_input_gets_clear_errors() {
     let h = d.json("/health");
     assert_eq!(h["tasks"]["refused"], 6);
     assert_eq!(h["tasks"]["updates_refused"], 1);
+}
+
+#[test]
+fn the_command_line_submits_waits_and_reads_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let d = Daemon::start(&[]);
+    let _a = agent(&d, "ag1", &h);
+    worker_up(&d, "ag1");
+    let muster = |args: &[&str]| {
+        Command::new(MUSTER)
+            .args(["--url", &format!("http://{}", d.http)])
+            .args(args)
+            .env_remove("MUSTER_TOKEN_FILE")
+            .output()
+            .unwrap()
+    };
+    let out = muster(&["task", "submit", "echo", "--payload", r#"{"n":1}"#, "--wait"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let id = text.lines().next().unwrap().to_string();
+    assert_eq!(text.lines().nth(1), Some(r#"{"done":true}"#));
+    let out = muster(&["task", "submit", "fail", "--wait"]);
+    assert_eq!(out.status.code(), Some(3), "failed");
+    let out = muster(&["task", "logs", &id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("task {id} attempt 1")));
+    let out = muster(&["tasks", "--state", "failed", "--json"]);
+    let failed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(failed.as_array().unwrap().len(), 1);
+    let out = muster(&["task", "submit", "sleep63", "--timeout-ms", "500", "--wait"]);
+    assert_eq!(out.status.code(), Some(5), "timed out");
+    assert_eq!(muster(&["task", "show", "ffffffffffffffff"]).status.code(), Some(4));
+    assert_eq!(muster(&["task", "submit"]).status.code(), Some(2));
 }

@@ -89,15 +89,50 @@ pub fn request(
     path: &str,
     token: Option<&str>,
 ) -> Result<(u16, Vec<u8>), ClientError> {
+    request_body(addr, method, path, token, &[])
+}
+
+/// GET asking for JSON where an endpoint also speaks text (task logs).
+pub fn get_accepting_json(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
+    send(addr, "GET", path, "Accept: application/json\r\n", &[])
+}
+
+/// One request with a JSON body.
+pub fn request_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), ClientError> {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    send(addr, method, path, &auth, body)
+}
+
+fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: &str,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), ClientError> {
     let unreachable = |e| ClientError::Unreachable(addr.to_string(), e);
     let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(unreachable)?;
     s.set_read_timeout(Some(TIMEOUT)).map_err(unreachable)?;
     s.set_write_timeout(Some(TIMEOUT)).map_err(unreachable)?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: muster\r\n{auth}\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: muster\r\n{auth}{length}\r\n"
     );
     s.write_all(head.as_bytes()).map_err(unreachable)?;
+    s.write_all(body).map_err(unreachable)?;
     let mut buf = Vec::new();
     s.take(MAX_RESPONSE)
         .read_to_end(&mut buf)

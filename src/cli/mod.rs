@@ -11,6 +11,7 @@ pub mod beat;
 pub mod bench;
 pub mod client;
 pub mod ops;
+pub mod tasks;
 
 use crate::VERSION;
 use client::ClientError;
@@ -26,6 +27,12 @@ operator commands:
   watch [ID] [--status S]           live view over WebSocket; reconnects
   forget ID [--token-file F]        forget a worker (DELETE; token from
                                     --token-file or $MUSTER_TOKEN_FILE)
+  tasks [--state S] [--worker ID]   list tasks
+  task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID]
+       [--label K=V] [--max-attempts N] [--timeout-ms N] [--wait]
+                                    submit; --wait exits 0 succeeded,
+                                    3 failed, 5 cancelled or timed out
+  task show ID | task logs ID [-f] | task cancel ID
 
 worker commands:
   beat --id ID [--status S] [--cpu N] [--mem N] [--queue N] [--tcp]
@@ -35,6 +42,8 @@ worker commands:
                                     (default $MUSTER_HEARTBEAT_TOKEN_FILE)
   agent [options] -- CMD [ARGS...]  run CMD as a monitored worker (usage, runs)
   agent [options] --pid PID         watch a running process until it exits
+  agent --tasks [--capacity N] -- HANDLER [ARGS...]
+                                    take tasks: HANDLER runs once per task
 
 other:
   bench heartbeats [options]        load musterd and report what it applied
@@ -113,6 +122,8 @@ fn run(args: Vec<String>) -> Out {
         Some("health") => ops::health(&url, &args),
         Some("watch") => ops::watch(&url, &args),
         Some("forget") => ops::forget(&url, &args),
+        Some("tasks") => tasks::list(&url, &args),
+        Some("task") => tasks::task(&url, &args),
         Some("beat") => beat::beat(&args),
         Some("agent") => match crate::cli::agent::main(&args) {
             0 => Ok(()),

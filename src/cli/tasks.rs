@@ -1,0 +1,265 @@
+//! `muster tasks` and `muster task submit|show|logs|cancel`: the task API
+//! from a terminal or a script. Changes send the API token from
+//! `--token-file` or `$MUSTER_TOKEN_FILE`. `task submit --wait` exits 0 when
+//! the task succeeded, 3 when it failed, 5 when it was cancelled or timed
+//! out.
+
+use super::client::{self, ClientError};
+use super::{Fail, Out};
+use lexopt::prelude::*;
+use serde_json::{Map, Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn addr(url: &str) -> Result<SocketAddr, Fail> {
+    client::parse_url(url).map_err(|e| Fail(2, e.to_string()))
+}
+
+fn token(file: Option<PathBuf>) -> Result<Option<String>, Fail> {
+    let file = file.or_else(|| std::env::var_os(client::TOKEN_ENV).map(PathBuf::from));
+    client::read_token(file.as_deref()).map_err(|m| Fail(2, m))
+}
+
+/// The answer's JSON, or the API's error as a failure (404 → exit 4).
+fn answer(status: u16, body: &[u8]) -> Result<Value, Fail> {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if status >= 400 {
+        let msg = v["message"].as_str().unwrap_or("error").to_string();
+        return Err(ClientError::Status(status, msg).into());
+    }
+    Ok(v)
+}
+
+fn task_id(v: Option<String>, what: &str) -> Result<String, Fail> {
+    let id = v.ok_or_else(|| Fail(2, format!("task {what} needs a task id")))?;
+    if !crate::proto::task::valid_task_id(&id) {
+        return Err(Fail(2, format!("{id:?} is not a task id")));
+    }
+    Ok(id)
+}
+
+fn line(t: &Value) -> String {
+    let s = |k: &str| t[k].as_str().unwrap_or("-").to_string();
+    format!(
+        "{:<18} {:<16} {:<10} {:>7} {}",
+        s("id"),
+        s("type"),
+        s("state"),
+        t["attempt"].as_u64().unwrap_or(0),
+        s("worker_id")
+    )
+}
+
+/// `muster tasks [--state S] [--worker ID] [--type T] [--json]`.
+pub(super) fn list(url: &str, args: &[String]) -> Out {
+    let mut url = url.to_string();
+    let mut query = Vec::new();
+    let mut as_json = false;
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("state") => query.push(format!("state={}", p.value()?.string()?)),
+            Long("worker") => query.push(format!("worker_id={}", p.value()?.string()?)),
+            Long("type") => query.push(format!("type={}", p.value()?.string()?)),
+            Long("json") => as_json = true,
+            Long("url") => url = p.value()?.string()?,
+            Short('h') | Long("help") => {
+                println!("usage: muster tasks [--state S] [--worker ID] [--type T] [--json]");
+                return Ok(());
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    query.push("limit=1000".into());
+    let (status, body) = client::get(addr(&url)?, &format!("/api/tasks?{}", query.join("&")))?;
+    let v = answer(status, &body)?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v["tasks"]).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<16} {:<10} {:>7} WORKER",
+        "ID", "TYPE", "STATE", "ATTEMPT"
+    );
+    for t in v["tasks"].as_array().into_iter().flatten() {
+        println!("{}", line(t));
+    }
+    Ok(())
+}
+
+/// `muster task submit|show|logs|cancel`.
+pub(super) fn task(url: &str, args: &[String]) -> Out {
+    let Some((sub, rest)) = args.split_first() else {
+        return Err(Fail(
+            2,
+            "usage: muster task submit|show|logs|cancel ...".into(),
+        ));
+    };
+    match sub.as_str() {
+        "submit" => submit(url, rest),
+        "show" | "logs" | "cancel" => one(url, sub, rest),
+        "-h" | "--help" => {
+            println!(
+                "usage: muster task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID] [--label K=V]... [--max-attempts N] [--timeout-ms N] [--wait]\n       muster task show ID [--json]\n       muster task logs ID [-f]\n       muster task cancel ID"
+            );
+            Ok(())
+        }
+        other => Err(Fail(2, format!("unknown task command {other:?}"))),
+    }
+}
+
+fn submit(url: &str, args: &[String]) -> Out {
+    let mut url = url.to_string();
+    let mut body = Map::new();
+    let (mut kind, mut wait, mut token_file) = (None, false, None);
+    let mut labels = Map::new();
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    let int = |p: &mut lexopt::Parser, name: &str| -> Result<i64, Fail> {
+        let v = p.value()?.string()?;
+        v.parse()
+            .map_err(|_| Fail(2, format!("--{name} needs a whole number, got {v:?}")))
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) if kind.is_none() => kind = Some(v.string()?),
+            Long("payload") => {
+                let v = p.value()?.string()?;
+                let text = match v.strip_prefix('@') {
+                    Some(f) => {
+                        std::fs::read_to_string(f).map_err(|e| Fail(2, format!("{f}: {e}")))?
+                    }
+                    None if v == "-" => std::io::read_to_string(std::io::stdin())
+                        .map_err(|e| Fail(2, format!("stdin: {e}")))?,
+                    None => v,
+                };
+                let payload: Value = serde_json::from_str(&text)
+                    .map_err(|e| Fail(2, format!("--payload is not JSON: {e}")))?;
+                body.insert("payload".into(), payload);
+            }
+            Long("priority") => {
+                body.insert("priority".into(), json!(int(&mut p, "priority")?));
+            }
+            Long("max-attempts") => {
+                body.insert("max_attempts".into(), json!(int(&mut p, "max-attempts")?));
+            }
+            Long("timeout-ms") => {
+                body.insert("timeout_ms".into(), json!(int(&mut p, "timeout-ms")?));
+            }
+            Long("worker") => {
+                body.insert("worker_id".into(), json!(p.value()?.string()?));
+            }
+            Long("label") => {
+                let kv = p.value()?.string()?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| Fail(2, format!("--label takes KEY=VALUE, got {kv:?}")))?;
+                labels.insert(k.into(), json!(v));
+            }
+            Long("wait") => wait = true,
+            Long("token-file") => token_file = Some(p.value()?.into()),
+            Long("url") => url = p.value()?.string()?,
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let kind = kind.ok_or_else(|| Fail(2, "task submit needs a TYPE".into()))?;
+    body.insert("type".into(), json!(kind));
+    if !labels.is_empty() {
+        body.insert("labels".into(), Value::Object(labels));
+    }
+    let to = addr(&url)?;
+    let token = token(token_file)?;
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let (status, b) = client::request_body(to, "POST", "/api/tasks", token.as_deref(), &bytes)?;
+    let t = answer(status, &b)?;
+    let id = t["id"].as_str().unwrap_or_default().to_string();
+    println!("{id}");
+    if !wait {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let (status, b) = client::get(to, &format!("/api/tasks/{id}"))?;
+        let t = answer(status, &b)?;
+        match t["state"].as_str() {
+            Some("succeeded") => {
+                if !t["result"].is_null() {
+                    println!("{}", t["result"]);
+                }
+                return Ok(());
+            }
+            Some("failed") => {
+                let why = t["error"].as_str().unwrap_or("failed");
+                return Err(Fail(3, format!("task {id} failed: {why}")));
+            }
+            Some(s @ ("cancelled" | "timed_out")) => return Err(Fail(5, format!("task {id} {s}"))),
+            _ => {}
+        }
+    }
+}
+
+fn one(url: &str, what: &str, args: &[String]) -> Out {
+    let mut url = url.to_string();
+    let (mut id, mut as_json, mut follow, mut token_file) = (None, false, false, None);
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) if id.is_none() => id = Some(v.string()?),
+            Long("json") => as_json = true,
+            Short('f') | Long("follow") if what == "logs" => follow = true,
+            Long("token-file") => token_file = Some(p.value()?.into()),
+            Long("url") => url = p.value()?.string()?,
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let id = task_id(id, what)?;
+    let to = addr(&url)?;
+    match what {
+        "cancel" => {
+            let token = token(token_file)?;
+            let (status, b) =
+                client::request(to, "DELETE", &format!("/api/tasks/{id}"), token.as_deref())?;
+            let t = answer(status, &b)?;
+            println!("{}", line(&t));
+            Ok(())
+        }
+        "show" => {
+            let (status, b) = client::get(to, &format!("/api/tasks/{id}"))?;
+            let t = answer(status, &b)?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
+            } else {
+                for (k, v) in t.as_object().into_iter().flatten() {
+                    if !v.is_null() {
+                        println!("{k:<20} {v}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => {
+            let mut since = 0u64;
+            loop {
+                // Whether it had ended before these lines were read.
+                let (st, tb) = client::get(to, &format!("/api/tasks/{id}"))?;
+                let done = answer(st, &tb)?["state"].as_str().is_some_and(|s| {
+                    matches!(s, "succeeded" | "failed" | "cancelled" | "timed_out")
+                });
+                let path = format!("/api/tasks/{id}/logs?since={since}");
+                let (status, lb) = client::get_accepting_json(to, &path)?;
+                let v = answer(status, &lb)?;
+                for l in v["lines"].as_array().into_iter().flatten() {
+                    println!("{}", l.as_str().unwrap_or_default());
+                }
+                since = v["next"].as_u64().unwrap_or(since);
+                if !follow || done {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
