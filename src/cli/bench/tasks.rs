@@ -1,0 +1,333 @@
+//! `muster bench tasks`: a work queue under load, musterd or beanstalkd
+//! (the anchor: a small C queue with a write-ahead binlog), with the same
+//! clients, so the two are compared in one run.
+//!
+//! - `submit`: C submitters, each a connection putting tasks of B bytes as
+//!   fast as answers come, for D: acknowledged submissions per second.
+//! - `e2e`: the same submitters and A workers that take each task and
+//!   finish it at once (a no-op handler): finished tasks per second.
+//! - `latency` (musterd): one worker, one task at a time on an idle daemon:
+//!   from the `201` to the worker receiving it, p50 and p99.
+//!
+//! musterd workers speak the heartbeat protocol over TCP (`hello` with
+//! capacity 1, `task_update` running then succeeded); beanstalkd clients
+//! speak its text protocol (`put`, `reserve`, `delete`).
+
+use super::report;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: muster bench tasks [--target musterd|beanstalkd] [--mode submit|e2e|latency]
+       [--submitters C] [--workers A] [--payload-bytes B] [--duration D] [--addr HOST:PORT]
+       [--heartbeat-addr HOST:PORT] [--json]
+  --addr            musterd's HTTP address (default from $MUSTER_URL) or beanstalkd's (127.0.0.1:11300)
+  --heartbeat-addr  musterd's heartbeat address, for its workers (default $MUSTER_HEARTBEAT_ADDR)
+";
+
+struct Opts {
+    target: String,
+    mode: String,
+    submitters: usize,
+    workers: usize,
+    payload: usize,
+    duration: Duration,
+    addr: Option<String>,
+    heartbeat: String,
+    json: bool,
+}
+
+fn parse(args: &[String]) -> Result<Option<Opts>, String> {
+    use lexopt::prelude::*;
+    let mut o = Opts {
+        target: "musterd".into(),
+        mode: "submit".into(),
+        submitters: 32,
+        workers: 32,
+        payload: 100,
+        duration: Duration::from_secs(10),
+        addr: None,
+        heartbeat: crate::cli::client::env_heartbeat_addr(),
+        json: false,
+    };
+    let err = |e: lexopt::Error| e.to_string();
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    let val = |p: &mut lexopt::Parser| -> Result<String, String> {
+        p.value().map_err(err)?.string().map_err(err)
+    };
+    while let Some(arg) = p.next().map_err(err)? {
+        match arg {
+            Long("target") => o.target = val(&mut p)?,
+            Long("mode") => o.mode = val(&mut p)?,
+            Long("submitters") => o.submitters = val(&mut p)?.parse().map_err(|_| "--submitters N")?,
+            Long("workers") => o.workers = val(&mut p)?.parse().map_err(|_| "--workers N")?,
+            Long("payload-bytes") => o.payload = val(&mut p)?.parse().map_err(|_| "--payload-bytes N")?,
+            Long("duration") => o.duration = crate::config::units::parse_duration(&val(&mut p)?)?,
+            Long("addr") => o.addr = Some(val(&mut p)?),
+            Long("heartbeat-addr") => o.heartbeat = val(&mut p)?,
+            Long("json") => o.json = true,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(err(arg.unexpected())),
+        }
+    }
+    Ok(Some(o))
+}
+
+pub fn main(args: &[String]) -> i32 {
+    report::drive("muster bench tasks", USAGE, parse(args), |o| (o.json, run(o)), table)
+}
+
+fn table(r: &Value) {
+    for (k, v) in r.as_object().into_iter().flatten() {
+        println!("  {k:<22} {v}");
+    }
+}
+
+fn resolve(a: &str) -> Result<SocketAddr, String> {
+    crate::cli::client::parse_url(a).map_err(|e| e.to_string())
+}
+
+fn run(o: &Opts) -> Result<Value, String> {
+    let payload = "x".repeat(o.payload);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let beanstalk = o.target == "beanstalkd";
+    let addr = resolve(o.addr.as_deref().unwrap_or(if beanstalk {
+        "127.0.0.1:11300"
+    } else {
+        "127.0.0.1:8080"
+    }))?;
+    let addr = match (&o.addr, beanstalk) {
+        (None, false) => resolve(&crate::cli::client::env_url())?,
+        _ => addr,
+    };
+    if o.mode == "latency" {
+        return latency(addr, resolve(&o.heartbeat)?, &payload);
+    }
+    let mut threads = Vec::new();
+    if o.mode == "e2e" {
+        for i in 0..o.workers {
+            let (stop, done) = (stop.clone(), done.clone());
+            let hb = resolve(&o.heartbeat)?;
+            threads.push(std::thread::spawn(move || {
+                let r = if beanstalk {
+                    beanstalk_worker(addr, &stop, &done)
+                } else {
+                    muster_worker(hb, &format!("bench-{i}"), &stop, &done, None)
+                };
+                if let Err(e) = r {
+                    eprintln!("worker: {e}");
+                }
+                0
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let started = Instant::now();
+    let submitters: Vec<_> = (0..o.submitters)
+        .map(|_| {
+            let (stop, payload) = (stop.clone(), payload.clone());
+            std::thread::spawn(move || {
+                let r = if beanstalk {
+                    beanstalk_put(addr, &payload, &stop)
+                } else {
+                    muster_submit(addr, &payload, &stop)
+                };
+                r.unwrap_or_else(|e| {
+                    eprintln!("submitter: {e}");
+                    0
+                })
+            })
+        })
+        .collect();
+    let before = done.load(Ordering::Relaxed);
+    std::thread::sleep(o.duration);
+    let finished = done.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    let submitted: u64 = submitters.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(json!({
+        "target": o.target,
+        "mode": o.mode,
+        "submitters": o.submitters,
+        "workers": if o.mode == "e2e" { o.workers } else { 0 },
+        "payload_bytes": o.payload,
+        "seconds": (secs * 10.0).round() / 10.0,
+        "submitted": submitted,
+        "submitted_per_s": (submitted as f64 / secs).round(),
+        "finished_per_s": (finished as f64 / o.duration.as_secs_f64()).round(),
+    }))
+}
+
+/// Keep-alive POSTs until `stop`; returns the tasks acknowledged (201).
+fn muster_submit(addr: SocketAddr, payload: &str, stop: &AtomicBool) -> Result<u64, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let body = format!(r#"{{"type":"bench","payload":"{payload}"}}"#);
+    let req = format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let (status, _) = read_response(&mut r)?;
+        if status != 201 {
+            return Err(format!("musterd answered {status}"));
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn read_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), String> {
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut len = 0;
+    loop {
+        line.clear();
+        r.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
+/// A worker that finishes every task at once. `seen`, when given, gets
+/// the instant each task frame arrived.
+fn muster_worker(
+    hb: SocketAddr,
+    id: &str,
+    stop: &AtomicBool,
+    done: &AtomicU64,
+    seen: Option<std::sync::mpsc::Sender<Instant>>,
+) -> Result<(), String> {
+    let mut s = TcpStream::connect(hb).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
+    writeln!(s, r#"{{"type":"hello","worker_id":"{id}","capacity":1}}"#).map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) => return Err("musterd closed the session".into()),
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        let Ok(crate::proto::Reply::Task(t)) = crate::proto::decode_reply(line.as_bytes()) else {
+            continue;
+        };
+        if let Some(tx) = &seen {
+            let _ = tx.send(Instant::now());
+        }
+        let id = t.task_id;
+        let out = format!(
+            "{{\"type\":\"task_update\",\"task_id\":\"{id}\",\"state\":\"running\"}}\n{{\"type\":\"task_update\",\"task_id\":\"{id}\",\"state\":\"succeeded\"}}\n"
+        );
+        s.write_all(out.as_bytes()).map_err(|e| e.to_string())?;
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn beanstalk_put(addr: SocketAddr, payload: &str, stop: &AtomicBool) -> Result<u64, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let req = format!("put 1024 0 60 {}\r\n{payload}\r\n", payload.len());
+    let mut line = String::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        line.clear();
+        r.read_line(&mut line).map_err(|e| e.to_string())?;
+        if !line.starts_with("INSERTED") {
+            return Err(format!("beanstalkd answered {line:?}"));
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn beanstalk_worker(addr: SocketAddr, stop: &AtomicBool, done: &AtomicU64) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        s.write_all(b"reserve-with-timeout 1\r\n").map_err(|e| e.to_string())?;
+        line.clear();
+        r.read_line(&mut line).map_err(|e| e.to_string())?;
+        let mut words = line.split_whitespace();
+        if words.next() != Some("RESERVED") {
+            continue;
+        }
+        let id = words.next().unwrap_or("0").to_string();
+        let bytes: usize = words.next().and_then(|b| b.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; bytes + 2];
+        r.read_exact(&mut body).map_err(|e| e.to_string())?;
+        s.write_all(format!("delete {id}\r\n").as_bytes()).map_err(|e| e.to_string())?;
+        line.clear();
+        r.read_line(&mut line).map_err(|e| e.to_string())?;
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// One worker, one task at a time: 201 → the worker has it.
+fn latency(addr: SocketAddr, hb: SocketAddr, payload: &str) -> Result<Value, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (st, dn) = (stop.clone(), done.clone());
+    let w = std::thread::spawn(move || muster_worker(hb, "bench-latency", &st, &dn, Some(tx)));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let body = format!(r#"{{"type":"bench","payload":"{payload}"}}"#);
+    let req = format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut us = Vec::new();
+    for _ in 0..1000 {
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let (status, _) = read_response(&mut r)?;
+        let acked = Instant::now();
+        if status != 201 {
+            return Err(format!("musterd answered {status}"));
+        }
+        let got = rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "the worker got no task".to_string())?;
+        us.push(got.saturating_duration_since(acked).as_secs_f64() * 1e6);
+        // Let the worker finish it before the next.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = w.join();
+    us.sort_by(f64::total_cmp);
+    let at = |p: f64| us[((us.len() as f64 * p) as usize).min(us.len() - 1)];
+    Ok(json!({
+        "target": "musterd",
+        "mode": "latency",
+        "tasks": us.len(),
+        "dispatch_p50_ms": (at(0.5) / 10.0).round() / 100.0,
+        "dispatch_p99_ms": (at(0.99) / 10.0).round() / 100.0,
+        "dispatch_max_ms": (us[us.len() - 1] / 10.0).round() / 100.0,
+    }))
+}
