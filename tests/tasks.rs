@@ -354,7 +354,14 @@ fn the_command_line_submits_waits_and_reads_logs() {
             .output()
             .unwrap()
     };
-    let out = muster(&["task", "submit", "echo", "--payload", r#"{"n":1}"#, "--wait"]);
+    let out = muster(&[
+        "task",
+        "submit",
+        "echo",
+        "--payload",
+        r#"{"n":1}"#,
+        "--wait",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let id = text.lines().next().unwrap().to_string();
@@ -368,6 +375,53 @@ fn the_command_line_submits_waits_and_reads_logs() {
     assert_eq!(failed.as_array().unwrap().len(), 1);
     let out = muster(&["task", "submit", "sleep63", "--timeout-ms", "500", "--wait"]);
     assert_eq!(out.status.code(), Some(5), "timed out");
-    assert_eq!(muster(&["task", "show", "ffffffffffffffff"]).status.code(), Some(4));
+    assert_eq!(
+        muster(&["task", "show", "ffffffffffffffff"]).status.code(),
+        Some(4)
+    );
     assert_eq!(muster(&["task", "submit"]).status.code(), Some(2));
+}
+
+#[test]
+fn the_journal_is_compacted_and_still_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--task-retention",
+        "1s",
+        "--max-task-bytes",
+        "1MiB",
+    ];
+    let d = Daemon::start(&args);
+    let big = "x".repeat(60_000);
+    for _ in 0..400 {
+        let id = submit(&d, json!({"type": "big", "payload": big}));
+        let (status, _, _) = d.request(&format!(
+            "DELETE /api/tasks/{id} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(status, 200);
+    }
+    let keep = submit(&d, json!({"type": "keep", "payload": {"n": 1}}));
+    let journal = dir.path().join("tasks.journal");
+    let written = d.json("/health")["tasks"]["journal_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(written > 24 << 20, "{written} bytes written");
+    // Past retention the cancelled ones are forgotten; then compaction.
+    d.wait_for("compaction", |d| d.log_has("task journal compacted"));
+    d.wait_for("the forgotten gone", |d| {
+        d.json("/api/tasks")["tasks"].as_array().unwrap().len() == 1
+    });
+    // Journals under 8 MiB are left alone; this one never grows past that
+    // for long, whatever was written.
+    d.wait_for("a compacted journal", |_| {
+        std::fs::metadata(&journal).unwrap().len() <= 8 << 20
+    });
+    let after = submit(&d, json!({"type": "after"}));
+    assert!(d.stop().0.success());
+    let d = Daemon::start(&args);
+    assert_eq!(task(&d, &keep)["payload"], json!({"n": 1}));
+    assert_eq!(task(&d, &after)["state"], "queued");
+    assert_eq!(d.json("/api/tasks")["tasks"].as_array().unwrap().len(), 2);
 }

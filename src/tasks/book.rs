@@ -75,7 +75,12 @@ impl Logs {
 pub struct Entry {
     pub task: Task,
     pub logs: Logs,
+    /// About what its journal records take: its payload and fields.
+    pub size: u64,
 }
+
+/// What a task takes in the journal beyond its payload, about.
+const RECORD_OVERHEAD: u64 = 512;
 
 /// What a change asks of the caller: records for the journal, lines for
 /// workers, runs to feed to workers' metrics, counters.
@@ -103,9 +108,14 @@ impl Effects {
 pub struct Book {
     pub entries: BTreeMap<String, Entry>,
     queue: BTreeSet<(Reverse<i64>, String)>,
+    /// Finished tasks by when they finished: retention and room, without
+    /// a walk over every task.
+    finished: BTreeSet<(u64, String)>,
     pub takers: HashMap<WorkerId, Taker>,
     pub by_state: HashMap<State, u64>,
     last_id: u64,
+    /// About what the live tasks take in a compacted journal.
+    pub live_bytes: u64,
 }
 
 /// Why an update from a worker was refused.
@@ -134,9 +144,19 @@ impl Book {
     fn set_state(&mut self, id: &str, p: impl FnOnce(&mut Progress)) -> Option<&Task> {
         let e = self.entries.get_mut(id)?;
         let before = e.task.progress.state;
+        let finished_before = e.task.progress.finished_at;
         p(&mut e.task.progress);
         let after = e.task.progress.state;
+        let finished_after = e.task.progress.finished_at;
         let priority = e.task.priority;
+        if before.is_final() {
+            self.finished
+                .remove(&(finished_before.unwrap_or(0), id.to_string()));
+        }
+        if after.is_final() {
+            self.finished
+                .insert((finished_after.unwrap_or(0), id.to_string()));
+        }
         if before != after {
             self.count(before, -1);
             self.count(after, 1);
@@ -163,17 +183,26 @@ impl Book {
         if s == State::Queued {
             self.queue.insert((Reverse(task.priority), task.id.clone()));
         }
+        if s.is_final() {
+            self.finished
+                .insert((task.progress.finished_at.unwrap_or(0), task.id.clone()));
+        }
+        let size =
+            RECORD_OVERHEAD + serde_json::to_string(&task.payload).map_or(0, |p| p.len() as u64);
+        self.live_bytes += size;
         self.entries.insert(
             task.id.clone(),
             Entry {
                 task,
                 logs: Logs::default(),
+                size,
             },
         );
     }
 
     pub fn forget(&mut self, id: &str) {
         if let Some(e) = self.entries.remove(id) {
+            self.live_bytes = self.live_bytes.saturating_sub(e.size + e.logs.bytes as u64);
             self.count(e.task.state(), -1);
             self.queue
                 .remove(&(Reverse(e.task.priority), id.to_string()));
@@ -378,7 +407,9 @@ impl Book {
             return Err(NOT_HELD);
         }
         if let Some(e) = self.entries.get_mut(&l.task_id) {
+            let before = e.logs.bytes;
             fx.log_dropped += e.logs.push(&l.lines, cap);
+            self.live_bytes = (self.live_bytes + e.logs.bytes as u64).saturating_sub(before as u64);
         }
         fx.records.push(Record::Log {
             id: l.task_id,
@@ -448,8 +479,9 @@ impl Book {
         let mut requeue = Vec::new();
         let mut timed_out = Vec::new();
         let mut unconfirmed = Vec::new();
-        let mut expired = Vec::new();
-        for e in self.entries.values() {
+        // Only held tasks have deadlines: every one is in its taker's set.
+        let held = self.takers.values().flat_map(|t| t.held.iter());
+        for e in held.filter_map(|id| self.entries.get(id)) {
             let p = &e.task.progress;
             let since = |t: Option<u64>| now_ms.saturating_sub(t.unwrap_or(now_ms));
             if p.state.is_held() && p.cancel_requested_at.is_some() {
@@ -465,12 +497,15 @@ impl Book {
                 State::Running if e.task.timeout_ms.is_some_and(|t| since(p.started_at) >= t) => {
                     timed_out.push((e.task.id.clone(), p.worker_id.clone()));
                 }
-                s if s.is_final() && since(p.finished_at) >= limits.retention_ms => {
-                    expired.push(e.task.id.clone());
-                }
                 _ => {}
             }
         }
+        let expired: Vec<String> = self
+            .finished
+            .iter()
+            .take_while(|(at, _)| now_ms.saturating_sub(*at) >= limits.retention_ms)
+            .map(|(_, id)| id.clone())
+            .collect();
         for id in requeue {
             self.requeue(&id, "not acknowledged in time", now_ms, fx);
         }
@@ -500,13 +535,9 @@ impl Book {
     /// False when every kept task is unfinished.
     pub fn make_room(&mut self, max: usize, fx: &mut Effects) -> bool {
         while self.entries.len() >= max {
-            let oldest = self
-                .entries
-                .values()
-                .filter(|e| e.task.state().is_final())
-                .min_by_key(|e| e.task.progress.finished_at)
-                .map(|e| e.task.id.clone());
-            let Some(id) = oldest else { return false };
+            let Some((_, id)) = self.finished.first().cloned() else {
+                return false;
+            };
             self.forget(&id);
             fx.records.push(Record::Forget { id });
         }

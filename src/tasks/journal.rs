@@ -92,7 +92,32 @@ pub type Ack = Box<dyn FnOnce(bool) + Send>;
 pub struct Append {
     pub bytes: Vec<u8>,
     pub ack: Option<Ack>,
+    /// Instead of appending: rewrite the journal as these records (every
+    /// live task as it is now, and its log), then go on appending there.
+    pub compact: Option<(PathBuf, Vec<Record>)>,
 }
+
+/// The journal's length now, and when the last compaction was asked.
+#[derive(Default)]
+pub struct Size {
+    pub now: std::sync::atomic::AtomicU64,
+    pub base: std::sync::atomic::AtomicU64,
+}
+
+impl Size {
+    /// Compaction is due when the file is twice the live tasks' size (and
+    /// past a floor, so a small journal is left alone), and it grew since
+    /// the last one was asked (one that could not shrink it is not
+    /// retried at every turn).
+    pub fn due(&self, live: u64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.now.load(Relaxed);
+        now > 2 * live.max(COMPACT_FLOOR) && now > self.base.load(Relaxed) + COMPACT_FLOOR / 2
+    }
+}
+
+/// Journals smaller than twice this are never compacted.
+pub const COMPACT_FLOOR: u64 = 4 << 20;
 
 /// Open the journal for appending after reading it whole: the caller
 /// replays the bytes, then cuts a torn tail with [`cut`].
@@ -134,7 +159,14 @@ pub fn rewrite(dir: &Path, records: impl Iterator<Item = Vec<u8>>) -> io::Result
 
 /// The journal thread: write what arrives, sync as `mode` says, and
 /// acknowledge. Ends when every sender is gone, after a last sync.
-pub fn run(file: File, rx: Receiver<Append>, mode: impl Fn() -> Fsync, written: impl Fn(u64)) {
+pub fn run(
+    file: File,
+    rx: Receiver<Append>,
+    mode: impl Fn() -> Fsync,
+    written: impl Fn(u64),
+    size: std::sync::Arc<Size>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut dirty = false;
     let mut last_sync = Instant::now();
@@ -160,10 +192,34 @@ pub fn run(file: File, rx: Receiver<Append>, mode: impl Fn() -> Fsync, written: 
         }
         let mut ok = true;
         let mut bytes = 0u64;
-        for a in &batch {
+        for a in &mut batch {
+            if let Some((dir, records)) = a.compact.take() {
+                ok &= out.flush().is_ok();
+                let started = Instant::now();
+                let encoded: Vec<Vec<u8>> = records.iter().map(encode).collect();
+                let len: u64 = encoded.iter().map(|r| r.len() as u64).sum();
+                match rewrite(&dir, encoded.into_iter()) {
+                    Ok(f) => {
+                        out = BufWriter::with_capacity(1 << 20, f);
+                        size.now.store(len, Relaxed);
+                        size.base.store(0, Relaxed);
+                        log::info!(
+                            "task journal compacted: {} records, {len} bytes, in {} ms",
+                            records.len(),
+                            started.elapsed().as_millis()
+                        );
+                    }
+                    Err(e) => {
+                        // The old journal stays whole: appending goes on there.
+                        log::error!("task journal: compaction failed, keeping the journal: {e}");
+                    }
+                }
+                continue;
+            }
             ok &= out.write_all(&a.bytes).is_ok();
             bytes += a.bytes.len() as u64;
         }
+        size.now.fetch_add(bytes, Relaxed);
         ok &= out.flush().is_ok();
         dirty |= !batch.is_empty();
         let mode = mode();

@@ -69,6 +69,9 @@ pub struct Tasks {
     stopping: AtomicBool,
     /// Opened with a journal: once it is closed, nothing more is accepted.
     durable: bool,
+    /// Where the journal is, and how large it has grown.
+    dir: Option<std::path::PathBuf>,
+    size: Arc<journal::Size>,
 }
 
 /// What opening the task book found and started.
@@ -93,6 +96,7 @@ impl Tasks {
         let mut fx = Effects::default();
         let mut journal = None;
         let mut thread = None;
+        let size = Arc::new(journal::Size::default());
         if let Some(dir) = dir {
             match journal::open(dir) {
                 Ok((file, bytes)) => {
@@ -121,8 +125,11 @@ impl Tasks {
                         );
                     }
                     book.requeue_all_held(unix_ms(), &mut fx);
+                    let kept = r.cut_at.unwrap_or(bytes.len() as u64);
+                    size.now.store(kept, Ordering::Relaxed);
                     let (jtx, jrx) = mpsc::channel();
                     let sh = shared.clone();
+                    let sz = size.clone();
                     let spawned =
                         std::thread::Builder::new()
                             .name("journal".into())
@@ -133,6 +140,7 @@ impl Tasks {
                                     jrx,
                                     move || fsync_mode(&sh.config.get()),
                                     move |b| sh2.stats.add(Counter::JournalBytes, b),
+                                    sz,
                                 )
                             });
                     match spawned {
@@ -161,6 +169,8 @@ impl Tasks {
             wake: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
             durable: thread.is_some(),
+            dir: dir.map(Path::to_path_buf),
+            size,
         });
         tasks.apply(&tasks.lock(), fx, None);
         Opened {
@@ -197,6 +207,7 @@ impl Tasks {
                     if let Err(mpsc::SendError(lost)) = j.send(Append {
                         bytes: journal::encode(r),
                         ack: a,
+                        compact: None,
                     }) {
                         if let Some(a) = lost.ack {
                             a(false);
@@ -397,6 +408,45 @@ impl Tasks {
             &mut fx,
         );
         self.apply(&book, fx, None);
+        if self.size.due(book.live_bytes) {
+            self.compact(&book);
+        }
+    }
+
+    /// Hand the journal thread every live task as it is now, to rewrite the
+    /// journal as. Under the book's lock the tasks are only cloned; the
+    /// thread encodes and writes them, and records sent after this one land
+    /// in the new journal, in order.
+    fn compact(&self, book: &Book) {
+        let Some(dir) = &self.dir else { return };
+        let mut records = Vec::with_capacity(book.len());
+        for e in book.entries.values() {
+            records.push(Record::Submit {
+                task: e.task.clone(),
+            });
+            if !e.logs.lines.is_empty() {
+                records.push(Record::Log {
+                    id: e.task.id.clone(),
+                    lines: e.logs.lines.iter().cloned().collect(),
+                });
+            }
+        }
+        // Not due again until this one has landed.
+        self.size
+            .base
+            .store(self.size.now.load(Ordering::Relaxed), Ordering::Relaxed);
+        if let Some(j) = self
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = j.send(Append {
+                bytes: Vec::new(),
+                ack: None,
+                compact: Some((dir.clone(), records)),
+            });
+        }
     }
 
     /// Tasks a worker holds or held, newest first.

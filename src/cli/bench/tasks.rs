@@ -62,9 +62,13 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         match arg {
             Long("target") => o.target = val(&mut p)?,
             Long("mode") => o.mode = val(&mut p)?,
-            Long("submitters") => o.submitters = val(&mut p)?.parse().map_err(|_| "--submitters N")?,
+            Long("submitters") => {
+                o.submitters = val(&mut p)?.parse().map_err(|_| "--submitters N")?
+            }
             Long("workers") => o.workers = val(&mut p)?.parse().map_err(|_| "--workers N")?,
-            Long("payload-bytes") => o.payload = val(&mut p)?.parse().map_err(|_| "--payload-bytes N")?,
+            Long("payload-bytes") => {
+                o.payload = val(&mut p)?.parse().map_err(|_| "--payload-bytes N")?
+            }
             Long("duration") => o.duration = crate::config::units::parse_duration(&val(&mut p)?)?,
             Long("addr") => o.addr = Some(val(&mut p)?),
             Long("heartbeat-addr") => o.heartbeat = val(&mut p)?,
@@ -77,7 +81,13 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
 }
 
 pub fn main(args: &[String]) -> i32 {
-    report::drive("muster bench tasks", USAGE, parse(args), |o| (o.json, run(o)), table)
+    report::drive(
+        "muster bench tasks",
+        USAGE,
+        parse(args),
+        |o| (o.json, run(o)),
+        table,
+    )
 }
 
 fn table(r: &Value) {
@@ -190,7 +200,11 @@ fn muster_submit(addr: SocketAddr, payload: &str, stop: &AtomicBool) -> Result<u
 fn read_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), String> {
     let mut line = String::new();
     r.read_line(&mut line).map_err(|e| e.to_string())?;
-    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut len = 0;
     loop {
         line.clear();
@@ -218,8 +232,10 @@ fn muster_worker(
 ) -> Result<(), String> {
     let mut s = TcpStream::connect(hb).map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
-    writeln!(s, r#"{{"type":"hello","worker_id":"{id}","capacity":1}}"#).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    writeln!(s, r#"{{"type":"hello","worker_id":"{id}","capacity":1}}"#)
+        .map_err(|e| e.to_string())?;
     let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
     let mut line = String::new();
     while !stop.load(Ordering::Relaxed) {
@@ -270,7 +286,8 @@ fn beanstalk_worker(addr: SocketAddr, stop: &AtomicBool, done: &AtomicU64) -> Re
     let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
     let mut line = String::new();
     while !stop.load(Ordering::Relaxed) {
-        s.write_all(b"reserve-with-timeout 1\r\n").map_err(|e| e.to_string())?;
+        s.write_all(b"reserve-with-timeout 1\r\n")
+            .map_err(|e| e.to_string())?;
         line.clear();
         r.read_line(&mut line).map_err(|e| e.to_string())?;
         let mut words = line.split_whitespace();
@@ -281,7 +298,8 @@ fn beanstalk_worker(addr: SocketAddr, stop: &AtomicBool, done: &AtomicU64) -> Re
         let bytes: usize = words.next().and_then(|b| b.parse().ok()).unwrap_or(0);
         let mut body = vec![0; bytes + 2];
         r.read_exact(&mut body).map_err(|e| e.to_string())?;
-        s.write_all(format!("delete {id}\r\n").as_bytes()).map_err(|e| e.to_string())?;
+        s.write_all(format!("delete {id}\r\n").as_bytes())
+            .map_err(|e| e.to_string())?;
         line.clear();
         r.read_line(&mut line).map_err(|e| e.to_string())?;
         done.fetch_add(1, Ordering::Relaxed);
@@ -313,7 +331,9 @@ fn latency(addr: SocketAddr, hb: SocketAddr, payload: &str) -> Result<Value, Str
         if status != 201 {
             return Err(format!("musterd answered {status}"));
         }
-        let got = rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "the worker got no task".to_string())?;
+        let got = rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "the worker got no task".to_string())?;
         us.push(got.saturating_duration_since(acked).as_secs_f64() * 1e6);
         // Let the worker finish it before the next.
         std::thread::sleep(Duration::from_millis(2));
