@@ -129,3 +129,21 @@ pub fn reply(data: &[u8]) {
     };
     assert_eq!(proto::decode_reply(&line).ok(), Some(r));
 }
+
+/// The task journal (`state_dir/tasks.journal`): replay never panics, and
+/// the records it keeps encode to a journal that replays the same.
+pub fn journal(data: &[u8]) {
+    use muster::tasks::journal;
+    let mut records = Vec::new();
+    let r = journal::replay(data, |rec| records.push(rec));
+    assert_eq!(r.records, records.len());
+    assert!(r.cut_at.is_none_or(|at| at as usize <= data.len()));
+    let bytes: Vec<u8> = records.iter().flat_map(journal::encode).collect();
+    let mut again = Vec::new();
+    let r2 = journal::replay(&bytes, |rec| again.push(rec));
+    assert_eq!(
+        (r2.records, r2.skipped, r2.cut_at),
+        (records.len(), 0, None)
+    );
+    assert_eq!(again, records);
+}

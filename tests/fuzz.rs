@@ -56,3 +56,8 @@ fn reply_corpus() {
 fn registry_corpus() {
     replay("registry", checks::registry);
 }
+
+#[test]
+fn journal_corpus() {
+    replay("journal", checks::journal);
+}

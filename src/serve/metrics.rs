@@ -16,6 +16,7 @@ use crate::proto::RejectReason;
 use crate::stats::{
     COUNTERS, DROPPED_FAMILY, DropReason, HTTP_CLASSES, HTTP_FAMILY, REJECTED_FAMILY, Stats,
 };
+use crate::stats::{Histogram, TASK_BUCKETS_S};
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +45,8 @@ pub struct Figures<'a> {
     pub uptime_seconds: f64,
     pub udp_kernel_drops: Option<u64>,
     pub max_workers: usize,
+    /// The task histograms, when there is a task book.
+    pub tasks: Option<&'a crate::tasks::Tasks>,
 }
 
 struct Out(String);
@@ -105,6 +108,19 @@ impl Out {
     }
 }
 
+/// A histogram family from a [`Histogram`] reading.
+fn histogram(o: &mut Out, name: &str, help: &str, h: &Histogram) {
+    let (cumulative, count, sum) = h.reading();
+    o.family(name, "histogram", help);
+    let bucket = format!("{name}_bucket");
+    for (bound, n) in TASK_BUCKETS_S.iter().zip(cumulative) {
+        o.sample(&bucket, &[("le", &bound.to_string())], n as f64);
+    }
+    o.sample(&bucket, &[("le", "+Inf")], count as f64);
+    o.sample(&format!("{name}_sum"), &[], sum);
+    o.sample(&format!("{name}_count"), &[], count as f64);
+}
+
 pub fn render(d: &Figures, snaps: &[Arc<Snapshot>], now: Instant) -> String {
     let mut o = Out(String::with_capacity(4096 + snaps.len() * 1200));
     let st = d.stats;
@@ -121,6 +137,20 @@ pub fn render(d: &Figures, snaps: &[Arc<Snapshot>], now: Instant) -> String {
     );
     o.sample("muster_uptime_seconds", &[], d.uptime_seconds);
     o.counters(st);
+    if let Some(t) = d.tasks {
+        histogram(
+            &mut o,
+            "muster_task_queue_wait_seconds",
+            "Time tasks waited in the queue before a worker was sent them.",
+            &t.queue_wait,
+        );
+        histogram(
+            &mut o,
+            "muster_task_run_seconds",
+            "Time from running to succeeded or failed, as the daemon saw it.",
+            &t.run_time,
+        );
+    }
     o.family(REJECTED_FAMILY, "counter", "Frames refused, by reason.");
     for r in RejectReason::ALL {
         o.sample(
@@ -335,6 +365,7 @@ mod tests {
             uptime_seconds: 3.0,
             udp_kernel_drops: Some(4),
             max_workers: 10,
+            tasks: None,
         };
         let text = render(&d, &snaps, Instant::now());
         let mut seen = HashSet::new();

@@ -231,6 +231,7 @@ impl Api {
             uptime_seconds: self.health.started().elapsed().as_secs_f64(),
             udp_kernel_drops: self.health.udp_kernel_drops(),
             max_workers: cfg.max_workers,
+            tasks: Some(&self.tasks),
         };
         let body = metrics::render(&d, &self.registry.snapshots(), Instant::now());
         Response {

@@ -217,7 +217,7 @@ impl Book {
     /// Apply a replayed record.
     pub fn replay(&mut self, r: Record, log_cap: usize) {
         match r {
-            Record::Submit { task } => self.insert(task),
+            Record::Submit { task } => self.insert(task.into()),
             Record::Progress { id, progress } => {
                 self.set_state(&id, |p| *p = progress);
             }
@@ -267,6 +267,7 @@ impl Book {
             } else {
                 p.state = State::Queued;
                 p.attempt += 1;
+                p.queued_at = Some(now_ms);
                 p.assigned_at = None;
                 p.started_at = None;
             }

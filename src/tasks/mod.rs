@@ -72,6 +72,9 @@ pub struct Tasks {
     /// Where the journal is, and how large it has grown.
     dir: Option<std::path::PathBuf>,
     size: Arc<journal::Size>,
+    /// Queued → assigned, and running → finished, for `/metrics`.
+    pub queue_wait: crate::stats::Histogram,
+    pub run_time: crate::stats::Histogram,
 }
 
 /// What opening the task book found and started.
@@ -171,6 +174,8 @@ impl Tasks {
             durable: thread.is_some(),
             dir: dir.map(Path::to_path_buf),
             size,
+            queue_wait: Default::default(),
+            run_time: Default::default(),
         });
         tasks.apply(&tasks.lock(), fx, None);
         Opened {
@@ -191,6 +196,20 @@ impl Tasks {
         st.add(Counter::TasksRequeued, fx.requeued);
         st.add(Counter::TasksLost, fx.lost);
         st.add(Counter::TaskLogLinesDropped, fx.log_dropped);
+        for r in &fx.records {
+            if let Record::Progress { progress: p, .. } = r {
+                match (p.state, p.assigned_at, p.started_at, p.finished_at) {
+                    (State::Assigned, Some(at), ..) => {
+                        let queued = p.queued_at.unwrap_or(at);
+                        self.queue_wait.observe(at.saturating_sub(queued));
+                    }
+                    (State::Succeeded | State::Failed, _, Some(s), Some(f)) => {
+                        self.run_time.observe(f.saturating_sub(s));
+                    }
+                    _ => {}
+                }
+            }
+        }
         for s in State::ALL {
             st.set(
                 state_counter(s),
@@ -278,7 +297,9 @@ impl Tasks {
             return Err(Refused::Full(cfg.max_tasks));
         }
         book.insert(task.clone());
-        fx.records.push(Record::Submit { task: task.clone() });
+        fx.records.push(Record::Submit {
+            task: task.clone().into(),
+        });
         st.incr(Counter::TasksSubmitted);
         self.apply(&book, fx, Some(ack));
         drop(book);
@@ -422,7 +443,7 @@ impl Tasks {
         let mut records = Vec::with_capacity(book.len());
         for e in book.entries.values() {
             records.push(Record::Submit {
-                task: e.task.clone(),
+                task: e.task.clone().into(),
             });
             if !e.logs.lines.is_empty() {
                 records.push(Record::Log {

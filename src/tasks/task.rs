@@ -84,6 +84,9 @@ pub struct Progress {
     /// The worker holding (or that last held) the task.
     #[serde(default)]
     pub worker_id: Option<String>,
+    /// When it last entered the queue (submitted, or requeued).
+    #[serde(default)]
+    pub queued_at: Option<u64>,
     #[serde(default)]
     pub assigned_at: Option<u64>,
     #[serde(default)]
@@ -189,6 +192,7 @@ pub fn parse_submit(body: &[u8], id: String, now_ms: u64) -> Result<Task, BadFie
             state: State::Queued,
             attempt: 1,
             worker_id: None,
+            queued_at: Some(now_ms),
             assigned_at: None,
             started_at: None,
             finished_at: None,

@@ -7,7 +7,9 @@
 //! - `e2e`: the same submitters and A workers that take each task and
 //!   finish it at once (a no-op handler): finished tasks per second.
 //! - `latency` (musterd): one worker, one task at a time on an idle daemon:
-//!   from the `201` to the worker receiving it, p50 and p99.
+//!   from the submission leaving the client to the worker receiving the
+//!   task, p50 and p99. The task is dispatched as soon as it is queued, so
+//!   the worker may have it before the `201` (which waits for the journal).
 //!
 //! musterd workers speak the heartbeat protocol over TCP (`hello` with
 //! capacity 1, `task_update` running then succeeded); beanstalkd clients
@@ -314,6 +316,7 @@ fn latency(addr: SocketAddr, hb: SocketAddr, payload: &str) -> Result<Value, Str
     let (tx, rx) = std::sync::mpsc::channel();
     let (st, dn) = (stop.clone(), done.clone());
     let w = std::thread::spawn(move || muster_worker(hb, "bench-latency", &st, &dn, Some(tx)));
+    // Warm: the worker says hello and the daemon knows it takes tasks.
     std::thread::sleep(Duration::from_millis(500));
     let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
