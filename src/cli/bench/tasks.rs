@@ -328,16 +328,16 @@ fn latency(addr: SocketAddr, hb: SocketAddr, payload: &str) -> Result<Value, Str
     );
     let mut us = Vec::new();
     for _ in 0..1000 {
+        let sent = Instant::now();
         s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
         let (status, _) = read_response(&mut r)?;
-        let acked = Instant::now();
         if status != 201 {
             return Err(format!("musterd answered {status}"));
         }
         let got = rx
             .recv_timeout(Duration::from_secs(5))
             .map_err(|_| "the worker got no task".to_string())?;
-        us.push(got.saturating_duration_since(acked).as_secs_f64() * 1e6);
+        us.push(got.saturating_duration_since(sent).as_secs_f64() * 1e6);
         // Let the worker finish it before the next.
         std::thread::sleep(Duration::from_millis(2));
     }
