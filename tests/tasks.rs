@@ -425,3 +425,34 @@ fn the_journal_is_compacted_and_still_replays() {
     assert_eq!(task(&d, &after)["state"], "queued");
     assert_eq!(d.json("/api/tasks")["tasks"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn the_task_stream_sends_a_snapshot_then_changes() {
+    let d = Daemon::start(&[]);
+    let first = submit(&d, json!({"type": "a"}));
+    let url = format!("ws://{}/ws/tasks", d.http);
+    let (mut ws, _) = tungstenite::connect(url.as_str()).unwrap();
+    let next = |ws: &mut tungstenite::WebSocket<_>| -> Value {
+        let m = ws.read().unwrap();
+        serde_json::from_str(m.to_text().unwrap()).unwrap()
+    };
+    let snap = next(&mut ws);
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(snap["tasks"][0]["id"], first.as_str());
+    let second = submit(&d, json!({"type": "b"}));
+    let up = next(&mut ws);
+    assert_eq!(up["type"], "update");
+    assert_eq!(up["tasks"][0]["id"], second.as_str());
+    let (status, _, _) = d.request(&format!(
+        "DELETE /api/tasks/{first} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    ));
+    assert_eq!(status, 200);
+    let up = next(&mut ws);
+    assert_eq!(
+        (
+            up["tasks"][0]["id"].as_str(),
+            up["tasks"][0]["state"].as_str()
+        ),
+        (Some(first.as_str()), Some("cancelled"))
+    );
+}

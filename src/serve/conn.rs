@@ -162,6 +162,14 @@ impl<S: Read + Write + Pending> Conn<S> {
         Next::Keep
     }
 
+    /// Tasks changed: a `/ws/tasks` client composes what it has not seen.
+    pub fn on_task_changes(&mut self, cx: &mut Ctx, now: Instant) -> Next {
+        if !self.ws().is_some_and(|w| w.follows_tasks()) {
+            return Next::Keep;
+        }
+        self.ws_result(cx, Ok(()), now)
+    }
+
     /// New changes from worker threads, for a WebSocket client.
     pub fn on_changes(&mut self, cx: &mut Ctx, fanout: &ws::Fanout, now: Instant) -> Next {
         match &mut self.state {
@@ -365,7 +373,12 @@ impl<S: Read + Write + Pending> Conn<S> {
             Ok((sub, resp)) => {
                 self.respond(cx, &resp, Reply::Full, Keep::Open, None);
                 let early = self.inbuf[body_start..].to_vec();
-                self.state = State::Ws(Box::new(WsConn::new(sub, early, now)));
+                let tasks = sub.stream == ws::Stream::Tasks;
+                let mut w = WsConn::new(sub, early, now);
+                if tasks {
+                    w.follow_tasks(cx.api.tasks.clone());
+                }
+                self.state = State::Ws(Box::new(w));
             }
             Err(resp) => {
                 self.respond(cx, &resp, Reply::Full, Keep::Close, None);

@@ -88,6 +88,8 @@ pub struct HttpServer {
     names: access::Names,
     /// Connections holding an answer until its ticket settles.
     waiting: std::collections::BTreeSet<usize>,
+    /// The task book's version the `/ws/tasks` clients were last given.
+    tasks_version: u64,
     /// WebSocket clients that want the change feed.
     subscribers: usize,
     accept_retry: bool,
@@ -110,6 +112,7 @@ impl HttpServer {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         api.waker = Some(waker.clone());
+        api.tasks.set_http_waker(waker.clone());
         Ok((
             HttpServer {
                 poll,
@@ -121,6 +124,7 @@ impl HttpServer {
                 read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
                 names: access::Names::of_this_machine(),
                 waiting: Default::default(),
+                tasks_version: 0,
                 subscribers: 0,
                 accept_retry: false,
                 log_limit: RateLimit::new(Duration::from_secs(10)),
@@ -173,6 +177,7 @@ impl HttpServer {
             if !self.waiting.is_empty() {
                 self.on_settled(now);
             }
+            self.on_task_changes(now);
             if fanout_due.is_some_and(|due| now >= due) {
                 fanout_due = None;
                 let started = Instant::now();
@@ -236,6 +241,25 @@ impl HttpServer {
             .collect();
         for key in keys {
             self.with_conn(key, |conn, cx| conn.on_changes(cx, &fanout, now));
+        }
+    }
+
+    /// Tasks changed since the last look: `/ws/tasks` clients compose.
+    /// O(connections) when the book moved, nothing otherwise.
+    fn on_task_changes(&mut self, now: Instant) {
+        let v = self.api.tasks.version();
+        if v == self.tasks_version {
+            return;
+        }
+        self.tasks_version = v;
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, s)| s.conn.ws().is_some_and(|w| w.follows_tasks()))
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            self.with_conn(key, |conn, cx| conn.on_task_changes(cx, now));
         }
     }
 

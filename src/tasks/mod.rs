@@ -36,6 +36,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use task::{BadField, State, Task};
 
+/// Task changes remembered for `/ws/tasks` clients that fall behind; one
+/// further behind gets a new snapshot.
+const CHANGELOG: usize = 10_000;
+/// Tasks in a `/ws/tasks` snapshot at most: the newest.
+pub const SNAPSHOT_TASKS: usize = 1000;
+
 /// How often the scheduler looks, when nothing wakes it sooner.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -72,6 +78,11 @@ pub struct Tasks {
     /// Where the journal is, and how large it has grown.
     dir: Option<std::path::PathBuf>,
     size: Arc<journal::Size>,
+    /// What changed, for `/ws/tasks`: a version per change and the ids,
+    /// the newest [`CHANGELOG`] of them; and the HTTP loop to wake.
+    version: std::sync::atomic::AtomicU64,
+    changelog: Mutex<std::collections::VecDeque<(u64, String)>>,
+    http_waker: OnceLock<Arc<mio::Waker>>,
     /// Queued → assigned, and running → finished, for `/metrics`.
     pub queue_wait: crate::stats::Histogram,
     pub run_time: crate::stats::Histogram,
@@ -176,6 +187,9 @@ impl Tasks {
             size,
             queue_wait: Default::default(),
             run_time: Default::default(),
+            version: Default::default(),
+            changelog: Default::default(),
+            http_waker: OnceLock::new(),
         });
         tasks.apply(&tasks.lock(), fx, None);
         Opened {
@@ -216,6 +230,7 @@ impl Tasks {
                 book.by_state.get(&s).copied().unwrap_or(0),
             );
         }
+        self.note_changes(&fx.records);
         let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         let mut ack = ack;
         let n = fx.records.len();
@@ -268,6 +283,80 @@ impl Tasks {
                     .try_send(Msg::Frame(Box::new(run), Transport::Tcp, Instant::now()));
             }
         }
+    }
+
+    fn note_changes(&self, records: &[Record]) {
+        let mut log = self.changelog.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = false;
+        for r in records {
+            let id = match r {
+                Record::Submit { task } => &task.id,
+                Record::Progress { id, .. } | Record::Forget { id } => id,
+                Record::Log { .. } => continue,
+            };
+            let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+            log.push_back((v, id.clone()));
+            if log.len() > CHANGELOG {
+                log.pop_front();
+            }
+            changed = true;
+        }
+        drop(log);
+        if changed {
+            if let Some(w) = self.http_waker.get() {
+                let _ = w.wake();
+            }
+        }
+    }
+
+    /// The HTTP loop, woken when tasks change.
+    pub fn set_http_waker(&self, w: Arc<mio::Waker>) {
+        let _ = self.http_waker.set(w);
+    }
+
+    /// The version of the last change.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The newest tasks, at most `n`, and the version they are as of.
+    pub fn snapshot(&self, n: usize) -> (Vec<Task>, u64) {
+        let book = self.lock();
+        let v = self.version();
+        let mut t: Vec<Task> = book
+            .entries
+            .values()
+            .rev()
+            .take(n)
+            .map(|e| e.task.clone())
+            .collect();
+        t.reverse();
+        (t, v)
+    }
+
+    /// What changed after version `since`: the tasks as they are now and
+    /// the ids forgotten, with the version they are as of; `None` when
+    /// `since` is older than the changes remembered.
+    pub fn changes_since(&self, since: u64) -> Option<(Vec<Task>, Vec<String>, u64)> {
+        let book = self.lock();
+        let log = self.changelog.lock().unwrap_or_else(|p| p.into_inner());
+        let v = self.version();
+        if log.front().is_some_and(|(first, _)| *first > since + 1) {
+            return None;
+        }
+        let ids: std::collections::BTreeSet<&String> = log
+            .iter()
+            .filter(|(at, _)| *at > since)
+            .map(|(_, id)| id)
+            .collect();
+        let (mut tasks, mut gone) = (Vec::new(), Vec::new());
+        for id in ids {
+            match book.entries.get(id.as_str()) {
+                Some(e) => tasks.push(e.task.clone()),
+                None => gone.push(id.clone()),
+            }
+        }
+        Some((tasks, gone, v))
     }
 
     fn poke(&self) {

@@ -15,10 +15,12 @@
 use super::fanout::Fanout;
 use super::messages::{RAW_MIN, raw_text_frame, removed_message, summary_message, workers_message};
 use super::upgrade::{Filter, Stream, Subscription};
+use crate::clock::unix_ms;
 use crate::fleet::registry::Registry;
 use crate::fleet::snapshot::Snapshot;
 use crate::proto::WorkerId;
 use crate::serve::head::Body;
+use crate::tasks::Tasks;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -91,6 +93,8 @@ pub struct WsConn {
     read_deferred: bool,
     /// Shutdown: the close frame (1001) is queued.
     said_away: bool,
+    /// `/ws/tasks`: the book, and the version this client has seen.
+    tasks: Option<(Arc<Tasks>, u64)>,
 }
 
 /// The next message for a client: composed for it, or a shared frame.
@@ -119,12 +123,22 @@ impl WsConn {
             raw: None,
             read_deferred: false,
             said_away: false,
+            tasks: None,
         }
     }
 
     /// Whether the client wants the change feed at all.
     pub fn wants_changes(&self) -> bool {
-        self.sub.stream != Stream::Summary
+        !matches!(self.sub.stream, Stream::Summary | Stream::Tasks)
+    }
+
+    /// A `/ws/tasks` client: it reads from the task book.
+    pub fn follow_tasks(&mut self, tasks: Arc<Tasks>) {
+        self.tasks = Some((tasks, 0));
+    }
+
+    pub fn follows_tasks(&self) -> bool {
+        self.tasks.is_some()
     }
 
     pub fn wants_write(&self) -> bool {
@@ -157,7 +171,7 @@ impl WsConn {
         let follows = |id: &WorkerId| match &self.sub.stream {
             Stream::All => true,
             Stream::One(one) => one == id,
-            Stream::Summary => false,
+            Stream::Summary | Stream::Tasks => false,
         };
         for snap in f.changed.iter().filter(|s| follows(&s.id)) {
             self.pending.insert(snap.id.clone(), snap.clone());
@@ -175,7 +189,7 @@ impl WsConn {
         let follows = |id: &WorkerId| match &self.sub.stream {
             Stream::All => true,
             Stream::One(one) => one == id,
-            Stream::Summary => false,
+            Stream::Summary | Stream::Tasks => false,
         };
         for id in removed.iter().filter(|id| follows(id)) {
             self.pending.remove(id);
@@ -319,7 +333,40 @@ impl WsConn {
             .or_else(|| self.ready.take().map(Next::Framed))
     }
 
+    /// `/ws/tasks`: the newest tasks, then what changed, as it is now (a
+    /// slow client gets the latest state of each task, never a backlog).
+    fn compose_tasks(&mut self) -> Option<String> {
+        let (tasks, seen) = self.tasks.as_mut()?;
+        let changes = if self.need_snapshot {
+            None
+        } else {
+            if tasks.version() == *seen {
+                return None;
+            }
+            tasks.changes_since(*seen)
+        };
+        let msg = match changes {
+            Some((changed, removed, v)) => {
+                *seen = v;
+                if changed.is_empty() && removed.is_empty() {
+                    return None;
+                }
+                serde_json::json!({"type": "update", "timestamp": unix_ms(), "tasks": changed, "removed": removed})
+            }
+            None => {
+                self.need_snapshot = false;
+                let (all, v) = tasks.snapshot(crate::tasks::SNAPSHOT_TASKS);
+                *seen = v;
+                serde_json::json!({"type": "snapshot", "timestamp": unix_ms(), "tasks": all})
+            }
+        };
+        Some(msg.to_string())
+    }
+
     fn compose(&mut self, registry: &Registry, limits: WsLimits, now: Instant) -> Option<String> {
+        if self.tasks.is_some() {
+            return self.compose_tasks();
+        }
         let fields = self.sub.filter.fields.clone();
         if self.need_snapshot {
             self.need_snapshot = false;

@@ -12,10 +12,11 @@ use crate::serve::views::status_filter;
 use crate::stats::Counter;
 
 /// The streams, as documented in README.md and musterd(8).
-pub const ENDPOINTS: [&str; 3] = [
+pub const ENDPOINTS: [&str; 4] = [
     "/ws/telemetry",
     "/ws/telemetry/{id}",
     "/ws/workers/telemetry",
+    "/ws/tasks",
 ];
 
 /// What a client subscribed to.
@@ -27,6 +28,8 @@ pub enum Stream {
     One(WorkerId),
     /// `/ws/workers/telemetry`: seed 000's summary every `summary_interval`.
     Summary,
+    /// `/ws/tasks`: the tasks, snapshot then changes.
+    Tasks,
 }
 
 /// Query-string filters, common to all three streams.
@@ -66,6 +69,7 @@ pub fn subscription(path: &str, query: &str) -> Result<Subscription, Response> {
     let stream = match segs.as_slice() {
         ["ws", "telemetry"] => Stream::All,
         ["ws", "workers", "telemetry"] => Stream::Summary,
+        ["ws", "tasks"] => Stream::Tasks,
         ["ws", "telemetry", id] => {
             let id = percent_decode(id)
                 .filter(|id| check_worker_id(id).is_ok())
