@@ -16,7 +16,7 @@ use crate::proto::RejectReason;
 use crate::stats::{
     COUNTERS, DROPPED_FAMILY, DropReason, HTTP_CLASSES, HTTP_FAMILY, REJECTED_FAMILY, Stats,
 };
-use crate::stats::{Histogram, TASK_BUCKETS_S};
+use crate::tasks::timing::{Histogram, TASK_BUCKETS_S};
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;

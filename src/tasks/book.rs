@@ -5,11 +5,12 @@
 //! under its one lock.
 
 use super::journal::Record;
+pub use super::logs::Logs;
 use super::task::{Progress, State, Task};
 use crate::proto::task::{Offer, Reported, TaskLog, TaskUpdate};
 use crate::proto::{Labels, WorkerId};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A worker with an open TCP session that takes tasks.
 #[derive(Clone, Debug, Default)]
@@ -32,43 +33,6 @@ impl Taker {
 
     fn free(&self) -> u32 {
         self.capacity.saturating_sub(self.held.len() as u32)
-    }
-}
-
-/// A task's log: the newest lines within `task_log_bytes`, and the offset
-/// (in lines since the task began) of the first one kept.
-#[derive(Clone, Debug, Default)]
-pub struct Logs {
-    pub lines: VecDeque<String>,
-    pub bytes: usize,
-    pub first: u64,
-}
-
-impl Logs {
-    /// Append lines, dropping the oldest past `cap` bytes; returns how
-    /// many were dropped.
-    pub fn push(&mut self, lines: &[String], cap: usize) -> u64 {
-        for l in lines {
-            self.bytes += l.len() + 1;
-            self.lines.push_back(l.clone());
-        }
-        let mut dropped = 0;
-        while self.bytes > cap {
-            let Some(old) = self.lines.pop_front() else {
-                break;
-            };
-            self.bytes -= old.len() + 1;
-            self.first += 1;
-            dropped += 1;
-        }
-        dropped
-    }
-
-    /// Lines from offset `since` on, and the offset after the last.
-    pub fn since(&self, since: u64) -> (Vec<&str>, u64) {
-        let skip = since.saturating_sub(self.first) as usize;
-        let lines = self.lines.iter().skip(skip).map(String::as_str).collect();
-        (lines, self.first + self.lines.len() as u64)
     }
 }
 

@@ -7,6 +7,8 @@
 //! - `book`: every task, the queue, the logs, the takers, and the rules of
 //!   each change (pure: changes return their journal records and frames).
 //! - `journal`: the file format and its one writer thread (group commit).
+//! - `feed`: which tasks changed, for `/ws/tasks`.
+//! - `logs`: a task's log lines; `timing`: wait and run histograms.
 //!
 //! [`Tasks`] holds the book under one lock, held for the rules only; it
 //! hands records to the journal thread and frames to the ingest loop (the
@@ -14,8 +16,11 @@
 //! through an acknowledgement once a submission is on disk.
 
 pub mod book;
+pub mod feed;
 pub mod journal;
+pub mod logs;
 pub mod task;
+pub mod timing;
 
 use crate::clock::unix_ms;
 use crate::config::Config;
@@ -36,9 +41,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use task::{BadField, State, Task};
 
-/// Task changes remembered for `/ws/tasks` clients that fall behind; one
-/// further behind gets a new snapshot.
-const CHANGELOG: usize = 10_000;
 /// Tasks in a `/ws/tasks` snapshot at most: the newest.
 pub const SNAPSHOT_TASKS: usize = 1000;
 
@@ -78,14 +80,11 @@ pub struct Tasks {
     /// Where the journal is, and how large it has grown.
     dir: Option<std::path::PathBuf>,
     size: Arc<journal::Size>,
-    /// What changed, for `/ws/tasks`: a version per change and the ids,
-    /// the newest [`CHANGELOG`] of them; and the HTTP loop to wake.
-    version: std::sync::atomic::AtomicU64,
-    changelog: Mutex<std::collections::VecDeque<(u64, String)>>,
-    http_waker: OnceLock<Arc<mio::Waker>>,
+    /// What changed, for `/ws/tasks`.
+    feed: feed::Feed,
     /// Queued → assigned, and running → finished, for `/metrics`.
-    pub queue_wait: crate::stats::Histogram,
-    pub run_time: crate::stats::Histogram,
+    pub queue_wait: timing::Histogram,
+    pub run_time: timing::Histogram,
 }
 
 /// What opening the task book found and started.
@@ -187,9 +186,7 @@ impl Tasks {
             size,
             queue_wait: Default::default(),
             run_time: Default::default(),
-            version: Default::default(),
-            changelog: Default::default(),
-            http_waker: OnceLock::new(),
+            feed: feed::Feed::default(),
         });
         tasks.apply(&tasks.lock(), fx, None);
         Opened {
@@ -230,7 +227,7 @@ impl Tasks {
                 book.by_state.get(&s).copied().unwrap_or(0),
             );
         }
-        self.note_changes(&fx.records);
+        self.feed.note(&fx.records);
         let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         let mut ack = ack;
         let n = fx.records.len();
@@ -285,44 +282,20 @@ impl Tasks {
         }
     }
 
-    fn note_changes(&self, records: &[Record]) {
-        let mut log = self.changelog.lock().unwrap_or_else(|p| p.into_inner());
-        let mut changed = false;
-        for r in records {
-            let id = match r {
-                Record::Submit { task } => &task.id,
-                Record::Progress { id, .. } | Record::Forget { id } => id,
-                Record::Log { .. } => continue,
-            };
-            let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
-            log.push_back((v, id.clone()));
-            if log.len() > CHANGELOG {
-                log.pop_front();
-            }
-            changed = true;
-        }
-        drop(log);
-        if changed {
-            if let Some(w) = self.http_waker.get() {
-                let _ = w.wake();
-            }
-        }
-    }
-
     /// The HTTP loop, woken when tasks change.
     pub fn set_http_waker(&self, w: Arc<mio::Waker>) {
-        let _ = self.http_waker.set(w);
+        self.feed.set_waker(w);
     }
 
     /// The version of the last change.
     pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+        self.feed.version()
     }
 
     /// The newest tasks, at most `n`, and the version they are as of.
     pub fn snapshot(&self, n: usize) -> (Vec<Task>, u64) {
         let book = self.lock();
-        let v = self.version();
+        let v = self.feed.version();
         let mut t: Vec<Task> = book
             .entries
             .values()
@@ -339,21 +312,12 @@ impl Tasks {
     /// `since` is older than the changes remembered.
     pub fn changes_since(&self, since: u64) -> Option<(Vec<Task>, Vec<String>, u64)> {
         let book = self.lock();
-        let log = self.changelog.lock().unwrap_or_else(|p| p.into_inner());
-        let v = self.version();
-        if log.front().is_some_and(|(first, _)| *first > since + 1) {
-            return None;
-        }
-        let ids: std::collections::BTreeSet<&String> = log
-            .iter()
-            .filter(|(at, _)| *at > since)
-            .map(|(_, id)| id)
-            .collect();
+        let (ids, v) = self.feed.since(since)?;
         let (mut tasks, mut gone) = (Vec::new(), Vec::new());
         for id in ids {
             match book.entries.get(id.as_str()) {
                 Some(e) => tasks.push(e.task.clone()),
-                None => gone.push(id.clone()),
+                None => gone.push(id),
             }
         }
         Some((tasks, gone, v))
