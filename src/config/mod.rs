@@ -280,6 +280,15 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
 /// Advice that does not stop the daemon (logged as warnings).
 pub fn warnings(cfg: &Config) -> Vec<String> {
     let mut w = Vec::new();
+    match cfg.task_fsync {
+        Fsync::Always => {}
+        Fsync::Batch => w.push(
+            "task_fsync=batch: a 201 is answered before the task is on disk; a crash may lose the last 10 ms of submissions".into(),
+        ),
+        Fsync::Off => w.push(
+            "task_fsync=off: the task journal is left to the kernel; a crash of the machine may lose accepted tasks".into(),
+        ),
+    }
     if cfg.inactivity_timeout < cfg.heartbeat_interval * 3 {
         w.push(format!(
             "inactivity_timeout={} is below 3x heartbeat_interval={}: one late beat marks a worker inactive",
