@@ -317,10 +317,14 @@ mod tests {
     }
 
     fn call(api: &mut Api, method: &str, target: &str) -> (u16, Value, Response) {
+        call_with(api, method, target, b"")
+    }
+
+    fn call_with(api: &mut Api, method: &str, target: &str, body: &[u8]) -> (u16, Value, Response) {
         let head = format!("{method} {target} HTTP/1.1\r\n\r\n");
         let (req, _) = parse(head.as_bytes()).unwrap().unwrap();
         let cfg = api.shared.config.get();
-        let resp = api.handle(&req, b"", &cfg);
+        let resp = api.handle(&req, body, &cfg);
         let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
         (resp.status, v, resp)
     }
@@ -394,9 +398,21 @@ mod tests {
         // DELETE last: it forgets the worker the others read.
         let (deletes, reads): (Vec<_>, Vec<_>) =
             ENDPOINTS.iter().partition(|(m, _)| *m == "DELETE");
+        let (_, task, _) = call_with(&mut a, "POST", "/api/tasks", br#"{"type":"t"}"#);
+        let task_id = task["id"].as_str().unwrap().to_string();
         for (method, path) in reads.into_iter().chain(deletes) {
-            let target = path.replace("{id}", "w1");
-            let (status, _, _) = call(&mut a, method, &target);
+            let id = if path.starts_with("/api/tasks/") {
+                task_id.as_str()
+            } else {
+                "w1"
+            };
+            let target = path.replace("{id}", id);
+            let body: &[u8] = if method == "POST" {
+                br#"{"type":"t"}"#
+            } else {
+                b""
+            };
+            let (status, _, _) = call_with(&mut a, method, &target, body);
             assert!(status < 300, "{method} {target} -> {status}");
         }
         a.registry.shutdown(Instant::now() + Duration::from_secs(5));
