@@ -13,6 +13,8 @@
 //!   the change feed, the sweeper, and [`fleet::Shared`] (counters, running
 //!   configuration, change feed) handed to each loop. Imports `proto`,
 //!   `config`, `stats`, `logging`, `clock`.
+//! - `pool`: local worker processes, supervised and scaled (seed 000).
+//!   Imports `tasks`, `fleet`, `config`, `stats`, `sys`, `logging`, `clock`.
 //! - `tasks`: the task book, its journal, the scheduler (seed 002).
 //!   Imports `fleet`, `config`, `stats`, `proto`, `logging`, `clock`.
 //! - `store`: the registry saved in `state_dir` and read back at start.
@@ -43,6 +45,7 @@ pub mod daemon;
 pub mod fleet;
 pub mod ingest;
 pub mod logging;
+pub mod pool;
 pub mod proto;
 #[cfg(test)]
 pub mod script;

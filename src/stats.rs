@@ -92,6 +92,11 @@ pub enum Counter {
     JournalBytes,
     JournalSkipped,
     JournalCut,
+    /// The pool: members running, restarts, hung members replaced, fatal.
+    PoolMembers,
+    PoolRestarts,
+    PoolHung,
+    PoolFatal,
 }
 
 /// Prometheus type of a family.
@@ -489,6 +494,42 @@ pub const COUNTERS: &[Row] = &[
         "Torn journal tails cut at start.",
         None,
     ),
+    exported(
+        Counter::PoolMembers,
+        "pool",
+        "members",
+        "muster_pool_members",
+        Kind::Gauge,
+        "Pool members running.",
+        None,
+    ),
+    exported(
+        Counter::PoolRestarts,
+        "pool",
+        "restarts",
+        "muster_pool_restarts_total",
+        Kind::Counter,
+        "Pool members restarted after they exited.",
+        None,
+    ),
+    exported(
+        Counter::PoolHung,
+        "pool",
+        "hung",
+        "muster_pool_hung_total",
+        Kind::Counter,
+        "Pool members stopped and restarted because their worker went silent.",
+        None,
+    ),
+    exported(
+        Counter::PoolFatal,
+        "pool",
+        "fatal",
+        "muster_pool_fatal_total",
+        Kind::Counter,
+        "Pool members given up on after too many restarts.",
+        None,
+    ),
 ];
 
 /// The counter families kept by reason or class, as `/metrics` names them.
@@ -498,7 +539,7 @@ pub const HTTP_FAMILY: &str = "muster_http_responses_total";
 /// HTTP status classes, in the order of [`Stats::http_responses`].
 pub const HTTP_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-const N: usize = Counter::JournalCut as usize + 1;
+const N: usize = Counter::PoolFatal as usize + 1;
 
 pub struct Stats {
     values: [AtomicU64; N],

@@ -11,8 +11,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "daemon",
         &[
-            "serve", "ingest", "store", "tasks", "fleet", "config", "stats", "proto", "sys",
-            "logging", "clock",
+            "serve", "ingest", "store", "pool", "tasks", "fleet", "config", "stats", "proto",
+            "sys", "logging", "clock",
+        ],
+    ),
+    (
+        "pool",
+        &[
+            "tasks", "fleet", "config", "stats", "sys", "logging", "clock",
         ],
     ),
     (
@@ -28,7 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "serve",
         &[
-            "tasks", "fleet", "config", "stats", "proto", "sys", "logging", "clock",
+            "pool", "tasks", "fleet", "config", "stats", "proto", "sys", "logging", "clock",
         ],
     ),
     (

@@ -14,7 +14,13 @@ use std::time::Duration;
 pub(super) fn beat(args: &[String]) -> Out {
     let mut hb_addr = client::env_heartbeat_addr();
     let mut beat = Heartbeat::default();
-    let (mut id, mut tcp, mut bye) = (None, false, false);
+    let (mut id, mut tcp, mut bye) = (
+        std::env::var("MUSTER_WORKER_ID")
+            .ok()
+            .filter(|v| !v.is_empty()),
+        false,
+        false,
+    );
     let mut token_file = std::env::var_os(client::HEARTBEAT_TOKEN_ENV).map(PathBuf::from);
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
     let number = |p: &mut lexopt::Parser, name: &str| -> Result<f64, Fail> {

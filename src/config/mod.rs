@@ -77,6 +77,15 @@ pub struct Config {
     pub task_log_bytes: usize,
     pub task_ack_timeout: Duration,
     pub task_cancel_grace: Duration,
+    /// The pool: what a member runs (argv; empty: no pool), how many.
+    pub pool_command: Vec<String>,
+    pub pool_size: usize,
+    pub pool_min: usize,
+    pub pool_max: usize,
+    pub pool_stop_grace: Duration,
+    pub pool_restart_backoff: Duration,
+    pub pool_max_restarts: usize,
+    pub pool_restart_window: Duration,
     pub log_level: LevelFilter,
     /// Read from `api_token_file` when the configuration loads.
     pub api_token: Option<Secret>,
@@ -246,6 +255,14 @@ pub fn defaults() -> Config {
         task_log_bytes: 0,
         task_ack_timeout: Duration::ZERO,
         task_cancel_grace: Duration::ZERO,
+        pool_command: Vec::new(),
+        pool_size: 0,
+        pool_min: 0,
+        pool_max: 0,
+        pool_stop_grace: Duration::ZERO,
+        pool_restart_backoff: Duration::ZERO,
+        pool_max_restarts: 0,
+        pool_restart_window: Duration::ZERO,
         log_level: LevelFilter::Info,
         api_token: None,
         heartbeat_token: None,
@@ -265,6 +282,12 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
             "inactivity_timeout ({}) is below heartbeat_interval ({}): every worker would flap",
             fmt_duration(cfg.inactivity_timeout),
             fmt_duration(cfg.heartbeat_interval)
+        )));
+    }
+    if cfg.pool_min > cfg.pool_max || !(cfg.pool_min..=cfg.pool_max).contains(&cfg.pool_size) {
+        return Err(ConfigError::Invalid(format!(
+            "pool_size ({}) must be within pool_min ({}) and pool_max ({})",
+            cfg.pool_size, cfg.pool_min, cfg.pool_max
         )));
     }
     if cfg.forget_after < cfg.inactivity_timeout {

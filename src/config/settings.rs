@@ -9,7 +9,7 @@
 use super::Config;
 use super::units::{
     Cidr, at_least, fmt_duration, parse_addr, parse_count, parse_duration, parse_list, parse_size,
-    positive,
+    positive, split_words,
 };
 use std::path::PathBuf;
 
@@ -520,6 +520,125 @@ pub const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show: |c| fmt_duration(c.task_cancel_grace),
+    },
+    Setting {
+        key: "pool_command",
+        default: "off",
+        unit: Unit::Text,
+        live: true,
+        help: "what a pool member runs: one line, split like a shell splits it, nothing expanded",
+        set: |c, v| {
+            c.pool_command = if v == "off" {
+                Vec::new()
+            } else {
+                split_words(v)?
+            };
+            Ok(())
+        },
+        show: |c| {
+            if c.pool_command.is_empty() {
+                "off".into()
+            } else {
+                c.pool_command
+                    .iter()
+                    .map(|w| {
+                        if !w.is_empty()
+                            && w.chars()
+                                .all(|ch| ch.is_ascii_alphanumeric() || "-_./=:@,+".contains(ch))
+                        {
+                            w.clone()
+                        } else {
+                            format!("'{}'", w.replace('\'', r"'\''"))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        },
+    },
+    Setting {
+        key: "pool_size",
+        default: "0",
+        unit: Unit::Count,
+        live: true,
+        help: "pool members started with the daemon",
+        set: |c, v| {
+            c.pool_size = parse_count(v, 0, 10_000)?;
+            Ok(())
+        },
+        show: |c| c.pool_size.to_string(),
+    },
+    Setting {
+        key: "pool_min",
+        default: "0",
+        unit: Unit::Count,
+        live: true,
+        help: "fewest pool members scaling may leave",
+        set: |c, v| {
+            c.pool_min = parse_count(v, 0, 10_000)?;
+            Ok(())
+        },
+        show: |c| c.pool_min.to_string(),
+    },
+    Setting {
+        key: "pool_max",
+        default: "100",
+        unit: Unit::Count,
+        live: true,
+        help: "most pool members scaling may start",
+        set: |c, v| {
+            c.pool_max = parse_count(v, 0, 10_000)?;
+            Ok(())
+        },
+        show: |c| c.pool_max.to_string(),
+    },
+    Setting {
+        key: "pool_stop_grace",
+        default: "10s",
+        unit: Unit::Duration,
+        live: true,
+        help: "a member told to stop (SIGTERM) is killed (SIGKILL) after this",
+        set: |c, v| {
+            c.pool_stop_grace = parse_duration(v)?;
+            Ok(())
+        },
+        show: |c| fmt_duration(c.pool_stop_grace),
+    },
+    Setting {
+        key: "pool_restart_backoff",
+        default: "1s",
+        unit: Unit::Duration,
+        live: true,
+        help: "first wait before a member that exited is restarted (doubling to 60s)",
+        set: |c, v| {
+            c.pool_restart_backoff = at_least(parse_duration(v)?, 10)?;
+            Ok(())
+        },
+        show: |c| fmt_duration(c.pool_restart_backoff),
+    },
+    Setting {
+        key: "pool_max_restarts",
+        default: "10",
+        unit: Unit::Count,
+        live: true,
+        help: "restarts within pool_restart_window after which a member is fatal",
+        set: |c, v| {
+            c.pool_max_restarts = parse_count(v, 1, 1_000_000)?;
+            Ok(())
+        },
+        show: |c| c.pool_max_restarts.to_string(),
+    },
+    Setting {
+        key: "pool_restart_window",
+        default: "5m",
+        unit: Unit::Duration,
+        live: true,
+        help: "the window pool_max_restarts is counted in",
+        set: |c, v| {
+            c.pool_restart_window = positive(parse_duration(v)?)?;
+            Ok(())
+        },
+        show: |c| fmt_duration(c.pool_restart_window),
     },
     Setting {
         key: "log_level",

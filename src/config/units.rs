@@ -74,6 +74,50 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+/// A command line split as a shell splits words, without expanding
+/// anything: spaces separate, `"…"` and `'…'` quote, `\` escapes.
+pub fn split_words(v: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = v.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') | (None, '\\') => {
+                let n = chars.next().ok_or("a trailing backslash")?;
+                cur.push(n);
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word || !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+                in_word = false;
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+        if quote.is_some() {
+            in_word = true;
+        }
+    }
+    if quote.is_some() {
+        return Err("an unclosed quote".into());
+    }
+    if in_word || !cur.is_empty() {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
 /// A list written with commas or spaces between its items.
 pub fn parse_list(v: &str) -> Vec<String> {
     v.split(|c: char| c == ',' || c.is_whitespace())
@@ -230,5 +274,22 @@ mod tests {
         }
         assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(parse_list("a, b  c,,"), ["a", "b", "c"]);
+        assert_eq!(
+            split_words(r#"muster agent --label "pool=a b" -- sh -c 'echo $HOME' x\ y """#)
+                .unwrap(),
+            [
+                "muster",
+                "agent",
+                "--label",
+                "pool=a b",
+                "--",
+                "sh",
+                "-c",
+                "echo $HOME",
+                "x y",
+                ""
+            ]
+        );
+        assert!(split_words("a 'b").is_err());
     }
 }

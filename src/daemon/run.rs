@@ -122,6 +122,9 @@ impl Daemon {
     fn stop(self) {
         let started = Instant::now();
         self.notifier.stopping();
+        // Members first: their workers say bye while everything listens.
+        self.pool.stop_all();
+        let _ = self.supervisor.join();
         self.shutdown.store(true, Ordering::Release);
         let _ = self.ingest_waker.wake();
         let _ = self.ingest.join();

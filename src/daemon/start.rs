@@ -9,6 +9,7 @@ use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
 use crate::fleet::sweeper;
 use crate::ingest::Ingest;
+use crate::pool::Pool;
 use crate::serve::HttpServer;
 use crate::serve::routes::Api;
 use crate::store::{self, Store};
@@ -40,6 +41,9 @@ pub(super) struct Daemon {
     /// The task book, its scheduler thread and its journal thread.
     pub(super) tasks: Arc<Tasks>,
     pub(super) scheduler: JoinHandle<()>,
+    /// The pool and its supervisor thread.
+    pub(super) pool: Arc<Pool>,
+    pub(super) supervisor: JoinHandle<()>,
     pub(super) journal: Option<JoinHandle<()>>,
     pub(super) notifier: Arc<Notifier>,
     pub(super) started: Instant,
@@ -183,16 +187,30 @@ impl Daemon {
             shared.clone(),
         );
         let tasks = opened.tasks.clone();
+        let mut member_env = vec![("MUSTER_HEARTBEAT_ADDR".to_string(), heartbeat_at.clone())];
+        if http_at != "off" {
+            member_env.push(("MUSTER_URL".to_string(), format!("http://{http_at}")));
+        }
+        if let Some(f) = &shared.config.get().heartbeat_token_file {
+            member_env.push((
+                "MUSTER_HEARTBEAT_TOKEN_FILE".to_string(),
+                f.display().to_string(),
+            ));
+        }
+        let (pool, pool_wake) =
+            Pool::new(shared.clone(), registry.clone(), tasks.clone(), member_env)
+                .map_err(loop_error("pool"))?;
         let shutdown = Arc::new(AtomicBool::new(false));
         let http = match http {
             Some(listener) => {
-                let api = Api::new(
+                let mut api = Api::new(
                     registry.clone(),
                     shared.clone(),
                     tasks.clone(),
                     started,
                     udp_inode,
                 );
+                api.pool = Some(pool.clone());
                 let (server, waker) = HttpServer::new(
                     listener,
                     api,
@@ -224,6 +242,8 @@ impl Daemon {
         })?;
         let t = tasks.clone();
         let scheduler = spawn("scheduler", move || crate::tasks::run(t))?;
+        let p = pool.clone();
+        let supervisor = spawn("pool", move || p.run(pool_wake))?;
         let saver = match &store {
             Some(st) => {
                 let (stop, stop_rx) = mpsc::channel();
@@ -253,6 +273,8 @@ impl Daemon {
             saver,
             tasks,
             scheduler,
+            pool,
+            supervisor,
             journal: opened.journal,
             notifier,
             started,

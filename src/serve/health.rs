@@ -156,7 +156,7 @@ fn render(
         }
         None => o.push_str("},\"udp_kernel_drops\":null"),
     }
-    for group in ["connections", "access", "state", "tasks"] {
+    for group in ["connections", "access", "state", "tasks", "pool"] {
         let _ = write!(o, ",\"{group}\":{{");
         rows(&mut o, group, true);
         o.push('}');

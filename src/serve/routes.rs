@@ -49,6 +49,8 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("DELETE", "/api/tasks/{id}"),
     ("GET", "/api/tasks/{id}/logs"),
     ("GET", "/api/workers/{id}/tasks"),
+    ("POST", "/api/workers/scale"),
+    ("GET", "/api/pool"),
 ];
 
 enum Route {
@@ -68,6 +70,8 @@ enum Route {
     Task(String),
     TaskLogs(String),
     WorkerTasks(WorkerId),
+    Scale,
+    Pool,
 }
 
 impl Route {
@@ -75,6 +79,7 @@ impl Route {
         match self {
             Route::ApiWorker(_) | Route::Task(_) => "GET, HEAD, DELETE, OPTIONS",
             Route::Tasks => "GET, HEAD, POST, OPTIONS",
+            Route::Scale => "POST, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -128,6 +133,8 @@ fn route(path: &str) -> Result<Route, Response> {
         ["workers"] => Route::Workers,
         ["api", "workers"] => Route::ApiWorkers,
         ["api", "workers", "registry"] => Route::Registry,
+        ["api", "workers", "scale"] => Route::Scale,
+        ["api", "pool"] => Route::Pool,
         ["api", "workers", "snapshot", id] => Route::Snapshot(worker_id(id)?),
         ["api", "workers", id] => Route::ApiWorker(worker_id(id)?),
         ["api", "workers", id, "metrics"] => Route::WorkerMetrics(worker_id(id)?),
@@ -148,6 +155,8 @@ pub struct Api {
     pub tasks: Arc<Tasks>,
     /// The HTTP loop's waker, for answers that wait (task submissions).
     pub waker: Option<Arc<mio::Waker>>,
+    /// The pool, when the daemon runs one (`None` in unit tests).
+    pub pool: Option<Arc<crate::pool::Pool>>,
     health: Health,
     /// The last `/telemetry` body and the fleet version it was built at,
     /// served again while no worker has changed since.
@@ -167,6 +176,7 @@ impl Api {
             shared,
             tasks,
             waker: None,
+            pool: None,
             health: Health::new(started, udp_inode),
             telemetry: None,
         }
@@ -187,6 +197,7 @@ impl Api {
                 task_routes::submit(&self.tasks, body, cfg, ticket)
             }
             (Method::Delete, Route::Task(id)) => task_routes::cancel(&self.tasks, &id),
+            (Method::Post, Route::Scale) => self.scale(body, cfg),
             _ => Response::error(405, "method_not_allowed", "method not allowed here")
                 .with_header("Allow", allow),
         }
@@ -221,6 +232,12 @@ impl Api {
             Route::Task(id) => task_routes::show(&self.tasks, &id),
             Route::TaskLogs(id) => task_routes::logs(&self.tasks, &id, req),
             Route::WorkerTasks(id) => task_routes::of_worker(&self.tasks, &id, query),
+            Route::Pool => match &self.pool {
+                Some(p) => json_ok(&p.view()),
+                None => json_ok(&serde_json::json!({"desired": 0, "actual": 0, "members": []})),
+            },
+            Route::Scale => Response::error(405, "method_not_allowed", "POST a count")
+                .with_header("Allow", "POST, OPTIONS"),
         }
     }
 
@@ -239,6 +256,40 @@ impl Api {
             content_type: metrics::CONTENT_TYPE,
             body: body.into_bytes().into(),
             ..Response::default()
+        }
+    }
+
+    /// `POST /api/workers/scale {"count": N}` (seed 000).
+    fn scale(&self, body: &[u8], cfg: &Config) -> Response {
+        let bad = |m: &str| Response::error(400, "bad_count", m);
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return bad("the body is JSON: {\"count\": N}");
+        };
+        let count = match v.get("count") {
+            None => return bad("count: required"),
+            Some(c) => match c.as_u64() {
+                Some(n) => n,
+                None if c.as_i64().is_some_and(|n| n < 0) => {
+                    return bad("count: must not be negative");
+                }
+                None => return bad("count: must be a whole number"),
+            },
+        };
+        let Some(pool) = &self.pool else {
+            return Response::error(409, "no_pool", "no pool_command is configured");
+        };
+        match pool.scale(usize::try_from(count).unwrap_or(usize::MAX), cfg) {
+            Ok((created, terminated)) => json_ok(&serde_json::json!({
+                "created": created,
+                "terminated": terminated,
+                "count": count,
+            })),
+            Err(crate::pool::ScaleError::NoPool) => {
+                Response::error(409, "no_pool", "no pool_command is configured")
+            }
+            Err(crate::pool::ScaleError::OutOfBounds(min, max)) => bad(&format!(
+                "count: must be within pool_min={min} and pool_max={max}"
+            )),
         }
     }
 
@@ -413,7 +464,9 @@ mod tests {
                 b""
             };
             let (status, _, _) = call_with(&mut a, method, &target, body);
-            assert!(status < 300, "{method} {target} -> {status}");
+            // No pool runs in a unit test: scaling says so (tests/pool.rs).
+            let ok = status < 300 || (path.ends_with("/scale") && status == 409);
+            assert!(ok, "{method} {target} -> {status}");
         }
         a.registry.shutdown(Instant::now() + Duration::from_secs(5));
     }

@@ -4,12 +4,32 @@
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
 
-/// Start `cmd` (argv, no shell) as the leader of a new process group.
+/// Start `cmd` (argv, no shell) as the leader of a new process group,
+/// killed when the thread that started it dies.
 pub fn spawn_group(cmd: &[String]) -> std::io::Result<Child> {
     let Some((prog, args)) = cmd.split_first() else {
         return Err(std::io::ErrorKind::InvalidInput.into());
     };
-    Command::new(prog).args(args).process_group(0).spawn()
+    let mut c = Command::new(prog);
+    c.args(args).process_group(0);
+    dies_with_parent(&mut c);
+    c.spawn()
+}
+
+/// The child gets SIGKILL when its parent (the thread that forks it) dies,
+/// however it dies: a supervisor killed with `kill -9` leaves nothing
+/// running behind it.
+pub fn dies_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl takes plain integers and is async-signal-safe, as the
+    // code between fork and exec must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Send `sig` to every process in the group `pgid`.

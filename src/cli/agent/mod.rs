@@ -83,7 +83,10 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
     let (opts, cmd) = (&args[..split], args.get(split + 1..).unwrap_or(&[]));
     let mut o = Opts {
-        id: None,
+        // A pool member is told its id.
+        id: std::env::var("MUSTER_WORKER_ID")
+            .ok()
+            .filter(|v| !v.is_empty()),
         interval: Duration::from_secs(5),
         tcp: true,
         labels: Labels::new(),

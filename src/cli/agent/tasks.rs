@@ -38,16 +38,17 @@ struct Running {
 
 fn spawn(cmd: &[String], offer: &Offer) -> std::io::Result<Running> {
     let (prog, args) = cmd.split_first().ok_or(std::io::ErrorKind::InvalidInput)?;
-    let mut child = Command::new(prog)
-        .args(args)
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
         .env("MUSTER_TASK_ID", &offer.task_id)
         .env("MUSTER_TASK_TYPE", &offer.task_type)
         .env("MUSTER_TASK_ATTEMPT", offer.attempt.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
+        .process_group(0);
+    process::dies_with_parent(&mut cmd);
+    let mut child = cmd.spawn()?;
     let (tx, lines) = mpsc::channel();
     if let Some(out) = child.stdout.take() {
         let tx = tx.clone();

@@ -1,0 +1,382 @@
+//! The pool (seed 000; DESIGN.md, "The pool"): local worker processes that
+//! musterd starts, supervises and scales.
+//!
+//! - `member`: one member's process, output, and restart bookkeeping.
+//!
+//! One supervisor thread owns the members' lifecycle. It waits in `poll`
+//! on every member's pidfd (Linux `pidfd_open`: readable when the process
+//! ends) and a wake-up socket, with a timeout at the next deadline (a
+//! restart's backoff, a stop's SIGKILL, the watchdog's look), so an idle
+//! pool costs nothing between events and an exit is seen at once. pidfds
+//! rather than SIGCHLD: signal-hook's handler is process-wide, and a
+//! SIGCHLD would also fire for the agent's children in tests and tools
+//! that embed this crate; a pidfd belongs to one child.
+//!
+//! The watchdog: a member whose worker (`MUSTER_WORKER_ID`) is inactive,
+//! or has said nothing one `inactivity_timeout` after its start, is hung:
+//! stopped (SIGTERM, `pool_stop_grace`, SIGKILL) and restarted. Its tasks
+//! go back to the queue by the task rules.
+
+pub mod member;
+
+use crate::config::Config;
+use crate::fleet::Shared;
+use crate::fleet::registry::Registry;
+use crate::tasks::Tasks;
+use member::{Member, State};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The supervisor looks at least this often (the watchdog).
+const LOOK: Duration = Duration::from_millis(500);
+
+/// Why a scale request was refused.
+#[derive(Debug, PartialEq)]
+pub enum ScaleError {
+    NoPool,
+    OutOfBounds(usize, usize),
+}
+
+struct Inner {
+    desired: usize,
+    members: BTreeMap<u32, Member>,
+    stopping: bool,
+}
+
+pub struct Pool {
+    inner: Mutex<Inner>,
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    tasks: Arc<Tasks>,
+    /// What every member's environment carries besides its id.
+    env: Vec<(String, String)>,
+    wake: UnixStream,
+}
+
+impl Pool {
+    /// The pool, sized `pool_size`; `run` starts its members.
+    pub fn new(
+        shared: Arc<Shared>,
+        registry: Arc<Registry>,
+        tasks: Arc<Tasks>,
+        env: Vec<(String, String)>,
+    ) -> std::io::Result<(Arc<Pool>, UnixStream)> {
+        let (wake, rx) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        rx.set_nonblocking(true)?;
+        let cfg = shared.config.get();
+        let desired = if cfg.pool_command.is_empty() {
+            0
+        } else {
+            cfg.pool_size
+        };
+        Ok((
+            Arc::new(Pool {
+                inner: Mutex::new(Inner {
+                    desired,
+                    members: BTreeMap::new(),
+                    stopping: false,
+                }),
+                shared,
+                registry,
+                tasks,
+                env,
+                wake,
+            }),
+            rx,
+        ))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poke(&self) {
+        let _ = (&self.wake).write(&[1]);
+    }
+
+    /// `POST /api/workers/scale`: the pool's new size. Returns how many
+    /// members are created and how many are told to stop.
+    pub fn scale(&self, count: usize, cfg: &Config) -> Result<(usize, usize), ScaleError> {
+        if cfg.pool_command.is_empty() {
+            return Err(ScaleError::NoPool);
+        }
+        if !(cfg.pool_min..=cfg.pool_max).contains(&count) {
+            return Err(ScaleError::OutOfBounds(cfg.pool_min, cfg.pool_max));
+        }
+        let mut inner = self.lock();
+        let staying: Vec<u32> = inner
+            .members
+            .values()
+            .filter(|m| !m.leaving)
+            .map(|m| m.n)
+            .collect();
+        inner.desired = count;
+        let created = count.saturating_sub(staying.len());
+        let mut terminated = 0;
+        if staying.len() > count {
+            // Idle first, then the fewest tasks held, then the newest.
+            let mut order: Vec<(u8, usize, std::cmp::Reverse<u64>, u32)> = staying
+                .iter()
+                .filter_map(|n| inner.members.get(n))
+                .map(|m| {
+                    let idle = self
+                        .registry
+                        .snapshot(&m.id)
+                        .is_some_and(|s| s.status() == "idle");
+                    let held = self
+                        .tasks
+                        .of_worker(&m.id, 1000)
+                        .iter()
+                        .filter(|t| t.state().is_held())
+                        .count();
+                    (
+                        u8::from(!idle),
+                        held,
+                        std::cmp::Reverse(m.started_at_ms.unwrap_or(0)),
+                        m.n,
+                    )
+                })
+                .collect();
+            order.sort();
+            for (_, _, _, n) in order.into_iter().take(staying.len() - count) {
+                if let Some(m) = inner.members.get_mut(&n) {
+                    m.leaving = true;
+                    m.stop(cfg.pool_stop_grace, "scaled down");
+                    self.tasks.on_lost(&m.id, "its pool member is scaled down");
+                    terminated += 1;
+                }
+            }
+        }
+        log::info!("pool: scale to {count} (+{created} -{terminated})");
+        drop(inner);
+        self.poke();
+        Ok((created, terminated))
+    }
+
+    /// `GET /api/pool`.
+    pub fn view(&self) -> Value {
+        let inner = self.lock();
+        let members: Vec<Value> = inner
+            .members
+            .values()
+            .map(|m| {
+                json!({
+                    "id": m.id,
+                    "pid": m.pid(),
+                    "state": m.state.as_str(),
+                    "leaving": m.leaving,
+                    "restarts": m.total_restarts,
+                    "last_exit": m.last_exit,
+                    "started_at": m.started_at_ms,
+                })
+            })
+            .collect();
+        let actual = inner.members.values().filter(|m| m.child.is_some()).count();
+        json!({"desired": inner.desired, "actual": actual, "members": members})
+    }
+
+    /// Shutdown: every member told to stop, killed after the grace, and
+    /// waited for (at most `grace` + 1 s).
+    pub fn stop_all(&self) {
+        let grace = self.shared.config.get().pool_stop_grace;
+        {
+            let mut inner = self.lock();
+            inner.stopping = true;
+            inner.desired = 0;
+            for m in inner.members.values_mut() {
+                m.leaving = true;
+                m.stop(grace, "musterd is stopping");
+            }
+        }
+        self.poke();
+        let deadline = Instant::now() + grace + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            let mut inner = self.lock();
+            let now = Instant::now();
+            for m in inner.members.values_mut() {
+                if m.kill_at.is_some_and(|k| now >= k) {
+                    m.signal(libc::SIGKILL);
+                }
+                m.reap();
+            }
+            inner.members.retain(|_, m| m.child.is_some());
+            if inner.members.is_empty() {
+                return;
+            }
+            drop(inner);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        log::warn!("pool: members still running at exit; they die with musterd");
+    }
+
+    /// One supervisor turn; returns when the next deadline is.
+    fn turn(&self) -> Instant {
+        let cfg = self.shared.config.get();
+        let now = Instant::now();
+        let mut next = now + LOOK;
+        let mut inner = self.lock();
+        let stopping = inner.stopping;
+        // Members to make up the desired size, with the lowest free numbers.
+        let staying = inner.members.values().filter(|m| !m.leaving).count();
+        let mut n = 1;
+        for _ in staying..inner.desired {
+            while inner.members.contains_key(&n) {
+                n += 1;
+            }
+            inner
+                .members
+                .insert(n, Member::new(n, cfg.pool_restart_backoff));
+        }
+        let timeout_ms = cfg.inactivity_timeout;
+        for m in inner.members.values_mut() {
+            if let Some(how) = m.reap() {
+                let why = m.stop_reason.take();
+                m.last_exit = Some(match why {
+                    Some(w) => format!("{how} ({w})"),
+                    None => how.clone(),
+                });
+                if m.leaving || stopping {
+                    log::info!("pool: {} stopped ({how})", m.id);
+                    continue;
+                }
+                let fatal = m.schedule_restart(
+                    cfg.pool_restart_backoff,
+                    cfg.pool_max_restarts,
+                    cfg.pool_restart_window,
+                );
+                self.tasks.on_lost(&m.id, "its pool member exited");
+                if fatal {
+                    self.shared.stats.incr(crate::stats::Counter::PoolFatal);
+                    log::error!(
+                        "pool: {} is fatal: {} restarts within {}; last {how}; no more restarts",
+                        m.id,
+                        cfg.pool_max_restarts,
+                        crate::config::fmt_duration(cfg.pool_restart_window)
+                    );
+                } else {
+                    self.shared.stats.incr(crate::stats::Counter::PoolRestarts);
+                    log::warn!(
+                        "pool: {} exited ({}); restart in {} ms",
+                        m.id,
+                        m.last_exit.as_deref().unwrap_or("?"),
+                        m.next_start
+                            .map_or(0, |t| t.saturating_duration_since(now).as_millis())
+                    );
+                }
+            }
+            if m.state == State::Stopping {
+                if let Some(k) = m.kill_at {
+                    if now >= k {
+                        m.signal(libc::SIGKILL);
+                        m.kill_at = Some(now + Duration::from_secs(1));
+                    }
+                    next = next.min(m.kill_at.unwrap_or(next));
+                }
+            }
+            // The watchdog: alive by the roll call, or hung.
+            if matches!(m.state, State::Starting | State::Running) && !m.leaving {
+                let snap = self.registry.snapshot(&m.id);
+                let up = m.started.map_or(Duration::ZERO, |s| now.duration_since(s));
+                match snap {
+                    Some(s) if s.is_active() && s.last_seen >= m.started.unwrap_or(now) => {
+                        m.state = State::Running;
+                    }
+                    _ if up >= timeout_ms + cfg.heartbeat_interval.min(Duration::from_secs(1)) => {
+                        log::warn!(
+                            "pool: {} is hung (no word for {} ms): restarting",
+                            m.id,
+                            up.as_millis()
+                        );
+                        self.shared.stats.incr(crate::stats::Counter::PoolHung);
+                        m.stop(cfg.pool_stop_grace, "hung");
+                        next = next.min(m.kill_at.unwrap_or(next));
+                    }
+                    Some(s) if !s.is_active() && m.state == State::Running => {
+                        log::warn!(
+                            "pool: {} is hung (its worker is {}): restarting",
+                            m.id,
+                            s.status()
+                        );
+                        self.shared.stats.incr(crate::stats::Counter::PoolHung);
+                        m.stop(cfg.pool_stop_grace, "hung");
+                        next = next.min(m.kill_at.unwrap_or(next));
+                    }
+                    _ => {}
+                }
+            }
+            if m.child.is_none() && m.state == State::Backoff && !m.leaving && !stopping {
+                match m.next_start {
+                    Some(t) if t <= now => {
+                        if let Err(e) = m.spawn(&cfg.pool_command, &self.env) {
+                            m.last_exit = Some(e.clone());
+                            log::error!("pool: {}: {e}", m.id);
+                            if m.schedule_restart(
+                                cfg.pool_restart_backoff,
+                                cfg.pool_max_restarts,
+                                cfg.pool_restart_window,
+                            ) {
+                                self.shared.stats.incr(crate::stats::Counter::PoolFatal);
+                                log::error!("pool: {} is fatal: it cannot be started", m.id);
+                            }
+                        } else {
+                            log::info!("pool: {} started pid={}", m.id, m.pid().unwrap_or(0));
+                        }
+                    }
+                    Some(t) => next = next.min(t),
+                    None => {}
+                }
+            }
+        }
+        inner
+            .members
+            .retain(|_, m| !(m.leaving && m.child.is_none()));
+        let running = inner.members.values().filter(|m| m.child.is_some()).count();
+        self.shared
+            .stats
+            .set(crate::stats::Counter::PoolMembers, running as u64);
+        next
+    }
+
+    /// The supervisor thread: a turn, then `poll` on every member's pidfd
+    /// and the wake-up socket until the next deadline; ends once the pool
+    /// is stopping and empty.
+    pub fn run(self: Arc<Pool>, mut wake: UnixStream) {
+        loop {
+            let next = self.turn();
+            let mut fds: Vec<libc::pollfd> = vec![libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            {
+                let inner = self.lock();
+                if inner.stopping && inner.members.is_empty() {
+                    return;
+                }
+                fds.extend(inner.members.values().filter_map(|m| {
+                    m.pidfd.as_ref().map(|fd| libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                }));
+            }
+            let ms = next
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(60_000) as i32;
+            // SAFETY: `fds` is a valid array of pollfd for the call.
+            unsafe {
+                libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
+            }
+            let mut buf = [0u8; 64];
+            while matches!(wake.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+}

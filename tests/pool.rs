@@ -1,0 +1,246 @@
+//! The pool with real processes: `muster agent -- sleep` members started,
+//! scaled, restarted, found hung, and never left behind.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::Daemon;
+
+const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
+
+fn pool_daemon(command: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec![
+        "--heartbeat-interval",
+        "300ms",
+        "--inactivity-timeout",
+        "1500ms",
+        "--pool-stop-grace",
+        "2s",
+        "--pool-command",
+        command,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(&args)
+}
+
+/// Members are `muster agent -- sleep N`: N tells one test's from another's.
+fn agent_command(n: u32) -> String {
+    format!("{MUSTER} agent --interval 200ms -- sleep {n}")
+}
+
+/// Processes whose command line is `sleep N`.
+fn sleepers(n: u32) -> usize {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("^sleep {n}$")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|p| alive(p.parse().unwrap()))
+        .count()
+}
+
+fn scale(d: &Daemon, body: &str) -> (u16, Value) {
+    let (status, _, b) = d.request(&format!(
+        "POST /api/workers/scale HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+fn pool(d: &Daemon) -> Value {
+    d.json("/api/pool")
+}
+
+fn pids(d: &Daemon) -> Vec<u32> {
+    pool(d)["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["pid"].as_u64().map(|p| p as u32))
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone in all but name.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+fn running(d: &Daemon, n: usize) {
+    d.wait_for(&format!("{n} members running"), |d| {
+        let p = pool(d);
+        p["actual"] == n
+            && p["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["state"] == "running")
+    });
+}
+
+#[test]
+fn scaling_up_and_down_leaves_no_process_behind() {
+    let d = pool_daemon(&agent_command(3601), &[]);
+    assert_eq!(
+        scale(&d, r#"{"count":8}"#),
+        (200, json!({"created": 8, "terminated": 0, "count": 8}))
+    );
+    running(&d, 8);
+    let ids: Vec<String> = pool(&d)["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=8).map(|n| format!("pool-{n}")).collect::<Vec<_>>()
+    );
+    // Every member is a worker on the roll call, by its id.
+    d.wait_for("8 workers", |d| {
+        d.json("/api/workers?status=working")
+            .as_array()
+            .unwrap()
+            .len()
+            == 8
+    });
+    let before = pids(&d);
+    assert_eq!(scale(&d, r#"{"count":2}"#).1["terminated"], 6);
+    d.wait_for("2 left", |d| {
+        pool(d)["members"].as_array().unwrap().len() == 2
+    });
+    let after = pids(&d);
+    for pid in before.iter().filter(|p| !after.contains(p)) {
+        d.wait_for("a stopped member gone from /proc", |_| !alive(*pid));
+    }
+    // Numbers are reused from the lowest free.
+    assert_eq!(scale(&d, r#"{"count":3}"#).1["created"], 1);
+    running(&d, 3);
+    let all = pids(&d);
+    assert_eq!(scale(&d, r#"{"count":0}"#).1["terminated"], 3);
+    d.wait_for("none left", |d| {
+        pool(d)["members"].as_array().unwrap().is_empty()
+    });
+    for pid in all {
+        d.wait_for("every member gone from /proc", |_| !alive(pid));
+    }
+    d.wait_for("no command left either", |_| sleepers(3601) == 0);
+}
+
+#[test]
+fn a_crashed_member_is_restarted_and_a_crash_loop_is_fatal() {
+    let d = pool_daemon(&agent_command(3602), &["--pool-size", "1"]);
+    running(&d, 1);
+    let pid = pids(&d)[0];
+    // SAFETY: kill(2) on a process this test's daemon started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    d.wait_for("a new process", |d| {
+        pids(d).first().is_some_and(|p| *p != pid)
+    });
+    let m = &pool(&d)["members"][0];
+    assert_eq!(m["restarts"], 1);
+    assert_eq!(m["last_exit"], "signal 9");
+    running(&d, 1);
+
+    let d = pool_daemon(
+        "false",
+        &[
+            "--pool-size",
+            "1",
+            "--pool-restart-backoff",
+            "50ms",
+            "--pool-max-restarts",
+            "3",
+        ],
+    );
+    d.wait_for("fatal", |d| pool(d)["members"][0]["state"] == "fatal");
+    let m = &pool(&d)["members"][0];
+    assert_eq!(
+        (m["restarts"].as_u64(), m["last_exit"].as_str()),
+        (Some(3), Some("exit 1"))
+    );
+    assert_eq!(d.json("/health")["pool"]["fatal"], 1);
+    assert!(d.log_has("is fatal"));
+    let d = pool_daemon(
+        "/nonexistent/worker",
+        &[
+            "--pool-size",
+            "1",
+            "--pool-restart-backoff",
+            "50ms",
+            "--pool-max-restarts",
+            "2",
+        ],
+    );
+    d.wait_for("fatal", |d| pool(d)["members"][0]["state"] == "fatal");
+    assert!(d.log_has("cannot start"));
+    assert_eq!(d.json("/health")["status"], "healthy");
+}
+
+#[test]
+fn a_hung_member_is_replaced() {
+    let d = pool_daemon(&agent_command(3603), &["--pool-size", "1"]);
+    running(&d, 1);
+    d.wait_for("its worker", |d| d.get("/api/workers/pool-1").0 == 200);
+    let pid = pids(&d)[0];
+    // Stop the whole member (agent and sleep): it says nothing more.
+    unsafe { libc::kill(-(pid as i32), libc::SIGSTOP) };
+    d.wait_for("replaced", |d| pids(d).first().is_some_and(|p| *p != pid));
+    let m = &pool(&d)["members"][0];
+    assert!(m["last_exit"].as_str().unwrap().contains("hung"), "{m}");
+    assert_eq!(d.json("/health")["pool"]["hung"], 1);
+    d.wait_for("the old group gone", |_| !alive(pid));
+    running(&d, 1);
+    d.wait_for("the stopped command gone with its agent", |_| {
+        sleepers(3603) == 1
+    });
+}
+
+#[test]
+fn members_do_not_outlive_musterd() {
+    let d = pool_daemon(&agent_command(3604), &["--pool-size", "3"]);
+    running(&d, 3);
+    let p = pids(&d);
+    assert!(d.stop().0.success());
+    assert_eq!(sleepers(3604), 0, "commands outlived SIGTERM");
+    for pid in &p {
+        assert!(!alive(*pid), "member {pid} outlived SIGTERM");
+    }
+    let d = pool_daemon(&agent_command(3605), &["--pool-size", "3"]);
+    running(&d, 3);
+    let p = pids(&d);
+    d.signal(libc::SIGKILL);
+    drop(d);
+    std::thread::sleep(Duration::from_secs(1));
+    for pid in &p {
+        assert!(!alive(*pid), "member {pid} outlived kill -9 of musterd");
+    }
+    assert_eq!(sleepers(3605), 0, "commands outlived kill -9 of musterd");
+}
+
+#[test]
+fn scale_requests_are_checked() {
+    let d = pool_daemon("sleep 3600", &["--pool-max", "4"]);
+    for (body, msg) in [
+        ("x", "the body is JSON"),
+        ("{}", "count: required"),
+        (r#"{"count":"2"}"#, "count: must be a whole number"),
+        (r#"{"count":1.5}"#, "count: must be a whole number"),
+        (r#"{"count":-1}"#, "count: must not be negative"),
+        (
+            r#"{"count":1000000000}"#,
+            "count: must be within pool_min=0 and pool_max=4",
+        ),
+    ] {
+        let (status, v) = scale(&d, body);
+        assert_eq!(status, 400, "{body}");
+        assert!(v["message"].as_str().unwrap().starts_with(msg), "{v}");
+    }
+    let d = Daemon::start(&[]);
+    assert_eq!(scale(&d, r#"{"count":1}"#).0, 409);
+}
