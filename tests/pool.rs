@@ -241,6 +241,24 @@ fn scale_requests_are_checked() {
         assert_eq!(status, 400, "{body}");
         assert!(v["message"].as_str().unwrap().starts_with(msg), "{v}");
     }
+    let out = std::process::Command::new(MUSTER)
+        .args(["--url", &format!("http://{}", d.http), "scale", "9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "out of bounds");
+    let out = std::process::Command::new(MUSTER)
+        .args(["--url", &format!("http://{}", d.http), "scale", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "created 2 terminated 0 count 2"
+    );
+    let out = std::process::Command::new(MUSTER)
+        .args(["--url", &format!("http://{}", d.http), "pool"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pool-2"));
     let d = Daemon::start(&[]);
     assert_eq!(scale(&d, r#"{"count":1}"#).0, 409);
 }

@@ -11,6 +11,7 @@ pub mod beat;
 pub mod bench;
 pub mod client;
 pub mod ops;
+pub mod pool;
 pub mod tasks;
 
 use crate::VERSION;
@@ -33,6 +34,8 @@ operator commands:
                                     submit; --wait exits 0 succeeded,
                                     3 failed, 5 cancelled or timed out
   task show ID | task logs ID [-f] | task cancel ID
+  scale N [--token-file F]          resize the pool
+  pool [--json]                     the pool's members
 
 worker commands:
   beat --id ID [--status S] [--cpu N] [--mem N] [--queue N] [--tcp]
@@ -123,6 +126,8 @@ fn run(args: Vec<String>) -> Out {
         Some("watch") => ops::watch(&url, &args),
         Some("forget") => ops::forget(&url, &args),
         Some("tasks") => tasks::list(&url, &args),
+        Some("scale") => pool::scale(&url, &args),
+        Some("pool") => pool::show(&url, &args),
         Some("task") => tasks::task(&url, &args),
         Some("beat") => beat::beat(&args),
         Some("agent") => match crate::cli::agent::main(&args) {

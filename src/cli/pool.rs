@@ -1,0 +1,98 @@
+//! `muster scale N` and `muster pool`: the pool from the command line.
+//! `scale` sends the API token from `--token-file` or `$MUSTER_TOKEN_FILE`.
+
+use super::client;
+use super::{Fail, Out};
+use lexopt::prelude::*;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn answer(status: u16, body: &[u8]) -> Result<Value, Fail> {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if status >= 400 {
+        let msg = v["message"].as_str().unwrap_or("error").to_string();
+        return Err(Fail(
+            if status == 400 { 2 } else { 1 },
+            format!("musterd answered {status}: {msg}"),
+        ));
+    }
+    Ok(v)
+}
+
+pub(super) fn scale(url: &str, args: &[String]) -> Out {
+    let mut url = url.to_string();
+    let (mut count, mut token_file) =
+        (None, std::env::var_os(client::TOKEN_ENV).map(PathBuf::from));
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) if count.is_none() => {
+                let v = v.string()?;
+                count = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| Fail(2, format!("scale needs a whole number, got {v:?}")))?,
+                );
+            }
+            Long("token-file") => token_file = Some(p.value()?.into()),
+            Long("url") => url = p.value()?.string()?,
+            Short('h') | Long("help") => {
+                println!("usage: muster scale N [--token-file F]");
+                return Ok(());
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let count = count.ok_or_else(|| Fail(2, "scale needs a count".into()))?;
+    let to = client::parse_url(&url).map_err(|e| Fail(2, e.to_string()))?;
+    let token = client::read_token(token_file.as_deref()).map_err(|m| Fail(2, m))?;
+    let body = format!(r#"{{"count":{count}}}"#);
+    let (status, b) = client::request_body(
+        to,
+        "POST",
+        "/api/workers/scale",
+        token.as_deref(),
+        body.as_bytes(),
+    )?;
+    let v = answer(status, &b)?;
+    println!(
+        "created {} terminated {} count {}",
+        v["created"], v["terminated"], v["count"]
+    );
+    Ok(())
+}
+
+pub(super) fn show(url: &str, args: &[String]) -> Out {
+    let mut url = url.to_string();
+    let mut as_json = false;
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("json") => as_json = true,
+            Long("url") => url = p.value()?.string()?,
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let to = client::parse_url(&url).map_err(|e| Fail(2, e.to_string()))?;
+    let (status, b) = client::get(to, "/api/pool")?;
+    let v = answer(status, &b)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    println!("desired {} actual {}", v["desired"], v["actual"]);
+    println!(
+        "{:<10} {:>8} {:<9} {:>8}  LAST EXIT",
+        "ID", "PID", "STATE", "RESTARTS"
+    );
+    for m in v["members"].as_array().into_iter().flatten() {
+        println!(
+            "{:<10} {:>8} {:<9} {:>8}  {}",
+            m["id"].as_str().unwrap_or("-"),
+            m["pid"].as_u64().map_or("-".into(), |p| p.to_string()),
+            m["state"].as_str().unwrap_or("-"),
+            m["restarts"],
+            m["last_exit"].as_str().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
