@@ -250,6 +250,10 @@ impl Pool {
                     cfg.pool_max_restarts,
                     cfg.pool_restart_window,
                 );
+                if why == Some("hung") && !fatal {
+                    // It already waited out its silence and the grace.
+                    m.next_start = Some(now);
+                }
                 self.tasks.on_lost(&m.id, "its pool member exited");
                 if fatal {
                     self.shared.stats.incr(crate::stats::Counter::PoolFatal);
