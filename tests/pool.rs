@@ -262,3 +262,65 @@ fn scale_requests_are_checked() {
     let d = Daemon::start(&[]);
     assert_eq!(scale(&d, r#"{"count":1}"#).0, 409);
 }
+
+#[test]
+fn autoscale_follows_the_queue_without_flapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let handler = dir.path().join("h.sh");
+    std::fs::write(
+        &handler,
+        "#!/bin/sh\ncat >/dev/null\nsleep 0.2\necho '{}'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let command = format!(
+        "{MUSTER} agent --tasks --interval 200ms -- {}",
+        handler.display()
+    );
+    let d = pool_daemon(
+        &command,
+        &[
+            "--autoscale",
+            "queue",
+            "--autoscale-tasks-per-worker",
+            "10",
+            "--autoscale-cooldown",
+            "2s",
+            "--pool-max",
+            "10",
+        ],
+    );
+    for i in 0..100 {
+        let body = format!(r#"{{"type":"t","payload":{i}}}"#);
+        let (status, _, _) = d.request(&format!(
+            "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ));
+        assert_eq!(status, 201);
+    }
+    // Sizes seen until the queue is drained and the pool is empty again.
+    let mut sizes = vec![0u64];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let desired = pool(&d)["desired"].as_u64().unwrap();
+        if sizes.last() != Some(&desired) {
+            sizes.push(desired);
+        }
+        let done = d.json("/health")["tasks"]["succeeded"] == 100;
+        if done && desired == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sizes so far {sizes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sizes.iter().max(), Some(&10), "{sizes:?}");
+    // Up, then down: never down and up again.
+    let peak = sizes.iter().position(|s| *s == 10).unwrap();
+    assert!(sizes[..=peak].windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+    assert!(sizes[peak..].windows(2).all(|w| w[0] > w[1]), "{sizes:?}");
+    assert!(d.log_has("autoscale: 0 -> 10 members (queued tasks 100"));
+}

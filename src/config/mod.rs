@@ -20,6 +20,7 @@ pub mod secret;
 pub mod settings;
 pub mod tls;
 pub mod units;
+pub mod work;
 
 pub use args::{Cli, parse_args, usage};
 pub use reload::{Running, View};
@@ -86,6 +87,10 @@ pub struct Config {
     pub pool_restart_backoff: Duration,
     pub pool_max_restarts: usize,
     pub pool_restart_window: Duration,
+    /// `queue`: size the pool from the task queue (`None`: off).
+    pub autoscale: bool,
+    pub autoscale_tasks_per_worker: usize,
+    pub autoscale_cooldown: Duration,
     pub log_level: LevelFilter,
     /// Read from `api_token_file` when the configuration loads.
     pub api_token: Option<Secret>,
@@ -263,6 +268,9 @@ pub fn defaults() -> Config {
         pool_restart_backoff: Duration::ZERO,
         pool_max_restarts: 0,
         pool_restart_window: Duration::ZERO,
+        autoscale: false,
+        autoscale_tasks_per_worker: 0,
+        autoscale_cooldown: Duration::ZERO,
         log_level: LevelFilter::Info,
         api_token: None,
         heartbeat_token: None,

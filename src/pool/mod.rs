@@ -46,6 +46,8 @@ struct Inner {
     desired: usize,
     members: BTreeMap<u32, Member>,
     stopping: bool,
+    /// Autoscale: since when its target has been below the size.
+    below_since: Option<Instant>,
 }
 
 pub struct Pool {
@@ -81,6 +83,7 @@ impl Pool {
                     desired,
                     members: BTreeMap::new(),
                     stopping: false,
+                    below_since: None,
                 }),
                 shared,
                 registry,
@@ -215,9 +218,70 @@ impl Pool {
         log::warn!("pool: members still running at exit; they die with musterd");
     }
 
+    /// Autoscale (`autoscale = queue`): the size the queue asks for,
+    /// `ceil(queued ÷ autoscale_tasks_per_worker)`, or with no tasks queued
+    /// the members' reported `queue_depth` the same way, within bounds.
+    /// Up at once; down only once the target stayed lower for
+    /// `autoscale_cooldown`, so it never flaps.
+    fn autoscale(&self, cfg: &Config) {
+        if !cfg.autoscale || cfg.pool_command.is_empty() {
+            return;
+        }
+        let per = cfg.autoscale_tasks_per_worker.max(1);
+        let queued = self.tasks.queued();
+        let (inputs, work) = if queued > 0 {
+            ("queued tasks", queued)
+        } else {
+            let depth: u64 = {
+                let inner = self.lock();
+                inner
+                    .members
+                    .values()
+                    .filter_map(|m| self.registry.snapshot(&m.id))
+                    .map(|s| s.queue_depth)
+                    .sum()
+            };
+            ("reported queue depth", depth as usize)
+        };
+        let target = work.div_ceil(per).clamp(cfg.pool_min, cfg.pool_max);
+        let (desired, below) = {
+            let inner = self.lock();
+            (inner.desired, inner.below_since)
+        };
+        let now = Instant::now();
+        let change = if target > desired {
+            Some(target)
+        } else if target < desired {
+            match below {
+                Some(t) if now.duration_since(t) >= cfg.autoscale_cooldown => Some(target),
+                Some(_) => None,
+                None => {
+                    self.lock().below_since = Some(now);
+                    None
+                }
+            }
+        } else {
+            self.lock().below_since = None;
+            None
+        };
+        if let Some(to) = change {
+            self.lock().below_since = None;
+            log::info!(
+                "autoscale: {desired} -> {to} members ({inputs} {work}, {per} per member, bounds {}..={})",
+                cfg.pool_min,
+                cfg.pool_max
+            );
+            self.shared
+                .stats
+                .incr(crate::stats::Counter::PoolAutoscaled);
+            let _ = self.scale(to, cfg);
+        }
+    }
+
     /// One supervisor turn; returns when the next deadline is.
     fn turn(&self) -> Instant {
         let cfg = self.shared.config.get();
+        self.autoscale(&cfg);
         let now = Instant::now();
         let mut next = now + LOOK;
         let mut inner = self.lock();

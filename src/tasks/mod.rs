@@ -523,6 +523,15 @@ impl Tasks {
         }
     }
 
+    /// Tasks waiting in the queue now.
+    pub fn queued(&self) -> usize {
+        self.lock()
+            .by_state
+            .get(&State::Queued)
+            .copied()
+            .unwrap_or(0) as usize
+    }
+
     /// Tasks a worker holds or held, newest first.
     pub fn of_worker(&self, worker: &str, limit: usize) -> Vec<Task> {
         let book = self.lock();
