@@ -324,3 +324,42 @@ fn autoscale_follows_the_queue_without_flapping() {
     assert!(sizes[peak..].windows(2).all(|w| w[0] > w[1]), "{sizes:?}");
     assert!(d.log_has("autoscale: 0 -> 10 members (queued tasks 100"));
 }
+
+#[test]
+fn a_reload_replaces_members_one_at_a_time_and_resizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("musterd.conf");
+    let write = |cmd: &str, size: u32| {
+        std::fs::write(
+            &conf,
+            format!("pool_command = \"{cmd}\"\npool_size = {size}\n"),
+        )
+        .unwrap();
+    };
+    write(&agent_command(3606), 2);
+    let mut c = support::command(&[
+        "--heartbeat-interval",
+        "300ms",
+        "--inactivity-timeout",
+        "1500ms",
+        "--pool-stop-grace",
+        "2s",
+    ]);
+    c.args(["--config", conf.to_str().unwrap()]);
+    let d = Daemon::spawn(c);
+    running(&d, 2);
+    write(&agent_command(3607), 3);
+    d.signal(libc::SIGHUP);
+    d.wait_for("all on the new command", |d| {
+        d.log_has("every member runs the new pool_command") && sleepers(3607) == 3
+    });
+    assert_eq!(sleepers(3606), 0);
+    running(&d, 3);
+    // One at a time: never two replacements under way.
+    let log = d.log.lock().unwrap().clone();
+    let replacing: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("replacing pool-"))
+        .collect();
+    assert_eq!(replacing.len(), 2, "the two old members, each once");
+}

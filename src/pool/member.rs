@@ -58,8 +58,10 @@ pub struct Member {
     pub kill_at: Option<Instant>,
     /// Scaled away: removed once its process is gone.
     pub leaving: bool,
-    /// Why it is being stopped when not leaving (`hung`).
+    /// Why it is being stopped when not leaving (`hung`, `replaced`).
     pub stop_reason: Option<&'static str>,
+    /// The command its process runs.
+    pub command: Option<Vec<String>>,
 }
 
 impl Member {
@@ -80,6 +82,7 @@ impl Member {
             kill_at: None,
             leaving: false,
             stop_reason: None,
+            command: None,
         }
     }
 
@@ -113,6 +116,7 @@ impl Member {
             forward(self.id.clone(), err);
         }
         self.child = Some(child);
+        self.command = Some(argv.to_vec());
         self.state = State::Starting;
         self.started = Some(Instant::now());
         self.started_at_ms = Some(crate::clock::unix_ms());

@@ -48,6 +48,10 @@ struct Inner {
     stopping: bool,
     /// Autoscale: since when its target has been below the size.
     below_since: Option<Instant>,
+    /// The `pool_size` and `pool_command` last applied: a reload that
+    /// changes them resizes the pool, and replaces members one at a time.
+    size: usize,
+    command: Vec<String>,
 }
 
 pub struct Pool {
@@ -84,6 +88,8 @@ impl Pool {
                     members: BTreeMap::new(),
                     stopping: false,
                     below_since: None,
+                    size: cfg.pool_size,
+                    command: cfg.pool_command.clone(),
                 }),
                 shared,
                 registry,
@@ -278,10 +284,46 @@ impl Pool {
         }
     }
 
+    /// After SIGHUP: a new `pool_size` resizes the pool (within bounds;
+    /// `pool_command = off` empties it), and a new `pool_command` replaces
+    /// the members one at a time, each once the one before runs.
+    fn reloaded(&self, cfg: &Config, inner: &mut Inner) {
+        if cfg.pool_command.is_empty() {
+            inner.desired = 0;
+        } else if cfg.pool_size != inner.size {
+            inner.desired = cfg.pool_size.clamp(cfg.pool_min, cfg.pool_max);
+            log::info!("pool: reload sets the size to {}", inner.desired);
+        }
+        inner.size = cfg.pool_size;
+        if cfg.pool_command == inner.command || cfg.pool_command.is_empty() {
+            return;
+        }
+        let busy = inner.members.values().any(|m| {
+            !m.leaving && (m.stop_reason == Some("replaced") || m.state == State::Starting)
+        });
+        if busy {
+            return;
+        }
+        let old = inner.members.values_mut().find(|m| {
+            !m.leaving && m.child.is_some() && m.command.as_ref() != Some(&cfg.pool_command)
+        });
+        match old {
+            Some(m) => {
+                log::info!("pool: replacing {} to run the new pool_command", m.id);
+                m.stop(cfg.pool_stop_grace, "replaced");
+            }
+            None => {
+                log::info!("pool: every member runs the new pool_command");
+                inner.command = cfg.pool_command.clone();
+            }
+        }
+    }
+
     /// One supervisor turn; returns when the next deadline is.
     fn turn(&self) -> Instant {
         let cfg = self.shared.config.get();
         self.autoscale(&cfg);
+        self.reloaded(&cfg, &mut self.lock());
         let now = Instant::now();
         let mut next = now + LOOK;
         let mut inner = self.lock();
@@ -314,8 +356,8 @@ impl Pool {
                     cfg.pool_max_restarts,
                     cfg.pool_restart_window,
                 );
-                if why == Some("hung") && !fatal {
-                    // It already waited out its silence and the grace.
+                if matches!(why, Some("hung" | "replaced")) && !fatal {
+                    // Stopped on purpose: back at once.
                     m.next_start = Some(now);
                 }
                 self.tasks.on_lost(&m.id, "its pool member exited");
