@@ -363,3 +363,74 @@ fn a_reload_replaces_members_one_at_a_time_and_resizes() {
         .collect();
     assert_eq!(replacing.len(), 2, "the two old members, each once");
 }
+
+#[test]
+fn scaling_down_keeps_busy_members_and_a_hung_ones_task_is_done_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let handler = dir.path().join("h.sh");
+    // The first attempt hangs on; a later one finishes at once.
+    std::fs::write(
+        &handler,
+        "#!/bin/sh\ncat >/dev/null\n[ \"$MUSTER_TASK_ATTEMPT\" = 1 ] && sleep 3608\necho '{\"ok\":1}'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let command = format!(
+        "{MUSTER} agent --tasks --interval 200ms -- {}",
+        handler.display()
+    );
+    let d = pool_daemon(&command, &["--pool-size", "3"]);
+    running(&d, 3);
+    d.wait_for("three idle workers", |d| {
+        d.json("/api/workers?status=idle").as_array().unwrap().len() == 3
+    });
+    let body = r#"{"type":"long"}"#;
+    let (_, _, b) = d.request(&format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let id = serde_json::from_slice::<Value>(&b).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.wait_for("running", |d| {
+        d.json(&format!("/api/tasks/{id}"))["state"] == "running"
+    });
+    let holder = d.json(&format!("/api/tasks/{id}"))["worker_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.wait_for("its member reports working", |d| {
+        d.json(&format!("/api/workers/{holder}"))["status"] == "working"
+    });
+    // The two idle members go; the busy one stays.
+    assert_eq!(scale(&d, r#"{"count":1}"#).1["terminated"], 2);
+    d.wait_for("one left", |d| {
+        pool(d)["members"].as_array().unwrap().len() == 1
+    });
+    assert_eq!(pool(&d)["members"][0]["id"], holder.as_str());
+    assert_eq!(
+        d.json(&format!("/api/tasks/{id}"))["state"],
+        "running",
+        "untouched"
+    );
+    // It hangs: replaced, and its task done by the replacement.
+    let pid = pids(&d)[0];
+    unsafe { libc::kill(-(pid as i32), libc::SIGSTOP) };
+    d.wait_for("done on the second attempt", |d| {
+        d.json(&format!("/api/tasks/{id}"))["state"] == "succeeded"
+    });
+    let t = d.json(&format!("/api/tasks/{id}"));
+    assert_eq!(
+        (t["attempt"].as_u64(), t["result"].clone()),
+        (Some(2), json!({"ok": 1}))
+    );
+    assert!(
+        pool(&d)["members"][0]["last_exit"]
+            .as_str()
+            .unwrap()
+            .contains("hung")
+    );
+    d.wait_for("the first attempt's handler gone", |_| sleepers(3608) == 0);
+}

@@ -99,9 +99,19 @@ impl Member {
             .env("MUSTER_WORKER_ID", &self.id)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
         crate::sys::process::dies_with_parent(&mut cmd);
+        // A session of its own: what it starts in groups of their own (an
+        // agent's handlers) is still found, and killed with it.
+        // SAFETY: setsid takes no arguments and is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {prog:?}: {e}"))?;
@@ -126,12 +136,19 @@ impl Member {
         Ok(())
     }
 
-    /// Signal its whole process group.
+    /// Signal its whole process group; SIGKILL goes to its whole session,
+    /// so nothing it started outlives it.
     pub fn signal(&self, sig: i32) {
-        if let Some(pid) = self.pid() {
-            // SAFETY: kill(2) on a process group we started.
-            unsafe {
-                libc::kill(-(pid as i32), sig);
+        let Some(pid) = self.pid() else { return };
+        // SAFETY: kill(2) on a process group and processes we started.
+        unsafe {
+            libc::kill(-(pid as i32), sig);
+        }
+        if sig == libc::SIGKILL {
+            for p in crate::sys::procfs::session_members(pid) {
+                unsafe {
+                    libc::kill(p as i32, sig);
+                }
             }
         }
     }
@@ -149,6 +166,15 @@ impl Member {
     /// Whether its process ended; if so, how, as people read it.
     pub fn reap(&mut self) -> Option<String> {
         let st = self.child.as_mut()?.try_wait().ok()??;
+        // Whatever it left running in its session goes with it.
+        if let Some(pid) = self.pid() {
+            for p in crate::sys::procfs::session_members(pid) {
+                // SAFETY: kill(2) on a process of the member's session.
+                unsafe {
+                    libc::kill(p as i32, libc::SIGKILL);
+                }
+            }
+        }
         self.child = None;
         self.pidfd = None;
         Some(match (st.code(), st.signal()) {

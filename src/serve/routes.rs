@@ -458,7 +458,9 @@ mod tests {
                 "w1"
             };
             let target = path.replace("{id}", id);
-            let body: &[u8] = if method == "POST" {
+            let body: &[u8] = if path.ends_with("/scale") {
+                br#"{"count":1}"#
+            } else if method == "POST" {
                 br#"{"type":"t"}"#
             } else {
                 b""

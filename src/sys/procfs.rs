@@ -62,6 +62,8 @@ pub fn read_udp_drops(inode: u64) -> Option<u64> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stat {
     pub ppid: u32,
+    /// Session id (field 6).
+    pub session: u32,
     /// User and system CPU time, in clock ticks.
     pub utime: u64,
     pub stime: u64,
@@ -79,6 +81,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
     Some(Stat {
         ppid: field(4)? as u32,
+        session: field(6)? as u32,
         utime: field(14)?,
         stime: field(15)?,
         num_threads: field(20)?,
@@ -169,6 +172,15 @@ fn all_pids() -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Every process in session `sid`: what a pool member started, even in
+/// process groups of its own.
+pub fn session_members(sid: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&p| read_stat(p).is_some_and(|s| s.session == sid))
+        .collect()
 }
 
 pub fn read_stat(pid: u32) -> Option<Stat> {
