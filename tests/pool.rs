@@ -25,6 +25,15 @@ fn pool_daemon(command: &str, extra: &[&str]) -> Daemon {
 }
 
 /// Members are `muster agent -- sleep N`: N tells one test's from another's.
+/// An executable script in `dir`.
+fn script(dir: &tempfile::TempDir, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join("h.sh");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
 fn agent_command(n: u32) -> String {
     format!("{MUSTER} agent --interval 200ms -- sleep {n}")
 }
@@ -266,14 +275,7 @@ fn scale_requests_are_checked() {
 #[test]
 fn autoscale_follows_the_queue_without_flapping() {
     let dir = tempfile::tempdir().unwrap();
-    let handler = dir.path().join("h.sh");
-    std::fs::write(
-        &handler,
-        "#!/bin/sh\ncat >/dev/null\nsleep 0.2\necho '{}'\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let handler = script(&dir, "cat >/dev/null\nsleep 0.2\necho '{}'\n");
     let command = format!(
         "{MUSTER} agent --tasks --interval 200ms -- {}",
         handler.display()
@@ -367,15 +369,11 @@ fn a_reload_replaces_members_one_at_a_time_and_resizes() {
 #[test]
 fn scaling_down_keeps_busy_members_and_a_hung_ones_task_is_done_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
-    let handler = dir.path().join("h.sh");
     // The first attempt hangs on; a later one finishes at once.
-    std::fs::write(
-        &handler,
-        "#!/bin/sh\ncat >/dev/null\n[ \"$MUSTER_TASK_ATTEMPT\" = 1 ] && sleep 3608\necho '{\"ok\":1}'\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let handler = script(
+        &dir,
+        "cat >/dev/null\n[ \"$MUSTER_TASK_ATTEMPT\" = 1 ] && sleep 3608\necho '{\"ok\":1}'\n",
+    );
     let command = format!(
         "{MUSTER} agent --tasks --interval 200ms -- {}",
         handler.display()

@@ -393,31 +393,24 @@ impl Pool {
             if matches!(m.state, State::Starting | State::Running) && !m.leaving {
                 let snap = self.registry.snapshot(&m.id);
                 let up = m.started.map_or(Duration::ZERO, |s| now.duration_since(s));
-                match snap {
+                let hung = match snap {
                     Some(s) if s.is_active() && s.last_seen >= m.started.unwrap_or(now) => {
                         m.state = State::Running;
+                        None
                     }
                     _ if up >= timeout_ms + cfg.heartbeat_interval.min(Duration::from_secs(1)) => {
-                        log::warn!(
-                            "pool: {} is hung (no word for {} ms): restarting",
-                            m.id,
-                            up.as_millis()
-                        );
-                        self.shared.stats.incr(crate::stats::Counter::PoolHung);
-                        m.stop(cfg.pool_stop_grace, "hung");
-                        next = next.min(m.kill_at.unwrap_or(next));
+                        Some(format!("no word for {} ms", up.as_millis()))
                     }
                     Some(s) if !s.is_active() && m.state == State::Running => {
-                        log::warn!(
-                            "pool: {} is hung (its worker is {}): restarting",
-                            m.id,
-                            s.status()
-                        );
-                        self.shared.stats.incr(crate::stats::Counter::PoolHung);
-                        m.stop(cfg.pool_stop_grace, "hung");
-                        next = next.min(m.kill_at.unwrap_or(next));
+                        Some(format!("its worker is {}", s.status()))
                     }
-                    _ => {}
+                    _ => None,
+                };
+                if let Some(why) = hung {
+                    log::warn!("pool: {} is hung ({why}): restarting", m.id);
+                    self.shared.stats.incr(crate::stats::Counter::PoolHung);
+                    m.stop(cfg.pool_stop_grace, "hung");
+                    next = next.min(m.kill_at.unwrap_or(next));
                 }
             }
             if m.child.is_none() && m.state == State::Backoff && !m.leaving && !stopping {
