@@ -9,17 +9,19 @@ use support::Daemon;
 
 const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
 
+/// Quick clocks: silent members are found within seconds.
+const TIMING: [&str; 6] = [
+    "--heartbeat-interval",
+    "300ms",
+    "--inactivity-timeout",
+    "1500ms",
+    "--pool-stop-grace",
+    "2s",
+];
+
 fn pool_daemon(command: &str, extra: &[&str]) -> Daemon {
-    let mut args = vec![
-        "--heartbeat-interval",
-        "300ms",
-        "--inactivity-timeout",
-        "1500ms",
-        "--pool-stop-grace",
-        "2s",
-        "--pool-command",
-        command,
-    ];
+    let mut args = TIMING.to_vec();
+    args.extend(["--pool-command", command]);
     args.extend_from_slice(extra);
     Daemon::start(&args)
 }
@@ -339,14 +341,7 @@ fn a_reload_replaces_members_one_at_a_time_and_resizes() {
         .unwrap();
     };
     write(&agent_command(3606), 2);
-    let mut c = support::command(&[
-        "--heartbeat-interval",
-        "300ms",
-        "--inactivity-timeout",
-        "1500ms",
-        "--pool-stop-grace",
-        "2s",
-    ]);
+    let mut c = support::command(&TIMING);
     c.args(["--config", conf.to_str().unwrap()]);
     let d = Daemon::spawn(c);
     running(&d, 2);
