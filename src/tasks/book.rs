@@ -19,6 +19,9 @@ pub struct Taker {
     pub types: Option<Vec<String>>,
     pub labels: Labels,
     pub held: BTreeSet<String>,
+    /// Said hello while the roll call still showed it inactive or
+    /// terminated from before: not judged on that until it is active.
+    pub stale: bool,
 }
 
 impl Taker {
@@ -263,6 +266,7 @@ impl Book {
         capacity: u32,
         types: Option<Vec<String>>,
         labels: Labels,
+        stale: bool,
     ) {
         if capacity == 0 {
             self.takers.remove(id.as_ref() as &str);
@@ -280,6 +284,7 @@ impl Book {
                 types,
                 labels,
                 held,
+                stale,
             },
         );
     }
@@ -593,8 +598,8 @@ mod tests {
     fn dispatch_by_priority_to_the_freest_worker() {
         let mut b = book_with(4);
         let (w1, w2) = (WorkerId::from("w1"), WorkerId::from("w2"));
-        b.on_hello(&w1, 1, None, Labels::new());
-        b.on_hello(&w2, 2, None, Labels::new());
+        b.on_hello(&w1, 1, None, Labels::new(), false);
+        b.on_hello(&w2, 2, None, Labels::new(), false);
         let mut fx = Effects::default();
         b.dispatch(2000, |_| true, &mut fx);
         assert_eq!(fx.frames.len(), 3, "capacity 3 in all");
@@ -622,7 +627,7 @@ mod tests {
         let w = WorkerId::from("w1");
         let id = b.entries.keys().next().unwrap().clone();
         for attempt in 1..=3 {
-            b.on_hello(&w, 1, None, Labels::new());
+            b.on_hello(&w, 1, None, Labels::new(), false);
             let mut fx = Effects::default();
             b.dispatch(0, |_| true, &mut fx);
             assert_eq!(b.entries[&id].task.progress.attempt, attempt);
@@ -640,7 +645,7 @@ mod tests {
         let mut b = book_with(1);
         let w = WorkerId::from("w1");
         let id = b.entries.keys().next().unwrap().clone();
-        b.on_hello(&w, 1, None, Labels::new());
+        b.on_hello(&w, 1, None, Labels::new(), false);
         let mut fx = Effects::default();
         b.dispatch(0, |_| true, &mut fx);
         let up = |state| TaskUpdate {
@@ -671,7 +676,7 @@ mod tests {
     fn deadlines_and_logs() {
         let mut b = book_with(2);
         let w = WorkerId::from("w1");
-        b.on_hello(&w, 2, None, Labels::new());
+        b.on_hello(&w, 2, None, Labels::new(), false);
         let mut fx = Effects::default();
         b.dispatch(0, |_| true, &mut fx);
         let ids: Vec<String> = b.entries.keys().cloned().collect();

@@ -408,7 +408,8 @@ impl Tasks {
         types: Option<Vec<String>>,
         labels: Labels,
     ) {
-        self.lock().on_hello(id, capacity, types, labels);
+        let stale = self.registry.snapshot(id).is_some_and(|s| !s.is_active());
+        self.lock().on_hello(id, capacity, types, labels, stale);
         self.poke();
     }
 
@@ -457,16 +458,19 @@ impl Tasks {
         let status = |w: &str| self.registry.snapshot(w);
         let mut book = self.lock();
         let mut fx = Effects::default();
-        let lost: Vec<(WorkerId, &'static str)> = book
-            .takers
-            .keys()
-            .filter_map(|w| match status(w) {
-                None => Some((w.clone(), "worker forgotten")),
-                Some(s) if s.terminated => Some((w.clone(), "worker said bye")),
-                Some(s) if s.inactive => Some((w.clone(), "worker inactive")),
-                _ => None,
-            })
-            .collect();
+        // A worker that said hello again is judged on what it said since:
+        // the state its snapshot still shows from before (`inactive`,
+        // `terminated`) is stale until the hello is applied.
+        let mut lost: Vec<(WorkerId, &'static str)> = Vec::new();
+        for (w, t) in book.takers.iter_mut() {
+            match status(w) {
+                None => lost.push((w.clone(), "worker forgotten")),
+                Some(s) if t.stale && !s.is_active() => {}
+                Some(s) if s.terminated => lost.push((w.clone(), "worker said bye")),
+                Some(s) if s.inactive => lost.push((w.clone(), "worker inactive")),
+                _ => t.stale = false,
+            }
+        }
         for (w, why) in lost {
             book.on_lost(&w, why, now, &mut fx);
         }
