@@ -138,12 +138,7 @@ impl Pool {
                         .registry
                         .snapshot(&m.id)
                         .is_some_and(|s| s.status() == "idle");
-                    let held = self
-                        .tasks
-                        .of_worker(&m.id, 1000)
-                        .iter()
-                        .filter(|t| t.state().is_held())
-                        .count();
+                    let held = self.tasks.held_by(&m.id);
                     (
                         u8::from(!idle),
                         held,

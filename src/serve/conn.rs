@@ -74,6 +74,21 @@ struct Waiting {
     origin: Option<String>,
 }
 
+/// A response as it may go out now: itself when it waits on nothing or its
+/// ticket succeeded, a 503 when the ticket failed; `Err` gives it back
+/// while its ticket is pending.
+fn settled(resp: Response) -> Result<Response, Response> {
+    match resp.wait.as_ref().map(|t| t.settled()) {
+        Some(None) => Err(resp),
+        Some(Some(false)) => Ok(Response::error(
+            503,
+            "not_stored",
+            "the task could not be written to the journal; it was not accepted",
+        )),
+        _ => Ok(resp),
+    }
+}
+
 impl<S: Read + Write + Pending> Conn<S> {
     pub fn new(stream: S, peer: IpAddr, now: Instant) -> Conn<S> {
         Conn {
@@ -249,24 +264,18 @@ impl<S: Read + Write + Pending> Conn<S> {
     /// The held answer's ticket may have settled: send it (or a 503 when
     /// the write failed), then go on with requests buffered behind it.
     pub fn on_settled(&mut self, cx: &mut Ctx, now: Instant) -> Next {
-        let Some(w) = self.waiting.take() else {
+        let Some(Waiting { resp, keep, origin }) = self.waiting.take() else {
             return Next::Keep;
         };
-        let settled = w.resp.wait.as_ref().and_then(|t| t.settled());
-        let resp = match settled {
-            None => {
-                self.waiting = Some(w);
+        let resp = match settled(resp) {
+            Ok(r) => r,
+            Err(resp) => {
+                self.waiting = Some(Waiting { resp, keep, origin });
                 return Next::Keep;
             }
-            Some(true) => w.resp,
-            Some(false) => Response::error(
-                503,
-                "not_stored",
-                "the task could not be written to the journal; it was not accepted",
-            ),
         };
-        self.respond(cx, &resp, Reply::Full, w.keep, w.origin.as_deref());
-        if w.keep == Keep::Close {
+        self.respond(cx, &resp, Reply::Full, keep, origin.as_deref());
+        if keep == Keep::Close {
             self.state = State::Closing;
         } else {
             self.process(cx, now);
@@ -328,23 +337,18 @@ impl<S: Read + Write + Pending> Conn<S> {
                     }
                     let resp = cx.api.handle(&req, &buf[head_len..total], cx.cfg);
                     let keep = req.keep_alive && !resp.close;
-                    if resp.wait.as_ref().is_some_and(|t| t.settled().is_none()) {
-                        self.waiting = Some(Waiting {
-                            resp,
-                            keep: Keep::from(keep),
-                            origin: req.origin.clone(),
-                        });
-                        start += total;
-                        self.head_started = None;
-                        break;
-                    }
-                    let resp = match resp.wait.as_ref().and_then(|t| t.settled()) {
-                        Some(false) => Response::error(
-                            503,
-                            "not_stored",
-                            "the task could not be written to the journal; it was not accepted",
-                        ),
-                        _ => resp,
+                    let resp = match settled(resp) {
+                        Ok(r) => r,
+                        Err(resp) => {
+                            self.waiting = Some(Waiting {
+                                resp,
+                                keep: Keep::from(keep),
+                                origin: req.origin.clone(),
+                            });
+                            start += total;
+                            self.head_started = None;
+                            break;
+                        }
                     };
                     let reply = if req.method == Method::Head {
                         Reply::HeadOnly

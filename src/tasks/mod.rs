@@ -527,6 +527,11 @@ impl Tasks {
         }
     }
 
+    /// Tasks a worker holds now (assigned or running).
+    pub fn held_by(&self, worker: &str) -> usize {
+        self.lock().takers.get(worker).map_or(0, |t| t.held.len())
+    }
+
     /// Tasks waiting in the queue now.
     pub fn queued(&self) -> usize {
         self.lock()
