@@ -3,7 +3,8 @@
 # real musterd, the documentation checks, and the operations checks with the
 # real tools (mandoc, systemd-analyze, promtool, a Prometheus server), and
 # a WebSocket client we did not write (Python's websockets), openssl for
-# test certificates and headless Chromium for what a web page can do. On a fresh
+# test certificates, headless Chromium for what a web page can do and Node
+# for the seeds' JavaScript clients. On a fresh
 # Debian machine, run as root, it first installs those tools.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,6 +15,8 @@ command -v curl >/dev/null 2>&1 || want+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
 command -v openssl >/dev/null 2>&1 || want+=(openssl)
 command -v chromium >/dev/null 2>&1 || want+=(chromium)
+command -v node >/dev/null 2>&1 || want+=(nodejs)
+command -v jq >/dev/null 2>&1 || want+=(jq)
 if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "test.sh: installing ${want[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null

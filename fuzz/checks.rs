@@ -89,6 +89,7 @@ pub fn config_file(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    let _ = config::env::parse_dotenv(Path::new(".env"), text);
     if let Ok(map) = config::parse_file(Path::new("fuzz.conf"), text) {
         let mut cfg = config::defaults();
         for (k, v) in &map {
@@ -99,14 +100,18 @@ pub fn config_file(data: &[u8]) {
     }
 }
 
-/// A WebSocket path and query (split at the first `?`): parsing the
-/// subscription and its filters never panics.
+/// A request path and query (split at the first `?`): parsing a WebSocket
+/// subscription and its filters, or a tRPC call and its input, never
+/// panics.
 pub fn ws_query(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     let (path, query) = text.split_once('?').unwrap_or((text, ""));
     let _ = ws::subscription(path, query);
+    if let Some(procedures) = path.strip_prefix("/trpc/") {
+        let _ = muster::serve::trpc::calls(procedures, query);
+    }
 }
 
 /// A reply line from the daemon, as `muster beat` and the agent read it:

@@ -325,6 +325,6 @@ fn the_periodic_report_is_logged() {
     let d = Daemon::start(&["--metrics-report-interval", "1s"]);
     d.udp(br#"{"type":"run","worker_id":"rep","duration_ms":10,"ok":true}"#);
     d.wait_for("report", |d| {
-        d.log_has("fleet report: workers=1") && d.log_has("runs=1")
+        d.log_has("fleet report: workers=1 ") && d.log_has("total_runs=1 succeeded=1 failed=0")
     });
 }

@@ -69,7 +69,7 @@ pub fn usage() -> String {
             st.help
         ));
     }
-    s.push_str("\nHTTP_PORT=\":9090\" sets the HTTP port and HTTP_PORT=\"\" turns HTTP off.\nSee musterd(8) and musterd.conf(5).\n");
+    s.push_str("\nHTTP_PORT=\":9090\" listens on every interface (as Go reads it), HTTP_PORT=\"\" turns HTTP off;\nMETRICS_INTERVAL=60000 (ms) sets metrics_report_interval; ./.env is read below the environment.\nSee musterd(8) and musterd.conf(5).\n");
     s
 }
 

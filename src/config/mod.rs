@@ -15,6 +15,7 @@
 //! `max_workers` to the kernel's limits is the daemon's, at start-up.
 
 pub mod args;
+pub mod env;
 pub mod reload;
 pub mod secret;
 pub mod settings;
@@ -23,6 +24,7 @@ pub mod units;
 pub mod work;
 
 pub use args::{Cli, parse_args, usage};
+pub use env::{Environment, load_process};
 pub use reload::{Running, View};
 pub use settings::{SETTINGS, Setting, env_name, flag_name};
 pub use units::{fmt_duration, parse_duration};
@@ -35,7 +37,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use tls::Tls;
-use units::{Cidr, parse_addr};
+use units::Cidr;
 
 /// The file read when neither `--config` nor `MUSTER_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/muster/musterd.conf";
@@ -182,8 +184,15 @@ pub fn load(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, C
         }
         if s.key == "http_addr" {
             if let Some(v) = env("HTTP_PORT") {
-                set_http_port(&mut cfg, &v)
+                env::set_http_port(&mut cfg, &v)
                     .map_err(|m| ConfigError::Value("HTTP_PORT".into(), s.key.to_string(), m))?;
+            }
+        }
+        if s.key == "metrics_report_interval" {
+            if let Some(v) = env("METRICS_INTERVAL") {
+                set(&mut cfg, &env::metrics_interval(&v)).map_err(|m| {
+                    ConfigError::Value("METRICS_INTERVAL".into(), s.key.to_string(), m)
+                })?;
             }
         }
         let var = env_name(s.key);
@@ -320,6 +329,13 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
             "task_fsync=off: the task journal is left to the kernel; a crash of the machine may lose accepted tasks".into(),
         ),
     }
+    if let Some(a) = cfg.http_addr {
+        if !a.ip().to_canonical().is_loopback() && cfg.api_token_file.is_none() {
+            w.push(format!(
+                "HTTP listens on {a}, beyond loopback, without api_token_file: anyone who reaches it reads the fleet (changes stay loopback-only)"
+            ));
+        }
+    }
     if cfg.inactivity_timeout < cfg.heartbeat_interval * 3 {
         w.push(format!(
             "inactivity_timeout={} is below 3x heartbeat_interval={}: one late beat marks a worker inactive",
@@ -371,28 +387,6 @@ fn unquote(v: &str) -> &str {
     v.strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or(v)
-}
-
-/// The seeds' `HTTP_PORT`: `":9090"` or `"9090"` sets the port on the
-/// configured host, `"host:port"` sets both, `""` turns HTTP off.
-fn set_http_port(cfg: &mut Config, v: &str) -> Result<(), String> {
-    let v = v.trim();
-    if v.is_empty() {
-        cfg.http_addr = None;
-        return Ok(());
-    }
-    let port_only = v.strip_prefix(':').unwrap_or(v);
-    if let Ok(port) = port_only.parse::<u16>() {
-        let host = cfg
-            .http_addr
-            .map(|a| a.ip())
-            .unwrap_or_else(|| [127, 0, 0, 1].into());
-        cfg.http_addr = Some(SocketAddr::new(host, port));
-        Ok(())
-    } else {
-        cfg.http_addr = Some(parse_addr(v)?);
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -465,13 +459,36 @@ mod tests {
     fn http_port_alias() {
         let env = |v: &'static str| move |k: &str| (k == "HTTP_PORT").then(|| v.to_string());
         let c = load(&cli(&[]), &env(":9090")).unwrap();
-        assert_eq!(c.http_addr, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.http_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        assert!(warnings(&c).iter().any(|w| w.contains("beyond loopback")));
+        let c = load(&cli(&[]), &env("127.0.0.1:9090")).unwrap();
+        assert!(!warnings(&c).iter().any(|w| w.contains("beyond loopback")));
         let c = load(&cli(&[]), &env("")).unwrap();
         assert_eq!(c.http_addr, None);
         let c = load(&cli(&["--http-addr", "127.0.0.1:7000"]), &env("")).unwrap();
         assert_eq!(c.http_addr, Some("127.0.0.1:7000".parse().unwrap()));
         let c = load(&cli(&["--http-addr", "off"]), &no_env).unwrap();
         assert_eq!(c.http_addr, None);
+    }
+
+    #[test]
+    fn metrics_interval_alias_yields_to_the_muster_name() {
+        let both = |k: &str| match k {
+            "METRICS_INTERVAL" => Some("30000".to_string()),
+            "MUSTER_METRICS_REPORT_INTERVAL" => Some("2m".to_string()),
+            _ => None,
+        };
+        let alone = |k: &str| (k == "METRICS_INTERVAL").then(|| "30000".to_string());
+        let c = load(&cli(&[]), &alone).unwrap();
+        assert_eq!(c.metrics_report_interval, Some(Duration::from_secs(30)));
+        let c = load(&cli(&[]), &both).unwrap();
+        assert_eq!(c.metrics_report_interval, Some(Duration::from_secs(120)));
+        let bad = |k: &str| (k == "METRICS_INTERVAL").then(|| "10".to_string());
+        let e = load(&cli(&[]), &bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with("METRICS_INTERVAL: metrics_report_interval"),
+            "{e}"
+        );
     }
 
     #[test]

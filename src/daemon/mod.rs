@@ -37,8 +37,7 @@ pub fn main(args: Vec<String>) -> i32 {
         println!("musterd {VERSION}");
         return 0;
     }
-    let env = |k: &str| std::env::var(k).ok();
-    let cfg = match config::load(&cli, &env) {
+    let (cfg, env) = match config::load_process(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("musterd: configuration error: {e}");
@@ -49,10 +48,13 @@ pub fn main(args: Vec<String>) -> i32 {
         for w in config::warnings(&cfg) {
             eprintln!("musterd: warning: {w}");
         }
-        let from = cfg
+        let mut from = cfg
             .path
             .as_ref()
             .map_or("defaults".to_string(), |p| p.display().to_string());
+        if let Some(p) = &env.dotenv_path {
+            from.push_str(&format!(", {}", p.display()));
+        }
         println!("musterd: configuration ok ({from})");
         return 0;
     }

@@ -4,6 +4,7 @@
 
 use super::start::Daemon;
 use crate::config;
+use crate::fleet::runs;
 use crate::serve::views;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
@@ -58,27 +59,19 @@ impl Daemon {
         status
     }
 
-    /// seed 004's periodic report: one line with the fleet's summary.
+    /// Seed 004's periodic report: the fleet's counts by status and its
+    /// run metrics, one line.
     fn report(&self) {
         let m = views::fleet_metrics(&self.registry, self.started);
         let mut by_status = std::collections::BTreeMap::new();
         for s in self.registry.snapshots() {
             *by_status.entry(s.status()).or_insert(0u64) += 1;
         }
-        let statuses: Vec<String> = by_status.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let r = &m.runs;
-        let p95 = r
-            .p95_execution_ms
-            .map_or("-".to_string(), |x| format!("{x:.0}"));
-        log::info!(
-            "fleet report: workers={} {} runs={} window_runs={} success_rate={:?}% runs_per_hour={:?} p95_ms={p95}",
-            m.workers,
-            statuses.join(" "),
-            r.total_runs,
-            r.window_runs,
-            r.success_rate,
-            r.runs_per_hour,
-        );
+        let mut line = format!("fleet report: workers={}", m.workers);
+        for (k, v) in by_status {
+            line.push_str(&format!(" {k}={v}"));
+        }
+        log::info!("{line} {}", runs::report_words(&m.runs));
     }
 
     /// One line for `systemctl status`: the workers, and the totals of
@@ -96,9 +89,8 @@ impl Daemon {
     }
 
     fn reload(&self) {
-        let env = |k: &str| std::env::var(k).ok();
-        match config::load(&self.cli, &env) {
-            Ok(mut cfg) => {
+        match config::load_process(&self.cli) {
+            Ok((mut cfg, _)) => {
                 let (max_workers, warning) = self.limits.clamp(cfg.max_workers);
                 if let Some(w) = warning {
                     log::warn!("{w}");

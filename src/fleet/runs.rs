@@ -169,6 +169,25 @@ pub fn compute<'a>(
     }
 }
 
+/// Seed 004's "Worker Metrics Report" as `key=value` words: uptime, total
+/// runs, succeeded, failed, error and success rate, runs per hour, average
+/// duration, and p95.
+pub fn report_words(m: &Metrics) -> String {
+    let ms = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.0}ms"));
+    format!(
+        "uptime=\"{}\" total_runs={} succeeded={} failed={} error_rate={:.2}% success_rate={:.2}% runs_per_hour={:.2} avg_duration={} p95={}",
+        m.uptime,
+        m.total_runs,
+        m.succeeded,
+        m.failed,
+        m.error_rate,
+        m.success_rate,
+        m.runs_per_hour,
+        ms(m.avg_execution_ms),
+        ms(m.p95_execution_ms),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +198,24 @@ mod tests {
             duration_ms,
             ok,
         }
+    }
+
+    #[test]
+    fn report_words_carry_seed_004s_report() {
+        let runs: Vec<Run> = (0..42).map(|i| run(i * 1000, 1250.0, i >= 2)).collect();
+        let totals = Totals {
+            total: 42,
+            succeeded: 40,
+            failed: 2,
+            last_run_time: Some(41_000),
+        };
+        let m = compute(runs.iter(), totals, 0, 323_000);
+        assert_eq!(
+            report_words(&m),
+            "uptime=\"5m 23s\" total_runs=42 succeeded=40 failed=2 error_rate=4.76% success_rate=95.24% runs_per_hour=468.11 avg_duration=1250ms p95=1250ms"
+        );
+        let none = compute([].iter(), Totals::default(), 0, 1000);
+        assert!(report_words(&none).ends_with("avg_duration=- p95=-"));
     }
 
     #[test]

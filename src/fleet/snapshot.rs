@@ -119,6 +119,11 @@ impl Snapshot {
         }
     }
 
+    /// `resource_usage` as every view shows it: empty until reported.
+    pub fn usage(&self) -> &ResourceUsage {
+        self.resource_usage.as_ref().unwrap_or(&ResourceUsage::NONE)
+    }
+
     /// The status shown to people: daemon-judged states win over reported ones.
     pub fn status(&self) -> &'static str {
         if self.terminated {

@@ -18,7 +18,8 @@ pub struct Telemetry<'a> {
     cpu_usage: Option<f64>,
     memory_usage: Option<f64>,
     gpu_usage: Option<f64>,
-    resource_usage: Option<ResourceUsageView<'a>>,
+    /// Always an object: `{}` until the worker reports any figure.
+    resource_usage: &'a ResourceUsage,
     queue_depth: u64,
     current_job: Option<JobView<'a>>,
     running_tasks: &'a [Value],
@@ -39,7 +40,7 @@ impl<'a> Telemetry<'a> {
             cpu_usage: s.cpu_usage,
             memory_usage: s.memory_usage,
             gpu_usage: s.gpu_usage,
-            resource_usage: s.resource_usage.as_ref().map(ResourceUsageView),
+            resource_usage: s.usage(),
             queue_depth: s.queue_depth,
             current_job: s.current_job.as_deref().map(JobView),
             running_tasks: &s.running_tasks,
@@ -48,39 +49,6 @@ impl<'a> Telemetry<'a> {
             messages_processed: s.messages_processed,
             restored: s.restored,
         }
-    }
-}
-
-/// Renders only the figures the worker sent.
-pub struct ResourceUsageView<'a>(pub &'a ResourceUsage);
-
-impl Serialize for ResourceUsageView<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let r = self.0;
-        let mut m = ser.serialize_map(None)?;
-        for (k, v) in [
-            ("rss_mb", r.rss_mb),
-            ("heap_used_mb", r.heap_used_mb),
-            ("heap_total_mb", r.heap_total_mb),
-            ("external_mb", r.external_mb),
-            ("peak_rss_mb", r.peak_rss_mb),
-        ] {
-            if let Some(v) = v {
-                m.serialize_entry(k, &v)?;
-            }
-        }
-        for (k, v) in [
-            ("threads", r.threads),
-            ("fds", r.fds),
-            ("io_read_bytes", r.io_read_bytes),
-            ("io_write_bytes", r.io_write_bytes),
-        ] {
-            if let Some(v) = v {
-                m.serialize_entry(k, &v)?;
-            }
-        }
-        m.end()
     }
 }
 
@@ -137,5 +105,13 @@ mod tests {
         assert_eq!(v["gpu_usage"], Value::Null, "never a made-up 0");
         assert_eq!(v["resource_usage"], serde_json::json!({"rss_mb": 3.0}));
         assert_eq!(v["labels"]["pool"], "scan");
+    }
+
+    #[test]
+    fn resource_usage_is_an_object_before_any_is_reported() {
+        let v: Value = serde_json::from_str(fresh().telemetry_json()).unwrap();
+        assert_eq!(v["resource_usage"], serde_json::json!({}));
+        assert_eq!(v["labels"], serde_json::json!({}));
+        assert_eq!(v["current_job"], Value::Null);
     }
 }

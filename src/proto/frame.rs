@@ -80,6 +80,22 @@ pub struct ResourceUsage {
     pub io_write_bytes: Option<u64>,
 }
 
+impl ResourceUsage {
+    /// Nothing reported: shown as `{}`, so a reader of
+    /// `resource_usage.rss_mb` gets `undefined`, never a `TypeError`.
+    pub const NONE: ResourceUsage = ResourceUsage {
+        rss_mb: None,
+        heap_used_mb: None,
+        heap_total_mb: None,
+        external_mb: None,
+        peak_rss_mb: None,
+        threads: None,
+        fds: None,
+        io_read_bytes: None,
+        io_write_bytes: None,
+    };
+}
+
 /// `current_job`: what the worker is busy with.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CurrentJob {

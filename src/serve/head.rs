@@ -345,6 +345,7 @@ pub fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        207 => "Multi-Status",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",

@@ -28,6 +28,7 @@ pub mod out;
 pub mod routes;
 pub mod stream;
 pub mod task_routes;
+pub mod trpc;
 pub mod views;
 pub mod ws;
 

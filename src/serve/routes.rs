@@ -16,6 +16,7 @@ use super::head::{Method, Request, Response, Ticket, percent_decode};
 use super::health::Health;
 use super::metrics;
 use super::task_routes;
+use super::trpc;
 use super::views;
 use crate::VERSION;
 use crate::config::Config;
@@ -51,6 +52,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/workers/{id}/tasks"),
     ("POST", "/api/workers/scale"),
     ("GET", "/api/pool"),
+    ("GET", "/trpc/worker.metrics"),
 ];
 
 enum Route {
@@ -72,6 +74,8 @@ enum Route {
     WorkerTasks(WorkerId),
     Scale,
     Pool,
+    /// tRPC procedures, comma-joined when batched.
+    Trpc(String),
 }
 
 impl Route {
@@ -144,6 +148,7 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "tasks"] => Route::Tasks,
         ["api", "tasks", id] => Route::Task(task_id(id)?),
         ["api", "tasks", id, "logs"] => Route::TaskLogs(task_id(id)?),
+        ["trpc", procedures] => Route::Trpc(procedures.to_string()),
         _ => return Err(not_found()),
     })
 }
@@ -198,6 +203,7 @@ impl Api {
             }
             (Method::Delete, Route::Task(id)) => task_routes::cancel(&self.tasks, &id),
             (Method::Post, Route::Scale) => self.scale(body, cfg),
+            (_, Route::Trpc(p)) => trpc::method_not_supported(&p),
             _ => Response::error(405, "method_not_allowed", "method not allowed here")
                 .with_header("Allow", allow),
         }
@@ -232,6 +238,7 @@ impl Api {
             Route::Task(id) => task_routes::show(&self.tasks, &id),
             Route::TaskLogs(id) => task_routes::logs(&self.tasks, &id, req),
             Route::WorkerTasks(id) => task_routes::of_worker(&self.tasks, &id, query),
+            Route::Trpc(p) => trpc::query(&p, query, reg, self.health.started()),
             Route::Pool => match &self.pool {
                 Some(p) => json_ok(&p.view()),
                 None => json_ok(&serde_json::json!({"desired": 0, "actual": 0, "members": []})),
@@ -533,7 +540,10 @@ mod tests {
             .iter()
             .find(|(n, _)| *n == "Content-Disposition")
             .unwrap();
-        assert!(cd.1.starts_with("attachment; filename=\"worker-w1-") && cd.1.ends_with(".json\""));
+        assert!(
+            cd.1.starts_with("attachment; filename=\"worker-w1-")
+                && cd.1.ends_with(".heapsnapshot\"")
+        );
 
         let (s, _, resp) = call(&mut a, "POST", "/telemetry");
         assert_eq!(s, 405);

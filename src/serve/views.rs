@@ -250,6 +250,6 @@ pub fn download(h: &Handle, id: &str) -> Response {
     );
     json_ok(&d).with_header(
         "Content-Disposition",
-        format!("attachment; filename=\"worker-{id}-{now}.json\""),
+        format!("attachment; filename=\"worker-{id}-{now}.heapsnapshot\""),
     )
 }

@@ -5,7 +5,7 @@
 use super::upgrade::Filter;
 use crate::clock::unix_ms;
 use crate::fleet::snapshot::Snapshot;
-use crate::fleet::telemetry::{ResourceUsageView, Telemetry};
+use crate::fleet::telemetry::Telemetry;
 use crate::proto::WorkerId;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -18,18 +18,21 @@ fn push_worker(out: &mut String, s: &Snapshot, fields: Option<&[String]>) {
     out.push_str("\":");
     match fields {
         None => out.push_str(s.telemetry_json()),
-        Some(fields) => {
-            let full = serde_json::to_value(Telemetry::of(s)).unwrap_or(Value::Null);
-            let mut m = Map::new();
-            m.insert("worker_id".into(), json!(&*s.id));
-            for f in fields {
-                if let Some(v) = full.get(f) {
-                    m.insert(f.clone(), v.clone());
-                }
-            }
-            out.push_str(&Value::Object(m).to_string());
+        Some(fields) => out.push_str(&only(s, fields).to_string()),
+    }
+}
+
+/// `worker_id` and the named telemetry fields: what `?fields=` asks for.
+fn only(s: &Snapshot, fields: &[String]) -> Value {
+    let full = serde_json::to_value(Telemetry::of(s)).unwrap_or(Value::Null);
+    let mut m = Map::new();
+    m.insert("worker_id".into(), json!(&*s.id));
+    for f in fields {
+        if let Some(v) = full.get(f) {
+            m.insert(f.clone(), v.clone());
         }
     }
+    Value::Object(m)
 }
 
 /// `{"type":KIND,"timestamp":…,"workers":{…}}` for these snapshots.
@@ -76,23 +79,15 @@ pub fn summary_message(snaps: &[Arc<Snapshot>], filter: &Filter) -> String {
     }
     let mut queue = 0u64;
     for s in snaps.iter().filter(|s| filter.matches(s)) {
-        let mut w = Map::new();
-        w.insert("status".into(), json!(s.status()));
-        w.insert(
-            "resource_usage".into(),
-            serde_json::to_value(s.resource_usage.as_ref().map(ResourceUsageView))
-                .unwrap_or(Value::Null),
-        );
-        w.insert("queue_depth".into(), json!(s.queue_depth));
-        if let Some(fields) = &filter.fields {
-            let t = serde_json::to_value(Telemetry::of(s)).unwrap_or(Value::Null);
-            for f in fields {
-                if let Some(v) = t.get(f) {
-                    w.insert(f.clone(), v.clone());
-                }
-            }
-        }
-        workers.insert(s.id.to_string(), Value::Object(w));
+        let w = match &filter.fields {
+            Some(fields) => only(s, fields),
+            None => json!({
+                "status": s.status(),
+                "resource_usage": s.usage(),
+                "queue_depth": s.queue_depth,
+            }),
+        };
+        workers.insert(s.id.to_string(), w);
         count("total", &mut summary);
         count(s.status(), &mut summary);
         queue += s.queue_depth;
@@ -134,5 +129,35 @@ mod tests {
         let big = raw_text_frame(&vec![b'x'; 70_000]);
         assert_eq!(&big[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
         assert_eq!(big.len(), 70_010);
+    }
+
+    fn summary(filter: &Filter) -> Value {
+        let s = Arc::new(crate::fleet::snapshot::tests::fresh());
+        serde_json::from_str(&summary_message(&[s], filter)).unwrap()
+    }
+
+    #[test]
+    fn summary_entries_follow_seed_000_and_fields_narrows_them() {
+        let v = summary(&Filter::default());
+        let w = v["workers"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            w,
+            json!({"status": "created", "resource_usage": {}, "queue_depth": 0})
+        );
+        let narrow = Filter {
+            fields: Some(vec!["queue_depth".into()]),
+            ..Filter::default()
+        };
+        let v = summary(&narrow);
+        let w = v["workers"].as_object().unwrap().values().next().unwrap();
+        let keys: Vec<&str> = w.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, ["queue_depth", "worker_id"]);
+        assert_eq!(v["summary"]["total"], 1, "the counts stay whole");
     }
 }

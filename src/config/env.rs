@@ -1,0 +1,211 @@
+//! The environment as musterd reads it: the process's variables over a
+//! `.env` file in the working directory (seeds 001 and 002: "You can also
+//! set it in the `.env` file"), and the seeds' own names, `HTTP_PORT` and
+//! `METRICS_INTERVAL`, beside the `MUSTER_<KEY>` ones.
+//!
+//! Order, strongest first: flags, the process environment, `./.env`, the
+//! configuration file, the defaults. Of `.env`, only `HTTP_PORT`,
+//! `METRICS_INTERVAL` and `MUSTER_*` are read; other keys belong to other
+//! programs sharing the file and are left alone.
+
+use super::units::parse_addr;
+use super::{Cli, Config, ConfigError, load, settings};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The `.env` musterd reads: in its working directory.
+pub const DOTENV: &str = ".env";
+
+/// Variables from the process, then from `.env`.
+pub struct Environment {
+    dotenv: HashMap<String, String>,
+    /// The `.env` read, if there was one.
+    pub dotenv_path: Option<PathBuf>,
+}
+
+impl Environment {
+    /// The process's environment over `./.env` when that file exists.
+    pub fn process() -> Result<Environment, ConfigError> {
+        let path = Path::new(DOTENV);
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Environment {
+                dotenv: parse_dotenv(path, &text)?,
+                dotenv_path: Some(path.to_path_buf()),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Environment {
+                dotenv: HashMap::new(),
+                dotenv_path: None,
+            }),
+            Err(e) => Err(ConfigError::Read(path.to_path_buf(), e)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key)
+            .ok()
+            .or_else(|| self.dotenv.get(key).cloned())
+    }
+}
+
+/// Load the configuration as `musterd` does at start and on SIGHUP.
+pub fn load_process(cli: &Cli) -> Result<(Config, Environment), ConfigError> {
+    let env = Environment::process()?;
+    let cfg = load(cli, &|k| env.get(k))?;
+    Ok((cfg, env))
+}
+
+/// Is this `.env` key musterd's to read?
+fn ours(key: &str) -> bool {
+    key == "HTTP_PORT" || key == "METRICS_INTERVAL" || key.starts_with("MUSTER_")
+}
+
+/// `KEY=VALUE` lines, `#` comments, an optional `export `, values in
+/// single or double quotes or bare; no expansion. A malformed line, or a
+/// `MUSTER_` key that names no setting, is an error naming the line.
+pub fn parse_dotenv(path: &Path, text: &str) -> Result<HashMap<String, String>, ConfigError> {
+    let mut out = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let err = |m: String| ConfigError::Line(path.to_path_buf(), i + 1, m);
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| err(format!("expected KEY=VALUE, got {line:?}")))?;
+        let k = k.trim_end();
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(err(format!("{k:?} is not a variable name")));
+        }
+        let v = dotenv_value(v.trim()).map_err(err)?;
+        if !ours(k) {
+            continue;
+        }
+        if let Some(key) = k.strip_prefix("MUSTER_") {
+            let key = key.to_ascii_lowercase();
+            if key != "config" && settings::find(&key).is_none() {
+                return Err(err(format!("{k} names no setting")));
+            }
+        }
+        out.insert(k.to_string(), v);
+    }
+    Ok(out)
+}
+
+/// A value: quoted whole (`"…"` or `'…'`), or bare up to a ` #` comment.
+fn dotenv_value(v: &str) -> Result<String, String> {
+    for q in ['"', '\''] {
+        if let Some(rest) = v.strip_prefix(q) {
+            let end = rest.find(q).ok_or_else(|| format!("unclosed {q} quote"))?;
+            let after = rest[end + 1..].trim_start();
+            if !(after.is_empty() || after.starts_with('#')) {
+                return Err(format!("text after the closing quote: {after:?}"));
+            }
+            return Ok(rest[..end].to_string());
+        }
+    }
+    let bare = match v.find(" #") {
+        Some(i) => &v[..i],
+        None => v,
+    };
+    Ok(bare.trim_end().to_string())
+}
+
+/// The seeds' `HTTP_PORT` read as Go's `net.Listen` reads an address:
+/// `":9090"` is port 9090 on every interface, `"host:9090"` is as written,
+/// `""` turns HTTP off. A bare `"9090"` keeps the configured host.
+pub fn set_http_port(cfg: &mut Config, v: &str) -> Result<(), String> {
+    let v = v.trim();
+    if v.is_empty() {
+        cfg.http_addr = None;
+    } else if let Some(port) = v.strip_prefix(':') {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{v:?} is not :PORT"))?;
+        cfg.http_addr = Some(SocketAddr::from(([0, 0, 0, 0], port)));
+    } else if let Ok(port) = v.parse::<u16>() {
+        let host = cfg
+            .http_addr
+            .map(|a| a.ip())
+            .unwrap_or_else(|| [127, 0, 0, 1].into());
+        cfg.http_addr = Some(SocketAddr::new(host, port));
+    } else {
+        cfg.http_addr = Some(parse_addr(v)?);
+    }
+    Ok(())
+}
+
+/// Seed 004's `METRICS_INTERVAL`: milliseconds when bare (`60000`), or a
+/// duration with its unit, or `off`.
+pub fn metrics_interval(v: &str) -> String {
+    let v = v.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{v}ms")
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HashMap<String, String>, ConfigError> {
+        parse_dotenv(Path::new(".env"), text)
+    }
+
+    #[test]
+    fn dotenv_reads_our_keys_and_leaves_the_rest() {
+        let env = parse(
+            "# master/.env\nHTTP_PORT=:8080\nexport METRICS_INTERVAL='30000'\n\
+             MUSTER_MAX_WORKERS = \"50\" # ours\nDATABASE_URL=postgres://x\n\n\
+             MUSTER_LOG_LEVEL=debug # trailing\nMUSTER_CONFIG=/tmp/m.conf\n",
+        )
+        .unwrap();
+        assert_eq!(env["HTTP_PORT"], ":8080");
+        assert_eq!(env["METRICS_INTERVAL"], "30000");
+        assert_eq!(env["MUSTER_MAX_WORKERS"], "50");
+        assert_eq!(env["MUSTER_LOG_LEVEL"], "debug");
+        assert_eq!(env["MUSTER_CONFIG"], "/tmp/m.conf");
+        assert!(!env.contains_key("DATABASE_URL"));
+    }
+
+    #[test]
+    fn dotenv_errors_name_the_line() {
+        for (text, line) in [
+            ("HTTP_PORT=:1\nnonsense\n", 2),
+            ("\n\nMUSTER_MAX_WORKRES=3\n", 3),
+            ("HTTP_PORT=\":80\n", 1),
+            ("HTTP_PORT=\":80\" x\n", 1),
+            ("BAD KEY=1\n", 1),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Line(_, n, m)) => assert_eq!(n, line, "{text:?}: {m}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn http_port_follows_go() {
+        let mut c = super::super::defaults();
+        set_http_port(&mut c, ":9090").unwrap();
+        assert_eq!(c.http_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        set_http_port(&mut c, "127.0.0.2:9091").unwrap();
+        assert_eq!(c.http_addr, Some("127.0.0.2:9091".parse().unwrap()));
+        set_http_port(&mut c, "9092").unwrap();
+        assert_eq!(c.http_addr, Some("127.0.0.2:9092".parse().unwrap()));
+        set_http_port(&mut c, "").unwrap();
+        assert_eq!(c.http_addr, None);
+        assert!(set_http_port(&mut c, ":http").is_err());
+    }
+
+    #[test]
+    fn metrics_interval_is_milliseconds_when_bare() {
+        assert_eq!(metrics_interval("60000"), "60000ms");
+        assert_eq!(metrics_interval(" 30s"), "30s");
+        assert_eq!(metrics_interval("off"), "off");
+    }
+}
