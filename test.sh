@@ -28,3 +28,5 @@ fi
 cargo build --locked --bins
 tests/ops.sh
 cargo test --locked --all-targets "$@"
+# A worker thread's resident stack is a property of the optimised build.
+cargo test --locked --release --lib a_worker_thread_touches_at_most_two_pages_of_stack

@@ -391,7 +391,10 @@ fn the_readmes_first_example_loses_no_datagram() {
 /// Seed 001's troubleshooting one-liner: how many workers are active.
 #[test]
 fn seed_001s_jq_count_of_active_workers() {
-    if !require("curl and jq", runs("curl", &["--version"]) && runs("jq", &["--version"])) {
+    if !require(
+        "curl and jq",
+        runs("curl", &["--version"]) && runs("jq", &["--version"]),
+    ) {
         return;
     }
     let d = Daemon::start(&[]);

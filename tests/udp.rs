@@ -1,6 +1,7 @@
 //! Heartbeats over UDP against the real daemon.
 
 mod support;
+use std::net::UdpSocket;
 use support::Daemon;
 
 #[test]
@@ -195,4 +196,121 @@ fn seq_gaps_show_as_missed_beats() {
     }
     d.wait_for("applied", |d| d.get("/api/workers/s").1["last_seq"] == 7);
     assert_eq!(d.json("/api/workers/s")["missed_beats"], 3);
+}
+
+/// Events queue: a burst of `run` frames is recorded whole, though it is
+/// twice the inbox's room for state.
+#[test]
+fn a_burst_of_run_frames_is_recorded_whole() {
+    let d = Daemon::start(&[]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..300 {
+        let ok = i % 10 != 0;
+        let f = format!(r#"{{"type":"run","worker_id":"burst","duration_ms":{i},"ok":{ok}}}"#);
+        s.send_to(f.as_bytes(), d.heartbeat).unwrap();
+    }
+    d.wait_for("300 runs", |d| {
+        d.get("/api/workers/burst/metrics").1["total_runs"] == 300
+    });
+    let m = d.json("/api/workers/burst/metrics");
+    assert_eq!(
+        (m["succeeded"].as_u64(), m["failed"].as_u64()),
+        (Some(270), Some(30))
+    );
+    let h = d.json("/health");
+    assert_eq!(h["frames"]["dropped_by_reason"]["events_dropped"], 0);
+    assert_eq!(h["frames"]["dropped_by_reason"]["inbox_full"], 0);
+}
+
+/// State merges: however many heartbeats a burst holds, the worker ends in
+/// the last one's state, with every field it carried, and none counted as
+/// missed.
+#[test]
+fn a_burst_of_heartbeats_ends_in_the_last_ones_state() {
+    let d = Daemon::start(&[]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let n = 10_000u64;
+    for seq in 1..=n {
+        let extra = if seq == 17 { r#","gpu_usage":33"# } else { "" };
+        let f = format!(
+            r#"{{"type":"heartbeat","worker_id":"flood","seq":{seq},"queue_depth":{seq},"cpu_usage":{}{extra},"labels":{{"at":"{seq}"}}}}"#,
+            seq % 100
+        );
+        s.send_to(f.as_bytes(), d.heartbeat).unwrap();
+    }
+    d.wait_for("the last heartbeat", |d| {
+        d.get("/telemetry/flood").1["queue_depth"] == n
+    });
+    let t = d.json("/api/workers/flood");
+    assert_eq!(t["cpu_usage"], (n % 100) as f64);
+    assert_eq!(t["labels"]["at"], n.to_string());
+    assert_eq!(
+        t["gpu_usage"], 33.0,
+        "a field only an early beat carried stays"
+    );
+    assert_eq!(t["last_seq"], n);
+    let h = d.json("/health");
+    let received = h["frames"]["received"].as_u64().unwrap();
+    let merged = h["frames"]["merged"].as_u64().unwrap();
+    assert_eq!(h["frames"]["dropped"], 0, "{h}");
+    // Datagrams the kernel dropped never arrive; those that did are all
+    // in the worker's count, merged or not, and only the kernel's are
+    // missed beats.
+    assert_eq!(
+        t["messages_processed"].as_u64(),
+        Some(received),
+        "merged {merged}"
+    );
+    assert_eq!(t["missed_beats"].as_u64(), Some(n - received));
+}
+
+/// `recvmmsg` reads several datagrams a call; one longer than its slot is
+/// cut there and refused as too large, and the rest of the batch applies.
+#[test]
+fn a_datagram_longer_than_its_slot_is_too_large_and_the_batch_applies() {
+    let d = Daemon::start(&["--max-frame-bytes", "1024"]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let big = format!(
+        r#"{{"type":"heartbeat","worker_id":"cut","labels":{{"pad":"{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    for i in 0..20 {
+        let f = if i == 7 {
+            big.clone()
+        } else {
+            format!(r#"{{"type":"heartbeat","worker_id":"cut","seq":{i}}}"#)
+        };
+        s.send_to(f.as_bytes(), d.heartbeat).unwrap();
+    }
+    d.wait_applied("cut", 19);
+    assert_eq!(d.rejected("too_large"), 1);
+}
+
+/// A flood of refused frames naming a worker costs it none of its beats:
+/// refusals are counted against it outside its inbox.
+#[test]
+fn refused_frames_naming_a_worker_take_none_of_its_room() {
+    let d = Daemon::start(&[]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let bad = br#"{"type":"heartbeat","worker_id":"victim","cpu_usage":"high"}"#;
+    d.udp(br#"{"type":"heartbeat","worker_id":"victim","seq":0}"#);
+    d.wait_applied("victim", 1);
+    for seq in 1..=200u64 {
+        for _ in 0..50 {
+            s.send_to(bad, d.heartbeat).unwrap();
+        }
+        let good = format!(r#"{{"type":"heartbeat","worker_id":"victim","seq":{seq}}}"#);
+        s.send_to(good.as_bytes(), d.heartbeat).unwrap();
+    }
+    d.wait_for("every refusal counted", |d| {
+        d.get("/api/workers/victim").1["errors"].as_u64() == Some(d.rejected("bad_field"))
+            && d.rejected("bad_field") > 0
+    });
+    let h = d.json("/health");
+    let dropped = h["frames"]["dropped"].as_u64().unwrap();
+    let t = d.json("/api/workers/victim");
+    assert_eq!(dropped, 0, "{h}");
+    assert_eq!(t["last_seq"], 200);
+    let received_good = h["frames"]["received"].as_u64().unwrap() - d.rejected("bad_field");
+    assert_eq!(t["messages_processed"].as_u64(), Some(received_good));
 }

@@ -54,6 +54,8 @@ pub struct Config {
     pub forget_after: Duration,
     pub max_workers: usize,
     pub max_frame_bytes: usize,
+    /// Events (`run` frames) waiting for one worker's thread, at most.
+    pub max_pending_events: usize,
     pub udp_recv_buffer: usize,
     pub http_max_connections: usize,
     pub summary_interval: Duration,
@@ -244,6 +246,7 @@ pub fn defaults() -> Config {
         forget_after: Duration::ZERO,
         max_workers: 0,
         max_frame_bytes: 0,
+        max_pending_events: 0,
         udp_recv_buffer: 0,
         http_max_connections: 0,
         summary_interval: Duration::ZERO,

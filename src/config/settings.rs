@@ -189,6 +189,18 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| c.max_frame_bytes.to_string(),
     },
     Setting {
+        key: "max_pending_events",
+        default: "4096",
+        unit: Unit::Count,
+        live: true,
+        help: "run frames waiting for one worker's thread before UDP drops them (heartbeats merge instead)",
+        set: |c, v| {
+            c.max_pending_events = parse_count(v, 1, 1_000_000)?;
+            Ok(())
+        },
+        show: |c| c.max_pending_events.to_string(),
+    },
+    Setting {
         key: "udp_recv_buffer",
         default: "4MiB",
         unit: Unit::Bytes,

@@ -1,127 +1,401 @@
-//! A worker's inbox: the counted queue between the ingest loop (and the
-//! sweeper) and the worker's thread, and the messages it carries.
+//! A worker's inbox: the queue between the ingest loop (and the sweeper)
+//! and the worker's thread, and the messages it carries.
 //!
-//! A counted unbounded channel rather than `sync_channel`, which reserves
-//! every slot up front (5 KiB a worker, idle or not); this one holds memory
-//! only for the messages in it, and never more than [`INBOX_CAPACITY`].
+//! Two kinds of message share it under two bounds. **State** (a heartbeat,
+//! a hello, a sweep) is what only its latest value matters for: at most
+//! [`INBOX_CAPACITY`] wait, and a heartbeat that arrives over UDP while
+//! they are full is merged into the newest queued heartbeat (the fields it
+//! carries overwrite), so nothing a later read could show is lost. **Events**
+//! (a `run`) are each counted by run metrics: at most `max_pending_events`
+//! wait, and only past that is one dropped. Over TCP nothing is merged or
+//! dropped: a full inbox stops the connection's reads (back-pressure).
+//!
+//! A mutex and a condition variable over a `VecDeque`, rather than a
+//! channel: a merge needs to reach the queued heartbeat, and a batch of
+//! datagrams for one worker goes in under one lock with at most one wake.
+//! It holds memory only for what waits in it, and gives back a burst's
+//! room once drained.
 
 use super::snapshot::Transport;
 use crate::proto::Frame;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TrySendError};
+use std::collections::VecDeque;
+use std::sync::mpsc::TrySendError;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-/// Frames a worker's inbox holds before UDP drops and TCP stops reading.
+/// State messages a worker's inbox holds before UDP merges or drops and TCP
+/// stops reading.
 pub const INBOX_CAPACITY: usize = 128;
-
-/// A worker's inbox: at most [`INBOX_CAPACITY`] messages wait in it.
-///
-/// A counted unbounded channel rather than `sync_channel`, which reserves
-/// every slot up front (5 KiB a worker, idle or not); this one holds memory
-/// only for the messages in it.
-pub struct Inbox {
-    tx: Sender<Msg>,
-    depth: Arc<AtomicUsize>,
-}
-
-/// The worker thread's end of its inbox.
-pub struct InboxRx {
-    rx: Receiver<Msg>,
-    depth: Arc<AtomicUsize>,
-}
-
-pub fn inbox() -> (Inbox, InboxRx) {
-    let (tx, rx) = mpsc::channel();
-    let depth = Arc::new(AtomicUsize::new(0));
-    (
-        Inbox {
-            tx,
-            depth: depth.clone(),
-        },
-        InboxRx { rx, depth },
-    )
-}
-
-impl Inbox {
-    /// Queue `msg` unless the inbox is full or its thread has ended.
-    pub fn try_send(&self, msg: Msg) -> Result<(), TrySendError<Msg>> {
-        if self.depth.fetch_add(1, Ordering::AcqRel) >= INBOX_CAPACITY {
-            self.depth.fetch_sub(1, Ordering::AcqRel);
-            return Err(TrySendError::Full(msg));
-        }
-        self.tx.send(msg).map_err(|e| {
-            self.depth.fetch_sub(1, Ordering::AcqRel);
-            TrySendError::Disconnected(e.0)
-        })
-    }
-}
-
-impl InboxRx {
-    fn taken(&self, msg: Option<Msg>) -> Option<Msg> {
-        if msg.is_some() {
-            self.depth.fetch_sub(1, Ordering::AcqRel);
-        }
-        msg
-    }
-
-    /// The next message, waiting for one; `None` once every sender is gone.
-    pub(super) fn recv(&self) -> Option<Msg> {
-        self.taken(self.rx.recv().ok())
-    }
-
-    /// The next message if one is queued.
-    pub(super) fn try_recv(&self) -> Option<Msg> {
-        self.taken(self.rx.try_recv().ok())
-    }
-}
+/// The default bound on waiting events (`max_pending_events`).
+pub const DEFAULT_MAX_EVENTS: usize = 4096;
+/// Room kept after a burst drains; more is given back.
+const KEEP: usize = 32;
 
 /// What a worker thread receives.
 pub enum Msg {
-    /// A decoded frame with its transport and arrival time.
-    Frame(Box<Frame>, Transport, Instant),
-    /// A frame naming this worker was refused: count it against the worker.
-    Rejected,
+    /// A decoded frame with its transport, arrival time, and the number of
+    /// heartbeats it stands for (more than 1 once others merged into it).
+    Frame(Box<Frame>, Transport, Instant, u32),
+    /// A `run`: an event, kept small while it waits.
+    Run(RunEvent, Transport, Instant),
+    /// Frames naming this worker were refused: the worker takes the count
+    /// from its handle. At most one waits, however many were refused.
+    Refused,
     /// The sweeper thinks the worker has been silent past the timeout.
     Sweep { timeout_ms: u64 },
     /// End the thread.
     Stop,
 }
 
+/// What a `run` frame tells the worker's state.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunEvent {
+    pub duration_ms: f64,
+    pub ok: bool,
+}
+
+impl Msg {
+    /// A frame as it waits: a `run` as a [`RunEvent`], anything else boxed.
+    pub fn frame(frame: Frame, transport: Transport, at: Instant) -> Msg {
+        match frame {
+            Frame::Run(r) => Msg::Run(
+                RunEvent {
+                    duration_ms: r.duration_ms,
+                    ok: r.ok,
+                },
+                transport,
+                at,
+            ),
+            f => Msg::Frame(Box::new(f), transport, at, 1),
+        }
+    }
+
+    fn is_event(&self) -> bool {
+        matches!(self, Msg::Run(..))
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    msgs: VecDeque<Msg>,
+    states: usize,
+    events: usize,
+    /// The worker thread waits on the condition variable.
+    waiting: bool,
+    /// The sending half is gone: the thread ends once it has drained.
+    closed: bool,
+    /// The thread is gone: sends fail.
+    gone: bool,
+}
+
+impl Pending {
+    fn fits(&self, msg: &Msg, max_events: usize) -> bool {
+        if msg.is_event() {
+            self.events < max_events
+        } else {
+            self.states < INBOX_CAPACITY
+        }
+    }
+
+    fn push(&mut self, msg: Msg) {
+        if msg.is_event() {
+            self.events += 1;
+        } else {
+            self.states += 1;
+        }
+        self.msgs.push_back(msg);
+    }
+
+    /// Merge a UDP heartbeat into the newest queued state message when
+    /// that is a heartbeat. Events between them may stay where they are:
+    /// their order against a heartbeat changes nothing a read can show.
+    fn merge(&mut self, msg: Msg) -> Result<(), Msg> {
+        let Msg::Frame(new, Transport::Udp, at, n) = msg else {
+            return Err(msg);
+        };
+        let Frame::Heartbeat(new_beat) = *new else {
+            return Err(Msg::Frame(new, Transport::Udp, at, n));
+        };
+        let newest = self.msgs.iter_mut().rev().find(|m| !m.is_event());
+        match newest {
+            Some(Msg::Frame(old, Transport::Udp, old_at, count)) => match &mut **old {
+                Frame::Heartbeat(old_beat) => {
+                    old_beat.merge(new_beat);
+                    *old_at = at;
+                    *count = count.saturating_add(n);
+                    Ok(())
+                }
+                _ => Err(Msg::Frame(
+                    Box::new(Frame::Heartbeat(new_beat)),
+                    Transport::Udp,
+                    at,
+                    n,
+                )),
+            },
+            _ => Err(Msg::Frame(
+                Box::new(Frame::Heartbeat(new_beat)),
+                Transport::Udp,
+                at,
+                n,
+            )),
+        }
+    }
+}
+
+struct Queue {
+    pending: Mutex<Pending>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The sending half: the ingest loop, the sweeper, the handle.
+pub struct Inbox {
+    q: Arc<Queue>,
+}
+
+/// The worker thread's half.
+pub struct InboxRx {
+    q: Arc<Queue>,
+}
+
+pub fn inbox() -> (Inbox, InboxRx) {
+    let q = Arc::new(Queue {
+        pending: Mutex::new(Pending::default()),
+        ready: Condvar::new(),
+    });
+    (Inbox { q: q.clone() }, InboxRx { q })
+}
+
+/// What became of a batch offered over UDP.
+#[derive(Default)]
+pub struct Offered {
+    pub queued: u64,
+    /// Heartbeats merged into a queued one.
+    pub merged: u64,
+    /// State that could be neither queued nor merged.
+    pub dropped_state: u64,
+    /// Events past `max_pending_events`.
+    pub dropped_events: u64,
+    /// The thread had ended: these messages are handed back.
+    pub returned: Vec<Msg>,
+}
+
+impl Inbox {
+    /// Queue `msg` within the default bounds, or hand it back.
+    pub fn try_send(&self, msg: Msg) -> Result<(), TrySendError<Msg>> {
+        self.send(msg, DEFAULT_MAX_EVENTS)
+    }
+
+    /// Queue `msg` unless its kind's bound is reached or the thread has
+    /// ended. Nothing is merged: TCP waits for room instead.
+    pub fn send(&self, msg: Msg, max_events: usize) -> Result<(), TrySendError<Msg>> {
+        let mut p = self.q.lock();
+        if p.gone {
+            return Err(TrySendError::Disconnected(msg));
+        }
+        if !p.fits(&msg, max_events) {
+            return Err(TrySendError::Full(msg));
+        }
+        p.push(msg);
+        self.wake(p);
+        Ok(())
+    }
+
+    /// Queue what fits of a UDP batch, under one lock and with at most one
+    /// wake: a heartbeat over the bound merges into the newest queued one,
+    /// an event over `max_events` is dropped.
+    pub fn offer(&self, msgs: impl IntoIterator<Item = Msg>, max_events: usize) -> Offered {
+        let mut out = Offered::default();
+        let mut p = self.q.lock();
+        for msg in msgs {
+            if p.gone {
+                out.returned.push(msg);
+                continue;
+            }
+            if p.fits(&msg, max_events) {
+                p.push(msg);
+                out.queued += 1;
+                continue;
+            }
+            if msg.is_event() {
+                out.dropped_events += 1;
+                continue;
+            }
+            match p.merge(msg) {
+                Ok(()) => out.merged += 1,
+                Err(_) => out.dropped_state += 1,
+            }
+        }
+        if out.queued + out.merged > 0 {
+            self.wake(p);
+        }
+        out
+    }
+
+    /// Say that frames naming the worker were refused. Outside the bounds:
+    /// the caller sends it only when no other waits.
+    pub fn nudge(&self) {
+        let mut p = self.q.lock();
+        if !p.gone {
+            p.msgs.push_back(Msg::Refused);
+            self.wake(p);
+        }
+    }
+
+    fn wake(&self, p: MutexGuard<'_, Pending>) {
+        let waiting = p.waiting;
+        drop(p);
+        if waiting {
+            self.q.ready.notify_one();
+        }
+    }
+
+    /// Messages waiting, of both kinds.
+    pub fn len(&self) -> usize {
+        self.q.lock().msgs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut p = self.q.lock();
+        p.closed = true;
+        self.wake(p);
+    }
+}
+
+impl InboxRx {
+    /// Move every waiting message into `out`. With `wait`, sleep until one
+    /// comes; `false` once the sender is gone and nothing is left.
+    pub(super) fn take(&self, out: &mut VecDeque<Msg>, wait: bool) -> bool {
+        let mut p = self.q.lock();
+        while wait && p.msgs.is_empty() && !p.closed {
+            p.waiting = true;
+            p = self.q.ready.wait(p).unwrap_or_else(|e| e.into_inner());
+            p.waiting = false;
+        }
+        if p.msgs.is_empty() {
+            return !p.closed;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut p.msgs);
+        } else {
+            out.append(&mut p.msgs);
+        }
+        (p.states, p.events) = (0, 0);
+        if p.msgs.capacity() > KEEP {
+            p.msgs.shrink_to(KEEP);
+        }
+        true
+    }
+}
+
+impl Drop for InboxRx {
+    fn drop(&mut self) {
+        let mut p = self.q.lock();
+        p.gone = true;
+        p.msgs.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::decode;
+
+    fn udp(json: &str) -> Msg {
+        Msg::frame(
+            decode(json.as_bytes(), 65536).unwrap(),
+            Transport::Udp,
+            Instant::now(),
+        )
+    }
+
+    fn drain(rx: &InboxRx) -> Vec<Msg> {
+        let mut out = VecDeque::new();
+        rx.take(&mut out, false);
+        out.into()
+    }
 
     #[test]
-    fn inbox_holds_at_most_its_capacity() {
+    fn state_is_bounded_and_tcp_gets_it_back() {
         let (tx, rx) = inbox();
         for _ in 0..INBOX_CAPACITY {
-            assert!(tx.try_send(Msg::Rejected).is_ok());
+            assert!(tx.try_send(Msg::Sweep { timeout_ms: 1 }).is_ok());
         }
         assert!(matches!(
-            tx.try_send(Msg::Rejected),
+            tx.try_send(Msg::Sweep { timeout_ms: 1 }),
             Err(TrySendError::Full(_))
         ));
-        assert!(rx.try_recv().is_some());
-        assert!(
-            tx.try_send(Msg::Rejected).is_ok(),
-            "room again after a take"
-        );
-        assert!(matches!(
-            tx.try_send(Msg::Rejected),
-            Err(TrySendError::Full(_))
-        ));
-        drop(rx);
-        let (tx, rx) = inbox();
+        assert_eq!(drain(&rx).len(), INBOX_CAPACITY);
+        assert!(tx.try_send(Msg::Stop).is_ok(), "room again after a take");
         drop(rx);
         assert!(matches!(
             tx.try_send(Msg::Stop),
             Err(TrySendError::Disconnected(_))
         ));
-        assert!(
-            tx.try_send(Msg::Stop).is_err(),
-            "a refused send takes no room"
-        );
-        assert_eq!(tx.depth.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_full_inbox_merges_udp_heartbeats_into_the_newest() {
+        let (tx, rx) = inbox();
+        let beats = (0..INBOX_CAPACITY + 50).map(|i| {
+            udp(&format!(
+                r#"{{"type":"heartbeat","worker_id":"w","seq":{i},"queue_depth":{i}{}}}"#,
+                if i == 3 { r#","cpu_usage":9"# } else { "" }
+            ))
+        });
+        let o = tx.offer(beats, DEFAULT_MAX_EVENTS);
+        assert_eq!((o.queued, o.merged, o.dropped_state), (128, 50, 0));
+        let msgs = drain(&rx);
+        let Msg::Frame(last, _, _, n) = &msgs[INBOX_CAPACITY - 1] else {
+            panic!("a frame")
+        };
+        assert_eq!(*n, 51, "the newest stands for itself and 50 merged");
+        let Frame::Heartbeat(h) = &**last else {
+            panic!("a heartbeat")
+        };
+        assert_eq!(h.seq, Some(177));
+        assert_eq!(h.queue_depth, Some(177));
+        assert_eq!(h.cpu_usage, None, "only what the merged frames carried");
+    }
+
+    #[test]
+    fn events_have_their_own_bound() {
+        let (tx, rx) = inbox();
+        let run = || udp(r#"{"type":"run","worker_id":"w","duration_ms":5,"ok":true}"#);
+        for _ in 0..INBOX_CAPACITY {
+            tx.try_send(Msg::Sweep { timeout_ms: 1 }).unwrap();
+        }
+        let o = tx.offer((0..300).map(|_| run()), 256);
+        assert_eq!((o.queued, o.dropped_events), (256, 44));
+        assert_eq!(drain(&rx).len(), INBOX_CAPACITY + 256);
+        // A heartbeat with no heartbeat queued to merge into is dropped.
+        for _ in 0..INBOX_CAPACITY {
+            tx.try_send(Msg::Sweep { timeout_ms: 1 }).unwrap();
+        }
+        let o = tx.offer([udp(r#"{"type":"heartbeat","worker_id":"w"}"#)], 256);
+        assert_eq!(o.dropped_state, 1);
+    }
+
+    #[test]
+    fn a_dropped_sender_ends_the_receiver_after_the_rest() {
+        let (tx, rx) = inbox();
+        tx.try_send(Msg::Stop).unwrap();
+        drop(tx);
+        let mut out = VecDeque::new();
+        assert!(rx.take(&mut out, true));
+        assert_eq!(out.len(), 1);
+        out.clear();
+        assert!(!rx.take(&mut out, true));
     }
 }

@@ -303,7 +303,7 @@ mod tests {
         )
         .unwrap();
         h.inbox
-            .try_send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
+            .try_send(Msg::frame(f, Transport::Udp, Instant::now()))
             .unwrap();
         wait_for(|| r.snapshot("a").is_some_and(|s| s.cpu_usage == Some(3.0)));
         assert_eq!(r.shared.stats.get(Counter::FramesApplied), 1);

@@ -4,9 +4,10 @@
 //! immutable clones.
 
 use super::history::Sample;
+use super::inbox::RunEvent;
 use crate::clock::unix_ms;
 use crate::proto::{
-    CurrentJob, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, Run, WorkerId,
+    CurrentJob, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, WorkerId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -160,15 +161,17 @@ impl Snapshot {
 
     /// Apply one frame that arrived at `at`.
     pub fn apply(&mut self, frame: Frame, transport: Transport, at: Instant) {
-        self.messages_processed += 1;
-        self.restored = false;
-        self.last_seen = at;
-        self.last_update = unix_ms();
-        self.transport = transport;
+        self.apply_n(frame, transport, at, 1);
+    }
+
+    /// Apply a frame that stands for `n` received frames: heartbeats merged
+    /// into one while the worker's inbox was full.
+    pub fn apply_n(&mut self, frame: Frame, transport: Transport, at: Instant, n: u32) {
+        self.touch(transport, at, n);
         match frame {
             Frame::Hello(h) => self.apply_hello(h),
-            Frame::Heartbeat(h) => self.apply_heartbeat(h),
-            Frame::Run(r) => self.apply_run(r),
+            Frame::Heartbeat(h) => self.apply_heartbeat(h, n),
+            Frame::Run(r) => self.apply_run(r.duration_ms, r.ok),
             Frame::Bye { .. } => {
                 self.terminated = true;
                 self.inactive = false;
@@ -176,6 +179,20 @@ impl Snapshot {
             // Handled by the task book; here they only say the worker lives.
             Frame::TaskUpdate(_) | Frame::TaskLog(_) => {}
         }
+    }
+
+    /// A `run` as it waited in the inbox.
+    pub fn apply_run_event(&mut self, run: RunEvent, transport: Transport, at: Instant) {
+        self.touch(transport, at, 1);
+        self.apply_run(run.duration_ms, run.ok);
+    }
+
+    fn touch(&mut self, transport: Transport, at: Instant, n: u32) {
+        self.messages_processed += u64::from(n);
+        self.restored = false;
+        self.last_seen = at;
+        self.last_update = unix_ms();
+        self.transport = transport;
     }
 
     fn apply_hello(&mut self, h: Hello) {
@@ -193,14 +210,17 @@ impl Snapshot {
         self.last_seq = None;
     }
 
-    fn apply_heartbeat(&mut self, h: Heartbeat) {
+    /// `n`: how many heartbeats this one stands for (see [`Self::apply_n`]).
+    fn apply_heartbeat(&mut self, h: Heartbeat, n: u32) {
         self.inactive = false;
         self.terminated = false;
         self.reported = h.status.or(self.reported).or(Some(Reported::Idle));
         if let Some(seq) = h.seq {
             if let Some(last) = self.last_seq {
                 if seq > last {
-                    self.missed_beats += seq - last - 1;
+                    // The beats merged into this one arrived: not missed.
+                    let gap = (seq - last - 1).saturating_sub(u64::from(n) - 1);
+                    self.missed_beats = self.missed_beats.saturating_add(gap);
                 }
             }
             self.last_seq = Some(seq);
@@ -231,21 +251,21 @@ impl Snapshot {
         }
     }
 
-    fn apply_run(&mut self, r: Run) {
+    fn apply_run(&mut self, duration_ms: f64, ok: bool) {
         self.inactive = false;
         self.runs.total += 1;
-        if r.ok {
+        if ok {
             self.runs.succeeded += 1;
         } else {
             self.runs.failed += 1;
             self.errors += 1;
         }
-        self.runs.sum_ms += r.duration_ms;
-        let secs = r.duration_ms / 1000.0;
+        self.runs.sum_ms += duration_ms;
+        let secs = duration_ms / 1000.0;
         if let Some(i) = RUN_BUCKETS_S.iter().position(|&b| secs <= b) {
             self.runs.buckets[i] += 1;
         }
-        self.runs.last_duration_ms = Some(r.duration_ms);
+        self.runs.last_duration_ms = Some(duration_ms);
         self.runs.last_run_time = Some(self.last_update);
     }
 
@@ -280,6 +300,17 @@ impl Snapshot {
         let mut s = self.clone();
         s.rendered = OnceLock::new();
         s
+    }
+
+    /// [`Self::publishable`], built on the heap: the worker thread's stack
+    /// never holds a second snapshot.
+    #[inline(never)]
+    pub(super) fn published(&self) -> Arc<Snapshot> {
+        let mut a = Arc::new(self.clone());
+        if let Some(s) = Arc::get_mut(&mut a) {
+            s.rendered = OnceLock::new();
+        }
+        a
     }
 }
 

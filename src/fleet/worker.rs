@@ -18,7 +18,8 @@ use super::inbox::{INBOX_CAPACITY, Inbox, InboxRx, Msg};
 use super::runs::{self, RunWindow};
 use super::snapshot::Snapshot;
 use crate::proto::Frame;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,8 @@ pub struct Handle {
     pub inbox: Inbox,
     published: Mutex<Published>,
     stopped: AtomicBool,
+    /// Refused frames naming the worker, not yet taken by its thread.
+    refused: AtomicU64,
 }
 
 impl Handle {
@@ -70,6 +73,16 @@ impl Handle {
                 series,
             }),
             stopped: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Count a refused frame against the worker without queueing it: a
+    /// flood of refused frames naming a worker takes none of the room its
+    /// real frames need. The first of a run of them wakes the thread.
+    pub fn refuse(&self) {
+        if self.refused.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.inbox.nudge();
         }
     }
 
@@ -165,58 +178,61 @@ fn batch_priority() {
 /// Publishes once per batch: everything already queued is applied first.
 pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: Arc<dyn OnChange>) {
     batch_priority();
-    let mut state = handle.snapshot().as_ref().publishable();
+    // On the heap: the stack this thread touches stays within two pages.
+    let mut state = Box::new(handle.snapshot().as_ref().publishable());
     let mut recorded = Batch::default();
     let mut config = shared.config.view();
-    let mut next = inbox.recv();
+    let mut msgs = VecDeque::new();
+    if !inbox.take(&mut msgs, true) {
+        return;
+    }
     let mut woke = Instant::now();
     // Paced: this worker beats faster than COALESCE, so its thread wakes on
     // a timer once per COALESCE and takes what gathered, instead of being
     // woken by the ingest thread for each frame.
     let mut paced = false;
-    while let Some(msg) = next.take() {
+    loop {
+        let batch = msgs.len();
         let mut changed = false;
         let mut frames = 0;
-        let mut batch = 0;
         let mut stopping = false;
-        let mut msg = Some(msg);
-        while let Some(m) = msg.take() {
-            batch += 1;
+        while let Some(m) = msgs.pop_front() {
             match m {
                 // Publish what this batch applied, then end.
                 Msg::Stop => {
                     stopping = true;
+                    msgs.clear();
                     break;
                 }
-                Msg::Frame(frame, transport, at) => {
-                    let run = match &*frame {
-                        Frame::Run(r) => Some((r.duration_ms, r.ok)),
-                        _ => None,
-                    };
+                Msg::Frame(frame, transport, at, n) => {
                     let beat = matches!(&*frame, Frame::Heartbeat(_));
-                    state.apply(*frame, transport, at);
-                    if let Some((duration_ms, ok)) = run {
-                        recorded.runs.push(runs::Run {
-                            at_ms: state.last_update,
-                            duration_ms: duration_ms as f32,
-                            ok,
-                        });
-                    } else if beat {
+                    state.apply_n(*frame, transport, at, n);
+                    if beat {
                         recorded.samples.push(state.sample());
                     }
+                    frames += u64::from(n);
+                    changed = true;
+                }
+                Msg::Run(run, transport, at) => {
+                    state.apply_run_event(run, transport, at);
+                    recorded.runs.push(runs::Run {
+                        at_ms: state.last_update,
+                        duration_ms: run.duration_ms as f32,
+                        ok: run.ok,
+                    });
                     frames += 1;
                     changed = true;
                 }
-                Msg::Rejected => {
-                    state.errors += 1;
-                    changed = true;
+                Msg::Refused => {
+                    let n = handle.refused.swap(0, Ordering::AcqRel);
+                    state.errors = state.errors.saturating_add(n);
+                    changed |= n > 0;
                 }
                 Msg::Sweep { timeout_ms } => changed |= state.sweep(timeout_ms, Instant::now()),
             }
             if handle.is_stopped() {
                 return;
             }
-            msg = inbox.try_recv();
         }
         if frames > 0 {
             shared
@@ -225,7 +241,7 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
         }
         if changed {
             on_change.will_change();
-            let snap = Arc::new(state.publishable());
+            let snap = state.published();
             let cap = config.refresh(&shared.config).history_samples;
             handle.publish(snap.clone(), &mut recorded, cap);
             on_change.changed(&snap);
@@ -241,8 +257,10 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
         if paced && batch < INBOX_CAPACITY / 2 {
             std::thread::sleep(COALESCE.saturating_sub(woke.elapsed()));
         }
-        next = inbox.try_recv();
-        if next.is_some() {
+        if !inbox.take(&mut msgs, false) {
+            return;
+        }
+        if !msgs.is_empty() {
             // Frames came while applying or pausing: stay on the cadence.
             woke = Instant::now();
             continue;
@@ -250,7 +268,9 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
         // Nothing waiting: sleep until the next frame. Woken again within
         // COALESCE of the last wake, the worker is chatty and goes paced;
         // frames further apart are applied the moment they arrive.
-        next = inbox.recv();
+        if !inbox.take(&mut msgs, true) {
+            return;
+        }
         let now = Instant::now();
         paced = now.duration_since(woke) < COALESCE;
         woke = now;
@@ -288,7 +308,7 @@ mod tests {
             ));
             handle
                 .inbox
-                .try_send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
+                .try_send(Msg::frame(f, Transport::Udp, Instant::now()))
                 .unwrap_or_else(|_| panic!("room for 50"));
         }
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -322,7 +342,7 @@ mod tests {
             ));
             handle
                 .inbox
-                .try_send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
+                .try_send(Msg::frame(f, Transport::Udp, Instant::now()))
                 .unwrap_or_else(|_| panic!("inbox full at seq {seq}"));
         };
         let applied = |n: u64| {
@@ -354,5 +374,99 @@ mod tests {
         assert_eq!(publishes.0.load(Ordering::Relaxed), before + 1);
         handle.stop();
         t.join().unwrap();
+    }
+
+    /// Resident kB of the mapping of this process that holds `addr`.
+    fn resident_kb(addr: usize) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = first.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = (a..b).contains(&addr);
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(kb) = line.strip_prefix("Rss:") {
+                    return kb.trim().trim_end_matches(" kB").parse().ok();
+                }
+            }
+        }
+        None
+    }
+
+    /// The guard on a worker thread's memory: the pages of stack it touches
+    /// stay resident for the worker's life, so the deepest path it takes
+    /// (the largest frames, a merge, a run, a sweep, refusals, a publish
+    /// into the real change feed) must fit in two pages. Measured in a
+    /// release build, as the daemon runs (test.sh runs it so).
+    #[test]
+    #[cfg_attr(
+        debug_assertions,
+        ignore = "stack depth is a release-build property: test.sh runs this with --release"
+    )]
+    fn a_worker_thread_touches_at_most_two_pages_of_stack() {
+        let (tx, rx) = crate::fleet::inbox::inbox();
+        let handle = Arc::new(Handle::new(tx, fresh()));
+        let shared = Arc::new(Shared::new(crate::config::defaults()));
+        let (h, on) = (handle.clone(), shared.clone());
+        let at = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mark = at.clone();
+        let t = std::thread::Builder::new()
+            .stack_size(STACK_BYTES)
+            .spawn(move || {
+                let here = 0u8;
+                mark.store(
+                    std::hint::black_box(&here) as *const u8 as usize,
+                    Ordering::SeqCst,
+                );
+                run(h, rx, on.clone(), on);
+            })
+            .unwrap();
+        let labels: Vec<String> = (0..64)
+            .map(|i| format!(r#""k{i}":"{}""#, "v".repeat(200)))
+            .collect();
+        let tasks: Vec<String> = (0..50)
+            .map(|i| format!(r#"{{"id":"t{i}","n":{i}}}"#))
+            .collect();
+        let big = format!(
+            r#"{{"type":"heartbeat","worker_id":"w1","seq":1,"status":"working","cpu_usage":1.5,"memory_usage":2,"gpu_usage":3,"queue_depth":4,"resource_usage":{{"rss_mb":1,"heap_used_mb":2,"heap_total_mb":3,"external_mb":4,"peak_rss_mb":5,"threads":6,"fds":7,"io_read_bytes":8,"io_write_bytes":9}},"current_job":{{"id":"j","type":"scan","files":9,"started_at":1}},"running_tasks":[{}],"labels":{{{}}}}}"#,
+            tasks.join(","),
+            labels.join(",")
+        );
+        let now = Instant::now;
+        for round in 0..3u64 {
+            let mut msgs = Vec::new();
+            for seq in 0..300u64 {
+                let f = big.replace(r#""seq":1"#, &format!(r#""seq":{}"#, round * 1000 + seq));
+                msgs.push(Msg::frame(frame(&f), Transport::Udp, now()));
+                msgs.push(Msg::frame(
+                    frame(r#"{"type":"run","worker_id":"w1","duration_ms":5,"ok":false}"#),
+                    Transport::Udp,
+                    now(),
+                ));
+            }
+            handle.inbox.offer(msgs, 4096);
+            handle.refuse();
+            let _ = handle.inbox.try_send(Msg::Sweep { timeout_ms: 0 });
+            let _ = handle.inbox.try_send(Msg::frame(
+                frame(r#"{"type":"bye","worker_id":"w1"}"#),
+                Transport::Udp,
+                now(),
+            ));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handle.snapshot().runs.total < 900 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(handle.snapshot().runs.total, 900);
+        let kb = resident_kb(at.load(Ordering::SeqCst)).expect("the worker's stack in smaps");
+        handle.stop();
+        t.join().unwrap();
+        assert!(kb <= 8, "a worker thread's stack holds {kb} kB resident");
     }
 }

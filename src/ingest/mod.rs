@@ -52,8 +52,6 @@ pub const UDP_BATCH: usize = 256;
 pub const RETRY: Duration = Duration::from_millis(2);
 /// Idle connections are looked for on this tick.
 const TICK: Duration = Duration::from_millis(500);
-/// Largest UDP payload; a datagram is never truncated.
-const UDP_BUF: usize = 65536;
 
 pub struct Ingest {
     poll: Poll,
@@ -68,7 +66,9 @@ pub struct Ingest {
     shared: Arc<Shared>,
     config: View,
     shutdown: Arc<AtomicBool>,
-    udp_buf: Vec<u8>,
+    /// The `recvmmsg` slots, and a batch's frames on their way to workers.
+    dgrams: crate::sys::mmsg::Datagrams,
+    routed: Vec<udp::Routed>,
     udp_backlog: bool,
     /// The last accept failed (descriptors exhausted): try again soon,
     /// since connections already queued raise no new readiness.
@@ -99,6 +99,8 @@ impl Ingest {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tasks, outbox) = tasks;
+        let dgrams =
+            crate::sys::mmsg::Datagrams::new(udp::slot_for(shared.config.get().max_frame_bytes));
         tasks.outbox.set_waker(waker.clone());
         Ok((
             Ingest {
@@ -112,7 +114,8 @@ impl Ingest {
                 config: shared.config.view(),
                 shared,
                 shutdown,
-                udp_buf: vec![0; UDP_BUF],
+                dgrams,
+                routed: Vec::with_capacity(crate::sys::mmsg::BATCH),
                 udp_backlog: false,
                 accept_retry: false,
                 log_limit: RateLimit::new(Duration::from_secs(10)),

@@ -217,7 +217,7 @@ impl Ingest {
                     }
                 },
             };
-            match handle.inbox.try_send(msg) {
+            match handle.inbox.send(msg, self.config.get().max_pending_events) {
                 Ok(()) => return None,
                 Err(TrySendError::Full(m)) => return Some(m),
                 Err(TrySendError::Disconnected(m)) => {
@@ -253,7 +253,7 @@ impl Ingest {
                 if let (Frame::Bye { .. }, Some(id)) = (&frame, conn.session.worker()) {
                     self.tasks.on_lost(id, "worker said bye");
                 }
-                let msg = Msg::Frame(Box::new(frame), Transport::Tcp, now);
+                let msg = Msg::frame(frame, Transport::Tcp, now);
                 if let Some(msg) = self.deliver(key, msg) {
                     self.park(key, msg);
                 }
@@ -291,7 +291,7 @@ impl Ingest {
             self.tasks
                 .on_hello(&id, h.capacity.unwrap_or(0), types, labels);
         }
-        let msg = Msg::Frame(Box::new(frame), Transport::Tcp, now);
+        let msg = Msg::frame(frame, Transport::Tcp, now);
         if let Some(msg) = self.deliver(key, msg) {
             self.park(key, msg);
         }

@@ -1,98 +1,186 @@
-//! Heartbeat datagrams: read in batches, decode, route to the worker's
-//! inbox. A full inbox drops the frame (UDP is lossy; the drop is counted);
-//! a refused frame is counted and logged, rate-limited.
+//! Heartbeat datagrams: read up to [`mmsg::BATCH`] per system call
+//! (`recvmmsg`), decode, group the batch by worker and hand each worker its
+//! frames under one lock of its inbox. The inbox decides what a full queue
+//! does: a heartbeat merges into the newest queued one, a `run` waits up to
+//! `max_pending_events` and is dropped past it (counted). A refused frame
+//! is counted and logged, rate-limited, and counted against the worker it
+//! names without entering its inbox.
 
 use super::session::authorized;
 use super::{Ingest, UDP_BATCH};
 use crate::fleet::inbox::Msg;
 use crate::fleet::snapshot::Transport;
-use crate::proto::{self, Frame, Reject, RejectReason};
+use crate::proto::{self, Frame, Reject, RejectReason, WorkerId};
 use crate::stats::{Counter, DropReason};
+use crate::sys::mmsg::{self, Datagrams};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc::TrySendError;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
+
+/// Largest UDP payload (65,507) fits in a slot of this size.
+const MAX_SLOT: usize = 65536;
+
+/// One decoded frame of a batch, with the worker it names.
+pub(super) struct Routed {
+    id: WorkerId,
+    peer: SocketAddr,
+    msg: Msg,
+}
+
+/// The slot size for `max_frame_bytes`: one byte past it, so that a
+/// datagram cut to its slot is still seen to be too large.
+pub(super) fn slot_for(max_frame_bytes: usize) -> usize {
+    (max_frame_bytes + 1).min(MAX_SLOT)
+}
 
 impl Ingest {
     pub(super) fn on_udp(&mut self, now: Instant) {
         let max = self.config.get().max_frame_bytes;
-        for _ in 0..UDP_BATCH {
-            match self.udp.recv_from(&mut self.udp_buf) {
-                Ok((n, peer)) => {
-                    if !super::allowed(self.config.get(), peer.ip()) {
-                        self.shared.stats.incr(Counter::UdpNotAllowed);
-                        self.log_limit.warn("udp_not_allowed", || {
-                            format!("dropped datagram peer={peer}: not in heartbeat_allow_from")
-                        });
-                        continue;
-                    }
-                    self.shared.stats.incr(Counter::FramesReceived);
-                    match proto::decode(&self.udp_buf[..n], max) {
-                        Ok(frame) => self.on_udp_frame(frame, peer, now),
-                        Err(mut rej) => {
-                            if self.config.get().heartbeat_token.is_some() {
-                                // Anyone can name a worker; only its token
-                                // would prove the frame is its own.
-                                rej.worker_id = None;
-                            }
-                            self.reject(&rej, peer)
-                        }
-                    }
-                }
+        if self.dgrams.slot() != slot_for(max) {
+            self.dgrams = Datagrams::new(slot_for(max));
+        }
+        for _ in 0..UDP_BATCH.div_ceil(mmsg::BATCH) {
+            let n = match self.dgrams.recv(self.udp.as_raw_fd()) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.udp_backlog = false;
                     return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::warn!("udp receive failed: {e}");
                     self.udp_backlog = false;
                     return;
                 }
+            };
+            self.on_batch(n, max, now);
+            if n < mmsg::BATCH {
+                // The queue was emptied; a datagram that comes later
+                // raises readiness again.
+                self.udp_backlog = false;
+                return;
             }
         }
         // More may be queued: come back after serving the other sockets.
         self.udp_backlog = true;
     }
 
-    fn on_udp_frame(&mut self, frame: Frame, peer: SocketAddr, now: Instant) {
+    /// Decode the batch's datagrams, then deliver them grouped by worker,
+    /// each worker's in arrival order.
+    fn on_batch(&mut self, n: usize, max: usize, now: Instant) {
+        let mut routed = std::mem::take(&mut self.routed);
+        for i in 0..n {
+            let (bytes, peer, _cut) = self.dgrams.get(i);
+            let Some(peer) = peer else { continue };
+            if !super::allowed(self.config.get(), peer.ip()) {
+                self.shared.stats.incr(Counter::UdpNotAllowed);
+                self.log_limit.warn("udp_not_allowed", || {
+                    format!("dropped datagram peer={peer}: not in heartbeat_allow_from")
+                });
+                continue;
+            }
+            self.shared.stats.incr(Counter::FramesReceived);
+            // A datagram cut to its slot is longer than `max`: decode
+            // refuses it as too large.
+            match proto::decode(bytes, max) {
+                Ok(frame) => {
+                    if let Some(r) = self.check(frame, peer, now) {
+                        routed.push(r);
+                    }
+                }
+                Err(mut rej) => {
+                    if self.config.get().heartbeat_token.is_some() {
+                        // Anyone can name a worker; only its token would
+                        // prove the frame is its own.
+                        rej.worker_id = None;
+                    }
+                    self.reject(&rej, peer)
+                }
+            }
+        }
+        // Stable: each worker's frames keep their order.
+        routed.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut rest = routed.drain(..).peekable();
+        while let Some(first) = rest.next() {
+            let (id, peer) = (first.id.clone(), first.peer);
+            let mut msgs = vec![first.msg];
+            while let Some(r) = rest.next_if(|r| r.id == id) {
+                msgs.push(r.msg);
+            }
+            self.deliver_udp(&id, peer, msgs);
+        }
+        drop(rest);
+        self.routed = routed;
+    }
+
+    /// The frame as a message for its worker, or refused.
+    fn check(&self, frame: Frame, peer: SocketAddr, now: Instant) -> Option<Routed> {
         if !authorized(&frame, self.config.get().heartbeat_token.as_ref()) {
             let rej = Reject::new(
                 RejectReason::Unauthorized,
                 "frame without the heartbeat token",
             );
-            return self.reject(&rej, peer);
+            self.reject(&rej, peer);
+            return None;
         }
         if matches!(frame, Frame::TaskUpdate(_) | Frame::TaskLog(_)) {
             let rej = Reject::new(RejectReason::TcpOnly, "task frames travel over TCP only");
-            return self.reject(&rej, peer);
+            self.reject(&rej, peer);
+            return None;
         }
         let Some(id) = frame.worker_id().cloned() else {
             let rej = Reject::new(RejectReason::BadWorkerId, "worker_id is required over UDP");
-            return self.reject(&rej, peer);
+            self.reject(&rej, peer);
+            return None;
         };
-        let mut msg = Msg::Frame(Box::new(frame), Transport::Udp, now);
+        Some(Routed {
+            id,
+            peer,
+            msg: Msg::frame(frame, Transport::Udp, now),
+        })
+    }
+
+    /// One worker's frames of a batch, under one lock of its inbox.
+    fn deliver_udp(&mut self, id: &WorkerId, peer: SocketAddr, mut msgs: Vec<Msg>) {
+        let max_events = self.config.get().max_pending_events;
         // Twice at most: the worker may be removed between lookup and send.
         for _ in 0..2 {
-            let handle = match self.registry.route(&id, Transport::Udp) {
+            let handle = match self.registry.route(id, Transport::Udp) {
                 Ok(h) => h,
                 Err(reason) => {
-                    return self.reject(&Reject::new(reason, format!("worker {id} refused")), peer);
-                }
-            };
-            match handle.inbox.try_send(msg) {
-                Ok(()) => return,
-                Err(TrySendError::Full(_)) => {
-                    self.shared.stats.drop_frame(DropReason::InboxFull);
-                    self.log_limit.warn("udp_inbox_full", || {
-                        format!("dropped udp frame worker={id}: inbox full (worker thread behind)")
-                    });
+                    let rej = Reject::new(reason, format!("worker {id} refused"));
+                    for _ in &msgs {
+                        self.reject(&rej, peer);
+                    }
                     return;
                 }
-                Err(TrySendError::Disconnected(m)) => msg = m,
+            };
+            let o = handle.inbox.offer(msgs, max_events);
+            let stats = &self.shared.stats;
+            stats.add(Counter::HeartbeatsMerged, o.merged);
+            for _ in 0..o.dropped_state {
+                stats.drop_frame(DropReason::InboxFull);
             }
+            for _ in 0..o.dropped_events {
+                stats.drop_frame(DropReason::EventsDropped);
+            }
+            if o.dropped_state + o.dropped_events > 0 {
+                self.log_limit.warn("udp_inbox_full", || {
+                    format!(
+                        "dropped udp frames worker={id}: {} heartbeats (nothing queued to merge into), {} runs past max_pending_events={max_events}",
+                        o.dropped_state, o.dropped_events
+                    )
+                });
+            }
+            if o.returned.is_empty() {
+                return;
+            }
+            msgs = o.returned;
         }
-        self.shared.stats.drop_frame(DropReason::ShuttingDown);
+        for _ in &msgs {
+            self.shared.stats.drop_frame(DropReason::ShuttingDown);
+        }
     }
 
     /// Count a refused frame, blame its worker if it named one, log (limited).
@@ -100,7 +188,7 @@ impl Ingest {
         self.shared.stats.reject(rej.reason);
         if let Some(id) = &rej.worker_id {
             if let Some(h) = self.registry.handle(id) {
-                let _ = h.inbox.try_send(Msg::Rejected);
+                h.refuse();
             }
         }
         if let Some(suppressed) = self.log_limit.check(rej.reason.as_str(), Instant::now()) {

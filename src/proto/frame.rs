@@ -158,6 +158,44 @@ pub struct Heartbeat {
     pub token: Option<String>,
 }
 
+impl Heartbeat {
+    /// Fold a later heartbeat into this one: each field it carries
+    /// overwrites, as applying both in turn would leave the state.
+    pub fn merge(&mut self, later: Heartbeat) {
+        fn take<T>(into: &mut Option<T>, from: Option<T>) {
+            if from.is_some() {
+                *into = from;
+            }
+        }
+        let Heartbeat {
+            worker_id,
+            seq,
+            status,
+            cpu_usage,
+            memory_usage,
+            gpu_usage,
+            resource_usage,
+            queue_depth,
+            current_job,
+            running_tasks,
+            labels,
+            token,
+        } = later;
+        take(&mut self.worker_id, worker_id);
+        take(&mut self.seq, seq);
+        take(&mut self.status, status);
+        take(&mut self.cpu_usage, cpu_usage);
+        take(&mut self.memory_usage, memory_usage);
+        take(&mut self.gpu_usage, gpu_usage);
+        take(&mut self.resource_usage, resource_usage);
+        take(&mut self.queue_depth, queue_depth);
+        take(&mut self.current_job, current_job);
+        take(&mut self.running_tasks, running_tasks);
+        take(&mut self.labels, labels);
+        take(&mut self.token, token);
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Run {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -394,7 +394,7 @@ mod tests {
         let before = h.snapshot().messages_processed;
         assert!(
             h.inbox
-                .try_send(Msg::Frame(Box::new(f), Transport::Udp, Instant::now()))
+                .try_send(Msg::frame(f, Transport::Udp, Instant::now()))
                 .is_ok()
         );
         let deadline = Instant::now() + Duration::from_secs(5);

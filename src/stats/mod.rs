@@ -22,15 +22,22 @@ pub enum DropReason {
     InboxFull,
     /// The daemon was shutting down.
     ShuttingDown,
+    /// UDP: a `run` found `max_pending_events` waiting for its worker.
+    EventsDropped,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 2] = [DropReason::InboxFull, DropReason::ShuttingDown];
+    pub const ALL: [DropReason; 3] = [
+        DropReason::InboxFull,
+        DropReason::ShuttingDown,
+        DropReason::EventsDropped,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::InboxFull => "inbox_full",
             DropReason::ShuttingDown => "shutting_down",
+            DropReason::EventsDropped => "events_dropped",
         }
     }
 }
@@ -42,6 +49,8 @@ pub enum Counter {
     FramesReceived,
     /// Frames applied by a worker thread.
     FramesApplied,
+    /// UDP heartbeats merged into a queued one while the inbox was full.
+    HeartbeatsMerged,
     /// Worker threads running now.
     WorkerThreads,
     /// Workers evicted by the sweeper after `forget_after`.

@@ -56,6 +56,15 @@ pub const COUNTERS: &[Row] = &[
         None,
     ),
     exported(
+        Counter::HeartbeatsMerged,
+        "frames",
+        "merged",
+        "muster_heartbeats_merged_total",
+        Kind::Counter,
+        "UDP heartbeats merged into the newest queued heartbeat while their worker's inbox was full (nothing a read shows is lost).",
+        None,
+    ),
+    exported(
         Counter::WorkerThreads,
         "workers",
         "threads",

@@ -166,7 +166,7 @@ impl Store {
             runs.clear();
             let p = handle.read();
             let held = Instant::now();
-            samples.extend(p.series.history.samples().copied());
+            samples.extend(p.series.history.samples());
             runs.extend(p.series.runs.runs().copied());
             let snap = p.snapshot.clone();
             drop(p);
@@ -294,19 +294,11 @@ mod tests {
                 r#"{{"type":"heartbeat","worker_id":"{id}","status":"working","queue_depth":3}}"#
             );
             h.inbox
-                .try_send(Msg::Frame(
-                    Box::new(frame(&beat)),
-                    Transport::Udp,
-                    Instant::now(),
-                ))
+                .try_send(Msg::frame(frame(&beat), Transport::Udp, Instant::now()))
                 .unwrap();
             let run = r#"{"type":"run","duration_ms":20,"ok":true}"#;
             h.inbox
-                .try_send(Msg::Frame(
-                    Box::new(frame(run)),
-                    Transport::Udp,
-                    Instant::now(),
-                ))
+                .try_send(Msg::frame(frame(run), Transport::Udp, Instant::now()))
                 .unwrap();
         }
         assert_eq!(r.finish(Instant::now() + Duration::from_secs(5)), 0);

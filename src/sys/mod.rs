@@ -2,6 +2,7 @@
 
 pub mod capacity;
 pub mod gpu;
+pub mod mmsg;
 pub mod process;
 pub mod procfs;
 pub mod systemd;

@@ -277,7 +277,7 @@ impl Tasks {
                 });
                 let _ = h
                     .inbox
-                    .try_send(Msg::Frame(Box::new(run), Transport::Tcp, Instant::now()));
+                    .try_send(Msg::frame(run, Transport::Tcp, Instant::now()));
             }
         }
     }
