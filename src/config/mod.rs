@@ -418,7 +418,7 @@ mod tests {
         assert_eq!(c.forget_after, Duration::from_secs(3600));
         assert_eq!(c.max_workers, 10_000);
         assert_eq!(c.max_frame_bytes, 65536);
-        assert_eq!(c.udp_recv_buffer, 4 << 20);
+        assert_eq!(c.udp_recv_buffer, 16 << 20);
         assert_eq!(c.http_max_connections, 1024);
         assert_eq!(c.cors_allow_origin, ["*"]);
         assert_eq!(c.summary_interval, Duration::from_secs(1));

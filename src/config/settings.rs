@@ -202,7 +202,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "udp_recv_buffer",
-        default: "4MiB",
+        default: "16MiB",
         unit: Unit::Bytes,
         live: false,
         help: "kernel receive buffer of the UDP socket (SO_RCVBUF)",

@@ -110,35 +110,19 @@ impl Pending {
     /// that is a heartbeat. Events between them may stay where they are:
     /// their order against a heartbeat changes nothing a read can show.
     fn merge(&mut self, msg: Msg) -> Result<(), Msg> {
-        let Msg::Frame(new, Transport::Udp, at, n) = msg else {
+        let udp_beat = |m: &Msg| matches!(m, Msg::Frame(f, Transport::Udp, ..) if matches!(**f, Frame::Heartbeat(_)));
+        let newest = self.msgs.iter_mut().rev().find(|m| !m.is_event());
+        let Some(newest) = newest.filter(|n| udp_beat(n) && udp_beat(&msg)) else {
             return Err(msg);
         };
-        let Frame::Heartbeat(new_beat) = *new else {
-            return Err(Msg::Frame(new, Transport::Udp, at, n));
-        };
-        let newest = self.msgs.iter_mut().rev().find(|m| !m.is_event());
-        match newest {
-            Some(Msg::Frame(old, Transport::Udp, old_at, count)) => match &mut **old {
-                Frame::Heartbeat(old_beat) => {
-                    old_beat.merge(new_beat);
-                    *old_at = at;
-                    *count = count.saturating_add(n);
-                    Ok(())
-                }
-                _ => Err(Msg::Frame(
-                    Box::new(Frame::Heartbeat(new_beat)),
-                    Transport::Udp,
-                    at,
-                    n,
-                )),
-            },
-            _ => Err(Msg::Frame(
-                Box::new(Frame::Heartbeat(new_beat)),
-                Transport::Udp,
-                at,
-                n,
-            )),
+        if let (Msg::Frame(old, _, old_at, count), Msg::Frame(new, _, at, n)) = (newest, msg) {
+            if let (Frame::Heartbeat(old), Frame::Heartbeat(new)) = (&mut **old, *new) {
+                old.merge(new);
+                *old_at = at;
+                *count = count.saturating_add(n);
+            }
         }
+        Ok(())
     }
 }
 

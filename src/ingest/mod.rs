@@ -47,6 +47,12 @@ const WAKER: Token = Token(usize::MAX - 3);
 const GOODBYE: Duration = Duration::from_secs(1);
 /// Datagrams read before the loop looks at other sockets.
 pub const UDP_BATCH: usize = 256;
+/// Least time between two reads of a busy UDP socket. Datagrams that come
+/// sooner wait in the kernel's buffer and are read together, up to 64 a
+/// system call: at 100,000 a second that is about 2 reads a millisecond
+/// instead of a wake for every few datagrams. A quiet socket is read the
+/// moment a datagram arrives.
+const UDP_PACE: Duration = Duration::from_millis(1);
 /// How often parked TCP frames retry their worker's inbox, and a failed
 /// accept (EMFILE) is tried again.
 pub const RETRY: Duration = Duration::from_millis(2);
@@ -69,7 +75,12 @@ pub struct Ingest {
     /// The `recvmmsg` slots, and a batch's frames on their way to workers.
     dgrams: crate::sys::mmsg::Datagrams,
     routed: Vec<udp::Routed>,
+    order: Vec<(u64, usize)>,
     udp_backlog: bool,
+    /// When the UDP socket was last read empty, and, when that came
+    /// within [`UDP_PACE`] of the one before, when to read it next.
+    udp_drained: Instant,
+    udp_rest_until: Option<Instant>,
     /// The last accept failed (descriptors exhausted): try again soon,
     /// since connections already queued raise no new readiness.
     accept_retry: bool,
@@ -116,7 +127,10 @@ impl Ingest {
                 shutdown,
                 dgrams,
                 routed: Vec::with_capacity(crate::sys::mmsg::BATCH),
+                order: Vec::with_capacity(crate::sys::mmsg::BATCH),
                 udp_backlog: false,
+                udp_drained: Instant::now(),
+                udp_rest_until: None,
                 accept_retry: false,
                 log_limit: RateLimit::new(Duration::from_secs(10)),
                 watchdog,
@@ -131,6 +145,9 @@ impl Ingest {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         while !self.shutdown.load(Acquire) {
+            if let Some(t) = self.udp_rest_until.take() {
+                std::thread::sleep(t.saturating_duration_since(Instant::now()));
+            }
             let mut wake_at = next_tick;
             if let Some(w) = &mut self.watchdog {
                 wake_at = wake_at.min(w.tick(Instant::now()));

@@ -25,7 +25,17 @@ const MAX_SLOT: usize = 65536;
 pub(super) struct Routed {
     id: WorkerId,
     peer: SocketAddr,
-    msg: Msg,
+    /// Taken when delivered.
+    msg: Option<Msg>,
+}
+
+/// FNV-1a of a worker id: a cheap key to bring a batch's frames for one
+/// worker together (equal ids are still compared, so a collision only
+/// splits a group).
+fn group_key(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The slot size for `max_frame_bytes`: one byte past it, so that a
@@ -57,8 +67,13 @@ impl Ingest {
             self.on_batch(n, max, now);
             if n < mmsg::BATCH {
                 // The queue was emptied; a datagram that comes later
-                // raises readiness again.
+                // raises readiness again. Emptied twice within UDP_PACE,
+                // the socket is busy: let the next datagrams gather.
                 self.udp_backlog = false;
+                if now.duration_since(self.udp_drained) < super::UDP_PACE {
+                    self.udp_rest_until = Some(now + super::UDP_PACE);
+                }
+                self.udp_drained = now;
                 return;
             }
         }
@@ -71,7 +86,7 @@ impl Ingest {
     fn on_batch(&mut self, n: usize, max: usize, now: Instant) {
         let mut routed = std::mem::take(&mut self.routed);
         for i in 0..n {
-            let (bytes, peer, _cut) = self.dgrams.get(i);
+            let (bytes, peer) = self.dgrams.get(i);
             let Some(peer) = peer else { continue };
             if !super::allowed(self.config.get(), peer.ip()) {
                 self.shared.stats.incr(Counter::UdpNotAllowed);
@@ -99,18 +114,33 @@ impl Ingest {
                 }
             }
         }
-        // Stable: each worker's frames keep their order.
-        routed.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut rest = routed.drain(..).peekable();
-        while let Some(first) = rest.next() {
+        // Each worker's frames together, in arrival order: sorted by
+        // (key, index), so nothing but two small numbers moves.
+        let mut order = std::mem::take(&mut self.order);
+        order.extend(
+            routed
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (group_key(&r.id), i)),
+        );
+        order.sort_unstable();
+        let mut at = 0;
+        while at < order.len() {
+            let first = &routed[order[at].1];
             let (id, peer) = (first.id.clone(), first.peer);
-            let mut msgs = vec![first.msg];
-            while let Some(r) = rest.next_if(|r| r.id == id) {
-                msgs.push(r.msg);
+            let mut end = at + 1;
+            while end < order.len() && routed[order[end].1].id == id {
+                end += 1;
             }
-            self.deliver_udp(&id, peer, msgs);
+            let group = order[at..end]
+                .iter()
+                .filter_map(|&(_, i)| routed[i].msg.take());
+            self.deliver_udp(&id, peer, group);
+            at = end;
         }
-        drop(rest);
+        order.clear();
+        routed.clear();
+        self.order = order;
         self.routed = routed;
     }
 
@@ -137,50 +167,59 @@ impl Ingest {
         Some(Routed {
             id,
             peer,
-            msg: Msg::frame(frame, Transport::Udp, now),
+            msg: Some(Msg::frame(frame, Transport::Udp, now)),
         })
     }
 
     /// One worker's frames of a batch, under one lock of its inbox.
-    fn deliver_udp(&mut self, id: &WorkerId, peer: SocketAddr, mut msgs: Vec<Msg>) {
-        let max_events = self.config.get().max_pending_events;
-        // Twice at most: the worker may be removed between lookup and send.
-        for _ in 0..2 {
-            let handle = match self.registry.route(id, Transport::Udp) {
-                Ok(h) => h,
-                Err(reason) => {
-                    let rej = Reject::new(reason, format!("worker {id} refused"));
-                    for _ in &msgs {
-                        self.reject(&rej, peer);
-                    }
-                    return;
+    fn deliver_udp(
+        &mut self,
+        id: &WorkerId,
+        peer: SocketAddr,
+        msgs: impl IntoIterator<Item = Msg>,
+    ) {
+        let back = self.offer_to(id, peer, msgs);
+        if back.is_empty() {
+            return;
+        }
+        // The worker was removed between lookup and send: once more.
+        let back = self.offer_to(id, peer, back);
+        let n = back.len() as u64;
+        self.shared.stats.drop_frames(DropReason::ShuttingDown, n);
+    }
+
+    /// Route to the worker and offer; what its ended thread handed back.
+    fn offer_to(
+        &mut self,
+        id: &WorkerId,
+        peer: SocketAddr,
+        msgs: impl IntoIterator<Item = Msg>,
+    ) -> Vec<Msg> {
+        let handle = match self.registry.route(id, Transport::Udp) {
+            Ok(h) => h,
+            Err(reason) => {
+                let rej = Reject::new(reason, format!("worker {id} refused"));
+                for _ in msgs {
+                    self.reject(&rej, peer);
                 }
-            };
-            let o = handle.inbox.offer(msgs, max_events);
-            let stats = &self.shared.stats;
-            stats.add(Counter::HeartbeatsMerged, o.merged);
-            for _ in 0..o.dropped_state {
-                stats.drop_frame(DropReason::InboxFull);
+                return Vec::new();
             }
-            for _ in 0..o.dropped_events {
-                stats.drop_frame(DropReason::EventsDropped);
-            }
-            if o.dropped_state + o.dropped_events > 0 {
-                self.log_limit.warn("udp_inbox_full", || {
-                    format!(
-                        "dropped udp frames worker={id}: {} heartbeats (nothing queued to merge into), {} runs past max_pending_events={max_events}",
-                        o.dropped_state, o.dropped_events
-                    )
-                });
-            }
-            if o.returned.is_empty() {
-                return;
-            }
-            msgs = o.returned;
+        };
+        let max_events = self.config.get().max_pending_events;
+        let o = handle.inbox.offer(msgs, max_events);
+        let stats = &self.shared.stats;
+        stats.add(Counter::HeartbeatsMerged, o.merged);
+        stats.drop_frames(DropReason::InboxFull, o.dropped_state);
+        stats.drop_frames(DropReason::EventsDropped, o.dropped_events);
+        if o.dropped_state + o.dropped_events > 0 {
+            self.log_limit.warn("udp_inbox_full", || {
+                format!(
+                    "dropped udp frames worker={id}: {} heartbeats (nothing queued to merge into), {} runs past max_pending_events={max_events}",
+                    o.dropped_state, o.dropped_events
+                )
+            });
         }
-        for _ in &msgs {
-            self.shared.stats.drop_frame(DropReason::ShuttingDown);
-        }
+        o.returned
     }
 
     /// Count a refused frame, blame its worker if it named one, log (limited).

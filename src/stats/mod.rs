@@ -207,7 +207,11 @@ impl Stats {
     }
 
     pub fn drop_frame(&self, reason: DropReason) {
-        self.dropped[reason as usize].fetch_add(1, Relaxed);
+        self.drop_frames(reason, 1);
+    }
+
+    pub fn drop_frames(&self, reason: DropReason, n: u64) {
+        self.dropped[reason as usize].fetch_add(n, Relaxed);
     }
 
     pub fn dropped(&self, reason: DropReason) -> u64 {

@@ -1,9 +1,9 @@
 //! `recvmmsg(2)`: up to [`BATCH`] datagrams in one system call.
 //!
 //! Each datagram lands in a slot of its own. A datagram longer than its
-//! slot is cut to the slot and marked truncated (`MSG_TRUNC`); the caller
-//! sizes slots one byte past the largest frame it accepts, so a cut
-//! datagram is always one it refuses as too large.
+//! slot is cut to the slot; the caller sizes slots one byte past the
+//! largest frame it accepts, so a cut datagram fills its slot and is always
+//! one it refuses as too large.
 
 use std::io;
 use std::mem::{MaybeUninit, size_of};
@@ -19,7 +19,6 @@ pub struct Datagrams {
     bufs: Vec<u8>,
     addrs: Vec<libc::sockaddr_storage>,
     lens: [usize; BATCH],
-    truncated: [bool; BATCH],
     count: usize,
 }
 
@@ -34,7 +33,6 @@ impl Datagrams {
             bufs: vec![0; slot * BATCH],
             addrs: vec![empty; BATCH],
             lens: [0; BATCH],
-            truncated: [false; BATCH],
             count: 0,
         }
     }
@@ -80,19 +78,17 @@ impl Datagrams {
         self.count = n as usize;
         for (i, h) in hdrs.iter().take(self.count).enumerate() {
             self.lens[i] = (h.msg_len as usize).min(self.slot);
-            self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         }
         Ok(self.count)
     }
 
-    /// Datagram `i` of the last call: its bytes (cut to the slot), its
-    /// sender, and whether it was longer than the slot.
-    pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>, bool) {
+    /// Datagram `i` of the last call: its bytes (cut to the slot) and its
+    /// sender.
+    pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
         let start = i * self.slot;
         (
             &self.bufs[start..start + self.lens[i]],
             peer(&self.addrs[i]),
-            self.truncated[i],
         )
     }
 }
@@ -129,7 +125,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     #[test]
-    fn reads_a_batch_and_marks_the_cut_ones() {
+    fn reads_a_batch_and_cuts_the_long_ones_to_their_slot() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut d = Datagrams::new(16);
@@ -142,12 +138,8 @@ mod tests {
         tx.send_to(b"again", rx.local_addr().unwrap()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(d.recv(rx.as_raw_fd()).unwrap(), 3);
-        assert_eq!(
-            d.get(0),
-            (&b"short"[..], Some(tx.local_addr().unwrap()), false)
-        );
-        let (bytes, _, cut) = d.get(1);
-        assert_eq!((bytes.len(), cut), (16, true));
+        assert_eq!(d.get(0), (&b"short"[..], Some(tx.local_addr().unwrap())));
+        assert_eq!(d.get(1).0, [b'x'; 16], "cut to the slot");
         assert_eq!(d.get(2).0, b"again");
     }
 }
