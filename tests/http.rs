@@ -5,7 +5,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::{Daemon, closed, parse_response};
+use support::{Daemon, closed, parse_response, require, runs};
 
 fn connect(d: &Daemon) -> TcpStream {
     let s = TcpStream::connect(d.http).unwrap();
@@ -250,5 +250,47 @@ fn connections_queued_while_out_of_descriptors_are_accepted_later() {
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let (status, _, _) = read_one(&mut s);
         assert_eq!(status, 200);
+    }
+}
+
+/// RFC 9110 §8.6: Content-Length is digits only. A signed length is a
+/// malformed head, as nginx answers it, never a body of 5 bytes.
+#[test]
+fn a_signed_content_length_is_refused() {
+    let d = Daemon::start(&[]);
+    let (status, _, body) = d.request(
+        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: +5\r\nConnection: close\r\n\r\nhello",
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(d.json("/api/tasks")["tasks"], serde_json::json!([]));
+}
+
+/// Both listeners queue as many connections as the kernel allows
+/// (`somaxconn`), not 128: a crowd reconnecting after a restart waits in
+/// the queue rather than for SYN retries. `ss` shows a listener's backlog
+/// in Send-Q.
+#[test]
+fn listeners_take_the_kernels_deepest_backlog() {
+    if !require("ss (iproute2)", runs("ss", &["-V"])) {
+        return;
+    }
+    let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let d = Daemon::start(&[]);
+    for port in [d.http.port(), d.heartbeat.port()] {
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let backlog: u64 = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no listener on {port}: {text}"));
+        assert_eq!(backlog, somaxconn, "port {port}: {text}");
     }
 }

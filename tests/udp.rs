@@ -198,6 +198,26 @@ fn seq_gaps_show_as_missed_beats() {
     assert_eq!(d.json("/api/workers/s")["missed_beats"], 3);
 }
 
+/// `seq` jumping to 2^64-1 and back: the gap saturates, the fall is a
+/// restart of the worker's count, and the worker stays alive and current.
+#[test]
+fn seq_at_the_edge_of_u64_saturates_and_a_fall_is_a_restart() {
+    let d = Daemon::start(&[]);
+    for seq in [0, u64::MAX, 0, 1] {
+        d.udp(format!(r#"{{"type":"heartbeat","worker_id":"edge","seq":{seq}}}"#).as_bytes());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    d.wait_applied("edge", 4);
+    let w = d.json("/api/workers/edge");
+    assert_eq!(w["missed_beats"], u64::MAX - 1, "saturated, never wrapped");
+    assert_eq!(w["seq_restarts"], 1);
+    assert_eq!(w["last_seq"], 1);
+    d.udp(br#"{"type":"heartbeat","worker_id":"edge","seq":2,"queue_depth":9}"#);
+    d.wait_for("the worker still applies", |d| {
+        d.get("/telemetry/edge").1["queue_depth"] == 9
+    });
+}
+
 /// Events queue: a burst of `run` frames is recorded whole, though it is
 /// twice the inbox's room for state.
 #[test]
@@ -313,4 +333,62 @@ fn refused_frames_naming_a_worker_take_none_of_its_room() {
     assert_eq!(t["last_seq"], 200);
     let received_good = h["frames"]["received"].as_u64().unwrap() - d.rejected("bad_field");
     assert_eq!(t["messages_processed"].as_u64(), Some(received_good));
+}
+
+/// Probation: 100,000 spoofed ids, one datagram each, fill `max_workers`,
+/// yet a real worker that beats is admitted (a spoofed id silent for
+/// `heartbeat_interval` makes room) and, beating again, stays.
+#[test]
+fn spoofed_ids_cannot_lock_out_a_new_worker() {
+    let d = Daemon::start(&[
+        "--max-workers",
+        "100",
+        "--heartbeat-interval",
+        "300ms",
+        "--inactivity-timeout",
+        "1s",
+    ]);
+    let hb = d.heartbeat;
+    let flood = std::thread::spawn(move || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..100_000u32 {
+            let f = format!(r#"{{"type":"heartbeat","worker_id":"spoof-{i}"}}"#);
+            let _ = s.send_to(f.as_bytes(), hb);
+            if i % 500 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    });
+    d.wait_for("spoofed ids to fill max_workers", |d| {
+        d.json("/health")["workers"]["total"] == 100
+    });
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seq = 0u64;
+    loop {
+        seq += 1;
+        let f = format!(r#"{{"type":"heartbeat","worker_id":"real","seq":{seq}}}"#);
+        s.send_to(f.as_bytes(), d.heartbeat).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (status, w) = d.get("/api/workers/real");
+        if status == 200 && w["messages_processed"].as_u64() >= Some(3) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the real worker was locked out"
+        );
+    }
+    let flooding = !flood.is_finished();
+    flood.join().unwrap();
+    let h = d.json("/health");
+    assert!(h["workers"]["probation_evicted"].as_u64() > Some(0), "{h}");
+    assert!(h["workers"]["total"].as_u64() <= Some(100));
+    // Admitted while the flood went on, and still there after it.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        d.get("/api/workers/real").0,
+        200,
+        "flooding at admission: {flooding}"
+    );
 }

@@ -6,6 +6,11 @@
 //! its thread here, after the `max_workers` check; a thread that cannot be
 //! spawned is a refusal, counted, never a panic.
 //!
+//! New UDP workers start on probation: while `max_workers` is reached, one
+//! that has sent a single frame and nothing for `heartbeat_interval` is
+//! evicted to make room, oldest first, so that ids spoofed one datagram
+//! each cannot lock real workers out. A second frame ends the probation.
+//!
 //! The registry does not decide when a worker is silent or old (the
 //! sweeper does) and does not apply frames (the worker's thread does).
 
@@ -16,8 +21,8 @@ use super::worker::{self, Handle, STACK_BYTES, Series};
 use crate::logging::RateLimit;
 use crate::proto::{RejectReason, WorkerId};
 use crate::stats::Counter;
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -52,6 +57,9 @@ impl Counts {
 
 pub struct Registry {
     workers: RwLock<HashMap<WorkerId, Entry>>,
+    /// UDP workers in the order they came, for probation; taken under the
+    /// map's write lock.
+    probation: Mutex<VecDeque<WorkerId>>,
     /// For the threads it starts, and the `max_workers` in force.
     shared: Arc<Shared>,
     log_limit: RateLimit,
@@ -61,6 +69,7 @@ impl Registry {
     pub fn new(shared: Arc<Shared>) -> Registry {
         Registry {
             workers: RwLock::new(HashMap::new()),
+            probation: Mutex::new(VecDeque::new()),
             shared,
             log_limit: RateLimit::new(Duration::from_secs(10)),
         }
@@ -87,8 +96,12 @@ impl Registry {
         if let Some(e) = map.get(id) {
             return Ok(e.handle.clone());
         }
-        let max = self.shared.config.get().max_workers;
-        if map.len() >= max {
+        let cfg = self.shared.config.get();
+        let max = cfg.max_workers;
+        let mut probation = self.probation.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= max
+            && !self.evict_on_probation(&mut map, &mut probation, cfg.heartbeat_interval)
+        {
             self.log_limit.warn("worker_cap", || {
                 format!("max_workers={max} reached: refusing new worker id={id}")
             });
@@ -96,10 +109,56 @@ impl Registry {
         }
         let first = Snapshot::new(id.clone(), transport, Instant::now());
         let handle = self.start(&mut map, first, Series::default())?;
+        if transport == Transport::Udp {
+            probation.push_back(id.clone());
+            if probation.len() > max.saturating_mul(2) {
+                // Keep only those still on probation: bounded by the map.
+                probation.retain(|id| map.get(id).is_some_and(|e| on_probation(&e.handle)));
+            }
+        }
+        drop(probation);
         drop(map);
         self.shared.changes.bump();
         log::debug!("new worker id={id} transport={transport:?}");
         Ok(handle)
+    }
+
+    /// Make room by evicting the oldest worker still on probation, if it
+    /// has been silent for `interval` since its one frame. Workers that
+    /// sent more, or are gone, leave the queue as they are met.
+    fn evict_on_probation(
+        &self,
+        map: &mut HashMap<WorkerId, Entry>,
+        probation: &mut VecDeque<WorkerId>,
+        interval: Duration,
+    ) -> bool {
+        while let Some(id) = probation.front().cloned() {
+            let Some(e) = map.get(&id) else {
+                probation.pop_front();
+                continue;
+            };
+            if !on_probation(&e.handle) {
+                probation.pop_front();
+                continue;
+            }
+            if e.handle.snapshot().last_seen.elapsed() < interval {
+                // The oldest on probation is still young; so are the rest.
+                return false;
+            }
+            probation.pop_front();
+            if let Some(entry) = map.remove(&id) {
+                entry.handle.stop();
+                self.shared.changes.removed(&id);
+                self.shared.stats.incr(Counter::WorkersProbationEvicted);
+                self.log_limit.warn("probation_evicted", || {
+                    format!(
+                        "max_workers reached: evicted worker id={id}, one frame and silent since"
+                    )
+                });
+            }
+            return true;
+        }
+        false
     }
 
     /// Start a worker's thread from `first` and put it in the map.
@@ -255,6 +314,12 @@ impl Registry {
         }
         late
     }
+}
+
+/// Whether a worker is still on probation: over UDP, one frame at most.
+fn on_probation(h: &Handle) -> bool {
+    let s = h.snapshot();
+    s.transport == Transport::Udp && s.messages_processed <= 1 && !s.restored
 }
 
 /// Linux thread names are at most 15 bytes; ids are ASCII, so byte cuts are

@@ -79,6 +79,8 @@ pub struct Snapshot {
     pub last_seq: Option<u64>,
     /// Heartbeats the daemon never received, counted from gaps in `seq`.
     pub missed_beats: u64,
+    /// Times `seq` went back: the worker restarted its count.
+    pub seq_restarts: u64,
     /// How many times the sweeper found the worker silent.
     pub times_inactive: u64,
     pub runs: RunCounts,
@@ -113,6 +115,7 @@ impl Snapshot {
             errors: 0,
             last_seq: None,
             missed_beats: 0,
+            seq_restarts: 0,
             times_inactive: 0,
             runs: RunCounts::default(),
             restored: false,
@@ -216,11 +219,15 @@ impl Snapshot {
         self.terminated = false;
         self.reported = h.status.or(self.reported).or(Some(Reported::Idle));
         if let Some(seq) = h.seq {
+            // Sequence arithmetic that cannot overflow: a gap saturates, and
+            // a seq lower than the last is the worker counting afresh.
             if let Some(last) = self.last_seq {
                 if seq > last {
                     // The beats merged into this one arrived: not missed.
                     let gap = (seq - last - 1).saturating_sub(u64::from(n) - 1);
                     self.missed_beats = self.missed_beats.saturating_add(gap);
+                } else if seq < last {
+                    self.seq_restarts = self.seq_restarts.saturating_add(1);
                 }
             }
             self.last_seq = Some(seq);
@@ -393,6 +400,23 @@ pub(crate) mod tests {
         }
         // 2 -> 5 misses 3 and 4; going back to 3 is a restart, not a gap.
         assert_eq!(s.missed_beats, 2);
+    }
+
+    #[test]
+    fn seq_arithmetic_saturates_and_a_lower_seq_is_a_restart() {
+        let mut s = fresh();
+        for seq in [0, u64::MAX, 0, 5, 3] {
+            s.apply(
+                frame(&format!(
+                    r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq}}}"#
+                )),
+                Transport::Udp,
+                Instant::now(),
+            );
+        }
+        assert_eq!(s.missed_beats, u64::MAX, "saturated, never wrapped");
+        assert_eq!(s.seq_restarts, 2);
+        assert_eq!(s.last_seq, Some(3));
     }
 
     #[test]

@@ -147,7 +147,12 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
             .trim();
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            // RFC 9112 §6.3: differing lengths are unrecoverable.
+            // RFC 9110 §8.6: 1*DIGIT, so no sign (`+5` is refused as
+            // nginx refuses it); RFC 9112 §6.3: differing lengths are
+            // unrecoverable.
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::Malformed);
+            }
             let n: usize = value.parse().map_err(|_| HeadError::Malformed)?;
             if length.is_some_and(|l| l != n) {
                 return Err(HeadError::Malformed);
@@ -476,6 +481,14 @@ mod tests {
             ),
             (
                 b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n".to_vec(),
+                HeadError::Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello".to_vec(),
+                HeadError::Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: -0\r\n\r\n".to_vec(),
                 HeadError::Malformed,
             ),
             (

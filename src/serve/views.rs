@@ -187,6 +187,7 @@ pub fn details(s: &Snapshot) -> Map<String, Value> {
         "seconds_since_last_frame": s.last_seen.elapsed().as_secs_f64(),
         "last_seq": s.last_seq,
         "missed_beats": s.missed_beats,
+        "seq_restarts": s.seq_restarts,
         "times_inactive": s.times_inactive,
         "errors": s.errors,
         "restored": s.restored,

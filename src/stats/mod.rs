@@ -55,6 +55,9 @@ pub enum Counter {
     WorkerThreads,
     /// Workers evicted by the sweeper after `forget_after`.
     WorkersEvicted,
+    /// UDP workers on probation (one frame, then silence) evicted to make
+    /// room for a new worker while `max_workers` was reached.
+    WorkersProbationEvicted,
     /// Workers forgotten through `DELETE /api/workers/{id}`.
     WorkersDeleted,
     TcpOpen,

@@ -82,6 +82,15 @@ pub const COUNTERS: &[Row] = &[
         "Workers forgotten after forget_after.",
         None,
     ),
+    exported(
+        Counter::WorkersProbationEvicted,
+        "workers",
+        "probation_evicted",
+        "muster_workers_probation_evicted_total",
+        Kind::Counter,
+        "UDP workers that sent one frame and nothing for heartbeat_interval, evicted to make room while max_workers was reached.",
+        None,
+    ),
     row(Counter::WorkersDeleted, "workers", "deleted"),
     exported(
         Counter::TcpOpen,

@@ -78,6 +78,8 @@ pub struct Meta {
     #[serde(default)]
     pub missed_beats: u64,
     #[serde(default)]
+    pub seq_restarts: u64,
+    #[serde(default)]
     pub times_inactive: u64,
     #[serde(default)]
     pub runs: RunCounts,
@@ -106,6 +108,7 @@ impl Meta {
             errors: s.errors,
             last_seq: s.last_seq,
             missed_beats: s.missed_beats,
+            seq_restarts: s.seq_restarts,
             times_inactive: s.times_inactive,
             runs: s.runs,
         }
@@ -133,6 +136,7 @@ impl Meta {
         s.errors = self.errors;
         s.last_seq = self.last_seq;
         s.missed_beats = self.missed_beats;
+        s.seq_restarts = self.seq_restarts;
         s.times_inactive = self.times_inactive;
         s.runs = self.runs;
         s.restored = true;
