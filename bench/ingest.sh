@@ -82,7 +82,7 @@ EOF
 declare -A r
 for which in old new; do
   musterd=$bin/musterd; [ $which = old ] && musterd=$old/target/release/musterd
-  state_off=(); $musterd --help 2>&1 | grep -q -- --state-dir && state_off=(--state-dir off)
+  bench_flags
   echo "== $which: $musterd"
   r[$which,100k]=$(udp_run 100000); echo "100k/s: ${r[$which,100k]}"
   r[$which,200k]=$(udp_run 200000); echo "200k/s: ${r[$which,200k]}"

@@ -10,12 +10,20 @@ http=127.0.0.1:18080
 hb=127.0.0.1:18090
 export MUSTER_URL=http://$http MUSTER_HEARTBEAT_ADDR=$hb
 pin_d=${pin_d:-}
-# No state kept between scenarios (older builds have no state_dir).
-state_off=()
-$musterd --help 2>&1 | grep -q -- --state-dir && state_off=(--state-dir off)
+# The flags every scenario runs with, as far as the build knows them: no
+# state kept between scenarios, and no per-address caps (every load
+# generator connects from 127.0.0.1).
+bench_flags() {
+  flags=()
+  $musterd --help 2>&1 | grep -q -- --state-dir && flags+=(--state-dir off)
+  $musterd --help 2>&1 | grep -q -- --http-max-connections-per-ip &&
+    flags+=(--http-max-connections-per-ip 1000000 --tcp-max-connections-per-ip 1000000)
+  return 0
+}
+bench_flags
 
 start() {
-  $pin_d $musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "${state_off[@]}" "$@" 2>/tmp/musterd-bench.log &
+  $pin_d $musterd --config /dev/null --http-addr $http --heartbeat-addr $hb "${flags[@]}" "$@" 2>/tmp/musterd-bench.log &
   pid=$!
   for _ in $(seq 50); do
     { curl -fs http://$http/health || curl -fsk https://$http/health; } >/dev/null 2>&1 && return

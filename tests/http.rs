@@ -168,11 +168,15 @@ fn a_slow_head_gets_408() {
     assert!(closed(&mut s));
 }
 
+/// Full of connections with work in hand (a head half sent), the next is
+/// answered 503; idle ones would have been closed to make room instead.
 #[test]
 fn connection_cap_answers_503() {
     let d = Daemon::start(&["--http-max-connections", "2"]);
-    let _a = connect(&d);
-    let _b = connect(&d);
+    let mut _a = connect(&d);
+    let mut _b = connect(&d);
+    _a.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    _b.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let mut c = connect(&d);
     let mut buf = Vec::new();
@@ -293,4 +297,63 @@ fn listeners_take_the_kernels_deepest_backlog() {
             .unwrap_or_else(|| panic!("no listener on {port}: {text}"));
         assert_eq!(backlog, somaxconn, "port {port}: {text}");
     }
+}
+
+/// One address holding 1,100 silent sockets takes at most its share of
+/// the slots, and its idle ones make room: `/health` is answered every
+/// time, from that address too.
+#[test]
+fn health_is_served_while_one_address_holds_1100_silent_sockets() {
+    let d = Daemon::start(&[]);
+    let silent: Vec<TcpStream> = (0..1100)
+        .map(|_| TcpStream::connect(d.http).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut answered = 0;
+    for _ in 0..50 {
+        if d.get("/health").0 == 200 {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 50);
+    let h = d.json("/health");
+    let c = &h["connections"];
+    assert!(c["http_evicted_idle"].as_u64() > Some(800), "{c}");
+    assert!(c["http_open"].as_u64() <= Some(256), "{c}");
+    drop(silent);
+}
+
+/// At its share, an address whose connections are all busy (a head half
+/// sent) is answered 503 for the next one: nothing idle to close.
+#[test]
+fn an_address_at_its_share_with_nothing_idle_is_answered_503() {
+    let d = Daemon::start(&["--http-max-connections-per-ip", "2"]);
+    let busy: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = connect(&d);
+            s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, _, body) = d.request("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("per_ip"));
+    drop(busy);
+}
+
+/// Full of idle connections, the oldest is closed to make room: a fresh
+/// request is served.
+#[test]
+fn a_full_table_of_idle_connections_makes_room_for_a_request() {
+    let d = Daemon::start(&["--http-max-connections", "2"]);
+    let mut oldest = connect(&d);
+    std::thread::sleep(Duration::from_millis(20));
+    let _newer = connect(&d);
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, _, _) =
+        d.request("GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(closed(&mut oldest), "the oldest idle connection was kept");
+    assert!(d.json("/health")["connections"]["http_evicted_idle"].as_u64() >= Some(1));
 }

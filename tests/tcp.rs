@@ -239,3 +239,22 @@ fn workers_queued_while_out_of_descriptors_are_welcomed_later() {
         assert_eq!(reply.map(|v| v["type"].clone()), Some("welcome".into()));
     }
 }
+
+/// One address may hold `tcp_max_connections_per_ip` heartbeat
+/// connections; the next is closed at once and counted, and the others
+/// keep working.
+#[test]
+fn an_address_past_its_share_of_tcp_connections_is_refused() {
+    let d = Daemon::start(&["--tcp-max-connections-per-ip", "2"]);
+    let mut held: Vec<_> = (0..2).map(|_| d.tcp()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = d.tcp();
+    assert!(closed(&mut extra), "the third connection stays open");
+    let h = d.json("/health");
+    assert_eq!(h["connections"]["tcp_refused_per_ip"], 1, "{h}");
+    held[0]
+        .write_all(b"{\"type\":\"hello\",\"worker_id\":\"t-share\"}\n")
+        .unwrap();
+    assert_eq!(read_line(&mut held[0]).unwrap()["type"], "welcome");
+    drop(held);
+}

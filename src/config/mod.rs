@@ -58,6 +58,10 @@ pub struct Config {
     pub max_pending_events: usize,
     pub udp_recv_buffer: usize,
     pub http_max_connections: usize,
+    /// HTTP connections one address may hold.
+    pub http_max_connections_per_ip: usize,
+    /// Heartbeat TCP connections one address may hold.
+    pub tcp_max_connections_per_ip: usize,
     pub summary_interval: Duration,
     pub ws_max_clients: usize,
     pub ws_max_queue_bytes: usize,
@@ -249,6 +253,8 @@ pub fn defaults() -> Config {
         max_pending_events: 0,
         udp_recv_buffer: 0,
         http_max_connections: 0,
+        http_max_connections_per_ip: 0,
+        tcp_max_connections_per_ip: 0,
         summary_interval: Duration::ZERO,
         ws_max_clients: 0,
         ws_max_queue_bytes: 0,

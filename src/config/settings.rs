@@ -225,6 +225,30 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| c.http_max_connections.to_string(),
     },
     Setting {
+        key: "http_max_connections_per_ip",
+        default: "256",
+        unit: Unit::Count,
+        live: true,
+        help: "open HTTP connections from one address; past it the address's oldest idle one is closed, or the new one is answered 503",
+        set: |c, v| {
+            c.http_max_connections_per_ip = parse_count(v, 1, 1_000_000)?;
+            Ok(())
+        },
+        show: |c| c.http_max_connections_per_ip.to_string(),
+    },
+    Setting {
+        key: "tcp_max_connections_per_ip",
+        default: "1024",
+        unit: Unit::Count,
+        live: true,
+        help: "heartbeat TCP connections from one address; past it new ones are closed",
+        set: |c, v| {
+            c.tcp_max_connections_per_ip = parse_count(v, 1, 1_000_000)?;
+            Ok(())
+        },
+        show: |c| c.tcp_max_connections_per_ip.to_string(),
+    },
+    Setting {
         key: "summary_interval",
         default: "1s",
         unit: Unit::Duration,

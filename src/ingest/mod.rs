@@ -64,6 +64,8 @@ pub struct Ingest {
     udp: UdpSocket,
     listener: TcpListener,
     conns: Slab<TcpConn<TcpStream>>,
+    /// Open connections by address, for `tcp_max_connections_per_ip`.
+    per_ip: crate::stats::PerAddress,
     /// Which connection speaks for each TCP worker.
     owners: Owners,
     /// Connections with a parked frame or unread input.
@@ -119,6 +121,7 @@ impl Ingest {
                 udp,
                 listener,
                 conns: Slab::new(),
+                per_ip: Default::default(),
                 owners: Owners::default(),
                 blocked: BTreeSet::new(),
                 registry,

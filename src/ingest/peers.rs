@@ -45,6 +45,14 @@ impl Ingest {
                         });
                         continue;
                     }
+                    let max_ip = self.config.get().tcp_max_connections_per_ip;
+                    if self.per_ip.count(peer.ip()) >= max_ip {
+                        stats.incr(Counter::TcpRefusedPerIp);
+                        self.log_limit.warn("tcp_per_ip", || {
+                            format!("refusing tcp peer={peer}: tcp_max_connections_per_ip={max_ip} reached for this address")
+                        });
+                        continue;
+                    }
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let mut conn = TcpConn::new(stream, peer, now);
@@ -57,6 +65,7 @@ impl Ingest {
                         continue;
                     }
                     entry.insert(conn);
+                    self.per_ip.add(peer.ip());
                     stats.incr(Counter::TcpAccepted);
                     stats.set(Counter::TcpOpen, self.conns.len() as u64);
                     log::debug!("tcp connect peer={peer}");
@@ -349,6 +358,7 @@ impl Ingest {
         }
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.per_ip.remove(conn.peer.ip());
         if let Some(id) = conn.session.worker() {
             if self.owners.release(id, key) {
                 // The worker's last session: the tasks it held go back.

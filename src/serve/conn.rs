@@ -109,6 +109,21 @@ impl<S: Read + Write + Pending> Conn<S> {
         matches!(self.state, State::Open)
     }
 
+    pub fn peer(&self) -> IpAddr {
+        self.peer
+    }
+
+    /// Since when the connection has been idle: open, between requests,
+    /// nothing read or owed. `None` while it has work (or streams).
+    pub fn idle_since(&self) -> Option<Instant> {
+        let idle = self.is_open()
+            && self.inbuf.is_empty()
+            && self.head_started.is_none()
+            && self.out.is_empty()
+            && self.waiting.is_none();
+        idle.then_some(self.last_active)
+    }
+
     pub fn ws(&self) -> Option<&WsConn> {
         match &self.state {
             State::Ws(w) => Some(w),

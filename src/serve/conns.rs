@@ -29,12 +29,34 @@ impl HttpServer {
                     // Nagle would only hold its tail back for an ACK the
                     // client delays (up to 40 ms).
                     let _ = stream.set_nodelay(true);
-                    let cfg = self.config.get();
-                    if self.conns.len() >= cfg.http_max_connections {
-                        refuse_full(stream, &self.shared, cfg);
+                    let ip = peer.ip();
+                    let (max, max_ip) = {
+                        let cfg = self.config.get();
+                        (cfg.http_max_connections, cfg.http_max_connections_per_ip)
+                    };
+                    // One address may not hold every slot; at its share,
+                    // or when all are taken, the oldest idle connection
+                    // (of that address, or of any) makes room, so that a
+                    // fresh request is served while silent sockets wait.
+                    if self.per_ip.count(ip) >= max_ip && !self.evict_idle(Some(ip)) {
+                        refuse(
+                            stream,
+                            &self.shared,
+                            self.config.get(),
+                            Counter::HttpRefusedPerIp,
+                        );
                         continue;
                     }
-                    let Some(stream) = wrap(stream, cfg) else {
+                    if self.conns.len() >= max && !self.evict_idle(None) {
+                        refuse(
+                            stream,
+                            &self.shared,
+                            self.config.get(),
+                            Counter::HttpRefusedFull,
+                        );
+                        continue;
+                    }
+                    let Some(stream) = wrap(stream, self.config.get()) else {
                         continue;
                     };
                     let entry = self.conns.vacant_entry();
@@ -53,6 +75,7 @@ impl HttpServer {
                         registered: Interest::READABLE,
                         subscribed: false,
                     });
+                    self.per_ip.add(ip);
                     let open = self.conns.len() as u64;
                     self.shared.stats.set(Counter::HttpOpen, open);
                     log::trace!("http accept peer={peer} token={}", token.0);
@@ -124,9 +147,27 @@ impl HttpServer {
         }
     }
 
+    /// Close the connection idle the longest, of `ip` or of any address.
+    /// O(connections), and only when a cap is reached.
+    fn evict_idle(&mut self, ip: Option<std::net::IpAddr>) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, s)| ip.is_none_or(|ip| s.conn.peer().to_canonical() == ip.to_canonical()))
+            .filter_map(|(k, s)| s.conn.idle_since().map(|t| (t, k)))
+            .min();
+        let Some((_, key)) = oldest else {
+            return false;
+        };
+        self.close(key);
+        self.shared.stats.incr(Counter::HttpEvictedIdle);
+        true
+    }
+
     fn close(&mut self, key: usize) {
         let mut slot = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.conn.stream);
+        self.per_ip.remove(slot.conn.peer());
         let stats = &self.shared.stats;
         stats.set(Counter::HttpOpen, self.conns.len() as u64);
         if slot.conn.ws().is_some() {
@@ -163,13 +204,19 @@ fn wrap(stream: TcpStream, cfg: &Config) -> Option<Stream> {
 
 /// Over `http_max_connections`: a best-effort 503 and close, never a wait.
 /// Over TLS a plain answer would be noise: the connection is just closed.
-fn refuse_full(mut stream: TcpStream, shared: &Shared, cfg: &Config) {
+/// Answer 503 and close (a TLS connection just closes: no handshake is
+/// spent on it), counted as `counter`.
+fn refuse(mut stream: TcpStream, shared: &Shared, cfg: &Config, counter: Counter) {
+    shared.stats.incr(counter);
     if cfg.tls.is_some() {
-        shared.stats.incr(Counter::HttpRefusedFull);
         return;
     }
     let mut out = Vec::new();
-    let resp = Response::error(503, "too_many_connections", "http_max_connections reached");
+    let message = match counter {
+        Counter::HttpRefusedPerIp => "http_max_connections_per_ip reached for this address",
+        _ => "http_max_connections reached",
+    };
+    let resp = Response::error(503, "too_many_connections", message);
     head::write_response(
         &mut out,
         &resp,
@@ -178,6 +225,5 @@ fn refuse_full(mut stream: TcpStream, shared: &Shared, cfg: &Config) {
         access::allow_origin(cfg, None),
     );
     let _ = stream.write(&out);
-    shared.stats.incr(Counter::HttpRefusedFull);
     shared.stats.http_response(503);
 }

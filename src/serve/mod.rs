@@ -93,6 +93,8 @@ pub struct HttpServer {
     tasks_version: u64,
     /// WebSocket clients that want the change feed.
     subscribers: usize,
+    /// Open connections by address, for `http_max_connections_per_ip`.
+    per_ip: crate::stats::PerAddress,
     accept_retry: bool,
     log_limit: RateLimit,
     shutdown: Arc<AtomicBool>,
@@ -127,6 +129,7 @@ impl HttpServer {
                 waiting: Default::default(),
                 tasks_version: 0,
                 subscribers: 0,
+                per_ip: Default::default(),
                 accept_retry: false,
                 log_limit: RateLimit::new(Duration::from_secs(10)),
                 shutdown,

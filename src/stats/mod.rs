@@ -65,8 +65,14 @@ pub enum Counter {
     TcpClosedIdle,
     TcpClosedSuperseded,
     TcpRefusedFull,
+    /// Heartbeat TCP connections refused: their address held its share.
+    TcpRefusedPerIp,
     HttpOpen,
     HttpRefusedFull,
+    /// HTTP connections refused: their address held its share, none idle.
+    HttpRefusedPerIp,
+    /// Idle HTTP connections closed to make room for a new one.
+    HttpEvictedIdle,
     WsClients,
     WsAccepted,
     WsClosedStalled,
@@ -146,6 +152,9 @@ pub struct Row {
 }
 
 mod table;
+
+pub use per_address::PerAddress;
+mod per_address;
 pub use table::COUNTERS;
 
 /// The counter families kept by reason or class, as `/metrics` names them.

@@ -109,6 +109,11 @@ pub const COUNTERS: &[Row] = &[
         "tcp_closed_superseded",
     ),
     row(Counter::TcpRefusedFull, "connections", "tcp_refused_full"),
+    row(
+        Counter::TcpRefusedPerIp,
+        "connections",
+        "tcp_refused_per_ip",
+    ),
     exported(
         Counter::HttpOpen,
         "connections",
@@ -119,6 +124,12 @@ pub const COUNTERS: &[Row] = &[
         None,
     ),
     row(Counter::HttpRefusedFull, "connections", "http_refused_full"),
+    row(
+        Counter::HttpRefusedPerIp,
+        "connections",
+        "http_refused_per_ip",
+    ),
+    row(Counter::HttpEvictedIdle, "connections", "http_evicted_idle"),
     exported(
         Counter::WsClients,
         "connections",
