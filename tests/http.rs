@@ -215,46 +215,79 @@ fn metrics_are_prometheus_text() {
     assert!(text.contains("muster_frames_received_total 2\n"));
 }
 
-/// Out of descriptors, the daemon cannot accept; once some are free again
-/// it must take the connections already waiting in the listen queue, though
-/// no new connection arrives to say so (an edge-triggered listener raises
-/// no second readiness for the same queue).
+/// Out of descriptors, the daemon cannot accept; its reserve descriptor
+/// takes each queued connection and answers it 503, so no client hangs on
+/// a queue nobody takes from; once descriptors are free, requests are
+/// served again.
 #[test]
-fn connections_queued_while_out_of_descriptors_are_accepted_later() {
+fn connections_queued_while_out_of_descriptors_are_answered_503() {
     let d = Daemon::spawn(support::with_nofile(support::command(&[]), 32));
     let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    let mut conns: Vec<TcpStream> = (0..40)
+    let conns: Vec<TcpStream> = (0..40)
         .map(|_| {
             let mut s = connect(&d);
             s.write_all(request).unwrap();
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    // Those answered were accepted; the others wait in the listen queue.
-    let (mut answered, mut waiting) = (Vec::new(), Vec::new());
-    for mut s in conns.drain(..) {
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let mut byte = [0u8; 1];
-        match s.read(&mut byte) {
-            Ok(1) => answered.push(s),
-            _ => waiting.push(s),
+    let (mut ok, mut refused) = (0, 0);
+    for mut s in conns {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        match read_one(&mut s).0 {
+            200 => ok += 1,
+            503 => refused += 1,
+            other => panic!("answered {other}"),
         }
     }
-    drop(answered);
     assert!(
-        !waiting.is_empty(),
+        refused > 0,
         "every connection was accepted: the limit did not bite"
     );
-    assert!(d.log_has("accept failed"), "no accept error was logged");
-    // Descriptors are free again: every waiting request is answered, in
-    // the order of the queue (each answered one is closed, to make room
-    // for the next when more wait than were freed).
-    for mut s in waiting {
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let (status, _, _) = read_one(&mut s);
-        assert_eq!(status, 200);
-    }
+    assert!(ok > 0);
+    assert!(d.log_has("answering 503 from the reserve descriptor"));
+    let h = d.json("/health");
+    assert_eq!(h["connections"]["http_refused_no_fds"], refused, "{h}");
+}
+
+/// The flood the daemon once wedged on: with 256 descriptors, 400 HTTP and
+/// 135 TCP connections, then all closed. Within a second of the end both
+/// listeners answer again.
+#[test]
+fn both_listeners_answer_within_a_second_of_a_descriptor_flood() {
+    let d = Daemon::spawn(support::with_nofile(support::command(&[]), 256));
+    let http: Vec<TcpStream> = (0..400)
+        .filter_map(|_| TcpStream::connect(d.http).ok())
+        .collect();
+    let tcp: Vec<TcpStream> = (0..135)
+        .filter_map(|_| TcpStream::connect(d.heartbeat).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    drop((http, tcp));
+    let end = Instant::now();
+    let deadline = end + Duration::from_secs(1);
+    let served = loop {
+        let ok = TcpStream::connect(d.http).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            (parse_response(&buf).0 == 200).then_some(())
+        });
+        if ok.is_some() || Instant::now() >= deadline {
+            break ok.is_some();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(served, "/health not answered within 1 s of the flood's end");
+    let mut s = d.tcp();
+    s.set_read_timeout(Some(
+        deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(200),
+    ))
+    .unwrap();
+    s.write_all(b"{\"type\":\"hello\",\"worker_id\":\"after-flood\"}\n")
+        .unwrap();
+    assert_eq!(support::read_line(&mut s).unwrap()["type"], "welcome");
 }
 
 /// RFC 9110 §8.6: Content-Length is digits only. A signed length is a

@@ -15,7 +15,7 @@ use crate::serve::routes::Api;
 use crate::store::{self, Store};
 use crate::sys::capacity::{self, Limits};
 use crate::sys::procfs;
-use crate::sys::systemd::{Notifier, Watchdog};
+use crate::sys::systemd::{Notifier, Progress, Watchdog};
 use crate::tasks::Tasks;
 use mio::Waker;
 use std::sync::Arc;
@@ -148,8 +148,15 @@ impl Daemon {
     ) -> Result<Daemon, StartupError> {
         let limits = fit_to_kernel(&mut cfg);
         let Sockets { udp, tcp, http } = sockets(&cfg, adopted)?;
-        // The watchdog proves the HTTP loop alive, or ingest when HTTP is off.
+        // The watchdog proves the HTTP loop alive, or ingest when HTTP is off;
+        // the HTTP loop pings only while ingest goes round too.
         let mut watchdog = Watchdog::from_env(notifier.clone());
+        let ingest_progress = Progress::default();
+        if http.is_some() {
+            if let Some(w) = &mut watchdog {
+                w.watch("ingest", ingest_progress.clone(), crate::ingest::TICK);
+            }
+        }
         if let Some(w) = &watchdog {
             log::info!("systemd watchdog: pinging every {} ms", w.every.as_millis());
         }
@@ -230,7 +237,7 @@ impl Daemon {
             registry.clone(),
             shared.clone(),
             shutdown.clone(),
-            watchdog,
+            (watchdog, ingest_progress),
             (tasks.clone(), opened.outbox),
         )
         .map_err(loop_error("ingest"))?;

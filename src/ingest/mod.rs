@@ -26,7 +26,7 @@ use crate::fleet::registry::Registry;
 use crate::logging::RateLimit;
 use crate::proto;
 use crate::proto::WorkerId;
-use crate::sys::systemd::Watchdog;
+use crate::sys::systemd::{Progress, Watchdog};
 use crate::tasks::Tasks;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -56,8 +56,9 @@ const UDP_PACE: Duration = Duration::from_millis(1);
 /// How often parked TCP frames retry their worker's inbox, and a failed
 /// accept (EMFILE) is tried again.
 pub const RETRY: Duration = Duration::from_millis(2);
-/// Idle connections are looked for on this tick.
-const TICK: Duration = Duration::from_millis(500);
+/// Idle connections are looked for on this tick; an idle loop goes round
+/// at least this often.
+pub const TICK: Duration = Duration::from_millis(500);
 
 pub struct Ingest {
     poll: Poll,
@@ -86,9 +87,13 @@ pub struct Ingest {
     /// The last accept failed (descriptors exhausted): try again soon,
     /// since connections already queued raise no new readiness.
     accept_retry: bool,
+    /// A descriptor kept to take and close a connection when none is free.
+    reserve: crate::sys::fds::Reserve,
     log_limit: RateLimit,
-    /// The systemd watchdog, when HTTP is off and this loop proves liveness.
+    /// The systemd watchdog, when HTTP is off and this loop proves liveness;
+    /// otherwise the HTTP loop's watchdog watches this loop's progress.
     watchdog: Option<Watchdog>,
+    progress: Progress,
     /// The task book (frames about tasks go there) and the lines it sends
     /// to workers' sessions.
     tasks: Arc<Tasks>,
@@ -102,7 +107,7 @@ impl Ingest {
         registry: Arc<Registry>,
         shared: Arc<Shared>,
         shutdown: Arc<AtomicBool>,
-        watchdog: Option<Watchdog>,
+        liveness: (Option<Watchdog>, Progress),
         tasks: (Arc<Tasks>, Receiver<(WorkerId, Vec<u8>)>),
     ) -> io::Result<(Ingest, Arc<Waker>)> {
         let poll = Poll::new()?;
@@ -112,6 +117,7 @@ impl Ingest {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tasks, outbox) = tasks;
+        let (watchdog, progress) = liveness;
         let dgrams =
             crate::sys::mmsg::Datagrams::new(udp::slot_for(shared.config.get().max_frame_bytes));
         tasks.outbox.set_waker(waker.clone());
@@ -135,8 +141,10 @@ impl Ingest {
                 udp_drained: Instant::now(),
                 udp_rest_until: None,
                 accept_retry: false,
+                reserve: crate::sys::fds::Reserve::new(),
                 log_limit: RateLimit::new(Duration::from_secs(10)),
                 watchdog,
+                progress,
                 tasks,
                 outbox,
             },
@@ -151,6 +159,7 @@ impl Ingest {
             if let Some(t) = self.udp_rest_until.take() {
                 std::thread::sleep(t.saturating_duration_since(Instant::now()));
             }
+            self.progress.mark(Instant::now());
             let mut wake_at = next_tick;
             if let Some(w) = &mut self.watchdog {
                 wake_at = wake_at.min(w.tick(Instant::now()));

@@ -75,6 +75,22 @@ impl Ingest {
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if crate::sys::fds::out_of_descriptors(&e) && self.reserve.release() => {
+                    // The reserve's descriptor takes the queue's head and
+                    // closes it: the worker reconnects later rather than
+                    // waiting on a queue nobody can take from.
+                    self.log_limit.warn("tcp_accept", || {
+                        format!("tcp accept failed ({e}): closing the queued connection from the reserve descriptor")
+                    });
+                    // Closed at once: its descriptor goes back to the reserve.
+                    let taken = self.listener.accept().map(drop);
+                    self.reserve.restore();
+                    if taken.is_err() {
+                        self.accept_retry = true;
+                        return;
+                    }
+                    self.shared.stats.incr(Counter::TcpRefusedNoFds);
+                }
                 Err(e) => {
                     self.log_limit
                         .warn("tcp_accept", || format!("tcp accept failed: {e}"));

@@ -85,6 +85,31 @@ impl HttpServer {
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if crate::sys::fds::out_of_descriptors(&e) && self.reserve.release() => {
+                    // The reserve's descriptor takes the queue's head, which
+                    // is told 503 and closed; then the next, until the queue
+                    // is empty: a client waits for an answer, not for a
+                    // descriptor that may not come.
+                    self.log_limit.warn("http_accept", || {
+                        format!(
+                            "http accept failed ({e}): answering 503 from the reserve descriptor"
+                        )
+                    });
+                    let taken = self.listener.accept();
+                    if let Ok((stream, _)) = taken {
+                        refuse(
+                            stream,
+                            &self.shared,
+                            self.config.get(),
+                            Counter::HttpRefusedNoFds,
+                        );
+                        self.reserve.restore();
+                    } else {
+                        self.reserve.restore();
+                        self.accept_retry = true;
+                        return;
+                    }
+                }
                 Err(e) => {
                     self.log_limit.warn("http_accept", || {
                         format!("http accept failed, retrying: {e}")
@@ -214,6 +239,7 @@ fn refuse(mut stream: TcpStream, shared: &Shared, cfg: &Config, counter: Counter
     let mut out = Vec::new();
     let message = match counter {
         Counter::HttpRefusedPerIp => "http_max_connections_per_ip reached for this address",
+        Counter::HttpRefusedNoFds => "out of file descriptors",
         _ => "http_max_connections reached",
     };
     let resp = Response::error(503, "too_many_connections", message);

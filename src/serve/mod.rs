@@ -96,6 +96,8 @@ pub struct HttpServer {
     /// Open connections by address, for `http_max_connections_per_ip`.
     per_ip: crate::stats::PerAddress,
     accept_retry: bool,
+    /// A descriptor kept to answer 503 when none is free.
+    reserve: crate::sys::fds::Reserve,
     log_limit: RateLimit,
     shutdown: Arc<AtomicBool>,
     watchdog: Option<Watchdog>,
@@ -131,6 +133,7 @@ impl HttpServer {
                 subscribers: 0,
                 per_ip: Default::default(),
                 accept_retry: false,
+                reserve: crate::sys::fds::Reserve::new(),
                 log_limit: RateLimit::new(Duration::from_secs(10)),
                 shutdown,
                 watchdog,

@@ -67,12 +67,16 @@ pub enum Counter {
     TcpRefusedFull,
     /// Heartbeat TCP connections refused: their address held its share.
     TcpRefusedPerIp,
+    /// Heartbeat TCP connections closed at accept: no descriptor was free.
+    TcpRefusedNoFds,
     HttpOpen,
     HttpRefusedFull,
     /// HTTP connections refused: their address held its share, none idle.
     HttpRefusedPerIp,
     /// Idle HTTP connections closed to make room for a new one.
     HttpEvictedIdle,
+    /// HTTP connections answered 503 at accept: no descriptor was free.
+    HttpRefusedNoFds,
     WsClients,
     WsAccepted,
     WsClosedStalled,

@@ -114,6 +114,11 @@ pub const COUNTERS: &[Row] = &[
         "connections",
         "tcp_refused_per_ip",
     ),
+    row(
+        Counter::TcpRefusedNoFds,
+        "connections",
+        "tcp_refused_no_fds",
+    ),
     exported(
         Counter::HttpOpen,
         "connections",
@@ -130,6 +135,11 @@ pub const COUNTERS: &[Row] = &[
         "http_refused_per_ip",
     ),
     row(Counter::HttpEvictedIdle, "connections", "http_evicted_idle"),
+    row(
+        Counter::HttpRefusedNoFds,
+        "connections",
+        "http_refused_no_fds",
+    ),
     exported(
         Counter::WsClients,
         "connections",

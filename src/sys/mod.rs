@@ -1,6 +1,7 @@
 //! Linux and systemd interfaces.
 
 pub mod capacity;
+pub mod fds;
 pub mod gpu;
 pub mod mmsg;
 pub mod process;

@@ -17,7 +17,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The first fd systemd passes (SD_LISTEN_FDS_START).
@@ -98,11 +98,40 @@ fn monotonic_usec() -> u64 {
     }
 }
 
+/// A loop's proof of life: when it last went round. The loop that owns the
+/// watchdog pings only while every other loop it watches keeps going, so
+/// that systemd restarts a daemon with one loop stuck, not only both.
+#[derive(Clone)]
+pub struct Progress(Arc<(Instant, AtomicU64)>);
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress(Arc::new((Instant::now(), AtomicU64::new(0))))
+    }
+}
+
+impl Progress {
+    /// The loop went round at `now`.
+    pub fn mark(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.0.0).as_millis() as u64;
+        self.0.1.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the loop last went round.
+    pub fn age(&self, now: Instant) -> Duration {
+        let at = self.0.0 + Duration::from_millis(self.0.1.load(Ordering::Relaxed));
+        now.saturating_duration_since(at)
+    }
+}
+
 /// Watchdog pings, owned by the loop whose liveness they prove.
 pub struct Watchdog {
     notifier: Arc<Notifier>,
     pub every: Duration,
     next: Instant,
+    /// Other loops that must have gone round since the last ping, each
+    /// with the longest an idle turn of it takes.
+    watched: Vec<(&'static str, Progress, Duration)>,
 }
 
 impl Watchdog {
@@ -115,13 +144,37 @@ impl Watchdog {
             notifier,
             every,
             next: Instant::now(),
+            watched: Vec::new(),
         })
     }
 
-    /// Ping if due; returns when the next ping is due.
+    /// Ping only while `loop_name` keeps going round, too; an idle turn of
+    /// it takes up to `turn`.
+    pub fn watch(&mut self, loop_name: &'static str, progress: Progress, turn: Duration) {
+        self.watched.push((loop_name, progress, turn));
+    }
+
+    /// The first watched loop that has not gone round within a ping
+    /// interval (or two of its idle turns, if longer), and for how long.
+    fn stuck(&self, now: Instant) -> Option<(&'static str, Duration)> {
+        self.watched
+            .iter()
+            .map(|(name, p, turn)| (*name, p.age(now), self.every.max(*turn * 2)))
+            .find(|(_, age, allowed)| age > allowed)
+            .map(|(name, age, _)| (name, age))
+    }
+
+    /// Ping if due and every watched loop is alive; returns when the next
+    /// ping is due.
     pub fn tick(&mut self, now: Instant) -> Instant {
         if now >= self.next {
-            self.notifier.notify("WATCHDOG=1");
+            match self.stuck(now) {
+                None => self.notifier.notify("WATCHDOG=1"),
+                Some((name, age)) => log::error!(
+                    "the {name} loop has not gone round for {} ms: no watchdog ping, so the service manager restarts the daemon",
+                    age.as_millis()
+                ),
+            }
             self.next = now + self.every;
         }
         self.next
@@ -219,6 +272,30 @@ pub fn listen_fds() -> Vec<Passed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_holds_its_ping_while_a_watched_loop_is_stuck() {
+        let mut w = Watchdog {
+            notifier: Arc::new(Notifier::new(None)),
+            every: Duration::from_millis(100),
+            next: Instant::now(),
+            watched: Vec::new(),
+        };
+        let ingest = Progress::default();
+        w.watch("ingest", ingest.clone(), Duration::from_millis(10));
+        let t0 = Instant::now();
+        ingest.mark(t0);
+        assert_eq!(w.stuck(t0 + Duration::from_millis(50)), None);
+        let (name, age) = w.stuck(t0 + Duration::from_millis(250)).unwrap();
+        assert_eq!(name, "ingest");
+        assert!(age >= Duration::from_millis(250));
+        ingest.mark(t0 + Duration::from_millis(240));
+        assert_eq!(
+            w.stuck(t0 + Duration::from_millis(250)),
+            None,
+            "going round again"
+        );
+    }
 
     #[test]
     fn watchdog_cadence() {
