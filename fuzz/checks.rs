@@ -30,6 +30,12 @@ pub fn frame(data: &[u8]) {
         }
     }
     if let Ok(f) = decoded {
+        // What the frame would leave its worker holding is counted
+        // without panicking, and never under its own worker id's refusal.
+        let n = proto::retained::retained_bytes(&f);
+        if let Err(rej) = proto::within_state(f.clone(), n.saturating_sub(1)) {
+            assert_eq!(rej.worker_id.as_ref(), f.worker_id());
+        }
         let again = proto::encode(&f);
         assert_eq!(
             proto::decode(again.as_bytes(), usize::MAX).as_ref(),

@@ -392,3 +392,66 @@ fn spoofed_ids_cannot_lock_out_a_new_worker() {
         "flooding at admission: {flooding}"
     );
 }
+
+/// The worst a worker can cost: every one of 1,000 workers sends a frame
+/// whose state is just under `max_worker_state_bytes` (16 KiB), and 1,000
+/// more send 64 KB datagrams of 32,000 numbers (a megabyte each once
+/// parsed), which are refused as too large. RSS grows by at most the
+/// 64 KiB a worker the docs state.
+#[test]
+fn worst_case_frames_keep_memory_per_worker_within_the_stated_bound() {
+    let d = Daemon::start(&[]);
+    let pid = d.child.id();
+    let rss = || -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap()
+    };
+    let before = rss();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // 60 labels of 200 bytes: 60 × (64 + 8 + 200) ≈ 16,000 bytes retained.
+    let labels: Vec<String> = (0..60)
+        .map(|i| format!(r#""k{i:05}":"{}""#, "v".repeat(200)))
+        .collect();
+    let numbers: Vec<&str> = vec!["7"; 32_000];
+    for i in 0..1000 {
+        let full = format!(
+            r#"{{"type":"heartbeat","worker_id":"heavy{i}","labels":{{{}}}}}"#,
+            labels.join(",")
+        );
+        s.send_to(full.as_bytes(), d.heartbeat).unwrap();
+        if i % 50 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    d.wait_for("1,000 heavy workers", |d| {
+        d.json("/health")["workers"]["total"] == 1000
+    });
+    for i in 0..1000 {
+        let amplifier = format!(
+            r#"{{"type":"heartbeat","worker_id":"amp{i}","running_tasks":[{{"n":[{}]}}]}}"#,
+            numbers.join(",")
+        );
+        assert!(amplifier.len() <= 65_507);
+        s.send_to(amplifier.as_bytes(), d.heartbeat).unwrap();
+        if i % 10 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+    }
+    d.wait_for("the amplifiers refused", |d| d.rejected("too_large") >= 990);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let grown = rss().saturating_sub(before);
+    let per_worker = grown / 1000;
+    assert_eq!(
+        d.json("/health")["workers"]["total"],
+        1000,
+        "an amplifier was let in"
+    );
+    assert!(
+        per_worker <= 64,
+        "{per_worker} KiB per worker ({grown} KiB for 1,000)"
+    );
+    eprintln!("worst case: {per_worker} KiB per worker");
+}

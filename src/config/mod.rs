@@ -56,6 +56,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Events (`run` frames) waiting for one worker's thread, at most.
     pub max_pending_events: usize,
+    /// State one frame may leave a worker holding, in bytes as parsed.
+    pub max_worker_state_bytes: usize,
     pub udp_recv_buffer: usize,
     pub http_max_connections: usize,
     /// HTTP connections one address may hold.
@@ -251,6 +253,7 @@ pub fn defaults() -> Config {
         max_workers: 0,
         max_frame_bytes: 0,
         max_pending_events: 0,
+        max_worker_state_bytes: 0,
         udp_recv_buffer: 0,
         http_max_connections: 0,
         http_max_connections_per_ip: 0,

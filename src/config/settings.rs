@@ -189,6 +189,18 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| c.max_frame_bytes.to_string(),
     },
     Setting {
+        key: "max_worker_state_bytes",
+        default: "16KiB",
+        unit: Unit::Bytes,
+        live: true,
+        help: "state one frame may leave a worker holding (labels, running tasks, current job, as parsed); more is refused as too_large",
+        set: |c, v| {
+            c.max_worker_state_bytes = parse_size(v, 1024, 16 << 20)?;
+            Ok(())
+        },
+        show: |c| c.max_worker_state_bytes.to_string(),
+    },
+    Setting {
         key: "max_pending_events",
         default: "4096",
         unit: Unit::Count,

@@ -257,6 +257,8 @@ impl Ingest {
 
     fn on_frame(&mut self, key: usize, decoded: Result<Frame, Reject>, now: Instant) {
         self.shared.stats.incr(Counter::FramesReceived);
+        let max_state = self.config.get().max_worker_state_bytes;
+        let decoded = decoded.and_then(|f| proto::within_state(f, max_state));
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };

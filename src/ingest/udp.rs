@@ -98,7 +98,8 @@ impl Ingest {
             self.shared.stats.incr(Counter::FramesReceived);
             // A datagram cut to its slot is longer than `max`: decode
             // refuses it as too large.
-            match proto::decode(bytes, max) {
+            let max_state = self.config.get().max_worker_state_bytes;
+            match proto::decode(bytes, max).and_then(|f| proto::within_state(f, max_state)) {
                 Ok(frame) => {
                     if let Some(r) = self.check(frame, peer, now) {
                         routed.push(r);

@@ -23,6 +23,7 @@ pub mod encode;
 pub mod fast;
 pub mod frame;
 pub mod id;
+pub mod retained;
 pub mod task;
 
 pub use decode::decode;
@@ -32,3 +33,4 @@ pub use encode::{
 };
 pub use frame::*;
 pub use id::*;
+pub use retained::within_state;
