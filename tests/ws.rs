@@ -304,7 +304,15 @@ fn oversized_client_frames_close_with_1009() {
 
 #[test]
 fn a_client_that_never_reads_is_closed_and_others_keep_streaming() {
-    let d = Daemon::start(&["--ws-stall-timeout", "1s", "--ws-max-queue-bytes", "64KiB"]);
+    // Large worker states (80 KB each) fill the stuck client's buffers fast.
+    let d = Daemon::start(&[
+        "--ws-stall-timeout",
+        "1s",
+        "--ws-max-queue-bytes",
+        "64KiB",
+        "--max-worker-state-bytes",
+        "1MiB",
+    ]);
     // A raw client: handshake, then never read again.
     let mut stuck = TcpStream::connect(d.http).unwrap();
     stuck
