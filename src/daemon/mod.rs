@@ -58,6 +58,7 @@ pub fn main(args: Vec<String>) -> i32 {
         println!("musterd: configuration ok ({from})");
         return 0;
     }
+    crate::sys::memory::map_large_allocations();
     logging::init(cfg.log_level);
     for w in config::warnings(&cfg) {
         log::warn!("{w}");

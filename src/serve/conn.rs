@@ -214,6 +214,9 @@ impl<S: Read + Write + Pending> Conn<S> {
         let limits = ws_limits(cx.cfg);
         let r = match (&mut self.state, r) {
             (State::Ws(w), Ok(())) if self.out.is_empty() => {
+                if w.wants_plain_snapshot() {
+                    w.give_snapshot(cx.api.ws_snapshot_frame());
+                }
                 w.pump(&mut self.stream, &cx.api.registry, limits, now)
             }
             (_, r) => r,
@@ -397,6 +400,7 @@ impl<S: Read + Write + Pending> Conn<S> {
                 if tasks {
                     w.follow_tasks(cx.api.tasks.clone());
                 }
+                self.stream.limit_send_buffer(ws::SEND_BUFFER);
                 self.state = State::Ws(Box::new(w));
             }
             Err(resp) => {

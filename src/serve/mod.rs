@@ -93,6 +93,8 @@ pub struct HttpServer {
     tasks_version: u64,
     /// WebSocket clients that want the change feed.
     subscribers: usize,
+    /// WebSocket clients at the last tick: fewer now means memory to trim.
+    ws_clients_at_tick: u64,
     /// Open connections by address, for `http_max_connections_per_ip`.
     per_ip: crate::stats::PerAddress,
     accept_retry: bool,
@@ -131,6 +133,7 @@ impl HttpServer {
                 waiting: Default::default(),
                 tasks_version: 0,
                 subscribers: 0,
+                ws_clients_at_tick: 0,
                 per_ip: Default::default(),
                 accept_retry: false,
                 reserve: crate::sys::fds::Reserve::new(),
@@ -303,5 +306,14 @@ impl HttpServer {
         for key in keys {
             self.with_conn(key, |conn, cx| conn.on_timeout(cx, now));
         }
+        self.api.expire_ws_snapshot();
+        // WebSocket clients left since the last tick: hand the pages their
+        // buffers freed back to the system, so RSS comes down once they are
+        // gone (blocks of a megabyte or more are unmapped when freed).
+        let clients = self.shared.stats.get(crate::stats::Counter::WsClients);
+        if clients < self.ws_clients_at_tick {
+            crate::sys::memory::trim();
+        }
+        self.ws_clients_at_tick = clients;
     }
 }

@@ -18,6 +18,7 @@ use super::metrics;
 use super::task_routes;
 use super::trpc;
 use super::views;
+use super::ws;
 use crate::VERSION;
 use crate::config::Config;
 use crate::fleet::Shared;
@@ -166,6 +167,13 @@ pub struct Api {
     /// The last `/telemetry` body and the fleet version it was built at,
     /// served again while no worker has changed since.
     telemetry: Option<(u64, Arc<[u8]>)>,
+    /// The same for the whole-fleet WebSocket snapshot, framed: every plain
+    /// client connecting at one version, within a second, is sent this one
+    /// copy (its `timestamp` is at most a second old).
+    ws_snapshot: Option<(u64, Arc<[u8]>)>,
+    ws_snapshot_at: Instant,
+    /// The last one, past its second, while clients are still sent it.
+    ws_snapshot_sent: Option<(u64, std::sync::Weak<[u8]>)>,
 }
 
 impl Api {
@@ -184,6 +192,9 @@ impl Api {
             pool: None,
             health: Health::new(started, udp_inode),
             telemetry: None,
+            ws_snapshot: None,
+            ws_snapshot_at: Instant::now(),
+            ws_snapshot_sent: None,
         }
     }
 
@@ -317,14 +328,75 @@ impl Api {
     /// a dashboard polling a quiet fleet costs a lookup, not an assembly.
     fn telemetry_body(&mut self) -> Arc<[u8]> {
         let version = self.shared.changes.version();
-        if let Some((v, body)) = &self.telemetry {
-            if *v == version {
-                return body.clone();
+        let registry = &self.registry;
+        cached(&mut self.telemetry, version, || {
+            views::telemetry_map(registry)
+        })
+    }
+
+    /// Let go of a shared WebSocket snapshot older than a second, and of
+    /// the weak reference to the one before once no client holds it (a
+    /// `Weak` keeps the allocation). On every tick.
+    pub fn expire_ws_snapshot(&mut self) {
+        if self
+            .ws_snapshot_sent
+            .as_ref()
+            .is_some_and(|(_, w)| w.strong_count() == 0)
+        {
+            self.ws_snapshot_sent = None;
+        }
+        if self.ws_snapshot_at.elapsed() >= SNAPSHOT_FRESH {
+            if let Some((version, frame)) = self.ws_snapshot.take() {
+                self.ws_snapshot_sent = Some((version, Arc::downgrade(&frame)));
             }
         }
-        let body: Arc<[u8]> = views::telemetry_map(&self.registry).into();
-        self.telemetry = Some((version, body.clone()));
-        body
+    }
+
+    /// The whole fleet as a WebSocket `snapshot` message, framed once per
+    /// fleet version and shared by every plain client: 200 clients of a
+    /// 16 MB fleet hold one 16 MB frame, not 200. A frame serves new clients
+    /// for a second (its `timestamp` is that old at most), and after that
+    /// while the fleet is unchanged and some client is still being sent it,
+    /// since a second copy of the same fleet would only double the memory.
+    pub fn ws_snapshot_frame(&mut self) -> Arc<[u8]> {
+        self.expire_ws_snapshot();
+        let version = self.shared.changes.version();
+        if let Some((v, frame)) = &self.ws_snapshot {
+            if *v == version {
+                return frame.clone();
+            }
+        }
+        let in_flight = self
+            .ws_snapshot_sent
+            .as_ref()
+            .filter(|(v, _)| *v == version);
+        if let Some(frame) = in_flight.and_then(|(_, weak)| weak.upgrade()) {
+            return frame;
+        }
+        let msg = ws::workers_message("snapshot", &self.registry.snapshots(), None);
+        let frame: Arc<[u8]> = ws::raw_text_frame(msg.as_bytes()).into();
+        self.ws_snapshot = Some((version, frame.clone()));
+        self.ws_snapshot_at = Instant::now();
+        frame
+    }
+}
+
+/// How long a shared WebSocket snapshot serves new clients of a quiet fleet.
+const SNAPSHOT_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The bytes kept for `version`, or built anew.
+fn cached(
+    slot: &mut Option<(u64, Arc<[u8]>)>,
+    version: u64,
+    build: impl FnOnce() -> Vec<u8>,
+) -> Arc<[u8]> {
+    match slot {
+        Some((v, bytes)) if *v == version => bytes.clone(),
+        _ => {
+            let bytes: Arc<[u8]> = build().into();
+            *slot = Some((version, bytes.clone()));
+            bytes
+        }
     }
 }
 

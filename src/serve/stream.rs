@@ -13,11 +13,16 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
 
-/// Output held below the connection's own queue (TLS records).
+/// Output held below the connection's own queue (TLS records), and the
+/// socket's own buffer.
 pub trait Pending {
     fn pending(&self) -> bool {
         false
     }
+
+    /// Bound the kernel's send buffer, so that a peer that stops reading is
+    /// felt at once rather than after megabytes.
+    fn limit_send_buffer(&mut self, _bytes: usize) {}
 }
 
 pub enum Stream {
@@ -42,6 +47,22 @@ impl Pending for Stream {
             Stream::Plain(_) => false,
             #[cfg(feature = "tls")]
             Stream::Tls(t) => t.conn.wants_write(),
+        }
+    }
+
+    fn limit_send_buffer(&mut self, bytes: usize) {
+        use std::os::fd::AsRawFd;
+        let v = bytes as libc::c_int;
+        // SAFETY: setsockopt on a socket this stream owns, with an int
+        // option value that outlives the call.
+        unsafe {
+            libc::setsockopt(
+                self.tcp().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
         }
     }
 }

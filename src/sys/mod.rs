@@ -3,6 +3,7 @@
 pub mod capacity;
 pub mod fds;
 pub mod gpu;
+pub mod memory;
 pub mod mmsg;
 pub mod process;
 pub mod procfs;

@@ -13,7 +13,10 @@
 //! [`WsConn::on_tick`].
 
 use super::fanout::Fanout;
-use super::messages::{RAW_MIN, raw_text_frame, removed_message, summary_message, workers_message};
+use super::messages::{
+    RAW_MIN, push_entry, raw_frame, raw_text_frame, removed_message, summary_message, workers_head,
+    workers_message,
+};
 use super::upgrade::{Filter, Stream, Subscription};
 use crate::clock::unix_ms;
 use crate::fleet::registry::Registry;
@@ -33,6 +36,13 @@ use tungstenite::{Error as WsError, Message, Utf8Bytes};
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
 /// Server pings this often; two unanswered pings close the connection.
 pub const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// The kernel send buffer of a WebSocket client (`SO_SNDBUF`; Linux
+/// doubles it for bookkeeping). Small, so that a client that stops reading
+/// is felt within milliseconds: its socket stops taking data, the changes
+/// meant for it gather in its latest-wins set, and the stall clock starts,
+/// instead of megabytes of old updates queueing in the kernel.
+pub const SEND_BUFFER: usize = 64 * 1024;
 
 /// Settings a connection needs from the live configuration.
 #[derive(Clone, Copy, Debug)]
@@ -77,7 +87,8 @@ pub struct WsConn {
     visible: HashSet<WorkerId>,
     /// A message was handed to the socket and not yet fully written.
     unflushed: bool,
-    last_flushed: Instant,
+    /// When the socket last took bytes: the stall clock.
+    last_progress: Instant,
     next_ping: Instant,
     unanswered_pings: u8,
     next_summary: Instant,
@@ -95,12 +106,57 @@ pub struct WsConn {
     said_away: bool,
     /// `/ws/tasks`: the book, and the version this client has seen.
     tasks: Option<(Arc<Tasks>, u64)>,
+    /// A snapshot of its own (filtered, or narrowed by `?fields=`) going
+    /// out as fragments of one message.
+    fragments: Option<Fragments>,
+}
+
+/// A client's own snapshot, sent as the fragments of one WebSocket message
+/// (RFC 6455 §5.4), each rendered when the socket has taken the one
+/// before: what the client holds is one fragment and the list of workers
+/// still to render, whatever the fleet's size. The workers are the ones of
+/// the moment the snapshot began.
+struct Fragments {
+    rest: std::vec::IntoIter<Arc<Snapshot>>,
+    fields: Option<Vec<String>>,
+    begun: bool,
+}
+
+/// The most a snapshot fragment holds (or one worker, if larger), and at
+/// most `ws_max_queue_bytes`.
+pub const FRAGMENT: usize = 64 * 1024;
+
+impl Fragments {
+    /// The next fragment, framed; `None` once the last has been given.
+    fn next(&mut self, limit: usize) -> Option<Vec<u8>> {
+        let first = !self.begun;
+        if !first && self.rest.len() == 0 {
+            return None;
+        }
+        self.begun = true;
+        let mut text = if first {
+            workers_head("snapshot")
+        } else {
+            String::new()
+        };
+        let mut comma = !first;
+        while text.len() < limit {
+            let Some(s) = self.rest.next() else { break };
+            push_entry(&mut text, &s, comma, self.fields.as_deref());
+            comma = true;
+        }
+        let last = self.rest.len() == 0;
+        if last {
+            text.push_str("}}");
+        }
+        Some(raw_frame(first, last, text.as_bytes()))
+    }
 }
 
 /// The next message for a client: composed for it, or a shared frame.
 enum Next {
     Text(String),
-    Framed(Arc<[u8]>),
+    Frame(Body),
 }
 
 impl WsConn {
@@ -115,7 +171,7 @@ impl WsConn {
             removed: Vec::new(),
             visible: HashSet::new(),
             unflushed: false,
-            last_flushed: now,
+            last_progress: now,
             next_ping: now + PING_EVERY,
             unanswered_pings: 0,
             next_summary: now,
@@ -124,6 +180,7 @@ impl WsConn {
             read_deferred: false,
             said_away: false,
             tasks: None,
+            fragments: None,
         }
     }
 
@@ -146,7 +203,7 @@ impl WsConn {
     }
 
     fn in_flight(&self) -> bool {
-        self.unflushed || self.raw.is_some()
+        self.unflushed || self.raw.is_some() || self.fragments.is_some()
     }
 
     /// Every worker, no filter: such clients can share one rendered update.
@@ -177,6 +234,20 @@ impl WsConn {
             self.pending.insert(snap.id.clone(), snap.clone());
         }
         self.note_removed(&f.removed);
+    }
+
+    /// Whether the next message is the whole fleet's snapshot, the same for
+    /// every client: no filter, no fields.
+    pub fn wants_plain_snapshot(&self) -> bool {
+        self.need_snapshot && !self.in_flight() && self.tasks.is_none() && self.is_plain()
+    }
+
+    /// Send `frame`, the whole fleet's snapshot framed once for every
+    /// client, as this client's snapshot.
+    pub fn give_snapshot(&mut self, frame: Arc<[u8]>) {
+        self.need_snapshot = false;
+        self.pending.clear();
+        self.raw = Some((Body::Shared(frame), 0));
     }
 
     /// Only a status or label filter can hide a worker the client saw, so
@@ -270,7 +341,10 @@ impl WsConn {
                 while *pos < frame.len() {
                     match stream.write(&frame[*pos..]) {
                         Ok(0) => return Err(Ended::Closed),
-                        Ok(n) => *pos += n,
+                        Ok(n) => {
+                            *pos += n;
+                            self.last_progress = now;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => return Err(Ended::Error),
@@ -278,7 +352,6 @@ impl WsConn {
                 }
                 // Dropping the buffer returns its memory at once.
                 self.raw = None;
-                self.last_flushed = now;
                 if std::mem::take(&mut self.read_deferred) {
                     self.on_readable(stream)?;
                 }
@@ -287,7 +360,7 @@ impl WsConn {
                 match self.ctx.flush(stream) {
                     Ok(()) => {
                         self.unflushed = false;
-                        self.last_flushed = now;
+                        self.last_progress = now;
                     }
                     Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
@@ -298,8 +371,8 @@ impl WsConn {
             }
             let text = match self.next_message(registry, limits, now) {
                 None => return Ok(()),
-                Some(Next::Framed(frame)) => {
-                    self.raw = Some((Body::Shared(frame), 0));
+                Some(Next::Frame(frame)) => {
+                    self.raw = Some((frame, 0));
                     continue;
                 }
                 Some(Next::Text(text)) if text.len() >= RAW_MIN => {
@@ -328,9 +401,18 @@ impl WsConn {
         limits: WsLimits,
         now: Instant,
     ) -> Option<Next> {
-        self.compose(registry, limits, now)
-            .map(Next::Text)
-            .or_else(|| self.ready.take().map(Next::Framed))
+        let fragment = limits.max_queue_bytes.clamp(1, FRAGMENT);
+        if let Some(f) = self.fragments.as_mut().and_then(|f| f.next(fragment)) {
+            return Some(Next::Frame(Body::Owned(f)));
+        }
+        self.fragments = None;
+        if let Some(text) = self.compose(registry, limits, now) {
+            return Some(Next::Text(text));
+        }
+        if let Some(f) = self.fragments.as_mut().and_then(|f| f.next(fragment)) {
+            return Some(Next::Frame(Body::Owned(f)));
+        }
+        self.ready.take().map(|f| Next::Frame(Body::Shared(f)))
     }
 
     /// `/ws/tasks`: the newest tasks, then what changed, as it is now (a
@@ -382,7 +464,12 @@ impl WsConn {
                 self.visible = snaps.iter().map(|s| s.id.clone()).collect();
             }
             self.pending.clear();
-            return Some(workers_message("snapshot", &snaps, fields.as_deref()));
+            self.fragments = Some(Fragments {
+                rest: snaps.into_iter(),
+                fields,
+                begun: false,
+            });
+            return None;
         }
         if self.sub.stream == Stream::Summary {
             if now < self.next_summary {
@@ -428,7 +515,7 @@ impl WsConn {
         now: Instant,
     ) -> Result<(), Ended> {
         if self.in_flight()
-            && now.saturating_duration_since(self.last_flushed) >= limits.stall_timeout
+            && now.saturating_duration_since(self.last_progress) >= limits.stall_timeout
         {
             self.close(stream, CloseCode::Policy, "client stalled");
             return Err(Ended::Stalled);

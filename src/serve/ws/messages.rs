@@ -37,18 +37,28 @@ fn only(s: &Snapshot, fields: &[String]) -> Value {
 
 /// `{"type":KIND,"timestamp":…,"workers":{…}}` for these snapshots.
 pub fn workers_message(kind: &str, snaps: &[Arc<Snapshot>], fields: Option<&[String]>) -> String {
-    let mut out = format!(
-        "{{\"type\":\"{kind}\",\"timestamp\":{},\"workers\":{{",
-        unix_ms()
-    );
+    let mut out = workers_head(kind);
     for (i, s) in snaps.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_worker(&mut out, s, fields);
+        push_entry(&mut out, s, i > 0, fields);
     }
     out.push_str("}}");
     out
+}
+
+/// The start of a `workers_message`, up to its first worker; `}}` ends it.
+pub fn workers_head(kind: &str) -> String {
+    format!(
+        "{{\"type\":\"{kind}\",\"timestamp\":{},\"workers\":{{",
+        unix_ms()
+    )
+}
+
+/// One worker's entry of a `workers_message`, after a comma unless first.
+pub fn push_entry(out: &mut String, s: &Snapshot, comma: bool, fields: Option<&[String]>) {
+    if comma {
+        out.push(',');
+    }
+    push_worker(out, s, fields);
 }
 
 pub fn removed_message(ids: &[WorkerId]) -> String {
@@ -101,9 +111,15 @@ pub const RAW_MIN: usize = 32 * 1024;
 
 /// One unmasked, final text frame (RFC 6455 §5.2): a server's frame.
 pub fn raw_text_frame(payload: &[u8]) -> Vec<u8> {
+    raw_frame(true, true, payload)
+}
+
+/// One unmasked frame of a text message (RFC 6455 §5.2, §5.4): the first
+/// is a text frame, the rest continuation frames; the last has FIN set.
+pub fn raw_frame(first: bool, last: bool, payload: &[u8]) -> Vec<u8> {
     let n = payload.len();
     let mut f = Vec::with_capacity(n + 10);
-    f.push(0x81);
+    f.push(if last { 0x80 } else { 0 } | if first { 0x1 } else { 0 });
     if n < 126 {
         f.push(n as u8);
     } else if n <= u16::MAX as usize {
@@ -126,6 +142,9 @@ mod tests {
         assert_eq!(raw_text_frame(b"hi"), [0x81, 2, b'h', b'i']);
         let mid = raw_text_frame(&[b'x'; 300]);
         assert_eq!(&mid[..4], &[0x81, 126, 1, 44]);
+        assert_eq!(raw_frame(true, false, b"a"), [0x01, 1, b'a']);
+        assert_eq!(raw_frame(false, false, b"b"), [0x00, 1, b'b']);
+        assert_eq!(raw_frame(false, true, b"c"), [0x80, 1, b'c']);
         let big = raw_text_frame(&vec![b'x'; 70_000]);
         assert_eq!(&big[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
         assert_eq!(big.len(), 70_010);

@@ -13,6 +13,7 @@ pub mod fanout;
 pub mod messages;
 pub mod upgrade;
 
-pub use conn::{Ended, WsConn, WsLimits};
+pub use conn::{Ended, SEND_BUFFER, WsConn, WsLimits};
 pub use fanout::Fanout;
+pub use messages::{raw_text_frame, workers_message};
 pub use upgrade::{ENDPOINTS, Stream, Subscription, accept, admit, is_ws_path, subscription};
