@@ -390,3 +390,73 @@ fn a_full_table_of_idle_connections_makes_room_for_a_request() {
     assert!(closed(&mut oldest), "the oldest idle connection was kept");
     assert!(d.json("/health")["connections"]["http_evicted_idle"].as_u64() >= Some(1));
 }
+
+/// A whole-fleet answer for a large fleet is rendered off the loop: while
+/// the first `/telemetry` of 2,000 workers of 60 KB each (120 MB) is
+/// assembled and sent, `/health` is answered on another connection before
+/// a byte of it arrives; then it arrives whole, valid, with every worker,
+/// and a `HEAD` waits the same way and gets no body.
+#[test]
+fn health_is_answered_while_a_large_telemetry_renders() {
+    let d = Daemon::start(&["--max-worker-state-bytes", "64KiB"]);
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let labels: Vec<String> = (0..56)
+        .map(|i| format!(r#""k{i:02}":"{}""#, "v".repeat(1000)))
+        .collect();
+    let labels = labels.join(",");
+    for i in 0..2000 {
+        let beat =
+            format!(r#"{{"type":"heartbeat","worker_id":"big{i:04}","labels":{{{labels}}}}}"#);
+        s.send_to(beat.as_bytes(), d.heartbeat).unwrap();
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    d.wait_for("2,000 large workers", |d| {
+        d.json("/health")["workers"]["total"] == 2000
+    });
+
+    let mut big = connect(&d);
+    big.write_all(b"GET /telemetry HTTP/1.1\r\nHost: localhost\r\n\r\nHEAD /telemetry HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    big.set_nonblocking(true).unwrap();
+    let mut probe = connect(&d);
+    for _ in 0..5 {
+        probe
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let (status, _, _) = read_one(&mut probe);
+        assert_eq!(status, 200);
+    }
+    let mut first = [0u8; 1];
+    assert!(
+        matches!(big.read(&mut first), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "/telemetry began before /health was answered: rendered on the loop"
+    );
+    big.set_nonblocking(false).unwrap();
+    let (status, head, body) = read_one(&mut big);
+    assert_eq!(status, 200, "{head}");
+    assert!(body.len() > 110_000_000, "{}", body.len());
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 2000);
+    assert_eq!(v["big1999"]["labels"]["k55"].as_str().unwrap().len(), 1000);
+    // HEAD: the same length, no body (the next read is the probe below).
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        big.read_exact(&mut b).unwrap();
+        buf.push(b[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    big.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let (status, _, health) = read_one(&mut big);
+    assert_eq!(status, 200);
+    assert!(health.starts_with(b"{"), "HEAD sent a body");
+}

@@ -17,7 +17,7 @@
 use super::Ctx;
 use super::access;
 use super::head::{self, HeadError, Method, Request, Response};
-use super::out::{KEEP_CAPACITY, OutQueue};
+use super::out::{Flushed, KEEP_CAPACITY, OutQueue, WRITE_TURN};
 use super::stream::Pending;
 use super::ws::{self, Ended, WsConn, WsLimits};
 use crate::config::Config;
@@ -35,6 +35,10 @@ pub const OUT_HIGH: usize = 4 << 20;
 const IN_CAP: usize = head::MAX_HEAD + head::MAX_BODY;
 /// The most one read takes: the size of the loop's read buffer.
 pub const READ_CHUNK: usize = 16 * 1024;
+/// A response body this large bounds its connection's kernel send buffer
+/// to [`LARGE_SEND_BUFFER`] (`SO_SNDBUF`; Linux doubles it).
+pub const LARGE_BODY: usize = 1 << 20;
+pub const LARGE_SEND_BUFFER: usize = 256 * 1024;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -64,12 +68,18 @@ pub struct Conn<S> {
     last_active: Instant,
     read_paused: bool,
     peer_closed: bool,
+    /// Its kernel send buffer is bounded (it was sent a large body).
+    send_limited: bool,
+    /// A write stopped at its turn with more to go: no readiness edge will
+    /// come, so the loop calls [`Conn::on_writable`] again itself.
+    turn_ended: bool,
     /// An answer held until its ticket settles; later requests wait.
     waiting: Option<Waiting>,
 }
 
 struct Waiting {
     resp: Response,
+    reply: Reply,
     keep: Keep,
     origin: Option<String>,
 }
@@ -102,6 +112,8 @@ impl<S: Read + Write + Pending> Conn<S> {
             read_paused: false,
             peer_closed: false,
             waiting: None,
+            send_limited: false,
+            turn_ended: false,
         }
     }
 
@@ -189,6 +201,12 @@ impl<S: Read + Write + Pending> Conn<S> {
             self.read_paused = false;
             return self.on_readable(cx, now);
         }
+        if !self.inbuf.is_empty() && self.waiting.is_none() && self.pending_out() <= OUT_HIGH {
+            // Requests pipelined behind a large answer waited for it to
+            // drain; no read will come for them.
+            self.process(cx, now);
+            return self.flush(now);
+        }
         Next::Keep
     }
 
@@ -275,6 +293,11 @@ impl<S: Read + Write + Pending> Conn<S> {
         Next::Keep
     }
 
+    /// Whether its last write stopped at its turn (and clear it).
+    pub fn take_turn_ended(&mut self) -> bool {
+        std::mem::take(&mut self.turn_ended)
+    }
+
     pub fn is_waiting(&self) -> bool {
         self.waiting.is_some()
     }
@@ -282,17 +305,28 @@ impl<S: Read + Write + Pending> Conn<S> {
     /// The held answer's ticket may have settled: send it (or a 503 when
     /// the write failed), then go on with requests buffered behind it.
     pub fn on_settled(&mut self, cx: &mut Ctx, now: Instant) -> Next {
-        let Some(Waiting { resp, keep, origin }) = self.waiting.take() else {
+        let Some(Waiting {
+            resp,
+            reply,
+            keep,
+            origin,
+        }) = self.waiting.take()
+        else {
             return Next::Keep;
         };
         let resp = match settled(resp) {
             Ok(r) => r,
             Err(resp) => {
-                self.waiting = Some(Waiting { resp, keep, origin });
+                self.waiting = Some(Waiting {
+                    resp,
+                    reply,
+                    keep,
+                    origin,
+                });
                 return Next::Keep;
             }
         };
-        self.respond(cx, &resp, Reply::Full, keep, origin.as_deref());
+        self.respond(cx, &resp, reply, keep, origin.as_deref());
         if keep == Keep::Close {
             self.state = State::Closing;
         } else {
@@ -355,11 +389,17 @@ impl<S: Read + Write + Pending> Conn<S> {
                     }
                     let resp = cx.api.handle(&req, &buf[head_len..total], cx.cfg);
                     let keep = req.keep_alive && !resp.close;
+                    let reply = if req.method == Method::Head {
+                        Reply::HeadOnly
+                    } else {
+                        Reply::Full
+                    };
                     let resp = match settled(resp) {
                         Ok(r) => r,
                         Err(resp) => {
                             self.waiting = Some(Waiting {
                                 resp,
+                                reply,
                                 keep: Keep::from(keep),
                                 origin: req.origin.clone(),
                             });
@@ -367,11 +407,6 @@ impl<S: Read + Write + Pending> Conn<S> {
                             self.head_started = None;
                             break;
                         }
-                    };
-                    let reply = if req.method == Method::Head {
-                        Reply::HeadOnly
-                    } else {
-                        Reply::Full
                     };
                     self.respond(cx, &resp, reply, Keep::from(keep), req.origin.as_deref());
                     start += total;
@@ -439,18 +474,29 @@ impl<S: Read + Write + Pending> Conn<S> {
             keep == Keep::Open,
             access::allow_origin(cx.cfg, origin),
         );
+        if resp.body.len() >= LARGE_BODY && !self.send_limited {
+            // Each write of a large body then copies at most this much, so
+            // the loop turns to other requests between writes (the kernel
+            // would otherwise grow the buffer to megabytes per write).
+            self.send_limited = true;
+            self.stream.limit_send_buffer(LARGE_SEND_BUFFER);
+        }
         cx.shared.stats.http_response(resp.status);
     }
 
     fn flush(&mut self, now: Instant) -> Next {
         let before = self.out.len;
-        let done = self.out.write_to(&mut self.stream);
+        let done = self.out.write_turn(&mut self.stream, WRITE_TURN);
         if self.out.len < before {
             self.last_active = now;
         }
         match done {
-            Ok(true) => {}
-            Ok(false) => return Next::Keep,
+            Ok(Flushed::All) => {}
+            Ok(Flushed::Blocked) => return Next::Keep,
+            Ok(Flushed::Turn) => {
+                self.turn_ended = true;
+                return Next::Keep;
+            }
             Err(_) => return Next::Close,
         }
         if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_CAPACITY {

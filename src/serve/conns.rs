@@ -153,6 +153,9 @@ impl HttpServer {
         if slot.conn.is_waiting() {
             self.waiting.insert(key);
         }
+        if slot.conn.take_turn_ended() {
+            self.write_again.push(key);
+        }
         if !slot.subscribed && slot.conn.ws().is_some_and(|w| w.wants_changes()) {
             slot.subscribed = true;
             self.subscribers += 1;

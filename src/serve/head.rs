@@ -235,6 +235,9 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
 pub enum Body {
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
+    /// Being rendered off the loop: empty until then. Only sent once the
+    /// response's ticket has settled, when the bytes are there.
+    Rendering(Arc<std::sync::OnceLock<Arc<[u8]>>>),
 }
 
 impl Default for Body {
@@ -249,6 +252,7 @@ impl std::ops::Deref for Body {
         match self {
             Body::Owned(v) => v,
             Body::Shared(a) => a,
+            Body::Rendering(cell) => cell.get().map_or(&[], |a| a),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod head;
 pub mod health;
 pub mod metrics;
 pub mod out;
+mod render;
 pub mod routes;
 pub mod stream;
 pub mod task_routes;
@@ -89,6 +90,9 @@ pub struct HttpServer {
     names: access::Names,
     /// Connections holding an answer until its ticket settles.
     waiting: std::collections::BTreeSet<usize>,
+    /// Connections whose write stopped at its turn: written again after the
+    /// next poll, which then does not wait.
+    write_again: Vec<usize>,
     /// The task book's version the `/ws/tasks` clients were last given.
     tasks_version: u64,
     /// WebSocket clients that want the change feed.
@@ -131,6 +135,7 @@ impl HttpServer {
                 read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
                 names: access::Names::of_this_machine(),
                 waiting: Default::default(),
+                write_again: Vec::new(),
                 tasks_version: 0,
                 subscribers: 0,
                 ws_clients_at_tick: 0,
@@ -161,7 +166,10 @@ impl HttpServer {
             if let Some(w) = &mut self.watchdog {
                 wake_at = wake_at.min(w.tick(Instant::now()));
             }
-            let timeout = wake_at.saturating_duration_since(Instant::now());
+            let mut timeout = wake_at.saturating_duration_since(Instant::now());
+            if !self.write_again.is_empty() {
+                timeout = Duration::ZERO;
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -180,6 +188,9 @@ impl HttpServer {
                         self.on_conn(key, readable, ev.is_writable(), now);
                     }
                 }
+            }
+            for key in std::mem::take(&mut self.write_again) {
+                self.on_conn(key, false, true, now);
             }
             if self.accept_retry {
                 self.accept(now);

@@ -25,6 +25,21 @@ pub struct OutQueue {
     pub len: usize,
 }
 
+/// How far a write went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued is written.
+    All,
+    /// The socket takes no more for now; writable readiness will say when.
+    Blocked,
+    /// The turn's bytes are out and more remain: write again soon, after
+    /// the other connections.
+    Turn,
+}
+
+/// Bytes written to one connection before the loop turns to the others.
+pub const WRITE_TURN: usize = 512 * 1024;
+
 impl OutQueue {
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -52,6 +67,11 @@ impl OutQueue {
         }
         match &resp.body {
             Body::Shared(a) if a.len() >= SHARE_MIN => self.bufs.push_back(Body::Shared(a.clone())),
+            Body::Rendering(cell) if resp.body.len() >= SHARE_MIN => {
+                if let Some(a) = cell.get() {
+                    self.bufs.push_back(Body::Shared(a.clone()));
+                }
+            }
             body => self.tail().extend_from_slice(body),
         }
         self.len += resp.body.len();
@@ -59,7 +79,18 @@ impl OutQueue {
 
     /// Write as much as the socket takes. `Ok(true)` once all is written.
     pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
+        Ok(self.write_turn(w, usize::MAX)? == Flushed::All)
+    }
+
+    /// Write as much as the socket takes, stopping once `turn` bytes are
+    /// out: a client on loopback drains as fast as the loop writes, so
+    /// without a turn one large body would keep the loop from the others.
+    pub fn write_turn(&mut self, w: &mut impl Write, turn: usize) -> io::Result<Flushed> {
+        let mut written_now = 0;
         while !self.is_empty() {
+            if written_now >= turn {
+                return Ok(Flushed::Turn);
+            }
             let mut iov = [IoSlice::new(&[]); IOV_MAX];
             let mut n = 0;
             for (i, b) in self.bufs.iter().take(IOV_MAX).enumerate() {
@@ -69,8 +100,11 @@ impl OutQueue {
             }
             match w.write_vectored(&iov[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.advance(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Ok(written) => {
+                    self.advance(written);
+                    written_now += written;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -78,8 +112,8 @@ impl OutQueue {
         // `advance` has left at most one empty buffer of our own. A stream
         // that buffers below us (TLS) is drained too.
         match w.flush() {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Ok(()) => Ok(Flushed::All),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Flushed::Blocked),
             Err(e) => Err(e),
         }
     }
@@ -179,5 +213,34 @@ mod tests {
         assert_eq!(sock.got, want);
         assert!(q.is_empty());
         assert_eq!(Arc::strong_count(&shared), 2, "written bodies are let go");
+    }
+
+    #[test]
+    fn a_socket_that_takes_everything_is_written_in_turns() {
+        let mut q = OutQueue::default();
+        let body: Arc<[u8]> = vec![b'x'; 3 * WRITE_TURN].into();
+        q.push(&Response::json(200, body), false, true, "");
+        // Takes 100,000 bytes a call and never blocks, like loopback to a
+        // client that reads as fast as it is written to.
+        struct Fast(Vec<u8>);
+        impl Write for Fast {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                let n = buf.len().min(100_000);
+                self.0.extend_from_slice(&buf[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut sink = Fast(Vec::new());
+        let mut turns = 0;
+        while q.write_turn(&mut sink, WRITE_TURN).unwrap() == Flushed::Turn {
+            turns += 1;
+            assert!(turns < 10);
+        }
+        assert!(q.is_empty());
+        assert!((2..=3).contains(&turns), "{turns} turns");
+        assert!(sink.0.ends_with(&[b'x'; 100]));
     }
 }

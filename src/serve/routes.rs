@@ -166,7 +166,7 @@ pub struct Api {
     health: Health,
     /// The last `/telemetry` body and the fleet version it was built at,
     /// served again while no worker has changed since.
-    telemetry: Option<(u64, Arc<[u8]>)>,
+    telemetry: super::render::Cache,
     /// The same for the whole-fleet WebSocket snapshot, framed: every plain
     /// client connecting at one version, within a second, is sent this one
     /// copy (its `timestamp` is at most a second old).
@@ -191,7 +191,7 @@ impl Api {
             waker: None,
             pool: None,
             health: Health::new(started, udp_inode),
-            telemetry: None,
+            telemetry: Default::default(),
             ws_snapshot: None,
             ws_snapshot_at: Instant::now(),
             ws_snapshot_sent: None,
@@ -229,7 +229,7 @@ impl Api {
                 Response::json(200, self.health.body(reg, &self.shared, cfg.max_workers))
             }
             Route::Metrics => self.metrics(cfg),
-            Route::Telemetry => Response::json(200, self.telemetry_body()),
+            Route::Telemetry => self.telemetry(),
             Route::TelemetryOne(id) => found(
                 reg.snapshot(&id)
                     .map(|s| Response::json(200, s.telemetry_json().as_bytes().to_vec())),
@@ -324,14 +324,22 @@ impl Api {
         }
     }
 
-    /// The `/telemetry` body, rebuilt only when the fleet's version moved:
-    /// a dashboard polling a quiet fleet costs a lookup, not an assembly.
-    fn telemetry_body(&mut self) -> Arc<[u8]> {
+    /// `/telemetry`, rebuilt only when the fleet's version moved (a
+    /// dashboard polling a quiet fleet costs a lookup, not an assembly),
+    /// and off the loop when it is large ([`super::render`]).
+    fn telemetry(&mut self) -> Response {
         let version = self.shared.changes.version();
-        let registry = &self.registry;
-        cached(&mut self.telemetry, version, || {
-            views::telemetry_map(registry)
-        })
+        let registry = self.registry.clone();
+        let large = registry.len() >= LARGE_FLEET;
+        let (body, wait) = self
+            .telemetry
+            .get(version, large, self.waker.as_ref(), move || {
+                views::telemetry_map(&registry)
+            });
+        Response {
+            wait,
+            ..Response::json(200, body)
+        }
     }
 
     /// Let go of a shared WebSocket snapshot older than a second, and of
@@ -384,21 +392,9 @@ impl Api {
 /// How long a shared WebSocket snapshot serves new clients of a quiet fleet.
 const SNAPSHOT_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The bytes kept for `version`, or built anew.
-fn cached(
-    slot: &mut Option<(u64, Arc<[u8]>)>,
-    version: u64,
-    build: impl FnOnce() -> Vec<u8>,
-) -> Arc<[u8]> {
-    match slot {
-        Some((v, bytes)) if *v == version => bytes.clone(),
-        _ => {
-            let bytes: Arc<[u8]> = build().into();
-            *slot = Some((version, bytes.clone()));
-            bytes
-        }
-    }
-}
+/// A fleet this large has its first whole-fleet answer rendered off the
+/// loop; after that, how long the last one took decides.
+const LARGE_FLEET: usize = 2000;
 
 /// An `OPTIONS` answer. A CORS preflight lets any page read; only a page
 /// on an origin listed by name in `cors_allow_origin` may also change
@@ -480,8 +476,12 @@ mod tests {
     fn telemetry_body_is_reused_until_a_worker_changes() {
         let mut a = api();
         beat(&a, r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":1}"#);
-        let first = a.telemetry_body();
-        assert!(Arc::ptr_eq(&first, &a.telemetry_body()), "quiet fleet");
+        let body = |a: &mut Api| match a.telemetry().body {
+            crate::serve::head::Body::Shared(b) => b,
+            other => panic!("rendered here: {other:?}"),
+        };
+        let first = body(&mut a);
+        assert!(Arc::ptr_eq(&first, &body(&mut a)), "quiet fleet");
         beat(&a, r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":2}"#);
         let (_, v, _) = call(&mut a, "GET", "/telemetry");
         assert_eq!(v["w1"]["cpu_usage"], 2.0);
@@ -491,7 +491,7 @@ mod tests {
         assert!(a.registry.remove("w2"));
         let (_, v, _) = call(&mut a, "GET", "/telemetry");
         assert!(v.get("w2").is_none(), "a removed worker is gone at once");
-        assert!(!Arc::ptr_eq(&first, &a.telemetry_body()));
+        assert!(!Arc::ptr_eq(&first, &body(&mut a)));
         a.registry.shutdown(Instant::now() + Duration::from_secs(5));
     }
 
