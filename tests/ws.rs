@@ -539,3 +539,59 @@ fn two_hundred_clients_that_never_read_cost_one_snapshot_and_give_it_back() {
     );
     eprintln!("RSS {before} KiB before, {during} during, {after} after; closed in {took:?}");
 }
+
+/// 2,000 WebSocket clients connecting at once (dashboards after a restart)
+/// all get their upgrade and their snapshot: none is lost to a full listen
+/// queue or refused. `muster bench ws` connects them concurrently and fails
+/// unless every one holds its snapshot; its time is in BENCHMARKS.md.
+#[test]
+fn two_thousand_clients_connecting_at_once_all_get_their_snapshot() {
+    let d = Daemon::start(&[
+        "--http-max-connections",
+        "4096",
+        "--http-max-connections-per-ip",
+        "4096",
+    ]);
+    for i in 0..50 {
+        beat(&d, &format!(r#"{{"type":"heartbeat","worker_id":"w{i}"}}"#));
+    }
+    d.wait_for("50 workers", |d| {
+        d.json("/health")["workers"]["total"] == 50
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args([
+            "bench",
+            "ws",
+            "--clients",
+            "2000",
+            "--workers",
+            "5",
+            "--rate",
+            "5",
+        ])
+        .args([
+            "--duration",
+            "1s",
+            "--json",
+            "--pid",
+            &d.child.id().to_string(),
+        ])
+        .args(["--url", &format!("http://{}", d.http)])
+        .args(["--heartbeat-addr", &d.heartbeat.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["clients"], 2000);
+    assert!(r["connect_ms"].as_f64().is_some());
+    assert_eq!(d.json("/health")["connections"]["ws_accepted"], 2000);
+    eprintln!(
+        "2,000 clients held their snapshot after {} ms",
+        r["connect_ms"]
+    );
+}

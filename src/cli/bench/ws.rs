@@ -31,6 +31,8 @@ options:
   --rate R             heartbeats per second, all workers together (default 1000)
   --duration D         how long to send (default 10s)
   --stalled K          extra clients that connect and never read (default 0)
+  --threads T          client threads, each one epoll loop (default 1)
+  --floor              the server is bench/fanout.c: no snapshot, no /health
   --pid PID            musterd's pid for CPU and RSS (default: found in /proc)
   --url URL            musterd's HTTP address (default $MUSTER_URL or http://127.0.0.1:8080)
   --heartbeat-addr A   musterd's heartbeat address (default $MUSTER_HEARTBEAT_ADDR or 127.0.0.1:8090)
@@ -46,6 +48,8 @@ struct Opts {
     rate: u64,
     duration: Duration,
     stalled: usize,
+    threads: usize,
+    floor: bool,
     pid: Option<u32>,
     url: String,
     heartbeat: String,
@@ -59,6 +63,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         rate: 1000,
         duration: Duration::from_secs(10),
         stalled: 0,
+        threads: 1,
+        floor: false,
         pid: None,
         url: crate::cli::client::env_url(),
         heartbeat: crate::cli::client::env_heartbeat_addr(),
@@ -77,6 +83,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
                     crate::config::units::parse_duration(&v).map_err(lexopt::Error::from)?;
             }
             Long("stalled") => o.stalled = p.value()?.parse()?,
+            Long("threads") => o.threads = p.value()?.parse()?,
+            Long("floor") => o.floor = true,
             Long("pid") => o.pid = Some(p.value()?.parse()?),
             Long("url") => o.url = p.value()?.string()?,
             Long("heartbeat-addr") => o.heartbeat = p.value()?.string()?,
@@ -84,8 +92,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
-    if o.clients == 0 || o.workers == 0 || o.rate == 0 {
-        return Err("--clients, --workers and --rate must be above 0".into());
+    if o.clients == 0 || o.workers == 0 || o.rate == 0 || o.threads == 0 {
+        return Err("--clients, --workers, --rate and --threads must be above 0".into());
     }
     Ok(Some(o))
 }
@@ -128,45 +136,118 @@ struct Reader {
 
 /// Open a WebSocket on `/ws/telemetry` by hand: the bytes after the 101
 /// response (the start of the first message) are kept, not lost.
-fn handshake(http: SocketAddr) -> Result<Reader, String> {
+/// Connect `n` clients at once (non-blocking connects, every upgrade
+/// request written as soon as its socket is writable), and wait until each
+/// has its `101` and, when `snapshot`, its first whole message: what 2,000
+/// dashboards reconnecting after a restart do. Returns the clients and the
+/// time that took.
+fn connect_all(
+    http: SocketAddr,
+    n: usize,
+    snapshot: bool,
+) -> Result<(Vec<Reader>, Duration), String> {
+    use mio::{Events, Interest, Poll, Token};
     use std::io::Read;
-    let mut s = TcpStream::connect(http).map_err(|e| format!("connect {http}: {e}"))?;
     let req = format!(
         "GET /ws/telemetry HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
-        if n == 0 || buf.len() > 16 * 1024 {
-            return Err("websocket handshake: no complete response".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    if !buf.starts_with(b"HTTP/1.1 101") {
-        let line = String::from_utf8_lossy(&buf[..head_end])
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string();
-        return Err(format!("websocket handshake refused: {line}"));
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    // Per client: the stream, what it has read, whether its request is
+    // written, and whether it is ready.
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s =
+            mio::net::TcpStream::connect(http).map_err(|e| format!("connect {http}: {e}"))?;
+        poll.registry()
+            .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| e.to_string())?;
+        conns.push((s, Vec::new(), false, false));
     }
-    buf.drain(..head_end);
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    Ok(Reader {
-        stream: mio::net::TcpStream::from_std(s),
-        buf,
-        partial: Vec::new(),
-        open: true,
-    })
+    let mut ready = 0;
+    let mut events = Events::with_capacity(1024);
+    let mut chunk = vec![0u8; 256 * 1024];
+    let deadline = started + Duration::from_secs(60);
+    while ready < n {
+        if Instant::now() > deadline {
+            return Err(format!("{} of {n} clients ready after 60 s", ready));
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        for ev in events.iter() {
+            let (s, buf, sent, done) = &mut conns[ev.token().0];
+            if *done {
+                continue;
+            }
+            if !*sent && ev.is_writable() {
+                if let Ok(Some(e)) = s.take_error() {
+                    return Err(format!("connect {http}: {e}"));
+                }
+                match s.write(req.as_bytes()) {
+                    Ok(k) if k == req.len() => *sent = true,
+                    Ok(_) => return Err("upgrade request cut short".into()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotConnected => continue,
+                    Err(e) => return Err(format!("connect {http}: {e}")),
+                }
+            }
+            loop {
+                match s.read(&mut chunk) {
+                    Ok(0) => return Err("a client was closed while connecting".into()),
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            }
+            let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            if !buf.starts_with(b"HTTP/1.1 101") {
+                let line = String::from_utf8_lossy(&buf[..head_end])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                return Err(format!("websocket handshake refused: {line}"));
+            }
+            if snapshot && !has_whole_message(&buf[head_end + 4..])? {
+                continue;
+            }
+            *done = true;
+            ready += 1;
+        }
+    }
+    let took = started.elapsed();
+    let readers = conns
+        .into_iter()
+        .map(|(mut s, mut buf, _, _)| {
+            let _ = poll.registry().deregister(&mut s);
+            let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+            buf.drain(..head_end + 4);
+            Reader {
+                stream: s,
+                buf,
+                partial: Vec::new(),
+                open: true,
+            }
+        })
+        .collect();
+    Ok((readers, took))
 }
 
-/// A decoded frame head: opcode, FIN, the payload's range in the buffer,
-/// and the frame's whole length.
+/// Whether `buf` holds a whole data message (its final frame).
+fn has_whole_message(buf: &[u8]) -> Result<bool, String> {
+    let mut at = 0;
+    while let Some((opcode, fin, _, len)) = parse_frame(&buf[at..])? {
+        if fin && opcode <= 0x2 {
+            return Ok(true);
+        }
+        at += len;
+    }
+    Ok(false)
+}
+
 type FrameHead = (u8, bool, std::ops::Range<usize>, usize);
 
 /// One frame from a server (RFC 6455 §5.2); `None` until complete.
@@ -309,7 +390,7 @@ fn client_thread(
     stop: Arc<AtomicBool>,
     messages: Arc<AtomicU64>,
     every: u64,
-) -> Result<Vec<u32>, String> {
+) -> Result<(Vec<u32>, f64), String> {
     use mio::{Events, Interest, Poll, Token};
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     for (i, r) in readers.iter_mut().enumerate() {
@@ -344,7 +425,20 @@ fn client_thread(
             }
         }
     }
-    Ok(tally.samples)
+    Ok((tally.samples, thread_cpu_seconds()))
+}
+
+/// CPU time this thread has used, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t);
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
@@ -367,12 +461,11 @@ fn run(o: &Opts) -> Result<Value, String> {
     let every = ((o.clients as u64 * o.rate) / 20_000).max(1);
     // The clients are spread over one thread per core, each polling its
     // share of the sockets.
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(o.clients);
+    let threads = o.threads.min(o.clients);
     let mut shares: Vec<Vec<Reader>> = (0..threads).map(|_| Vec::new()).collect();
-    for i in 0..o.clients {
-        shares[i % threads].push(handshake(http)?);
+    let (clients, connect_took) = connect_all(http, o.clients, !o.floor)?;
+    for (i, r) in clients.into_iter().enumerate() {
+        shares[i % threads].push(r);
     }
     let mut readers = Vec::new();
     for share in shares {
@@ -410,10 +503,17 @@ fn run(o: &Opts) -> Result<Value, String> {
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Relaxed);
     let mut all: Vec<u32> = Vec::new();
+    let mut client_cpu = 0.0;
     for t in readers {
-        all.extend(t.join().map_err(|_| "a client thread panicked")??);
+        let (samples, cpu) = t.join().map_err(|_| "a client thread panicked")??;
+        all.extend(samples);
+        client_cpu += cpu;
     }
-    let health = client::get_json(http, "/health").map_err(|e| e.to_string())?;
+    let health = if o.floor {
+        Value::Null
+    } else {
+        client::get_json(http, "/health").map_err(|e| e.to_string())?
+    };
     drop(stalled);
     all.sort_unstable();
     let cpu = match (proc0, proc1) {
@@ -422,6 +522,8 @@ fn run(o: &Opts) -> Result<Value, String> {
     };
     Ok(json!({
         "clients": o.clients,
+        "connect_ms": connect_took.as_secs_f64() * 1000.0,
+        "client_threads": threads,
         "stalled_clients": o.stalled,
         "workers": o.workers,
         "rate": o.rate,
@@ -435,6 +537,7 @@ fn run(o: &Opts) -> Result<Value, String> {
         "ws_closed_stalled": health["connections"]["ws_closed_stalled"],
         "musterd_cpu_cores": cpu,
         "musterd_rss_kib": proc1.map(|(_, kb)| kb),
+        "client_cpu_cores": client_cpu / elapsed,
         "host_steal_percent": steal,
     }))
 }
@@ -452,6 +555,17 @@ fn print_table(r: &Value) {
         r["rate"],
         r["duration_s"].as_f64().unwrap_or(0.0)
     );
+    println!(
+        "  connected          {:>12}  (all {} with their {}, {} client threads)",
+        ms("connect_ms"),
+        r["clients"],
+        if r["ws_closed_stalled"].is_null() {
+            "101"
+        } else {
+            "snapshot"
+        },
+        r["client_threads"]
+    );
     println!("  heartbeats sent    {:>12}", r["heartbeats_sent"]);
     println!("  messages received  {:>12}", r["messages_received"]);
     println!("  latency p50        {:>12}", ms("latency_p50_ms"));
@@ -468,6 +582,9 @@ fn print_table(r: &Value) {
             r["musterd_rss_kib"]
         ),
         None => println!("  musterd            (not on this host or not found: pass --pid)"),
+    }
+    if let Some(c) = r["client_cpu_cores"].as_f64() {
+        println!("  clients            cpu {c:.3} cores");
     }
     super::report::print_steal(r);
     let _ = std::io::stdout().flush();
@@ -540,5 +657,17 @@ mod tests {
             (5, 1, Duration::from_secs(2))
         );
         assert!(parse(&["--clients".to_string(), "0".to_string()]).is_err());
+        let a: Vec<String> = ["--threads", "2", "--floor"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let o = parse(&a).unwrap().unwrap();
+        assert_eq!((o.threads, o.floor), (2, true));
+        assert_eq!(
+            parse(&[]).unwrap().unwrap().threads,
+            1,
+            "one epoll thread by default"
+        );
+        assert!(parse(&["--threads".to_string(), "0".to_string()]).is_err());
     }
 }
