@@ -402,13 +402,7 @@ fn spoofed_ids_cannot_lock_out_a_new_worker() {
 fn worst_case_frames_keep_memory_per_worker_within_the_stated_bound() {
     let d = Daemon::start(&[]);
     let pid = d.child.id();
-    let rss = || -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap()
-    };
+    let rss = || support::rss_kib(pid);
     let before = rss();
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     // 60 labels of 200 bytes: 60 × (64 + 8 + 200) ≈ 16,000 bytes retained.

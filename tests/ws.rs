@@ -467,13 +467,7 @@ fn many_clients_each_get_every_change() {
 fn two_hundred_clients_that_never_read_cost_one_snapshot_and_give_it_back() {
     let d = Daemon::start(&["--ws-stall-timeout", "2s"]);
     let pid = d.child.id();
-    let rss = || -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap()
-    };
+    let rss = || support::rss_kib(pid);
     let labels: Vec<String> = (0..28)
         .map(|i| format!(r#""k{i:02}":"{}""#, "v".repeat(260)))
         .collect();

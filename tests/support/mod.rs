@@ -212,6 +212,15 @@ pub fn parse_response(buf: &[u8]) -> (u16, String, Vec<u8>) {
     (status, head, buf[end + 4..].to_vec())
 }
 
+/// A process's resident memory in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
 /// Read one `\n`-terminated JSON line from a TCP heartbeat connection.
 pub fn read_line(s: &mut TcpStream) -> Option<Value> {
     let mut line = Vec::new();
