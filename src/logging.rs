@@ -1,5 +1,8 @@
-//! Logging set-up, once, on stderr. Under systemd (JOURNAL_STREAM set) lines
-//! carry no timestamp, since journald adds its own. The level can change at
+//! Logging set-up, once, on stderr. When stderr is the journal (the stream
+//! `JOURNAL_STREAM` names), lines carry no timestamp, since journald adds
+//! its own, and each starts with its syslog priority as sd-daemon(3)
+//! prefixes it (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug), so
+//! `journalctl -p warning` finds musterd's warnings. The level can change at
 //! run time through `log::set_max_level` (SIGHUP does this).
 //!
 //! Rate-limited warnings ([`RateLimit`]): the first occurrence of a kind of
@@ -19,14 +22,75 @@ pub fn init(level: LevelFilter) {
     b.set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
         .set_location_level(LevelFilter::Off);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
+    // The logger passes everything; the global max level filters.
+    if stderr_is_journal() {
         b.set_time_level(LevelFilter::Off);
+        let out = Prioritised {
+            line: Vec::new(),
+            out: std::io::stderr(),
+        };
+        let _ = WriteLogger::init(LevelFilter::Trace, b.build(), out);
     } else {
         b.set_time_format_rfc3339();
+        let _ = WriteLogger::init(LevelFilter::Trace, b.build(), std::io::stderr());
     }
-    // The logger passes everything; the global max level filters.
-    let _ = WriteLogger::init(LevelFilter::Trace, b.build(), std::io::stderr());
     log::set_max_level(level);
+}
+
+/// Whether stderr is the journal stream `JOURNAL_STREAM` names
+/// (`DEVICE:INODE`, as sd-daemon(3) says to check): a program run from a
+/// unit's shell with stderr redirected elsewhere must not get prefixes.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    // SAFETY: fstat fills the stat buffer it is given for fd 2.
+    let st = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(2, &mut st) != 0 {
+            return false;
+        }
+        st
+    };
+    dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
+}
+
+/// The syslog priority of a line simplelog formatted (`[WARN] …`).
+fn priority(line: &[u8]) -> u8 {
+    match line {
+        l if l.starts_with(b"[ERROR]") => 3,
+        l if l.starts_with(b"[WARN]") => 4,
+        l if l.starts_with(b"[DEBUG]") || l.starts_with(b"[TRACE]") => 7,
+        _ => 6,
+    }
+}
+
+/// stderr, each line prefixed with its priority. simplelog writes a record
+/// in pieces under its own lock; whole lines go out here.
+struct Prioritised<W> {
+    line: Vec<u8>,
+    out: W,
+}
+
+impl<W: std::io::Write> std::io::Write for Prioritised<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for piece in buf.split_inclusive(|&b| b == b'\n') {
+            self.line.extend_from_slice(piece);
+            if piece.ends_with(b"\n") {
+                let mut out = format!("<{}>", priority(&self.line)).into_bytes();
+                out.append(&mut self.line);
+                self.out.write_all(&out)?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 pub struct RateLimit {
@@ -78,6 +142,23 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn journal_lines_carry_their_priority() {
+        let mut p = Prioritised {
+            line: Vec::new(),
+            out: Vec::new(),
+        };
+        for piece in ["[WARN] ", "disk full\n[ERROR] gone\n", "[INFO]", " up\n"] {
+            p.write_all(piece.as_bytes()).unwrap();
+        }
+        p.write_all(b"[DEBUG] x\n[TRACE] y\nno level\n").unwrap();
+        assert_eq!(
+            String::from_utf8(p.out).unwrap(),
+            "<4>[WARN] disk full\n<3>[ERROR] gone\n<6>[INFO] up\n<7>[DEBUG] x\n<7>[TRACE] y\n<6>no level\n"
+        );
+    }
 
     #[test]
     fn one_line_per_window() {

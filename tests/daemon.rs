@@ -163,3 +163,64 @@ fn sighup_reloads_live_settings_and_survives_a_bad_file() {
     );
     assert_eq!(d.stop().0.code(), Some(0));
 }
+
+/// Under systemd, stderr is the journal stream `JOURNAL_STREAM` names: each
+/// line then starts with its syslog priority (sd-daemon(3)), so
+/// `journalctl -p warning` shows musterd's warnings, and carries no
+/// timestamp. The fleet report is logged only when the fleet changed since
+/// the last one. With `JOURNAL_STREAM` naming another file, nothing changes.
+#[test]
+fn journal_lines_carry_priorities_and_a_quiet_fleet_is_reported_once() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join(format!("muster-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |stream: &dyn Fn(&std::fs::Metadata) -> String| -> String {
+        let path = dir.join("stderr");
+        let file = std::fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let mut cmd = command(&["--http-addr", "0.0.0.0:0"]);
+        cmd.env("JOURNAL_STREAM", stream(&meta))
+            .env("MUSTER_METRICS_REPORT_INTERVAL", "1s")
+            .stderr(Stdio::from(file));
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(3500));
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        child.wait().unwrap();
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let journal = run(&|m| format!("{}:{}", m.dev(), m.ino()));
+    let warning = journal
+        .lines()
+        .find(|l| l.contains("beyond loopback"))
+        .unwrap_or_else(|| panic!("no warning in:\n{journal}"));
+    assert!(warning.starts_with("<4>[WARN] "), "{warning}");
+    assert!(
+        journal
+            .lines()
+            .any(|l| l.starts_with("<6>[INFO] listening")),
+        "{journal}"
+    );
+    assert!(journal.lines().all(|l| l.starts_with('<')), "{journal}");
+    let reports = journal
+        .lines()
+        .filter(|l| l.contains("fleet report"))
+        .count();
+    assert_eq!(
+        reports, 1,
+        "an empty fleet reported every second:\n{journal}"
+    );
+
+    let elsewhere = run(&|m| format!("{}:{}", m.dev(), m.ino() + 1));
+    let warning = elsewhere
+        .lines()
+        .find(|l| l.contains("beyond loopback"))
+        .unwrap();
+    assert!(
+        warning.contains(" [WARN] ") && !warning.starts_with('<'),
+        "{warning}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,6 +22,9 @@ impl Daemon {
     pub(super) fn run(self, mut signals: Signals) -> i32 {
         let mut next_status = Instant::now();
         let mut next_report = self.started;
+        // The fleet's version at the last report: a fleet that has not
+        // changed since is not reported again.
+        let mut reported: Option<u64> = None;
         let status = 'watch: loop {
             for sig in signals.pending() {
                 match sig {
@@ -43,8 +46,10 @@ impl Daemon {
             }
             if let Some(every) = self.shared.config.get().metrics_report_interval {
                 if Instant::now() >= next_report {
-                    if next_report > self.started {
+                    let version = self.shared.changes.version();
+                    if next_report > self.started && reported != Some(version) {
                         self.report();
+                        reported = Some(version);
                     }
                     next_report = Instant::now() + every;
                 }
