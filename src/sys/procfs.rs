@@ -67,6 +67,10 @@ pub struct Stat {
     /// User and system CPU time, in clock ticks.
     pub utime: u64,
     pub stime: u64,
+    /// CPU time of its children that exited and were waited for (fields
+    /// 16 and 17), in clock ticks.
+    pub cutime: u64,
+    pub cstime: u64,
     pub num_threads: u64,
     /// Start time after boot, in clock ticks.
     pub starttime: u64,
@@ -84,6 +88,8 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         session: field(6)? as u32,
         utime: field(14)?,
         stime: field(15)?,
+        cutime: field(16)?,
+        cstime: field(17)?,
         num_threads: field(20)?,
         starttime: field(22)?,
     })

@@ -4,10 +4,14 @@
 //!
 //! A process tree, not one pid: `sh -c 'make'` must not hide the compiler
 //! doing the work. Processes that vanish while being read are skipped, not
-//! errors. CPU time of a child that exits between two samples is lost to
-//! the tree (the kernel folds it into the parent's `cutime` only once the
-//! parent reaps it); that undercounts short-lived children, never
-//! overcounts.
+//! errors.
+//!
+//! CPU counts each process's own time and its reaped children's
+//! (`cutime`, `cstime`), so a child that lives and dies between two samples
+//! (a shell loop running `date`) is counted through its parent. A child
+//! seen in the previous sample and reaped since had its time counted up to
+//! then; that part is taken off again, so nothing is counted twice. Only a
+//! child reaped outside the tree (an orphan adopted by init) is lost.
 
 use crate::sys::procfs;
 use std::collections::HashMap;
@@ -39,27 +43,55 @@ pub struct Sampler {
     root: u32,
     clk_tck: f64,
     mem_total_kb: Option<u64>,
-    prev: Option<(Instant, HashMap<Key, u64>)>,
+    prev: Option<(Instant, HashMap<Key, Ticks>)>,
     peak_rss_kb: u64,
     page_kb: u64,
 }
 
+/// A process's CPU ticks (its own and its reaped children's) and its parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticks {
+    pub ticks: u64,
+    pub ppid: u32,
+}
+
 /// CPU percent from CPU ticks of two samples taken `secs` apart. A process
-/// new in `now` counts all its ticks (it started within the interval).
+/// new in `now` counts all its ticks (it started within the interval). A
+/// process gone since `prev` whose parent (or its parent's parent, if that
+/// went too) is still in the tree has been reaped there: its whole time is
+/// now in that ancestor's children's time, so what was counted of it
+/// before is taken off.
 pub fn cpu_percent(
-    prev: &HashMap<Key, u64>,
-    now: &HashMap<Key, u64>,
+    prev: &HashMap<Key, Ticks>,
+    now: &HashMap<Key, Ticks>,
     clk_tck: f64,
     secs: f64,
 ) -> f64 {
     if secs <= 0.0 {
         return 0.0;
     }
-    let ticks: u64 = now
+    let grown: u64 = now
         .iter()
-        .map(|(k, &t)| t.saturating_sub(prev.get(k).copied().unwrap_or(0)))
+        .map(|(k, t)| t.ticks.saturating_sub(prev.get(k).map_or(0, |p| p.ticks)))
         .sum();
-    ticks as f64 / clk_tck / secs * 100.0
+    let live: std::collections::HashSet<u32> = now.keys().map(|k| k.0).collect();
+    let parent_of: HashMap<u32, u32> = prev.iter().map(|(k, t)| (k.0, t.ppid)).collect();
+    let reaped_in_tree = |mut pid: u32| {
+        for _ in 0..64 {
+            match parent_of.get(&pid) {
+                Some(&ppid) if live.contains(&ppid) => return true,
+                Some(&ppid) => pid = ppid,
+                None => return false,
+            }
+        }
+        false
+    };
+    let counted_before: u64 = prev
+        .iter()
+        .filter(|(k, _)| !now.contains_key(k) && reaped_in_tree(k.0))
+        .map(|(_, t)| t.ticks)
+        .sum();
+    grown.saturating_sub(counted_before) as f64 / clk_tck / secs * 100.0
 }
 
 impl Sampler {
@@ -112,7 +144,14 @@ impl Sampler {
             else {
                 continue;
             };
-            ticks.insert((pid, stat.starttime), stat.utime + stat.stime);
+            let own = stat.utime + stat.stime + stat.cutime + stat.cstime;
+            ticks.insert(
+                (pid, stat.starttime),
+                Ticks {
+                    ticks: own,
+                    ppid: stat.ppid,
+                },
+            );
             u.processes += 1;
             u.threads += stat.num_threads;
             rss_kb += pages * self.page_kb;
@@ -174,18 +213,109 @@ pub fn thread_cpu() -> std::time::Duration {
 mod tests {
     use super::*;
 
+    fn t(ticks: u64, ppid: u32) -> Ticks {
+        Ticks { ticks, ppid }
+    }
+
     #[test]
     fn cpu_arithmetic() {
-        let prev = HashMap::from([((1, 10), 100), ((2, 20), 50)]);
+        // pid 2's parent is outside the tree (9): it went and nobody here
+        // reaped it.
+        let prev = HashMap::from([((1, 10), t(100, 0)), ((2, 20), t(50, 9))]);
         // Over 2 s at 100 ticks/s: pid 1 used 100 ticks, pid 2 gone, pid 3
         // new with 40 ticks, and a reused pid 2 (new start time) with 10.
-        let now = HashMap::from([((1, 10), 200), ((3, 30), 40), ((2, 99), 10)]);
+        let now = HashMap::from([
+            ((1, 10), t(200, 0)),
+            ((3, 30), t(40, 1)),
+            ((2, 99), t(10, 1)),
+        ]);
         let pct = cpu_percent(&prev, &now, 100.0, 2.0);
         assert!((pct - 75.0).abs() < 1e-9, "{pct}");
         assert_eq!(cpu_percent(&prev, &now, 100.0, 0.0), 0.0);
         // Two busy cores is 200 %.
-        let two = HashMap::from([((1, 10), 300), ((2, 20), 250)]);
+        let two = HashMap::from([((1, 10), t(300, 0)), ((2, 20), t(250, 9))]);
         assert!((cpu_percent(&prev, &two, 100.0, 2.0) - 200.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_child_reaped_between_samples_is_counted_once() {
+        // The shell (1) had used 10 ticks and its child (2) 30 when last
+        // seen; the child used 20 more, exited and was reaped: the shell's
+        // children's time now holds all 50, and the shell used 5 itself.
+        let prev = HashMap::from([((1, 10), t(10, 0)), ((2, 20), t(30, 1))]);
+        let now = HashMap::from([((1, 10), t(10 + 5 + 50, 0))]);
+        let pct = cpu_percent(&prev, &now, 100.0, 1.0);
+        assert!((pct - 25.0).abs() < 1e-9, "5 + 20 ticks, not {pct}");
+        // A grandchild (3) that went with its parent (2): both reaped up
+        // the chain into the shell.
+        let prev = HashMap::from([((1, 10), t(0, 0)), ((2, 20), t(10, 1)), ((3, 30), t(10, 2))]);
+        let now = HashMap::from([((1, 10), t(30, 0))]);
+        let pct = cpu_percent(&prev, &now, 100.0, 1.0);
+        assert!((pct - 10.0).abs() < 1e-9, "{pct}");
+        // Children that lived and died between samples count through
+        // their parent.
+        let prev = HashMap::from([((1, 10), t(0, 0))]);
+        let now = HashMap::from([((1, 10), t(80, 0))]);
+        assert!((cpu_percent(&prev, &now, 100.0, 1.0) - 80.0).abs() < 1e-9);
+    }
+
+    /// A shell that runs a short-lived process on each turn: what the
+    /// samples add up to is within 15 % of the CPU the shell's `times`
+    /// reports for itself and its children.
+    #[test]
+    fn a_fork_heavy_loop_is_counted_whole() {
+        let out = std::env::temp_dir().join(format!("muster-times-{}", std::process::id()));
+        let script = format!(
+            "i=0; while [ $i -lt 1500 ]; do /bin/true; i=$((i+1)); done; times > {}; sleep 0.5",
+            out.display()
+        );
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .spawn()
+            .unwrap();
+        let mut s = Sampler::new(child.id());
+        let interval = std::time::Duration::from_millis(100);
+        let mut sampled = 0.0;
+        let mut last = Instant::now();
+        s.sample();
+        // Until the shell is a zombie: it has then reaped every child, and
+        // a zombie's stat still holds its times.
+        loop {
+            std::thread::sleep(interval);
+            let zombie =
+                procfs::read_proc(&format!("/proc/{}/stat", child.id())).is_some_and(|t| {
+                    t.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z'))
+                });
+            let Some(u) = s.sample() else { break };
+            let now = Instant::now();
+            sampled +=
+                u.cpu_percent.unwrap_or(0.0) / 100.0 * now.duration_since(last).as_secs_f64();
+            last = now;
+            if zombie {
+                break;
+            }
+        }
+        child.wait().unwrap();
+        // `times`: the shell's user and system time, then its children's,
+        // as `0m1.234s 0m0.567s`.
+        let text = std::fs::read_to_string(&out).unwrap();
+        let _ = std::fs::remove_file(&out);
+        let secs = |w: &str| -> f64 {
+            let (m, s) = w.trim_end_matches('s').split_once('m').unwrap();
+            m.parse::<f64>().unwrap() * 60.0 + s.parse::<f64>().unwrap()
+        };
+        let total: f64 = text.split_whitespace().map(secs).sum();
+        assert!(
+            total > 0.2,
+            "the loop used {total} s: too little to compare"
+        );
+        let ratio = sampled / total;
+        assert!(
+            (0.85..=1.15).contains(&ratio),
+            "sampled {sampled:.2} s of {total:.2} s ({text:?})"
+        );
     }
 
     #[test]
