@@ -164,8 +164,8 @@ pub struct Api {
     /// The pool, when the daemon runs one (`None` in unit tests).
     pub pool: Option<Arc<crate::pool::Pool>>,
     health: Health,
-    /// The last `/telemetry` body and the fleet version it was built at,
-    /// served again while no worker has changed since.
+    /// The last `/telemetry` body, served again while no worker has changed
+    /// since (and built off the loop when large).
     telemetry: super::render::Cache,
     /// The same for the whole-fleet WebSocket snapshot, framed: every plain
     /// client connecting at one version, within a second, is sent this one

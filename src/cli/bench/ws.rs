@@ -425,20 +425,7 @@ fn client_thread(
             }
         }
     }
-    Ok((tally.samples, thread_cpu_seconds()))
-}
-
-/// CPU time this thread has used, in seconds.
-fn thread_cpu_seconds() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t);
-    }
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    Ok((tally.samples, crate::sys::usage::thread_cpu().as_secs_f64()))
 }
 
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
