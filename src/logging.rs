@@ -5,6 +5,11 @@
 //! `journalctl -p warning` finds musterd's warnings. The level can change at
 //! run time through `log::set_max_level` (SIGHUP does this).
 //!
+//! `log_format = json` writes one object per line instead, for people who
+//! ship logs to a store that parses them:
+//! `{"time":"2026-01-02T03:04:05.678Z","level":"warn","target":"muster::ingest","message":"…"}`.
+//! Under the journal the priority prefix comes first all the same.
+//!
 //! Rate-limited warnings ([`RateLimit`]): the first occurrence of a kind of
 //! event is logged, repeats within the window are counted and summed into
 //! the next line. A peer that sends garbage a thousand times a second costs
@@ -17,7 +22,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub fn init(level: LevelFilter) {
+pub fn init(level: LevelFilter, json: bool) {
+    if json {
+        let logger = Json {
+            journal: stderr_is_journal(),
+        };
+        let _ = log::set_boxed_logger(Box::new(logger));
+        log::set_max_level(level);
+        return;
+    }
     let mut b = ConfigBuilder::new();
     b.set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
@@ -66,6 +79,58 @@ fn priority(line: &[u8]) -> u8 {
         l if l.starts_with(b"[DEBUG]") || l.starts_with(b"[TRACE]") => 7,
         _ => 6,
     }
+}
+
+fn level_priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// One JSON object per record, written whole with one call.
+struct Json {
+    journal: bool,
+}
+
+impl Json {
+    fn line(&self, record: &log::Record, time_ms: u64) -> String {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            time: String,
+            level: String,
+            target: &'a str,
+            message: String,
+        }
+        let body = serde_json::to_string(&Line {
+            time: crate::clock::iso_ms(time_ms),
+            level: record.level().as_str().to_ascii_lowercase(),
+            target: record.target(),
+            message: record.args().to_string(),
+        })
+        .unwrap_or_default();
+        if self.journal {
+            format!("<{}>{body}\n", level_priority(record.level()))
+        } else {
+            format!("{body}\n")
+        }
+    }
+}
+
+impl log::Log for Json {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        use std::io::Write;
+        let line = self.line(record, crate::clock::unix_ms());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
 }
 
 /// stderr, each line prefixed with its priority. simplelog writes a record
@@ -158,6 +223,23 @@ mod tests {
             String::from_utf8(p.out).unwrap(),
             "<4>[WARN] disk full\n<3>[ERROR] gone\n<6>[INFO] up\n<7>[DEBUG] x\n<7>[TRACE] y\n<6>no level\n"
         );
+    }
+
+    #[test]
+    fn json_lines_are_one_object_each() {
+        let args = format_args!("bad \"frame\"\nfrom {}", "10.0.0.1");
+        let record = log::Record::builder()
+            .level(log::Level::Warn)
+            .target("muster::ingest")
+            .args(args)
+            .build();
+        let plain = Json { journal: false }.line(&record, 1_700_000_000_123);
+        assert_eq!(
+            plain,
+            "{\"time\":\"2023-11-14T22:13:20.123Z\",\"level\":\"warn\",\"target\":\"muster::ingest\",\"message\":\"bad \\\"frame\\\"\\nfrom 10.0.0.1\"}\n"
+        );
+        let journal = Json { journal: true }.line(&record, 1_700_000_000_123);
+        assert_eq!(journal, format!("<4>{plain}"));
     }
 
     #[test]

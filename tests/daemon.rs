@@ -224,3 +224,43 @@ fn journal_lines_carry_priorities_and_a_quiet_fleet_is_reported_once() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `log_format = json`: every line on stderr is one JSON object with the
+/// time, the level, the target and the message.
+#[test]
+fn json_log_lines_are_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stderr");
+    let mut cmd = command(&["--http-addr", "0.0.0.0:0", "--log-format", "json"]);
+    cmd.env_remove("JOURNAL_STREAM")
+        .stderr(Stdio::from(std::fs::File::create(&path).unwrap()));
+    let mut child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let log = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(lines.len() >= 3, "{log}");
+    for l in &lines {
+        let time = l["time"].as_str().unwrap();
+        assert!(time.ends_with('Z') && time.len() == 24, "{l}");
+        assert!(l["target"].as_str().unwrap().starts_with("muster"), "{l}");
+    }
+    let warning = lines
+        .iter()
+        .find(|l| l["message"].as_str().unwrap().contains("beyond loopback"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(warning["level"], "warn");
+    assert!(
+        lines.iter().any(
+            |l| l["level"] == "info" && l["message"].as_str().unwrap().starts_with("listening")
+        ),
+        "{log}"
+    );
+}

@@ -102,6 +102,8 @@ pub struct Config {
     pub autoscale_tasks_per_worker: usize,
     pub autoscale_cooldown: Duration,
     pub log_level: LevelFilter,
+    /// `json`: one JSON object per log line (otherwise text).
+    pub log_json: bool,
     /// Read from `api_token_file` when the configuration loads.
     pub api_token: Option<Secret>,
     /// Read from `heartbeat_token_file`.
@@ -293,6 +295,7 @@ pub fn defaults() -> Config {
         autoscale_tasks_per_worker: 0,
         autoscale_cooldown: Duration::ZERO,
         log_level: LevelFilter::Info,
+        log_json: false,
         api_token: None,
         heartbeat_token: None,
         tls: None,

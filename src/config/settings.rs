@@ -512,6 +512,22 @@ pub const SETTINGS: &[Setting] = &[
         },
         show: |c| c.log_level.to_string().to_lowercase(),
     },
+    Setting {
+        key: "log_format",
+        default: "text",
+        unit: Unit::Text,
+        live: false,
+        help: "text, or json: one object per line with time, level, target and message",
+        set: |c, v| {
+            c.log_json = match v {
+                "text" => false,
+                "json" => true,
+                _ => return Err(format!("{v:?} is not text or json")),
+            };
+            Ok(())
+        },
+        show: |c| if c.log_json { "json" } else { "text" }.into(),
+    },
 ];
 
 /// The row for `key`, if it is a setting.
