@@ -328,3 +328,55 @@ fn the_periodic_report_is_logged() {
         d.log_has("fleet report: workers=1 ") && d.log_has("total_runs=1 succeeded=1 failed=0")
     });
 }
+
+/// The worker's pid is the command's (what `kill` and `ps` see), and each
+/// run of `--every` reports its own.
+#[test]
+fn the_pid_reported_is_the_commands() {
+    let d = Daemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pids");
+    let script = format!("echo $$ >> {}; sleep 1", file.display());
+    let mut a = agent(
+        &d,
+        &[
+            "--id",
+            "pid1",
+            "--every",
+            "1500ms",
+            "--interval",
+            "100ms",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let agent_pid = a.id().to_string();
+    let pids = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let pids: Vec<String> = text.lines().map(str::to_string).collect();
+            if pids.len() >= n {
+                return pids;
+            }
+            assert!(Instant::now() < deadline, "{n} runs did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for run in 1..=2 {
+        let shell = pids(run)[run - 1].clone();
+        assert_ne!(shell, agent_pid);
+        d.wait_for("the command's pid", |d| {
+            d.json("/api/workers/pid1")["pid"].to_string() == shell
+        });
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(a.id() as i32, libc::SIGTERM);
+    }
+    wait_exit(&mut a, Duration::from_secs(10));
+}

@@ -131,7 +131,8 @@ pub fn compute<'a>(
     let mut durations = Vec::new();
     let mut ok = 0usize;
     for r in runs.filter(|r| now_ms.saturating_sub(r.at_ms) <= WINDOW_MS) {
-        durations.push(r.duration_ms as f64);
+        // Kept as f32; widened as is, 1102.29 would read 1102.2900390625.
+        durations.push(round2(f64::from(r.duration_ms)));
         ok += r.ok as usize;
     }
     durations.sort_unstable_by(f64::total_cmp);
@@ -198,6 +199,16 @@ mod tests {
             duration_ms,
             ok,
         }
+    }
+
+    #[test]
+    fn durations_read_as_they_were_sent() {
+        let runs = [run(1_000, 1102.29, true), run(2_000, 0.07, true)];
+        let m = compute(runs.iter(), Totals::default(), 0, 3_000);
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains("\"max_execution_ms\":1102.29,"), "{json}");
+        assert!(json.contains("\"min_execution_ms\":0.07,"), "{json}");
+        assert!(json.contains("\"p99_execution_ms\":1102.29,"), "{json}");
     }
 
     #[test]

@@ -160,6 +160,17 @@ impl Link {
         }
     }
 
+    /// A new hello (the command was started again, with a new pid): sent
+    /// now on a live TCP connection, and by each reconnect after.
+    pub(super) fn hello_again(&mut self, mut hello: Frame) {
+        hello.set_token(self.token.clone());
+        self.hello = proto::encode(&hello);
+        if self.tcp.is_some() {
+            let line = self.hello.clone();
+            self.send_now(&line);
+        }
+    }
+
     /// An outcome: sent now, or owed until the daemon is back.
     pub(super) fn run(&mut self, frame: Frame) {
         let frame = self.encode(frame);

@@ -393,6 +393,8 @@ fn run_cmd(o: &Opts, to: SocketAddr, signals: &mut signal_hook::iterator::Signal
             }
         };
         let pgid = child.id() as i32;
+        // The worker's pid is the command's, as `kill` and `ps` see it.
+        link.hello_again(hello(&id, child.id(), &o.labels));
         let mut sampler = Sampler::new(child.id());
         let mut next_beat = Instant::now();
         let exit = loop {
