@@ -371,7 +371,10 @@ fn the_pid_reported_is_the_commands() {
         let shell = pids(run)[run - 1].clone();
         assert_ne!(shell, agent_pid);
         d.wait_for("the command's pid", |d| {
-            d.json("/api/workers/pid1")["pid"].to_string() == shell
+            d.json("/api/workers/pid1")["pid"]
+                .as_u64()
+                .map(|p| p.to_string())
+                == Some(shell.clone())
         });
     }
     // SAFETY: kill(2) on our own child.

@@ -83,17 +83,32 @@ if need promtool || need prometheus; then
   udp '{"type":"run","worker_id":"busy","duration_ms":9000,"ok":false}'
   udp '{"type":"heartbeat","worker_id":"bad","cpu_usage":"x"}'
   exec 3<>"/dev/tcp/${hb%:*}/${hb#*:}"
-  printf '{"type":"hello","worker_id":"new"}\n' >&3
+  printf '{"type":"hello","worker_id":"new","hostname":"h1","labels":{"team":"ml"}}\n' >&3
   sleep 0.3
   states=$(curl -fs "http://$http/workers" | python3 -c 'import json,sys; print(" ".join(sorted(set(w["status"] for w in json.load(sys.stdin).values()))))')
   [ "$states" = "created inactive terminated working" ] && check "workers in every state: $states" || fail "states were: $states"
+  # From here "busy" and "new" keep beating, so only "gone" is silent.
+  ( while :; do
+      udp '{"type":"heartbeat","worker_id":"busy","status":"working"}'
+      printf '{"type":"heartbeat","worker_id":"new"}\n' >&3
+      sleep 0.3
+    done ) &
+  pids+=($!)
   curl -fs "http://$http/metrics" > "$work/metrics.txt"
+  curl -fs --compressed -D "$work/gzip.head" "http://$http/metrics" > "$work/metrics-gzip.txt"
+  if grep -qi '^content-encoding: gzip' "$work/gzip.head" && grep -q '^muster_worker_info' "$work/metrics-gzip.txt"; then
+    check "/metrics is gzipped when asked ($(curl -fs -H 'Accept-Encoding: gzip' "http://$http/metrics" | wc -c) bytes for $(wc -c < "$work/metrics.txt"))"
+  else
+    fail "/metrics was not gzipped: $(cat "$work/gzip.head")"
+  fi
   if need promtool; then
-    if out=$(promtool check metrics < "$work/metrics.txt" 2>&1) && [ -z "$out" ]; then
-      check "promtool check metrics: clean ($(grep -c '^muster_' "$work/metrics.txt") samples)"
-    else
-      fail "promtool check metrics: $out"
-    fi
+    for f in metrics metrics-gzip; do
+      if out=$(promtool check metrics < "$work/$f.txt" 2>&1) && [ -z "$out" ]; then
+        check "promtool check metrics ($f): clean ($(grep -c '^muster_\|^process_' "$work/$f.txt") samples)"
+      else
+        fail "promtool check metrics ($f): $out"
+      fi
+    done
   fi
   if need prometheus; then
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -119,6 +134,20 @@ EOF
     series=$(curl -fs "http://127.0.0.1:$port/api/v1/query?query=muster_worker_up%7Bworker_id%3D%22busy%22%7D" \
       | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")')
     [ -n "$series" ] && check "prometheus has the per-worker series muster_worker_up{worker_id=\"busy\"} ($series)" || fail "per-worker series missing"
+    # The rule the README tells users to write fires for silence only, not
+    # for a worker that said bye.
+    query() {
+      curl -fs -G "http://127.0.0.1:$port/api/v1/query" --data-urlencode "query=$1" \
+        | python3 -c 'import json,sys; print(" ".join(sorted(r["metric"].get("worker_id", r["value"][1]) for r in json.load(sys.stdin)["data"]["result"])))'
+    }
+    down=$(query 'muster_worker_up == 0')
+    [ "$down" = gone ] && check "muster_worker_up == 0 is the silent worker only: $down" || fail "muster_worker_up == 0 gave: $down"
+    working=$(query 'muster_worker_status{status="working"} == 1')
+    [ "$working" = busy ] && check "muster_worker_status{status=\"working\"}: $working" || fail "working: $working"
+    info=$(query 'muster_worker_info{hostname="h1",label_team="ml"}')
+    [ "$info" = new ] && check "muster_worker_info carries hostname and labels: $info" || fail "info: $info"
+    fds=$(query 'process_open_fds{job="muster"}')
+    [ -n "$fds" ] && [ "$fds" -gt 3 ] && check "process_open_fds: $fds" || fail "process_open_fds: $fds"
   fi
   exec 3>&-
 fi

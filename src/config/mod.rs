@@ -70,6 +70,7 @@ pub struct Config {
     pub ws_stall_timeout: Duration,
     pub history_samples: usize,
     pub metrics_report_interval: Option<Duration>,
+    pub metrics_worker_series: WorkerSeries,
     pub cors_allow_origin: Vec<String>,
     pub ws_allow_origin: Vec<String>,
     pub http_allowed_hosts: Vec<String>,
@@ -129,6 +130,27 @@ impl Fsync {
             Fsync::Always => "always",
             Fsync::Batch => "batch",
             Fsync::Off => "off",
+        }
+    }
+}
+
+/// Which per-worker series `/metrics` shows (`metrics_worker_series`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerSeries {
+    /// Everything: also resource gauges and the run-duration histogram.
+    Full,
+    /// Up, status, info and run counts: five series a worker.
+    Basic,
+    /// None: fleet totals only.
+    Off,
+}
+
+impl WorkerSeries {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerSeries::Full => "full",
+            WorkerSeries::Basic => "basic",
+            WorkerSeries::Off => "off",
         }
     }
 }
@@ -266,6 +288,7 @@ pub fn defaults() -> Config {
         ws_stall_timeout: Duration::ZERO,
         history_samples: 0,
         metrics_report_interval: None,
+        metrics_worker_series: WorkerSeries::Full,
         cors_allow_origin: Vec::new(),
         ws_allow_origin: Vec::new(),
         http_allowed_hosts: Vec::new(),

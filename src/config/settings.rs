@@ -334,6 +334,23 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| shown_off(c.metrics_report_interval, fmt_duration),
     },
     Setting {
+        key: "metrics_worker_series",
+        default: "full",
+        unit: Unit::Text,
+        live: true,
+        help: "per-worker series on /metrics: full (about 30 a worker with runs), basic (5) or off",
+        set: |c, v| {
+            c.metrics_worker_series = match v {
+                "full" => super::WorkerSeries::Full,
+                "basic" => super::WorkerSeries::Basic,
+                "off" => super::WorkerSeries::Off,
+                _ => return Err(format!("{v:?} is not full, basic or off")),
+            };
+            Ok(())
+        },
+        show: |c| c.metrics_worker_series.as_str().into(),
+    },
+    Setting {
         key: "cors_allow_origin",
         default: "*",
         unit: Unit::List,

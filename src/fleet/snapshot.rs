@@ -21,6 +21,15 @@ pub enum Transport {
     Tcp,
 }
 
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
 /// Details a worker gave in its `hello`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HelloInfo {

@@ -60,6 +60,9 @@ pub struct Request {
     pub ws_version: Option<String>,
     /// `Accept`, for answers with more than one form (task logs).
     pub accept: Option<String>,
+    /// `Accept-Encoding` names gzip (with a q above 0): `/metrics` may be
+    /// sent compressed.
+    pub gzip: bool,
     /// `Host`, `Origin` and `Authorization`, for the access checks.
     pub host: Option<String>,
     pub origin: Option<String>,
@@ -136,6 +139,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         ws_key: None,
         ws_version: None,
         accept: None,
+        gzip: false,
         host: None,
         origin: None,
         authorization: None,
@@ -187,6 +191,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
             }
         } else if name.eq_ignore_ascii_case("accept") {
             r.accept = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            r.gzip |= takes_gzip(value);
         } else if name.eq_ignore_ascii_case("authorization") {
             r.authorization = Some(value.to_string());
         }
@@ -348,6 +354,21 @@ impl Response {
     }
 }
 
+/// Whether an `Accept-Encoding` value (RFC 9110 §12.5.3) takes gzip:
+/// `gzip` or `x-gzip` listed with no `q`, or a `q` above 0.
+pub fn takes_gzip(value: &str) -> bool {
+    value.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or("");
+        if !(coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")) {
+            return false;
+        }
+        parts
+            .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .all(|q| q.trim().parse::<f64>().is_ok_and(|q| q > 0.0))
+    })
+}
+
 pub fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
@@ -425,6 +446,24 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool, cors: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_when_listed_with_a_q_above_zero() {
+        for (v, want) in [
+            ("gzip", true),
+            ("gzip, deflate, br", true),
+            ("deflate, GZIP;q=0.5", true),
+            ("x-gzip", true),
+            ("gzip;q=0", false),
+            ("gzip; q=0.0", false),
+            ("identity", false),
+            ("*", false),
+            ("gzipped", false),
+            ("", false),
+        ] {
+            assert_eq!(takes_gzip(v), want, "{v:?}");
+        }
+    }
 
     const VALID: &[&str] = &[
         "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",

@@ -167,6 +167,11 @@ pub struct Api {
     /// The last `/telemetry` body, served again while no worker has changed
     /// since (and built off the loop when large).
     telemetry: super::render::Cache,
+    /// The last `/metrics` bodies, plain and gzipped, and how many scrapes
+    /// there were (each is a version of its own).
+    metrics_plain: super::render::Cache,
+    metrics_gzip: super::render::Cache,
+    scrapes: u64,
     /// The same for the whole-fleet WebSocket snapshot, framed: every plain
     /// client connecting at one version, within a second, is sent this one
     /// copy (its `timestamp` is at most a second old).
@@ -192,6 +197,9 @@ impl Api {
             pool: None,
             health: Health::new(started, udp_inode),
             telemetry: Default::default(),
+            metrics_plain: Default::default(),
+            metrics_gzip: Default::default(),
+            scrapes: 0,
             ws_snapshot: None,
             ws_snapshot_at: Instant::now(),
             ws_snapshot_sent: None,
@@ -228,7 +236,7 @@ impl Api {
             Route::Health => {
                 Response::json(200, self.health.body(reg, &self.shared, cfg.max_workers))
             }
-            Route::Metrics => self.metrics(cfg),
+            Route::Metrics => self.metrics(req, cfg),
             Route::Telemetry => self.telemetry(),
             Route::TelemetryOne(id) => found(
                 reg.snapshot(&id)
@@ -259,21 +267,55 @@ impl Api {
         }
     }
 
-    fn metrics(&mut self, cfg: &Config) -> Response {
-        let d = metrics::Figures {
-            stats: &self.shared.stats,
-            version: VERSION,
-            uptime_seconds: self.health.started().elapsed().as_secs_f64(),
-            udp_kernel_drops: self.health.udp_kernel_drops(),
-            max_workers: cfg.max_workers,
-            tasks: Some(&self.tasks),
+    /// `/metrics`, gzipped when the scraper asks. Every scrape is
+    /// rendered afresh, except that a body that took long to render is
+    /// rendered off the loop and served again for as long as it took
+    /// ([`super::render`]), as `/telemetry` is.
+    fn metrics(&mut self, req: &Request, cfg: &Config) -> Response {
+        self.scrapes += 1;
+        let shared = self.shared.clone();
+        let tasks = self.tasks.clone();
+        let registry = self.registry.clone();
+        let uptime_seconds = self.health.started().elapsed().as_secs_f64();
+        let udp_kernel_drops = self.health.udp_kernel_drops();
+        let (max_workers, series) = (cfg.max_workers, cfg.metrics_worker_series);
+        let large = registry.len() >= LARGE_FLEET;
+        let gzip = req.gzip;
+        let cache = if gzip {
+            &mut self.metrics_gzip
+        } else {
+            &mut self.metrics_plain
         };
-        let body = metrics::render(&d, &self.registry.snapshots(), Instant::now());
-        Response {
+        let (body, wait) = cache.get(self.scrapes, large, self.waker.as_ref(), move || {
+            let d = metrics::Figures {
+                stats: &shared.stats,
+                version: VERSION,
+                uptime_seconds,
+                udp_kernel_drops,
+                max_workers,
+                tasks: Some(&tasks),
+                series,
+                process: crate::sys::procfs::own_process(),
+            };
+            let text = metrics::render(&d, &registry.snapshots(), Instant::now());
+            if gzip {
+                metrics::gzip(text.as_bytes())
+            } else {
+                text.into_bytes()
+            }
+        });
+        let r = Response {
             status: 200,
             content_type: metrics::CONTENT_TYPE,
-            body: body.into_bytes().into(),
+            body,
+            wait,
             ..Response::default()
+        };
+        let r = r.with_header("Vary", "Accept-Encoding");
+        if gzip {
+            r.with_header("Content-Encoding", "gzip")
+        } else {
+            r
         }
     }
 

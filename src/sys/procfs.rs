@@ -209,6 +209,54 @@ pub fn cpu_and_rss(pid: u32) -> Option<(f64, u64)> {
     Some((cpu, status_kb(&status, "VmRSS").unwrap_or(0)))
 }
 
+/// The daemon's own process, as Prometheus client libraries export it
+/// (`process_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OwnProcess {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: Option<u64>,
+    /// Unix seconds when the process started.
+    pub start_time_seconds: Option<f64>,
+}
+
+/// Boot time from the `btime` line of /proc/stat, in Unix seconds.
+pub fn parse_btime(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// This process's figures, or `None` when /proc cannot be read.
+pub fn own_process() -> Option<OwnProcess> {
+    let stat = parse_stat(&read_proc("/proc/self/stat")?)?;
+    let statm = read_proc("/proc/self/statm")?;
+    let mut pages = statm.split_whitespace().map(|v| v.parse::<u64>().ok());
+    let (size, resident) = (pages.next()??, pages.next()??);
+    let tck = clock_ticks() as f64;
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    // SAFETY: getrlimit writes into the struct we pass.
+    let max_fds = unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        (libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur != libc::RLIM_INFINITY)
+            .then_some(r.rlim_cur)
+    };
+    let btime = read_proc("/proc/stat").and_then(|t| parse_btime(&t));
+    Some(OwnProcess {
+        cpu_seconds: (stat.utime + stat.stime) as f64 / tck,
+        resident_bytes: resident * page_size(),
+        virtual_bytes: size * page_size(),
+        // The directory read holds one descriptor of its own.
+        open_fds: open_fds.saturating_sub(1),
+        max_fds,
+        start_time_seconds: btime.map(|b| b as f64 + stat.starttime as f64 / tck),
+    })
+}
+
 /// The machine's CPU time from the `cpu` line of `/proc/stat`, in clock
 /// ticks: `(steal, total)`. Steal is time this (virtual) machine wanted to
 /// run and the hypervisor gave to someone else.
@@ -238,6 +286,22 @@ pub fn steal_percent(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn btime_and_own_process() {
+        assert_eq!(
+            parse_btime("cpu  1 2 3\nintr 5\nbtime 1700000000\nprocesses 9\n"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_btime("cpu 1\n"), None);
+        let before = own_process().unwrap();
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        let after = own_process().unwrap();
+        // Other test threads open files too: at least the one held here.
+        assert!(after.open_fds >= 1 && before.resident_bytes > 0);
+        drop(f);
+        assert!(after.virtual_bytes >= after.resident_bytes);
+    }
 
     #[test]
     fn stat_with_awkward_names() {
