@@ -107,10 +107,13 @@ fn beat_tcp(to: SocketAddr, id: &str, token: Option<String>, text: &str) -> Out 
     let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(unreachable)?;
     s.set_read_timeout(Some(Duration::from_millis(500)))
         .map_err(unreachable)?;
+    // The worker is the script that runs `muster beat`: our parent.
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let script = unsafe { libc::getppid() } as u32;
     let hello = proto::encode(&Frame::Hello(Hello {
         worker_id: WorkerId::from(id),
-        pid: Some(std::process::id()),
-        hostname: None,
+        pid: Some(script),
+        hostname: Some(crate::cli::agent::hostname()),
         capacity: None,
         task_types: None,
         labels: None,

@@ -41,8 +41,13 @@ const MAX_RESPONSE: u64 = 256 << 20;
 
 #[derive(Debug)]
 pub enum ClientError {
-    BadUrl(String),
+    /// The URL, and what is wrong with it.
+    BadUrl(String, &'static str),
+    /// The host name did not resolve.
+    Resolve(String, io::Error),
     Unreachable(String, io::Error),
+    /// Something answered, but not as musterd does.
+    NotMusterd(String, String),
     Protocol(String),
     /// The daemon answered with an error status.
     Status(u16, String),
@@ -51,30 +56,69 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::BadUrl(u) => write!(f, "bad url {u:?}: expected http://HOST:PORT"),
+            ClientError::BadUrl(u, why) => write!(f, "bad url {u:?}: {why}"),
+            ClientError::Resolve(h, e) => write!(f, "cannot resolve {h:?}: {e}"),
+            ClientError::Unreachable(u, e) if timed_out(e) => write!(
+                f,
+                "musterd at {u} did not answer: timed out after {} s",
+                TIMEOUT.as_secs()
+            ),
+            ClientError::Unreachable(u, e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                write!(
+                    f,
+                    "cannot reach musterd at {u}: connection refused (is it running, on this port?)"
+                )
+            }
             ClientError::Unreachable(u, e) => write!(f, "cannot reach musterd at {u}: {e}"),
+            ClientError::NotMusterd(u, what) => write!(f, "{u} is not a musterd server: {what}"),
             ClientError::Protocol(m) => write!(f, "bad response from musterd: {m}"),
             ClientError::Status(s, m) => write!(f, "musterd answered {s}: {m}"),
         }
     }
 }
 
+/// A read or connect that ran out of time (a socket timeout reads as
+/// `WouldBlock` on Linux).
+pub fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
 impl std::error::Error for ClientError {}
 
 /// `http://host:port[/]` → the socket address.
 pub fn parse_url(url: &str) -> Result<SocketAddr, ClientError> {
+    let bad = |why| ClientError::BadUrl(url.to_string(), why);
+    if url.starts_with("https://") {
+        return Err(bad(
+            "https is not supported yet; use http://, or a local TLS relay to a musterd with tls_cert_file",
+        ));
+    }
     let rest = url.strip_prefix("http://").unwrap_or(url);
+    if rest.contains("://") {
+        return Err(bad("expected http://HOST:PORT"));
+    }
     let hostport = rest.split('/').next().unwrap_or("");
-    let hostport = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.ends_with(':') => (h, p),
+        _ if hostport.is_empty() || hostport.contains(':') => {
+            return Err(bad("expected http://HOST:PORT"));
+        }
+        _ => (hostport, "80"),
     };
-    hostport
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, port)
         .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| ClientError::BadUrl(url.to_string()))
+        .map_err(|e| ClientError::Resolve(host.to_string(), e))?
+        .next()
+        .ok_or_else(|| {
+            ClientError::Resolve(host.to_string(), io::Error::other("no address for it"))
+        })
 }
 
 /// GET `path` and return status and body.
@@ -137,7 +181,29 @@ fn send(
     s.take(MAX_RESPONSE)
         .read_to_end(&mut buf)
         .map_err(unreachable)?;
-    parse_response(&buf)
+    parse_response(&buf).map_err(|e| match e {
+        ClientError::Protocol(m) if !buf.starts_with(b"HTTP/") => {
+            ClientError::NotMusterd(addr.to_string(), format!("not an HTTP answer ({m})"))
+        }
+        e => e,
+    })
+}
+
+/// An answer's JSON, or the API's error message (`{"error", "message"}`)
+/// as [`ClientError::Status`]. A body that is not JSON did not come from
+/// musterd.
+pub fn answer(addr: SocketAddr, status: u16, body: &[u8]) -> Result<Value, ClientError> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| {
+        ClientError::NotMusterd(
+            addr.to_string(),
+            format!("it answered HTTP {status} with a body that is not JSON"),
+        )
+    })?;
+    if status >= 400 {
+        let msg = v["message"].as_str().unwrap_or("error").to_string();
+        return Err(ClientError::Status(status, msg));
+    }
+    Ok(v)
 }
 
 /// The Content-Length of a parsed response head, if it has a valid one.
@@ -173,13 +239,7 @@ fn parse_response(buf: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
 /// with the API's `message`.
 pub fn get_json(addr: SocketAddr, path: &str) -> Result<Value, ClientError> {
     let (status, body) = get(addr, path)?;
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    if status >= 400 {
-        let msg = v["message"].as_str().unwrap_or("error").to_string();
-        return Err(ClientError::Status(status, msg));
-    }
-    Ok(v)
+    answer(addr, status, &body)
 }
 
 #[cfg(test)]
@@ -194,7 +254,41 @@ mod tests {
         );
         assert_eq!(parse_url("http://127.0.0.1:9/x").unwrap().port(), 9);
         assert_eq!(parse_url("127.0.0.1:7").unwrap().port(), 7);
-        assert!(parse_url("http://").is_err());
+        assert_eq!(
+            parse_url("http://[::1]:9").unwrap(),
+            "[::1]:9".parse().unwrap()
+        );
+        assert_eq!(parse_url("localhost:5").unwrap().port(), 5);
+        let said = |u: &str| parse_url(u).unwrap_err().to_string();
+        assert_eq!(
+            said("http://"),
+            "bad url \"http://\": expected http://HOST:PORT"
+        );
+        assert!(said("https://h:1").contains("https is not supported yet"));
+        assert!(said("ftp://h:1").contains("expected http://HOST:PORT"));
+        assert!(said("http://h:port").contains("the port is not a number"));
+        let dns = said("http://no-such-host.invalid:8080");
+        assert!(
+            dns.starts_with("cannot resolve \"no-such-host.invalid\": "),
+            "{dns}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_cause() {
+        let timeout = ClientError::Unreachable("h:1".into(), io::ErrorKind::WouldBlock.into());
+        assert_eq!(
+            timeout.to_string(),
+            "musterd at h:1 did not answer: timed out after 10 s"
+        );
+        let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let e = answer(a, 200, b"<html>hello</html>").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "127.0.0.1:9 is not a musterd server: it answered HTTP 200 with a body that is not JSON"
+        );
+        let e = answer(a, 409, br#"{"error":"no_pool","message":"no pool"}"#).unwrap_err();
+        assert_eq!(e.to_string(), "musterd answered 409: no pool");
     }
 
     #[test]

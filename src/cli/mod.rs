@@ -13,6 +13,7 @@ pub mod client;
 pub mod ops;
 pub mod pool;
 pub mod tasks;
+pub mod watch;
 
 use crate::VERSION;
 use client::ClientError;
@@ -123,7 +124,7 @@ fn run(args: Vec<String>) -> Out {
         Some("workers") => ops::workers(&url, &args),
         Some("status") => ops::status(&url, &args),
         Some("health") => ops::health(&url, &args),
-        Some("watch") => ops::watch(&url, &args),
+        Some("watch") => watch::watch(&url, &args),
         Some("forget") => ops::forget(&url, &args),
         Some("tasks") => tasks::list(&url, &args),
         Some("scale") => pool::scale(&url, &args),

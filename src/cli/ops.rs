@@ -6,11 +6,9 @@ use super::{Fail, Out};
 use crate::clock::unix_ms;
 use crate::proto;
 use lexopt::prelude::*;
-use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use serde_json::Value;
 use std::io::{IsTerminal, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
 
 /// `--url` may also follow the command.
 fn take_url(p: &mut lexopt::Parser, url: &mut String) -> Result<(), Fail> {
@@ -35,7 +33,7 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn colour_enabled() -> bool {
+pub(super) fn colour_enabled() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
@@ -54,15 +52,20 @@ fn paint(status: &str, on: bool) -> String {
     format!("\x1b[{code}m{status}\x1b[0m")
 }
 
-/// "3s ago", "5m ago", "2h ago".
-pub fn ago(then_ms: u64, now_ms: u64) -> String {
+/// An age as one word: "3s", "5m", "2h", "4d".
+pub fn age(then_ms: u64, now_ms: u64) -> String {
     let s = now_ms.saturating_sub(then_ms) / 1000;
     match s {
-        0..60 => format!("{s}s ago"),
-        60..3600 => format!("{}m ago", s / 60),
-        3600..86400 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86400),
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
     }
+}
+
+/// "3s ago", "5m ago", "2h ago".
+pub fn ago(then_ms: u64, now_ms: u64) -> String {
+    format!("{} ago", age(then_ms, now_ms))
 }
 
 fn num(v: &Value, digits: usize) -> String {
@@ -70,80 +73,217 @@ fn num(v: &Value, digits: usize) -> String {
         .map_or("-".to_string(), |x| format!("{x:.digits$}"))
 }
 
-/// The table of `muster workers` and `muster watch`.
-pub fn table(workers: &[&Value], now_ms: u64, colour: bool) -> String {
-    let header = [
-        "ID",
-        "STATUS",
-        "ACTIVE",
-        "CPU%",
-        "MEM%",
-        "RSS MB",
-        "QUEUE",
-        "LAST SEEN",
-    ];
-    let rows: Vec<[String; 8]> = workers
+/// A cell as one word: blanks and control characters become `_`, so every
+/// row splits into as many fields as the header, and a missing value is
+/// `-`.
+fn word(s: Option<&str>) -> String {
+    match s {
+        None | Some("") => "-".into(),
+        Some(s) => s
+            .chars()
+            .map(|c| {
+                if c.is_whitespace() || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A table column: its header, whether it is a number (right-aligned),
+/// whether only `--wide` shows it, and its cell.
+struct Column {
+    name: &'static str,
+    number: bool,
+    wide: bool,
+    cell: fn(&Value, u64) -> String,
+}
+
+const COLUMNS: &[Column] = &[
+    Column {
+        name: "ID",
+        number: false,
+        wide: false,
+        cell: |w, _| word(w["worker_id"].as_str()),
+    },
+    Column {
+        name: "STATUS",
+        number: false,
+        wide: false,
+        cell: |w, _| word(w["status"].as_str()),
+    },
+    Column {
+        name: "ACTIVE",
+        number: false,
+        wide: false,
+        cell: |w, _| if w["is_active"] == true { "yes" } else { "no" }.into(),
+    },
+    Column {
+        name: "CPU%",
+        number: true,
+        wide: false,
+        cell: |w, _| num(&w["cpu_usage"], 1),
+    },
+    Column {
+        name: "MEM%",
+        number: true,
+        wide: false,
+        cell: |w, _| num(&w["memory_usage"], 1),
+    },
+    Column {
+        name: "GPU%",
+        number: true,
+        wide: true,
+        cell: |w, _| num(&w["gpu_usage"], 1),
+    },
+    Column {
+        name: "RSS_MB",
+        number: true,
+        wide: false,
+        cell: |w, _| num(&w["resource_usage"]["rss_mb"], 1),
+    },
+    Column {
+        name: "QUEUE",
+        number: true,
+        wide: false,
+        cell: |w, _| {
+            w["queue_depth"]
+                .as_u64()
+                .map_or("-".into(), |q| q.to_string())
+        },
+    },
+    Column {
+        name: "JOB",
+        number: false,
+        wide: true,
+        cell: |w, _| {
+            let j = &w["current_job"];
+            word(j["id"].as_str().or(j["type"].as_str()))
+        },
+    },
+    Column {
+        name: "HOST",
+        number: false,
+        wide: true,
+        cell: |w, _| word(w["hostname"].as_str()),
+    },
+    Column {
+        name: "TRANSPORT",
+        number: false,
+        wide: true,
+        cell: |w, _| word(w["transport"].as_str()),
+    },
+    Column {
+        name: "LAST_SEEN",
+        number: false,
+        wide: false,
+        cell: |w, now| {
+            w["last_update"]
+                .as_u64()
+                .map_or("-".into(), |t| age(t, now))
+        },
+    },
+];
+
+/// How a table is shown.
+#[derive(Clone, Copy, Default)]
+pub struct Shape {
+    pub wide: bool,
+    pub headers: bool,
+    pub colour: bool,
+}
+
+/// The table of `muster workers` and `muster watch`, a line each (no
+/// newline): columns two spaces apart, numbers right-aligned, no trailing
+/// blanks, every line as many fields as the header.
+pub fn table(workers: &[&Value], now_ms: u64, shape: Shape) -> Vec<String> {
+    let columns: Vec<&Column> = COLUMNS.iter().filter(|c| shape.wide || !c.wide).collect();
+    let rows: Vec<Vec<String>> = workers
         .iter()
-        .map(|w| {
-            [
-                w["worker_id"].as_str().unwrap_or("?").to_string(),
-                w["status"].as_str().unwrap_or("?").to_string(),
-                if w["is_active"] == true { "yes" } else { "no" }.to_string(),
-                num(&w["cpu_usage"], 1),
-                num(&w["memory_usage"], 1),
-                num(&w["resource_usage"]["rss_mb"], 1),
-                w["queue_depth"]
-                    .as_u64()
-                    .map_or("-".into(), |q| q.to_string()),
-                w["last_update"]
-                    .as_u64()
-                    .map_or("-".into(), |t| ago(t, now_ms)),
-            ]
-        })
+        .map(|w| columns.iter().map(|c| (c.cell)(w, now_ms)).collect())
         .collect();
-    let mut width = header.map(str::len);
+    let mut width: Vec<usize> = columns
+        .iter()
+        .map(|c| if shape.headers { c.name.len() } else { 0 })
+        .collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
-            width[i] = width[i].max(c.len());
+            width[i] = width[i].max(c.chars().count());
         }
     }
-    let mut out = String::new();
-    let line = |cells: &[String], out: &mut String, paint_status: bool| {
+    let line = |cells: &[String], paint_status: bool| {
+        let mut out = String::new();
         for (i, c) in cells.iter().enumerate() {
-            let pad = " ".repeat(width[i] - c.len());
-            let shown = if i == 1 && paint_status {
-                paint(c, colour)
+            let pad = " ".repeat(width[i] - c.chars().count());
+            let shown = if columns[i].name == "STATUS" && paint_status {
+                paint(c, shape.colour)
             } else {
                 c.clone()
             };
-            // Numbers right-aligned, text left-aligned.
-            if (3..=6).contains(&i) {
-                out.push_str(&format!("{pad}{shown}"));
-            } else {
-                out.push_str(&format!("{shown}{pad}"));
+            if i > 0 {
+                out.push_str("  ");
             }
-            out.push_str(if i + 1 < cells.len() { "  " } else { "\n" });
+            if columns[i].number {
+                out.push_str(&pad);
+                out.push_str(&shown);
+            } else {
+                out.push_str(&shown);
+                if i + 1 < cells.len() {
+                    out.push_str(&pad);
+                }
+            }
         }
+        out
     };
-    line(&header.map(String::from), &mut out, false);
-    for r in &rows {
-        line(r, &mut out, true);
+    let mut out = Vec::with_capacity(rows.len() + 1);
+    if shape.headers {
+        let names: Vec<String> = columns.iter().map(|c| c.name.to_string()).collect();
+        out.push(line(&names, false));
     }
+    out.extend(rows.iter().map(|r| line(r, true)));
     out
+}
+
+/// `--label K=V`: a worker carries every one of them.
+fn has_labels(w: &Value, want: &[(String, String)]) -> bool {
+    want.iter()
+        .all(|(k, v)| w["labels"][k.as_str()].as_str() == Some(v.as_str()))
+}
+
+fn label_arg(v: String) -> Result<(String, String), Fail> {
+    match v.split_once('=') {
+        Some((k, val)) if !k.is_empty() => Ok((k.to_string(), val.to_string())),
+        _ => Err(Fail(2, format!("--label {v:?}: expected KEY=VALUE"))),
+    }
 }
 
 pub(super) fn workers(url: &str, args: &[String]) -> Out {
     let mut url = url.to_string();
     let (mut status, mut as_json) = (None, false);
+    let mut labels = Vec::new();
+    let mut shape = Shape {
+        headers: true,
+        colour: colour_enabled(),
+        ..Shape::default()
+    };
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
     while let Some(arg) = p.next()? {
         match arg {
             Long("status") => status = Some(p.value()?.string()?),
+            Long("label") => labels.push(label_arg(p.value()?.string()?)?),
+            Long("wide") => shape.wide = true,
+            Long("no-headers") => shape.headers = false,
             Long("json") => as_json = true,
             Long("url") => take_url(&mut p, &mut url)?,
             Short('h') | Long("help") => {
                 println!(
-                    "usage: muster workers [--status S] [--json]\n\nS is created, idle, working, error, inactive, terminated or active."
+                    "usage: muster workers [--status S] [--label K=V]... [--wide] [--no-headers] [--json]\n\n\
+                     S is created, idle, working, error, inactive, terminated or active.\n\
+                     --label keeps workers with that label (all of them, when repeated).\n\
+                     --wide adds GPU%, JOB, HOST and TRANSPORT. --no-headers is for scripts:\n\
+                     every row splits into the same fields, blanks are -."
                 );
                 return Ok(());
             }
@@ -158,17 +298,70 @@ pub(super) fn workers(url: &str, args: &[String]) -> Out {
         ClientError::Status(400, m) => Fail(2, m),
         e => e.into(),
     })?;
+    let list: Vec<&Value> = v
+        .as_array()
+        .map(|a| a.iter().filter(|w| has_labels(w, &labels)).collect())
+        .unwrap_or_default();
     if as_json {
-        print_json(&v);
+        print_json(&Value::Array(list.into_iter().cloned().collect()));
         return Ok(());
     }
-    let list: Vec<&Value> = v.as_array().map(|a| a.iter().collect()).unwrap_or_default();
     if list.is_empty() {
-        println!("no workers");
+        if shape.headers {
+            eprintln!("no workers");
+        }
         return Ok(());
     }
-    print!("{}", table(&list, unix_ms(), colour_enabled()));
+    let mut out = std::io::stdout().lock();
+    for line in table(&list, unix_ms(), shape) {
+        let _ = writeln!(out, "{line}");
+    }
     Ok(())
+}
+
+/// A Unix-ms time as people read it: ISO 8601 and how long ago.
+fn when(ms: u64, now: u64) -> String {
+    format!("{} ({})", crate::clock::iso_ms(ms), ago(ms, now))
+}
+
+/// Keys of `/api/workers/{id}` that hold Unix-ms times.
+fn is_time(key: &str) -> bool {
+    matches!(
+        key,
+        "last_update" | "created_at" | "first_seen" | "last_run_time" | "started_at"
+    )
+}
+
+/// The line `muster status ID` opens with.
+fn summary(w: &Value, now: u64) -> String {
+    let mut out = format!(
+        "{} is {}",
+        w["worker_id"].as_str().unwrap_or("?"),
+        w["status"].as_str().unwrap_or("?")
+    );
+    if w["is_active"] == true {
+        out.push_str(" and active");
+    }
+    let figures: Vec<String> = [
+        ("cpu", &w["cpu_usage"], "%"),
+        ("mem", &w["memory_usage"], "%"),
+        ("rss", &w["resource_usage"]["rss_mb"], " MB"),
+    ]
+    .iter()
+    .filter_map(|(k, v, unit)| v.as_f64().map(|x| format!("{k} {x:.1}{unit}")))
+    .chain(std::iter::once(format!("queue {}", w["queue_depth"])))
+    .collect();
+    out.push_str(&format!(": {}", figures.join(", ")));
+    if let Some(t) = w["last_update"].as_u64() {
+        out.push_str(&format!("; last seen {}", ago(t, now)));
+    }
+    if let Some(h) = w["hostname"].as_str() {
+        out.push_str(&format!("; on {h}"));
+        if let Some(pid) = w["pid"].as_u64() {
+            out.push_str(&format!(" pid {pid}"));
+        }
+    }
+    out
 }
 
 pub(super) fn status(url: &str, args: &[String]) -> Out {
@@ -181,7 +374,9 @@ pub(super) fn status(url: &str, args: &[String]) -> Out {
             Long("json") => as_json = true,
             Long("url") => take_url(&mut p, &mut url)?,
             Short('h') | Long("help") => {
-                println!("usage: muster status ID [--json]");
+                println!(
+                    "usage: muster status ID [--json]\n\nA one-line summary, then every field; times as ISO 8601 and age."
+                );
                 return Ok(());
             }
             _ => return Err(arg.unexpected().into()),
@@ -197,19 +392,38 @@ pub(super) fn status(url: &str, args: &[String]) -> Out {
         return Ok(());
     }
     let now = unix_ms();
+    println!("{}", summary(&v, now));
+    println!();
+    let colour = colour_enabled();
     let obj = v.as_object().cloned().unwrap_or_default();
-    let keys: BTreeMap<&String, &Value> = obj.iter().collect();
-    for (k, val) in keys {
-        let shown = match (k.as_str(), val) {
-            ("status", Value::String(s)) => paint(s, colour_enabled()),
-            ("last_update" | "created_at" | "first_seen", Value::Number(n)) => {
-                format!("{n} ({})", ago(n.as_u64().unwrap_or(0), now))
+    let mut lines: Vec<(String, String)> = Vec::new();
+    let mut show = |k: String, val: &Value| {
+        let shown = match val {
+            Value::String(s) if k == "status" => paint(s, colour),
+            Value::Number(n) if is_time(k.rsplit('.').next().unwrap_or("")) => {
+                n.as_u64().map_or(n.to_string(), |ms| when(ms, now))
             }
-            (_, Value::String(s)) => s.clone(),
-            (_, Value::Null) => "-".into(),
-            (_, other) => other.to_string(),
+            Value::String(s) => s.clone(),
+            Value::Null => "-".into(),
+            other => other.to_string(),
         };
-        println!("{k:<26} {shown}");
+        lines.push((k, shown));
+    };
+    for (k, val) in &obj {
+        match val {
+            // One level of nesting is flattened: `runs.total`.
+            Value::Object(inner) if !inner.is_empty() && k != "labels" => {
+                for (ik, iv) in inner {
+                    show(format!("{k}.{ik}"), iv);
+                }
+            }
+            _ => show(k.clone(), val),
+        }
+    }
+    lines.sort();
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, shown) in lines {
+        println!("{k:<width$}  {shown}");
     }
     Ok(())
 }
@@ -257,170 +471,46 @@ pub(super) fn health(url: &str, args: &[String]) -> Out {
             Long("json") => as_json = true,
             Long("url") => take_url(&mut p, &mut url)?,
             Short('h') | Long("help") => {
-                println!("usage: muster health [--json]");
+                println!(
+                    "usage: muster health [--json]\n\n\
+                     Exit status: 0 healthy, 3 degraded (a worker in error or inactive, or\n\
+                     frames dropped or rejected in the last minute), 1 unreachable."
+                );
                 return Ok(());
             }
             _ => return Err(arg.unexpected().into()),
         }
     }
     let v = client::get_json(addr(&url)?, "/health")?;
+    let degraded = v["status"] != "healthy";
     if as_json {
         print_json(&v);
-        return Ok(());
+    } else {
+        let w = &v["workers"];
+        let f = &v["frames"];
+        println!(
+            "status   {} (musterd {}, up {})",
+            v["status"].as_str().unwrap_or("?"),
+            v["version"].as_str().unwrap_or("?"),
+            crate::fleet::runs::format_uptime(v["uptime_seconds"].as_u64().unwrap_or(0))
+        );
+        for r in v["reasons"].as_array().into_iter().flatten() {
+            println!("         - {}", r.as_str().unwrap_or("?"));
+        }
+        println!(
+            "workers  {} total, {} active, {} inactive, {} terminated, {} in error (max {})",
+            w["total"], w["active"], w["inactive"], w["terminated"], w["error"], w["max"]
+        );
+        println!(
+            "frames   {} received, {} applied, {} rejected, {} dropped, {} kernel drops",
+            f["received"], f["applied"], f["rejected"], f["dropped"], v["udp_kernel_drops"]
+        );
     }
-    let w = &v["workers"];
-    let f = &v["frames"];
-    println!(
-        "status     {} (musterd {}, up {}s)",
-        v["status"].as_str().unwrap_or("?"),
-        v["version"].as_str().unwrap_or("?"),
-        v["uptime_seconds"]
-    );
-    println!(
-        "workers    {} total, {} active, {} inactive, {} terminated (max {})",
-        w["total"], w["active"], w["inactive"], w["terminated"], w["max"]
-    );
-    println!(
-        "frames     {} received, {} applied, {} rejected, {} dropped, {} kernel drops",
-        f["received"], f["applied"], f["rejected"], f["dropped"], v["udp_kernel_drops"]
-    );
+    if degraded {
+        // Said on stdout already; the exit status is for scripts.
+        return Err(Fail(3, String::new()));
+    }
     Ok(())
-}
-
-pub(super) fn watch(url: &str, args: &[String]) -> Out {
-    let mut url = url.to_string();
-    let (mut id, mut status) = (None, None);
-    let mut p = lexopt::Parser::from_args(args.iter().cloned());
-    while let Some(arg) = p.next()? {
-        match arg {
-            Value(v) if id.is_none() => id = Some(v.string()?),
-            Long("status") => status = Some(p.value()?.string()?),
-            Long("url") => take_url(&mut p, &mut url)?,
-            Short('h') | Long("help") => {
-                println!(
-                    "usage: muster watch [ID] [--status S]\n\nOn a terminal the table is redrawn in place; otherwise one line per change.\nReconnects with backoff when the daemon restarts. Ctrl-C ends."
-                );
-                return Ok(());
-            }
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    if let Some(id) = &id {
-        if proto::check_worker_id(id).is_err() {
-            return Err(Fail(2, format!("{id:?} is not a valid worker id")));
-        }
-    }
-    let http = addr(&url)?;
-    let mut path = match &id {
-        Some(id) => format!("/ws/telemetry/{id}"),
-        None => "/ws/telemetry".to_string(),
-    };
-    if let Some(s) = &status {
-        path.push_str(&format!("?status={s}"));
-    }
-    let tty = std::io::stdout().is_terminal();
-    let mut backoff = Duration::from_millis(250);
-    let mut said_down = false;
-    loop {
-        match watch_once(http, &path, tty) {
-            Ok(()) => backoff = Duration::from_millis(250),
-            Err(WatchEnd::Refused(code, msg)) => return Err(Fail(code, msg)),
-            Err(WatchEnd::Lost(msg)) => {
-                if !said_down {
-                    eprintln!("muster: {msg}; reconnecting");
-                    said_down = true;
-                }
-            }
-        }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
-}
-
-enum WatchEnd {
-    /// The daemon answered but refused: do not retry.
-    Refused(i32, String),
-    /// The connection failed or dropped: retry.
-    Lost(String),
-}
-
-fn watch_once(http: SocketAddr, path: &str, tty: bool) -> Result<(), WatchEnd> {
-    let stream = TcpStream::connect_timeout(&http, Duration::from_secs(5))
-        .map_err(|e| WatchEnd::Lost(format!("cannot reach musterd at {http}: {e}")))?;
-    let url = format!("ws://{http}{path}");
-    let (mut ws, _) = tungstenite::client(url.as_str(), stream).map_err(|e| match e {
-        tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
-            let code = resp.status().as_u16();
-            let body = resp
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice::<Value>(b).ok());
-            let msg = body
-                .and_then(|b| b["message"].as_str().map(String::from))
-                .unwrap_or_else(|| format!("musterd answered {code}"));
-            WatchEnd::Refused(if code == 400 { 2 } else { 1 }, msg)
-        }
-        e => WatchEnd::Lost(format!("websocket handshake failed: {e}")),
-    })?;
-    let mut fleet: BTreeMap<String, Value> = BTreeMap::new();
-    let colour = colour_enabled();
-    let mut last_draw = Instant::now() - Duration::from_secs(1);
-    loop {
-        let msg = match ws.read() {
-            Ok(tungstenite::Message::Text(t)) => t,
-            Ok(tungstenite::Message::Close(_)) => {
-                return Err(WatchEnd::Lost("musterd closed the stream".into()));
-            }
-            Ok(_) => continue,
-            Err(e) => return Err(WatchEnd::Lost(format!("stream lost: {e}"))),
-        };
-        let Ok(v) = serde_json::from_str::<Value>(&msg) else {
-            continue;
-        };
-        let kind = v["type"].as_str().unwrap_or("");
-        let changed: Map<String, Value> = v["workers"].as_object().cloned().unwrap_or_default();
-        if kind == "snapshot" {
-            fleet.clear();
-        }
-        for id in v["worker_ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            fleet.remove(id);
-            if !tty {
-                println!("{} {id} removed", v["timestamp"]);
-            }
-        }
-        for (id, w) in &changed {
-            fleet.insert(id.clone(), w.clone());
-            if !tty {
-                println!(
-                    "{} {id} {} cpu={} mem={} queue={}",
-                    v["timestamp"],
-                    w["status"].as_str().unwrap_or("?"),
-                    num(&w["cpu_usage"], 1),
-                    num(&w["memory_usage"], 1),
-                    w["queue_depth"]
-                );
-            }
-        }
-        if tty && last_draw.elapsed() >= Duration::from_millis(100) {
-            last_draw = Instant::now();
-            let list: Vec<&Value> = fleet.values().collect();
-            let mut out = std::io::stdout().lock();
-            let _ = write!(out, "\x1b[H\x1b[2J{}", table(&list, unix_ms(), colour));
-            let _ = writeln!(
-                out,
-                "\n{} workers, watching {path} (Ctrl-C to stop)",
-                fleet.len()
-            );
-            let _ = out.flush();
-        } else if !tty {
-            let _ = std::io::stdout().flush();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -434,23 +524,86 @@ mod tests {
         assert_eq!(ago(0, 125_000), "2m ago");
         assert_eq!(ago(0, 7_300_000), "2h ago");
         assert_eq!(ago(5_000, 1_000), "0s ago", "clock skew is not negative");
+        assert_eq!(age(0, 200_000_000), "2d");
+    }
+
+    fn plain(wide: bool, headers: bool) -> Shape {
+        Shape {
+            wide,
+            headers,
+            colour: false,
+        }
     }
 
     #[test]
-    fn table_aligns_and_fills_blanks() {
-        let a = json!({"worker_id":"w1","status":"working","is_active":true,"cpu_usage":12.5,"memory_usage":null,"resource_usage":{"rss_mb":52.8},"queue_depth":5,"last_update":1000});
+    fn table_lines_up_with_no_trailing_blanks() {
+        let a = json!({"worker_id":"w1","status":"working","is_active":true,"cpu_usage":12.5,"memory_usage":null,"resource_usage":{"rss_mb":52.8},"queue_depth":5,"last_update":1000,"current_job":{"id":"job 7"},"hostname":"h1","transport":"tcp","gpu_usage":40});
         let b = json!({"worker_id":"longer-id","status":"inactive","is_active":false,"queue_depth":0,"last_update":1000});
-        let t = table(&[&a, &b], 4000, false);
-        let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].starts_with("ID         STATUS"));
-        assert!(
-            lines[1].contains("w1")
-                && lines[1].contains("12.5")
-                && lines[1].contains("52.8")
-                && lines[1].contains("3s ago")
+        for wide in [false, true] {
+            let t = table(&[&a, &b], 4000, plain(wide, true));
+            let fields = t[0].split_whitespace().count();
+            for line in &t {
+                assert_eq!(line.trim_end(), line, "trailing blanks: {line:?}");
+                assert_eq!(line.split_whitespace().count(), fields, "{t:#?}");
+            }
+            // Every column starts where its header starts (text) or ends
+            // where it ends (numbers).
+            let at = |line: usize, name: &str| t[line][t[0].find(name).unwrap()..].to_string();
+            assert!(at(1, "STATUS").starts_with("working"));
+            assert!(at(2, "STATUS").starts_with("inactive"));
+            assert!(at(1, "LAST_SEEN").starts_with("3s"));
+        }
+        let t = table(&[&a, &b], 4000, plain(false, true));
+        assert_eq!(
+            t[0],
+            "ID         STATUS    ACTIVE  CPU%  MEM%  RSS_MB  QUEUE  LAST_SEEN"
         );
-        assert!(lines[2].contains("inactive") && lines[2].contains(" -  "));
-        assert!(!t.contains('\x1b'), "no colour when asked for none");
-        assert!(table(&[&a], 4000, true).contains("\x1b[32mworking"));
+        assert_eq!(
+            t[1],
+            "w1         working   yes     12.5     -    52.8      5  3s"
+        );
+        let wide = table(&[&a], 4000, plain(true, false));
+        assert_eq!(wide.len(), 1, "no header");
+        assert_eq!(
+            wide[0],
+            "w1  working  yes  12.5  -  40.0  52.8  5  job_7  h1  tcp  3s"
+        );
+        let colour = Shape {
+            colour: true,
+            ..plain(false, true)
+        };
+        assert!(
+            !t.concat().contains('\x1b'),
+            "no colour when asked for none"
+        );
+        assert!(table(&[&a], 4000, colour)[1].contains("\x1b[32mworking\x1b[0m "));
+    }
+
+    #[test]
+    fn labels_filter() {
+        let w = json!({"labels":{"team":"ml","zone":"a"}});
+        let want = |p: &[(&str, &str)]| {
+            let p: Vec<(String, String)> = p
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            has_labels(&w, &p)
+        };
+        assert!(want(&[]));
+        assert!(want(&[("team", "ml"), ("zone", "a")]));
+        assert!(!want(&[("team", "ml"), ("zone", "b")]));
+        assert!(!want(&[("gpu", "")]));
+        assert!(label_arg("k=v=w".into()).is_ok_and(|(k, v)| k == "k" && v == "v=w"));
+        assert!(label_arg("=v".into()).is_err() && label_arg("k".into()).is_err());
+    }
+
+    #[test]
+    fn status_opens_with_a_summary() {
+        let w = json!({"worker_id":"w1","status":"working","is_active":true,"cpu_usage":12.5,"resource_usage":{"rss_mb":52.8},"queue_depth":5,"last_update":1000,"hostname":"h1","pid":42});
+        assert_eq!(
+            summary(&w, 4000),
+            "w1 is working and active: cpu 12.5%, rss 52.8 MB, queue 5; last seen 3s ago; on h1 pid 42"
+        );
+        assert_eq!(when(1000, 4000), "1970-01-01T00:00:01.000Z (3s ago)");
     }
 }

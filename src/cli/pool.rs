@@ -7,16 +7,12 @@ use lexopt::prelude::*;
 use serde_json::Value;
 use std::path::PathBuf;
 
-fn answer(status: u16, body: &[u8]) -> Result<Value, Fail> {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    if status >= 400 {
-        let msg = v["message"].as_str().unwrap_or("error").to_string();
-        return Err(Fail(
-            if status == 400 { 2 } else { 1 },
-            format!("musterd answered {status}: {msg}"),
-        ));
-    }
-    Ok(v)
+/// The answer's JSON; a refused count (400) is a usage error.
+fn answer(to: std::net::SocketAddr, status: u16, body: &[u8]) -> Result<Value, Fail> {
+    client::answer(to, status, body).map_err(|e| match e {
+        client::ClientError::Status(400, _) => Fail(2, e.to_string()),
+        e => Fail(1, e.to_string()),
+    })
 }
 
 pub(super) fn scale(url: &str, args: &[String]) -> Out {
@@ -53,7 +49,7 @@ pub(super) fn scale(url: &str, args: &[String]) -> Out {
         token.as_deref(),
         body.as_bytes(),
     )?;
-    let v = answer(status, &b)?;
+    let v = answer(to, status, &b)?;
     println!(
         "created {} terminated {} count {}",
         v["created"], v["terminated"], v["count"]
@@ -74,7 +70,7 @@ pub(super) fn show(url: &str, args: &[String]) -> Out {
     }
     let to = client::parse_url(&url).map_err(|e| Fail(2, e.to_string()))?;
     let (status, b) = client::get(to, "/api/pool")?;
-    let v = answer(status, &b)?;
+    let v = answer(to, status, &b)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());

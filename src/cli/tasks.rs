@@ -4,7 +4,7 @@
 //! the task succeeded, 3 when it failed, 5 when it was cancelled or timed
 //! out.
 
-use super::client::{self, ClientError};
+use super::client;
 use super::{Fail, Out};
 use lexopt::prelude::*;
 use serde_json::{Map, Value, json};
@@ -22,13 +22,8 @@ fn token(file: Option<PathBuf>) -> Result<Option<String>, Fail> {
 }
 
 /// The answer's JSON, or the API's error as a failure (404 → exit 4).
-fn answer(status: u16, body: &[u8]) -> Result<Value, Fail> {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    if status >= 400 {
-        let msg = v["message"].as_str().unwrap_or("error").to_string();
-        return Err(ClientError::Status(status, msg).into());
-    }
-    Ok(v)
+pub(super) fn answer(to: SocketAddr, status: u16, body: &[u8]) -> Result<Value, Fail> {
+    Ok(client::answer(to, status, body)?)
 }
 
 fn task_id(v: Option<String>, what: &str) -> Result<String, Fail> {
@@ -72,8 +67,9 @@ pub(super) fn list(url: &str, args: &[String]) -> Out {
         }
     }
     query.push("limit=1000".into());
-    let (status, body) = client::get(addr(&url)?, &format!("/api/tasks?{}", query.join("&")))?;
-    let v = answer(status, &body)?;
+    let to = addr(&url)?;
+    let (status, body) = client::get(to, &format!("/api/tasks?{}", query.join("&")))?;
+    let v = answer(to, status, &body)?;
     if as_json {
         println!(
             "{}",
@@ -174,7 +170,7 @@ fn submit(url: &str, args: &[String]) -> Out {
     let token = token(token_file)?;
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let (status, b) = client::request_body(to, "POST", "/api/tasks", token.as_deref(), &bytes)?;
-    let t = answer(status, &b)?;
+    let t = answer(to, status, &b)?;
     let id = t["id"].as_str().unwrap_or_default().to_string();
     println!("{id}");
     if !wait {
@@ -183,7 +179,7 @@ fn submit(url: &str, args: &[String]) -> Out {
     loop {
         std::thread::sleep(Duration::from_millis(200));
         let (status, b) = client::get(to, &format!("/api/tasks/{id}"))?;
-        let t = answer(status, &b)?;
+        let t = answer(to, status, &b)?;
         match t["state"].as_str() {
             Some("succeeded") => {
                 if !t["result"].is_null() {
@@ -222,13 +218,13 @@ fn one(url: &str, what: &str, args: &[String]) -> Out {
             let token = token(token_file)?;
             let (status, b) =
                 client::request(to, "DELETE", &format!("/api/tasks/{id}"), token.as_deref())?;
-            let t = answer(status, &b)?;
+            let t = answer(to, status, &b)?;
             println!("{}", line(&t));
             Ok(())
         }
         "show" => {
             let (status, b) = client::get(to, &format!("/api/tasks/{id}"))?;
-            let t = answer(status, &b)?;
+            let t = answer(to, status, &b)?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
             } else {
@@ -245,12 +241,12 @@ fn one(url: &str, what: &str, args: &[String]) -> Out {
             loop {
                 // Whether it had ended before these lines were read.
                 let (st, tb) = client::get(to, &format!("/api/tasks/{id}"))?;
-                let done = answer(st, &tb)?["state"].as_str().is_some_and(|s| {
+                let done = answer(to, st, &tb)?["state"].as_str().is_some_and(|s| {
                     matches!(s, "succeeded" | "failed" | "cancelled" | "timed_out")
                 });
                 let path = format!("/api/tasks/{id}/logs?since={since}");
                 let (status, lb) = client::get_accepting_json(to, &path)?;
-                let v = answer(status, &lb)?;
+                let v = answer(to, status, &lb)?;
                 for l in v["lines"].as_array().into_iter().flatten() {
                     println!("{}", l.as_str().unwrap_or_default());
                 }

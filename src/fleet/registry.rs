@@ -39,6 +39,8 @@ pub struct Counts {
     pub active: usize,
     pub inactive: usize,
     pub terminated: usize,
+    /// Active workers whose last report says `error`.
+    pub error: usize,
 }
 
 impl Counts {
@@ -51,6 +53,7 @@ impl Counts {
             self.inactive += 1;
         } else {
             self.active += 1;
+            self.error += usize::from(s.reported == Some(crate::proto::Reported::Error));
         }
     }
 }

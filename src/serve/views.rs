@@ -94,7 +94,18 @@ pub fn list(registry: &Registry, query: &str) -> Response {
             out.push(b',');
         }
         first = false;
-        out.extend_from_slice(s.telemetry_json().as_bytes());
+        // The telemetry object, and where the worker is: its transport and
+        // the hostname its hello gave (`muster workers --wide`).
+        let t = s.telemetry_json();
+        out.extend_from_slice(&t.as_bytes()[..t.len() - 1]);
+        out.extend_from_slice(b",\"transport\":\"");
+        out.extend_from_slice(s.transport.as_str().as_bytes());
+        out.push(b'"');
+        if let Some(h) = s.hello.as_ref().and_then(|h| h.hostname.as_ref()) {
+            out.extend_from_slice(b",\"hostname\":");
+            out.extend_from_slice(serde_json::to_string(h).unwrap_or_default().as_bytes());
+        }
+        out.push(b'}');
     }
     out.push(b']');
     Response::json(200, out)
