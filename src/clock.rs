@@ -34,9 +34,33 @@ pub fn iso_ms(ms: u64) -> String {
     )
 }
 
+/// "1h 23m 45s", "5m 23s", "7s", "2d 3h 0m 1s".
+pub fn format_uptime(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h {m}m {s}s")
+    } else if h > 0 {
+        format!("{h}h {m}m {s}s")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uptime_format() {
+        assert_eq!(format_uptime(5025), "1h 23m 45s");
+        assert_eq!(format_uptime(323), "5m 23s");
+        assert_eq!(format_uptime(7), "7s");
+        assert_eq!(format_uptime(0), "0s");
+        assert_eq!(format_uptime(3600), "1h 0m 0s");
+        assert_eq!(format_uptime(2 * 86400 + 3 * 3600 + 1), "2d 3h 0m 1s");
+    }
 
     #[test]
     fn iso_dates_match_javascript() {

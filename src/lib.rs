@@ -27,7 +27,8 @@
 //!   process groups, GPUs). Imports nothing of ours.
 //! - `cli`: the `muster` binary, with its agent and benches. Imports
 //!   `proto`, `sys`, `config::units`, `clock`.
-//! - `logging`, `clock`: log set-up and rate-limited warnings; wall time.
+//! - `logging`, `clock`: log set-up and rate-limited warnings; wall time
+//!   and how people read it. `logging` imports `clock` (JSON lines' times).
 //!
 //! ARCHITECTURE.md walks a heartbeat and a request through these rooms.
 

@@ -432,3 +432,74 @@ fn watch_in_tmux_draws_in_place_clipped_and_says_when_disconnected() {
     }
     tmux(&["kill-server"]);
 }
+
+/// The completion table names every option each command's `--help` names;
+/// the scripts in contrib/ are what `muster completions` writes; bash
+/// completes from them.
+#[test]
+fn completions_cover_every_option() {
+    use muster::cli::complete::COMMANDS;
+    use std::collections::BTreeSet;
+    let flags = |text: &str| -> BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| (w.starts_with("--") && w.len() > 2) || *w == "-f")
+            .filter(|w| !["--help", "--url"].contains(w))
+            .map(String::from)
+            .collect()
+    };
+    let mut by_help: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for c in COMMANDS {
+        // The task subcommands share one usage text.
+        let key = if c.path.starts_with("task ") {
+            "task"
+        } else {
+            c.path
+        };
+        by_help
+            .entry(key.to_string())
+            .or_default()
+            .extend(c.opts.iter().map(|o| o.name.to_string()));
+    }
+    for (path, table) in &by_help {
+        let mut args: Vec<&str> = path.split(' ').collect();
+        args.push("--help");
+        let out = Command::new(MUSTER).args(&args).output().unwrap();
+        assert!(out.status.success(), "muster {path} --help");
+        let help = flags(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(&help, table, "muster {path}: --help against the table");
+    }
+    for (shell, file) in [("bash", "muster.bash"), ("zsh", "_muster")] {
+        let out = Command::new(MUSTER)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            std::fs::read_to_string(format!("contrib/completions/{file}")).unwrap(),
+            "contrib/completions/{file} is stale: muster completions {shell} > contrib/completions/{file}"
+        );
+    }
+    let complete = |line: &str| -> String {
+        let words: Vec<&str> = line.split(' ').collect();
+        let script = format!(
+            "source contrib/completions/muster.bash; COMP_WORDS=({}); COMP_CWORD={}; _muster; echo \"${{COMPREPLY[*]}}\"",
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1
+        );
+        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete("muster wor"), "workers");
+    assert_eq!(complete("muster workers --st"), "--status");
+    assert_eq!(complete("muster workers --status w"), "working");
+    assert_eq!(complete("muster --url http://h:1 task su"), "submit");
+    assert_eq!(complete("muster task submit --wa"), "--wait");
+    assert_eq!(complete("muster bench ws --cl"), "--clients");
+    if support::require("zsh", support::runs("zsh", &["--version"])) {
+        assert!(support::runs("zsh", &["-n", "contrib/completions/_muster"]));
+    }
+}

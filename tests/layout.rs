@@ -49,7 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("proto", &[]),
     ("sys", &[]),
     ("cli", &["proto", "sys", "config", "clock"]),
-    ("logging", &[]),
+    ("logging", &["clock"]),
     ("clock", &[]),
     ("script", &[]),
 ];

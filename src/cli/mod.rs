@@ -10,6 +10,7 @@ pub mod agent;
 pub mod beat;
 pub mod bench;
 pub mod client;
+pub mod complete;
 pub mod ops;
 pub mod pool;
 pub mod tasks;
@@ -51,6 +52,7 @@ worker commands:
 
 other:
   bench heartbeats [options]        load musterd and report what it applied
+  completions bash|zsh              a shell completion script
   help, version
 
 The daemon is at --url or $MUSTER_URL (default http://127.0.0.1:8080);
@@ -131,6 +133,7 @@ fn run(args: Vec<String>) -> Out {
         Some("pool") => pool::show(&url, &args),
         Some("task") => tasks::task(&url, &args),
         Some("beat") => beat::beat(&args),
+        Some("completions") => complete::main(&args),
         Some("agent") => match crate::cli::agent::main(&args) {
             0 => Ok(()),
             // The agent has said what went wrong, or passes on CMD's status.

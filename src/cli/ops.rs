@@ -492,7 +492,7 @@ pub(super) fn health(url: &str, args: &[String]) -> Out {
             "status   {} (musterd {}, up {})",
             v["status"].as_str().unwrap_or("?"),
             v["version"].as_str().unwrap_or("?"),
-            crate::fleet::runs::format_uptime(v["uptime_seconds"].as_u64().unwrap_or(0))
+            crate::clock::format_uptime(v["uptime_seconds"].as_u64().unwrap_or(0))
         );
         for r in v["reasons"].as_array().into_iter().flatten() {
             println!("         - {}", r.as_str().unwrap_or("?"));

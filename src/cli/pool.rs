@@ -65,6 +65,12 @@ pub(super) fn show(url: &str, args: &[String]) -> Out {
         match arg {
             Long("json") => as_json = true,
             Long("url") => url = p.value()?.string()?,
+            Short('h') | Long("help") => {
+                println!(
+                    "usage: muster pool [--json]\n\nThe pool's members: id, pid, state, restarts, last exit."
+                );
+                return Ok(());
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }

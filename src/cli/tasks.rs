@@ -95,15 +95,15 @@ pub(super) fn task(url: &str, args: &[String]) -> Out {
             "usage: muster task submit|show|logs|cancel ...".into(),
         ));
     };
+    if ["-h", "--help"].contains(&sub.as_str()) || rest.iter().any(|a| a == "-h" || a == "--help") {
+        println!(
+            "usage: muster task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID] [--label K=V]... [--max-attempts N] [--timeout-ms N] [--wait] [--token-file F]\n       muster task show ID [--json]\n       muster task logs ID [-f]\n       muster task cancel ID [--token-file F]"
+        );
+        return Ok(());
+    }
     match sub.as_str() {
         "submit" => submit(url, rest),
         "show" | "logs" | "cancel" => one(url, sub, rest),
-        "-h" | "--help" => {
-            println!(
-                "usage: muster task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID] [--label K=V]... [--max-attempts N] [--timeout-ms N] [--wait]\n       muster task show ID [--json]\n       muster task logs ID [-f]\n       muster task cancel ID"
-            );
-            Ok(())
-        }
         other => Err(Fail(2, format!("unknown task command {other:?}"))),
     }
 }
