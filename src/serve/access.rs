@@ -140,6 +140,20 @@ pub fn allow_origin<'a>(cfg: &'a Config, origin: Option<&'a str>) -> &'a str {
     }
 }
 
+/// Whether the page that sent a request is this daemon's own (the
+/// dashboard): its `Origin` is the `Host` it asked, which the Host check
+/// has already found to name this daemon, so a rebinding page cannot pass.
+/// The token or loopback rule still applies after.
+fn same_origin(req: &Request) -> bool {
+    let (Some(origin), Some(host)) = (req.origin.as_deref(), req.host.as_deref()) else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| o.eq_ignore_ascii_case(host))
+}
+
 /// The verdict on a plain HTTP request.
 pub fn check(req: &Request, peer: IpAddr, cfg: &Config, names: &Names) -> Result<(), Refusal> {
     if !host_ok(req, cfg, names) {
@@ -148,7 +162,10 @@ pub fn check(req: &Request, peer: IpAddr, cfg: &Config, names: &Names) -> Result
     if !is_change(req.method) {
         return Ok(());
     }
-    if req.origin.is_some() && !listed(&cfg.cors_allow_origin, req.origin.as_deref()) {
+    if req.origin.is_some()
+        && !listed(&cfg.cors_allow_origin, req.origin.as_deref())
+        && !same_origin(req)
+    {
         return Err(Refusal::Origin);
     }
     match &cfg.api_token {
@@ -237,6 +254,38 @@ mod tests {
         assert_eq!(
             verdict(&cfg, LOOP, &del("Origin: null\r\n")),
             Err(Refusal::Origin)
+        );
+        // The daemon's own page (the dashboard): Origin is the Host asked.
+        let own = |origin: &str, host: &str| {
+            format!("DELETE /api/workers/w1 HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\r\n")
+        };
+        let same = own("http://127.0.0.1:8080", "127.0.0.1:8080");
+        assert_eq!(verdict(&cfg, LOOP, &same), Ok(()));
+        assert_eq!(
+            verdict(&cfg, FAR, &same),
+            Err(Refusal::Peer),
+            "then loopback or token"
+        );
+        for (origin, host) in [
+            ("http://127.0.0.1:8081", "127.0.0.1:8080"),
+            ("http://rebind.evil.example:8080", "127.0.0.1:8080"),
+        ] {
+            assert_eq!(
+                verdict(&cfg, LOOP, &own(origin, host)),
+                Err(Refusal::Origin)
+            );
+        }
+        assert_eq!(
+            verdict(
+                &cfg,
+                LOOP,
+                &own(
+                    "http://rebind.evil.example:8080",
+                    "rebind.evil.example:8080"
+                )
+            ),
+            Err(Refusal::Host),
+            "a rebinding page is its own origin, and fails the Host check"
         );
         // Reads stay open to any page.
         let read = "GET /health HTTP/1.1\r\nHost: localhost\r\nOrigin: null\r\n\r\n";

@@ -21,6 +21,7 @@
 pub mod access;
 pub mod conn;
 mod conns;
+pub mod dashboard;
 pub mod head;
 pub mod health;
 pub mod metrics;

@@ -32,6 +32,8 @@ use std::time::Instant;
 /// Every endpoint, as documented in README.md and musterd(8). Keep in step
 /// with [`route`]; a test checks each is routed and documented.
 pub const ENDPOINTS: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/dashboard"),
     ("GET", "/health"),
     ("GET", "/telemetry"),
     ("GET", "/telemetry/{id}"),
@@ -57,6 +59,8 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
 ];
 
 enum Route {
+    /// A dashboard file: its content type and text.
+    Dashboard(&'static str, &'static str),
     Health,
     Metrics,
     Telemetry,
@@ -129,6 +133,9 @@ fn route(path: &str) -> Result<Route, Response> {
     } else {
         path
     };
+    if let Some((kind, text)) = super::dashboard::file(path) {
+        return Ok(Route::Dashboard(kind, text));
+    }
     let segs: Vec<&str> = path.split('/').skip(1).collect();
     Ok(match segs.as_slice() {
         ["health"] => Route::Health,
@@ -233,6 +240,7 @@ impl Api {
         let reg = &*self.registry;
         let found = |h: Option<Response>| h.unwrap_or_else(not_found);
         match route {
+            Route::Dashboard(kind, text) => super::dashboard::serve(kind, text),
             Route::Health => {
                 Response::json(200, self.health.body(reg, &self.shared, cfg.max_workers))
             }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cdp;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
