@@ -21,6 +21,7 @@ command -v jq >/dev/null 2>&1 || want+=(jq)
 command -v tmux >/dev/null 2>&1 || want+=(tmux)
 command -v zsh >/dev/null 2>&1 || want+=(zsh)
 command -v file >/dev/null 2>&1 || want+=(file)
+command -v amtool >/dev/null 2>&1 || want+=(prometheus-alertmanager)
 if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "test.sh: installing ${want[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null

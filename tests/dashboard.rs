@@ -134,3 +134,100 @@ fn the_dashboard_shows_the_fleet_live() {
     );
     assert!(b.errors.is_empty(), "console errors: {:#?}", b.errors);
 }
+
+/// The dashboard's cost in the browser, for BENCHMARKS.md (run by
+/// bench/dashboard.sh, never as a timed test): the time from navigation to
+/// the table filled with 1,000 workers, and the page's CPU (DevTools'
+/// TaskDuration) while the 1,000 beat once a second.
+#[test]
+#[ignore = "a benchmark: bench/dashboard.sh"]
+fn dashboard_bench() {
+    let browser = chromium().expect("chromium");
+    let workers: usize = std::env::var("WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let secs: u64 = std::env::var("DURATION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let d = Daemon::start(&["--heartbeat-interval", "1s", "--inactivity-timeout", "30s"]);
+    for i in 0..workers {
+        beat(&d, &format!("w{i:05}"), "working", (i % 100) as f64);
+    }
+    d.wait_applied(&format!("w{:05}", workers - 1), 1);
+    let mut first = Vec::new();
+    for _ in 0..5 {
+        let mut b = Browser::open(browser, &format!("http://{}/", d.http), 1280, 800);
+        b.wait_for(
+            "rows",
+            &format!("document.getElementById('count').textContent.startsWith('{workers} of')"),
+            Duration::from_secs(30),
+        );
+        let t = b.eval("[performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1, performance.getEntriesByName('muster-rows')[0]?.startTime ?? -1]");
+        let phases = b.eval("JSON.stringify({dcl: performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd, open: performance.getEntriesByName('muster-ws-open')[0]?.startTime, snapshot: performance.getEntriesByName('muster-snapshot')[0]?.startTime})");
+        println!("dashboard: phases {phases}");
+        first.push((t[0].as_f64().unwrap(), t[1].as_f64().unwrap()));
+    }
+    first.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (fcp, rows) = first[first.len() / 2];
+    println!(
+        "dashboard: {workers} workers: first contentful paint {fcp:.0} ms, table filled {rows:.0} ms after navigation (median of 5: {first:?})"
+    );
+
+    let mut b = Browser::open(browser, &format!("http://{}/", d.http), 1280, 800);
+    b.wait_for(
+        "rows",
+        "document.querySelectorAll('#rows .row').length > 0",
+        Duration::from_secs(30),
+    );
+    b.call("Performance.enable", serde_json::json!({}));
+    let task = |b: &mut Browser| {
+        let m = b.call("Performance.getMetrics", serde_json::json!({}));
+        m["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "TaskDuration")
+            .unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beater = {
+        let stop = stop.clone();
+        let hb = d.heartbeat;
+        std::thread::spawn(move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                for i in 0..workers {
+                    let f = format!(
+                        r#"{{"type":"heartbeat","worker_id":"w{i:05}","status":"working","cpu_usage":{}}}"#,
+                        (n + i as u64) % 100
+                    );
+                    let _ = s.send_to(f.as_bytes(), hb);
+                    if i % 100 == 99 {
+                        std::thread::sleep(
+                            Duration::from_millis(100).saturating_sub(started.elapsed() / 10),
+                        );
+                    }
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let (t0, c0) = (Instant::now(), task(&mut b));
+    std::thread::sleep(Duration::from_secs(secs));
+    let (t1, c1) = (Instant::now(), task(&mut b));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beater.join().unwrap();
+    let cpu = (c1 - c0) / (t1 - t0).as_secs_f64() * 100.0;
+    println!(
+        "dashboard: {workers} workers beating at 1/s for {secs} s: the page's main thread busy {cpu:.1} % of one core"
+    );
+    assert!(b.errors.is_empty(), "{:#?}", b.errors);
+}

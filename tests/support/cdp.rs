@@ -155,8 +155,12 @@ impl Browser {
     /// Wait until `expr` is true in the page, and return how long it took.
     pub fn wait_for(&mut self, what: &str, expr: &str, within: Duration) -> Duration {
         let start = Instant::now();
+        // While the page loads, its elements may not exist yet.
+        let guarded = format!(
+            "(() => {{ try {{ return ({expr}) === true; }} catch (e) {{ return false; }} }})()"
+        );
         loop {
-            if self.eval(expr) == json!(true) {
+            if self.eval(&guarded) == json!(true) {
                 return start.elapsed();
             }
             assert!(start.elapsed() < within, "{what}: not within {within:?}");

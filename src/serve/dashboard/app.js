@@ -55,16 +55,20 @@ let backoff = 500;
 function connect() {
   const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/telemetry");
   ws.onopen = () => {
+    performance.mark("muster-ws-open");
     backoff = 500;
     live = true;
     conn("live");
   };
   ws.onmessage = (e) => {
     const m = JSON.parse(e.data);
+    if (m.type === "snapshot") performance.mark("muster-snapshot");
     if (m.type === "snapshot") workers.clear();
     for (const [id, w] of Object.entries(m.workers || {})) workers.set(id, w);
     for (const id of m.worker_ids || []) workers.delete(id);
-    schedule();
+    // A snapshot is drawn at once; changes share a rebuild.
+    if (m.type === "snapshot") render();
+    else schedule();
   };
   ws.onclose = () => {
     live = false;
@@ -413,12 +417,15 @@ function schedule() {
   pending = true;
   setTimeout(() => {
     pending = false;
-    built = performance.now();
-    rebuild();
-    draw();
-    if (!window.musterFirstRows && order.length) {
-      window.musterFirstRows = performance.now();
-      performance.mark("muster-rows");
-    }
+    render();
   }, Math.max(0, 250 - (performance.now() - built)));
+}
+function render() {
+  built = performance.now();
+  rebuild();
+  draw();
+  if (!window.musterFirstRows && order.length) {
+    window.musterFirstRows = performance.now();
+    performance.mark("muster-rows");
+  }
 }
