@@ -5,14 +5,19 @@
 //!
 //! - `daemon`: one process: flags, start-up, signals, reload, ordered stop.
 //!   Imports everything below.
-//! - `serve`: the HTTP loop: REST, WebSocket streams, `/health`, `/metrics`.
-//!   Imports `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
+//! - `serve`: the HTTP loop: REST, WebSocket streams, `/health`, `/metrics`,
+//!   the dashboard. Imports `alerts`, `pool`, `tasks`, `fleet`, `config`,
+//!   `stats`, `proto`, `sys`, `logging`, `clock`.
 //! - `ingest`: the heartbeat loop: UDP datagrams, TCP sessions. Imports the
 //!   same as `serve`.
 //! - `fleet`: worker state: the registry, one thread per worker, snapshots,
 //!   the change feed, the sweeper, and [`fleet::Shared`] (counters, running
 //!   configuration, change feed) handed to each loop. Imports `proto`,
 //!   `config`, `stats`, `logging`, `clock`.
+//! - `alerts`: built-in alert rules over the fleet, the pool and the
+//!   tasks, and their notifications (Alertmanager, webhooks). Imports
+//!   `pool`, `tasks`, `fleet`, `config`, `stats`, `proto`, `logging`,
+//!   `clock`.
 //! - `pool`: local worker processes, supervised and scaled (seed 000).
 //!   Imports `tasks`, `fleet`, `config`, `stats`, `sys`, `logging`, `clock`.
 //! - `tasks`: the task book, its journal, the scheduler (seed 002).
@@ -39,6 +44,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod alerts;
 pub mod cli;
 pub mod clock;
 pub mod config;

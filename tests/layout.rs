@@ -11,8 +11,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "daemon",
         &[
-            "serve", "ingest", "store", "pool", "tasks", "fleet", "config", "stats", "proto",
-            "sys", "logging", "clock",
+            "serve", "ingest", "store", "alerts", "pool", "tasks", "fleet", "config", "stats",
+            "proto", "sys", "logging", "clock",
+        ],
+    ),
+    (
+        "alerts",
+        &[
+            "pool", "tasks", "fleet", "config", "stats", "proto", "logging", "clock",
         ],
     ),
     (
@@ -34,7 +40,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "serve",
         &[
-            "pool", "tasks", "fleet", "config", "stats", "proto", "sys", "logging", "clock",
+            "alerts", "pool", "tasks", "fleet", "config", "stats", "proto", "sys", "logging",
+            "clock",
         ],
     ),
     (

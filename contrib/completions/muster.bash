@@ -79,13 +79,14 @@ _muster() {
         *:--url) COMPREPLY=(); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "--url workers status health watch forget tasks task scale pool beat agent bench completions help version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task scale pool beat agent bench completions help version" -- "$cur")) ;;
         task) COMPREPLY=($(compgen -W "submit show logs cancel" -- "$cur")) ;;
         bench) COMPREPLY=($(compgen -W "heartbeats ws push procfs tasks" -- "$cur")) ;;
         completions) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
         "workers") COMPREPLY=($(compgen -W "--status --label --wide --no-headers --json --help" -- "$cur")) ;;
         "status") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
         "health") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
+        "alerts") COMPREPLY=($(compgen -W "--all --no-headers --json --help" -- "$cur")) ;;
         "watch") COMPREPLY=($(compgen -W "--status --wide --help" -- "$cur")) ;;
         "forget") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "tasks") COMPREPLY=($(compgen -W "--state --worker --type --json --help" -- "$cur")) ;;

@@ -82,6 +82,11 @@ pub const COMMANDS: &[Command] = &[
         opts: &[flag("--json")],
     },
     Command {
+        path: "alerts",
+        about: "built-in alerts firing; exits 3 if any",
+        opts: &[flag("--all"), flag("--no-headers"), flag("--json")],
+    },
+    Command {
         path: "watch",
         about: "live view over WebSocket",
         opts: &[one_of("--status", STATUSES), flag("--wide")],

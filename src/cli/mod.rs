@@ -26,7 +26,9 @@ usage: muster [--url URL] <command> [options]
 operator commands:
   workers [--status S] [--json]     list workers as a table
   status ID [--json]                everything known about one worker
-  health [--json]                   the daemon's health and counters
+  health [--json]                   the daemon's health and counters;
+                                    exits 3 when degraded
+  alerts [--all] [--json]           built-in alerts firing; exits 3 if any
   watch [ID] [--status S]           live view over WebSocket; reconnects
   forget ID [--token-file F]        forget a worker (DELETE; token from
                                     --token-file or $MUSTER_TOKEN_FILE)
@@ -126,6 +128,7 @@ fn run(args: Vec<String>) -> Out {
         Some("workers") => ops::workers(&url, &args),
         Some("status") => ops::status(&url, &args),
         Some("health") => ops::health(&url, &args),
+        Some("alerts") => ops::alerts(&url, &args),
         Some("watch") => watch::watch(&url, &args),
         Some("forget") => ops::forget(&url, &args),
         Some("tasks") => tasks::list(&url, &args),

@@ -513,6 +513,94 @@ pub(super) fn health(url: &str, args: &[String]) -> Out {
     Ok(())
 }
 
+/// `muster alerts`: the built-in alerts firing now (and pending, and with
+/// `--all` those resolved in the last hour), a line each.
+pub(super) fn alerts(url: &str, args: &[String]) -> Out {
+    let mut url = url.to_string();
+    let (mut as_json, mut all, mut headers) = (false, false, true);
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("json") => as_json = true,
+            Long("all") => all = true,
+            Long("no-headers") => headers = false,
+            Long("url") => take_url(&mut p, &mut url)?,
+            Short('h') | Long("help") => {
+                println!(
+                    "usage: muster alerts [--all] [--no-headers] [--json]\n\n\
+                     The built-in alerts firing and pending; --all adds those resolved in\n\
+                     the last hour. Exit status 0, or 3 when any is firing."
+                );
+                return Ok(());
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let v = client::get_json(addr(&url)?, "/api/alerts")?;
+    let firing = v["firing"].as_array().is_some_and(|a| !a.is_empty());
+    if as_json {
+        print_json(&v);
+    } else {
+        let now = unix_ms();
+        let mut rows: Vec<[String; 5]> = Vec::new();
+        let groups: &[&str] = if all {
+            &["firing", "pending", "resolved"]
+        } else {
+            &["firing", "pending"]
+        };
+        for g in groups {
+            for a in v[*g].as_array().into_iter().flatten() {
+                let labels: Vec<String> = a["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| *k != "alertname" && *k != "severity")
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect();
+                let since = match *g {
+                    "resolved" => a["ends_at"].as_u64(),
+                    _ => a["starts_at"].as_u64(),
+                };
+                rows.push([
+                    g.to_string(),
+                    word(a["alertname"].as_str()),
+                    word(a["labels"]["severity"].as_str()),
+                    word(Some(&labels.join(","))),
+                    since.map_or("-".into(), |t| age(t, now)),
+                ]);
+            }
+        }
+        if rows.is_empty() {
+            if headers {
+                eprintln!("no alerts");
+            }
+        } else {
+            let head = ["STATE", "ALERT", "SEVERITY", "LABELS", "SINCE"].map(String::from);
+            let mut width = [0usize; 5];
+            for r in std::iter::once(&head).chain(&rows) {
+                for (i, c) in r.iter().enumerate() {
+                    width[i] = width[i].max(c.chars().count());
+                }
+            }
+            let mut out = std::io::stdout().lock();
+            for r in headers.then_some(&head).into_iter().chain(&rows) {
+                let mut line = String::new();
+                for (i, c) in r.iter().enumerate() {
+                    line.push_str(c);
+                    if i + 1 < r.len() {
+                        line.push_str(&" ".repeat(width[i] - c.chars().count() + 2));
+                    }
+                }
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
+    if firing {
+        return Err(Fail(3, String::new()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@
 //! This module parses and validates; it opens no sockets. Clamping
 //! `max_workers` to the kernel's limits is the daemon's, at start-up.
 
+pub mod alerting;
 pub mod args;
 pub mod env;
 pub mod reload;
@@ -71,6 +72,17 @@ pub struct Config {
     pub history_samples: usize,
     pub metrics_report_interval: Option<Duration>,
     pub metrics_worker_series: WorkerSeries,
+    /// The built-in alert rules that run (names from [`alerting::RULES`]).
+    pub alert_rules: Vec<&'static str>,
+    pub alert_for: Duration,
+    pub alert_flapping: u32,
+    /// Percent.
+    pub alert_error_rate: u32,
+    pub alert_error_rate_min_runs: u64,
+    pub alert_queue_depth: u64,
+    pub alertmanager_url: Vec<alerting::HttpUrl>,
+    pub alert_webhook_url: Vec<alerting::HttpUrl>,
+    pub alert_resend: Duration,
     pub cors_allow_origin: Vec<String>,
     pub ws_allow_origin: Vec<String>,
     pub http_allowed_hosts: Vec<String>,
@@ -289,6 +301,15 @@ pub fn defaults() -> Config {
         history_samples: 0,
         metrics_report_interval: None,
         metrics_worker_series: WorkerSeries::Full,
+        alert_rules: Vec::new(),
+        alert_for: Duration::ZERO,
+        alert_flapping: 0,
+        alert_error_rate: 0,
+        alert_error_rate_min_runs: 0,
+        alert_queue_depth: 0,
+        alertmanager_url: Vec::new(),
+        alert_webhook_url: Vec::new(),
+        alert_resend: Duration::ZERO,
         cors_allow_origin: Vec::new(),
         ws_allow_origin: Vec::new(),
         http_allowed_hosts: Vec::new(),

@@ -7,6 +7,7 @@
 //! reload notes and the docs tests all walk this table.
 
 use super::Config;
+use super::alerting;
 use super::units::{
     Cidr, at_least, fmt_duration, parse_addr, parse_count, parse_duration, parse_list, parse_size,
     positive,
@@ -515,6 +516,15 @@ pub const SETTINGS: &[Setting] = &[
     work::AUTOSCALE,
     work::AUTOSCALE_TASKS_PER_WORKER,
     work::AUTOSCALE_COOLDOWN,
+    alerting::ALERT_RULES,
+    alerting::ALERT_FOR,
+    alerting::ALERT_FLAPPING,
+    alerting::ALERT_ERROR_RATE,
+    alerting::ALERT_ERROR_RATE_MIN_RUNS,
+    alerting::ALERT_QUEUE_DEPTH,
+    alerting::ALERTMANAGER_URL,
+    alerting::ALERT_WEBHOOK_URL,
+    alerting::ALERT_RESEND,
     Setting {
         key: "log_level",
         default: "info",

@@ -122,6 +122,11 @@ impl Daemon {
         // Members first: their workers say bye while everything listens.
         self.pool.stop_all();
         let _ = self.supervisor.join();
+        // A stop is not an incident: no resolutions are posted for it.
+        self.alerts.stop();
+        for t in self.alert_threads {
+            let _ = t.join();
+        }
         self.shutdown.store(true, Ordering::Release);
         let _ = self.ingest_waker.wake();
         let _ = self.ingest.join();

@@ -44,6 +44,9 @@ pub(super) struct Daemon {
     /// The pool and its supervisor thread.
     pub(super) pool: Arc<Pool>,
     pub(super) supervisor: JoinHandle<()>,
+    /// The alert rules and their notifications, a thread each.
+    pub(super) alerts: Arc<crate::alerts::Alerts>,
+    pub(super) alert_threads: [JoinHandle<()>; 2],
     pub(super) journal: Option<JoinHandle<()>>,
     pub(super) notifier: Arc<Notifier>,
     pub(super) started: Instant,
@@ -207,6 +210,12 @@ impl Daemon {
         let (pool, pool_wake) =
             Pool::new(shared.clone(), registry.clone(), tasks.clone(), member_env)
                 .map_err(loop_error("pool"))?;
+        let alerts = Arc::new(crate::alerts::Alerts::new(
+            shared.clone(),
+            registry.clone(),
+            tasks.clone(),
+            Some(pool.clone()),
+        ));
         let shutdown = Arc::new(AtomicBool::new(false));
         let http = match http {
             Some(listener) => {
@@ -218,6 +227,7 @@ impl Daemon {
                     udp_inode,
                 );
                 api.pool = Some(pool.clone());
+                api.alerts = alerts.clone();
                 let (server, waker) = HttpServer::new(
                     listener,
                     api,
@@ -251,6 +261,10 @@ impl Daemon {
         let scheduler = spawn("scheduler", move || crate::tasks::run(t))?;
         let p = pool.clone();
         let supervisor = spawn("pool", move || p.run(pool_wake))?;
+        let a = alerts.clone();
+        let alert_rules = spawn("alerts", move || crate::alerts::run(a))?;
+        let (a, source) = (alerts.clone(), format!("http://{http_at}/"));
+        let alert_posts = spawn("alert-posts", move || crate::alerts::notify::run(a, source))?;
         let saver = match &store {
             Some(st) => {
                 let (stop, stop_rx) = mpsc::channel();
@@ -282,6 +296,8 @@ impl Daemon {
             scheduler,
             pool,
             supervisor,
+            alerts,
+            alert_threads: [alert_rules, alert_posts],
             journal: opened.journal,
             notifier,
             started,

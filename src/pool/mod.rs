@@ -185,6 +185,16 @@ impl Pool {
         json!({"desired": inner.desired, "actual": actual, "members": members})
     }
 
+    /// The members given up on (`fatal`), by id.
+    pub fn fatal_members(&self) -> Vec<String> {
+        self.lock()
+            .members
+            .values()
+            .filter(|m| m.state.as_str() == "fatal")
+            .map(|m| m.id.to_string())
+            .collect()
+    }
+
     /// Shutdown: every member told to stop, killed after the grace, and
     /// waited for (at most `grace` + 1 s).
     pub fn stop_all(&self) {

@@ -212,7 +212,7 @@ impl<S: Read + Write + Pending> Conn<S> {
 
     /// Tasks changed: a `/ws/tasks` client composes what it has not seen.
     pub fn on_task_changes(&mut self, cx: &mut Ctx, now: Instant) -> Next {
-        if !self.ws().is_some_and(|w| w.follows_tasks()) {
+        if !self.ws().is_some_and(|w| w.follows_book()) {
             return Next::Keep;
         }
         self.ws_result(cx, Ok(()), now)
@@ -430,10 +430,14 @@ impl<S: Read + Write + Pending> Conn<S> {
             Ok((sub, resp)) => {
                 self.respond(cx, &resp, Reply::Full, Keep::Open, None);
                 let early = self.inbuf[body_start..].to_vec();
-                let tasks = sub.stream == ws::Stream::Tasks;
+                let book: Option<std::sync::Arc<dyn ws::Book>> = match sub.stream {
+                    ws::Stream::Tasks => Some(cx.api.tasks.clone()),
+                    ws::Stream::Alerts => Some(cx.api.alerts.clone()),
+                    _ => None,
+                };
                 let mut w = WsConn::new(sub, early, now);
-                if tasks {
-                    w.follow_tasks(cx.api.tasks.clone());
+                if let Some(b) = book {
+                    w.follow_book(b);
                 }
                 self.stream.limit_send_buffer(ws::SEND_BUFFER);
                 self.state = State::Ws(Box::new(w));

@@ -243,7 +243,7 @@ fn render(
         }
         None => o.push_str("},\"udp_kernel_drops\":null"),
     }
-    for group in ["connections", "access", "state", "tasks", "pool"] {
+    for group in ["connections", "access", "state", "tasks", "pool", "alerts"] {
         let _ = write!(o, ",\"{group}\":{{");
         rows(&mut o, group, true);
         o.push('}');

@@ -125,6 +125,7 @@ impl HttpServer {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         api.waker = Some(waker.clone());
         api.tasks.set_http_waker(waker.clone());
+        api.alerts.set_waker(waker.clone());
         Ok((
             HttpServer {
                 poll,
@@ -268,10 +269,12 @@ impl HttpServer {
         }
     }
 
-    /// Tasks changed since the last look: `/ws/tasks` clients compose.
+    /// Tasks or alerts changed since the last look: `/ws/tasks` and
+    /// `/ws/alerts` clients compose.
     /// O(connections) when the book moved, nothing otherwise.
     fn on_task_changes(&mut self, now: Instant) {
-        let v = self.api.tasks.version();
+        // Both books' versions only grow: their sum moves with either.
+        let v = self.api.tasks.version() + self.api.alerts.version();
         if v == self.tasks_version {
             return;
         }
@@ -279,7 +282,7 @@ impl HttpServer {
         let keys: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, s)| s.conn.ws().is_some_and(|w| w.follows_tasks()))
+            .filter(|(_, s)| s.conn.ws().is_some_and(|w| w.follows_book()))
             .map(|(k, _)| k)
             .collect();
         for key in keys {

@@ -55,6 +55,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/workers/{id}/tasks"),
     ("POST", "/api/workers/scale"),
     ("GET", "/api/pool"),
+    ("GET", "/api/alerts"),
     ("GET", "/trpc/worker.metrics"),
 ];
 
@@ -79,6 +80,7 @@ enum Route {
     WorkerTasks(WorkerId),
     Scale,
     Pool,
+    Alerts,
     /// tRPC procedures, comma-joined when batched.
     Trpc(String),
 }
@@ -147,6 +149,7 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "workers", "registry"] => Route::Registry,
         ["api", "workers", "scale"] => Route::Scale,
         ["api", "pool"] => Route::Pool,
+        ["api", "alerts"] => Route::Alerts,
         ["api", "workers", "snapshot", id] => Route::Snapshot(worker_id(id)?),
         ["api", "workers", id] => Route::ApiWorker(worker_id(id)?),
         ["api", "workers", id, "metrics"] => Route::WorkerMetrics(worker_id(id)?),
@@ -170,6 +173,9 @@ pub struct Api {
     pub waker: Option<Arc<mio::Waker>>,
     /// The pool, when the daemon runs one (`None` in unit tests).
     pub pool: Option<Arc<crate::pool::Pool>>,
+    /// The built-in alerts (the daemon's; in unit tests, a book no rules
+    /// run on).
+    pub alerts: Arc<crate::alerts::Alerts>,
     health: Health,
     /// The last `/telemetry` body, served again while no worker has changed
     /// since (and built off the loop when large).
@@ -196,12 +202,19 @@ impl Api {
         started: Instant,
         udp_inode: Option<u64>,
     ) -> Api {
+        let alerts = Arc::new(crate::alerts::Alerts::new(
+            shared.clone(),
+            registry.clone(),
+            tasks.clone(),
+            None,
+        ));
         Api {
             registry,
             shared,
             tasks,
             waker: None,
             pool: None,
+            alerts,
             health: Health::new(started, udp_inode),
             telemetry: Default::default(),
             metrics_plain: Default::default(),
@@ -270,6 +283,7 @@ impl Api {
                 Some(p) => json_ok(&p.view()),
                 None => json_ok(&serde_json::json!({"desired": 0, "actual": 0, "members": []})),
             },
+            Route::Alerts => json_ok(&self.alerts.view()),
             Route::Scale => Response::error(405, "method_not_allowed", "POST a count")
                 .with_header("Allow", "POST, OPTIONS"),
         }

@@ -120,6 +120,12 @@ pub enum Counter {
     PoolHung,
     PoolFatal,
     PoolAutoscaled,
+    /// Alerts: firing now, notifications delivered and failed (each try
+    /// to each Alertmanager or webhook), state changes.
+    AlertsFiring,
+    AlertChanges,
+    AlertsSent,
+    AlertsFailed,
 }
 
 /// Prometheus type of a family.
@@ -168,7 +174,7 @@ pub const HTTP_FAMILY: &str = "muster_http_responses_total";
 /// HTTP status classes, in the order of [`Stats::http_responses`].
 pub const HTTP_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-const N: usize = Counter::PoolAutoscaled as usize + 1;
+const N: usize = Counter::AlertsFailed as usize + 1;
 
 pub struct Stats {
     values: [AtomicU64; N],

@@ -180,7 +180,7 @@ function totals() {
 let last = null;
 async function daemon() {
   try {
-    const [h, m] = await Promise.all([get("/health"), get("/api/metrics")]);
+    const [h, m, al] = await Promise.all([get("/health"), get("/api/metrics"), get("/api/alerts")]);
     const now = Date.now();
     let rate = "–", drops = "–";
     if (last) {
@@ -191,6 +191,7 @@ async function daemon() {
     last = { at: now, received: h.frames.received, lost: h.frames.dropped + h.frames.rejected };
     pairs($("daemon"), [
       ["health", h.status + (h.reasons && h.reasons.length ? ": " + h.reasons.join("; ") : "")],
+      ["alerts", al.firing.length ? al.firing.map((a) => a.annotations.summary).join("; ") : "none firing"],
       ["frames/s", rate], ["lost/s", drops], ["up", m.uptime], ["musterd", h.version],
       ["success", fixed(m.success_rate, 1) + " %"], ["runs/h", fixed(m.runs_per_hour, 1)],
       ["p95", m.p95_execution_ms == null ? "–" : fixed(m.p95_execution_ms, 0) + " ms"],

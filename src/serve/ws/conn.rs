@@ -18,12 +18,10 @@ use super::messages::{
     workers_message,
 };
 use super::upgrade::{Filter, Stream, Subscription};
-use crate::clock::unix_ms;
 use crate::fleet::registry::Registry;
 use crate::fleet::snapshot::Snapshot;
 use crate::proto::WorkerId;
 use crate::serve::head::Body;
-use crate::tasks::Tasks;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -104,8 +102,9 @@ pub struct WsConn {
     read_deferred: bool,
     /// Shutdown: the close frame (1001) is queued.
     said_away: bool,
-    /// `/ws/tasks`: the book, and the version this client has seen.
-    tasks: Option<(Arc<Tasks>, u64)>,
+    /// `/ws/tasks`, `/ws/alerts`: the book, and the version this client
+    /// has seen.
+    book: Option<(Arc<dyn super::Book>, u64)>,
     /// A snapshot of its own (filtered, or narrowed by `?fields=`) going
     /// out as fragments of one message.
     fragments: Option<Fragments>,
@@ -179,23 +178,26 @@ impl WsConn {
             raw: None,
             read_deferred: false,
             said_away: false,
-            tasks: None,
+            book: None,
             fragments: None,
         }
     }
 
     /// Whether the client wants the change feed at all.
     pub fn wants_changes(&self) -> bool {
-        !matches!(self.sub.stream, Stream::Summary | Stream::Tasks)
+        !matches!(
+            self.sub.stream,
+            Stream::Summary | Stream::Tasks | Stream::Alerts
+        )
     }
 
-    /// A `/ws/tasks` client: it reads from the task book.
-    pub fn follow_tasks(&mut self, tasks: Arc<Tasks>) {
-        self.tasks = Some((tasks, 0));
+    /// A `/ws/tasks` or `/ws/alerts` client: it reads from that book.
+    pub fn follow_book(&mut self, book: Arc<dyn super::Book>) {
+        self.book = Some((book, 0));
     }
 
-    pub fn follows_tasks(&self) -> bool {
-        self.tasks.is_some()
+    pub fn follows_book(&self) -> bool {
+        self.book.is_some()
     }
 
     pub fn wants_write(&self) -> bool {
@@ -228,7 +230,7 @@ impl WsConn {
         let follows = |id: &WorkerId| match &self.sub.stream {
             Stream::All => true,
             Stream::One(one) => one == id,
-            Stream::Summary | Stream::Tasks => false,
+            Stream::Summary | Stream::Tasks | Stream::Alerts => false,
         };
         for snap in f.changed.iter().filter(|s| follows(&s.id)) {
             self.pending.insert(snap.id.clone(), snap.clone());
@@ -239,7 +241,7 @@ impl WsConn {
     /// Whether the next message is the whole fleet's snapshot, the same for
     /// every client: no filter, no fields.
     pub fn wants_plain_snapshot(&self) -> bool {
-        self.need_snapshot && !self.in_flight() && self.tasks.is_none() && self.is_plain()
+        self.need_snapshot && !self.in_flight() && self.book.is_none() && self.is_plain()
     }
 
     /// Send `frame`, the whole fleet's snapshot framed once for every
@@ -260,7 +262,7 @@ impl WsConn {
         let follows = |id: &WorkerId| match &self.sub.stream {
             Stream::All => true,
             Stream::One(one) => one == id,
-            Stream::Summary | Stream::Tasks => false,
+            Stream::Summary | Stream::Tasks | Stream::Alerts => false,
         };
         for id in removed.iter().filter(|id| follows(id)) {
             self.pending.remove(id);
@@ -415,39 +417,19 @@ impl WsConn {
         self.ready.take().map(|f| Next::Frame(Body::Shared(f)))
     }
 
-    /// `/ws/tasks`: the newest tasks, then what changed, as it is now (a
-    /// slow client gets the latest state of each task, never a backlog).
-    fn compose_tasks(&mut self) -> Option<String> {
-        let (tasks, seen) = self.tasks.as_mut()?;
-        let changes = if self.need_snapshot {
-            None
-        } else {
-            if tasks.version() == *seen {
-                return None;
-            }
-            tasks.changes_since(*seen)
-        };
-        let msg = match changes {
-            Some((changed, removed, v)) => {
-                *seen = v;
-                if changed.is_empty() && removed.is_empty() {
-                    return None;
-                }
-                serde_json::json!({"type": "update", "timestamp": unix_ms(), "tasks": changed, "removed": removed})
-            }
-            None => {
-                self.need_snapshot = false;
-                let (all, v) = tasks.snapshot(crate::tasks::SNAPSHOT_TASKS);
-                *seen = v;
-                serde_json::json!({"type": "snapshot", "timestamp": unix_ms(), "tasks": all})
-            }
-        };
-        Some(msg.to_string())
+    /// A book's stream: a snapshot first, then what changed.
+    fn compose_book(&mut self) -> Option<String> {
+        let (book, seen) = self.book.as_mut()?;
+        let since = (!self.need_snapshot).then_some(*seen);
+        self.need_snapshot = false;
+        let (msg, v) = book.compose(since)?;
+        *seen = v;
+        (!msg.is_empty()).then_some(msg)
     }
 
     fn compose(&mut self, registry: &Registry, limits: WsLimits, now: Instant) -> Option<String> {
-        if self.tasks.is_some() {
-            return self.compose_tasks();
+        if self.book.is_some() {
+            return self.compose_book();
         }
         let fields = self.sub.filter.fields.clone();
         if self.need_snapshot {

@@ -12,11 +12,12 @@ use crate::serve::views::status_filter;
 use crate::stats::Counter;
 
 /// The streams, as documented in README.md and musterd(8).
-pub const ENDPOINTS: [&str; 4] = [
+pub const ENDPOINTS: [&str; 5] = [
     "/ws/telemetry",
     "/ws/telemetry/{id}",
     "/ws/workers/telemetry",
     "/ws/tasks",
+    "/ws/alerts",
 ];
 
 /// What a client subscribed to.
@@ -30,6 +31,8 @@ pub enum Stream {
     Summary,
     /// `/ws/tasks`: the tasks, snapshot then changes.
     Tasks,
+    /// `/ws/alerts`: the alerts, again after each change.
+    Alerts,
 }
 
 /// Query-string filters, common to all three streams.
@@ -70,6 +73,7 @@ pub fn subscription(path: &str, query: &str) -> Result<Subscription, Response> {
         ["ws", "telemetry"] => Stream::All,
         ["ws", "workers", "telemetry"] => Stream::Summary,
         ["ws", "tasks"] => Stream::Tasks,
+        ["ws", "alerts"] => Stream::Alerts,
         ["ws", "telemetry", id] => {
             let id = percent_decode(id)
                 .filter(|id| check_worker_id(id).is_ok())

@@ -1,0 +1,317 @@
+//! The built-in rules, pure: what the fleet looks like now (and a little
+//! memory of what it did) in, the conditions that hold out. Whether a
+//! condition has held long enough to fire is [`super::Book`]'s business.
+
+use crate::fleet::snapshot::Snapshot;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How far back `worker_flapping` counts.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(600);
+
+/// A condition that holds now, with what an alert for it says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub name: &'static str,
+    /// Labels besides `alertname` and `severity`: `worker_id`, `member`…
+    pub labels: BTreeMap<String, String>,
+    pub severity: &'static str,
+    pub summary: String,
+    pub description: String,
+    /// How long it must hold before the alert fires.
+    pub hold: Duration,
+}
+
+impl Condition {
+    /// Its identity: the name and the labels.
+    pub fn key(&self) -> String {
+        let mut k = self.name.to_string();
+        for (l, v) in &self.labels {
+            k.push_str(&format!(",{l}={v}"));
+        }
+        k
+    }
+}
+
+/// What the rules read besides the snapshots.
+pub struct Thresholds<'a> {
+    pub rules: &'a [&'static str],
+    pub hold: Duration,
+    pub flapping: u32,
+    pub error_rate: u32,
+    pub min_runs: u64,
+    pub queue_depth: u64,
+}
+
+/// Per worker: the times it went inactive in the last [`FLAP_WINDOW`].
+#[derive(Default)]
+pub struct Flaps {
+    seen: HashMap<Arc<str>, (u64, VecDeque<Instant>)>,
+}
+
+impl Flaps {
+    /// Note each worker's `times_inactive`; forget workers that are gone.
+    pub fn observe(&mut self, snaps: &[Arc<Snapshot>], now: Instant) {
+        let mut keep = HashMap::with_capacity(snaps.len());
+        for s in snaps {
+            let id: Arc<str> = Arc::from(&*s.id);
+            let (last, mut times) = self
+                .seen
+                .remove(&id)
+                .unwrap_or((s.times_inactive, VecDeque::new()));
+            for _ in last..s.times_inactive {
+                times.push_back(now);
+            }
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) > FLAP_WINDOW)
+            {
+                times.pop_front();
+            }
+            keep.insert(id, (s.times_inactive, times));
+        }
+        self.seen = keep;
+    }
+
+    pub fn count(&self, id: &str) -> usize {
+        self.seen.get(id).map_or(0, |(_, t)| t.len())
+    }
+}
+
+/// Runs in the last hour: `(runs, failed)`, per worker that reported any.
+pub type Outcomes = HashMap<Arc<str>, (u64, u64)>;
+
+fn worker(name: &'static str, id: &str, severity: &'static str, hold: Duration) -> Condition {
+    Condition {
+        name,
+        labels: BTreeMap::from([("worker_id".to_string(), id.to_string())]),
+        severity,
+        summary: String::new(),
+        description: String::new(),
+        hold,
+    }
+}
+
+fn on(t: &Thresholds, rule: &str) -> bool {
+    t.rules.contains(&rule)
+}
+
+/// The worker rules over the fleet as it is.
+pub fn evaluate(
+    snaps: &[Arc<Snapshot>],
+    flaps: &Flaps,
+    outcomes: &Outcomes,
+    t: &Thresholds,
+) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for s in snaps.iter().filter(|s| !s.terminated) {
+        let id = &*s.id;
+        if s.inactive && on(t, "worker_inactive") {
+            let mut c = worker("worker_inactive", id, "warning", t.hold);
+            c.summary = format!("Worker {id} is silent");
+            c.description = format!(
+                "{id} has sent nothing within the inactivity timeout (last heard from {} s ago).",
+                s.last_seen.elapsed().as_secs()
+            );
+            out.push(c);
+        }
+        if !s.inactive && s.reported == Some(crate::proto::Reported::Error) && on(t, "worker_error")
+        {
+            let mut c = worker("worker_error", id, "warning", t.hold);
+            c.summary = format!("Worker {id} reports error");
+            c.description = format!("{id} reports status error.");
+            out.push(c);
+        }
+        let flapped = flaps.count(id);
+        if flapped > t.flapping as usize && on(t, "worker_flapping") {
+            let mut c = worker("worker_flapping", id, "warning", Duration::ZERO);
+            c.summary = format!("Worker {id} is flapping");
+            c.description = format!("{id} went inactive {flapped} times in the last 10 minutes.");
+            out.push(c);
+        }
+        if !s.inactive && s.queue_depth > t.queue_depth && on(t, "queue_depth") {
+            let mut c = worker("queue_depth", id, "warning", t.hold);
+            c.summary = format!("Worker {id} has {} queued", s.queue_depth);
+            c.description = format!(
+                "{id} reports a queue depth of {}, above {}.",
+                s.queue_depth, t.queue_depth
+            );
+            out.push(c);
+        }
+    }
+    if on(t, "error_rate") {
+        let (mut runs, mut failed) = (0, 0);
+        let mut ids: Vec<&Arc<str>> = outcomes.keys().collect();
+        ids.sort();
+        for id in ids {
+            let (n, f) = outcomes[id];
+            runs += n;
+            failed += f;
+            if let Some(c) = error_rate(Some(id), n, f, t) {
+                out.push(c);
+            }
+        }
+        out.extend(error_rate(None, runs, failed, t));
+    }
+    out
+}
+
+/// `error_rate` for one worker, or (`None`) the fleet.
+fn error_rate(id: Option<&str>, runs: u64, failed: u64, t: &Thresholds) -> Option<Condition> {
+    if runs < t.min_runs || failed * 100 <= runs * u64::from(t.error_rate) {
+        return None;
+    }
+    let pct = failed as f64 * 100.0 / runs as f64;
+    let (mut c, who) = match id {
+        Some(id) => (
+            worker("error_rate", id, "warning", Duration::ZERO),
+            format!("Worker {id}"),
+        ),
+        None => (
+            Condition {
+                name: "error_rate",
+                labels: BTreeMap::new(),
+                severity: "warning",
+                summary: String::new(),
+                description: String::new(),
+                hold: Duration::ZERO,
+            },
+            "The fleet".to_string(),
+        ),
+    };
+    c.summary = format!("{who} fails {pct:.0} % of its runs");
+    c.description = format!(
+        "{failed} of {runs} runs failed in the last hour, above {} %.",
+        t.error_rate
+    );
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::snapshot::Transport;
+    use crate::proto::decode;
+
+    fn snap(id: &str, frame: &str) -> Snapshot {
+        let mut s = Snapshot::new(id.into(), Transport::Udp, Instant::now());
+        s.apply(
+            decode(frame.as_bytes(), 65536).unwrap(),
+            Transport::Udp,
+            Instant::now(),
+        );
+        s
+    }
+
+    const ALL: Thresholds = Thresholds {
+        rules: &crate::config::alerting::RULES,
+        hold: Duration::from_secs(60),
+        flapping: 3,
+        error_rate: 10,
+        min_runs: 10,
+        queue_depth: 1000,
+    };
+
+    #[test]
+    fn each_worker_rule() {
+        let mut silent = snap("s", r#"{"type":"heartbeat","worker_id":"s"}"#);
+        silent.inactive = true;
+        let mut done = snap("d", r#"{"type":"heartbeat","worker_id":"d"}"#);
+        done.terminated = true;
+        done.inactive = true;
+        let snaps = vec![
+            Arc::new(silent),
+            Arc::new(done),
+            Arc::new(snap(
+                "e",
+                r#"{"type":"heartbeat","worker_id":"e","status":"error"}"#,
+            )),
+            Arc::new(snap(
+                "q",
+                r#"{"type":"heartbeat","worker_id":"q","queue_depth":5000}"#,
+            )),
+            Arc::new(snap(
+                "ok",
+                r#"{"type":"heartbeat","worker_id":"ok","queue_depth":1000}"#,
+            )),
+        ];
+        let got = evaluate(&snaps, &Flaps::default(), &Outcomes::new(), &ALL);
+        let keys: Vec<String> = got.iter().map(Condition::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "worker_inactive,worker_id=s",
+                "worker_error,worker_id=e",
+                "queue_depth,worker_id=q"
+            ],
+            "a worker that said bye is never silent"
+        );
+        assert_eq!(got[0].summary, "Worker s is silent");
+        assert_eq!(got[0].hold, Duration::from_secs(60));
+        let none = Thresholds {
+            rules: &["worker_error"],
+            ..ALL
+        };
+        assert_eq!(
+            evaluate(&snaps, &Flaps::default(), &Outcomes::new(), &none).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn flapping_counts_inactive_spells_in_ten_minutes() {
+        let mut s = snap("f", r#"{"type":"heartbeat","worker_id":"f"}"#);
+        let t0 = Instant::now();
+        let mut flaps = Flaps::default();
+        flaps.observe(&[Arc::new(s.clone())], t0);
+        for i in 1..=4u64 {
+            s.times_inactive = i;
+            flaps.observe(&[Arc::new(s.clone())], t0 + Duration::from_secs(i * 60));
+        }
+        assert_eq!(flaps.count("f"), 4);
+        let got = evaluate(&[Arc::new(s.clone())], &flaps, &Outcomes::new(), &ALL);
+        assert_eq!(got[0].key(), "worker_flapping,worker_id=f");
+        assert_eq!(
+            got[0].description,
+            "f went inactive 4 times in the last 10 minutes."
+        );
+        // Eleven minutes on, the first spell has left the window.
+        flaps.observe(
+            &[Arc::new(s.clone())],
+            t0 + Duration::from_secs(11 * 60 + 1),
+        );
+        assert_eq!(flaps.count("f"), 3);
+        assert!(evaluate(&[Arc::new(s)], &flaps, &Outcomes::new(), &ALL).is_empty());
+        flaps.observe(&[], t0 + Duration::from_secs(12 * 60));
+        assert_eq!(
+            flaps.count("f"),
+            0,
+            "a forgotten worker is forgotten here too"
+        );
+    }
+
+    #[test]
+    fn error_rate_per_worker_and_fleet_with_enough_runs() {
+        let outcomes = Outcomes::from([
+            (Arc::from("bad"), (20, 5)),
+            (Arc::from("few"), (5, 5)),
+            (Arc::from("good"), (100, 1)),
+        ]);
+        let got = evaluate(&[], &Flaps::default(), &outcomes, &ALL);
+        let keys: Vec<String> = got.iter().map(Condition::key).collect();
+        // The fleet: 11 of 125 failed, 8.8 %: quiet.
+        assert_eq!(keys, ["error_rate,worker_id=bad"]);
+        assert_eq!(got[0].summary, "Worker bad fails 25 % of its runs");
+        let strict = Thresholds {
+            error_rate: 5,
+            ..ALL
+        };
+        let got = evaluate(&[], &Flaps::default(), &outcomes, &strict);
+        assert_eq!(got.last().unwrap().key(), "error_rate");
+        assert_eq!(
+            got.last().unwrap().summary,
+            "The fleet fails 9 % of its runs"
+        );
+    }
+}
