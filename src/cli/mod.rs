@@ -13,6 +13,7 @@ pub mod client;
 pub mod complete;
 pub mod ops;
 pub mod pool;
+pub mod table;
 pub mod tasks;
 pub mod watch;
 

@@ -2,12 +2,13 @@
 //! `status`, `health` and `watch`, and the table they share.
 
 use super::client::{self, ClientError};
+use super::table::{Shape, age, ago, align, colour_enabled, paint, table, word};
 use super::{Fail, Out};
 use crate::clock::unix_ms;
 use crate::proto;
 use lexopt::prelude::*;
 use serde_json::Value;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 
 /// `--url` may also follow the command.
@@ -31,219 +32,6 @@ fn addr(url: &str) -> Result<SocketAddr, Fail> {
 
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
-
-pub(super) fn colour_enabled() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
-
-fn paint(status: &str, on: bool) -> String {
-    if !on {
-        return status.to_string();
-    }
-    let code = match status {
-        "working" => "32",
-        "idle" => "36",
-        "error" => "31",
-        "inactive" => "33",
-        "terminated" | "created" => "2",
-        _ => "0",
-    };
-    format!("\x1b[{code}m{status}\x1b[0m")
-}
-
-/// An age as one word: "3s", "5m", "2h", "4d".
-pub fn age(then_ms: u64, now_ms: u64) -> String {
-    let s = now_ms.saturating_sub(then_ms) / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        3600..86400 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
-}
-
-/// "3s ago", "5m ago", "2h ago".
-pub fn ago(then_ms: u64, now_ms: u64) -> String {
-    format!("{} ago", age(then_ms, now_ms))
-}
-
-fn num(v: &Value, digits: usize) -> String {
-    v.as_f64()
-        .map_or("-".to_string(), |x| format!("{x:.digits$}"))
-}
-
-/// A cell as one word: blanks and control characters become `_`, so every
-/// row splits into as many fields as the header, and a missing value is
-/// `-`.
-fn word(s: Option<&str>) -> String {
-    match s {
-        None | Some("") => "-".into(),
-        Some(s) => s
-            .chars()
-            .map(|c| {
-                if c.is_whitespace() || c.is_control() {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect(),
-    }
-}
-
-/// A table column: its header, whether it is a number (right-aligned),
-/// whether only `--wide` shows it, and its cell.
-struct Column {
-    name: &'static str,
-    number: bool,
-    wide: bool,
-    cell: fn(&Value, u64) -> String,
-}
-
-const COLUMNS: &[Column] = &[
-    Column {
-        name: "ID",
-        number: false,
-        wide: false,
-        cell: |w, _| word(w["worker_id"].as_str()),
-    },
-    Column {
-        name: "STATUS",
-        number: false,
-        wide: false,
-        cell: |w, _| word(w["status"].as_str()),
-    },
-    Column {
-        name: "ACTIVE",
-        number: false,
-        wide: false,
-        cell: |w, _| if w["is_active"] == true { "yes" } else { "no" }.into(),
-    },
-    Column {
-        name: "CPU%",
-        number: true,
-        wide: false,
-        cell: |w, _| num(&w["cpu_usage"], 1),
-    },
-    Column {
-        name: "MEM%",
-        number: true,
-        wide: false,
-        cell: |w, _| num(&w["memory_usage"], 1),
-    },
-    Column {
-        name: "GPU%",
-        number: true,
-        wide: true,
-        cell: |w, _| num(&w["gpu_usage"], 1),
-    },
-    Column {
-        name: "RSS_MB",
-        number: true,
-        wide: false,
-        cell: |w, _| num(&w["resource_usage"]["rss_mb"], 1),
-    },
-    Column {
-        name: "QUEUE",
-        number: true,
-        wide: false,
-        cell: |w, _| {
-            w["queue_depth"]
-                .as_u64()
-                .map_or("-".into(), |q| q.to_string())
-        },
-    },
-    Column {
-        name: "JOB",
-        number: false,
-        wide: true,
-        cell: |w, _| {
-            let j = &w["current_job"];
-            word(j["id"].as_str().or(j["type"].as_str()))
-        },
-    },
-    Column {
-        name: "HOST",
-        number: false,
-        wide: true,
-        cell: |w, _| word(w["hostname"].as_str()),
-    },
-    Column {
-        name: "TRANSPORT",
-        number: false,
-        wide: true,
-        cell: |w, _| word(w["transport"].as_str()),
-    },
-    Column {
-        name: "LAST_SEEN",
-        number: false,
-        wide: false,
-        cell: |w, now| {
-            w["last_update"]
-                .as_u64()
-                .map_or("-".into(), |t| age(t, now))
-        },
-    },
-];
-
-/// How a table is shown.
-#[derive(Clone, Copy, Default)]
-pub struct Shape {
-    pub wide: bool,
-    pub headers: bool,
-    pub colour: bool,
-}
-
-/// The table of `muster workers` and `muster watch`, a line each (no
-/// newline): columns two spaces apart, numbers right-aligned, no trailing
-/// blanks, every line as many fields as the header.
-pub fn table(workers: &[&Value], now_ms: u64, shape: Shape) -> Vec<String> {
-    let columns: Vec<&Column> = COLUMNS.iter().filter(|c| shape.wide || !c.wide).collect();
-    let rows: Vec<Vec<String>> = workers
-        .iter()
-        .map(|w| columns.iter().map(|c| (c.cell)(w, now_ms)).collect())
-        .collect();
-    let mut width: Vec<usize> = columns
-        .iter()
-        .map(|c| if shape.headers { c.name.len() } else { 0 })
-        .collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            width[i] = width[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String], paint_status: bool| {
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let pad = " ".repeat(width[i] - c.chars().count());
-            let shown = if columns[i].name == "STATUS" && paint_status {
-                paint(c, shape.colour)
-            } else {
-                c.clone()
-            };
-            if i > 0 {
-                out.push_str("  ");
-            }
-            if columns[i].number {
-                out.push_str(&pad);
-                out.push_str(&shown);
-            } else {
-                out.push_str(&shown);
-                if i + 1 < cells.len() {
-                    out.push_str(&pad);
-                }
-            }
-        }
-        out
-    };
-    let mut out = Vec::with_capacity(rows.len() + 1);
-    if shape.headers {
-        let names: Vec<String> = columns.iter().map(|c| c.name.to_string()).collect();
-        out.push(line(&names, false));
-    }
-    out.extend(rows.iter().map(|r| line(r, true)));
-    out
 }
 
 /// `--label K=V`: a worker carries every one of them.
@@ -576,21 +364,13 @@ pub(super) fn alerts(url: &str, args: &[String]) -> Out {
             }
         } else {
             let head = ["STATE", "ALERT", "SEVERITY", "LABELS", "SINCE"].map(String::from);
-            let mut width = [0usize; 5];
-            for r in std::iter::once(&head).chain(&rows) {
-                for (i, c) in r.iter().enumerate() {
-                    width[i] = width[i].max(c.chars().count());
-                }
-            }
+            let rows: Vec<Vec<String>> = headers
+                .then(|| head.to_vec())
+                .into_iter()
+                .chain(rows.into_iter().map(|r| r.to_vec()))
+                .collect();
             let mut out = std::io::stdout().lock();
-            for r in headers.then_some(&head).into_iter().chain(&rows) {
-                let mut line = String::new();
-                for (i, c) in r.iter().enumerate() {
-                    line.push_str(c);
-                    if i + 1 < r.len() {
-                        line.push_str(&" ".repeat(width[i] - c.chars().count() + 2));
-                    }
-                }
+            for line in align(&rows, &[false; 5]) {
                 let _ = writeln!(out, "{line}");
             }
         }

@@ -16,7 +16,7 @@
 //! reported and retried, not waited on forever.
 
 use super::client;
-use super::ops::{Shape, colour_enabled, table};
+use super::table::{Shape, colour_enabled, table};
 use super::{Fail, Out};
 use crate::clock::unix_ms;
 use crate::proto;
