@@ -314,3 +314,58 @@ fn an_alertmanager_that_is_down_costs_counted_retries_only() {
     );
     assert!(text.contains("muster_alerts_firing 1\n"), "{text}");
 }
+
+/// For BENCHMARKS.md (bench/alerts.sh, never a timed test): from the
+/// moment a worker is marked inactive (its `/ws/telemetry` update) to the
+/// webhook post of its `worker_inactive` alert, less `alert_for`.
+#[test]
+#[ignore = "a benchmark: bench/alerts.sh"]
+fn alert_latency_bench() {
+    let (hook, posts) = webhook();
+    let d = Daemon::start(&[
+        "--heartbeat-interval",
+        "1s",
+        "--inactivity-timeout",
+        "2s",
+        "--alert-for",
+        "3s",
+        "--alert-webhook-url",
+        &format!("http://{hook}/"),
+    ]);
+    let (mut ws, _) = tungstenite::connect(format!("ws://{}/ws/telemetry", d.http)).unwrap();
+    let mut delays = Vec::new();
+    for i in 0..8 {
+        let id = format!("lat-{i}");
+        beat(&d, &id, "working");
+        let inactive_at = loop {
+            let tungstenite::Message::Text(t) = ws.read().unwrap() else {
+                continue;
+            };
+            let m: Value = serde_json::from_str(&t).unwrap();
+            if m["workers"][&id]["status"] == "inactive" {
+                break Instant::now();
+            }
+        };
+        let posted_at = loop {
+            let p = posts
+                .recv_timeout(Duration::from_secs(30))
+                .expect("no post");
+            if p["status"] == "firing"
+                && p["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["labels"]["worker_id"] == id.as_str())
+            {
+                break Instant::now();
+            }
+        };
+        delays.push((posted_at - inactive_at).as_secs_f64() - 3.0);
+    }
+    delays.sort_by(f64::total_cmp);
+    println!(
+        "alerts: inactivity mark to webhook post, less alert_for (3 s), 8 workers: median {:.0} ms, max {:.0} ms",
+        delays[delays.len() / 2] * 1000.0,
+        delays[delays.len() - 1] * 1000.0
+    );
+}
