@@ -146,7 +146,7 @@ pub fn run(alerts: Arc<Alerts>, source: String) {
     while !alerts.stopped() {
         let v = alerts.version();
         if v == seen_version && last_pass.elapsed() < Duration::from_secs(1) {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
             continue;
         }
         seen_version = v;
@@ -163,6 +163,7 @@ pub fn run(alerts: Arc<Alerts>, source: String) {
             continue;
         }
         let list = alerts.for_delivery();
+        let ids: std::collections::HashSet<u64> = list.iter().map(|a| a.id).collect();
         told.retain(|k, _| targets.iter().any(|(_, u)| u.show() == *k));
         for (kind, url) in targets {
             let now = Instant::now();
@@ -172,8 +173,8 @@ pub fn run(alerts: Arc<Alerts>, source: String) {
             }
             let due = due(&list, t, cfg.alert_resend, now);
             // Forget what is no longer there to tell.
-            t.firing.retain(|id, _| list.iter().any(|a| a.id == *id));
-            t.resolved.retain(|id| list.iter().any(|a| a.id == *id));
+            t.firing.retain(|id, _| ids.contains(id));
+            t.resolved.retain(|id| ids.contains(id));
             if due.is_empty() {
                 continue;
             }
