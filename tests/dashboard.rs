@@ -125,6 +125,61 @@ fn the_dashboard_shows_the_fleet_live() {
     std::fs::write(&path, &shot).unwrap();
     eprintln!("dashboard: screenshot saved to {}", path.display());
 
+    // A task run by an agent: the Tasks view lists it, and its worker's
+    // panel shows its log.
+    let dir = tempfile::tempdir().unwrap();
+    let handler = dir.path().join("handler.sh");
+    std::fs::write(&handler, "#!/bin/sh\necho line-from-the-task\n").unwrap();
+    std::fs::set_permissions(
+        &handler,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["agent", "--tasks", "--interval", "300ms", "--id", "tasker"])
+        .args(["--heartbeat-addr", &d.heartbeat.to_string(), "--"])
+        .arg(&handler)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    d.wait_for("the agent", |d| d.get("/api/workers/tasker").0 == 200);
+    let body = r#"{"type":"resize"}"#;
+    let (status, _, _) = d.request(&format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert_eq!(status, 201);
+    d.wait_for("the task done", |d| {
+        d.json("/api/tasks")["tasks"][0]["state"] == "succeeded"
+    });
+    b.eval("document.querySelector('nav button[data-view=tasks]').click()");
+    b.wait_for(
+        "the Tasks view",
+        "document.getElementById('tasks').innerText.includes('resize') && document.getElementById('tasks').innerText.includes('succeeded')",
+        Duration::from_secs(10),
+    );
+    b.eval("document.querySelector('nav button[data-view=workers]').click()");
+    b.wait_for(
+        "tasker's row",
+        "!!document.querySelector('#rows [data-id=tasker]')",
+        Duration::from_secs(10),
+    );
+    b.eval("document.querySelector('#rows [data-id=tasker]').click()");
+    b.wait_for(
+        "tasker's task in its panel",
+        "!!document.querySelector('#worker-tasks button')",
+        Duration::from_secs(10),
+    );
+    b.eval("document.querySelector('#worker-tasks button').click()");
+    b.wait_for(
+        "the task's log",
+        "document.getElementById('task-log').textContent.includes('line-from-the-task')",
+        Duration::from_secs(10),
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+
     // Escape closes the panel; no console error or exception all along.
     b.key("Escape", "Escape", 27);
     b.wait_for(

@@ -223,6 +223,7 @@ async function change(method, path, body) {
 async function open(id) {
   selected = id;
   schedule();
+  $("task-log").hidden = $("task-log-title").hidden = true;
   $("panel").hidden = false;
   document.body.classList.add("panel-open");
   $("panel-title").textContent = id;
@@ -258,11 +259,29 @@ async function panel() {
       spark("Memory %", s.map((x) => x.memory_usage)),
       spark("Queue", s.map((x) => x.queue_depth)),
     );
-    const list = (t.tasks || []).slice(-20).map((k) => el("li", k.id + "  " + k.type + "  " + k.state));
+    const list = (t.tasks || []).slice(0, 20).map((k) => {
+      const b = el("button", k.id + "  " + k.type + "  " + k.state);
+      b.type = "button";
+      b.title = "show its log";
+      b.onclick = () => logs(k.id);
+      const li = el("li");
+      li.append(b);
+      return li;
+    });
     $("worker-tasks").replaceChildren(...(list.length ? list : [el("li", "none")]));
   } catch (e) {
     $("details").replaceChildren(el("div", "cannot read " + id + ": " + e.message));
   }
+}
+async function logs(id) {
+  try {
+    const l = await get("/api/tasks/" + encodeURIComponent(id) + "/logs");
+    $("task-log").textContent = l.lines.length ? l.lines.slice(-200).join("\n") : "(no log lines)";
+  } catch (e) {
+    $("task-log").textContent = e.message;
+  }
+  $("task-log-title").textContent = "Log of " + id;
+  $("task-log-title").hidden = $("task-log").hidden = false;
 }
 function spark(name, values) {
   const box = el("div");
