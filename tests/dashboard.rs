@@ -263,10 +263,10 @@ fn dashboard_bench() {
                         (n + i as u64) % 100
                     );
                     let _ = s.send_to(f.as_bytes(), hb);
+                    // Spread over the second: 100 at a time.
                     if i % 100 == 99 {
-                        std::thread::sleep(
-                            Duration::from_millis(100).saturating_sub(started.elapsed() / 10),
-                        );
+                        let due = Duration::from_secs(1) * (i as u32 + 1) / workers as u32;
+                        std::thread::sleep(due.saturating_sub(started.elapsed()));
                     }
                 }
                 n += 1;
