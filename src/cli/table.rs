@@ -41,7 +41,7 @@ pub fn ago(then_ms: u64, now_ms: u64) -> String {
     format!("{} ago", age(then_ms, now_ms))
 }
 
-fn num(v: &Value, digits: usize) -> String {
+pub fn num(v: &Value, digits: usize) -> String {
     v.as_f64()
         .map_or("-".to_string(), |x| format!("{x:.digits$}"))
 }

@@ -16,7 +16,7 @@
 //! reported and retried, not waited on forever.
 
 use super::client;
-use super::table::{Shape, colour_enabled, table};
+use super::table::{Shape, colour_enabled, num, table};
 use super::{Fail, Out};
 use crate::clock::unix_ms;
 use crate::proto;
@@ -276,8 +276,8 @@ impl Screen {
                     "{} {id} {} cpu={} mem={} queue={}",
                     v["timestamp"],
                     w["status"].as_str().unwrap_or("?"),
-                    w["cpu_usage"],
-                    w["memory_usage"],
+                    num(&w["cpu_usage"], 1),
+                    num(&w["memory_usage"], 1),
                     w["queue_depth"]
                 );
             }
