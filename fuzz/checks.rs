@@ -141,6 +141,20 @@ pub fn reply(data: &[u8]) {
     assert_eq!(proto::decode_reply(&line).ok(), Some(r));
 }
 
+/// What an HTTP server sends back: to `muster` (the CLI's client and its
+/// JSON answers) and to musterd posting alerts (the status line). Never
+/// panics; a status read has three digits (`009` reads as 9, which the
+/// notifier counts as a failure like any other that is not 2xx).
+pub fn http_answer(data: &[u8]) {
+    if let Ok(code) = muster::alerts::notify::status_of(data) {
+        assert!(code <= 999, "{code}");
+    }
+    if let Ok((status, body)) = muster::cli::client::parse_response(data) {
+        let at: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let _ = muster::cli::client::answer(at, status, &body);
+    }
+}
+
 /// The task journal (`state_dir/tasks.journal`): replay never panics, and
 /// the records it keeps encode to a journal that replays the same.
 pub fn journal(data: &[u8]) {

@@ -48,6 +48,11 @@ fn ws_query_corpus() {
 }
 
 #[test]
+fn http_answer_corpus() {
+    replay("http_answer", checks::http_answer);
+}
+
+#[test]
 fn reply_corpus() {
     replay("reply", checks::reply);
 }

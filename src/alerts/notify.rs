@@ -128,9 +128,15 @@ pub fn post(url: &HttpUrl, body: &[u8]) -> Result<u16, String> {
     // The status line is all that is needed; read at most 64 KiB of it.
     let mut buf = Vec::new();
     let _ = s.take(64 * 1024).read_to_end(&mut buf);
+    status_of(&buf)
+}
+
+/// The status of an HTTP answer (peer input: whatever the URL's server
+/// sent back).
+pub fn status_of(answer: &[u8]) -> Result<u16, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(&buf) {
+    match resp.parse(answer) {
         Ok(_) => resp.code.ok_or_else(|| "no status in the answer".into()),
         Err(e) => Err(format!("not an HTTP answer: {e}")),
     }

@@ -214,7 +214,8 @@ pub fn content_length(headers: &[httparse::Header]) -> Option<usize> {
         .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
 }
 
-fn parse_response(buf: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
+/// A whole HTTP answer: its status and body.
+pub fn parse_response(buf: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     let n = match resp.parse(buf) {
