@@ -88,7 +88,7 @@ cleanup() {
   rm -f "$log"
 }
 trap cleanup EXIT
-for _ in $(seq 100); do
+for _ in $(seq 600); do  # --ephemeral copies the tree first
   leader=$(pgrep -P "$nspawn" 2>/dev/null | head -1 || true)
   [ -n "$leader" ] && [ "$(cat "/proc/$leader/comm" 2>/dev/null)" = systemd ] && break
   kill -0 "$nspawn" 2>/dev/null || break
