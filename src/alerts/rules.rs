@@ -47,35 +47,45 @@ pub struct Thresholds<'a> {
 /// Per worker: the times it went inactive in the last [`FLAP_WINDOW`].
 #[derive(Default)]
 pub struct Flaps {
-    seen: HashMap<Arc<str>, (u64, VecDeque<Instant>)>,
+    /// Id → its `times_inactive` when last seen, the spells in the window,
+    /// and the pass that last saw it.
+    seen: HashMap<Arc<str>, (u64, VecDeque<Instant>, u64)>,
+    pass: u64,
 }
 
 impl Flaps {
     /// Note each worker's `times_inactive`; forget workers that are gone.
+    /// A worker already known costs a lookup, not an allocation.
     pub fn observe(&mut self, snaps: &[Arc<Snapshot>], now: Instant) {
-        let mut keep = HashMap::with_capacity(snaps.len());
+        self.pass += 1;
+        let pass = self.pass;
         for s in snaps {
-            let id: Arc<str> = Arc::from(&*s.id);
-            let (last, mut times) = self
-                .seen
-                .remove(&id)
-                .unwrap_or((s.times_inactive, VecDeque::new()));
-            for _ in last..s.times_inactive {
+            let entry = match self.seen.get_mut(&*s.id) {
+                Some(e) => e,
+                None => self.seen.entry(Arc::from(&*s.id)).or_insert((
+                    s.times_inactive,
+                    VecDeque::new(),
+                    pass,
+                )),
+            };
+            let (last, times, seen_in) = entry;
+            for _ in *last..s.times_inactive {
                 times.push_back(now);
             }
+            *last = s.times_inactive;
+            *seen_in = pass;
             while times
                 .front()
                 .is_some_and(|t| now.saturating_duration_since(*t) > FLAP_WINDOW)
             {
                 times.pop_front();
             }
-            keep.insert(id, (s.times_inactive, times));
         }
-        self.seen = keep;
+        self.seen.retain(|_, (_, _, seen_in)| *seen_in == pass);
     }
 
     pub fn count(&self, id: &str) -> usize {
-        self.seen.get(id).map_or(0, |(_, t)| t.len())
+        self.seen.get(id).map_or(0, |(_, t, _)| t.len())
     }
 }
 
