@@ -189,7 +189,7 @@ impl Alerts {
             let a = inner.active.entry(key).or_insert_with(|| Alert {
                 cond: c.clone(),
                 id: 0,
-                pending_since: now,
+                pending_since: c.since.map_or(now, |t| t.min(now)),
                 starts_at: None,
                 ends_at: None,
                 resolved_at: None,
@@ -276,6 +276,7 @@ impl Alerts {
                             .clone()
                             .unwrap_or_else(|| "the task failed".into()),
                         hold: Duration::ZERO,
+                        since: None,
                     };
                     events.insert(c.key(), (now, c));
                 }
@@ -310,6 +311,7 @@ impl Alerts {
                 labels: BTreeMap::from([("member".to_string(), m)]),
                 severity: "critical",
                 hold: Duration::ZERO,
+                since: None,
             })
             .collect()
     }
@@ -361,6 +363,7 @@ pub fn run(alerts: Arc<Alerts>) {
         let t = Thresholds {
             rules: &cfg.alert_rules,
             hold: cfg.alert_for,
+            inactivity: cfg.inactivity_timeout,
             flapping: cfg.alert_flapping,
             error_rate: cfg.alert_error_rate,
             min_runs: cfg.alert_error_rate_min_runs,
@@ -407,6 +410,7 @@ mod tests {
             summary: format!("Worker {id} is silent"),
             description: String::new(),
             hold: Duration::from_secs(hold),
+            since: None,
         }
     }
 
@@ -443,9 +447,17 @@ mod tests {
             1,
             "the resolution is still to be told"
         );
+        // A condition known to have begun earlier (a worker's inactivity
+        // mark) counts its time from then, not from the pass that sees it.
+        let mut early = cond("w3", 60);
+        early.since = Some(t0 + Duration::from_secs(1));
+        a.apply(vec![early], t0 + Duration::from_secs(61));
+        assert_eq!(a.view()["firing"][0]["labels"]["worker_id"], "w3");
+        a.apply(vec![], t0 + Duration::from_secs(61));
+        assert_eq!(a.version(), 4);
         // A condition that goes before its time never fired: no news.
         a.apply(vec![cond("w2", 60)], t0 + Duration::from_secs(62));
         a.apply(vec![], t0 + Duration::from_secs(63));
-        assert_eq!(a.version(), 2);
+        assert_eq!(a.version(), 4);
     }
 }

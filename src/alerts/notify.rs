@@ -260,6 +260,7 @@ mod tests {
                 summary: "s".into(),
                 description: "d".into(),
                 hold: Duration::ZERO,
+                since: None,
             },
             id,
             pending_since: Instant::now(),

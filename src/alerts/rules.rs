@@ -21,6 +21,9 @@ pub struct Condition {
     pub description: String,
     /// How long it must hold before the alert fires.
     pub hold: Duration,
+    /// When it began, when that is known and earlier than the pass that
+    /// sees it (a worker's inactivity mark).
+    pub since: Option<Instant>,
 }
 
 impl Condition {
@@ -38,6 +41,8 @@ impl Condition {
 pub struct Thresholds<'a> {
     pub rules: &'a [&'static str],
     pub hold: Duration,
+    /// `inactivity_timeout`: when a silent worker was marked inactive.
+    pub inactivity: Duration,
     pub flapping: u32,
     pub error_rate: u32,
     pub min_runs: u64,
@@ -100,6 +105,7 @@ fn worker(name: &'static str, id: &str, severity: &'static str, hold: Duration) 
         summary: String::new(),
         description: String::new(),
         hold,
+        since: None,
     }
 }
 
@@ -119,6 +125,7 @@ pub fn evaluate(
         let id = &*s.id;
         if s.inactive && on(t, "worker_inactive") {
             let mut c = worker("worker_inactive", id, "warning", t.hold);
+            c.since = Some(s.last_seen + t.inactivity);
             c.summary = format!("Worker {id} is silent");
             c.description = format!(
                 "{id} has sent nothing within the inactivity timeout (last heard from {} s ago).",
@@ -186,6 +193,7 @@ fn error_rate(id: Option<&str>, runs: u64, failed: u64, t: &Thresholds) -> Optio
                 summary: String::new(),
                 description: String::new(),
                 hold: Duration::ZERO,
+                since: None,
             },
             "The fleet".to_string(),
         ),
@@ -217,6 +225,7 @@ mod tests {
     const ALL: Thresholds = Thresholds {
         rules: &crate::config::alerting::RULES,
         hold: Duration::from_secs(60),
+        inactivity: Duration::from_secs(30),
         flapping: 3,
         error_rate: 10,
         min_runs: 10,
@@ -259,6 +268,11 @@ mod tests {
         );
         assert_eq!(got[0].summary, "Worker s is silent");
         assert_eq!(got[0].hold, Duration::from_secs(60));
+        assert_eq!(
+            got[0].since,
+            Some(snaps[0].last_seen + Duration::from_secs(30)),
+            "silent since its inactivity mark"
+        );
         let none = Thresholds {
             rules: &["worker_error"],
             ..ALL
