@@ -245,7 +245,10 @@ pub fn own_process() -> Option<OwnProcess> {
         (libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur != libc::RLIM_INFINITY)
             .then_some(r.rlim_cur)
     };
-    let btime = read_proc("/proc/stat").and_then(|t| parse_btime(&t));
+    // The boot time never changes, and /proc/stat grows with the CPUs:
+    // read it once.
+    static BTIME: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let btime = *BTIME.get_or_init(|| read_proc("/proc/stat").and_then(|t| parse_btime(&t)));
     Some(OwnProcess {
         cpu_seconds: (stat.utime + stat.stime) as f64 / tck,
         resident_bytes: resident * page_size(),
