@@ -86,6 +86,9 @@ struct Pending {
     closed: bool,
     /// The thread is gone: sends fail.
     gone: bool,
+    /// A sender found it full since the last take: a TCP peer is waiting
+    /// for room (its connection is not read meanwhile).
+    backlog: bool,
 }
 
 impl Pending {
@@ -183,6 +186,7 @@ impl Inbox {
             return Err(TrySendError::Disconnected(msg));
         }
         if !p.fits(&msg, max_events) {
+            p.backlog = true;
             return Err(TrySendError::Full(msg));
         }
         p.push(msg);
@@ -261,7 +265,24 @@ impl InboxRx {
     /// Move every waiting message into `out`. With `wait`, sleep until one
     /// comes; `false` once the sender is gone and nothing is left.
     pub(super) fn take(&self, out: &mut VecDeque<Msg>, wait: bool) -> bool {
+        self.take_noting_backlog(out, wait).0
+    }
+
+    /// [`Self::take`], and whether a sender found the inbox full since the
+    /// last take: then someone waits for room, and the thread must not
+    /// pause.
+    pub(super) fn take_noting_backlog(&self, out: &mut VecDeque<Msg>, wait: bool) -> (bool, bool) {
         let mut p = self.q.lock();
+        let backlog = std::mem::take(&mut p.backlog);
+        (self.take_locked(p, out, wait), backlog)
+    }
+
+    fn take_locked(
+        &self,
+        mut p: MutexGuard<'_, Pending>,
+        out: &mut VecDeque<Msg>,
+        wait: bool,
+    ) -> bool {
         while wait && p.msgs.is_empty() && !p.closed {
             p.waiting = true;
             p = self.q.ready.wait(p).unwrap_or_else(|e| e.into_inner());

@@ -254,11 +254,18 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
         // syscall and a context switch. A batch that half fills the inbox
         // means the worker is behind: no pause then, or a flood would be
         // capped at the inbox per period.
-        if paced && batch < INBOX_CAPACITY / 2 {
-            std::thread::sleep(COALESCE.saturating_sub(woke.elapsed()));
-        }
-        if !inbox.take(&mut msgs, false) {
+        // A sender that found the inbox full (a TCP peer, whose reads stop
+        // meanwhile) is waiting: no pause either, or its burst would be
+        // capped at the inbox per period.
+        let (open, backlog) = inbox.take_noting_backlog(&mut msgs, false);
+        if !open {
             return;
+        }
+        if paced && batch < INBOX_CAPACITY / 2 && !backlog && msgs.len() < INBOX_CAPACITY / 2 {
+            std::thread::sleep(COALESCE.saturating_sub(woke.elapsed()));
+            if !inbox.take(&mut msgs, false) {
+                return;
+            }
         }
         if !msgs.is_empty() {
             // Frames came while applying or pausing: stay on the cadence.
