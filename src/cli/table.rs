@@ -3,6 +3,7 @@
 //! splits into as many fields as the header; and the ages and colours in
 //! them.
 
+use crate::proto::Status;
 use serde_json::Value;
 use std::io::IsTerminal;
 
@@ -14,13 +15,13 @@ pub fn paint(status: &str, on: bool) -> String {
     if !on {
         return status.to_string();
     }
-    let code = match status {
-        "working" => "32",
-        "idle" => "36",
-        "error" => "31",
-        "inactive" => "33",
-        "terminated" | "created" => "2",
-        _ => "0",
+    let code = match Status::parse(status) {
+        Some(Status::Working) => "32",
+        Some(Status::Idle) => "36",
+        Some(Status::Error) => "31",
+        Some(Status::Inactive) => "33",
+        Some(Status::Terminated | Status::Created) => "2",
+        None => "0",
     };
     format!("\x1b[{code}m{status}\x1b[0m")
 }

@@ -7,7 +7,8 @@ use super::history::Sample;
 use super::inbox::RunEvent;
 use crate::clock::unix_ms;
 use crate::proto::{
-    CurrentJob, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, WorkerId,
+    CurrentJob, Frame, Heartbeat, Hello, Labels, Reported, ResourceUsage, Status, StatusFilter,
+    WorkerId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -138,13 +139,13 @@ impl Snapshot {
     }
 
     /// The status shown to people: daemon-judged states win over reported ones.
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> Status {
         if self.terminated {
-            "terminated"
+            Status::Terminated
         } else if self.inactive {
-            "inactive"
+            Status::Inactive
         } else {
-            self.reported.map_or("created", Reported::as_str)
+            Status::reported(self.reported)
         }
     }
 
@@ -152,13 +153,9 @@ impl Snapshot {
         !self.inactive && !self.terminated
     }
 
-    /// Whether a `?status=` filter (a status, or `active`) keeps this worker.
-    pub fn has_status(&self, filter: &str) -> bool {
-        if filter == "active" {
-            self.is_active()
-        } else {
-            self.status() == filter
-        }
+    /// Whether a `?status=` filter keeps this worker.
+    pub fn has_status(&self, filter: StatusFilter) -> bool {
+        filter.keeps(self.status())
     }
 
     /// The telemetry object of `GET /telemetry/{id}`, rendered once per
@@ -356,21 +353,21 @@ pub(crate) mod tests {
     #[test]
     fn status_model() {
         let mut s = fresh();
-        assert_eq!(s.status(), "created");
+        assert_eq!(s.status().as_str(), "created");
         s.apply(
             frame(r#"{"type":"heartbeat","worker_id":"w1"}"#),
             Transport::Udp,
             Instant::now(),
         );
-        assert_eq!(s.status(), "idle");
+        assert_eq!(s.status().as_str(), "idle");
         s.apply(
             frame(r#"{"type":"heartbeat","worker_id":"w1","status":"working"}"#),
             Transport::Udp,
             Instant::now(),
         );
-        assert_eq!(s.status(), "working");
+        assert_eq!(s.status().as_str(), "working");
         assert!(s.sweep(0, Instant::now() + Duration::from_millis(1)));
-        assert_eq!(s.status(), "inactive");
+        assert_eq!(s.status().as_str(), "inactive");
         assert!(!s.is_active());
         assert!(!s.sweep(0, Instant::now()), "already inactive");
         s.apply(
@@ -378,13 +375,17 @@ pub(crate) mod tests {
             Transport::Udp,
             Instant::now(),
         );
-        assert_eq!(s.status(), "working", "back to the reported status");
+        assert_eq!(
+            s.status().as_str(),
+            "working",
+            "back to the reported status"
+        );
         s.apply(
             frame(r#"{"type":"bye","worker_id":"w1"}"#),
             Transport::Udp,
             Instant::now(),
         );
-        assert_eq!(s.status(), "terminated");
+        assert_eq!(s.status().as_str(), "terminated");
         assert_eq!(s.times_inactive, 1);
         assert_eq!(s.messages_processed, 4);
     }

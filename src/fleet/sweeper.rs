@@ -99,7 +99,10 @@ mod tests {
             assert!(Instant::now() < deadline, "never marked inactive");
             std::thread::sleep(Duration::from_millis(2));
         }
-        assert_eq!(r.snapshot("w").unwrap().status(), "inactive");
+        assert_eq!(
+            r.snapshot("w").unwrap().status(),
+            crate::proto::Status::Inactive
+        );
 
         sweep(&r, &shared, t0 + Duration::from_millis(150), true);
         assert!(r.snapshot("w").is_some(), "kept until forget_after");

@@ -13,7 +13,7 @@ use serde_json::Value;
 #[derive(Serialize)]
 pub struct Telemetry<'a> {
     worker_id: &'a str,
-    status: &'static str,
+    status: crate::proto::Status,
     is_active: bool,
     cpu_usage: Option<f64>,
     memory_usage: Option<f64>,

@@ -137,7 +137,7 @@ impl Pool {
                     let idle = self
                         .registry
                         .snapshot(&m.id)
-                        .is_some_and(|s| s.status() == "idle");
+                        .is_some_and(|s| s.status() == crate::proto::Status::Idle);
                     let held = self.tasks.held_by(&m.id);
                     (
                         u8::from(!idle),

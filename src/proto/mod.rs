@@ -17,6 +17,7 @@
 //!   without a JSON tree, agreeing with the general path.
 //! - `encode`: frame → bytes for both directions, and the daemon's replies.
 //! - `task`: the task frames, both directions.
+//! - `status`: the statuses a worker is shown with.
 
 pub mod decode;
 pub mod encode;
@@ -24,6 +25,7 @@ pub mod fast;
 pub mod frame;
 pub mod id;
 pub mod retained;
+pub mod status;
 pub mod task;
 
 pub use decode::decode;
@@ -34,3 +36,4 @@ pub use encode::{
 pub use frame::*;
 pub use id::*;
 pub use retained::within_state;
+pub use status::{Status, StatusFilter};

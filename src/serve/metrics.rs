@@ -306,12 +306,12 @@ fn basic(o: &mut Out, snaps: &[Arc<Snapshot>]) {
     o.family(
         "muster_worker_status",
         "gauge",
-        "The worker's status as a label (created, idle, working, error, inactive, terminated); always 1.",
+        "The worker's status as a label (one of the statuses muster shows); always 1.",
     );
     for s in snaps {
         o.sample(
             "muster_worker_status",
-            &[("worker_id", &s.id), ("status", s.status())],
+            &[("worker_id", &s.id), ("status", s.status().as_str())],
             1.0,
         );
     }

@@ -11,31 +11,23 @@ use crate::fleet::runs::{self, Totals};
 use crate::fleet::snapshot::Snapshot;
 use crate::fleet::telemetry::Telemetry;
 use crate::fleet::worker::{Handle, Published};
+use crate::proto::StatusFilter;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::time::Instant;
 
-/// Values `?status=` accepts: any status, or `active`.
-const STATUSES: [&str; 7] = [
-    "created",
-    "idle",
-    "working",
-    "error",
-    "inactive",
-    "terminated",
-    "active",
-];
-
 /// The `?status=` query parameter, checked; shared by the REST list and the
 /// WebSocket streams.
-pub fn status_filter(query: &str) -> Result<Option<String>, Response> {
+pub fn status_filter(query: &str) -> Result<Option<StatusFilter>, Response> {
     match query_param(query, "status") {
-        Some(st) if !STATUSES.contains(&st.as_str()) => Err(Response::error(
-            400,
-            "bad_status",
-            &format!("status must be one of {}", STATUSES.join(", ")),
-        )),
-        other => Ok(other),
+        None => Ok(None),
+        Some(st) => StatusFilter::parse(&st).map(Some).ok_or_else(|| {
+            Response::error(
+                400,
+                "bad_status",
+                &format!("status must be one of {}", StatusFilter::choices()),
+            )
+        }),
     }
 }
 
@@ -88,7 +80,7 @@ pub fn list(registry: &Registry, query: &str) -> Response {
     let mut first = true;
     for s in snaps
         .iter()
-        .filter(|s| status.as_deref().is_none_or(|st| s.has_status(st)))
+        .filter(|s| status.is_none_or(|st| s.has_status(st)))
     {
         if !first {
             out.push(b',');

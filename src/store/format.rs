@@ -420,7 +420,7 @@ mod tests {
         assert!(back[0].samples[0].memory.is_nan());
         let restored = back[0].meta.clone().into_snapshot(Instant::now());
         assert!(restored.restored);
-        assert_eq!(restored.status(), "working");
+        assert_eq!(restored.status(), crate::proto::Status::Working);
         assert_eq!(restored.runs.failed, 1);
         assert_eq!(restored.labels["pool"], "a");
         assert_eq!(Meta::of(&restored), meta);

@@ -311,7 +311,10 @@ mod tests {
         assert_eq!(restore(&store, &r2, &shared2), 2);
         let a = r2.snapshot("a").unwrap();
         assert!(a.restored);
-        assert_eq!((a.status(), a.queue_depth, a.runs.total), ("working", 3, 1));
+        assert_eq!(
+            (a.status().as_str(), a.queue_depth, a.runs.total),
+            ("working", 3, 1)
+        );
         let h = r2.handle("a").unwrap();
         assert_eq!(h.read().series.runs.len(), 1);
         assert_eq!(h.read().series.history.len(), 1);

@@ -6,7 +6,7 @@ use super::upgrade::Filter;
 use crate::clock::unix_ms;
 use crate::fleet::snapshot::Snapshot;
 use crate::fleet::telemetry::Telemetry;
-use crate::proto::WorkerId;
+use crate::proto::{Status, WorkerId};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -70,23 +70,7 @@ pub fn removed_message(ids: &[WorkerId]) -> String {
 /// counts added.
 pub fn summary_message(snaps: &[Arc<Snapshot>], filter: &Filter) -> String {
     let mut workers = Map::new();
-    let count = |k: &str, c: &mut Map<String, Value>| {
-        let n = c.get(k).and_then(Value::as_u64).unwrap_or(0);
-        c.insert(k.into(), json!(n + 1));
-    };
-    let mut summary = Map::new();
-    for k in [
-        "total",
-        "idle",
-        "working",
-        "error",
-        "inactive",
-        "terminated",
-        "created",
-        "total_queue_depth",
-    ] {
-        summary.insert(k.into(), json!(0));
-    }
+    let mut by_status = [0u64; Status::ALL.len()];
     let mut queue = 0u64;
     for s in snaps.iter().filter(|s| filter.matches(s)) {
         let w = match &filter.fields {
@@ -98,9 +82,13 @@ pub fn summary_message(snaps: &[Arc<Snapshot>], filter: &Filter) -> String {
             }),
         };
         workers.insert(s.id.to_string(), w);
-        count("total", &mut summary);
-        count(s.status(), &mut summary);
+        by_status[s.status() as usize] += 1;
         queue += s.queue_depth;
+    }
+    let mut summary = Map::new();
+    summary.insert("total".into(), json!(by_status.iter().sum::<u64>()));
+    for (st, n) in Status::ALL.iter().zip(by_status) {
+        summary.insert(st.as_str().into(), json!(n));
     }
     summary.insert("total_queue_depth".into(), json!(queue));
     json!({"timestamp": unix_ms(), "workers": workers, "summary": summary}).to_string()

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::fleet::Shared;
 use crate::fleet::snapshot::Snapshot;
-use crate::proto::{WorkerId, check_worker_id};
+use crate::proto::{StatusFilter, WorkerId, check_worker_id};
 use crate::serve::head::{Method, Request, Response, percent_decode, query_param};
 use crate::serve::views::status_filter;
 use crate::stats::Counter;
@@ -38,7 +38,7 @@ pub enum Stream {
 /// Query-string filters, common to all three streams.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Filter {
-    pub status: Option<String>,
+    pub status: Option<StatusFilter>,
     pub label: Option<(String, String)>,
     /// Only these telemetry fields (plus `worker_id`).
     pub fields: Option<Vec<String>>,
@@ -46,7 +46,7 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, s: &Snapshot) -> bool {
-        let status_ok = self.status.as_deref().is_none_or(|st| s.has_status(st));
+        let status_ok = self.status.is_none_or(|st| s.has_status(st));
         let label_ok = match &self.label {
             None => true,
             Some((k, v)) => s.labels.get(k) == Some(v),
@@ -241,7 +241,7 @@ mod tests {
             "status=working&label=pool:scan&fields=cpu_usage,queue_depth",
         )
         .unwrap();
-        assert_eq!(s.filter.status.as_deref(), Some("working"));
+        assert_eq!(s.filter.status, StatusFilter::parse("working"));
         assert_eq!(s.filter.label, Some(("pool".into(), "scan".into())));
         assert_eq!(
             s.filter.fields,
