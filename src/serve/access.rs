@@ -10,7 +10,7 @@
 //! `http_allowed_hosts`; anything else is a DNS-rebinding page and is
 //! answered 421. Pure: a request and a peer in, a verdict out.
 
-use super::head::{Method, Request, Response};
+use super::head::{Request, Response};
 use crate::config::Config;
 use crate::stats::Counter;
 use std::net::IpAddr;
@@ -93,11 +93,6 @@ impl Names {
     }
 }
 
-/// Whether a request changes something.
-pub fn is_change(m: Method) -> bool {
-    !matches!(m, Method::Get | Method::Head | Method::Options)
-}
-
 /// The host part of a `Host` value, without port, brackets or final dot.
 fn host_part(host: &str) -> &str {
     let h = if let Some(rest) = host.strip_prefix('[') {
@@ -159,7 +154,7 @@ pub fn check(req: &Request, peer: IpAddr, cfg: &Config, names: &Names) -> Result
     if !host_ok(req, cfg, names) {
         return Err(Refusal::Host);
     }
-    if !is_change(req.method) {
+    if !req.method.is_change() {
         return Ok(());
     }
     if req.origin.is_some()

@@ -28,6 +28,23 @@ pub enum Method {
 }
 
 impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Other => "OTHER",
+        }
+    }
+
+    /// Whether a request with this method changes something.
+    pub fn is_change(self) -> bool {
+        !matches!(self, Method::Get | Method::Head | Method::Options)
+    }
+
     fn from(s: &str) -> Method {
         match s {
             "GET" => Method::Get,

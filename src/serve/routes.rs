@@ -86,13 +86,27 @@ enum Route {
 }
 
 impl Route {
-    fn allow(&self) -> &'static str {
+    /// The methods the route answers, `OPTIONS` included.
+    fn methods(&self) -> &'static [Method] {
+        use Method::{Delete, Get, Head, Options, Post};
         match self {
-            Route::ApiWorker(_) | Route::Task(_) => "GET, HEAD, DELETE, OPTIONS",
-            Route::Tasks => "GET, HEAD, POST, OPTIONS",
-            Route::Scale => "POST, OPTIONS",
-            _ => "GET, HEAD, OPTIONS",
+            Route::ApiWorker(_) | Route::Task(_) => &[Get, Head, Delete, Options],
+            Route::Tasks => &[Get, Head, Post, Options],
+            Route::Scale => &[Post, Options],
+            _ => &[Get, Head, Options],
         }
+    }
+
+    /// Whether any of its methods changes something: then a page on a
+    /// listed origin may send it `Authorization` (CORS preflight).
+    fn takes_changes(&self) -> bool {
+        self.methods().iter().any(|m| m.is_change())
+    }
+
+    /// The `Allow` field (RFC 9110 §10.2.1).
+    fn allow(&self) -> String {
+        let names: Vec<&str> = self.methods().iter().map(|m| m.as_str()).collect();
+        names.join(", ")
     }
 }
 
@@ -233,7 +247,7 @@ impl Api {
         };
         let allow = route.allow();
         match (req.method, route) {
-            (Method::Options, _) => preflight(allow, req, cfg),
+            (Method::Options, route) => preflight(&route, req, cfg),
             (Method::Get | Method::Head, route) => self.get(route, req, cfg),
             (Method::Delete, Route::ApiWorker(id)) => self.delete(&id),
             (Method::Post, Route::Tasks) => {
@@ -462,19 +476,27 @@ const LARGE_FLEET: usize = 2000;
 
 /// An `OPTIONS` answer. A CORS preflight lets any page read; only a page
 /// on an origin listed by name in `cors_allow_origin` may also change
-/// (with `Authorization`), and only where the route takes a change.
-fn preflight(allow: &'static str, req: &Request, cfg: &Config) -> Response {
-    let changes = access::listed(&cfg.cors_allow_origin, req.origin.as_deref());
-    let (methods, headers) = if changes && allow.contains("DELETE") {
-        ("GET, HEAD, POST, DELETE", "Content-Type, Authorization")
+/// (with `Authorization`), and only with the methods the route takes.
+fn preflight(route: &Route, req: &Request, cfg: &Config) -> Response {
+    let listed = access::listed(&cfg.cors_allow_origin, req.origin.as_deref());
+    let (methods, headers) = if listed && route.takes_changes() {
+        let names: Vec<&str> = route
+            .methods()
+            .iter()
+            .filter(|m| **m != Method::Options)
+            .map(|m| m.as_str())
+            .collect();
+        (names.join(", "), "Content-Type, Authorization")
     } else {
-        ("GET, HEAD", "Content-Type")
+        let reads = route.methods().iter().any(|m| *m == Method::Get);
+        let names = if reads { "GET, HEAD" } else { "" };
+        (names.to_string(), "Content-Type")
     };
     Response {
         status: 204,
         ..Response::default()
     }
-    .with_header("Allow", allow)
+    .with_header("Allow", route.allow())
     .with_header("Access-Control-Allow-Methods", methods)
     .with_header("Access-Control-Allow-Headers", headers)
     .with_header("Access-Control-Max-Age", "600")
