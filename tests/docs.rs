@@ -101,19 +101,19 @@ fn the_example_config_lists_every_setting_with_its_default() {
 }
 
 #[test]
-fn every_reject_reason_is_documented() {
+fn every_error_code_is_documented() {
     let readme = read("README.md");
     let page = read("man/muster-protocol.7");
-    for r in muster::proto::RejectReason::ALL {
+    let codes = muster::proto::RejectReason::ALL
+        .map(muster::proto::ErrorCode::from)
+        .into_iter()
+        .chain(muster::proto::ErrorCode::OTHERS);
+    for code in codes {
+        let name = code.as_str();
+        assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
         assert!(
-            readme.contains(&format!("`{}`", r.as_str())),
-            "README lacks {}",
-            r.as_str()
-        );
-        assert!(
-            page.contains(&format!("Cm {}", r.as_str())),
-            "muster-protocol.7 lacks {}",
-            r.as_str()
+            page.contains(&format!("Cm {name}")),
+            "muster-protocol.7 lacks {name}"
         );
     }
 }

@@ -228,7 +228,7 @@ impl Ingest {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let line = proto::encode_error("shutting_down", "musterd is shutting down");
+        let line = proto::encode_error(proto::ErrorCode::ShuttingDown, "musterd is shutting down");
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for &key in &keys {
             if let Some(c) = self.conns.get_mut(key) {

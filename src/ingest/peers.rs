@@ -9,7 +9,7 @@ use crate::fleet::inbox::Msg;
 use crate::fleet::snapshot::Transport;
 use crate::fleet::worker::Handle;
 use crate::proto::task::{TaskLog, TaskUpdate};
-use crate::proto::{self, Frame, Reject, RejectReason, WorkerId};
+use crate::proto::{self, ErrorCode, Frame, Reject, RejectReason, WorkerId};
 use crate::stats::{Counter, DropReason};
 use mio::{Interest, Token};
 use std::io;
@@ -175,9 +175,9 @@ impl Ingest {
             Ok(u) => (u.task_id.clone(), self.tasks.on_update(&id, u)),
             Err(l) => (l.task_id.clone(), self.tasks.on_log(&id, l)),
         };
-        if let (Err(code), Some(conn)) = (r, self.conns.get_mut(key)) {
+        if let (Err(crate::tasks::NotHeld), Some(conn)) = (r, self.conns.get_mut(key)) {
             conn.send(&proto::encode_error(
-                code,
+                ErrorCode::TaskNotHeld,
                 &format!("task {task_id} is not held by {id}"),
             ));
             self.log_limit.warn("task_not_held", || {
@@ -236,7 +236,7 @@ impl Ingest {
                     }
                     Err(reason) => {
                         self.shared.stats.reject(reason);
-                        conn.send(&proto::encode_error(reason.as_str(), "worker refused"));
+                        conn.send(&proto::encode_error(reason, "worker refused"));
                         conn.closing = true;
                         return None;
                     }
@@ -266,10 +266,7 @@ impl Ingest {
         let token = self.config.get().heartbeat_token.as_ref();
         match conn.session.on_frame(decoded, token, now) {
             Verdict::Refuse { reject, close } => {
-                conn.send(&proto::encode_error(
-                    reject.reason.as_str(),
-                    &reject.message,
-                ));
+                conn.send(&proto::encode_error(reject.reason, &reject.message));
                 conn.closing |= close;
                 self.reject(&reject, peer);
             }
@@ -297,7 +294,7 @@ impl Ingest {
             Ok(h) => h,
             Err(reason) => {
                 conn.session.unbind();
-                conn.send(&proto::encode_error(reason.as_str(), "max_workers reached"));
+                conn.send(&proto::encode_error(reason, "max_workers reached"));
                 conn.closing = true;
                 return self.reject(&Reject::new(reason, format!("worker {id} refused")), peer);
             }
@@ -330,7 +327,7 @@ impl Ingest {
             return;
         };
         oc.send(&proto::encode_error(
-            "superseded",
+            ErrorCode::Superseded,
             "another connection said hello for this worker",
         ));
         oc.session.unbind();
@@ -403,7 +400,7 @@ impl Ingest {
         for key in silent {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.send(&proto::encode_error(
-                    "idle_timeout",
+                    ErrorCode::IdleTimeout,
                     "no frame for 3 heartbeat intervals",
                 ));
                 conn.closing = true;

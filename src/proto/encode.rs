@@ -37,8 +37,8 @@ pub struct Welcome {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReply {
-    /// A [`super::RejectReason`] name, or a connection-level code such as
-    /// `superseded` or `idle_timeout`.
+    /// An [`super::ErrorCode`] name, kept as text: a client reads codes a
+    /// newer daemon may have added.
     pub code: String,
     pub message: String,
 }
@@ -70,11 +70,10 @@ pub fn encode_cancel(task_id: &str) -> Vec<u8> {
     })
 }
 
-/// An `error` line: `code` is a [`super::RejectReason`] name or a
-/// connection-level code such as `superseded` or `idle_timeout`.
-pub fn encode_error(code: &str, message: &str) -> Vec<u8> {
+/// An `error` line.
+pub fn encode_error(code: impl Into<super::ErrorCode>, message: &str) -> Vec<u8> {
     line(&Reply::Error(ErrorReply {
-        code: code.to_string(),
+        code: code.into().as_str().to_string(),
         message: message.to_string(),
     }))
 }
@@ -97,7 +96,7 @@ mod tests {
     fn replies_are_single_json_lines() {
         for line in [
             encode_welcome("w1", 5000, 30000),
-            encode_error("bad_field", "x\ny"),
+            encode_error(crate::proto::RejectReason::BadField, "x\ny"),
         ] {
             assert_eq!(line.last(), Some(&b'\n'));
             assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
@@ -105,7 +104,10 @@ mod tests {
             assert!(v["type"].is_string());
         }
         assert!(encode_welcome("w1", 1, 2).starts_with(br#"{"type":"welcome""#));
-        assert!(encode_error("x", "y").starts_with(br#"{"type":"error""#));
+        assert!(
+            encode_error(crate::proto::ErrorCode::TaskNotHeld, "y")
+                .starts_with(br#"{"type":"error""#)
+        );
     }
 
     #[test]
@@ -120,7 +122,7 @@ mod tests {
                 inactivity_timeout_ms: 30000,
             })
         );
-        let e = encode_error("superseded", "another\nconnection");
+        let e = encode_error(crate::proto::ErrorCode::Superseded, "another\nconnection");
         assert_eq!(
             decode_reply(&e).unwrap(),
             Reply::Error(ErrorReply {

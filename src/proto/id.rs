@@ -100,6 +100,50 @@ impl RejectReason {
     }
 }
 
+/// Every code the daemon's `error` line carries: why a frame was refused,
+/// or why the daemon refuses a task frame or ends the connection. A
+/// client must expect codes it does not know (a newer daemon may add some).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The frame was refused, counted under this reason.
+    Rejected(RejectReason),
+    /// A `task_update` or `task_log` for a task this worker does not hold
+    /// (finished, requeued, or never its own).
+    TaskNotHeld,
+    /// Another connection said hello for this worker: this one closes.
+    Superseded,
+    /// No complete frame for 3 heartbeat intervals: the connection closes.
+    IdleTimeout,
+    /// musterd is stopping: reconnect to the next one.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// The codes beyond the reject reasons.
+    pub const OTHERS: [ErrorCode; 4] = [
+        ErrorCode::TaskNotHeld,
+        ErrorCode::Superseded,
+        ErrorCode::IdleTimeout,
+        ErrorCode::ShuttingDown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Rejected(r) => r.as_str(),
+            ErrorCode::TaskNotHeld => "task_not_held",
+            ErrorCode::Superseded => "superseded",
+            ErrorCode::IdleTimeout => "idle_timeout",
+            ErrorCode::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl From<RejectReason> for ErrorCode {
+    fn from(r: RejectReason) -> ErrorCode {
+        ErrorCode::Rejected(r)
+    }
+}
+
 /// A refused frame: the reason (for counting), a message for the peer and
 /// the log, and the worker id when the frame named a valid one.
 #[derive(Clone, Debug, PartialEq)]

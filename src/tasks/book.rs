@@ -85,8 +85,10 @@ pub struct Book {
     pub live_bytes: u64,
 }
 
-/// Why an update from a worker was refused.
-pub const NOT_HELD: &str = "task_not_held";
+/// Why a worker's `task_update` or `task_log` is refused: it does not
+/// hold the task (finished, requeued to another, or never its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotHeld;
 
 impl Book {
     /// A new id: sortable by submission time, unique within this book.
@@ -315,9 +317,9 @@ impl Book {
         u: TaskUpdate,
         now_ms: u64,
         fx: &mut Effects,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), NotHeld> {
         if !self.holds(worker, &u.task_id) {
-            return Err(NOT_HELD);
+            return Err(NotHeld);
         }
         let cancelling = self.entries[&u.task_id]
             .task
@@ -372,9 +374,9 @@ impl Book {
         l: TaskLog,
         cap: usize,
         fx: &mut Effects,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), NotHeld> {
         if !self.holds(worker, &l.task_id) {
-            return Err(NOT_HELD);
+            return Err(NotHeld);
         }
         if let Some(e) = self.entries.get_mut(&l.task_id) {
             let before = e.logs.bytes;
@@ -657,7 +659,7 @@ mod tests {
         };
         assert_eq!(
             b.on_update(&"w2".into(), up(Reported::Running), 1, &mut fx),
-            Err(NOT_HELD)
+            Err(NotHeld)
         );
         b.on_update(&w, up(Reported::Running), 1, &mut fx).unwrap();
         b.on_update(&w, up(Reported::Succeeded), 11, &mut fx)
@@ -666,7 +668,7 @@ mod tests {
         assert_eq!(fx.runs, vec![(w.clone(), 10.0, true)]);
         assert_eq!(
             b.on_update(&w, up(Reported::Failed), 12, &mut fx),
-            Err(NOT_HELD),
+            Err(NotHeld),
             "late"
         );
         assert!(b.takers["w1"].held.is_empty());

@@ -31,6 +31,7 @@ use crate::fleet::snapshot::Transport;
 use crate::proto::task::{TaskLog, TaskUpdate};
 use crate::proto::{Frame, Labels, Reported as WorkerStatus, Run, WorkerId};
 use crate::stats::Counter;
+pub use book::NotHeld;
 use book::{Book, Effects, Limits};
 use journal::{Ack, Append, Fsync, Record};
 use std::path::Path;
@@ -424,7 +425,7 @@ impl Tasks {
         self.apply(&book, fx, None);
     }
 
-    pub fn on_update(&self, worker: &WorkerId, u: TaskUpdate) -> Result<(), &'static str> {
+    pub fn on_update(&self, worker: &WorkerId, u: TaskUpdate) -> Result<(), NotHeld> {
         let mut book = self.lock();
         let mut fx = Effects::default();
         let r = book.on_update(worker, u, unix_ms(), &mut fx);
@@ -435,7 +436,7 @@ impl Tasks {
         r
     }
 
-    pub fn on_log(&self, worker: &WorkerId, l: TaskLog) -> Result<(), &'static str> {
+    pub fn on_log(&self, worker: &WorkerId, l: TaskLog) -> Result<(), NotHeld> {
         let cap = self.shared.config.get().task_log_bytes;
         let mut book = self.lock();
         let mut fx = Effects::default();
@@ -445,7 +446,7 @@ impl Tasks {
         r
     }
 
-    fn refused(&self, r: Result<(), &'static str>) {
+    fn refused(&self, r: Result<(), NotHeld>) {
         if r.is_err() {
             self.shared.stats.incr(Counter::TaskUpdatesRefused);
         }
