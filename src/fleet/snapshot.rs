@@ -13,7 +13,7 @@ use crate::proto::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,6 +59,31 @@ pub struct RunCounts {
     pub last_run_time: Option<u64>,
 }
 
+/// The interval a snapshot assumes until its thread says otherwise.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// A gap in `seq` of up to this many beats is believed whatever the time.
+const SEQ_SLACK: u64 = 64;
+
+/// When the last `seq` arrived, and the shortest time per step seen.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BeatClock {
+    last_at: Option<Instant>,
+    fastest: Option<Duration>,
+}
+
+impl BeatClock {
+    /// The most beats a worker can have sent in `elapsed`: elapsed time
+    /// over its interval, or over the fastest it has beaten when faster,
+    /// plus [`SEQ_SLACK`].
+    fn most_beats(&self, elapsed: Duration, interval: Duration) -> u64 {
+        let per = self
+            .fastest
+            .map_or(interval, |f| f.min(interval))
+            .max(Duration::from_micros(1));
+        (elapsed.as_nanos() / per.as_nanos()).min(u64::MAX as u128) as u64 + SEQ_SLACK
+    }
+}
+
 /// A worker's state at one instant. Immutable once published.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -91,6 +116,15 @@ pub struct Snapshot {
     pub missed_beats: u64,
     /// Times `seq` went back: the worker restarted its count.
     pub seq_restarts: u64,
+    /// Times `seq` leapt further ahead than the time since the last beat
+    /// allows: not counted as missed beats.
+    pub seq_jumps: u64,
+    /// When the last heartbeat with a `seq` arrived, and the shortest time
+    /// per `seq` step seen from this worker: what bounds a gap.
+    pub(super) beat_clock: BeatClock,
+    /// The interval the worker is held to (`heartbeat_interval`), set by
+    /// its thread from the running configuration.
+    pub(super) interval: Duration,
     /// How many times the sweeper found the worker silent.
     pub times_inactive: u64,
     pub runs: RunCounts,
@@ -126,6 +160,9 @@ impl Snapshot {
             last_seq: None,
             missed_beats: 0,
             seq_restarts: 0,
+            seq_jumps: 0,
+            beat_clock: BeatClock::default(),
+            interval: DEFAULT_INTERVAL,
             times_inactive: 0,
             runs: RunCounts::default(),
             restored: false,
@@ -179,7 +216,7 @@ impl Snapshot {
         self.touch(transport, at, n);
         match frame {
             Frame::Hello(h) => self.apply_hello(h),
-            Frame::Heartbeat(h) => self.apply_heartbeat(h, n),
+            Frame::Heartbeat(h) => self.apply_heartbeat(h, at, n),
             Frame::Run(r) => self.apply_run(r.duration_ms, r.ok),
             Frame::Bye { .. } => {
                 self.terminated = true;
@@ -217,26 +254,52 @@ impl Snapshot {
         }
         // A new session's seq starts afresh.
         self.last_seq = None;
+        self.beat_clock = BeatClock::default();
+    }
+
+    /// Count the beats a `seq` says were missed. Arithmetic that cannot
+    /// overflow: a seq lower than the last is the worker counting afresh,
+    /// and a gap larger than the time since the last beat allows is a jump
+    /// (a worker's bug or a forged frame), counted as such and not as
+    /// missed beats, so `missed_beats` stays bounded by the time a worker
+    /// has been silent.
+    fn count_seq(&mut self, seq: u64, at: Instant, n: u32) {
+        let clock = self.beat_clock;
+        self.beat_clock.last_at = Some(at);
+        let Some(last) = self.last_seq.replace(seq) else {
+            return;
+        };
+        if seq < last {
+            self.seq_restarts = self.seq_restarts.saturating_add(1);
+            return;
+        }
+        let steps = seq - last;
+        if steps == 0 {
+            return;
+        }
+        let elapsed = clock
+            .last_at
+            .map_or(Duration::ZERO, |t| at.saturating_duration_since(t));
+        // The beats merged into this one arrived: not missed.
+        let gap = (steps - 1).saturating_sub(u64::from(n) - 1);
+        if gap > clock.most_beats(elapsed, self.interval) {
+            self.seq_jumps = self.seq_jumps.saturating_add(1);
+            return;
+        }
+        self.missed_beats = self.missed_beats.saturating_add(gap);
+        let per = elapsed / (steps.min(u32::MAX as u64) as u32);
+        if clock.last_at.is_some() {
+            self.beat_clock.fastest = Some(clock.fastest.map_or(per, |f| f.min(per)));
+        }
     }
 
     /// `n`: how many heartbeats this one stands for (see [`Self::apply_n`]).
-    fn apply_heartbeat(&mut self, h: Heartbeat, n: u32) {
+    fn apply_heartbeat(&mut self, h: Heartbeat, at: Instant, n: u32) {
         self.inactive = false;
         self.terminated = false;
         self.reported = h.status.or(self.reported).or(Some(Reported::Idle));
         if let Some(seq) = h.seq {
-            // Sequence arithmetic that cannot overflow: a gap saturates, and
-            // a seq lower than the last is the worker counting afresh.
-            if let Some(last) = self.last_seq {
-                if seq > last {
-                    // The beats merged into this one arrived: not missed.
-                    let gap = (seq - last - 1).saturating_sub(u64::from(n) - 1);
-                    self.missed_beats = self.missed_beats.saturating_add(gap);
-                } else if seq < last {
-                    self.seq_restarts = self.seq_restarts.saturating_add(1);
-                }
-            }
-            self.last_seq = Some(seq);
+            self.count_seq(seq, at, n);
         }
         if h.cpu_usage.is_some() {
             self.cpu_usage = h.cpu_usage;
@@ -413,20 +476,41 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn seq_arithmetic_saturates_and_a_lower_seq_is_a_restart() {
+    fn a_seq_jump_is_not_missed_beats_and_a_lower_seq_is_a_restart() {
         let mut s = fresh();
-        for seq in [0, u64::MAX, 0, 5, 3] {
-            s.apply(
-                frame(&format!(
-                    r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq}}}"#
-                )),
-                Transport::Udp,
-                Instant::now(),
-            );
+        let t0 = Instant::now();
+        let beat = |s: &mut Snapshot, seq: u64, at: Duration| {
+            let f = frame(&format!(
+                r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq}}}"#
+            ));
+            s.apply(f, Transport::Udp, t0 + at);
+        };
+        for (i, seq) in [0, u64::MAX, 0, 5, 3].into_iter().enumerate() {
+            beat(&mut s, seq, Duration::from_millis(5 * i as u64));
         }
-        assert_eq!(s.missed_beats, u64::MAX, "saturated, never wrapped");
+        assert_eq!(
+            s.missed_beats, 4,
+            "0 -> 5 misses four; the leap to 2^64-1 none"
+        );
+        assert_eq!(s.seq_jumps, 1);
         assert_eq!(s.seq_restarts, 2);
         assert_eq!(s.last_seq, Some(3));
+        // Silent for an hour at a 5 s interval: 720 beats may be missed,
+        // and are; ten times that is a jump.
+        let mut s = fresh();
+        beat(&mut s, 1, Duration::ZERO);
+        beat(&mut s, 722, Duration::from_secs(3600));
+        assert_eq!((s.missed_beats, s.seq_jumps), (720, 0));
+        beat(&mut s, 722 + 7300, Duration::from_secs(7200));
+        assert_eq!((s.missed_beats, s.seq_jumps), (720, 1));
+        // A worker that beats every 10 ms, faster than its interval, is
+        // judged by its own pace: 100 lost in a second are missed beats.
+        let mut s = fresh();
+        for seq in 1..=10u64 {
+            beat(&mut s, seq, Duration::from_millis(10 * seq));
+        }
+        beat(&mut s, 111, Duration::from_millis(1110));
+        assert_eq!((s.missed_beats, s.seq_jumps), (100, 0));
     }
 
     #[test]

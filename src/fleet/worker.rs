@@ -206,6 +206,7 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
                 }
                 Msg::Frame(frame, transport, at, n) => {
                     let beat = matches!(&*frame, Frame::Heartbeat(_));
+                    state.interval = config.get().heartbeat_interval;
                     state.apply_n(*frame, transport, at, n);
                     if beat {
                         recorded.samples.push(state.sample());

@@ -191,6 +191,7 @@ pub fn details(s: &Snapshot) -> Map<String, Value> {
         "last_seq": s.last_seq,
         "missed_beats": s.missed_beats,
         "seq_restarts": s.seq_restarts,
+        "seq_jumps": s.seq_jumps,
         "times_inactive": s.times_inactive,
         "errors": s.errors,
         "restored": s.restored,

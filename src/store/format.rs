@@ -80,6 +80,8 @@ pub struct Meta {
     #[serde(default)]
     pub seq_restarts: u64,
     #[serde(default)]
+    pub seq_jumps: u64,
+    #[serde(default)]
     pub times_inactive: u64,
     #[serde(default)]
     pub runs: RunCounts,
@@ -109,6 +111,7 @@ impl Meta {
             last_seq: s.last_seq,
             missed_beats: s.missed_beats,
             seq_restarts: s.seq_restarts,
+            seq_jumps: s.seq_jumps,
             times_inactive: s.times_inactive,
             runs: s.runs,
         }
@@ -137,6 +140,7 @@ impl Meta {
         s.last_seq = self.last_seq;
         s.missed_beats = self.missed_beats;
         s.seq_restarts = self.seq_restarts;
+        s.seq_jumps = self.seq_jumps;
         s.times_inactive = self.times_inactive;
         s.runs = self.runs;
         s.restored = true;
