@@ -19,7 +19,8 @@
 //!   `pool`, `tasks`, `fleet`, `config`, `stats`, `proto`, `logging`,
 //!   `clock`.
 //! - `pool`: local worker processes, supervised and scaled (seed 000).
-//!   Imports `tasks`, `fleet`, `config`, `stats`, `sys`, `logging`, `clock`.
+//!   Imports `tasks`, `fleet`, `config`, `stats`, `proto`, `sys`, `logging`,
+//!   `clock`.
 //! - `tasks`: the task book, its journal, the scheduler (seed 002).
 //!   Imports `fleet`, `config`, `stats`, `proto`, `logging`, `clock`.
 //! - `store`: the registry saved in `state_dir` and read back at start.

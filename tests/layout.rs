@@ -24,7 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "pool",
         &[
-            "tasks", "fleet", "config", "stats", "sys", "logging", "clock",
+            "tasks", "fleet", "config", "stats", "proto", "sys", "logging", "clock",
         ],
     ),
     (

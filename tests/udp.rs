@@ -187,6 +187,42 @@ fn bye_terminates_and_forget_after_evicts() {
     });
 }
 
+/// Read your write: a worker first seen through a heartbeat is shown with
+/// that heartbeat's fields the first time it is shown at all, never as an
+/// empty `created` worker in the moment before its thread applies it.
+#[test]
+fn the_first_read_after_a_heartbeat_carries_its_fields() {
+    let d = Daemon::start(&[]);
+    let mut empty = Vec::new();
+    for i in 0..50 {
+        let id = format!("ryw-{i}");
+        d.udp(
+            format!(
+                r#"{{"type":"heartbeat","worker_id":"{id}","status":"working","queue_depth":7}}"#
+            )
+            .as_bytes(),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let first = loop {
+            let (status, v) = d.get(&format!("/telemetry/{id}"));
+            if status == 200 {
+                break v;
+            }
+            assert_eq!(status, 404, "{v}");
+            assert!(std::time::Instant::now() < deadline, "{id} never shown");
+        };
+        if first["status"] != "working" || first["queue_depth"] != 7 {
+            empty.push(first);
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "{} of 50 first reads without the fields: {:?}",
+        empty.len(),
+        empty.first()
+    );
+}
+
 #[test]
 fn seq_gaps_show_as_missed_beats() {
     let d = Daemon::start(&[]);

@@ -86,8 +86,18 @@ impl Registry {
         self.workers.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The handle of `id`, also while its first frame is still on its way
+    /// to its thread (for those who deliver to it).
     pub fn handle(&self, id: &str) -> Option<Arc<Handle>> {
         self.read().get(id).map(|e| e.handle.clone())
+    }
+
+    /// The handle of `id` once the worker can be shown: its first frame
+    /// applied, or restored. Readers use this, so that a worker never
+    /// reads as an empty `created` one in the moment between its first
+    /// datagram and its thread applying it.
+    pub fn shown(&self, id: &str) -> Option<Arc<Handle>> {
+        self.handle(id).filter(|h| h.snapshot().is_shown())
     }
 
     /// The handle of `id`, creating the worker (and its thread) if it is new.
@@ -222,15 +232,22 @@ impl Registry {
         n
     }
 
+    /// The snapshot of `id`, once it can be shown ([`Self::shown`]).
     pub fn snapshot(&self, id: &str) -> Option<Arc<Snapshot>> {
-        self.handle(id).map(|h| h.snapshot())
+        self.handle(id)
+            .map(|h| h.snapshot())
+            .filter(|s| s.is_shown())
     }
 
-    /// Every worker's snapshot, sorted by id. O(n) clones of `Arc`s under the
-    /// read lock, then the sort outside it.
+    /// Every shown worker's snapshot, sorted by id. O(n) clones of `Arc`s
+    /// under the read lock, then the sort outside it.
     pub fn snapshots(&self) -> Vec<Arc<Snapshot>> {
         let handles: Vec<Arc<Handle>> = self.read().values().map(|e| e.handle.clone()).collect();
-        let mut snaps: Vec<Arc<Snapshot>> = handles.iter().map(|h| h.snapshot()).collect();
+        let mut snaps: Vec<Arc<Snapshot>> = handles
+            .iter()
+            .map(|h| h.snapshot())
+            .filter(|s| s.is_shown())
+            .collect();
         snaps.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         snaps
     }
@@ -247,10 +264,14 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Shown workers by state.
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for h in self.handles() {
-            c.add(&h.snapshot());
+            let s = h.snapshot();
+            if s.is_shown() {
+                c.add(&s);
+            }
         }
         c
     }
@@ -385,15 +406,52 @@ mod tests {
         assert!(r.is_empty());
     }
 
+    /// Route worker `id` and have its thread apply one heartbeat.
+    fn beat(r: &Registry, id: &str) {
+        let h = r.route(&id.into(), Transport::Udp).unwrap();
+        let f = decode(
+            format!(r#"{{"type":"heartbeat","worker_id":"{id}"}}"#).as_bytes(),
+            1024,
+        );
+        h.inbox
+            .try_send(Msg::frame(f.unwrap(), Transport::Udp, Instant::now()))
+            .unwrap_or_else(|_| panic!("room"));
+        wait_for(|| r.snapshot(id).is_some());
+    }
+
     #[test]
     fn snapshots_are_sorted() {
         let r = registry(10);
         for id in ["c", "a", "b"] {
-            r.route(&id.into(), Transport::Udp).unwrap();
+            beat(&r, id);
         }
         let ids: Vec<String> = r.snapshots().iter().map(|s| s.id.to_string()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert_eq!(r.counts().total, 3);
+        r.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_worker_is_shown_once_its_first_frame_is_applied() {
+        let r = registry(10);
+        let h = r.route(&"n".into(), Transport::Udp).unwrap();
+        assert!(r.snapshot("n").is_none() && r.shown("n").is_none());
+        assert!(r.snapshots().is_empty() && r.counts().total == 0);
+        assert!(r.handle("n").is_some(), "deliverable meanwhile");
+        let f = decode(
+            br#"{"type":"heartbeat","worker_id":"n","queue_depth":4}"#,
+            1024,
+        )
+        .unwrap();
+        h.inbox
+            .try_send(Msg::frame(f, Transport::Udp, Instant::now()))
+            .unwrap_or_else(|_| panic!("room"));
+        wait_for(|| r.snapshot("n").is_some());
+        assert_eq!(
+            r.snapshot("n").unwrap().queue_depth,
+            4,
+            "first seen with its fields"
+        );
         r.shutdown(Instant::now() + Duration::from_secs(5));
     }
 

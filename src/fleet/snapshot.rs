@@ -186,6 +186,14 @@ impl Snapshot {
         }
     }
 
+    /// Whether the worker can be shown: its thread has applied a frame, or
+    /// it was restored. Until then it exists only for those who deliver
+    /// to it, so that no reader sees an empty `created` worker in the
+    /// moment between its first frame and its thread applying it.
+    pub fn is_shown(&self) -> bool {
+        self.messages_processed > 0 || self.restored
+    }
+
     pub fn is_active(&self) -> bool {
         !self.inactive && !self.terminated
     }

@@ -77,7 +77,16 @@ mod tests {
         cfg.max_workers = 10;
         let shared = Arc::new(Shared::new(cfg));
         let r = Registry::new(shared.clone());
-        r.route(&"w".into(), Transport::Udp).unwrap();
+        let h = r.route(&"w".into(), Transport::Udp).unwrap();
+        let beat = crate::proto::decode(br#"{"type":"heartbeat","worker_id":"w"}"#, 1024).unwrap();
+        let _ = h.inbox.try_send(crate::fleet::inbox::Msg::frame(
+            beat,
+            Transport::Udp,
+            Instant::now(),
+        ));
+        while r.snapshot("w").is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let t0 = r.snapshot("w").unwrap().last_seen;
 
         sweep(&r, &shared, t0 + Duration::from_millis(40), true);

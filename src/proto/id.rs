@@ -136,6 +136,15 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
         }
     }
+
+    /// The code a name stands for; `None` for one this build does not know.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        RejectReason::ALL
+            .map(ErrorCode::Rejected)
+            .into_iter()
+            .chain(ErrorCode::OTHERS)
+            .find(|c| c.as_str() == s)
+    }
 }
 
 impl From<RejectReason> for ErrorCode {

@@ -282,12 +282,12 @@ impl Api {
             Route::ApiWorker(id) => found(reg.snapshot(&id).map(|s| json_ok(&views::details(&s)))),
             Route::Registry => json_ok(&views::registry_map(reg)),
             Route::WorkerMetrics(id) => found(
-                reg.handle(&id)
+                reg.shown(&id)
                     .map(|h| json_ok(&views::worker_metrics(&h, crate::clock::unix_ms()))),
             ),
-            Route::History(id) => found(reg.handle(&id).map(|h| views::history(&h, &id, query))),
+            Route::History(id) => found(reg.shown(&id).map(|h| views::history(&h, &id, query))),
             Route::FleetMetrics => json_ok(&views::fleet_metrics(reg, self.health.started())),
-            Route::Snapshot(id) => found(reg.handle(&id).map(|h| views::download(&h, &id))),
+            Route::Snapshot(id) => found(reg.shown(&id).map(|h| views::download(&h, &id))),
             Route::Tasks => task_routes::list(&self.tasks, query),
             Route::Task(id) => task_routes::show(&self.tasks, &id),
             Route::TaskLogs(id) => task_routes::logs(&self.tasks, &id, req),

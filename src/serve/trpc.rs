@@ -151,7 +151,7 @@ fn call(
         }
         Some(id) => {
             let h = registry
-                .handle(&id)
+                .shown(&id)
                 .ok_or_else(|| Error::new("NOT_FOUND", format!("No worker \"{id}\"")))?;
             let mut m = camel(&views::worker_metrics(&h, crate::clock::unix_ms()));
             m.insert("workerId".into(), json!(&*id));

@@ -170,6 +170,9 @@ impl Store {
             runs.extend(p.series.runs.runs().copied());
             let snap = p.snapshot.clone();
             drop(p);
+            if !snap.is_shown() {
+                continue;
+            }
             max_hold = max_hold.max(held.elapsed());
             series.clear();
             format::put_series(&mut series, saved_at, &samples, &runs);
@@ -347,7 +350,9 @@ mod tests {
         let (shared, r) = fleet();
         let mut old = Snapshot::new("old".into(), Transport::Udp, Instant::now());
         old.last_update = unix_ms() - 2 * 3_600_000;
-        let new = Snapshot::new("new".into(), Transport::Udp, Instant::now());
+        old.messages_processed = 1;
+        let mut new = Snapshot::new("new".into(), Transport::Udp, Instant::now());
+        new.messages_processed = 1;
         r.restore(vec![(old, Series::default()), (new, Series::default())]);
         store.save(&r).unwrap();
         let (shared2, r2) = fleet();

@@ -456,7 +456,8 @@ impl Tasks {
     pub fn tick(&self) {
         let cfg = self.shared.config.get();
         let now = unix_ms();
-        let status = |w: &str| self.registry.snapshot(w);
+        // Raw handles: a worker whose hello is not applied yet is not gone.
+        let status = |w: &str| self.registry.handle(w).map(|h| h.snapshot());
         let mut book = self.lock();
         let mut fx = Effects::default();
         // A worker that said hello again is judged on what it said since:
