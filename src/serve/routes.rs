@@ -488,7 +488,7 @@ fn preflight(route: &Route, req: &Request, cfg: &Config) -> Response {
             .collect();
         (names.join(", "), "Content-Type, Authorization")
     } else {
-        let reads = route.methods().iter().any(|m| *m == Method::Get);
+        let reads = route.methods().contains(&Method::Get);
         let names = if reads { "GET, HEAD" } else { "" };
         (names.to_string(), "Content-Type")
     };
