@@ -337,7 +337,8 @@ fn listeners_take_the_kernels_deepest_backlog() {
 /// time, from that address too.
 #[test]
 fn health_is_served_while_one_address_holds_1100_silent_sockets() {
-    let d = Daemon::start(&[]);
+    // Loopback is a trusted proxy by default: held to its share here.
+    let d = Daemon::start(&["--trusted-proxies", "none"]);
     let silent: Vec<TcpStream> = (0..1100)
         .map(|_| TcpStream::connect(d.http).unwrap())
         .collect();
@@ -360,7 +361,13 @@ fn health_is_served_while_one_address_holds_1100_silent_sockets() {
 /// sent) is answered 503 for the next one: nothing idle to close.
 #[test]
 fn an_address_at_its_share_with_nothing_idle_is_answered_503() {
-    let d = Daemon::start(&["--http-max-connections-per-ip", "2"]);
+    // Loopback is a trusted proxy by default: held to the cap here.
+    let d = Daemon::start(&[
+        "--http-max-connections-per-ip",
+        "2",
+        "--trusted-proxies",
+        "none",
+    ]);
     let busy: Vec<TcpStream> = (0..2)
         .map(|_| {
             let mut s = connect(&d);

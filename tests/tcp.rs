@@ -255,7 +255,13 @@ fn workers_queued_while_out_of_descriptors_are_closed_not_left_waiting() {
 /// keep working.
 #[test]
 fn an_address_past_its_share_of_tcp_connections_is_refused() {
-    let d = Daemon::start(&["--tcp-max-connections-per-ip", "2"]);
+    // Loopback is a trusted proxy by default: held to the cap here.
+    let d = Daemon::start(&[
+        "--tcp-max-connections-per-ip",
+        "2",
+        "--trusted-proxies",
+        "none",
+    ]);
     let mut held: Vec<_> = (0..2).map(|_| d.tcp()).collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut extra = d.tcp();

@@ -534,6 +534,39 @@ fn two_hundred_clients_that_never_read_cost_one_snapshot_and_give_it_back() {
     eprintln!("RSS {before} KiB before, {during} during, {after} after; closed in {took:?}");
 }
 
+/// Behind a local reverse proxy every client is 127.0.0.1: 300 streams
+/// from loopback are all admitted, past the 256 one address may hold,
+/// and a loopback peer held to the caps (`trusted_proxies = none`) is not.
+#[test]
+fn three_hundred_streams_from_loopback_are_all_admitted() {
+    let open = |d: &Daemon| -> (Vec<TcpStream>, usize) {
+        let mut held = Vec::new();
+        let mut upgraded = 0;
+        for _ in 0..300 {
+            let mut s = TcpStream::connect(d.http).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /ws/workers/telemetry HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+            let mut head = [0u8; 12];
+            if s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 101") {
+                upgraded += 1;
+            }
+            held.push(s);
+        }
+        (held, upgraded)
+    };
+    let d = Daemon::start(&[]);
+    let (held, upgraded) = open(&d);
+    assert_eq!(upgraded, 300);
+    assert_eq!(d.json("/health")["connections"]["ws_clients"], 300);
+    drop(held);
+    let d = Daemon::start(&["--trusted-proxies", "none"]);
+    let (_held, upgraded) = open(&d);
+    assert!(
+        upgraded <= 256,
+        "{upgraded} upgraded past the per-address cap"
+    );
+}
+
 /// 2,000 WebSocket clients connecting at once (dashboards after a restart)
 /// all get their upgrade and their snapshot: none is lost to a full listen
 /// queue or refused. `muster bench ws` connects them concurrently and fails

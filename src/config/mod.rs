@@ -65,6 +65,8 @@ pub struct Config {
     pub http_max_connections_per_ip: usize,
     /// Heartbeat TCP connections one address may hold.
     pub tcp_max_connections_per_ip: usize,
+    /// Peers not held to the per-address caps (reverse proxies).
+    pub trusted_proxies: Vec<Cidr>,
     pub summary_interval: Duration,
     pub ws_max_clients: usize,
     pub ws_max_queue_bytes: usize,
@@ -123,6 +125,14 @@ pub struct Config {
     pub heartbeat_token: Option<Secret>,
     /// Read from `tls_cert_file` and `tls_key_file`.
     pub tls: Option<Tls>,
+}
+
+impl Config {
+    /// Whether `ip` is held to the per-address connection caps: every
+    /// address but the `trusted_proxies`.
+    pub fn capped(&self, ip: std::net::IpAddr) -> bool {
+        !self.trusted_proxies.iter().any(|b| b.contains(ip))
+    }
 }
 
 /// How the task journal syncs (`task_fsync`).
@@ -294,6 +304,7 @@ pub fn defaults() -> Config {
         http_max_connections: 0,
         http_max_connections_per_ip: 0,
         tcp_max_connections_per_ip: 0,
+        trusted_proxies: Vec::new(),
         summary_interval: Duration::ZERO,
         ws_max_clients: 0,
         ws_max_queue_bytes: 0,

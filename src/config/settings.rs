@@ -262,6 +262,36 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| c.tcp_max_connections_per_ip.to_string(),
     },
     Setting {
+        key: "trusted_proxies",
+        default: "127.0.0.0/8, ::1",
+        unit: Unit::List,
+        live: true,
+        help: "peers that speak for many clients (a local reverse proxy): not held to the per-address caps; `none` holds every address to them",
+        set: |c, v| {
+            c.trusted_proxies = if v.eq_ignore_ascii_case("none") {
+                Vec::new()
+            } else {
+                let blocks = parse_list(v)
+                    .iter()
+                    .map(|b| Cidr::parse(b))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if blocks.is_empty() {
+                    return Err("list address blocks, or `none`".into());
+                }
+                blocks
+            };
+            Ok(())
+        },
+        show: |c| {
+            if c.trusted_proxies.is_empty() {
+                "none".into()
+            } else {
+                let b: Vec<String> = c.trusted_proxies.iter().map(Cidr::to_string).collect();
+                b.join(", ")
+            }
+        },
+    },
+    Setting {
         key: "summary_interval",
         default: "1s",
         unit: Unit::Duration,

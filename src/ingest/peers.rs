@@ -46,7 +46,8 @@ impl Ingest {
                         continue;
                     }
                     let max_ip = self.config.get().tcp_max_connections_per_ip;
-                    if self.per_ip.count(peer.ip()) >= max_ip {
+                    let capped = self.config.get().capped(peer.ip());
+                    if capped && self.per_ip.count(peer.ip()) >= max_ip {
                         stats.incr(Counter::TcpRefusedPerIp);
                         self.log_limit.warn("tcp_per_ip", || {
                             format!("refusing tcp peer={peer}: tcp_max_connections_per_ip={max_ip} reached for this address")

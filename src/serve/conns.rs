@@ -38,7 +38,8 @@ impl HttpServer {
                     // or when all are taken, the oldest idle connection
                     // (of that address, or of any) makes room, so that a
                     // fresh request is served while silent sockets wait.
-                    if self.per_ip.count(ip) >= max_ip && !self.evict_idle(Some(ip)) {
+                    let capped = self.config.get().capped(ip);
+                    if capped && self.per_ip.count(ip) >= max_ip && !self.evict_idle(Some(ip)) {
                         refuse(
                             stream,
                             &self.shared,
