@@ -86,9 +86,9 @@ struct Pending {
     closed: bool,
     /// The thread is gone: sends fail.
     gone: bool,
-    /// A sender found it full since the last take: a TCP peer is waiting
-    /// for room (its connection is not read meanwhile).
-    backlog: bool,
+    /// How many waiting messages wake the thread: 1 when it sleeps for
+    /// the next one, more while it lets a chatty worker's frames gather.
+    wake_at: usize,
 }
 
 impl Pending {
@@ -186,11 +186,11 @@ impl Inbox {
             return Err(TrySendError::Disconnected(msg));
         }
         if !p.fits(&msg, max_events) {
-            p.backlog = true;
             return Err(TrySendError::Full(msg));
         }
+        let urgent = matches!(msg, Msg::Stop);
         p.push(msg);
-        self.wake(p);
+        self.wake(p, urgent);
         Ok(())
     }
 
@@ -220,7 +220,7 @@ impl Inbox {
             }
         }
         if out.queued + out.merged > 0 {
-            self.wake(p);
+            self.wake(p, false);
         }
         out
     }
@@ -231,12 +231,14 @@ impl Inbox {
         let mut p = self.q.lock();
         if !p.gone {
             p.msgs.push_back(Msg::Refused);
-            self.wake(p);
+            self.wake(p, false);
         }
     }
 
-    fn wake(&self, p: MutexGuard<'_, Pending>) {
-        let waiting = p.waiting;
+    /// Wake the thread if it waits and enough has gathered, or `urgent`
+    /// (a stop, or the senders gone).
+    fn wake(&self, p: MutexGuard<'_, Pending>, urgent: bool) {
+        let waiting = p.waiting && (urgent || p.msgs.len() >= p.wake_at);
         drop(p);
         if waiting {
             self.q.ready.notify_one();
@@ -257,7 +259,7 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         let mut p = self.q.lock();
         p.closed = true;
-        self.wake(p);
+        self.wake(p, true);
     }
 }
 
@@ -265,29 +267,39 @@ impl InboxRx {
     /// Move every waiting message into `out`. With `wait`, sleep until one
     /// comes; `false` once the sender is gone and nothing is left.
     pub(super) fn take(&self, out: &mut VecDeque<Msg>, wait: bool) -> bool {
-        self.take_noting_backlog(out, wait).0
-    }
-
-    /// [`Self::take`], and whether a sender found the inbox full since the
-    /// last take: then someone waits for room, and the thread must not
-    /// pause.
-    pub(super) fn take_noting_backlog(&self, out: &mut VecDeque<Msg>, wait: bool) -> (bool, bool) {
         let mut p = self.q.lock();
-        let backlog = std::mem::take(&mut p.backlog);
-        (self.take_locked(p, out, wait), backlog)
-    }
-
-    fn take_locked(
-        &self,
-        mut p: MutexGuard<'_, Pending>,
-        out: &mut VecDeque<Msg>,
-        wait: bool,
-    ) -> bool {
         while wait && p.msgs.is_empty() && !p.closed {
             p.waiting = true;
+            p.wake_at = 1;
             p = self.q.ready.wait(p).unwrap_or_else(|e| e.into_inner());
             p.waiting = false;
         }
+        self.take_locked(p, out)
+    }
+
+    /// Let messages gather until `until`, or until `enough` wait (a burst:
+    /// a TCP peer then stops being read, so it must not wait out the
+    /// pause), then take them as [`Self::take`] does. Senders do not wake
+    /// the thread for each message meanwhile.
+    pub(super) fn gather(&self, out: &mut VecDeque<Msg>, until: Instant, enough: usize) -> bool {
+        let mut p = self.q.lock();
+        loop {
+            let now = Instant::now();
+            if p.closed || p.msgs.len() >= enough || now >= until {
+                break;
+            }
+            p.waiting = true;
+            p.wake_at = enough;
+            p = match self.q.ready.wait_timeout(p, until - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+            p.waiting = false;
+        }
+        self.take_locked(p, out)
+    }
+
+    fn take_locked(&self, mut p: MutexGuard<'_, Pending>, out: &mut VecDeque<Msg>) -> bool {
         if p.msgs.is_empty() {
             return !p.closed;
         }
@@ -390,6 +402,34 @@ mod tests {
         }
         let o = tx.offer([udp(r#"{"type":"heartbeat","worker_id":"w"}"#)], 256);
         assert_eq!(o.dropped_state, 1);
+    }
+
+    #[test]
+    fn gathering_ends_once_enough_wait_or_the_senders_go() {
+        let (tx, rx) = inbox();
+        let sender = std::thread::spawn(move || {
+            for _ in 0..INBOX_CAPACITY {
+                while tx.try_send(Msg::Sweep { timeout_ms: 1 }).is_err() {
+                    std::thread::yield_now();
+                }
+            }
+            tx
+        });
+        // An hour away: only enough messages end it.
+        let mut out = VecDeque::new();
+        let hour = Instant::now() + std::time::Duration::from_secs(3600);
+        assert!(rx.gather(&mut out, hour, INBOX_CAPACITY / 2));
+        assert!(out.len() >= INBOX_CAPACITY / 2, "{}", out.len());
+        let tx = sender.join().unwrap();
+        drop(tx);
+        out.clear();
+        // The senders gone: it takes what is left at once, then says so.
+        let mut left = 0;
+        while rx.gather(&mut out, hour, INBOX_CAPACITY) {
+            left += out.len();
+            out.clear();
+        }
+        assert!(left <= INBOX_CAPACITY / 2);
     }
 
     #[test]

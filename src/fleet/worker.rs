@@ -252,21 +252,17 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
         }
         // A paced worker lets its frames gather until COALESCE after its
         // last wake: every wake by the ingest thread costs that thread a
-        // syscall and a context switch. A batch that half fills the inbox
-        // means the worker is behind: no pause then, or a flood would be
-        // capped at the inbox per period.
-        // A sender that found the inbox full (a TCP peer, whose reads stop
-        // meanwhile) is waiting: no pause either, or its burst would be
-        // capped at the inbox per period.
-        let (open, backlog) = inbox.take_noting_backlog(&mut msgs, false);
-        if !open {
+        // syscall and a context switch. Half an inbox gathered ends the
+        // pause (a burst: a TCP peer is not read while the inbox is full),
+        // and a batch that half filled it means the worker is behind: no
+        // pause then, or a flood would be capped at the inbox per period.
+        let taken = if paced && batch < INBOX_CAPACITY / 2 {
+            inbox.gather(&mut msgs, woke + COALESCE, INBOX_CAPACITY / 2)
+        } else {
+            inbox.take(&mut msgs, false)
+        };
+        if !taken {
             return;
-        }
-        if paced && batch < INBOX_CAPACITY / 2 && !backlog && msgs.len() < INBOX_CAPACITY / 2 {
-            std::thread::sleep(COALESCE.saturating_sub(woke.elapsed()));
-            if !inbox.take(&mut msgs, false) {
-                return;
-            }
         }
         if !msgs.is_empty() {
             // Frames came while applying or pausing: stay on the cadence.
