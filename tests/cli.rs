@@ -124,18 +124,30 @@ fn beat_then_workers_status_and_health() {
     assert!(out.contains("2 total, 2 active"), "{out}");
     assert_eq!(d.json("/health")["reasons"], serde_json::json!([]));
 
-    // A worker that says error makes the daemon degraded, with the reason.
+    // A worker that says error is the fleet's trouble, not musterd's: the
+    // daemon stays healthy, the fleet is degraded with the reason, and
+    // `--fleet` makes the exit status say so.
     let (code, _, _) = text(&muster(&d, &["beat", "--id", "w3", "--status", "error"]));
     assert_eq!(code, 0);
     d.wait_applied("w3", 1);
     let (code, out, _) = text(&muster(&d, &["health"]));
-    assert_eq!(code, 3, "{out}");
-    assert!(out.starts_with("status   degraded"), "{out}");
-    assert!(out.contains("- 1 worker report error"), "{out}");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("status   healthy"), "{out}");
+    assert!(
+        out.contains("fleet    degraded\n         - 1 worker report error"),
+        "{out}"
+    );
     let h = d.json("/health");
-    assert_eq!(h["status"], "degraded");
-    assert_eq!(h["reasons"], serde_json::json!(["1 worker report error"]));
-    let (code, _, _) = text(&muster(&d, &["health", "--json"]));
+    assert_eq!(h["status"], "healthy");
+    assert_eq!(h["reasons"], serde_json::json!([]));
+    assert_eq!(h["fleet"]["status"], "degraded");
+    assert_eq!(
+        h["fleet"]["reasons"],
+        serde_json::json!(["1 worker report error"])
+    );
+    let (code, _, _) = text(&muster(&d, &["health", "--fleet"]));
+    assert_eq!(code, 3, "--fleet exits 3 on the fleet's reasons");
+    let (code, _, _) = text(&muster(&d, &["health", "--fleet", "--json"]));
     assert_eq!(code, 3, "the exit status says degraded with --json too");
 
     // --label keeps the workers carrying every label given.

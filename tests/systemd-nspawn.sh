@@ -103,8 +103,8 @@ booted() { case $(c systemctl is-system-running 2>/dev/null) in running|degraded
 for _ in $(seq 150); do booted && break; sleep 0.2; done
 check "booted systemd $(c systemctl --version | head -1 | cut -d' ' -f2) as PID 1 in the container ($(c systemctl is-system-running 2>&1 || true))"
 health() { c muster health --json 2>/dev/null || true; }
-# muster health answers: 0 healthy, 3 degraded (a restored worker is
-# inactive until it beats again); 1 is no answer.
+# muster health answers: 0 healthy, 3 degraded (musterd itself: it
+# dropped frames, or failed to save or journal); 1 is no answer.
 answers() { local rc=0; c muster health >/dev/null 2>&1 || rc=$?; [ "$rc" = 0 ] || [ "$rc" = 3 ]; }
 wait_until() { # what, command...
   local what=$1; shift

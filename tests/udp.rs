@@ -223,6 +223,55 @@ fn the_first_read_after_a_heartbeat_carries_its_fields() {
     );
 }
 
+/// `/health` says how musterd is, not how its workers are: inactive and
+/// erring workers leave it healthy (the fleet is degraded, with the
+/// reasons); frames musterd itself drops make it degraded.
+#[test]
+fn health_is_the_daemons_own_and_the_fleets_is_beside_it() {
+    let d = Daemon::start(&[
+        "--heartbeat-interval",
+        "100ms",
+        "--inactivity-timeout",
+        "300ms",
+        "--max-pending-events",
+        "1",
+    ]);
+    d.udp(br#"{"type":"heartbeat","worker_id":"erring","status":"error"}"#);
+    d.udp(br#"{"type":"heartbeat","worker_id":"silent"}"#);
+    d.wait_applied("erring", 1);
+    d.wait_for("silent inactive", |d| {
+        d.udp(br#"{"type":"heartbeat","worker_id":"erring","status":"error"}"#);
+        d.get("/telemetry/silent").1["status"] == "inactive"
+    });
+    d.udp(br#"{"type":"heartbeat","worker_id":"erring","status":"error"}"#);
+    let h = d.json("/health");
+    assert_eq!(h["status"], "healthy", "{h}");
+    assert_eq!(h["reasons"], serde_json::json!([]));
+    assert_eq!(h["fleet"]["status"], "degraded");
+    let fleet: Vec<&str> = h["fleet"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(fleet.contains(&"1 worker report error"), "{fleet:?}");
+    assert!(fleet.iter().any(|r| r.ends_with("inactive")), "{fleet:?}");
+    // A burst of runs past max_pending_events: musterd drops them.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..2000 {
+        s.send_to(
+            br#"{"type":"run","worker_id":"busy","duration_ms":1,"ok":true}"#,
+            d.heartbeat,
+        )
+        .unwrap();
+    }
+    d.wait_for("a drop", |d| d.json("/health")["frames"]["dropped"] != 0);
+    let h = d.json("/health");
+    assert_eq!(h["status"], "degraded", "{h}");
+    let said = h["reasons"][0].as_str().unwrap();
+    assert!(said.contains("dropped by musterd"), "{said}");
+}
+
 #[test]
 fn seq_gaps_show_as_missed_beats() {
     let d = Daemon::start(&[]);

@@ -85,7 +85,7 @@ _muster() {
         completions) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
         "workers") COMPREPLY=($(compgen -W "--status --label --wide --no-headers --json --help" -- "$cur")) ;;
         "status") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
-        "health") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
+        "health") COMPREPLY=($(compgen -W "--fleet --json --help" -- "$cur")) ;;
         "alerts") COMPREPLY=($(compgen -W "--all --no-headers --json --help" -- "$cur")) ;;
         "watch") COMPREPLY=($(compgen -W "--status --wide --help" -- "$cur")) ;;
         "forget") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;

@@ -78,8 +78,8 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         path: "health",
-        about: "the daemon's health; exits 3 when degraded",
-        opts: &[flag("--json")],
+        about: "the daemon's health and the fleet's; exits 3 when degraded",
+        opts: &[flag("--fleet"), flag("--json")],
     },
     Command {
         path: "alerts",

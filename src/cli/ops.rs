@@ -252,17 +252,20 @@ pub(super) fn forget(url: &str, args: &[String]) -> Out {
 
 pub(super) fn health(url: &str, args: &[String]) -> Out {
     let mut url = url.to_string();
-    let mut as_json = false;
+    let (mut as_json, mut fleet) = (false, false);
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
     while let Some(arg) = p.next()? {
         match arg {
             Long("json") => as_json = true,
+            Long("fleet") => fleet = true,
             Long("url") => take_url(&mut p, &mut url)?,
             Short('h') | Long("help") => {
                 println!(
-                    "usage: muster health [--json]\n\n\
-                     Exit status: 0 healthy, 3 degraded (a worker in error or inactive, or\n\
-                     frames dropped or rejected in the last minute), 1 unreachable."
+                    "usage: muster health [--fleet] [--json]\n\n\
+                     Exit status: 0 healthy, 3 when musterd itself is degraded (it dropped\n\
+                     frames, or failed to save its state or write its task journal, in the\n\
+                     last minute), 1 unreachable. With --fleet, 3 also when the fleet is\n\
+                     degraded (a worker in error or inactive, frames rejected)."
                 );
                 return Ok(());
             }
@@ -270,21 +273,27 @@ pub(super) fn health(url: &str, args: &[String]) -> Out {
         }
     }
     let v = client::get_json(addr(&url)?, "/health")?;
-    let degraded = v["status"] != "healthy";
+    let degraded =
+        v["status"] != "healthy" || (fleet && v["fleet"]["status"].as_str() != Some("healthy"));
     if as_json {
         print_json(&v);
     } else {
         let w = &v["workers"];
         let f = &v["frames"];
+        let reasons = |v: &Value| {
+            for r in v["reasons"].as_array().into_iter().flatten() {
+                println!("         - {}", r.as_str().unwrap_or("?"));
+            }
+        };
         println!(
             "status   {} (musterd {}, up {})",
             v["status"].as_str().unwrap_or("?"),
             v["version"].as_str().unwrap_or("?"),
             crate::clock::format_uptime(v["uptime_seconds"].as_u64().unwrap_or(0))
         );
-        for r in v["reasons"].as_array().into_iter().flatten() {
-            println!("         - {}", r.as_str().unwrap_or("?"));
-        }
+        reasons(&v);
+        println!("fleet    {}", v["fleet"]["status"].as_str().unwrap_or("?"));
+        reasons(&v["fleet"]);
         println!(
             "workers  {} total, {} active, {} inactive, {} terminated, {} in error (max {})",
             w["total"], w["active"], w["inactive"], w["terminated"], w["error"], w["max"]

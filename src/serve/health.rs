@@ -1,6 +1,19 @@
-//! `GET /health`: the daemon's state in one small object, as monitors poll
-//! it, and the readings it shares with `/metrics` (worker counts, the
-//! kernel's UDP drop count).
+//! `GET /health`: the daemon's own health, the fleet's beside it, and the
+//! readings it shares with `/metrics` (worker counts, the kernel's UDP drop
+//! count).
+//!
+//! `status` is musterd's own: `healthy`, or `degraded` with `reasons` when
+//! musterd itself is impaired: it dropped frames (its inboxes, or the
+//! kernel's buffer for its socket), failed to save its state, or failed to
+//! write its task journal, within [`DEGRADED_WINDOW`] (or since the
+//! previous poll when that was longer ago). What workers do is the fleet's
+//! condition, in `fleet` with its own `status` and `reasons`: a worker
+//! reporting `error`, inactive workers, frames refused from peers. In a
+//! real fleet some worker is always inactive, so the fleet's condition
+//! never makes the daemon degraded. Either way the answer is a 200: the
+//! daemon serves, a load balancer must not take it out; monitors read
+//! `status` (`muster health` exits 3, and with `--fleet` also on the
+//! fleet's reasons).
 //!
 //! The counters come from the one table in [`crate::stats`]: each sits in
 //! the group and under the key its row names. The body is rendered again
@@ -10,36 +23,93 @@
 //! moved; /proc/net/udp is the kernel writing out every UDP socket, too
 //! dear to read on every poll (it capped `/health` at 9,000 req/s), so a
 //! reading is reused for [`UDP_DROPS_TTL`].
-//!
-//! `status` is `healthy`, or `degraded` with `reasons` when a worker reports
-//! `error`, a worker is inactive, or frames were dropped (by musterd or the
-//! kernel) or rejected within [`DEGRADED_WINDOW`], or since the previous
-//! poll when that was longer ago. Degraded is still a 200: the daemon
-//! serves, a load balancer must not take it out; monitors read `status`
-//! (`muster health` exits 3).
 
 use crate::VERSION;
 use crate::clock::unix_ms;
 use crate::fleet::Shared;
 use crate::fleet::registry::{Counts, Registry};
 use crate::proto::RejectReason;
-use crate::stats::{COUNTERS, DropReason};
+use crate::stats::{COUNTERS, Counter, DropReason, Group, Stats};
 use crate::sys::procfs;
-use std::fmt::Write;
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a reading of /proc/net/udp is reused.
 const UDP_DROPS_TTL: Duration = Duration::from_secs(1);
 
-/// Drops and rejections this recent make the daemon `degraded`.
+/// Troubles this recent make the daemon (or the fleet) `degraded`.
 pub const DEGRADED_WINDOW: Duration = Duration::from_secs(60);
 
-/// Frames dropped by musterd, dropped by the kernel, rejected.
-type Losses = [u64; 3];
+/// The running totals whose recent growth is a trouble, and whose it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trouble {
+    /// Frames musterd dropped (a worker's inbox full, shutting down).
+    Dropped,
+    /// Datagrams the kernel dropped on the heartbeat socket.
+    KernelDropped,
+    SaveFailed,
+    JournalFailed,
+    /// Frames refused from peers: the fleet's.
+    Rejected,
+}
 
-/// The values and reasons a body was rendered from, and the body.
-type Rendered = (Vec<u64>, Vec<String>, Arc<[u8]>);
+const TROUBLES: [Trouble; 5] = [
+    Trouble::Dropped,
+    Trouble::KernelDropped,
+    Trouble::SaveFailed,
+    Trouble::JournalFailed,
+    Trouble::Rejected,
+];
+
+/// One reading of every [`Trouble`]'s total, in [`TROUBLES`]' order.
+type Totals = [u64; TROUBLES.len()];
+
+impl Trouble {
+    fn total(self, st: &Stats, kernel: Option<u64>) -> u64 {
+        match self {
+            Trouble::Dropped => st.dropped_total(),
+            Trouble::KernelDropped => kernel.unwrap_or(0),
+            Trouble::SaveFailed => st.get(Counter::StateSaveErrors),
+            Trouble::JournalFailed => st.get(Counter::JournalErrors),
+            Trouble::Rejected => st.rejected_total(),
+        }
+    }
+
+    fn is_fleets(self) -> bool {
+        self == Trouble::Rejected
+    }
+
+    /// The reason, as a sentence, for `n` of it in the window.
+    fn reason(self, n: u64) -> String {
+        let window = DEGRADED_WINDOW.as_secs();
+        let s = if n == 1 { "" } else { "s" };
+        match self {
+            Trouble::Dropped => format!("{n} frame{s} dropped by musterd in the last {window} s"),
+            Trouble::KernelDropped => {
+                format!("{n} frame{s} dropped by the kernel in the last {window} s")
+            }
+            Trouble::SaveFailed => {
+                format!("{n} save{s} of the worker state failed in the last {window} s")
+            }
+            Trouble::JournalFailed => {
+                format!("{n} task journal write{s} failed in the last {window} s")
+            }
+            Trouble::Rejected => format!("{n} frame{s} rejected in the last {window} s"),
+        }
+    }
+}
+
+/// Why the daemon and why the fleet are degraded; empty when healthy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub daemon: Vec<String>,
+    pub fleet: Vec<String>,
+}
+
+/// The values and verdict a body was rendered from, and the body.
+type Rendered = (Vec<u64>, Verdict, Arc<[u8]>);
 
 pub struct Health {
     started: Instant,
@@ -47,9 +117,9 @@ pub struct Health {
     udp_inode: Option<u64>,
     udp_drops: Option<(Instant, Option<u64>)>,
     counts: Option<(u64, Counts)>,
-    /// Readings of [`Losses`], one a second at most while polled, back to
-    /// the newest one older than [`DEGRADED_WINDOW`].
-    losses: std::collections::VecDeque<(Instant, Losses)>,
+    /// Readings of the troubles' totals, one a second at most while
+    /// polled, back to the newest one older than [`DEGRADED_WINDOW`].
+    readings: std::collections::VecDeque<(Instant, Totals)>,
     /// The values the last body was rendered from, and the body.
     body: Option<Rendered>,
 }
@@ -61,31 +131,34 @@ impl Health {
             udp_inode,
             udp_drops: None,
             counts: None,
-            losses: [(started, [0; 3])].into(),
+            readings: [(started, [0; TROUBLES.len()])].into(),
             body: None,
         }
     }
 
-    /// What was lost since the reference reading: the newest one older
-    /// than the window, or the previous poll's when that is older.
-    fn recent_losses(&mut self, now: Losses) -> Losses {
-        let at = Instant::now();
+    /// How much each total grew since the reference reading: the newest
+    /// one older than the window, or the previous poll's when that is
+    /// older.
+    fn recent(&mut self, now: Totals, at: Instant) -> Totals {
         if self
-            .losses
+            .readings
             .back()
             .is_none_or(|(t, _)| at.duration_since(*t) >= Duration::from_secs(1))
         {
-            self.losses.push_back((at, now));
+            self.readings.push_back((at, now));
         }
         while self
-            .losses
+            .readings
             .get(1)
             .is_some_and(|(t, _)| at.duration_since(*t) >= DEGRADED_WINDOW)
         {
-            self.losses.pop_front();
+            self.readings.pop_front();
         }
-        let since = self.losses.front().map_or([0; 3], |(_, l)| *l);
-        [0, 1, 2].map(|i| now[i].saturating_sub(since[i]))
+        let since = self
+            .readings
+            .front()
+            .map_or([0; TROUBLES.len()], |(_, l)| *l);
+        std::array::from_fn(|i| now[i].saturating_sub(since[i]))
     }
 
     pub fn started(&self) -> Instant {
@@ -123,7 +196,8 @@ impl Health {
         let drops = self.udp_kernel_drops();
         let time = unix_ms() / 1000;
         let uptime = self.started.elapsed().as_secs();
-        let mut values = shared.stats.reading();
+        let st = &shared.stats;
+        let mut values = st.reading();
         values.extend([
             time,
             uptime,
@@ -134,181 +208,290 @@ impl Health {
             max_workers as u64,
             drops.map_or(u64::MAX, |d| d),
         ]);
-        let lost = self.recent_losses([
-            shared.stats.dropped_total(),
-            drops.unwrap_or(0),
-            shared.stats.rejected_total(),
-        ]);
-        let reasons = reasons(c, lost);
+        let totals = TROUBLES.map(|t| t.total(st, drops));
+        let verdict = verdict(c, self.recent(totals, Instant::now()));
         if let Some((last, said, body)) = &self.body {
-            if *last == values && *said == reasons {
+            if *last == values && *said == verdict {
                 return body.clone();
             }
         }
-        let body: Arc<[u8]> = render(shared, c, max_workers, drops, time, uptime, &reasons)
-            .into_bytes()
-            .into();
-        self.body = Some((values, reasons, body.clone()));
+        let figures = Figures {
+            counts: c,
+            max_workers,
+            udp_drops: drops,
+            time,
+            uptime,
+        };
+        let body: Arc<[u8]> = render(st, &figures, &verdict).into();
+        self.body = Some((values, verdict, body.clone()));
         body
     }
 }
 
-/// Why the daemon is degraded; empty when it is healthy.
-fn reasons(c: Counts, lost: Losses) -> Vec<String> {
-    let window = DEGRADED_WINDOW.as_secs();
-    let mut out = Vec::new();
+/// The daemon's and the fleet's reasons, from the counts and what grew in
+/// the window.
+fn verdict(c: Counts, recent: Totals) -> Verdict {
     let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let mut v = Verdict::default();
     if c.error > 0 {
-        out.push(format!(
+        v.fleet.push(format!(
             "{} worker{} report error",
             c.error,
             plural(c.error)
         ));
     }
     if c.inactive > 0 {
-        out.push(format!(
+        v.fleet.push(format!(
             "{} worker{} inactive",
             c.inactive,
             plural(c.inactive)
         ));
     }
-    for (n, what) in [
-        (lost[0], "dropped by musterd"),
-        (lost[1], "dropped by the kernel"),
-        (lost[2], "rejected"),
-    ] {
+    for (t, n) in TROUBLES.iter().zip(recent) {
         if n > 0 {
-            let s = plural(n as usize);
-            out.push(format!("{n} frame{s} {what} in the last {window} s"));
+            let whose = if t.is_fleets() {
+                &mut v.fleet
+            } else {
+                &mut v.daemon
+            };
+            whose.push(t.reason(n));
         }
     }
-    out
+    v
 }
 
-/// The body, walking the counter table group by group. Keys are static
-/// names that need no JSON escaping.
-fn render(
-    shared: &Shared,
-    c: Counts,
+/// What the body shows besides the counter table.
+struct Figures {
+    counts: Counts,
     max_workers: usize,
     udp_drops: Option<u64>,
     time: u64,
     uptime: u64,
-    reasons: &[String],
-) -> String {
-    let st = &shared.stats;
-    let mut o = String::with_capacity(1536);
-    let status = if reasons.is_empty() {
+}
+
+fn status(reasons: &[String]) -> &'static str {
+    if reasons.is_empty() {
         "healthy"
     } else {
         "degraded"
-    };
-    let reasons = serde_json::to_string(reasons).unwrap_or_else(|_| "[]".into());
-    let _ = write!(
-        o,
-        "{{\"status\":\"{status}\",\"reasons\":{reasons},\"time\":{time},\"uptime_seconds\":{uptime},\"version\":\"{VERSION}\""
-    );
-    // Each row's `"key":value`, after a comma unless it opens its object.
-    let rows = |o: &mut String, group: &str, mut first: bool| {
-        for r in COUNTERS.iter().filter(|r| r.group == group) {
-            let comma = if first { "" } else { "," };
-            let _ = write!(o, "{comma}\"{}\":{}", r.key, st.get(r.counter));
-            first = false;
-        }
-    };
-    let _ = write!(
-        o,
-        ",\"workers\":{{\"total\":{},\"active\":{},\"inactive\":{},\"terminated\":{},\"error\":{},\"max\":{max_workers}",
-        c.total, c.active, c.inactive, c.terminated, c.error
-    );
-    rows(&mut o, "workers", false);
-    o.push_str("},\"frames\":{");
-    let _ = write!(
-        o,
-        "\"rejected\":{},\"dropped\":{}",
-        st.rejected_total(),
-        st.dropped_total()
-    );
-    rows(&mut o, "frames", false);
-    o.push_str(",\"rejected_by_reason\":");
-    object(
-        &mut o,
-        RejectReason::ALL.map(|r| (r.as_str(), st.rejected(r))),
-    );
-    o.push_str(",\"dropped_by_reason\":");
-    object(&mut o, DropReason::ALL.map(|r| (r.as_str(), st.dropped(r))));
-    match udp_drops {
-        Some(d) => {
-            let _ = write!(o, "}},\"udp_kernel_drops\":{d}");
-        }
-        None => o.push_str("},\"udp_kernel_drops\":null"),
     }
-    for group in ["connections", "access", "state", "tasks", "pool", "alerts"] {
-        let _ = write!(o, ",\"{group}\":{{");
-        rows(&mut o, group, true);
-        o.push('}');
-    }
-    o.push('}');
-    o
 }
 
-fn object<const N: usize>(o: &mut String, pairs: [(&str, u64); N]) {
-    o.push('{');
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        let _ = write!(o, "{}\"{k}\":{v}", if i > 0 { "," } else { "" });
+/// The body, in the order people read it: the verdicts first, then the
+/// figures, then the counter table group by group.
+#[derive(Serialize)]
+struct Body<'a> {
+    status: &'static str,
+    reasons: &'a [String],
+    fleet: Fleet<'a>,
+    time: u64,
+    uptime_seconds: u64,
+    version: &'static str,
+    workers: Rows<'a, 6>,
+    frames: Frames<'a>,
+    udp_kernel_drops: Option<u64>,
+    #[serde(flatten)]
+    groups: Groups<'a>,
+}
+
+#[derive(Serialize)]
+struct Fleet<'a> {
+    status: &'static str,
+    reasons: &'a [String],
+}
+
+/// A group's figures of its own, then its rows of the counter table.
+struct Rows<'a, const N: usize> {
+    st: &'a Stats,
+    group: Group,
+    head: [(&'static str, u64); N],
+}
+
+impl<const N: usize> Rows<'_, N> {
+    fn entries(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        let rows = COUNTERS.iter().filter(move |r| r.group == self.group);
+        self.head
+            .into_iter()
+            .chain(rows.map(|r| (r.key, self.st.get(r.counter))))
     }
-    o.push('}');
+}
+
+impl<const N: usize> Serialize for Rows<'_, N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.entries())
+    }
+}
+
+/// `frames`: the totals and the table's rows, then the counts by reason.
+struct Frames<'a>(Rows<'a, 2>);
+
+impl Serialize for Frames<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let st = self.0.st;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0.entries() {
+            m.serialize_entry(k, &v)?;
+        }
+        let rejected = RejectReason::ALL.map(|r| (r.as_str(), st.rejected(r)));
+        m.serialize_entry("rejected_by_reason", &Pairs(&rejected))?;
+        let dropped = DropReason::ALL.map(|r| (r.as_str(), st.dropped(r)));
+        m.serialize_entry("dropped_by_reason", &Pairs(&dropped))?;
+        m.end()
+    }
+}
+
+struct Pairs<'a>(&'a [(&'static str, u64)]);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().copied())
+    }
+}
+
+/// The groups made of the table's rows alone.
+struct Groups<'a>(&'a Stats);
+
+impl Serialize for Groups<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(Group::PLAIN.len()))?;
+        for group in Group::PLAIN {
+            let rows = Rows {
+                st: self.0,
+                group,
+                head: [],
+            };
+            m.serialize_entry(group.as_str(), &rows)?;
+        }
+        m.end()
+    }
+}
+
+fn render(st: &Stats, f: &Figures, v: &Verdict) -> Vec<u8> {
+    let c = f.counts;
+    let body = Body {
+        status: status(&v.daemon),
+        reasons: &v.daemon,
+        fleet: Fleet {
+            status: status(&v.fleet),
+            reasons: &v.fleet,
+        },
+        time: f.time,
+        uptime_seconds: f.uptime,
+        version: VERSION,
+        workers: Rows {
+            st,
+            group: Group::Workers,
+            head: [
+                ("total", c.total as u64),
+                ("active", c.active as u64),
+                ("inactive", c.inactive as u64),
+                ("terminated", c.terminated as u64),
+                ("error", c.error as u64),
+                ("max", f.max_workers as u64),
+            ],
+        },
+        frames: Frames(Rows {
+            st,
+            group: Group::Frames,
+            head: [
+                ("rejected", st.rejected_total()),
+                ("dropped", st.dropped_total()),
+            ],
+        }),
+        udp_kernel_drops: f.udp_drops,
+        groups: Groups(st),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn at(i: Trouble, n: u64) -> Totals {
+        let mut t = [0; TROUBLES.len()];
+        t[TROUBLES.iter().position(|x| *x == i).unwrap()] = n;
+        t
+    }
+
     #[test]
-    fn degraded_reasons_name_each_cause() {
+    fn the_fleets_troubles_never_degrade_the_daemon() {
         let quiet = Counts {
             total: 3,
             active: 3,
             ..Counts::default()
         };
-        assert!(reasons(quiet, [0; 3]).is_empty());
+        assert_eq!(verdict(quiet, [0; TROUBLES.len()]), Verdict::default());
         let bad = Counts {
-            total: 4,
+            total: 10_004,
             active: 3,
-            inactive: 1,
+            inactive: 10_001,
             error: 2,
             ..Counts::default()
         };
+        let v = verdict(bad, at(Trouble::Rejected, 1));
+        assert!(v.daemon.is_empty(), "{v:?}");
         assert_eq!(
-            reasons(bad, [0, 7, 1]),
+            v.fleet,
             [
                 "2 workers report error",
-                "1 worker inactive",
-                "7 frames dropped by the kernel in the last 60 s",
+                "10001 workers inactive",
                 "1 frame rejected in the last 60 s"
             ]
         );
+        for (t, said) in [
+            (
+                Trouble::KernelDropped,
+                "7 frames dropped by the kernel in the last 60 s",
+            ),
+            (
+                Trouble::Dropped,
+                "7 frames dropped by musterd in the last 60 s",
+            ),
+            (
+                Trouble::SaveFailed,
+                "7 saves of the worker state failed in the last 60 s",
+            ),
+            (
+                Trouble::JournalFailed,
+                "7 task journal writes failed in the last 60 s",
+            ),
+        ] {
+            let v = verdict(quiet, at(t, 7));
+            assert_eq!(
+                (v.daemon, v.fleet.is_empty()),
+                (vec![said.to_string()], true)
+            );
+        }
     }
 
     #[test]
-    fn losses_count_within_the_window_or_since_the_last_poll() {
+    fn troubles_count_within_the_window_or_since_the_last_poll() {
         let long_ago = Instant::now() - Duration::from_secs(300);
         let mut h = Health::new(long_ago, None);
+        let t = |d: u64, k: u64, r: u64| {
+            let mut x = [0; TROUBLES.len()];
+            x[0] = d;
+            x[1] = k;
+            x[4] = r;
+            x
+        };
+        let now = Instant::now();
         // The first poll, five minutes after the start, sees everything
         // since the start: there was no earlier poll.
-        assert_eq!(h.recent_losses([5, 0, 2]), [5, 0, 2]);
+        assert_eq!(h.recent(t(5, 0, 2), now), t(5, 0, 2));
         // A second poll at once compares with the start still, as the
         // reading just taken is younger than the window.
-        assert_eq!(h.recent_losses([6, 0, 2]), [6, 0, 2]);
+        assert_eq!(h.recent(t(6, 0, 2), now), t(6, 0, 2));
         // Once the readings are older than the window, only what came
         // after the newest of them counts.
-        h.losses = [
-            (Instant::now() - Duration::from_secs(200), [5, 0, 2]),
-            (Instant::now() - Duration::from_secs(61), [6, 0, 2]),
+        h.readings = [
+            (now - Duration::from_secs(200), t(5, 0, 2)),
+            (now - Duration::from_secs(61), t(6, 0, 2)),
         ]
         .into();
-        assert_eq!(h.recent_losses([6, 0, 2]), [0, 0, 0]);
-        assert_eq!(h.losses.len(), 2, "the older reading let go");
-        assert_eq!(h.recent_losses([9, 1, 2]), [3, 1, 0]);
+        assert_eq!(h.recent(t(6, 0, 2), now), t(0, 0, 0));
+        assert_eq!(h.readings.len(), 2, "the older reading let go");
+        assert_eq!(h.recent(t(9, 1, 2), now), t(3, 1, 0));
     }
 }

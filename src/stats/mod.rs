@@ -114,6 +114,8 @@ pub enum Counter {
     JournalBytes,
     JournalSkipped,
     JournalCut,
+    /// Journal writes or syncs that failed (their submissions got 503).
+    JournalErrors,
     /// The pool: members running, restarts, hung members replaced, fatal.
     PoolMembers,
     PoolRestarts,
@@ -153,10 +155,49 @@ pub struct Metric {
     pub label: Option<(&'static str, &'static str)>,
 }
 
+/// The objects of `/health` that counters sit in, in the order shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    Workers,
+    Frames,
+    Connections,
+    Access,
+    State,
+    Tasks,
+    Pool,
+    Alerts,
+}
+
+impl Group {
+    /// The groups `/health` renders from the table alone, after `workers`
+    /// and `frames` (which it opens with figures of its own).
+    pub const PLAIN: [Group; 6] = [
+        Group::Connections,
+        Group::Access,
+        Group::State,
+        Group::Tasks,
+        Group::Pool,
+        Group::Alerts,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Workers => "workers",
+            Group::Frames => "frames",
+            Group::Connections => "connections",
+            Group::Access => "access",
+            Group::State => "state",
+            Group::Tasks => "tasks",
+            Group::Pool => "pool",
+            Group::Alerts => "alerts",
+        }
+    }
+}
+
 pub struct Row {
     pub counter: Counter,
     /// `/health`: the object it sits in and its key there.
-    pub group: &'static str,
+    pub group: Group,
     pub key: &'static str,
     pub metric: Option<Metric>,
 }
@@ -293,7 +334,8 @@ mod tests {
         for (i, r) in COUNTERS.iter().enumerate() {
             assert_eq!(r.counter as usize, i, "{:?} out of order", r.counter);
         }
-        let mut keys: Vec<(&str, &str)> = COUNTERS.iter().map(|r| (r.group, r.key)).collect();
+        let mut keys: Vec<(&str, &str)> =
+            COUNTERS.iter().map(|r| (r.group.as_str(), r.key)).collect();
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(keys.len(), N, "a /health key twice");

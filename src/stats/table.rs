@@ -1,9 +1,9 @@
 //! The counter table: each counter's place in `/health` and its family in
 //! `/metrics`. Rows of one family stand together.
 
-use super::{Counter, Kind, Metric, Row};
+use super::{Counter, Group, Kind, Metric, Row};
 
-const fn row(counter: Counter, group: &'static str, key: &'static str) -> Row {
+const fn row(counter: Counter, group: Group, key: &'static str) -> Row {
     Row {
         counter,
         group,
@@ -14,7 +14,7 @@ const fn row(counter: Counter, group: &'static str, key: &'static str) -> Row {
 
 const fn exported(
     counter: Counter,
-    group: &'static str,
+    group: Group,
     key: &'static str,
     family: &'static str,
     kind: Kind,
@@ -39,7 +39,7 @@ const fn exported(
 pub const COUNTERS: &[Row] = &[
     exported(
         Counter::FramesReceived,
-        "frames",
+        Group::Frames,
         "received",
         "muster_frames_received_total",
         Kind::Counter,
@@ -48,7 +48,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::FramesApplied,
-        "frames",
+        Group::Frames,
         "applied",
         "muster_frames_applied_total",
         Kind::Counter,
@@ -57,7 +57,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::HeartbeatsMerged,
-        "frames",
+        Group::Frames,
         "merged",
         "muster_heartbeats_merged_total",
         Kind::Counter,
@@ -66,7 +66,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::WorkerThreads,
-        "workers",
+        Group::Workers,
         "threads",
         "muster_worker_threads",
         Kind::Gauge,
@@ -75,7 +75,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::WorkersEvicted,
-        "workers",
+        Group::Workers,
         "evicted",
         "muster_workers_evicted_total",
         Kind::Counter,
@@ -84,75 +84,91 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::WorkersProbationEvicted,
-        "workers",
+        Group::Workers,
         "probation_evicted",
         "muster_workers_probation_evicted_total",
         Kind::Counter,
         "UDP workers that sent one frame and nothing for heartbeat_interval, evicted to make room while max_workers was reached.",
         None,
     ),
-    row(Counter::WorkersDeleted, "workers", "deleted"),
+    row(Counter::WorkersDeleted, Group::Workers, "deleted"),
     exported(
         Counter::TcpOpen,
-        "connections",
+        Group::Connections,
         "tcp_open",
         "muster_tcp_connections",
         Kind::Gauge,
         "Open heartbeat TCP connections.",
         None,
     ),
-    row(Counter::TcpAccepted, "connections", "tcp_accepted"),
-    row(Counter::TcpClosedIdle, "connections", "tcp_closed_idle"),
+    row(Counter::TcpAccepted, Group::Connections, "tcp_accepted"),
+    row(
+        Counter::TcpClosedIdle,
+        Group::Connections,
+        "tcp_closed_idle",
+    ),
     row(
         Counter::TcpClosedSuperseded,
-        "connections",
+        Group::Connections,
         "tcp_closed_superseded",
     ),
-    row(Counter::TcpRefusedFull, "connections", "tcp_refused_full"),
+    row(
+        Counter::TcpRefusedFull,
+        Group::Connections,
+        "tcp_refused_full",
+    ),
     row(
         Counter::TcpRefusedPerIp,
-        "connections",
+        Group::Connections,
         "tcp_refused_per_ip",
     ),
     row(
         Counter::TcpRefusedNoFds,
-        "connections",
+        Group::Connections,
         "tcp_refused_no_fds",
     ),
     exported(
         Counter::HttpOpen,
-        "connections",
+        Group::Connections,
         "http_open",
         "muster_http_connections",
         Kind::Gauge,
         "Open HTTP connections.",
         None,
     ),
-    row(Counter::HttpRefusedFull, "connections", "http_refused_full"),
+    row(
+        Counter::HttpRefusedFull,
+        Group::Connections,
+        "http_refused_full",
+    ),
     row(
         Counter::HttpRefusedPerIp,
-        "connections",
+        Group::Connections,
         "http_refused_per_ip",
     ),
-    row(Counter::HttpEvictedIdle, "connections", "http_evicted_idle"),
+    row(
+        Counter::HttpEvictedIdle,
+        Group::Connections,
+        "http_evicted_idle",
+    ),
     row(
         Counter::HttpRefusedNoFds,
-        "connections",
+        Group::Connections,
         "http_refused_no_fds",
     ),
     exported(
         Counter::WsClients,
-        "connections",
+        Group::Connections,
         "ws_clients",
         "muster_websocket_clients",
         Kind::Gauge,
         "Connected WebSocket clients.",
         None,
     ),
-    row(Counter::WsAccepted, "connections", "ws_accepted"),
+    row(Counter::WsAccepted, Group::Connections, "ws_accepted"),
     exported(
         Counter::WsClosedStalled,
-        "connections",
+        Group::Connections,
         "ws_closed_stalled",
         "muster_websocket_closed_total",
         Kind::Counter,
@@ -161,7 +177,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::WsClosedPing,
-        "connections",
+        Group::Connections,
         "ws_closed_ping",
         "muster_websocket_closed_total",
         Kind::Counter,
@@ -170,7 +186,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::WsClosedTooBig,
-        "connections",
+        Group::Connections,
         "ws_closed_too_big",
         "muster_websocket_closed_total",
         Kind::Counter,
@@ -179,7 +195,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::HttpRefusedHost,
-        "access",
+        Group::Access,
         "http_refused_host",
         "muster_http_refused_total",
         Kind::Counter,
@@ -188,7 +204,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::HttpRefusedOrigin,
-        "access",
+        Group::Access,
         "http_refused_origin",
         "muster_http_refused_total",
         Kind::Counter,
@@ -197,7 +213,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::HttpRefusedToken,
-        "access",
+        Group::Access,
         "http_refused_token",
         "muster_http_refused_total",
         Kind::Counter,
@@ -206,7 +222,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::HttpRefusedPeer,
-        "access",
+        Group::Access,
         "http_refused_peer",
         "muster_http_refused_total",
         Kind::Counter,
@@ -215,7 +231,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::UdpNotAllowed,
-        "access",
+        Group::Access,
         "udp_not_allowed",
         "muster_heartbeat_peers_refused_total",
         Kind::Counter,
@@ -224,7 +240,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TcpNotAllowed,
-        "access",
+        Group::Access,
         "tcp_not_allowed",
         "muster_heartbeat_peers_refused_total",
         Kind::Counter,
@@ -233,7 +249,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::StateSaves,
-        "state",
+        Group::State,
         "saves",
         "muster_state_saves_total",
         Kind::Counter,
@@ -242,7 +258,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::StateSaveErrors,
-        "state",
+        Group::State,
         "save_errors",
         "muster_state_save_errors_total",
         Kind::Counter,
@@ -251,7 +267,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::StateRestored,
-        "state",
+        Group::State,
         "restored",
         "muster_state_restored_workers",
         Kind::Gauge,
@@ -259,10 +275,10 @@ pub const COUNTERS: &[Row] = &[
         None,
     ),
     // In /health only: Prometheus wants seconds, and counters are whole.
-    row(Counter::StateLastSaveMs, "state", "last_save_ms"),
+    row(Counter::StateLastSaveMs, Group::State, "last_save_ms"),
     exported(
         Counter::TasksQueued,
-        "tasks",
+        Group::Tasks,
         "queued",
         "muster_tasks",
         Kind::Gauge,
@@ -271,7 +287,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TasksAssigned,
-        "tasks",
+        Group::Tasks,
         "assigned",
         "muster_tasks",
         Kind::Gauge,
@@ -280,7 +296,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TasksRunning,
-        "tasks",
+        Group::Tasks,
         "running",
         "muster_tasks",
         Kind::Gauge,
@@ -289,7 +305,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TasksSucceeded,
-        "tasks",
+        Group::Tasks,
         "succeeded",
         "muster_tasks",
         Kind::Gauge,
@@ -298,7 +314,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TasksFailed,
-        "tasks",
+        Group::Tasks,
         "failed",
         "muster_tasks",
         Kind::Gauge,
@@ -307,7 +323,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TasksCancelled,
-        "tasks",
+        Group::Tasks,
         "cancelled",
         "muster_tasks",
         Kind::Gauge,
@@ -316,7 +332,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TasksTimedOut,
-        "tasks",
+        Group::Tasks,
         "timed_out",
         "muster_tasks",
         Kind::Gauge,
@@ -325,7 +341,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TasksSubmitted,
-        "tasks",
+        Group::Tasks,
         "submitted",
         "muster_tasks_submitted_total",
         Kind::Counter,
@@ -334,7 +350,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TasksRefused,
-        "tasks",
+        Group::Tasks,
         "refused",
         "muster_tasks_refused_total",
         Kind::Counter,
@@ -343,7 +359,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TasksRequeued,
-        "tasks",
+        Group::Tasks,
         "requeued",
         "muster_tasks_requeued_total",
         Kind::Counter,
@@ -352,7 +368,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TasksLost,
-        "tasks",
+        Group::Tasks,
         "worker_lost",
         "muster_tasks_worker_lost_total",
         Kind::Counter,
@@ -361,7 +377,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TaskUpdatesRefused,
-        "tasks",
+        Group::Tasks,
         "updates_refused",
         "muster_task_updates_refused_total",
         Kind::Counter,
@@ -370,7 +386,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::TaskLogLinesDropped,
-        "tasks",
+        Group::Tasks,
         "log_lines_dropped",
         "muster_task_log_lines_dropped_total",
         Kind::Counter,
@@ -379,7 +395,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::JournalBytes,
-        "tasks",
+        Group::Tasks,
         "journal_bytes",
         "muster_task_journal_written_bytes_total",
         Kind::Counter,
@@ -388,7 +404,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::JournalSkipped,
-        "tasks",
+        Group::Tasks,
         "journal_skipped",
         "muster_task_journal_skipped_total",
         Kind::Counter,
@@ -397,7 +413,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::JournalCut,
-        "tasks",
+        Group::Tasks,
         "journal_cut",
         "muster_task_journal_cut_total",
         Kind::Counter,
@@ -405,8 +421,17 @@ pub const COUNTERS: &[Row] = &[
         None,
     ),
     exported(
+        Counter::JournalErrors,
+        Group::Tasks,
+        "journal_errors",
+        "muster_task_journal_errors_total",
+        Kind::Counter,
+        "Journal writes or syncs that failed; the submissions they carried were answered 503.",
+        None,
+    ),
+    exported(
         Counter::PoolMembers,
-        "pool",
+        Group::Pool,
         "members",
         "muster_pool_members",
         Kind::Gauge,
@@ -415,7 +440,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::PoolRestarts,
-        "pool",
+        Group::Pool,
         "restarts",
         "muster_pool_restarts_total",
         Kind::Counter,
@@ -424,7 +449,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::PoolHung,
-        "pool",
+        Group::Pool,
         "hung",
         "muster_pool_hung_total",
         Kind::Counter,
@@ -433,7 +458,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::PoolFatal,
-        "pool",
+        Group::Pool,
         "fatal",
         "muster_pool_fatal_total",
         Kind::Counter,
@@ -442,7 +467,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::PoolAutoscaled,
-        "pool",
+        Group::Pool,
         "autoscaled",
         "muster_pool_autoscale_decisions_total",
         Kind::Counter,
@@ -451,7 +476,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::AlertsFiring,
-        "alerts",
+        Group::Alerts,
         "firing",
         "muster_alerts_firing",
         Kind::Gauge,
@@ -460,7 +485,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::AlertChanges,
-        "alerts",
+        Group::Alerts,
         "changes",
         "muster_alert_changes_total",
         Kind::Counter,
@@ -469,7 +494,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::AlertsSent,
-        "alerts",
+        Group::Alerts,
         "sent",
         "muster_alert_notifications_total",
         Kind::Counter,
@@ -478,7 +503,7 @@ pub const COUNTERS: &[Row] = &[
     ),
     exported(
         Counter::AlertsFailed,
-        "alerts",
+        Group::Alerts,
         "failed",
         "muster_alert_notifications_total",
         Kind::Counter,

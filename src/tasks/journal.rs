@@ -209,12 +209,14 @@ pub fn rewrite(dir: &Path, records: impl Iterator<Item = Vec<u8>>) -> io::Result
 }
 
 /// The journal thread: write what arrives, sync as `mode` says, and
-/// acknowledge. Ends when every sender is gone, after a last sync.
+/// acknowledge; `written` hears of each batch's bytes and whether its
+/// write (and sync) succeeded. Ends when every sender is gone, after a
+/// last sync.
 pub fn run(
     file: File,
     rx: Receiver<Append>,
     mode: impl Fn() -> Fsync,
-    written: impl Fn(u64),
+    written: impl Fn(u64, bool),
     size: std::sync::Arc<Size>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -289,7 +291,7 @@ pub fn run(
         if !ok {
             log::error!("task journal: a write or sync failed; the tasks involved are refused");
         }
-        written(bytes);
+        written(bytes, ok);
         for a in batch {
             if let Some(ack) = a.ack {
                 ack(ok);

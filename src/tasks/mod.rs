@@ -153,7 +153,12 @@ impl Tasks {
                                     file,
                                     jrx,
                                     move || fsync_mode(&sh.config.get()),
-                                    move |b| sh2.stats.add(Counter::JournalBytes, b),
+                                    move |b, ok| {
+                                        sh2.stats.add(Counter::JournalBytes, b);
+                                        if !ok {
+                                            sh2.stats.incr(Counter::JournalErrors);
+                                        }
+                                    },
                                     sz,
                                 )
                             });
