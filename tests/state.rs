@@ -34,6 +34,45 @@ fn beat_all(d: &Daemon, sock: &UdpSocket, ids: impl Iterator<Item = usize>, extr
     }
 }
 
+/// After a restart that restored a registry full of silent workers, a new
+/// worker beating every 200 ms is admitted, in the place of the longest
+/// silent one; one restored worker that beats again is live and kept.
+#[test]
+fn a_full_registry_restored_from_the_silent_makes_room_for_a_live_newcomer() {
+    const N: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--max-workers", "50"];
+    let d = start(dir.path(), &flags);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    beat_all(&d, &sock, 0..N, "");
+    d.wait_for("every worker", |d| health(d)["workers"]["total"] == N);
+    let (status, _) = d.stop();
+    assert!(status.success());
+    let d = start(dir.path(), &flags);
+    assert_eq!(health(&d)["workers"]["total"], N);
+    beat_all(&d, &sock, [7].into_iter(), "");
+    d.wait_for("w7 heard again", |d| {
+        d.json("/api/workers/w7")["restored"] != true
+    });
+    d.wait_for("the newcomer admitted", |d| {
+        sock.send_to(
+            br#"{"type":"heartbeat","worker_id":"fresh","queue_depth":1}"#,
+            d.heartbeat,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        d.get("/telemetry/fresh").0 == 200
+    });
+    let h = health(&d);
+    assert_eq!(h["workers"]["total"], N, "{h}");
+    assert_eq!(h["workers"]["displaced"], 1, "{h}");
+    assert_eq!(
+        d.get("/telemetry/w7").0,
+        200,
+        "a live worker is never displaced"
+    );
+}
+
 #[test]
 fn a_restart_keeps_the_fleet_and_marks_no_live_worker_inactive() {
     const N: usize = 1000;

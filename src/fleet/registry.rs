@@ -11,6 +11,16 @@
 //! evicted to make room, oldest first, so that ids spoofed one datagram
 //! each cannot lock real workers out. A second frame ends the probation.
 //!
+//! When none is on probation, a worker that is not live (inactive,
+//! terminated, or restored and not heard from since) makes room for a live
+//! newcomer, the longest silent first: a registry full of the dead must not
+//! refuse the living. A newcomer is live once it said hello over TCP, or
+//! sent a second frame over UDP (its first is refused and remembered in a
+//! bounded list), so one datagram per spoofed id cannot push out a worker's
+//! history. A live worker is never displaced. The candidates are listed by
+//! the sweeper on its pass ([`Registry::set_displaceable`]) and by a
+//! restore, so making room costs no scan of the fleet.
+//!
 //! The registry does not decide when a worker is silent or old (the
 //! sweeper does) and does not apply frames (the worker's thread does).
 
@@ -63,6 +73,12 @@ pub struct Registry {
     /// UDP workers in the order they came, for probation; taken under the
     /// map's write lock.
     probation: Mutex<VecDeque<WorkerId>>,
+    /// Workers that are not live, the longest silent first: who may make
+    /// room while full. Taken under the map's write lock.
+    displaceable: Mutex<VecDeque<WorkerId>>,
+    /// UDP newcomers refused while full, remembered so that a second frame
+    /// finds them live.
+    knocked: Mutex<Knocked>,
     /// For the threads it starts, and the `max_workers` in force.
     shared: Arc<Shared>,
     log_limit: RateLimit,
@@ -73,6 +89,8 @@ impl Registry {
         Registry {
             workers: RwLock::new(HashMap::new()),
             probation: Mutex::new(VecDeque::new()),
+            displaceable: Mutex::new(VecDeque::new()),
+            knocked: Mutex::new(Knocked::default()),
             shared,
             log_limit: RateLimit::new(Duration::from_secs(10)),
         }
@@ -114,6 +132,7 @@ impl Registry {
         let mut probation = self.probation.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= max
             && !self.evict_on_probation(&mut map, &mut probation, cfg.heartbeat_interval)
+            && !self.displace_for(id, transport, &mut map)
         {
             self.log_limit.warn("worker_cap", || {
                 format!("max_workers={max} reached: refusing new worker id={id}")
@@ -174,6 +193,47 @@ impl Registry {
         false
     }
 
+    /// Make room for `id` by forgetting the longest silent worker that is
+    /// not live, if `id` is live itself: a TCP hello, or a UDP worker's
+    /// second frame (the first is remembered and refused).
+    fn displace_for(
+        &self,
+        id: &WorkerId,
+        transport: Transport,
+        map: &mut HashMap<WorkerId, Entry>,
+    ) -> bool {
+        if transport == Transport::Udp {
+            let mut knocked = self.knocked.lock().unwrap_or_else(|p| p.into_inner());
+            if !knocked.take(id) {
+                knocked.note(id.clone());
+                return false;
+            }
+        }
+        let mut list = self.displaceable.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(victim) = list.pop_front() {
+            let Some(e) = map.get(&victim) else { continue };
+            if is_live(&e.handle.snapshot()) {
+                continue;
+            }
+            if let Some(entry) = map.remove(&victim) {
+                entry.handle.stop();
+                self.shared.changes.removed(&victim);
+                self.shared.stats.incr(Counter::WorkersDisplaced);
+                self.log_limit.warn("displaced", || {
+                    format!("max_workers reached: forgot worker id={victim}, not live, to make room for id={id}")
+                });
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The workers that may make room while full, the longest silent
+    /// first: the sweeper's list from its pass over the fleet.
+    pub fn set_displaceable(&self, ids: VecDeque<WorkerId>) {
+        *self.displaceable.lock().unwrap_or_else(|p| p.into_inner()) = ids;
+    }
+
     /// Start a worker's thread from `first` and put it in the map.
     fn start(
         &self,
@@ -215,19 +275,26 @@ impl Registry {
 
     /// Bring back workers saved by an earlier run, before any frame
     /// arrives. Returns how many came back (at most `max_workers`).
-    pub fn restore(&self, workers: Vec<(Snapshot, Series)>) -> usize {
+    pub fn restore(&self, mut workers: Vec<(Snapshot, Series)>) -> usize {
         let max = self.shared.config.get().max_workers;
+        // Restored workers are not live until heard from: the longest
+        // silent of them may make room first.
+        workers.sort_by_key(|(s, _)| s.last_seen);
         let mut map = self.write();
+        let mut displaceable = VecDeque::new();
         for (snap, series) in workers {
             if map.len() >= max || map.contains_key(&snap.id) {
                 continue;
             }
+            let id = snap.id.clone();
             if self.start(&mut map, snap, series).is_err() {
                 break;
             }
+            displaceable.push_back(id);
         }
         let n = map.len();
         drop(map);
+        self.set_displaceable(displaceable);
         self.shared.changes.bump();
         n
     }
@@ -337,6 +404,45 @@ impl Registry {
             }
         }
         late
+    }
+}
+
+/// Whether a worker is live: judged active and heard from since any
+/// restore. Only workers that are not live make room for newcomers.
+pub fn is_live(s: &Snapshot) -> bool {
+    s.is_active() && !s.restored
+}
+
+/// UDP newcomers refused while the registry was full, the newest
+/// [`KNOCKED`] of them: a second frame from one finds it live.
+#[derive(Default)]
+struct Knocked {
+    ids: std::collections::HashSet<WorkerId>,
+    order: VecDeque<WorkerId>,
+}
+
+/// Refused newcomers remembered at most.
+const KNOCKED: usize = 4096;
+
+impl Knocked {
+    fn note(&mut self, id: WorkerId) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > KNOCKED {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `id` knocked before; it is forgotten either way.
+    fn take(&mut self, id: &WorkerId) -> bool {
+        if !self.ids.remove(id) {
+            return false;
+        }
+        self.order.retain(|x| x != id);
+        true
     }
 }
 
@@ -452,6 +558,38 @@ mod tests {
             4,
             "first seen with its fields"
         );
+        r.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_full_registry_of_the_silent_makes_room_for_the_live() {
+        let r = registry(2);
+        beat(&r, "old");
+        beat(&r, "live");
+        // `old` goes inactive; `live` keeps beating.
+        let h = r.handle("old").unwrap();
+        let _ = h.inbox.try_send(Msg::Sweep { timeout_ms: 0 });
+        wait_for(|| r.snapshot("old").is_some_and(|s| !s.is_active()));
+        crate::fleet::sweeper::sweep(&r, &r.shared, Instant::now(), false);
+        // A UDP newcomer's first frame is refused and remembered; its
+        // second finds it live, and the inactive worker makes room.
+        let new: WorkerId = "new".into();
+        assert_eq!(
+            r.route(&new, Transport::Udp).err(),
+            Some(RejectReason::WorkerCap)
+        );
+        assert!(r.route(&new, Transport::Udp).is_ok());
+        assert!(r.handle("old").is_none() && r.handle("live").is_some());
+        assert_eq!(r.shared.stats.get(Counter::WorkersDisplaced), 1);
+        // Only live workers left: a TCP hello is refused, never makes room.
+        beat(&r, "new");
+        crate::fleet::sweeper::sweep(&r, &r.shared, Instant::now(), false);
+        r.set_displaceable(["live".into(), "new".into()].into());
+        assert_eq!(
+            r.route(&"tcp".into(), Transport::Tcp).err(),
+            Some(RejectReason::WorkerCap)
+        );
+        assert!(r.handle("live").is_some() && r.handle("new").is_some());
         r.shutdown(Instant::now() + Duration::from_secs(5));
     }
 

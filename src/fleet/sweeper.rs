@@ -13,7 +13,7 @@
 
 use super::Shared;
 use super::inbox::Msg;
-use super::registry::Registry;
+use super::registry::{Registry, is_live};
 use crate::stats::Counter;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -36,12 +36,18 @@ pub fn run(registry: Arc<Registry>, shared: Arc<Shared>, stop: Receiver<()>, gra
     }
 }
 
-/// One pass over every worker; marks the silent inactive only when `judge`.
+/// One pass over every worker; marks the silent inactive only when `judge`,
+/// and hands the registry the workers that are not live, the longest
+/// silent first (who may make room while it is full).
 pub fn sweep(registry: &Registry, shared: &Shared, now: Instant, judge: bool) {
     let cfg = shared.config.get();
     let (timeout, forget) = (cfg.inactivity_timeout, cfg.forget_after);
+    let mut not_live = Vec::new();
     for handle in registry.handles() {
         let snap = handle.snapshot();
+        if !is_live(&snap) {
+            not_live.push((snap.last_seen, snap.id.clone()));
+        }
         let silent = now.saturating_duration_since(snap.last_seen);
         if snap.is_active() {
             if judge && silent >= timeout {
@@ -60,6 +66,8 @@ pub fn sweep(registry: &Registry, shared: &Shared, now: Instant, judge: bool) {
             );
         }
     }
+    not_live.sort_unstable();
+    registry.set_displaceable(not_live.into_iter().map(|(_, id)| id).collect());
 }
 
 #[cfg(test)]

@@ -58,6 +58,10 @@ pub enum Counter {
     /// UDP workers on probation (one frame, then silence) evicted to make
     /// room for a new worker while `max_workers` was reached.
     WorkersProbationEvicted,
+    /// Inactive, terminated or restored-and-unheard workers, the longest
+    /// silent first, forgotten to make room for a live one while
+    /// `max_workers` was reached.
+    WorkersDisplaced,
     /// Workers forgotten through `DELETE /api/workers/{id}`.
     WorkersDeleted,
     TcpOpen,

@@ -91,6 +91,15 @@ pub const COUNTERS: &[Row] = &[
         "UDP workers that sent one frame and nothing for heartbeat_interval, evicted to make room while max_workers was reached.",
         None,
     ),
+    exported(
+        Counter::WorkersDisplaced,
+        Group::Workers,
+        "displaced",
+        "muster_workers_displaced_total",
+        Kind::Counter,
+        "Inactive, terminated or restored workers not heard from since, the longest silent first, forgotten to make room for a live one while max_workers was reached.",
+        None,
+    ),
     row(Counter::WorkersDeleted, Group::Workers, "deleted"),
     exported(
         Counter::TcpOpen,
