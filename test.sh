@@ -7,7 +7,11 @@
 # for the seeds' JavaScript clients, tmux for `muster watch`, and last the
 # Debian package under systemd in a container. On a fresh
 # Debian machine, run as root, it first installs those tools.
-set -euo pipefail
+#
+# Every step runs even when one before it failed, and every test binary
+# runs even when one before it failed (`--no-fail-fast`): the summary at
+# the end names each failed step, and the exit status is 1 if any did.
+set -uo pipefail
 cd "$(dirname "$0")"
 want=()
 command -v mandoc >/dev/null 2>&1 || want+=(mandoc)
@@ -30,10 +34,29 @@ if ! python3 -c 'import websockets' >/dev/null 2>&1; then
   echo "test.sh: installing the Python websockets client"
   python3 -m pip install -q --disable-pip-version-check websockets
 fi
-cargo build --locked --bins
-tests/ops.sh
-cargo test --locked --all-targets "$@"
+
+failed=()
+step() { # name, command...
+  local name=$1; shift
+  echo "test.sh: == $name"
+  if ! "$@"; then
+    failed+=("$name")
+    echo "test.sh: FAILED: $name"
+  fi
+}
+# Nothing else runs without the binaries.
+cargo build --locked --bins || { echo "test.sh: the build failed"; exit 1; }
+step "operations checks (tests/ops.sh)" tests/ops.sh
+step "cargo test" cargo test --locked --all-targets --no-fail-fast "$@"
 # A worker thread's resident stack is a property of the optimised build.
-cargo test --locked --release --lib a_worker_thread_touches_at_most_two_pages_of_stack
+step "release stack guard" cargo test --locked --release --lib a_worker_thread_touches_at_most_two_pages_of_stack
 # The package under a real systemd (builds the release .deb).
-tests/systemd-nspawn.sh
+step "the package under systemd (tests/systemd-nspawn.sh)" tests/systemd-nspawn.sh
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test.sh: ${#failed[@]} step(s) failed:"
+  printf 'test.sh:   - %s\n' "${failed[@]}"
+  echo "test.sh: (cargo test names each failed test above its summary)"
+  exit 1
+fi
+echo "test.sh: every step passed"

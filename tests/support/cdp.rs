@@ -30,6 +30,20 @@ pub fn chromium() -> Option<&'static str> {
 impl Browser {
     /// Start `binary` headless at `width`×`height` and open `url` in a page.
     pub fn open(binary: &str, url: &str, width: u32, height: u32) -> Browser {
+        let mut b = Browser::start(binary, width, height);
+        b.goto(url);
+        b
+    }
+
+    /// Open `url` in the page.
+    pub fn goto(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url}));
+    }
+
+    /// Start `binary` headless at `width`×`height`, with a blank page whose
+    /// renderer has answered: a cold start (a first run, a fresh profile)
+    /// is paid here, before a test starts any clock of its own.
+    pub fn start(binary: &str, width: u32, height: u32) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(binary)
             .args([
@@ -95,7 +109,7 @@ impl Browser {
         for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
             b.call(domain, json!({}));
         }
-        b.call("Page.navigate", json!({"url": url}));
+        assert_eq!(b.eval("1 + 1"), json!(2), "the blank page's renderer answers");
         b
     }
 
