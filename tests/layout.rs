@@ -1,7 +1,7 @@
 //! The tree keeps the map in `src/lib.rs`: each folder imports only the
 //! folders below it, `serve` and `ingest` never import each other, and no
-//! file grows past 600 lines outside its tests. These tests read the
-//! sources; they build nothing.
+//! file grows past 1,000 lines outside its tests (past 600, it is named).
+//! These tests read the sources; they build nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,7 +50,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "tasks", "fleet", "config", "stats", "proto", "sys", "logging", "clock",
         ],
     ),
-    ("fleet", &["config", "stats", "proto", "logging", "clock"]),
+    (
+        "fleet",
+        &["config", "stats", "proto", "sys", "logging", "clock"],
+    ),
     ("config", &[]),
     ("stats", &["proto"]),
     ("proto", &[]),
@@ -130,12 +133,23 @@ fn imports_point_down_only() {
     );
 }
 
+/// Files are mostly 150-600 lines (STYLE.md); past 1,000 they must be
+/// split. Past 600 a file is named here, to be looked at for a split by
+/// concern, not cut to a count.
 #[test]
-fn no_file_is_over_600_lines_outside_its_tests() {
-    let long: Vec<String> = units()
-        .into_iter()
-        .filter(|(_, _, code)| code.lines().count() > 600)
-        .map(|(_, path, code)| format!("{}: {} lines", path.display(), code.lines().count()))
-        .collect();
+fn no_file_is_over_1000_lines_outside_its_tests() {
+    let mut long = Vec::new();
+    for (_, path, code) in units() {
+        let n = code.lines().count();
+        if n > 600 {
+            eprintln!(
+                "layout: {} has {n} lines outside its tests: split by concern?",
+                path.display()
+            );
+        }
+        if n > 1000 {
+            long.push(format!("{}: {n} lines", path.display()));
+        }
+    }
     assert!(long.is_empty(), "{}", long.join("\n"));
 }

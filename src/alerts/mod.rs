@@ -13,6 +13,7 @@ pub mod rules;
 
 use crate::clock::unix_ms;
 use crate::fleet::Shared;
+use crate::fleet::notify::Notify;
 use crate::fleet::registry::Registry;
 use crate::stats::Counter;
 use crate::tasks::Tasks;
@@ -21,7 +22,7 @@ use rules::{Condition, Flaps, Outcomes, Thresholds};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How often the rules run: an alert fires at most this long after its
@@ -98,7 +99,8 @@ pub struct Alerts {
     inner: Mutex<Inner>,
     version: AtomicU64,
     next_id: AtomicU64,
-    waker: OnceLock<Arc<mio::Waker>>,
+    /// Told of each firing and resolving (`/ws/alerts`).
+    changed: Arc<dyn Notify>,
     stop: AtomicBool,
 }
 
@@ -108,6 +110,7 @@ impl Alerts {
         registry: Arc<Registry>,
         tasks: Arc<Tasks>,
         pool: Option<Arc<crate::pool::Pool>>,
+        changed: Arc<dyn Notify>,
     ) -> Alerts {
         Alerts {
             shared,
@@ -117,18 +120,13 @@ impl Alerts {
             inner: Mutex::default(),
             version: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
-            waker: OnceLock::new(),
+            changed,
             stop: AtomicBool::new(false),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The HTTP loop's waker: `/ws/alerts` clients hear of each change.
-    pub fn set_waker(&self, w: Arc<mio::Waker>) {
-        let _ = self.waker.set(w);
     }
 
     /// Moves on each firing and resolving.
@@ -243,9 +241,7 @@ impl Alerts {
         if changed > 0 {
             st.add(Counter::AlertChanges, changed);
             self.version.fetch_add(changed, Ordering::AcqRel);
-            if let Some(w) = self.waker.get() {
-                let _ = w.wake();
-            }
+            self.changed.notify();
         }
     }
 
@@ -261,11 +257,11 @@ impl Alerts {
                     let c = Condition {
                         name: "task_failed",
                         labels: BTreeMap::from([
-                            ("task_id".to_string(), t.id.clone()),
+                            ("task_id".to_string(), t.id.to_string()),
                             ("task_type".to_string(), t.kind.clone()),
                             (
                                 "worker_id".to_string(),
-                                t.progress.worker_id.clone().unwrap_or_default(),
+                                t.progress.worker_id.as_deref().unwrap_or("").to_string(),
                             ),
                         ]),
                         severity: "info",
@@ -398,8 +394,14 @@ mod tests {
     fn alerts() -> Alerts {
         let shared = Arc::new(Shared::new(crate::config::defaults()));
         let registry = Arc::new(Registry::new(shared.clone()));
-        let tasks = Tasks::open(None, registry.clone(), shared.clone()).tasks;
-        Alerts::new(shared, registry, tasks, None)
+        let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;
+        Alerts::new(
+            shared,
+            registry,
+            tasks,
+            None,
+            Arc::new(crate::fleet::notify::Nobody),
+        )
     }
 
     fn cond(id: &str, hold: u64) -> Condition {

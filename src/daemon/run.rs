@@ -8,7 +8,6 @@ use crate::fleet::runs;
 use crate::serve::views;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How long shutdown waits for worker threads.
@@ -39,7 +38,8 @@ impl Daemon {
                     }
                 }
             }
-            if self.ingest.is_finished() || self.http.as_ref().is_some_and(|(t, _)| t.is_finished())
+            if self.ingest.0.is_finished()
+                || self.http.as_ref().is_some_and(|(t, _)| t.is_finished())
             {
                 log::error!("a service thread stopped unexpectedly; shutting down");
                 break 'watch 1;
@@ -127,9 +127,9 @@ impl Daemon {
         for t in self.alert_threads {
             let _ = t.join();
         }
-        self.shutdown.store(true, Ordering::Release);
-        let _ = self.ingest_waker.wake();
-        let _ = self.ingest.join();
+        let (ingest, ingest_news) = self.ingest;
+        ingest_news.post(crate::ingest::News::Stop);
+        let _ = ingest.join();
         // No frame can reach the task book now: stop it, and let the
         // journal thread write and sync what it holds.
         self.tasks.stop();
@@ -154,8 +154,8 @@ impl Daemon {
             }
         }
         self.registry.shutdown(Instant::now());
-        if let Some((thread, waker)) = self.http {
-            let _ = waker.wake();
+        if let Some((thread, news)) = self.http {
+            news.post(crate::serve::News::Stop);
             let _ = thread.join();
         }
         log::info!("stopped in {} ms", started.elapsed().as_millis());

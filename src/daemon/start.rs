@@ -1,25 +1,27 @@
-//! Start-up: clamp the limits, open or adopt the sockets, build the shared
-//! context and the registry, and start the ingest, HTTP and sweeper
-//! threads. Errors here stop the daemon with exit status 1.
+//! Start-up: clamp the limits, open or adopt the sockets, make both loops'
+//! polls and mailboxes, build the shared context, the registry, the task
+//! book, the pool and the alerts (each handed the mailbox it tells), and
+//! start the threads. Errors here stop the daemon with exit status 1.
 
 use super::listen::{self, Adopted, StartupError};
 use crate::VERSION;
+use crate::alerts::Alerts;
 use crate::config::{self, Cli, Config};
 use crate::fleet::Shared;
+use crate::fleet::notify::{Mailbox, Nobody, Wake};
 use crate::fleet::registry::Registry;
 use crate::fleet::sweeper;
-use crate::ingest::Ingest;
+use crate::ingest::{self, Ingest};
 use crate::pool::Pool;
-use crate::serve::HttpServer;
-use crate::serve::routes::Api;
+use crate::serve::routes::{Api, Sources};
+use crate::serve::{self, HttpServer};
 use crate::store::{self, Store};
 use crate::sys::capacity::{self, Limits};
 use crate::sys::procfs;
 use crate::sys::systemd::{Notifier, Progress, Watchdog};
-use crate::tasks::Tasks;
-use mio::Waker;
+use crate::tasks::{Links, Tasks};
+use mio::Poll;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -29,10 +31,10 @@ pub(super) struct Daemon {
     pub(super) limits: Limits,
     pub(super) registry: Arc<Registry>,
     pub(super) shared: Arc<Shared>,
-    pub(super) shutdown: Arc<AtomicBool>,
-    pub(super) ingest: JoinHandle<()>,
-    pub(super) ingest_waker: Arc<Waker>,
-    pub(super) http: Option<(JoinHandle<()>, Arc<Waker>)>,
+    /// The ingest loop, and its mailbox (to stop it).
+    pub(super) ingest: (JoinHandle<()>, Mailbox<ingest::News>),
+    /// The HTTP loop, when HTTP is on, and its mailbox.
+    pub(super) http: Option<(JoinHandle<()>, Mailbox<serve::News>)>,
     pub(super) sweeper: JoinHandle<()>,
     pub(super) sweeper_stop: mpsc::Sender<()>,
     /// The registry file, when `state_dir` is usable, and its saver thread.
@@ -45,11 +47,28 @@ pub(super) struct Daemon {
     pub(super) pool: Arc<Pool>,
     pub(super) supervisor: JoinHandle<()>,
     /// The alert rules and their notifications, a thread each.
-    pub(super) alerts: Arc<crate::alerts::Alerts>,
+    pub(super) alerts: Arc<Alerts>,
     pub(super) alert_threads: [JoinHandle<()>; 2],
     pub(super) journal: Option<JoinHandle<()>>,
     pub(super) notifier: Arc<Notifier>,
     pub(super) started: Instant,
+}
+
+/// A loop's waker wakes its mailbox's loop.
+impl Wake for mio::Waker {
+    fn wake(&self) {
+        let _ = mio::Waker::wake(self);
+    }
+}
+
+/// A loop's poll and its mailbox, made before anything that posts to it.
+fn event_loop<N: Send + 'static>(
+    what: &str,
+    token: mio::Token,
+) -> Result<(Poll, Mailbox<N>), StartupError> {
+    let poll = Poll::new().map_err(loop_error(what))?;
+    let waker = mio::Waker::new(poll.registry(), token).map_err(loop_error(what))?;
+    Ok((poll, Mailbox::new(waker)))
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartupError> {
@@ -157,7 +176,7 @@ impl Daemon {
         let ingest_progress = Progress::default();
         if http.is_some() {
             if let Some(w) = &mut watchdog {
-                w.watch("ingest", ingest_progress.clone(), crate::ingest::TICK);
+                w.watch("ingest", ingest_progress.clone(), ingest::TICK);
             }
         }
         if let Some(w) = &watchdog {
@@ -177,8 +196,19 @@ impl Daemon {
             config::fmt_duration(cfg.inactivity_timeout)
         );
 
+        // Both loops' polls and mailboxes first: everything that tells a
+        // loop something is handed its mailbox when it is made.
+        let (ingest_poll, ingest_news) = event_loop::<ingest::News>("ingest", ingest::WAKER)?;
+        let http_loop = match http {
+            Some(_) => Some(event_loop::<serve::News>("http", serve::WAKER)?),
+            None => None,
+        };
+        let http_news = http_loop
+            .as_ref()
+            .map_or_else(|| Mailbox::new(Nobody), |(_, m)| m.clone());
+
         let started = Instant::now();
-        let shared = Arc::new(Shared::new(cfg));
+        let shared = Arc::new(Shared::with(cfg, http_news.notifier(serve::News::Fleet)));
         let registry = Arc::new(Registry::new(shared.clone()));
         // Restored before any socket is served, so that the first frame a
         // worker sends finds its saved state.
@@ -193,8 +223,13 @@ impl Daemon {
         };
         let opened = Tasks::open(
             store.as_ref().map(|s| s.dir()),
-            registry.clone(),
             shared.clone(),
+            Links {
+                changed: http_news.notifier(serve::News::Tasks),
+                outbox: Arc::new(ingest_news.clone()),
+                runs: registry.clone(),
+                eligible: registry.clone(),
+            },
         );
         let tasks = opened.tasks.clone();
         let mut member_env = vec![("MUSTER_HEARTBEAT_ADDR".to_string(), heartbeat_at.clone())];
@@ -210,48 +245,51 @@ impl Daemon {
         let (pool, pool_wake) =
             Pool::new(shared.clone(), registry.clone(), tasks.clone(), member_env)
                 .map_err(loop_error("pool"))?;
-        let alerts = Arc::new(crate::alerts::Alerts::new(
+        let alerts = Arc::new(Alerts::new(
             shared.clone(),
             registry.clone(),
             tasks.clone(),
             Some(pool.clone()),
+            http_news.notifier(serve::News::Alerts),
         ));
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let http = match http {
-            Some(listener) => {
-                let mut api = Api::new(
-                    registry.clone(),
-                    shared.clone(),
-                    tasks.clone(),
+        let http = match (http, http_loop) {
+            (Some(listener), Some((poll, news))) => {
+                let api = Api::new(
+                    Sources {
+                        registry: registry.clone(),
+                        shared: shared.clone(),
+                        tasks: tasks.clone(),
+                        alerts: alerts.clone(),
+                        pool: Some(pool.clone()),
+                    },
                     started,
                     udp_inode,
                 );
-                api.pool = Some(pool.clone());
-                api.alerts = alerts.clone();
-                let (server, waker) = HttpServer::new(
+                let server = HttpServer::new(
+                    poll,
                     listener,
+                    news.clone(),
                     api,
                     shared.clone(),
-                    shutdown.clone(),
                     watchdog.take(),
                 )
                 .map_err(loop_error("http"))?;
-                shared.changes.set_waker(waker.clone());
-                Some((spawn("http", move || server.run())?, waker))
+                Some((spawn("http", move || server.run())?, news))
             }
-            None => None,
+            _ => None,
         };
-        let (ingest, ingest_waker) = Ingest::new(
-            udp,
-            tcp,
-            registry.clone(),
-            shared.clone(),
-            shutdown.clone(),
-            (watchdog, ingest_progress),
-            (tasks.clone(), opened.outbox),
+        let ingest = Ingest::new(
+            ingest_poll,
+            ingest::Sockets { udp, tcp },
+            ingest_news.clone(),
+            (registry.clone(), shared.clone(), tasks.clone()),
+            ingest::Liveness {
+                watchdog,
+                progress: ingest_progress,
+            },
         )
         .map_err(loop_error("ingest"))?;
-        let ingest = spawn("ingest", move || ingest.run())?;
+        let ingest = (spawn("ingest", move || ingest.run())?, ingest_news);
         let (sweeper_stop, stop_rx) = mpsc::channel();
         let (reg, sh) = (registry.clone(), shared.clone());
         let sweeper = spawn("sweeper", move || {
@@ -284,9 +322,7 @@ impl Daemon {
             limits,
             registry,
             shared,
-            shutdown,
             ingest,
-            ingest_waker,
             http,
             sweeper,
             sweeper_stop,

@@ -1,5 +1,6 @@
 //! The change feed: worker threads say "this worker changed" or "this worker
-//! is gone", the HTTP loop collects the ids when its `Waker` fires.
+//! is gone", the HTTP loop collects them when it is told (a [`Notify`]
+//! handed over at construction).
 //!
 //! Coalescing and bounded: a worker that changes a thousand times between
 //! two drains is one entry, so the feed never holds more ids than there are
@@ -17,13 +18,14 @@
 //! the version is still `v`. (Before: whoever sees the new snapshot also sees
 //! a new version. After: whatever was assembled meanwhile is not reused.)
 
+use super::notify::{Nobody, Notify};
 use super::snapshot::Snapshot;
 use crate::proto::WorkerId;
 use std::collections::HashMap;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// Removal notices kept between drains at most; older ones are dropped
 /// (subscribers then learn of the removal from their next full snapshot).
@@ -35,18 +37,29 @@ struct Pending {
     removed: Vec<WorkerId>,
 }
 
-#[derive(Default)]
 pub struct Changes {
     pending: Mutex<Pending>,
-    waker: OnceLock<Arc<mio::Waker>>,
+    /// Told when the feed goes from empty to not empty.
+    notify: Arc<dyn Notify>,
     wanted: AtomicBool,
     version: AtomicU64,
 }
 
+impl Default for Changes {
+    fn default() -> Changes {
+        Changes::new(Arc::new(Nobody))
+    }
+}
+
 impl Changes {
-    /// The loop that drains the feed registers its waker once.
-    pub fn set_waker(&self, waker: Arc<mio::Waker>) {
-        let _ = self.waker.set(waker);
+    /// A feed that tells `notify` when there is something to take.
+    pub fn new(notify: Arc<dyn Notify>) -> Changes {
+        Changes {
+            pending: Mutex::default(),
+            notify,
+            wanted: AtomicBool::new(false),
+            version: AtomicU64::new(0),
+        }
     }
 
     /// Whether anyone subscribes; while false, nothing is recorded.
@@ -78,9 +91,7 @@ impl Changes {
             was_empty
         };
         if was_empty {
-            if let Some(w) = self.waker.get() {
-                let _ = w.wake();
-            }
+            self.notify.notify();
         }
     }
 
@@ -118,16 +129,19 @@ impl Changes {
 mod tests {
     use super::*;
     use crate::fleet::snapshot::tests::queued as snap;
-    use mio::{Events, Poll, Token};
-    use std::time::Duration;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Count(AtomicUsize);
+    impl Notify for Count {
+        fn notify(&self) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
 
     #[test]
     fn coalesces_and_wakes_once_per_batch() {
-        let mut poll = Poll::new().unwrap();
-        let changes = Changes::default();
-        changes.set_waker(Arc::new(
-            mio::Waker::new(poll.registry(), Token(7)).unwrap(),
-        ));
+        let told = Arc::new(Count(AtomicUsize::new(0)));
+        let changes = Changes::new(told.clone());
         changes.changed(&snap("a", 0));
         assert!(
             changes.take().0.is_empty(),
@@ -140,10 +154,7 @@ mod tests {
         }
         changes.changed(&snap("b", 0));
         changes.removed(&"b".into());
-        let mut events = Events::with_capacity(8);
-        poll.poll(&mut events, Some(Duration::from_secs(2)))
-            .unwrap();
-        assert_eq!(events.iter().filter(|e| e.token() == Token(7)).count(), 1);
+        assert_eq!(told.0.load(Relaxed), 1, "told once for the batch");
         let (changed, removed) = changes.take();
         assert_eq!(changed.len(), 1);
         assert_eq!(

@@ -7,6 +7,7 @@
 //! - `worker`: the handle readers see and the thread that owns the state.
 //! - `runs`, `history`: a worker's run window and history ring.
 //! - `changes`: the change feed and fleet version.
+//! - `notify`: how news reaches a loop (a mailbox, a notifier), no mio.
 //! - `sweeper`: inactivity and eviction.
 //!
 //! [`Shared`] is what every loop and thread gets besides the registry: the
@@ -15,6 +16,7 @@
 pub mod changes;
 pub mod history;
 pub mod inbox;
+pub mod notify;
 pub mod registry;
 pub mod runs;
 pub mod snapshot;
@@ -36,11 +38,17 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A context whose change feed tells no one (tests, tools).
     pub fn new(cfg: Config) -> Shared {
+        Shared::with(cfg, Arc::new(notify::Nobody))
+    }
+
+    /// A context whose change feed tells `fleet` when it has something.
+    pub fn with(cfg: Config, fleet: Arc<dyn notify::Notify>) -> Shared {
         Shared {
             stats: Stats::default(),
             config: Running::new(cfg),
-            changes: Changes::default(),
+            changes: Changes::new(fleet),
         }
     }
 }

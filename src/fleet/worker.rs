@@ -108,6 +108,14 @@ impl Handle {
         }
     }
 
+    /// A task this worker ran finished: one of its runs, recorded by its
+    /// thread like a `run` frame (a task's report came over its session).
+    pub fn record_run(&self, duration_ms: f64, ok: bool) {
+        let run = super::inbox::RunEvent { duration_ms, ok };
+        let msg = Msg::Run(run, super::snapshot::Transport::Tcp, Instant::now());
+        let _ = self.inbox.try_send(msg);
+    }
+
     /// Ask the thread to end after applying what its inbox holds: the stop
     /// goes in behind the queued frames. When the inbox stays full until
     /// `deadline`, the thread is stopped outright.
@@ -153,31 +161,14 @@ pub trait OnChange: Send + Sync {
     fn changed(&self, snap: &Arc<Snapshot>);
 }
 
-/// Put the calling thread under `SCHED_BATCH`: when woken it waits for the
-/// running thread's turn to end instead of preempting it. Worker threads
-/// are many and each has little to do; the ingest and HTTP threads they
-/// would preempt are the ones a client is waiting on, and an ingest thread
-/// preempted for each worker it wakes falls behind its socket. Its timer
-/// slack is widened to [`TIMER_SLACK`] so that the kernel can serve the
-/// COALESCE pauses of many workers with one timer interrupt. Neither needs
-/// privilege; if refused, the thread runs as before.
-fn batch_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
-    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
-    // SAFETY: PR_SET_TIMERSLACK takes a value and touches no memory.
-    let _ = unsafe {
-        libc::prctl(
-            libc::PR_SET_TIMERSLACK,
-            TIMER_SLACK.as_nanos() as libc::c_ulong,
-        )
-    };
-}
-
 /// The body of a worker thread: apply messages in order until stopped.
 /// Publishes once per batch: everything already queued is applied first.
 pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: Arc<dyn OnChange>) {
-    batch_priority();
+    // Worker threads are many and each has little to do; the ingest and
+    // HTTP threads they would preempt are the ones a client is waiting on,
+    // and an ingest thread preempted for each worker it wakes falls behind
+    // its socket.
+    crate::sys::thread::batch_priority(TIMER_SLACK);
     // On the heap: the stack this thread touches stays within two pages.
     let mut state = Box::new(handle.snapshot().as_ref().publishable());
     let mut recorded = Batch::default();

@@ -1,112 +1,191 @@
-//! Heartbeat TCP peers on the ingest loop: accept, read lines, judge each
-//! frame by the session rules (`session`), deliver it to the worker's inbox
-//! or park it, answer, supersede, and close.
+//! Heartbeat TCP peers: the listener and the connections. Accept, read
+//! lines, judge each frame by the session rules (`session`), deliver it to
+//! the worker's inbox or park it, answer, supersede, and close.
+//!
+//! This is the one place that decides a worker is lost to its tasks: its
+//! session closed (by the peer, `bye`, idle, superseded by nobody), its
+//! worker went inactive by the roll call while the session stayed open
+//! (the session is then closed, so the worker reconnects and says hello
+//! again), or its worker was forgotten. Each tells the task book once.
 
-use super::Ingest;
-use super::session::Verdict;
+use super::Env;
+use super::session::{Owners, Verdict};
 use super::tcp::{Line, TcpConn};
 use crate::fleet::inbox::Msg;
 use crate::fleet::snapshot::Transport;
 use crate::fleet::worker::Handle;
+use crate::logging::RateLimit;
 use crate::proto::task::{TaskLog, TaskUpdate};
 use crate::proto::{self, ErrorCode, Frame, Reject, RejectReason, WorkerId};
-use crate::stats::{Counter, DropReason};
-use mio::{Interest, Token};
-use std::io;
+use crate::stats::{Counter, DropReason, PerAddress};
+use crate::sys::accept::{Accepted, Acceptor};
+use crate::tasks::Tasks;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry as Poller, Token};
+use slab::Slab;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::mpsc::TrySendError;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// TCP connections beyond `max_workers` plus this are refused.
 const TCP_SLACK: usize = 64;
+/// The listener's token; connections' tokens are their slab keys.
+pub const LISTENER: Token = Token(usize::MAX - 2);
 
-impl Ingest {
-    /// Accept until the queue is empty. On an error such as EMFILE the
-    /// queue is not empty, but no new readiness will say so: the loop
-    /// tries again after [`super::RETRY`].
-    pub(super) fn accept(&mut self, now: Instant) {
-        loop {
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    // Replies are single lines, each written whole.
-                    let _ = stream.set_nodelay(true);
-                    let stats = &self.shared.stats;
-                    if !super::allowed(self.config.get(), peer.ip()) {
-                        stats.incr(Counter::TcpNotAllowed);
-                        self.log_limit.warn("tcp_not_allowed", || {
-                            format!("refusing tcp peer={peer}: not in heartbeat_allow_from")
-                        });
-                        continue;
-                    }
-                    if self.conns.len() >= self.config.get().max_workers + TCP_SLACK {
-                        stats.incr(Counter::TcpRefusedFull);
-                        self.log_limit.warn("tcp_full", || {
-                            format!("refusing tcp peer={peer}: too many connections")
-                        });
-                        continue;
-                    }
-                    let max_ip = self.config.get().tcp_max_connections_per_ip;
-                    let capped = self.config.get().capped(peer.ip());
-                    if capped && self.per_ip.count(peer.ip()) >= max_ip {
-                        stats.incr(Counter::TcpRefusedPerIp);
-                        self.log_limit.warn("tcp_per_ip", || {
-                            format!("refusing tcp peer={peer}: tcp_max_connections_per_ip={max_ip} reached for this address")
-                        });
-                        continue;
-                    }
-                    let entry = self.conns.vacant_entry();
-                    let key = entry.key();
-                    let mut conn = TcpConn::new(stream, peer, now);
-                    if let Err(e) = self.poll.registry().register(
-                        &mut conn.stream,
-                        Token(key),
-                        Interest::READABLE,
-                    ) {
-                        log::warn!("tcp register failed peer={peer}: {e}");
-                        continue;
-                    }
-                    entry.insert(conn);
-                    self.per_ip.add(peer.ip());
-                    stats.incr(Counter::TcpAccepted);
-                    stats.set(Counter::TcpOpen, self.conns.len() as u64);
-                    log::debug!("tcp connect peer={peer}");
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_retry = false;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if crate::sys::fds::out_of_descriptors(&e) && self.reserve.release() => {
-                    // The reserve's descriptor takes the queue's head and
-                    // closes it: the worker reconnects later rather than
-                    // waiting on a queue nobody can take from.
-                    self.log_limit.warn("tcp_accept", || {
-                        format!("tcp accept failed ({e}): closing the queued connection from the reserve descriptor")
-                    });
-                    // Closed at once: its descriptor goes back to the reserve.
-                    let taken = self.listener.accept().map(drop);
-                    self.reserve.restore();
-                    if taken.is_err() {
-                        self.accept_retry = true;
-                        return;
-                    }
-                    self.shared.stats.incr(Counter::TcpRefusedNoFds);
-                }
-                Err(e) => {
-                    self.log_limit
-                        .warn("tcp_accept", || format!("tcp accept failed: {e}"));
-                    self.accept_retry = true;
-                    return;
-                }
+pub struct Peers {
+    listener: TcpListener,
+    acceptor: Acceptor,
+    conns: Slab<TcpConn<TcpStream>>,
+    /// Open connections by address, for `tcp_max_connections_per_ip`.
+    per_ip: PerAddress,
+    /// Which connection speaks for each TCP worker.
+    owners: Owners,
+    /// Connections with a parked frame or unread input.
+    blocked: BTreeSet<usize>,
+    /// The task book: frames about tasks go there, and lost workers.
+    tasks: Arc<Tasks>,
+    log_limit: RateLimit,
+}
+
+impl Peers {
+    pub fn new(
+        mut listener: TcpListener,
+        poller: &Poller,
+        tasks: Arc<Tasks>,
+    ) -> std::io::Result<Peers> {
+        poller.register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Peers {
+            listener,
+            acceptor: Acceptor::new(),
+            conns: Slab::new(),
+            per_ip: PerAddress::default(),
+            owners: Owners::default(),
+            blocked: BTreeSet::new(),
+            tasks,
+            log_limit: RateLimit::new(Duration::from_secs(10)),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The listener is readable.
+    pub fn ready(&mut self) {
+        self.acceptor.ready();
+    }
+
+    /// Whether the loop must come back soon: a parked frame to retry, or
+    /// an accept that failed.
+    pub fn wants_retry(&self) -> bool {
+        !self.blocked.is_empty() || self.acceptor.retry()
+    }
+
+    /// Accept until the queue is empty; refuse peers not allowed, past the
+    /// caps, or taken with the reserve descriptor.
+    pub fn accept(&mut self, poller: &Poller, env: &Env, now: Instant) {
+        if !self.acceptor.retry() {
+            return;
+        }
+        let mut accepted = Vec::new();
+        let log = &mut self.log_limit;
+        let stats = &env.shared.stats;
+        self.acceptor.accept(&self.listener, |a| match a {
+            Accepted::Conn(stream, peer) => accepted.push((stream, peer)),
+            Accepted::Shed(stream, e) => {
+                // Closed at once: the worker reconnects later rather than
+                // waiting on a queue nobody can take from.
+                log.warn("tcp_accept", || {
+                    format!("tcp accept failed ({e}): closing the queued connection from the reserve descriptor")
+                });
+                drop(stream);
+                stats.incr(Counter::TcpRefusedNoFds);
             }
+            Accepted::Failed(e) => log.warn("tcp_accept", || format!("tcp accept failed: {e}")),
+        });
+        for (stream, peer) in accepted {
+            self.admit(poller, env, stream, peer, now);
+        }
+    }
+
+    fn admit(
+        &mut self,
+        poller: &Poller,
+        env: &Env,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        now: Instant,
+    ) {
+        // Replies are single lines, each written whole.
+        let _ = stream.set_nodelay(true);
+        let stats = &env.shared.stats;
+        if !super::allowed(env.cfg, peer.ip()) {
+            stats.incr(Counter::TcpNotAllowed);
+            self.log_limit.warn("tcp_not_allowed", || {
+                format!("refusing tcp peer={peer}: not in heartbeat_allow_from")
+            });
+            return;
+        }
+        if self.conns.len() >= env.cfg.max_workers + TCP_SLACK {
+            stats.incr(Counter::TcpRefusedFull);
+            self.log_limit.warn("tcp_full", || {
+                format!("refusing tcp peer={peer}: too many connections")
+            });
+            return;
+        }
+        let max_ip = env.cfg.tcp_max_connections_per_ip;
+        if env.cfg.capped(peer.ip()) && self.per_ip.count(peer.ip()) >= max_ip {
+            stats.incr(Counter::TcpRefusedPerIp);
+            self.log_limit.warn("tcp_per_ip", || {
+                format!("refusing tcp peer={peer}: tcp_max_connections_per_ip={max_ip} reached for this address")
+            });
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = TcpConn::new(stream, peer, now);
+        if let Err(e) = poller.register(&mut conn.stream, Token(key), Interest::READABLE) {
+            log::warn!("tcp register failed peer={peer}: {e}");
+            return;
+        }
+        entry.insert(conn);
+        self.per_ip.add(peer.ip());
+        stats.incr(Counter::TcpAccepted);
+        stats.set(Counter::TcpOpen, self.conns.len() as u64);
+        log::debug!("tcp connect peer={peer}");
+    }
+
+    /// A connection's readiness.
+    pub fn on_event(
+        &mut self,
+        key: usize,
+        readable: bool,
+        writable: bool,
+        poller: &Poller,
+        env: &Env,
+        now: Instant,
+    ) {
+        if writable {
+            self.flush(key, poller, env);
+        }
+        if readable {
+            self.on_readable(key, poller, env, now);
+        }
+    }
+
+    /// Try the parked frames again (their workers' inboxes may have room).
+    pub fn retry_blocked(&mut self, poller: &Poller, env: &Env, now: Instant) {
+        for key in std::mem::take(&mut self.blocked) {
+            self.on_readable(key, poller, env, now);
         }
     }
 
     /// Deliver the parked frame, then every buffered line, then read more
     /// until the socket would block; stop early when an inbox is full (the
     /// connection goes to `blocked`).
-    pub(super) fn on_readable(&mut self, key: usize, now: Instant) {
-        let max = self.config.get().max_frame_bytes;
+    fn on_readable(&mut self, key: usize, poller: &Poller, env: &Env, now: Instant) {
+        let max = env.cfg.max_frame_bytes;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -115,7 +194,7 @@ impl Ingest {
                 break;
             }
             if let Some(msg) = conn.pending.take() {
-                if let Some(msg) = self.deliver(key, msg) {
+                if let Some(msg) = self.deliver(key, env, msg) {
                     self.park(key, msg);
                     break;
                 }
@@ -125,7 +204,7 @@ impl Ingest {
                 Line::Frame(range) => {
                     let decoded = proto::decode(conn.bytes(range.clone()), max);
                     conn.consume(range.end);
-                    self.on_frame(key, decoded, now);
+                    self.on_frame(key, (poller, env), decoded, now);
                     if self.conns.get(key).is_some_and(|c| c.pending.is_some()) {
                         break;
                     }
@@ -135,7 +214,7 @@ impl Ingest {
                         RejectReason::TooLarge,
                         format!("line longer than max_frame_bytes={max}"),
                     );
-                    self.on_frame(key, Err(rej), now);
+                    self.on_frame(key, (poller, env), Err(rej), now);
                     if let Some(c) = self.conns.get_mut(key) {
                         c.closing = true;
                     }
@@ -144,7 +223,7 @@ impl Ingest {
                     if let Some(range) = conn.take_tail() {
                         let decoded = proto::decode(conn.bytes(range.clone()), max);
                         conn.consume(range.end);
-                        self.on_frame(key, decoded, now);
+                        self.on_frame(key, (poller, env), decoded, now);
                         continue;
                     }
                     conn.closing = true;
@@ -160,7 +239,7 @@ impl Ingest {
                 },
             }
         }
-        self.flush(key);
+        self.flush(key, poller, env);
     }
 
     /// A `task_update` (Ok) or `task_log` (Err) from a bound session; one
@@ -189,30 +268,57 @@ impl Ingest {
         }
     }
 
-    /// Lines from the task book for workers' sessions; a worker with no
+    /// A line from the task book for a worker's session; a worker with no
     /// session has lost its tasks.
-    pub(super) fn send_tasks(&mut self) {
-        while let Ok((id, line)) = self.outbox.try_recv() {
-            match self.owners.owner(&id) {
-                Some(key) => {
-                    if let Some(c) = self.conns.get_mut(key) {
-                        c.send(&line);
-                    }
-                    self.flush(key);
+    pub fn send_line(&mut self, id: &WorkerId, line: &[u8], poller: &Poller, env: &Env) {
+        match self.owners.owner(id) {
+            Some(key) => {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.send(line);
                 }
-                None => self.tasks.on_lost(&id, "no session to send it to"),
+                self.flush(key, poller, env);
             }
+            None => self.tasks.on_lost(id, "no session to send it to"),
         }
     }
 
-    /// Shutdown: offer a parked frame to its worker once more.
-    pub(super) fn deliver_parked(&mut self, key: usize) {
-        let Some(msg) = self.conns.get_mut(key).and_then(|c| c.pending.take()) else {
-            return;
-        };
-        if let Some(msg) = self.deliver(key, msg) {
-            self.park(key, msg);
+    /// Shutdown: offer a parked frame to its worker once more; whether
+    /// any is still parked.
+    pub fn deliver_parked(&mut self, env: &Env) -> bool {
+        for key in std::mem::take(&mut self.blocked) {
+            let Some(msg) = self.conns.get_mut(key).and_then(|c| c.pending.take()) else {
+                continue;
+            };
+            if let Some(msg) = self.deliver(key, env, msg) {
+                self.park(key, msg);
+            }
         }
+        !self.blocked.is_empty()
+    }
+
+    /// Shutdown: tell every worker `shutting_down` and close once flushed.
+    pub fn say_goodbye(&mut self, poller: &Poller, env: &Env) {
+        let line = proto::encode_error(ErrorCode::ShuttingDown, "musterd is shutting down");
+        for key in self.keys() {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.send(&line);
+                c.closing = true;
+            }
+            self.flush(key, poller, env);
+        }
+    }
+
+    /// Shutdown: write what each connection still owes; whether any is
+    /// left open.
+    pub fn flush_all(&mut self, poller: &Poller, env: &Env) -> bool {
+        for key in self.keys() {
+            self.flush(key, poller, env);
+        }
+        !self.conns.is_empty()
+    }
+
+    fn keys(&self) -> Vec<usize> {
+        self.conns.iter().map(|(k, _)| k).collect()
     }
 
     fn park(&mut self, key: usize, msg: Msg) {
@@ -223,27 +329,27 @@ impl Ingest {
     }
 
     /// Try the connection's worker inbox; give the message back when full.
-    fn deliver(&mut self, key: usize, mut msg: Msg) -> Option<Msg> {
+    fn deliver(&mut self, key: usize, env: &Env, mut msg: Msg) -> Option<Msg> {
         for _ in 0..2 {
             let conn = self.conns.get_mut(key)?;
             let id = conn.session.worker()?.clone();
             let handle: Arc<Handle> = match &conn.handle {
                 Some(h) if !h.is_stopped() => h.clone(),
                 // Forgotten (DELETE or eviction) while connected: start afresh.
-                _ => match self.registry.route(&id, Transport::Tcp) {
+                _ => match env.registry.route(&id, Transport::Tcp) {
                     Ok(h) => {
                         conn.handle = Some(h.clone());
                         h
                     }
                     Err(reason) => {
-                        self.shared.stats.reject(reason);
+                        env.shared.stats.reject(reason);
                         conn.send(&proto::encode_error(reason, "worker refused"));
                         conn.closing = true;
                         return None;
                     }
                 },
             };
-            match handle.inbox.send(msg, self.config.get().max_pending_events) {
+            match handle.inbox.send(msg, env.cfg.max_pending_events) {
                 Ok(()) => return None,
                 Err(TrySendError::Full(m)) => return Some(m),
                 Err(TrySendError::Disconnected(m)) => {
@@ -252,26 +358,32 @@ impl Ingest {
                 }
             }
         }
-        self.shared.stats.drop_frame(DropReason::ShuttingDown);
+        env.shared.stats.drop_frame(DropReason::ShuttingDown);
         None
     }
 
-    fn on_frame(&mut self, key: usize, decoded: Result<Frame, Reject>, now: Instant) {
-        self.shared.stats.incr(Counter::FramesReceived);
-        let max_state = self.config.get().max_worker_state_bytes;
+    fn on_frame(
+        &mut self,
+        key: usize,
+        (poller, env): (&Poller, &Env),
+        decoded: Result<Frame, Reject>,
+        now: Instant,
+    ) {
+        env.shared.stats.incr(Counter::FramesReceived);
+        let max_state = env.cfg.max_worker_state_bytes;
         let decoded = decoded.and_then(|f| proto::within_state(f, max_state));
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let peer = conn.peer;
-        let token = self.config.get().heartbeat_token.as_ref();
+        let token = env.cfg.heartbeat_token.as_ref();
         match conn.session.on_frame(decoded, token, now) {
             Verdict::Refuse { reject, close } => {
                 conn.send(&proto::encode_error(reject.reason, &reject.message));
                 conn.closing |= close;
-                self.reject(&reject, peer);
+                super::reject(env, &mut self.log_limit, &reject, peer);
             }
-            Verdict::Hello(id, frame) => self.on_hello(key, id, frame, now),
+            Verdict::Hello(id, frame) => self.on_hello(key, (poller, env), id, frame, now),
             Verdict::Deliver(Frame::TaskUpdate(u)) => self.on_task_frame(key, Ok(u)),
             Verdict::Deliver(Frame::TaskLog(l)) => self.on_task_frame(key, Err(l)),
             Verdict::Deliver(frame) => {
@@ -279,36 +391,43 @@ impl Ingest {
                     self.tasks.on_lost(id, "worker said bye");
                 }
                 let msg = Msg::frame(frame, Transport::Tcp, now);
-                if let Some(msg) = self.deliver(key, msg) {
+                if let Some(msg) = self.deliver(key, env, msg) {
                     self.park(key, msg);
                 }
             }
         }
     }
 
-    fn on_hello(&mut self, key: usize, id: WorkerId, frame: Frame, now: Instant) {
+    fn on_hello(
+        &mut self,
+        key: usize,
+        (poller, env): (&Poller, &Env),
+        id: WorkerId,
+        frame: Frame,
+        now: Instant,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let peer = conn.peer;
-        let handle = match self.registry.route(&id, Transport::Tcp) {
+        let handle = match env.registry.route(&id, Transport::Tcp) {
             Ok(h) => h,
             Err(reason) => {
                 conn.session.unbind();
                 conn.send(&proto::encode_error(reason, "max_workers reached"));
                 conn.closing = true;
-                return self.reject(&Reject::new(reason, format!("worker {id} refused")), peer);
+                let rej = Reject::new(reason, format!("worker {id} refused"));
+                return super::reject(env, &mut self.log_limit, &rej, peer);
             }
         };
         conn.handle = Some(handle);
-        let cfg = self.config.get();
         conn.send(&proto::encode_welcome(
             &id,
-            cfg.heartbeat_interval.as_millis() as u64,
-            cfg.inactivity_timeout.as_millis() as u64,
+            env.cfg.heartbeat_interval.as_millis() as u64,
+            env.cfg.inactivity_timeout.as_millis() as u64,
         ));
         if let Some(old) = self.owners.claim(&id, key) {
-            self.supersede(old, &id, peer);
+            self.supersede(old, &id, peer, poller, env);
         }
         if let Frame::Hello(h) = &frame {
             let labels = h.labels.clone().unwrap_or_default();
@@ -317,13 +436,21 @@ impl Ingest {
                 .on_hello(&id, h.capacity.unwrap_or(0), types, labels);
         }
         let msg = Msg::frame(frame, Transport::Tcp, now);
-        if let Some(msg) = self.deliver(key, msg) {
+        if let Some(msg) = self.deliver(key, env, msg) {
             self.park(key, msg);
         }
     }
 
-    /// Close an older connection of a worker that said hello again.
-    fn supersede(&mut self, old: usize, id: &WorkerId, peer: std::net::SocketAddr) {
+    /// Close an older connection of a worker that said hello again. Its
+    /// tasks stay the worker's: the new session speaks for it.
+    fn supersede(
+        &mut self,
+        old: usize,
+        id: &WorkerId,
+        peer: std::net::SocketAddr,
+        poller: &Poller,
+        env: &Env,
+    ) {
         let Some(oc) = self.conns.get_mut(old) else {
             return;
         };
@@ -335,45 +462,43 @@ impl Ingest {
         oc.handle = None;
         oc.pending = None;
         oc.closing = true;
-        self.shared.stats.incr(Counter::TcpClosedSuperseded);
+        env.shared.stats.incr(Counter::TcpClosedSuperseded);
         log::info!(
             "worker id={id} reconnected from {peer}; closing its older connection from {}",
             oc.peer
         );
-        self.flush(old);
+        self.flush(old, poller, env);
     }
 
     /// Write queued replies; close when asked to and flushed, or when broken.
-    pub(super) fn flush(&mut self, key: usize) {
+    fn flush(&mut self, key: usize, poller: &Poller, env: &Env) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let broken = conn.flush().is_err();
         let done = conn.closing && conn.flushed() || conn.peer_closed && conn.pending.is_none();
         if broken || done {
-            return self.close(key);
+            return self.close(key, poller, env);
         }
         let want = conn.interest();
         if want != conn.registered {
-            if self
-                .poll
-                .registry()
+            if poller
                 .reregister(&mut conn.stream, Token(key), want)
                 .is_ok()
             {
                 conn.registered = want;
             } else {
-                self.close(key);
+                self.close(key, poller, env);
             }
         }
     }
 
-    fn close(&mut self, key: usize) {
+    fn close(&mut self, key: usize, poller: &Poller, env: &Env) {
         if !self.conns.contains(key) {
             return;
         }
         let mut conn = self.conns.remove(key);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = poller.deregister(&mut conn.stream);
         self.per_ip.remove(conn.peer.ip());
         if let Some(id) = conn.session.worker() {
             if self.owners.release(id, key) {
@@ -382,33 +507,60 @@ impl Ingest {
             }
         }
         self.blocked.remove(&key);
-        self.shared
+        env.shared
             .stats
             .set(Counter::TcpOpen, self.conns.len() as u64);
         log::debug!("tcp close peer={}", conn.peer);
     }
 
-    /// Close connections silent for 3 × heartbeat_interval. Runs on the
-    /// loop's tick; O(connections).
-    pub(super) fn on_tick(&mut self, now: Instant) {
-        let limit = self.config.get().heartbeat_interval * 3;
-        let silent: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.pending.is_none() && !c.closing && c.session.is_idle(now, limit))
-            .map(|(k, _)| k)
-            .collect();
-        for key in silent {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.send(&proto::encode_error(
+    /// On the loop's tick, O(connections): close connections silent for
+    /// 3 × heartbeat_interval, and sessions whose worker the roll call
+    /// judged inactive since their hello; tell the task book of workers
+    /// forgotten while connected.
+    pub fn on_tick(&mut self, poller: &Poller, env: &Env, now: Instant) {
+        let limit = env.cfg.heartbeat_interval * 3;
+        let mut ended = Vec::new();
+        for (key, c) in self.conns.iter_mut() {
+            if c.pending.is_some() || c.closing {
+                continue;
+            }
+            if c.session.is_idle(now, limit) {
+                c.send(&proto::encode_error(
                     ErrorCode::IdleTimeout,
                     "no frame for 3 heartbeat intervals",
                 ));
-                conn.closing = true;
-                self.shared.stats.incr(Counter::TcpClosedIdle);
-                log::debug!("tcp idle close peer={}", conn.peer);
+                env.shared.stats.incr(Counter::TcpClosedIdle);
+                ended.push(key);
+                continue;
             }
-            self.flush(key);
+            let (Some(id), Some(h)) = (c.session.worker(), &c.handle) else {
+                continue;
+            };
+            if h.is_stopped() {
+                // Forgotten while connected: its tasks go back; its next
+                // frame brings it back as a new worker.
+                self.tasks.on_lost(id, "worker forgotten");
+                c.handle = None;
+                continue;
+            }
+            let s = h.snapshot();
+            // Judged on this session's frames only: a hello not yet applied
+            // leaves the state of the session before.
+            let this_session = c.session.bound_at().is_some_and(|b| s.last_seen >= b);
+            if s.inactive && this_session {
+                c.send(&proto::encode_error(
+                    ErrorCode::IdleTimeout,
+                    "silent past inactivity_timeout",
+                ));
+                ended.push(key);
+            }
+        }
+        for key in ended {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.closing = true;
+                log::debug!("tcp close peer={}: silent", c.peer);
+            }
+            self.flush(key, poller, env);
         }
     }
 }

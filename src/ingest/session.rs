@@ -48,6 +48,9 @@ pub struct Session {
     /// Last complete frame (or the connect): silence is judged from here,
     /// so a peer dribbling a partial line is still silent.
     last_frame: Instant,
+    /// When its hello arrived: the worker's state is this session's once
+    /// its thread has applied a frame from then on.
+    bound_at: Option<Instant>,
 }
 
 impl Session {
@@ -55,6 +58,7 @@ impl Session {
         Session {
             worker: None,
             last_frame: now,
+            bound_at: None,
         }
     }
 
@@ -66,6 +70,12 @@ impl Session {
     /// over by a newer connection): the connection no longer speaks for it.
     pub fn unbind(&mut self) {
         self.worker = None;
+        self.bound_at = None;
+    }
+
+    /// When the hello that bound the connection arrived.
+    pub fn bound_at(&self) -> Option<Instant> {
+        self.bound_at
     }
 
     /// Judge one frame that arrived at `now`; `token`, when the daemon
@@ -115,6 +125,7 @@ impl Session {
             let id = h.worker_id.clone();
             self.worker = Some(id.clone());
             self.last_frame = now;
+            self.bound_at = Some(now);
             return Verdict::Hello(id, frame);
         }
         let Some(id) = self.worker.clone() else {

@@ -1,32 +1,63 @@
-//! Heartbeat datagrams: read up to [`mmsg::BATCH`] per system call
-//! (`recvmmsg`), decode, group the batch by worker and hand each worker its
-//! frames under one lock of its inbox. The inbox decides what a full queue
-//! does: a heartbeat merges into the newest queued one, a `run` waits up to
-//! `max_pending_events` and is dropped past it (counted). A refused frame
-//! is counted and logged, rate-limited, and counted against the worker it
-//! names without entering its inbox.
+//! Heartbeat datagrams: the UDP socket and what reading it needs. Read up
+//! to [`mmsg::BATCH`] per system call (`recvmmsg`), decode, group the batch
+//! by worker and hand each worker its frames under one lock of its inbox.
+//! The inbox decides what a full queue does: a heartbeat merges into the
+//! newest queued one, a `run` waits up to `max_pending_events` and is
+//! dropped past it (counted). A refused frame is counted and logged,
+//! rate-limited, and counted against the worker it names without entering
+//! its inbox.
+//!
+//! A busy socket is read at most every [`PACE`]: datagrams that come
+//! sooner wait in the kernel's buffer and are read together. The rest is
+//! a deadline the loop waits for in its poll ([`UdpIntake::wake_at`]),
+//! never a sleep.
 
+use super::Env;
 use super::session::authorized;
-use super::{Ingest, UDP_BATCH};
 use crate::fleet::inbox::Msg;
 use crate::fleet::snapshot::Transport;
+use crate::logging::RateLimit;
 use crate::proto::{self, Frame, Reject, RejectReason, WorkerId};
 use crate::stats::{Counter, DropReason};
 use crate::sys::mmsg::{self, Datagrams};
+use mio::net::UdpSocket;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Largest UDP payload (65,507) fits in a slot of this size.
 const MAX_SLOT: usize = 65536;
+/// Datagrams read before the loop looks at other sockets.
+pub const BATCH: usize = 256;
+/// Least time between two reads of a busy UDP socket. Datagrams that come
+/// sooner wait in the kernel's buffer and are read together, up to 64 a
+/// system call: at 100,000 a second that is about 2 reads a millisecond
+/// instead of a wake for every few datagrams. A quiet socket is read the
+/// moment a datagram arrives.
+pub const PACE: Duration = Duration::from_millis(1);
 
 /// One decoded frame of a batch, with the worker it names.
-pub(super) struct Routed {
+struct Routed {
     id: WorkerId,
     peer: SocketAddr,
     /// Taken when delivered.
     msg: Option<Msg>,
+}
+
+pub struct UdpIntake {
+    pub socket: UdpSocket,
+    /// The `recvmmsg` slots, and a batch's frames on their way to workers.
+    dgrams: Datagrams,
+    routed: Vec<Routed>,
+    order: Vec<(u64, usize)>,
+    /// Readable and not yet read empty.
+    backlog: bool,
+    /// When the socket was last read empty, and, when that came within
+    /// [`PACE`] of the one before, when to read it next.
+    drained: Instant,
+    rest_until: Option<Instant>,
+    log_limit: RateLimit,
 }
 
 /// FNV-1a of a worker id: a cheap key to bring a batch's frames for one
@@ -40,78 +71,112 @@ fn group_key(id: &str) -> u64 {
 
 /// The slot size for `max_frame_bytes`: one byte past it, so that a
 /// datagram cut to its slot is still seen to be too large.
-pub(super) fn slot_for(max_frame_bytes: usize) -> usize {
+fn slot_for(max_frame_bytes: usize) -> usize {
     (max_frame_bytes + 1).min(MAX_SLOT)
 }
 
-impl Ingest {
-    pub(super) fn on_udp(&mut self, now: Instant) {
-        let max = self.config.get().max_frame_bytes;
+impl UdpIntake {
+    pub fn new(socket: UdpSocket, max_frame_bytes: usize) -> UdpIntake {
+        UdpIntake {
+            socket,
+            dgrams: Datagrams::new(slot_for(max_frame_bytes)),
+            routed: Vec::with_capacity(mmsg::BATCH),
+            order: Vec::with_capacity(mmsg::BATCH),
+            backlog: false,
+            drained: Instant::now(),
+            rest_until: None,
+            log_limit: RateLimit::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// The socket is readable.
+    pub fn ready(&mut self) {
+        self.backlog = true;
+    }
+
+    /// When the loop must come back for the socket: now while datagrams
+    /// wait, at the end of a rest while the socket is paced, else never.
+    pub fn wake_at(&self, now: Instant) -> Option<Instant> {
+        if !self.backlog {
+            return None;
+        }
+        Some(self.rest_until.map_or(now, |t| t.max(now)))
+    }
+
+    /// Read what the socket holds, up to [`BATCH`] datagrams, unless it is
+    /// resting.
+    pub fn on_readable(&mut self, env: &Env, now: Instant) {
+        if !self.backlog || self.rest_until.is_some_and(|t| now < t) {
+            return;
+        }
+        self.rest_until = None;
+        let max = env.cfg.max_frame_bytes;
         if self.dgrams.slot() != slot_for(max) {
             self.dgrams = Datagrams::new(slot_for(max));
         }
-        for _ in 0..UDP_BATCH.div_ceil(mmsg::BATCH) {
-            let n = match self.dgrams.recv(self.udp.as_raw_fd()) {
+        for _ in 0..BATCH.div_ceil(mmsg::BATCH) {
+            let n = match self.dgrams.recv(self.socket.as_raw_fd()) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.udp_backlog = false;
+                    self.backlog = false;
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::warn!("udp receive failed: {e}");
-                    self.udp_backlog = false;
+                    self.backlog = false;
                     return;
                 }
             };
-            self.on_batch(n, max, now);
+            self.on_batch(env, n, max, now);
             if n < mmsg::BATCH {
                 // The queue was emptied; a datagram that comes later
-                // raises readiness again. Emptied twice within UDP_PACE,
-                // the socket is busy: let the next datagrams gather.
-                self.udp_backlog = false;
-                if now.duration_since(self.udp_drained) < super::UDP_PACE {
-                    self.udp_rest_until = Some(now + super::UDP_PACE);
+                // raises readiness again. Emptied twice within PACE, the
+                // socket is busy: let the next datagrams gather.
+                self.backlog = false;
+                if now.duration_since(self.drained) < PACE {
+                    self.backlog = true;
+                    self.rest_until = Some(now + PACE);
                 }
-                self.udp_drained = now;
+                self.drained = now;
                 return;
             }
         }
         // More may be queued: come back after serving the other sockets.
-        self.udp_backlog = true;
+        self.backlog = true;
     }
 
     /// Decode the batch's datagrams, then deliver them grouped by worker,
     /// each worker's in arrival order.
-    fn on_batch(&mut self, n: usize, max: usize, now: Instant) {
+    fn on_batch(&mut self, env: &Env, n: usize, max: usize, now: Instant) {
         let mut routed = std::mem::take(&mut self.routed);
         for i in 0..n {
             let (bytes, peer) = self.dgrams.get(i);
             let Some(peer) = peer else { continue };
-            if !super::allowed(self.config.get(), peer.ip()) {
-                self.shared.stats.incr(Counter::UdpNotAllowed);
+            if !super::allowed(env.cfg, peer.ip()) {
+                env.shared.stats.incr(Counter::UdpNotAllowed);
                 self.log_limit.warn("udp_not_allowed", || {
                     format!("dropped datagram peer={peer}: not in heartbeat_allow_from")
                 });
                 continue;
             }
-            self.shared.stats.incr(Counter::FramesReceived);
+            env.shared.stats.incr(Counter::FramesReceived);
             // A datagram cut to its slot is longer than `max`: decode
             // refuses it as too large.
-            let max_state = self.config.get().max_worker_state_bytes;
+            let max_state = env.cfg.max_worker_state_bytes;
             match proto::decode(bytes, max).and_then(|f| proto::within_state(f, max_state)) {
                 Ok(frame) => {
-                    if let Some(r) = self.check(frame, peer, now) {
+                    if let Some(r) = self.check(env, frame, peer, now) {
                         routed.push(r);
                     }
                 }
                 Err(mut rej) => {
-                    if self.config.get().heartbeat_token.is_some() {
+                    if env.cfg.heartbeat_token.is_some() {
                         // Anyone can name a worker; only its token would
                         // prove the frame is its own.
                         rej.worker_id = None;
                     }
-                    self.reject(&rej, peer)
+                    super::reject(env, &mut self.log_limit, &rej, peer)
                 }
             }
         }
@@ -136,7 +201,7 @@ impl Ingest {
             let group = order[at..end]
                 .iter()
                 .filter_map(|&(_, i)| routed[i].msg.take());
-            self.deliver_udp(&id, peer, group);
+            self.deliver(env, &id, peer, group);
             at = end;
         }
         order.clear();
@@ -146,25 +211,30 @@ impl Ingest {
     }
 
     /// The frame as a message for its worker, or refused.
-    fn check(&self, frame: Frame, peer: SocketAddr, now: Instant) -> Option<Routed> {
-        if !authorized(&frame, self.config.get().heartbeat_token.as_ref()) {
-            let rej = Reject::new(
+    fn check(&mut self, env: &Env, frame: Frame, peer: SocketAddr, now: Instant) -> Option<Routed> {
+        let refused = if !authorized(&frame, env.cfg.heartbeat_token.as_ref()) {
+            Some(Reject::new(
                 RejectReason::Unauthorized,
                 "frame without the heartbeat token",
-            );
-            self.reject(&rej, peer);
-            return None;
-        }
-        if matches!(frame, Frame::TaskUpdate(_) | Frame::TaskLog(_)) {
-            let rej = Reject::new(RejectReason::TcpOnly, "task frames travel over TCP only");
-            self.reject(&rej, peer);
-            return None;
-        }
-        let Some(id) = frame.worker_id().cloned() else {
-            let rej = Reject::new(RejectReason::BadWorkerId, "worker_id is required over UDP");
-            self.reject(&rej, peer);
-            return None;
+            ))
+        } else if matches!(frame, Frame::TaskUpdate(_) | Frame::TaskLog(_)) {
+            Some(Reject::new(
+                RejectReason::TcpOnly,
+                "task frames travel over TCP only",
+            ))
+        } else if frame.worker_id().is_none() {
+            Some(Reject::new(
+                RejectReason::BadWorkerId,
+                "worker_id is required over UDP",
+            ))
+        } else {
+            None
         };
+        if let Some(rej) = refused {
+            super::reject(env, &mut self.log_limit, &rej, peer);
+            return None;
+        }
+        let id = frame.worker_id().cloned()?;
         Some(Routed {
             id,
             peer,
@@ -173,42 +243,44 @@ impl Ingest {
     }
 
     /// One worker's frames of a batch, under one lock of its inbox.
-    fn deliver_udp(
+    fn deliver(
         &mut self,
+        env: &Env,
         id: &WorkerId,
         peer: SocketAddr,
         msgs: impl IntoIterator<Item = Msg>,
     ) {
-        let back = self.offer_to(id, peer, msgs);
+        let back = self.offer_to(env, id, peer, msgs);
         if back.is_empty() {
             return;
         }
         // The worker was removed between lookup and send: once more.
-        let back = self.offer_to(id, peer, back);
+        let back = self.offer_to(env, id, peer, back);
         let n = back.len() as u64;
-        self.shared.stats.drop_frames(DropReason::ShuttingDown, n);
+        env.shared.stats.drop_frames(DropReason::ShuttingDown, n);
     }
 
     /// Route to the worker and offer; what its ended thread handed back.
     fn offer_to(
         &mut self,
+        env: &Env,
         id: &WorkerId,
         peer: SocketAddr,
         msgs: impl IntoIterator<Item = Msg>,
     ) -> Vec<Msg> {
-        let handle = match self.registry.route(id, Transport::Udp) {
+        let handle = match env.registry.route(id, Transport::Udp) {
             Ok(h) => h,
             Err(reason) => {
                 let rej = Reject::new(reason, format!("worker {id} refused"));
                 for _ in msgs {
-                    self.reject(&rej, peer);
+                    super::reject(env, &mut self.log_limit, &rej, peer);
                 }
                 return Vec::new();
             }
         };
-        let max_events = self.config.get().max_pending_events;
+        let max_events = env.cfg.max_pending_events;
         let o = handle.inbox.offer(msgs, max_events);
-        let stats = &self.shared.stats;
+        let stats = &env.shared.stats;
         stats.add(Counter::HeartbeatsMerged, o.merged);
         stats.drop_frames(DropReason::InboxFull, o.dropped_state);
         stats.drop_frames(DropReason::EventsDropped, o.dropped_events);
@@ -222,22 +294,70 @@ impl Ingest {
         }
         o.returned
     }
+}
 
-    /// Count a refused frame, blame its worker if it named one, log (limited).
-    pub(super) fn reject(&self, rej: &Reject, peer: SocketAddr) {
-        self.shared.stats.reject(rej.reason);
-        if let Some(id) = &rej.worker_id {
-            if let Some(h) = self.registry.handle(id) {
-                h.refuse();
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::fleet::Shared;
+    use crate::fleet::registry::Registry;
+    use std::sync::Arc;
+
+    /// A datagram sent to the intake's socket is applied to its worker; a
+    /// refused one is counted and creates nobody.
+    #[test]
+    fn datagrams_reach_their_workers_and_refusals_are_counted() {
+        let mut cfg = config::defaults();
+        cfg.max_workers = 10;
+        let shared = Arc::new(Shared::new(cfg.clone()));
+        let registry = Registry::new(shared.clone());
+        let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let at = socket.local_addr().unwrap();
+        let mut intake = UdpIntake::new(socket, cfg.max_frame_bytes);
+        let send = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for d in [
+            &br#"{"type":"heartbeat","worker_id":"u1","queue_depth":5}"#[..],
+            br#"{"type":"heartbeat"}"#,
+            br#"not json"#,
+            br#"{"type":"task_log","worker_id":"u1","task_id":"1","lines":[]}"#,
+        ] {
+            send.send_to(d, at).unwrap();
         }
-        if let Some(suppressed) = self.log_limit.check(rej.reason.as_str(), Instant::now()) {
-            log::warn!(
-                "rejected frame reason={} peer={peer} worker={}: {} (suppressed={suppressed})",
-                rej.reason.as_str(),
-                rej.worker_id.as_deref().unwrap_or("-"),
-                rej.message
-            );
+        let env = Env {
+            registry: &registry,
+            shared: &shared,
+            cfg: &cfg,
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shared.stats.get(Counter::FramesReceived) < 4 {
+            assert!(Instant::now() < deadline, "datagrams never read");
+            intake.ready();
+            intake.on_readable(&env, Instant::now() + PACE * 2);
+            std::thread::sleep(Duration::from_millis(2));
         }
+        while registry.snapshot("u1").is_none() {
+            assert!(Instant::now() < deadline, "never applied");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(registry.snapshot("u1").unwrap().queue_depth, 5);
+        assert_eq!(registry.len(), 1, "refused frames create nobody");
+        let st = &shared.stats;
+        assert_eq!(st.rejected(RejectReason::BadWorkerId), 1);
+        assert_eq!(st.rejected(RejectReason::NotJson), 1);
+        assert_eq!(st.rejected(RejectReason::TcpOnly), 1);
+        registry.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_busy_socket_rests_for_its_pace_and_the_loop_is_told_when() {
+        let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut intake = UdpIntake::new(socket, 65536);
+        let now = Instant::now();
+        assert_eq!(intake.wake_at(now), None, "nothing to read");
+        intake.ready();
+        assert_eq!(intake.wake_at(now), Some(now), "read at once");
+        intake.rest_until = Some(now + PACE);
+        assert_eq!(intake.wake_at(now), Some(now + PACE));
     }
 }

@@ -2,26 +2,32 @@
 //! order, bytes out; after a 101, a WebSocket stream.
 //!
 //! A plain state machine driven by the loop's readiness events and generic
-//! over its stream, so it is tested without sockets. Handlers return whether
-//! to keep the connection; the loop then asks [`Conn::interest`] what to
-//! wait for (WRITABLE only while output is queued). Reads drain the socket
-//! to `WouldBlock`, so a FIN that arrives with the last request is seen at
-//! once. Pipelined requests are answered in order; parsing pauses while more
-//! than [`OUT_HIGH`] bytes wait to be written (backpressure), and reading
-//! pauses while the input buffer is full.
+//! over its stream and its [`Handler`], so it is tested without sockets
+//! and without a daemon behind it. It knows HTTP, the access rules and the
+//! WebSocket upgrade; what a request means (workers, tasks, alerts) is the
+//! handler's. Handlers return whether to keep the connection; the loop
+//! then asks [`Conn::interest`] what to wait for (WRITABLE only while
+//! output is queued). Reads drain the socket to `WouldBlock`, so a FIN
+//! that arrives with the last request is seen at once. Pipelined requests
+//! are answered in order: an answer that waits for another thread holds
+//! the connection in [`State::Held`] until it settles, and parsing pauses
+//! while more than [`OUT_HIGH`] bytes wait to be written (backpressure).
+//!
+//! There is one output queue and one writer: HTTP answers and, after the
+//! upgrade, every WebSocket frame go through [`OutQueue`].
 //!
 //! Deadlines use `Instant`: a request head (and its body) must complete
 //! within [`HEAD_TIMEOUT`] (else 408 and close); a connection with nothing
 //! in flight is closed after [`IDLE_TIMEOUT`].
 
-use super::Ctx;
 use super::access;
-use super::head::{self, HeadError, Method, Request, Response};
+use super::head::{self, HeadError, Method, Part, Request, Response, Then};
 use super::out::{Flushed, KEEP_CAPACITY, OutQueue, WRITE_TURN};
 use super::stream::Pending;
+use super::ticket::{Later, Outcome, Ticket};
 use super::ws::{self, Ended, WsConn, WsLimits};
 use crate::config::Config;
-use crate::stats::Counter;
+use crate::stats::{Counter, Stats};
 use mio::Interest;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -40,19 +46,68 @@ pub const READ_CHUNK: usize = 16 * 1024;
 pub const LARGE_BODY: usize = 1 << 20;
 pub const LARGE_SEND_BUFFER: usize = 256 * 1024;
 
+/// What a request becomes: an answer now, or one held until its ticket
+/// settles (then sent; a 503 if it failed; the settled body in place of
+/// this one's when it waited for a body).
+pub enum Reply {
+    Now(Response),
+    Later(Ticket, Response),
+}
+
+/// What a connection asks of the rest of the daemon: an answer to a
+/// request, and a stream for an upgrade. The only door from a connection
+/// to workers, tasks and alerts.
+pub trait Handler {
+    /// Answer a request that passed the access checks. `later` is where
+    /// an answer that must wait is told it settled.
+    fn respond(&mut self, req: &Request, body: &[u8], later: &Later) -> Reply;
+
+    /// Open the stream a WebSocket path names: the connection's state
+    /// after its 101, and the 101 itself; or the refusal (400, 404, 426,
+    /// 503), after which the connection closes.
+    fn open_stream(
+        &mut self,
+        req: &Request,
+        early: Vec<u8>,
+        now: Instant,
+    ) -> Result<(WsConn, Response), Response>;
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     Keep,
     Close,
 }
 
+/// An answer held until its ticket settles; requests behind it wait.
+struct Held {
+    ticket: Ticket,
+    resp: Response,
+    part: Part,
+    then: Then,
+    origin: Option<String>,
+}
+
 enum State {
     /// Reading and answering requests.
     Open,
+    /// An answer waits for its ticket; nothing behind it is answered yet.
+    Held(Box<Held>),
     /// A response said `Connection: close`: flush, then close.
     Closing,
     /// Upgraded: a WebSocket stream (RFC 6455) after the 101 response.
     Ws(Box<WsConn>),
+}
+
+/// What a connection's handlers may use besides the connection itself.
+pub struct Ctx<'a, H> {
+    pub handler: &'a mut H,
+    pub stats: &'a Stats,
+    pub cfg: &'a Config,
+    pub names: &'a access::Names,
+    pub read_buf: &'a mut [u8],
+    /// Where this connection's waiting answers are told they settled.
+    pub later: Later,
 }
 
 pub struct Conn<S> {
@@ -66,6 +121,9 @@ pub struct Conn<S> {
     /// When the unfinished request at the front of `inbuf` began.
     head_started: Option<Instant>,
     last_active: Instant,
+    /// Since when queued output has waited for the socket (the WebSocket
+    /// stall clock); `None` while nothing is queued.
+    blocked_since: Option<Instant>,
     read_paused: bool,
     peer_closed: bool,
     /// Its kernel send buffer is bounded (it was sent a large body).
@@ -73,30 +131,6 @@ pub struct Conn<S> {
     /// A write stopped at its turn with more to go: no readiness edge will
     /// come, so the loop calls [`Conn::on_writable`] again itself.
     turn_ended: bool,
-    /// An answer held until its ticket settles; later requests wait.
-    waiting: Option<Waiting>,
-}
-
-struct Waiting {
-    resp: Response,
-    reply: Reply,
-    keep: Keep,
-    origin: Option<String>,
-}
-
-/// A response as it may go out now: itself when it waits on nothing or its
-/// ticket succeeded, a 503 when the ticket failed; `Err` gives it back
-/// while its ticket is pending.
-fn settled(resp: Response) -> Result<Response, Response> {
-    match resp.wait.as_ref().map(|t| t.settled()) {
-        Some(None) => Err(resp),
-        Some(Some(false)) => Ok(Response::error(
-            503,
-            "not_stored",
-            "the task could not be written to the journal; it was not accepted",
-        )),
-        _ => Ok(resp),
-    }
 }
 
 impl<S: Read + Write + Pending> Conn<S> {
@@ -109,15 +143,15 @@ impl<S: Read + Write + Pending> Conn<S> {
             out: OutQueue::default(),
             head_started: None,
             last_active: now,
+            blocked_since: None,
             read_paused: false,
             peer_closed: false,
-            waiting: None,
             send_limited: false,
             turn_ended: false,
         }
     }
 
-    pub fn is_open(&self) -> bool {
+    fn is_open(&self) -> bool {
         matches!(self.state, State::Open)
     }
 
@@ -131,8 +165,7 @@ impl<S: Read + Write + Pending> Conn<S> {
         let idle = self.is_open()
             && self.inbuf.is_empty()
             && self.head_started.is_none()
-            && self.out.is_empty()
-            && self.waiting.is_none();
+            && self.out.is_empty();
         idle.then_some(self.last_active)
     }
 
@@ -143,26 +176,26 @@ impl<S: Read + Write + Pending> Conn<S> {
         }
     }
 
+    /// An answer waits for its ticket.
+    pub fn is_held(&self) -> bool {
+        matches!(self.state, State::Held(_))
+    }
+
     pub fn interest(&self) -> Interest {
-        let ws_out = self.ws().is_some_and(|w| w.wants_write());
-        if !self.out.is_empty() || ws_out || self.stream.pending() {
+        if !self.out.is_empty() || self.stream.pending() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
         }
     }
 
-    fn pending_out(&self) -> usize {
-        self.out.len
-    }
-
-    pub fn on_readable(&mut self, cx: &mut Ctx, now: Instant) -> Next {
+    pub fn on_readable<H: Handler>(&mut self, cx: &mut Ctx<H>, now: Instant) -> Next {
         if let State::Ws(w) = &mut self.state {
-            let read = w.on_readable(&mut self.stream);
+            let read = w.on_readable(&mut self.stream, &mut self.out);
             return self.ws_result(cx, read, now);
         }
-        while self.is_open() && !self.peer_closed {
-            if self.inbuf.len() >= IN_CAP || self.pending_out() > OUT_HIGH {
+        while matches!(self.state, State::Open | State::Held(_)) && !self.peer_closed {
+            if self.inbuf.len() >= IN_CAP || self.out.len > OUT_HIGH {
                 self.read_paused = true;
                 break;
             }
@@ -184,24 +217,24 @@ impl<S: Read + Write + Pending> Conn<S> {
         if let (Next::Keep, State::Ws(w)) = (&next, &mut self.state) {
             // Just upgraded: read what the client sent since, then send the
             // first message.
-            let read = w.on_readable(&mut self.stream);
+            let read = w.on_readable(&mut self.stream, &mut self.out);
             return self.ws_result(cx, read, now);
         }
         next
     }
 
-    pub fn on_writable(&mut self, cx: &mut Ctx, now: Instant) -> Next {
-        if self.flush(now) == Next::Close {
-            return Next::Close;
-        }
+    pub fn on_writable<H: Handler>(&mut self, cx: &mut Ctx<H>, now: Instant) -> Next {
         if matches!(self.state, State::Ws(_)) {
             return self.ws_result(cx, Ok(()), now);
         }
-        if self.read_paused && self.pending_out() <= OUT_HIGH {
+        if self.flush(now) == Next::Close {
+            return Next::Close;
+        }
+        if self.read_paused && self.out.len <= OUT_HIGH {
             self.read_paused = false;
             return self.on_readable(cx, now);
         }
-        if !self.inbuf.is_empty() && self.waiting.is_none() && self.pending_out() <= OUT_HIGH {
+        if !self.inbuf.is_empty() && self.is_open() && self.out.len <= OUT_HIGH {
             // Requests pipelined behind a large answer waited for it to
             // drain; no read will come for them.
             self.process(cx, now);
@@ -210,38 +243,54 @@ impl<S: Read + Write + Pending> Conn<S> {
         Next::Keep
     }
 
-    /// Tasks changed: a `/ws/tasks` client composes what it has not seen.
-    pub fn on_task_changes(&mut self, cx: &mut Ctx, now: Instant) -> Next {
-        if !self.ws().is_some_and(|w| w.follows_book()) {
+    /// A stream client's source moved (tasks, alerts): compose for it.
+    pub fn on_news<H: Handler>(&mut self, cx: &mut Ctx<H>, now: Instant) -> Next {
+        if !matches!(self.state, State::Ws(_)) {
             return Next::Keep;
         }
         self.ws_result(cx, Ok(()), now)
     }
 
     /// New changes from worker threads, for a WebSocket client.
-    pub fn on_changes(&mut self, cx: &mut Ctx, fanout: &ws::Fanout, now: Instant) -> Next {
+    pub fn on_changes<H: Handler>(
+        &mut self,
+        cx: &mut Ctx<H>,
+        fanout: &ws::Fanout,
+        now: Instant,
+    ) -> Next {
+        let in_flight = !self.out.is_empty();
         match &mut self.state {
-            State::Ws(w) => w.on_changes(fanout),
+            State::Ws(w) => w.on_changes(fanout, in_flight),
             _ => return Next::Keep,
         }
         self.ws_result(cx, Ok(()), now)
     }
 
-    /// After a WebSocket event: pump output unless it ended.
-    fn ws_result(&mut self, cx: &mut Ctx, r: Result<(), Ended>, now: Instant) -> Next {
+    /// After a WebSocket event: write what is queued and, once the queue
+    /// is empty, the next message, until the socket would block or
+    /// nothing is due.
+    fn ws_result<H>(&mut self, cx: &mut Ctx<H>, r: Result<(), Ended>, now: Instant) -> Next {
         let limits = ws_limits(cx.cfg);
-        let r = match (&mut self.state, r) {
-            (State::Ws(w), Ok(())) if self.out.is_empty() => {
-                if w.wants_plain_snapshot() {
-                    w.give_snapshot(cx.api.ws_snapshot_frame());
-                }
-                w.pump(&mut self.stream, &cx.api.registry, limits, now)
+        let mut r = r;
+        while r.is_ok() {
+            match self.flush(now) {
+                Next::Close => return Next::Close,
+                Next::Keep if !self.out.is_empty() => break,
+                Next::Keep => {}
             }
-            (_, r) => r,
-        };
+            let State::Ws(w) = &mut self.state else { break };
+            match w.next_message(limits, now) {
+                Some(head::Body::Owned(b)) => self.out.push_bytes(&b),
+                Some(head::Body::Shared(b)) => self.out.push_shared(&b),
+                None => break,
+            }
+            r = Ok(());
+        }
         match r {
             Ok(()) => Next::Keep,
             Err(ended) => {
+                // A close frame may be queued: one try to send it.
+                let _ = self.out.write_turn(&mut self.stream, WRITE_TURN);
                 let counter = match ended {
                     Ended::Stalled => Some(Counter::WsClosedStalled),
                     Ended::PingTimeout => Some(Counter::WsClosedPing),
@@ -249,7 +298,7 @@ impl<S: Read + Write + Pending> Conn<S> {
                     Ended::Closed | Ended::Error => None,
                 };
                 if let Some(c) = counter {
-                    cx.shared.stats.incr(c);
+                    cx.stats.incr(c);
                 }
                 log::debug!("websocket closed: {ended:?}");
                 Next::Close
@@ -260,34 +309,30 @@ impl<S: Read + Write + Pending> Conn<S> {
     /// Shutdown: a WebSocket client gets a close frame with 1001 after what
     /// is queued for it. Returns true when nothing is left to write.
     pub fn going_away(&mut self) -> bool {
-        match self.out.write_to(&mut self.stream) {
-            Ok(true) => {}
-            Ok(false) => return false,
-            Err(_) => return true,
+        if let State::Ws(w) = &mut self.state {
+            w.going_away(&mut self.out);
         }
-        match &mut self.state {
-            State::Ws(w) => w.going_away(&mut self.stream),
-            _ => true,
-        }
+        !matches!(self.out.write_to(&mut self.stream), Ok(false))
     }
 
     /// Deadlines; called on every tick of the loop.
-    pub fn on_timeout(&mut self, cx: &mut Ctx, now: Instant) -> Next {
+    pub fn on_timeout<H: Handler>(&mut self, cx: &mut Ctx<H>, now: Instant) -> Next {
         if let State::Ws(w) = &mut self.state {
-            let r = w.on_tick(&mut self.stream, ws_limits(cx.cfg), now);
+            let r = w.on_tick(&mut self.out, self.blocked_since, ws_limits(cx.cfg), now);
             return self.ws_result(cx, r, now);
         }
         if let Some(start) = self.head_started {
             if now.saturating_duration_since(start) >= HEAD_TIMEOUT {
                 let resp =
                     Response::error(408, "request_timeout", "request not complete within 10 s");
-                self.respond(cx, &resp, Reply::Full, Keep::Close, None);
+                self.respond(cx, &resp, Part::Whole, Then::Close, None);
                 self.state = State::Closing;
                 self.head_started = None;
                 return self.flush(now);
             }
         }
-        if now.saturating_duration_since(self.last_active) >= IDLE_TIMEOUT {
+        let waiting = self.is_held();
+        if !waiting && now.saturating_duration_since(self.last_active) >= IDLE_TIMEOUT {
             return Next::Close;
         }
         Next::Keep
@@ -298,36 +343,38 @@ impl<S: Read + Write + Pending> Conn<S> {
         std::mem::take(&mut self.turn_ended)
     }
 
-    pub fn is_waiting(&self) -> bool {
-        self.waiting.is_some()
-    }
-
     /// The held answer's ticket may have settled: send it (or a 503 when
-    /// the write failed), then go on with requests buffered behind it.
-    pub fn on_settled(&mut self, cx: &mut Ctx, now: Instant) -> Next {
-        let Some(Waiting {
-            resp,
-            reply,
-            keep,
-            origin,
-        }) = self.waiting.take()
-        else {
+    /// it failed), then go on with requests buffered behind it.
+    pub fn on_settled<H: Handler>(&mut self, cx: &mut Ctx<H>, now: Instant) -> Next {
+        let State::Held(held) = &self.state else {
             return Next::Keep;
         };
-        let resp = match settled(resp) {
-            Ok(r) => r,
-            Err(resp) => {
-                self.waiting = Some(Waiting {
-                    resp,
-                    reply,
-                    keep,
-                    origin,
-                });
-                return Next::Keep;
-            }
+        let Some(outcome) = held.ticket.outcome() else {
+            return Next::Keep;
         };
-        self.respond(cx, &resp, reply, keep, origin.as_deref());
-        if keep == Keep::Close {
+        let State::Held(held) = std::mem::replace(&mut self.state, State::Open) else {
+            unreachable!("held just above")
+        };
+        let Held {
+            mut resp,
+            part,
+            then,
+            origin,
+            ..
+        } = *held;
+        match outcome {
+            Outcome::Done => {}
+            Outcome::Body(b) => resp.body = head::Body::Shared(b),
+            Outcome::Failed => {
+                resp = Response::error(
+                    503,
+                    "not_stored",
+                    "the answer could not be completed (a task not written to the journal, a body not rendered)",
+                );
+            }
+        }
+        self.respond(cx, &resp, part, then, origin.as_deref());
+        if then == Then::Close {
             self.state = State::Closing;
         } else {
             self.process(cx, now);
@@ -335,10 +382,10 @@ impl<S: Read + Write + Pending> Conn<S> {
         self.flush(now)
     }
 
-    /// Answer every complete request buffered, in order.
-    fn process(&mut self, cx: &mut Ctx, now: Instant) {
+    /// Answer every complete request buffered, in order, until one is held.
+    fn process<H: Handler>(&mut self, cx: &mut Ctx<H>, now: Instant) {
         let mut start = 0;
-        while self.is_open() && self.waiting.is_none() && self.pending_out() <= OUT_HIGH {
+        while self.is_open() && self.out.len <= OUT_HIGH {
             let buf = &self.inbuf[start..];
             if buf.is_empty() {
                 break;
@@ -358,6 +405,7 @@ impl<S: Read + Write + Pending> Conn<S> {
                         self.head_started.get_or_insert(now);
                         break;
                     }
+                    self.head_started = None;
                     let is_ws = ws::is_ws_path(&req.path);
                     let verdict = if is_ws {
                         access::check_ws(&req, cx.cfg, cx.names)
@@ -365,92 +413,81 @@ impl<S: Read + Write + Pending> Conn<S> {
                         access::check(&req, self.peer, cx.cfg, cx.names)
                     };
                     if let Err(refusal) = verdict {
-                        cx.shared.stats.incr(refusal.counter());
-                        let keep = req.keep_alive && !is_ws;
+                        cx.stats.incr(refusal.counter());
+                        let then = Then::keep_alive(req.keep_alive && !is_ws);
                         let origin = req.origin.as_deref();
-                        self.respond(
-                            cx,
-                            &refusal.response(),
-                            Reply::Full,
-                            Keep::from(keep),
-                            origin,
-                        );
+                        self.respond(cx, &refusal.response(), Part::Whole, then, origin);
                         start += total;
-                        self.head_started = None;
-                        if !keep {
+                        if then == Then::Close {
                             self.state = State::Closing;
                         }
                         continue;
                     }
                     if is_ws {
-                        self.upgrade(cx, &req, start + head_len, now);
+                        let early = self.inbuf[start + head_len..].to_vec();
+                        self.upgrade(cx, &req, early, now);
                         start = self.inbuf.len();
                         break;
                     }
-                    let resp = cx.api.handle(&req, &buf[head_len..total], cx.cfg);
-                    let keep = req.keep_alive && !resp.close;
-                    let reply = if req.method == Method::Head {
-                        Reply::HeadOnly
-                    } else {
-                        Reply::Full
-                    };
-                    let resp = match settled(resp) {
-                        Ok(r) => r,
-                        Err(resp) => {
-                            self.waiting = Some(Waiting {
-                                resp,
-                                reply,
-                                keep: Keep::from(keep),
-                                origin: req.origin.clone(),
-                            });
-                            start += total;
-                            self.head_started = None;
-                            break;
-                        }
-                    };
-                    self.respond(cx, &resp, reply, Keep::from(keep), req.origin.as_deref());
+                    let reply = cx.handler.respond(&req, &buf[head_len..total], &cx.later);
                     start += total;
-                    self.head_started = None;
-                    if !keep {
-                        self.state = State::Closing;
+                    let part = if req.method == Method::Head {
+                        Part::HeadOnly
+                    } else {
+                        Part::Whole
+                    };
+                    let origin = req.origin;
+                    match reply {
+                        Reply::Now(resp) => {
+                            let then = Then::keep_alive(req.keep_alive && !resp.close);
+                            self.respond(cx, &resp, part, then, origin.as_deref());
+                            if then == Then::Close {
+                                self.state = State::Closing;
+                            }
+                        }
+                        Reply::Later(ticket, resp) => {
+                            let then = Then::keep_alive(req.keep_alive && !resp.close);
+                            self.state = State::Held(Box::new(Held {
+                                ticket,
+                                resp,
+                                part,
+                                then,
+                                origin,
+                            }));
+                        }
                     }
                 }
             }
         }
         self.inbuf.drain(..start.min(self.inbuf.len()));
-        if !self.is_open() {
+        if matches!(self.state, State::Closing | State::Ws(_)) {
             self.inbuf.clear();
         }
     }
 
     /// A request on a WebSocket path: answer 101 and switch to the stream,
     /// or refuse (400, 404, 426 or 503) and close.
-    fn upgrade(&mut self, cx: &mut Ctx, req: &Request, body_start: usize, now: Instant) {
-        match ws::admit(req, cx.shared, cx.cfg) {
-            Ok((sub, resp)) => {
-                self.respond(cx, &resp, Reply::Full, Keep::Open, None);
-                let early = self.inbuf[body_start..].to_vec();
-                let book: Option<std::sync::Arc<dyn ws::Book>> = match sub.stream {
-                    ws::Stream::Tasks => Some(cx.api.tasks.clone()),
-                    ws::Stream::Alerts => Some(cx.api.alerts.clone()),
-                    _ => None,
-                };
-                let mut w = WsConn::new(sub, early, now);
-                if let Some(b) = book {
-                    w.follow_book(b);
-                }
+    fn upgrade<H: Handler>(
+        &mut self,
+        cx: &mut Ctx<H>,
+        req: &Request,
+        early: Vec<u8>,
+        now: Instant,
+    ) {
+        match cx.handler.open_stream(req, early, now) {
+            Ok((w, resp)) => {
+                self.respond(cx, &resp, Part::Whole, Then::KeepAlive, None);
                 self.stream.limit_send_buffer(ws::SEND_BUFFER);
                 self.state = State::Ws(Box::new(w));
             }
             Err(resp) => {
-                self.respond(cx, &resp, Reply::Full, Keep::Close, None);
+                self.respond(cx, &resp, Part::Whole, Then::Close, None);
                 self.state = State::Closing;
             }
         }
-        self.head_started = None;
     }
 
-    fn refuse(&mut self, cx: &mut Ctx, e: HeadError) {
+    fn refuse<H>(&mut self, cx: &mut Ctx<H>, e: HeadError) {
         let code = match e {
             HeadError::Malformed => "bad_request",
             HeadError::HeadTooLarge | HeadError::TooManyHeaders => "head_too_large",
@@ -458,26 +495,22 @@ impl<S: Read + Write + Pending> Conn<S> {
             HeadError::BodyTooLarge => "body_too_large",
         };
         let resp = Response::error(e.status(), code, e.message());
-        self.respond(cx, &resp, Reply::Full, Keep::Close, None);
+        self.respond(cx, &resp, Part::Whole, Then::Close, None);
         self.state = State::Closing;
         self.head_started = None;
     }
 
     /// Queue a response; `origin` is the request's, for its CORS field.
-    fn respond(
+    fn respond<H>(
         &mut self,
-        cx: &mut Ctx,
+        cx: &mut Ctx<H>,
         resp: &Response,
-        reply: Reply,
-        keep: Keep,
+        part: Part,
+        then: Then,
         origin: Option<&str>,
     ) {
-        self.out.push(
-            resp,
-            reply == Reply::HeadOnly,
-            keep == Keep::Open,
-            access::allow_origin(cx.cfg, origin),
-        );
+        self.out
+            .push(resp, part, then, access::allow_origin(cx.cfg, origin));
         if resp.body.len() >= LARGE_BODY && !self.send_limited {
             // Each write of a large body then copies at most this much, so
             // the loop turns to other requests between writes (the kernel
@@ -485,7 +518,7 @@ impl<S: Read + Write + Pending> Conn<S> {
             self.send_limited = true;
             self.stream.limit_send_buffer(LARGE_SEND_BUFFER);
         }
-        cx.shared.stats.http_response(resp.status);
+        cx.stats.http_response(resp.status);
     }
 
     fn flush(&mut self, now: Instant) -> Next {
@@ -493,10 +526,14 @@ impl<S: Read + Write + Pending> Conn<S> {
         let done = self.out.write_turn(&mut self.stream, WRITE_TURN);
         if self.out.len < before {
             self.last_active = now;
+            self.blocked_since = None;
         }
         match done {
-            Ok(Flushed::All) => {}
-            Ok(Flushed::Blocked) => return Next::Keep,
+            Ok(Flushed::All) => self.blocked_since = None,
+            Ok(Flushed::Blocked) => {
+                self.blocked_since.get_or_insert(now);
+                return Next::Keep;
+            }
             Ok(Flushed::Turn) => {
                 self.turn_ended = true;
                 return Next::Keep;
@@ -514,26 +551,6 @@ impl<S: Read + Write + Pending> Conn<S> {
     }
 }
 
-/// Whether a response goes out whole or as its head only (`HEAD`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Reply {
-    Full,
-    HeadOnly,
-}
-
-/// Whether the connection stays open after a response.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Keep {
-    Open,
-    Close,
-}
-
-impl From<bool> for Keep {
-    fn from(open: bool) -> Keep {
-        if open { Keep::Open } else { Keep::Close }
-    }
-}
-
 fn ws_limits(cfg: &Config) -> WsLimits {
     WsLimits {
         max_queue_bytes: cfg.ws_max_queue_bytes,
@@ -546,21 +563,52 @@ fn ws_limits(cfg: &Config) -> WsLimits {
 mod tests {
     use super::*;
     use crate::config;
-    use crate::fleet::Shared;
-    use crate::fleet::registry::Registry;
+    use crate::fleet::notify::{Mailbox, Nobody};
     use crate::script::{Script, Step};
-    use crate::serve::routes::Api;
-    use std::sync::Arc;
+    use crate::serve::ticket::Settler;
 
     impl Pending for Script {}
 
     const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
 
+    /// A handler that knows two paths: `/health` answers at once, `/slow`
+    /// waits for a ticket the test settles; anything else is 404. Streams
+    /// are refused 404.
+    #[derive(Default)]
+    struct Stub {
+        asked: Vec<String>,
+        settlers: Vec<Settler>,
+    }
+
+    impl Handler for Stub {
+        fn respond(&mut self, req: &Request, _: &[u8], later: &Later) -> Reply {
+            self.asked.push(req.path.clone());
+            match req.path.as_str() {
+                "/health" => Reply::Now(Response::json(200, b"{\"status\":\"healthy\"}".to_vec())),
+                "/slow" => {
+                    let (ticket, settler) = later.ticket();
+                    self.settlers.push(settler);
+                    Reply::Later(ticket, Response::json(201, b"{}".to_vec()))
+                }
+                _ => Reply::Now(Response::error(404, "not_found", "no")),
+            }
+        }
+
+        fn open_stream(
+            &mut self,
+            _: &Request,
+            _: Vec<u8>,
+            _: Instant,
+        ) -> Result<(WsConn, Response), Response> {
+            Err(Response::error(404, "not_found", "no such stream"))
+        }
+    }
+
     /// A connection over a script, and what its handlers need.
     struct Rig {
         conn: Conn<Script>,
-        api: Api,
-        shared: Arc<Shared>,
+        handler: Stub,
+        stats: Stats,
         buf: Vec<u8>,
         names: access::Names,
         now: Instant,
@@ -568,33 +616,32 @@ mod tests {
 
     impl Rig {
         fn new(steps: Vec<Step>) -> Rig {
-            let shared = Arc::new(Shared::new(config::defaults()));
-            let registry = Arc::new(Registry::new(shared.clone()));
             let now = Instant::now();
             Rig {
                 conn: Conn::new(Script::new(steps), [127, 0, 0, 1].into(), now),
-                api: Api::new(
-                    registry.clone(),
-                    shared.clone(),
-                    crate::tasks::Tasks::open(None, registry, shared.clone()).tasks,
-                    now,
-                    None,
-                ),
-                shared,
+                handler: Stub::default(),
+                stats: Stats::default(),
                 buf: vec![0; READ_CHUNK],
                 names: access::Names::of(&["x"]),
                 now,
             }
         }
 
-        fn with<T>(&mut self, f: impl FnOnce(&mut Conn<Script>, &mut Ctx, Instant) -> T) -> T {
-            let cfg = self.shared.config.get();
+        fn with<T>(
+            &mut self,
+            f: impl FnOnce(&mut Conn<Script>, &mut Ctx<Stub>, Instant) -> T,
+        ) -> T {
+            let cfg = config::defaults();
             let mut cx = Ctx {
-                api: &mut self.api,
-                shared: &self.shared,
+                handler: &mut self.handler,
+                stats: &self.stats,
                 cfg: &cfg,
                 names: &self.names,
                 read_buf: &mut self.buf,
+                later: Later {
+                    mailbox: Mailbox::new(Nobody),
+                    key: 0,
+                },
             };
             f(&mut self.conn, &mut cx, self.now)
         }
@@ -605,6 +652,10 @@ mod tests {
 
         fn writable(&mut self) -> Next {
             self.with(|c, cx, now| c.on_writable(cx, now))
+        }
+
+        fn settled(&mut self) -> Next {
+            self.with(|c, cx, now| c.on_settled(cx, now))
         }
 
         fn timeout(&mut self, after: Duration) -> Next {
@@ -639,6 +690,39 @@ mod tests {
         let mut r = Rig::new(vec![Step::Read(two)]);
         assert_eq!(r.readable(), Next::Keep);
         assert_eq!(r.statuses(), [200, 404, 200]);
+    }
+
+    #[test]
+    fn a_held_answer_holds_the_requests_behind_it_until_it_settles() {
+        let three = [
+            HEALTH,
+            b"POST /slow HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            HEALTH,
+        ]
+        .concat();
+        let mut r = Rig::new(vec![Step::Read(three)]);
+        assert_eq!(r.readable(), Next::Keep);
+        assert_eq!(r.statuses(), [200], "the one behind /slow waits");
+        assert!(r.conn.is_held());
+        assert_eq!(r.handler.asked, ["/health", "/slow"], "not asked yet");
+        assert_eq!(r.settled(), Next::Keep, "not settled: nothing moves");
+        assert_eq!(r.statuses(), [200]);
+        r.handler.settlers.pop().unwrap().settle(Outcome::Done);
+        assert_eq!(r.settled(), Next::Keep);
+        assert_eq!(r.statuses(), [200, 201, 200], "in order");
+        // A failed ticket answers 503.
+        let slow = b"POST /slow HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec();
+        r.conn.stream.then(vec![Step::Read(slow)]);
+        r.readable();
+        drop(r.handler.settlers.pop());
+        r.settled();
+        assert_eq!(r.statuses(), [200, 201, 200, 503]);
+        assert!(!r.conn.is_held());
+        // A held answer does not time the connection out as idle.
+        let slow = b"POST /slow HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec();
+        r.conn.stream.then(vec![Step::Read(slow)]);
+        r.readable();
+        assert_eq!(r.timeout(IDLE_TIMEOUT), Next::Keep);
     }
 
     #[test]
@@ -706,30 +790,15 @@ mod tests {
     }
 
     #[test]
-    fn an_upgrade_switches_to_a_websocket_and_sends_the_snapshot() {
+    fn a_refused_upgrade_is_answered_and_closes() {
         let upgrade = b"GET /ws/telemetry HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
         let mut r = Rig::new(vec![Step::Read(upgrade.to_vec())]);
-        assert_eq!(r.readable(), Next::Keep);
-        assert_eq!(r.statuses(), [101]);
-        assert!(r.conn.ws().is_some_and(|w| w.wants_changes()));
-        let written = r.conn.stream.take_written();
-        let head_end = written
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|i| i + 4)
-            .unwrap();
-        let frame = &written[head_end..];
-        assert_eq!(frame[0], 0x81, "a final text frame follows the 101");
-        let payload = String::from_utf8_lossy(&frame[2..]);
-        assert!(payload.starts_with(r#"{"type":"snapshot""#), "{payload}");
-        assert_eq!(r.shared.stats.get(Counter::WsClients), 1);
-        // The client closes: the stream ends.
-        r.conn.stream.then(vec![Step::Eof]);
         assert_eq!(r.readable(), Next::Close);
-        // A refused upgrade (bad version) closes.
-        let v8 = String::from_utf8_lossy(upgrade).replace("Version: 13", "Version: 8");
-        let mut r = Rig::new(vec![Step::Read(v8.into_bytes())]);
+        assert_eq!(r.statuses(), [404]);
+        // A foreign Host is refused before the handler is asked.
+        let rebound = String::from_utf8_lossy(upgrade).replace("Host: x", "Host: evil.example");
+        let mut r = Rig::new(vec![Step::Read(rebound.into_bytes())]);
         assert_eq!(r.readable(), Next::Close);
-        assert_eq!(r.statuses(), [400]);
+        assert_eq!(r.statuses(), [421]);
     }
 }

@@ -1,186 +1,270 @@
-//! The HTTP loop's connections: accept them (or refuse them when full),
-//! run a handler on one, and settle what it asked for: keep it with the
-//! interest it wants, or close it and count it out.
+//! The HTTP loop's connections: the listener and the slab of connections,
+//! what each follows, and the caps. Accept (or refuse when full), run a
+//! handler on one connection, then settle what it asked for: keep it with
+//! the interest it wants, or close it and count it out.
+//!
+//! It knows which connections stream what (the fleet's changes, tasks,
+//! alerts), so that news reaches exactly the connections it is for,
+//! without a scan of every connection.
 
+use super::News;
 use super::access;
-use super::conn::{Conn, Next};
-use super::head::{self, Response};
+use super::conn::{Conn, Ctx, Next, READ_CHUNK};
+use super::head::{self, Part, Response, Then};
+use super::routes::Api;
 use super::stream::Stream;
 #[cfg(feature = "tls")]
 use super::stream::tls::TlsStream;
-use super::{Ctx, HttpServer, Slot};
+use super::ticket::Later;
+use super::ws::Stream as Topic;
 use crate::config::Config;
 use crate::fleet::Shared;
-use crate::stats::Counter;
-use mio::net::TcpStream;
-use mio::{Interest, Token};
-use std::io::{self, Write};
-use std::time::Instant;
+use crate::fleet::notify::Mailbox;
+use crate::logging::RateLimit;
+use crate::stats::{Counter, PerAddress};
+use crate::sys::accept::{Accepted, Acceptor};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
-impl HttpServer {
-    /// Accept until the queue is empty. On an error such as EMFILE the
-    /// queue is not empty, but no new readiness will say so: the loop
-    /// tries again on its next tick.
-    pub(super) fn accept(&mut self, now: Instant) {
-        loop {
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    // Every response and WebSocket message is written whole:
-                    // Nagle would only hold its tail back for an ACK the
-                    // client delays (up to 40 ms).
-                    let _ = stream.set_nodelay(true);
-                    let ip = peer.ip();
-                    let (max, max_ip) = {
-                        let cfg = self.config.get();
-                        (cfg.http_max_connections, cfg.http_max_connections_per_ip)
-                    };
-                    // One address may not hold every slot; at its share,
-                    // or when all are taken, the oldest idle connection
-                    // (of that address, or of any) makes room, so that a
-                    // fresh request is served while silent sockets wait.
-                    let capped = self.config.get().capped(ip);
-                    if capped && self.per_ip.count(ip) >= max_ip && !self.evict_idle(Some(ip)) {
-                        refuse(
-                            stream,
-                            &self.shared,
-                            self.config.get(),
-                            Counter::HttpRefusedPerIp,
-                        );
-                        continue;
-                    }
-                    if self.conns.len() >= max && !self.evict_idle(None) {
-                        refuse(
-                            stream,
-                            &self.shared,
-                            self.config.get(),
-                            Counter::HttpRefusedFull,
-                        );
-                        continue;
-                    }
-                    let Some(stream) = wrap(stream, self.config.get()) else {
-                        continue;
-                    };
-                    let entry = self.conns.vacant_entry();
-                    let token = Token(entry.key());
-                    let mut conn = Conn::new(stream, peer.ip(), now);
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut conn.stream, token, Interest::READABLE)
-                    {
-                        log::warn!("http register failed peer={peer}: {e}");
-                        continue;
-                    }
-                    entry.insert(Slot {
-                        conn,
-                        registered: Interest::READABLE,
-                        subscribed: false,
-                    });
-                    self.per_ip.add(ip);
-                    let open = self.conns.len() as u64;
-                    self.shared.stats.set(Counter::HttpOpen, open);
-                    log::trace!("http accept peer={peer} token={}", token.0);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_retry = false;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if crate::sys::fds::out_of_descriptors(&e) && self.reserve.release() => {
-                    // The reserve's descriptor takes the queue's head, which
-                    // is told 503 and closed; then the next, until the queue
-                    // is empty: a client waits for an answer, not for a
-                    // descriptor that may not come.
-                    self.log_limit.warn("http_accept", || {
-                        format!(
-                            "http accept failed ({e}): answering 503 from the reserve descriptor"
-                        )
-                    });
-                    let taken = self.listener.accept();
-                    if let Ok((stream, _)) = taken {
-                        refuse(
-                            stream,
-                            &self.shared,
-                            self.config.get(),
-                            Counter::HttpRefusedNoFds,
-                        );
-                        self.reserve.restore();
-                    } else {
-                        self.reserve.restore();
-                        self.accept_retry = true;
-                        return;
-                    }
-                }
-                Err(e) => {
-                    self.log_limit.warn("http_accept", || {
-                        format!("http accept failed, retrying: {e}")
-                    });
-                    self.accept_retry = true;
-                    return;
-                }
+/// What the connections' handlers share besides the API.
+pub struct Env<'a> {
+    pub shared: &'a Shared,
+    pub cfg: &'a Config,
+    pub mailbox: &'a Mailbox<News>,
+}
+
+/// A connection in the slab, with what the loop keeps about it.
+struct Slot {
+    conn: Conn<Stream>,
+    registered: Interest,
+    /// What it streams, once upgraded.
+    follows: Option<Topic>,
+}
+
+/// The connections that stream something, by what they follow.
+#[derive(Default)]
+pub struct Followers {
+    /// Every worker or one: the change feed.
+    pub workers: BTreeSet<usize>,
+    /// Of those, the ones with no filter: they share one update.
+    pub plain: usize,
+    pub tasks: BTreeSet<usize>,
+    pub alerts: BTreeSet<usize>,
+}
+
+pub struct Conns {
+    listener: TcpListener,
+    acceptor: Acceptor,
+    slab: Slab<Slot>,
+    /// Open connections by address, for `http_max_connections_per_ip`.
+    per_ip: PerAddress,
+    pub followers: Followers,
+    /// Connections whose write stopped at its turn: written again after the
+    /// next poll, which then does not wait.
+    write_again: Vec<usize>,
+    read_buf: Box<[u8]>,
+    /// The names this daemon answers to (the `Host` check).
+    names: access::Names,
+    log_limit: RateLimit,
+}
+
+/// The listener's token; connections' tokens are their slab keys.
+pub const LISTENER: Token = Token(usize::MAX - 1);
+
+impl Conns {
+    pub fn new(mut listener: TcpListener, registry: &Registry) -> std::io::Result<Conns> {
+        registry.register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Conns {
+            listener,
+            acceptor: Acceptor::new(),
+            slab: Slab::new(),
+            per_ip: PerAddress::default(),
+            followers: Followers::default(),
+            write_again: Vec::new(),
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            names: access::Names::of_this_machine(),
+            log_limit: RateLimit::new(Duration::from_secs(10)),
+        })
+    }
+
+    /// Every connection's key (for the tick and shutdown).
+    pub fn keys(&self) -> Vec<usize> {
+        self.slab.iter().map(|(k, _)| k).collect()
+    }
+
+    /// Keys to write again without waiting for readiness.
+    pub fn take_write_again(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.write_again)
+    }
+
+    pub fn has_write_again(&self) -> bool {
+        !self.write_again.is_empty()
+    }
+
+    /// The listener is readable.
+    pub fn ready(&mut self) {
+        self.acceptor.ready();
+    }
+
+    /// Whether an accept must be tried (readiness, or one that failed).
+    pub fn wants_accept(&self) -> bool {
+        self.acceptor.retry()
+    }
+
+    /// Accept until the queue is empty. One address may not hold every
+    /// slot; at its share, or when all are taken, the oldest idle
+    /// connection (of that address, or of any) makes room, so that a fresh
+    /// request is served while silent sockets wait.
+    pub fn accept(&mut self, registry: &Registry, env: &Env, now: Instant) {
+        let mut accepted = Vec::new();
+        let mut shed = Vec::new();
+        let log = &mut self.log_limit;
+        self.acceptor.accept(&self.listener, |a| match a {
+            Accepted::Conn(stream, peer) => accepted.push((stream, peer)),
+            Accepted::Shed(stream, e) => {
+                log.warn("http_accept", || {
+                    format!("http accept failed ({e}): answering 503 from the reserve descriptor")
+                });
+                shed.push(stream);
             }
+            Accepted::Failed(e) => log.warn("http_accept", || {
+                format!("http accept failed, retrying: {e}")
+            }),
+        });
+        for stream in shed {
+            refuse(stream, env, Counter::HttpRefusedNoFds);
         }
+        for (stream, peer) in accepted {
+            self.admit(registry, env, stream, peer, now);
+        }
+    }
+
+    fn admit(
+        &mut self,
+        registry: &Registry,
+        env: &Env,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        now: Instant,
+    ) {
+        // Every response and WebSocket message is written whole: Nagle
+        // would only hold its tail back for an ACK the client delays (up
+        // to 40 ms).
+        let _ = stream.set_nodelay(true);
+        let ip = peer.ip();
+        let cfg = env.cfg;
+        let capped = cfg.capped(ip);
+        if capped
+            && self.per_ip.count(ip) >= cfg.http_max_connections_per_ip
+            && !self.evict_idle(registry, env, Some(ip))
+        {
+            return refuse(stream, env, Counter::HttpRefusedPerIp);
+        }
+        if self.slab.len() >= cfg.http_max_connections && !self.evict_idle(registry, env, None) {
+            return refuse(stream, env, Counter::HttpRefusedFull);
+        }
+        let Some(stream) = wrap(stream, cfg) else {
+            return;
+        };
+        let entry = self.slab.vacant_entry();
+        let token = Token(entry.key());
+        let mut conn = Conn::new(stream, ip, now);
+        if let Err(e) = registry.register(&mut conn.stream, token, Interest::READABLE) {
+            log::warn!("http register failed peer={peer}: {e}");
+            return;
+        }
+        entry.insert(Slot {
+            conn,
+            registered: Interest::READABLE,
+            follows: None,
+        });
+        self.per_ip.add(ip);
+        env.shared
+            .stats
+            .set(Counter::HttpOpen, self.slab.len() as u64);
+        log::trace!("http accept peer={peer} token={}", token.0);
     }
 
     /// Run a handler on one connection, then settle what it asked for.
-    pub(super) fn with_conn(
+    pub fn with(
         &mut self,
         key: usize,
-        f: impl FnOnce(&mut Conn<Stream>, &mut Ctx) -> Next,
+        registry: &Registry,
+        api: &mut Api,
+        env: &Env,
+        f: impl FnOnce(&mut Conn<Stream>, &mut Ctx<Api>) -> Next,
     ) {
-        let Some(slot) = self.conns.get_mut(key) else {
+        let Some(slot) = self.slab.get_mut(key) else {
             return;
         };
         let mut cx = Ctx {
-            api: &mut self.api,
-            shared: &self.shared,
-            cfg: self.config.get(),
+            handler: api,
+            stats: &env.shared.stats,
+            cfg: env.cfg,
             names: &self.names,
             read_buf: &mut self.read_buf,
+            later: Later {
+                mailbox: env.mailbox.clone(),
+                key,
+            },
         };
         let next = f(&mut slot.conn, &mut cx);
-        self.settle(key, next);
+        self.settle(key, next, registry, env);
     }
 
     /// Close the connection, or re-register it if its wanted interest
-    /// changed; count a client that now streams changes.
-    fn settle(&mut self, key: usize, next: Next) {
-        let Some(slot) = self.conns.get_mut(key) else {
+    /// changed; note what a newly upgraded one follows.
+    fn settle(&mut self, key: usize, next: Next, registry: &Registry, env: &Env) {
+        let Some(slot) = self.slab.get_mut(key) else {
             return;
         };
         if next == Next::Close {
-            return self.close(key);
-        }
-        if slot.conn.is_waiting() {
-            self.waiting.insert(key);
+            return self.close(key, registry, env);
         }
         if slot.conn.take_turn_ended() {
             self.write_again.push(key);
         }
-        if !slot.subscribed && slot.conn.ws().is_some_and(|w| w.wants_changes()) {
-            slot.subscribed = true;
-            self.subscribers += 1;
+        if slot.follows.is_none() {
+            if let Some(w) = slot.conn.ws() {
+                let topic = w.topic();
+                match topic {
+                    Topic::All | Topic::One(_) => {
+                        self.followers.workers.insert(key);
+                        self.followers.plain += usize::from(w.is_plain());
+                    }
+                    Topic::Tasks => {
+                        self.followers.tasks.insert(key);
+                    }
+                    Topic::Alerts => {
+                        self.followers.alerts.insert(key);
+                    }
+                    Topic::Summary => {}
+                }
+                slot.follows = Some(topic);
+            }
         }
         let want = slot.conn.interest();
         if want != slot.registered {
-            if self
-                .poll
-                .registry()
+            if registry
                 .reregister(&mut slot.conn.stream, Token(key), want)
                 .is_ok()
             {
                 slot.registered = want;
             } else {
-                self.close(key);
+                self.close(key, registry, env);
             }
         }
     }
 
     /// Close the connection idle the longest, of `ip` or of any address.
     /// O(connections), and only when a cap is reached.
-    fn evict_idle(&mut self, ip: Option<std::net::IpAddr>) -> bool {
+    fn evict_idle(&mut self, registry: &Registry, env: &Env, ip: Option<std::net::IpAddr>) -> bool {
         let oldest = self
-            .conns
+            .slab
             .iter()
             .filter(|(_, s)| ip.is_none_or(|ip| s.conn.peer().to_canonical() == ip.to_canonical()))
             .filter_map(|(k, s)| s.conn.idle_since().map(|t| (t, k)))
@@ -188,27 +272,64 @@ impl HttpServer {
         let Some((_, key)) = oldest else {
             return false;
         };
-        self.close(key);
-        self.shared.stats.incr(Counter::HttpEvictedIdle);
+        self.close(key, registry, env);
+        env.shared.stats.incr(Counter::HttpEvictedIdle);
         true
     }
 
-    fn close(&mut self, key: usize) {
-        let mut slot = self.conns.remove(key);
-        let _ = self.poll.registry().deregister(&mut slot.conn.stream);
+    fn close(&mut self, key: usize, registry: &Registry, env: &Env) {
+        let mut slot = self.slab.remove(key);
+        let _ = registry.deregister(&mut slot.conn.stream);
         self.per_ip.remove(slot.conn.peer());
-        let stats = &self.shared.stats;
-        stats.set(Counter::HttpOpen, self.conns.len() as u64);
+        let stats = &env.shared.stats;
+        stats.set(Counter::HttpOpen, self.slab.len() as u64);
         if slot.conn.ws().is_some() {
             stats.decr(Counter::WsClients);
         }
-        if slot.subscribed {
-            self.subscribers -= 1;
-            // Record changes only while some client streams them.
-            if self.subscribers == 0 {
-                self.shared.changes.set_wanted(false);
-            }
+        let f = &mut self.followers;
+        if f.workers.remove(&key) && slot.conn.ws().is_some_and(|w| w.is_plain()) {
+            f.plain -= 1;
         }
+        f.tasks.remove(&key);
+        f.alerts.remove(&key);
+        if f.workers.is_empty() {
+            // Record changes only while some client streams them (one
+            // admitted and gone within its first turn was never counted).
+            env.shared.changes.set_wanted(false);
+        }
+    }
+
+    /// Shutdown: tell every stream 1001 and write what each is owed; the
+    /// keys of those with something left, registered for WRITABLE.
+    pub fn going_away(&mut self, keys: &[usize], registry: &Registry) -> Vec<usize> {
+        let mut left = Vec::new();
+        for &k in keys {
+            let Some(s) = self.slab.get_mut(k) else {
+                continue;
+            };
+            if s.conn.going_away() {
+                continue;
+            }
+            let want = s.conn.interest();
+            if want != s.registered
+                && registry
+                    .reregister(&mut s.conn.stream, Token(k), want)
+                    .is_ok()
+            {
+                s.registered = want;
+            }
+            left.push(k);
+        }
+        left
+    }
+
+    /// The connections that are streams.
+    pub fn streams(&self) -> Vec<usize> {
+        self.slab
+            .iter()
+            .filter(|(_, s)| s.conn.ws().is_some())
+            .map(|(k, _)| k)
+            .collect()
     }
 }
 
@@ -231,13 +352,12 @@ fn wrap(stream: TcpStream, cfg: &Config) -> Option<Stream> {
     Some(Stream::Plain(stream))
 }
 
-/// Over `http_max_connections`: a best-effort 503 and close, never a wait.
-/// Over TLS a plain answer would be noise: the connection is just closed.
-/// Answer 503 and close (a TLS connection just closes: no handshake is
-/// spent on it), counted as `counter`.
-fn refuse(mut stream: TcpStream, shared: &Shared, cfg: &Config, counter: Counter) {
-    shared.stats.incr(counter);
-    if cfg.tls.is_some() {
+/// Answer 503 and close, counted as `counter`; never a wait. A TLS
+/// connection just closes: no handshake is spent on it, and a plain
+/// answer would be noise.
+fn refuse(mut stream: TcpStream, env: &Env, counter: Counter) {
+    env.shared.stats.incr(counter);
+    if env.cfg.tls.is_some() {
         return;
     }
     let mut out = Vec::new();
@@ -250,10 +370,10 @@ fn refuse(mut stream: TcpStream, shared: &Shared, cfg: &Config, counter: Counter
     head::write_response(
         &mut out,
         &resp,
-        false,
-        false,
-        access::allow_origin(cfg, None),
+        Part::Whole,
+        Then::Close,
+        access::allow_origin(env.cfg, None),
     );
     let _ = stream.write(&out);
-    shared.stats.http_response(503);
+    env.shared.stats.http_response(503);
 }

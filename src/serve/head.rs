@@ -258,9 +258,6 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
 pub enum Body {
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
-    /// Being rendered off the loop: empty until then. Only sent once the
-    /// response's ticket has settled, when the bytes are there.
-    Rendering(Arc<std::sync::OnceLock<Arc<[u8]>>>),
 }
 
 impl Default for Body {
@@ -275,7 +272,6 @@ impl std::ops::Deref for Body {
         match self {
             Body::Owned(v) => v,
             Body::Shared(a) => a,
-            Body::Rendering(cell) => cell.get().map_or(&[], |a| a),
         }
     }
 }
@@ -302,51 +298,6 @@ pub struct Response {
     pub body: Body,
     /// Close the connection after this response whatever the request said.
     pub close: bool,
-    /// Send only once this is settled (a task on disk); a 503 if it fails.
-    pub wait: Option<Ticket>,
-}
-
-/// What a response waits for: settled once by another thread, which then
-/// wakes the HTTP loop.
-#[derive(Clone, Debug)]
-pub struct Ticket {
-    state: std::sync::Arc<std::sync::atomic::AtomicU8>,
-    waker: Option<std::sync::Arc<mio::Waker>>,
-}
-
-impl PartialEq for Ticket {
-    fn eq(&self, other: &Ticket) -> bool {
-        std::sync::Arc::ptr_eq(&self.state, &other.state)
-    }
-}
-
-impl Ticket {
-    pub fn new(waker: Option<std::sync::Arc<mio::Waker>>) -> Ticket {
-        Ticket {
-            state: Default::default(),
-            waker,
-        }
-    }
-
-    /// The callback that settles it: `true` done, `false` failed.
-    pub fn ack(&self) -> Box<dyn FnOnce(bool) + Send> {
-        let t = self.clone();
-        Box::new(move |ok| {
-            t.state
-                .store(if ok { 1 } else { 2 }, std::sync::atomic::Ordering::Release);
-            if let Some(w) = &t.waker {
-                let _ = w.wake();
-            }
-        })
-    }
-
-    /// `None` while pending, then whether it succeeded.
-    pub fn settled(&self) -> Option<bool> {
-        match self.state.load(std::sync::atomic::Ordering::Acquire) {
-            0 => None,
-            s => Some(s == 1),
-        }
-    }
 }
 
 impl Response {
@@ -411,23 +362,37 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Append `resp` to `out`. `head_only` answers HEAD: the same fields, no
-/// body (RFC 9110 §9.3.2). 204 carries no Content-Length (RFC 9110 §8.6).
-pub fn write_response(
-    out: &mut Vec<u8>,
-    resp: &Response,
-    head_only: bool,
-    keep_alive: bool,
-    cors: &str,
-) {
-    if write_head(out, resp, keep_alive, cors) && !head_only {
+/// How much of a response goes out: all of it, or its head only (the
+/// answer to `HEAD`, RFC 9110 §9.3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Whole,
+    HeadOnly,
+}
+
+/// What the connection does after a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    KeepAlive,
+    Close,
+}
+
+impl Then {
+    pub fn keep_alive(keep: bool) -> Then {
+        if keep { Then::KeepAlive } else { Then::Close }
+    }
+}
+
+/// Append `resp` to `out`. 204 carries no Content-Length (RFC 9110 §8.6).
+pub fn write_response(out: &mut Vec<u8>, resp: &Response, part: Part, then: Then, cors: &str) {
+    if write_head(out, resp, then, cors) && part == Part::Whole {
         out.extend_from_slice(&resp.body);
     }
 }
 
 /// The status line and header fields of `resp`; returns whether a body
 /// follows them (a HEAD request still sends none).
-pub fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool, cors: &str) -> bool {
+pub fn write_head(out: &mut Vec<u8>, resp: &Response, then: Then, cors: &str) -> bool {
     use std::io::Write;
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     let bodiless = resp.status == 204 || resp.status < 200;
@@ -449,7 +414,7 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool, cors: &s
     }
     // A 101 names its own `Connection: Upgrade` among its headers.
     if resp.status != 101 {
-        let conn = if keep_alive && !resp.close {
+        let conn = if then == Then::KeepAlive && !resp.close {
             "keep-alive"
         } else {
             "close"
@@ -610,7 +575,7 @@ mod tests {
     fn responses() {
         let mut out = Vec::new();
         let r = Response::json(200, b"{}".to_vec()).with_header("Allow", "GET");
-        write_response(&mut out, &r, false, true, "*");
+        write_response(&mut out, &r, Part::Whole, Then::KeepAlive, "*");
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.contains("Content-Length: 2\r\n"));
@@ -620,7 +585,7 @@ mod tests {
         assert!(text.ends_with("\r\n\r\n{}"));
 
         let mut out = Vec::new();
-        write_response(&mut out, &r, true, false, "");
+        write_response(&mut out, &r, Part::HeadOnly, Then::Close, "");
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("Content-Length: 2\r\n") && text.ends_with("\r\n\r\n"),
@@ -635,8 +600,8 @@ mod tests {
                 status: 204,
                 ..Response::default()
             },
-            false,
-            true,
+            Part::Whole,
+            Then::KeepAlive,
             "*",
         );
         assert!(!String::from_utf8(out).unwrap().contains("Content-Length"));

@@ -178,13 +178,13 @@ pub fn render(d: &Figures, snaps: &[Arc<Snapshot>], now: Instant) -> String {
             &mut o,
             "muster_task_queue_wait_seconds",
             "Time tasks waited in the queue before a worker was sent them.",
-            &t.queue_wait,
+            t.queue_wait(),
         );
         histogram(
             &mut o,
             "muster_task_run_seconds",
             "Time from running to succeeded or failed, as the daemon saw it.",
-            &t.run_time,
+            t.run_time(),
         );
     }
     o.family(REJECTED_FAMILY, "counter", "Frames refused, by reason.");
@@ -278,6 +278,19 @@ fn process(o: &mut Out, p: &crate::sys::procfs::OwnProcess) {
             start,
         );
     }
+    let heap = crate::sys::memory::heap();
+    o.one(
+        "muster_heap_in_use_bytes",
+        "gauge",
+        "Bytes musterd has allocated and not freed, by malloc's own count (RSS also counts pages that freed blocks still hold).",
+        heap.in_use as f64,
+    );
+    o.one(
+        "muster_heap_free_bytes",
+        "gauge",
+        "Bytes malloc keeps free for reuse inside its arenas.",
+        heap.free as f64,
+    );
 }
 
 /// A Prometheus label name for a worker label: `label_` and the key with

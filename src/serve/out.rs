@@ -2,7 +2,7 @@
 //! (heads, small bodies) and shared bodies (a cached `/telemetry`), written
 //! with one `writev` so a shared body is never copied into the connection.
 
-use super::head::{self, Body, Response};
+use super::head::{self, Body, Part, Response, Then};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
@@ -56,25 +56,36 @@ impl OutQueue {
         }
     }
 
-    /// Append `resp`: its head always, its body unless `head_only`.
-    pub fn push(&mut self, resp: &Response, head_only: bool, keep_alive: bool, cors: &str) {
+    /// Append `resp`: its head always, its body unless `part` says not.
+    pub fn push(&mut self, resp: &Response, part: Part, then: Then, cors: &str) {
         let tail = self.tail();
         let before = tail.len();
-        let has_body = head::write_head(tail, resp, keep_alive, cors) && !head_only;
+        let has_body = head::write_head(tail, resp, then, cors) && part == Part::Whole;
         self.len += tail.len() - before;
         if !has_body {
             return;
         }
         match &resp.body {
-            Body::Shared(a) if a.len() >= SHARE_MIN => self.bufs.push_back(Body::Shared(a.clone())),
-            Body::Rendering(cell) if resp.body.len() >= SHARE_MIN => {
-                if let Some(a) = cell.get() {
-                    self.bufs.push_back(Body::Shared(a.clone()));
-                }
-            }
-            body => self.tail().extend_from_slice(body),
+            Body::Shared(a) => self.push_shared(a),
+            Body::Owned(b) => self.push_bytes(b),
         }
-        self.len += resp.body.len();
+    }
+
+    /// Append bytes of our own (a WebSocket frame we framed, a pong).
+    pub fn push_bytes(&mut self, bytes: &[u8]) {
+        self.tail().extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Append shared bytes: by reference when large, so a body or frame
+    /// many connections send is never copied into each.
+    pub fn push_shared(&mut self, bytes: &std::sync::Arc<[u8]>) {
+        if bytes.len() >= SHARE_MIN {
+            self.bufs.push_back(Body::Shared(bytes.clone()));
+            self.len += bytes.len();
+        } else {
+            self.push_bytes(bytes);
+        }
     }
 
     /// Write as much as the socket takes. `Ok(true)` once all is written.
@@ -184,14 +195,14 @@ mod tests {
         let big = Response::json(200, shared.clone());
         let mut q = OutQueue::default();
         let mut want = Vec::new();
-        for (resp, head_only) in [
-            (&small, false),
-            (&big, false),
-            (&big, true),
-            (&small, false),
+        for (resp, part) in [
+            (&small, Part::Whole),
+            (&big, Part::Whole),
+            (&big, Part::HeadOnly),
+            (&small, Part::Whole),
         ] {
-            q.push(resp, head_only, true, "");
-            head::write_response(&mut want, resp, head_only, true, "");
+            q.push(resp, part, Then::KeepAlive, "");
+            head::write_response(&mut want, resp, part, Then::KeepAlive, "");
         }
         assert_eq!(q.len, want.len());
         assert!(
@@ -219,7 +230,7 @@ mod tests {
     fn a_socket_that_takes_everything_is_written_in_turns() {
         let mut q = OutQueue::default();
         let body: Arc<[u8]> = vec![b'x'; 3 * WRITE_TURN].into();
-        q.push(&Response::json(200, body), false, true, "");
+        q.push(&Response::json(200, body), Part::Whole, Then::KeepAlive, "");
         // Takes 100,000 bytes a call and never blocks, like loopback to a
         // client that reads as fast as it is written to.
         struct Fast(Vec<u8>);

@@ -12,20 +12,26 @@
 //! stands. Cost: O(workers) per whole-fleet request.
 
 use super::access;
-use super::head::{Method, Request, Response, Ticket, percent_decode};
+use super::conn::{Handler, Reply};
+use super::head::{Body, Method, Request, Response, percent_decode};
 use super::health::Health;
 use super::metrics;
+use super::render::{self, Rendered};
 use super::task_routes;
+use super::ticket::Later;
 use super::trpc;
 use super::views;
-use super::ws;
+use super::ws::{self, BookFeed, Feed, FleetFeed, SnapshotFrames, Stream, WsConn};
 use crate::VERSION;
+use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
+use crate::pool::Pool;
 use crate::proto::{RejectReason, WorkerId, check_worker_id};
 use crate::stats::Counter;
 use crate::tasks::Tasks;
+use crate::tasks::task::TaskId;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -75,8 +81,8 @@ enum Route {
     History(WorkerId),
     FleetMetrics,
     Tasks,
-    Task(String),
-    TaskLogs(String),
+    Task(TaskId),
+    TaskLogs(TaskId),
     WorkerTasks(WorkerId),
     Scale,
     Pool,
@@ -127,14 +133,24 @@ fn worker_id(segment: &str) -> Result<WorkerId, Response> {
     }
 }
 
-/// A path segment that must be a task id.
-fn task_id(segment: &str) -> Result<String, Response> {
-    match percent_decode(segment) {
-        Some(id) if crate::proto::task::valid_task_id(&id) => Ok(id.into_owned()),
+/// A path segment that must be a task id: 400 when it cannot be one
+/// (not hex digits at all), else the id (found or not).
+fn task_id(segment: &str) -> Result<TaskId, Response> {
+    let decoded = percent_decode(segment);
+    match decoded.as_deref().map(TaskId::parse) {
+        Some(Some(id)) => Ok(id),
+        Some(None)
+            if decoded
+                .as_deref()
+                .is_some_and(crate::proto::task::valid_task_id) =>
+        {
+            // Of the syntax a task id had: no such task.
+            Err(task_routes::not_found())
+        }
         _ => Err(Response::error(
             400,
             "bad_task_id",
-            "task ids are 1-64 of A-Za-z0-9._:-",
+            "task ids are 16 hex digits",
         )),
     }
 }
@@ -178,91 +194,95 @@ fn route(path: &str) -> Result<Route, Response> {
     })
 }
 
-/// The API and its caches; lives on the HTTP loop's thread.
+/// The API and its caches; lives on the HTTP loop's thread. The only
+/// [`Handler`]: connections reach workers, tasks, the pool and alerts
+/// through it alone.
 pub struct Api {
-    pub registry: Arc<Registry>,
+    registry: Arc<Registry>,
     shared: Arc<Shared>,
-    pub tasks: Arc<Tasks>,
-    /// The HTTP loop's waker, for answers that wait (task submissions).
-    pub waker: Option<Arc<mio::Waker>>,
-    /// The pool, when the daemon runs one (`None` in unit tests).
-    pub pool: Option<Arc<crate::pool::Pool>>,
-    /// The built-in alerts (the daemon's; in unit tests, a book no rules
-    /// run on).
-    pub alerts: Arc<crate::alerts::Alerts>,
+    tasks: Arc<Tasks>,
+    alerts: Arc<Alerts>,
+    /// The pool, when the daemon runs one.
+    pool: Option<Arc<Pool>>,
     health: Health,
     /// The last `/telemetry` body, served again while no worker has changed
     /// since (and built off the loop when large).
-    telemetry: super::render::Cache,
+    telemetry: render::Cache,
     /// The last `/metrics` bodies, plain and gzipped, and how many scrapes
     /// there were (each is a version of its own).
-    metrics_plain: super::render::Cache,
-    metrics_gzip: super::render::Cache,
+    metrics_plain: render::Cache,
+    metrics_gzip: render::Cache,
     scrapes: u64,
-    /// The same for the whole-fleet WebSocket snapshot, framed: every plain
-    /// client connecting at one version, within a second, is sent this one
-    /// copy (its `timestamp` is at most a second old).
-    ws_snapshot: Option<(u64, Arc<[u8]>)>,
-    ws_snapshot_at: Instant,
-    /// The last one, past its second, while clients are still sent it.
-    ws_snapshot_sent: Option<(u64, std::sync::Weak<[u8]>)>,
+    /// The whole fleet's snapshot frame, shared by plain stream clients.
+    snapshots: SnapshotFrames,
+}
+
+/// What the API serves from: the fleet, the task book, the alerts, and
+/// the pool when there is one.
+pub struct Sources {
+    pub registry: Arc<Registry>,
+    pub shared: Arc<Shared>,
+    pub tasks: Arc<Tasks>,
+    pub alerts: Arc<Alerts>,
+    pub pool: Option<Arc<Pool>>,
 }
 
 impl Api {
-    pub fn new(
-        registry: Arc<Registry>,
-        shared: Arc<Shared>,
-        tasks: Arc<Tasks>,
-        started: Instant,
-        udp_inode: Option<u64>,
-    ) -> Api {
-        let alerts = Arc::new(crate::alerts::Alerts::new(
-            shared.clone(),
-            registry.clone(),
-            tasks.clone(),
-            None,
-        ));
+    pub fn new(from: Sources, started: Instant, udp_inode: Option<u64>) -> Api {
         Api {
-            registry,
-            shared,
-            tasks,
-            waker: None,
-            pool: None,
-            alerts,
+            registry: from.registry,
+            shared: from.shared,
+            tasks: from.tasks,
+            alerts: from.alerts,
+            pool: from.pool,
             health: Health::new(started, udp_inode),
             telemetry: Default::default(),
             metrics_plain: Default::default(),
             metrics_gzip: Default::default(),
             scrapes: 0,
-            ws_snapshot: None,
-            ws_snapshot_at: Instant::now(),
-            ws_snapshot_sent: None,
+            snapshots: SnapshotFrames::default(),
         }
     }
 
-    pub fn handle(&mut self, req: &Request, body: &[u8], cfg: &Config) -> Response {
+    /// On every tick of the loop.
+    pub fn on_tick(&mut self) {
+        self.snapshots.expire();
+    }
+
+    fn route_request(&mut self, req: &Request, body: &[u8], later: &Later) -> Reply {
         let route = match route(&req.path) {
             Ok(r) => r,
-            Err(resp) => return resp,
+            Err(resp) => return Reply::Now(resp),
         };
-        let allow = route.allow();
+        let cfg = self.shared.config.get();
+        let now = |r: Response| Reply::Now(r);
         match (req.method, route) {
-            (Method::Options, route) => preflight(&route, req, cfg),
-            (Method::Get | Method::Head, route) => self.get(route, req, cfg),
-            (Method::Delete, Route::ApiWorker(id)) => self.delete(&id),
-            (Method::Post, Route::Tasks) => {
-                let ticket = Ticket::new(self.waker.clone());
-                task_routes::submit(&self.tasks, body, cfg, ticket)
+            (Method::Options, route) => now(preflight(&route, req, &cfg)),
+            (Method::Get | Method::Head, route) => self.get(route, req, &cfg, later),
+            (Method::Delete, Route::ApiWorker(id)) => now(self.delete(&id)),
+            (Method::Post, Route::Tasks) => task_routes::submit(&self.tasks, body, &cfg, later),
+            (Method::Delete, Route::Task(id)) => now(task_routes::cancel(&self.tasks, id)),
+            (Method::Post, Route::Scale) => now(self.scale(body, &cfg)),
+            (_, Route::Trpc(p)) => now(trpc::method_not_supported(&p)),
+            (_, route) => {
+                now(
+                    Response::error(405, "method_not_allowed", "method not allowed here")
+                        .with_header("Allow", route.allow()),
+                )
             }
-            (Method::Delete, Route::Task(id)) => task_routes::cancel(&self.tasks, &id),
-            (Method::Post, Route::Scale) => self.scale(body, cfg),
-            (_, Route::Trpc(p)) => trpc::method_not_supported(&p),
-            _ => Response::error(405, "method_not_allowed", "method not allowed here")
-                .with_header("Allow", allow),
         }
     }
 
-    fn get(&mut self, route: Route, req: &Request, cfg: &Config) -> Response {
+    fn get(&mut self, route: Route, req: &Request, cfg: &Config, later: &Later) -> Reply {
+        match route {
+            Route::Metrics => self.metrics(req, cfg, later),
+            Route::Telemetry => self.telemetry(later),
+            route => Reply::Now(self.read(route, req, cfg)),
+        }
+    }
+
+    /// The reads that are answered at once.
+    fn read(&mut self, route: Route, req: &Request, cfg: &Config) -> Response {
         let query = req.query.as_str();
         let reg = &*self.registry;
         let found = |h: Option<Response>| h.unwrap_or_else(not_found);
@@ -271,8 +291,7 @@ impl Api {
             Route::Health => {
                 Response::json(200, self.health.body(reg, &self.shared, cfg.max_workers))
             }
-            Route::Metrics => self.metrics(req, cfg),
-            Route::Telemetry => self.telemetry(),
+            Route::Metrics | Route::Telemetry => unreachable!("answered by get"),
             Route::TelemetryOne(id) => found(
                 reg.snapshot(&id)
                     .map(|s| Response::json(200, s.telemetry_json().as_bytes().to_vec())),
@@ -289,8 +308,8 @@ impl Api {
             Route::FleetMetrics => json_ok(&views::fleet_metrics(reg, self.health.started())),
             Route::Snapshot(id) => found(reg.shown(&id).map(|h| views::download(&h, &id))),
             Route::Tasks => task_routes::list(&self.tasks, query),
-            Route::Task(id) => task_routes::show(&self.tasks, &id),
-            Route::TaskLogs(id) => task_routes::logs(&self.tasks, &id, req),
+            Route::Task(id) => task_routes::show(&self.tasks, id),
+            Route::TaskLogs(id) => task_routes::logs(&self.tasks, id, req),
             Route::WorkerTasks(id) => task_routes::of_worker(&self.tasks, &id, query),
             Route::Trpc(p) => trpc::query(&p, query, reg, self.health.started()),
             Route::Pool => match &self.pool {
@@ -307,7 +326,7 @@ impl Api {
     /// rendered afresh, except that a body that took long to render is
     /// rendered off the loop and served again for as long as it took
     /// ([`super::render`]), as `/telemetry` is.
-    fn metrics(&mut self, req: &Request, cfg: &Config) -> Response {
+    fn metrics(&mut self, req: &Request, cfg: &Config, later: &Later) -> Reply {
         self.scrapes += 1;
         let shared = self.shared.clone();
         let tasks = self.tasks.clone();
@@ -322,7 +341,7 @@ impl Api {
         } else {
             &mut self.metrics_plain
         };
-        let (body, wait) = cache.get(self.scrapes, large, self.waker.as_ref(), move || {
+        let rendered = cache.get(self.scrapes, large, Some(later), move || {
             let d = metrics::Figures {
                 stats: &shared.stats,
                 version: VERSION,
@@ -343,16 +362,15 @@ impl Api {
         let r = Response {
             status: 200,
             content_type: metrics::CONTENT_TYPE,
-            body,
-            wait,
             ..Response::default()
         };
         let r = r.with_header("Vary", "Accept-Encoding");
-        if gzip {
+        let r = if gzip {
             r.with_header("Content-Encoding", "gzip")
         } else {
             r
-        }
+        };
+        answer(rendered, r)
     }
 
     /// `POST /api/workers/scale {"count": N}` (seed 000).
@@ -405,70 +423,75 @@ impl Api {
     /// `/telemetry`, rebuilt only when the fleet's version moved (a
     /// dashboard polling a quiet fleet costs a lookup, not an assembly),
     /// and off the loop when it is large ([`super::render`]).
-    fn telemetry(&mut self) -> Response {
+    fn telemetry(&mut self, later: &Later) -> Reply {
         let version = self.shared.changes.version();
         let registry = self.registry.clone();
         let large = registry.len() >= LARGE_FLEET;
-        let (body, wait) = self
-            .telemetry
-            .get(version, large, self.waker.as_ref(), move || {
-                views::telemetry_map(&registry)
-            });
-        Response {
-            wait,
-            ..Response::json(200, body)
-        }
-    }
-
-    /// Let go of a shared WebSocket snapshot older than a second, and of
-    /// the weak reference to the one before once no client holds it (a
-    /// `Weak` keeps the allocation). On every tick.
-    pub fn expire_ws_snapshot(&mut self) {
-        if self
-            .ws_snapshot_sent
-            .as_ref()
-            .is_some_and(|(_, w)| w.strong_count() == 0)
-        {
-            self.ws_snapshot_sent = None;
-        }
-        if self.ws_snapshot_at.elapsed() >= SNAPSHOT_FRESH {
-            if let Some((version, frame)) = self.ws_snapshot.take() {
-                self.ws_snapshot_sent = Some((version, Arc::downgrade(&frame)));
-            }
-        }
-    }
-
-    /// The whole fleet as a WebSocket `snapshot` message, framed once per
-    /// fleet version and shared by every plain client: 200 clients of a
-    /// 16 MB fleet hold one 16 MB frame, not 200. A frame serves new clients
-    /// for a second (its `timestamp` is that old at most), and after that
-    /// while the fleet is unchanged and some client is still being sent it,
-    /// since a second copy of the same fleet would only double the memory.
-    pub fn ws_snapshot_frame(&mut self) -> Arc<[u8]> {
-        self.expire_ws_snapshot();
-        let version = self.shared.changes.version();
-        if let Some((v, frame)) = &self.ws_snapshot {
-            if *v == version {
-                return frame.clone();
-            }
-        }
-        let in_flight = self
-            .ws_snapshot_sent
-            .as_ref()
-            .filter(|(v, _)| *v == version);
-        if let Some(frame) = in_flight.and_then(|(_, weak)| weak.upgrade()) {
-            return frame;
-        }
-        let msg = ws::workers_message("snapshot", &self.registry.snapshots(), None);
-        let frame: Arc<[u8]> = ws::raw_text_frame(msg.as_bytes()).into();
-        self.ws_snapshot = Some((version, frame.clone()));
-        self.ws_snapshot_at = Instant::now();
-        frame
+        let rendered = self.telemetry.get(version, large, Some(later), move || {
+            views::telemetry_map(&registry)
+        });
+        answer(rendered, Response::json(200, Vec::new()))
     }
 }
 
-/// How long a shared WebSocket snapshot serves new clients of a quiet fleet.
-const SNAPSHOT_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+/// A rendered body as the answer `resp` carries: now, or once rendered.
+fn answer(rendered: Rendered, resp: Response) -> Reply {
+    match rendered {
+        Rendered::Now(body) => Reply::Now(Response {
+            body: Body::Shared(body),
+            ..resp
+        }),
+        Rendered::Later(ticket) => Reply::Later(ticket, resp),
+    }
+}
+
+impl Handler for Api {
+    fn respond(&mut self, req: &Request, body: &[u8], later: &Later) -> Reply {
+        self.route_request(req, body, later)
+    }
+
+    /// A stream: its subscription, the client cap, the RFC 6455 checks,
+    /// and what it reads from. Once admitted the client is counted in (the
+    /// loop counts it out when its connection closes) and, when it follows
+    /// workers, the change feed records from now on, before its first
+    /// snapshot is composed, so nothing between the two is missed.
+    fn open_stream(
+        &mut self,
+        req: &Request,
+        early: Vec<u8>,
+        now: Instant,
+    ) -> Result<(WsConn, Response), Response> {
+        let sub = ws::subscription(&req.path, &req.query)?;
+        let cfg = self.shared.config.get();
+        let stats = &self.shared.stats;
+        if stats.get(Counter::WsClients) >= cfg.ws_max_clients as u64 {
+            return Err(Response::error(
+                503,
+                "too_many_clients",
+                "ws_max_clients reached",
+            ));
+        }
+        let resp = ws::accept(req)?;
+        let feed = match sub.stream {
+            Stream::Tasks => Feed::Book(BookFeed::new(self.tasks.clone(), Stream::Tasks)),
+            Stream::Alerts => Feed::Book(BookFeed::new(self.alerts.clone(), Stream::Alerts)),
+            _ => Feed::Fleet(Box::new(FleetFeed::new(self.registry.clone(), sub, now))),
+        };
+        let mut w = WsConn::new(feed, early, now);
+        if w.wants_changes() {
+            self.shared.changes.set_wanted(true);
+        }
+        if let Feed::Fleet(f) = &mut w.feed {
+            if f.is_plain() {
+                let version = self.shared.changes.version();
+                f.give_snapshot(self.snapshots.frame(&self.registry, version));
+            }
+        }
+        stats.incr(Counter::WsClients);
+        stats.incr(Counter::WsAccepted);
+        Ok((w, resp))
+    }
+}
 
 /// A fleet this large has its first whole-fleet answer rendered off the
 /// loop; after that, how long the last one took decides.
@@ -514,8 +537,10 @@ mod tests {
     use super::*;
     use crate::config;
     use crate::fleet::inbox::Msg;
+    use crate::fleet::notify::{Mailbox, Nobody};
     use crate::fleet::snapshot::Transport;
     use crate::serve::head::parse;
+    use crate::serve::ticket::Outcome;
     use serde_json::Value;
     use std::time::Duration;
 
@@ -524,19 +549,58 @@ mod tests {
         cfg.max_workers = 100;
         let shared = Arc::new(Shared::new(cfg));
         let registry = Arc::new(Registry::new(shared.clone()));
-        let tasks = Tasks::open(None, registry.clone(), shared.clone()).tasks;
-        Api::new(registry, shared, tasks, Instant::now(), None)
+        let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;
+        let alerts = Arc::new(Alerts::new(
+            shared.clone(),
+            registry.clone(),
+            tasks.clone(),
+            None,
+            Arc::new(Nobody),
+        ));
+        let from = Sources {
+            registry,
+            shared,
+            tasks,
+            alerts,
+            pool: None,
+        };
+        Api::new(from, Instant::now(), None)
+    }
+
+    fn later() -> Later {
+        Later {
+            mailbox: Mailbox::new(Nobody),
+            key: 0,
+        }
     }
 
     fn call(api: &mut Api, method: &str, target: &str) -> (u16, Value, Response) {
         call_with(api, method, target, b"")
     }
 
+    /// The answer, waiting for its ticket when it must (a submission on
+    /// disk, a body rendered off the loop).
     fn call_with(api: &mut Api, method: &str, target: &str, body: &[u8]) -> (u16, Value, Response) {
         let head = format!("{method} {target} HTTP/1.1\r\n\r\n");
         let (req, _) = parse(head.as_bytes()).unwrap().unwrap();
-        let cfg = api.shared.config.get();
-        let resp = api.handle(&req, body, &cfg);
+        let resp = match api.respond(&req, body, &later()) {
+            Reply::Now(r) => r,
+            Reply::Later(ticket, mut r) => {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    match ticket.outcome() {
+                        Some(Outcome::Done) => break r,
+                        Some(Outcome::Body(b)) => {
+                            r.body = Body::Shared(b);
+                            break r;
+                        }
+                        Some(Outcome::Failed) => panic!("{target}: failed"),
+                        None => assert!(Instant::now() < deadline, "{target} never settled"),
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
         let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
         (resp.status, v, resp)
     }
@@ -562,9 +626,12 @@ mod tests {
     fn telemetry_body_is_reused_until_a_worker_changes() {
         let mut a = api();
         beat(&a, r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":1}"#);
-        let body = |a: &mut Api| match a.telemetry().body {
-            crate::serve::head::Body::Shared(b) => b,
-            other => panic!("rendered here: {other:?}"),
+        let body = |a: &mut Api| match a.telemetry(&later()) {
+            Reply::Now(Response {
+                body: Body::Shared(b),
+                ..
+            }) => b,
+            _ => panic!("not rendered here"),
         };
         let first = body(&mut a);
         assert!(Arc::ptr_eq(&first, &body(&mut a)), "quiet fleet");

@@ -1,12 +1,14 @@
 //! The task endpoints (seed 002): submit, list, show, cancel, logs, and a
 //! worker's tasks. A submission is answered once the journal has it: the
-//! response waits on a [`Ticket`] that the journal thread settles, and the
+//! response waits on a ticket that the journal thread settles, and the
 //! connection sends it then (the loop is never blocked on a disk).
 
-use super::head::{Request, Response, Ticket, query_param};
+use super::conn::Reply;
+use super::head::{Request, Response, query_param};
 use super::routes::json_ok;
+use super::ticket::Later;
 use crate::config::Config;
-use crate::tasks::task::{State, Task};
+use crate::tasks::task::{self, State, Task, TaskId};
 use crate::tasks::{Refused, Tasks};
 use serde_json::json;
 
@@ -19,14 +21,13 @@ pub fn not_found() -> Response {
 }
 
 /// `POST /api/tasks`: 201 with the task and `Location`, once on disk.
-pub fn submit(tasks: &Tasks, body: &[u8], cfg: &Config, ticket: Ticket) -> Response {
-    let ack = ticket.ack();
-    match tasks.submit(body, cfg, ack) {
+pub fn submit(tasks: &Tasks, body: &[u8], cfg: &Config, later: &Later) -> Reply {
+    let (ticket, settler) = later.ticket();
+    let r = match tasks.submit(body, cfg, settler.ack()) {
         Ok(t) => {
-            let mut r = json_ok(&t).with_header("Location", format!("/api/tasks/{}", t.id));
+            let mut r = json_ok(&t.shown()).with_header("Location", format!("/api/tasks/{}", t.id));
             r.status = 201;
-            r.wait = Some(ticket);
-            r
+            return Reply::Later(ticket, r);
         }
         Err(Refused::Bad(b)) => Response::error(400, "bad_task", &format!("{}: {}", b.0, b.1)),
         Err(Refused::TooLarge(max)) => Response::error(
@@ -40,7 +41,8 @@ pub fn submit(tasks: &Tasks, body: &[u8], cfg: &Config, ticket: Ticket) -> Respo
             &format!("max_tasks={max} unfinished tasks are kept"),
         )
         .with_header("Retry-After", "1"),
-    }
+    };
+    Reply::Now(r)
 }
 
 /// `GET /api/tasks`: `?state=`, `?worker_id=`, `?type=`, `?limit=`, and
@@ -66,7 +68,13 @@ pub fn list(tasks: &Tasks, query: &str) -> Response {
     };
     let worker = query_param(query, "worker_id");
     let kind = query_param(query, "type");
-    let after = query_param(query, "after");
+    let after = match query_param(query, "after") {
+        None => None,
+        Some(a) => match TaskId::parse(&a) {
+            Some(id) => Some(id),
+            None => return Response::error(400, "bad_after", "after is a task id"),
+        },
+    };
     let keep = |t: &Task| {
         state.is_none_or(|s| t.state() == s)
             && worker
@@ -74,27 +82,31 @@ pub fn list(tasks: &Tasks, query: &str) -> Response {
                 .is_none_or(|w| t.progress.worker_id.as_deref() == Some(w))
             && kind.as_deref().is_none_or(|k| t.kind == k)
     };
-    let page = tasks.list(keep, after.as_deref(), limit);
+    let page = tasks.list(keep, after, limit);
     let next = (page.len() == limit)
-        .then(|| page.last().map(|t| t.id.clone()))
+        .then(|| page.last().map(|t| t.id))
         .flatten();
-    json_ok(&json!({"tasks": page, "next_after": next}))
+    json_ok(&json!({"tasks": task::shown(&page), "next_after": next}))
 }
 
-pub fn show(tasks: &Tasks, id: &str) -> Response {
-    tasks.get(id).map_or_else(not_found, |t| json_ok(&t))
+pub fn show(tasks: &Tasks, id: TaskId) -> Response {
+    tasks
+        .get(id)
+        .map_or_else(not_found, |t| json_ok(&t.shown()))
 }
 
 /// `DELETE /api/tasks/{id}`: the task as it is after the cancel (queued
 /// ones are `cancelled`; held ones say when the cancel was asked).
-pub fn cancel(tasks: &Tasks, id: &str) -> Response {
-    tasks.cancel(id).map_or_else(not_found, |t| json_ok(&t))
+pub fn cancel(tasks: &Tasks, id: TaskId) -> Response {
+    tasks
+        .cancel(id)
+        .map_or_else(not_found, |t| json_ok(&t.shown()))
 }
 
 /// `GET /api/tasks/{id}/logs`: lines from `?since=` (an offset in lines),
 /// as text (one per line) or, with `Accept: application/json`, as JSON
 /// with the offset to ask from next.
-pub fn logs(tasks: &Tasks, id: &str, req: &Request) -> Response {
+pub fn logs(tasks: &Tasks, id: TaskId, req: &Request) -> Response {
     let since = match query_param(&req.query, "since").map(|v| v.parse::<u64>()) {
         None => 0,
         Some(Ok(n)) => n,
@@ -131,5 +143,6 @@ pub fn of_worker(tasks: &Tasks, worker: &str, query: &str) -> Response {
         Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
         Some(_) => return Response::error(400, "bad_limit", "limit is 1 to 1000"),
     };
-    json_ok(&json!({"worker_id": worker, "tasks": tasks.of_worker(worker, limit)}))
+    let held = tasks.of_worker(worker, limit);
+    json_ok(&json!({"worker_id": worker, "tasks": task::shown(&held)}))
 }

@@ -27,3 +27,39 @@ pub fn trim() {
         libc::malloc_trim(0);
     }
 }
+
+/// What malloc holds, from its own counters (glibc's `mallinfo2`, summed
+/// over every arena): what is allocated and not freed, and what it keeps
+/// free for reuse. Unlike RSS, `in_use` does not count pages freed blocks
+/// still occupy, so it says whether something grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heap {
+    /// Bytes allocated and not freed, arenas and mmapped blocks together.
+    pub in_use: u64,
+    /// Bytes free inside the arenas.
+    pub free: u64,
+}
+
+pub fn heap() -> Heap {
+    // SAFETY: mallinfo2 takes each arena's lock in turn and returns a copy.
+    let m = unsafe { libc::mallinfo2() };
+    Heap {
+        in_use: (m.uordblks + m.hblkhd) as u64,
+        free: m.fordblks as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heap_counts_what_is_allocated() {
+        let before = heap().in_use;
+        let block = std::hint::black_box(vec![7u8; 4 << 20]);
+        let during = heap().in_use;
+        drop(block);
+        assert!(during >= before + (4 << 20), "{before} -> {during}");
+        assert!(heap().in_use < during, "freed");
+    }
+}

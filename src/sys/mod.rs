@@ -1,5 +1,6 @@
 //! Linux and systemd interfaces.
 
+pub mod accept;
 pub mod capacity;
 pub mod fds;
 pub mod gpu;
@@ -8,4 +9,5 @@ pub mod mmsg;
 pub mod process;
 pub mod procfs;
 pub mod systemd;
+pub mod thread;
 pub mod usage;

@@ -1,16 +1,24 @@
-//! The task book: every task the daemon holds, the queue, the logs, and
+//! The task book: every task the daemon holds, the queues, the logs, and
 //! the workers that take tasks. Pure state and rules: each change returns
-//! the journal records and the frames it implies, and the caller (the
-//! `Tasks` handle) writes and sends them. Only `Tasks` touches a book,
+//! the journal records and the frames it implies ([`Effects`]), and the
+//! effects runner writes and sends them. Only `Tasks` touches a book,
 //! under its one lock.
+//!
+//! Dispatch gives the taker with the most room the best task it may take
+//! from the heads of the queues it reads ([`super::queue`]), and repeats
+//! while room and tasks last. Cost: O(takers) to find those with room,
+//! then per task dispatched O(log takers + types the taker takes), plus
+//! the tasks passed over at a queue's head because their labels match no
+//! taker with room.
 
 use super::journal::Record;
 pub use super::logs::Logs;
-use super::task::{Progress, State, Task};
+use super::queue::Queues;
+use super::task::{Progress, State, Task, TaskId};
 use crate::proto::task::{Offer, Reported, TaskLog, TaskUpdate};
 use crate::proto::{Labels, WorkerId};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 /// A worker with an open TCP session that takes tasks.
 #[derive(Clone, Debug, Default)]
@@ -18,16 +26,13 @@ pub struct Taker {
     pub capacity: u32,
     pub types: Option<Vec<String>>,
     pub labels: Labels,
-    pub held: BTreeSet<String>,
-    /// Said hello while the roll call still showed it inactive or
-    /// terminated from before: not judged on that until it is active.
-    pub stale: bool,
+    pub held: BTreeSet<TaskId>,
 }
 
 impl Taker {
-    fn takes(&self, t: &Task, id: &str) -> bool {
+    fn takes(&self, t: &Task, id: &WorkerId) -> bool {
         self.types.as_ref().is_none_or(|ts| ts.contains(&t.kind))
-            && t.target.worker_id.as_deref().is_none_or(|w| w == id)
+            && t.target.worker_id.as_ref().is_none_or(|w| w == id)
             && t.target
                 .labels
                 .iter()
@@ -49,8 +54,8 @@ pub struct Entry {
 /// What a task takes in the journal beyond its payload, about.
 const RECORD_OVERHEAD: u64 = 512;
 
-/// What a change asks of the caller: records for the journal, lines for
-/// workers, runs to feed to workers' metrics, counters.
+/// What a change asks of the effects runner: records for the journal,
+/// lines for workers, runs for workers' metrics, counters.
 #[derive(Default, Debug)]
 pub struct Effects {
     pub records: Vec<Record>,
@@ -65,24 +70,10 @@ pub struct Effects {
 impl Effects {
     fn progress(&mut self, t: &Task) {
         self.records.push(Record::Progress {
-            id: t.id.clone(),
+            id: t.id,
             progress: t.progress.clone(),
         });
     }
-}
-
-#[derive(Default)]
-pub struct Book {
-    pub entries: BTreeMap<String, Entry>,
-    queue: BTreeSet<(Reverse<i64>, String)>,
-    /// Finished tasks by when they finished: retention and room, without
-    /// a walk over every task.
-    finished: BTreeSet<(u64, String)>,
-    pub takers: HashMap<WorkerId, Taker>,
-    pub by_state: HashMap<State, u64>,
-    last_id: u64,
-    /// About what the live tasks take in a compacted journal.
-    pub live_bytes: u64,
 }
 
 /// Why a worker's `task_update` or `task_log` is refused: it does not
@@ -90,11 +81,25 @@ pub struct Book {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotHeld;
 
+#[derive(Default)]
+pub struct Book {
+    pub entries: BTreeMap<TaskId, Entry>,
+    queues: Queues,
+    /// Finished tasks by when they finished: retention and room, without
+    /// a walk over every task.
+    finished: BTreeSet<(u64, TaskId)>,
+    pub takers: HashMap<WorkerId, Taker>,
+    by_state: [u64; State::ALL.len()],
+    last_id: u64,
+    /// About what the live tasks take in a compacted journal.
+    pub live_bytes: u64,
+}
+
 impl Book {
     /// A new id: sortable by submission time, unique within this book.
-    pub fn next_id(&mut self, now_ms: u64) -> String {
+    pub fn next_id(&mut self, now_ms: u64) -> TaskId {
         self.last_id = (now_ms << 20).max(self.last_id + 1);
-        format!("{:016x}", self.last_id)
+        TaskId(self.last_id)
     }
 
     pub fn len(&self) -> usize {
@@ -105,62 +110,67 @@ impl Book {
         self.entries.is_empty()
     }
 
-    fn count(&mut self, s: State, delta: i64) {
-        let c = self.by_state.entry(s).or_default();
+    /// Tasks in a state now.
+    pub fn count(&self, s: State) -> u64 {
+        self.by_state[s as usize]
+    }
+
+    fn recount(&mut self, s: State, delta: i64) {
+        let c = &mut self.by_state[s as usize];
         *c = c.saturating_add_signed(delta);
     }
 
-    fn set_state(&mut self, id: &str, p: impl FnOnce(&mut Progress)) -> Option<&Task> {
-        let e = self.entries.get_mut(id)?;
+    fn enqueue(&mut self, t: &Task) {
+        self.queues.insert(t);
+    }
+
+    fn dequeue(&mut self, t: &Task) {
+        self.queues.remove(t);
+    }
+
+    fn set_state(&mut self, id: TaskId, p: impl FnOnce(&mut Progress)) -> Option<Task> {
+        let e = self.entries.get_mut(&id)?;
         let before = e.task.progress.state;
         let finished_before = e.task.progress.finished_at;
         p(&mut e.task.progress);
         let after = e.task.progress.state;
         let finished_after = e.task.progress.finished_at;
-        let priority = e.task.priority;
+        let task = e.task.clone();
         if before.is_final() {
-            self.finished
-                .remove(&(finished_before.unwrap_or(0), id.to_string()));
+            self.finished.remove(&(finished_before.unwrap_or(0), id));
         }
         if after.is_final() {
-            self.finished
-                .insert((finished_after.unwrap_or(0), id.to_string()));
+            self.finished.insert((finished_after.unwrap_or(0), id));
         }
         if before != after {
-            self.count(before, -1);
-            self.count(after, 1);
-            let key = (Reverse(priority), id.to_string());
+            self.recount(before, -1);
+            self.recount(after, 1);
             if after == State::Queued {
-                self.queue.insert(key);
+                self.enqueue(&task);
             } else if before == State::Queued {
-                self.queue.remove(&key);
+                self.dequeue(&task);
             }
         }
-        self.entries.get(id).map(|e| &e.task)
+        Some(task)
     }
 
     /// Add a task (a submission, or one replayed from the journal).
     pub fn insert(&mut self, task: Task) {
-        if let Some(n) = u64::from_str_radix(&task.id, 16)
-            .ok()
-            .filter(|n| *n > self.last_id)
-        {
-            self.last_id = n;
-        }
+        self.last_id = self.last_id.max(task.id.0);
         let s = task.state();
-        self.count(s, 1);
+        self.recount(s, 1);
         if s == State::Queued {
-            self.queue.insert((Reverse(task.priority), task.id.clone()));
+            self.enqueue(&task);
         }
         if s.is_final() {
             self.finished
-                .insert((task.progress.finished_at.unwrap_or(0), task.id.clone()));
+                .insert((task.progress.finished_at.unwrap_or(0), task.id));
         }
         let size =
             RECORD_OVERHEAD + serde_json::to_string(&task.payload).map_or(0, |p| p.len() as u64);
         self.live_bytes += size;
         self.entries.insert(
-            task.id.clone(),
+            task.id,
             Entry {
                 task,
                 logs: Logs::default(),
@@ -169,16 +179,22 @@ impl Book {
         );
     }
 
-    pub fn forget(&mut self, id: &str) {
-        if let Some(e) = self.entries.remove(id) {
-            self.live_bytes = self.live_bytes.saturating_sub(e.size + e.logs.bytes as u64);
-            self.count(e.task.state(), -1);
-            self.queue
-                .remove(&(Reverse(e.task.priority), id.to_string()));
-            if let Some(w) = &e.task.progress.worker_id {
-                if let Some(t) = self.takers.get_mut(w.as_str()) {
-                    t.held.remove(id);
-                }
+    pub fn forget(&mut self, id: TaskId) {
+        let Some(e) = self.entries.remove(&id) else {
+            return;
+        };
+        self.live_bytes = self.live_bytes.saturating_sub(e.size + e.logs.bytes as u64);
+        self.recount(e.task.state(), -1);
+        if e.task.state() == State::Queued {
+            self.dequeue(&e.task);
+        }
+        if e.task.state().is_final() {
+            self.finished
+                .remove(&(e.task.progress.finished_at.unwrap_or(0), id));
+        }
+        if let Some(w) = &e.task.progress.worker_id {
+            if let Some(t) = self.takers.get_mut(w) {
+                t.held.remove(&id);
             }
         }
     }
@@ -186,45 +202,45 @@ impl Book {
     /// Apply a replayed record.
     pub fn replay(&mut self, r: Record, log_cap: usize) {
         match r {
-            Record::Submit { task } => self.insert(task.into()),
+            Record::Submit { task } => self.insert(task),
             Record::Progress { id, progress } => {
-                self.set_state(&id, |p| *p = progress);
+                self.set_state(id, |p| *p = progress);
             }
             Record::Log { id, lines } => {
                 if let Some(e) = self.entries.get_mut(&id) {
                     e.logs.push(&lines, log_cap);
                 }
             }
-            Record::Forget { id } => self.forget(&id),
+            Record::Forget { id } => self.forget(id),
         }
     }
 
     /// After a restart no worker session survives: every held task is
     /// treated as its worker lost.
     pub fn requeue_all_held(&mut self, now_ms: u64, fx: &mut Effects) {
-        let held: Vec<String> = self
+        let held: Vec<TaskId> = self
             .entries
             .values()
             .filter(|e| e.task.state().is_held())
-            .map(|e| e.task.id.clone())
+            .map(|e| e.task.id)
             .collect();
         for id in held {
-            self.requeue(&id, "the daemon restarted", now_ms, fx);
+            self.requeue(id, "the daemon restarted", now_ms, fx);
         }
     }
 
     /// A held task goes back to the queue with one more attempt, or fails
     /// when its attempts are spent.
-    pub fn requeue(&mut self, id: &str, why: &str, now_ms: u64, fx: &mut Effects) {
-        let Some(e) = self.entries.get(id) else {
+    pub fn requeue(&mut self, id: TaskId, why: &str, now_ms: u64, fx: &mut Effects) {
+        let Some(e) = self.entries.get(&id) else {
             return;
         };
         if !e.task.state().is_held() {
             return;
         }
         if let Some(w) = e.task.progress.worker_id.clone() {
-            if let Some(t) = self.takers.get_mut(w.as_str()) {
-                t.held.remove(id);
+            if let Some(t) = self.takers.get_mut(&w) {
+                t.held.remove(&id);
             }
         }
         let spent = e.task.progress.attempt >= e.task.max_attempts;
@@ -241,7 +257,7 @@ impl Book {
                 p.started_at = None;
             }
         });
-        if let Some(t) = task.cloned() {
+        if let Some(t) = task {
             log::info!(
                 "task {id} {} ({why}; attempt {} of {})",
                 if spent {
@@ -262,23 +278,18 @@ impl Book {
     }
 
     /// A worker's session said hello with `capacity`; 0 takes nothing.
+    /// Tasks it held from an earlier session are its still.
     pub fn on_hello(
         &mut self,
         id: &WorkerId,
         capacity: u32,
         types: Option<Vec<String>>,
         labels: Labels,
-        stale: bool,
     ) {
-        if capacity == 0 {
-            self.takers.remove(id.as_ref() as &str);
+        let held = self.takers.remove(id).map(|t| t.held).unwrap_or_default();
+        if capacity == 0 && held.is_empty() {
             return;
         }
-        let held = self
-            .takers
-            .remove(id.as_ref() as &str)
-            .map(|t| t.held)
-            .unwrap_or_default();
         self.takers.insert(
             id.clone(),
             Taker {
@@ -286,28 +297,28 @@ impl Book {
                 types,
                 labels,
                 held,
-                stale,
             },
         );
     }
 
-    /// The worker is gone (session closed, bye, inactive): its tasks are
-    /// requeued.
+    /// The worker is gone (its session closed, it said bye, went inactive
+    /// or was forgotten): its tasks are requeued.
     pub fn on_lost(&mut self, id: &str, why: &str, now_ms: u64, fx: &mut Effects) {
-        let held: Vec<String> = match self.takers.remove(id) {
+        let held: Vec<TaskId> = match self.takers.remove(id) {
             Some(t) => t.held.into_iter().collect(),
             None => Vec::new(),
         };
         for t in held {
-            self.requeue(&t, why, now_ms, fx);
+            self.requeue(t, why, now_ms, fx);
         }
     }
 
-    /// Whether `worker` holds task `id` now.
-    fn holds(&self, worker: &str, id: &str) -> bool {
-        self.entries.get(id).is_some_and(|e| {
-            e.task.state().is_held() && e.task.progress.worker_id.as_deref() == Some(worker)
-        })
+    /// The task `id` names, if `worker` holds it now.
+    fn held_by(&self, worker: &str, id: &str) -> Result<TaskId, NotHeld> {
+        let id = TaskId::parse(id).ok_or(NotHeld)?;
+        let e = self.entries.get(&id).ok_or(NotHeld)?;
+        let held = e.task.state().is_held() && e.task.progress.worker_id.as_deref() == Some(worker);
+        held.then_some(id).ok_or(NotHeld)
     }
 
     /// A `task_update` from `worker`.
@@ -318,39 +329,35 @@ impl Book {
         now_ms: u64,
         fx: &mut Effects,
     ) -> Result<(), NotHeld> {
-        if !self.holds(worker, &u.task_id) {
-            return Err(NotHeld);
-        }
-        let cancelling = self.entries[&u.task_id]
+        let id = self.held_by(worker, &u.task_id)?;
+        let cancelling = self.entries[&id]
             .task
             .progress
             .cancel_requested_at
             .is_some();
         let finished = !matches!(u.state, Reported::Running);
-        let task = self
-            .set_state(&u.task_id, |p| {
-                match u.state {
-                    Reported::Running => {
-                        p.state = State::Running;
-                        p.started_at.get_or_insert(now_ms);
-                    }
-                    Reported::Succeeded => p.state = State::Succeeded,
-                    Reported::Failed if cancelling => p.state = State::Cancelled,
-                    Reported::Failed => p.state = State::Failed,
-                    Reported::Cancelled => p.state = State::Cancelled,
+        let task = self.set_state(id, |p| {
+            match u.state {
+                Reported::Running => {
+                    p.state = State::Running;
+                    p.started_at.get_or_insert(now_ms);
                 }
-                if finished {
-                    p.finished_at = Some(now_ms);
-                    p.result = u.result;
-                    p.error = u.error;
-                    p.exit_code = u.exit_code;
-                }
-            })
-            .cloned();
+                Reported::Succeeded => p.state = State::Succeeded,
+                Reported::Failed if cancelling => p.state = State::Cancelled,
+                Reported::Failed => p.state = State::Failed,
+                Reported::Cancelled => p.state = State::Cancelled,
+            }
+            if finished {
+                p.finished_at = Some(now_ms);
+                p.result = u.result;
+                p.error = u.error;
+                p.exit_code = u.exit_code;
+            }
+        });
         let Some(t) = task else { return Ok(()) };
         fx.progress(&t);
         if finished {
-            if let Some(tk) = self.takers.get_mut(worker.as_ref() as &str) {
+            if let Some(tk) = self.takers.get_mut(worker) {
                 tk.held.remove(&t.id);
             }
             if matches!(t.state(), State::Succeeded | State::Failed) {
@@ -375,44 +382,36 @@ impl Book {
         cap: usize,
         fx: &mut Effects,
     ) -> Result<(), NotHeld> {
-        if !self.holds(worker, &l.task_id) {
-            return Err(NotHeld);
-        }
-        if let Some(e) = self.entries.get_mut(&l.task_id) {
+        let id = self.held_by(worker, &l.task_id)?;
+        if let Some(e) = self.entries.get_mut(&id) {
             let before = e.logs.bytes;
             fx.log_dropped += e.logs.push(&l.lines, cap);
             self.live_bytes = (self.live_bytes + e.logs.bytes as u64).saturating_sub(before as u64);
         }
-        fx.records.push(Record::Log {
-            id: l.task_id,
-            lines: l.lines,
-        });
+        fx.records.push(Record::Log { id, lines: l.lines });
         Ok(())
     }
 
     /// Cancel: a queued task at once; a held one is asked to stop.
     /// `None` when there is no such task.
-    pub fn cancel(&mut self, id: &str, now_ms: u64, fx: &mut Effects) -> Option<Task> {
-        let e = self.entries.get(id)?;
+    pub fn cancel(&mut self, id: TaskId, now_ms: u64, fx: &mut Effects) -> Option<Task> {
+        let e = self.entries.get(&id)?;
         match e.task.state() {
             State::Queued => {
                 let t = self.set_state(id, |p| {
                     p.state = State::Cancelled;
                     p.finished_at = Some(now_ms);
                 })?;
-                let t = t.clone();
                 fx.progress(&t);
                 Some(t)
             }
             State::Assigned | State::Running if e.task.progress.cancel_requested_at.is_none() => {
                 let worker = e.task.progress.worker_id.clone();
-                let t = self
-                    .set_state(id, |p| p.cancel_requested_at = Some(now_ms))?
-                    .clone();
+                let t = self.set_state(id, |p| p.cancel_requested_at = Some(now_ms))?;
                 fx.progress(&t);
                 if let Some(w) = worker {
                     fx.frames
-                        .push((WorkerId::from(w.as_str()), crate::proto::encode_cancel(id)));
+                        .push((w, crate::proto::encode_cancel(&id.to_string())));
                 }
                 Some(t)
             }
@@ -422,31 +421,28 @@ impl Book {
 
     /// End a held task without its worker: timed out, or not confirmed
     /// cancelled within the grace.
-    fn end_held(&mut self, id: &str, state: State, error: &str, now_ms: u64, fx: &mut Effects) {
+    fn end_held(&mut self, id: TaskId, state: State, error: &str, now_ms: u64, fx: &mut Effects) {
         let Some(worker) = self
             .entries
-            .get(id)
+            .get(&id)
             .and_then(|e| e.task.progress.worker_id.clone())
         else {
             return;
         };
-        if let Some(tk) = self.takers.get_mut(worker.as_str()) {
-            tk.held.remove(id);
+        if let Some(tk) = self.takers.get_mut(&worker) {
+            tk.held.remove(&id);
         }
-        if let Some(t) = self
-            .set_state(id, |p| {
-                p.state = state;
-                p.finished_at = Some(now_ms);
-                p.error = Some(error.into());
-            })
-            .cloned()
-        {
+        if let Some(t) = self.set_state(id, |p| {
+            p.state = state;
+            p.finished_at = Some(now_ms);
+            p.error = Some(error.into());
+        }) {
             fx.progress(&t);
         }
     }
 
     /// Deadlines: unacknowledged assignments, task timeouts, cancel grace,
-    /// finished tasks past retention.
+    /// finished tasks past retention. O(tasks held + tasks expiring).
     pub fn deadlines(&mut self, now_ms: u64, limits: &Limits, fx: &mut Effects) {
         let mut requeue = Vec::new();
         let mut timed_out = Vec::new();
@@ -458,39 +454,39 @@ impl Book {
             let since = |t: Option<u64>| now_ms.saturating_sub(t.unwrap_or(now_ms));
             if p.state.is_held() && p.cancel_requested_at.is_some() {
                 if since(p.cancel_requested_at) >= limits.cancel_grace_ms {
-                    unconfirmed.push(e.task.id.clone());
+                    unconfirmed.push(e.task.id);
                 }
                 continue;
             }
             match p.state {
                 State::Assigned if since(p.assigned_at) >= limits.ack_timeout_ms => {
-                    requeue.push(e.task.id.clone());
+                    requeue.push(e.task.id);
                 }
                 State::Running if e.task.timeout_ms.is_some_and(|t| since(p.started_at) >= t) => {
-                    timed_out.push((e.task.id.clone(), p.worker_id.clone()));
+                    timed_out.push((e.task.id, p.worker_id.clone()));
                 }
                 _ => {}
             }
         }
-        let expired: Vec<String> = self
+        let expired: Vec<TaskId> = self
             .finished
             .iter()
             .take_while(|(at, _)| now_ms.saturating_sub(*at) >= limits.retention_ms)
-            .map(|(_, id)| id.clone())
+            .map(|(_, id)| *id)
             .collect();
         for id in requeue {
-            self.requeue(&id, "not acknowledged in time", now_ms, fx);
+            self.requeue(id, "not acknowledged in time", now_ms, fx);
         }
         for (id, worker) in timed_out {
             if let Some(w) = worker {
                 fx.frames
-                    .push((WorkerId::from(w.as_str()), crate::proto::encode_cancel(&id)));
+                    .push((w, crate::proto::encode_cancel(&id.to_string())));
             }
-            self.end_held(&id, State::TimedOut, "timed out", now_ms, fx);
+            self.end_held(id, State::TimedOut, "timed out", now_ms, fx);
         }
         for id in unconfirmed {
             self.end_held(
-                &id,
+                id,
                 State::Cancelled,
                 "cancelled; the worker did not confirm",
                 now_ms,
@@ -498,7 +494,7 @@ impl Book {
             );
         }
         for id in expired {
-            self.forget(&id);
+            self.forget(id);
             fx.records.push(Record::Forget { id });
         }
     }
@@ -507,60 +503,69 @@ impl Book {
     /// False when every kept task is unfinished.
     pub fn make_room(&mut self, max: usize, fx: &mut Effects) -> bool {
         while self.entries.len() >= max {
-            let Some((_, id)) = self.finished.first().cloned() else {
+            let Some((_, id)) = self.finished.first().copied() else {
                 return false;
             };
-            self.forget(&id);
+            self.forget(id);
             fx.records.push(Record::Forget { id });
         }
         true
     }
 
-    /// Send queued tasks to the matching worker with the most free
-    /// capacity, highest priority first, then oldest. `eligible` says
-    /// whether a worker may take work now (not `error`, `inactive` or
-    /// `terminated`).
+    /// Send queued tasks to the workers that may take them: the one with
+    /// the most room first, each its best task, highest priority then
+    /// oldest. `eligible` says whether a worker may take work now (not
+    /// `error`, `inactive` or `terminated`); it is asked once per taker
+    /// with room.
     pub fn dispatch(&mut self, now_ms: u64, eligible: impl Fn(&str) -> bool, fx: &mut Effects) {
-        if self.takers.values().all(|t| t.free() == 0) {
+        if self.queues.is_empty() {
             return;
         }
-        let order: Vec<String> = self.queue.iter().map(|(_, id)| id.clone()).collect();
-        for id in order {
-            let Some(task) = self.entries.get(&id).map(|e| &e.task) else {
+        let mut room: BinaryHeap<(u32, Reverse<WorkerId>)> = self
+            .takers
+            .iter()
+            .filter(|(w, t)| t.free() > 0 && eligible(w))
+            .map(|(w, t)| (t.free(), Reverse(w.clone())))
+            .collect();
+        while let Some((free, Reverse(worker))) = room.pop() {
+            if self.queues.is_empty() {
+                break;
+            }
+            let Some(taker) = self.takers.get(&worker) else {
                 continue;
             };
-            let best = self
-                .takers
-                .iter()
-                .filter(|(w, t)| t.free() > 0 && t.takes(task, w) && eligible(w))
-                .max_by_key(|(w, t)| (t.free(), Reverse((*w).clone())))
-                .map(|(w, _)| w.clone());
-            let Some(worker) = best else { continue };
-            if let Some(tk) = self.takers.get_mut(worker.as_ref() as &str) {
-                tk.held.insert(id.clone());
+            let entries = &self.entries;
+            let takes = |id: &TaskId| {
+                entries
+                    .get(id)
+                    .is_some_and(|e| taker.takes(&e.task, &worker))
+            };
+            let Some(id) = self.queues.best(&worker, taker.types.as_deref(), takes) else {
+                continue;
+            };
+            if let Some(tk) = self.takers.get_mut(&worker) {
+                tk.held.insert(id);
             }
-            let Some(t) = self
-                .set_state(&id, |p| {
-                    p.state = State::Assigned;
-                    p.worker_id = Some(worker.to_string());
-                    p.assigned_at = Some(now_ms);
-                    p.cancel_requested_at = None;
-                })
-                .cloned()
-            else {
+            let Some(t) = self.set_state(id, |p| {
+                p.state = State::Assigned;
+                p.worker_id = Some(worker.clone());
+                p.assigned_at = Some(now_ms);
+                p.cancel_requested_at = None;
+            }) else {
                 continue;
             };
             fx.progress(&t);
             let offer = Offer {
-                task_id: t.id.clone(),
+                task_id: t.id.to_string(),
                 task_type: t.kind.clone(),
                 payload: t.payload.clone(),
                 attempt: t.progress.attempt,
                 timeout_ms: t.timeout_ms,
             };
-            fx.frames.push((worker, crate::proto::encode_task(offer)));
-            if self.takers.values().all(|t| t.free() == 0) {
-                break;
+            fx.frames
+                .push((worker.clone(), crate::proto::encode_task(offer)));
+            if free > 1 {
+                room.push((free - 1, Reverse(worker)));
             }
         }
     }
@@ -578,12 +583,16 @@ mod tests {
     use super::*;
     use crate::tasks::task::parse_submit;
 
+    fn submit(b: &mut Book, body: &str) -> TaskId {
+        let id = b.next_id(1000);
+        b.insert(parse_submit(body.as_bytes(), id, 1000).unwrap());
+        id
+    }
+
     fn book_with(n: usize) -> Book {
         let mut b = Book::default();
         for i in 0..n {
-            let id = b.next_id(1000);
-            let body = format!(r#"{{"type":"t","priority":{}}}"#, i % 2);
-            b.insert(parse_submit(body.as_bytes(), id, 1000).unwrap());
+            submit(&mut b, &format!(r#"{{"type":"t","priority":{}}}"#, i % 2));
         }
         b
     }
@@ -596,40 +605,81 @@ mod tests {
         }
     }
 
+    fn offered(b: &Book, fx: &Effects) -> Vec<(String, TaskId)> {
+        fx.frames
+            .iter()
+            .map(|(w, l)| {
+                let r: crate::proto::Reply = crate::proto::decode_reply(l).unwrap();
+                let crate::proto::Reply::Task(o) = r else {
+                    panic!()
+                };
+                let id = TaskId::parse(&o.task_id).unwrap();
+                assert!(b.entries.contains_key(&id));
+                (w.to_string(), id)
+            })
+            .collect()
+    }
+
     #[test]
     fn dispatch_by_priority_to_the_freest_worker() {
         let mut b = book_with(4);
         let (w1, w2) = (WorkerId::from("w1"), WorkerId::from("w2"));
-        b.on_hello(&w1, 1, None, Labels::new(), false);
-        b.on_hello(&w2, 2, None, Labels::new(), false);
+        b.on_hello(&w1, 1, None, Labels::new());
+        b.on_hello(&w2, 2, None, Labels::new());
         let mut fx = Effects::default();
         b.dispatch(2000, |_| true, &mut fx);
         assert_eq!(fx.frames.len(), 3, "capacity 3 in all");
         assert_eq!(b.takers["w2"].held.len(), 2);
         assert_eq!(b.takers["w1"].held.len(), 1);
         // The two priority-1 tasks went first.
-        let sent: Vec<i64> = fx
-            .frames
+        let sent: Vec<i64> = offered(&b, &fx)
             .iter()
-            .map(|(_, l)| {
-                let r: crate::proto::Reply = crate::proto::decode_reply(l).unwrap();
-                let crate::proto::Reply::Task(o) = r else {
-                    panic!()
-                };
-                b.entries[&o.task_id].task.priority
-            })
+            .map(|(_, id)| b.entries[id].task.priority)
             .collect();
         assert_eq!(&sent[..2], &[1, 1]);
-        assert_eq!(b.by_state[&State::Queued], 1);
+        assert_eq!(b.count(State::Queued), 1);
+    }
+
+    #[test]
+    fn dispatch_reads_the_queues_a_worker_takes_and_the_tasks_aimed_at_it() {
+        let mut b = Book::default();
+        let scan = submit(&mut b, r#"{"type":"scan"}"#);
+        let resize = submit(&mut b, r#"{"type":"resize","priority":5}"#);
+        let mine = submit(&mut b, r#"{"type":"scan","worker_id":"w2"}"#);
+        let gpu = submit(&mut b, r#"{"type":"scan","labels":{"gpu":"yes"}}"#);
+        let w1 = WorkerId::from("w1");
+        let w2 = WorkerId::from("w2");
+        b.on_hello(&w1, 4, Some(vec!["scan".into()]), Labels::new());
+        let mut fx = Effects::default();
+        b.dispatch(0, |_| true, &mut fx);
+        assert_eq!(
+            offered(&b, &fx),
+            [("w1".into(), scan)],
+            "not resize, not w2's, not gpu"
+        );
+        let gpu_labels = Labels::from([("gpu".to_string(), "yes".to_string())]);
+        b.on_hello(&w2, 4, None, gpu_labels);
+        let mut fx = Effects::default();
+        b.dispatch(0, |_| true, &mut fx);
+        let got: Vec<TaskId> = offered(&b, &fx).into_iter().map(|(_, id)| id).collect();
+        assert_eq!(got, [resize, mine, gpu], "priority, then age");
+        assert_eq!(b.count(State::Queued), 0);
+        assert!(b.queues.is_empty(), "empty queues are let go");
+        // An ineligible worker (in error, inactive) is given nothing.
+        let later = submit(&mut b, r#"{"type":"scan"}"#);
+        let mut fx = Effects::default();
+        b.dispatch(0, |_| false, &mut fx);
+        assert!(fx.frames.is_empty());
+        assert_eq!(b.entries[&later].task.state(), State::Queued);
     }
 
     #[test]
     fn a_lost_worker_requeues_then_fails_its_tasks() {
         let mut b = book_with(1);
         let w = WorkerId::from("w1");
-        let id = b.entries.keys().next().unwrap().clone();
+        let id = *b.entries.keys().next().unwrap();
         for attempt in 1..=3 {
-            b.on_hello(&w, 1, None, Labels::new(), false);
+            b.on_hello(&w, 1, None, Labels::new());
             let mut fx = Effects::default();
             b.dispatch(0, |_| true, &mut fx);
             assert_eq!(b.entries[&id].task.progress.attempt, attempt);
@@ -646,12 +696,12 @@ mod tests {
     fn updates_only_from_the_holder() {
         let mut b = book_with(1);
         let w = WorkerId::from("w1");
-        let id = b.entries.keys().next().unwrap().clone();
-        b.on_hello(&w, 1, None, Labels::new(), false);
+        let id = *b.entries.keys().next().unwrap();
+        b.on_hello(&w, 1, None, Labels::new());
         let mut fx = Effects::default();
         b.dispatch(0, |_| true, &mut fx);
         let up = |state| TaskUpdate {
-            task_id: id.clone(),
+            task_id: id.to_string(),
             state,
             result: None,
             error: None,
@@ -661,6 +711,9 @@ mod tests {
             b.on_update(&"w2".into(), up(Reported::Running), 1, &mut fx),
             Err(NotHeld)
         );
+        let mut bogus = up(Reported::Running);
+        bogus.task_id = "not-a-task".into();
+        assert_eq!(b.on_update(&w, bogus, 1, &mut fx), Err(NotHeld));
         b.on_update(&w, up(Reported::Running), 1, &mut fx).unwrap();
         b.on_update(&w, up(Reported::Succeeded), 11, &mut fx)
             .unwrap();
@@ -678,15 +731,15 @@ mod tests {
     fn deadlines_and_logs() {
         let mut b = book_with(2);
         let w = WorkerId::from("w1");
-        b.on_hello(&w, 2, None, Labels::new(), false);
+        b.on_hello(&w, 2, None, Labels::new());
         let mut fx = Effects::default();
         b.dispatch(0, |_| true, &mut fx);
-        let ids: Vec<String> = b.entries.keys().cloned().collect();
+        let ids: Vec<TaskId> = b.entries.keys().copied().collect();
         // One is acknowledged; the other is not, and is requeued.
         b.on_update(
             &w,
             TaskUpdate {
-                task_id: ids[0].clone(),
+                task_id: ids[0].to_string(),
                 state: Reported::Running,
                 result: None,
                 error: None,
@@ -700,13 +753,26 @@ mod tests {
         assert_eq!(b.entries[&ids[1]].task.state(), State::Queued);
         assert_eq!(b.entries[&ids[1]].task.progress.attempt, 2);
         // Cancel the running one; no confirmation within the grace.
-        b.cancel(&ids[0], 200, &mut fx);
+        b.cancel(ids[0], 200, &mut fx);
         b.deadlines(250, &limits(), &mut fx);
         assert_eq!(b.entries[&ids[0]].task.state(), State::Running);
         b.deadlines(300, &limits(), &mut fx);
         assert_eq!(b.entries[&ids[0]].task.state(), State::Cancelled);
+        let mut fx = Effects::default();
         b.deadlines(1300, &limits(), &mut fx);
         assert!(!b.entries.contains_key(&ids[0]), "past retention");
+        let forgets = |fx: &Effects| {
+            fx.records
+                .iter()
+                .filter(|r| matches!(r, Record::Forget { .. }))
+                .count()
+        };
+        assert_eq!(forgets(&fx), 1);
+        // Forgotten once: no record again on the next pass, nothing kept.
+        let mut fx = Effects::default();
+        b.deadlines(1400, &limits(), &mut fx);
+        assert_eq!(forgets(&fx), 0);
+        assert!(b.finished.iter().all(|(_, id)| b.entries.contains_key(id)));
         let mut logs = Logs::default();
         assert_eq!(
             logs.push(&["aaaa".into(), "bbbb".into(), "cccc".into()], 10),
@@ -714,5 +780,19 @@ mod tests {
         );
         assert_eq!(logs.since(0), (vec!["bbbb", "cccc"], 3));
         assert_eq!(logs.since(2), (vec!["cccc"], 3));
+    }
+
+    #[test]
+    fn forgetting_a_task_leaves_no_trace_in_the_indexes() {
+        let mut b = Book::default();
+        let queued = submit(&mut b, r#"{"type":"scan"}"#);
+        let mut fx = Effects::default();
+        b.cancel(queued, 5, &mut fx);
+        b.forget(queued);
+        let kept = submit(&mut b, r#"{"type":"scan","worker_id":"w9"}"#);
+        b.forget(kept);
+        assert!(b.entries.is_empty() && b.queues.is_empty() && b.finished.is_empty());
+        assert!(State::ALL.iter().all(|s| b.count(*s) == 0));
+        assert_eq!(b.live_bytes, 0);
     }
 }

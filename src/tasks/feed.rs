@@ -1,26 +1,32 @@
 //! Which tasks changed, for `/ws/tasks`: a version per change and the ids
-//! of the newest [`CHANGELOG`] changes, and the HTTP loop's waker. A client
-//! remembers the version it was given and asks what changed since; one
-//! that fell further behind than the log reaches gets a new snapshot.
+//! of the newest [`CHANGELOG`] changes, and whom to tell (a [`Notify`]
+//! handed over at construction). A client remembers the version it was
+//! given and asks what changed since; one that fell further behind than
+//! the log reaches gets a new snapshot.
 
 use super::journal::Record;
+use super::task::TaskId;
+use crate::fleet::notify::Notify;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// Changes remembered.
 pub const CHANGELOG: usize = 10_000;
 
-#[derive(Default)]
 pub struct Feed {
     version: AtomicU64,
-    log: Mutex<VecDeque<(u64, String)>>,
-    waker: OnceLock<Arc<mio::Waker>>,
+    log: Mutex<VecDeque<(u64, TaskId)>>,
+    notify: Arc<dyn Notify>,
 }
 
 impl Feed {
-    pub fn set_waker(&self, w: Arc<mio::Waker>) {
-        let _ = self.waker.set(w);
+    pub fn new(notify: Arc<dyn Notify>) -> Feed {
+        Feed {
+            version: AtomicU64::new(0),
+            log: Mutex::default(),
+            notify,
+        }
     }
 
     pub fn version(&self) -> u64 {
@@ -33,12 +39,12 @@ impl Feed {
         let mut changed = false;
         for r in records {
             let id = match r {
-                Record::Submit { task } => &task.id,
-                Record::Progress { id, .. } | Record::Forget { id } => id,
+                Record::Submit { task } => task.id,
+                Record::Progress { id, .. } | Record::Forget { id } => *id,
                 Record::Log { .. } => continue,
             };
             let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
-            log.push_back((v, id.clone()));
+            log.push_back((v, id));
             if log.len() > CHANGELOG {
                 log.pop_front();
             }
@@ -46,15 +52,13 @@ impl Feed {
         }
         drop(log);
         if changed {
-            if let Some(w) = self.waker.get() {
-                let _ = w.wake();
-            }
+            self.notify.notify();
         }
     }
 
     /// The ids changed after `since`, and the version now; `None` when the
     /// log no longer reaches back to `since`.
-    pub fn since(&self, since: u64) -> Option<(BTreeSet<String>, u64)> {
+    pub fn since(&self, since: u64) -> Option<(BTreeSet<TaskId>, u64)> {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let v = self.version();
         if log.front().is_some_and(|(first, _)| *first > since + 1) {
@@ -63,7 +67,7 @@ impl Feed {
         let ids = log
             .iter()
             .filter(|(at, _)| *at > since)
-            .map(|(_, id)| id.clone())
+            .map(|(_, id)| *id)
             .collect();
         Some((ids, v))
     }

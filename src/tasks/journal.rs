@@ -9,7 +9,7 @@
 //! the more callers wait, the more each sync carries). `batch` syncs every
 //! 10 ms and acknowledges after the write; `off` leaves it to the kernel.
 
-use super::task::{Progress, Task};
+use super::task::{Progress, Task, TaskId};
 pub use crate::config::Fsync;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -24,65 +24,15 @@ pub const FILE: &str = "tasks.journal";
 pub const MAX_RECORD: u32 = 64 << 20;
 const BATCH_SYNC: Duration = Duration::from_millis(10);
 
-/// One change. Externally tagged, and a task stored without flattening:
-/// serde reads both without buffering each record twice, which is most of
-/// what a restart with a million tasks costs.
+/// One change. Externally tagged, and a task stored with its progress
+/// nested (see [`Task`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Record {
-    Submit { task: Stored },
-    Progress { id: String, progress: Progress },
-    Log { id: String, lines: Vec<String> },
-    Forget { id: String },
-}
-
-/// A task as the journal keeps it: its progress nested, not flattened.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Stored {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub payload: serde_json::Value,
-    pub priority: i64,
-    #[serde(default)]
-    pub target: super::task::Target,
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-    pub max_attempts: u32,
-    pub created_at: u64,
-    pub progress: Progress,
-}
-
-impl From<Task> for Stored {
-    fn from(t: Task) -> Stored {
-        Stored {
-            id: t.id,
-            kind: t.kind,
-            payload: t.payload,
-            priority: t.priority,
-            target: t.target,
-            timeout_ms: t.timeout_ms,
-            max_attempts: t.max_attempts,
-            created_at: t.created_at,
-            progress: t.progress,
-        }
-    }
-}
-
-impl From<Stored> for Task {
-    fn from(t: Stored) -> Task {
-        Task {
-            id: t.id,
-            kind: t.kind,
-            payload: t.payload,
-            priority: t.priority,
-            target: t.target,
-            timeout_ms: t.timeout_ms,
-            max_attempts: t.max_attempts,
-            created_at: t.created_at,
-            progress: t.progress,
-        }
-    }
+    Submit { task: Task },
+    Progress { id: TaskId, progress: Progress },
+    Log { id: TaskId, lines: Vec<String> },
+    Forget { id: TaskId },
 }
 
 pub fn encode(r: &Record) -> Vec<u8> {
@@ -305,23 +255,21 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::task::parse_submit;
+    use crate::tasks::task::{TaskId, parse_submit};
 
     fn records() -> Vec<Record> {
-        let task = parse_submit(br#"{"type":"scan","payload":[1,2]}"#, "t1".into(), 5).unwrap();
+        let id = TaskId(1);
+        let task = parse_submit(br#"{"type":"scan","payload":[1,2]}"#, id, 5).unwrap();
         let mut p = task.progress.clone();
         p.state = crate::tasks::task::State::Running;
         vec![
-            Record::Submit { task: task.into() },
-            Record::Progress {
-                id: "t1".into(),
-                progress: p,
-            },
+            Record::Submit { task },
+            Record::Progress { id, progress: p },
             Record::Log {
-                id: "t1".into(),
+                id,
                 lines: vec!["hello".into()],
             },
-            Record::Forget { id: "t1".into() },
+            Record::Forget { id },
         ]
     }
 

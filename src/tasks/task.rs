@@ -1,20 +1,53 @@
-//! A task and its life (DESIGN.md, "Tasks"), as data: what a submission
-//! may say, the states, and the progress that changes. Pure.
+//! A task and its life, as data: its id, what a submission may say, the
+//! states, and the progress that changes. Pure.
 //!
 //! `queued` → `assigned` (sent to a worker) → `running` (the worker said
 //! so) → `succeeded` · `failed` · `cancelled` · `timed_out`. A task whose
 //! worker is lost goes back to `queued` with `attempt + 1`, until
 //! `max_attempts`; then it is `failed` with `error: "worker lost"`.
 
-use crate::proto::Labels;
-use serde::{Deserialize, Serialize};
+use crate::proto::{Labels, WorkerId};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+use std::fmt;
+
+/// A task's id: a number the daemon assigns, in submission order, shown
+/// (in the API, the journal and the `task` frame) as 16 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u64);
+
+impl TaskId {
+    /// The id a text names: 1 to 16 hex digits.
+    pub fn parse(s: &str) -> Option<TaskId> {
+        let hex = !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        hex.then(|| u64::from_str_radix(s, 16).ok().map(TaskId))?
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TaskId, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        TaskId::parse(&s).ok_or_else(|| serde::de::Error::custom("a task id is 16 hex digits"))
+    }
+}
 
 /// Attempts a task gets unless its submission says otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const MAX_ATTEMPTS: u32 = 100;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Queued,
@@ -71,7 +104,7 @@ impl State {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker_id: Option<String>,
+    pub worker_id: Option<WorkerId>,
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
 }
@@ -83,7 +116,7 @@ pub struct Progress {
     pub attempt: u32,
     /// The worker holding (or that last held) the task.
     #[serde(default)]
-    pub worker_id: Option<String>,
+    pub worker_id: Option<WorkerId>,
     /// When it last entered the queue (submitted, or requeued).
     #[serde(default)]
     pub queued_at: Option<u64>,
@@ -104,9 +137,13 @@ pub struct Progress {
     pub cancel_requested_at: Option<u64>,
 }
 
+/// A task. Serialised as the journal keeps it, its progress nested (serde
+/// reads a nested struct without buffering each record twice, which is
+/// most of what a restart with a million tasks costs); the API shows it
+/// with its progress flattened in, through [`Task::shown`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Task {
-    pub id: String,
+    pub id: TaskId,
     #[serde(rename = "type")]
     pub kind: String,
     pub payload: Value,
@@ -117,14 +154,48 @@ pub struct Task {
     pub timeout_ms: Option<u64>,
     pub max_attempts: u32,
     pub created_at: u64,
-    #[serde(flatten)]
     pub progress: Progress,
+}
+
+/// A task as the API shows it: its progress among its own fields.
+#[derive(Serialize)]
+pub struct Shown<'a> {
+    id: TaskId,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    payload: &'a Value,
+    priority: i64,
+    target: &'a Target,
+    timeout_ms: Option<u64>,
+    max_attempts: u32,
+    created_at: u64,
+    #[serde(flatten)]
+    progress: &'a Progress,
 }
 
 impl Task {
     pub fn state(&self) -> State {
         self.progress.state
     }
+
+    pub fn shown(&self) -> Shown<'_> {
+        Shown {
+            id: self.id,
+            kind: &self.kind,
+            payload: &self.payload,
+            priority: self.priority,
+            target: &self.target,
+            timeout_ms: self.timeout_ms,
+            max_attempts: self.max_attempts,
+            created_at: self.created_at,
+            progress: &self.progress,
+        }
+    }
+}
+
+/// Tasks as the API shows them.
+pub fn shown(tasks: &[Task]) -> Vec<Shown<'_>> {
+    tasks.iter().map(Task::shown).collect()
 }
 
 /// Why a submission was refused: the field, and what is wrong with it.
@@ -132,7 +203,7 @@ impl Task {
 pub struct BadField(pub &'static str, pub String);
 
 /// Read a `POST /api/tasks` body. The daemon assigns id and times.
-pub fn parse_submit(body: &[u8], id: String, now_ms: u64) -> Result<Task, BadField> {
+pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadField> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| BadField("body", format!("not JSON: {e}")))?;
     let Value::Object(m) = v else {
@@ -167,7 +238,9 @@ pub fn parse_submit(body: &[u8], id: String, now_ms: u64) -> Result<Task, BadFie
     };
     let worker_id = match m.get("worker_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if crate::proto::check_worker_id(s).is_ok() => Some(s.clone()),
+        Some(Value::String(s)) if crate::proto::check_worker_id(s).is_ok() => {
+            Some(WorkerId::from(s.as_str()))
+        }
         Some(_) => return Err(BadField("worker_id", "a worker id".into())),
     };
     let labels = match m.get("labels") {
@@ -212,7 +285,7 @@ mod tests {
     fn submissions() {
         let t = parse_submit(
             br#"{"type":"scan","payload":{"x":1},"priority":5,"labels":{"pool":"a"},"timeout_ms":1000}"#,
-            "id1".into(),
+            TaskId(1),
             7,
         )
         .unwrap();
@@ -226,6 +299,10 @@ mod tests {
         );
         let back: Task = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
         assert_eq!(back, t);
+        let shown = serde_json::to_value(t.shown()).unwrap();
+        assert_eq!(shown["id"], "0000000000000001");
+        assert_eq!(shown["state"], "queued", "progress flattened in");
+        assert!(shown.get("progress").is_none());
         for (body, field) in [
             (&b"{"[..], "body"),
             (b"[]", "body"),
@@ -237,7 +314,20 @@ mod tests {
             (br#"{"type":"a","worker_id":"bad id"}"#, "worker_id"),
             (br#"{"type":"a","labels":{"k":1}}"#, "labels"),
         ] {
-            assert_eq!(parse_submit(body, "i".into(), 0).unwrap_err().0, field);
+            assert_eq!(parse_submit(body, TaskId(2), 0).unwrap_err().0, field);
         }
+    }
+
+    #[test]
+    fn task_ids_are_16_hex_digits() {
+        assert_eq!(TaskId(0x1a2b).to_string(), "0000000000001a2b");
+        assert_eq!(TaskId::parse("0000000000001a2b"), Some(TaskId(0x1a2b)));
+        assert_eq!(TaskId::parse("1A2B"), Some(TaskId(0x1a2b)));
+        for bad in ["", "x", "00000000000000000", "-1", "a b"] {
+            assert_eq!(TaskId::parse(bad), None, "{bad:?}");
+        }
+        let json = serde_json::to_string(&TaskId(7)).unwrap();
+        assert_eq!(json, "\"0000000000000007\"");
+        assert_eq!(serde_json::from_str::<TaskId>(&json).unwrap(), TaskId(7));
     }
 }

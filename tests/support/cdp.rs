@@ -109,7 +109,11 @@ impl Browser {
         for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
             b.call(domain, json!({}));
         }
-        assert_eq!(b.eval("1 + 1"), json!(2), "the blank page's renderer answers");
+        assert_eq!(
+            b.eval("1 + 1"),
+            json!(2),
+            "the blank page's renderer answers"
+        );
         b
     }
 

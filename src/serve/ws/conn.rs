@@ -1,20 +1,31 @@
-//! One upgraded connection's state around a tungstenite `WebSocketContext`
-//! (no thread per client), generic over its stream.
+//! One upgraded connection's stream state, generic over nothing it writes:
+//! every byte it sends goes into the connection's one output queue, which
+//! the connection alone writes to the socket.
 //!
-//! Delivery is state, not a log: a client's pending map holds the latest
+//! tungstenite's `WebSocketContext` reads the client's frames (masking,
+//! control-frame rules, the close handshake, size limits) through a
+//! [`Capture`] that hands the socket to its reads and keeps what it would
+//! write (pongs, the close reply, our pings and close) for the queue, in
+//! order and between whole messages. Data frames are framed here with
+//! tungstenite's `FrameHeader`. So there is one writer per socket.
+//!
+//! What a client is sent is its [`Feed`]: the fleet (every worker, one
+//! worker, or the summary) or a book of its own (tasks, alerts). Delivery
+//! is state, not a log: a fleet client's pending map holds the latest
 //! snapshot of each worker that changed since its last message, so a slow
 //! client gets fewer, fresher messages and its backlog is bounded by the
-//! number of workers. At most one message is in flight per client (a new
-//! one is composed only when the previous one is flushed), and an update
-//! message is cut at `ws_max_queue_bytes`.
+//! number of workers. A message is composed only once the one before is
+//! out of the queue (at most one in flight), and an update is cut at
+//! `ws_max_queue_bytes`.
 //!
-//! It does not own its socket or decide when to run: the HTTP loop calls
-//! [`WsConn::on_readable`], [`WsConn::on_changes`], [`WsConn::pump`] and
-//! [`WsConn::on_tick`].
+//! It does not own its socket or decide when to run: the HTTP connection
+//! calls [`WsConn::on_readable`], [`WsConn::on_changes`],
+//! [`WsConn::next_message`] and [`WsConn::on_tick`].
 
+use super::book::Book;
 use super::fanout::Fanout;
 use super::messages::{
-    RAW_MIN, push_entry, raw_frame, raw_text_frame, removed_message, summary_message, workers_head,
+    data_frame, push_entry, removed_message, summary_message, text_frame, workers_head,
     workers_message,
 };
 use super::upgrade::{Filter, Stream, Subscription};
@@ -22,13 +33,14 @@ use crate::fleet::registry::Registry;
 use crate::fleet::snapshot::Snapshot;
 use crate::proto::WorkerId;
 use crate::serve::head::Body;
+use crate::serve::out::OutQueue;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
-use tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tungstenite::{Error as WsError, Message};
 
 /// Client messages larger than this close the connection with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
@@ -41,6 +53,10 @@ pub const PING_EVERY: Duration = Duration::from_secs(30);
 /// meant for it gather in its latest-wins set, and the stall clock starts,
 /// instead of megabytes of old updates queueing in the kernel.
 pub const SEND_BUFFER: usize = 64 * 1024;
+
+/// The most a snapshot fragment holds (or one worker, if larger), and at
+/// most `ws_max_queue_bytes`.
+pub const FRAGMENT: usize = 64 * 1024;
 
 /// Settings a connection needs from the live configuration.
 #[derive(Clone, Copy, Debug)]
@@ -73,9 +89,50 @@ pub enum Ended {
     Error,
 }
 
-pub struct WsConn {
-    ctx: WebSocketContext,
-    pub sub: Subscription,
+/// The socket for tungstenite's reads, and a buffer for its writes: what
+/// it would write (a pong, a close) is taken into the output queue.
+struct Capture<'a, S> {
+    stream: &'a mut S,
+    written: &'a mut Vec<u8>,
+}
+
+impl<S: Read> Read for Capture<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl<S> Write for Capture<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The output queue for tungstenite's own frames; no socket behind it.
+struct NoRead;
+
+impl Read for NoRead {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+/// What a client is sent.
+pub enum Feed {
+    /// `/ws/telemetry`, `/ws/telemetry/{id}`, `/ws/workers/telemetry`.
+    Fleet(Box<FleetFeed>),
+    /// `/ws/tasks`, `/ws/alerts`.
+    Book(BookFeed),
+}
+
+pub struct FleetFeed {
+    registry: Arc<Registry>,
+    sub: Subscription,
     need_snapshot: bool,
     /// The latest snapshot of each worker changed since the last message
     /// (All and One streams).
@@ -83,47 +140,33 @@ pub struct WsConn {
     removed: Vec<WorkerId>,
     /// Ids the client has been told about and that still match its filter.
     visible: HashSet<WorkerId>,
-    /// A message was handed to the socket and not yet fully written.
-    unflushed: bool,
-    /// When the socket last took bytes: the stall clock.
-    last_progress: Instant,
-    next_ping: Instant,
-    unanswered_pings: u8,
     next_summary: Instant,
-    /// A shared update framed once for every plain client, ready to send.
+    /// A shared frame ready to send: the whole fleet's snapshot, or an
+    /// update framed once for every plain client.
     ready: Option<Arc<[u8]>>,
-    /// A large message written by us, not tungstenite, and how much of it
-    /// is out. tungstenite keeps its write buffer at the size of the largest
-    /// message it ever sent; a 300 KB snapshot to each of 5,000 clients
-    /// would stay 1.5 GB. While this is in flight tungstenite neither
-    /// writes nor reads, so frames never interleave.
-    /// Shared updates go out this way too, from the one framed copy.
-    raw: Option<(Body, usize)>,
-    read_deferred: bool,
-    /// Shutdown: the close frame (1001) is queued.
-    said_away: bool,
-    /// `/ws/tasks`, `/ws/alerts`: the book, and the version this client
-    /// has seen.
-    book: Option<(Arc<dyn super::Book>, u64)>,
     /// A snapshot of its own (filtered, or narrowed by `?fields=`) going
-    /// out as fragments of one message.
+    /// out as the fragments of one message.
     fragments: Option<Fragments>,
 }
 
+pub struct BookFeed {
+    book: Arc<dyn Book>,
+    /// Which book: `Tasks` or `Alerts`.
+    topic: Stream,
+    /// The version the client has seen; `None` until its snapshot.
+    seen: Option<u64>,
+}
+
 /// A client's own snapshot, sent as the fragments of one WebSocket message
-/// (RFC 6455 §5.4), each rendered when the socket has taken the one
-/// before: what the client holds is one fragment and the list of workers
-/// still to render, whatever the fleet's size. The workers are the ones of
-/// the moment the snapshot began.
+/// (RFC 6455 §5.4), each rendered when the queue has taken the one before:
+/// what the client holds is one fragment and the list of workers still to
+/// render, whatever the fleet's size. The workers are the ones of the
+/// moment the snapshot began.
 struct Fragments {
     rest: std::vec::IntoIter<Arc<Snapshot>>,
     fields: Option<Vec<String>>,
     begun: bool,
 }
-
-/// The most a snapshot fragment holds (or one worker, if larger), and at
-/// most `ws_max_queue_bytes`.
-pub const FRAGMENT: usize = 64 * 1024;
 
 impl Fragments {
     /// The next fragment, framed; `None` once the last has been given.
@@ -148,108 +191,37 @@ impl Fragments {
         if last {
             text.push_str("}}");
         }
-        Some(raw_frame(first, last, text.as_bytes()))
+        Some(data_frame(first, last, text.as_bytes()))
     }
 }
 
-/// The next message for a client: composed for it, or a shared frame.
-enum Next {
-    Text(String),
-    Frame(Body),
-}
-
-impl WsConn {
-    /// A new upgraded connection; `early` holds bytes the client sent right
-    /// after its handshake. The first message goes out on the first pump.
-    pub fn new(sub: Subscription, early: Vec<u8>, now: Instant) -> WsConn {
-        WsConn {
-            ctx: WebSocketContext::from_partially_read(early, Role::Server, Some(config())),
+impl FleetFeed {
+    pub fn new(registry: Arc<Registry>, sub: Subscription, now: Instant) -> FleetFeed {
+        FleetFeed {
+            registry,
             need_snapshot: sub.stream != Stream::Summary,
             sub,
             pending: BTreeMap::new(),
             removed: Vec::new(),
             visible: HashSet::new(),
-            unflushed: false,
-            last_progress: now,
-            next_ping: now + PING_EVERY,
-            unanswered_pings: 0,
             next_summary: now,
             ready: None,
-            raw: None,
-            read_deferred: false,
-            said_away: false,
-            book: None,
             fragments: None,
         }
     }
 
-    /// Whether the client wants the change feed at all.
-    pub fn wants_changes(&self) -> bool {
-        !matches!(
-            self.sub.stream,
-            Stream::Summary | Stream::Tasks | Stream::Alerts
-        )
-    }
-
-    /// A `/ws/tasks` or `/ws/alerts` client: it reads from that book.
-    pub fn follow_book(&mut self, book: Arc<dyn super::Book>) {
-        self.book = Some((book, 0));
-    }
-
-    pub fn follows_book(&self) -> bool {
-        self.book.is_some()
-    }
-
-    pub fn wants_write(&self) -> bool {
-        self.unflushed || self.raw.is_some()
-    }
-
-    fn in_flight(&self) -> bool {
-        self.unflushed || self.raw.is_some() || self.fragments.is_some()
-    }
-
-    /// Every worker, no filter: such clients can share one rendered update.
+    /// Every worker, no filter: such clients share one snapshot frame and
+    /// one rendered update.
     pub fn is_plain(&self) -> bool {
         self.sub.stream == Stream::All && self.sub.filter == Filter::default()
     }
 
-    /// Workers changed or were removed: note the ones this client follows,
-    /// or take the shared update when this client is plain and in step.
-    pub fn on_changes(&mut self, f: &Fanout) {
-        if let Some(shared) = &f.shared {
-            let in_step = self.pending.is_empty()
-                && self.ready.is_none()
-                && !self.need_snapshot
-                && !self.in_flight();
-            if self.is_plain() && in_step {
-                self.ready = Some(shared.frame.clone());
-                self.note_removed(&f.removed);
-                return;
-            }
-        }
-        let follows = |id: &WorkerId| match &self.sub.stream {
-            Stream::All => true,
-            Stream::One(one) => one == id,
-            Stream::Summary | Stream::Tasks | Stream::Alerts => false,
-        };
-        for snap in f.changed.iter().filter(|s| follows(&s.id)) {
-            self.pending.insert(snap.id.clone(), snap.clone());
-        }
-        self.note_removed(&f.removed);
-    }
-
-    /// Whether the next message is the whole fleet's snapshot, the same for
-    /// every client: no filter, no fields.
-    pub fn wants_plain_snapshot(&self) -> bool {
-        self.need_snapshot && !self.in_flight() && self.book.is_none() && self.is_plain()
-    }
-
     /// Send `frame`, the whole fleet's snapshot framed once for every
-    /// client, as this client's snapshot.
+    /// plain client, as this client's snapshot.
     pub fn give_snapshot(&mut self, frame: Arc<[u8]>) {
         self.need_snapshot = false;
         self.pending.clear();
-        self.raw = Some((Body::Shared(frame), 0));
+        self.ready = Some(frame);
     }
 
     /// Only a status or label filter can hide a worker the client saw, so
@@ -258,13 +230,40 @@ impl WsConn {
         self.sub.filter.status.is_some() || self.sub.filter.label.is_some()
     }
 
-    fn note_removed(&mut self, removed: &[WorkerId]) {
-        let follows = |id: &WorkerId| match &self.sub.stream {
+    fn follows(&self, id: &WorkerId) -> bool {
+        match &self.sub.stream {
             Stream::All => true,
             Stream::One(one) => one == id,
             Stream::Summary | Stream::Tasks | Stream::Alerts => false,
-        };
-        for id in removed.iter().filter(|id| follows(id)) {
+        }
+    }
+
+    fn on_changes(&mut self, f: &Fanout, in_flight: bool) {
+        if let Some(shared) = &f.shared {
+            let in_step = self.pending.is_empty()
+                && self.ready.is_none()
+                && self.fragments.is_none()
+                && !self.need_snapshot
+                && !in_flight;
+            if self.is_plain() && in_step {
+                self.ready = Some(shared.frame.clone());
+                self.note_removed(&f.removed);
+                return;
+            }
+        }
+        for snap in &f.changed {
+            if self.follows(&snap.id) {
+                self.pending.insert(snap.id.clone(), snap.clone());
+            }
+        }
+        self.note_removed(&f.removed);
+    }
+
+    fn note_removed(&mut self, removed: &[WorkerId]) {
+        for id in removed {
+            if !self.follows(id) {
+                continue;
+            }
             self.pending.remove(id);
             if !self.tracks_visibility() || self.visible.remove(id) {
                 self.removed.push(id.clone());
@@ -272,193 +271,57 @@ impl WsConn {
         }
     }
 
-    /// Read client frames: answer pings (tungstenite queues the pong), note
-    /// pongs, ignore data, complete the close handshake.
-    pub fn on_readable<S: Read + Write>(&mut self, stream: &mut S) -> Result<(), Ended> {
-        if self.raw.is_some() {
-            // tungstenite would answer a ping in the middle of our frame.
-            self.read_deferred = true;
-            return Ok(());
-        }
-        loop {
-            match self.ctx.read(stream) {
-                Ok(Message::Pong(_)) => self.unanswered_pings = 0,
-                Ok(_) => {}
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    return Err(Ended::Closed);
-                }
-                Err(WsError::Capacity(_)) => {
-                    self.close(stream, CloseCode::Size, "message too big");
-                    return Err(Ended::TooBig);
-                }
-                Err(_) => return Err(Ended::Error),
-            }
-        }
-    }
-
-    fn close<S: Read + Write>(&mut self, stream: &mut S, code: CloseCode, reason: &str) {
-        let frame = CloseFrame {
-            code,
-            reason: reason.to_string().into(),
-        };
-        let _ = self.ctx.close(stream, Some(frame));
-    }
-
-    /// Shutdown: finish the frame in flight, then close with 1001 (going
-    /// away). Returns true once all of it is written, or the socket is
-    /// broken; call again on the next chance to write.
-    pub fn going_away<S: Read + Write>(&mut self, stream: &mut S) -> bool {
-        if let Some((frame, pos)) = &mut self.raw {
-            while *pos < frame.len() {
-                match stream.write(&frame[*pos..]) {
-                    Ok(0) => return true,
-                    Ok(n) => *pos += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return true,
-                }
-            }
-            self.raw = None;
-        }
-        if !std::mem::replace(&mut self.said_away, true) {
-            self.close(stream, CloseCode::Away, "musterd is shutting down");
-        }
-        !matches!(self.ctx.flush(stream),
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    /// Flush what is in flight, then compose and write the next message,
-    /// until the socket would block or nothing is due.
-    pub fn pump<S: Read + Write>(
-        &mut self,
-        stream: &mut S,
-        registry: &Registry,
-        limits: WsLimits,
-        now: Instant,
-    ) -> Result<(), Ended> {
-        loop {
-            if let Some((frame, pos)) = &mut self.raw {
-                while *pos < frame.len() {
-                    match stream.write(&frame[*pos..]) {
-                        Ok(0) => return Err(Ended::Closed),
-                        Ok(n) => {
-                            *pos += n;
-                            self.last_progress = now;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Err(Ended::Error),
-                    }
-                }
-                // Dropping the buffer returns its memory at once.
-                self.raw = None;
-                if std::mem::take(&mut self.read_deferred) {
-                    self.on_readable(stream)?;
-                }
-            }
-            if self.unflushed {
-                match self.ctx.flush(stream) {
-                    Ok(()) => {
-                        self.unflushed = false;
-                        self.last_progress = now;
-                    }
-                    Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                        return Err(Ended::Closed);
-                    }
-                    Err(_) => return Err(Ended::Error),
-                }
-            }
-            let text = match self.next_message(registry, limits, now) {
-                None => return Ok(()),
-                Some(Next::Frame(frame)) => {
-                    self.raw = Some((frame, 0));
-                    continue;
-                }
-                Some(Next::Text(text)) if text.len() >= RAW_MIN => {
-                    self.raw = Some((Body::Owned(raw_text_frame(text.as_bytes())), 0));
-                    continue;
-                }
-                Some(Next::Text(text)) => text,
-            };
-            match self.ctx.write(stream, Message::Text(Utf8Bytes::from(text))) {
-                Ok(()) => self.unflushed = true,
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.unflushed = true;
-                    return Ok(());
-                }
-                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    return Err(Ended::Closed);
-                }
-                Err(_) => return Err(Ended::Error),
-            }
-        }
-    }
-
-    fn next_message(
-        &mut self,
-        registry: &Registry,
-        limits: WsLimits,
-        now: Instant,
-    ) -> Option<Next> {
+    fn next(&mut self, limits: WsLimits, now: Instant) -> Option<Body> {
         let fragment = limits.max_queue_bytes.clamp(1, FRAGMENT);
-        if let Some(f) = self.fragments.as_mut().and_then(|f| f.next(fragment)) {
-            return Some(Next::Frame(Body::Owned(f)));
-        }
-        self.fragments = None;
-        if let Some(text) = self.compose(registry, limits, now) {
-            return Some(Next::Text(text));
-        }
-        if let Some(f) = self.fragments.as_mut().and_then(|f| f.next(fragment)) {
-            return Some(Next::Frame(Body::Owned(f)));
-        }
-        self.ready.take().map(|f| Next::Frame(Body::Shared(f)))
-    }
-
-    /// A book's stream: a snapshot first, then what changed.
-    fn compose_book(&mut self) -> Option<String> {
-        let (book, seen) = self.book.as_mut()?;
-        let since = (!self.need_snapshot).then_some(*seen);
-        self.need_snapshot = false;
-        let (msg, v) = book.compose(since)?;
-        *seen = v;
-        (!msg.is_empty()).then_some(msg)
-    }
-
-    fn compose(&mut self, registry: &Registry, limits: WsLimits, now: Instant) -> Option<String> {
-        if self.book.is_some() {
-            return self.compose_book();
-        }
-        let fields = self.sub.filter.fields.clone();
-        if self.need_snapshot {
-            self.need_snapshot = false;
-            let snaps: Vec<Arc<Snapshot>> = match &self.sub.stream {
-                Stream::One(id) => registry.snapshot(id).into_iter().collect(),
-                _ => registry.snapshots(),
-            };
-            let snaps: Vec<Arc<Snapshot>> = snaps
-                .into_iter()
-                .filter(|s| self.sub.filter.matches(s))
-                .collect();
-            if self.tracks_visibility() {
-                self.visible = snaps.iter().map(|s| s.id.clone()).collect();
+        if let Some(f) = self.fragments.as_mut() {
+            match f.next(fragment) {
+                Some(f) => return Some(Body::Owned(f)),
+                None => self.fragments = None,
             }
-            self.pending.clear();
-            self.fragments = Some(Fragments {
-                rest: snaps.into_iter(),
-                fields,
-                begun: false,
-            });
-            return None;
         }
+        if let Some(frame) = self.ready.take() {
+            return Some(Body::Shared(frame));
+        }
+        if self.need_snapshot {
+            self.begin_snapshot();
+            return self.next(limits, now);
+        }
+        self.compose(limits, now)
+            .map(|text| Body::Owned(text_frame(text.as_bytes())))
+    }
+
+    /// The client's own snapshot: filtered, narrowed, or of one worker.
+    fn begin_snapshot(&mut self) {
+        self.need_snapshot = false;
+        let snaps: Vec<Arc<Snapshot>> = match &self.sub.stream {
+            Stream::One(id) => self.registry.snapshot(id).into_iter().collect(),
+            _ => self.registry.snapshots(),
+        };
+        let snaps: Vec<Arc<Snapshot>> = snaps
+            .into_iter()
+            .filter(|s| self.sub.filter.matches(s))
+            .collect();
+        if self.tracks_visibility() {
+            self.visible = snaps.iter().map(|s| s.id.clone()).collect();
+        }
+        self.pending.clear();
+        self.fragments = Some(Fragments {
+            rest: snaps.into_iter(),
+            fields: self.sub.filter.fields.clone(),
+            begun: false,
+        });
+    }
+
+    fn compose(&mut self, limits: WsLimits, now: Instant) -> Option<String> {
         if self.sub.stream == Stream::Summary {
             if now < self.next_summary {
                 return None;
             }
             self.next_summary = now + limits.summary_interval;
-            return Some(summary_message(&registry.snapshots(), &self.sub.filter));
+            return Some(summary_message(
+                &self.registry.snapshots(),
+                &self.sub.filter,
+            ));
         }
         // Updates: the latest state of each pending worker, cut at the
         // limit. Removals reach `pending` through the feed, in order.
@@ -480,7 +343,8 @@ impl WsConn {
             }
         }
         if !snaps.is_empty() {
-            return Some(workers_message("update", &snaps, fields.as_deref()));
+            let fields = self.sub.filter.fields.as_deref();
+            return Some(workers_message("update", &snaps, fields));
         }
         if !self.removed.is_empty() {
             let ids = std::mem::take(&mut self.removed);
@@ -488,34 +352,186 @@ impl WsConn {
         }
         None
     }
+}
 
-    /// Pings, and the stall check; on every tick of the loop.
-    pub fn on_tick<S: Read + Write>(
+impl BookFeed {
+    pub fn new(book: Arc<dyn Book>, topic: Stream) -> BookFeed {
+        BookFeed {
+            book,
+            topic,
+            seen: None,
+        }
+    }
+
+    /// A snapshot first, then what changed.
+    fn next(&mut self) -> Option<Body> {
+        let (msg, v) = self.book.compose(self.seen)?;
+        self.seen = Some(v);
+        (!msg.is_empty()).then(|| Body::Owned(text_frame(msg.as_bytes())))
+    }
+}
+
+pub struct WsConn {
+    ctx: WebSocketContext,
+    pub feed: Feed,
+    next_ping: Instant,
+    unanswered_pings: u8,
+    /// Shutdown: the close frame (1001) is queued.
+    said_away: bool,
+    /// What tungstenite wrote during the last call, for the queue.
+    written: Vec<u8>,
+}
+
+impl WsConn {
+    /// A new upgraded connection; `early` holds bytes the client sent right
+    /// after its handshake.
+    pub fn new(feed: Feed, early: Vec<u8>, now: Instant) -> WsConn {
+        WsConn {
+            ctx: WebSocketContext::from_partially_read(early, Role::Server, Some(config())),
+            feed,
+            next_ping: now + PING_EVERY,
+            unanswered_pings: 0,
+            said_away: false,
+            written: Vec::new(),
+        }
+    }
+
+    /// Whether the client streams the change feed: a fleet client that
+    /// follows workers (the summary is composed on a clock instead).
+    pub fn wants_changes(&self) -> bool {
+        match &self.feed {
+            Feed::Fleet(f) => f.sub.stream != Stream::Summary,
+            Feed::Book(_) => false,
+        }
+    }
+
+    /// What the client follows: the stream its path named.
+    pub fn topic(&self) -> Stream {
+        match &self.feed {
+            Feed::Fleet(f) => f.sub.stream.clone(),
+            Feed::Book(b) => b.topic.clone(),
+        }
+    }
+
+    /// Whether it can share the update rendered once for every client.
+    pub fn is_plain(&self) -> bool {
+        matches!(&self.feed, Feed::Fleet(f) if f.is_plain())
+    }
+
+    /// Workers changed or were removed: note the ones this client follows,
+    /// or take the shared update when this client is plain and in step.
+    /// `in_flight`: its last message is still in the queue.
+    pub fn on_changes(&mut self, f: &Fanout, in_flight: bool) {
+        if let Feed::Fleet(feed) = &mut self.feed {
+            feed.on_changes(f, in_flight);
+        }
+    }
+
+    /// The next message, framed, when one is due: called only once the
+    /// queue has taken the one before.
+    pub fn next_message(&mut self, limits: WsLimits, now: Instant) -> Option<Body> {
+        match &mut self.feed {
+            Feed::Fleet(f) => f.next(limits, now),
+            Feed::Book(b) => b.next(),
+        }
+    }
+
+    /// Move what tungstenite wrote into the queue.
+    fn queue_written(&mut self, out: &mut OutQueue) {
+        if !self.written.is_empty() {
+            out.push_bytes(&self.written);
+            self.written.clear();
+        }
+    }
+
+    /// Read client frames: note pongs, ignore data; tungstenite's pongs
+    /// and its close reply go into `out`.
+    pub fn on_readable<S: Read>(
         &mut self,
         stream: &mut S,
+        out: &mut OutQueue,
+    ) -> Result<(), Ended> {
+        let r = loop {
+            let mut cap = Capture {
+                stream: &mut *stream,
+                written: &mut self.written,
+            };
+            match self.ctx.read(&mut cap) {
+                Ok(Message::Pong(_)) => self.unanswered_pings = 0,
+                Ok(_) => {}
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    break Err(Ended::Closed);
+                }
+                Err(WsError::Capacity(_)) => {
+                    self.close(CloseCode::Size, "message too big");
+                    break Err(Ended::TooBig);
+                }
+                Err(_) => break Err(Ended::Error),
+            }
+        };
+        self.queue_written(out);
+        r
+    }
+
+    /// Queue a close frame (tungstenite keeps the handshake's state).
+    fn close(&mut self, code: CloseCode, reason: &str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        };
+        let mut cap = Capture {
+            stream: &mut NoRead,
+            written: &mut self.written,
+        };
+        let _ = self.ctx.close(&mut cap, Some(frame));
+    }
+
+    /// Shutdown: queue a close frame with 1001 (going away) after what is
+    /// queued already.
+    pub fn going_away(&mut self, out: &mut OutQueue) {
+        if !std::mem::replace(&mut self.said_away, true) {
+            self.close(CloseCode::Away, "musterd is shutting down");
+            self.queue_written(out);
+        }
+    }
+
+    /// Pings, and the stall check; on every tick of the loop. `stalled`:
+    /// since when the queue has held bytes the socket did not take.
+    pub fn on_tick(
+        &mut self,
+        out: &mut OutQueue,
+        stalled: Option<Instant>,
         limits: WsLimits,
         now: Instant,
     ) -> Result<(), Ended> {
-        if self.in_flight()
-            && now.saturating_duration_since(self.last_progress) >= limits.stall_timeout
-        {
-            self.close(stream, CloseCode::Policy, "client stalled");
+        if stalled.is_some_and(|t| now.saturating_duration_since(t) >= limits.stall_timeout) {
+            self.close(CloseCode::Policy, "client stalled");
+            self.queue_written(out);
             return Err(Ended::Stalled);
         }
-        if now >= self.next_ping && self.raw.is_none() {
+        if now >= self.next_ping {
             if self.unanswered_pings >= 2 {
-                self.close(stream, CloseCode::Policy, "pings unanswered");
+                self.close(CloseCode::Policy, "pings unanswered");
+                self.queue_written(out);
                 return Err(Ended::PingTimeout);
             }
             self.unanswered_pings += 1;
             self.next_ping = now + PING_EVERY;
-            match self.ctx.write(stream, Message::Ping(Vec::new().into())) {
-                Ok(()) => self.unflushed = true,
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.unflushed = true
-                }
-                Err(_) => return Err(Ended::Error),
+            let mut cap = Capture {
+                stream: &mut NoRead,
+                written: &mut self.written,
+            };
+            if self
+                .ctx
+                .write(&mut cap, Message::Ping(Vec::new().into()))
+                .is_err()
+                || self.ctx.flush(&mut cap).is_err()
+            {
+                return Err(Ended::Error);
             }
+            self.queue_written(out);
         }
         Ok(())
     }
@@ -540,7 +556,7 @@ mod tests {
         Fanout::new(snaps.to_vec(), Vec::new(), plain)
     }
 
-    /// The text of each server frame written (unmasked, RFC 6455 §5.2).
+    /// The text of each server frame (unmasked, RFC 6455 §5.2).
     fn messages(mut b: &[u8]) -> Vec<String> {
         let mut out = Vec::new();
         while b.len() >= 2 {
@@ -570,28 +586,49 @@ mod tests {
             .unwrap_or_default()
     }
 
+    fn fleet(path: &str) -> WsConn {
+        let registry = Arc::new(Registry::new(Arc::new(Shared::new(config::defaults()))));
+        let feed = FleetFeed::new(registry, subscription(path, "").unwrap(), Instant::now());
+        WsConn::new(Feed::Fleet(Box::new(feed)), Vec::new(), Instant::now())
+    }
+
+    /// Write what the queue holds to `sock` until it blocks; then, when the
+    /// queue is empty, the next message, as the connection does.
+    fn pump(ws: &mut WsConn, out: &mut OutQueue, sock: &mut Script) {
+        loop {
+            match out.write_to(sock) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => panic!("{e}"),
+            }
+            match ws.next_message(LIMITS, Instant::now()) {
+                Some(Body::Owned(b)) => out.push_bytes(&b),
+                Some(Body::Shared(b)) => out.push_shared(&b),
+                None => return,
+            }
+        }
+    }
+
     #[test]
     fn a_slow_client_gets_the_latest_state_not_every_change() {
-        let registry = Registry::new(Arc::new(Shared::new(config::defaults())));
-        let t0 = Instant::now();
-        let mut ws = WsConn::new(subscription("/ws/telemetry", "").unwrap(), Vec::new(), t0);
-        let mut sock = Script::new(vec![]);
-        ws.pump(&mut sock, &registry, LIMITS, t0).unwrap();
-        let pump_after = |ws: &mut WsConn, sock: &mut Script, q: u64, plain: bool| {
-            ws.on_changes(&changes(&[snap("a", q)], plain));
-            ws.pump(sock, &registry, LIMITS, t0).unwrap();
+        let mut ws = fleet("/ws/telemetry");
+        let (mut out, mut sock) = (OutQueue::default(), Script::new(vec![]));
+        pump(&mut ws, &mut out, &mut sock);
+        let change = |ws: &mut WsConn, out: &mut OutQueue, sock: &mut Script, q: u64| {
+            ws.on_changes(&changes(&[snap("a", q)], true), !out.is_empty());
+            pump(ws, out, sock);
         };
-        pump_after(&mut ws, &mut sock, 1, true);
-        // The socket fills: the next update stays in flight.
+        change(&mut ws, &mut out, &mut sock, 1);
+        // The socket fills: the next update stays in the queue.
         sock.then(vec![Step::Write(3), Step::Block]);
-        pump_after(&mut ws, &mut sock, 2, true);
-        assert!(ws.wants_write(), "in flight");
+        change(&mut ws, &mut out, &mut sock, 2);
+        assert!(!out.is_empty(), "in flight");
         sock.then(vec![Step::Block, Step::Block]);
-        pump_after(&mut ws, &mut sock, 3, true);
-        pump_after(&mut ws, &mut sock, 4, true);
+        change(&mut ws, &mut out, &mut sock, 3);
+        change(&mut ws, &mut out, &mut sock, 4);
         // Room again.
-        ws.pump(&mut sock, &registry, LIMITS, t0).unwrap();
-        assert!(!ws.wants_write());
+        pump(&mut ws, &mut out, &mut sock);
+        assert!(out.is_empty());
         let got = messages(&sock.written);
         assert!(got[0].starts_with(r#"{"type":"snapshot""#), "{got:?}");
         let queues: Vec<Vec<u64>> = got[1..].iter().map(|m| queue_of(m)).collect();
@@ -600,14 +637,11 @@ mod tests {
 
     #[test]
     fn filtered_clients_see_only_their_workers() {
-        let registry = Registry::new(Arc::new(Shared::new(config::defaults())));
-        let t0 = Instant::now();
-        let sub = subscription("/ws/telemetry/b", "").unwrap();
-        let mut ws = WsConn::new(sub, Vec::new(), t0);
-        let mut sock = Script::new(vec![]);
-        ws.pump(&mut sock, &registry, LIMITS, t0).unwrap();
-        ws.on_changes(&changes(&[snap("a", 1), snap("b", 2)], false));
-        ws.pump(&mut sock, &registry, LIMITS, t0).unwrap();
+        let mut ws = fleet("/ws/telemetry/b");
+        let (mut out, mut sock) = (OutQueue::default(), Script::new(vec![]));
+        pump(&mut ws, &mut out, &mut sock);
+        ws.on_changes(&changes(&[snap("a", 1), snap("b", 2)], false), false);
+        pump(&mut ws, &mut out, &mut sock);
         let got = messages(&sock.written);
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(queue_of(&got[1]), [2]);
@@ -616,17 +650,39 @@ mod tests {
 
     #[test]
     fn a_client_that_takes_nothing_is_closed_at_the_stall_timeout() {
-        let registry = Registry::new(Arc::new(Shared::new(config::defaults())));
+        let mut ws = fleet("/ws/telemetry");
+        let mut out = OutQueue::default();
         let t0 = Instant::now();
-        let mut ws = WsConn::new(subscription("/ws/telemetry", "").unwrap(), Vec::new(), t0);
-        let mut sock = Script::new(vec![Step::Block, Step::Block, Step::Block]);
-        ws.pump(&mut sock, &registry, LIMITS, t0).unwrap();
-        assert!(ws.wants_write());
         let almost = t0 + LIMITS.stall_timeout - Duration::from_millis(1);
-        assert_eq!(ws.on_tick(&mut sock, LIMITS, almost), Ok(()));
+        assert_eq!(ws.on_tick(&mut out, Some(t0), LIMITS, almost), Ok(()));
         assert_eq!(
-            ws.on_tick(&mut sock, LIMITS, t0 + LIMITS.stall_timeout),
+            ws.on_tick(&mut out, Some(t0), LIMITS, t0 + LIMITS.stall_timeout),
             Err(Ended::Stalled)
+        );
+        let mut sock = Script::new(vec![]);
+        assert!(out.write_to(&mut sock).unwrap());
+        assert_eq!(sock.written[0], 0x88, "a close frame went into the queue");
+    }
+
+    #[test]
+    fn a_ping_read_mid_message_is_answered_after_the_message() {
+        let mut ws = fleet("/ws/telemetry");
+        let mut out = OutQueue::default();
+        // The snapshot is queued; the socket takes part of it, then the
+        // client pings (a masked ping frame, RFC 6455 §5.5.2).
+        let snapshot = ws.next_message(LIMITS, Instant::now()).unwrap();
+        out.push_bytes(&snapshot);
+        let mut sock = Script::new(vec![Step::Write(5), Step::Block]);
+        assert!(!out.write_to(&mut sock).unwrap());
+        let ping = vec![0x89, 0x80, 1, 2, 3, 4];
+        let mut reader = Script::new(vec![Step::Read(ping)]);
+        assert_eq!(ws.on_readable(&mut reader, &mut out), Ok(()));
+        assert!(out.write_to(&mut sock).unwrap());
+        let got = &sock.written;
+        assert_eq!(
+            &got[..],
+            &[&snapshot[..], &[0x8a, 0]].concat()[..],
+            "the pong after the whole snapshot"
         );
     }
 }

@@ -1,12 +1,15 @@
-//! One fan-out of changes to every WebSocket client: the snapshots the
-//! change feed handed over, and the update for plain clients (every worker,
-//! no filter) rendered and framed once for all of them. Prepared on the
-//! HTTP loop from what the feed carries; it reads no registry.
+//! What fleet clients share: one change fan-out (the snapshots the change
+//! feed handed over, and the update for plain clients rendered and framed
+//! once for all of them), and the whole fleet's snapshot, framed once per
+//! fleet version for every plain client that connects. Prepared on the
+//! HTTP loop.
 
-use super::messages::{raw_text_frame, workers_message};
+use super::messages::{text_frame, workers_message};
+use crate::fleet::registry::Registry;
 use crate::fleet::snapshot::Snapshot;
 use crate::proto::WorkerId;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 /// One fan-out of changes to every client.
 pub struct Fanout {
@@ -30,12 +33,70 @@ impl Fanout {
     pub fn new(changed: Vec<Arc<Snapshot>>, removed: Vec<WorkerId>, any_plain: bool) -> Fanout {
         let shared = (any_plain && !changed.is_empty()).then(|| SharedUpdate {
             ids: changed.iter().map(|s| s.id.clone()).collect(),
-            frame: raw_text_frame(workers_message("update", &changed, None).as_bytes()).into(),
+            frame: text_frame(workers_message("update", &changed, None).as_bytes()).into(),
         });
         Fanout {
             changed,
             removed,
             shared,
+        }
+    }
+}
+
+/// How long a shared snapshot serves new clients of a quiet fleet.
+const SNAPSHOT_FRESH: Duration = Duration::from_secs(1);
+
+/// The whole fleet as a `snapshot` message, framed once per fleet version
+/// and shared by every plain client: 200 clients of a 16 MB fleet hold one
+/// 16 MB frame, not 200. A frame serves new clients for a second (its
+/// `timestamp` is that old at most), and after that while the fleet is
+/// unchanged and some client is still being sent it, since a second copy
+/// of the same fleet would only double the memory.
+#[derive(Default)]
+pub struct SnapshotFrames {
+    current: Option<(u64, Arc<[u8]>, Instant)>,
+    /// The last one, past its second, while clients are still sent it.
+    sent: Option<(u64, Weak<[u8]>)>,
+}
+
+impl SnapshotFrames {
+    /// The frame for the fleet at `version`.
+    pub fn frame(&mut self, registry: &Registry, version: u64) -> Arc<[u8]> {
+        self.expire();
+        if let Some((v, frame, _)) = &self.current {
+            if *v == version {
+                return frame.clone();
+            }
+        }
+        let in_flight = self.sent.as_ref().filter(|(v, _)| *v == version);
+        if let Some(frame) = in_flight.and_then(|(_, weak)| weak.upgrade()) {
+            return frame;
+        }
+        let msg = workers_message("snapshot", &registry.snapshots(), None);
+        let frame: Arc<[u8]> = text_frame(msg.as_bytes()).into();
+        self.current = Some((version, frame.clone(), Instant::now()));
+        frame
+    }
+
+    /// Let go of a frame older than a second, and of the weak reference to
+    /// the one before once no client holds it (a `Weak` keeps the
+    /// allocation). On every tick.
+    pub fn expire(&mut self) {
+        if self
+            .sent
+            .as_ref()
+            .is_some_and(|(_, w)| w.strong_count() == 0)
+        {
+            self.sent = None;
+        }
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(_, _, at)| at.elapsed() >= SNAPSHOT_FRESH)
+        {
+            if let Some((version, frame, _)) = self.current.take() {
+                self.sent = Some((version, Arc::downgrade(&frame)));
+            }
         }
     }
 }

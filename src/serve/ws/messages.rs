@@ -1,6 +1,6 @@
 //! The JSON messages of the three streams (snapshot, update, removed,
-//! summary) and the server's own text frame for messages written around
-//! tungstenite. Pure: snapshots in, text or bytes out.
+//! summary) and the server's text frames. Pure: snapshots in, text or
+//! bytes out.
 
 use super::upgrade::Filter;
 use crate::clock::unix_ms;
@@ -9,6 +9,8 @@ use crate::fleet::telemetry::Telemetry;
 use crate::proto::{Status, WorkerId};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Append `"id":{telemetry}` for one worker, honouring `fields`.
 fn push_worker(out: &mut String, s: &Snapshot, fields: Option<&[String]>) {
@@ -94,29 +96,23 @@ pub fn summary_message(snaps: &[Arc<Snapshot>], filter: &Filter) -> String {
     json!({"timestamp": unix_ms(), "workers": workers, "summary": summary}).to_string()
 }
 
-/// Messages at least this large bypass tungstenite's write buffer.
-pub const RAW_MIN: usize = 32 * 1024;
-
 /// One unmasked, final text frame (RFC 6455 §5.2): a server's frame.
-pub fn raw_text_frame(payload: &[u8]) -> Vec<u8> {
-    raw_frame(true, true, payload)
+pub fn text_frame(payload: &[u8]) -> Vec<u8> {
+    data_frame(true, true, payload)
 }
 
 /// One unmasked frame of a text message (RFC 6455 §5.2, §5.4): the first
 /// is a text frame, the rest continuation frames; the last has FIN set.
-pub fn raw_frame(first: bool, last: bool, payload: &[u8]) -> Vec<u8> {
-    let n = payload.len();
-    let mut f = Vec::with_capacity(n + 10);
-    f.push(if last { 0x80 } else { 0 } | if first { 0x1 } else { 0 });
-    if n < 126 {
-        f.push(n as u8);
-    } else if n <= u16::MAX as usize {
-        f.push(126);
-        f.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        f.push(127);
-        f.extend_from_slice(&(n as u64).to_be_bytes());
-    }
+/// The header is tungstenite's; the payload goes after it uncopied by it.
+pub fn data_frame(first: bool, last: bool, payload: &[u8]) -> Vec<u8> {
+    let header = FrameHeader {
+        is_final: last,
+        opcode: OpCode::Data(if first { Data::Text } else { Data::Continue }),
+        ..FrameHeader::default()
+    };
+    let mut f = Vec::with_capacity(payload.len() + 10);
+    // Writing into a Vec cannot fail.
+    let _ = header.format(payload.len() as u64, &mut f);
     f.extend_from_slice(payload);
     f
 }
@@ -126,14 +122,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn raw_frames_have_rfc_6455_headers() {
-        assert_eq!(raw_text_frame(b"hi"), [0x81, 2, b'h', b'i']);
-        let mid = raw_text_frame(&[b'x'; 300]);
+    fn frames_have_rfc_6455_headers() {
+        assert_eq!(text_frame(b"hi"), [0x81, 2, b'h', b'i']);
+        let mid = text_frame(&[b'x'; 300]);
         assert_eq!(&mid[..4], &[0x81, 126, 1, 44]);
-        assert_eq!(raw_frame(true, false, b"a"), [0x01, 1, b'a']);
-        assert_eq!(raw_frame(false, false, b"b"), [0x00, 1, b'b']);
-        assert_eq!(raw_frame(false, true, b"c"), [0x80, 1, b'c']);
-        let big = raw_text_frame(&vec![b'x'; 70_000]);
+        assert_eq!(data_frame(true, false, b"a"), [0x01, 1, b'a']);
+        assert_eq!(data_frame(false, false, b"b"), [0x00, 1, b'b']);
+        assert_eq!(data_frame(false, true, b"c"), [0x80, 1, b'c']);
+        let big = text_frame(&vec![b'x'; 70_000]);
         assert_eq!(&big[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
         assert_eq!(big.len(), 70_010);
     }

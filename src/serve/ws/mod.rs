@@ -1,9 +1,11 @@
 //! WebSocket streams on the HTTP loop.
 //!
 //! - `upgrade`: stream paths, subscriptions and filters, the RFC 6455 checks.
-//! - `messages`: the JSON messages and the server's raw text frame.
-//! - `fanout`: one change fan-out, the shared update rendered once.
-//! - `conn`: one upgraded connection's state machine.
+//! - `messages`: the JSON messages and the server's text frames.
+//! - `fanout`: one change fan-out, the shared update rendered once, and
+//!   the shared snapshot frame.
+//! - `conn`: one upgraded connection's feed and reads; its bytes go to
+//!   the connection's one output queue.
 //! - `book`: the streams read from a book of their own (tasks, alerts).
 //!
 //! It owns no socket and decides nothing about when to run: the HTTP loop
@@ -16,7 +18,7 @@ pub mod messages;
 pub mod upgrade;
 
 pub use book::Book;
-pub use conn::{Ended, SEND_BUFFER, WsConn, WsLimits};
-pub use fanout::Fanout;
-pub use messages::{raw_text_frame, workers_message};
-pub use upgrade::{ENDPOINTS, Stream, Subscription, accept, admit, is_ws_path, subscription};
+pub use conn::{BookFeed, Ended, Feed, FleetFeed, SEND_BUFFER, WsConn, WsLimits};
+pub use fanout::{Fanout, SnapshotFrames};
+pub use messages::{text_frame, workers_message};
+pub use upgrade::{ENDPOINTS, Stream, Subscription, accept, is_ws_path, subscription};

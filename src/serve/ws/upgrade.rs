@@ -1,15 +1,13 @@
 //! The way in: which paths are streams, what a client subscribed to and
 //! with which filters, and the RFC 6455 §4.2 checks of an upgrade request.
 //! Pure: a request in, a subscription and a 101 response (or a refusal)
-//! out; [`admit`] adds the client cap and counts the client in.
+//! out. The client cap, and what a stream reads from, are the request
+//! handler's.
 
-use crate::config::Config;
-use crate::fleet::Shared;
 use crate::fleet::snapshot::Snapshot;
 use crate::proto::{StatusFilter, WorkerId, check_worker_id};
 use crate::serve::head::{Method, Request, Response, percent_decode, query_param};
 use crate::serve::views::status_filter;
-use crate::stats::Counter;
 
 /// The streams, as documented in README.md and musterd(8).
 pub const ENDPOINTS: [&str; 5] = [
@@ -152,32 +150,6 @@ pub fn accept(req: &Request) -> Result<Response, Response> {
         "Sec-WebSocket-Accept",
         tungstenite::handshake::derive_accept_key(key.as_bytes()),
     ))
-}
-
-/// Admit a client: its subscription, the client cap, the RFC 6455 checks.
-/// On success the client is counted in (the loop counts it out when its
-/// connection closes) and the change feed records from now on, before its
-/// first snapshot is composed, so nothing between the two is missed.
-pub fn admit(
-    req: &Request,
-    shared: &Shared,
-    cfg: &Config,
-) -> Result<(Subscription, Response), Response> {
-    let sub = subscription(&req.path, &req.query)?;
-    if shared.stats.get(Counter::WsClients) >= cfg.ws_max_clients as u64 {
-        return Err(Response::error(
-            503,
-            "too_many_clients",
-            "ws_max_clients reached",
-        ));
-    }
-    let resp = accept(req)?;
-    if sub.stream != Stream::Summary {
-        shared.changes.set_wanted(true);
-    }
-    shared.stats.incr(Counter::WsClients);
-    shared.stats.incr(Counter::WsAccepted);
-    Ok((sub, resp))
 }
 
 #[cfg(test)]

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The soak: musterd left running with everything moving at once, for an
+# hour by default, and how its memory moves (bench/soak.py has the load):
+# 1,000 steady workers beating every second, 20 new worker ids a second
+# forgotten after forget_after = 20 s, WebSocket clients coming and going,
+# tasks run by four `muster agent --tasks` and kept 30 s after they end.
+#
+#   bench/soak.sh                      # an hour, growth measured after 10 min
+#   DURATION=1200 WARMUP=300 bench/soak.sh
+#   MUSTERD=/path/to/other/musterd bench/soak.sh   # another build, same load
+#
+# Prints the median RSS and heap in use (malloc's own count) of each
+# 5-minute window and the growth per hour after the warm-up; every sample
+# goes to $OUT (default /tmp/muster-soak.csv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+duration=${DURATION:-3600}
+warmup=${WARMUP:-600}
+state=$(mktemp -d)
+agents=()
+cleanup() {
+  for a in "${agents[@]}"; do kill "$a" 2>/dev/null || true; done
+  stop
+  rm -rf "$state"
+}
+trap cleanup EXIT
+start --state-dir "$state" --heartbeat-interval 1s --inactivity-timeout 5s \
+  --forget-after 20s --task-retention 30s --max-workers 20000
+for i in 1 2 3 4; do
+  $bin/muster agent --tasks --capacity 4 --id "soak-agent-$i" --interval 1s -- true >/dev/null 2>&1 &
+  agents+=($!)
+done
+echo "soak: musterd pid $pid ($($musterd --version)), ${duration} s, warm-up ${warmup} s"
+python3 bench/soak.py --pid "$pid" --http "$http" --heartbeat "$hb" \
+  --duration "$duration" --warmup "$warmup" --out "${OUT:-/tmp/muster-soak.csv}"

@@ -1,0 +1,124 @@
+//! The queued tasks, indexed so that dispatch never walks them: one queue
+//! per task type, highest priority then oldest first, and one per worker
+//! for the tasks aimed at it. A taker reads the queues of the types it
+//! takes (every type's when it names none) and its own.
+
+use super::task::{Task, TaskId};
+use crate::proto::WorkerId;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+
+/// A queued task's place: highest priority first, then oldest.
+type Place = (Reverse<i64>, TaskId);
+
+/// Where a queued task waits: its worker's queue when aimed at one, else
+/// its type's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Queue {
+    Type(String),
+    Worker(WorkerId),
+}
+
+impl Queue {
+    fn of(t: &Task) -> Queue {
+        match &t.target.worker_id {
+            Some(w) => Queue::Worker(w.clone()),
+            None => Queue::Type(t.kind.clone()),
+        }
+    }
+}
+
+/// Every queue that holds a task; an emptied one is let go.
+#[derive(Default)]
+pub struct Queues(HashMap<Queue, BTreeSet<Place>>);
+
+impl Queues {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn insert(&mut self, t: &Task) {
+        self.0
+            .entry(Queue::of(t))
+            .or_default()
+            .insert((Reverse(t.priority), t.id));
+    }
+
+    pub fn remove(&mut self, t: &Task) {
+        let q = Queue::of(t);
+        if let Some(set) = self.0.get_mut(&q) {
+            set.remove(&(Reverse(t.priority), t.id));
+            if set.is_empty() {
+                self.0.remove(&q);
+            }
+        }
+    }
+
+    /// The best task `worker` may take: the first that `takes` accepts at
+    /// the head of each queue it reads (its own, and those of `types`, or
+    /// of every type), the highest priority then oldest of those. Costs the
+    /// queues read plus the tasks passed over at their heads.
+    pub fn best(
+        &self,
+        worker: &WorkerId,
+        types: Option<&[String]>,
+        takes: impl Fn(&TaskId) -> bool,
+    ) -> Option<TaskId> {
+        let own = self.0.get(&Queue::Worker(worker.clone()));
+        let typed: Box<dyn Iterator<Item = &BTreeSet<Place>>> = match types {
+            Some(types) => Box::new(
+                types
+                    .iter()
+                    .filter_map(|t| self.0.get(&Queue::Type(t.clone()))),
+            ),
+            None => Box::new(
+                self.0
+                    .iter()
+                    .filter(|(q, _)| matches!(q, Queue::Type(_)))
+                    .map(|(_, s)| s),
+            ),
+        };
+        own.into_iter()
+            .chain(typed)
+            .filter_map(|q| q.iter().find(|(_, id)| takes(id)).copied())
+            .min()
+            .map(|(_, id)| id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::task::parse_submit;
+
+    fn task(id: u64, body: &str) -> Task {
+        parse_submit(body.as_bytes(), TaskId(id), 0).unwrap()
+    }
+
+    #[test]
+    fn the_best_head_of_the_queues_a_worker_reads() {
+        let mut q = Queues::default();
+        let scan = task(1, r#"{"type":"scan"}"#);
+        let urgent = task(2, r#"{"type":"resize","priority":9}"#);
+        let mine = task(3, r#"{"type":"scan","worker_id":"w1"}"#);
+        for t in [&scan, &urgent, &mine] {
+            q.insert(t);
+        }
+        let w1: WorkerId = "w1".into();
+        let all = |_: &TaskId| true;
+        assert_eq!(q.best(&w1, None, all), Some(TaskId(2)), "priority first");
+        let scans = ["scan".to_string()];
+        assert_eq!(q.best(&w1, Some(&scans), all), Some(TaskId(1)), "then age");
+        assert_eq!(q.best(&"w2".into(), Some(&scans), all), Some(TaskId(1)));
+        let not_one = |id: &TaskId| *id != TaskId(1);
+        assert_eq!(
+            q.best(&w1, Some(&scans), not_one),
+            Some(TaskId(3)),
+            "its own"
+        );
+        for t in [&scan, &urgent, &mine] {
+            q.remove(t);
+        }
+        assert!(q.is_empty());
+    }
+}
