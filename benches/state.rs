@@ -29,8 +29,8 @@ fn env(key: &str, default: usize) -> usize {
 
 fn fleet(n: usize, samples: usize) -> (Arc<Shared>, Arc<Registry>) {
     let mut cfg = config::defaults();
-    cfg.max_workers = n;
-    cfg.history_samples = samples;
+    cfg.fleet.max_workers = n;
+    cfg.fleet.history_samples = samples;
     let shared = Arc::new(Shared::new(cfg));
     let registry = Arc::new(Registry::new(shared.clone()));
     let now_s = (muster::clock::unix_ms() / 1000) as u32;
@@ -118,7 +118,7 @@ fn main() {
 
 fn registry_config(n: usize, samples: usize) -> config::Config {
     let mut cfg = config::defaults();
-    cfg.max_workers = n;
-    cfg.history_samples = samples;
+    cfg.fleet.max_workers = n;
+    cfg.fleet.history_samples = samples;
     cfg
 }

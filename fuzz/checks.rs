@@ -58,7 +58,7 @@ pub fn http_head(data: &[u8]) {
         let peer = std::net::IpAddr::from([192, 0, 2, 1]);
         let _ = access::check(&req, peer, &cfg, &names);
         let _ = access::check_ws(&req, &cfg, &names);
-        cfg.api_token = Some(config::Secret::new("t"));
+        cfg.http.api_token = Some(config::Secret::new("t"));
         if let Ok(()) = access::check(&req, peer, &cfg, &names) {
             assert!(!req.method.is_change() || req.authorization.is_some());
         }
@@ -99,7 +99,7 @@ pub fn config_file(data: &[u8]) {
     if let Ok(map) = config::parse_file(Path::new("fuzz.conf"), text) {
         let mut cfg = config::defaults();
         for (k, v) in &map {
-            if let Some(s) = config::settings::find(k) {
+            if let Some(s) = config::find(k) {
                 let _ = (s.set)(&mut cfg, v);
             }
         }

@@ -2,7 +2,7 @@
 //! must appear in the README and its man page, and every page must be
 //! well-formed. These tests read the files; they start no daemon.
 
-use muster::config::{SETTINGS, env_name, flag_name};
+use muster::config::{env_name, flag_name, settings};
 use muster::serve::routes::ENDPOINTS;
 
 fn read(path: &str) -> String {
@@ -24,7 +24,7 @@ fn every_setting_is_documented() {
     let readme = read("README.md");
     let musterd8 = read("man/musterd.8");
     let conf5 = read("man/musterd.conf.5");
-    for s in SETTINGS {
+    for s in settings() {
         assert!(
             readme.contains(&format!("| `{}` | `{}` |", s.key, s.default)),
             "README settings table lacks {} with default {}",
@@ -91,7 +91,7 @@ fn every_stream_is_documented() {
 #[test]
 fn the_example_config_lists_every_setting_with_its_default() {
     let conf = read("systemd/musterd.conf");
-    for s in SETTINGS {
+    for s in settings() {
         let line = format!("#{} = {}", s.key, s.default);
         assert!(
             conf.lines().any(|l| l == line),

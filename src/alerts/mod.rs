@@ -12,6 +12,7 @@ pub mod notify;
 pub mod rules;
 
 use crate::clock::unix_ms;
+use crate::config::alerts::Rule;
 use crate::fleet::Shared;
 use crate::fleet::notify::Notify;
 use crate::fleet::registry::Registry;
@@ -64,14 +65,14 @@ impl Alert {
     /// condition's own.
     pub fn labels(&self) -> BTreeMap<String, String> {
         let mut l = self.cond.labels.clone();
-        l.insert("alertname".into(), self.cond.name.into());
+        l.insert("alertname".into(), self.cond.name.as_str().into());
         l.insert("severity".into(), self.cond.severity.into());
         l
     }
 
     pub fn json(&self) -> Value {
         json!({
-            "alertname": self.cond.name,
+            "alertname": self.cond.name.as_str(),
             "state": self.state(),
             "labels": self.labels(),
             "annotations": {"summary": self.cond.summary, "description": self.cond.description},
@@ -255,7 +256,7 @@ impl Alerts {
                 *seen = v;
                 for t in changed.iter().filter(|t| t.state() == State::Failed) {
                     let c = Condition {
-                        name: "task_failed",
+                        name: Rule::TaskFailed,
                         labels: BTreeMap::from([
                             ("task_id".to_string(), t.id.to_string()),
                             ("task_type".to_string(), t.kind.clone()),
@@ -299,7 +300,7 @@ impl Alerts {
         pool.fatal_members()
             .into_iter()
             .map(|m| Condition {
-                name: "pool_member_fatal",
+                name: Rule::PoolMemberFatal,
                 summary: format!("Pool member {m} is fatal"),
                 description: format!(
                     "{m} exited pool_max_restarts times within pool_restart_window and is no longer restarted."
@@ -340,7 +341,7 @@ impl Alerts {
 }
 
 fn describe(a: &Alert) -> String {
-    let mut s = a.cond.name.to_string();
+    let mut s = a.cond.name.as_str().to_string();
     for (k, v) in &a.cond.labels {
         s.push_str(&format!(" {k}={v}"));
     }
@@ -357,17 +358,17 @@ pub fn run(alerts: Arc<Alerts>) {
         let now = Instant::now();
         let cfg = alerts.shared.config.get();
         let t = Thresholds {
-            rules: &cfg.alert_rules,
-            hold: cfg.alert_for,
-            inactivity: cfg.inactivity_timeout,
-            flapping: cfg.alert_flapping,
-            error_rate: cfg.alert_error_rate,
-            min_runs: cfg.alert_error_rate_min_runs,
-            queue_depth: cfg.alert_queue_depth,
+            rules: &cfg.alerts.rules,
+            hold: cfg.alerts.hold,
+            inactivity: cfg.fleet.inactivity_timeout,
+            flapping: cfg.alerts.flapping,
+            error_rate: cfg.alerts.error_rate,
+            min_runs: cfg.alerts.error_rate_min_runs,
+            queue_depth: cfg.alerts.queue_depth,
         };
         let snaps = alerts.registry.snapshots();
         flaps.observe(&snaps, now);
-        if t.rules.contains(&"error_rate")
+        if t.rules.contains(&Rule::ErrorRate)
             && outcomes_at.is_none_or(|at| now.saturating_duration_since(at) >= OUTCOMES_EVERY)
         {
             outcomes = alerts.outcomes();
@@ -375,11 +376,11 @@ pub fn run(alerts: Arc<Alerts>) {
         }
         let mut conds = rules::evaluate(&snaps, &flaps, &outcomes, &t);
         drop(snaps);
-        if t.rules.contains(&"pool_member_fatal") {
+        if t.rules.contains(&Rule::PoolMemberFatal) {
             conds.extend(alerts.pool_conditions());
         }
         let task_conds = alerts.task_conditions(&mut tasks_seen, now);
-        if t.rules.contains(&"task_failed") {
+        if t.rules.contains(&Rule::TaskFailed) {
             conds.extend(task_conds);
         }
         alerts.apply(conds, now);
@@ -406,7 +407,7 @@ mod tests {
 
     fn cond(id: &str, hold: u64) -> Condition {
         Condition {
-            name: "worker_inactive",
+            name: Rule::WorkerInactive,
             labels: BTreeMap::from([("worker_id".to_string(), id.to_string())]),
             severity: "warning",
             summary: format!("Worker {id} is silent"),

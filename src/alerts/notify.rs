@@ -12,7 +12,7 @@
 
 use super::{Alert, Alerts};
 use crate::clock::iso_ms;
-use crate::config::alerting::HttpUrl;
+use crate::config::alerts::HttpUrl;
 use crate::logging::RateLimit;
 use crate::stats::Counter;
 use serde_json::{Value, json};
@@ -159,10 +159,11 @@ pub fn run(alerts: Arc<Alerts>, source: String) {
         last_pass = Instant::now();
         let cfg = alerts.shared.config.get();
         let targets: Vec<(Kind, &HttpUrl)> = cfg
-            .alertmanager_url
+            .alerts
+            .alertmanagers
             .iter()
             .map(|u| (Kind::Alertmanager, u))
-            .chain(cfg.alert_webhook_url.iter().map(|u| (Kind::Webhook, u)))
+            .chain(cfg.alerts.webhooks.iter().map(|u| (Kind::Webhook, u)))
             .collect();
         if targets.is_empty() {
             told.clear();
@@ -177,7 +178,7 @@ pub fn run(alerts: Arc<Alerts>, source: String) {
             if t.next_try.is_some_and(|at| now < at) {
                 continue;
             }
-            let due = due(&list, t, cfg.alert_resend, now);
+            let due = due(&list, t, cfg.alerts.resend, now);
             // Forget what is no longer there to tell.
             t.firing.retain(|id, _| ids.contains(id));
             t.resolved.retain(|id| ids.contains(id));
@@ -194,7 +195,7 @@ pub fn run(alerts: Arc<Alerts>, source: String) {
             let b = body(
                 kind,
                 &due,
-                cfg.alert_resend,
+                cfg.alerts.resend,
                 crate::clock::unix_ms(),
                 &source,
             );
@@ -254,7 +255,7 @@ mod tests {
     fn alert(id: u64, resolved: bool) -> Alert {
         Alert {
             cond: Condition {
-                name: "worker_inactive",
+                name: crate::config::alerts::Rule::WorkerInactive,
                 labels: BTreeMap::from([("worker_id".to_string(), format!("w{id}"))]),
                 severity: "warning",
                 summary: "s".into(),

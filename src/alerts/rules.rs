@@ -2,6 +2,7 @@
 //! memory of what it did) in, the conditions that hold out. Whether a
 //! condition has held long enough to fire is [`super::Book`]'s business.
 
+use crate::config::alerts::Rule;
 use crate::fleet::snapshot::Snapshot;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ pub const FLAP_WINDOW: Duration = Duration::from_secs(600);
 /// A condition that holds now, with what an alert for it says.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Condition {
-    pub name: &'static str,
+    pub name: Rule,
     /// Labels besides `alertname` and `severity`: `worker_id`, `member`…
     pub labels: BTreeMap<String, String>,
     pub severity: &'static str,
@@ -29,7 +30,7 @@ pub struct Condition {
 impl Condition {
     /// Its identity: the name and the labels.
     pub fn key(&self) -> String {
-        let mut k = self.name.to_string();
+        let mut k = self.name.as_str().to_string();
         for (l, v) in &self.labels {
             k.push_str(&format!(",{l}={v}"));
         }
@@ -39,7 +40,7 @@ impl Condition {
 
 /// What the rules read besides the snapshots.
 pub struct Thresholds<'a> {
-    pub rules: &'a [&'static str],
+    pub rules: &'a [Rule],
     pub hold: Duration,
     /// `inactivity_timeout`: when a silent worker was marked inactive.
     pub inactivity: Duration,
@@ -97,7 +98,7 @@ impl Flaps {
 /// Runs in the last hour: `(runs, failed)`, per worker that reported any.
 pub type Outcomes = HashMap<Arc<str>, (u64, u64)>;
 
-fn worker(name: &'static str, id: &str, severity: &'static str, hold: Duration) -> Condition {
+fn worker(name: Rule, id: &str, severity: &'static str, hold: Duration) -> Condition {
     Condition {
         name,
         labels: BTreeMap::from([("worker_id".to_string(), id.to_string())]),
@@ -109,7 +110,7 @@ fn worker(name: &'static str, id: &str, severity: &'static str, hold: Duration) 
     }
 }
 
-fn on(t: &Thresholds, rule: &str) -> bool {
+fn on(t: &Thresholds, rule: Rule) -> bool {
     t.rules.contains(&rule)
 }
 
@@ -123,8 +124,8 @@ pub fn evaluate(
     let mut out = Vec::new();
     for s in snaps.iter().filter(|s| !s.terminated) {
         let id = &*s.id;
-        if s.inactive && on(t, "worker_inactive") {
-            let mut c = worker("worker_inactive", id, "warning", t.hold);
+        if s.inactive && on(t, Rule::WorkerInactive) {
+            let mut c = worker(Rule::WorkerInactive, id, "warning", t.hold);
             c.since = Some(s.last_seen + t.inactivity);
             c.summary = format!("Worker {id} is silent");
             c.description = format!(
@@ -133,22 +134,24 @@ pub fn evaluate(
             );
             out.push(c);
         }
-        if !s.inactive && s.reported == Some(crate::proto::Reported::Error) && on(t, "worker_error")
+        if !s.inactive
+            && s.reported == Some(crate::proto::Reported::Error)
+            && on(t, Rule::WorkerError)
         {
-            let mut c = worker("worker_error", id, "warning", t.hold);
+            let mut c = worker(Rule::WorkerError, id, "warning", t.hold);
             c.summary = format!("Worker {id} reports error");
             c.description = format!("{id} reports status error.");
             out.push(c);
         }
         let flapped = flaps.count(id);
-        if flapped > t.flapping as usize && on(t, "worker_flapping") {
-            let mut c = worker("worker_flapping", id, "warning", Duration::ZERO);
+        if flapped > t.flapping as usize && on(t, Rule::WorkerFlapping) {
+            let mut c = worker(Rule::WorkerFlapping, id, "warning", Duration::ZERO);
             c.summary = format!("Worker {id} is flapping");
             c.description = format!("{id} went inactive {flapped} times in the last 10 minutes.");
             out.push(c);
         }
-        if !s.inactive && s.queue_depth > t.queue_depth && on(t, "queue_depth") {
-            let mut c = worker("queue_depth", id, "warning", t.hold);
+        if !s.inactive && s.queue_depth > t.queue_depth && on(t, Rule::QueueDepth) {
+            let mut c = worker(Rule::QueueDepth, id, "warning", t.hold);
             c.summary = format!("Worker {id} has {} queued", s.queue_depth);
             c.description = format!(
                 "{id} reports a queue depth of {}, above {}.",
@@ -157,7 +160,7 @@ pub fn evaluate(
             out.push(c);
         }
     }
-    if on(t, "error_rate") {
+    if on(t, Rule::ErrorRate) {
         let (mut runs, mut failed) = (0, 0);
         let mut ids: Vec<&Arc<str>> = outcomes.keys().collect();
         ids.sort();
@@ -182,12 +185,12 @@ fn error_rate(id: Option<&str>, runs: u64, failed: u64, t: &Thresholds) -> Optio
     let pct = failed as f64 * 100.0 / runs as f64;
     let (mut c, who) = match id {
         Some(id) => (
-            worker("error_rate", id, "warning", Duration::ZERO),
+            worker(Rule::ErrorRate, id, "warning", Duration::ZERO),
             format!("Worker {id}"),
         ),
         None => (
             Condition {
-                name: "error_rate",
+                name: Rule::ErrorRate,
                 labels: BTreeMap::new(),
                 severity: "warning",
                 summary: String::new(),
@@ -223,7 +226,7 @@ mod tests {
     }
 
     const ALL: Thresholds = Thresholds {
-        rules: &crate::config::alerting::RULES,
+        rules: &Rule::ALL,
         hold: Duration::from_secs(60),
         inactivity: Duration::from_secs(30),
         flapping: 3,
@@ -274,7 +277,7 @@ mod tests {
             "silent since its inactivity mark"
         );
         let none = Thresholds {
-            rules: &["worker_error"],
+            rules: &[Rule::WorkerError],
             ..ALL
         };
         assert_eq!(

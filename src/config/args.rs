@@ -2,7 +2,7 @@
 //! fixed options and one `--KEY VALUE` (or `--KEY=VALUE`) per setting.
 
 use super::ConfigError;
-use super::settings::{self, SETTINGS, flag_name};
+use super::{find, flag_name, settings};
 use std::path::PathBuf;
 
 /// What the command line asked for besides settings.
@@ -30,7 +30,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, Config
             Long("config") => cli.config = Some(p.value().map_err(usage)?.into()),
             Long(name) => {
                 let key = name.replace('-', "_");
-                let Some(s) = settings::find(&key) else {
+                let Some(s) = find(&key) else {
                     return Err(ConfigError::Usage(format!(
                         "unknown argument \"--{name}\" (see --help)"
                     )));
@@ -59,7 +59,7 @@ pub fn usage() -> String {
          \x20 -V, --version      print the version\n\n\
          settings (flag, environment MUSTER_<KEY>, file key; default; SIGHUP):\n",
     );
-    for st in SETTINGS {
+    for st in settings() {
         s.push_str(&format!(
             "  {:<26} {:<9} {:<15} {:<8} {}\n",
             flag_name(st.key),
@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn help_lists_every_setting() {
         let u = usage();
-        for s in SETTINGS {
+        for s in settings() {
             assert!(u.contains(&flag_name(s.key)), "{}", s.key);
         }
     }

@@ -8,10 +8,8 @@
 //! `METRICS_INTERVAL` and `MUSTER_*` are read; other keys belong to other
 //! programs sharing the file and are left alone.
 
-use super::units::parse_addr;
-use super::{Cli, Config, ConfigError, load, settings};
+use super::{Cli, Config, ConfigError, find, load};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The `.env` musterd reads: in its working directory.
@@ -85,7 +83,7 @@ pub fn parse_dotenv(path: &Path, text: &str) -> Result<HashMap<String, String>, 
         }
         if let Some(key) = k.strip_prefix("MUSTER_") {
             let key = key.to_ascii_lowercase();
-            if key != "config" && settings::find(&key).is_none() {
+            if key != "config" && find(&key).is_none() {
                 return Err(err(format!("{k} names no setting")));
             }
         }
@@ -111,41 +109,6 @@ fn dotenv_value(v: &str) -> Result<String, String> {
         None => v,
     };
     Ok(bare.trim_end().to_string())
-}
-
-/// The seeds' `HTTP_PORT` read as Go's `net.Listen` reads an address:
-/// `":9090"` is port 9090 on every interface, `"host:9090"` is as written,
-/// `""` turns HTTP off. A bare `"9090"` keeps the configured host.
-pub fn set_http_port(cfg: &mut Config, v: &str) -> Result<(), String> {
-    let v = v.trim();
-    if v.is_empty() {
-        cfg.http_addr = None;
-    } else if let Some(port) = v.strip_prefix(':') {
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("{v:?} is not :PORT"))?;
-        cfg.http_addr = Some(SocketAddr::from(([0, 0, 0, 0], port)));
-    } else if let Ok(port) = v.parse::<u16>() {
-        let host = cfg
-            .http_addr
-            .map(|a| a.ip())
-            .unwrap_or_else(|| [127, 0, 0, 1].into());
-        cfg.http_addr = Some(SocketAddr::new(host, port));
-    } else {
-        cfg.http_addr = Some(parse_addr(v)?);
-    }
-    Ok(())
-}
-
-/// Seed 004's `METRICS_INTERVAL`: milliseconds when bare (`60000`), or a
-/// duration with its unit, or `off`.
-pub fn metrics_interval(v: &str) -> String {
-    let v = v.trim();
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        format!("{v}ms")
-    } else {
-        v.to_string()
-    }
 }
 
 #[cfg(test)]
@@ -186,26 +149,5 @@ mod tests {
                 other => panic!("{text:?}: {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn http_port_follows_go() {
-        let mut c = super::super::defaults();
-        set_http_port(&mut c, ":9090").unwrap();
-        assert_eq!(c.http_addr, Some("0.0.0.0:9090".parse().unwrap()));
-        set_http_port(&mut c, "127.0.0.2:9091").unwrap();
-        assert_eq!(c.http_addr, Some("127.0.0.2:9091".parse().unwrap()));
-        set_http_port(&mut c, "9092").unwrap();
-        assert_eq!(c.http_addr, Some("127.0.0.2:9092".parse().unwrap()));
-        set_http_port(&mut c, "").unwrap();
-        assert_eq!(c.http_addr, None);
-        assert!(set_http_port(&mut c, ":http").is_err());
-    }
-
-    #[test]
-    fn metrics_interval_is_milliseconds_when_bare() {
-        assert_eq!(metrics_interval("60000"), "60000ms");
-        assert_eq!(metrics_interval(" 30s"), "30s");
-        assert_eq!(metrics_interval("off"), "off");
     }
 }

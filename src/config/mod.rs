@@ -2,11 +2,17 @@
 //!
 //! A setting `http_addr` is the config-file key `http_addr`, the environment
 //! variable `MUSTER_HTTP_ADDR` and the flag `--http-addr`. A flag beats the
-//! environment, which beats the file, which beats the default in
-//! [`SETTINGS`]. The file is `key = value` lines with `#` comments
+//! environment (where an older name, such as `HTTP_PORT`, comes below the
+//! `MUSTER_` one), which beats the file, which beats the default in its
+//! row. The file is `key = value` lines with `#` comments
 //! (musterd.conf(5)).
 //!
-//! - `settings`: the table, one row per setting; everything else walks it.
+//! - `setting`: what a setting is, and [`setting::area!`], which declares
+//!   an area's settings once each.
+//! - the areas, each a struct of [`Config`] with its rows: `http`,
+//!   `heartbeats`, `fleet`, `daemon`, `tasks`, `pool`, `alerts`; together
+//!   they are the only list of settings ([`settings`]), which parsing,
+//!   `--help`, the reload notes and the docs tests walk.
 //! - `units`: durations, sizes, counts, addresses (also used by `muster`).
 //! - `args`: `musterd`'s command line (lexopt) and `--help`.
 //! - `reload`: the running `Arc<Config>`, swapped on SIGHUP.
@@ -14,124 +20,86 @@
 //! This module parses and validates; it opens no sockets. Clamping
 //! `max_workers` to the kernel's limits is the daemon's, at start-up.
 
-pub mod alerting;
+pub mod alerts;
 pub mod args;
+pub mod daemon;
 pub mod env;
+pub mod fleet;
+pub mod heartbeats;
+pub mod http;
+pub mod pool;
 pub mod reload;
 pub mod secret;
-pub mod settings;
+pub mod setting;
+pub mod tasks;
 pub mod tls;
 pub mod units;
-pub mod work;
 
 pub use args::{Cli, parse_args, usage};
 pub use env::{Environment, load_process};
 pub use reload::{Running, View};
-pub use settings::{SETTINGS, Setting, env_name, flag_name};
+pub use secret::Secret;
+pub use setting::Setting;
+pub use tls::Tls;
 pub use units::{fmt_duration, parse_duration};
 
-use log::LevelFilter;
-pub use secret::Secret;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-pub use tls::Tls;
-use units::Cidr;
 
 /// The file read when neither `--config` nor `MUSTER_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/muster/musterd.conf";
 
-/// A validated configuration.
+/// A validated configuration, by area.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Where the file came from, if one was read.
     pub path: Option<PathBuf>,
-    pub http_addr: Option<SocketAddr>,
-    pub heartbeat_addr: SocketAddr,
-    pub heartbeat_interval: Duration,
-    pub inactivity_timeout: Duration,
-    pub forget_after: Duration,
-    pub max_workers: usize,
-    pub max_frame_bytes: usize,
-    /// Events (`run` frames) waiting for one worker's thread, at most.
-    pub max_pending_events: usize,
-    /// State one frame may leave a worker holding, in bytes as parsed.
-    pub max_worker_state_bytes: usize,
-    pub udp_recv_buffer: usize,
-    pub http_max_connections: usize,
-    /// HTTP connections one address may hold.
-    pub http_max_connections_per_ip: usize,
-    /// Heartbeat TCP connections one address may hold.
-    pub tcp_max_connections_per_ip: usize,
-    /// Peers not held to the per-address caps (reverse proxies).
-    pub trusted_proxies: Vec<Cidr>,
-    pub summary_interval: Duration,
-    pub ws_max_clients: usize,
-    pub ws_max_queue_bytes: usize,
-    pub ws_stall_timeout: Duration,
-    pub history_samples: usize,
-    pub metrics_report_interval: Option<Duration>,
-    pub metrics_worker_series: WorkerSeries,
-    /// The built-in alert rules that run (names from [`alerting::RULES`]).
-    pub alert_rules: Vec<&'static str>,
-    pub alert_for: Duration,
-    pub alert_flapping: u32,
-    /// Percent.
-    pub alert_error_rate: u32,
-    pub alert_error_rate_min_runs: u64,
-    pub alert_queue_depth: u64,
-    pub alertmanager_url: Vec<alerting::HttpUrl>,
-    pub alert_webhook_url: Vec<alerting::HttpUrl>,
-    pub alert_resend: Duration,
-    pub cors_allow_origin: Vec<String>,
-    pub ws_allow_origin: Vec<String>,
-    pub http_allowed_hosts: Vec<String>,
-    pub api_token_file: Option<PathBuf>,
-    pub heartbeat_token_file: Option<PathBuf>,
-    /// `None`: from anywhere.
-    pub heartbeat_allow_from: Option<Vec<Cidr>>,
-    pub tls_cert_file: Option<PathBuf>,
-    pub tls_key_file: Option<PathBuf>,
-    pub state_dir: Option<PathBuf>,
-    pub state_save_interval: Duration,
-    pub task_fsync: Fsync,
-    pub max_tasks: usize,
-    pub max_task_bytes: usize,
-    pub task_retention: Duration,
-    pub task_log_bytes: usize,
-    pub task_ack_timeout: Duration,
-    pub task_cancel_grace: Duration,
-    /// The pool: what a member runs (argv; empty: no pool), how many.
-    pub pool_command: Vec<String>,
-    pub pool_size: usize,
-    pub pool_min: usize,
-    pub pool_max: usize,
-    pub pool_stop_grace: Duration,
-    pub pool_restart_backoff: Duration,
-    pub pool_max_restarts: usize,
-    pub pool_restart_window: Duration,
-    /// `queue`: size the pool from the task queue (`None`: off).
-    pub autoscale: bool,
-    pub autoscale_tasks_per_worker: usize,
-    pub autoscale_cooldown: Duration,
-    pub log_level: LevelFilter,
-    /// `json`: one JSON object per log line (otherwise text).
-    pub log_json: bool,
-    /// Read from `api_token_file` when the configuration loads.
-    pub api_token: Option<Secret>,
-    /// Read from `heartbeat_token_file`.
-    pub heartbeat_token: Option<Secret>,
-    /// Read from `tls_cert_file` and `tls_key_file`.
-    pub tls: Option<Tls>,
+    pub http: http::Http,
+    pub heartbeats: heartbeats::Heartbeats,
+    pub fleet: fleet::Fleet,
+    pub daemon: daemon::Daemon,
+    pub tasks: tasks::Tasks,
+    pub pool: pool::Pool,
+    pub alerts: alerts::Alerts,
+}
+
+/// Every area's settings: together, the only list of them.
+const AREAS: [&[Setting]; 7] = [
+    http::ROWS,
+    heartbeats::ROWS,
+    fleet::ROWS,
+    daemon::ROWS,
+    tasks::ROWS,
+    pool::ROWS,
+    alerts::ROWS,
+];
+
+/// Every setting, area by area, in the order `--help` lists them.
+pub fn settings() -> impl Iterator<Item = &'static Setting> {
+    AREAS.into_iter().flatten()
+}
+
+/// The row for `key`, if it is a setting.
+pub fn find(key: &str) -> Option<&'static Setting> {
+    settings().find(|s| s.key == key)
+}
+
+/// The flag for a key: `http_addr` → `--http-addr`.
+pub fn flag_name(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
+}
+
+/// The environment variable for a key: `http_addr` → `MUSTER_HTTP_ADDR`.
+pub fn env_name(key: &str) -> String {
+    format!("MUSTER_{}", key.to_ascii_uppercase())
 }
 
 impl Config {
     /// Whether `ip` is held to the per-address connection caps: every
     /// address but the `trusted_proxies`.
     pub fn capped(&self, ip: std::net::IpAddr) -> bool {
-        !self.trusted_proxies.iter().any(|b| b.contains(ip))
+        !self.http.trusted_proxies.iter().any(|b| b.contains(ip))
     }
 }
 
@@ -229,34 +197,25 @@ pub fn load(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, C
     };
     let mut cfg = defaults();
     cfg.path = path.clone();
-    for s in SETTINGS {
-        let set = |cfg: &mut Config, v: &str| (s.set)(cfg, v.trim());
+    for s in settings() {
+        let value = |src: &str, m: String| ConfigError::Value(src.into(), s.key.to_string(), m);
         if let Some(v) = file.get(s.key) {
             let src = path.as_ref().map(|p| p.display().to_string());
-            set(&mut cfg, v)
-                .map_err(|m| ConfigError::Value(src.unwrap_or_default(), s.key.to_string(), m))?;
+            (s.set)(&mut cfg, v.trim()).map_err(|m| value(&src.unwrap_or_default(), m))?;
         }
-        if s.key == "http_addr" {
-            if let Some(v) = env("HTTP_PORT") {
-                env::set_http_port(&mut cfg, &v)
-                    .map_err(|m| ConfigError::Value("HTTP_PORT".into(), s.key.to_string(), m))?;
-            }
-        }
-        if s.key == "metrics_report_interval" {
-            if let Some(v) = env("METRICS_INTERVAL") {
-                set(&mut cfg, &env::metrics_interval(&v)).map_err(|m| {
-                    ConfigError::Value("METRICS_INTERVAL".into(), s.key.to_string(), m)
-                })?;
+        for alias in s.aliases {
+            if let Some(v) = env(alias.name) {
+                let own = (alias.read)(&v, &cfg).map_err(|m| value(alias.name, m))?;
+                (s.set)(&mut cfg, &own).map_err(|m| value(alias.name, m))?;
             }
         }
         let var = env_name(s.key);
         if let Some(v) = env(&var) {
-            set(&mut cfg, &v).map_err(|m| ConfigError::Value(var.clone(), s.key.to_string(), m))?;
+            (s.set)(&mut cfg, v.trim()).map_err(|m| value(&var, m))?;
         }
     }
     for (k, v) in &cli.settings {
-        let s = settings::find(k)
-            .ok_or_else(|| ConfigError::Usage(format!("unknown setting {k:?}")))?;
+        let s = find(k).ok_or_else(|| ConfigError::Usage(format!("unknown setting {k:?}")))?;
         (s.set)(&mut cfg, v.trim()).map_err(|m| ConfigError::Value(flag_name(k), k.clone(), m))?;
     }
     validate(&cfg)?;
@@ -267,14 +226,14 @@ pub fn load(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, C
 /// Read what the settings name by path: the tokens, the certificate and key.
 fn read_files(cfg: &mut Config) -> Result<(), ConfigError> {
     let value = |key: &str, m: String| ConfigError::Value("file".into(), key.into(), m);
-    if let Some(p) = &cfg.api_token_file {
-        cfg.api_token = Some(secret::read_token(p).map_err(|m| value("api_token_file", m))?);
+    if let Some(p) = &cfg.http.api_token_file {
+        cfg.http.api_token = Some(secret::read_token(p).map_err(|m| value("api_token_file", m))?);
     }
-    if let Some(p) = &cfg.heartbeat_token_file {
-        cfg.heartbeat_token =
+    if let Some(p) = &cfg.heartbeats.token_file {
+        cfg.heartbeats.token =
             Some(secret::read_token(p).map_err(|m| value("heartbeat_token_file", m))?);
     }
-    cfg.tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+    cfg.http.tls = match (&cfg.http.tls_cert_file, &cfg.http.tls_key_file) {
         (None, None) => None,
         (Some(c), Some(k)) => Some(tls::load(c, k).map_err(|m| value("tls_cert_file", m))?),
         _ => {
@@ -286,102 +245,39 @@ fn read_files(cfg: &mut Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The defaults, read from [`SETTINGS`] like any other value.
+/// The defaults, read from each setting's row like any other value.
 pub fn defaults() -> Config {
-    // A blank to fill: every field is then set by its row's default.
-    let mut cfg = Config {
+    Config {
         path: None,
-        http_addr: None,
-        heartbeat_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        heartbeat_interval: Duration::ZERO,
-        inactivity_timeout: Duration::ZERO,
-        forget_after: Duration::ZERO,
-        max_workers: 0,
-        max_frame_bytes: 0,
-        max_pending_events: 0,
-        max_worker_state_bytes: 0,
-        udp_recv_buffer: 0,
-        http_max_connections: 0,
-        http_max_connections_per_ip: 0,
-        tcp_max_connections_per_ip: 0,
-        trusted_proxies: Vec::new(),
-        summary_interval: Duration::ZERO,
-        ws_max_clients: 0,
-        ws_max_queue_bytes: 0,
-        ws_stall_timeout: Duration::ZERO,
-        history_samples: 0,
-        metrics_report_interval: None,
-        metrics_worker_series: WorkerSeries::Full,
-        alert_rules: Vec::new(),
-        alert_for: Duration::ZERO,
-        alert_flapping: 0,
-        alert_error_rate: 0,
-        alert_error_rate_min_runs: 0,
-        alert_queue_depth: 0,
-        alertmanager_url: Vec::new(),
-        alert_webhook_url: Vec::new(),
-        alert_resend: Duration::ZERO,
-        cors_allow_origin: Vec::new(),
-        ws_allow_origin: Vec::new(),
-        http_allowed_hosts: Vec::new(),
-        api_token_file: None,
-        heartbeat_token_file: None,
-        heartbeat_allow_from: None,
-        tls_cert_file: None,
-        tls_key_file: None,
-        state_dir: None,
-        state_save_interval: Duration::ZERO,
-        task_fsync: Fsync::Always,
-        max_tasks: 0,
-        max_task_bytes: 0,
-        task_retention: Duration::ZERO,
-        task_log_bytes: 0,
-        task_ack_timeout: Duration::ZERO,
-        task_cancel_grace: Duration::ZERO,
-        pool_command: Vec::new(),
-        pool_size: 0,
-        pool_min: 0,
-        pool_max: 0,
-        pool_stop_grace: Duration::ZERO,
-        pool_restart_backoff: Duration::ZERO,
-        pool_max_restarts: 0,
-        pool_restart_window: Duration::ZERO,
-        autoscale: false,
-        autoscale_tasks_per_worker: 0,
-        autoscale_cooldown: Duration::ZERO,
-        log_level: LevelFilter::Info,
-        log_json: false,
-        api_token: None,
-        heartbeat_token: None,
-        tls: None,
-    };
-    for s in SETTINGS {
-        if let Err(e) = (s.set)(&mut cfg, s.default) {
-            unreachable!("default of {} does not parse: {e}", s.key);
-        }
+        http: http::Http::defaults(),
+        heartbeats: heartbeats::Heartbeats::defaults(),
+        fleet: fleet::Fleet::defaults(),
+        daemon: daemon::Daemon::defaults(),
+        tasks: tasks::Tasks::defaults(),
+        pool: pool::Pool::defaults(),
+        alerts: alerts::Alerts::defaults(),
     }
-    cfg
 }
 
 fn validate(cfg: &Config) -> Result<(), ConfigError> {
-    if cfg.inactivity_timeout < cfg.heartbeat_interval {
+    if cfg.fleet.inactivity_timeout < cfg.fleet.heartbeat_interval {
         return Err(ConfigError::Invalid(format!(
             "inactivity_timeout ({}) is below heartbeat_interval ({}): every worker would flap",
-            fmt_duration(cfg.inactivity_timeout),
-            fmt_duration(cfg.heartbeat_interval)
+            fmt_duration(cfg.fleet.inactivity_timeout),
+            fmt_duration(cfg.fleet.heartbeat_interval)
         )));
     }
-    if cfg.pool_min > cfg.pool_max || !(cfg.pool_min..=cfg.pool_max).contains(&cfg.pool_size) {
+    if cfg.pool.min > cfg.pool.max || !(cfg.pool.min..=cfg.pool.max).contains(&cfg.pool.size) {
         return Err(ConfigError::Invalid(format!(
             "pool_size ({}) must be within pool_min ({}) and pool_max ({})",
-            cfg.pool_size, cfg.pool_min, cfg.pool_max
+            cfg.pool.size, cfg.pool.min, cfg.pool.max
         )));
     }
-    if cfg.forget_after < cfg.inactivity_timeout {
+    if cfg.fleet.forget_after < cfg.fleet.inactivity_timeout {
         return Err(ConfigError::Invalid(format!(
             "forget_after ({}) is below inactivity_timeout ({})",
-            fmt_duration(cfg.forget_after),
-            fmt_duration(cfg.inactivity_timeout)
+            fmt_duration(cfg.fleet.forget_after),
+            fmt_duration(cfg.fleet.inactivity_timeout)
         )));
     }
     Ok(())
@@ -390,7 +286,7 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
 /// Advice that does not stop the daemon (logged as warnings).
 pub fn warnings(cfg: &Config) -> Vec<String> {
     let mut w = Vec::new();
-    match cfg.task_fsync {
+    match cfg.tasks.fsync {
         Fsync::Always => {}
         Fsync::Batch => w.push(
             "task_fsync=batch: a 201 is answered before the task is on disk; a crash may lose the last 10 ms of submissions".into(),
@@ -399,18 +295,18 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
             "task_fsync=off: the task journal is left to the kernel; a crash of the machine may lose accepted tasks".into(),
         ),
     }
-    if let Some(a) = cfg.http_addr {
-        if !a.ip().to_canonical().is_loopback() && cfg.api_token_file.is_none() {
+    if let Some(a) = cfg.http.addr {
+        if !a.ip().to_canonical().is_loopback() && cfg.http.api_token_file.is_none() {
             w.push(format!(
                 "HTTP listens on {a}, beyond loopback, without api_token_file: anyone who reaches it reads the fleet (changes stay loopback-only)"
             ));
         }
     }
-    if cfg.inactivity_timeout < cfg.heartbeat_interval * 3 {
+    if cfg.fleet.inactivity_timeout < cfg.fleet.heartbeat_interval * 3 {
         w.push(format!(
             "inactivity_timeout={} is below 3x heartbeat_interval={}: one late beat marks a worker inactive",
-            fmt_duration(cfg.inactivity_timeout),
-            fmt_duration(cfg.heartbeat_interval)
+            fmt_duration(cfg.fleet.inactivity_timeout),
+            fmt_duration(cfg.fleet.heartbeat_interval)
         ));
     }
     w
@@ -430,7 +326,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<HashMap<String, String>, Co
             .split_once('=')
             .ok_or_else(|| err(format!("expected `key = value`, got {line:?}")))?;
         let (k, v) = (k.trim(), unquote(v.trim()));
-        if settings::find(k).is_none() {
+        if find(k).is_none() {
             return Err(err(format!("unknown setting {k:?}")));
         }
         if out.insert(k.to_string(), v.to_string()).is_some() {
@@ -462,6 +358,38 @@ fn unquote(v: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use log::LevelFilter;
+    use std::time::Duration;
+
+    #[test]
+    fn every_default_reads_and_shows_back_the_same() {
+        let blank = defaults();
+        for s in settings() {
+            let mut c = blank.clone();
+            (s.set)(&mut c, s.default).unwrap_or_else(|e| panic!("{}: {e}", s.key));
+            assert_eq!(c, blank, "{}: its default is the area's default", s.key);
+            let shown = (s.show)(&c);
+            let mut again = blank.clone();
+            (s.set)(&mut again, &shown).unwrap_or_else(|e| panic!("{}: {shown}: {e}", s.key));
+            assert_eq!(
+                c, again,
+                "{} shows {shown:?}, which reads back differently",
+                s.key
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_unique_and_name_their_flags() {
+        let mut keys: Vec<&str> = settings().map(|s| s.key).collect();
+        let n = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), n);
+        assert_eq!(flag_name("http_addr"), "--http-addr");
+        assert_eq!(env_name("http_addr"), "MUSTER_HTTP_ADDR");
+        assert!(find("max_workers").is_some() && find("nope").is_none());
+    }
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -478,23 +406,26 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let c = load(&cli(&[]), &no_env).unwrap();
-        assert_eq!(c.http_addr, Some("127.0.0.1:8080".parse().unwrap()));
-        assert_eq!(c.heartbeat_addr, "127.0.0.1:8090".parse().unwrap());
-        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
-        assert_eq!(c.inactivity_timeout, Duration::from_secs(30));
-        assert_eq!(c.forget_after, Duration::from_secs(3600));
-        assert_eq!(c.max_workers, 10_000);
-        assert_eq!(c.max_frame_bytes, 65536);
-        assert_eq!(c.udp_recv_buffer, 16 << 20);
-        assert_eq!(c.http_max_connections, 1024);
-        assert_eq!(c.cors_allow_origin, ["*"]);
-        assert_eq!(c.summary_interval, Duration::from_secs(1));
-        assert_eq!(c.ws_max_clients, 4096);
-        assert_eq!(c.ws_max_queue_bytes, 1 << 20);
-        assert_eq!(c.ws_stall_timeout, Duration::from_secs(10));
-        assert_eq!(c.history_samples, 720);
-        assert_eq!(c.metrics_report_interval, Some(Duration::from_secs(60)));
-        assert_eq!(c.log_level, LevelFilter::Info);
+        assert_eq!(c.http.addr, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.heartbeats.addr, "127.0.0.1:8090".parse().unwrap());
+        assert_eq!(c.fleet.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(c.fleet.inactivity_timeout, Duration::from_secs(30));
+        assert_eq!(c.fleet.forget_after, Duration::from_secs(3600));
+        assert_eq!(c.fleet.max_workers, 10_000);
+        assert_eq!(c.heartbeats.max_frame_bytes, 65536);
+        assert_eq!(c.heartbeats.udp_recv_buffer, 16 << 20);
+        assert_eq!(c.http.max_connections, 1024);
+        assert_eq!(c.http.cors_allow_origin, ["*"]);
+        assert_eq!(c.http.summary_interval, Duration::from_secs(1));
+        assert_eq!(c.http.ws_max_clients, 4096);
+        assert_eq!(c.http.ws_max_queue_bytes, 1 << 20);
+        assert_eq!(c.http.ws_stall_timeout, Duration::from_secs(10));
+        assert_eq!(c.fleet.history_samples, 720);
+        assert_eq!(
+            c.daemon.metrics_report_interval,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(c.daemon.log_level, LevelFilter::Info);
     }
 
     #[test]
@@ -519,9 +450,13 @@ mod tests {
         )
         .unwrap();
         let cfg = load(&c, &env).unwrap();
-        assert_eq!(cfg.max_workers, 30, "flag wins");
-        assert_eq!(cfg.max_frame_bytes, 2048, "env beats file");
-        assert_eq!(cfg.log_level, LevelFilter::Debug, "file beats default");
+        assert_eq!(cfg.fleet.max_workers, 30, "flag wins");
+        assert_eq!(cfg.heartbeats.max_frame_bytes, 2048, "env beats file");
+        assert_eq!(
+            cfg.daemon.log_level,
+            LevelFilter::Debug,
+            "file beats default"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -529,16 +464,16 @@ mod tests {
     fn http_port_alias() {
         let env = |v: &'static str| move |k: &str| (k == "HTTP_PORT").then(|| v.to_string());
         let c = load(&cli(&[]), &env(":9090")).unwrap();
-        assert_eq!(c.http_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(c.http.addr, Some("0.0.0.0:9090".parse().unwrap()));
         assert!(warnings(&c).iter().any(|w| w.contains("beyond loopback")));
         let c = load(&cli(&[]), &env("127.0.0.1:9090")).unwrap();
         assert!(!warnings(&c).iter().any(|w| w.contains("beyond loopback")));
         let c = load(&cli(&[]), &env("")).unwrap();
-        assert_eq!(c.http_addr, None);
+        assert_eq!(c.http.addr, None);
         let c = load(&cli(&["--http-addr", "127.0.0.1:7000"]), &env("")).unwrap();
-        assert_eq!(c.http_addr, Some("127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(c.http.addr, Some("127.0.0.1:7000".parse().unwrap()));
         let c = load(&cli(&["--http-addr", "off"]), &no_env).unwrap();
-        assert_eq!(c.http_addr, None);
+        assert_eq!(c.http.addr, None);
     }
 
     #[test]
@@ -550,9 +485,15 @@ mod tests {
         };
         let alone = |k: &str| (k == "METRICS_INTERVAL").then(|| "30000".to_string());
         let c = load(&cli(&[]), &alone).unwrap();
-        assert_eq!(c.metrics_report_interval, Some(Duration::from_secs(30)));
+        assert_eq!(
+            c.daemon.metrics_report_interval,
+            Some(Duration::from_secs(30))
+        );
         let c = load(&cli(&[]), &both).unwrap();
-        assert_eq!(c.metrics_report_interval, Some(Duration::from_secs(120)));
+        assert_eq!(
+            c.daemon.metrics_report_interval,
+            Some(Duration::from_secs(120))
+        );
         let bad = |k: &str| (k == "METRICS_INTERVAL").then(|| "10".to_string());
         let e = load(&cli(&[]), &bad).unwrap_err().to_string();
         assert!(

@@ -9,7 +9,6 @@
 //! addresses, the UDP buffer) keeps its running value, said so in the notes.
 
 use super::Config;
-use super::settings::SETTINGS;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -20,7 +19,7 @@ pub struct Running {
 
 impl Running {
     pub fn new(cfg: Config) -> Running {
-        log::set_max_level(cfg.log_level);
+        log::set_max_level(cfg.daemon.log_level);
         Running {
             current: RwLock::new(Arc::new(cfg)),
             generation: AtomicU64::new(0),
@@ -48,7 +47,7 @@ impl Running {
     pub fn apply(&self, mut next: Config) -> Vec<String> {
         let old = self.get();
         let mut notes = Vec::new();
-        for s in SETTINGS {
+        for s in super::settings() {
             let (a, b) = ((s.show)(&old), (s.show)(&next));
             if a == b {
                 continue;
@@ -66,19 +65,19 @@ impl Running {
         }
         // Same paths, new contents: a rotated token or certificate.
         let reread = [
-            ("api_token_file", old.api_token != next.api_token),
+            ("api_token_file", old.http.api_token != next.http.api_token),
             (
                 "heartbeat_token_file",
-                old.heartbeat_token != next.heartbeat_token,
+                old.heartbeats.token != next.heartbeats.token,
             ),
-            ("tls_cert_file", old.tls != next.tls),
+            ("tls_cert_file", old.http.tls != next.http.tls),
         ];
         for (key, changed) in reread {
             if changed && !notes.iter().any(|n| n.starts_with(key)) {
                 notes.push(format!("{key}: re-read; its contents changed"));
             }
         }
-        log::set_max_level(next.log_level);
+        log::set_max_level(next.daemon.log_level);
         match self.current.write() {
             Ok(mut c) => *c = Arc::new(next),
             Err(p) => *p.into_inner() = Arc::new(next),
@@ -122,19 +121,19 @@ mod tests {
         let live = Running::new(cfg.clone());
         let mut view = live.view();
         let mut next = cfg.clone();
-        next.inactivity_timeout = Duration::from_secs(60);
-        next.http_addr = Some("127.0.0.1:9999".parse().unwrap());
-        next.max_workers = 500;
+        next.fleet.inactivity_timeout = Duration::from_secs(60);
+        next.http.addr = Some("127.0.0.1:9999".parse().unwrap());
+        next.fleet.max_workers = 500;
         let notes = live.apply(next.clone());
-        assert_eq!(view.get().inactivity_timeout, Duration::from_secs(30));
+        assert_eq!(view.get().fleet.inactivity_timeout, Duration::from_secs(30));
         assert_eq!(
-            view.refresh(&live).inactivity_timeout,
+            view.refresh(&live).fleet.inactivity_timeout,
             Duration::from_secs(60)
         );
-        assert_eq!(live.get().max_workers, 500);
+        assert_eq!(live.get().fleet.max_workers, 500);
         assert_eq!(
-            live.get().http_addr,
-            cfg.http_addr,
+            live.get().http.addr,
+            cfg.http.addr,
             "an address needs a restart"
         );
         assert!(

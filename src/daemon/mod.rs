@@ -59,7 +59,7 @@ pub fn main(args: Vec<String>) -> i32 {
         return 0;
     }
     crate::sys::memory::map_large_allocations();
-    logging::init(cfg.log_level, cfg.log_json);
+    logging::init(cfg.daemon.log_level, cfg.daemon.log_json);
     for w in config::warnings(&cfg) {
         log::warn!("{w}");
     }

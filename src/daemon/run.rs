@@ -44,7 +44,7 @@ impl Daemon {
                 log::error!("a service thread stopped unexpectedly; shutting down");
                 break 'watch 1;
             }
-            if let Some(every) = self.shared.config.get().metrics_report_interval {
+            if let Some(every) = self.shared.config.get().daemon.metrics_report_interval {
                 if Instant::now() >= next_report {
                     let version = self.shared.changes.version();
                     if next_report > self.started && reported != Some(version) {
@@ -96,11 +96,11 @@ impl Daemon {
     fn reload(&self) {
         match config::load_process(&self.cli) {
             Ok((mut cfg, _)) => {
-                let (max_workers, warning) = self.limits.clamp(cfg.max_workers);
+                let (max_workers, warning) = self.limits.clamp(cfg.fleet.max_workers);
                 if let Some(w) = warning {
                     log::warn!("{w}");
                 }
-                cfg.max_workers = max_workers;
+                cfg.fleet.max_workers = max_workers;
                 for w in config::warnings(&cfg) {
                     log::warn!("{w}");
                 }

@@ -95,7 +95,7 @@ fn sockets(cfg: &Config, adopted: Adopted) -> Result<Sockets, StartupError> {
     }
     let (udp, tcp) = match (adopted.udp, adopted.tcp) {
         (Some(u), Some(t)) => (u, t),
-        (None, None) => listen::bind_heartbeat(cfg.heartbeat_addr)?,
+        (None, None) => listen::bind_heartbeat(cfg.heartbeats.addr)?,
         _ => {
             return Err(StartupError {
                 what: "socket activation passed only one of the two heartbeat sockets (UDP and TCP, both named heartbeat)".into(),
@@ -103,17 +103,17 @@ fn sockets(cfg: &Config, adopted: Adopted) -> Result<Sockets, StartupError> {
             });
         }
     };
-    match listen::set_recv_buffer(&udp, cfg.udp_recv_buffer) {
-        Ok(got) if got < cfg.udp_recv_buffer => log::warn!(
+    match listen::set_recv_buffer(&udp, cfg.heartbeats.udp_recv_buffer) {
+        Ok(got) if got < cfg.heartbeats.udp_recv_buffer => log::warn!(
             "udp receive buffer is {got} bytes, below udp_recv_buffer={}: raise net.core.rmem_max or run with CAP_NET_ADMIN",
-            cfg.udp_recv_buffer
+            cfg.heartbeats.udp_recv_buffer
         ),
         Ok(got) => log::debug!("udp receive buffer bytes={got}"),
         Err(e) => log::warn!("cannot set the udp receive buffer: {e}"),
     }
     let http = match adopted.http {
         Some(l) => Some(l),
-        None => cfg.http_addr.map(listen::bind_http).transpose()?,
+        None => cfg.http.addr.map(listen::bind_http).transpose()?,
     };
     Ok(Sockets { udp, tcp, http })
 }
@@ -125,11 +125,11 @@ fn fit_to_kernel(cfg: &mut Config) -> Limits {
     if let Some(n) = capacity::raise_nofile() {
         log::debug!("open file limit={n}");
     }
-    let (max_workers, warning) = limits.clamp(cfg.max_workers);
+    let (max_workers, warning) = limits.clamp(cfg.fleet.max_workers);
     if let Some(w) = warning {
         log::warn!("{w}");
     }
-    cfg.max_workers = max_workers;
+    cfg.fleet.max_workers = max_workers;
     let slots = (max_workers as u64).next_power_of_two().clamp(256, 1 << 16);
     if capacity::size_futex_hash(slots) {
         log::debug!("futex hash slots={slots}");
@@ -148,7 +148,7 @@ fn loop_error(what: &str) -> impl FnOnce(std::io::Error) -> StartupError {
 /// not a refusal to start: the daemon runs, and says that its state will
 /// not survive a restart.
 fn open_store(cfg: &Config) -> Option<Arc<Store>> {
-    let dir = cfg.state_dir.as_ref()?;
+    let dir = cfg.daemon.state_dir.as_ref()?;
     match Store::open(dir) {
         Ok(s) => Some(Arc::new(s)),
         Err(e) => {
@@ -191,9 +191,9 @@ impl Daemon {
         let udp_inode = procfs::socket_inode(&udp);
         let ready_line = format!(
             "musterd {VERSION} ready: max_workers={} heartbeat_interval={} inactivity_timeout={}",
-            cfg.max_workers,
-            config::fmt_duration(cfg.heartbeat_interval),
-            config::fmt_duration(cfg.inactivity_timeout)
+            cfg.fleet.max_workers,
+            config::fmt_duration(cfg.fleet.heartbeat_interval),
+            config::fmt_duration(cfg.fleet.inactivity_timeout)
         );
 
         // Both loops' polls and mailboxes first: everything that tells a
@@ -217,7 +217,7 @@ impl Daemon {
             .as_ref()
             .map_or(0, |s| store::restore(s, &registry, &shared));
         let grace_until = if restored > 0 {
-            started + shared.config.get().inactivity_timeout
+            started + shared.config.get().fleet.inactivity_timeout
         } else {
             started
         };
@@ -236,7 +236,7 @@ impl Daemon {
         if http_at != "off" {
             member_env.push(("MUSTER_URL".to_string(), format!("http://{http_at}")));
         }
-        if let Some(f) = &shared.config.get().heartbeat_token_file {
+        if let Some(f) = &shared.config.get().heartbeats.token_file {
             member_env.push((
                 "MUSTER_HEARTBEAT_TOKEN_FILE".to_string(),
                 f.display().to_string(),

@@ -128,10 +128,10 @@ impl Registry {
             return Ok(e.handle.clone());
         }
         let cfg = self.shared.config.get();
-        let max = cfg.max_workers;
+        let max = cfg.fleet.max_workers;
         let mut probation = self.probation.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= max
-            && !self.evict_on_probation(&mut map, &mut probation, cfg.heartbeat_interval)
+            && !self.evict_on_probation(&mut map, &mut probation, cfg.fleet.heartbeat_interval)
             && !self.displace_for(id, transport, &mut map)
         {
             self.log_limit.warn("worker_cap", || {
@@ -276,7 +276,7 @@ impl Registry {
     /// Bring back workers saved by an earlier run, before any frame
     /// arrives. Returns how many came back (at most `max_workers`).
     pub fn restore(&self, mut workers: Vec<(Snapshot, Series)>) -> usize {
-        let max = self.shared.config.get().max_workers;
+        let max = self.shared.config.get().fleet.max_workers;
         // Restored workers are not live until heard from: the longest
         // silent of them may make room first.
         workers.sort_by_key(|(s, _)| s.last_seen);
@@ -467,7 +467,7 @@ mod tests {
 
     fn registry(max: usize) -> Registry {
         let mut cfg = config::defaults();
-        cfg.max_workers = max;
+        cfg.fleet.max_workers = max;
         Registry::new(Arc::new(Shared::new(cfg)))
     }
 

@@ -41,7 +41,7 @@ pub fn run(registry: Arc<Registry>, shared: Arc<Shared>, stop: Receiver<()>, gra
 /// silent first (who may make room while it is full).
 pub fn sweep(registry: &Registry, shared: &Shared, now: Instant, judge: bool) {
     let cfg = shared.config.get();
-    let (timeout, forget) = (cfg.inactivity_timeout, cfg.forget_after);
+    let (timeout, forget) = (cfg.fleet.inactivity_timeout, cfg.fleet.forget_after);
     let mut not_live = Vec::new();
     for handle in registry.handles() {
         let snap = handle.snapshot();
@@ -79,10 +79,10 @@ mod tests {
     #[test]
     fn marks_then_evicts() {
         let mut cfg = config::defaults();
-        cfg.heartbeat_interval = Duration::from_millis(10);
-        cfg.inactivity_timeout = Duration::from_millis(50);
-        cfg.forget_after = Duration::from_millis(200);
-        cfg.max_workers = 10;
+        cfg.fleet.heartbeat_interval = Duration::from_millis(10);
+        cfg.fleet.inactivity_timeout = Duration::from_millis(50);
+        cfg.fleet.forget_after = Duration::from_millis(200);
+        cfg.fleet.max_workers = 10;
         let shared = Arc::new(Shared::new(cfg));
         let r = Registry::new(shared.clone());
         let h = r.route(&"w".into(), Transport::Udp).unwrap();

@@ -197,7 +197,7 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
                 }
                 Msg::Frame(frame, transport, at, n) => {
                     let beat = matches!(&*frame, Frame::Heartbeat(_));
-                    state.interval = config.get().heartbeat_interval;
+                    state.interval = config.get().fleet.heartbeat_interval;
                     state.apply_n(*frame, transport, at, n);
                     if beat {
                         recorded.samples.push(state.sample());
@@ -234,7 +234,7 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
         if changed {
             on_change.will_change();
             let snap = state.published();
-            let cap = config.refresh(&shared.config).history_samples;
+            let cap = config.refresh(&shared.config).fleet.history_samples;
             handle.publish(snap.clone(), &mut recorded, cap);
             on_change.changed(&snap);
         }

@@ -113,7 +113,7 @@ impl Ingest {
         poll.registry()
             .register(&mut sockets.udp, UDP, Interest::READABLE)?;
         let peers = Peers::new(sockets.tcp, poll.registry(), tasks)?;
-        let udp = UdpIntake::new(sockets.udp, shared.config.get().max_frame_bytes);
+        let udp = UdpIntake::new(sockets.udp, shared.config.get().heartbeats.max_frame_bytes);
         Ok(Ingest {
             poll,
             udp,
@@ -229,7 +229,8 @@ impl Ingest {
 
 /// Whether heartbeats are taken from `ip` (`heartbeat_allow_from`).
 fn allowed(cfg: &Config, ip: std::net::IpAddr) -> bool {
-    cfg.heartbeat_allow_from
+    cfg.heartbeats
+        .allow_from
         .as_ref()
         .is_none_or(|blocks| blocks.iter().any(|b| b.contains(ip)))
 }

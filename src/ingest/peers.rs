@@ -127,14 +127,14 @@ impl Peers {
             });
             return;
         }
-        if self.conns.len() >= env.cfg.max_workers + TCP_SLACK {
+        if self.conns.len() >= env.cfg.fleet.max_workers + TCP_SLACK {
             stats.incr(Counter::TcpRefusedFull);
             self.log_limit.warn("tcp_full", || {
                 format!("refusing tcp peer={peer}: too many connections")
             });
             return;
         }
-        let max_ip = env.cfg.tcp_max_connections_per_ip;
+        let max_ip = env.cfg.heartbeats.tcp_max_connections_per_ip;
         if env.cfg.capped(peer.ip()) && self.per_ip.count(peer.ip()) >= max_ip {
             stats.incr(Counter::TcpRefusedPerIp);
             self.log_limit.warn("tcp_per_ip", || {
@@ -185,7 +185,7 @@ impl Peers {
     /// until the socket would block; stop early when an inbox is full (the
     /// connection goes to `blocked`).
     fn on_readable(&mut self, key: usize, poller: &Poller, env: &Env, now: Instant) {
-        let max = env.cfg.max_frame_bytes;
+        let max = env.cfg.heartbeats.max_frame_bytes;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -349,7 +349,10 @@ impl Peers {
                     }
                 },
             };
-            match handle.inbox.send(msg, env.cfg.max_pending_events) {
+            match handle
+                .inbox
+                .send(msg, env.cfg.heartbeats.max_pending_events)
+            {
                 Ok(()) => return None,
                 Err(TrySendError::Full(m)) => return Some(m),
                 Err(TrySendError::Disconnected(m)) => {
@@ -370,13 +373,13 @@ impl Peers {
         now: Instant,
     ) {
         env.shared.stats.incr(Counter::FramesReceived);
-        let max_state = env.cfg.max_worker_state_bytes;
+        let max_state = env.cfg.heartbeats.max_worker_state_bytes;
         let decoded = decoded.and_then(|f| proto::within_state(f, max_state));
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let peer = conn.peer;
-        let token = env.cfg.heartbeat_token.as_ref();
+        let token = env.cfg.heartbeats.token.as_ref();
         match conn.session.on_frame(decoded, token, now) {
             Verdict::Refuse { reject, close } => {
                 conn.send(&proto::encode_error(reject.reason, &reject.message));
@@ -423,8 +426,8 @@ impl Peers {
         conn.handle = Some(handle);
         conn.send(&proto::encode_welcome(
             &id,
-            env.cfg.heartbeat_interval.as_millis() as u64,
-            env.cfg.inactivity_timeout.as_millis() as u64,
+            env.cfg.fleet.heartbeat_interval.as_millis() as u64,
+            env.cfg.fleet.inactivity_timeout.as_millis() as u64,
         ));
         if let Some(old) = self.owners.claim(&id, key) {
             self.supersede(old, &id, peer, poller, env);
@@ -518,7 +521,7 @@ impl Peers {
     /// judged inactive since their hello; tell the task book of workers
     /// forgotten while connected.
     pub fn on_tick(&mut self, poller: &Poller, env: &Env, now: Instant) {
-        let limit = env.cfg.heartbeat_interval * 3;
+        let limit = env.cfg.fleet.heartbeat_interval * 3;
         let mut ended = Vec::new();
         for (key, c) in self.conns.iter_mut() {
             if c.pending.is_some() || c.closing {

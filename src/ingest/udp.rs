@@ -110,7 +110,7 @@ impl UdpIntake {
             return;
         }
         self.rest_until = None;
-        let max = env.cfg.max_frame_bytes;
+        let max = env.cfg.heartbeats.max_frame_bytes;
         if self.dgrams.slot() != slot_for(max) {
             self.dgrams = Datagrams::new(slot_for(max));
         }
@@ -163,7 +163,7 @@ impl UdpIntake {
             env.shared.stats.incr(Counter::FramesReceived);
             // A datagram cut to its slot is longer than `max`: decode
             // refuses it as too large.
-            let max_state = env.cfg.max_worker_state_bytes;
+            let max_state = env.cfg.heartbeats.max_worker_state_bytes;
             match proto::decode(bytes, max).and_then(|f| proto::within_state(f, max_state)) {
                 Ok(frame) => {
                     if let Some(r) = self.check(env, frame, peer, now) {
@@ -171,7 +171,7 @@ impl UdpIntake {
                     }
                 }
                 Err(mut rej) => {
-                    if env.cfg.heartbeat_token.is_some() {
+                    if env.cfg.heartbeats.token.is_some() {
                         // Anyone can name a worker; only its token would
                         // prove the frame is its own.
                         rej.worker_id = None;
@@ -212,7 +212,7 @@ impl UdpIntake {
 
     /// The frame as a message for its worker, or refused.
     fn check(&mut self, env: &Env, frame: Frame, peer: SocketAddr, now: Instant) -> Option<Routed> {
-        let refused = if !authorized(&frame, env.cfg.heartbeat_token.as_ref()) {
+        let refused = if !authorized(&frame, env.cfg.heartbeats.token.as_ref()) {
             Some(Reject::new(
                 RejectReason::Unauthorized,
                 "frame without the heartbeat token",
@@ -278,7 +278,7 @@ impl UdpIntake {
                 return Vec::new();
             }
         };
-        let max_events = env.cfg.max_pending_events;
+        let max_events = env.cfg.heartbeats.max_pending_events;
         let o = handle.inbox.offer(msgs, max_events);
         let stats = &env.shared.stats;
         stats.add(Counter::HeartbeatsMerged, o.merged);
@@ -309,12 +309,12 @@ mod tests {
     #[test]
     fn datagrams_reach_their_workers_and_refusals_are_counted() {
         let mut cfg = config::defaults();
-        cfg.max_workers = 10;
+        cfg.fleet.max_workers = 10;
         let shared = Arc::new(Shared::new(cfg.clone()));
         let registry = Registry::new(shared.clone());
         let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let at = socket.local_addr().unwrap();
-        let mut intake = UdpIntake::new(socket, cfg.max_frame_bytes);
+        let mut intake = UdpIntake::new(socket, cfg.heartbeats.max_frame_bytes);
         let send = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for d in [
             &br#"{"type":"heartbeat","worker_id":"u1","queue_depth":5}"#[..],

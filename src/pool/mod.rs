@@ -76,10 +76,10 @@ impl Pool {
         wake.set_nonblocking(true)?;
         rx.set_nonblocking(true)?;
         let cfg = shared.config.get();
-        let desired = if cfg.pool_command.is_empty() {
+        let desired = if cfg.pool.command.is_empty() {
             0
         } else {
-            cfg.pool_size
+            cfg.pool.size
         };
         Ok((
             Arc::new(Pool {
@@ -88,8 +88,8 @@ impl Pool {
                     members: BTreeMap::new(),
                     stopping: false,
                     below_since: None,
-                    size: cfg.pool_size,
-                    command: cfg.pool_command.clone(),
+                    size: cfg.pool.size,
+                    command: cfg.pool.command.clone(),
                 }),
                 shared,
                 registry,
@@ -112,11 +112,11 @@ impl Pool {
     /// `POST /api/workers/scale`: the pool's new size. Returns how many
     /// members are created and how many are told to stop.
     pub fn scale(&self, count: usize, cfg: &Config) -> Result<(usize, usize), ScaleError> {
-        if cfg.pool_command.is_empty() {
+        if cfg.pool.command.is_empty() {
             return Err(ScaleError::NoPool);
         }
-        if !(cfg.pool_min..=cfg.pool_max).contains(&count) {
-            return Err(ScaleError::OutOfBounds(cfg.pool_min, cfg.pool_max));
+        if !(cfg.pool.min..=cfg.pool.max).contains(&count) {
+            return Err(ScaleError::OutOfBounds(cfg.pool.min, cfg.pool.max));
         }
         let mut inner = self.lock();
         let staying: Vec<u32> = inner
@@ -151,7 +151,7 @@ impl Pool {
             for (_, _, _, n) in order.into_iter().take(staying.len() - count) {
                 if let Some(m) = inner.members.get_mut(&n) {
                     m.leaving = true;
-                    m.stop(cfg.pool_stop_grace, "scaled down");
+                    m.stop(cfg.pool.stop_grace, "scaled down");
                     self.tasks.on_lost(&m.id, "its pool member is scaled down");
                     terminated += 1;
                 }
@@ -198,7 +198,7 @@ impl Pool {
     /// Shutdown: every member told to stop, killed after the grace, and
     /// waited for (at most `grace` + 1 s).
     pub fn stop_all(&self) {
-        let grace = self.shared.config.get().pool_stop_grace;
+        let grace = self.shared.config.get().pool.stop_grace;
         {
             let mut inner = self.lock();
             inner.stopping = true;
@@ -235,10 +235,10 @@ impl Pool {
     /// Up at once; down only once the target stayed lower for
     /// `autoscale_cooldown`, so it never flaps.
     fn autoscale(&self, cfg: &Config) {
-        if !cfg.autoscale || cfg.pool_command.is_empty() {
+        if !cfg.pool.autoscale || cfg.pool.command.is_empty() {
             return;
         }
-        let per = cfg.autoscale_tasks_per_worker.max(1);
+        let per = cfg.pool.autoscale_tasks_per_worker.max(1);
         let queued = self.tasks.queued();
         let (inputs, work) = if queued > 0 {
             ("queued tasks", queued)
@@ -254,7 +254,7 @@ impl Pool {
             };
             ("reported queue depth", depth as usize)
         };
-        let target = work.div_ceil(per).clamp(cfg.pool_min, cfg.pool_max);
+        let target = work.div_ceil(per).clamp(cfg.pool.min, cfg.pool.max);
         let (desired, below) = {
             let inner = self.lock();
             (inner.desired, inner.below_since)
@@ -264,7 +264,7 @@ impl Pool {
             Some(target)
         } else if target < desired {
             match below {
-                Some(t) if now.duration_since(t) >= cfg.autoscale_cooldown => Some(target),
+                Some(t) if now.duration_since(t) >= cfg.pool.autoscale_cooldown => Some(target),
                 Some(_) => None,
                 None => {
                     self.lock().below_since = Some(now);
@@ -279,8 +279,8 @@ impl Pool {
             self.lock().below_since = None;
             log::info!(
                 "autoscale: {desired} -> {to} members ({inputs} {work}, {per} per member, bounds {}..={})",
-                cfg.pool_min,
-                cfg.pool_max
+                cfg.pool.min,
+                cfg.pool.max
             );
             self.shared
                 .stats
@@ -293,14 +293,14 @@ impl Pool {
     /// `pool_command = off` empties it), and a new `pool_command` replaces
     /// the members one at a time, each once the one before runs.
     fn reloaded(&self, cfg: &Config, inner: &mut Inner) {
-        if cfg.pool_command.is_empty() {
+        if cfg.pool.command.is_empty() {
             inner.desired = 0;
-        } else if cfg.pool_size != inner.size {
-            inner.desired = cfg.pool_size.clamp(cfg.pool_min, cfg.pool_max);
+        } else if cfg.pool.size != inner.size {
+            inner.desired = cfg.pool.size.clamp(cfg.pool.min, cfg.pool.max);
             log::info!("pool: reload sets the size to {}", inner.desired);
         }
-        inner.size = cfg.pool_size;
-        if cfg.pool_command == inner.command || cfg.pool_command.is_empty() {
+        inner.size = cfg.pool.size;
+        if cfg.pool.command == inner.command || cfg.pool.command.is_empty() {
             return;
         }
         let busy = inner.members.values().any(|m| {
@@ -310,16 +310,16 @@ impl Pool {
             return;
         }
         let old = inner.members.values_mut().find(|m| {
-            !m.leaving && m.child.is_some() && m.command.as_ref() != Some(&cfg.pool_command)
+            !m.leaving && m.child.is_some() && m.command.as_ref() != Some(&cfg.pool.command)
         });
         match old {
             Some(m) => {
                 log::info!("pool: replacing {} to run the new pool_command", m.id);
-                m.stop(cfg.pool_stop_grace, "replaced");
+                m.stop(cfg.pool.stop_grace, "replaced");
             }
             None => {
                 log::info!("pool: every member runs the new pool_command");
-                inner.command = cfg.pool_command.clone();
+                inner.command = cfg.pool.command.clone();
             }
         }
     }
@@ -342,9 +342,9 @@ impl Pool {
             }
             inner
                 .members
-                .insert(n, Member::new(n, cfg.pool_restart_backoff));
+                .insert(n, Member::new(n, cfg.pool.restart_backoff));
         }
-        let timeout_ms = cfg.inactivity_timeout;
+        let timeout_ms = cfg.fleet.inactivity_timeout;
         for m in inner.members.values_mut() {
             if let Some(how) = m.reap() {
                 let why = m.stop_reason.take();
@@ -357,9 +357,9 @@ impl Pool {
                     continue;
                 }
                 let fatal = m.schedule_restart(
-                    cfg.pool_restart_backoff,
-                    cfg.pool_max_restarts,
-                    cfg.pool_restart_window,
+                    cfg.pool.restart_backoff,
+                    cfg.pool.max_restarts,
+                    cfg.pool.restart_window,
                 );
                 if matches!(why, Some("hung" | "replaced")) && !fatal {
                     // Stopped on purpose: back at once.
@@ -371,8 +371,8 @@ impl Pool {
                     log::error!(
                         "pool: {} is fatal: {} restarts within {}; last {how}; no more restarts",
                         m.id,
-                        cfg.pool_max_restarts,
-                        crate::config::fmt_duration(cfg.pool_restart_window)
+                        cfg.pool.max_restarts,
+                        crate::config::fmt_duration(cfg.pool.restart_window)
                     );
                 } else {
                     self.shared.stats.incr(crate::stats::Counter::PoolRestarts);
@@ -403,7 +403,10 @@ impl Pool {
                         m.state = State::Running;
                         None
                     }
-                    _ if up >= timeout_ms + cfg.heartbeat_interval.min(Duration::from_secs(1)) => {
+                    _ if up
+                        >= timeout_ms
+                            + cfg.fleet.heartbeat_interval.min(Duration::from_secs(1)) =>
+                    {
                         Some(format!("no word for {} ms", up.as_millis()))
                     }
                     Some(s) if !s.is_active() && m.state == State::Running => {
@@ -414,20 +417,20 @@ impl Pool {
                 if let Some(why) = hung {
                     log::warn!("pool: {} is hung ({why}): restarting", m.id);
                     self.shared.stats.incr(crate::stats::Counter::PoolHung);
-                    m.stop(cfg.pool_stop_grace, "hung");
+                    m.stop(cfg.pool.stop_grace, "hung");
                     next = next.min(m.kill_at.unwrap_or(next));
                 }
             }
             if m.child.is_none() && m.state == State::Backoff && !m.leaving && !stopping {
                 match m.next_start {
                     Some(t) if t <= now => {
-                        if let Err(e) = m.spawn(&cfg.pool_command, &self.env) {
+                        if let Err(e) = m.spawn(&cfg.pool.command, &self.env) {
                             m.last_exit = Some(e.clone());
                             log::error!("pool: {}: {e}", m.id);
                             if m.schedule_restart(
-                                cfg.pool_restart_backoff,
-                                cfg.pool_max_restarts,
-                                cfg.pool_restart_window,
+                                cfg.pool.restart_backoff,
+                                cfg.pool.max_restarts,
+                                cfg.pool.restart_window,
                             ) {
                                 self.shared.stats.incr(crate::stats::Counter::PoolFatal);
                                 log::error!("pool: {} is fatal: it cannot be started", m.id);

@@ -113,7 +113,8 @@ fn host_ok(req: &Request, cfg: &Config, names: &Names) -> bool {
     h.parse::<IpAddr>().is_ok()
         || names.0.iter().any(|n| n.eq_ignore_ascii_case(h))
         || cfg
-            .http_allowed_hosts
+            .http
+            .allowed_hosts
             .iter()
             .any(|n| n.eq_ignore_ascii_case(h))
 }
@@ -126,9 +127,9 @@ pub fn listed(list: &[String], origin: Option<&str>) -> bool {
 /// The `Access-Control-Allow-Origin` value for a response: `*` when reads
 /// are open to any page, the request's origin when it is listed, else none.
 pub fn allow_origin<'a>(cfg: &'a Config, origin: Option<&'a str>) -> &'a str {
-    if cfg.cors_allow_origin.iter().any(|o| o == "*") {
+    if cfg.http.cors_allow_origin.iter().any(|o| o == "*") {
         "*"
-    } else if listed(&cfg.cors_allow_origin, origin) {
+    } else if listed(&cfg.http.cors_allow_origin, origin) {
         origin.unwrap_or("")
     } else {
         ""
@@ -158,12 +159,12 @@ pub fn check(req: &Request, peer: IpAddr, cfg: &Config, names: &Names) -> Result
         return Ok(());
     }
     if req.origin.is_some()
-        && !listed(&cfg.cors_allow_origin, req.origin.as_deref())
+        && !listed(&cfg.http.cors_allow_origin, req.origin.as_deref())
         && !same_origin(req)
     {
         return Err(Refusal::Origin);
     }
-    match &cfg.api_token {
+    match &cfg.http.api_token {
         Some(token) => {
             let given = req.authorization.as_deref().and_then(|a| {
                 let (scheme, cred) = a.split_once(' ')?;
@@ -186,8 +187,8 @@ pub fn check_ws(req: &Request, cfg: &Config, names: &Names) -> Result<(), Refusa
     if !host_ok(req, cfg, names) {
         return Err(Refusal::Host);
     }
-    let any = cfg.ws_allow_origin.iter().any(|o| o == "*");
-    if !any && req.origin.is_some() && !listed(&cfg.ws_allow_origin, req.origin.as_deref()) {
+    let any = cfg.http.ws_allow_origin.iter().any(|o| o == "*");
+    if !any && req.origin.is_some() && !listed(&cfg.http.ws_allow_origin, req.origin.as_deref()) {
         return Err(Refusal::Origin);
     }
     Ok(())
@@ -231,7 +232,7 @@ mod tests {
         ] {
             assert_eq!(verdict(&cfg, LOOP, &get(bad)), Err(Refusal::Host), "{bad}");
         }
-        cfg.http_allowed_hosts = vec!["muster.internal".into()];
+        cfg.http.allowed_hosts = vec!["muster.internal".into()];
         assert_eq!(verdict(&cfg, LOOP, &get("muster.internal:80")), Ok(()));
         assert_eq!(verdict(&cfg, LOOP, "GET /health HTTP/1.1\r\n\r\n"), Ok(()));
     }
@@ -285,10 +286,10 @@ mod tests {
         // Reads stay open to any page.
         let read = "GET /health HTTP/1.1\r\nHost: localhost\r\nOrigin: null\r\n\r\n";
         assert_eq!(verdict(&cfg, FAR, read), Ok(()));
-        cfg.cors_allow_origin = vec!["*".into(), "http://localhost:9999".into()];
+        cfg.http.cors_allow_origin = vec!["*".into(), "http://localhost:9999".into()];
         assert_eq!(verdict(&cfg, LOOP, &foreign), Ok(()));
 
-        cfg.api_token = Some(Secret::new("t0k"));
+        cfg.http.api_token = Some(Secret::new("t0k"));
         assert_eq!(verdict(&cfg, LOOP, &del("")), Err(Refusal::NoToken));
         let with = |t: &str| del(&format!("Authorization: Bearer {t}\r\n"));
         assert_eq!(verdict(&cfg, FAR, &with("nope")), Err(Refusal::BadToken));
@@ -307,7 +308,7 @@ mod tests {
     fn cors_header_and_streams() {
         let mut cfg = config::defaults();
         assert_eq!(allow_origin(&cfg, Some("http://x")), "*");
-        cfg.cors_allow_origin = vec!["https://dash.example".into()];
+        cfg.http.cors_allow_origin = vec!["https://dash.example".into()];
         assert_eq!(
             allow_origin(&cfg, Some("https://dash.example")),
             "https://dash.example"
@@ -316,7 +317,7 @@ mod tests {
         let names = Names::of(&["localhost"]);
         let ws = req("GET /ws/telemetry HTTP/1.1\r\nHost: localhost\r\nOrigin: http://x\r\n\r\n");
         assert_eq!(check_ws(&ws, &cfg, &names), Ok(()));
-        cfg.ws_allow_origin = vec!["https://dash.example".into()];
+        cfg.http.ws_allow_origin = vec!["https://dash.example".into()];
         assert_eq!(check_ws(&ws, &cfg, &names), Err(Refusal::Origin));
         let tool = req("GET /ws/telemetry HTTP/1.1\r\nHost: localhost\r\n\r\n");
         assert_eq!(check_ws(&tool, &cfg, &names), Ok(()));

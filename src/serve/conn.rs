@@ -553,9 +553,9 @@ impl<S: Read + Write + Pending> Conn<S> {
 
 fn ws_limits(cfg: &Config) -> WsLimits {
     WsLimits {
-        max_queue_bytes: cfg.ws_max_queue_bytes,
-        stall_timeout: cfg.ws_stall_timeout,
-        summary_interval: cfg.summary_interval,
+        max_queue_bytes: cfg.http.ws_max_queue_bytes,
+        stall_timeout: cfg.http.ws_stall_timeout,
+        summary_interval: cfg.http.summary_interval,
     }
 }
 

@@ -159,12 +159,12 @@ impl Conns {
         let cfg = env.cfg;
         let capped = cfg.capped(ip);
         if capped
-            && self.per_ip.count(ip) >= cfg.http_max_connections_per_ip
+            && self.per_ip.count(ip) >= cfg.http.max_connections_per_ip
             && !self.evict_idle(registry, env, Some(ip))
         {
             return refuse(stream, env, Counter::HttpRefusedPerIp);
         }
-        if self.slab.len() >= cfg.http_max_connections && !self.evict_idle(registry, env, None) {
+        if self.slab.len() >= cfg.http.max_connections && !self.evict_idle(registry, env, None) {
             return refuse(stream, env, Counter::HttpRefusedFull);
         }
         let Some(stream) = wrap(stream, cfg) else {
@@ -338,7 +338,7 @@ impl Conns {
 /// connections only).
 fn wrap(stream: TcpStream, cfg: &Config) -> Option<Stream> {
     #[cfg(feature = "tls")]
-    if let Some(tls) = &cfg.tls {
+    if let Some(tls) = &cfg.http.tls {
         return match rustls::ServerConnection::new(tls.server.clone()) {
             Ok(c) => Some(Stream::Tls(Box::new(TlsStream::new(c, stream)))),
             Err(e) => {
@@ -357,7 +357,7 @@ fn wrap(stream: TcpStream, cfg: &Config) -> Option<Stream> {
 /// answer would be noise.
 fn refuse(mut stream: TcpStream, env: &Env, counter: Counter) {
     env.shared.stats.incr(counter);
-    if env.cfg.tls.is_some() {
+    if env.cfg.http.tls.is_some() {
         return;
     }
     let mut out = Vec::new();

@@ -288,9 +288,10 @@ impl Api {
         let found = |h: Option<Response>| h.unwrap_or_else(not_found);
         match route {
             Route::Dashboard(kind, text) => super::dashboard::serve(kind, text),
-            Route::Health => {
-                Response::json(200, self.health.body(reg, &self.shared, cfg.max_workers))
-            }
+            Route::Health => Response::json(
+                200,
+                self.health.body(reg, &self.shared, cfg.fleet.max_workers),
+            ),
             Route::Metrics | Route::Telemetry => unreachable!("answered by get"),
             Route::TelemetryOne(id) => found(
                 reg.snapshot(&id)
@@ -333,7 +334,7 @@ impl Api {
         let registry = self.registry.clone();
         let uptime_seconds = self.health.started().elapsed().as_secs_f64();
         let udp_kernel_drops = self.health.udp_kernel_drops();
-        let (max_workers, series) = (cfg.max_workers, cfg.metrics_worker_series);
+        let (max_workers, series) = (cfg.fleet.max_workers, cfg.daemon.metrics_worker_series);
         let large = registry.len() >= LARGE_FLEET;
         let gzip = req.gzip;
         let cache = if gzip {
@@ -464,7 +465,7 @@ impl Handler for Api {
         let sub = ws::subscription(&req.path, &req.query)?;
         let cfg = self.shared.config.get();
         let stats = &self.shared.stats;
-        if stats.get(Counter::WsClients) >= cfg.ws_max_clients as u64 {
+        if stats.get(Counter::WsClients) >= cfg.http.ws_max_clients as u64 {
             return Err(Response::error(
                 503,
                 "too_many_clients",
@@ -501,7 +502,7 @@ const LARGE_FLEET: usize = 2000;
 /// on an origin listed by name in `cors_allow_origin` may also change
 /// (with `Authorization`), and only with the methods the route takes.
 fn preflight(route: &Route, req: &Request, cfg: &Config) -> Response {
-    let listed = access::listed(&cfg.cors_allow_origin, req.origin.as_deref());
+    let listed = access::listed(&cfg.http.cors_allow_origin, req.origin.as_deref());
     let (methods, headers) = if listed && route.takes_changes() {
         let names: Vec<&str> = route
             .methods()
@@ -546,7 +547,7 @@ mod tests {
 
     fn api() -> Api {
         let mut cfg = config::defaults();
-        cfg.max_workers = 100;
+        cfg.fleet.max_workers = 100;
         let shared = Arc::new(Shared::new(cfg));
         let registry = Arc::new(Registry::new(shared.clone()));
         let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;

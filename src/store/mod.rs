@@ -103,7 +103,7 @@ impl Store {
             }
         };
         let (now_ms, now) = (unix_ms(), Instant::now());
-        let forget_ms = cfg.forget_after.as_millis() as u64;
+        let forget_ms = cfg.fleet.forget_after.as_millis() as u64;
         let mut loaded = Loaded::default();
         let read = format::read(&mut BufReader::with_capacity(1 << 20, file), |rec| {
             let age = now_ms.saturating_sub(rec.meta.last_update);
@@ -114,7 +114,7 @@ impl Store {
             let last_seen = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
             let mut series = Series::default();
             for s in rec.samples {
-                series.history.push(s, cfg.history_samples);
+                series.history.push(s, cfg.fleet.history_samples);
             }
             for r in rec.runs {
                 series.runs.record(r);
@@ -249,7 +249,7 @@ pub fn restore(store: &Store, registry: &Registry, shared: &Shared) -> usize {
 pub fn run(store: Arc<Store>, registry: Arc<Registry>, shared: Arc<Shared>, stop: Receiver<()>) {
     let mut saved_version = shared.changes.version();
     loop {
-        let every = shared.config.get().state_save_interval;
+        let every = shared.config.get().daemon.state_save_interval;
         match stop.recv_timeout(every) {
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
@@ -280,7 +280,7 @@ mod tests {
 
     fn fleet() -> (Arc<Shared>, Registry) {
         let mut cfg = config::defaults();
-        cfg.max_workers = 100;
+        cfg.fleet.max_workers = 100;
         let shared = Arc::new(Shared::new(cfg));
         let r = Registry::new(shared.clone());
         (shared, r)

@@ -121,7 +121,7 @@ fn open_journal(
         }
     };
     let started = Instant::now();
-    let r = journal::replay(&bytes, |rec| book.replay(rec, cfg.task_log_bytes));
+    let r = journal::replay(&bytes, |rec| book.replay(rec, cfg.tasks.log_bytes));
     shared.stats.add(Counter::JournalSkipped, r.skipped as u64);
     if let Some(at) = r.cut_at {
         shared.stats.incr(Counter::JournalCut);
@@ -155,7 +155,7 @@ fn open_journal(
             journal::run(
                 file,
                 rx,
-                move || mode.config.get().task_fsync,
+                move || mode.config.get().tasks.fsync,
                 move |b, ok| {
                     sh.stats.add(Counter::JournalBytes, b);
                     if !ok {
@@ -278,9 +278,9 @@ impl Tasks {
     /// on disk (at once without a journal).
     pub fn submit(&self, body: &[u8], cfg: &Config, ack: Ack) -> Result<Task, Refused> {
         let st = &self.shared.stats;
-        if body.len() > cfg.max_task_bytes {
+        if body.len() > cfg.tasks.max_task_bytes {
             st.incr(Counter::TasksRefused);
-            return Err(Refused::TooLarge(cfg.max_task_bytes));
+            return Err(Refused::TooLarge(cfg.tasks.max_task_bytes));
         }
         let now = unix_ms();
         let mut book = self.lock();
@@ -290,9 +290,9 @@ impl Tasks {
             Refused::Bad(b)
         })?;
         let mut fx = Effects::default();
-        if !book.make_room(cfg.max_tasks, &mut fx) {
+        if !book.make_room(cfg.tasks.max_tasks, &mut fx) {
             st.incr(Counter::TasksRefused);
-            return Err(Refused::Full(cfg.max_tasks));
+            return Err(Refused::Full(cfg.tasks.max_tasks));
         }
         book.insert(task.clone());
         fx.records.push(Record::Submit { task: task.clone() });
@@ -369,7 +369,7 @@ impl Tasks {
     }
 
     pub fn on_log(&self, worker: &WorkerId, l: TaskLog) -> Result<(), NotHeld> {
-        let cap = self.shared.config.get().task_log_bytes;
+        let cap = self.shared.config.get().tasks.log_bytes;
         let r = self.change(|book, fx| book.on_log(worker, l, cap, fx));
         self.refused(r);
         r
@@ -387,9 +387,9 @@ impl Tasks {
         let cfg = self.shared.config.get();
         let now = unix_ms();
         let limits = Limits {
-            ack_timeout_ms: cfg.task_ack_timeout.as_millis() as u64,
-            cancel_grace_ms: cfg.task_cancel_grace.as_millis() as u64,
-            retention_ms: cfg.task_retention.as_millis() as u64,
+            ack_timeout_ms: cfg.tasks.ack_timeout.as_millis() as u64,
+            cancel_grace_ms: cfg.tasks.cancel_grace.as_millis() as u64,
+            retention_ms: cfg.tasks.retention.as_millis() as u64,
         };
         let mut book = self.lock();
         let mut fx = Effects::default();
