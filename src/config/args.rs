@@ -61,7 +61,7 @@ pub fn usage() -> String {
     );
     for st in settings() {
         s.push_str(&format!(
-            "  {:<26} {:<9} {:<15} {:<8} {}\n",
+            "  {:<30} {:<9} {:<17} {:<8} {}\n",
             flag_name(st.key),
             st.unit.as_str(),
             st.default,
