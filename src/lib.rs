@@ -44,6 +44,9 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+// `unsafe` lives in `sys/` alone, each block under a SAFETY line; the rest
+// of the tree cannot write any.
+#![deny(unsafe_code)]
 
 pub mod alerts;
 pub mod cli;

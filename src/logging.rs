@@ -60,15 +60,15 @@ fn stderr_is_journal() -> bool {
     let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
         return false;
     };
-    // SAFETY: fstat fills the stat buffer it is given for fd 2.
-    let st = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(2, &mut st) != 0 {
-            return false;
-        }
-        st
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
     };
-    dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
+    let Ok(st) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    dev.parse() == Ok(st.dev()) && ino.parse() == Ok(st.ino())
 }
 
 /// The syslog priority of a line simplelog formatted (`[WARN] …`).

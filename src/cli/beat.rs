@@ -108,8 +108,7 @@ fn beat_tcp(to: SocketAddr, id: &str, token: Option<String>, text: &str) -> Out 
     s.set_read_timeout(Some(Duration::from_millis(500)))
         .map_err(unreachable)?;
     // The worker is the script that runs `muster beat`: our parent.
-    // SAFETY: getppid has no preconditions and cannot fail.
-    let script = unsafe { libc::getppid() } as u32;
+    let script = std::os::unix::process::parent_id();
     let hello = proto::encode(&Frame::Hello(Hello {
         worker_id: WorkerId::from(id),
         pid: Some(script),

@@ -402,15 +402,7 @@ pub fn clip(line: &str, cols: usize) -> String {
 
 /// The terminal's columns and rows (80×24 when it cannot say).
 fn terminal_size() -> (usize, usize) {
-    // SAFETY: TIOCGWINSZ fills the winsize struct we pass.
-    let ws = unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        (libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0).then_some(ws)
-    };
-    match ws {
-        Some(ws) if ws.ws_col > 0 && ws.ws_row > 0 => (ws.ws_col as usize, ws.ws_row as usize),
-        _ => (80, 24),
-    }
+    crate::sys::terminal::size().unwrap_or((80, 24))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use mio::net::{TcpListener, UdpSocket};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 
 #[derive(Debug)]
 pub struct StartupError {
@@ -108,13 +107,8 @@ pub fn bind_http(addr: SocketAddr) -> Result<TcpListener, StartupError> {
 /// after a restart then wait in the queue instead of for SYN retries.
 /// Listening again on a listening socket only changes its backlog.
 fn deepen(l: &TcpListener) {
-    // SAFETY: listen(2) on a descriptor this listener owns; a value over
-    // somaxconn is clamped by the kernel.
-    if unsafe { libc::listen(l.as_raw_fd(), i32::MAX) } != 0 {
-        log::warn!(
-            "cannot deepen the listen backlog: {}",
-            io::Error::last_os_error()
-        );
+    if let Err(e) = crate::sys::socket::deepen_backlog(l) {
+        log::warn!("cannot deepen the listen backlog: {e}");
     }
 }
 
@@ -143,31 +137,7 @@ pub fn bind_heartbeat(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), Star
     }
 }
 
-/// Ask for `bytes` of receive buffer: SO_RCVBUFFORCE first (root or
-/// CAP_NET_ADMIN may exceed net.core.rmem_max), then SO_RCVBUF. Returns what
-/// the kernel granted, as it reports it (Linux doubles the request for its
-/// own bookkeeping).
-pub fn set_recv_buffer(sock: &impl AsRawFd, bytes: usize) -> io::Result<usize> {
-    let fd = sock.as_raw_fd();
-    let val = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: setsockopt/getsockopt read or write one c_int we own.
-    unsafe {
-        let ptr = &val as *const libc::c_int as *const libc::c_void;
-        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, ptr, len) != 0
-            && libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, ptr, len) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        let mut got: libc::c_int = 0;
-        let mut got_len = len;
-        let out = &mut got as *mut libc::c_int as *mut libc::c_void;
-        if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, out, &mut got_len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(got.max(0) as usize)
-    }
-}
+pub use crate::sys::socket::set_recv_buffer;
 
 #[cfg(test)]
 mod tests {

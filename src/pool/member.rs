@@ -4,8 +4,8 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,35 @@ const LINES_PER_SECOND: u32 = 50;
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A member up this long has its backoff reset.
 pub const HEALTHY: Duration = Duration::from_secs(60);
+
+/// Why a member is told to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The pool was scaled below it.
+    ScaledDown,
+    /// musterd is stopping.
+    Shutdown,
+    /// A new `pool_command`: it is replaced, and restarted at once.
+    Replaced,
+    /// Its worker is silent: it is restarted at once.
+    Hung,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::ScaledDown => "scaled down",
+            StopReason::Shutdown => "musterd is stopping",
+            StopReason::Replaced => "replaced",
+            StopReason::Hung => "hung",
+        }
+    }
+
+    /// Whether the member comes back at once, not after its backoff.
+    pub fn restarts_at_once(self) -> bool {
+        matches!(self, StopReason::Replaced | StopReason::Hung)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -44,7 +73,8 @@ pub struct Member {
     pub n: u32,
     pub id: String,
     pub child: Option<Child>,
-    pub pidfd: Option<OwnedFd>,
+    /// Shared so that the supervisor can poll it without holding the pool.
+    pub pidfd: Option<std::sync::Arc<OwnedFd>>,
     pub state: State,
     pub started: Option<Instant>,
     pub started_at_ms: Option<u64>,
@@ -58,8 +88,8 @@ pub struct Member {
     pub kill_at: Option<Instant>,
     /// Scaled away: removed once its process is gone.
     pub leaving: bool,
-    /// Why it is being stopped when not leaving (`hung`, `replaced`).
-    pub stop_reason: Option<&'static str>,
+    /// Why it is being stopped.
+    pub stop_reason: Option<StopReason>,
     /// The command its process runs.
     pub command: Option<Vec<String>>,
 }
@@ -101,24 +131,11 @@ impl Member {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         crate::sys::process::dies_with_parent(&mut cmd);
-        // A session of its own: what it starts in groups of their own (an
-        // agent's handlers) is still found, and killed with it.
-        // SAFETY: setsid takes no arguments and is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::sys::process::own_session(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {prog:?}: {e}"))?;
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: pidfd_open takes a pid and flags; the fd returned is ours.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-        self.pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
+        self.pidfd = crate::sys::process::pidfd_open(child.id()).map(std::sync::Arc::new);
         if let Some(out) = child.stdout.take() {
             forward(self.id.clone(), out);
         }
@@ -140,21 +157,16 @@ impl Member {
     /// so nothing it started outlives it.
     pub fn signal(&self, sig: i32) {
         let Some(pid) = self.pid() else { return };
-        // SAFETY: kill(2) on a process group and processes we started.
-        unsafe {
-            libc::kill(-(pid as i32), sig);
-        }
+        crate::sys::process::signal_group(pid as i32, sig);
         if sig == libc::SIGKILL {
             for p in crate::sys::procfs::session_members(pid) {
-                unsafe {
-                    libc::kill(p as i32, sig);
-                }
+                crate::sys::process::signal(p, sig);
             }
         }
     }
 
     /// SIGTERM now, SIGKILL after `grace`.
-    pub fn stop(&mut self, grace: Duration, why: &'static str) {
+    pub fn stop(&mut self, grace: Duration, why: StopReason) {
         if self.child.is_some() && self.state != State::Stopping {
             self.signal(libc::SIGTERM);
             self.state = State::Stopping;
@@ -169,10 +181,7 @@ impl Member {
         // Whatever it left running in its session goes with it.
         if let Some(pid) = self.pid() {
             for p in crate::sys::procfs::session_members(pid) {
-                // SAFETY: kill(2) on a process of the member's session.
-                unsafe {
-                    libc::kill(p as i32, libc::SIGKILL);
-                }
+                crate::sys::process::signal(p, libc::SIGKILL);
             }
         }
         self.child = None;

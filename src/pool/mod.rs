@@ -1,5 +1,5 @@
-//! The pool (seed 000; DESIGN.md, "The pool"): local worker processes that
-//! musterd starts, supervises and scales.
+//! The pool: local worker processes that musterd starts, supervises and
+//! scales.
 //!
 //! - `member`: one member's process, output, and restart bookkeeping.
 //!
@@ -15,7 +15,7 @@
 //! The watchdog: a member whose worker (`MUSTER_WORKER_ID`) is inactive,
 //! or has said nothing one `inactivity_timeout` after its start, is hung:
 //! stopped (SIGTERM, `pool_stop_grace`, SIGKILL) and restarted. Its tasks
-//! go back to the queue by the task rules.
+//! go back to the queue when its session closes, as any lost worker's.
 
 pub mod member;
 
@@ -23,11 +23,11 @@ use crate::config::Config;
 use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
 use crate::tasks::Tasks;
-use member::{Member, State};
+use member::{Member, State, StopReason};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -151,8 +151,7 @@ impl Pool {
             for (_, _, _, n) in order.into_iter().take(staying.len() - count) {
                 if let Some(m) = inner.members.get_mut(&n) {
                     m.leaving = true;
-                    m.stop(cfg.pool.stop_grace, "scaled down");
-                    self.tasks.on_lost(&m.id, "its pool member is scaled down");
+                    m.stop(cfg.pool.stop_grace, StopReason::ScaledDown);
                     terminated += 1;
                 }
             }
@@ -190,7 +189,7 @@ impl Pool {
         self.lock()
             .members
             .values()
-            .filter(|m| m.state.as_str() == "fatal")
+            .filter(|m| m.state == State::Fatal)
             .map(|m| m.id.to_string())
             .collect()
     }
@@ -205,7 +204,7 @@ impl Pool {
             inner.desired = 0;
             for m in inner.members.values_mut() {
                 m.leaving = true;
-                m.stop(grace, "musterd is stopping");
+                m.stop(grace, StopReason::Shutdown);
             }
         }
         self.poke();
@@ -304,7 +303,8 @@ impl Pool {
             return;
         }
         let busy = inner.members.values().any(|m| {
-            !m.leaving && (m.stop_reason == Some("replaced") || m.state == State::Starting)
+            !m.leaving
+                && (m.stop_reason == Some(StopReason::Replaced) || m.state == State::Starting)
         });
         if busy {
             return;
@@ -315,7 +315,7 @@ impl Pool {
         match old {
             Some(m) => {
                 log::info!("pool: replacing {} to run the new pool_command", m.id);
-                m.stop(cfg.pool.stop_grace, "replaced");
+                m.stop(cfg.pool.stop_grace, StopReason::Replaced);
             }
             None => {
                 log::info!("pool: every member runs the new pool_command");
@@ -349,7 +349,7 @@ impl Pool {
             if let Some(how) = m.reap() {
                 let why = m.stop_reason.take();
                 m.last_exit = Some(match why {
-                    Some(w) => format!("{how} ({w})"),
+                    Some(w) => format!("{how} ({})", w.as_str()),
                     None => how.clone(),
                 });
                 if m.leaving || stopping {
@@ -361,11 +361,10 @@ impl Pool {
                     cfg.pool.max_restarts,
                     cfg.pool.restart_window,
                 );
-                if matches!(why, Some("hung" | "replaced")) && !fatal {
+                if why.is_some_and(StopReason::restarts_at_once) && !fatal {
                     // Stopped on purpose: back at once.
                     m.next_start = Some(now);
                 }
-                self.tasks.on_lost(&m.id, "its pool member exited");
                 if fatal {
                     self.shared.stats.incr(crate::stats::Counter::PoolFatal);
                     log::error!(
@@ -417,7 +416,7 @@ impl Pool {
                 if let Some(why) = hung {
                     log::warn!("pool: {} is hung ({why}): restarting", m.id);
                     self.shared.stats.incr(crate::stats::Counter::PoolHung);
-                    m.stop(cfg.pool.stop_grace, "hung");
+                    m.stop(cfg.pool.stop_grace, StopReason::Hung);
                     next = next.min(m.kill_at.unwrap_or(next));
                 }
             }
@@ -460,32 +459,23 @@ impl Pool {
     pub fn run(self: Arc<Pool>, mut wake: UnixStream) {
         loop {
             let next = self.turn();
-            let mut fds: Vec<libc::pollfd> = vec![libc::pollfd {
-                fd: wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            {
+            let pidfds: Vec<Arc<OwnedFd>> = {
                 let inner = self.lock();
                 if inner.stopping && inner.members.is_empty() {
                     return;
                 }
-                fds.extend(inner.members.values().filter_map(|m| {
-                    m.pidfd.as_ref().map(|fd| libc::pollfd {
-                        fd: fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    })
-                }));
-            }
-            let ms = next
+                inner
+                    .members
+                    .values()
+                    .filter_map(|m| m.pidfd.clone())
+                    .collect()
+            };
+            let mut fds = vec![wake.as_fd()];
+            fds.extend(pidfds.iter().map(|f| f.as_fd()));
+            let timeout = next
                 .saturating_duration_since(Instant::now())
-                .as_millis()
-                .min(60_000) as i32;
-            // SAFETY: `fds` is a valid array of pollfd for the call.
-            unsafe {
-                libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
-            }
+                .min(Duration::from_secs(60));
+            crate::sys::process::wait_readable(&fds, timeout);
             let mut buf = [0u8; 64];
             while matches!(wake.read(&mut buf), Ok(n) if n > 0) {}
         }

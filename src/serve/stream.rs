@@ -51,19 +51,7 @@ impl Pending for Stream {
     }
 
     fn limit_send_buffer(&mut self, bytes: usize) {
-        use std::os::fd::AsRawFd;
-        let v = bytes as libc::c_int;
-        // SAFETY: setsockopt on a socket this stream owns, with an int
-        // option value that outlives the call.
-        unsafe {
-            libc::setsockopt(
-                self.tcp().as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        let _ = crate::sys::socket::set_send_buffer(self.tcp(), bytes);
     }
 }
 

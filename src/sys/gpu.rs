@@ -42,8 +42,21 @@ pub enum Gpu {
     Absent,
 }
 
+/// The symbol `name` of `lib` as a function pointer of type `T`.
+///
+/// # Safety
+///
+/// `lib` is a handle from `dlopen`, and `T` is a function pointer type
+/// matching the C prototype of `name`.
 unsafe fn symbol<T: Copy>(lib: *mut c_void, name: &CStr) -> Option<T> {
-    // SAFETY: the caller names a symbol whose C type is `T`.
+    const {
+        assert!(
+            std::mem::size_of::<T>() == std::mem::size_of::<*mut c_void>(),
+            "a symbol is read as a pointer-sized function pointer"
+        )
+    };
+    // SAFETY: the caller names a symbol whose C type is `T`, pointer-sized
+    // as checked above.
     unsafe {
         let p = libc::dlsym(lib, name.as_ptr());
         (!p.is_null()).then(|| std::mem::transmute_copy(&p))

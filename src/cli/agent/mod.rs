@@ -162,15 +162,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
 }
 
 pub(crate) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } == 0;
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
-    if ok {
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "localhost".into()
-    }
+    crate::sys::procfs::hostname().unwrap_or_else(|| "localhost".into())
 }
 
 /// `<hostname>-<name>`, with characters a worker id cannot hold replaced.
