@@ -45,12 +45,12 @@ kill $apid; wait $apid 2>/dev/null || true
 stop
 
 echo "## one procfs sample of a 20-process tree"
-$bin/muster bench procfs --processes 20 --samples 2000
+$bin/muster-bench procfs --processes 20 --samples 2000
 
 if [ "${1:-}" = history ]; then
   echo "## memory per worker with a full history ring: 2,000 workers at 1 heartbeat/s for 750 s"
   start --history-samples 720
-  $bin/muster bench heartbeats --workers 2000 --rate 2000 --duration 750s --pid $pid
+  $bin/muster-bench heartbeats --workers 2000 --rate 2000 --duration 750s --pid $pid
   curl -s "http://$http/api/workers/$(curl -s http://$http/api/workers | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["worker_id"])')/history" |
     python3 -c 'import json,sys; print("history samples of one worker:", len(json.load(sys.stdin)["samples"]))'
   stop

@@ -90,7 +90,7 @@ rows+=("| \`GET /health\` ($(wc -c < "$work/health.json") B), wrk -t1 -c64 -d10s
 
 echo "## GET /telemetry with 1,000 live workers: musterd vs nginx static copy"
 start
-$pin_c $bin/muster bench heartbeats --workers 1000 --rate 1000 --duration 40s >/dev/null &
+$pin_c $bin/muster-bench heartbeats --workers 1000 --rate 1000 --duration 40s >/dev/null &
 bg=$!
 sleep 4
 curl -s http://$http/telemetry > "$work/telemetry"
@@ -106,13 +106,13 @@ rows+=("| \`GET /telemetry\`, 1,000 workers ($(wc -c < "$work/telemetry") B), wr
 
 echo "## fleet state, 1,000 workers: heartbeats to musterd vs PUTs to Pushgateway"
 start
-$pin_c $bin/muster bench heartbeats --workers 1000 --rate 100000 --duration 30s --pid $pid --json > "$work/m.json"
+$pin_c $bin/muster-bench heartbeats --workers 1000 --rate 100000 --duration 30s --pid $pid --json > "$work/m.json"
 stop
 $pin_d prometheus-pushgateway --web.listen-address=127.0.0.1:19091 >/dev/null 2>&1 &
 gpid=$!
 others+=($gpid)
 sleep 1
-$pin_c $bin/muster bench push --url http://127.0.0.1:19091 --workers 1000 --rate 100000 --connections 8 --duration 30s --pid $gpid --json > "$work/p.json"
+$pin_c $bin/muster-bench push --url http://127.0.0.1:19091 --workers 1000 --rate 100000 --connections 8 --duration 30s --pid $gpid --json > "$work/p.json"
 kill $gpid; wait $gpid 2>/dev/null || true
 read -r m_ups m_lost m_rss < <(python3 -c 'import json; r=json.load(open("'"$work/m.json"'")); print(round(r["applied"]/r["duration_s"]), r["lost"], r["musterd_rss_kib"])')
 read -r m_cpu < <(python3 -c 'import json; r=json.load(open("'"$work/m.json"'")); print(round(r["musterd_cpu_cores"], 2))')
@@ -122,7 +122,7 @@ rows+=("| fleet-state updates/s, 1,000 workers, 30 s (musterd: UDP heartbeats of
 
 echo "## memory per tracked worker: musterd at 0 and 10,000 workers"
 start
-$pin_c $bin/muster bench heartbeats --workers 10000 --rate 10000 --duration 30s --pid $pid --json > "$work/mem.json"
+$pin_c $bin/muster-bench heartbeats --workers 10000 --rate 10000 --duration 30s --pid $pid --json > "$work/mem.json"
 stop
 read -r w_rss0 w_rss w_lost < <(python3 -c 'import json; r=json.load(open("'"$work/mem.json"'")); print(r["musterd_rss_before_kib"], r["musterd_rss_kib"], r["lost"])')
 m_per=$(awk -v a="$w_rss0" -v b="$w_rss" 'BEGIN { printf "%.1f", (b - a) / 10000 }')

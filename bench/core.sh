@@ -19,22 +19,22 @@ d() { if [ -n "$quick" ]; then echo "$2"; else echo "$1"; fi; }
 
 echo "## UDP, 1,000 workers, 50,000 heartbeats/s"
 start
-$pin_c $bin/muster bench heartbeats --workers 1000 --rate 50000 --duration "$(d 60s 10s)" --pid $pid
+$pin_c $bin/muster-bench heartbeats --workers 1000 --rate 50000 --duration "$(d 60s 10s)" --pid $pid
 stop
 
 echo "## UDP, 1,000 workers, 100,000 heartbeats/s (stretch)"
 start
-$pin_c $bin/muster bench heartbeats --workers 1000 --rate 100000 --duration "$(d 60s 10s)" --pid $pid
+$pin_c $bin/muster-bench heartbeats --workers 1000 --rate 100000 --duration "$(d 60s 10s)" --pid $pid
 stop
 
 echo "## TCP, 1,000 workers, 50,000 heartbeats/s"
 start
-$pin_c $bin/muster bench heartbeats --workers 1000 --rate 50000 --duration "$(d 30s 10s)" --tcp --pid $pid
+$pin_c $bin/muster-bench heartbeats --workers 1000 --rate 50000 --duration "$(d 30s 10s)" --tcp --pid $pid
 stop
 
 echo "## UDP, 10,000 workers at 1 heartbeat/s each"
 start
-$pin_c $bin/muster bench heartbeats --workers 10000 --rate 10000 --duration "$(d 10m 20s)" --pid $pid
+$pin_c $bin/muster-bench heartbeats --workers 10000 --rate 10000 --duration "$(d 10m 20s)" --pid $pid
 echo "### rendering with 10,000 workers: GET /metrics and GET /telemetry, 20 requests each"
 for path in /metrics /telemetry; do
   for _ in $(seq 20); do curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "http://$http$path"; done |
@@ -44,7 +44,7 @@ stop
 
 echo "## GET /telemetry/{id} and GET /telemetry with 1,000 live workers, wrk -t1 -c16"
 start
-$pin_c $bin/muster bench heartbeats --workers 1000 --rate 1000 --duration 40s --pid $pid >/tmp/bench-bg.txt &
+$pin_c $bin/muster-bench heartbeats --workers 1000 --rate 1000 --duration 40s --pid $pid >/tmp/bench-bg.txt &
 bg=$!
 sleep 3
 id=$(curl -s http://$http/api/workers | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["worker_id"])')

@@ -24,7 +24,7 @@ ulimit -n "$(ulimit -Hn)"
 msb=()
 $musterd --help 2>&1 | grep -q -- --max-worker-state-bytes && msb=(--max-worker-state-bytes 64KiB)
 rss() { awk '/VmRSS/ {print $2}' /proc/$pid/status; }
-ws() { $bin/muster bench ws --workers 1000 --duration 20s "$@"; }
+ws() { $bin/muster-bench ws --workers 1000 --duration 20s "$@"; }
 
 echo "## 1. 1,000 clients, 1,000 workers at 100 heartbeats/s"
 start
@@ -46,8 +46,8 @@ stop
 
 echo "## 3. 2,000 clients connecting at once"
 start --ws-max-clients 4096 --http-max-connections 4096
-$bin/muster bench heartbeats --workers 1000 --rate 1000 --duration 1s --pid $pid >/dev/null
-$bin/muster bench ws --clients 2000 --workers 10 --rate 10 --duration 1s --pid $pid | grep -E "connected|websocket"
+$bin/muster-bench heartbeats --workers 1000 --rate 1000 --duration 1s --pid $pid >/dev/null
+$bin/muster-bench ws --clients 2000 --workers 10 --rate 10 --duration 1s --pid $pid | grep -E "connected|websocket"
 stop
 
 fill() { # n workers, bytes of labels each

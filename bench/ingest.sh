@@ -45,7 +45,7 @@ field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'
 udp_run() { # rate -> "received lost ingest_us_per_datagram cores"
   start
   local t0; t0=$(ticks "$pid" ingest)
-  local out; out=$($pin_c $bin/muster bench heartbeats --workers 1000 --rate "$1" --duration "${secs}s" --pid "$pid" --json)
+  local out; out=$($pin_c $bin/muster-bench heartbeats --workers 1000 --rate "$1" --duration "${secs}s" --pid "$pid" --json)
   local t1; t1=$(ticks "$pid" ingest)
   stop
   local sent lost cores rate
@@ -58,7 +58,7 @@ udp_run() { # rate -> "received lost ingest_us_per_datagram cores"
 mem_run() { # workers -> "KiB per worker, total MiB"
   start --history-samples 720
   local r0; r0=$(rss "$pid")
-  $pin_c $bin/muster bench heartbeats --workers "$1" --rate $(( $1 * 2 )) --duration 3s --pid "$pid" --json >/dev/null
+  $pin_c $bin/muster-bench heartbeats --workers "$1" --rate $(( $1 * 2 )) --duration 3s --pid "$pid" --json >/dev/null
   sleep 1
   local r1; r1=$(rss "$pid")
   stop
@@ -95,7 +95,7 @@ $pgw --web.listen-address=127.0.0.1:19091 >/dev/null 2>&1 &
 gp=$!
 sleep 1
 g0=$(rss $gp)
-$pin_c $bin/muster bench push --url http://127.0.0.1:19091 --workers 1000 --rate 2000 --duration 10s --pid $gp >/dev/null
+$pin_c $bin/muster-bench push --url http://127.0.0.1:19091 --workers 1000 --rate 2000 --duration 10s --pid $gp >/dev/null
 g1=$(rss $gp)
 kill $gp; wait $gp 2>/dev/null || true
 pgw_mib=$(python3 -c "print(f'{$g1/1024:.1f}')")

@@ -17,7 +17,7 @@ command -v beanstalkd >/dev/null || { apt-get install -y -qq beanstalkd >/dev/nu
 work=$(mktemp -d)
 trap 'kill "${pid:-}" "${bpid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 secs=${SECS:-10}
-bench() { $bin/muster bench tasks --duration "${secs}s" --json "$@"; }
+bench() { $bin/muster-bench tasks --duration "${secs}s" --json "$@"; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 beanstalk() { # $1: -f value
   rm -rf "$work/binlog"; mkdir -p "$work/binlog"
@@ -49,7 +49,7 @@ echo "musterd batch: $m_e2e"; echo "beanstalkd -f 10: $b_e2e"
 
 echo "## dispatch latency, idle"
 start --state-dir "$work/m3"
-lat=$($bin/muster bench tasks --mode latency --json)
+lat=$($bin/muster-bench tasks --mode latency --json)
 stop
 echo "$lat"
 
@@ -66,7 +66,7 @@ fi
 
 echo "## restart with 1,000,000 tasks in the journal"
 start --state-dir "$work/m5" --task-fsync off --max-tasks 2000000
-$bin/muster bench tasks --mode submit --submitters 16 --payload-bytes 100 --duration 300s --json >/dev/null &
+$bin/muster-bench tasks --mode submit --submitters 16 --payload-bytes 100 --duration 300s --json >/dev/null &
 loader=$!
 while :; do
   q=$(curl -s http://$http/health | python3 -c 'import json,sys; print(json.load(sys.stdin)["tasks"]["queued"])')

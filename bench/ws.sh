@@ -13,15 +13,15 @@ ulimit -n "$(ulimit -Hn)"
 
 echo "## 1,000 clients, 1,000 workers at 1 heartbeat/s"
 start
-$bin/muster bench ws --clients 1000 --workers 1000 --rate 1000 --duration 30s --pid $pid
+$bin/muster-bench ws --clients 1000 --workers 1000 --rate 1000 --duration 30s --pid $pid
 stop
 
 echo "## 1,000 clients and 1 stalled client, 1,000 workers at 1 heartbeat/s"
 start --ws-stall-timeout 5s
-$bin/muster bench ws --clients 1000 --stalled 1 --workers 1000 --rate 1000 --duration 30s --pid $pid
+$bin/muster-bench ws --clients 1000 --stalled 1 --workers 1000 --rate 1000 --duration 30s --pid $pid
 stop
 
 echo "## 5,000 clients, 1,000 workers at 1 heartbeat/s"
 start --http-max-connections 6000 --ws-max-clients 6000
-$bin/muster bench ws --clients 5000 --workers 1000 --rate 1000 --duration 30s --pid $pid
+$bin/muster-bench ws --clients 5000 --workers 1000 --rate 1000 --duration 30s --pid $pid
 stop

@@ -188,7 +188,7 @@ fn exit_codes() {
     assert_eq!(code, 2);
     let (code, _, _) = text(&muster(&d, &["workers", "--status", "sleepy"]));
     assert_eq!(code, 2);
-    for sub in ["workers", "status", "health", "watch", "beat", "bench"] {
+    for sub in ["workers", "status", "health", "watch", "beat"] {
         let (code, out, _) = text(&muster(&d, &[sub, "--help"]));
         assert_eq!(code, 0, "{sub} --help");
         assert!(out.contains("usage: muster"), "{sub} --help: {out}");
@@ -509,7 +509,7 @@ fn completions_cover_every_option() {
     assert_eq!(complete("muster workers --status w"), "working");
     assert_eq!(complete("muster --url http://h:1 task su"), "submit");
     assert_eq!(complete("muster task submit --wa"), "--wait");
-    assert_eq!(complete("muster bench ws --cl"), "--clients");
+    assert_eq!(complete("muster task show --j"), "--json");
     if support::require("zsh", support::runs("zsh", &["--version"])) {
         assert!(support::runs("zsh", &["-n", "contrib/completions/_muster"]));
     }

@@ -569,7 +569,7 @@ fn three_hundred_streams_from_loopback_are_all_admitted() {
 
 /// 2,000 WebSocket clients connecting at once (dashboards after a restart)
 /// all get their upgrade and their snapshot: none is lost to a full listen
-/// queue or refused. `muster bench ws` connects them concurrently and fails
+/// queue or refused. `muster-bench ws` connects them concurrently and fails
 /// unless every one holds its snapshot; its time is in BENCHMARKS.md.
 #[test]
 fn two_thousand_clients_connecting_at_once_all_get_their_snapshot() {
@@ -585,17 +585,8 @@ fn two_thousand_clients_connecting_at_once_all_get_their_snapshot() {
     d.wait_for("50 workers", |d| {
         d.json("/health")["workers"]["total"] == 50
     });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
-        .args([
-            "bench",
-            "ws",
-            "--clients",
-            "2000",
-            "--workers",
-            "5",
-            "--rate",
-            "5",
-        ])
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muster-bench"))
+        .args(["ws", "--clients", "2000", "--workers", "5", "--rate", "5"])
         .args([
             "--duration",
             "1s",

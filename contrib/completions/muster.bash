@@ -9,7 +9,7 @@ _muster() {
             --url) ((i++)) ;;
             -*) ;;
             *) if [ -z "$path" ]; then path="$w"
-               elif [ "$path" = task ] || [ "$path" = bench ]; then path="$path $w"; break
+               elif [ "$path" = task ]; then path="$path $w"; break
                else break; fi ;;
         esac
     done
@@ -46,42 +46,11 @@ _muster() {
         "agent:--task-type") COMPREPLY=(); return ;;
         "agent:--heartbeat-addr") COMPREPLY=(); return ;;
         "agent:--heartbeat-token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "bench heartbeats:--workers") COMPREPLY=(); return ;;
-        "bench heartbeats:--rate") COMPREPLY=(); return ;;
-        "bench heartbeats:--duration") COMPREPLY=(); return ;;
-        "bench heartbeats:--payload-bytes") COMPREPLY=(); return ;;
-        "bench heartbeats:--threads") COMPREPLY=(); return ;;
-        "bench heartbeats:--pid") COMPREPLY=(); return ;;
-        "bench heartbeats:--heartbeat-addr") COMPREPLY=(); return ;;
-        "bench ws:--clients") COMPREPLY=(); return ;;
-        "bench ws:--workers") COMPREPLY=(); return ;;
-        "bench ws:--rate") COMPREPLY=(); return ;;
-        "bench ws:--duration") COMPREPLY=(); return ;;
-        "bench ws:--threads") COMPREPLY=(); return ;;
-        "bench ws:--stalled") COMPREPLY=(); return ;;
-        "bench ws:--pid") COMPREPLY=(); return ;;
-        "bench ws:--heartbeat-addr") COMPREPLY=(); return ;;
-        "bench push:--workers") COMPREPLY=(); return ;;
-        "bench push:--rate") COMPREPLY=(); return ;;
-        "bench push:--duration") COMPREPLY=(); return ;;
-        "bench push:--connections") COMPREPLY=(); return ;;
-        "bench push:--pid") COMPREPLY=(); return ;;
-        "bench procfs:--processes") COMPREPLY=(); return ;;
-        "bench procfs:--samples") COMPREPLY=(); return ;;
-        "bench tasks:--target") COMPREPLY=($(compgen -W "musterd beanstalkd" -- "$cur")); return ;;
-        "bench tasks:--mode") COMPREPLY=($(compgen -W "submit e2e latency" -- "$cur")); return ;;
-        "bench tasks:--addr") COMPREPLY=(); return ;;
-        "bench tasks:--workers") COMPREPLY=(); return ;;
-        "bench tasks:--submitters") COMPREPLY=(); return ;;
-        "bench tasks:--duration") COMPREPLY=(); return ;;
-        "bench tasks:--payload-bytes") COMPREPLY=(); return ;;
-        "bench tasks:--heartbeat-addr") COMPREPLY=(); return ;;
         *:--url) COMPREPLY=(); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task scale pool beat agent bench completions help version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task scale pool beat agent completions help version" -- "$cur")) ;;
         task) COMPREPLY=($(compgen -W "submit show logs cancel" -- "$cur")) ;;
-        bench) COMPREPLY=($(compgen -W "heartbeats ws push procfs tasks" -- "$cur")) ;;
         completions) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
         "workers") COMPREPLY=($(compgen -W "--status --label --wide --no-headers --json --help" -- "$cur")) ;;
         "status") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
@@ -98,11 +67,6 @@ _muster() {
         "pool") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
         "beat") COMPREPLY=($(compgen -W "--id --status --cpu --mem --queue --tcp --bye --heartbeat-addr --heartbeat-token-file --help" -- "$cur")) ;;
         "agent") COMPREPLY=($(compgen -W "--id --interval --every --pid --label --tcp --udp --tasks --capacity --task-type --heartbeat-addr --heartbeat-token-file --help" -- "$cur")) ;;
-        "bench heartbeats") COMPREPLY=($(compgen -W "--workers --rate --duration --payload-bytes --threads --tcp --udp --pid --heartbeat-addr --json --help" -- "$cur")) ;;
-        "bench ws") COMPREPLY=($(compgen -W "--clients --workers --rate --duration --threads --stalled --floor --pid --heartbeat-addr --json --help" -- "$cur")) ;;
-        "bench push") COMPREPLY=($(compgen -W "--workers --rate --duration --connections --pid --json --help" -- "$cur")) ;;
-        "bench procfs") COMPREPLY=($(compgen -W "--processes --samples --help" -- "$cur")) ;;
-        "bench tasks") COMPREPLY=($(compgen -W "--target --mode --addr --workers --submitters --duration --payload-bytes --heartbeat-addr --json --help" -- "$cur")) ;;
     esac
 }
 complete -F _muster muster

@@ -179,70 +179,6 @@ pub const COMMANDS: &[Command] = &[
         ],
     },
     Command {
-        path: "bench heartbeats",
-        about: "load musterd with heartbeats",
-        opts: &[
-            word("--workers"),
-            word("--rate"),
-            word("--duration"),
-            word("--payload-bytes"),
-            word("--threads"),
-            flag("--tcp"),
-            flag("--udp"),
-            word("--pid"),
-            word("--heartbeat-addr"),
-            flag("--json"),
-        ],
-    },
-    Command {
-        path: "bench ws",
-        about: "WebSocket subscribers",
-        opts: &[
-            word("--clients"),
-            word("--workers"),
-            word("--rate"),
-            word("--duration"),
-            word("--threads"),
-            word("--stalled"),
-            flag("--floor"),
-            word("--pid"),
-            word("--heartbeat-addr"),
-            flag("--json"),
-        ],
-    },
-    Command {
-        path: "bench push",
-        about: "the same fleet against a Pushgateway",
-        opts: &[
-            word("--workers"),
-            word("--rate"),
-            word("--duration"),
-            word("--connections"),
-            word("--pid"),
-            flag("--json"),
-        ],
-    },
-    Command {
-        path: "bench procfs",
-        about: "what one agent sample costs",
-        opts: &[word("--processes"), word("--samples")],
-    },
-    Command {
-        path: "bench tasks",
-        about: "a work queue under load",
-        opts: &[
-            one_of("--target", "musterd beanstalkd"),
-            one_of("--mode", "submit e2e latency"),
-            word("--addr"),
-            word("--workers"),
-            word("--submitters"),
-            word("--duration"),
-            word("--payload-bytes"),
-            word("--heartbeat-addr"),
-            flag("--json"),
-        ],
-    },
-    Command {
         path: "completions",
         about: "a completion script for bash or zsh",
         opts: &[],
@@ -283,7 +219,7 @@ pub fn bash() -> String {
          \x20           --url) ((i++)) ;;\n\
          \x20           -*) ;;\n\
          \x20           *) if [ -z \"$path\" ]; then path=\"$w\"\n\
-         \x20              elif [ \"$path\" = task ] || [ \"$path\" = bench ]; then path=\"$path $w\"; break\n\
+         \x20              elif [ \"$path\" = task ]; then path=\"$path $w\"; break\n\
          \x20              else break; fi ;;\n\
          \x20       esac\n\
          \x20   done\n\
@@ -308,12 +244,11 @@ pub fn bash() -> String {
         "        \"\") COMPREPLY=($(compgen -W \"{}\" -- \"$cur\")) ;;\n",
         top_words().join(" ")
     ));
-    for first in ["task", "bench"] {
-        s.push_str(&format!(
-            "        {first}) COMPREPLY=($(compgen -W \"{}\" -- \"$cur\")) ;;\n",
-            subcommands(first).join(" ")
-        ));
-    }
+    let first = "task";
+    s.push_str(&format!(
+        "        {first}) COMPREPLY=($(compgen -W \"{}\" -- \"$cur\")) ;;\n",
+        subcommands(first).join(" ")
+    ));
     s.push_str("        completions) COMPREPLY=($(compgen -W \"bash zsh\" -- \"$cur\")) ;;\n");
     for c in COMMANDS.iter().filter(|c| !c.opts.is_empty()) {
         let names: Vec<&str> = c.opts.iter().map(|o| o.name).collect();
@@ -351,7 +286,7 @@ pub fn zsh() -> String {
          \x20   case $w in\n\
          \x20     -*) ;;\n\
          \x20     *) if [[ -z $path_ ]]; then path_=$w\n\
-         \x20        elif [[ $path_ == task || $path_ == bench ]]; then path_=\"$path_ $w\"; break\n\
+         \x20        elif [[ $path_ == task ]]; then path_=\"$path_ $w\"; break\n\
          \x20        else break; fi ;;\n\
          \x20   esac\n\
          \x20 done\n\
@@ -362,12 +297,11 @@ pub fn zsh() -> String {
         "    '') _arguments '--url:url:' '1:command:({})' ;;\n",
         commands.join(" ")
     ));
-    for first in ["task", "bench"] {
-        s.push_str(&format!(
-            "    {first}) _values 'subcommand' {} ;;\n",
-            subcommands(first).join(" ")
-        ));
-    }
+    let first = "task";
+    s.push_str(&format!(
+        "    {first}) _values 'subcommand' {} ;;\n",
+        subcommands(first).join(" ")
+    ));
     s.push_str("    completions) _values 'shell' bash zsh ;;\n");
     for c in COMMANDS.iter().filter(|c| !c.opts.is_empty()) {
         let specs: Vec<String> = c.opts.iter().map(zsh_spec).collect();

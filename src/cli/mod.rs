@@ -1,6 +1,7 @@
 //! The `muster` command line: operator commands (`workers`, `status`,
 //! `health`, `watch`) over musterd's HTTP and WebSocket API, the worker-side
-//! `beat` for shell scripts, and `bench`.
+//! `beat` for shell scripts. The load generators are `muster-bench`, a
+//! binary of their own.
 //!
 //! Exit codes: 0 ok, 1 daemon unreachable or an error answer, 2 usage,
 //! 4 worker not found. Errors are one line on stderr, never a backtrace.
@@ -8,7 +9,6 @@
 
 pub mod agent;
 pub mod beat;
-pub mod bench;
 pub mod client;
 pub mod complete;
 pub mod ops;
@@ -54,7 +54,6 @@ worker commands:
                                     take tasks: HANDLER runs once per task
 
 other:
-  bench heartbeats [options]        load musterd and report what it applied
   completions bash|zsh              a shell completion script
   help, version
 
@@ -141,11 +140,6 @@ fn run(args: Vec<String>) -> Out {
         Some("agent") => match crate::cli::agent::main(&args) {
             0 => Ok(()),
             // The agent has said what went wrong, or passes on CMD's status.
-            n => Err(Fail(n, String::new())),
-        },
-        Some("bench") => match crate::cli::bench::main(&args) {
-            0 => Ok(()),
-            // bench has said what went wrong.
             n => Err(Fail(n, String::new())),
         },
         Some(other) => Err(Fail(

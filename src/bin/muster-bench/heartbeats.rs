@@ -1,4 +1,4 @@
-//! `muster bench heartbeats`: a capacity tool. N simulated workers send
+//! `muster-bench heartbeats`: a capacity tool. N simulated workers send
 //! paced heartbeats with increasing `seq` over UDP or TCP for a duration;
 //! then it asks musterd what it applied and reports sent, applied, lost,
 //! kernel and inbox drops, and musterd's CPU and RSS (from /proc when the
@@ -10,17 +10,17 @@
 //! daemon do not mix.
 
 use super::report::{drive, find_musterd, print_steal};
-use crate::cli::client;
-use crate::sys::procfs;
 use lexopt::prelude::*;
+use muster::cli::client;
+use muster::sys::procfs;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: muster bench heartbeats [options]
-       muster bench ws --help
-       muster bench push --help
+const USAGE: &str = "usage: muster-bench heartbeats [options]
+       muster-bench ws --help
+       muster-bench push --help
 
 Send paced heartbeats from N simulated workers and report what musterd applied.
 
@@ -60,8 +60,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         payload: 0,
         threads: 1,
         pid: None,
-        url: crate::cli::client::env_url(),
-        heartbeat: crate::cli::client::env_heartbeat_addr(),
+        url: muster::cli::client::env_url(),
+        heartbeat: muster::cli::client::env_heartbeat_addr(),
         json: false,
     };
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
@@ -75,7 +75,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
             Long("duration") => {
                 let v = p.value()?.string()?;
                 o.duration =
-                    crate::config::units::parse_duration(&v).map_err(lexopt::Error::from)?;
+                    muster::config::units::parse_duration(&v).map_err(lexopt::Error::from)?;
             }
             Long("tcp") => o.tcp = true,
             Long("udp") => o.tcp = false,
@@ -196,12 +196,12 @@ fn run(o: &Opts) -> Result<Value, String> {
     let hb = client::parse_url(&o.heartbeat).map_err(|e| e.to_string())?;
     let health0 = client::get_json(http, "/health").map_err(|e| e.to_string())?;
     let pid = o.pid.or_else(find_musterd);
-    let prefix = format!("bench{}-", crate::clock::unix_ms() % 1_000_000);
+    let prefix = format!("bench{}-", muster::clock::unix_ms() % 1_000_000);
     let ids: Vec<String> = (0..o.workers).map(|i| format!("{prefix}{i}")).collect();
     let threads = o.threads.min(o.workers);
     let mut links = Vec::new();
     if o.tcp {
-        crate::sys::capacity::raise_nofile();
+        muster::sys::capacity::raise_nofile();
         for chunk in ids.chunks(ids.len().div_ceil(threads)) {
             links.push((chunk.to_vec(), Link::Tcp(connect_tcp(chunk, hb)?)));
         }
@@ -355,9 +355,9 @@ mod tests {
     #[test]
     fn frames_are_valid_and_padded() {
         let f = heartbeat("bench1-0", 7, 0);
-        assert!(crate::proto::decode(&f, 65536).is_ok());
+        assert!(muster::proto::decode(&f, 65536).is_ok());
         let f = heartbeat("bench1-0", 7, 500);
         assert!((495..=505).contains(&f.len()), "{}", f.len());
-        assert!(crate::proto::decode(&f, 65536).is_ok());
+        assert!(muster::proto::decode(&f, 65536).is_ok());
     }
 }

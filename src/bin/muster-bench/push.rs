@@ -1,18 +1,18 @@
-//! `muster bench push`: the Prometheus Pushgateway way of reporting a
+//! `muster-bench push`: the Prometheus Pushgateway way of reporting a
 //! fleet's state, for comparison with heartbeats to musterd. W simulated
 //! workers each PUT their metrics group (`/metrics/job/muster/instance/ID`,
 //! text format) once per beat, paced to R updates a second over C
 //! keep-alive connections. Reports updates sent and accepted (2xx), errors,
 //! and the server's CPU and RSS from /proc.
 
-use crate::sys::procfs;
 use lexopt::prelude::*;
+use muster::sys::procfs;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: muster bench push --url URL [options]
+const USAGE: &str = "usage: muster-bench push --url URL [options]
 
 PUT each simulated worker's metrics to a Prometheus Pushgateway, paced.
 
@@ -56,7 +56,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
             Long("duration") => {
                 let v = p.value()?.string()?;
                 o.duration =
-                    crate::config::units::parse_duration(&v).map_err(lexopt::Error::from)?;
+                    muster::config::units::parse_duration(&v).map_err(lexopt::Error::from)?;
             }
             Long("connections") => o.connections = p.value()?.parse()?,
             Long("pid") => o.pid = Some(p.value()?.parse()?),
@@ -72,7 +72,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
 
 pub fn main(args: &[String]) -> i32 {
     super::report::drive(
-        "muster bench push",
+        "muster-bench push",
         USAGE,
         parse(args),
         |o: &Opts| (o.json, run(o)),
@@ -99,7 +99,7 @@ fn put(s: &mut TcpStream, host: &str, id: &str, seq: u64, buf: &mut Vec<u8>) -> 
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
         if let Ok(httparse::Status::Complete(n)) = resp.parse(buf) {
-            let len = crate::cli::client::content_length(resp.headers).unwrap_or(0);
+            let len = muster::cli::client::content_length(resp.headers).unwrap_or(0);
             let code = resp.code;
             while buf.len() < n + len {
                 let k = s.read(&mut chunk).ok().filter(|&k| k > 0)?;
@@ -113,7 +113,7 @@ fn put(s: &mut TcpStream, host: &str, id: &str, seq: u64, buf: &mut Vec<u8>) -> 
 }
 
 fn run(o: &Opts) -> Result<Value, String> {
-    let to: SocketAddr = crate::cli::client::parse_url(&o.url).map_err(|e| e.to_string())?;
+    let to: SocketAddr = muster::cli::client::parse_url(&o.url).map_err(|e| e.to_string())?;
     let host = to.to_string();
     let proc0 = o.pid.and_then(procfs::cpu_and_rss);
     let start = Instant::now();

@@ -1,9 +1,9 @@
-//! `muster bench procfs`: what one sample of a process tree costs the agent.
+//! `muster-bench procfs`: what one sample of a process tree costs the agent.
 
 use lexopt::prelude::*;
 use std::time::{Duration, Instant};
 
-/// `muster bench procfs [--processes N] [--samples M]`: time one sample of
+/// `muster-bench procfs [--processes N] [--samples M]`: time one sample of
 /// a process tree of N processes (a shell and N-1 sleeps), as the agent
 /// takes every interval.
 pub fn main(args: &[String]) -> i32 {
@@ -23,12 +23,12 @@ pub fn main(args: &[String]) -> i32 {
     match parsed {
         Ok(true) if n >= 1 && samples >= 1 => {}
         Ok(false) => {
-            println!("usage: muster bench procfs [--processes N] [--samples M]");
+            println!("usage: muster-bench procfs [--processes N] [--samples M]");
             return 0;
         }
         _ => {
             eprintln!(
-                "muster bench procfs: usage: muster bench procfs [--processes N] [--samples M]"
+                "muster-bench procfs: usage: muster-bench procfs [--processes N] [--samples M]"
             );
             return 2;
         }
@@ -38,11 +38,11 @@ pub fn main(args: &[String]) -> i32 {
         .args(["-c", &script])
         .spawn()
     else {
-        eprintln!("muster bench procfs: cannot start sh");
+        eprintln!("muster-bench procfs: cannot start sh");
         return 1;
     };
     std::thread::sleep(Duration::from_millis(500));
-    let mut sampler = crate::sys::usage::Sampler::new(child.id());
+    let mut sampler = muster::sys::usage::Sampler::new(child.id());
     let mut times = Vec::with_capacity(samples);
     let mut seen = 0;
     for _ in 0..samples {

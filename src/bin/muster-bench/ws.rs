@@ -1,4 +1,4 @@
-//! `muster bench ws`: N WebSocket clients on `/ws/telemetry` while W
+//! `muster-bench ws`: N WebSocket clients on `/ws/telemetry` while W
 //! workers send paced UDP heartbeats; each heartbeat carries its send time
 //! (label `sent_us`, Unix microseconds), and clients record the time from
 //! send to the update that shows it. Reports p50, p99 and max latency,
@@ -11,17 +11,19 @@
 //! measured the scheduler more than the server. Each thread keeps a sample
 //! of latencies (bounded), so memory stays flat however long the run.
 
-use crate::cli::client;
-use crate::sys::procfs;
 use lexopt::prelude::*;
+use muster::cli::client;
+use muster::sys::procfs;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tungstenite::protocol::frame::coding::{Control, OpCode};
+use tungstenite::protocol::frame::{Frame, FrameHeader};
 
-const USAGE: &str = "usage: muster bench ws [options]
+const USAGE: &str = "usage: muster-bench ws [options]
 
 WebSocket clients on /ws/telemetry; heartbeat-sent to update-received latency.
 
@@ -66,8 +68,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         threads: 1,
         floor: false,
         pid: None,
-        url: crate::cli::client::env_url(),
-        heartbeat: crate::cli::client::env_heartbeat_addr(),
+        url: muster::cli::client::env_url(),
+        heartbeat: muster::cli::client::env_heartbeat_addr(),
         json: false,
     };
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
@@ -80,7 +82,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
             Long("duration") => {
                 let v = p.value()?.string()?;
                 o.duration =
-                    crate::config::units::parse_duration(&v).map_err(lexopt::Error::from)?;
+                    muster::config::units::parse_duration(&v).map_err(lexopt::Error::from)?;
             }
             Long("stalled") => o.stalled = p.value()?.parse()?,
             Long("threads") => o.threads = p.value()?.parse()?,
@@ -100,7 +102,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
 
 pub fn main(args: &[String]) -> i32 {
     super::report::drive(
-        "muster bench ws",
+        "muster-bench ws",
         USAGE,
         parse(args),
         |o: &Opts| (o.json, run(o)),
@@ -250,45 +252,44 @@ fn has_whole_message(buf: &[u8]) -> Result<bool, String> {
 
 type FrameHead = (u8, bool, std::ops::Range<usize>, usize);
 
-/// One frame from a server (RFC 6455 §5.2); `None` until complete.
+/// One frame from a server (RFC 6455 §5.2), its header read by
+/// tungstenite; `None` until complete. The payload is not copied: the
+/// clients must stay cheaper than the server they measure.
 fn parse_frame(buf: &[u8]) -> Result<Option<FrameHead>, String> {
-    if buf.len() < 2 {
+    let mut cursor = std::io::Cursor::new(buf);
+    let Some((header, len)) = FrameHeader::parse(&mut cursor).map_err(|e| e.to_string())? else {
         return Ok(None);
-    }
-    let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
-    if buf[1] & 0x80 != 0 {
+    };
+    if header.mask.is_some() {
         return Err("a server frame is masked".into());
     }
-    let (len, head) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (u64::from_be_bytes(b) as usize, 10)
-        }
-        126 | 127 => return Ok(None),
-        n => (n as usize, 2),
-    };
-    if buf.len() < head + len {
+    let head = cursor.position() as usize;
+    let end = head + len as usize;
+    if buf.len() < end {
         return Ok(None);
     }
-    Ok(Some((opcode, fin, head..head + len, head + len)))
+    Ok(Some((
+        u8::from(header.opcode),
+        header.is_final,
+        head..end,
+        end,
+    )))
 }
 
-/// A client's masked frame (RFC 6455 §5.3); the mask is fixed, which the
-/// RFC allows a load generator no less than anyone.
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-    let mut f = vec![0x80 | opcode, 0x80 | payload.len().min(125) as u8];
-    f.extend_from_slice(&MASK);
-    f.extend(
-        payload
-            .iter()
-            .take(125)
-            .enumerate()
-            .map(|(i, b)| b ^ MASK[i % 4]),
-    );
-    f
+/// A client's masked control frame (RFC 6455 §5.3), framed by tungstenite;
+/// the mask is fixed, which the RFC allows a load generator no less than
+/// anyone.
+fn client_frame(opcode: Control, payload: &[u8]) -> Vec<u8> {
+    let header = FrameHeader {
+        opcode: OpCode::Control(opcode),
+        mask: Some([0x37, 0xfa, 0x21, 0x3d]),
+        ..FrameHeader::default()
+    };
+    let payload = &payload[..payload.len().min(125)];
+    let mut out = Vec::with_capacity(payload.len() + 6);
+    // Writing into a Vec cannot fail.
+    let _ = Frame::from_payload(header, payload.to_vec().into()).format(&mut out);
+    out
 }
 
 /// What the reading clients keep: latencies of sampled updates.
@@ -369,7 +370,7 @@ impl Reader {
                 }
                 0x8 => self.open = false,
                 0x9 => {
-                    let _ = self.stream.write_all(&client_frame(0xA, payload));
+                    let _ = self.stream.write_all(&client_frame(Control::Pong, payload));
                 }
                 _ => {}
             }
@@ -425,7 +426,10 @@ fn client_thread(
             }
         }
     }
-    Ok((tally.samples, crate::sys::usage::thread_cpu().as_secs_f64()))
+    Ok((
+        tally.samples,
+        muster::sys::usage::thread_cpu().as_secs_f64(),
+    ))
 }
 
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
@@ -440,8 +444,8 @@ fn run(o: &Opts) -> Result<Value, String> {
     let http = client::parse_url(&o.url).map_err(|e| e.to_string())?;
     let hb = client::parse_url(&o.heartbeat).map_err(|e| e.to_string())?;
     let pid = o.pid.or_else(super::report::find_musterd);
-    crate::sys::capacity::raise_nofile();
-    let prefix: Arc<str> = Arc::from(format!("wsb{}-", crate::clock::unix_ms() % 1_000_000));
+    muster::sys::capacity::raise_nofile();
+    let prefix: Arc<str> = Arc::from(format!("wsb{}-", muster::clock::unix_ms() % 1_000_000));
     let stop = Arc::new(AtomicBool::new(false));
     let messages = Arc::new(AtomicU64::new(0));
     // Sample so that all clients together keep about 20,000 latencies a second.
@@ -605,7 +609,10 @@ mod tests {
         for cut in [0, 1, 3, 9, 70_009] {
             assert_eq!(parse_frame(&big[..cut]).unwrap(), None, "cut at {cut}");
         }
-        assert!(parse_frame(&client_frame(0xA, b"p")).is_err(), "masked");
+        assert!(
+            parse_frame(&client_frame(Control::Pong, b"p")).is_err(),
+            "masked"
+        );
     }
 
     #[test]

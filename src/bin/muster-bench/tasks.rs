@@ -1,4 +1,4 @@
-//! `muster bench tasks`: a work queue under load, musterd or beanstalkd
+//! `muster-bench tasks`: a work queue under load, musterd or beanstalkd
 //! (the anchor: a small C queue with a write-ahead binlog), with the same
 //! clients, so the two are compared in one run.
 //!
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: muster bench tasks [--target musterd|beanstalkd] [--mode submit|e2e|latency]
+const USAGE: &str = "usage: muster-bench tasks [--target musterd|beanstalkd] [--mode submit|e2e|latency]
        [--submitters C] [--workers A] [--payload-bytes B] [--duration D] [--addr HOST:PORT]
        [--heartbeat-addr HOST:PORT] [--json]
   --addr            musterd's HTTP address (default from $MUSTER_URL) or beanstalkd's (127.0.0.1:11300)
@@ -52,7 +52,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         payload: 100,
         duration: Duration::from_secs(10),
         addr: None,
-        heartbeat: crate::cli::client::env_heartbeat_addr(),
+        heartbeat: muster::cli::client::env_heartbeat_addr(),
         json: false,
     };
     let err = |e: lexopt::Error| e.to_string();
@@ -71,7 +71,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
             Long("payload-bytes") => {
                 o.payload = val(&mut p)?.parse().map_err(|_| "--payload-bytes N")?
             }
-            Long("duration") => o.duration = crate::config::units::parse_duration(&val(&mut p)?)?,
+            Long("duration") => o.duration = muster::config::units::parse_duration(&val(&mut p)?)?,
             Long("addr") => o.addr = Some(val(&mut p)?),
             Long("heartbeat-addr") => o.heartbeat = val(&mut p)?,
             Long("json") => o.json = true,
@@ -84,7 +84,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
 
 pub fn main(args: &[String]) -> i32 {
     report::drive(
-        "muster bench tasks",
+        "muster-bench tasks",
         USAGE,
         parse(args),
         |o| (o.json, run(o)),
@@ -99,7 +99,7 @@ fn table(r: &Value) {
 }
 
 fn resolve(a: &str) -> Result<SocketAddr, String> {
-    crate::cli::client::parse_url(a).map_err(|e| e.to_string())
+    muster::cli::client::parse_url(a).map_err(|e| e.to_string())
 }
 
 fn run(o: &Opts) -> Result<Value, String> {
@@ -113,7 +113,7 @@ fn run(o: &Opts) -> Result<Value, String> {
         "127.0.0.1:8080"
     }))?;
     let addr = match (&o.addr, beanstalk) {
-        (None, false) => resolve(&crate::cli::client::env_url())?,
+        (None, false) => resolve(&muster::cli::client::env_url())?,
         _ => addr,
     };
     if o.mode == "latency" {
@@ -247,7 +247,7 @@ fn muster_worker(
             Ok(_) => {}
             Err(_) => continue,
         }
-        let Ok(crate::proto::Reply::Task(t)) = crate::proto::decode_reply(line.as_bytes()) else {
+        let Ok(muster::proto::Reply::Task(t)) = muster::proto::decode_reply(line.as_bytes()) else {
             continue;
         };
         if let Some(tx) = &seen {
