@@ -90,6 +90,39 @@ fn the_dashboard_shows_the_fleet_live() {
     }
     let totals = b.eval("document.getElementById('totals').innerText");
     assert!(totals.as_str().unwrap().contains("inactive"), "{totals}");
+    // The header tells the daemon's own health from the fleet's, and the
+    // alerts come from their stream.
+    b.wait_for(
+        "the daemon's figures",
+        "/musterd\\s*healthy/.test(document.getElementById('daemon').innerText) && /fleet\\s*\\w+/.test(document.getElementById('daemon').innerText) && /alerts\\s*none firing/.test(document.getElementById('daemon').innerText)",
+        Duration::from_secs(10),
+    );
+
+    // The label filter is the API's key:value.
+    d.udp(br#"{"type":"heartbeat","worker_id":"delta","status":"idle","labels":{"pool":"scan"}}"#);
+    let filter = |b: &mut Browser, text: &str| {
+        b.eval(&format!(
+            "(() => {{ const l = document.getElementById('label'); l.value = '{text}'; l.dispatchEvent(new Event('input')); }})()"
+        ));
+    };
+    filter(&mut b, "pool:scan");
+    b.wait_for(
+        "only delta under pool:scan",
+        &format!("{ids} === 'delta'"),
+        Duration::from_secs(10),
+    );
+    filter(&mut b, "pool:other");
+    b.wait_for(
+        "nobody under pool:other",
+        &format!("{ids} === ''"),
+        Duration::from_secs(5),
+    );
+    filter(&mut b, "");
+    b.wait_for(
+        "everyone again",
+        &format!("{ids} === 'alpha,beta,delta,gamma'"),
+        Duration::from_secs(5),
+    );
     // alpha, beating again, is working in the table as in the API.
     b.wait_for(
         "alpha back to working",
@@ -163,6 +196,33 @@ fn the_dashboard_shows_the_fleet_live() {
         "document.getElementById('tasks').innerText.includes('resize') && document.getElementById('tasks').innerText.includes('succeeded')",
         Duration::from_secs(10),
     );
+    // A queued task cancelled from the view: the stream brings its new state.
+    let body = r#"{"type":"nobody-runs-this","worker_id":"nobody"}"#;
+    let (status, _, _) = d.request(&format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert_eq!(status, 201);
+    let row = "[...document.querySelectorAll('#tasks tr')].find(r => r.innerText.includes('nobody-runs-this'))";
+    b.wait_for(
+        "the queued task",
+        &format!("{row}?.innerText.includes('queued') && !!{row}.querySelector('button')"),
+        Duration::from_secs(10),
+    );
+    b.eval(&format!("{row}.querySelector('button').click()"));
+    b.wait_for(
+        "the task cancelled",
+        &format!("{row}?.innerText.includes('cancelled')"),
+        Duration::from_secs(10),
+    );
+    // Tasks and alerts are streamed, never polled; and without ?trace the
+    // page measures nothing.
+    let polled = b.eval(
+        "performance.getEntriesByType('resource').map(e => new URL(e.name).pathname).filter(p => p === '/api/tasks' || p === '/api/alerts').join(' ')",
+    );
+    assert_eq!(polled, "", "polled instead of streamed");
+    assert_eq!(b.eval("performance.getEntriesByType('mark').length"), 0);
+
     b.eval("document.querySelector('nav button[data-view=workers]').click()");
     b.wait_for(
         "tasker's row",
@@ -217,7 +277,7 @@ fn dashboard_bench() {
     d.wait_applied(&format!("w{:05}", workers - 1), 1);
     let mut first = Vec::new();
     for _ in 0..5 {
-        let mut b = Browser::open(browser, &format!("http://{}/", d.http), 1280, 800);
+        let mut b = Browser::open(browser, &format!("http://{}/?trace", d.http), 1280, 800);
         b.wait_for(
             "rows",
             &format!("document.getElementById('count').textContent.startsWith('{workers} of')"),
