@@ -18,10 +18,10 @@
 //!   tasks, and their notifications (Alertmanager, webhooks). Imports
 //!   `pool`, `tasks`, `fleet`, `config`, `stats`, `proto`, `logging`,
 //!   `clock`.
-//! - `pool`: local worker processes, supervised and scaled (seed 000).
+//! - `pool`: local worker processes, supervised and scaled.
 //!   Imports `tasks`, `fleet`, `config`, `stats`, `proto`, `sys`, `logging`,
 //!   `clock`.
-//! - `tasks`: the task book, its journal, the scheduler (seed 002).
+//! - `tasks`: the task book, its journal, the scheduler.
 //!   Imports `fleet`, `config`, `stats`, `proto`, `logging`, `clock`.
 //! - `store`: the registry saved in `state_dir` and read back at start.
 //!   Imports `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.

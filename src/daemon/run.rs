@@ -1,6 +1,7 @@
 //! The running daemon: the main thread waits for signals and watches its
 //! threads; SIGHUP reloads, SIGTERM and SIGINT stop everything in order.
-//! It also writes systemd's `STATUS=` line and seed 004's periodic report.
+//! It also writes systemd's `STATUS=` line and the periodic run-metrics
+//! report.
 
 use super::start::Daemon;
 use crate::config;

@@ -1,4 +1,4 @@
-//! Run metrics (seed 004): a sliding window of recent runs per worker, and
+//! Run metrics: a sliding window of recent runs per worker, and
 //! the figures derived from it.
 //!
 //! Pure: runs and clocks in, figures out. Rates and percentiles cover the
@@ -69,7 +69,7 @@ pub struct Totals {
     pub last_run_time: Option<u64>,
 }
 
-/// DESIGN.md's run metrics, as served by `/api/workers/{id}/metrics` and
+/// The run metrics, as served by `/api/workers/{id}/metrics` and
 /// `/api/metrics`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Metrics {

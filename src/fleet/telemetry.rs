@@ -52,7 +52,7 @@ impl<'a> Telemetry<'a> {
     }
 }
 
-/// `current_job` in seed 000's shape.
+/// `current_job` as workers report it.
 pub struct JobView<'a>(pub &'a CurrentJob);
 
 impl Serialize for JobView<'_> {

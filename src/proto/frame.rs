@@ -55,7 +55,8 @@ impl Reported {
     }
 }
 
-/// `resource_usage` as seed 000 shapes it; every figure is in MB.
+/// `resource_usage` as workers report it (`rss_mb`, `heap_used_mb`, …);
+/// every figure is in MB.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceUsage {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,6 @@
-//! The task frames (DESIGN.md, "Tasks"): what a worker that takes tasks
-//! sends about them (`task_update`, `task_log`) and what the daemon sends it
-//! (`task`, `cancel`, in [`super::encode::Reply`]). Tasks travel over TCP
+//! The task frames: what a worker that takes tasks sends about them
+//! (`task_update`, `task_log`) and what the daemon sends it (`task`,
+//! `cancel`, in [`super::encode::Reply`]). Tasks travel over TCP
 //! only: a UDP datagram has no session to hold a task.
 
 use serde::{Deserialize, Serialize};

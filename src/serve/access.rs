@@ -1,4 +1,4 @@
-//! Who may do what over HTTP (DESIGN.md, "Access").
+//! Who may do what over HTTP.
 //!
 //! Reads are open, as with node_exporter. Changes (any method but `GET`,
 //! `HEAD` and `OPTIONS`) are refused 403 when they carry an `Origin` not

@@ -374,7 +374,7 @@ impl Api {
         answer(rendered, r)
     }
 
-    /// `POST /api/workers/scale {"count": N}` (seed 000).
+    /// `POST /api/workers/scale {"count": N}`: the pool's size.
     fn scale(&self, body: &[u8], cfg: &Config) -> Response {
         let bad = |m: &str| Response::error(400, "bad_count", m);
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {

@@ -1,4 +1,4 @@
-//! The task endpoints (seed 002): submit, list, show, cancel, logs, and a
+//! The task endpoints: submit, list, show, cancel, logs, and a
 //! worker's tasks. A submission is answered once the journal has it: the
 //! response waits on a ticket that the journal thread settles, and the
 //! connection sends it then (the loop is never blocked on a disk).

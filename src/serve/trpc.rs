@@ -2,7 +2,7 @@
 //! `worker.metrics` query, so `GET /trpc/worker.metrics` answers as a tRPC
 //! server does over HTTP (no transformer): `?input=` is URL-encoded JSON,
 //! `{"workerId":"…"}` for one worker or nothing for the fleet; the answer is
-//! `{"result":{"data":{…}}}` with seed 004's camelCase fields, and an error
+//! `{"result":{"data":{…}}}` with the camelCase fields tRPC clients read, and an error
 //! is tRPC's `{"error":{"message","code","data":{"code","httpStatus","path"}}}`.
 //! `?batch=1` with procedures joined by commas and `input` as
 //! `{"0":…,"1":…}` answers an array, 207 when the statuses differ.

@@ -1,6 +1,6 @@
-//! State across restarts (DESIGN.md, "State across restarts"): the
-//! registry file in `state_dir`, saved every `state_save_interval` by its
-//! own thread and once more at shutdown, and read back at start.
+//! State across restarts: the registry file in `state_dir`, saved every
+//! `state_save_interval` by its own thread and once more at shutdown, and
+//! read back at start.
 //!
 //! - `format`: the file, byte by byte (pure).
 //!

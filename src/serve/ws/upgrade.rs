@@ -25,7 +25,7 @@ pub enum Stream {
     All,
     /// `/ws/telemetry/{id}`: one worker, which may not exist yet.
     One(WorkerId),
-    /// `/ws/workers/telemetry`: seed 000's summary every `summary_interval`.
+    /// `/ws/workers/telemetry`: the fleet's summary every `summary_interval`.
     Summary,
     /// `/ws/tasks`: the tasks, snapshot then changes.
     Tasks,
