@@ -1,7 +1,8 @@
-//! The running daemon: the main thread waits for signals and watches its
+//! The running daemon: the main thread waits for signals, which a thread
+//! of signal-hook's reads and hands over a channel, and watches its
 //! threads; SIGHUP reloads, SIGTERM and SIGINT stop everything in order.
 //! It also writes systemd's `STATUS=` line and the periodic run-metrics
-//! report.
+//! report. Between those it sleeps: a signal wakes it at once.
 
 use super::start::Daemon;
 use crate::config;
@@ -9,63 +10,101 @@ use crate::fleet::runs;
 use crate::serve::views;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// How long shutdown waits for worker threads.
 const STOP_GRACE: Duration = Duration::from_secs(4);
 /// How often `STATUS=` is refreshed under systemd.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
-/// How often the main thread looks at signals and its threads.
-const WATCH: Duration = Duration::from_millis(100);
+/// How often the main thread looks whether a service thread ended (it
+/// never should: this is the net under a bug).
+const WATCH: Duration = Duration::from_secs(1);
 
 impl Daemon {
     pub(super) fn run(self, mut signals: Signals) -> i32 {
+        let (tx, rx) = mpsc::channel();
+        let handle = signals.handle();
+        let reader = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if tx.send(sig).is_err() {
+                        break;
+                    }
+                }
+            });
+        let reader = match reader {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("cannot start the signals thread: {e}");
+                self.stop();
+                return 1;
+            }
+        };
+        let mut next_watch = Instant::now() + WATCH;
         let mut next_status = Instant::now();
         let mut next_report = self.started;
         // The fleet's version at the last report: a fleet that has not
         // changed since is not reported again.
         let mut reported: Option<u64> = None;
-        let status = 'watch: loop {
-            for sig in signals.pending() {
-                match sig {
-                    SIGHUP => {
-                        self.notifier.reloading();
-                        self.reload();
-                        self.notifier.ready();
-                    }
-                    _ => {
-                        log::info!("signal {sig}: shutting down");
-                        break 'watch 0;
-                    }
+        let status = loop {
+            let report_every = self.shared.config.get().daemon.metrics_report_interval;
+            let mut until = next_watch;
+            if self.notifier.enabled() {
+                until = until.min(next_status);
+            }
+            if report_every.is_some() {
+                until = until.min(next_report);
+            }
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(SIGHUP) => {
+                    self.notifier.reloading();
+                    self.reload();
+                    self.notifier.ready();
+                }
+                Ok(sig) => {
+                    log::info!("signal {sig}: shutting down");
+                    break 0;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    log::error!("the signals thread stopped; shutting down");
+                    break 1;
                 }
             }
-            if self.ingest.0.is_finished()
-                || self.http.as_ref().is_some_and(|(t, _)| t.is_finished())
-            {
-                log::error!("a service thread stopped unexpectedly; shutting down");
-                break 'watch 1;
+            let now = Instant::now();
+            if now >= next_watch {
+                if self.ingest.0.is_finished()
+                    || self.http.as_ref().is_some_and(|(t, _)| t.is_finished())
+                {
+                    log::error!("a service thread stopped unexpectedly; shutting down");
+                    break 1;
+                }
+                next_watch = now + WATCH;
             }
-            if let Some(every) = self.shared.config.get().daemon.metrics_report_interval {
-                if Instant::now() >= next_report {
+            if let Some(every) = report_every {
+                if now >= next_report {
                     let version = self.shared.changes.version();
                     if next_report > self.started && reported != Some(version) {
                         self.report();
                         reported = Some(version);
                     }
-                    next_report = Instant::now() + every;
+                    next_report = now + every;
                 }
             }
-            if self.notifier.enabled() && Instant::now() >= next_status {
+            if self.notifier.enabled() && now >= next_status {
                 self.notifier.status(&self.summary());
-                next_status = Instant::now() + STATUS_EVERY;
+                next_status = now + STATUS_EVERY;
             }
-            std::thread::sleep(WATCH);
         };
+        handle.close();
+        let _ = reader.join();
         self.stop();
         status
     }
 
-    /// Seed 004's periodic report: the fleet's counts by status and its
+    /// The periodic report: the fleet's counts by status and its
     /// run metrics, one line.
     fn report(&self) {
         let m = views::fleet_metrics(&self.registry, self.started);
