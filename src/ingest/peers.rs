@@ -567,3 +567,218 @@ impl Peers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, Config};
+    use crate::fleet::Shared;
+    use crate::fleet::registry::Registry;
+    use mio::{Events, Poll};
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::SocketAddr;
+
+    /// The peers on a loopback listener, driven turn by turn as the ingest
+    /// loop drives them, and a task book that dispatches to anyone.
+    struct Rig {
+        poll: Poll,
+        events: Events,
+        peers: Peers,
+        registry: Arc<Registry>,
+        shared: Arc<Shared>,
+        cfg: Config,
+        tasks: Arc<Tasks>,
+        at: SocketAddr,
+    }
+
+    /// A worker's end of a connection: lines out, lines back.
+    struct Client {
+        stream: std::net::TcpStream,
+        got: Vec<u8>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let cfg = config::defaults();
+            let shared = Arc::new(Shared::new(cfg.clone()));
+            let registry = Arc::new(Registry::new(shared.clone()));
+            let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;
+            let poll = Poll::new().unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let at = listener.local_addr().unwrap();
+            let peers = Peers::new(listener, poll.registry(), tasks.clone()).unwrap();
+            Rig {
+                poll,
+                events: Events::with_capacity(64),
+                peers,
+                registry,
+                shared,
+                cfg,
+                tasks,
+                at,
+            }
+        }
+
+        /// One loop turn: readiness in, accept, retry what is parked.
+        fn turn(&mut self) {
+            self.poll
+                .poll(&mut self.events, Some(Duration::from_millis(5)))
+                .unwrap();
+            let env = Env {
+                registry: &self.registry,
+                shared: &self.shared,
+                cfg: &self.cfg,
+            };
+            let poller = self.poll.registry();
+            let now = Instant::now();
+            for ev in self.events.iter() {
+                match ev.token() {
+                    LISTENER => self.peers.ready(),
+                    Token(key) => {
+                        let readable = ev.is_readable() || ev.is_read_closed();
+                        self.peers
+                            .on_event(key, readable, ev.is_writable(), poller, &env, now);
+                    }
+                }
+            }
+            self.peers.accept(poller, &env, now);
+            self.peers.retry_blocked(poller, &env, now);
+        }
+
+        fn until(&mut self, what: &str, done: impl Fn(&Rig) -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !done(self) {
+                assert!(Instant::now() < deadline, "{what}: not within 5 s");
+                self.turn();
+            }
+        }
+
+        fn connect(&mut self) -> Client {
+            let stream = std::net::TcpStream::connect(self.at).unwrap();
+            stream.set_nonblocking(true).unwrap();
+            let n = self.peers.len();
+            self.until("accepted", |r| r.peers.len() == n + 1);
+            Client {
+                stream,
+                got: Vec::new(),
+            }
+        }
+
+        /// The next line the daemon sent `c`, turning the loop meanwhile.
+        fn line(&mut self, c: &mut Client) -> String {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Some(end) = c.got.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = c.got.drain(..=end).collect();
+                    return String::from_utf8(line).unwrap();
+                }
+                assert!(Instant::now() < deadline, "no line within 5 s");
+                self.turn();
+                let mut buf = [0u8; 4096];
+                match c.stream.read(&mut buf) {
+                    Ok(0) => panic!("closed with {:?} unread", c.got),
+                    Ok(n) => c.got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+
+        /// Whether the daemon closed `c` (after any lines it sent).
+        fn closed(&mut self, c: &mut Client) -> bool {
+            self.turn();
+            let mut buf = [0u8; 4096];
+            loop {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(n) => c.got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                    Err(_) => return true,
+                }
+            }
+        }
+    }
+
+    impl Client {
+        fn send(&mut self, line: &str) {
+            self.stream
+                .write_all(format!("{line}\n").as_bytes())
+                .unwrap();
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            self.registry
+                .shutdown(Instant::now() + Duration::from_secs(5));
+        }
+    }
+
+    /// A hello is welcomed, its heartbeats reach the worker, and a line
+    /// that is not a frame is answered with its error and counted.
+    #[test]
+    fn a_hello_is_welcomed_and_its_heartbeats_reach_the_worker() {
+        let mut rig = Rig::new();
+        let mut c = rig.connect();
+        c.send(r#"{"type":"hello","worker_id":"p1","pid":42}"#);
+        let welcome = rig.line(&mut c);
+        assert!(welcome.contains(r#""type":"welcome""#), "{welcome}");
+        assert!(welcome.contains(r#""worker_id":"p1""#), "{welcome}");
+        c.send(r#"{"type":"heartbeat","worker_id":"p1","queue_depth":7}"#);
+        rig.until("the heartbeat applied", |r| {
+            r.registry
+                .snapshot("p1")
+                .is_some_and(|s| s.queue_depth == 7)
+        });
+        let hello = rig.registry.snapshot("p1").unwrap().hello.clone();
+        assert_eq!(hello.and_then(|h| h.pid), Some(42));
+
+        c.send("not json");
+        let error = rig.line(&mut c);
+        assert!(error.contains(r#""code":"not_json""#), "{error}");
+        assert_eq!(rig.shared.stats.rejected(RejectReason::NotJson), 1);
+        // A frame that names another worker is refused on this session.
+        c.send(r#"{"type":"heartbeat","worker_id":"someone-else"}"#);
+        let error = rig.line(&mut c);
+        assert!(error.contains("worker_mismatch"), "{error}");
+        assert!(rig.registry.snapshot("someone-else").is_none());
+    }
+
+    /// The tasks a worker holds go back to the queue when its last session
+    /// closes, and not when a newer session supersedes an older one.
+    #[test]
+    fn a_closed_session_returns_its_tasks_and_a_superseded_one_keeps_them() {
+        let mut rig = Rig::new();
+        let mut first = rig.connect();
+        first.send(r#"{"type":"hello","worker_id":"p2","capacity":1}"#);
+        rig.line(&mut first);
+        let (cfg, ack): (_, crate::tasks::journal::Ack) = (rig.cfg.clone(), Box::new(|_| {}));
+        rig.tasks.submit(br#"{"type":"scan"}"#, &cfg, ack).unwrap();
+        rig.until("the worker eligible", |r| {
+            r.registry.snapshot("p2").is_some()
+        });
+        rig.tasks.tick();
+        assert_eq!(rig.tasks.held_by("p2"), 1, "dispatched to p2");
+
+        // The worker reconnects: the old session is told and closed, and
+        // the task stays with the worker.
+        let mut second = rig.connect();
+        second.send(r#"{"type":"hello","worker_id":"p2","capacity":1}"#);
+        rig.line(&mut second);
+        let told = rig.line(&mut first);
+        assert!(told.contains("superseded"), "{told}");
+        rig.until("the old session closed", |r| r.peers.len() == 1);
+        assert!(rig.closed(&mut first));
+        assert_eq!(
+            rig.tasks.held_by("p2"),
+            1,
+            "a superseded session loses nothing"
+        );
+
+        // The last session closes: the task is queued again.
+        drop(second);
+        rig.until("the session closed", |r| r.peers.len() == 0);
+        assert_eq!(rig.tasks.held_by("p2"), 0);
+        assert_eq!(rig.tasks.queued(), 1);
+    }
+}

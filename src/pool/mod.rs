@@ -481,3 +481,130 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::stats::Counter;
+
+    fn pool(command: &str, edit: impl FnOnce(&mut Config)) -> Arc<Pool> {
+        let mut cfg = config::defaults();
+        cfg.pool.command = vec!["sh".into(), "-c".into(), command.into()];
+        cfg.pool.size = 2;
+        cfg.pool.stop_grace = Duration::from_millis(200);
+        cfg.pool.restart_backoff = Duration::from_millis(10);
+        edit(&mut cfg);
+        let shared = Arc::new(Shared::new(cfg));
+        let registry = Arc::new(Registry::new(shared.clone()));
+        let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;
+        Pool::new(shared, registry, tasks, Vec::new()).unwrap().0
+    }
+
+    /// Supervisor turns, a few ms apart, until `done` holds.
+    fn until(p: &Pool, what: &str, done: impl Fn(&Pool) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(p) {
+            assert!(Instant::now() < deadline, "{what}: not within 10 s");
+            p.turn();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn running(p: &Pool) -> u64 {
+        p.view()["actual"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn members_are_started_to_the_size_and_scaled_down_by_stopping_the_extra() {
+        let p = pool("sleep 30", |_| {});
+        until(&p, "two members", |p| running(p) == 2);
+        let ids: Vec<Value> = p.view()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].clone())
+            .collect();
+        assert_eq!(ids, [json!("pool-1"), json!("pool-2")]);
+        let cfg = p.shared.config.get();
+        assert_eq!(p.scale(1, &cfg), Ok((0, 1)));
+        until(&p, "one member", |p| {
+            running(p) == 1 && p.view()["members"].as_array().unwrap().len() == 1
+        });
+        assert_eq!(
+            p.view()["members"][0]["id"],
+            "pool-1",
+            "the highest number leaves"
+        );
+        assert_eq!(
+            p.shared.stats.get(Counter::PoolRestarts),
+            0,
+            "a scale-down is not a restart"
+        );
+        assert_eq!(p.scale(3, &cfg), Ok((2, 0)));
+        until(&p, "three members", |p| running(p) == 3);
+        p.stop_all();
+        assert_eq!(running(&p), 0);
+    }
+
+    #[test]
+    fn scaling_is_refused_outside_the_bounds_and_without_a_command() {
+        let p = pool("sleep 30", |c| c.pool.max = 4);
+        let cfg = p.shared.config.get();
+        assert_eq!(
+            p.scale(5, &cfg),
+            Err(ScaleError::OutOfBounds(cfg.pool.min, 4))
+        );
+        let mut none = (*cfg).clone();
+        none.pool.command = Vec::new();
+        assert_eq!(p.scale(1, &none), Err(ScaleError::NoPool));
+        p.stop_all();
+    }
+
+    /// A member that keeps exiting is restarted after its backoff, and
+    /// given up on (fatal, counted) after max_restarts within the window.
+    #[test]
+    fn a_member_that_keeps_exiting_is_restarted_then_given_up() {
+        let p = pool("exit 3", |c| {
+            c.pool.size = 1;
+            c.pool.max_restarts = 2;
+            c.pool.restart_window = Duration::from_secs(60);
+        });
+        until(&p, "fatal", |p| !p.fatal_members().is_empty());
+        assert_eq!(p.fatal_members(), ["pool-1"]);
+        let st = &p.shared.stats;
+        assert_eq!(st.get(Counter::PoolFatal), 1);
+        assert_eq!(st.get(Counter::PoolRestarts), 2);
+        let m = &p.view()["members"][0];
+        assert_eq!(
+            (m["state"].as_str(), m["last_exit"].as_str()),
+            (Some("fatal"), Some("exit 3"))
+        );
+        for _ in 0..20 {
+            p.turn();
+        }
+        assert_eq!(running(&p), 0, "a fatal member is not started again");
+        p.stop_all();
+    }
+
+    /// A member whose worker never says a word within inactivity_timeout
+    /// is hung: stopped and started again at once.
+    #[test]
+    fn a_member_that_never_beats_is_hung_and_restarted() {
+        let p = pool("sleep 30", |c| {
+            c.pool.size = 1;
+            c.fleet.inactivity_timeout = Duration::from_millis(200);
+            c.fleet.heartbeat_interval = Duration::from_millis(100);
+        });
+        until(&p, "started", |p| running(p) == 1);
+        let first = p.view()["members"][0]["pid"].clone();
+        until(&p, "hung", |p| p.shared.stats.get(Counter::PoolHung) >= 1);
+        until(&p, "started again", |p| {
+            running(p) == 1 && p.view()["members"][0]["pid"] != first
+        });
+        let m = &p.view()["members"][0];
+        assert!(m["last_exit"].as_str().unwrap().contains("hung"), "{m}");
+        assert_eq!(p.shared.stats.get(Counter::PoolRestarts), 1);
+        p.stop_all();
+    }
+}

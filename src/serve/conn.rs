@@ -566,6 +566,7 @@ mod tests {
     use crate::fleet::notify::{Mailbox, Nobody};
     use crate::script::{Script, Step};
     use crate::serve::ticket::Settler;
+    use std::sync::Arc;
 
     impl Pending for Script {}
 
@@ -578,6 +579,24 @@ mod tests {
     struct Stub {
         asked: Vec<String>,
         settlers: Vec<Settler>,
+        book: Arc<Counting>,
+    }
+
+    /// A book whose messages are its version: `v1`, `v2`, …
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicU64);
+
+    impl Counting {
+        fn bump(&self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    impl ws::book::Book for Counting {
+        fn compose(&self, seen: Option<u64>) -> Option<(String, u64)> {
+            let v = self.0.load(std::sync::atomic::Ordering::Relaxed);
+            (seen != Some(v)).then(|| (format!("v{v}"), v))
+        }
     }
 
     impl Handler for Stub {
@@ -596,11 +615,16 @@ mod tests {
 
         fn open_stream(
             &mut self,
-            _: &Request,
-            _: Vec<u8>,
-            _: Instant,
+            req: &Request,
+            early: Vec<u8>,
+            now: Instant,
         ) -> Result<(WsConn, Response), Response> {
-            Err(Response::error(404, "not_found", "no such stream"))
+            if req.path != "/ws/book" {
+                return Err(Response::error(404, "not_found", "no such stream"));
+            }
+            let ok = ws::upgrade::accept(req)?;
+            let feed = ws::conn::BookFeed::new(self.book.clone(), ws::Stream::Tasks);
+            Ok((WsConn::new(ws::conn::Feed::Book(feed), early, now), ok))
         }
     }
 
@@ -800,5 +824,65 @@ mod tests {
         let mut r = Rig::new(vec![Step::Read(rebound.into_bytes())]);
         assert_eq!(r.readable(), Next::Close);
         assert_eq!(r.statuses(), [421]);
+    }
+
+    /// The text frames a server wrote after its 101, unmasked.
+    fn text_frames(written: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(written);
+        let at = text.find("\r\n\r\n").map_or(written.len(), |i| i + 4);
+        let mut rest = &written[at..];
+        let mut out = Vec::new();
+        while rest.len() >= 2 {
+            let (op, len) = (rest[0], usize::from(rest[1] & 0x7f));
+            assert!(len < 126, "a short frame");
+            if op == 0x81 {
+                out.push(String::from_utf8(rest[2..2 + len].to_vec()).unwrap());
+            }
+            rest = &rest[2 + len..];
+        }
+        out
+    }
+
+    /// An upgrade the handler accepts: the 101, the stream's first message
+    /// at once and the next when its book moves; a client's close frame is
+    /// answered with one and ends the connection.
+    #[test]
+    fn an_accepted_upgrade_streams_its_book_until_the_client_closes() {
+        let upgrade = b"GET /ws/book HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        // A masked close frame, code 1000.
+        let mask = [1u8, 2, 3, 4];
+        let mut close = vec![0x88, 0x82];
+        close.extend_from_slice(&mask);
+        close.extend([0x03 ^ mask[0], 0xe8 ^ mask[1]]);
+        let mut r = Rig::new(vec![Step::Read(upgrade.to_vec())]);
+        assert_eq!(r.readable(), Next::Keep);
+        assert_eq!(r.statuses(), [101]);
+        let head = String::from_utf8_lossy(&r.conn.stream.written).to_string();
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "{head}"
+        );
+        assert_eq!(text_frames(&r.conn.stream.written), ["v0"]);
+        assert!(r.conn.ws().is_some());
+
+        assert_eq!(r.with(|c, cx, now| c.on_news(cx, now)), Next::Keep);
+        assert_eq!(
+            text_frames(&r.conn.stream.written),
+            ["v0"],
+            "nothing new, nothing sent"
+        );
+        r.handler.book.bump();
+        assert_eq!(r.with(|c, cx, now| c.on_news(cx, now)), Next::Keep);
+        assert_eq!(text_frames(&r.conn.stream.written), ["v0", "v1"]);
+
+        r.conn.stream.then(vec![Step::Read(close)]);
+        assert_eq!(r.readable(), Next::Close);
+        let written = &r.conn.stream.written;
+        let tail = &written[written.len() - 4..];
+        assert_eq!(
+            tail,
+            [0x88, 0x02, 0x03, 0xe8],
+            "the close answered with 1000"
+        );
     }
 }

@@ -377,3 +377,239 @@ fn refuse(mut stream: TcpStream, env: &Env, counter: Counter) {
     let _ = stream.write(&out);
     env.shared.stats.http_response(503);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::Alerts;
+    use crate::config;
+    use crate::fleet::notify::Nobody;
+    use crate::fleet::registry::Registry as Fleet;
+    use crate::serve::routes::Sources;
+    use crate::tasks::Tasks;
+    use mio::{Events, Poll};
+    use std::io::{ErrorKind, Read};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    /// The connections on a loopback listener, driven as the HTTP loop
+    /// drives them, over the real API.
+    struct Rig {
+        poll: Poll,
+        events: Events,
+        conns: Conns,
+        api: Api,
+        shared: Arc<Shared>,
+        cfg: Config,
+        mailbox: Mailbox<News>,
+        at: SocketAddr,
+    }
+
+    impl Rig {
+        fn new(edit: impl FnOnce(&mut Config)) -> Rig {
+            let mut cfg = config::defaults();
+            edit(&mut cfg);
+            let shared = Arc::new(Shared::new(cfg.clone()));
+            let fleet = Arc::new(Fleet::new(shared.clone()));
+            let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;
+            let alerts = Arc::new(Alerts::new(
+                shared.clone(),
+                fleet.clone(),
+                tasks.clone(),
+                None,
+                Arc::new(Nobody),
+            ));
+            let from = Sources {
+                registry: fleet,
+                shared: shared.clone(),
+                tasks,
+                alerts,
+                pool: None,
+            };
+            let poll = Poll::new().unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let at = listener.local_addr().unwrap();
+            Rig {
+                conns: Conns::new(listener, poll.registry()).unwrap(),
+                poll,
+                events: Events::with_capacity(64),
+                api: Api::new(from, Instant::now(), None),
+                shared,
+                cfg,
+                mailbox: Mailbox::new(Nobody),
+                at,
+            }
+        }
+
+        fn turn(&mut self) {
+            self.poll
+                .poll(&mut self.events, Some(Duration::from_millis(5)))
+                .unwrap();
+            let env = Env {
+                shared: &self.shared,
+                cfg: &self.cfg,
+                mailbox: &self.mailbox,
+            };
+            let now = Instant::now();
+            let mut ready = Vec::new();
+            for ev in self.events.iter() {
+                match ev.token() {
+                    LISTENER => self.conns.ready(),
+                    Token(key) => ready.push((
+                        key,
+                        ev.is_readable() || ev.is_read_closed(),
+                        ev.is_writable(),
+                    )),
+                }
+            }
+            ready.extend(
+                self.conns
+                    .take_write_again()
+                    .into_iter()
+                    .map(|k| (k, false, true)),
+            );
+            for (key, readable, writable) in ready {
+                self.conns.with(
+                    key,
+                    self.poll.registry(),
+                    &mut self.api,
+                    &env,
+                    |conn, cx| {
+                        let mut next = Next::Keep;
+                        if writable {
+                            next = conn.on_writable(cx, now);
+                        }
+                        if readable && next == Next::Keep {
+                            next = conn.on_readable(cx, now);
+                        }
+                        next
+                    },
+                );
+            }
+            if self.conns.wants_accept() {
+                self.conns.accept(self.poll.registry(), &env, now);
+            }
+        }
+
+        fn until(&mut self, what: &str, done: impl Fn(&Rig) -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !done(self) {
+                assert!(Instant::now() < deadline, "{what}: not within 5 s");
+                self.turn();
+            }
+        }
+
+        fn connect(&mut self) -> std::net::TcpStream {
+            let c = std::net::TcpStream::connect(self.at).unwrap();
+            c.set_nonblocking(true).unwrap();
+            let n = self.conns.keys().len();
+            let (refused, evicted) = (self.refused(), self.evicted());
+            self.until("accepted or refused", |r| {
+                r.conns.keys().len() == n + 1 || r.refused() > refused || r.evicted() > evicted
+            });
+            c
+        }
+
+        fn evicted(&self) -> u64 {
+            self.shared.stats.get(Counter::HttpEvictedIdle)
+        }
+
+        fn refused(&self) -> u64 {
+            let st = &self.shared.stats;
+            st.get(Counter::HttpRefusedFull) + st.get(Counter::HttpRefusedPerIp)
+        }
+
+        /// What `c` was sent until the daemon closed it or `stop` holds.
+        fn read(
+            &mut self,
+            c: &mut std::net::TcpStream,
+            stop: impl Fn(&str) -> bool,
+        ) -> (String, bool) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut got = Vec::new();
+            loop {
+                self.turn();
+                let mut buf = [0u8; 8192];
+                match c.read(&mut buf) {
+                    Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => return (String::from_utf8_lossy(&got).into_owned(), true),
+                }
+                let text = String::from_utf8_lossy(&got).into_owned();
+                if stop(&text) {
+                    return (text, false);
+                }
+                assert!(Instant::now() < deadline, "read: {text:?}");
+            }
+        }
+    }
+
+    fn get(c: &mut std::net::TcpStream, path: &str) {
+        write!(c, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    }
+
+    /// With every slot taken, a newcomer is served by closing the
+    /// connection idle the longest; one with a request under way is kept.
+    #[test]
+    fn the_oldest_idle_connection_makes_room_and_a_busy_one_is_kept() {
+        let mut rig = Rig::new(|c| c.http.max_connections = 2);
+        // b, the older, is mid-request: not idle.
+        let mut b = rig.connect();
+        write!(b, "GET /health HTTP/1.1\r\n").unwrap();
+        for _ in 0..5 {
+            rig.turn();
+        }
+        let mut a = rig.connect();
+        get(&mut a, "/health");
+        let (text, closed) = rig.read(&mut a, |t| t.contains("\"fleet\""));
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(!closed, "keep-alive");
+        let mut c = rig.connect();
+        assert_eq!(rig.shared.stats.get(Counter::HttpEvictedIdle), 1);
+        let (_, a_closed) = rig.read(&mut a, |_| false);
+        assert!(a_closed, "a, idle the longest, made room");
+        get(&mut c, "/health");
+        let (text, _) = rig.read(&mut c, |t| t.contains("\"fleet\""));
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        write!(b, "Host: 127.0.0.1\r\n\r\n").unwrap();
+        let (text, _) = rig.read(&mut b, |t| t.contains("\"fleet\""));
+        assert!(text.starts_with("HTTP/1.1 200"), "b kept: {text}");
+
+        // With b and c both mid-request, a newcomer is refused with a 503.
+        write!(b, "GET /health HTTP/1.1\r\n").unwrap();
+        write!(c, "GET /health HTTP/1.1\r\n").unwrap();
+        for _ in 0..10 {
+            rig.turn();
+        }
+        let mut d = rig.connect();
+        let (text, closed) = rig.read(&mut d, |_| false);
+        assert!(closed && text.starts_with("HTTP/1.1 503"), "{text}");
+        assert_eq!(rig.shared.stats.get(Counter::HttpRefusedFull), 1);
+    }
+
+    /// A connection upgraded to a stream is followed by its topic while it
+    /// is open, and counted out when it closes.
+    #[test]
+    fn an_upgraded_stream_is_followed_until_it_closes() {
+        let mut rig = Rig::new(|_| {});
+        let mut c = rig.connect();
+        write!(
+            c,
+            "GET /ws/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let (text, _) = rig.read(&mut c, |t| t.contains("\r\n\r\n"));
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        assert_eq!(rig.conns.followers.tasks.len(), 1);
+        assert!(rig.conns.followers.workers.is_empty());
+        assert_eq!(rig.conns.streams().len(), 1);
+        assert_eq!(rig.shared.stats.get(Counter::WsClients), 1);
+        drop(c);
+        rig.until("closed", |r| r.conns.keys().is_empty());
+        assert!(rig.conns.followers.tasks.is_empty());
+        assert_eq!(rig.shared.stats.get(Counter::WsClients), 0);
+        assert_eq!(rig.shared.stats.get(Counter::HttpOpen), 0);
+    }
+}
