@@ -63,8 +63,9 @@ pub trait Handler {
     fn respond(&mut self, req: &Request, body: &[u8], later: &Later) -> Reply;
 
     /// Open the stream a WebSocket path names: the connection's state
-    /// after its 101, and the 101 itself; or the refusal (400, 404, 426,
-    /// 503), after which the connection closes.
+    /// after its 101, and the 101 itself; or the refusal (400, 404, 426),
+    /// after which the connection closes. Not asked when the loop holds
+    /// `ws_max_clients` streams already: the connection answers 503.
     fn open_stream(
         &mut self,
         req: &Request,
@@ -108,6 +109,8 @@ pub struct Ctx<'a, H> {
     pub read_buf: &'a mut [u8],
     /// Where this connection's waiting answers are told they settled.
     pub later: Later,
+    /// The loop's open streams, for `ws_max_clients`.
+    pub streams: usize,
 }
 
 pub struct Conn<S> {
@@ -474,7 +477,16 @@ impl<S: Read + Write + Pending> Conn<S> {
         early: Vec<u8>,
         now: Instant,
     ) {
-        match cx.handler.open_stream(req, early, now) {
+        let opened = if cx.streams >= cx.cfg.http.ws_max_clients {
+            Err(Response::error(
+                503,
+                "too_many_clients",
+                "ws_max_clients reached",
+            ))
+        } else {
+            cx.handler.open_stream(req, early, now)
+        };
+        match opened {
             Ok((w, resp)) => {
                 self.respond(cx, &resp, Part::Whole, Then::KeepAlive, None);
                 self.stream.limit_send_buffer(ws::SEND_BUFFER);
@@ -636,6 +648,7 @@ mod tests {
         buf: Vec<u8>,
         names: access::Names,
         now: Instant,
+        streams: usize,
     }
 
     impl Rig {
@@ -648,6 +661,7 @@ mod tests {
                 buf: vec![0; READ_CHUNK],
                 names: access::Names::of(&["x"]),
                 now,
+                streams: 0,
             }
         }
 
@@ -666,6 +680,7 @@ mod tests {
                     mailbox: Mailbox::new(Nobody),
                     key: 0,
                 },
+                streams: self.streams,
             };
             f(&mut self.conn, &mut cx, self.now)
         }
@@ -884,5 +899,22 @@ mod tests {
             [0x88, 0x02, 0x03, 0xe8],
             "the close answered with 1000"
         );
+    }
+
+    /// With the loop's streams at `ws_max_clients`, an upgrade is answered
+    /// 503 without opening a stream; one below it is admitted.
+    #[test]
+    fn an_upgrade_past_the_client_cap_is_refused() {
+        let upgrade = b"GET /ws/book HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let cap = config::defaults().http.ws_max_clients;
+        let mut r = Rig::new(vec![Step::Read(upgrade.to_vec())]);
+        r.streams = cap;
+        assert_eq!(r.readable(), Next::Close);
+        assert_eq!(r.statuses(), [503]);
+        assert!(r.conn.ws().is_none());
+        let mut r = Rig::new(vec![Step::Read(upgrade.to_vec())]);
+        r.streams = cap - 1;
+        assert_eq!(r.readable(), Next::Keep);
+        assert_eq!(r.statuses(), [101]);
     }
 }

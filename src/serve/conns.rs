@@ -63,6 +63,8 @@ pub struct Conns {
     /// Open connections by address, for `http_max_connections_per_ip`.
     per_ip: PerAddress,
     pub followers: Followers,
+    /// Connections upgraded to a stream (`ws_max_clients` holds them).
+    streams: usize,
     /// Connections whose write stopped at its turn: written again after the
     /// next poll, which then does not wait.
     write_again: Vec<usize>,
@@ -84,6 +86,7 @@ impl Conns {
             slab: Slab::new(),
             per_ip: PerAddress::default(),
             followers: Followers::default(),
+            streams: 0,
             write_again: Vec::new(),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             names: access::Names::of_this_machine(),
@@ -211,6 +214,7 @@ impl Conns {
                 mailbox: env.mailbox.clone(),
                 key,
             },
+            streams: self.streams,
         };
         let next = f(&mut slot.conn, &mut cx);
         self.settle(key, next, registry, env);
@@ -245,6 +249,10 @@ impl Conns {
                     Topic::Summary => {}
                 }
                 slot.follows = Some(topic);
+                self.streams += 1;
+                env.shared
+                    .stats
+                    .set(Counter::WsClients, self.streams as u64);
             }
         }
         let want = slot.conn.interest();
@@ -283,8 +291,9 @@ impl Conns {
         self.per_ip.remove(slot.conn.peer());
         let stats = &env.shared.stats;
         stats.set(Counter::HttpOpen, self.slab.len() as u64);
-        if slot.conn.ws().is_some() {
-            stats.decr(Counter::WsClients);
+        if slot.follows.is_some() {
+            self.streams -= 1;
+            stats.set(Counter::WsClients, self.streams as u64);
         }
         let f = &mut self.followers;
         if f.workers.remove(&key) && slot.conn.ws().is_some_and(|w| w.is_plain()) {
@@ -321,6 +330,11 @@ impl Conns {
             left.push(k);
         }
         left
+    }
+
+    /// How many connections are streams.
+    pub fn stream_count(&self) -> usize {
+        self.streams
     }
 
     /// The connections that are streams.
@@ -604,7 +618,10 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 101"), "{text}");
         assert_eq!(rig.conns.followers.tasks.len(), 1);
         assert!(rig.conns.followers.workers.is_empty());
-        assert_eq!(rig.conns.streams().len(), 1);
+        assert_eq!(
+            (rig.conns.streams().len(), rig.conns.stream_count()),
+            (1, 1)
+        );
         assert_eq!(rig.shared.stats.get(Counter::WsClients), 1);
         drop(c);
         rig.until("closed", |r| r.conns.keys().is_empty());

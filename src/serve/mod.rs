@@ -92,7 +92,7 @@ pub struct HttpServer {
     config: View,
     watchdog: Option<Watchdog>,
     /// WebSocket clients at the last tick: fewer now means memory to trim.
-    ws_clients_at_tick: u64,
+    ws_clients_at_tick: usize,
 }
 
 impl HttpServer {
@@ -267,7 +267,7 @@ impl HttpServer {
         // WebSocket clients left since the last tick: hand the pages their
         // buffers freed back to the system, so RSS comes down once they are
         // gone (blocks of a megabyte or more are unmapped when freed).
-        let clients = self.shared.stats.get(crate::stats::Counter::WsClients);
+        let clients = self.conns.stream_count();
         if clients < self.ws_clients_at_tick {
             crate::sys::memory::trim();
         }

@@ -451,9 +451,8 @@ impl Handler for Api {
         self.route_request(req, body, later)
     }
 
-    /// A stream: its subscription, the client cap, the RFC 6455 checks,
-    /// and what it reads from. Once admitted the client is counted in (the
-    /// loop counts it out when its connection closes) and, when it follows
+    /// A stream: its subscription, the RFC 6455 checks, and what it reads
+    /// from (the loop has checked the client cap). When it follows
     /// workers, the change feed records from now on, before its first
     /// snapshot is composed, so nothing between the two is missed.
     fn open_stream(
@@ -463,15 +462,6 @@ impl Handler for Api {
         now: Instant,
     ) -> Result<(WsConn, Response), Response> {
         let sub = ws::subscription(&req.path, &req.query)?;
-        let cfg = self.shared.config.get();
-        let stats = &self.shared.stats;
-        if stats.get(Counter::WsClients) >= cfg.http.ws_max_clients as u64 {
-            return Err(Response::error(
-                503,
-                "too_many_clients",
-                "ws_max_clients reached",
-            ));
-        }
         let resp = ws::accept(req)?;
         let feed = match sub.stream {
             Stream::Tasks => Feed::Book(BookFeed::new(self.tasks.clone(), Stream::Tasks)),
@@ -488,8 +478,7 @@ impl Handler for Api {
                 f.give_snapshot(self.snapshots.frame(&self.registry, version));
             }
         }
-        stats.incr(Counter::WsClients);
-        stats.incr(Counter::WsAccepted);
+        self.shared.stats.incr(Counter::WsAccepted);
         Ok((w, resp))
     }
 }
