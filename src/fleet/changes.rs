@@ -106,7 +106,12 @@ impl Changes {
     }
 
     /// A worker published `snap`; it replaces any change not yet taken.
+    /// While someone streams changes its telemetry is rendered here, on the
+    /// worker's own thread, so the HTTP loop's fan-out only copies it.
     pub fn changed(&self, snap: &Arc<Snapshot>) {
+        if self.wanted.load(Relaxed) {
+            let _ = snap.telemetry_json();
+        }
         self.record(|p| {
             p.changed.insert(snap.id.clone(), snap.clone());
         });
@@ -166,5 +171,24 @@ mod tests {
         assert_eq!(&*removed[0], "b");
         let (changed, removed) = changes.take();
         assert!(changed.is_empty() && removed.is_empty());
+    }
+
+    /// A change is rendered by whoever records it (the worker's thread)
+    /// while someone streams changes, and not at all while nobody does.
+    #[test]
+    fn a_change_is_rendered_where_it_is_recorded_while_wanted() {
+        let changes = Changes::default();
+        let quiet = snap("a", 1);
+        changes.changed(&quiet);
+        assert!(!quiet.is_rendered());
+        changes.set_wanted(true);
+        let heard = snap("a", 2);
+        changes.changed(&heard);
+        assert!(heard.is_rendered());
+        assert!(
+            changes.take().0[0]
+                .telemetry_json()
+                .contains("\"queue_depth\":2")
+        );
     }
 }

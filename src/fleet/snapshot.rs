@@ -213,6 +213,12 @@ impl Snapshot {
         })
     }
 
+    /// Whether the telemetry object was rendered already.
+    #[cfg(test)]
+    pub fn is_rendered(&self) -> bool {
+        self.rendered.get().is_some()
+    }
+
     /// Apply one frame that arrived at `at`.
     pub fn apply(&mut self, frame: Frame, transport: Transport, at: Instant) {
         self.apply_n(frame, transport, at, 1);
