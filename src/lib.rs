@@ -11,9 +11,10 @@
 //! - `ingest`: the heartbeat loop: UDP datagrams, TCP sessions. Imports the
 //!   same as `serve`.
 //! - `fleet`: worker state: the registry, one thread per worker, snapshots,
-//!   the change feed, the sweeper, and [`fleet::Shared`] (counters, running
-//!   configuration, change feed) handed to each loop. Imports `proto`,
-//!   `config`, `stats`, `logging`, `clock`.
+//!   the change feed, the sweeper, [`fleet::Shared`] (counters, running
+//!   configuration, change feed) handed to each loop, and `notify`, how
+//!   news reaches a loop without its sender knowing mio. Imports `proto`,
+//!   `config`, `stats`, `sys`, `logging`, `clock`.
 //! - `alerts`: built-in alert rules over the fleet, the pool and the
 //!   tasks, and their notifications (Alertmanager, webhooks). Imports
 //!   `pool`, `tasks`, `fleet`, `config`, `stats`, `proto`, `logging`,
@@ -30,9 +31,11 @@
 //! - `stats`: the counter table. Imports `proto` (reject reasons).
 //! - `proto`: heartbeat protocol v1, both directions; pure. Imports nothing.
 //! - `sys`: Linux and systemd interfaces (procfs, limits, sd_notify,
-//!   process groups, GPUs). Imports nothing of ours.
-//! - `cli`: the `muster` binary, with its agent and benches. Imports
-//!   `proto`, `sys`, `config::units`, `clock`.
+//!   process groups, sockets, threads, GPUs): the only folder with
+//!   `unsafe`. Imports nothing of ours.
+//! - `cli`: the `muster` binary and its agent (the load generators are
+//!   `src/bin/muster-bench`, not part of the library). Imports `proto`,
+//!   `sys`, `config::units`, `clock`.
 //! - `logging`, `clock`: log set-up and rate-limited warnings; wall time
 //!   and how people read it. `logging` imports `clock` (JSON lines' times).
 //!
