@@ -457,3 +457,43 @@ fn the_task_stream_sends_a_snapshot_then_changes() {
         (Some(first.as_str()), Some("cancelled"))
     );
 }
+
+/// Tasks past their retention are forgotten once and leave nothing
+/// behind: with every task gone, an idle daemon writes nothing more to its
+/// journal (each forgotten task was written again on every scheduler turn,
+/// and kept in memory, for as long as the daemon ran).
+#[test]
+fn forgotten_tasks_are_written_once_and_an_idle_journal_stays_still() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&[
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--task-retention",
+        "1s",
+    ]);
+    for _ in 0..200 {
+        let id = submit(&d, json!({"type": "nobody-takes-this"}));
+        let (status, _, _) = d.request(&format!(
+            "DELETE /api/tasks/{id} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(status, 200);
+    }
+    d.wait_for("every task forgotten", |d| {
+        d.json("/api/tasks")["tasks"].as_array().unwrap().is_empty()
+    });
+    let written = |d: &Daemon| {
+        d.json("/health")["tasks"]["journal_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = written(&d);
+    // Forty scheduler turns.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        written(&d),
+        before,
+        "an idle daemon kept writing its journal"
+    );
+    assert!(d.stop().0.success());
+}
