@@ -6,8 +6,10 @@ bin=target/release
 # The daemon under test; MUSTERD=path/to/musterd measures another build
 # with the same load generators (before and after a change, back to back).
 musterd=${MUSTERD:-$bin/musterd}
-http=127.0.0.1:18080
-hb=127.0.0.1:18090
+# BENCH_HTTP and BENCH_HEARTBEAT move the daemon's addresses, so that two
+# builds can soak side by side.
+http=${BENCH_HTTP:-127.0.0.1:18080}
+hb=${BENCH_HEARTBEAT:-127.0.0.1:18090}
 export MUSTER_URL=http://$http MUSTER_HEARTBEAT_ADDR=$hb
 pin_d=${pin_d:-}
 # The flags every scenario runs with, as far as the build knows them: no

@@ -8,6 +8,8 @@
 #   bench/soak.sh                      # an hour, growth measured after 10 min
 #   DURATION=1200 WARMUP=300 bench/soak.sh
 #   MUSTERD=/path/to/other/musterd bench/soak.sh   # another build, same load
+#   BENCH_HTTP=127.0.0.1:18180 BENCH_HEARTBEAT=127.0.0.1:18190 OUT=/tmp/b.csv \
+#     MUSTERD=... bench/soak.sh                    # beside another soak
 #
 # Prints the median RSS and heap in use (malloc's own count) of each
 # 5-minute window and the growth per hour after the warm-up; every sample
