@@ -25,7 +25,7 @@ fn report_every(v: &str) -> Result<Option<Duration>, String> {
     off_or(v, |v| at_least(parse_duration(v)?, 1000))
 }
 
-/// The seeds' `METRICS_INTERVAL`: milliseconds when bare (`60000`), or a
+/// The older `METRICS_INTERVAL`: milliseconds when bare (`60000`), or a
 /// duration with its unit, or `off`.
 fn metrics_interval(v: &str, _: &Config) -> Result<String, String> {
     let v = v.trim();

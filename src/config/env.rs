@@ -1,7 +1,7 @@
 //! The environment as musterd reads it: the process's variables over a
-//! `.env` file in the working directory (seeds 001 and 002: "You can also
-//! set it in the `.env` file"), and the seeds' own names, `HTTP_PORT` and
-//! `METRICS_INTERVAL`, beside the `MUSTER_<KEY>` ones.
+//! `.env` file in the working directory (as the systems it replaces read
+//! one), and their names, `HTTP_PORT` and `METRICS_INTERVAL`, beside the
+//! `MUSTER_<KEY>` ones.
 //!
 //! Order, strongest first: flags, the process environment, `./.env`, the
 //! configuration file, the defaults. Of `.env`, only `HTTP_PORT`,

@@ -50,7 +50,7 @@ fn hosts(v: &str) -> Result<Vec<String>, String> {
     Ok(hosts)
 }
 
-/// The seeds' `HTTP_PORT`, read as Go reads it: `":9090"` is port 9090 on
+/// The older `HTTP_PORT`, read as Go reads it: `":9090"` is port 9090 on
 /// every IPv4 interface, `"host:9090"` as written, `""` is off, and a bare
 /// `"9090"` keeps the host set so far.
 fn http_port(v: &str, c: &Config) -> Result<String, String> {

@@ -7,6 +7,7 @@
 use super::start::Daemon;
 use crate::config;
 use crate::fleet::runs;
+use crate::proto::Status;
 use crate::serve::views;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
@@ -108,13 +109,12 @@ impl Daemon {
     /// run metrics, one line.
     fn report(&self) {
         let m = views::fleet_metrics(&self.registry, self.started);
-        let mut by_status = std::collections::BTreeMap::new();
-        for s in self.registry.snapshots() {
-            *by_status.entry(s.status()).or_insert(0u64) += 1;
-        }
+        let counts = self.registry.counts();
         let mut line = format!("fleet report: workers={}", m.workers);
-        for (k, v) in by_status {
-            line.push_str(&format!(" {k}={v}"));
+        for (k, v) in Status::ALL.iter().zip(counts.by_status) {
+            if v > 0 {
+                line.push_str(&format!(" {k}={v}"));
+            }
         }
         log::info!("{line} {}", runs::report_words(&m.runs));
     }

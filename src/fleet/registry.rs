@@ -29,7 +29,7 @@ use super::inbox;
 use super::snapshot::{Snapshot, Transport};
 use super::worker::{self, Handle, STACK_BYTES, Series};
 use crate::logging::RateLimit;
-use crate::proto::{RejectReason, WorkerId};
+use crate::proto::{RejectReason, Status, WorkerId};
 use crate::stats::Counter;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -51,12 +51,15 @@ pub struct Counts {
     pub terminated: usize,
     /// Active workers whose last report says `error`.
     pub error: usize,
+    /// By the status each is shown with, in [`Status::ALL`]'s order.
+    pub by_status: [usize; Status::ALL.len()],
 }
 
 impl Counts {
     /// Count one worker by the state the daemon judges.
     pub fn add(&mut self, s: &Snapshot) {
         self.total += 1;
+        self.by_status[s.status() as usize] += 1;
         if s.terminated {
             self.terminated += 1;
         } else if s.inactive {

@@ -156,7 +156,7 @@ pub fn compute<'a>(
     }
 }
 
-/// Seed 004's "Worker Metrics Report" as `key=value` words: uptime, total
+/// The "Worker Metrics Report" line as `key=value` words: uptime, total
 /// runs, succeeded, failed, error and success rate, runs per hour, average
 /// duration, and p95.
 pub fn report_words(m: &Metrics) -> String {

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -175,15 +175,34 @@ impl Member {
         }
     }
 
-    /// Whether its process ended; if so, how, as people read it.
+    /// Whether its process ended; if so, how, as people read it. Whatever
+    /// it left running in its session goes with it, killed while the ended
+    /// process is not yet reaped: until then its pid, which names the
+    /// session, cannot be given to another process.
     pub fn reap(&mut self) -> Option<String> {
-        let st = self.child.as_mut()?.try_wait().ok()??;
-        // Whatever it left running in its session goes with it.
-        if let Some(pid) = self.pid() {
+        let child = self.child.as_mut()?;
+        let pid = child.id();
+        let kill_session = || {
             for p in crate::sys::procfs::session_members(pid) {
                 crate::sys::process::signal(p, libc::SIGKILL);
             }
-        }
+        };
+        let st = match &self.pidfd {
+            Some(fd) => {
+                let ended = crate::sys::process::wait_readable(&[fd.as_fd()], Duration::ZERO);
+                if !ended[0] {
+                    return None;
+                }
+                kill_session();
+                child.try_wait().ok()??
+            }
+            // Without a pidfd the end is seen only by reaping it.
+            None => {
+                let st = child.try_wait().ok()??;
+                kill_session();
+                st
+            }
+        };
         self.child = None;
         self.pidfd = None;
         Some(match (st.code(), st.signal()) {

@@ -110,6 +110,14 @@ impl StatusFilter {
 mod tests {
     use super::*;
 
+    /// Counts by status are arrays indexed by `status as usize`.
+    #[test]
+    fn a_status_is_its_place_in_the_list() {
+        for (i, s) in Status::ALL.into_iter().enumerate() {
+            assert_eq!(s as usize, i, "{s}");
+        }
+    }
+
     #[test]
     fn names_round_trip_and_filters_keep_what_they_name() {
         for s in Status::ALL {

@@ -1,4 +1,4 @@
-//! Seed 004's interface: its users read run metrics through tRPC's
+//! The tRPC interface: its users read run metrics through tRPC's
 //! `worker.metrics` query, so `GET /trpc/worker.metrics` answers as a tRPC
 //! server does over HTTP (no transformer): `?input=` is URL-encoded JSON,
 //! `{"workerId":"…"}` for one worker or nothing for the fleet; the answer is
@@ -176,8 +176,8 @@ fn worker_of(input: Option<Value>) -> Result<Option<WorkerId>, Error> {
     }
 }
 
-/// Seed 004's field names. Times are ISO 8601 (a `Date` in JSON);
-/// durations are milliseconds, 0 with no runs as in the seed.
+/// The tRPC clients' field names. Times are ISO 8601 (a `Date` in JSON);
+/// durations are milliseconds, 0 with no runs, as those clients expect.
 fn camel(m: &Metrics) -> Map<String, Value> {
     let ms = |x: Option<f64>| x.unwrap_or(0.0);
     let v = json!({

@@ -136,28 +136,26 @@ pub fn page_size() -> u64 {
     if p > 0 { p as u64 } else { 4096 }
 }
 
-/// The direct children of `pid`, from its main thread's `children` file
-/// (children started by other threads of a multi-threaded parent are found
-/// through that thread's file only when the main one has none); when the
-/// kernel lacks those files, by scanning every process's parent.
+/// The direct children of `pid`: every thread's `children` file, since a
+/// child belongs to the thread that started it (and moves to another
+/// thread of the process when that one ends, so the main thread's file
+/// alone can list some children and miss others); when the kernel lacks
+/// those files, by scanning every process's parent. O(threads of `pid`).
 pub fn children(pid: u32) -> Vec<u32> {
-    if let Some(text) = read_proc(&format!("/proc/{pid}/task/{pid}/children")) {
-        let kids = parse_children(&text);
-        if !kids.is_empty() {
-            return kids;
-        }
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         let mut out = Vec::new();
-        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for t in dir
-                .flatten()
-                .filter(|t| t.file_name().to_str() != Some(&pid.to_string()))
-            {
-                if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-                    out.extend(parse_children(&text));
-                }
+        let mut found = false;
+        for t in dir.flatten() {
+            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                found = true;
+                out.extend(parse_children(&text));
             }
         }
-        return out;
+        if found {
+            out.sort_unstable();
+            out.dedup();
+            return out;
+        }
     }
     all_pids()
         .into_iter()
@@ -336,6 +334,30 @@ mod tests {
         assert_eq!(parse_statm_resident("2048"), None);
         let line = "7 (sh) S 4 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 50 0 0";
         assert_eq!(parse_stat(line).unwrap().ppid, 4);
+    }
+
+    /// A child started by a thread that has ended belongs to another
+    /// thread of the process; a child of this thread is found beside it.
+    #[test]
+    fn finds_the_children_of_every_thread() {
+        let orphan = std::thread::spawn(|| {
+            std::process::Command::new("sleep")
+                .arg("5")
+                .spawn()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        let mine = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let kids = children(std::process::id());
+        for mut c in [orphan, mine] {
+            assert!(kids.contains(&c.id()), "{} in {kids:?}", c.id());
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::upgrade::Filter;
 use crate::clock::unix_ms;
+use crate::fleet::registry::Counts;
 use crate::fleet::snapshot::Snapshot;
 use crate::fleet::telemetry::Telemetry;
 use crate::proto::{Status, WorkerId};
@@ -68,11 +69,11 @@ pub fn removed_message(ids: &[WorkerId]) -> String {
     json!({"type": "removed", "timestamp": unix_ms(), "worker_ids": ids}).to_string()
 }
 
-/// Seed 000's summary message, with `inactive`, `terminated` and `created`
-/// counts added.
+/// The summary message of `/ws/workers/telemetry`: every worker's status,
+/// usage and queue, and the counts by status.
 pub fn summary_message(snaps: &[Arc<Snapshot>], filter: &Filter) -> String {
     let mut workers = Map::new();
-    let mut by_status = [0u64; Status::ALL.len()];
+    let mut counts = Counts::default();
     let mut queue = 0u64;
     for s in snaps.iter().filter(|s| filter.matches(s)) {
         let w = match &filter.fields {
@@ -84,12 +85,12 @@ pub fn summary_message(snaps: &[Arc<Snapshot>], filter: &Filter) -> String {
             }),
         };
         workers.insert(s.id.to_string(), w);
-        by_status[s.status() as usize] += 1;
+        counts.add(s);
         queue += s.queue_depth;
     }
     let mut summary = Map::new();
-    summary.insert("total".into(), json!(by_status.iter().sum::<u64>()));
-    for (st, n) in Status::ALL.iter().zip(by_status) {
+    summary.insert("total".into(), json!(counts.total));
+    for (st, n) in Status::ALL.iter().zip(counts.by_status) {
         summary.insert(st.as_str().into(), json!(n));
     }
     summary.insert("total_queue_depth".into(), json!(queue));
