@@ -474,6 +474,14 @@ mod tests {
         Registry::new(Arc::new(Shared::new(cfg)))
     }
 
+    /// Hand a frame to a worker's inbox, as ingest does.
+    fn deliver(h: &Handle, frame: &[u8]) {
+        let f = decode(frame, 1024).unwrap();
+        h.inbox
+            .try_send(Msg::frame(f, Transport::Udp, Instant::now()))
+            .unwrap_or_else(|_| panic!("room"));
+    }
+
     fn wait_for(mut ok: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !ok() {
@@ -495,14 +503,7 @@ mod tests {
         );
         wait_for(|| r.shared.stats.get(Counter::WorkerThreads) == 2);
 
-        let f = decode(
-            br#"{"type":"heartbeat","worker_id":"a","cpu_usage":3}"#,
-            1024,
-        )
-        .unwrap();
-        h.inbox
-            .try_send(Msg::frame(f, Transport::Udp, Instant::now()))
-            .unwrap();
+        deliver(&h, br#"{"type":"heartbeat","worker_id":"a","cpu_usage":3}"#);
         wait_for(|| r.snapshot("a").is_some_and(|s| s.cpu_usage == Some(3.0)));
         assert_eq!(r.shared.stats.get(Counter::FramesApplied), 1);
 
@@ -518,13 +519,10 @@ mod tests {
     /// Route worker `id` and have its thread apply one heartbeat.
     fn beat(r: &Registry, id: &str) {
         let h = r.route(&id.into(), Transport::Udp).unwrap();
-        let f = decode(
+        deliver(
+            &h,
             format!(r#"{{"type":"heartbeat","worker_id":"{id}"}}"#).as_bytes(),
-            1024,
         );
-        h.inbox
-            .try_send(Msg::frame(f.unwrap(), Transport::Udp, Instant::now()))
-            .unwrap_or_else(|_| panic!("room"));
         wait_for(|| r.snapshot(id).is_some());
     }
 
@@ -547,14 +545,10 @@ mod tests {
         assert!(r.snapshot("n").is_none() && r.shown("n").is_none());
         assert!(r.snapshots().is_empty() && r.counts().total == 0);
         assert!(r.handle("n").is_some(), "deliverable meanwhile");
-        let f = decode(
+        deliver(
+            &h,
             br#"{"type":"heartbeat","worker_id":"n","queue_depth":4}"#,
-            1024,
-        )
-        .unwrap();
-        h.inbox
-            .try_send(Msg::frame(f, Transport::Udp, Instant::now()))
-            .unwrap_or_else(|_| panic!("room"));
+        );
         wait_for(|| r.snapshot("n").is_some());
         assert_eq!(
             r.snapshot("n").unwrap().queue_depth,

@@ -192,6 +192,24 @@ impl<S: Read + Write + Pending> Conn<S> {
         }
     }
 
+    /// The socket is ready: write what is owed first, then read.
+    pub fn on_ready<H: Handler>(
+        &mut self,
+        cx: &mut Ctx<H>,
+        readable: bool,
+        writable: bool,
+        now: Instant,
+    ) -> Next {
+        let mut next = Next::Keep;
+        if writable {
+            next = self.on_writable(cx, now);
+        }
+        if readable && next == Next::Keep {
+            next = self.on_readable(cx, now);
+        }
+        next
+    }
+
     pub fn on_readable<H: Handler>(&mut self, cx: &mut Ctx<H>, now: Instant) -> Next {
         if let State::Ws(w) = &mut self.state {
             let read = w.on_readable(&mut self.stream, &mut self.out);

@@ -488,16 +488,7 @@ mod tests {
                     self.poll.registry(),
                     &mut self.api,
                     &env,
-                    |conn, cx| {
-                        let mut next = Next::Keep;
-                        if writable {
-                            next = conn.on_writable(cx, now);
-                        }
-                        if readable && next == Next::Keep {
-                            next = conn.on_readable(cx, now);
-                        }
-                        next
-                    },
+                    |conn, cx| conn.on_ready(cx, readable, writable, now),
                 );
             }
             if self.conns.wants_accept() {

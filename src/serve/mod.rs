@@ -215,16 +215,7 @@ impl HttpServer {
     }
 
     fn on_conn(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
-        self.with(key, |conn, cx| {
-            let mut next = Next::Keep;
-            if writable {
-                next = conn.on_writable(cx, now);
-            }
-            if readable && next == Next::Keep {
-                next = conn.on_readable(cx, now);
-            }
-            next
-        });
+        self.with(key, |conn, cx| conn.on_ready(cx, readable, writable, now));
     }
 
     /// Worker threads published changes: pass them to the clients that
