@@ -146,8 +146,10 @@ impl Registry {
         let handle = self.start(&mut map, first, Series::default())?;
         if transport == Transport::Udp {
             probation.push_back(id.clone());
-            if probation.len() > max.saturating_mul(2) {
-                // Keep only those still on probation: bounded by the map.
+            // Forgotten workers leave their ids behind: when those could
+            // outnumber the fleet, keep only the ones still on probation.
+            // Bounded by twice the fleet, and O(1) a worker amortised.
+            if probation.len() > 2 * map.len() + 64 {
                 probation.retain(|id| map.get(id).is_some_and(|e| on_probation(&e.handle)));
             }
         }
@@ -488,6 +490,21 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out");
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Workers that come and go keep nothing behind: the ids remembered
+    /// for probation stay within twice the fleet, however many came.
+    #[test]
+    fn forgotten_workers_leave_no_probation_ids_behind() {
+        let r = registry(10_000);
+        for i in 0..3_000 {
+            let id: WorkerId = format!("w_{i}").into();
+            r.route(&id, Transport::Udp).unwrap();
+            assert!(r.remove(&id));
+            let kept = r.probation.lock().unwrap().len();
+            assert!(kept <= 2 * (r.len() + 1) + 64, "{kept} ids kept after {i}");
+        }
+        r.shutdown(Instant::now() + Duration::from_secs(5));
     }
 
     #[test]
