@@ -1,9 +1,14 @@
 //! How many worker threads this host lets us start.
 //!
-//! Each thread costs about [`MAPS_PER_THREAD`] memory maps (stack, guard
-//! page, and the allocator's arenas touch a few more), one pid, one entry
-//! against `kernel.threads-max` and one against RLIMIT_NPROC (which counts
-//! every thread of the user). `max_workers` is clamped to the smallest of
+//! Each thread costs [`MAPS_PER_THREAD`] memory maps (its stack and guard
+//! page, its signal stack and guard page: measured, 4.0 a thread at 5,000
+//! workers), one pid, one entry against `kernel.threads-max` and one
+//! against RLIMIT_NPROC (which counts every thread of the user). Maps are
+//! also taken by the rest of the process, [`MAPS_RESERVED`] of them kept
+//! free: malloc's arenas, blocks of a megabyte or more (each is a map of
+//! its own), and the stacks of ended threads that glibc keeps for reuse
+//! (up to 40 MiB). Past `vm.max_map_count` a new thread cannot map its
+//! signal stack and the process aborts, so this limit is a hard one. `max_workers` is clamped to the smallest of
 //! those limits less what is already in use, with a margin for the daemon's
 //! own threads, so that a full roll call never hits EAGAIN on spawn.
 //! Spawning still checks for failure; this just makes it rare.
@@ -13,6 +18,8 @@
 use std::fs;
 
 pub const MAPS_PER_THREAD: u64 = 4;
+/// Memory maps kept free for everything but the worker threads.
+pub const MAPS_RESERVED: u64 = 4096;
 /// Threads kept free for the daemon itself and the rest of the host.
 pub const MARGIN: u64 = 64;
 
@@ -75,7 +82,7 @@ impl Limits {
         };
         consider(
             self.max_map_count
-                .map(|m| m.saturating_sub(self.own_maps) / MAPS_PER_THREAD),
+                .map(|m| m.saturating_sub(self.own_maps + MAPS_RESERVED) / MAPS_PER_THREAD),
             "vm.max_map_count",
         );
         consider(
@@ -179,7 +186,7 @@ mod tests {
         };
         let (n, which) = l.allowed();
         assert_eq!(which, "vm.max_map_count");
-        assert_eq!(n, (65530 - 30) / 4 - MARGIN);
+        assert_eq!(n, (65530 - 30 - MAPS_RESERVED) / 4 - MARGIN);
         assert_eq!(l.clamp(10_000), (10_000, None));
         let (n2, warn) = l.clamp(100_000);
         assert_eq!(n2 as u64, n);
