@@ -264,3 +264,148 @@ fn json_log_lines_are_objects() {
         "{log}"
     );
 }
+
+/// malloc's own count of bytes in use, as `/metrics` reports it, once
+/// the fleet has settled: read after a second, and a second time, so that
+/// the first scrape's own body is in the count both times.
+fn heap_in_use(d: &Daemon) -> u64 {
+    std::thread::sleep(Duration::from_secs(1));
+    scrape_heap(d);
+    scrape_heap(d)
+}
+
+fn scrape_heap(d: &Daemon) -> u64 {
+    let (_, _, body) =
+        d.request("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8(body).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("muster_heap_in_use_bytes "))
+        .expect("muster_heap_in_use_bytes");
+    line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
+}
+
+/// `n` workers that beat once, with heartbeats shaped like a real
+/// worker's and ids that embed a time and a counter, as real ids do; then
+/// wait until every one is forgotten.
+fn come_and_go(d: &Daemon, round: &str, n: usize) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let f = format!(
+            r#"{{"type":"heartbeat","worker_id":"w_{round}_{i}","status":"working","cpu_usage":12.5,"memory_usage":30.2,"queue_depth":3,"resource_usage":{{"rss_mb":120.5,"heap_used_mb":80.25,"heap_total_mb":96.0,"external_mb":2.5}},"current_job":{{"id":"job-{i}","type":"scan","files":3,"started_at":1700000000000}},"labels":{{"pool":"scan"}}}}"#
+        );
+        s.send_to(f.as_bytes(), d.heartbeat).unwrap();
+        // 2,500 a second, well within what a debug build keeps up with.
+        if i % 250 == 249 {
+            let due = Duration::from_millis(100) * (i as u32 + 1) / 250;
+            std::thread::sleep(due.saturating_sub(started.elapsed()));
+        }
+    }
+    d.wait_for("every worker forgotten", |d| {
+        d.json("/health")["workers"]["total"] == 0 && d.json("/health")["workers"]["threads"] == 0
+    });
+}
+
+/// Workers that come and go leave nothing behind: 100,000 distinct
+/// workers, each seen once and forgotten, leave the heap (malloc's count
+/// of bytes in use, not RSS) where the first 20,000 left it. The tables
+/// that hold the fleet at its busiest (the registry's map, the probation
+/// list) keep their high-water size, so the fleet is held to 2,000 at once
+/// (the newest make room by probation) and the first workers take them
+/// there; after that the heap is flat.
+#[test]
+fn a_hundred_thousand_workers_created_and_forgotten_leave_the_heap_where_it_was() {
+    let d = Daemon::start(&[
+        "--heartbeat-interval",
+        "250ms",
+        "--inactivity-timeout",
+        "500ms",
+        "--forget-after",
+        "1s",
+        "--max-workers",
+        "2000",
+    ]);
+    come_and_go(&d, "warm", 20_000);
+    let warm = heap_in_use(&d);
+    come_and_go(&d, "many", 100_000);
+    let after = heap_in_use(&d);
+    let h = d.json("/health");
+    // Each applied frame made a worker (the ids are distinct); each was
+    // forgotten after forget_after, or made room for while the registry
+    // was at the cap this machine's limits allow.
+    let gone = h["workers"]["evicted"].as_u64().unwrap()
+        + h["workers"]["probation_evicted"].as_u64().unwrap();
+    assert_eq!(gone, h["frames"]["applied"].as_u64().unwrap(), "{h}");
+    assert!(gone >= 110_000, "{h}");
+    eprintln!("heap in use: {warm} after 20,000 workers, {after} after 100,000 more");
+    assert!(
+        after <= warm + (1 << 20),
+        "the heap grew {} bytes for 100,000 forgotten workers ({} bytes each)",
+        after.saturating_sub(warm),
+        after.saturating_sub(warm) / 100_000
+    );
+    assert!(d.stop().0.success());
+}
+
+/// A process's environment as it was started, `NAME=value` each. (glibc
+/// cuts GLIBC_TUNABLES at each `:` in place as it reads it.)
+fn environ(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    raw.split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+fn tunables(env: &[String]) -> Option<&str> {
+    env.iter().find_map(|v| v.strip_prefix("GLIBC_TUNABLES="))
+}
+
+/// musterd runs without glibc's per-thread malloc caches (a thread per
+/// worker each filling its own: the heap crept for hours), added to what
+/// GLIBC_TUNABLES already said; an operator's own tcache tunable is kept;
+/// and the processes it starts get the environment it was given.
+#[test]
+fn musterd_runs_without_malloc_thread_caches_and_its_children_get_its_environment() {
+    let member = |d: &Daemon| -> u32 {
+        d.wait_for("a pool member", |d| {
+            d.json("/api/pool")["members"][0]["pid"].is_u64()
+        });
+        d.json("/api/pool")["members"][0]["pid"].as_u64().unwrap() as u32
+    };
+    let pool = ["--pool-command", "sleep 60", "--pool-size", "1"];
+    for (given, want) in [
+        (None, "glibc.malloc.tcache_count=0"),
+        (
+            Some("glibc.malloc.arena_max=2"),
+            "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0",
+        ),
+    ] {
+        let mut cmd = command(&pool);
+        match given {
+            Some(v) => cmd.env("GLIBC_TUNABLES", v),
+            None => cmd.env_remove("GLIBC_TUNABLES"),
+        };
+        let d = Daemon::spawn(cmd);
+        let env = environ(d.child.id()).join(":");
+        assert!(env.contains(&format!("GLIBC_TUNABLES={want}")), "{env}");
+        let kid = environ(member(&d));
+        assert_eq!(tunables(&kid), given, "the member's: {kid:?}");
+        assert!(
+            !kid.iter().any(|v| v.starts_with("MUSTER_GLIBC")),
+            "{kid:?}"
+        );
+        assert!(d.stop().0.success());
+    }
+    let mut cmd = command(&[]);
+    cmd.env("GLIBC_TUNABLES", "glibc.malloc.tcache_count=3");
+    let d = Daemon::spawn(cmd);
+    let env = environ(d.child.id());
+    assert_eq!(tunables(&env), Some("glibc.malloc.tcache_count=3"));
+    assert!(
+        !env.iter().any(|v| v.starts_with("MUSTER_GLIBC")),
+        "not executed again"
+    );
+    assert!(d.stop().0.success());
+}

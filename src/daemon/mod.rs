@@ -58,6 +58,7 @@ pub fn main(args: Vec<String>) -> i32 {
         println!("musterd: configuration ok ({from})");
         return 0;
     }
+    crate::sys::memory::without_thread_caches();
     crate::sys::memory::map_large_allocations();
     logging::init(cfg.daemon.log_level, cfg.daemon.log_json);
     for w in config::warnings(&cfg) {

@@ -19,6 +19,68 @@ pub fn map_large_allocations() {
     }
 }
 
+/// The tunable that turns glibc's per-thread caches off.
+const NO_THREAD_CACHES: &str = "glibc.malloc.tcache_count=0";
+/// Set across the re-execution: what GLIBC_TUNABLES was before (`=VALUE`),
+/// or `unset`, so that the daemon's children get the environment it got.
+const BEFORE: &str = "MUSTER_GLIBC_TUNABLES_BEFORE";
+
+/// Run without glibc's per-thread caches of freed blocks (tcache: up to
+/// seven blocks of each size under 1 KiB, per thread). musterd has a thread
+/// per worker, mostly asleep, each freeing blocks that another thread
+/// allocated, so each cache fills with blocks only that thread can reuse:
+/// measured in an hour's soak at 1,400 threads, the caches held 14 MB at
+/// the start and grew 8 MB an hour; without them the heap stayed flat, for
+/// 3 to 5 % more CPU per heartbeat. glibc reads its tunables once, when the
+/// process starts, so a daemon whose `GLIBC_TUNABLES` says nothing of the
+/// tcache sets it and executes itself again, once, before it has threads,
+/// sockets or output; the new image puts `GLIBC_TUNABLES` back as it was,
+/// for the processes it starts. An operator's own tcache tunable is kept.
+/// Returns when nothing is to be done, after putting the environment back,
+/// or when the execution failed (said on stderr: the daemon runs on).
+pub fn without_thread_caches() {
+    if let Some(before) = std::env::var_os(BEFORE) {
+        let before = before.to_string_lossy().into_owned();
+        // SAFETY: called from main before any other thread exists, so no
+        // one reads the environment while it changes.
+        unsafe {
+            match before.strip_prefix('=') {
+                Some(v) => std::env::set_var("GLIBC_TUNABLES", v),
+                None => std::env::remove_var("GLIBC_TUNABLES"),
+            }
+            std::env::remove_var(BEFORE);
+        }
+        return;
+    }
+    if !cfg!(target_env = "gnu") {
+        return;
+    }
+    let current = match std::env::var("GLIBC_TUNABLES") {
+        Ok(v) if v.contains("glibc.malloc.tcache_count") => return,
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        // Not text: the operator's, left alone.
+        Err(std::env::VarError::NotUnicode(_)) => return,
+    };
+    let (tunables, before) = match &current {
+        Some(v) if !v.is_empty() => (format!("{v}:{NO_THREAD_CACHES}"), format!("={v}")),
+        Some(v) => (NO_THREAD_CACHES.to_string(), format!("={v}")),
+        None => (NO_THREAD_CACHES.to_string(), "unset".to_string()),
+    };
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    let err = std::process::Command::new("/proc/self/exe")
+        .arg0(argv0)
+        .args(args)
+        .env("GLIBC_TUNABLES", tunables)
+        .env(BEFORE, before)
+        .exec();
+    eprintln!(
+        "musterd: cannot execute itself again without malloc's thread caches ({err}); running with them"
+    );
+}
+
 /// Return the free pages of every malloc arena to the system: the small
 /// blocks many connections left behind.
 pub fn trim() {
