@@ -96,7 +96,7 @@ impl Peers {
             Accepted::Shed(stream, e) => {
                 // Closed at once: the worker reconnects later rather than
                 // waiting on a queue nobody can take from.
-                log.warn("tcp_accept", || {
+                log.warn("tcp_accept_shed", || {
                     format!("tcp accept failed ({e}): closing the queued connection from the reserve descriptor")
                 });
                 drop(stream);

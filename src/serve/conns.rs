@@ -124,23 +124,19 @@ impl Conns {
     /// request is served while silent sockets wait.
     pub fn accept(&mut self, registry: &Registry, env: &Env, now: Instant) {
         let mut accepted = Vec::new();
-        let mut shed = Vec::new();
         let log = &mut self.log_limit;
         self.acceptor.accept(&self.listener, |a| match a {
             Accepted::Conn(stream, peer) => accepted.push((stream, peer)),
             Accepted::Shed(stream, e) => {
-                log.warn("http_accept", || {
+                log.warn("http_accept_shed", || {
                     format!("http accept failed ({e}): answering 503 from the reserve descriptor")
                 });
-                shed.push(stream);
+                refuse(stream, env, Counter::HttpRefusedNoFds);
             }
             Accepted::Failed(e) => log.warn("http_accept", || {
                 format!("http accept failed, retrying: {e}")
             }),
         });
-        for stream in shed {
-            refuse(stream, env, Counter::HttpRefusedNoFds);
-        }
         for (stream, peer) in accepted {
             self.admit(registry, env, stream, peer, now);
         }

@@ -19,7 +19,8 @@ pub enum Accepted<'a> {
     /// A connection to serve.
     Conn(TcpStream, SocketAddr),
     /// A connection taken with the reserve descriptor while none were free:
-    /// answer it no (or just close it), and drop it at once.
+    /// answer it no (or just close it) and drop it before returning, so the
+    /// descriptor can go back into reserve.
     Shed(TcpStream, &'a io::Error),
     /// Accepting failed; it is tried again on the next tick.
     Failed(&'a io::Error),
@@ -49,6 +50,11 @@ impl Acceptor {
 
     /// Accept until the queue is empty, handing each to `each`.
     pub fn accept(&mut self, listener: &TcpListener, mut each: impl FnMut(Accepted)) {
+        // A reserve given up to a shed connection may have been taken back
+        // by another thread before it was restored (a file read, the other
+        // loop's accept): try again each time, or the next shortage would
+        // leave connections waiting in the queue.
+        self.reserve.restore();
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => each(Accepted::Conn(stream, peer)),
