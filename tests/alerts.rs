@@ -234,7 +234,7 @@ fn a_silent_worker_pages_through_alertmanager_and_resolves() {
             .is_some_and(|l| l.starts_with("firing  worker_inactive  warning   worker_id=w1")),
         "{text}"
     );
-    assert!(d.log_has("alert firing: worker_inactive worker_id=w1"));
+    d.wait_log("alert firing: worker_inactive worker_id=w1");
 
     // w1 beats again: resolved everywhere.
     beat(&d, "w1", "working");
@@ -254,7 +254,7 @@ fn a_silent_worker_pages_through_alertmanager_and_resolves() {
     let api = d.json("/api/alerts");
     assert_eq!(api["firing"], serde_json::json!([]));
     assert_eq!(api["resolved"][0]["labels"]["worker_id"], "w1");
-    assert!(d.log_has("alert resolved: worker_inactive worker_id=w1"));
+    d.wait_log("alert resolved: worker_inactive worker_id=w1");
     let h = d.json("/health");
     assert!(
         h["alerts"]["sent"].as_u64().unwrap() >= 4,

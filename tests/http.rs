@@ -244,7 +244,7 @@ fn connections_queued_while_out_of_descriptors_are_answered_503() {
         "every connection was accepted: the limit did not bite"
     );
     assert!(ok > 0);
-    assert!(d.log_has("answering 503 from the reserve descriptor"));
+    d.wait_log("answering 503 from the reserve descriptor");
     let h = d.json("/health");
     assert_eq!(h["connections"]["http_refused_no_fds"], refused, "{h}");
 }

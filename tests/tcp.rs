@@ -236,7 +236,7 @@ fn workers_queued_while_out_of_descriptors_are_closed_not_left_waiting() {
         closed_now > 0,
         "every worker was accepted: the limit did not bite"
     );
-    assert!(d.log_has("from the reserve descriptor"));
+    d.wait_log("from the reserve descriptor");
     drop(welcomed);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(

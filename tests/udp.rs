@@ -127,7 +127,7 @@ fn bad_datagrams_are_counted_by_reason_and_good_ones_still_apply() {
     d.wait_for("error counted", |d| {
         d.json("/api/workers/good")["errors"] == 1
     });
-    assert!(d.log_has("rejected frame reason="), "a warning is logged");
+    d.wait_log("rejected frame reason=");
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn worker_cap_refuses_new_ids_and_keeps_serving() {
     // Known workers still update.
     d.udp(br#"{"type":"heartbeat","worker_id":"a","queue_depth":9}"#);
     d.wait_for("a updated", |d| d.json("/telemetry/a")["queue_depth"] == 9);
-    assert!(d.log_has("max_workers=2 reached"));
+    d.wait_log("max_workers=2 reached");
 }
 
 #[test]

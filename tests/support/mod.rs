@@ -157,6 +157,12 @@ impl Daemon {
         });
     }
 
+    /// Wait for a log line: the daemon writes it before what the test saw
+    /// next, but another thread of the test reads it.
+    pub fn wait_log(&self, needle: &str) {
+        self.wait_for(&format!("the log line {needle:?}"), |d| d.log_has(needle));
+    }
+
     pub fn log_has(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
