@@ -29,6 +29,9 @@ options:
   --rate R             heartbeats per second, all workers together (default 10000)
   --duration D         how long to send: 500ms, 10s, 5m (default 10s)
   --udp | --tcp        transport (default udp); tcp opens one connection per worker
+  --frame F            seed: shaped like a real worker's heartbeat, with nested
+                       resource_usage and current_job, about 330 bytes (default);
+                       minimal: type, id, seq, status and three numbers
   --payload-bytes B    pad each heartbeat to about B bytes (default: no padding)
   --threads T          sender threads (default 1)
   --pid PID            musterd's pid for CPU and RSS (default: found in /proc)
@@ -43,6 +46,7 @@ struct Opts {
     rate: u64,
     duration: Duration,
     tcp: bool,
+    seed: bool,
     payload: usize,
     threads: usize,
     pid: Option<u32>,
@@ -57,6 +61,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         rate: 10_000,
         duration: Duration::from_secs(10),
         tcp: false,
+        seed: true,
         payload: 0,
         threads: 1,
         pid: None,
@@ -79,6 +84,13 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
             }
             Long("tcp") => o.tcp = true,
             Long("udp") => o.tcp = false,
+            Long("frame") => {
+                o.seed = match p.value()?.string()?.as_str() {
+                    "seed" => true,
+                    "minimal" => false,
+                    f => return Err(format!("--frame {f:?}: seed or minimal").into()),
+                }
+            }
             Long("payload-bytes") => o.payload = p.value()?.parse()?,
             Long("threads") => o.threads = p.value()?.parse()?,
             Long("pid") => o.pid = Some(p.value()?.parse()?),
@@ -109,13 +121,30 @@ pub fn main(args: &[String]) -> i32 {
     )
 }
 
-fn heartbeat(id: &str, seq: u64, pad: usize) -> Vec<u8> {
+/// What each heartbeat looks like.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    /// Shaped like a real worker's, as `bench/soak.py` sends them.
+    seed: bool,
+    /// Padded to about this many bytes.
+    pad: usize,
+}
+
+/// One heartbeat of worker `id`.
+fn heartbeat(id: &str, seq: u64, shape: Shape) -> Vec<u8> {
     let mut s = format!(
         r#"{{"type":"heartbeat","worker_id":"{id}","seq":{seq},"status":"working","cpu_usage":12.5,"memory_usage":3.2,"queue_depth":{}"#,
         seq % 10
     );
-    if pad > s.len() + 10 {
-        s.push_str(&format!(r#","pad":"{}""#, "x".repeat(pad - s.len() - 10)));
+    if shape.seed {
+        s.push_str(&format!(
+            r#","resource_usage":{{"rss_mb":120.5,"heap_used_mb":80.25,"heap_total_mb":96.0,"external_mb":2.5}},"current_job":{{"id":"job-{}","type":"scan","files":1000,"started_at":1733808005000}},"labels":{{"pool":"scan","zone":"eu-1"}}"#,
+            seq / 10
+        ));
+    }
+    if shape.pad > s.len() + 10 {
+        let fill = shape.pad - s.len() - 10;
+        s.push_str(&format!(r#","pad":"{}""#, "x".repeat(fill)));
     }
     s.push('}');
     s.into_bytes()
@@ -145,7 +174,7 @@ fn send_paced(
     rate: f64,
     start: Instant,
     end: Instant,
-    pad: usize,
+    shape: Shape,
 ) -> (u64, u64) {
     let mut seq = vec![0u64; ids.len()];
     let (mut sent, mut failed, mut w) = (0u64, 0u64, 0usize);
@@ -157,7 +186,7 @@ fn send_paced(
         let due = (now - start).as_secs_f64() * rate;
         while ((sent + failed) as f64) < due {
             seq[w] += 1;
-            if link.send(w, &heartbeat(&ids[w], seq[w], pad)) {
+            if link.send(w, &heartbeat(&ids[w], seq[w], shape)) {
                 sent += 1;
             } else {
                 failed += 1;
@@ -216,11 +245,14 @@ fn run(o: &Opts) -> Result<Value, String> {
     let start = Instant::now();
     let end = start + o.duration;
     let per_thread = o.rate as f64 / links.len() as f64;
-    let pad = o.payload;
+    let shape = Shape {
+        seed: o.seed,
+        pad: o.payload,
+    };
     let handles: Vec<_> = links
         .into_iter()
         .map(|(ids, link)| {
-            std::thread::spawn(move || send_paced(&ids, link, per_thread, start, end, pad))
+            std::thread::spawn(move || send_paced(&ids, link, per_thread, start, end, shape))
         })
         .collect();
     let (mut sent, mut failed) = (0, 0);
@@ -262,6 +294,8 @@ fn run(o: &Opts) -> Result<Value, String> {
     };
     Ok(json!({
         "transport": if o.tcp { "tcp" } else { "udp" },
+        "frame": if o.seed { "seed" } else { "minimal" },
+        "frame_bytes": heartbeat(&ids[0], 1_000_000, shape).len(),
         "workers": o.workers,
         "target_rate": o.rate,
         "duration_s": elapsed,
@@ -286,8 +320,10 @@ fn run(o: &Opts) -> Result<Value, String> {
 fn print_table(r: &Value) {
     let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     println!(
-        "{} heartbeats: {} workers, target {}/s for {:.1}s",
+        "{} heartbeats ({} frames, {} bytes): {} workers, target {}/s for {:.1}s",
         r["transport"].as_str().unwrap_or("?"),
+        r["frame"].as_str().unwrap_or("?"),
+        r["frame_bytes"],
         r["workers"],
         r["target_rate"],
         f("duration_s")
@@ -354,10 +390,18 @@ mod tests {
 
     #[test]
     fn frames_are_valid_and_padded() {
-        let f = heartbeat("bench1-0", 7, 0);
+        let shape = |seed, pad| Shape { seed, pad };
+        let f = heartbeat("bench1-0", 7, shape(false, 0));
         assert!(muster::proto::decode(&f, 65536).is_ok());
-        let f = heartbeat("bench1-0", 7, 500);
+        let f = heartbeat("bench1-0", 7, shape(false, 500));
         assert!((495..=505).contains(&f.len()), "{}", f.len());
+        assert!(muster::proto::decode(&f, 65536).is_ok());
+        // A real worker's: nested objects, about 330 bytes.
+        let f = heartbeat("bench123456-999", 1_000_000, shape(true, 0));
+        assert!((300..=360).contains(&f.len()), "{}", f.len());
+        let v: serde_json::Value = serde_json::from_slice(&f).unwrap();
+        assert_eq!(v["resource_usage"]["rss_mb"], 120.5);
+        assert_eq!(v["current_job"]["type"], "scan");
         assert!(muster::proto::decode(&f, 65536).is_ok());
     }
 }
