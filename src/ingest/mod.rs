@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use udp::UdpIntake;
 
-const UDP: Token = Token(usize::MAX - 1);
+pub(crate) const UDP: Token = Token(usize::MAX - 1);
 /// The token of the loop's waker: the daemon makes the waker with it.
 pub const WAKER: Token = Token(usize::MAX - 3);
 /// Longest time shutdown spends on parked frames and goodbyes.
@@ -172,7 +172,7 @@ impl Ingest {
                 }
             }
             self.peers.accept(poller, &env, now);
-            self.udp.on_readable(&env, now);
+            self.udp.on_readable(poller, &env, now);
             self.peers.retry_blocked(poller, &env, now);
             self.news.take(&mut news);
             for n in news.drain(..) {

@@ -10,7 +10,12 @@
 //! A busy socket is read at most every [`PACE`]: datagrams that come
 //! sooner wait in the kernel's buffer and are read together. The rest is
 //! a deadline the loop waits for in its poll ([`UdpIntake::wake_at`]),
-//! never a sleep.
+//! never a sleep, and the socket leaves the poll while it rests: the poll
+//! is edge-triggered, and each datagram that arrived would end the wait
+//! (at 100,000 a second, a hundred wakes of the loop per rest, each a
+//! context switch, for nothing it could read).
+
+use super::UDP;
 
 use super::Env;
 use super::session::authorized;
@@ -21,6 +26,7 @@ use crate::proto::{self, Frame, Reject, RejectReason, WorkerId};
 use crate::stats::{Counter, DropReason};
 use crate::sys::mmsg::{self, Datagrams};
 use mio::net::UdpSocket;
+use mio::{Interest, Registry as Poller};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -54,7 +60,8 @@ pub struct UdpIntake {
     /// Readable and not yet read empty.
     backlog: bool,
     /// When the socket was last read empty, and, when that came within
-    /// [`PACE`] of the one before, when to read it next.
+    /// [`PACE`] of the one before, when to read it next (out of the poll
+    /// until then).
     drained: Instant,
     rest_until: Option<Instant>,
     log_limit: RateLimit,
@@ -97,19 +104,29 @@ impl UdpIntake {
     /// When the loop must come back for the socket: now while datagrams
     /// wait, at the end of a rest while the socket is paced, else never.
     pub fn wake_at(&self, now: Instant) -> Option<Instant> {
-        if !self.backlog {
-            return None;
+        match self.rest_until {
+            Some(t) => Some(t.max(now)),
+            None => self.backlog.then_some(now),
         }
-        Some(self.rest_until.map_or(now, |t| t.max(now)))
     }
 
     /// Read what the socket holds, up to [`BATCH`] datagrams, unless it is
-    /// resting.
-    pub fn on_readable(&mut self, env: &Env, now: Instant) {
-        if !self.backlog || self.rest_until.is_some_and(|t| now < t) {
+    /// resting; back from a rest, into the poll again first.
+    pub fn on_readable(&mut self, poller: &Poller, env: &Env, now: Instant) {
+        match self.rest_until {
+            Some(t) if now < t => return,
+            Some(_) => {
+                self.rest_until = None;
+                if let Err(e) = poller.register(&mut self.socket, UDP, Interest::READABLE) {
+                    log::error!("udp socket: cannot return to the poll: {e}");
+                }
+                self.backlog = true;
+            }
+            None => {}
+        }
+        if !self.backlog {
             return;
         }
-        self.rest_until = None;
         let max = env.cfg.heartbeats.max_frame_bytes;
         if self.dgrams.slot() != slot_for(max) {
             self.dgrams = Datagrams::new(slot_for(max));
@@ -135,8 +152,10 @@ impl UdpIntake {
                 // socket is busy: let the next datagrams gather.
                 self.backlog = false;
                 if now.duration_since(self.drained) < PACE {
-                    self.backlog = true;
-                    self.rest_until = Some(now + PACE);
+                    match poller.deregister(&mut self.socket) {
+                        Ok(()) => self.rest_until = Some(now + PACE),
+                        Err(e) => log::warn!("udp socket: cannot rest it: {e}"),
+                    }
                 }
                 self.drained = now;
                 return;
@@ -315,6 +334,10 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let at = socket.local_addr().unwrap();
         let mut intake = UdpIntake::new(socket, cfg.heartbeats.max_frame_bytes);
+        let poll = mio::Poll::new().unwrap();
+        poll.registry()
+            .register(&mut intake.socket, UDP, Interest::READABLE)
+            .unwrap();
         let send = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for d in [
             &br#"{"type":"heartbeat","worker_id":"u1","queue_depth":5}"#[..],
@@ -333,7 +356,7 @@ mod tests {
         while shared.stats.get(Counter::FramesReceived) < 4 {
             assert!(Instant::now() < deadline, "datagrams never read");
             intake.ready();
-            intake.on_readable(&env, Instant::now() + PACE * 2);
+            intake.on_readable(poll.registry(), &env, Instant::now() + PACE * 2);
             std::thread::sleep(Duration::from_millis(2));
         }
         while registry.snapshot("u1").is_none() {
@@ -359,5 +382,53 @@ mod tests {
         assert_eq!(intake.wake_at(now), Some(now), "read at once");
         intake.rest_until = Some(now + PACE);
         assert_eq!(intake.wake_at(now), Some(now + PACE));
+    }
+
+    /// Emptied twice within its pace, the socket leaves the poll: the
+    /// datagrams that come meanwhile wake nobody, and are read, all of
+    /// them, once the rest is over.
+    #[test]
+    fn a_resting_socket_does_not_wake_the_poll() {
+        let cfg = config::defaults();
+        let shared = Arc::new(Shared::new(cfg.clone()));
+        let registry = Registry::new(shared.clone());
+        let env = Env {
+            registry: &registry,
+            shared: &shared,
+            cfg: &cfg,
+        };
+        let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let at = socket.local_addr().unwrap();
+        let mut intake = UdpIntake::new(socket, cfg.heartbeats.max_frame_bytes);
+        let mut poll = mio::Poll::new().unwrap();
+        poll.registry()
+            .register(&mut intake.socket, UDP, Interest::READABLE)
+            .unwrap();
+        let send = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let beat = br#"{"type":"heartbeat","worker_id":"r1","queue_depth":1}"#;
+        send.send_to(beat, at).unwrap();
+        let mut events = mio::Events::with_capacity(8);
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        let now = Instant::now();
+        intake.drained = now;
+        intake.ready();
+        intake.on_readable(poll.registry(), &env, now);
+        assert!(intake.rest_until.is_some(), "emptied twice within PACE");
+        for _ in 0..5 {
+            send.send_to(beat, at).unwrap();
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(events.is_empty(), "a resting socket woke the poll");
+        intake.on_readable(poll.registry(), &env, now + PACE);
+        assert_eq!(intake.rest_until, None);
+        assert_eq!(shared.stats.get(Counter::FramesReceived), 6);
+        // In the poll again: the next datagram wakes it.
+        send.send_to(beat, at).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(events.iter().any(|e| e.token() == UDP));
+        registry.shutdown(Instant::now() + Duration::from_secs(5));
     }
 }
