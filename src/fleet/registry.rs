@@ -575,6 +575,19 @@ mod tests {
         r.shutdown(Instant::now() + Duration::from_secs(5));
     }
 
+    /// Welcomed is shown: a TCP worker exists from its hello on.
+    #[test]
+    fn a_worker_that_said_hello_is_shown_at_once() {
+        let r = registry(10);
+        r.route(&"t".into(), Transport::Tcp).unwrap();
+        let s = r
+            .snapshot("t")
+            .expect("shown before its thread applied anything");
+        assert_eq!(s.status(), crate::proto::Status::Created);
+        assert_eq!(r.counts().total, 1);
+        r.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+
     #[test]
     fn a_full_registry_of_the_silent_makes_room_for_the_live() {
         let r = registry(2);

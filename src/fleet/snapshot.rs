@@ -186,12 +186,16 @@ impl Snapshot {
         }
     }
 
-    /// Whether the worker can be shown: its thread has applied a frame, or
-    /// it was restored. Until then it exists only for those who deliver
-    /// to it, so that no reader sees an empty `created` worker in the
-    /// moment between its first frame and its thread applying it.
+    /// Whether the worker can be shown: its thread has applied a frame, it
+    /// was restored, or it came over TCP. A datagram is acknowledged by
+    /// nothing, so until its thread applies it the worker exists only for
+    /// those who deliver to it, and no reader sees an empty `created`
+    /// worker for the heartbeat it just sent. A TCP worker is created by
+    /// its `hello` and told `welcome` at once: from then on it exists, for
+    /// its own `muster beat --tcp` as for everyone (its hello's fields
+    /// follow when its thread applies it).
     pub fn is_shown(&self) -> bool {
-        self.messages_processed > 0 || self.restored
+        self.messages_processed > 0 || self.restored || self.transport == Transport::Tcp
     }
 
     pub fn is_active(&self) -> bool {
