@@ -4,7 +4,8 @@
 # real tools (mandoc, systemd-analyze, promtool, a Prometheus server), and
 # a WebSocket client we did not write (Python's websockets), openssl for
 # test certificates, headless Chromium for what a web page can do and Node
-# for the seeds' JavaScript clients, tmux for `muster watch`, and last the
+# for the seeds' JavaScript clients, tmux for `muster watch`, PostgreSQL for
+# cluster mode (each test starts its own server), and last the
 # Debian package under systemd in a container. On a fresh
 # Debian machine, run as root, it first installs those tools.
 #
@@ -26,6 +27,7 @@ command -v tmux >/dev/null 2>&1 || want+=(tmux)
 command -v zsh >/dev/null 2>&1 || want+=(zsh)
 command -v file >/dev/null 2>&1 || want+=(file)
 command -v amtool >/dev/null 2>&1 || want+=(prometheus-alertmanager)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || want+=(postgresql)
 if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "test.sh: installing ${want[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
