@@ -6,7 +6,7 @@
 //! - `daemon`: one process: flags, start-up, signals, reload, ordered stop.
 //!   Imports everything below.
 //! - `serve`: the HTTP loop: REST, WebSocket streams, `/health`, `/metrics`,
-//!   the dashboard. Imports `alerts`, `pool`, `tasks`, `fleet`, `config`,
+//!   the dashboard. Imports `alerts`, `pool`, `tasks`, `cluster`, `fleet`, `config`,
 //!   `stats`, `proto`, `sys`, `logging`, `clock`.
 //! - `ingest`: the heartbeat loop: UDP datagrams, TCP sessions. Imports the
 //!   same as `serve`.
@@ -26,6 +26,9 @@
 //!   Imports `fleet`, `config`, `stats`, `proto`, `logging`, `clock`.
 //! - `store`: the registry saved in `state_dir` and read back at start.
 //!   Imports `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
+//! - `cluster`: cluster mode: the shared PostgreSQL, its schema, this
+//!   node's lease and the leader's. Imports `fleet` (notify), `config`,
+//!   `clock`.
 //! - `config`: the settings table, parsing, the running `Arc<Config>`.
 //!   Imports nothing of ours.
 //! - `stats`: the counter table. Imports `proto` (reject reasons).
@@ -54,6 +57,7 @@
 pub mod alerts;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod fleet;

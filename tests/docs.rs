@@ -154,7 +154,9 @@ fn man_pages_lint_clean() {
 fn every_muster_command_is_documented() {
     let page = read("man/muster.1");
     let readme = read("README.md");
-    for cmd in ["workers", "status", "health", "watch", "beat", "agent"] {
+    for cmd in [
+        "workers", "status", "health", "watch", "beat", "agent", "nodes",
+    ] {
         assert!(
             page.contains(&format!(".It Cm {cmd}")),
             "muster.1 lacks {cmd}"

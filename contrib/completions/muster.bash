@@ -49,7 +49,7 @@ _muster() {
         *:--url) COMPREPLY=(); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task scale pool beat agent completions help version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task scale nodes pool beat agent completions help version" -- "$cur")) ;;
         task) COMPREPLY=($(compgen -W "submit show logs cancel" -- "$cur")) ;;
         completions) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
         "workers") COMPREPLY=($(compgen -W "--status --label --wide --no-headers --json --help" -- "$cur")) ;;
@@ -64,6 +64,7 @@ _muster() {
         "task logs") COMPREPLY=($(compgen -W "-f --help" -- "$cur")) ;;
         "task cancel") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "scale") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
+        "nodes") COMPREPLY=($(compgen -W "--no-headers --json --help" -- "$cur")) ;;
         "pool") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
         "beat") COMPREPLY=($(compgen -W "--id --status --cpu --mem --queue --tcp --bye --heartbeat-addr --heartbeat-token-file --help" -- "$cur")) ;;
         "agent") COMPREPLY=($(compgen -W "--id --interval --every --pid --label --tcp --udp --tasks --capacity --task-type --heartbeat-addr --heartbeat-token-file --help" -- "$cur")) ;;

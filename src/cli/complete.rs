@@ -141,6 +141,11 @@ pub const COMMANDS: &[Command] = &[
         opts: &[file("--token-file")],
     },
     Command {
+        path: "nodes",
+        about: "the cluster's nodes",
+        opts: &[flag("--no-headers"), flag("--json")],
+    },
+    Command {
         path: "pool",
         about: "the pool's members",
         opts: &[flag("--json")],

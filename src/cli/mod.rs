@@ -11,6 +11,7 @@ pub mod agent;
 pub mod beat;
 pub mod client;
 pub mod complete;
+pub mod nodes;
 pub mod ops;
 pub mod pool;
 pub mod table;
@@ -41,6 +42,7 @@ operator commands:
   task show ID | task logs ID [-f] | task cancel ID
   scale N [--token-file F]          resize the pool
   pool [--json]                     the pool's members
+  nodes [--json]                    the cluster's nodes (cluster mode)
 
 worker commands:
   beat --id ID [--status S] [--cpu N] [--mem N] [--queue N] [--tcp]
@@ -134,6 +136,7 @@ fn run(args: Vec<String>) -> Out {
         Some("tasks") => tasks::list(&url, &args),
         Some("scale") => pool::scale(&url, &args),
         Some("pool") => pool::show(&url, &args),
+        Some("nodes") => nodes::show(&url, &args),
         Some("task") => tasks::task(&url, &args),
         Some("beat") => beat::beat(&args),
         Some("completions") => complete::main(&args),

@@ -22,6 +22,7 @@
 
 pub mod alerts;
 pub mod args;
+pub mod cluster;
 pub mod daemon;
 pub mod env;
 pub mod fleet;
@@ -62,10 +63,11 @@ pub struct Config {
     pub tasks: tasks::Tasks,
     pub pool: pool::Pool,
     pub alerts: alerts::Alerts,
+    pub cluster: cluster::Cluster,
 }
 
 /// Every area's settings: together, the only list of them.
-const AREAS: [&[Setting]; 7] = [
+const AREAS: [&[Setting]; 8] = [
     http::ROWS,
     heartbeats::ROWS,
     fleet::ROWS,
@@ -73,6 +75,7 @@ const AREAS: [&[Setting]; 7] = [
     tasks::ROWS,
     pool::ROWS,
     alerts::ROWS,
+    cluster::ROWS,
 ];
 
 /// Every setting, area by area, in the order `--help` lists them.
@@ -233,6 +236,10 @@ fn read_files(cfg: &mut Config) -> Result<(), ConfigError> {
         cfg.heartbeats.token =
             Some(secret::read_token(p).map_err(|m| value("heartbeat_token_file", m))?);
     }
+    if let Some(p) = &cfg.cluster.password_file {
+        cfg.cluster.password =
+            Some(secret::read_token(p).map_err(|m| value("cluster_database_password_file", m))?);
+    }
     cfg.http.tls = match (&cfg.http.tls_cert_file, &cfg.http.tls_key_file) {
         (None, None) => None,
         (Some(c), Some(k)) => Some(tls::load(c, k).map_err(|m| value("tls_cert_file", m))?),
@@ -256,6 +263,7 @@ pub fn defaults() -> Config {
         tasks: tasks::Tasks::defaults(),
         pool: pool::Pool::defaults(),
         alerts: alerts::Alerts::defaults(),
+        cluster: cluster::Cluster::defaults(),
     }
 }
 

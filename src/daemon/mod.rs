@@ -55,6 +55,28 @@ pub fn main(args: Vec<String>) -> i32 {
         if let Some(p) = &env.dotenv_path {
             from.push_str(&format!(", {}", p.display()));
         }
+        if let Some(url) = &cfg.cluster.database {
+            use crate::cluster::{Checked, schema::VERSION};
+            match crate::cluster::check(&cfg) {
+                Ok(Some(Checked::Schema(0))) => println!(
+                    "musterd: cluster database {} answers; no muster schema yet (the first node to start creates version {VERSION})",
+                    url.shown()
+                ),
+                Ok(Some(Checked::Schema(v))) => println!(
+                    "musterd: cluster database {} answers; schema version {v} (this musterd writes {VERSION})",
+                    url.shown()
+                ),
+                Ok(Some(Checked::Away(why))) => eprintln!(
+                    "musterd: warning: cluster database {} does not answer ({why}): musterd would start degraded and keep trying",
+                    url.shown()
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("musterd: {e}");
+                    return 2;
+                }
+            }
+        }
         println!("musterd: configuration ok ({from})");
         return 0;
     }
@@ -76,9 +98,13 @@ pub fn main(args: Vec<String>) -> i32 {
     };
     match Daemon::start(cli, cfg, adopted, notifier) {
         Ok(d) => d.run(signals),
-        Err(e) => {
+        Err(start::Failed::Startup(e)) => {
             log::error!("{e}");
             1
+        }
+        Err(start::Failed::Cluster(e)) => {
+            log::error!("cluster: {e}");
+            2
         }
     }
 }

@@ -198,6 +198,11 @@ impl Daemon {
             news.post(crate::serve::News::Stop);
             let _ = thread.join();
         }
+        // Last: the node's leases are handed back once it serves nothing.
+        if let Some((cluster, thread)) = self.cluster {
+            cluster.stop();
+            let _ = thread.join();
+        }
         log::info!("stopped in {} ms", started.elapsed().as_millis());
     }
 }

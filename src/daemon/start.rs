@@ -6,6 +6,7 @@
 use super::listen::{self, Adopted, StartupError};
 use crate::VERSION;
 use crate::alerts::Alerts;
+use crate::cluster::Cluster;
 use crate::config::{self, Cli, Config};
 use crate::fleet::Shared;
 use crate::fleet::notify::{Mailbox, Nobody, Wake};
@@ -52,6 +53,8 @@ pub(super) struct Daemon {
     pub(super) journal: Option<JoinHandle<()>>,
     pub(super) notifier: Arc<Notifier>,
     pub(super) started: Instant,
+    /// This node's membership and its lease thread, in cluster mode.
+    pub(super) cluster: Option<(Arc<Cluster>, JoinHandle<()>)>,
 }
 
 /// A loop's waker wakes its mailbox's loop.
@@ -167,7 +170,7 @@ impl Daemon {
         mut cfg: Config,
         adopted: Adopted,
         notifier: Arc<Notifier>,
-    ) -> Result<Daemon, StartupError> {
+    ) -> Result<Daemon, Failed> {
         let limits = fit_to_kernel(&mut cfg);
         let Sockets { udp, tcp, http } = sockets(&cfg, adopted)?;
         // The watchdog proves the HTTP loop alive, or ingest when HTTP is off;
@@ -208,6 +211,9 @@ impl Daemon {
             .map_or_else(|| Mailbox::new(Nobody), |(_, m)| m.clone());
 
         let started = Instant::now();
+        // Before anything is served: a node that may not join says why
+        // and stops (exit status 2).
+        let cluster = Cluster::join(&cfg, &http_at, &heartbeat_at).map_err(Failed::Cluster)?;
         let shared = Arc::new(Shared::with(cfg, http_news.notifier(serve::News::Fleet)));
         let registry = Arc::new(Registry::new(shared.clone()));
         // Restored before any socket is served, so that the first frame a
@@ -261,6 +267,7 @@ impl Daemon {
                         tasks: tasks.clone(),
                         alerts: alerts.clone(),
                         pool: Some(pool.clone()),
+                        cluster: cluster.as_ref().map(|(c, _)| c.clone()),
                     },
                     started,
                     udp_inode,
@@ -337,6 +344,21 @@ impl Daemon {
             journal: opened.journal,
             notifier,
             started,
+            cluster,
         })
+    }
+}
+
+/// Why the daemon did not start.
+pub(super) enum Failed {
+    /// A socket, a loop or a thread (exit status 1).
+    Startup(StartupError),
+    /// The cluster refused this node (exit status 2: the configuration's).
+    Cluster(crate::cluster::Refused),
+}
+
+impl From<StartupError> for Failed {
+    fn from(e: StartupError) -> Failed {
+        Failed::Startup(e)
     }
 }

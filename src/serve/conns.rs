@@ -435,6 +435,7 @@ mod tests {
                 tasks,
                 alerts,
                 pool: None,
+                cluster: None,
             };
             let poll = Poll::new().unwrap();
             let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -26,6 +26,7 @@
 
 use crate::VERSION;
 use crate::clock::unix_ms;
+use crate::cluster::Cluster;
 use crate::fleet::Shared;
 use crate::fleet::registry::{Counts, Registry};
 use crate::proto::RejectReason;
@@ -122,13 +123,16 @@ pub struct Health {
     readings: std::collections::VecDeque<(Instant, Totals)>,
     /// The values the last body was rendered from, and the body.
     body: Option<Rendered>,
+    /// This node's cluster membership, in cluster mode.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Health {
-    pub fn new(started: Instant, udp_inode: Option<u64>) -> Health {
+    pub fn new(started: Instant, udp_inode: Option<u64>, cluster: Option<Arc<Cluster>>) -> Health {
         Health {
             started,
             udp_inode,
+            cluster,
             udp_drops: None,
             counts: None,
             readings: [(started, [0; TROUBLES.len()])].into(),
@@ -207,9 +211,13 @@ impl Health {
             c.terminated as u64,
             max_workers as u64,
             drops.map_or(u64::MAX, |d| d),
+            self.cluster.as_ref().map_or(0, |c| c.version()),
         ]);
         let totals = TROUBLES.map(|t| t.total(st, drops));
-        let verdict = verdict(c, self.recent(totals, Instant::now()));
+        let mut verdict = verdict(c, self.recent(totals, Instant::now()));
+        if let Some(cl) = &self.cluster {
+            verdict.daemon.extend(cl.troubles());
+        }
         if let Some((last, said, body)) = &self.body {
             if *last == values && *said == verdict {
                 return body.clone();
@@ -221,6 +229,10 @@ impl Health {
             udp_drops: drops,
             time,
             uptime,
+            cluster: self
+                .cluster
+                .as_ref()
+                .map(|c| (c.node_id().to_string(), c.view())),
         };
         let body: Arc<[u8]> = render(st, &figures, &verdict).into();
         self.body = Some((values, verdict, body.clone()));
@@ -267,6 +279,8 @@ struct Figures {
     udp_drops: Option<u64>,
     time: u64,
     uptime: u64,
+    /// This node's name and its view of the cluster, in cluster mode.
+    cluster: Option<(String, crate::cluster::View)>,
 }
 
 fn status(reasons: &[String]) -> &'static str {
@@ -290,8 +304,29 @@ struct Body<'a> {
     workers: Rows<'a, 6>,
     frames: Frames<'a>,
     udp_kernel_drops: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterPart<'a>>,
     #[serde(flatten)]
     groups: Groups<'a>,
+}
+
+/// `cluster`: this node, the leader, how many nodes are alive, and the
+/// database.
+#[derive(Serialize)]
+struct ClusterPart<'a> {
+    node: &'a str,
+    leader: Option<&'a str>,
+    epoch: Option<i64>,
+    nodes: usize,
+    database: Database<'a>,
+}
+
+#[derive(Serialize)]
+struct Database<'a> {
+    status: &'static str,
+    error: Option<&'a str>,
+    down_since: Option<u64>,
+    schema_version: i32,
 }
 
 #[derive(Serialize)]
@@ -399,6 +434,25 @@ fn render(st: &Stats, f: &Figures, v: &Verdict) -> Vec<u8> {
             ],
         }),
         udp_kernel_drops: f.udp_drops,
+        cluster: f.cluster.as_ref().map(|(node, v)| {
+            let leader = v.leader.as_ref().filter(|l| l.held);
+            ClusterPart {
+                node,
+                leader: leader.map(|l| l.node_id.as_str()),
+                epoch: leader.map(|l| l.epoch),
+                nodes: v.nodes.iter().filter(|n| n.alive).count(),
+                database: Database {
+                    status: if v.database_error.is_some() {
+                        "down"
+                    } else {
+                        "up"
+                    },
+                    error: v.database_error.as_deref(),
+                    down_since: v.database_down_since,
+                    schema_version: v.schema,
+                },
+            }
+        }),
         groups: Groups(st),
     };
     serde_json::to_vec(&body).unwrap_or_default()
@@ -468,7 +522,7 @@ mod tests {
     #[test]
     fn troubles_count_within_the_window_or_since_the_last_poll() {
         let long_ago = Instant::now() - Duration::from_secs(300);
-        let mut h = Health::new(long_ago, None);
+        let mut h = Health::new(long_ago, None, None);
         let t = |d: u64, k: u64, r: u64| {
             let mut x = [0; TROUBLES.len()];
             x[0] = d;

@@ -24,6 +24,7 @@ use super::views;
 use super::ws::{self, BookFeed, Feed, FleetFeed, SnapshotFrames, Stream, WsConn};
 use crate::VERSION;
 use crate::alerts::Alerts;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
@@ -62,6 +63,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/api/workers/scale"),
     ("GET", "/api/pool"),
     ("GET", "/api/alerts"),
+    ("GET", "/api/nodes"),
     ("GET", "/trpc/worker.metrics"),
 ];
 
@@ -87,6 +89,7 @@ enum Route {
     Scale,
     Pool,
     Alerts,
+    Nodes,
     /// tRPC procedures, comma-joined when batched.
     Trpc(String),
 }
@@ -155,6 +158,24 @@ fn task_id(segment: &str) -> Result<TaskId, Response> {
     }
 }
 
+/// `GET /api/nodes`: this node, the leader lease, the database, and every
+/// node the database knows (alive or not), as of the last lease turn.
+fn nodes_view(c: &Cluster) -> serde_json::Value {
+    let v = c.view();
+    serde_json::json!({
+        "node": c.node_id(),
+        "as_of": v.as_of,
+        "leader": v.leader,
+        "database": {
+            "status": if v.database_error.is_some() { "down" } else { "up" },
+            "error": v.database_error,
+            "down_since": v.database_down_since,
+            "schema_version": v.schema,
+        },
+        "nodes": v.nodes,
+    })
+}
+
 pub fn not_found() -> Response {
     Response::error(404, "not_found", "no such worker or endpoint")
 }
@@ -180,6 +201,7 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "workers", "scale"] => Route::Scale,
         ["api", "pool"] => Route::Pool,
         ["api", "alerts"] => Route::Alerts,
+        ["api", "nodes"] => Route::Nodes,
         ["api", "workers", "snapshot", id] => Route::Snapshot(worker_id(id)?),
         ["api", "workers", id] => Route::ApiWorker(worker_id(id)?),
         ["api", "workers", id, "metrics"] => Route::WorkerMetrics(worker_id(id)?),
@@ -204,6 +226,8 @@ pub struct Api {
     alerts: Arc<Alerts>,
     /// The pool, when the daemon runs one.
     pool: Option<Arc<Pool>>,
+    /// This node's membership, in cluster mode.
+    cluster: Option<Arc<Cluster>>,
     health: Health,
     /// The last `/telemetry` body, served again while no worker has changed
     /// since (and built off the loop when large).
@@ -225,6 +249,7 @@ pub struct Sources {
     pub tasks: Arc<Tasks>,
     pub alerts: Arc<Alerts>,
     pub pool: Option<Arc<Pool>>,
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Api {
@@ -235,7 +260,8 @@ impl Api {
             tasks: from.tasks,
             alerts: from.alerts,
             pool: from.pool,
-            health: Health::new(started, udp_inode),
+            health: Health::new(started, udp_inode, from.cluster.clone()),
+            cluster: from.cluster,
             telemetry: Default::default(),
             metrics_plain: Default::default(),
             metrics_gzip: Default::default(),
@@ -318,6 +344,14 @@ impl Api {
                 None => json_ok(&serde_json::json!({"desired": 0, "actual": 0, "members": []})),
             },
             Route::Alerts => json_ok(&self.alerts.view()),
+            Route::Nodes => match &self.cluster {
+                Some(c) => json_ok(&nodes_view(c)),
+                None => Response::error(
+                    409,
+                    "not_clustered",
+                    "this musterd runs on its own: cluster_database is off",
+                ),
+            },
             Route::Scale => Response::error(405, "method_not_allowed", "POST a count")
                 .with_header("Allow", "POST, OPTIONS"),
         }
@@ -553,6 +587,7 @@ mod tests {
             tasks,
             alerts,
             pool: None,
+            cluster: None,
         };
         Api::new(from, Instant::now(), None)
     }
@@ -688,8 +723,10 @@ mod tests {
                 b""
             };
             let (status, _, _) = call_with(&mut a, method, &target, body);
-            // No pool runs in a unit test: scaling says so (tests/pool.rs).
-            let ok = status < 300 || (path.ends_with("/scale") && status == 409);
+            // No pool runs in a unit test, nor a cluster: scaling and the
+            // node list say so (tests/pool.rs, tests/cluster.rs).
+            let alone = path.ends_with("/scale") || path.ends_with("/nodes");
+            let ok = status < 300 || (alone && status == 409);
             assert!(ok, "{method} {target} -> {status}");
         }
         a.registry.shutdown(Instant::now() + Duration::from_secs(5));

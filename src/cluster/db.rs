@@ -1,0 +1,193 @@
+//! One connection to the cluster's database, kept by the thread that uses
+//! it: connected when first needed, dropped when it breaks, and connected
+//! again with backoff (0.2 s doubling to 5 s) so that a database that is
+//! away costs a try now and then, not a spin.
+//!
+//! The `postgres` crate's blocking client runs tokio-postgres on the
+//! calling thread: no thread of its own, no async code of ours. Every
+//! statement is bounded by a server-side `statement_timeout`, so a stuck
+//! database holds a thread for at most that long; idle transactions are
+//! ended by the server too.
+
+use crate::config::Secret;
+use crate::config::cluster::Database;
+use postgres::{Client, NoTls};
+use std::time::{Duration, Instant};
+
+/// Longest one statement may run, server side.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why the database cannot be used now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Down {
+    pub why: String,
+    /// The operator's to fix (see [`is_misconfigured`]), not the network's.
+    pub misconfigured: bool,
+}
+
+impl Down {
+    fn new(why: String) -> Down {
+        Down {
+            why,
+            misconfigured: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Down {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+/// Whether an error is the operator's to fix: a refused password or role,
+/// a database that does not exist, a missing privilege.
+pub fn is_misconfigured(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        // 28P01 password, 28000 authorization, 3D000 no such database,
+        // 42501 privilege.
+        matches!(c.code(), "28P01" | "28000" | "3D000" | "42501")
+    })
+}
+
+pub struct Link {
+    config: postgres::Config,
+    /// Who the connections say they are (`application_name`).
+    name: String,
+    client: Option<Client>,
+    next_try: Instant,
+    backoff: Duration,
+    /// What went wrong last, for `/health`.
+    last_error: Option<String>,
+}
+
+impl Link {
+    /// A link for `what` on node `node` (it shows in `pg_stat_activity`).
+    pub fn new(db: &Database, password: Option<&Secret>, node: &str, what: &str) -> Link {
+        let mut config: postgres::Config = db
+            .as_str()
+            .parse()
+            .unwrap_or_else(|_| postgres::Config::new());
+        if let Some(p) = password {
+            config.password(p.reveal());
+        }
+        let name = format!("musterd {node} {what}");
+        config
+            .application_name(&name)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .options(&format!(
+                "-c statement_timeout={} -c idle_in_transaction_session_timeout={} -c lock_timeout={}",
+                STATEMENT_TIMEOUT.as_millis(),
+                STATEMENT_TIMEOUT.as_millis() * 2,
+                STATEMENT_TIMEOUT.as_millis()
+            ));
+        Link {
+            config,
+            name,
+            client: None,
+            next_try: Instant::now(),
+            backoff: FIRST_BACKOFF,
+            last_error: None,
+        }
+    }
+
+    /// The connection, made now if there is none and its backoff allows.
+    pub fn get(&mut self) -> Result<&mut Client, Down> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            let now = Instant::now();
+            if now < self.next_try {
+                return Err(Down::new(
+                    self.last_error
+                        .clone()
+                        .unwrap_or_else(|| "waiting to connect again".into()),
+                ));
+            }
+            match self.config.connect(NoTls) {
+                Ok(c) => {
+                    if self.last_error.take().is_some() {
+                        log::info!("cluster: {} connected again", self.name);
+                    }
+                    self.backoff = FIRST_BACKOFF;
+                    self.client = Some(c);
+                }
+                Err(e) => {
+                    let why = describe(&e);
+                    if self.last_error.as_deref() != Some(&why) {
+                        log::warn!("cluster: {} cannot connect: {why}", self.name);
+                    }
+                    self.last_error = Some(why.clone());
+                    self.next_try = now + self.backoff;
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    return Err(Down {
+                        why,
+                        misconfigured: is_misconfigured(&e),
+                    });
+                }
+            }
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| Down::new("not connected".into()))
+    }
+
+    /// A statement failed: when the connection itself is gone (or the
+    /// server is a standby now, after a failover), drop it so that the
+    /// next use connects again; other errors keep it.
+    pub fn failed(&mut self, e: &postgres::Error) -> Down {
+        let why = describe(e);
+        let broken = e.is_closed()
+            || e.as_db_error().is_none()
+            || e.code().is_some_and(|c| {
+                let c = c.code();
+                // 57P01 admin shutdown, 25006 read-only transaction (a
+                // promoted standby's old primary), 08xxx connection.
+                c == "57P01" || c == "57P02" || c == "57P03" || c == "25006" || c.starts_with("08")
+            });
+        if broken {
+            if self.client.take().is_some() {
+                log::warn!("cluster: {} lost its connection: {why}", self.name);
+            }
+            self.next_try = Instant::now();
+        }
+        self.last_error = Some(why.clone());
+        Down {
+            misconfigured: is_misconfigured(e),
+            why,
+        }
+    }
+
+    /// Whether a connection is up now.
+    pub fn is_up(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+}
+
+/// An error as one line, with the server's message when it sent one.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(": ");
+                s.push_str(&inner.to_string());
+                src = inner.source();
+            }
+            s
+        }
+    }
+}
