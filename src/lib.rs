@@ -27,8 +27,7 @@
 //! - `store`: the registry saved in `state_dir` and read back at start.
 //!   Imports `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
 //! - `cluster`: cluster mode: the shared PostgreSQL, its schema, this
-//!   node's lease and the leader's. Imports `fleet` (notify), `config`,
-//!   `clock`.
+//!   node's lease and the leader's. Imports `config`, `clock`.
 //! - `config`: the settings table, parsing, the running `Arc<Config>`.
 //!   Imports nothing of ours.
 //! - `stats`: the counter table. Imports `proto` (reject reasons).

@@ -11,8 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "daemon",
         &[
-            "serve", "ingest", "store", "alerts", "pool", "tasks", "fleet", "config", "stats",
-            "proto", "sys", "logging", "clock",
+            "serve", "ingest", "store", "alerts", "pool", "tasks", "cluster", "fleet", "config",
+            "stats", "proto", "sys", "logging", "clock",
         ],
     ),
     (
@@ -40,8 +40,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "serve",
         &[
-            "alerts", "pool", "tasks", "fleet", "config", "stats", "proto", "sys", "logging",
-            "clock",
+            "alerts", "pool", "tasks", "cluster", "fleet", "config", "stats", "proto", "sys",
+            "logging", "clock",
         ],
     ),
     (
@@ -54,6 +54,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "fleet",
         &["config", "stats", "proto", "sys", "logging", "clock"],
     ),
+    ("cluster", &["config", "clock"]),
     ("config", &[]),
     ("stats", &["proto"]),
     ("proto", &[]),
