@@ -171,7 +171,7 @@ fn a_killed_leader_is_replaced_with_a_higher_epoch_and_a_stopped_one_at_once() {
         alive_and_leader(d).1.as_deref() == Some(["n1", "n2", "n3"][live(&ds)])
     });
     assert!(epoch(watcher) > second);
-    assert!(watcher.log_has("this node leads"));
+    watcher.wait_log("this node leads");
 }
 
 #[test]
@@ -198,7 +198,7 @@ fn a_node_without_its_database_says_degraded_and_heals_when_it_is_back() {
         d.json("/health")["status"] == "healthy"
     });
     assert_eq!(d.json("/health")["cluster"]["database"]["status"], "up");
-    assert!(d.log_has("the database answers again"));
+    d.wait_log("the database answers again");
 }
 
 #[test]
