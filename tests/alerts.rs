@@ -15,14 +15,6 @@ use support::{Daemon, require, runs};
 
 const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn beat(d: &Daemon, id: &str, status: &str) {
     d.udp(format!(r#"{{"type":"heartbeat","worker_id":"{id}","status":"{status}"}}"#).as_bytes());
 }
@@ -68,7 +60,7 @@ fn alertmanager() -> Option<Alertmanager> {
         "route:\n  receiver: none\nreceivers:\n  - name: none\n",
     )
     .unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", support::free_port());
     let child = Command::new("prometheus-alertmanager")
         .arg(format!("--config.file={}", cfg.display()))
         .arg(format!(
@@ -270,7 +262,7 @@ fn a_silent_worker_pages_through_alertmanager_and_resolves() {
 /// the daemon answers as ever.
 #[test]
 fn an_alertmanager_that_is_down_costs_counted_retries_only() {
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed = format!("http://127.0.0.1:{}", support::free_port());
     let d = Daemon::start(&[
         "--inactivity-timeout",
         "1s",

@@ -47,6 +47,31 @@ pub struct View {
     pub conflict: bool,
 }
 
+/// The database as `/health` and `/api/nodes` show it.
+#[derive(Serialize)]
+pub struct Database<'a> {
+    /// `up` or `down`.
+    pub status: &'static str,
+    pub error: Option<&'a str>,
+    pub down_since: Option<u64>,
+    pub schema_version: i32,
+}
+
+impl View {
+    pub fn database(&self) -> Database<'_> {
+        Database {
+            status: if self.database_error.is_some() {
+                "down"
+            } else {
+                "up"
+            },
+            error: self.database_error.as_deref(),
+            down_since: self.database_down_since,
+            schema_version: self.schema,
+        }
+    }
+}
+
 /// Membership state the lease thread keeps, judged by this node's clock.
 #[derive(Default)]
 struct Held {

@@ -318,15 +318,7 @@ struct ClusterPart<'a> {
     leader: Option<&'a str>,
     epoch: Option<i64>,
     nodes: usize,
-    database: Database<'a>,
-}
-
-#[derive(Serialize)]
-struct Database<'a> {
-    status: &'static str,
-    error: Option<&'a str>,
-    down_since: Option<u64>,
-    schema_version: i32,
+    database: crate::cluster::Database<'a>,
 }
 
 #[derive(Serialize)]
@@ -441,16 +433,7 @@ fn render(st: &Stats, f: &Figures, v: &Verdict) -> Vec<u8> {
                 leader: leader.map(|l| l.node_id.as_str()),
                 epoch: leader.map(|l| l.epoch),
                 nodes: v.nodes.iter().filter(|n| n.alive).count(),
-                database: Database {
-                    status: if v.database_error.is_some() {
-                        "down"
-                    } else {
-                        "up"
-                    },
-                    error: v.database_error.as_deref(),
-                    down_since: v.database_down_since,
-                    schema_version: v.schema,
-                },
+                database: v.database(),
             }
         }),
         groups: Groups(st),

@@ -166,12 +166,7 @@ fn nodes_view(c: &Cluster) -> serde_json::Value {
         "node": c.node_id(),
         "as_of": v.as_of,
         "leader": v.leader,
-        "database": {
-            "status": if v.database_error.is_some() { "down" } else { "up" },
-            "error": v.database_error,
-            "down_since": v.database_down_since,
-            "schema_version": v.schema,
-        },
+        "database": v.database(),
         "nodes": v.nodes,
     })
 }

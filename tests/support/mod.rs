@@ -259,6 +259,15 @@ pub fn closed(s: &mut TcpStream) -> bool {
 /// Whether a test can run here: `have` says whether the real tool it needs
 /// (`what`) is installed. In CI it must be (test.sh installs it); elsewhere
 /// the test says why it skips, never passing in silence.
+/// A port nothing listens on now (the kernel's choice).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn require(what: &str, have: bool) -> bool {
     if !have {
         assert!(

@@ -6,7 +6,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -47,14 +46,6 @@ pub struct Pg {
     root: tempfile::TempDir,
     data: PathBuf,
     stopped: bool,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn as_root() -> bool {
@@ -121,7 +112,7 @@ impl Pg {
                 ],
             ),
         );
-        let port = free_port();
+        let port = super::free_port();
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
              fsync = on\nsynchronous_commit = on\nwal_level = replica\nmax_wal_senders = 4\n\
@@ -243,7 +234,7 @@ impl Pg {
                 ],
             ),
         );
-        let port = free_port();
+        let port = super::free_port();
         append(
             &data.join("postgresql.conf"),
             &format!(
