@@ -352,3 +352,48 @@ fn the_single_node_default_has_no_cluster() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cluster_database is off"));
 }
+
+/// A primary and its synchronous standby behind one multi-host URI: the
+/// standby promoted and the primary stopped, the node follows the URI to
+/// the new primary and holds its leases there, with the schema it wrote
+/// on the old one.
+#[test]
+fn a_node_follows_a_failover_to_the_promoted_standby() {
+    let Some(mut primary) = pg::start() else {
+        return;
+    };
+    let standby = primary.standby();
+    let uri = format!(
+        "postgresql://muster@127.0.0.1:{},127.0.0.1:{}/muster?target_session_attrs=read-write",
+        primary.port, standby.port
+    );
+    let d = Daemon::start(&[
+        "--cluster-database",
+        &uri,
+        "--node-id",
+        "ha",
+        "--node-ttl",
+        TTL,
+    ]);
+    d.wait_for("leading on the primary", |d| {
+        alive_and_leader(d).1.as_deref() == Some("ha")
+    });
+    standby.promote();
+    primary.stop("fast");
+    let failed_over = Instant::now();
+    d.wait_for("leading on the new primary", |d| {
+        let h = d.json("/health");
+        h["status"] == "healthy" && h["cluster"]["database"]["status"] == "up"
+    });
+    assert!(failed_over.elapsed() < Duration::from_secs(15));
+    assert_eq!(standby.psql("SELECT max(version) FROM muster_schema"), "1");
+    assert_eq!(
+        standby
+            .psql("SELECT count(*) FROM muster_nodes WHERE node_id = 'ha' AND expires_at > now()"),
+        "1"
+    );
+    assert_eq!(
+        alive_and_leader(&d),
+        (vec!["ha".to_string()], Some("ha".to_string()))
+    );
+}

@@ -231,17 +231,18 @@ impl Pg {
                     "-X",
                     "stream",
                     "--no-sync",
+                    // Not a spread checkpoint: the copy starts at once.
+                    "--checkpoint=fast",
                 ],
             ),
         );
         let port = super::free_port();
         append(
             &data.join("postgresql.conf"),
+            // pg_basebackup -R wrote primary_conninfo (postgresql.auto.conf).
             &format!(
-                "port = {port}\nunix_socket_directories = '{}'\n\
-                 primary_conninfo = 'host=127.0.0.1 port={} user=muster application_name=standby'\n",
-                root.path().display(),
-                self.port
+                "port = {port}\nunix_socket_directories = '{}'\n",
+                root.path().display()
             ),
         );
         let mut standby = Pg {
@@ -252,7 +253,8 @@ impl Pg {
             stopped: true,
         };
         standby.restart();
-        self.psql("ALTER SYSTEM SET synchronous_standby_names = 'standby'");
+        // Its one standby is synchronous: a commit waits for it.
+        self.psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
         self.psql("SELECT pg_reload_conf()");
         let until = Instant::now() + Duration::from_secs(30);
         while self.psql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") != "1"
