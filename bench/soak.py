@@ -179,7 +179,8 @@ def slope_per_hour(points):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--pid", type=int)
+    p.add_argument("--report", metavar="CSV", help="only summarise the samples of an earlier run")
     p.add_argument("--http", default="127.0.0.1:18080")
     p.add_argument("--heartbeat", default="127.0.0.1:18090")
     p.add_argument("--duration", type=float, default=3600)
@@ -193,6 +194,14 @@ def main():
     p.add_argument("--tasks-per-second", type=int, default=5)
     p.add_argument("--out", default="/tmp/muster-soak.csv")
     a = p.parse_args()
+    if a.report:
+        num = lambda v: float(v) if v else None
+        with open(a.report) as f:
+            next(f)
+            report([tuple(num(v) for v in line.strip().split(",")) for line in f if line.strip()], a)
+        return
+    if a.pid is None:
+        p.error("--pid is required (or --report CSV)")
     load = Load(a)
     for f in (load.steady, load.churn, load.websockets, load.tasks):
         threading.Thread(target=f, daemon=True).start()
@@ -208,14 +217,24 @@ def main():
             out.write("%.0f,%s\n" % (at, ",".join("" if v is None else str(v) for v in r)))
             out.flush()
     load.stop.set()
+    print("soak: %.0f s, samples every %.0f s; load: %s" % (a.duration, a.sample, load.counts))
+    report(samples, a)
+
+
+def report(samples, a):
+    """The median of each window, and the growth per hour after the
+    warm-up (a line through the windows' medians). A window holding fewer
+    than half the samples it should (the last, cut by the end of the run)
+    is left out: one sample is not a median."""
     windows = {}
     for s in samples:
         windows.setdefault(int(s[0] // a.window), []).append(s)
-    print("soak: %.0f s, samples every %.0f s; load: %s" % (a.duration, a.sample, load.counts))
     print("window  from_s  rss_MB  heap_MB  threads  fds")
     rows = []
     for w in sorted(windows):
         ss = windows[w]
+        if len(ss) < a.window / a.sample / 2:
+            continue
         med = lambda i: statistics.median(x[i] for x in ss if x[i] is not None) if any(x[i] is not None for x in ss) else float("nan")
         row = (w, w * a.window, med(1) / 1e6, med(2) / 1e6, med(3), med(4))
         rows.append(row)
@@ -228,7 +247,6 @@ def main():
         slope_per_hour([(mid(r), r[3]) for r in after]),
         slope_per_hour([(mid(r), r[4]) for r in after]),
         slope_per_hour([(mid(r), r[5]) for r in after])))
-
 
 if __name__ == "__main__":
     main()

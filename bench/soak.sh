@@ -13,7 +13,8 @@
 #
 # Prints the median RSS and heap in use (malloc's own count) of each
 # 5-minute window and the growth per hour after the warm-up; every sample
-# goes to $OUT (default /tmp/muster-soak.csv).
+# goes to $OUT (default /tmp/muster-soak.csv), which
+# `python3 bench/soak.py --report $OUT` summarises again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
