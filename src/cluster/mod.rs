@@ -195,8 +195,9 @@ impl Cluster {
             stop: (Mutex::new(false), Condvar::new()),
         });
         let mut link = Link::new(url, cfg.cluster.password.as_ref(), &node, "lease");
+        let mut migrated = false;
         match link.get() {
-            Ok(_) => cluster.first_turn(&mut link)?,
+            Ok(_) => migrated = cluster.first_turn(&mut link)?,
             Err(d) if d.misconfigured => {
                 return Err(Refused(format!("cluster_database {}: {d}", url.shown())));
             }
@@ -218,7 +219,7 @@ impl Cluster {
         let c = cluster.clone();
         let thread = std::thread::Builder::new()
             .name("lease".into())
-            .spawn(move || c.run(link))
+            .spawn(move || c.run(link, migrated))
             .map_err(|e| Refused(format!("cannot start the lease thread: {e}")))?;
         Ok(Some((cluster, thread)))
     }
@@ -226,15 +227,16 @@ impl Cluster {
     /// The first turn, at start: errors that will not mend by waiting
     /// refuse the start. A `node_id` held by another live process is waited
     /// for (a crashed predecessor's lease lapses within `node_ttl`); still
-    /// held after that, it is another running node.
-    fn first_turn(&self, link: &mut Link) -> Result<(), Refused> {
+    /// held after that, it is another running node. Whether the schema
+    /// was migrated.
+    fn first_turn(&self, link: &mut Link) -> Result<bool, Refused> {
         let c = link.get().map_err(|d| Refused(d.why))?;
         match schema::migrate(c) {
             Ok(_) => {}
             Err(schema::SchemaError::Db(e)) if !is_misconfigured(&e) => {
                 let d = link.failed(&e);
                 self.down(d.why);
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(Refused(format!("cluster_database: {e}"))),
         }
@@ -266,11 +268,11 @@ impl Cluster {
                 Err(e) => {
                     let d = link.failed(&e);
                     self.down(d.why);
-                    return Ok(());
+                    return Ok(true);
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn lock(&self) -> MutexGuard<'_, Held> {
@@ -293,12 +295,10 @@ impl Cluster {
         });
     }
 
-    /// The lease thread: a turn every third of `node_ttl` until stopped.
-    fn run(self: Arc<Cluster>, mut link: Link) {
+    /// The lease thread: a turn every third of `node_ttl` until stopped;
+    /// the first migrates the schema when the start could not.
+    fn run(self: Arc<Cluster>, mut link: Link, mut migrated: bool) {
         let every = self.ttl / 3;
-        // Again at the first turn when the start could not (a no-op
-        // otherwise, under the lock).
-        let mut migrated = false;
         loop {
             let started = Instant::now();
             if let Err(why) = self.turn(&mut link, &mut migrated, started) {
