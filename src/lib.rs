@@ -22,8 +22,9 @@
 //! - `pool`: local worker processes, supervised and scaled.
 //!   Imports `tasks`, `fleet`, `config`, `stats`, `proto`, `sys`, `logging`,
 //!   `clock`.
-//! - `tasks`: the task book, its journal, the scheduler.
-//!   Imports `fleet`, `config`, `stats`, `proto`, `logging`, `clock`.
+//! - `tasks`: the task book, its journal, the scheduler; in cluster mode
+//!   the database in the journal's place. Imports `cluster`, `fleet`,
+//!   `config`, `stats`, `proto`, `logging`, `clock`.
 //! - `store`: the registry saved in `state_dir` and read back at start.
 //!   Imports `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
 //! - `cluster`: cluster mode: the shared PostgreSQL, its schema, this

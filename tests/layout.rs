@@ -29,7 +29,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "tasks",
-        &["fleet", "config", "stats", "proto", "logging", "clock"],
+        &[
+            "cluster", "fleet", "config", "stats", "proto", "logging", "clock",
+        ],
     ),
     (
         "store",

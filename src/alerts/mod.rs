@@ -395,7 +395,7 @@ mod tests {
     fn alerts() -> Alerts {
         let shared = Arc::new(Shared::new(crate::config::defaults()));
         let registry = Arc::new(Registry::new(shared.clone()));
-        let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;
+        let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked(), None).tasks;
         Alerts::new(
             shared,
             registry,

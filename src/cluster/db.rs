@@ -82,7 +82,7 @@ impl Link {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
             .options(&format!(
-                "-c statement_timeout={} -c idle_in_transaction_session_timeout={} -c lock_timeout={}",
+                "-c statement_timeout={} -c idle_in_transaction_session_timeout={} -c lock_timeout={} -c client_min_messages=warning",
                 STATEMENT_TIMEOUT.as_millis(),
                 STATEMENT_TIMEOUT.as_millis() * 2,
                 STATEMENT_TIMEOUT.as_millis()

@@ -110,6 +110,30 @@ pub fn renew_leader(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// This node's ordinal (0 to 255), the number its task ids carry so that
+/// two nodes never make the same one: kept from an earlier run of the same
+/// `node_id`, else the lowest that no node in the list has. `None` when
+/// all are taken (nodes gone for an hour leave the list) or another node
+/// took the same one at the same moment (the next turn tries again).
+pub fn ordinal(c: &mut Client, me: &Me) -> Result<Option<u8>, postgres::Error> {
+    let row = c.query_opt(
+        "UPDATE muster_nodes SET ordinal = coalesce(ordinal,
+             (SELECT min(o) FROM generate_series(0, 255) o
+              WHERE o NOT IN (SELECT ordinal FROM muster_nodes WHERE ordinal IS NOT NULL)))
+         WHERE node_id = $1 AND incarnation = $2
+         RETURNING ordinal",
+        &[&me.node_id, &me.incarnation],
+    );
+    match row {
+        Ok(r) => Ok(r
+            .and_then(|r| r.get::<_, Option<i32>>(0))
+            .and_then(|o| u8::try_from(o).ok())),
+        // 23505: another node took it first.
+        Err(e) if e.code().is_some_and(|c| c.code() == "23505") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A leader-only write's guard: whether `epoch` is still this node's and
 /// unexpired, checked in the transaction that writes.
 pub const FENCE: &str = "EXISTS (SELECT 1 FROM muster_leader

@@ -81,11 +81,16 @@ struct Held {
     leader: Option<(i64, Instant)>,
     /// Bumped at every change of `view`, for `/health`'s cache.
     version: u64,
+    /// The number this node's task ids carry, once the database gave one.
+    ordinal: Option<u8>,
 }
 
 pub struct Cluster {
     me: Me,
     ttl: Duration,
+    /// Where the database is, for the other threads' connections.
+    url: crate::config::cluster::Database,
+    password: Option<crate::config::Secret>,
     held: Mutex<Held>,
     stop: (Mutex<bool>, Condvar),
 }
@@ -191,6 +196,8 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             me,
             ttl: cfg.cluster.node_ttl,
+            url: url.clone(),
+            password: cfg.cluster.password.clone(),
             held: Mutex::new(Held::default()),
             stop: (Mutex::new(false), Condvar::new()),
         });
@@ -247,6 +254,10 @@ impl Cluster {
             match lease::renew_node(c, &self.me, self.ttl) {
                 Ok(true) => {
                     self.update(|h| h.lease_until = Some(sent + self.ttl));
+                    if let Err(e) = self.take_ordinal(c) {
+                        let d = link.failed(&e);
+                        self.down(d.why);
+                    }
                     break;
                 }
                 Ok(false) if Instant::now() < deadline => {
@@ -358,6 +369,11 @@ impl Cluster {
                 self.me.node_id
             );
         }
+        if mine {
+            if let Err(e) = self.take_ordinal(c) {
+                return Err(fail(link, e));
+            }
+        }
         let epoch = if mine {
             match lease::renew_leader(c, &self.me, self.ttl) {
                 Ok(e) => e,
@@ -399,6 +415,44 @@ impl Cluster {
             h.leader = epoch.map(|e| (e, until));
         });
         Ok(())
+    }
+
+    /// Ask the database for this node's ordinal until it has one.
+    fn take_ordinal(&self, c: &mut postgres::Client) -> Result<(), postgres::Error> {
+        if self.lock().ordinal.is_some() {
+            return Ok(());
+        }
+        match lease::ordinal(c, &self.me)? {
+            Some(o) => {
+                log::info!("cluster: node {} has ordinal {o}", self.me.node_id);
+                self.update(|h| h.ordinal = Some(o));
+            }
+            None => log::warn!(
+                "cluster: no ordinal free for node {} yet: it takes no submissions until one is",
+                self.me.node_id
+            ),
+        }
+        Ok(())
+    }
+
+    /// The number this node's task ids carry; `None` until the database
+    /// gave it one.
+    pub fn ordinal(&self) -> Option<u8> {
+        self.lock().ordinal
+    }
+
+    /// Who this node is.
+    pub fn me(&self) -> &Me {
+        &self.me
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A connection of this node's own for `what` (a thread's).
+    pub fn link(&self, what: &str) -> Link {
+        Link::new(&self.url, self.password.as_ref(), &self.me.node_id, what)
     }
 
     /// The view as of the last turn.

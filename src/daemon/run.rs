@@ -171,11 +171,11 @@ impl Daemon {
         ingest_news.post(crate::ingest::News::Stop);
         let _ = ingest.join();
         // No frame can reach the task book now: stop it, and let the
-        // journal thread write and sync what it holds.
+        // journal thread (or the database writer) store what it holds.
         self.tasks.stop();
         let _ = self.scheduler.join();
-        if let Some(j) = self.journal {
-            let _ = j.join();
+        for t in self.task_threads {
+            let _ = t.join();
         }
         if let Some((thread, stop)) = self.saver {
             drop(stop);

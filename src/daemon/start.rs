@@ -41,7 +41,7 @@ pub(super) struct Daemon {
     /// The registry file, when `state_dir` is usable, and its saver thread.
     pub(super) store: Option<Arc<Store>>,
     pub(super) saver: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
-    /// The task book, its scheduler thread and its journal thread.
+    /// The task book and its scheduler thread.
     pub(super) tasks: Arc<Tasks>,
     pub(super) scheduler: JoinHandle<()>,
     /// The pool and its supervisor thread.
@@ -50,7 +50,9 @@ pub(super) struct Daemon {
     /// The alert rules and their notifications, a thread each.
     pub(super) alerts: Arc<Alerts>,
     pub(super) alert_threads: [JoinHandle<()>; 2],
-    pub(super) journal: Option<JoinHandle<()>>,
+    /// The journal's thread, or in cluster mode the task writer's and
+    /// mirror's.
+    pub(super) task_threads: Vec<JoinHandle<()>>,
     pub(super) notifier: Arc<Notifier>,
     pub(super) started: Instant,
     /// This node's membership and its lease thread, in cluster mode.
@@ -236,6 +238,7 @@ impl Daemon {
                 runs: registry.clone(),
                 eligible: registry.clone(),
             },
+            cluster.as_ref().map(|(c, _)| c.clone()),
         );
         let tasks = opened.tasks.clone();
         let mut member_env = vec![("MUSTER_HEARTBEAT_ADDR".to_string(), heartbeat_at.clone())];
@@ -341,7 +344,7 @@ impl Daemon {
             supervisor,
             alerts,
             alert_threads: [alert_rules, alert_posts],
-            journal: opened.journal,
+            task_threads: opened.threads,
             notifier,
             started,
             cluster,

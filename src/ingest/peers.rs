@@ -602,7 +602,7 @@ mod tests {
             let cfg = config::defaults();
             let shared = Arc::new(Shared::new(cfg.clone()));
             let registry = Arc::new(Registry::new(shared.clone()));
-            let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;
+            let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked(), None).tasks;
             let poll = Poll::new().unwrap();
             let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let at = listener.local_addr().unwrap();

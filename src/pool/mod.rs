@@ -497,7 +497,7 @@ mod tests {
         edit(&mut cfg);
         let shared = Arc::new(Shared::new(cfg));
         let registry = Arc::new(Registry::new(shared.clone()));
-        let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;
+        let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked(), None).tasks;
         Pool::new(shared, registry, tasks, Vec::new()).unwrap().0
     }
 

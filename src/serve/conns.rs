@@ -421,7 +421,7 @@ mod tests {
             edit(&mut cfg);
             let shared = Arc::new(Shared::new(cfg.clone()));
             let fleet = Arc::new(Fleet::new(shared.clone()));
-            let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;
+            let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked(), None).tasks;
             let alerts = Arc::new(Alerts::new(
                 shared.clone(),
                 fleet.clone(),

@@ -568,7 +568,7 @@ mod tests {
         cfg.fleet.max_workers = 100;
         let shared = Arc::new(Shared::new(cfg));
         let registry = Arc::new(Registry::new(shared.clone()));
-        let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked()).tasks;
+        let tasks = Tasks::open(None, shared.clone(), crate::tasks::unlinked(), None).tasks;
         let alerts = Arc::new(Alerts::new(
             shared.clone(),
             registry.clone(),

@@ -41,6 +41,9 @@ pub fn submit(tasks: &Tasks, body: &[u8], cfg: &Config, later: &Later) -> Reply 
             &format!("max_tasks={max} unfinished tasks are kept"),
         )
         .with_header("Retry-After", "1"),
+        Err(Refused::Unavailable(why)) => {
+            Response::error(503, "cluster_unavailable", why).with_header("Retry-After", "1")
+        }
     };
     Reply::Now(r)
 }

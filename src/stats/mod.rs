@@ -120,6 +120,9 @@ pub enum Counter {
     JournalCut,
     /// Journal writes or syncs that failed (their submissions got 503).
     JournalErrors,
+    /// Cluster mode: changes refused for a stale claim; failed transactions.
+    TaskWritesStale,
+    ClusterWriteErrors,
     /// The pool: members running, restarts, hung members replaced, fatal.
     PoolMembers,
     PoolRestarts,

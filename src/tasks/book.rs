@@ -49,6 +49,10 @@ pub struct Entry {
     pub logs: Logs,
     /// About what its journal records take: its payload and fields.
     pub size: u64,
+    /// Cluster mode: the token of the claim that holds (or last held) the
+    /// task, and the database's count of its changes as last read.
+    pub lease: i64,
+    pub rev: i64,
 }
 
 /// What a task takes in the journal beyond its payload, about.
@@ -175,6 +179,8 @@ impl Book {
                 task,
                 logs: Logs::default(),
                 size,
+                lease: 0,
+                rev: 0,
             },
         );
     }
@@ -243,20 +249,9 @@ impl Book {
                 t.held.remove(&id);
             }
         }
-        let spent = e.task.progress.attempt >= e.task.max_attempts;
-        let task = self.set_state(id, |p| {
-            if spent {
-                p.state = State::Failed;
-                p.finished_at = Some(now_ms);
-                p.error = Some("worker lost".into());
-            } else {
-                p.state = State::Queued;
-                p.attempt += 1;
-                p.queued_at = Some(now_ms);
-                p.assigned_at = None;
-                p.started_at = None;
-            }
-        });
+        let max = e.task.max_attempts;
+        let mut spent = false;
+        let task = self.set_state(id, |p| spent = requeued(p, max, now_ms));
         if let Some(t) = task {
             log::info!(
                 "task {id} {} ({why}; attempt {} of {})",
@@ -313,11 +308,18 @@ impl Book {
         }
     }
 
-    /// The task `id` names, if `worker` holds it now.
+    /// The task `id` names, if `worker` holds it now: through this
+    /// book's own session with it (a task another node's session holds is
+    /// not this session's, whatever the worker's name).
     fn held_by(&self, worker: &str, id: &str) -> Result<TaskId, NotHeld> {
         let id = TaskId::parse(id).ok_or(NotHeld)?;
         let e = self.entries.get(&id).ok_or(NotHeld)?;
-        let held = e.task.state().is_held() && e.task.progress.worker_id.as_deref() == Some(worker);
+        let held = e.task.state().is_held()
+            && e.task.progress.worker_id.as_deref() == Some(worker)
+            && self
+                .takers
+                .get(worker)
+                .is_some_and(|t| t.held.contains(&id));
         held.then_some(id).ok_or(NotHeld)
     }
 
@@ -546,29 +548,147 @@ impl Book {
             if let Some(tk) = self.takers.get_mut(&worker) {
                 tk.held.insert(id);
             }
-            let Some(t) = self.set_state(id, |p| {
-                p.state = State::Assigned;
-                p.worker_id = Some(worker.clone());
-                p.assigned_at = Some(now_ms);
-                p.cancel_requested_at = None;
-            }) else {
+            let Some(t) = self.set_state(id, |p| assigned(p, &worker, now_ms)) else {
                 continue;
             };
             fx.progress(&t);
-            let offer = Offer {
-                task_id: t.id.to_string(),
-                task_type: t.kind.clone(),
-                payload: t.payload.clone(),
-                attempt: t.progress.attempt,
-                timeout_ms: t.timeout_ms,
-            };
-            fx.frames
-                .push((worker.clone(), crate::proto::encode_task(offer)));
+            fx.frames.push((worker.clone(), offer(&t)));
             if free > 1 {
                 room.push((free - 1, Reverse(worker)));
             }
         }
     }
+}
+
+/// Cluster mode: what a node's takers with room may take, for a claim.
+#[derive(Clone, Debug)]
+pub struct Wanted {
+    pub worker: WorkerId,
+    pub free: u32,
+    pub types: Option<Vec<String>>,
+    pub labels: Labels,
+}
+
+impl Book {
+    /// Cluster mode: the takers with room that `eligible` admits and that
+    /// this book's copy of the queue has a task for. The copy may be a
+    /// moment behind the database's; a claim finds out.
+    pub fn wanted(&self, eligible: impl Fn(&str) -> bool) -> Vec<Wanted> {
+        if self.queues.is_empty() {
+            return Vec::new();
+        }
+        self.takers
+            .iter()
+            .filter(|(w, t)| t.free() > 0 && eligible(w))
+            .filter(|(w, t)| {
+                let takes = |id: &TaskId| self.entries.get(id).is_some_and(|e| t.takes(&e.task, w));
+                self.queues.best(w, t.types.as_deref(), takes).is_some()
+            })
+            .map(|(w, t)| Wanted {
+                worker: w.clone(),
+                free: t.free(),
+                types: t.types.clone(),
+                labels: t.labels.clone(),
+            })
+            .collect()
+    }
+
+    /// Cluster mode: a task the database gave `worker` under `lease` (it
+    /// is stored assigned already). False when the worker is no longer
+    /// here to take it: the caller gives it back.
+    pub fn claimed(
+        &mut self,
+        worker: &WorkerId,
+        task: Task,
+        lease: i64,
+        rev: i64,
+        fx: &mut Effects,
+    ) -> bool {
+        let id = task.id;
+        self.put(task, lease, rev);
+        let Some(tk) = self.takers.get_mut(worker) else {
+            return false;
+        };
+        tk.held.insert(id);
+        if let Some(e) = self.entries.get(&id) {
+            fx.progress(&e.task);
+            fx.frames.push((worker.clone(), offer(&e.task)));
+        }
+        true
+    }
+
+    /// Cluster mode: a task as the database has it after another node
+    /// (or this one, earlier) changed it. A local session that held it
+    /// under another claim holds it no longer.
+    pub fn mirror(&mut self, task: Task, lease: i64, rev: i64, fx: &mut Effects) {
+        let id = task.id;
+        if let Some(e) = self.entries.get(&id) {
+            if e.lease != lease {
+                if let Some(w) = &e.task.progress.worker_id {
+                    if let Some(t) = self.takers.get_mut(w) {
+                        t.held.remove(&id);
+                    }
+                }
+            }
+        }
+        self.put(task, lease, rev);
+        if let Some(e) = self.entries.get(&id) {
+            fx.progress(&e.task);
+        }
+    }
+
+    /// Put `task` in as it is, keeping the indexes, with its claim.
+    fn put(&mut self, task: Task, lease: i64, rev: i64) {
+        let id = task.id;
+        if self.entries.contains_key(&id) {
+            let progress = task.progress;
+            self.set_state(id, |p| *p = progress);
+        } else {
+            self.insert(task);
+        }
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.lease = lease;
+            e.rev = rev;
+        }
+    }
+}
+
+/// Assignment to `worker`, as every mode makes it.
+pub fn assigned(p: &mut Progress, worker: &WorkerId, now_ms: u64) {
+    p.state = State::Assigned;
+    p.worker_id = Some(worker.clone());
+    p.assigned_at = Some(now_ms);
+    p.cancel_requested_at = None;
+}
+
+/// A held task whose worker (or whose node) is lost: back to the queue
+/// with one more attempt, or failed once its attempts are spent. Whether
+/// they were.
+pub fn requeued(p: &mut Progress, max_attempts: u32, now_ms: u64) -> bool {
+    let spent = p.attempt >= max_attempts;
+    if spent {
+        p.state = State::Failed;
+        p.finished_at = Some(now_ms);
+        p.error = Some("worker lost".into());
+    } else {
+        p.state = State::Queued;
+        p.attempt += 1;
+        p.queued_at = Some(now_ms);
+        p.assigned_at = None;
+        p.started_at = None;
+    }
+    spent
+}
+
+/// The `task` frame that offers `t` to its worker.
+fn offer(t: &Task) -> Vec<u8> {
+    crate::proto::encode_task(Offer {
+        task_id: t.id.to_string(),
+        task_type: t.kind.clone(),
+        payload: t.payload.clone(),
+        attempt: t.progress.attempt,
+        timeout_ms: t.timeout_ms,
+    })
 }
 
 /// The settings deadlines are judged by.

@@ -10,6 +10,7 @@
 //! thread or socket is behind them.
 
 use super::book::{Book, Effects};
+use super::cluster::{Store, Write};
 use super::feed::Feed;
 use super::journal::{self, Ack, Append, Record};
 use super::task::State;
@@ -33,6 +34,8 @@ pub trait Runs: Send + Sync {
 pub struct Runner {
     /// The journal thread's queue; `None` in memory only, or once closed.
     journal: Mutex<Option<Sender<Append>>>,
+    /// Cluster mode: the database, in the journal's place.
+    remote: Option<Arc<Store>>,
     /// Opened with a journal: once it is closed, nothing more is accepted.
     durable: bool,
     outbox: Arc<dyn Outbox>,
@@ -47,6 +50,7 @@ pub struct Runner {
 /// What the runner writes to, sends to and tells.
 pub struct Outlets {
     pub journal: Option<Sender<Append>>,
+    pub remote: Option<Arc<Store>>,
     pub outbox: Arc<dyn Outbox>,
     pub runs: Arc<dyn Runs>,
     pub feed: Feed,
@@ -58,6 +62,7 @@ impl Runner {
         Runner {
             durable: o.journal.is_some(),
             journal: Mutex::new(o.journal),
+            remote: o.remote,
             outbox: o.outbox,
             runs: o.runs,
             feed: o.feed,
@@ -70,6 +75,16 @@ impl Runner {
     /// Carry out `fx`; `ack` goes with the last record (a submission's),
     /// or is called at once when there is no journal to wait for.
     pub fn apply(&self, book: &Book, fx: Effects, ack: Option<Ack>) {
+        self.carry(book, fx, ack, true);
+    }
+
+    /// Carry out `fx` but for its records, which the database has already
+    /// (cluster mode: claims, and what other nodes changed).
+    pub fn apply_stored(&self, book: &Book, fx: Effects) {
+        self.carry(book, fx, None, false);
+    }
+
+    fn carry(&self, book: &Book, fx: Effects, ack: Option<Ack>, write: bool) {
         let st = &self.shared.stats;
         st.add(Counter::TasksRequeued, fx.requeued);
         st.add(Counter::TasksLost, fx.lost);
@@ -92,7 +107,12 @@ impl Runner {
             st.set(state_counter(s), book.count(s));
         }
         self.feed.note(&fx.records);
-        self.write(fx.records, ack);
+        if write {
+            match &self.remote {
+                Some(store) => store_remote(store, book, fx.records, ack),
+                None => self.write(fx.records, ack),
+            }
+        }
         for (worker, line) in fx.frames {
             self.outbox.send(worker, line);
         }
@@ -150,6 +170,41 @@ impl Runner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+    }
+}
+
+/// Cluster mode: records as the database's changes, each with the claim
+/// its task is held under; `ack` goes with the submission.
+fn store_remote(store: &Store, book: &Book, records: Vec<Record>, ack: Option<Ack>) {
+    let mut ack = ack;
+    for r in records {
+        let w = match r {
+            Record::Submit { task } => Write::Insert {
+                task,
+                ack: ack.take(),
+            },
+            Record::Progress { id, .. } => match book.entries.get(&id) {
+                Some(e) => Write::Update {
+                    task: e.task.clone(),
+                    lease: e.lease,
+                },
+                None => continue,
+            },
+            Record::Log { id, lines } => match book.entries.get(&id) {
+                Some(e) => Write::Log {
+                    id,
+                    lease: e.lease,
+                    lines,
+                },
+                None => continue,
+            },
+            // Each node forgets by the same rules; the leader deletes.
+            Record::Forget { .. } => continue,
+        };
+        store.send(w);
+    }
+    if let Some(a) = ack {
+        a(true);
     }
 }
 
@@ -217,6 +272,7 @@ mod tests {
         let shared = Arc::new(Shared::new(crate::config::defaults()));
         let runner = Runner::new(Outlets {
             journal: Some(tx),
+            remote: None,
             outbox: sent.clone(),
             runs: runs.clone(),
             feed: Feed::new(told.clone()),

@@ -23,6 +23,7 @@
 //! what workers held); its `201` waits for the disk.
 
 pub mod book;
+pub mod cluster;
 pub mod effects;
 pub mod feed;
 pub mod journal;
@@ -63,6 +64,8 @@ pub enum Refused {
     Bad(BadField),
     TooLarge(usize),
     Full(usize),
+    /// Cluster mode: no submission can be stored now.
+    Unavailable(&'static str),
 }
 
 /// Who may take work now, by the roll call: the scheduler asks it once per
@@ -93,12 +96,15 @@ pub struct Tasks {
     /// Where the journal is, and how large it has grown.
     dir: Option<std::path::PathBuf>,
     size: Arc<journal::Size>,
+    /// Cluster mode: the database, in the journal's place.
+    store: Option<Arc<cluster::Store>>,
 }
 
 /// What opening the task book found and started.
 pub struct Opened {
     pub tasks: Arc<Tasks>,
-    pub journal: Option<JoinHandle<()>>,
+    /// The journal's thread, or the database writer's and mirror's.
+    pub threads: Vec<JoinHandle<()>>,
 }
 
 /// Read the journal in `dir`, cut a torn tail, and start its thread; the
@@ -177,7 +183,17 @@ fn open_journal(
 impl Tasks {
     /// Open the journal in `dir` (when there is one), replay it, cut a
     /// torn tail, requeue what workers held, and start the journal thread.
-    pub fn open(dir: Option<&Path>, shared: Arc<Shared>, links: Links) -> Opened {
+    /// In cluster mode the database takes the journal's place: the book
+    /// starts empty and the mirror fills it.
+    pub fn open(
+        dir: Option<&Path>,
+        shared: Arc<Shared>,
+        links: Links,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Opened {
+        if let Some(c) = cluster {
+            return Tasks::open_clustered(c, shared, links);
+        }
         let mut book = Book::default();
         let size = Arc::new(journal::Size::default());
         let opened = dir.and_then(|d| open_journal(d, &shared, &mut book, &size));
@@ -191,6 +207,7 @@ impl Tasks {
             book: Mutex::new(book),
             runner: Runner::new(Outlets {
                 journal,
+                remote: None,
                 outbox: links.outbox,
                 runs: links.runs,
                 feed: feed::Feed::new(links.changed),
@@ -202,12 +219,58 @@ impl Tasks {
             stopping: AtomicBool::new(false),
             dir: dir.map(Path::to_path_buf),
             size,
+            store: None,
         });
         tasks.runner.apply(&tasks.lock(), fx, None);
         Opened {
             tasks,
-            journal: thread,
+            threads: thread.into_iter().collect(),
         }
+    }
+
+    fn open_clustered(
+        cluster: Arc<crate::cluster::Cluster>,
+        shared: Arc<Shared>,
+        links: Links,
+    ) -> Opened {
+        let (store, rx) = cluster::Store::new(cluster, shared.clone());
+        let tasks = Arc::new(Tasks {
+            book: Mutex::new(Book::default()),
+            runner: Runner::new(Outlets {
+                journal: None,
+                remote: Some(store.clone()),
+                outbox: links.outbox,
+                runs: links.runs,
+                feed: feed::Feed::new(links.changed),
+                shared: shared.clone(),
+            }),
+            eligible: links.eligible,
+            shared,
+            wake: (Mutex::new(false), Condvar::new()),
+            stopping: AtomicBool::new(false),
+            dir: None,
+            size: Arc::new(journal::Size::default()),
+            store: Some(store.clone()),
+        });
+        let weak: std::sync::Weak<dyn cluster::Replica> =
+            Arc::downgrade(&(tasks.clone() as Arc<dyn cluster::Replica>));
+        let mut threads = Vec::new();
+        let (s, w) = (store.clone(), weak.clone());
+        match std::thread::Builder::new()
+            .name("task-writer".into())
+            .spawn(move || cluster::write(s, rx, w))
+        {
+            Ok(t) => threads.push(t),
+            Err(e) => log::error!("cannot start the task writer thread: {e}"),
+        }
+        match std::thread::Builder::new()
+            .name("task-mirror".into())
+            .spawn(move || cluster::mirror(store, weak))
+        {
+            Ok(t) => threads.push(t),
+            Err(e) => log::error!("cannot start the task mirror thread: {e}"),
+        }
+        Opened { tasks, threads }
     }
 
     fn lock(&self) -> MutexGuard<'_, Book> {
@@ -284,7 +347,13 @@ impl Tasks {
         }
         let now = unix_ms();
         let mut book = self.lock();
-        let id = book.next_id(now);
+        let id = match &self.store {
+            None => book.next_id(now),
+            Some(s) => s.next_id(now).ok_or_else(|| {
+                st.incr(Counter::TasksRefused);
+                Refused::Unavailable("this node has no place in the cluster's database yet")
+            })?,
+        };
         let task = task::parse_submit(body, id, now).map_err(|b| {
             st.incr(Counter::TasksRefused);
             Refused::Bad(b)
@@ -334,9 +403,27 @@ impl Tasks {
         Some((lines.into_iter().map(str::to_string).collect(), next))
     }
 
-    /// `DELETE /api/tasks/{id}`.
+    /// `DELETE /api/tasks/{id}`. In cluster mode the database decides:
+    /// a task still queued there is cancelled, one that a node holds is
+    /// asked of its worker by that node.
     pub fn cancel(&self, id: TaskId) -> Option<Task> {
-        self.change(|book, fx| book.cancel(id, unix_ms(), fx))
+        let Some(store) = &self.store else {
+            return self.change(|book, fx| book.cancel(id, unix_ms(), fx));
+        };
+        let now = unix_ms();
+        let mut book = self.lock();
+        let was = book.entries.get(&id)?.task.state();
+        let mut fx = Effects::default();
+        let t = book.cancel(id, now, &mut fx)?;
+        if !was.is_final() {
+            store.send(cluster::Write::Cancel {
+                id,
+                at: now,
+                queued: (was == State::Queued).then(|| t.clone()),
+            });
+        }
+        self.runner.apply_stored(&book, fx);
+        Some(t)
     }
 
     /// A TCP `hello`: the worker takes `capacity` tasks at once.
@@ -394,11 +481,39 @@ impl Tasks {
         let mut book = self.lock();
         let mut fx = Effects::default();
         book.deadlines(now, &limits, &mut fx);
-        book.dispatch(now, |w| self.eligible.eligible(w), &mut fx);
+        let Some(store) = &self.store else {
+            book.dispatch(now, |w| self.eligible.eligible(w), &mut fx);
+            self.runner.apply(&book, fx, None);
+            if self.size.due(book.live_bytes) {
+                self.compact(&book);
+            }
+            return;
+        };
         self.runner.apply(&book, fx, None);
-        if self.size.due(book.live_bytes) {
-            self.compact(&book);
+        // Claims only while this node's lease holds: once it may have
+        // lapsed, the leader may be giving its tasks to others.
+        if !store.cluster.lease_holds() {
+            return;
         }
+        let wanted = book.wanted(|w| self.eligible.eligible(w));
+        drop(book);
+        if wanted.is_empty() {
+            return;
+        }
+        let claims = store.claim(&wanted, now);
+        if claims.is_empty() {
+            return;
+        }
+        let mut book = self.lock();
+        let (mut stored, mut fx) = (Effects::default(), Effects::default());
+        for c in claims {
+            let id = c.task.id;
+            if !book.claimed(&c.worker, c.task, c.lease, c.rev, &mut stored) {
+                book.requeue(id, "its worker left while it was claimed", now, &mut fx);
+            }
+        }
+        self.runner.apply_stored(&book, stored);
+        self.runner.apply(&book, fx, None);
     }
 
     /// Hand the journal thread every live task as it is now, to rewrite the
@@ -457,6 +572,66 @@ impl Tasks {
         self.stopping.store(true, Ordering::Release);
         self.poke();
         self.runner.close();
+        if let Some(s) = &self.store {
+            s.close();
+        }
+    }
+}
+
+/// Cluster mode: the book is the database's copy.
+impl cluster::Replica for Tasks {
+    fn mirror(&self, rows: Vec<cluster::Row>, logs: cluster::Lines) {
+        let Some(store) = &self.store else { return };
+        let me = store.cluster.me().incarnation;
+        let cfg = self.shared.config.get();
+        let now = unix_ms();
+        let mut book = self.lock();
+        let (mut stored, mut fx) = (Effects::default(), Effects::default());
+        for r in rows {
+            let mut task = r.task;
+            let asked = task.progress.cancel_requested_at.or(r.cancel_requested_at);
+            task.progress.cancel_requested_at = asked;
+            match book.entries.get(&task.id) {
+                // Held here under this claim: this node's book is ahead of
+                // the database, but for a cancel asked on another node.
+                Some(e) if r.holder == Some(me) && r.lease != 0 && r.lease == e.lease => {
+                    if r.cancel_requested_at.is_some()
+                        && e.task.progress.cancel_requested_at.is_none()
+                        && e.task.state().is_held()
+                    {
+                        book.cancel(task.id, now, &mut fx);
+                    }
+                    continue;
+                }
+                Some(e) if r.rev <= e.rev => continue,
+                Some(_) => {}
+                None => {
+                    if !book.make_room(cfg.tasks.max_tasks, &mut stored) {
+                        continue;
+                    }
+                }
+            }
+            book.mirror(task, r.lease, r.rev, &mut stored);
+        }
+        for (id, lines) in logs {
+            if let Some(e) = book.entries.get_mut(&id) {
+                stored.log_dropped += e.logs.push(&lines, cfg.tasks.log_bytes);
+            }
+        }
+        self.runner.apply_stored(&book, stored);
+        self.runner.apply(&book, fx, None);
+        drop(book);
+        self.poke();
+    }
+
+    fn unstored(&self, ids: Vec<TaskId>) {
+        let mut book = self.lock();
+        let mut fx = Effects::default();
+        for id in ids {
+            book.forget(id);
+            fx.records.push(Record::Forget { id });
+        }
+        self.runner.apply_stored(&book, fx);
     }
 }
 

@@ -206,6 +206,17 @@ impl Drop for Daemon {
     }
 }
 
+/// Send raw bytes to `at`, read until close: status, head, body; `None`
+/// when nothing answers there (a killed daemon).
+pub fn try_request(at: SocketAddr, raw: &str) -> Option<(u16, String, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&at, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    s.write_all(raw.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    (!buf.is_empty()).then(|| parse_response(&buf))
+}
+
 /// Split one HTTP response into status, head and body.
 pub fn parse_response(buf: &[u8]) -> (u16, String, Vec<u8>) {
     let text = String::from_utf8_lossy(buf);

@@ -1,0 +1,717 @@
+//! Tasks in cluster mode: the database holds them, and each node's book
+//! is its copy, kept by what the database says changed.
+//!
+//! - A submission is inserted by this node's writer thread before its
+//!   `201`: the writer takes every change waiting, writes them in one
+//!   transaction (one `INSERT`, one guarded `UPDATE`, one guarded log
+//!   `INSERT`, each over arrays), notifies `muster_tasks` once, and
+//!   commits (group commit, as the journal does).
+//! - A claim takes queued tasks for one of this node's takers with
+//!   `FOR UPDATE SKIP LOCKED`, highest priority then oldest, matching its
+//!   types, labels and id, and gives each a new lease token. Every change
+//!   after it says which token it was made under; the database refuses it
+//!   when the token moved on (the task was given back, or to another
+//!   node), and the refusal is counted.
+//! - The mirror thread listens on `muster_tasks` and reads, at each
+//!   notification and at least every second, the rows written since its
+//!   last look (by `xid8`: everything written by a transaction that was not
+//!   visible then), and hands them to the book.
+//! - While this node leads, the mirror thread also gives back the tasks of
+//!   nodes whose leases lapsed (after `node_ttl`, and not before a node
+//!   that restarted under the same name has had `node_ttl` for its workers
+//!   to come back), and deletes finished tasks past `task_retention`.
+
+use super::book::{Wanted, requeued};
+use super::journal::Ack;
+use super::task::{State, Task, TaskId};
+use crate::clock::unix_ms;
+use crate::cluster::Cluster;
+use crate::cluster::db::{Link, describe};
+use crate::cluster::lease::FENCE;
+use crate::fleet::Shared;
+use crate::proto::WorkerId;
+use crate::stats::Counter;
+use postgres::Client;
+use postgres::fallible_iterator::FallibleIterator;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The channel every node listens on.
+pub const CHANNEL: &str = "muster_tasks";
+/// The longest the mirror waits without a notification.
+pub const POLL: Duration = Duration::from_secs(1);
+/// Changes one transaction of the writer carries at most.
+const BATCH: usize = 4096;
+/// Changes the writer keeps for a database that is away, at most.
+const MAX_PENDING: usize = 100_000;
+/// How often the leader looks for dead nodes' tasks and for expired ones.
+const REQUEUE_EVERY: Duration = Duration::from_secs(1);
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Tasks one leader turn gives back, at most.
+const REQUEUE_BATCH: i64 = 1000;
+
+/// A change for the database.
+pub enum Write {
+    /// A submission; `ack` once it is committed (or not).
+    Insert { task: Task, ack: Option<Ack> },
+    /// The task as it is now, made under claim `lease`.
+    Update { task: Task, lease: i64 },
+    Log {
+        id: TaskId,
+        lease: i64,
+        lines: Vec<String>,
+    },
+    /// Cancel: `queued` is the task cancelled, when this node saw it
+    /// queued; whoever holds it is asked to stop otherwise.
+    Cancel {
+        id: TaskId,
+        at: u64,
+        queued: Option<Task>,
+    },
+}
+
+/// A task a claim gave one of this node's takers.
+pub struct Claim {
+    pub worker: WorkerId,
+    pub task: Task,
+    pub lease: i64,
+    pub rev: i64,
+}
+
+/// A task as the database has it.
+pub struct Row {
+    pub task: Task,
+    pub holder: Option<i64>,
+    pub lease: i64,
+    pub rev: i64,
+    pub cancel_requested_at: Option<u64>,
+}
+
+/// Log lines added, by task.
+pub type Lines = Vec<(TaskId, Vec<String>)>;
+
+/// What the mirror hands the book: rows changed, and log lines added.
+pub trait Replica: Send + Sync {
+    fn mirror(&self, rows: Vec<Row>, logs: Lines);
+    /// Submissions the database did not take: the book forgets them.
+    fn unstored(&self, ids: Vec<TaskId>);
+}
+
+pub struct Store {
+    pub cluster: Arc<Cluster>,
+    tx: Mutex<Option<Sender<Write>>>,
+    last_id: Mutex<u64>,
+    claims: Mutex<Link>,
+    shared: Arc<Shared>,
+    stopping: AtomicBool,
+}
+
+impl Store {
+    pub fn new(cluster: Arc<Cluster>, shared: Arc<Shared>) -> (Arc<Store>, Receiver<Write>) {
+        let (tx, rx) = mpsc::channel();
+        let claims = cluster.link("claims");
+        let store = Arc::new(Store {
+            cluster,
+            tx: Mutex::new(Some(tx)),
+            last_id: Mutex::new(0),
+            claims: Mutex::new(claims),
+            shared,
+            stopping: AtomicBool::new(false),
+        });
+        (store, rx)
+    }
+
+    /// A new task id: Unix ms, this node's ordinal, a count within the ms
+    /// (`ms << 20 | ordinal << 12 | n`), so that no two nodes make the
+    /// same. `None` until the database gave this node an ordinal.
+    pub fn next_id(&self, now_ms: u64) -> Option<TaskId> {
+        let ord = u64::from(self.cluster.ordinal()?);
+        let mut last = self.last_id.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = (*last + 1).max((now_ms << 20) | (ord << 12));
+        if (next >> 12) & 0xff != ord {
+            next = (((next >> 20) + 1) << 20) | (ord << 12);
+        }
+        *last = next;
+        Some(TaskId(next))
+    }
+
+    pub fn send(&self, w: Write) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let refused = match tx.as_ref() {
+            Some(tx) => tx.send(w).err().map(|e| e.0),
+            None => Some(w),
+        };
+        if let Some(Write::Insert { ack: Some(a), .. }) = refused {
+            a(false);
+        }
+    }
+
+    /// No more changes: the writer stores what it holds and ends, and the
+    /// mirror ends.
+    pub fn close(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Claim queued tasks for this node's takers, on the scheduler's
+    /// connection. Nothing when the database cannot be reached or this
+    /// node's lease lapsed there.
+    pub fn claim(&self, wanted: &[Wanted], now_ms: u64) -> Vec<Claim> {
+        let mut link = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        let me = self.cluster.me();
+        let Ok(c) = link.get() else {
+            return Vec::new();
+        };
+        match claim(c, me.incarnation, &me.node_id, wanted, now_ms) {
+            Ok(got) => got,
+            Err(e) => {
+                let d = link.failed(&e);
+                log::warn!("cluster: cannot claim tasks: {d}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn claim(
+    c: &mut Client,
+    incarnation: i64,
+    node: &str,
+    wanted: &[Wanted],
+    now_ms: u64,
+) -> Result<Vec<Claim>, postgres::Error> {
+    let mut tx = c.transaction()?;
+    let pick = tx.prepare(
+        "SELECT task::text FROM muster_tasks
+         WHERE state = 'queued'
+           AND ($1::text[] IS NULL OR kind = ANY($1))
+           AND (target_worker IS NULL OR target_worker = $2)
+           AND target_labels <@ $3::text::jsonb
+         ORDER BY priority DESC, id
+         LIMIT $4
+         FOR UPDATE SKIP LOCKED",
+    )?;
+    let mut ids = Vec::new();
+    let mut texts = Vec::new();
+    let mut tasks = HashMap::new();
+    for w in wanted {
+        let labels = serde_json::to_string(&w.labels).unwrap_or_else(|_| "{}".into());
+        let rows = tx.query(&pick, &[&w.types, &&*w.worker, &labels, &i64::from(w.free)])?;
+        for r in rows {
+            let Ok(mut t) = serde_json::from_str::<Task>(r.get(0)) else {
+                continue;
+            };
+            super::book::assigned(&mut t.progress, &w.worker, now_ms);
+            ids.push(t.id.0 as i64);
+            texts.push(serde_json::to_string(&t).unwrap_or_default());
+            tasks.insert(t.id, (w.worker.clone(), t));
+        }
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = tx.query(
+        "UPDATE muster_tasks t SET
+             state = 'assigned', task = u.task::jsonb,
+             holder_node = $1, holder_incarnation = $2,
+             lease = nextval('muster_task_lease'), cancel_requested_at = NULL,
+             rev = t.rev + 1, changed = pg_current_xact_id()
+         FROM unnest($3::bigint[], $4::text[]) AS u(id, task)
+         WHERE t.id = u.id AND EXISTS (SELECT 1 FROM muster_nodes
+             WHERE node_id = $1 AND incarnation = $2 AND expires_at > now())
+         RETURNING t.id, t.lease, t.rev",
+        &[&node, &incarnation, &ids, &texts],
+    )?;
+    tx.commit()?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let id = TaskId(r.get::<_, i64>(0) as u64);
+            let (worker, task) = tasks.remove(&id)?;
+            Some(Claim {
+                worker,
+                task,
+                lease: r.get(1),
+                rev: r.get(2),
+            })
+        })
+        .collect())
+}
+
+/// What one transaction of the writer did.
+#[derive(Default)]
+struct Stored {
+    /// Changes refused because the claim they were made under moved on.
+    stale: u64,
+}
+
+fn ms(v: Option<u64>) -> Option<i64> {
+    v.map(|v| v as i64)
+}
+
+/// Write `batch` in one transaction.
+fn commit(c: &mut Client, incarnation: i64, batch: &[Write]) -> Result<Stored, postgres::Error> {
+    let mut out = Stored::default();
+    let mut tx = c.transaction()?;
+    let (mut ids, mut kinds, mut prios, mut targets, mut labels, mut states, mut texts) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut log_rows: (Vec<i64>, Vec<i64>, Vec<String>) = (vec![], vec![], vec![]);
+    // The last change of each task wins: each carries the whole task.
+    let mut updates: BTreeMap<TaskId, (&Task, i64)> = BTreeMap::new();
+    let mut cancels = Vec::new();
+    for w in batch {
+        match w {
+            Write::Insert { task: t, .. } => {
+                ids.push(t.id.0 as i64);
+                kinds.push(t.kind.as_str());
+                prios.push(t.priority);
+                targets.push(t.target.worker_id.as_deref());
+                labels.push(serde_json::to_string(&t.target.labels).unwrap_or_default());
+                states.push(t.state().as_str());
+                texts.push(serde_json::to_string(t).unwrap_or_default());
+            }
+            Write::Update { task, lease } => {
+                updates.insert(task.id, (task, *lease));
+            }
+            Write::Log { id, lease, lines } => {
+                log_rows.0.push(id.0 as i64);
+                log_rows.1.push(*lease);
+                log_rows
+                    .2
+                    .push(serde_json::to_string(lines).unwrap_or_default());
+            }
+            Write::Cancel { id, at, queued } => cancels.push((*id, *at, queued)),
+        }
+    }
+    if !ids.is_empty() {
+        tx.execute(
+            "INSERT INTO muster_tasks
+                 (id, kind, priority, target_worker, target_labels, state, task)
+             SELECT id, kind, priority, target_worker, labels::jsonb, state, task::jsonb
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                         $6::text[], $7::text[])
+                  AS u(id, kind, priority, target_worker, labels, state, task)",
+            &[&ids, &kinds, &prios, &targets, &labels, &states, &texts],
+        )?;
+    }
+    // Logs before the updates: lines a worker sent before it finished or
+    // was given up on belong to the claim they were sent under.
+    if !log_rows.0.is_empty() {
+        let n = tx.execute(
+            "INSERT INTO muster_task_logs (task_id, lines)
+             SELECT u.id, u.lines::jsonb
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY
+                  AS u(id, lease, lines, n)
+             JOIN muster_tasks t ON t.id = u.id AND t.lease = u.lease AND t.lease <> 0
+                  AND t.holder_incarnation = $4
+             ORDER BY u.n",
+            &[&log_rows.0, &log_rows.1, &log_rows.2, &incarnation],
+        )?;
+        out.stale += log_rows.0.len() as u64 - n;
+    }
+    if !updates.is_empty() {
+        let (mut ids, mut leases, mut states, mut texts, mut finished) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (id, (t, lease)) in &updates {
+            ids.push(id.0 as i64);
+            leases.push(*lease);
+            states.push(t.state().as_str());
+            texts.push(serde_json::to_string(t).unwrap_or_default());
+            finished.push(ms(t.progress.finished_at));
+        }
+        let n = tx.execute(
+            "UPDATE muster_tasks t SET
+                 task = u.task::jsonb, state = u.state, finished_at = u.finished_at,
+                 lease = CASE WHEN u.state = 'queued' THEN 0 ELSE t.lease END,
+                 holder_node = CASE WHEN u.state = 'queued' THEN NULL ELSE t.holder_node END,
+                 holder_incarnation = CASE WHEN u.state = 'queued' THEN NULL
+                                           ELSE t.holder_incarnation END,
+                 cancel_requested_at = CASE WHEN u.state = 'queued' THEN NULL
+                                            ELSE t.cancel_requested_at END,
+                 rev = t.rev + 1, changed = pg_current_xact_id()
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])
+                  AS u(id, lease, state, task, finished_at)
+             WHERE t.id = u.id AND t.lease = u.lease AND t.lease <> 0
+               AND t.holder_incarnation = $6",
+            &[&ids, &leases, &states, &texts, &finished, &incarnation],
+        )?;
+        out.stale += ids.len() as u64 - n;
+    }
+    for (id, at, queued) in cancels {
+        let id = id.0 as i64;
+        let at = at as i64;
+        let mut done = 0;
+        if let Some(t) = queued {
+            done = tx.execute(
+                "UPDATE muster_tasks SET task = $2::text::jsonb, state = 'cancelled',
+                     finished_at = $3, rev = rev + 1, changed = pg_current_xact_id()
+                 WHERE id = $1 AND state = 'queued'",
+                &[&id, &serde_json::to_string(t).unwrap_or_default(), &at],
+            )?;
+        }
+        if done == 0 {
+            tx.execute(
+                "UPDATE muster_tasks SET cancel_requested_at = coalesce(cancel_requested_at, $2),
+                     rev = rev + 1, changed = pg_current_xact_id()
+                 WHERE id = $1 AND state IN ('assigned', 'running')",
+                &[&id, &at],
+            )?;
+        }
+    }
+    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// The writer thread: every change waiting, in one transaction, until the
+/// store is closed and what it held is written.
+pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn Replica>) {
+    let mut link = store.cluster.link("tasks");
+    let incarnation = store.cluster.me().incarnation;
+    let st = &store.shared.stats;
+    let mut batch: Vec<Write> = Vec::new();
+    let mut open = true;
+    loop {
+        if batch.is_empty() {
+            if !open {
+                return;
+            }
+            match rx.recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => return,
+            }
+        }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let result = match link.get() {
+            Ok(c) => commit(c, incarnation, &batch).map_err(|e| {
+                let d = link.failed(&e);
+                (d.why, e.as_db_error().is_some() && link.is_up())
+            }),
+            Err(d) => Err((d.why, false)),
+        };
+        match result {
+            Ok(s) => {
+                st.add(Counter::TaskWritesStale, s.stale);
+                for w in batch.drain(..) {
+                    if let Write::Insert { ack: Some(a), .. } = w {
+                        a(true);
+                    }
+                }
+            }
+            Err((why, statement)) => {
+                st.incr(Counter::ClusterWriteErrors);
+                // Submissions are answered 503 at once: never a 201 that
+                // the database may not keep. Other changes wait for the
+                // database to answer again, unless it refused them.
+                let mut unstored = Vec::new();
+                let mut kept = Vec::new();
+                for w in batch.drain(..) {
+                    match w {
+                        Write::Insert { task, ack } => {
+                            unstored.push(task.id);
+                            if let Some(a) = ack {
+                                a(false);
+                            }
+                        }
+                        other if !statement => kept.push(other),
+                        _ => {}
+                    }
+                }
+                if statement {
+                    log::error!("cluster: the database refused a batch of task changes: {why}");
+                }
+                if kept.len() > MAX_PENDING {
+                    let dropped = kept.len() - MAX_PENDING;
+                    kept.drain(..dropped);
+                    log::error!(
+                        "cluster: {dropped} task changes dropped while the database is away"
+                    );
+                }
+                batch = kept;
+                if !unstored.is_empty() {
+                    if let Some(c) = copy.upgrade() {
+                        c.unstored(unstored);
+                    }
+                }
+                if !batch.is_empty() {
+                    if !open && store.stopping.load(Ordering::Acquire) {
+                        log::warn!(
+                            "cluster: {} task changes not written at stop: the database is away",
+                            batch.len()
+                        );
+                        return;
+                    }
+                    // Gather more while waiting to connect again.
+                    match rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(w) => batch.push(w),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => open = false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the mirror has read up to: the oldest transaction that was still
+/// running at its last look (everything older it has seen), and the log
+/// rows it has seen at or after it.
+struct Mark {
+    xmin: u64,
+    seen_logs: BTreeMap<i64, u64>,
+}
+
+fn poll(c: &mut Client, mark: &mut Mark) -> Result<(Vec<Row>, Lines), postgres::Error> {
+    let mut tx = c
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let xmin: u64 = tx
+        .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])?
+        .get::<_, &str>(0)
+        .parse()
+        .unwrap_or(0);
+    let from = mark.xmin.to_string();
+    let rows = tx.query(
+        "SELECT task::text, holder_incarnation, lease, rev, cancel_requested_at
+         FROM muster_tasks WHERE changed >= $1::text::xid8 ORDER BY id",
+        &[&from],
+    )?;
+    let logs = tx.query(
+        "SELECT seq, task_id, lines::text, changed::text
+         FROM muster_task_logs WHERE changed >= $1::text::xid8 ORDER BY seq",
+        &[&from],
+    )?;
+    tx.commit()?;
+    let rows = rows
+        .iter()
+        .filter_map(|r| {
+            Some(Row {
+                task: serde_json::from_str(r.get(0)).ok()?,
+                holder: r.get(1),
+                lease: r.get(2),
+                rev: r.get(3),
+                cancel_requested_at: r.get::<_, Option<i64>>(4).map(|v| v as u64),
+            })
+        })
+        .collect();
+    let mut lines = Vec::new();
+    for r in &logs {
+        let seq: i64 = r.get(0);
+        let xid: u64 = r.get::<_, &str>(3).parse().unwrap_or(0);
+        if mark.seen_logs.insert(seq, xid).is_some() {
+            continue;
+        }
+        if let Ok(l) = serde_json::from_str::<Vec<String>>(r.get(2)) {
+            lines.push((TaskId(r.get::<_, i64>(1) as u64), l));
+        }
+    }
+    mark.xmin = xmin;
+    mark.seen_logs.retain(|_, x| *x >= xmin);
+    Ok((rows, lines))
+}
+
+/// Leader duty: give back the tasks of nodes whose leases lapsed, under
+/// the fence of `epoch`. How many went back to the queue, and how many
+/// failed with their attempts spent.
+fn requeue_dead(
+    c: &mut Client,
+    me: &crate::cluster::lease::Me,
+    epoch: i64,
+    ttl: Duration,
+    now_ms: u64,
+) -> Result<(u64, u64), postgres::Error> {
+    let mut tx = c.transaction()?;
+    let rows = tx.query(
+        "SELECT task::text FROM muster_tasks t
+         WHERE state IN ('assigned', 'running')
+           AND NOT EXISTS (SELECT 1 FROM muster_nodes n
+               WHERE n.incarnation = t.holder_incarnation AND n.expires_at > now())
+           AND NOT EXISTS (SELECT 1 FROM muster_nodes n
+               WHERE n.node_id = t.holder_node AND n.expires_at > now()
+                 AND n.started_at > now() - make_interval(secs => $1))
+         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        &[&ttl.as_secs_f64(), &REQUEUE_BATCH],
+    )?;
+    if rows.is_empty() {
+        return Ok((0, 0));
+    }
+    let (mut ids, mut states, mut texts, mut finished) = (vec![], vec![], vec![], vec![]);
+    let (mut back, mut lost) = (0, 0);
+    for r in &rows {
+        let Ok(mut t) = serde_json::from_str::<Task>(r.get(0)) else {
+            continue;
+        };
+        let max = t.max_attempts;
+        if requeued(&mut t.progress, max, now_ms) {
+            lost += 1;
+        } else {
+            back += 1;
+        }
+        log::info!(
+            "task {} {} (its node was lost; attempt {} of {max})",
+            t.id,
+            if t.state() == State::Queued {
+                "requeued"
+            } else {
+                "failed: worker lost"
+            },
+            t.progress.attempt
+        );
+        ids.push(t.id.0 as i64);
+        states.push(t.state().as_str());
+        finished.push(ms(t.progress.finished_at));
+        texts.push(serde_json::to_string(&t).unwrap_or_default());
+    }
+    let n = tx.execute(
+        &format!(
+            "UPDATE muster_tasks t SET
+                 task = u.task::jsonb, state = u.state, finished_at = u.finished_at, lease = 0,
+                 holder_node = CASE WHEN u.state = 'queued' THEN NULL ELSE t.holder_node END,
+                 holder_incarnation = NULL, cancel_requested_at = NULL,
+                 rev = t.rev + 1, changed = pg_current_xact_id()
+             FROM unnest($4::bigint[], $5::text[], $6::text[], $7::bigint[])
+                  AS u(id, state, task, finished_at)
+             WHERE t.id = u.id AND {FENCE}"
+        ),
+        &[
+            &me.node_id,
+            &me.incarnation,
+            &epoch,
+            &ids,
+            &states,
+            &texts,
+            &finished,
+        ],
+    )?;
+    if n == 0 {
+        return Ok((0, 0));
+    }
+    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])?;
+    tx.commit()?;
+    Ok((back, lost))
+}
+
+/// Leader duty: delete tasks finished before `before` (Unix ms), with
+/// their logs.
+fn prune(
+    c: &mut Client,
+    me: &crate::cluster::lease::Me,
+    epoch: i64,
+    before: u64,
+) -> Result<u64, postgres::Error> {
+    c.execute(
+        &format!("DELETE FROM muster_tasks WHERE finished_at < $4 AND {FENCE}"),
+        &[&me.node_id, &me.incarnation, &epoch, &(before as i64)],
+    )
+}
+
+/// The mirror thread: listens, reads what changed, hands it to the book;
+/// and the leader's task duties while this node leads.
+pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
+    let mut link = store.cluster.link("mirror");
+    let mut mark = Mark {
+        xmin: 0,
+        seen_logs: BTreeMap::new(),
+    };
+    let mut listening = false;
+    let mut last_requeue = Instant::now();
+    let mut last_prune: Option<Instant> = None;
+    let st = &store.shared.stats;
+    while !store.stopping.load(Ordering::Acquire) {
+        if !link.is_up() {
+            listening = false;
+        }
+        let c = match link.get() {
+            Ok(c) => c,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        if !listening {
+            if let Err(e) = c.batch_execute(&format!("LISTEN {CHANNEL}")) {
+                link.failed(&e);
+                continue;
+            }
+            listening = true;
+        }
+        match poll(c, &mut mark) {
+            Ok((rows, logs)) => {
+                if !rows.is_empty() || !logs.is_empty() {
+                    let Some(copy) = copy.upgrade() else { return };
+                    copy.mirror(rows, logs);
+                }
+            }
+            Err(e) => {
+                let d = link.failed(&e);
+                log::warn!("cluster: cannot read task changes: {d}");
+                continue;
+            }
+        }
+        if let Some(epoch) = store.cluster.leading() {
+            let me = store.cluster.me().clone();
+            let now = Instant::now();
+            if now.duration_since(last_requeue) >= REQUEUE_EVERY {
+                last_requeue = now;
+                let Ok(c) = link.get() else { continue };
+                let r = requeue_dead(c, &me, epoch, store.cluster.ttl(), unix_ms());
+                match r {
+                    Ok((back, lost)) => {
+                        st.add(Counter::TasksRequeued, back);
+                        st.add(Counter::TasksLost, lost);
+                    }
+                    Err(e) => {
+                        link.failed(&e);
+                        log::warn!(
+                            "cluster: cannot give back lost nodes' tasks: {}",
+                            describe(&e)
+                        );
+                    }
+                }
+            }
+            if last_prune.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY) {
+                last_prune = Some(now);
+                let keep = store.shared.config.get().tasks.retention.as_millis() as u64;
+                let Ok(c) = link.get() else { continue };
+                let r = prune(c, &me, epoch, unix_ms().saturating_sub(keep));
+                match r {
+                    Ok(n) if n > 0 => log::info!("cluster: {n} tasks past task_retention deleted"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        link.failed(&e);
+                        log::warn!("cluster: cannot delete expired tasks: {}", describe(&e));
+                    }
+                }
+            }
+        }
+        let Ok(c) = link.get() else { continue };
+        if let Err(e) = wait(c) {
+            link.failed(&e);
+        }
+    }
+}
+
+/// Wait for a notification, at most [`POLL`]; everything that arrived
+/// with it is one look (coalesced).
+fn wait(c: &mut Client) -> Result<(), postgres::Error> {
+    let mut n = c.notifications();
+    if n.timeout_iter(POLL).next()?.is_some() {
+        let mut rest = n.iter();
+        while rest.next()?.is_some() {}
+    }
+    Ok(())
+}

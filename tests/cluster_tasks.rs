@@ -1,0 +1,370 @@
+//! Tasks in cluster mode against a real PostgreSQL: submitted on one node
+//! and run by a worker of another, seen, cancelled and read from any node;
+//! every `201` in the database through a `kill -9`; the tasks of a dead
+//! node's workers given back by the leader; a node cut off from the
+//! database answers 503, stops claiming, and its late finish is refused.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use support::Daemon;
+use support::pg::{self, Pg};
+
+const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
+const TTL: &str = "3s";
+
+fn node(pg: &Pg, name: &str, extra: &[&str]) -> Daemon {
+    let uri = pg.uri();
+    let mut args = vec![
+        "--cluster-database",
+        uri.as_str(),
+        "--node-id",
+        name,
+        "--node-ttl",
+        TTL,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(&args)
+}
+
+/// Every node alive on `d`'s list, and one of them leading.
+fn wait_cluster(d: &Daemon, n: usize) {
+    d.wait_for(&format!("{n} nodes and a leader"), |d| {
+        let v = d.json("/api/nodes");
+        let alive = v["nodes"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|n| n["alive"] == true).count() == n);
+        alive && v["leader"]["held"] == true
+    });
+}
+
+/// A handler that counts its runs in `dir/runs` (one line per start, with
+/// the task id), then by type: `slow` sleeps 4 s, `sleep61` a minute.
+fn handler(dir: &Path) -> PathBuf {
+    let path = dir.join("handler.sh");
+    let runs = dir.join("runs");
+    std::fs::write(
+        &path,
+        format!(
+            r#"#!/bin/sh
+cat >/dev/null
+echo "$MUSTER_TASK_ID" >>{runs}
+echo "task $MUSTER_TASK_ID attempt $MUSTER_TASK_ATTEMPT"
+case "$MUSTER_TASK_TYPE" in
+  slow) sleep 4 ;;
+  sleep61) sleep 61 ;;
+esac
+echo '{{"done":true}}'
+"#,
+            runs = runs.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The task ids the handlers in `dir` started, one per run.
+fn runs(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("runs"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent(d: &Daemon, id: &str, handler: &Path) -> Agent {
+    let a = Agent(
+        Command::new(MUSTER)
+            .args(["agent", "--tasks", "--capacity", "2", "--interval", "300ms"])
+            .args(["--id", id, "--heartbeat-addr", &d.heartbeat.to_string()])
+            .arg("--")
+            .arg(handler)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    d.wait_for(&format!("{id} beating"), |d| {
+        d.get(&format!("/api/workers/{id}")).1["status"] == "idle"
+    });
+    a
+}
+
+fn post(d: &Daemon, body: &str) -> (u16, Value) {
+    let (status, _, b) = d.request(&format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+fn submit(d: &Daemon, body: Value) -> String {
+    let (status, t) = post(d, &body.to_string());
+    assert_eq!(status, 201, "{t}");
+    t["id"].as_str().unwrap().to_string()
+}
+
+/// The task as `d` shows it (a node may not have read it yet: 404).
+fn task(d: &Daemon, id: &str) -> Value {
+    d.get(&format!("/api/tasks/{id}")).1
+}
+
+fn wait_state(d: &Daemon, id: &str, state: &str) -> Value {
+    d.wait_for(&format!("task {id} {state}"), |d| {
+        task(d, id)["state"] == state
+    });
+    task(d, id)
+}
+
+fn delete(d: &Daemon, id: &str) -> (u16, Value) {
+    let (status, _, b) = d.request(&format!(
+        "DELETE /api/tasks/{id} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    ));
+    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+/// A counter from `/health`'s tasks group.
+fn tasks_counter(d: &Daemon, name: &str) -> u64 {
+    d.json("/health")["tasks"][name].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_task_submitted_on_one_node_runs_on_another_and_is_seen_and_cancelled_from_any() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let ds: Vec<Daemon> = ["n1", "n2", "n3"].map(|n| node(&pg, n, &[])).into();
+    wait_cluster(&ds[0], 3);
+    let _a = agent(&ds[2], "w3", &h);
+    let id = submit(&ds[0], json!({"type": "echo", "payload": {"n": 7}}));
+    let t = wait_state(&ds[0], &id, "succeeded");
+    assert_eq!(
+        (t["worker_id"].clone(), t["result"].clone()),
+        (json!("w3"), json!({"done": true}))
+    );
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT state || ' ' || holder_node FROM muster_tasks WHERE id = x'{id}'::bigint"
+        )),
+        "succeeded n3"
+    );
+    // Every node shows it, and its log lines.
+    for d in &ds {
+        wait_state(d, &id, "succeeded");
+        d.wait_for("its log", |d| {
+            let (_, _, b) = d.request(&format!(
+                "GET /api/tasks/{id}/logs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            ));
+            String::from_utf8_lossy(&b).contains(&format!("task {id} attempt 1"))
+        });
+        let list = d.json("/api/tasks?state=succeeded");
+        assert!(
+            list["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["id"] == id.as_str()),
+            "{list}"
+        );
+    }
+    assert_eq!(runs(dir.path()), vec![id.clone()], "run once");
+    // A running task cancelled on a node that does not hold it: its
+    // holder asks its worker, and every node sees it cancelled.
+    let long = submit(&ds[1], json!({"type": "sleep61"}));
+    wait_state(&ds[0], &long, "running");
+    let (status, _) = delete(&ds[0], &long);
+    assert_eq!(status, 200);
+    for d in &ds {
+        wait_state(d, &long, "cancelled");
+    }
+    // A queued task (aimed at a worker nobody has) cancelled elsewhere.
+    let queued = submit(&ds[0], json!({"type": "echo", "worker_id": "nobody"}));
+    wait_state(&ds[2], &queued, "queued");
+    let (status, t) = delete(&ds[2], &queued);
+    assert_eq!((status, t["state"].clone()), (200, json!("cancelled")));
+    wait_state(&ds[0], &queued, "cancelled");
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT state FROM muster_tasks WHERE id = x'{queued}'::bigint"
+        )),
+        "cancelled"
+    );
+    // Ids from three nodes never collide: each carries its node's ordinal.
+    let ords = pg.psql("SELECT count(DISTINCT ordinal) FROM muster_nodes");
+    assert_eq!(ords, "3");
+}
+
+#[test]
+fn every_201_through_a_kill_9_is_in_the_database_and_a_dead_nodes_tasks_run_again() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let mut ds: Vec<Option<Daemon>> = ["n1", "n2", "n3"].map(|n| Some(node(&pg, n, &[]))).into();
+    wait_cluster(ds[0].as_ref().unwrap(), 3);
+    // A worker on n2 runs a slow task; it and n2 will not come back.
+    let lost_worker = agent(ds[1].as_ref().unwrap(), "w2", &h);
+    let slow = submit(ds[0].as_ref().unwrap(), json!({"type": "slow"}));
+    wait_state(ds[0].as_ref().unwrap(), &slow, "running");
+    // 32 submitters over the three nodes; n2 is killed under them.
+    let addrs: Vec<_> = ds.iter().map(|d| d.as_ref().unwrap().http).collect();
+    let accepted = Mutex::new(Vec::<String>::new());
+    let refused = Mutex::new(0u64);
+    let until = Instant::now() + Duration::from_secs(4);
+    std::thread::scope(|s| {
+        for i in 0..32 {
+            let (addrs, accepted, refused) = (&addrs, &accepted, &refused);
+            s.spawn(move || {
+                let at = addrs[i % 3];
+                while Instant::now() < until {
+                    let body = r#"{"type":"bulk","worker_id":"nobody"}"#;
+                    match support::try_request(
+                        at,
+                        &format!(
+                            "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        ),
+                    ) {
+                        Some((201, _, b)) => {
+                            let v: Value = serde_json::from_slice(&b).unwrap();
+                            accepted.lock().unwrap().push(v["id"].as_str().unwrap().into());
+                        }
+                        Some(_) | None => {
+                            *refused.lock().unwrap() += 1;
+                            if at == addrs[1] {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        ds[1].as_ref().unwrap().signal(libc::SIGKILL);
+    });
+    let killed_at = Instant::now();
+    drop(lost_worker);
+    let accepted = accepted.into_inner().unwrap();
+    assert!(accepted.len() > 100, "{} accepted", accepted.len());
+    let stored = pg.psql("SELECT string_agg(lpad(to_hex(id), 16, '0'), ' ') FROM muster_tasks");
+    let stored: std::collections::HashSet<&str> = stored.split(' ').collect();
+    let missing: Vec<&String> = accepted
+        .iter()
+        .filter(|id| !stored.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} tasks that got a 201 are not in the database: {missing:?}",
+        missing.len(),
+        accepted.len()
+    );
+    let refused = refused.into_inner().unwrap();
+    eprintln!(
+        "{} accepted, {refused} refused or unanswered",
+        accepted.len()
+    );
+    // The slow task's worker never comes back: once n2's lease lapses
+    // the leader gives it back, and a worker elsewhere runs it again.
+    let survivor = ds[0].as_ref().unwrap();
+    let _a1 = agent(survivor, "w1", &h);
+    let t = wait_state(survivor, &slow, "succeeded");
+    assert_eq!(
+        (t["worker_id"].clone(), t["attempt"].clone()),
+        (json!("w1"), json!(2))
+    );
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(3 + 8),
+        "run again {took:?} after the kill"
+    );
+    let mut d = ds[1].take().unwrap();
+    let _ = d.child.wait();
+}
+
+#[test]
+fn a_node_cut_off_from_the_database_refuses_submissions_and_its_late_finish_is_refused() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let a = node(&pg, "a", &[]);
+    wait_cluster(&a, 1);
+    // Node b connects as a role of its own, so that it alone can be cut
+    // off: its logins refused and its connections ended.
+    pg.psql(&format!(
+        "CREATE ROLE {r} LOGIN PASSWORD 'b-secret';
+         GRANT CREATE, USAGE ON SCHEMA public TO {r};
+         GRANT ALL ON ALL TABLES IN SCHEMA public TO {r};
+         GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {r}",
+        r = pg::PASSWORD_ROLE
+    ));
+    let secret = dir.path().join("pw");
+    std::fs::write(&secret, "b-secret\n").unwrap();
+    let uri_b = format!(
+        "postgresql://{}@127.0.0.1:{}/muster",
+        pg::PASSWORD_ROLE,
+        pg.port
+    );
+    let b = Daemon::start(&[
+        "--cluster-database",
+        &uri_b,
+        "--cluster-database-password-file",
+        secret.to_str().unwrap(),
+        "--node-id",
+        "b",
+        "--node-ttl",
+        TTL,
+    ]);
+    wait_cluster(&a, 2);
+    let _wb = agent(&b, "wb", &h);
+    let long = submit(&a, json!({"type": "slow"}));
+    wait_state(&a, &long, "running");
+    assert_eq!(task(&a, &long)["worker_id"], "wb");
+    pg.psql(&format!(
+        "ALTER ROLE {r} NOLOGIN; SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{r}'",
+        r = pg::PASSWORD_ROLE
+    ));
+    b.wait_for("b degraded", |d| d.json("/health")["status"] == "degraded");
+    let (status, t) = post(&b, r#"{"type":"echo"}"#);
+    assert_eq!(status, 503, "{t}");
+    // b's lease lapses; the leader (a) gives the task back; a worker of
+    // a's runs it.
+    let _wa = agent(&a, "wa", &h);
+    a.wait_for("the task taken by wa", |d| {
+        task(d, &long)["worker_id"] == "wa"
+    });
+    // b's worker finishes while b is cut off: b's book takes the finish
+    // (it cannot know better), and its writer holds it for the database.
+    wait_state(&b, &long, "succeeded");
+    assert_eq!(task(&b, &long)["worker_id"], "wb");
+    // Back online, that finish is refused by the database: the claim it
+    // was made under moved on.
+    pg.psql(&format!("ALTER ROLE {r} LOGIN", r = pg::PASSWORD_ROLE));
+    b.wait_for("b healthy", |d| d.json("/health")["status"] == "healthy");
+    b.wait_for("the stale finish refused", |d| {
+        tasks_counter(d, "writes_stale") >= 1
+    });
+    let t = wait_state(&a, &long, "succeeded");
+    assert_eq!(t["worker_id"], "wa", "one result: the claim that holds it");
+    wait_state(&b, &long, "succeeded");
+    assert_eq!(task(&b, &long)["worker_id"], "wa");
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT task->'progress'->>'worker_id' FROM muster_tasks WHERE id = x'{long}'::bigint"
+        )),
+        "wa"
+    );
+}
