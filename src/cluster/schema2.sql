@@ -48,3 +48,18 @@ CREATE TABLE muster_task_logs (
 
 CREATE INDEX muster_task_logs_task ON muster_task_logs (task_id);
 CREATE INDEX muster_task_logs_changed ON muster_task_logs (changed);
+
+-- Every transaction that changes tasks or adds log lines wakes the nodes
+-- listening on muster_tasks, once: PostgreSQL delivers one notification
+-- per channel and payload per transaction.
+CREATE FUNCTION muster_tasks_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('muster_tasks', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER muster_tasks_changed AFTER INSERT OR UPDATE OR DELETE ON muster_tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION muster_tasks_notify();
+CREATE TRIGGER muster_task_logs_added AFTER INSERT ON muster_task_logs
+    FOR EACH STATEMENT EXECUTE FUNCTION muster_tasks_notify();

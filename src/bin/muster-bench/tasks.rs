@@ -25,9 +25,11 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: muster-bench tasks [--target musterd|beanstalkd] [--mode submit|e2e|latency]
        [--submitters C] [--workers A] [--payload-bytes B] [--duration D] [--addr HOST:PORT]
-       [--heartbeat-addr HOST:PORT] [--json]
+       [--heartbeat-addr HOST:PORT] [--worker-prefix P] [--json]
   --addr            musterd's HTTP address (default from $MUSTER_URL) or beanstalkd's (127.0.0.1:11300)
   --heartbeat-addr  musterd's heartbeat address, for its workers (default $MUSTER_HEARTBEAT_ADDR)
+  --worker-prefix   the workers' ids: P-0, P-1, ... (default bench; one per run when several
+                    runs share a fleet)
 ";
 
 struct Opts {
@@ -39,6 +41,7 @@ struct Opts {
     duration: Duration,
     addr: Option<String>,
     heartbeat: String,
+    prefix: String,
     json: bool,
 }
 
@@ -53,6 +56,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         duration: Duration::from_secs(10),
         addr: None,
         heartbeat: muster::cli::client::env_heartbeat_addr(),
+        prefix: "bench".into(),
         json: false,
     };
     let err = |e: lexopt::Error| e.to_string();
@@ -74,6 +78,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
             Long("duration") => o.duration = muster::config::units::parse_duration(&val(&mut p)?)?,
             Long("addr") => o.addr = Some(val(&mut p)?),
             Long("heartbeat-addr") => o.heartbeat = val(&mut p)?,
+            Long("worker-prefix") => o.prefix = val(&mut p)?,
             Long("json") => o.json = true,
             Short('h') | Long("help") => return Ok(None),
             _ => return Err(err(arg.unexpected())),
@@ -124,11 +129,12 @@ fn run(o: &Opts) -> Result<Value, String> {
         for i in 0..o.workers {
             let (stop, done) = (stop.clone(), done.clone());
             let hb = resolve(&o.heartbeat)?;
+            let id = format!("{}-{i}", o.prefix);
             threads.push(std::thread::spawn(move || {
                 let r = if beanstalk {
                     beanstalk_worker(addr, &stop, &done)
                 } else {
-                    muster_worker(hb, &format!("bench-{i}"), &stop, &done, None)
+                    muster_worker(hb, &id, &stop, &done, None)
                 };
                 if let Err(e) = r {
                     eprintln!("worker: {e}");
