@@ -8,24 +8,7 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::Daemon;
-use support::pg::{self, Pg};
-
-/// Leases this short keep the tests quick (the least `node_ttl` allows).
-const TTL: &str = "3s";
-
-fn node(pg: &Pg, name: &str, extra: &[&str]) -> Daemon {
-    let uri = pg.uri();
-    let mut args = vec![
-        "--cluster-database",
-        uri.as_str(),
-        "--node-id",
-        name,
-        "--node-ttl",
-        TTL,
-    ];
-    args.extend_from_slice(extra);
-    Daemon::start(&args)
-}
+use support::pg::{self, TTL, node};
 
 fn nodes(d: &Daemon) -> serde_json::Value {
     d.json("/api/nodes")

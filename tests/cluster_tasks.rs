@@ -12,24 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::Daemon;
-use support::pg::{self, Pg};
+use support::pg::{self, TTL, node};
 
 const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
-const TTL: &str = "3s";
-
-fn node(pg: &Pg, name: &str, extra: &[&str]) -> Daemon {
-    let uri = pg.uri();
-    let mut args = vec![
-        "--cluster-database",
-        uri.as_str(),
-        "--node-id",
-        name,
-        "--node-ttl",
-        TTL,
-    ];
-    args.extend_from_slice(extra);
-    Daemon::start(&args)
-}
 
 /// Every node alive on `d`'s list, and one of them leading.
 fn wait_cluster(d: &Daemon, n: usize) {

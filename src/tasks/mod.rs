@@ -203,23 +203,11 @@ impl Tasks {
         };
         let mut fx = Effects::default();
         book.requeue_all_held(unix_ms(), &mut fx);
+        let tasks = Tasks::new(book, links, shared, journal, None);
         let tasks = Arc::new(Tasks {
-            book: Mutex::new(book),
-            runner: Runner::new(Outlets {
-                journal,
-                remote: None,
-                outbox: links.outbox,
-                runs: links.runs,
-                feed: feed::Feed::new(links.changed),
-                shared: shared.clone(),
-            }),
-            eligible: links.eligible,
-            shared,
-            wake: (Mutex::new(false), Condvar::new()),
-            stopping: AtomicBool::new(false),
             dir: dir.map(Path::to_path_buf),
             size,
-            store: None,
+            ..tasks
         });
         tasks.runner.apply(&tasks.lock(), fx, None);
         Opened {
@@ -228,17 +216,19 @@ impl Tasks {
         }
     }
 
-    fn open_clustered(
-        cluster: Arc<crate::cluster::Cluster>,
-        shared: Arc<Shared>,
+    /// A task book with these outlets: a journal's queue, or the database.
+    fn new(
+        book: Book,
         links: Links,
-    ) -> Opened {
-        let (store, rx) = cluster::Store::new(cluster, shared.clone());
-        let tasks = Arc::new(Tasks {
-            book: Mutex::new(Book::default()),
+        shared: Arc<Shared>,
+        journal: Option<mpsc::Sender<Append>>,
+        store: Option<Arc<cluster::Store>>,
+    ) -> Tasks {
+        Tasks {
+            book: Mutex::new(book),
             runner: Runner::new(Outlets {
-                journal: None,
-                remote: Some(store.clone()),
+                journal,
+                remote: store.clone(),
                 outbox: links.outbox,
                 runs: links.runs,
                 feed: feed::Feed::new(links.changed),
@@ -250,8 +240,23 @@ impl Tasks {
             stopping: AtomicBool::new(false),
             dir: None,
             size: Arc::new(journal::Size::default()),
-            store: Some(store.clone()),
-        });
+            store,
+        }
+    }
+
+    fn open_clustered(
+        cluster: Arc<crate::cluster::Cluster>,
+        shared: Arc<Shared>,
+        links: Links,
+    ) -> Opened {
+        let (store, rx) = cluster::Store::new(cluster, shared.clone());
+        let tasks = Arc::new(Tasks::new(
+            Book::default(),
+            links,
+            shared,
+            None,
+            Some(store.clone()),
+        ));
         let weak: std::sync::Weak<dyn cluster::Replica> =
             Arc::downgrade(&(tasks.clone() as Arc<dyn cluster::Replica>));
         let mut threads = Vec::new();

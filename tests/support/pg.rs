@@ -291,3 +291,22 @@ fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
+
+/// Leases this short keep the cluster tests quick (the least `node_ttl`
+/// allows).
+pub const TTL: &str = "3s";
+
+/// A musterd node named `name` on `pg`, with a short `node_ttl`.
+pub fn node(pg: &Pg, name: &str, extra: &[&str]) -> super::Daemon {
+    let uri = pg.uri();
+    let mut args = vec![
+        "--cluster-database",
+        uri.as_str(),
+        "--node-id",
+        name,
+        "--node-ttl",
+        TTL,
+    ];
+    args.extend_from_slice(extra);
+    super::Daemon::start(&args)
+}
