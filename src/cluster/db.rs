@@ -63,6 +63,9 @@ pub struct Link {
     backoff: Duration,
     /// What went wrong last, for `/health`.
     last_error: Option<String>,
+    /// Connections made so far: a session's state (a `LISTEN`) belongs
+    /// to one of them.
+    connections: u64,
 }
 
 impl Link {
@@ -94,6 +97,7 @@ impl Link {
             next_try: Instant::now(),
             backoff: FIRST_BACKOFF,
             last_error: None,
+            connections: 0,
         }
     }
 
@@ -117,6 +121,7 @@ impl Link {
                         log::info!("cluster: {} connected again", self.name);
                     }
                     self.backoff = FIRST_BACKOFF;
+                    self.connections += 1;
                     self.client = Some(c);
                 }
                 Err(e) => {
@@ -163,6 +168,12 @@ impl Link {
             misconfigured: is_misconfigured(e),
             why,
         }
+    }
+
+    /// Which connection this is (a count of those made): it changes
+    /// whenever the link connects again.
+    pub fn connection(&self) -> u64 {
+        self.connections
     }
 
     /// Whether a connection is up now.

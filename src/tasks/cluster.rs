@@ -654,27 +654,26 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
         xmin: 0,
         seen_logs: BTreeMap::new(),
     };
-    let mut listening = false;
+    // The connection that listens: a new one must LISTEN again.
+    let mut listening = None;
     let mut last_requeue = Instant::now();
     let mut last_prune: Option<Instant> = None;
     let st = &store.shared.stats;
+    let pause = || std::thread::sleep(Duration::from_millis(200));
     while !store.stopping.load(Ordering::Acquire) {
-        if !link.is_up() {
-            listening = false;
+        if link.get().is_err() {
+            pause();
+            continue;
         }
-        let c = match link.get() {
-            Ok(c) => c,
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-        };
-        if !listening {
+        let now_on = link.connection();
+        let Ok(c) = link.get() else { continue };
+        if listening != Some(now_on) {
             if let Err(e) = c.batch_execute(&format!("LISTEN {CHANNEL}")) {
                 link.failed(&e);
+                pause();
                 continue;
             }
-            listening = true;
+            listening = Some(now_on);
         }
         match poll(c, &mut mark) {
             Ok((rows, logs)) => {
@@ -686,6 +685,7 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
             Err(e) => {
                 let d = link.failed(&e);
                 log::warn!("cluster: cannot read task changes: {d}");
+                pause();
                 continue;
             }
         }
