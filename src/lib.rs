@@ -25,8 +25,9 @@
 //! - `tasks`: the task book, its journal, the scheduler; in cluster mode
 //!   the database in the journal's place. Imports `cluster`, `fleet`,
 //!   `config`, `stats`, `proto`, `logging`, `clock`.
-//! - `store`: the registry saved in `state_dir` and read back at start.
-//!   Imports `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
+//! - `store`: the registry saved in `state_dir` and read back at start;
+//!   in cluster mode also the fleet in the database. Imports `cluster`,
+//!   `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
 //! - `cluster`: cluster mode: the shared PostgreSQL, its schema, this
 //!   node's lease and the leader's. Imports `config`, `clock`.
 //! - `config`: the settings table, parsing, the running `Arc<Config>`.

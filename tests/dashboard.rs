@@ -61,6 +61,11 @@ fn the_dashboard_shows_the_fleet_live() {
         assert!(alpha.contains(want), "{want} in {alpha:?}");
     }
     assert_eq!(
+        b.eval("getComputedStyle(document.querySelector('#rows [data-id=alpha] .node')).display"),
+        "none",
+        "no node column on a single node"
+    );
+    assert_eq!(
         b.eval("document.getElementById('conn').textContent"),
         "live"
     );

@@ -36,7 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "store",
         &[
-            "fleet", "config", "stats", "proto", "sys", "logging", "clock",
+            "cluster", "fleet", "config", "stats", "proto", "sys", "logging", "clock",
         ],
     ),
     (

@@ -11,6 +11,7 @@
 
 use crate::config::Secret;
 use crate::config::cluster::Database;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use std::time::{Duration, Instant};
 
@@ -184,6 +185,78 @@ impl Link {
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
     }
+}
+
+/// A link that reads what other nodes write, woken by a channel: the
+/// connection `LISTEN`s (again on each new connection), and
+/// [`Watch::wait`] returns at the first notification or after `poll`.
+pub struct Watch {
+    pub link: Link,
+    channel: &'static str,
+    listening: Option<u64>,
+}
+
+impl Watch {
+    pub fn new(link: Link, channel: &'static str) -> Watch {
+        Watch {
+            link,
+            channel,
+            listening: None,
+        }
+    }
+
+    /// The connection, listening.
+    pub fn get(&mut self) -> Result<&mut Client, Down> {
+        let on = {
+            self.link.get()?;
+            self.link.connection()
+        };
+        if self.listening != Some(on) {
+            let c = self.link.get()?;
+            if let Err(e) = c.batch_execute(&format!("LISTEN {}", self.channel)) {
+                return Err(self.link.failed(&e));
+            }
+            self.listening = Some(on);
+        }
+        self.link.get()
+    }
+
+    /// Wait for a notification, at most `poll`; everything that arrived
+    /// with it is one look (coalesced).
+    pub fn wait(&mut self, poll: Duration) {
+        let got = match self.get() {
+            Ok(c) => drain(c, poll),
+            Err(_) => {
+                std::thread::sleep(poll.min(Duration::from_millis(200)));
+                return;
+            }
+        };
+        if let Err(e) = got {
+            self.link.failed(&e);
+        }
+    }
+}
+
+fn drain(c: &mut Client, poll: Duration) -> Result<(), postgres::Error> {
+    let mut n = c.notifications();
+    let first = n.timeout_iter(poll).next()?;
+    if first.is_some() {
+        let mut rest = n.iter();
+        while rest.next()?.is_some() {}
+    }
+    Ok(())
+}
+
+/// The oldest transaction still running when `tx`'s snapshot was taken:
+/// rows written by it or later may still change; older ones are final.
+/// With `changed xid8` columns, `changed >= xmin` at the next look finds
+/// every row written since.
+pub fn snapshot_xmin(tx: &mut postgres::Transaction<'_>) -> Result<u64, postgres::Error> {
+    Ok(tx
+        .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])?
+        .get::<_, &str>(0)
+        .parse()
+        .unwrap_or(0))
 }
 
 /// An error as one line, with the server's message when it sent one.

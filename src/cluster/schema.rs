@@ -8,7 +8,11 @@
 use postgres::Client;
 
 /// Every migration, oldest first: version `i + 1` is `MIGRATIONS[i]`.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema2.sql"),
+    include_str!("schema3.sql"),
+];
 
 /// The schema version this build reads and writes.
 pub const VERSION: i32 = MIGRATIONS.len() as i32;

@@ -167,6 +167,12 @@ impl Daemon {
         for t in self.alert_threads {
             let _ = t.join();
         }
+        // The fleet's rows keep what the workers were (the members' byes
+        // included): sessions closed by this stop are not transitions the
+        // other nodes should show; they see this node's lease end instead.
+        if let Some(fleet) = self.fleet {
+            fleet.stop();
+        }
         let (ingest, ingest_news) = self.ingest;
         ingest_news.post(crate::ingest::News::Stop);
         let _ = ingest.join();

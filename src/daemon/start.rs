@@ -57,6 +57,8 @@ pub(super) struct Daemon {
     pub(super) started: Instant,
     /// This node's membership and its lease thread, in cluster mode.
     pub(super) cluster: Option<(Arc<Cluster>, JoinHandle<()>)>,
+    /// The fleet's rows in the database, in cluster mode.
+    pub(super) fleet: Option<store::cluster::Fleet>,
 }
 
 /// A loop's waker wakes its mailbox's loop.
@@ -218,6 +220,9 @@ impl Daemon {
         let cluster = Cluster::join(&cfg, &http_at, &heartbeat_at).map_err(Failed::Cluster)?;
         let shared = Arc::new(Shared::with(cfg, http_news.notifier(serve::News::Fleet)));
         let registry = Arc::new(Registry::new(shared.clone()));
+        if let Some((c, _)) = &cluster {
+            registry.set_node(c.node_id());
+        }
         // Restored before any socket is served, so that the first frame a
         // worker sends finds its saved state.
         let store = open_store(&shared.config.get());
@@ -228,6 +233,13 @@ impl Daemon {
             started + shared.config.get().fleet.inactivity_timeout
         } else {
             started
+        };
+        let fleet = match &cluster {
+            Some((c, _)) => Some(
+                store::cluster::Fleet::start(c.clone(), registry.clone(), shared.clone())
+                    .map_err(loop_error("fleet"))?,
+            ),
+            None => None,
         };
         let opened = Tasks::open(
             store.as_ref().map(|s| s.dir()),
@@ -348,6 +360,7 @@ impl Daemon {
             notifier,
             started,
             cluster,
+            fleet,
         })
     }
 }

@@ -23,6 +23,10 @@
 //!
 //! The registry does not decide when a worker is silent or old (the
 //! sweeper does) and does not apply frames (the worker's thread does).
+//!
+//! In cluster mode it also keeps the other nodes' workers, as the database
+//! last had them ([`Registry::set_remote`]): no thread, no inbox, only
+//! their snapshots, shown beside this node's by [`Registry::fleet`].
 
 use super::Shared;
 use super::inbox;
@@ -32,7 +36,7 @@ use crate::logging::RateLimit;
 use crate::proto::{RejectReason, Status, WorkerId};
 use crate::stats::Counter;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -85,6 +89,16 @@ pub struct Registry {
     /// For the threads it starts, and the `max_workers` in force.
     shared: Arc<Shared>,
     log_limit: RateLimit,
+    /// In cluster mode, this node's id, which its workers' snapshots carry.
+    node: OnceLock<Arc<str>>,
+    /// Other nodes' workers, by id.
+    remote: RwLock<HashMap<WorkerId, Arc<Snapshot>>>,
+}
+
+/// Which of two snapshots of one worker the fleet shows: this node's while
+/// it is active here or was heard from here last.
+fn local_wins(local: &Snapshot, remote: &Snapshot) -> bool {
+    local.is_active() || local.last_update >= remote.last_update
 }
 
 impl Registry {
@@ -96,7 +110,111 @@ impl Registry {
             knocked: Mutex::new(Knocked::default()),
             shared,
             log_limit: RateLimit::new(Duration::from_secs(10)),
+            node: OnceLock::new(),
+            remote: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Cluster mode: this node's id, carried by every worker started after.
+    pub fn set_node(&self, node: &str) {
+        let _ = self.node.set(Arc::from(node));
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.node.get().map(|n| &**n)
+    }
+
+    fn remote_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<WorkerId, Arc<Snapshot>>> {
+        self.remote.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Other nodes' workers as the database has them now: `changed` replace
+    /// what was known of them, `gone` are forgotten. Each change the fleet
+    /// shows goes to the change feed.
+    pub fn set_remote(&self, changed: Vec<Arc<Snapshot>>, gone: Vec<WorkerId>) {
+        if changed.is_empty() && gone.is_empty() {
+            return;
+        }
+        {
+            let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
+            for s in &changed {
+                remote.insert(s.id.clone(), s.clone());
+            }
+            for id in &gone {
+                remote.remove(id);
+            }
+        }
+        for s in changed {
+            let shadowed = self
+                .handle(&s.id)
+                .map(|h| h.snapshot())
+                .is_some_and(|l| l.is_shown() && local_wins(&l, &s));
+            if !shadowed {
+                self.shared.changes.changed(&s);
+            }
+        }
+        for id in gone {
+            if self.snapshot(&id).is_none() {
+                self.shared.changes.removed(&id);
+            }
+        }
+    }
+
+    /// Every shown worker of the fleet, sorted by id: this node's and, in
+    /// cluster mode, the other nodes' (a worker known to both is shown as
+    /// [`local_wins`] says).
+    pub fn fleet(&self) -> Vec<Arc<Snapshot>> {
+        let mut snaps = self.snapshots();
+        let remote = self.remote_map();
+        if remote.is_empty() {
+            return snaps;
+        }
+        let mut at: HashMap<&str, usize> = HashMap::with_capacity(snaps.len());
+        for (i, s) in snaps.iter().enumerate() {
+            at.insert(&s.id, i);
+        }
+        let mut replace = Vec::new();
+        let mut add = Vec::new();
+        for (id, r) in remote.iter() {
+            match at.get(&**id) {
+                Some(&i) if !local_wins(&snaps[i], r) => replace.push((i, r.clone())),
+                Some(_) => {}
+                None => add.push(r.clone()),
+            }
+        }
+        drop(at);
+        drop(remote);
+        for (i, r) in replace {
+            snaps[i] = r;
+        }
+        if !add.is_empty() {
+            snaps.extend(add);
+            snaps.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        }
+        snaps
+    }
+
+    /// One worker of the fleet, wherever it is ([`Self::fleet`]'s rule).
+    pub fn fleet_snapshot(&self, id: &str) -> Option<Arc<Snapshot>> {
+        let local = self.snapshot(id);
+        let remote = self.remote_map().get(id).cloned();
+        match (local, remote) {
+            (Some(l), Some(r)) if !local_wins(&l, &r) => Some(r),
+            (Some(l), _) => Some(l),
+            (None, r) => r,
+        }
+    }
+
+    /// The fleet's workers by state ([`Self::fleet`]).
+    pub fn fleet_counts(&self) -> Counts {
+        if self.remote_map().is_empty() {
+            return self.counts();
+        }
+        let mut c = Counts::default();
+        for s in self.fleet() {
+            c.add(&s);
+        }
+        c
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<WorkerId, Entry>> {
@@ -247,6 +365,8 @@ impl Registry {
         series: Series,
     ) -> Result<Arc<Handle>, RejectReason> {
         let id = first.id.clone();
+        let mut first = first;
+        first.node = self.node.get().cloned();
         let (tx, rx) = inbox::inbox();
         let handle = Arc::new(Handle::with(tx, first, series));
         let (h, shared) = (handle.clone(), self.shared.clone());

@@ -130,6 +130,11 @@ pub struct Snapshot {
     pub runs: RunCounts,
     /// Restored from `state_dir` at start and not heard from since.
     pub restored: bool,
+    /// In cluster mode, the node that holds the worker's session (this one
+    /// for a local worker); `None` on a single node.
+    pub node: Option<Arc<str>>,
+    /// A worker of another node, as that node last wrote it.
+    pub remote: bool,
     /// The telemetry object, rendered on first use and shared by every reader.
     rendered: OnceLock<Box<str>>,
 }
@@ -166,6 +171,8 @@ impl Snapshot {
             times_inactive: 0,
             runs: RunCounts::default(),
             restored: false,
+            node: None,
+            remote: false,
             rendered: OnceLock::new(),
         }
     }
@@ -393,6 +400,16 @@ impl Snapshot {
     pub(super) fn publishable(&self) -> Snapshot {
         let mut s = self.clone();
         s.rendered = OnceLock::new();
+        s
+    }
+
+    /// A copy that reads as lost: the node that held the worker's session
+    /// is gone, so it is inactive, unless it had said bye.
+    pub fn as_lost(&self) -> Snapshot {
+        let mut s = self.publishable();
+        if !s.terminated {
+            s.inactive = true;
+        }
         s
     }
 

@@ -29,6 +29,9 @@ pub struct Telemetry<'a> {
     /// Present (true) only while a restored worker has sent nothing new.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     restored: bool,
+    /// In cluster mode, the node that holds the worker's session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
 }
 
 impl<'a> Telemetry<'a> {
@@ -48,6 +51,7 @@ impl<'a> Telemetry<'a> {
             last_update: s.last_update,
             messages_processed: s.messages_processed,
             restored: s.restored,
+            node: s.node.as_deref(),
         }
     }
 }

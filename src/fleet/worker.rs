@@ -366,6 +366,12 @@ mod tests {
         let before = publishes.0.load(Ordering::Relaxed);
         beat(501);
         assert_eq!(applied(501), 501);
+        // The snapshot is readable a moment before its publish is counted.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while publishes.0.load(Ordering::Relaxed) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(COALESCE * 2);
         assert_eq!(publishes.0.load(Ordering::Relaxed), before + 1);
         handle.stop();
         t.join().unwrap();

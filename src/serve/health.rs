@@ -187,7 +187,7 @@ impl Health {
         match self.counts {
             Some((v, c)) if v == version => c,
             _ => {
-                let c = registry.counts();
+                let c = registry.fleet_counts();
                 self.counts = Some((version, c));
                 c
             }

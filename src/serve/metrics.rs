@@ -331,7 +331,7 @@ fn basic(o: &mut Out, snaps: &[Arc<Snapshot>]) {
     o.family(
         "muster_worker_info",
         "gauge",
-        "The worker's hostname, transport and labels (label_KEY); always 1.",
+        "The worker's hostname, transport, node (in cluster mode) and labels (label_KEY); always 1.",
     );
     for s in snaps {
         let mut labels: Vec<(String, &str)> = vec![
@@ -340,6 +340,9 @@ fn basic(o: &mut Out, snaps: &[Arc<Snapshot>]) {
         ];
         if let Some(h) = s.hello.as_ref().and_then(|h| h.hostname.as_deref()) {
             labels.push(("hostname".into(), h));
+        }
+        if let Some(n) = s.node.as_deref() {
+            labels.push(("node".into(), n));
         }
         for (k, v) in s.labels.iter() {
             let name = label_name(k);

@@ -315,12 +315,15 @@ impl Api {
             ),
             Route::Metrics | Route::Telemetry => unreachable!("answered by get"),
             Route::TelemetryOne(id) => found(
-                reg.snapshot(&id)
+                reg.fleet_snapshot(&id)
                     .map(|s| Response::json(200, s.telemetry_json().as_bytes().to_vec())),
             ),
             Route::Workers => json_ok(&views::workers_map(reg)),
             Route::ApiWorkers => views::list(reg, query),
-            Route::ApiWorker(id) => found(reg.snapshot(&id).map(|s| json_ok(&views::details(&s)))),
+            Route::ApiWorker(id) => found(
+                reg.fleet_snapshot(&id)
+                    .map(|s| json_ok(&views::details(&s))),
+            ),
             Route::Registry => json_ok(&views::registry_map(reg)),
             Route::WorkerMetrics(id) => found(
                 reg.shown(&id)
@@ -382,7 +385,7 @@ impl Api {
                 series,
                 process: crate::sys::procfs::own_process(),
             };
-            let text = metrics::render(&d, &registry.snapshots(), Instant::now());
+            let text = metrics::render(&d, &registry.fleet(), Instant::now());
             if gzip {
                 metrics::gzip(text.as_bytes())
             } else {

@@ -33,7 +33,7 @@ pub fn status_filter(query: &str) -> Result<Option<StatusFilter>, Response> {
 
 /// `{"id": telemetry, ...}` from the pre-rendered objects.
 pub fn telemetry_map(registry: &Registry) -> Vec<u8> {
-    let snaps = registry.snapshots();
+    let snaps = registry.fleet();
     let mut out = Vec::with_capacity(64 + snaps.len() * 400);
     out.push(b'{');
     for (i, s) in snaps.iter().enumerate() {
@@ -53,7 +53,7 @@ pub fn workers_map(registry: &Registry) -> Value {
         .snapshots()
         .iter()
         .map(|s| {
-            let basic = json!({
+            let mut basic = json!({
                 "worker_id": &*s.id,
                 "status": s.status(),
                 "is_active": s.is_active(),
@@ -63,6 +63,9 @@ pub fn workers_map(registry: &Registry) -> Value {
                 "queue_depth": s.queue_depth,
                 "created_at": s.created_at,
             });
+            if let Some(n) = &s.node {
+                basic["node"] = json!(&**n);
+            }
             (s.id.to_string(), basic)
         })
         .collect();
@@ -74,7 +77,7 @@ pub fn list(registry: &Registry, query: &str) -> Response {
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    let snaps = registry.snapshots();
+    let snaps = registry.fleet();
     let mut out = Vec::with_capacity(16 + snaps.len() * 400);
     out.push(b'[');
     let mut first = true;

@@ -101,6 +101,9 @@ pub enum Counter {
     StateSaveErrors,
     StateRestored,
     StateLastSaveMs,
+    /// Cluster mode: worker rows written to the database, failed writes.
+    FleetRowsWritten,
+    FleetWriteErrors,
     /// Tasks (tasks/): kept now by state (gauges), and what happened.
     TasksQueued,
     TasksAssigned,

@@ -286,6 +286,24 @@ pub const COUNTERS: &[Row] = &[
     // In /health only: Prometheus wants seconds, and counters are whole.
     row(Counter::StateLastSaveMs, Group::State, "last_save_ms"),
     exported(
+        Counter::FleetRowsWritten,
+        Group::State,
+        "cluster_rows",
+        "muster_state_cluster_rows_total",
+        Kind::Counter,
+        "Cluster mode: worker rows this node wrote to the database (transitions and refreshes; never one per heartbeat).",
+        None,
+    ),
+    exported(
+        Counter::FleetWriteErrors,
+        Group::State,
+        "cluster_errors",
+        "muster_state_cluster_errors_total",
+        Kind::Counter,
+        "Cluster mode: writes of this node's workers to the database that failed (tried again at the next look).",
+        None,
+    ),
+    exported(
         Counter::TasksQueued,
         Group::Tasks,
         "queued",

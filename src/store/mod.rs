@@ -17,6 +17,7 @@
 //! file that cannot be read is moved aside with a warning and the daemon
 //! starts empty: a bad file never keeps the daemon down.
 
+pub mod cluster;
 pub mod format;
 
 use crate::clock::unix_ms;

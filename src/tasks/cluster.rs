@@ -26,13 +26,12 @@ use super::journal::Ack;
 use super::task::{State, Task, TaskId};
 use crate::clock::unix_ms;
 use crate::cluster::Cluster;
-use crate::cluster::db::{Link, describe};
+use crate::cluster::db::{Link, Watch, describe, snapshot_xmin};
 use crate::cluster::lease::FENCE;
 use crate::fleet::Shared;
 use crate::proto::WorkerId;
 use crate::stats::Counter;
 use postgres::Client;
-use postgres::fallible_iterator::FallibleIterator;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -507,11 +506,7 @@ fn poll(c: &mut Client, mark: &mut Mark) -> Result<(Vec<Row>, Lines), postgres::
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()?;
-    let xmin: u64 = tx
-        .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])?
-        .get::<_, &str>(0)
-        .parse()
-        .unwrap_or(0);
+    let xmin = snapshot_xmin(&mut tx)?;
     let from = mark.xmin.to_string();
     let rows = tx.query(
         "SELECT task::text, holder_incarnation, lease, rev, cancel_requested_at
@@ -649,32 +644,20 @@ fn prune(
 /// The mirror thread: listens, reads what changed, hands it to the book;
 /// and the leader's task duties while this node leads.
 pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
-    let mut link = store.cluster.link("mirror");
+    let mut watch = Watch::new(store.cluster.link("mirror"), CHANNEL);
     let mut mark = Mark {
         xmin: 0,
         seen_logs: BTreeMap::new(),
     };
-    // The connection that listens: a new one must LISTEN again.
-    let mut listening = None;
     let mut last_requeue = Instant::now();
     let mut last_prune: Option<Instant> = None;
     let st = &store.shared.stats;
     let pause = || std::thread::sleep(Duration::from_millis(200));
     while !store.stopping.load(Ordering::Acquire) {
-        if link.get().is_err() {
+        let Ok(c) = watch.get() else {
             pause();
             continue;
-        }
-        let now_on = link.connection();
-        let Ok(c) = link.get() else { continue };
-        if listening != Some(now_on) {
-            if let Err(e) = c.batch_execute(&format!("LISTEN {CHANNEL}")) {
-                link.failed(&e);
-                pause();
-                continue;
-            }
-            listening = Some(now_on);
-        }
+        };
         match poll(c, &mut mark) {
             Ok((rows, logs)) => {
                 if !rows.is_empty() || !logs.is_empty() {
@@ -683,62 +666,66 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
                 }
             }
             Err(e) => {
-                let d = link.failed(&e);
+                let d = watch.link.failed(&e);
                 log::warn!("cluster: cannot read task changes: {d}");
                 pause();
                 continue;
             }
         }
         if let Some(epoch) = store.cluster.leading() {
-            let me = store.cluster.me().clone();
-            let now = Instant::now();
-            if now.duration_since(last_requeue) >= REQUEUE_EVERY {
-                last_requeue = now;
-                let Ok(c) = link.get() else { continue };
-                let r = requeue_dead(c, &me, epoch, store.cluster.ttl(), unix_ms());
-                match r {
-                    Ok((back, lost)) => {
-                        st.add(Counter::TasksRequeued, back);
-                        st.add(Counter::TasksLost, lost);
-                    }
-                    Err(e) => {
-                        link.failed(&e);
-                        log::warn!(
-                            "cluster: cannot give back lost nodes' tasks: {}",
-                            describe(&e)
-                        );
-                    }
-                }
-            }
-            if last_prune.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY) {
-                last_prune = Some(now);
-                let keep = store.shared.config.get().tasks.retention.as_millis() as u64;
-                let Ok(c) = link.get() else { continue };
-                let r = prune(c, &me, epoch, unix_ms().saturating_sub(keep));
-                match r {
-                    Ok(n) if n > 0 => log::info!("cluster: {n} tasks past task_retention deleted"),
-                    Ok(_) => {}
-                    Err(e) => {
-                        link.failed(&e);
-                        log::warn!("cluster: cannot delete expired tasks: {}", describe(&e));
-                    }
-                }
-            }
+            leader_duties(
+                &store,
+                &mut watch.link,
+                epoch,
+                &mut last_requeue,
+                &mut last_prune,
+                st,
+            );
         }
-        let Ok(c) = link.get() else { continue };
-        if let Err(e) = wait(c) {
-            link.failed(&e);
-        }
+        watch.wait(POLL);
     }
 }
 
-/// Wait for a notification, at most [`POLL`]; everything that arrived
-/// with it is one look (coalesced).
-fn wait(c: &mut Client) -> Result<(), postgres::Error> {
-    let mut n = c.notifications();
-    if n.timeout_iter(POLL).next()?.is_some() {
-        let mut rest = n.iter();
-        while rest.next()?.is_some() {}
+/// The leader's task duties, each at its own pace: give back lost nodes'
+/// tasks, delete expired ones.
+fn leader_duties(
+    store: &Store,
+    link: &mut Link,
+    epoch: i64,
+    last_requeue: &mut Instant,
+    last_prune: &mut Option<Instant>,
+    st: &crate::stats::Stats,
+) {
+    let me = store.cluster.me().clone();
+    let now = Instant::now();
+    if now.duration_since(*last_requeue) >= REQUEUE_EVERY {
+        *last_requeue = now;
+        let Ok(c) = link.get() else { return };
+        match requeue_dead(c, &me, epoch, store.cluster.ttl(), unix_ms()) {
+            Ok((back, lost)) => {
+                st.add(Counter::TasksRequeued, back);
+                st.add(Counter::TasksLost, lost);
+            }
+            Err(e) => {
+                link.failed(&e);
+                log::warn!(
+                    "cluster: cannot give back lost nodes' tasks: {}",
+                    describe(&e)
+                );
+            }
+        }
     }
-    Ok(())
+    if last_prune.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY) {
+        *last_prune = Some(now);
+        let keep = store.shared.config.get().tasks.retention.as_millis() as u64;
+        let Ok(c) = link.get() else { return };
+        match prune(c, &me, epoch, unix_ms().saturating_sub(keep)) {
+            Ok(n) if n > 0 => log::info!("cluster: {n} tasks past task_retention deleted"),
+            Ok(_) => {}
+            Err(e) => {
+                link.failed(&e);
+                log::warn!("cluster: cannot delete expired tasks: {}", describe(&e));
+            }
+        }
+    }
 }

@@ -31,20 +31,31 @@ export async function refresh() {
   if (id === null) return;
   const p = "/api/workers/" + encodeURIComponent(id);
   try {
-    const [w, m, h, t] = await Promise.all([
-      get(p), get(p + "/metrics"), get(p + "/history"), get(p + "/tasks"),
+    const w = await get(p);
+    // Run metrics and history stay on the node that holds the worker.
+    const here = !w.node || w.node === (await node());
+    const none = { samples: [] };
+    const [m, h, t] = await Promise.all([
+      here ? get(p + "/metrics") : {}, here ? get(p + "/history") : none, get(p + "/tasks"),
     ]);
     if (id !== current) return;
-    details(w, m, h);
+    details(w, m, h, here);
     tasks(t.tasks || []);
   } catch (e) {
     if (id === current) $("details").replaceChildren(el("div", "cannot read " + id + ": " + e.message, "error"));
   }
 }
 
-function details(w, m, h) {
+// This node's name in cluster mode, from /health (asked once).
+let self;
+async function node() {
+  if (self === undefined) self = (await get("/health")).cluster?.node ?? null;
+  return self;
+}
+
+function details(w, m, h, here) {
   pairs($("details"), [
-    ["status", w.status], ["active", w.is_active ? "yes" : "no"], ["host", w.hostname], ["pid", w.pid],
+    ["status", w.status], ["active", w.is_active ? "yes" : "no"], ["node", w.node], ["host", w.hostname], ["pid", w.pid],
     ["transport", w.transport], ["job", job(w) || undefined], ["queue", w.queue_depth],
     ["cpu %", fixed(w.cpu_usage, 1)], ["memory %", fixed(w.memory_usage, 1)],
     ["labels", Object.entries(w.labels || {}).map(([k, v]) => k + ":" + v).join(", ") || undefined],
@@ -52,7 +63,7 @@ function details(w, m, h) {
     ["missed beats", w.missed_beats], ["seq jumps", w.seq_jumps], ["errors", w.errors],
   ]);
   const ms = (x) => (x == null ? "–" : fixed(x, 0) + " ms");
-  pairs($("runs"), [
+  pairs($("runs"), !here ? [["runs", "kept by node " + w.node]] : [
     ["runs", m.window_runs], ["success", fixed(m.success_rate, 1) + " %"], ["p50", ms(m.p50_execution_ms)],
     ["p95", ms(m.p95_execution_ms)], ["p99", ms(m.p99_execution_ms)], ["runs/h", fixed(m.runs_per_hour, 1)],
   ]);

@@ -8,6 +8,7 @@ import { STATUSES } from "./statuses.js";
 const ROW = 28;
 const COLUMNS = [
   ["worker_id", "ID", (w) => w.worker_id],
+  ["node", "Node", (w) => w.node],
   ["status", "Status", (w) => w.status],
   ["cpu_usage", "CPU %", (w) => w.cpu_usage],
   ["memory_usage", "Mem %", (w) => w.memory_usage],
@@ -55,7 +56,11 @@ export function apply(m) {
     mark("muster-snapshot");
     workers.clear();
   }
-  for (const [id, w] of Object.entries(m.workers || {})) workers.set(id, w);
+  for (const [id, w] of Object.entries(m.workers || {})) {
+    workers.set(id, w);
+    // In cluster mode every worker names its node: the column shows.
+    if (w.node) document.body.classList.add("cluster");
+  }
   for (const id of m.worker_ids || []) workers.delete(id);
   if (m.type === "snapshot") schedule.now();
   else schedule();
@@ -129,6 +134,7 @@ function draw() {
     r.dataset.id = w.worker_id;
     r.append(
       cell(w.worker_id),
+      cell(w.node || "–", "node"),
       cell(w.status, "st st-" + w.status),
       cell(fixed(w.cpu_usage, 1), "num"),
       cell(fixed(w.memory_usage, 1), "num"),
@@ -146,7 +152,7 @@ function head() {
   const h = $("head");
   h.replaceChildren(
     ...COLUMNS.map(([key, name]) => {
-      const c = el("div");
+      const c = el("div", undefined, key === "node" ? "node" : undefined);
       c.setAttribute("role", "columnheader");
       c.setAttribute("aria-sort", sort.key === key ? (sort.dir > 0 ? "ascending" : "descending") : "none");
       const b = el("button", name + (sort.key === key ? (sort.dir > 0 ? " ▲" : " ▼") : ""));

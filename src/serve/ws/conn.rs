@@ -294,8 +294,8 @@ impl FleetFeed {
     fn begin_snapshot(&mut self) {
         self.need_snapshot = false;
         let snaps: Vec<Arc<Snapshot>> = match &self.sub.stream {
-            Stream::One(id) => self.registry.snapshot(id).into_iter().collect(),
-            _ => self.registry.snapshots(),
+            Stream::One(id) => self.registry.fleet_snapshot(id).into_iter().collect(),
+            _ => self.registry.fleet(),
         };
         let snaps: Vec<Arc<Snapshot>> = snaps
             .into_iter()
@@ -318,10 +318,7 @@ impl FleetFeed {
                 return None;
             }
             self.next_summary = now + limits.summary_interval;
-            return Some(summary_message(
-                &self.registry.snapshots(),
-                &self.sub.filter,
-            ));
+            return Some(summary_message(&self.registry.fleet(), &self.sub.filter));
         }
         // Updates: the latest state of each pending worker, cut at the
         // limit. Removals reach `pending` through the feed, in order.

@@ -72,7 +72,7 @@ impl SnapshotFrames {
         if let Some(frame) = in_flight.and_then(|(_, weak)| weak.upgrade()) {
             return frame;
         }
-        let msg = workers_message("snapshot", &registry.snapshots(), None);
+        let msg = workers_message("snapshot", &registry.fleet(), None);
         let frame: Arc<[u8]> = text_frame(msg.as_bytes()).into();
         self.current = Some((version, frame.clone(), Instant::now()));
         frame
