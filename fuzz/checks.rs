@@ -133,6 +133,7 @@ pub fn reply(data: &[u8]) {
             &w.worker_id,
             w.heartbeat_interval_ms,
             w.inactivity_timeout_ms,
+            w.nodes.clone(),
         ),
         proto::Reply::Error(e) => match proto::ErrorCode::parse(&e.code) {
             Some(code) => proto::encode_error(code, &e.message),
@@ -141,6 +142,7 @@ pub fn reply(data: &[u8]) {
         },
         proto::Reply::Task(o) => proto::encode_task(o.clone()),
         proto::Reply::Cancel { task_id } => proto::encode_cancel(task_id),
+        proto::Reply::Lease { task_id, lease } => proto::encode_lease(task_id, *lease),
     };
     assert_eq!(proto::decode_reply(&line).ok(), Some(r));
 }

@@ -73,10 +73,15 @@ impl Drop for Agent {
 }
 
 fn agent(d: &Daemon, id: &str, handler: &Path) -> Agent {
+    agent_to(d, &d.heartbeat.to_string(), id, handler)
+}
+
+/// An agent given `addrs` (a list), shown on `d` once it beats.
+fn agent_to(d: &Daemon, addrs: &str, id: &str, handler: &Path) -> Agent {
     let a = Agent(
         Command::new(MUSTER)
             .args(["agent", "--tasks", "--capacity", "2", "--interval", "300ms"])
-            .args(["--id", id, "--heartbeat-addr", &d.heartbeat.to_string()])
+            .args(["--id", id, "--heartbeat-addr", addrs])
             .arg("--")
             .arg(handler)
             .stdout(Stdio::null())
@@ -194,6 +199,59 @@ fn a_task_submitted_on_one_node_runs_on_another_and_is_seen_and_cancelled_from_a
     assert_eq!(ords, "3");
 }
 
+/// A node is killed under its workers: they reconnect to a node they
+/// learnt from `welcome`, re-report what they run, and that node adopts it:
+/// each task runs once and succeeds at its first attempt, the leader gives
+/// nothing back once the dead node's lease lapses, and the fleet shows the
+/// workers on their new node.
+#[test]
+fn workers_of_a_killed_node_reconnect_elsewhere_and_their_tasks_finish_once() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let mut n1 = node(&pg, "n1", &[]);
+    let n2 = node(&pg, "n2", &[]);
+    wait_cluster(&n1, 2);
+    wait_cluster(&n2, 2);
+    // Told n1 alone: n2 comes from n1's welcome.
+    let _a = agent_to(&n1, &n1.heartbeat.to_string(), "wa", &h);
+    let _b = agent_to(&n1, &n1.heartbeat.to_string(), "wb", &h);
+    let ids: Vec<String> = (0..4)
+        .map(|_| submit(&n2, json!({"type": "slow"})))
+        .collect();
+    for id in &ids {
+        wait_state(&n2, id, "running");
+    }
+    let killed = Instant::now();
+    n1.child.kill().unwrap();
+    let _ = n1.child.wait();
+    n2.wait_for("both workers on n2", |d| {
+        let v = d.json("/api/workers");
+        ["wa", "wb"].iter().all(|w| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["worker_id"] == *w && x["node"] == "n2" && x["status"] == "working")
+        })
+    });
+    eprintln!("workers on n2 {:?} after the kill", killed.elapsed());
+    for id in &ids {
+        let t = wait_state(&n2, id, "succeeded");
+        assert_eq!(t["attempt"], 1, "{t}");
+    }
+    assert!(tasks_counter(&n2, "adopted") >= 4, "{}", n2.json("/health"));
+    // Past n1's lease and the leader's next look: nothing was given back.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut ran = runs(dir.path());
+    ran.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(ran, want, "each task ran once");
+    for id in &ids {
+        assert_eq!(task(&n2, id)["state"], "succeeded");
+    }
+}
+
 #[test]
 fn every_201_through_a_kill_9_is_in_the_database_and_a_dead_nodes_tasks_run_again() {
     let Some(pg) = pg::start() else { return };
@@ -201,7 +259,8 @@ fn every_201_through_a_kill_9_is_in_the_database_and_a_dead_nodes_tasks_run_agai
     let h = handler(dir.path());
     let mut ds: Vec<Option<Daemon>> = ["n1", "n2", "n3"].map(|n| Some(node(&pg, n, &[]))).into();
     wait_cluster(ds[0].as_ref().unwrap(), 3);
-    // A worker on n2 runs a slow task; it and n2 will not come back.
+    // A worker on n2 runs a slow task; it and n2 will not come back (the
+    // worker is frozen before n2 is killed, then killed).
     let lost_worker = agent(ds[1].as_ref().unwrap(), "w2", &h);
     let slow = submit(ds[0].as_ref().unwrap(), json!({"type": "slow"}));
     wait_state(ds[0].as_ref().unwrap(), &slow, "running");
@@ -239,6 +298,8 @@ fn every_201_through_a_kill_9_is_in_the_database_and_a_dead_nodes_tasks_run_agai
             });
         }
         std::thread::sleep(Duration::from_secs(2));
+        // Frozen first, so that it cannot reconnect to another node.
+        unsafe { libc::kill(lost_worker.0.id() as i32, libc::SIGSTOP) };
         ds[1].as_ref().unwrap().signal(libc::SIGKILL);
     });
     let killed_at = Instant::now();

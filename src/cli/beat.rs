@@ -55,7 +55,7 @@ pub(super) fn beat(args: &[String]) -> Out {
             Long("heartbeat-token-file") => token_file = Some(p.value()?.into()),
             Short('h') | Long("help") => {
                 println!(
-                    "usage: muster beat --id ID [--status idle|working|error] [--cpu N] [--mem N] [--queue N] [--tcp] [--heartbeat-addr ADDR] [--heartbeat-token-file F]\n       muster beat --id ID --bye"
+                    "usage: muster beat --id ID [--status idle|working|error] [--cpu N] [--mem N] [--queue N] [--tcp] [--heartbeat-addr ADDR[,ADDR…]] [--heartbeat-token-file F]\n       muster beat --id ID --bye"
                 );
                 return Ok(());
             }
@@ -88,11 +88,21 @@ pub(super) fn beat(args: &[String]) -> Out {
     if let Err(r) = proto::decode(text.as_bytes(), 65536) {
         return Err(Fail(2, r.to_string()));
     }
-    let to = client::parse_url(&hb_addr)
+    let addrs = client::parse_addrs(&hb_addr)
         .map_err(|_| Fail(2, format!("bad --heartbeat-addr {hb_addr:?}")))?;
     if tcp {
-        beat_tcp(to, &id, token, &text)
+        // The first node of the list that answers.
+        let mut last = None;
+        for to in addrs {
+            match beat_tcp(to, &id, token.clone(), &text) {
+                Err(Fail(1, why)) if why.starts_with("cannot reach") => last = Some(why),
+                done => return done,
+            }
+        }
+        Err(Fail(1, last.unwrap_or_default()))
     } else {
+        // A datagram has no answer to fail over on: the first address.
+        let to = addrs[0];
         let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
             .map_err(|e| Fail(1, format!("udp socket: {e}")))?;
         s.send_to(text.as_bytes(), to)
@@ -117,6 +127,7 @@ fn beat_tcp(to: SocketAddr, id: &str, token: Option<String>, text: &str) -> Out 
         task_types: None,
         labels: None,
         token,
+        running: None,
     }));
     s.write_all(format!("{hello}\n{text}\n").as_bytes())
         .map_err(unreachable)?;
@@ -134,7 +145,7 @@ fn beat_tcp(to: SocketAddr, id: &str, token: Option<String>, text: &str) -> Out 
                 ));
             }
             // `beat` says no capacity: it is never offered tasks.
-            Ok(Reply::Task(_) | Reply::Cancel { .. }) | Err(_) => {}
+            Ok(Reply::Task(_) | Reply::Cancel { .. } | Reply::Lease { .. }) | Err(_) => {}
         }
     }
     if !welcomed {

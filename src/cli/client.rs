@@ -88,6 +88,21 @@ pub fn timed_out(e: &io::Error) -> bool {
 
 impl std::error::Error for ClientError {}
 
+/// A heartbeat address list, `HOST:PORT[,HOST:PORT…]` (the nodes of a
+/// cluster, in the order to try them) → their socket addresses.
+pub fn parse_addrs(list: &str) -> Result<Vec<SocketAddr>, ClientError> {
+    let out = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(parse_url)
+        .collect::<Result<Vec<_>, _>>()?;
+    if out.is_empty() {
+        return Err(ClientError::BadUrl(list.to_string(), "no address"));
+    }
+    Ok(out)
+}
+
 /// `http://host:port[/]` → the socket address.
 pub fn parse_url(url: &str) -> Result<SocketAddr, ClientError> {
     let bad = |why| ClientError::BadUrl(url.to_string(), why);

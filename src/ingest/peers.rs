@@ -428,6 +428,7 @@ impl Peers {
             &id,
             env.cfg.fleet.heartbeat_interval.as_millis() as u64,
             env.cfg.fleet.inactivity_timeout.as_millis() as u64,
+            self.tasks.nodes(),
         ));
         if let Some(old) = self.owners.claim(&id, key) {
             self.supersede(old, &id, peer, poller, env);
@@ -435,8 +436,9 @@ impl Peers {
         if let Frame::Hello(h) = &frame {
             let labels = h.labels.clone().unwrap_or_default();
             let types = h.task_types.clone();
+            let running = h.running.as_deref().unwrap_or_default();
             self.tasks
-                .on_hello(&id, h.capacity.unwrap_or(0), types, labels);
+                .on_hello(&id, h.capacity.unwrap_or(0), types, labels, running);
         }
         let msg = Msg::frame(frame, Transport::Tcp, now);
         if let Some(msg) = self.deliver(key, env, msg) {

@@ -58,6 +58,7 @@ fn decode_object(map: &Map<String, Value>) -> Result<Frame, Reject> {
             labels: f.labels()?,
             task_types: f.task_types()?,
             token: f.text("token", MAX_TEXT)?,
+            running: f.running()?,
         })),
         "heartbeat" => Ok(Frame::Heartbeat(Heartbeat {
             worker_id: f.worker_id()?,
@@ -236,6 +237,33 @@ impl Fields<'_> {
                 .map(Some)
                 .ok_or_else(|| bad_field("task_types", "1-128 byte strings")),
             Some(_) => Err(bad_field("task_types", "a list of at most 64 strings")),
+        }
+    }
+
+    /// `hello`'s `running`: at most [`task::MAX_RUNNING`] of
+    /// `{"task_id", "lease"}`.
+    fn running(&self) -> Result<Option<Vec<task::Held>>, Reject> {
+        let why = || bad_field("running", "a list of {\"task_id\", \"lease\"}");
+        match self.get("running") {
+            None => Ok(None),
+            Some(Value::Array(a)) if a.len() <= task::MAX_RUNNING => a
+                .iter()
+                .map(|h| {
+                    let id = h.get("task_id")?.as_str()?;
+                    let lease = h.get("lease")?.as_u64()?;
+                    task::valid_task_id(id).then(|| task::Held {
+                        task_id: id.to_string(),
+                        lease,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(Some)
+                .ok_or_else(why),
+            Some(Value::Array(_)) => Err(bad_field(
+                "running",
+                &format!("more than {}", task::MAX_RUNNING),
+            )),
+            Some(_) => Err(why()),
         }
     }
 
@@ -586,5 +614,38 @@ mod tests {
         };
         assert_eq!((h.pid, h.capacity), (Some(42), Some(4)));
         assert_eq!(h.hostname.as_deref(), Some("h"));
+    }
+
+    #[test]
+    fn hello_reports_what_still_runs_and_bad_lists_are_refused() {
+        let frame = br#"{"type":"hello","worker_id":"w1","running":[{"task_id":"17","lease":9}]}"#;
+        let Frame::Hello(h) = decode(frame, MAX).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            h.running.unwrap(),
+            [task::Held {
+                task_id: "17".into(),
+                lease: 9
+            }]
+        );
+        for bad in [
+            r#""running":{}"#,
+            r#""running":[{"task_id":"17"}]"#,
+            r#""running":[{"task_id":"a b","lease":1}]"#,
+            r#""running":[{"task_id":"17","lease":-1}]"#,
+        ] {
+            let frame = format!(r#"{{"type":"hello","worker_id":"w1",{bad}}}"#);
+            let r = decode(frame.as_bytes(), MAX).unwrap_err();
+            assert!(r.message.contains("running"), "{bad}: {}", r.message);
+        }
+        let many: Vec<String> = (0..=task::MAX_RUNNING)
+            .map(|i| format!(r#"{{"task_id":"{i}","lease":1}}"#))
+            .collect();
+        let frame = format!(
+            r#"{{"type":"hello","worker_id":"w1","running":[{}]}}"#,
+            many.join(",")
+        );
+        assert!(decode(frame.as_bytes(), 1 << 20).is_err());
     }
 }

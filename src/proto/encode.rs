@@ -25,6 +25,9 @@ pub enum Reply {
     Task(super::task::Offer),
     /// Stop the task, and say `cancelled` when it has stopped.
     Cancel { task_id: String },
+    /// Cluster mode: a task re-reported in `hello` was adopted by this
+    /// node under a new lease token.
+    Lease { task_id: String, lease: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,6 +36,10 @@ pub struct Welcome {
     pub worker_id: String,
     pub heartbeat_interval_ms: u64,
     pub inactivity_timeout_ms: u64,
+    /// Cluster mode: the heartbeat addresses of the nodes alive now, to
+    /// reconnect to when this one goes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,13 +56,27 @@ pub fn decode_reply(line: &[u8]) -> Result<Reply, serde_json::Error> {
 }
 
 /// The `welcome` line sent in reply to `hello` (with its trailing newline).
-pub fn encode_welcome(worker_id: &str, interval_ms: u64, timeout_ms: u64) -> Vec<u8> {
+pub fn encode_welcome(
+    worker_id: &str,
+    interval_ms: u64,
+    timeout_ms: u64,
+    nodes: Vec<String>,
+) -> Vec<u8> {
     line(&Reply::Welcome(Welcome {
         version: 1,
         worker_id: worker_id.to_string(),
         heartbeat_interval_ms: interval_ms,
         inactivity_timeout_ms: timeout_ms,
+        nodes,
     }))
+}
+
+/// A `lease` line: the task is this node's now, under `lease`.
+pub fn encode_lease(task_id: &str, lease: u64) -> Vec<u8> {
+    line(&Reply::Lease {
+        task_id: task_id.to_string(),
+        lease,
+    })
 }
 
 /// A `task` line.
@@ -95,7 +116,7 @@ mod tests {
     #[test]
     fn replies_are_single_json_lines() {
         for line in [
-            encode_welcome("w1", 5000, 30000),
+            encode_welcome("w1", 5000, 30000, vec![]),
             encode_error(crate::proto::RejectReason::BadField, "x\ny"),
         ] {
             assert_eq!(line.last(), Some(&b'\n'));
@@ -103,7 +124,7 @@ mod tests {
             let v: Value = serde_json::from_slice(&line).unwrap();
             assert!(v["type"].is_string());
         }
-        assert!(encode_welcome("w1", 1, 2).starts_with(br#"{"type":"welcome""#));
+        assert!(encode_welcome("w1", 1, 2, vec![]).starts_with(br#"{"type":"welcome""#));
         assert!(
             encode_error(crate::proto::ErrorCode::TaskNotHeld, "y")
                 .starts_with(br#"{"type":"error""#)
@@ -112,7 +133,11 @@ mod tests {
 
     #[test]
     fn replies_round_trip() {
-        let w = encode_welcome("w1", 5000, 30000);
+        let w = encode_welcome("w1", 5000, 30000, vec![]);
+        assert!(
+            !String::from_utf8_lossy(&w).contains("nodes"),
+            "no list on one node"
+        );
         assert_eq!(
             decode_reply(&w).unwrap(),
             Reply::Welcome(Welcome {
@@ -120,7 +145,20 @@ mod tests {
                 worker_id: "w1".into(),
                 heartbeat_interval_ms: 5000,
                 inactivity_timeout_ms: 30000,
+                nodes: vec![],
             })
+        );
+        let w = encode_welcome("w1", 5000, 30000, vec!["10.0.0.2:8090".into()]);
+        let Reply::Welcome(w) = decode_reply(&w).unwrap() else {
+            panic!()
+        };
+        assert_eq!(w.nodes, ["10.0.0.2:8090"]);
+        assert_eq!(
+            decode_reply(&encode_lease("17", 9)).unwrap(),
+            Reply::Lease {
+                task_id: "17".into(),
+                lease: 9
+            }
         );
         let e = encode_error(crate::proto::ErrorCode::Superseded, "another\nconnection");
         assert_eq!(
@@ -149,6 +187,10 @@ mod tests {
                 labels: Some(labels.clone()),
                 task_types: Some(vec!["scan".into()]),
                 token: Some("t0k".into()),
+                running: Some(vec![crate::proto::task::Held {
+                    task_id: "0193a1".into(),
+                    lease: 77,
+                }]),
             }),
             Frame::Hello(Hello {
                 worker_id: id("w-1"),
@@ -158,6 +200,7 @@ mod tests {
                 labels: None,
                 task_types: None,
                 token: None,
+                running: None,
             }),
             Frame::Heartbeat(Heartbeat {
                 worker_id: Some(id("w:2@x")),

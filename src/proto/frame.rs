@@ -127,6 +127,10 @@ pub struct Hello {
     /// The heartbeat token, when the daemon asks for one; never stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// After a reconnect: the tasks the worker still runs, with the lease
+    /// tokens they were given (cluster mode adopts them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<Vec<super::task::Held>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -15,6 +15,8 @@ pub const MAX_TASK_TYPE: usize = 128;
 pub const MAX_ERROR: usize = 4096;
 /// At most this many task types a worker takes.
 pub const MAX_TASK_TYPES: usize = 64;
+/// At most this many tasks a `hello` re-reports as still running.
+pub const MAX_RUNNING: usize = 1024;
 
 /// Whether `id` can be a task id: 1–64 of `A-Za-z0-9._:-`.
 pub fn valid_task_id(id: &str) -> bool {
@@ -75,6 +77,18 @@ pub struct Offer {
     pub attempt: u32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub timeout_ms: Option<u64>,
+    /// Cluster mode: the token of the claim the task is held under. A
+    /// worker that reconnects (to any node) re-reports it in its `hello`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lease: Option<u64>,
+}
+
+/// A task a worker still runs, as its `hello` re-reports it after a
+/// reconnect: its id and the lease token it was last given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub task_id: String,
+    pub lease: u64,
 }
 
 #[cfg(test)]

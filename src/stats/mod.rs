@@ -116,6 +116,7 @@ pub enum Counter {
     TasksRefused,
     TasksRequeued,
     TasksLost,
+    TasksAdopted,
     TaskUpdatesRefused,
     TaskLogLinesDropped,
     JournalBytes,

@@ -403,6 +403,15 @@ pub const COUNTERS: &[Row] = &[
         None,
     ),
     exported(
+        Counter::TasksAdopted,
+        Group::Tasks,
+        "adopted",
+        "muster_tasks_adopted_total",
+        Kind::Counter,
+        "Cluster mode: tasks a reconnected worker re-reported that this node took over under a new lease token (they went on running; nothing ran twice).",
+        None,
+    ),
+    exported(
         Counter::TaskUpdatesRefused,
         Group::Tasks,
         "updates_refused",

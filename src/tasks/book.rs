@@ -11,11 +11,12 @@
 //! the tasks passed over at a queue's head because their labels match no
 //! taker with room.
 
+use super::adopt::{Adoptions, Said};
 use super::journal::Record;
 pub use super::logs::Logs;
 use super::queue::Queues;
 use super::task::{Progress, State, Task, TaskId};
-use crate::proto::task::{Offer, Reported, TaskLog, TaskUpdate};
+use crate::proto::task::{Held, Offer, Reported, TaskLog, TaskUpdate};
 use crate::proto::{Labels, WorkerId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -97,6 +98,8 @@ pub struct Book {
     last_id: u64,
     /// About what the live tasks take in a compacted journal.
     pub live_bytes: u64,
+    /// Tasks re-reported by workers that said hello again.
+    pub adoptions: Adoptions,
 }
 
 impl Book {
@@ -299,6 +302,7 @@ impl Book {
     /// The worker is gone (its session closed, it said bye, went inactive
     /// or was forgotten): its tasks are requeued.
     pub fn on_lost(&mut self, id: &str, why: &str, now_ms: u64, fx: &mut Effects) {
+        self.adoptions.forget_worker(id);
         let held: Vec<TaskId> = match self.takers.remove(id) {
             Some(t) => t.held.into_iter().collect(),
             None => Vec::new(),
@@ -331,6 +335,12 @@ impl Book {
         now_ms: u64,
         fx: &mut Effects,
     ) -> Result<(), NotHeld> {
+        if let Some(id) = TaskId::parse(&u.task_id)
+            && self.adoptions.waits(worker, id)
+        {
+            self.adoptions.keep(id, Said::Update(u));
+            return Ok(());
+        }
         let id = self.held_by(worker, &u.task_id)?;
         let cancelling = self.entries[&id]
             .task
@@ -384,6 +394,12 @@ impl Book {
         cap: usize,
         fx: &mut Effects,
     ) -> Result<(), NotHeld> {
+        if let Some(id) = TaskId::parse(&l.task_id)
+            && self.adoptions.waits(worker, id)
+        {
+            self.adoptions.keep(id, Said::Log(l));
+            return Ok(());
+        }
         let id = self.held_by(worker, &l.task_id)?;
         if let Some(e) = self.entries.get_mut(&id) {
             let before = e.logs.bytes;
@@ -552,7 +568,7 @@ impl Book {
                 continue;
             };
             fx.progress(&t);
-            fx.frames.push((worker.clone(), offer(&t)));
+            fx.frames.push((worker.clone(), offer(&t, 0)));
             if free > 1 {
                 room.push((free - 1, Reverse(worker)));
             }
@@ -612,8 +628,61 @@ impl Book {
         tk.held.insert(id);
         if let Some(e) = self.entries.get(&id) {
             fx.progress(&e.task);
-            fx.frames.push((worker.clone(), offer(&e.task)));
+            fx.frames.push((worker.clone(), offer(&e.task, e.lease)));
         }
+        true
+    }
+
+    /// `hello`'s `running`: the tasks `worker` still runs. Those it holds
+    /// here already are its; in cluster mode the others are asked of the
+    /// database ([`super::adopt`]); on a single node, or when too many
+    /// wait, the worker is told to stop them.
+    pub fn reported(
+        &mut self,
+        worker: &WorkerId,
+        running: &[Held],
+        cluster: bool,
+        fx: &mut Effects,
+    ) {
+        for h in running {
+            let id = TaskId::parse(&h.task_id);
+            let holds = |b: &Book, id| b.takers.get(worker).is_some_and(|t| t.held.contains(&id));
+            match id {
+                Some(id) if holds(self, id) => {}
+                Some(id)
+                    if cluster
+                        && self
+                            .adoptions
+                            .ask(worker, id, h.lease.min(i64::MAX as u64) as i64) => {}
+                _ => fx
+                    .frames
+                    .push((worker.clone(), crate::proto::encode_cancel(&h.task_id))),
+            }
+        }
+    }
+
+    /// Cluster mode: the database gave this node a task `worker`
+    /// re-reported, under `lease` (stored already). Its worker is told the
+    /// new token. False when the worker is no longer here to keep it.
+    pub fn adopted(
+        &mut self,
+        worker: &WorkerId,
+        task: Task,
+        lease: i64,
+        rev: i64,
+        fx: &mut Effects,
+    ) -> bool {
+        let id = task.id;
+        self.put(task, lease, rev);
+        let Some(tk) = self.takers.get_mut(worker) else {
+            return false;
+        };
+        tk.held.insert(id);
+        if let Some(e) = self.entries.get(&id) {
+            fx.progress(&e.task);
+        }
+        let lease = crate::proto::encode_lease(&id.to_string(), lease.max(0) as u64);
+        fx.frames.push((worker.clone(), lease));
         true
     }
 
@@ -681,13 +750,14 @@ pub fn requeued(p: &mut Progress, max_attempts: u32, now_ms: u64) -> bool {
 }
 
 /// The `task` frame that offers `t` to its worker.
-fn offer(t: &Task) -> Vec<u8> {
+fn offer(t: &Task, lease: i64) -> Vec<u8> {
     crate::proto::encode_task(Offer {
         task_id: t.id.to_string(),
         task_type: t.kind.clone(),
         payload: t.payload.clone(),
         attempt: t.progress.attempt,
         timeout_ms: t.timeout_ms,
+        lease: (lease > 0).then_some(lease as u64),
     })
 }
 

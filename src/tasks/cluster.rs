@@ -21,6 +21,7 @@
 //!   that restarted under the same name has had `node_ttl` for its workers
 //!   to come back), and deletes finished tasks past `task_retention`.
 
+use super::adopt::Adopt;
 use super::book::{Wanted, requeued};
 use super::journal::Ack;
 use super::task::{State, Task, TaskId};
@@ -175,6 +176,77 @@ impl Store {
     }
 }
 
+/// A re-reported task the database handed to this node.
+pub struct Adopted {
+    pub task: Task,
+    pub lease: i64,
+    pub rev: i64,
+}
+
+impl Store {
+    /// Hand each re-reported task to this node under a new lease token,
+    /// when the token its worker gave is still the task's, the task is
+    /// still that worker's and under way, and this node's lease holds.
+    /// `None` when the database could not answer (ask again later);
+    /// otherwise what was adopted, by id (the rest is not theirs to keep).
+    pub fn adopt(&self, asks: &[Adopt]) -> Option<HashMap<TaskId, Adopted>> {
+        let mut link = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        let me = self.cluster.me();
+        let c = link.get().ok()?;
+        match adopt(c, me.incarnation, &me.node_id, asks) {
+            Ok(got) => Some(got),
+            Err(e) => {
+                let d = link.failed(&e);
+                log::warn!("cluster: cannot adopt re-reported tasks: {d}");
+                None
+            }
+        }
+    }
+}
+
+/// A claim's guard: this node's lease holds in the database (`$1` its
+/// `node_id`, `$2` its incarnation).
+const LEASE_HOLDS: &str = "EXISTS (SELECT 1 FROM muster_nodes
+    WHERE node_id = $1 AND incarnation = $2 AND expires_at > now())";
+
+fn adopt(
+    c: &mut Client,
+    incarnation: i64,
+    node: &str,
+    asks: &[Adopt],
+) -> Result<HashMap<TaskId, Adopted>, postgres::Error> {
+    let ids: Vec<i64> = asks.iter().map(|a| a.id.0 as i64).collect();
+    let leases: Vec<i64> = asks.iter().map(|a| a.lease).collect();
+    let workers: Vec<&str> = asks.iter().map(|a| &*a.worker).collect();
+    let rows = c.query(
+        &format!(
+            "UPDATE muster_tasks t SET
+                 holder_node = $1, holder_incarnation = $2,
+                 lease = nextval('muster_task_lease'),
+                 rev = t.rev + 1, changed = pg_current_xact_id()
+             FROM unnest($3::bigint[], $4::bigint[], $5::text[]) AS a(id, lease, worker)
+             WHERE t.id = a.id AND t.lease = a.lease AND t.state IN ('assigned', 'running')
+               AND t.task->'progress'->>'worker_id' = a.worker AND {LEASE_HOLDS}
+             RETURNING t.id, t.task::text, t.lease, t.rev"
+        ),
+        &[&node, &incarnation, &ids, &leases, &workers],
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let task: Task = serde_json::from_str(r.get(1)).ok()?;
+            Some((
+                TaskId(r.get::<_, i64>(0) as u64),
+                Adopted {
+                    task,
+                    lease: r.get(2),
+                    rev: r.get(3),
+                },
+            ))
+        })
+        .collect())
+}
+
 /// What a group of takers takes: its types (`None`: all) and its labels.
 type Shape = (Option<Vec<String>>, String);
 
@@ -242,15 +314,16 @@ fn claim(
         return Ok(Vec::new());
     }
     let rows = tx.query(
-        "UPDATE muster_tasks t SET
+        &format!(
+            "UPDATE muster_tasks t SET
              state = 'assigned', task = u.task::jsonb,
              holder_node = $1, holder_incarnation = $2,
              lease = nextval('muster_task_lease'), cancel_requested_at = NULL,
              rev = t.rev + 1, changed = pg_current_xact_id()
          FROM unnest($3::bigint[], $4::text[]) AS u(id, task)
-         WHERE t.id = u.id AND EXISTS (SELECT 1 FROM muster_nodes
-             WHERE node_id = $1 AND incarnation = $2 AND expires_at > now())
-         RETURNING t.id, t.lease, t.rev",
+         WHERE t.id = u.id AND {LEASE_HOLDS}
+         RETURNING t.id, t.lease, t.rev"
+        ),
         &[&node, &incarnation, &ids, &texts],
     )?;
     tx.commit()?;

@@ -22,6 +22,7 @@
 //! record is on disk (delivery is at least once, and a restart requeues
 //! what workers held); its `201` waits for the disk.
 
+pub mod adopt;
 pub mod book;
 pub mod cluster;
 pub mod effects;
@@ -36,7 +37,7 @@ use crate::clock::unix_ms;
 use crate::config::Config;
 use crate::fleet::Shared;
 use crate::fleet::notify::Notify;
-use crate::proto::task::{TaskLog, TaskUpdate};
+use crate::proto::task::{Held, TaskLog, TaskUpdate};
 use crate::proto::{Labels, WorkerId};
 use crate::stats::Counter;
 pub use book::NotHeld;
@@ -432,15 +433,35 @@ impl Tasks {
     }
 
     /// A TCP `hello`: the worker takes `capacity` tasks at once.
+    /// `running`: the tasks its `hello` says it still runs (a worker that
+    /// reconnected); see [`adopt`].
     pub fn on_hello(
         &self,
         id: &WorkerId,
         capacity: u32,
         types: Option<Vec<String>>,
         labels: Labels,
+        running: &[Held],
     ) {
-        self.lock().on_hello(id, capacity, types, labels);
+        let cluster = self.store.is_some();
+        self.change(|book, fx| {
+            book.on_hello(id, capacity, types, labels);
+            book.reported(id, running, cluster, fx);
+        });
         self.poke();
+    }
+
+    /// Cluster mode: the heartbeat addresses of the nodes alive now, for
+    /// `welcome`; empty on a single node.
+    pub fn nodes(&self) -> Vec<String> {
+        self.store.as_ref().map_or_else(Vec::new, |s| {
+            let view = s.cluster.view();
+            view.nodes
+                .into_iter()
+                .filter(|n| n.alive)
+                .map(|n| n.heartbeat)
+                .collect()
+        })
     }
 
     /// The session layer's word that a worker is lost (its session closed,
@@ -502,6 +523,7 @@ impl Tasks {
         }
         let wanted = book.wanted(|w| self.eligible.eligible(w));
         drop(book);
+        self.adopt_reported(store, now);
         if wanted.is_empty() {
             return;
         }

@@ -51,7 +51,8 @@ options:
   --label K=V          a label; repeatable
   --every D            rerun CMD every D (a monitored cron job; idle between runs)
   --pid PID            watch a process this agent did not start, until it exits
-  --heartbeat-addr A   musterd's heartbeat address (default $MUSTER_HEARTBEAT_ADDR or 127.0.0.1:8090)
+  --heartbeat-addr A   musterd's heartbeat address, or a cluster's: A,B,C tried in turn
+                       (default $MUSTER_HEARTBEAT_ADDR or 127.0.0.1:8090)
   --heartbeat-token-file F  file holding musterd's heartbeat token (default $MUSTER_HEARTBEAT_TOKEN_FILE)
   --tasks              take tasks: run HANDLER once per task, the payload on stdin,
                        MUSTER_TASK_ID/TYPE/ATTEMPT in its environment; its output
@@ -242,7 +243,7 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let to = match crate::cli::client::parse_url(&o.heartbeat) {
+    let to = match crate::cli::client::parse_addrs(&o.heartbeat) {
         Ok(a) => a,
         Err(_) => {
             eprintln!("muster agent: bad --heartbeat-addr {:?}", o.heartbeat);
@@ -281,6 +282,7 @@ pub(crate) fn hello(id: &str, pid: u32, labels: &Labels) -> Frame {
         task_types: None,
         labels: Some(labels.clone()),
         token: None,
+        running: None,
     })
 }
 
@@ -297,7 +299,7 @@ fn checked_id(id: String) -> Result<String, i32> {
 fn watch_pid(
     o: &Opts,
     pid: u32,
-    to: SocketAddr,
+    to: Vec<SocketAddr>,
     signals: &mut signal_hook::iterator::Signals,
 ) -> i32 {
     let Some(_) = crate::sys::procfs::read_stat(pid) else {
@@ -343,7 +345,7 @@ fn watch_pid(
     0
 }
 
-fn run_cmd(o: &Opts, to: SocketAddr, signals: &mut signal_hook::iterator::Signals) -> i32 {
+fn run_cmd(o: &Opts, to: Vec<SocketAddr>, signals: &mut signal_hook::iterator::Signals) -> i32 {
     let id = match checked_id(
         o.id.clone()
             .unwrap_or_else(|| default_id(&hostname(), &o.cmd[0])),

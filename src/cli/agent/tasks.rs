@@ -11,7 +11,7 @@
 
 use super::link::Link;
 use super::{Opts, hello};
-use crate::proto::task::{MAX_LOG_LINES, Offer, Reported as TaskState, TaskLog, TaskUpdate};
+use crate::proto::task::{Held, MAX_LOG_LINES, Offer, Reported as TaskState, TaskLog, TaskUpdate};
 use crate::proto::{Frame, Heartbeat, Reply, Reported, WorkerId};
 use crate::sys::process;
 use serde_json::{Value, json};
@@ -163,7 +163,7 @@ fn finish(link: &mut Link, mut r: Running, st: std::process::ExitStatus) {
 pub(super) fn run(
     o: &Opts,
     id: &str,
-    to: SocketAddr,
+    to: Vec<SocketAddr>,
     signals: &mut signal_hook::iterator::Signals,
 ) -> i32 {
     let mut first = hello(id, std::process::id(), &o.labels);
@@ -213,6 +213,13 @@ pub(super) fn run(
                 // More than we offered to take, or stopping: let it time
                 // out and go to another worker.
                 Reply::Task(_) => {}
+                // The node this worker reconnected to keeps the task, under
+                // a new token (for the next reconnect).
+                Reply::Lease { task_id, lease } => {
+                    for r in running.iter_mut().filter(|r| r.offer.task_id == task_id) {
+                        r.offer.lease = Some(lease);
+                    }
+                }
                 Reply::Cancel { task_id } => {
                     for r in running.iter_mut().filter(|r| r.offer.task_id == task_id) {
                         process::signal_group(r.child.id() as i32, SIGTERM);
@@ -222,6 +229,15 @@ pub(super) fn run(
                 Reply::Welcome(_) | Reply::Error(_) => {}
             }
         }
+        link.set_running(
+            running
+                .iter()
+                .map(|r| Held {
+                    task_id: r.offer.task_id.clone(),
+                    lease: r.offer.lease.unwrap_or(0),
+                })
+                .collect(),
+        );
         let mut i = 0;
         while i < running.len() {
             drain(&mut link, &mut running[i]);
