@@ -414,3 +414,124 @@ fn a_node_cut_off_from_the_database_refuses_submissions_and_its_late_finish_is_r
         "wa"
     );
 }
+
+/// A primary and its synchronous standby under 16 submitters over two
+/// nodes: the standby is promoted and the primary stopped; the nodes
+/// follow the multi-host URI, submissions are accepted again, and every
+/// task that got a 201 before, during or after is on the new primary.
+#[test]
+fn a_promoted_standby_under_submissions_loses_no_201() {
+    let Some(mut primary) = pg::start() else {
+        return;
+    };
+    let standby = primary.standby();
+    let uri = format!(
+        "postgresql://muster@127.0.0.1:{},127.0.0.1:{}/muster?target_session_attrs=read-write",
+        primary.port, standby.port
+    );
+    let args = |name: &'static str| {
+        let uri = uri.clone();
+        move || {
+            Daemon::start(&[
+                "--cluster-database",
+                &uri,
+                "--node-id",
+                name,
+                "--node-ttl",
+                TTL,
+            ])
+        }
+    };
+    let ds = [args("p1")(), args("p2")()];
+    wait_cluster(&ds[0], 2);
+    let addrs: Vec<_> = ds.iter().map(|d| d.http).collect();
+    let accepted = Mutex::new(Vec::<(Instant, String)>::new());
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut failed_over = Instant::now();
+    let mut promoted = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let (addrs, accepted) = (&addrs, &accepted);
+            s.spawn(move || {
+                while Instant::now() < until {
+                    let body = r#"{"type":"bulk","worker_id":"nobody"}"#;
+                    let r = support::try_request(
+                        addrs[i % 2],
+                        &format!(
+                            "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        ),
+                    );
+                    match r {
+                        Some((201, _, b)) => {
+                            let v: Value = serde_json::from_slice(&b).unwrap();
+                            let id = v["id"].as_str().unwrap().to_string();
+                            accepted.lock().unwrap().push((Instant::now(), id));
+                        }
+                        _ => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        promoted = Instant::now();
+        standby.promote();
+        primary.stop("fast");
+        failed_over = Instant::now();
+    });
+    let accepted = accepted.into_inner().unwrap();
+    let after: Vec<&(Instant, String)> =
+        accepted.iter().filter(|(t, _)| *t > failed_over).collect();
+    let before = accepted.len() - after.len();
+    assert!(before > 50, "{before} accepted before the failover");
+    assert!(
+        !after.is_empty(),
+        "no submission accepted after the failover"
+    );
+    // The first 201 from the new primary: the first after the promotion
+    // that came later than any answer the old primary could give.
+    let again = after.iter().map(|(t, _)| *t).min().unwrap() - promoted;
+    eprintln!(
+        "{} accepted, {} after the old primary stopped ({:?} after the promotion); accepted again {again:?} after the promotion",
+        accepted.len(),
+        after.len(),
+        failed_over - promoted
+    );
+    let stored =
+        standby.psql("SELECT string_agg(lpad(to_hex(id), 16, '0'), ' ') FROM muster_tasks");
+    let stored: std::collections::HashSet<&str> = stored.split(' ').collect();
+    let missing: Vec<&String> = accepted
+        .iter()
+        .map(|(_, id)| id)
+        .filter(|id| !stored.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} tasks that got a 201 are not on the new primary: {missing:?}",
+        missing.len(),
+        accepted.len()
+    );
+}
+
+/// With its synchronous standby gone, a commit waits; after 10 s the node
+/// cancels it, and PostgreSQL reports it committed with a warning:
+/// committed on the primary only, which a failover would lose. The
+/// submission is answered 503, never 201.
+#[test]
+fn a_commit_the_standby_never_confirmed_is_not_a_201() {
+    let Some(primary) = pg::start() else {
+        return;
+    };
+    let mut standby = primary.standby();
+    let d = node(&primary, "solo", &[]);
+    wait_cluster(&d, 1);
+    let (status, _) = post(&d, r#"{"type":"echo"}"#);
+    assert_eq!(status, 201, "with its standby");
+    standby.stop("immediate");
+    let asked = Instant::now();
+    let (status, body) = post(&d, r#"{"type":"echo"}"#);
+    eprintln!("answered {status} after {:?}", asked.elapsed());
+    assert_eq!(status, 503, "{body}");
+    assert!(d.log_has("for the synchronous standby"));
+    assert!(tasks_counter(&d, "cluster_write_errors") >= 1);
+}

@@ -13,6 +13,8 @@ use crate::config::Secret;
 use crate::config::cluster::Database;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Longest one statement may run, server side.
@@ -67,6 +69,15 @@ pub struct Link {
     /// Connections made so far: a session's state (a `LISTEN`) belongs
     /// to one of them.
     connections: u64,
+    /// Set when the server warned that a commit was not replicated.
+    unreplicated: Arc<AtomicBool>,
+}
+
+/// Whether a notice says a commit was cancelled while it waited for the
+/// synchronous standby: committed here, perhaps on no standby. A failover
+/// then loses it, so the commit does not count.
+fn unreplicated(notice: &postgres::error::DbError) -> bool {
+    notice.message().contains("synchronous replication")
 }
 
 impl Link {
@@ -80,6 +91,13 @@ impl Link {
             config.password(p.reveal());
         }
         let name = format!("musterd {node} {what}");
+        let flag = Arc::new(AtomicBool::new(false));
+        let seen = flag.clone();
+        config.notice_callback(move |n| {
+            if unreplicated(&n) {
+                seen.store(true, Ordering::Release);
+            }
+        });
         config
             .application_name(&name)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -99,7 +117,16 @@ impl Link {
             backoff: FIRST_BACKOFF,
             last_error: None,
             connections: 0,
+            unreplicated: flag,
         }
+    }
+
+    /// Whether the server warned, since the last call, that a commit was
+    /// cancelled while it waited for the synchronous standby (a
+    /// `statement_timeout` or a cancel during a failover): that commit
+    /// must be taken as failed.
+    pub fn take_unreplicated(&self) -> bool {
+        self.unreplicated.swap(false, Ordering::AcqRel)
     }
 
     /// The connection, made now if there is none and its backoff allows.
@@ -257,6 +284,14 @@ pub fn snapshot_xmin(tx: &mut postgres::Transaction<'_>) -> Result<u64, postgres
         .get::<_, &str>(0)
         .parse()
         .unwrap_or(0))
+}
+
+/// Whether the server refused a statement for what it is (a bad value, a
+/// broken rule), as opposed to the moment it came at: a timeout, a
+/// cancel, a deadlock or a lock not granted, which a retry may get past.
+pub fn is_refusal(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| !matches!(c.code(), "57014" | "40001" | "40P01" | "55P03"))
 }
 
 /// An error as one line, with the server's message when it sent one.

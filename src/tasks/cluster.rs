@@ -27,7 +27,7 @@ use super::journal::Ack;
 use super::task::{State, Task, TaskId};
 use crate::clock::unix_ms;
 use crate::cluster::Cluster;
-use crate::cluster::db::{Link, Watch, describe, snapshot_xmin};
+use crate::cluster::db::{Link, Watch, describe, is_refusal, snapshot_xmin};
 use crate::cluster::lease::FENCE;
 use crate::fleet::Shared;
 use crate::proto::WorkerId;
@@ -100,8 +100,51 @@ pub trait Replica: Send + Sync {
     fn unstored(&self, ids: Vec<TaskId>);
 }
 
+/// How long the writer's transaction may take (waiting for the
+/// synchronous standby, say) before the mirror cancels it: its
+/// submissions are then answered 503 rather than held.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The writer's transaction under way, for the mirror to cancel once it
+/// waited [`COMMIT_WAIT`].
+#[derive(Default)]
+struct Committing(Mutex<Option<(Instant, postgres::CancelToken)>>);
+
+impl Committing {
+    fn arm(&self, token: postgres::CancelToken) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), token));
+    }
+
+    fn disarm(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Cancel the transaction if it has waited too long. A commit waiting
+    /// for the standby then returns with a warning, which the writer's
+    /// link notes ([`Link::take_unreplicated`]).
+    fn cancel_if_stuck(&self) {
+        let stuck = {
+            let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some((since, _)) if since.elapsed() >= COMMIT_WAIT => slot.take(),
+                _ => None,
+            }
+        };
+        if let Some((since, token)) = stuck {
+            log::warn!(
+                "cluster: the task writer's transaction has waited {} s (for the synchronous standby?): cancelled, its submissions are answered 503",
+                since.elapsed().as_secs()
+            );
+            if let Err(e) = token.cancel_query(postgres::NoTls) {
+                log::warn!("cluster: cannot cancel it: {}", describe(&e));
+            }
+        }
+    }
+}
+
 pub struct Store {
     pub cluster: Arc<Cluster>,
+    committing: Committing,
     tx: Mutex<Option<Sender<Write>>>,
     last_id: Mutex<u64>,
     claims: Mutex<Link>,
@@ -115,6 +158,7 @@ impl Store {
         let claims = cluster.link("claims");
         let store = Arc::new(Store {
             cluster,
+            committing: Committing::default(),
             tx: Mutex::new(Some(tx)),
             last_id: Mutex::new(0),
             claims: Mutex::new(claims),
@@ -495,11 +539,24 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
             }
         }
         let result = match link.get() {
-            Ok(c) => commit(c, incarnation, &batch).map_err(|e| {
-                let d = link.failed(&e);
-                (d.why, e.as_db_error().is_some() && link.is_up())
-            }),
+            Ok(c) => {
+                store.committing.arm(c.cancel_token());
+                let r = commit(c, incarnation, &batch);
+                store.committing.disarm();
+                r.map_err(|e| {
+                    let d = link.failed(&e);
+                    (d.why, is_refusal(&e) && link.is_up())
+                })
+            }
             Err(d) => Err((d.why, false)),
+        };
+        // Committed on this server only: a failover would lose it.
+        let result = match result {
+            Ok(_) if link.take_unreplicated() => Err((
+                "the commit was not confirmed by the synchronous standby".to_string(),
+                false,
+            )),
+            r => r,
         };
         match result {
             Ok(s) => {
@@ -727,6 +784,7 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
     let st = &store.shared.stats;
     let pause = || std::thread::sleep(Duration::from_millis(200));
     while !store.stopping.load(Ordering::Acquire) {
+        store.committing.cancel_if_stuck();
         let Ok(c) = watch.get() else {
             pause();
             continue;
