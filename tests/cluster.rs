@@ -380,3 +380,70 @@ fn a_node_follows_a_failover_to_the_promoted_standby() {
         (vec!["ha".to_string()], Some("ha".to_string()))
     );
 }
+
+/// TLS to the database, as `sslmode` asks: `require` and `verify-full`
+/// (against the server's own CA) connect over TLS, every connection of the
+/// node encrypted; a CA that did not sign the server's certificate, or
+/// `require` against a server without TLS, is refused at start (exit 2).
+#[test]
+fn sslmode_require_and_verify_full_connect_over_tls_and_a_wrong_ca_is_refused() {
+    let Some(mut pg) = pg::start() else { return };
+    let plain = pg.uri();
+    let (code, err) = run_to_end(&["--cluster-database", &format!("{plain}?sslmode=require")]);
+    assert_eq!(code, Some(2), "require against a server without TLS: {err}");
+    assert!(err.contains("TLS"), "{err}");
+
+    let ca = pg.with_tls();
+    for (name, query) in [
+        ("tls-require", "sslmode=require".to_string()),
+        (
+            "tls-full",
+            format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        ),
+    ] {
+        let uri = format!("{plain}?{query}");
+        let d = Daemon::start(&[
+            "--cluster-database",
+            &uri,
+            "--node-id",
+            name,
+            "--node-ttl",
+            TTL,
+        ]);
+        d.wait_for("leading over TLS", |d| {
+            alive_and_leader(d).1.as_deref() == Some(name)
+        });
+        let counts = pg.psql(&format!(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name LIKE 'musterd {name} %'"
+        ));
+        let (tls, clear) = counts.split_once('|').unwrap();
+        assert!(tls.parse::<u32>().unwrap() >= 3, "{name}: {counts}");
+        assert_eq!(clear, "0", "{name}: {counts}");
+        d.stop();
+    }
+
+    // A CA of its own, which signed nothing the server has.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = other.path().join("other.crt");
+    let key = other.path().join("other.key");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=elsewhere", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let uri = format!(
+        "{plain}?sslmode=verify-full&sslrootcert={}",
+        other_ca.display()
+    );
+    let (code, err) = run_to_end(&["--cluster-database", &uri, "--node-id", "tls-wrong"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+}

@@ -9,10 +9,11 @@
 //! database holds a thread for at most that long; idle transactions are
 //! ended by the server too.
 
+use super::tls::Connector;
 use crate::config::Secret;
 use crate::config::cluster::Database;
+use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -54,11 +55,33 @@ pub fn is_misconfigured(e: &postgres::Error) -> bool {
         // 28P01 password, 28000 authorization, 3D000 no such database,
         // 42501 privilege.
         matches!(c.code(), "28P01" | "28000" | "3D000" | "42501")
-    })
+    }) || tls_refused(e)
+}
+
+/// TLS that `sslmode` asked for and cannot have: a certificate that does
+/// not verify, or a server without TLS.
+fn tls_refused(e: &postgres::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let rustls = inner.downcast_ref::<rustls::Error>().or_else(|| {
+            inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|r| r.downcast_ref::<rustls::Error>())
+        });
+        if matches!(rustls, Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        src = inner.source();
+    }
+    describe(e).contains("server does not support TLS")
 }
 
 pub struct Link {
     config: postgres::Config,
+    /// Plain or TLS, as `sslmode` says; why not, when it cannot be made
+    /// (a root file that cannot be read: the operator's to fix).
+    connector: Result<Connector, String>,
     /// Who the connections say they are (`application_name`).
     name: String,
     client: Option<Client>,
@@ -90,6 +113,8 @@ impl Link {
         if let Some(p) = password {
             config.password(p.reveal());
         }
+        config.ssl_mode(super::tls::driver_mode(db.ssl));
+        let connector = Connector::new(db.ssl, db.root.as_deref());
         let name = format!("musterd {node} {what}");
         let flag = Arc::new(AtomicBool::new(false));
         let seen = flag.clone();
@@ -111,6 +136,7 @@ impl Link {
             ));
         Link {
             config,
+            connector,
             name,
             client: None,
             next_try: Instant::now(),
@@ -119,6 +145,11 @@ impl Link {
             connections: 0,
             unreplicated: flag,
         }
+    }
+
+    /// How this link connects, to cancel what it runs the same way.
+    pub fn connector(&self) -> Connector {
+        self.connector.clone().unwrap_or(Connector::Plain)
     }
 
     /// Whether the server warned, since the last call, that a commit was
@@ -143,7 +174,16 @@ impl Link {
                         .unwrap_or_else(|| "waiting to connect again".into()),
                 ));
             }
-            match self.config.connect(NoTls) {
+            let connector = match &self.connector {
+                Ok(c) => c,
+                Err(why) => {
+                    return Err(Down {
+                        why: why.clone(),
+                        misconfigured: true,
+                    });
+                }
+            };
+            match connector.connect(&self.config) {
                 Ok(c) => {
                     if self.last_error.take().is_some() {
                         log::info!("cluster: {} connected again", self.name);

@@ -18,6 +18,7 @@
 pub mod db;
 pub mod lease;
 pub mod schema;
+pub mod tls;
 
 use crate::clock::unix_ms;
 use crate::config::Config;

@@ -38,14 +38,90 @@ area! {
 }
 
 /// A connection URI or libpq `key=value` string, as given; its password,
-/// if it holds one, is never shown.
+/// if it holds one, is never shown. `sslmode` and `sslrootcert` are read
+/// here (the driver knows neither `verify-ca`, `verify-full` nor a root
+/// file); the rest goes to the driver as given.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Database(String);
+pub struct Database {
+    given: String,
+    /// `given` without `sslmode` and `sslrootcert`.
+    rest: String,
+    pub ssl: SslMode,
+    /// The CA bundle `verify-ca` and `verify-full` check against.
+    pub root: Option<PathBuf>,
+}
+
+/// libpq's `sslmode`, as musterd keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// TLS when the server offers it, unverified (libpq's default).
+    Prefer,
+    /// TLS or nothing, unverified.
+    Require,
+    /// TLS with a certificate from a known CA, for any host name.
+    VerifyCa,
+    /// TLS with a certificate from a known CA, for this host name.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(v: &str) -> Result<SslMode, String> {
+        Ok(match v {
+            "disable" => SslMode::Disable,
+            "prefer" | "allow" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => {
+                return Err(format!(
+                    "sslmode {v:?}: disable, prefer, require, verify-ca or verify-full"
+                ));
+            }
+        })
+    }
+}
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.shown())
     }
+}
+
+/// Take `sslmode` and `sslrootcert` out of a URI's query or a `key=value`
+/// string: the rest, and their values.
+fn take_ssl(v: &str) -> (String, Option<String>, Option<String>) {
+    let (mut mode, mut root) = (None, None);
+    let mut keep = |pair: &str| match pair.split_once('=') {
+        Some(("sslmode", m)) => {
+            mode = Some(m.to_string());
+            false
+        }
+        Some(("sslrootcert", r)) => {
+            root = Some(r.to_string());
+            false
+        }
+        _ => true,
+    };
+    let rest = if v.contains("://") {
+        match v.split_once('?') {
+            Some((base, query)) => {
+                let kept: Vec<&str> = query.split('&').filter(|p| keep(p)).collect();
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+            None => v.to_string(),
+        }
+    } else {
+        v.split_whitespace()
+            .filter(|p| keep(p))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (rest, mode, root)
 }
 
 impl Database {
@@ -54,20 +130,58 @@ impl Database {
         if v.is_empty() {
             return Err("give a PostgreSQL URI (postgresql://host/db), or `off`".into());
         }
-        v.parse::<postgres::Config>()
+        let (rest, mode, root) = take_ssl(v);
+        rest.parse::<postgres::Config>()
             .map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
-        Ok(Database(v.to_string()))
+        let ssl = mode
+            .as_deref()
+            .map_or(Ok(SslMode::Prefer), SslMode::parse)?;
+        let root = root.map(|r| PathBuf::from(percent_decoded(&r)));
+        if root.is_some() && !matches!(ssl, SslMode::VerifyCa | SslMode::VerifyFull) {
+            return Err("sslrootcert is read with sslmode=verify-ca or verify-full".into());
+        }
+        Ok(Database {
+            given: v.to_string(),
+            rest,
+            ssl,
+            root,
+        })
     }
 
-    /// The text libpq reads.
+    /// The text the driver reads (without `sslmode` and `sslrootcert`).
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.rest
     }
 
     /// As logs and `--help` show it: any password replaced by `***`.
     pub fn shown(&self) -> String {
-        redact(&self.0)
+        redact(&self.given)
     }
+}
+
+/// `%2F` and the like in a URI's value.
+fn percent_decoded(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, ..) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Hide the password of a URI (`user:secret@`, `password=secret`) or of a
@@ -179,6 +293,39 @@ mod tests {
         }
         assert!(Database::parse("not a uri at all =").is_err());
         assert!(Database::parse("").is_err());
+    }
+
+    #[test]
+    fn sslmode_and_root_are_read_here_and_the_rest_goes_on() {
+        let d = Database::parse(
+            "postgresql://db1,db2/muster?target_session_attrs=read-write&sslmode=verify-full&sslrootcert=%2Fetc%2Fdb-ca.pem",
+        )
+        .unwrap();
+        assert_eq!(d.ssl, SslMode::VerifyFull);
+        assert_eq!(
+            d.root.as_deref(),
+            Some(std::path::Path::new("/etc/db-ca.pem"))
+        );
+        assert_eq!(
+            d.as_str(),
+            "postgresql://db1,db2/muster?target_session_attrs=read-write"
+        );
+        let d = Database::parse("host=db dbname=muster sslmode=require").unwrap();
+        assert_eq!(
+            (d.ssl, d.as_str()),
+            (SslMode::Require, "host=db dbname=muster")
+        );
+        let d = Database::parse("postgresql://db/muster?sslmode=disable").unwrap();
+        assert_eq!(
+            (d.ssl, d.as_str()),
+            (SslMode::Disable, "postgresql://db/muster")
+        );
+        assert_eq!(
+            Database::parse("postgresql://db/m").unwrap().ssl,
+            SslMode::Prefer
+        );
+        assert!(Database::parse("postgresql://db/m?sslmode=sometimes").is_err());
+        assert!(Database::parse("postgresql://db/m?sslrootcert=/x").is_err());
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::clock::unix_ms;
 use crate::cluster::Cluster;
 use crate::cluster::db::{Link, Watch, describe, is_refusal, snapshot_xmin};
 use crate::cluster::lease::FENCE;
+use crate::cluster::tls::Connector;
 use crate::fleet::Shared;
 use crate::proto::WorkerId;
 use crate::stats::Counter;
@@ -108,11 +109,11 @@ const COMMIT_WAIT: Duration = Duration::from_secs(10);
 /// The writer's transaction under way, for the mirror to cancel once it
 /// waited [`COMMIT_WAIT`].
 #[derive(Default)]
-struct Committing(Mutex<Option<(Instant, postgres::CancelToken)>>);
+struct Committing(Mutex<Option<(Instant, postgres::CancelToken, Connector)>>);
 
 impl Committing {
-    fn arm(&self, token: postgres::CancelToken) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), token));
+    fn arm(&self, token: postgres::CancelToken, how: Connector) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), token, how));
     }
 
     fn disarm(&self) {
@@ -126,16 +127,16 @@ impl Committing {
         let stuck = {
             let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
             match slot.as_ref() {
-                Some((since, _)) if since.elapsed() >= COMMIT_WAIT => slot.take(),
+                Some((since, ..)) if since.elapsed() >= COMMIT_WAIT => slot.take(),
                 _ => None,
             }
         };
-        if let Some((since, token)) = stuck {
+        if let Some((since, token, how)) = stuck {
             log::warn!(
                 "cluster: the task writer's transaction has waited {} s (for the synchronous standby?): cancelled, its submissions are answered 503",
                 since.elapsed().as_secs()
             );
-            if let Err(e) = token.cancel_query(postgres::NoTls) {
+            if let Err(e) = how.cancel(&token) {
                 log::warn!("cluster: cannot cancel it: {}", describe(&e));
             }
         }
@@ -538,9 +539,10 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
                 }
             }
         }
+        let how = link.connector();
         let result = match link.get() {
             Ok(c) => {
-                store.committing.arm(c.cancel_token());
+                store.committing.arm(c.cancel_token(), how);
                 let r = commit(c, incarnation, &batch);
                 store.committing.disarm();
                 r.map_err(|e| {

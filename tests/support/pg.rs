@@ -209,6 +209,85 @@ impl Pg {
         self.stopped = true;
     }
 
+    /// Serve TLS with a certificate for `127.0.0.1` and `localhost`,
+    /// signed by a new CA of the test's own (restarting); the CA's
+    /// certificate.
+    pub fn with_tls(&mut self) -> PathBuf {
+        let dir = self.root.path();
+        let (ca, ca_key, csr, ext) = (
+            dir.join("ca.crt"),
+            dir.join("ca.key"),
+            dir.join("server.csr"),
+            dir.join("san.ext"),
+        );
+        let crt = self.data.join("server.crt");
+        let key = self.data.join("server.key");
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+        let openssl = |args: &[&std::ffi::OsStr]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl");
+            ok("openssl", out);
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        openssl(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("2"),
+            os("-subj"),
+            os("/CN=muster test CA"),
+            os("-keyout"),
+            ca_key.as_os_str(),
+            os("-out"),
+            ca.as_os_str(),
+        ]);
+        openssl(&[
+            os("req"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-subj"),
+            os("/CN=localhost"),
+            os("-keyout"),
+            key.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ]);
+        openssl(&[
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("2"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            crt.as_os_str(),
+        ]);
+        if as_root() {
+            for f in [&crt, &key] {
+                let _ = Command::new("chown").arg("postgres:").arg(f).status();
+            }
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        append(&self.data.join("postgresql.conf"), "ssl = on\n");
+        self.stop("fast");
+        self.restart();
+        ca
+    }
+
     /// A streaming standby of this server, synchronous (so that no
     /// committed transaction is lost when it is promoted), started.
     pub fn standby(&self) -> Pg {
