@@ -535,3 +535,40 @@ fn a_commit_the_standby_never_confirmed_is_not_a_201() {
     assert!(d.log_has("for the synchronous standby"));
     assert!(tasks_counter(&d, "cluster_write_errors") >= 1);
 }
+
+/// The task queue is the cluster's: its alert is judged by the leader
+/// alone, so it fires once however many nodes there are.
+#[test]
+fn the_cluster_wide_queue_alert_fires_on_the_leader_alone() {
+    let Some(pg) = pg::start() else { return };
+    let extra = ["--alert-task-queue-depth", "5", "--alert-for", "1s"];
+    let ds: Vec<Daemon> = ["q1", "q2"].map(|n| node(&pg, n, &extra)).into();
+    wait_cluster(&ds[0], 2);
+    for _ in 0..8 {
+        submit(&ds[1], json!({"type": "nobody-takes-this"}));
+    }
+    let leader = ds[0].json("/api/nodes")["leader"]["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (lead, other) = if leader == "q1" {
+        (&ds[0], &ds[1])
+    } else {
+        (&ds[1], &ds[0])
+    };
+    lead.wait_for("task_queue_depth firing on the leader", |d| {
+        d.json("/api/alerts")["firing"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["labels"]["alertname"] == "task_queue_depth")
+        })
+    });
+    other.wait_for("the other node sees the 8 tasks", |d| {
+        d.json("/health")["tasks"]["queued"] == 8
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        other.json("/api/alerts")["firing"],
+        json!([]),
+        "judged once"
+    );
+}

@@ -365,6 +365,7 @@ pub fn run(alerts: Arc<Alerts>) {
             error_rate: cfg.alerts.error_rate,
             min_runs: cfg.alerts.error_rate_min_runs,
             queue_depth: cfg.alerts.queue_depth,
+            task_queue_depth: cfg.alerts.task_queue_depth,
         };
         let snaps = alerts.registry.snapshots();
         flaps.observe(&snaps, now);
@@ -378,6 +379,10 @@ pub fn run(alerts: Arc<Alerts>) {
         drop(snaps);
         if t.rules.contains(&Rule::PoolMemberFatal) {
             conds.extend(alerts.pool_conditions());
+        }
+        // The queue is one for the whole cluster: the leader judges it.
+        if alerts.tasks.judges_the_cluster() {
+            conds.extend(rules::task_queue(alerts.tasks.queued() as u64, &t));
         }
         let task_conds = alerts.task_conditions(&mut tasks_seen, now);
         if t.rules.contains(&Rule::TaskFailed) {

@@ -48,6 +48,7 @@ pub struct Thresholds<'a> {
     pub error_rate: u32,
     pub min_runs: u64,
     pub queue_depth: u64,
+    pub task_queue_depth: u64,
 }
 
 /// Per worker: the times it went inactive in the last [`FLAP_WINDOW`].
@@ -112,6 +113,26 @@ fn worker(name: Rule, id: &str, severity: &'static str, hold: Duration) -> Condi
 
 fn on(t: &Thresholds, rule: Rule) -> bool {
     t.rules.contains(&rule)
+}
+
+/// The task queue's rule: `queued` tasks wait now (in cluster mode, the
+/// whole cluster's, and only the leader asks).
+pub fn task_queue(queued: u64, t: &Thresholds) -> Option<Condition> {
+    if queued <= t.task_queue_depth || !on(t, Rule::TaskQueueDepth) {
+        return None;
+    }
+    Some(Condition {
+        name: Rule::TaskQueueDepth,
+        labels: BTreeMap::new(),
+        severity: "warning",
+        summary: format!("{queued} tasks wait in the queue"),
+        description: format!(
+            "{queued} tasks are queued, more than alert_task_queue_depth = {}: add workers, or look for a type no worker takes",
+            t.task_queue_depth
+        ),
+        hold: t.hold,
+        since: None,
+    })
 }
 
 /// The worker rules over the fleet as it is.
@@ -233,6 +254,7 @@ mod tests {
         error_rate: 10,
         min_runs: 10,
         queue_depth: 1000,
+        task_queue_depth: 100,
     };
 
     #[test]
@@ -284,6 +306,19 @@ mod tests {
             evaluate(&snaps, &Flaps::default(), &Outcomes::new(), &none).len(),
             1
         );
+    }
+
+    #[test]
+    fn the_task_queue_rule_fires_over_its_threshold_with_no_worker_label() {
+        assert!(task_queue(100, &ALL).is_none(), "at the threshold");
+        let c = task_queue(101, &ALL).unwrap();
+        assert_eq!((c.name, c.labels.len()), (Rule::TaskQueueDepth, 0));
+        assert_eq!(c.summary, "101 tasks wait in the queue");
+        let off = Thresholds {
+            rules: &[Rule::QueueDepth],
+            ..ALL
+        };
+        assert!(task_queue(5000, &off).is_none());
     }
 
     #[test]

@@ -16,10 +16,11 @@ pub enum Rule {
     QueueDepth,
     PoolMemberFatal,
     TaskFailed,
+    TaskQueueDepth,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::WorkerInactive,
         Rule::WorkerError,
         Rule::WorkerFlapping,
@@ -27,6 +28,7 @@ impl Rule {
         Rule::QueueDepth,
         Rule::PoolMemberFatal,
         Rule::TaskFailed,
+        Rule::TaskQueueDepth,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +40,7 @@ impl Rule {
             Rule::QueueDepth => "queue_depth",
             Rule::PoolMemberFatal => "pool_member_fatal",
             Rule::TaskFailed => "task_failed",
+            Rule::TaskQueueDepth => "task_queue_depth",
         }
     }
 
@@ -137,7 +140,7 @@ area! {
     pub struct Alerts in alerts {
         /// The rules that run.
         rules: Vec<Rule> = "alert_rules", "all", List, live,
-            "built-in alert rules that run: all, off, or a list of worker_inactive, worker_error, worker_flapping, error_rate, queue_depth, pool_member_fatal, task_failed",
+            "built-in alert rules that run: all, off, or a list of worker_inactive, worker_error, worker_flapping, error_rate, queue_depth, pool_member_fatal, task_failed, task_queue_depth",
             rules, |r: &Vec<Rule>| show_rules(r);
         /// How long a condition holds before its alert fires.
         hold: Duration = "alert_for", "1m", Duration, live,
@@ -155,6 +158,9 @@ area! {
             |v| parse_count(v, 1, 1_000_000).map(|n| n as u64), |n: &u64| n.to_string();
         queue_depth: u64 = "alert_queue_depth", "1000", Count, live,
             "queue_depth fires when a worker reports more than this for alert_for",
+            |v| parse_count(v, 1, usize::MAX).map(|n| n as u64), |n: &u64| n.to_string();
+        task_queue_depth: u64 = "alert_task_queue_depth", "10000", Count, live,
+            "task_queue_depth fires when more than this many tasks wait in the queue for alert_for (in cluster mode the whole cluster's queue, judged by the leader)",
             |v| parse_count(v, 1, usize::MAX).map(|n| n as u64), |n: &u64| n.to_string();
         alertmanagers: Vec<HttpUrl> = "alertmanager_url", "off", List, live,
             "Prometheus Alertmanagers to post alerts to (API v2), http:// only; list both of an HA pair",

@@ -451,6 +451,14 @@ impl Tasks {
         self.poke();
     }
 
+    /// Whether this node judges the cluster-wide alerts: a single node
+    /// does, a cluster's leader does, the other nodes do not.
+    pub fn judges_the_cluster(&self) -> bool {
+        self.store
+            .as_ref()
+            .is_none_or(|s| s.cluster.leading().is_some())
+    }
+
     /// Cluster mode: the heartbeat addresses of the nodes alive now, for
     /// `welcome`; empty on a single node.
     pub fn nodes(&self) -> Vec<String> {
