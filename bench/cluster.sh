@@ -8,7 +8,10 @@
 #     pgbench -c 32 running the claim (SELECT … FOR UPDATE SKIP LOCKED,
 #     UPDATE) and the completion (UPDATE) of a queue table
 #   - a submission on one node visible on another (p50, p99)
-#   - database rows written per heartbeat, 10,000 steady workers on a node
+#   - the fleet: a status change on one node visible on another; database
+#     rows written by 10,000 steady workers on a node, at two heartbeat rates
+#   - a node killed under 50 workers told two nodes: when each shows
+#     connected to the other
 #   - a node killed: its worker's task running again elsewhere; the leader
 #     killed: a new leader (node_ttl 15 s, the default)
 #
@@ -125,14 +128,68 @@ EOF
 )
 echo "$vis"
 
-echo "## rows written per heartbeat, 10,000 workers on n1 at 2,000/s"
+echo "## the fleet: a status change on n1 visible on n2"
+fleetvis=$(python3 - <<'EOF'
+import http.client, json, socket, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+b = http.client.HTTPConnection("127.0.0.1", 18082)
+lat = []
+for i in range(200):
+    st = ("idle", "working")[i % 2]
+    u.sendto(json.dumps({"type": "heartbeat", "worker_id": "vis-w", "status": st, "seq": i}).encode(), ("127.0.0.1", 18091))
+    t0 = time.monotonic()
+    while True:
+        b.request("GET", "/telemetry/vis-w"); r = b.getresponse(); body = r.read()
+        if r.status == 200 and json.loads(body)["status"] == st: break
+        time.sleep(0.002)
+    lat.append((time.monotonic() - t0) * 1000)
+    time.sleep(0.02)
+lat.sort()
+print("p50 %.0f ms, p99 %.0f ms" % (lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1]))
+EOF
+)
+echo "$fleetvis"
+
+echo "## rows written, 10,000 steady workers on n1 (seed-shaped heartbeats)"
 written() { psql -d muster -c "SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables"; }
-sleep 1; w0=$(written)
-hbjson=$($bin/muster-bench heartbeats --workers 10000 --rate 2000 --duration "${secs}s" --url http://127.0.0.1:18081 --heartbeat-addr 127.0.0.1:18091 --json)
-sleep 1; w1=$(written)
-applied=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['applied'])" "$hbjson")
-rows=$((w1 - w0))
-echo "$applied heartbeats applied; $rows rows written meanwhile (the three nodes' lease renewals included)"
+beats() { # $1 rate, $2 seconds: heartbeats applied
+  $bin/muster-bench heartbeats --workers 10000 --worker-prefix steady- --rate "$1" --duration "${2}s" --url http://127.0.0.1:18081 \
+    --heartbeat-addr 127.0.0.1:18091 --json | python3 -c "import json,sys; print(json.load(sys.stdin)['applied'])"
+}
+# Every worker new, then its first refresh: not steady yet.
+beats 2000 15 >/dev/null
+steady=$((secs < 20 ? 20 : secs))
+w0=$(written); applied_lo=$(beats 2000 "$steady"); w1=$(written)
+applied_hi=$(beats 10000 "$steady"); w2=$(written)
+rows_lo=$(( (w1 - w0) / steady )); rows_hi=$(( (w2 - w1) / steady ))
+per_beat=$(awk -v a="$((w2 - w1 - (w1 - w0)))" -v b="$((applied_hi - applied_lo))" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')
+echo "at 2,000 beats/s: $rows_lo rows/s ($applied_lo applied); at 10,000 beats/s: $rows_hi rows/s ($applied_hi applied); rows per extra heartbeat $per_beat"
+
+echo "## n3 killed: its 50 workers connected to n1 (told n3 and n1)"
+for i in $(seq 50); do
+  $bin/muster agent --tasks --id "mv-$i" --interval 1s --heartbeat-addr 127.0.0.1:18093,127.0.0.1:18091 -- /bin/true >/dev/null 2>&1 &
+  pids+=($!)
+done
+until [ "$(curl -s 'http://127.0.0.1:18081/api/workers' | python3 -c 'import json,sys; print(sum(1 for w in json.load(sys.stdin) if w["worker_id"].startswith("mv-") and w.get("node") == "n3" and w["status"] == "idle"))')" = 50 ]; do sleep 0.2; done
+kill -9 "$n3"
+moved=$(python3 - <<'EOF'
+import http.client, json, time
+t0 = time.monotonic(); seen = {}
+a = http.client.HTTPConnection("127.0.0.1", 18081)
+while len(seen) < 50 and time.monotonic() - t0 < 60:
+    a.request("GET", "/api/workers"); ws = json.loads(a.getresponse().read())
+    now = time.monotonic()
+    for w in ws:
+        if w["worker_id"].startswith("mv-") and w.get("node") == "n1" and w["is_active"]:
+            seen.setdefault(w["worker_id"], (now - t0) * 1000)
+    time.sleep(0.02)
+lat = sorted(seen.values())
+print("%d of 50; p50 %.0f ms, p99 %.0f ms" % (len(lat), lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1]) if lat else "none moved")
+EOF
+)
+echo "$moved"
+for p in $(pgrep -f 'muster agent --tasks --id mv-'); do kill "$p" 2>/dev/null || true; done
+node 3
 
 echo "## a node killed: its worker's task running again elsewhere (node_ttl $ttl)"
 cat >"$work/h.sh" <<'EOF'
@@ -171,7 +228,10 @@ echo "| measure | musterd | pgbench | ratio | target |"
 echo "|---|---|---|---|---|"
 echo "| submissions/s, c32 over 3 nodes vs the same INSERT one per transaction | $m_sub | $b_sub | $(ratio "$m_sub" "$b_sub") | ≥ 1.0× |"
 echo "| end-to-end tasks/s, 3 nodes, 32 no-op workers vs claim-and-complete | $m_e2e | $b_e2e | $(ratio "$m_e2e" "$b_e2e") | ≥ 0.5× |"
-echo "| rows written per steady heartbeat ($applied heartbeats) | $rows rows in all, lease renewals included | | | 0 |"
+echo "| rows per extra steady heartbeat (2,000 → 10,000 beats/s) | $per_beat | | | 0 |"
+echo "| refresh rows/s at 10,000 steady workers | $rows_lo at 2,000 beats/s, $rows_hi at 10,000 beats/s | | | ≤ 1,000 |"
+echo "| a status change on one node visible on another | $fleetvis | | | p99 ≤ 1 s |"
+echo "| node killed → its workers connected elsewhere | $moved | | | p99 ≤ 3 s |"
 echo "| a submission on one node visible on another | $vis | | | p99 ≤ 1 s |"
 echo "| node killed → its worker's task running again elsewhere | $requeue s | | | ≤ node_ttl ($ttl) + 2 s |"
 echo "| leader killed → a new leader | $elect s | | | ≤ node_ttl + one renewal |"

@@ -37,6 +37,8 @@ options:
   --pid PID            musterd's pid for CPU and RSS (default: found in /proc)
   --url URL            musterd's HTTP address (default $MUSTER_URL or http://127.0.0.1:8080)
   --heartbeat-addr A   musterd's heartbeat address (default $MUSTER_HEARTBEAT_ADDR or 127.0.0.1:8090)
+  --worker-prefix P    worker ids P0, P1, …, the same each run, so that a second run
+                       beats for a steady fleet (default: a new prefix per run)
   --json               print the report as JSON
 ";
 
@@ -53,6 +55,7 @@ struct Opts {
     url: String,
     heartbeat: String,
     json: bool,
+    prefix: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
@@ -68,6 +71,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         url: muster::cli::client::env_url(),
         heartbeat: muster::cli::client::env_heartbeat_addr(),
         json: false,
+        prefix: None,
     };
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
     let mut mode = None;
@@ -97,6 +101,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
             Long("url") => o.url = p.value()?.string()?,
             Long("heartbeat-addr") => o.heartbeat = p.value()?.string()?,
             Long("json") => o.json = true,
+            Long("worker-prefix") => o.prefix = Some(p.value()?.string()?),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -225,8 +230,13 @@ fn run(o: &Opts) -> Result<Value, String> {
     let hb = client::parse_url(&o.heartbeat).map_err(|e| e.to_string())?;
     let health0 = client::get_json(http, "/health").map_err(|e| e.to_string())?;
     let pid = o.pid.or_else(find_musterd);
-    let prefix = format!("bench{}-", muster::clock::unix_ms() % 1_000_000);
+    let prefix = o
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("bench{}-", muster::clock::unix_ms() % 1_000_000));
     let ids: Vec<String> = (0..o.workers).map(|i| format!("{prefix}{i}")).collect();
+    // What an earlier run with the same prefix left applied.
+    let before = applied(http, &prefix)?;
     let threads = o.threads.min(o.workers);
     let mut links = Vec::new();
     if o.tcp {
@@ -266,11 +276,11 @@ fn run(o: &Opts) -> Result<Value, String> {
     let steal = procfs::steal_percent(host0, procfs::read_cpu_totals());
     // Let musterd drain its queues: wait until the count stops moving.
     let hellos = if o.tcp { o.workers as u64 } else { 0 };
-    let mut got = applied(http, &prefix)?;
+    let mut got = applied(http, &prefix)?.saturating_sub(before);
     let settle = Instant::now();
     while got < sent + hellos && settle.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(250));
-        let now = applied(http, &prefix)?;
+        let now = applied(http, &prefix)?.saturating_sub(before);
         if now == got && settle.elapsed() > Duration::from_secs(2) {
             break;
         }
