@@ -346,18 +346,7 @@ fn a_node_follows_a_failover_to_the_promoted_standby() {
         return;
     };
     let standby = primary.standby();
-    let uri = format!(
-        "postgresql://muster@127.0.0.1:{},127.0.0.1:{}/muster?target_session_attrs=read-write",
-        primary.port, standby.port
-    );
-    let d = Daemon::start(&[
-        "--cluster-database",
-        &uri,
-        "--node-id",
-        "ha",
-        "--node-ttl",
-        TTL,
-    ]);
+    let d = pg::node_at(&pg::either(&primary, &standby), "ha", &[]);
     d.wait_for("leading on the primary", |d| {
         alive_and_leader(d).1.as_deref() == Some("ha")
     });
@@ -401,15 +390,7 @@ fn sslmode_require_and_verify_full_connect_over_tls_and_a_wrong_ca_is_refused() 
             format!("sslmode=verify-full&sslrootcert={}", ca.display()),
         ),
     ] {
-        let uri = format!("{plain}?{query}");
-        let d = Daemon::start(&[
-            "--cluster-database",
-            &uri,
-            "--node-id",
-            name,
-            "--node-ttl",
-            TTL,
-        ]);
+        let d = pg::node_at(&format!("{plain}?{query}"), name, &[]);
         d.wait_for("leading over TLS", |d| {
             alive_and_leader(d).1.as_deref() == Some(name)
         });

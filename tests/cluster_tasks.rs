@@ -425,24 +425,8 @@ fn a_promoted_standby_under_submissions_loses_no_201() {
         return;
     };
     let standby = primary.standby();
-    let uri = format!(
-        "postgresql://muster@127.0.0.1:{},127.0.0.1:{}/muster?target_session_attrs=read-write",
-        primary.port, standby.port
-    );
-    let args = |name: &'static str| {
-        let uri = uri.clone();
-        move || {
-            Daemon::start(&[
-                "--cluster-database",
-                &uri,
-                "--node-id",
-                name,
-                "--node-ttl",
-                TTL,
-            ])
-        }
-    };
-    let ds = [args("p1")(), args("p2")()];
+    let uri = pg::either(&primary, &standby);
+    let ds = [pg::node_at(&uri, "p1", &[]), pg::node_at(&uri, "p2", &[])];
     wait_cluster(&ds[0], 2);
     let addrs: Vec<_> = ds.iter().map(|d| d.http).collect();
     let accepted = Mutex::new(Vec::<(Instant, String)>::new());

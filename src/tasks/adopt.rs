@@ -121,35 +121,28 @@ impl super::Tasks {
         let mut book = self.lock();
         let (mut stored, mut fx) = (Effects::default(), Effects::default());
         for ask in asks {
-            let adopted = got.remove(&ask.id);
-            let Some((worker, said)) = book.adoptions.answered(ask.id) else {
-                // The worker left meanwhile: what was adopted goes back.
-                if let Some(a) = adopted {
-                    book.adopted(&ask.worker, a.task, a.lease, a.rev, &mut stored);
-                    book.requeue(
-                        ask.id,
-                        "its worker left while it was adopted",
-                        now_ms,
-                        &mut fx,
-                    );
+            let answered = book.adoptions.answered(ask.id);
+            let Some(a) = got.remove(&ask.id) else {
+                // Not the worker's to keep: it stops it, and what it said
+                // of it meanwhile does not count.
+                if let Some((worker, said)) = answered {
+                    st.add(Counter::TaskUpdatesRefused, said.len() as u64);
+                    let cancel = crate::proto::encode_cancel(&ask.id.to_string());
+                    fx.frames.push((worker, cancel));
                 }
                 continue;
             };
-            let Some(a) = adopted else {
-                st.add(Counter::TaskUpdatesRefused, said.len() as u64);
-                let cancel = crate::proto::encode_cancel(&ask.id.to_string());
-                fx.frames.push((worker, cancel));
+            // The task is this node's now; if its worker left meanwhile, it
+            // goes back to the queue.
+            let worker = answered
+                .as_ref()
+                .map_or_else(|| ask.worker.clone(), |(w, _)| w.clone());
+            let kept = book.adopted(&worker, a.task, a.lease, a.rev, &mut stored);
+            let Some((_, said)) = answered.filter(|_| kept) else {
+                let why = "its worker left while it was adopted";
+                book.requeue(ask.id, why, now_ms, &mut fx);
                 continue;
             };
-            if !book.adopted(&worker, a.task, a.lease, a.rev, &mut stored) {
-                book.requeue(
-                    ask.id,
-                    "its worker left while it was adopted",
-                    now_ms,
-                    &mut fx,
-                );
-                continue;
-            }
             st.incr(Counter::TasksAdopted);
             for s in said {
                 let r = match s {

@@ -621,6 +621,26 @@ impl Book {
         fx: &mut Effects,
     ) -> bool {
         let id = task.id;
+        if !self.keep(worker, task, lease, rev, fx) {
+            return false;
+        }
+        if let Some(e) = self.entries.get(&id) {
+            fx.frames.push((worker.clone(), offer(&e.task, e.lease)));
+        }
+        true
+    }
+
+    /// Cluster mode: `task`, stored under `lease`, is `worker`'s here; false
+    /// when the worker is gone (the task is in the book all the same).
+    fn keep(
+        &mut self,
+        worker: &WorkerId,
+        task: Task,
+        lease: i64,
+        rev: i64,
+        fx: &mut Effects,
+    ) -> bool {
+        let id = task.id;
         self.put(task, lease, rev);
         let Some(tk) = self.takers.get_mut(worker) else {
             return false;
@@ -628,7 +648,6 @@ impl Book {
         tk.held.insert(id);
         if let Some(e) = self.entries.get(&id) {
             fx.progress(&e.task);
-            fx.frames.push((worker.clone(), offer(&e.task, e.lease)));
         }
         true
     }
@@ -673,13 +692,8 @@ impl Book {
         fx: &mut Effects,
     ) -> bool {
         let id = task.id;
-        self.put(task, lease, rev);
-        let Some(tk) = self.takers.get_mut(worker) else {
+        if !self.keep(worker, task, lease, rev, fx) {
             return false;
-        };
-        tk.held.insert(id);
-        if let Some(e) = self.entries.get(&id) {
-            fx.progress(&e.task);
         }
         let lease = crate::proto::encode_lease(&id.to_string(), lease.max(0) as u64);
         fx.frames.push((worker.clone(), lease));

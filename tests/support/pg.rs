@@ -377,10 +377,14 @@ pub const TTL: &str = "3s";
 
 /// A musterd node named `name` on `pg`, with a short `node_ttl`.
 pub fn node(pg: &Pg, name: &str, extra: &[&str]) -> super::Daemon {
-    let uri = pg.uri();
+    node_at(&pg.uri(), name, extra)
+}
+
+/// A musterd node named `name` on the database `uri` names.
+pub fn node_at(uri: &str, name: &str, extra: &[&str]) -> super::Daemon {
     let mut args = vec![
         "--cluster-database",
-        uri.as_str(),
+        uri,
         "--node-id",
         name,
         "--node-ttl",
@@ -388,4 +392,12 @@ pub fn node(pg: &Pg, name: &str, extra: &[&str]) -> super::Daemon {
     ];
     args.extend_from_slice(extra);
     super::Daemon::start(&args)
+}
+
+/// The URI of a primary and its standby, for whichever accepts writes.
+pub fn either(primary: &Pg, standby: &Pg) -> String {
+    format!(
+        "postgresql://muster@127.0.0.1:{},127.0.0.1:{}/muster?target_session_attrs=read-write",
+        primary.port, standby.port
+    )
 }
