@@ -435,3 +435,52 @@ fn scaling_down_keeps_busy_members_and_a_hung_ones_task_is_done_elsewhere() {
     );
     d.wait_for("the first attempt's handler gone", |_| sleepers(3608) == 0);
 }
+
+/// A member takes one task at a time, so the queue depth members report
+/// asks for fewer members than are busy (10 per member): the autoscaler
+/// shrinks the pool only to the members running tasks, and no task under
+/// way is stopped.
+#[test]
+fn autoscale_down_never_stops_a_member_running_a_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let handler = script(&dir, "cat >/dev/null\nsleep 1.5\necho '{}'\n");
+    let command = format!(
+        "{MUSTER} agent --tasks --interval 200ms -- {}",
+        handler.display()
+    );
+    let d = pool_daemon(
+        &command,
+        &[
+            "--autoscale",
+            "queue",
+            "--autoscale-tasks-per-worker",
+            "10",
+            "--autoscale-cooldown",
+            "1s",
+            "--pool-max",
+            "3",
+        ],
+    );
+    for i in 0..12 {
+        let body = format!(r#"{{"type":"t","payload":{i}}}"#);
+        let (status, _, _) = d.request(&format!(
+            "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ));
+        assert_eq!(status, 201);
+    }
+    d.wait_for("every task finished", |d| {
+        let t = &d.json("/health")["tasks"];
+        t["queued"] == 0 && t["assigned"] == 0 && t["running"] == 0
+    });
+    let t = d.json("/health")["tasks"].clone();
+    assert_eq!(
+        (
+            t["succeeded"].as_u64(),
+            t["failed"].as_u64(),
+            t["cancelled"].as_u64()
+        ),
+        (Some(12), Some(0), Some(0)),
+        "{t}"
+    );
+}

@@ -253,7 +253,21 @@ impl Pool {
             };
             ("reported queue depth", depth as usize)
         };
-        let target = work.div_ceil(per).clamp(cfg.pool.min, cfg.pool.max);
+        // Never fewer than the members running tasks: a scale-down stops
+        // idle members, not a task under way (the queue depth members
+        // report lags their tasks by a heartbeat).
+        let busy = {
+            let inner = self.lock();
+            inner
+                .members
+                .values()
+                .filter(|m| !m.leaving && self.tasks.held_by(&m.id) > 0)
+                .count()
+        };
+        let target = work
+            .div_ceil(per)
+            .max(busy)
+            .clamp(cfg.pool.min, cfg.pool.max);
         let (desired, below) = {
             let inner = self.lock();
             (inner.desired, inner.below_since)
