@@ -274,10 +274,11 @@ fn scale_requests_are_checked() {
     assert_eq!(scale(&d, r#"{"count":1}"#).0, 409);
 }
 
-#[test]
-fn autoscale_follows_the_queue_without_flapping() {
+/// A pool of `muster agent --tasks` members whose handler runs `work`,
+/// autoscaled on the queue at 10 tasks per member.
+fn autoscaled(work: &str, cooldown: &str, max: &str) -> (tempfile::TempDir, Daemon) {
     let dir = tempfile::tempdir().unwrap();
-    let handler = script(&dir, "cat >/dev/null\nsleep 0.2\necho '{}'\n");
+    let handler = script(&dir, &format!("cat >/dev/null\n{work}\necho '{{}}'\n"));
     let command = format!(
         "{MUSTER} agent --tasks --interval 200ms -- {}",
         handler.display()
@@ -290,12 +291,17 @@ fn autoscale_follows_the_queue_without_flapping() {
             "--autoscale-tasks-per-worker",
             "10",
             "--autoscale-cooldown",
-            "2s",
+            cooldown,
             "--pool-max",
-            "10",
+            max,
         ],
     );
-    for i in 0..100 {
+    (dir, d)
+}
+
+/// `n` tasks of type `t`, each answered 201.
+fn submit_tasks(d: &Daemon, n: usize) {
+    for i in 0..n {
         let body = format!(r#"{{"type":"t","payload":{i}}}"#);
         let (status, _, _) = d.request(&format!(
             "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -303,6 +309,12 @@ fn autoscale_follows_the_queue_without_flapping() {
         ));
         assert_eq!(status, 201);
     }
+}
+
+#[test]
+fn autoscale_follows_the_queue_without_flapping() {
+    let (_dir, d) = autoscaled("sleep 0.2", "2s", "10");
+    submit_tasks(&d, 100);
     // Sizes seen until the queue is drained and the pool is empty again.
     let mut sizes = vec![0u64];
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -442,33 +454,8 @@ fn scaling_down_keeps_busy_members_and_a_hung_ones_task_is_done_elsewhere() {
 /// way is stopped.
 #[test]
 fn autoscale_down_never_stops_a_member_running_a_task() {
-    let dir = tempfile::tempdir().unwrap();
-    let handler = script(&dir, "cat >/dev/null\nsleep 1.5\necho '{}'\n");
-    let command = format!(
-        "{MUSTER} agent --tasks --interval 200ms -- {}",
-        handler.display()
-    );
-    let d = pool_daemon(
-        &command,
-        &[
-            "--autoscale",
-            "queue",
-            "--autoscale-tasks-per-worker",
-            "10",
-            "--autoscale-cooldown",
-            "1s",
-            "--pool-max",
-            "3",
-        ],
-    );
-    for i in 0..12 {
-        let body = format!(r#"{{"type":"t","payload":{i}}}"#);
-        let (status, _, _) = d.request(&format!(
-            "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ));
-        assert_eq!(status, 201);
-    }
+    let (_dir, d) = autoscaled("sleep 1.5", "1s", "3");
+    submit_tasks(&d, 12);
     d.wait_for("every task finished", |d| {
         let t = &d.json("/health")["tasks"];
         t["queued"] == 0 && t["assigned"] == 0 && t["running"] == 0
