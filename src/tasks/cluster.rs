@@ -399,7 +399,50 @@ fn ms(v: Option<u64>) -> Option<i64> {
 }
 
 /// Write `batch` in one transaction.
-fn commit(c: &mut Client, incarnation: i64, batch: &[Write]) -> Result<Stored, postgres::Error> {
+/// The writer's statements, prepared once per connection: each `execute`
+/// of text would cost a round trip to prepare it again.
+#[derive(Default)]
+struct Prepared {
+    on: u64,
+    by_sql: HashMap<&'static str, postgres::Statement>,
+}
+
+impl Prepared {
+    /// Forget what was prepared on an earlier connection.
+    fn for_connection(&mut self, on: u64) {
+        if self.on != on {
+            self.on = on;
+            self.by_sql.clear();
+        }
+    }
+
+    fn get(
+        &mut self,
+        tx: &mut postgres::Transaction<'_>,
+        sql: &'static str,
+    ) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(s) = self.by_sql.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = tx.prepare(sql)?;
+        self.by_sql.insert(sql, s.clone());
+        Ok(s)
+    }
+}
+
+const INSERT_TASKS: &str = "INSERT INTO muster_tasks
+         (id, kind, priority, target_worker, target_labels, state, task)
+     SELECT id, kind, priority, target_worker, labels::jsonb, state, task::jsonb
+     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                 $6::text[], $7::text[])
+          AS u(id, kind, priority, target_worker, labels, state, task)";
+
+fn commit(
+    c: &mut Client,
+    prepared: &mut Prepared,
+    incarnation: i64,
+    batch: &[Write],
+) -> Result<Stored, postgres::Error> {
     let mut out = Stored::default();
     let mut tx = c.transaction()?;
     let (mut ids, mut kinds, mut prios, mut targets, mut labels, mut states, mut texts) =
@@ -433,20 +476,17 @@ fn commit(c: &mut Client, incarnation: i64, batch: &[Write]) -> Result<Stored, p
         }
     }
     if !ids.is_empty() {
+        let insert = prepared.get(&mut tx, INSERT_TASKS)?;
         tx.execute(
-            "INSERT INTO muster_tasks
-                 (id, kind, priority, target_worker, target_labels, state, task)
-             SELECT id, kind, priority, target_worker, labels::jsonb, state, task::jsonb
-             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                         $6::text[], $7::text[])
-                  AS u(id, kind, priority, target_worker, labels, state, task)",
+            &insert,
             &[&ids, &kinds, &prios, &targets, &labels, &states, &texts],
         )?;
     }
     // Logs before the updates: lines a worker sent before it finished or
     // was given up on belong to the claim they were sent under.
     if !log_rows.0.is_empty() {
-        let n = tx.execute(
+        let logs = prepared.get(
+            &mut tx,
             "INSERT INTO muster_task_logs (task_id, lines)
              SELECT u.id, u.lines::jsonb
              FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY
@@ -454,6 +494,9 @@ fn commit(c: &mut Client, incarnation: i64, batch: &[Write]) -> Result<Stored, p
              JOIN muster_tasks t ON t.id = u.id AND t.lease = u.lease AND t.lease <> 0
                   AND t.holder_incarnation = $4
              ORDER BY u.n",
+        )?;
+        let n = tx.execute(
+            &logs,
             &[&log_rows.0, &log_rows.1, &log_rows.2, &incarnation],
         )?;
         out.stale += log_rows.0.len() as u64 - n;
@@ -468,7 +511,8 @@ fn commit(c: &mut Client, incarnation: i64, batch: &[Write]) -> Result<Stored, p
             texts.push(serde_json::to_string(t).unwrap_or_default());
             finished.push(ms(t.progress.finished_at));
         }
-        let n = tx.execute(
+        let update = prepared.get(
+            &mut tx,
             "UPDATE muster_tasks t SET
                  task = u.task::jsonb, state = u.state, finished_at = u.finished_at,
                  lease = CASE WHEN u.state = 'queued' THEN 0 ELSE t.lease END,
@@ -482,6 +526,9 @@ fn commit(c: &mut Client, incarnation: i64, batch: &[Write]) -> Result<Stored, p
                   AS u(id, lease, state, task, finished_at)
              WHERE t.id = u.id AND t.lease = u.lease AND t.lease <> 0
                AND t.holder_incarnation = $6",
+        )?;
+        let n = tx.execute(
+            &update,
             &[&ids, &leases, &states, &texts, &finished, &incarnation],
         )?;
         out.stale += ids.len() as u64 - n;
@@ -518,6 +565,7 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
     let incarnation = store.cluster.me().incarnation;
     let st = &store.shared.stats;
     let mut batch: Vec<Write> = Vec::new();
+    let mut prepared = Prepared::default();
     let mut open = true;
     loop {
         if batch.is_empty() {
@@ -540,10 +588,14 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
             }
         }
         let how = link.connector();
+        // Connected first, so that the statements belong to this connection.
+        if link.get().is_ok() {
+            prepared.for_connection(link.connection());
+        }
         let result = match link.get() {
             Ok(c) => {
                 store.committing.arm(c.cancel_token(), how);
-                let r = commit(c, incarnation, &batch);
+                let r = commit(c, &mut prepared, incarnation, &batch);
                 store.committing.disarm();
                 r.map_err(|e| {
                     let d = link.failed(&e);
