@@ -1,7 +1,8 @@
 //! Tasks in cluster mode against a real PostgreSQL: submitted on one node
 //! and run by a worker of another, seen, cancelled and read from any node;
-//! every `201` in the database through a `kill -9`; the tasks of a dead
-//! node's workers given back by the leader; a node cut off from the
+//! every `201` in the database through a `kill -9`, under which a worker
+//! moves to another node with its task and the task of a worker that never
+//! comes back is given back by the leader; a node cut off from the
 //! database answers 503, stops claiming, and its late finish is refused.
 
 mod support;
@@ -253,17 +254,26 @@ fn workers_of_a_killed_node_reconnect_elsewhere_and_their_tasks_finish_once() {
 }
 
 #[test]
-fn every_201_through_a_kill_9_is_in_the_database_and_a_dead_nodes_tasks_run_again() {
+fn every_201_through_a_kill_9_is_in_the_database_and_a_dead_nodes_tasks_run_again_or_move() {
     let Some(pg) = pg::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let h = handler(dir.path());
     let mut ds: Vec<Option<Daemon>> = ["n1", "n2", "n3"].map(|n| Some(node(&pg, n, &[]))).into();
     wait_cluster(ds[0].as_ref().unwrap(), 3);
     // A worker on n2 runs a slow task; it and n2 will not come back (the
-    // worker is frozen before n2 is killed, then killed).
+    // worker is frozen before n2 is killed, then killed). Another worker
+    // on n2, told n2 and n1, runs one too: it moves to n1 with its task.
     let lost_worker = agent(ds[1].as_ref().unwrap(), "w2", &h);
     let slow = submit(ds[0].as_ref().unwrap(), json!({"type": "slow"}));
     wait_state(ds[0].as_ref().unwrap(), &slow, "running");
+    let n2 = ds[1].as_ref().unwrap();
+    let both = format!("{},{}", n2.heartbeat, ds[0].as_ref().unwrap().heartbeat);
+    let _mover = agent_to(n2, &both, "mover", &h);
+    let moved = submit(
+        ds[0].as_ref().unwrap(),
+        json!({"type": "slow", "worker_id": "mover"}),
+    );
+    wait_state(ds[0].as_ref().unwrap(), &moved, "running");
     // 32 submitters over the three nodes; n2 is killed under them.
     let addrs: Vec<_> = ds.iter().map(|d| d.as_ref().unwrap().http).collect();
     let accepted = Mutex::new(Vec::<String>::new());
@@ -326,12 +336,20 @@ fn every_201_through_a_kill_9_is_in_the_database_and_a_dead_nodes_tasks_run_agai
     // The slow task's worker never comes back: once n2's lease lapses
     // the leader gives it back, and a worker elsewhere runs it again.
     let survivor = ds[0].as_ref().unwrap();
-    let _a1 = agent(survivor, "w1", &h);
-    let t = wait_state(survivor, &slow, "succeeded");
+    // The worker that moved finished its task there, at its first attempt,
+    // having run it once.
+    let t = wait_state(survivor, &moved, "succeeded");
     assert_eq!(
         (t["worker_id"].clone(), t["attempt"].clone()),
-        (json!("w1"), json!(2))
+        (json!("mover"), json!(1))
     );
+    assert_eq!(runs(dir.path()).iter().filter(|r| **r == moved).count(), 1);
+    // The lost worker's task runs again on a live worker (w1, or the one
+    // that moved, whichever is free first), at its second attempt.
+    let _a1 = agent(survivor, "w1", &h);
+    let t = wait_state(survivor, &slow, "succeeded");
+    assert_eq!(t["attempt"], json!(2), "{t}");
+    assert!(t["worker_id"] == "w1" || t["worker_id"] == "mover", "{t}");
     let took = killed_at.elapsed();
     assert!(
         took < Duration::from_secs(3 + 8),
