@@ -314,16 +314,22 @@ fn drain(c: &mut Client, poll: Duration) -> Result<(), postgres::Error> {
     Ok(())
 }
 
-/// The oldest transaction still running when `tx`'s snapshot was taken:
-/// rows written by it or later may still change; older ones are final.
-/// With `changed xid8` columns, `changed >= xmin` at the next look finds
-/// every row written since.
-pub fn snapshot_xmin(tx: &mut postgres::Transaction<'_>) -> Result<u64, postgres::Error> {
-    Ok(tx
+/// A read-only snapshot for a mirror's look, and the oldest transaction
+/// still running when it was taken: rows written by it or later may still
+/// change; older ones are final. With `changed xid8` columns,
+/// `changed >= xmin` at the next look finds every row written since.
+pub fn look(c: &mut Client) -> Result<(postgres::Transaction<'_>, u64), postgres::Error> {
+    let mut tx = c
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let xmin = tx
         .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])?
         .get::<_, &str>(0)
         .parse()
-        .unwrap_or(0))
+        .unwrap_or(0);
+    Ok((tx, xmin))
 }
 
 /// Whether the server refused a statement for what it is (a bad value, a

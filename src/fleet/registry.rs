@@ -434,14 +434,19 @@ impl Registry {
     /// Every shown worker's snapshot, sorted by id. O(n) clones of `Arc`s
     /// under the read lock, then the sort outside it.
     pub fn snapshots(&self) -> Vec<Arc<Snapshot>> {
+        let mut snaps = self.shown_unsorted();
+        snaps.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        snaps
+    }
+
+    /// Every shown worker's snapshot, in no order.
+    pub fn shown_unsorted(&self) -> Vec<Arc<Snapshot>> {
         let handles: Vec<Arc<Handle>> = self.read().values().map(|e| e.handle.clone()).collect();
-        let mut snaps: Vec<Arc<Snapshot>> = handles
+        handles
             .iter()
             .map(|h| h.snapshot())
             .filter(|s| s.is_shown())
-            .collect();
-        snaps.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        snaps
+            .collect()
     }
 
     pub fn handles(&self) -> Vec<Arc<Handle>> {

@@ -26,7 +26,7 @@
 use super::format::Meta;
 use crate::clock::unix_ms;
 use crate::cluster::Cluster;
-use crate::cluster::db::{Link, Watch, describe, snapshot_xmin};
+use crate::cluster::db::{Link, Watch, describe};
 use crate::cluster::lease::FENCE;
 use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
@@ -165,7 +165,7 @@ fn write(cluster: &Cluster, registry: &Registry, shared: &Shared, stopping: &Ato
         std::thread::sleep(LOOK);
         let refresh = shared.config.get().cluster.refresh_interval;
         let now = Instant::now();
-        let snaps = registry.snapshots();
+        let snaps = registry.shown_unsorted();
         let up = due(&snaps, &written, refresh, now);
         let here: HashSet<&str> = snaps.iter().map(|s| &*s.id).collect();
         let gone: Vec<String> = written
@@ -304,12 +304,7 @@ type Row = (String, String, bool, String);
 /// The rows written since `xmin` and the nodes whose leases hold, in one
 /// snapshot; the next look's `xmin`.
 fn look(c: &mut Client, xmin: u64) -> Result<(u64, Vec<Row>, HashSet<String>), postgres::Error> {
-    let mut tx = c
-        .build_transaction()
-        .isolation_level(postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()?;
-    let next = snapshot_xmin(&mut tx)?;
+    let (mut tx, next) = crate::cluster::db::look(c)?;
     let rows = tx.query(
         "SELECT worker_id, node_id, gone, state::text FROM muster_workers
          WHERE changed >= $1::text::xid8",

@@ -27,7 +27,7 @@ use super::journal::Ack;
 use super::task::{State, Task, TaskId};
 use crate::clock::unix_ms;
 use crate::cluster::Cluster;
-use crate::cluster::db::{Link, Watch, describe, is_refusal, snapshot_xmin};
+use crate::cluster::db::{Link, Watch, describe, is_refusal};
 use crate::cluster::lease::FENCE;
 use crate::cluster::tls::Connector;
 use crate::fleet::Shared;
@@ -685,12 +685,7 @@ struct Mark {
 }
 
 fn poll(c: &mut Client, mark: &mut Mark) -> Result<(Vec<Row>, Lines), postgres::Error> {
-    let mut tx = c
-        .build_transaction()
-        .isolation_level(postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()?;
-    let xmin = snapshot_xmin(&mut tx)?;
+    let (mut tx, xmin) = crate::cluster::db::look(c)?;
     let from = mark.xmin.to_string();
     let rows = tx.query(
         "SELECT task::text, holder_incarnation, lease, rev, cancel_requested_at
