@@ -66,3 +66,29 @@ fn registry_corpus() {
 fn journal_corpus() {
     replay("journal", checks::journal);
 }
+
+/// CI checks the fuzz crate with `--locked`: its lock file must already
+/// resolve every dependency the daemon's manifest brings, or CI stops on
+/// "cannot update the lock file" the first time a dependency moves.
+#[test]
+fn the_fuzz_lock_file_is_up_to_date() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--locked",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(root.join("fuzz/Cargo.toml"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "fuzz/Cargo.lock is stale (copy Cargo.lock over it and run \
+         `cargo check --manifest-path fuzz/Cargo.toml`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
