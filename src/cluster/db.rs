@@ -261,7 +261,14 @@ pub struct Watch {
     pub link: Link,
     channel: &'static str,
     listening: Option<u64>,
+    last: Instant,
 }
+
+/// The shortest time between two looks woken by notifications: under a
+/// steady stream of commits, each look then reads the rows of many of them
+/// in one round, where a look per commit costs the database and the node
+/// a snapshot and two queries each time.
+pub const LOOK_GAP: Duration = Duration::from_millis(20);
 
 impl Watch {
     pub fn new(link: Link, channel: &'static str) -> Watch {
@@ -269,6 +276,7 @@ impl Watch {
             link,
             channel,
             listening: None,
+            last: Instant::now(),
         }
     }
 
@@ -288,48 +296,81 @@ impl Watch {
         self.link.get()
     }
 
-    /// Wait for a notification, at most `poll`; everything that arrived
-    /// with it is one look (coalesced).
+    /// Wait for a notification, at most `poll`, and no less than
+    /// [`LOOK_GAP`] since the last wait ended; everything that arrived by
+    /// then is one look (coalesced).
     pub fn wait(&mut self, poll: Duration) {
+        let last = self.last;
         let got = match self.get() {
-            Ok(c) => drain(c, poll),
+            Ok(c) => drain(c, poll, last),
             Err(_) => {
                 std::thread::sleep(poll.min(Duration::from_millis(200)));
-                return;
+                Ok(())
             }
         };
         if let Err(e) = got {
             self.link.failed(&e);
         }
+        self.last = Instant::now();
     }
 }
 
-fn drain(c: &mut Client, poll: Duration) -> Result<(), postgres::Error> {
+fn drain(c: &mut Client, poll: Duration, last: Instant) -> Result<(), postgres::Error> {
     let mut n = c.notifications();
     let first = n.timeout_iter(poll).next()?;
     if first.is_some() {
+        if let Some(left) = LOOK_GAP.checked_sub(last.elapsed()) {
+            std::thread::sleep(left);
+        }
         let mut rest = n.iter();
         while rest.next()?.is_some() {}
     }
     Ok(())
 }
 
-/// A read-only snapshot for a mirror's look, and the oldest transaction
-/// still running when it was taken: rows written by it or later may still
-/// change; older ones are final. With `changed xid8` columns,
-/// `changed >= xmin` at the next look finds every row written since.
-pub fn look(c: &mut Client) -> Result<(postgres::Transaction<'_>, u64), postgres::Error> {
+/// What a mirror has seen: every row written by a transaction its last
+/// snapshot saw committed. The ones left are those of transactions at or
+/// after that snapshot's `xmax`, and those it saw still running.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Since {
+    xmax: u64,
+    running: Vec<String>,
+}
+
+impl Since {
+    /// The filter on a `changed xid8` column that finds every row not
+    /// seen yet, and never one seen already; its parameters are
+    /// [`Since::params`], from `$first` on.
+    pub fn filter(first: usize) -> String {
+        format!(
+            "(changed >= ${first}::text::xid8 OR changed = ANY(${}::text[]::xid8[]))",
+            first + 1
+        )
+    }
+
+    pub fn params(&self) -> (String, &[String]) {
+        (self.xmax.to_string(), &self.running)
+    }
+}
+
+/// A read-only snapshot for a mirror's look, and what a look with it
+/// will have seen once its rows are read.
+pub fn look(c: &mut Client) -> Result<(postgres::Transaction<'_>, Since), postgres::Error> {
     let mut tx = c
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()?;
-    let xmin = tx
-        .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])?
-        .get::<_, &str>(0)
-        .parse()
-        .unwrap_or(0);
-    Ok((tx, xmin))
+    let r = tx.query_one(
+        "SELECT pg_snapshot_xmax(s)::text, array(SELECT pg_snapshot_xip(s)::text)
+         FROM pg_current_snapshot() s",
+        &[],
+    )?;
+    let since = Since {
+        xmax: r.get::<_, &str>(0).parse().unwrap_or(0),
+        running: r.get(1),
+    };
+    Ok((tx, since))
 }
 
 /// Whether the server refused a statement for what it is (a bad value, a

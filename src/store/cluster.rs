@@ -12,8 +12,9 @@
 //!   alone write nothing. A failed write is counted and tried again at the
 //!   next look with whatever is due then.
 //! - **fleet-mirror**: `LISTEN muster_workers` with a one-second look, reads
-//!   the rows written since its last look (`changed` at or after the last
-//!   snapshot's xmin) and the nodes whose leases hold, and hands the other
+//!   the rows written since its last look (by the transactions its last
+//!   snapshot could not see, [`Since`]) and the nodes whose leases hold,
+//!   and hands the other
 //!   nodes' workers to the registry ([`Registry::set_remote`]). A worker
 //!   whose node's lease lapsed reads `inactive` until a node writes it
 //!   again. As leader it deletes rows forgotten an hour ago and those of
@@ -26,7 +27,7 @@
 use super::format::Meta;
 use crate::clock::unix_ms;
 use crate::cluster::Cluster;
-use crate::cluster::db::{Link, Watch, describe};
+use crate::cluster::db::{Link, Since, Watch, describe};
 use crate::cluster::lease::FENCE;
 use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
@@ -266,7 +267,7 @@ struct Known {
 fn mirror(cluster: &Cluster, registry: &Registry, stopping: &AtomicBool) {
     let mut watch = Watch::new(cluster.link("fleet-mirror"), CHANNEL);
     let me = cluster.node_id().to_string();
-    let mut xmin = 0u64;
+    let mut since = Since::default();
     let mut known: HashMap<WorkerId, Known> = HashMap::new();
     let mut live: HashSet<String> = HashSet::new();
     let mut last_prune: Option<Instant> = None;
@@ -275,9 +276,9 @@ fn mirror(cluster: &Cluster, registry: &Registry, stopping: &AtomicBool) {
             std::thread::sleep(Duration::from_millis(200));
             continue;
         };
-        match look(c, xmin) {
+        match look(c, &since) {
             Ok((next, rows, now_live)) => {
-                xmin = next;
+                since = next;
                 let (changed, gone) = apply(&me, &mut known, &mut live, rows, now_live);
                 registry.set_remote(changed, gone);
             }
@@ -301,14 +302,20 @@ fn mirror(cluster: &Cluster, registry: &Registry, stopping: &AtomicBool) {
 /// A row as read: worker, node, gone, state.
 type Row = (String, String, bool, String);
 
-/// The rows written since `xmin` and the nodes whose leases hold, in one
-/// snapshot; the next look's `xmin`.
-fn look(c: &mut Client, xmin: u64) -> Result<(u64, Vec<Row>, HashSet<String>), postgres::Error> {
+/// The rows written since the last look and the nodes whose leases
+/// hold, in one snapshot; what the next look starts from.
+fn look(
+    c: &mut Client,
+    since: &Since,
+) -> Result<(Since, Vec<Row>, HashSet<String>), postgres::Error> {
     let (mut tx, next) = crate::cluster::db::look(c)?;
+    let (xmax, running) = since.params();
     let rows = tx.query(
-        "SELECT worker_id, node_id, gone, state::text FROM muster_workers
-         WHERE changed >= $1::text::xid8",
-        &[&xmin.to_string()],
+        &format!(
+            "SELECT worker_id, node_id, gone, state::text FROM muster_workers WHERE {}",
+            Since::filter(1)
+        ),
+        &[&xmax, &running],
     )?;
     let live = tx.query(
         "SELECT node_id FROM muster_nodes WHERE expires_at > now()",

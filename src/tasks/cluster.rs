@@ -27,13 +27,13 @@ use super::journal::Ack;
 use super::task::{State, Task, TaskId};
 use crate::clock::unix_ms;
 use crate::cluster::Cluster;
-use crate::cluster::db::{Link, Watch, describe, is_refusal};
+use crate::cluster::db::{Link, Since, Watch, describe, is_refusal};
 use crate::cluster::lease::FENCE;
 use crate::cluster::tls::Connector;
 use crate::fleet::Shared;
 use crate::proto::WorkerId;
 use crate::stats::Counter;
-use postgres::Client;
+use postgres::{Client, GenericClient};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -398,7 +398,6 @@ fn ms(v: Option<u64>) -> Option<i64> {
     v.map(|v| v as i64)
 }
 
-/// Write `batch` in one transaction.
 /// The writer's statements, prepared once per connection: each `execute`
 /// of text would cost a round trip to prepare it again.
 #[derive(Default)]
@@ -418,13 +417,13 @@ impl Prepared {
 
     fn get(
         &mut self,
-        tx: &mut postgres::Transaction<'_>,
+        g: &mut impl GenericClient,
         sql: &'static str,
     ) -> Result<postgres::Statement, postgres::Error> {
         if let Some(s) = self.by_sql.get(sql) {
             return Ok(s.clone());
         }
-        let s = tx.prepare(sql)?;
+        let s = g.prepare(sql)?;
         self.by_sql.insert(sql, s.clone());
         Ok(s)
     }
@@ -437,56 +436,118 @@ const INSERT_TASKS: &str = "INSERT INTO muster_tasks
                  $6::text[], $7::text[])
           AS u(id, kind, priority, target_worker, labels, state, task)";
 
+/// The columns of the submissions in a batch, one array each.
+#[derive(Default)]
+struct Inserts<'a> {
+    ids: Vec<i64>,
+    kinds: Vec<&'a str>,
+    priorities: Vec<i64>,
+    targets: Vec<Option<&'a str>>,
+    labels: Vec<String>,
+    states: Vec<&'a str>,
+    tasks: Vec<String>,
+}
+
+/// What one batch writes, gathered statement by statement.
+#[derive(Default)]
+struct Batch<'a> {
+    inserts: Inserts<'a>,
+    logs: (Vec<i64>, Vec<i64>, Vec<String>),
+    // The last change of each task wins: each carries the whole task.
+    updates: BTreeMap<TaskId, (&'a Task, i64)>,
+    cancels: Vec<(TaskId, u64, &'a Option<Task>)>,
+}
+
+impl<'a> Batch<'a> {
+    fn of(batch: &'a [Write]) -> Self {
+        let mut b = Batch::default();
+        for w in batch {
+            match w {
+                Write::Insert { task: t, .. } => {
+                    let i = &mut b.inserts;
+                    i.ids.push(t.id.0 as i64);
+                    i.kinds.push(t.kind.as_str());
+                    i.priorities.push(t.priority);
+                    i.targets.push(t.target.worker_id.as_deref());
+                    i.labels
+                        .push(serde_json::to_string(&t.target.labels).unwrap_or_default());
+                    i.states.push(t.state().as_str());
+                    i.tasks.push(serde_json::to_string(t).unwrap_or_default());
+                }
+                Write::Update { task, lease } => {
+                    b.updates.insert(task.id, (task, *lease));
+                }
+                Write::Log { id, lease, lines } => {
+                    b.logs.0.push(id.0 as i64);
+                    b.logs.1.push(*lease);
+                    b.logs
+                        .2
+                        .push(serde_json::to_string(lines).unwrap_or_default());
+                }
+                Write::Cancel { id, at, queued } => b.cancels.push((*id, *at, queued)),
+            }
+        }
+        b
+    }
+
+    /// One statement commits on its own: no `BEGIN` and `COMMIT` round
+    /// trips around it (a batch of submissions is one `INSERT`).
+    fn is_one_statement(&self) -> bool {
+        let parts = [
+            !self.inserts.ids.is_empty(),
+            !self.logs.0.is_empty(),
+            !self.updates.is_empty(),
+        ];
+        self.cancels.is_empty() && parts.iter().filter(|p| **p).count() == 1
+    }
+}
+
+/// Write `batch` atomically: in one transaction, or as its one statement.
 fn commit(
     c: &mut Client,
     prepared: &mut Prepared,
     incarnation: i64,
     batch: &[Write],
 ) -> Result<Stored, postgres::Error> {
-    let mut out = Stored::default();
-    let mut tx = c.transaction()?;
-    let (mut ids, mut kinds, mut prios, mut targets, mut labels, mut states, mut texts) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let mut log_rows: (Vec<i64>, Vec<i64>, Vec<String>) = (vec![], vec![], vec![]);
-    // The last change of each task wins: each carries the whole task.
-    let mut updates: BTreeMap<TaskId, (&Task, i64)> = BTreeMap::new();
-    let mut cancels = Vec::new();
-    for w in batch {
-        match w {
-            Write::Insert { task: t, .. } => {
-                ids.push(t.id.0 as i64);
-                kinds.push(t.kind.as_str());
-                prios.push(t.priority);
-                targets.push(t.target.worker_id.as_deref());
-                labels.push(serde_json::to_string(&t.target.labels).unwrap_or_default());
-                states.push(t.state().as_str());
-                texts.push(serde_json::to_string(t).unwrap_or_default());
-            }
-            Write::Update { task, lease } => {
-                updates.insert(task.id, (task, *lease));
-            }
-            Write::Log { id, lease, lines } => {
-                log_rows.0.push(id.0 as i64);
-                log_rows.1.push(*lease);
-                log_rows
-                    .2
-                    .push(serde_json::to_string(lines).unwrap_or_default());
-            }
-            Write::Cancel { id, at, queued } => cancels.push((*id, *at, queued)),
-        }
+    let b = Batch::of(batch);
+    if b.is_one_statement() {
+        return statements(c, prepared, incarnation, &b);
     }
-    if !ids.is_empty() {
-        let insert = prepared.get(&mut tx, INSERT_TASKS)?;
-        tx.execute(
+    let mut tx = c.transaction()?;
+    let out = statements(&mut tx, prepared, incarnation, &b)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+fn statements(
+    g: &mut impl GenericClient,
+    prepared: &mut Prepared,
+    incarnation: i64,
+    b: &Batch<'_>,
+) -> Result<Stored, postgres::Error> {
+    let mut out = Stored::default();
+    let i = &b.inserts;
+    if !i.ids.is_empty() {
+        let insert = prepared.get(g, INSERT_TASKS)?;
+        g.execute(
             &insert,
-            &[&ids, &kinds, &prios, &targets, &labels, &states, &texts],
+            &[
+                &i.ids,
+                &i.kinds,
+                &i.priorities,
+                &i.targets,
+                &i.labels,
+                &i.states,
+                &i.tasks,
+            ],
         )?;
     }
     // Logs before the updates: lines a worker sent before it finished or
     // was given up on belong to the claim they were sent under.
+    let log_rows = &b.logs;
     if !log_rows.0.is_empty() {
         let logs = prepared.get(
-            &mut tx,
+            g,
             "INSERT INTO muster_task_logs (task_id, lines)
              SELECT u.id, u.lines::jsonb
              FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY
@@ -495,16 +556,16 @@ fn commit(
                   AND t.holder_incarnation = $4
              ORDER BY u.n",
         )?;
-        let n = tx.execute(
+        let n = g.execute(
             &logs,
             &[&log_rows.0, &log_rows.1, &log_rows.2, &incarnation],
         )?;
         out.stale += log_rows.0.len() as u64 - n;
     }
-    if !updates.is_empty() {
+    if !b.updates.is_empty() {
         let (mut ids, mut leases, mut states, mut texts, mut finished) =
             (vec![], vec![], vec![], vec![], vec![]);
-        for (id, (t, lease)) in &updates {
+        for (id, (t, lease)) in &b.updates {
             ids.push(id.0 as i64);
             leases.push(*lease);
             states.push(t.state().as_str());
@@ -512,7 +573,7 @@ fn commit(
             finished.push(ms(t.progress.finished_at));
         }
         let update = prepared.get(
-            &mut tx,
+            g,
             "UPDATE muster_tasks t SET
                  task = u.task::jsonb, state = u.state, finished_at = u.finished_at,
                  lease = CASE WHEN u.state = 'queued' THEN 0 ELSE t.lease END,
@@ -527,18 +588,18 @@ fn commit(
              WHERE t.id = u.id AND t.lease = u.lease AND t.lease <> 0
                AND t.holder_incarnation = $6",
         )?;
-        let n = tx.execute(
+        let n = g.execute(
             &update,
             &[&ids, &leases, &states, &texts, &finished, &incarnation],
         )?;
         out.stale += ids.len() as u64 - n;
     }
-    for (id, at, queued) in cancels {
+    for &(id, at, queued) in &b.cancels {
         let id = id.0 as i64;
         let at = at as i64;
         let mut done = 0;
         if let Some(t) = queued {
-            done = tx.execute(
+            done = g.execute(
                 "UPDATE muster_tasks SET task = $2::text::jsonb, state = 'cancelled',
                      finished_at = $3, rev = rev + 1, changed = pg_current_xact_id()
                  WHERE id = $1 AND state = 'queued'",
@@ -546,7 +607,7 @@ fn commit(
             )?;
         }
         if done == 0 {
-            tx.execute(
+            g.execute(
                 "UPDATE muster_tasks SET cancel_requested_at = coalesce(cancel_requested_at, $2),
                      rev = rev + 1, changed = pg_current_xact_id()
                  WHERE id = $1 AND state IN ('assigned', 'running')",
@@ -554,7 +615,6 @@ fn commit(
             )?;
         }
     }
-    tx.commit()?;
     Ok(out)
 }
 
@@ -676,26 +736,23 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
     }
 }
 
-/// What the mirror has read up to: the oldest transaction that was still
-/// running at its last look (everything older it has seen), and the log
-/// rows it has seen at or after it.
-struct Mark {
-    xmin: u64,
-    seen_logs: BTreeMap<i64, u64>,
-}
-
-fn poll(c: &mut Client, mark: &mut Mark) -> Result<(Vec<Row>, Lines), postgres::Error> {
-    let (mut tx, xmin) = crate::cluster::db::look(c)?;
-    let from = mark.xmin.to_string();
+fn poll(c: &mut Client, since: &mut Since) -> Result<(Vec<Row>, Lines), postgres::Error> {
+    let (mut tx, next) = crate::cluster::db::look(c)?;
+    let (xmax, running) = since.params();
     let rows = tx.query(
-        "SELECT task::text, holder_incarnation, lease, rev, cancel_requested_at
-         FROM muster_tasks WHERE changed >= $1::text::xid8 ORDER BY id",
-        &[&from],
+        &format!(
+            "SELECT task::text, holder_incarnation, lease, rev, cancel_requested_at
+             FROM muster_tasks WHERE {} ORDER BY id",
+            Since::filter(1)
+        ),
+        &[&xmax, &running],
     )?;
     let logs = tx.query(
-        "SELECT seq, task_id, lines::text, changed::text
-         FROM muster_task_logs WHERE changed >= $1::text::xid8 ORDER BY seq",
-        &[&from],
+        &format!(
+            "SELECT task_id, lines::text FROM muster_task_logs WHERE {} ORDER BY seq",
+            Since::filter(1)
+        ),
+        &[&xmax, &running],
     )?;
     tx.commit()?;
     let rows = rows
@@ -710,19 +767,14 @@ fn poll(c: &mut Client, mark: &mut Mark) -> Result<(Vec<Row>, Lines), postgres::
             })
         })
         .collect();
-    let mut lines = Vec::new();
-    for r in &logs {
-        let seq: i64 = r.get(0);
-        let xid: u64 = r.get::<_, &str>(3).parse().unwrap_or(0);
-        if mark.seen_logs.insert(seq, xid).is_some() {
-            continue;
-        }
-        if let Ok(l) = serde_json::from_str::<Vec<String>>(r.get(2)) {
-            lines.push((TaskId(r.get::<_, i64>(1) as u64), l));
-        }
-    }
-    mark.xmin = xmin;
-    mark.seen_logs.retain(|_, x| *x >= xmin);
+    let lines = logs
+        .iter()
+        .filter_map(|r| {
+            let l = serde_json::from_str::<Vec<String>>(r.get(1)).ok()?;
+            Some((TaskId(r.get::<_, i64>(0) as u64), l))
+        })
+        .collect();
+    *since = next;
     Ok((rows, lines))
 }
 
@@ -824,10 +876,7 @@ fn prune(
 /// and the leader's task duties while this node leads.
 pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
     let mut watch = Watch::new(store.cluster.link("mirror"), CHANNEL);
-    let mut mark = Mark {
-        xmin: 0,
-        seen_logs: BTreeMap::new(),
-    };
+    let mut since = Since::default();
     let mut last_requeue = Instant::now();
     let mut last_prune: Option<Instant> = None;
     let st = &store.shared.stats;
@@ -838,7 +887,7 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
             pause();
             continue;
         };
-        match poll(c, &mut mark) {
+        match poll(c, &mut since) {
             Ok((rows, logs)) => {
                 if !rows.is_empty() || !logs.is_empty() {
                     let Some(copy) = copy.upgrade() else { return };
