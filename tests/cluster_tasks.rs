@@ -205,6 +205,46 @@ fn a_task_submitted_on_one_node_runs_on_another_and_is_seen_and_cancelled_from_a
 /// each task runs once and succeeds at its first attempt, the leader gives
 /// nothing back once the dead node's lease lapses, and the fleet shows the
 /// workers on their new node.
+/// A row written by a transaction that was still running at a mirror's
+/// look is read at a later look: the mirrors skip what they saw, not what
+/// was in flight.
+#[test]
+fn a_change_committed_after_a_look_that_saw_it_running_is_read() {
+    use std::io::{BufRead, Write};
+    let Some(pg) = pg::start() else { return };
+    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
+    wait_cluster(&ds[0], 2);
+    let id = submit(&ds[0], json!({"type": "held"}));
+    wait_state(&ds[1], &id, "queued");
+    let mut s = pg.session();
+    let mut stdin = s.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(s.stdout.take().unwrap());
+    writeln!(
+        stdin,
+        "BEGIN;\nUPDATE muster_tasks SET task = jsonb_set(task, '{{progress,error}}', '\"late\"'),\n\
+         rev = rev + 1, changed = pg_current_xact_id() WHERE id = x'{id}'::bigint;\n\\echo updated"
+    )
+    .unwrap();
+    let mut line = String::new();
+    while line.trim() != "updated" {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "psql ended");
+    }
+    // Both nodes look (another submission's notification) while the
+    // update is in flight.
+    let other = submit(&ds[0], json!({"type": "held"}));
+    for d in &ds {
+        wait_state(d, &other, "queued");
+    }
+    assert_eq!(task(&ds[1], &id)["error"], Value::Null);
+    writeln!(stdin, "COMMIT;").unwrap();
+    drop(stdin);
+    assert!(s.wait().unwrap().success());
+    for d in &ds {
+        d.wait_for("the late commit", |d| task(d, &id)["error"] == "late");
+    }
+}
+
 #[test]
 fn workers_of_a_killed_node_reconnect_elsewhere_and_their_tasks_finish_once() {
     let Some(pg) = pg::start() else { return };

@@ -197,6 +197,18 @@ impl Pg {
         ok(&format!("psql {sql}"), out).trim().to_string()
     }
 
+    /// A psql session reading statements from its stdin, for a
+    /// transaction a test holds open.
+    pub fn session(&self) -> std::process::Child {
+        Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-U", "muster", "-d", "muster"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("psql")
+    }
+
     /// `pg_ctl stop` in `mode` (`fast` or `immediate`).
     pub fn stop(&mut self, mode: &str) {
         if self.stopped {
