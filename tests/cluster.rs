@@ -75,7 +75,7 @@ fn three_nodes_migrate_once_see_each_other_and_elect_one_leader() {
     assert_eq!(h["cluster"]["nodes"], 3);
     assert_eq!(h["cluster"]["leader"].as_str(), leaders[0].as_deref());
     assert_eq!(h["cluster"]["database"]["status"], "up");
-    assert_eq!(h["cluster"]["database"]["schema_version"], 3);
+    assert_eq!(h["cluster"]["database"]["schema_version"], 4);
     let n = &nodes(&ds[0])["nodes"][2];
     assert_eq!(n["http"], ds[2].http.to_string(), "{n}");
     assert_eq!(n["heartbeat"], ds[2].heartbeat.to_string(), "{n}");
@@ -197,7 +197,7 @@ fn a_database_away_at_start_is_waited_for_not_fatal() {
         let (alive, leader) = alive_and_leader(d);
         alive == ["early"] && leader.as_deref() == Some("early")
     });
-    assert_eq!(pg.psql("SELECT max(version) FROM muster_schema"), "3");
+    assert_eq!(pg.psql("SELECT max(version) FROM muster_schema"), "4");
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn settings_an_operator_can_get_wrong_are_refused_with_exit_status_2() {
     let (code, err) = run_to_end(&["--cluster-database", &pg.uri()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("version 99, newer than this musterd's 3"),
+        err.contains("version 99, newer than this musterd's 4"),
         "{err}"
     );
 
@@ -275,7 +275,7 @@ fn settings_an_operator_can_get_wrong_are_refused_with_exit_status_2() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("schema version 3"), "{said}");
+    assert!(said.contains("schema version 4"), "{said}");
     // Nothing listens there: --check-config warns (a node would start
     // degraded and keep trying, so the unit's ExecStartPre must not fail).
     let (code, err) = run_to_end(&[
@@ -358,7 +358,7 @@ fn a_node_follows_a_failover_to_the_promoted_standby() {
         h["status"] == "healthy" && h["cluster"]["database"]["status"] == "up"
     });
     assert!(failed_over.elapsed() < Duration::from_secs(15));
-    assert_eq!(standby.psql("SELECT max(version) FROM muster_schema"), "3");
+    assert_eq!(standby.psql("SELECT max(version) FROM muster_schema"), "4");
     assert_eq!(
         standby
             .psql("SELECT count(*) FROM muster_nodes WHERE node_id = 'ha' AND expires_at > now()"),

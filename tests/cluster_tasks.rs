@@ -29,7 +29,9 @@ fn wait_cluster(d: &Daemon, n: usize) {
 }
 
 /// A handler that counts its runs in `dir/runs` (one line per start, with
-/// the task id), then by type: `slow` sleeps 4 s, `sleep61` a minute.
+/// the task id) and notes them in `dir/starts` (task, attempt, Unix ms),
+/// then by type: `slow` sleeps 4 s, `sleep61` a minute, `flaky` fails
+/// before its third attempt, `fixable` fails until `dir/fixed` exists.
 fn handler(dir: &Path) -> PathBuf {
     let path = dir.join("handler.sh");
     let runs = dir.join("runs");
@@ -39,14 +41,18 @@ fn handler(dir: &Path) -> PathBuf {
             r#"#!/bin/sh
 cat >/dev/null
 echo "$MUSTER_TASK_ID" >>{runs}
+echo "$MUSTER_TASK_ID $MUSTER_TASK_ATTEMPT $(date +%s%3N)" >>{dir}/starts
 echo "task $MUSTER_TASK_ID attempt $MUSTER_TASK_ATTEMPT"
 case "$MUSTER_TASK_TYPE" in
   slow) sleep 4 ;;
   sleep61) sleep 61 ;;
+  flaky) [ "$MUSTER_TASK_ATTEMPT" -ge 3 ] || exit 4 ;;
+  fixable) [ -e {dir}/fixed ] || exit 5 ;;
 esac
 echo '{{"done":true}}'
 "#,
-            runs = runs.display()
+            runs = runs.display(),
+            dir = dir.display()
         ),
     )
     .unwrap();
@@ -242,6 +248,79 @@ fn a_change_committed_after_a_look_that_saw_it_running_is_read() {
     assert!(s.wait().unwrap().success());
     for d in &ds {
         d.wait_for("the late commit", |d| task(d, &id)["error"] == "late");
+    }
+}
+
+/// (attempt, Unix ms) of each start of task `id` by the handler in `dir`.
+fn starts_of(dir: &Path, id: &str) -> Vec<(u64, u64)> {
+    std::fs::read_to_string(dir.join("starts"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0] == id).then(|| (f[1].parse().unwrap(), f[2].parse().unwrap()))
+        })
+        .collect()
+}
+
+/// Retries and delays in cluster mode: the holder schedules a failed task,
+/// the leader queues it when due, any node's worker takes it; a dead task
+/// is retried from a node that never held it.
+#[test]
+fn retries_wait_their_backoff_delays_their_time_and_a_dead_task_is_retried_from_any_node() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let ds: Vec<Daemon> = ["n1", "n2"]
+        .map(|n| node(&pg, n, &["--retry-backoff-base", "400ms"]))
+        .into();
+    wait_cluster(&ds[0], 2);
+    let _a = agent(&ds[1], "w2", &h);
+    let flaky = submit(&ds[0], json!({"type": "flaky"}));
+    let (status, t) = post(&ds[0], r#"{"type":"later","delay_ms":2000}"#);
+    assert_eq!(
+        (status, t["state"].clone()),
+        (201, json!("scheduled")),
+        "{t}"
+    );
+    let later = t["id"].as_str().unwrap().to_string();
+    let run_at = t["run_at"].as_u64().unwrap();
+    let t = wait_state(&ds[0], &flaky, "succeeded");
+    assert_eq!(t["attempt"], 3);
+    let runs = starts_of(dir.path(), &flaky);
+    assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(runs[1].1 - runs[0].1 >= 400, "{runs:?}");
+    assert!(runs[2].1 - runs[1].1 >= 800, "{runs:?}");
+    wait_state(&ds[0], &later, "succeeded");
+    let started = starts_of(dir.path(), &later);
+    assert_eq!(started.len(), 1);
+    assert!(
+        started[0].1 >= run_at,
+        "started {} before {run_at}",
+        started[0].1
+    );
+    // Dead after its last attempt, in the database too.
+    let fixable = submit(
+        &ds[0],
+        json!({"type": "fixable", "retry": {"max_attempts": 2, "backoff_base_ms": 100}}),
+    );
+    for d in &ds {
+        wait_state(d, &fixable, "dead");
+    }
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT state FROM muster_tasks WHERE id = x'{fixable}'::bigint"
+        )),
+        "dead"
+    );
+    std::fs::write(dir.path().join("fixed"), "").unwrap();
+    let (status, _, b) = ds[0].request(&format!(
+        "POST /api/tasks/{fixable}/retry HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    for d in &ds {
+        let t = wait_state(d, &fixable, "succeeded");
+        assert_eq!(t["attempt"], 1);
     }
 }
 

@@ -13,18 +13,25 @@ use support::{Daemon, read_line};
 
 const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
 
-/// A handler: prints its task and payload, then by type: `fail` exits 3,
-/// `sleep61` to `sleep63` sleep a minute (one name per test), `slow` sleeps 2 s; the rest print a JSON result.
+/// A handler: notes each start in `starts` beside it (task, attempt,
+/// Unix ms), prints its task and payload, then by type: `fail` exits 3,
+/// `flaky` exits 4 before its third attempt, `fixable` exits 5 until a
+/// file `fixed` is beside it, `sleep61` to `sleep63` sleep a minute (one
+/// name per test), `slow` sleeps 2 s; the rest print a JSON result.
 fn handler(dir: &Path) -> PathBuf {
     let path = dir.join("handler.sh");
     std::fs::write(
         &path,
         r#"#!/bin/sh
+here=$(dirname "$0")
+echo "$MUSTER_TASK_ID $MUSTER_TASK_ATTEMPT $(date +%s%3N)" >>"$here/starts"
 payload=$(cat)
 echo "task $MUSTER_TASK_ID attempt $MUSTER_TASK_ATTEMPT"
 echo "payload $payload" >&2
 case "$MUSTER_TASK_TYPE" in
   fail) exit 3 ;;
+  flaky) [ "$MUSTER_TASK_ATTEMPT" -ge 3 ] || exit 4 ;;
+  fixable) [ -e "$here/fixed" ] || exit 5 ;;
   sleep61) sleep 61 ;;
   sleep62) sleep 62 ;;
   sleep63) sleep 63 ;;
@@ -124,8 +131,9 @@ fn an_agent_runs_tasks_reports_logs_and_is_cancelled() {
     let logs = String::from_utf8(logs).unwrap();
     assert!(logs.contains(&format!("task {ok} attempt 1")), "{logs}");
     assert!(logs.contains("payload {\"n\":7}"), "{logs}");
-    let bad = submit(&d, json!({"type": "fail"}));
-    let t = wait_state(&d, &bad, "failed");
+    // One attempt: dead at its first failure.
+    let bad = submit(&d, json!({"type": "fail", "max_attempts": 1}));
+    let t = wait_state(&d, &bad, "dead");
     assert_eq!(
         (t["exit_code"].clone(), t["error"].clone()),
         (json!(3), json!("exit status 3"))
@@ -191,8 +199,8 @@ fn a_killed_agent_loses_its_tasks_to_another() {
     wait_state(&d, &twice, "running");
     let _ = a1.0.kill();
     let _ = a1.0.wait();
-    // Its last attempt: failed, worker lost. The other goes back to the queue.
-    let t = wait_state(&d, &once, "failed");
+    // Its last attempt: dead, worker lost. The other goes back to the queue.
+    let t = wait_state(&d, &once, "dead");
     assert_eq!(t["error"], "worker lost");
     let t = wait_state(&d, &twice, "queued");
     assert_eq!(t["attempt"], 2);
@@ -366,13 +374,22 @@ fn the_command_line_submits_waits_and_reads_logs() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let id = text.lines().next().unwrap().to_string();
     assert_eq!(text.lines().nth(1), Some(r#"{"done":true}"#));
-    let out = muster(&["task", "submit", "fail", "--wait"]);
-    assert_eq!(out.status.code(), Some(3), "failed");
+    let out = muster(&["task", "submit", "fail", "--max-attempts", "1", "--wait"]);
+    assert_eq!(out.status.code(), Some(3), "dead");
     let out = muster(&["task", "logs", &id]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("task {id} attempt 1")));
-    let out = muster(&["tasks", "--state", "failed", "--json"]);
-    let failed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(failed.as_array().unwrap().len(), 1);
+    let out = muster(&["tasks", "--state", "dead", "--json"]);
+    let dead: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(dead.as_array().unwrap().len(), 1);
+    // A dead task comes back as a fresh cycle.
+    let dead_id = dead[0]["id"].as_str().unwrap();
+    let out = muster(&["task", "retry", dead_id]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        muster(&["task", "retry", &id]).status.code(),
+        Some(1),
+        "a success is not retried"
+    );
     let out = muster(&["task", "submit", "sleep63", "--timeout-ms", "500", "--wait"]);
     assert_eq!(out.status.code(), Some(5), "timed out");
     assert_eq!(
@@ -496,4 +513,139 @@ fn forgotten_tasks_are_written_once_and_an_idle_journal_stays_still() {
         "an idle daemon kept writing its journal"
     );
     assert!(d.stop().0.success());
+}
+
+/// The starts the handler in `dir` noted: (task, attempt, Unix ms).
+fn starts(dir: &Path) -> Vec<(String, u64, u64)> {
+    std::fs::read_to_string(dir.join("starts"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn starts_of(dir: &Path, id: &str) -> Vec<(u64, u64)> {
+    starts(dir)
+        .into_iter()
+        .filter(|s| s.0 == id)
+        .map(|s| (s.1, s.2))
+        .collect()
+}
+
+fn retry(d: &Daemon, id: &str) -> (u16, Value) {
+    let (status, _, b) = d.request(&format!(
+        "POST /api/tasks/{id}/retry HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_failing_handler_is_retried_after_each_backoff_and_a_dead_task_retried_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let d = Daemon::start(&[
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--retry-backoff-base",
+        "400ms",
+    ]);
+    let _a = agent(&d, "ag1", &h);
+    let flaky = submit(&d, json!({"type": "flaky"}));
+    let t = wait_state(&d, &flaky, "succeeded");
+    assert_eq!(t["attempt"], 3);
+    let runs = starts_of(dir.path(), &flaky);
+    assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+    // Each attempt waited at least its backoff after the failure before
+    // it, which came after that attempt's start: 400 ms, then 800 ms.
+    assert!(runs[1].1 - runs[0].1 >= 400, "{runs:?}");
+    assert!(runs[2].1 - runs[1].1 >= 800, "{runs:?}");
+    // Dead after its last attempt, listed as dead, then retried by hand.
+    let fixable = submit(
+        &d,
+        json!({"type": "fixable", "retry": {"max_attempts": 2, "backoff_base_ms": 100}}),
+    );
+    let t = wait_state(&d, &fixable, "dead");
+    assert_eq!(
+        (t["attempt"].clone(), t["exit_code"].clone()),
+        (json!(2), json!(5))
+    );
+    let listed = d.json("/api/tasks?state=dead");
+    assert_eq!(listed["tasks"][0]["id"], fixable.as_str());
+    assert_eq!(d.json("/health")["tasks"]["dead"], 1, "counted");
+    std::fs::write(dir.path().join("fixed"), "").unwrap();
+    let (status, t) = retry(&d, &fixable);
+    assert_eq!((status, t["attempt"].clone()), (200, json!(1)), "{t}");
+    let t = wait_state(&d, &fixable, "succeeded");
+    assert_eq!(
+        (t["attempt"].clone(), t["error"].clone()),
+        (json!(1), Value::Null)
+    );
+    let (status, t) = retry(&d, &fixable);
+    assert_eq!((status, t["error"].clone()), (409, json!("not_retryable")));
+    assert_eq!(retry(&d, "00000000000000ff").0, 404);
+}
+
+#[test]
+fn a_delayed_task_never_starts_before_its_time_also_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let state = dir.path().join("state");
+    let args = ["--state-dir", state.to_str().unwrap()];
+    let d = Daemon::start(&args);
+    let (status, t) = post(&d, r#"{"type":"later","delay_ms":2000}"#);
+    assert_eq!(
+        (status, t["state"].clone()),
+        (201, json!("scheduled")),
+        "{t}"
+    );
+    let id = t["id"].as_str().unwrap().to_string();
+    let run_at = t["run_at"].as_u64().unwrap();
+    let at = rfc3339(run_at + 1500);
+    let (status, t) = post(&d, &format!(r#"{{"type":"later","run_at":"{at}"}}"#));
+    assert_eq!(
+        (status, t["run_at"].clone()),
+        (201, json!(run_at + 1500)),
+        "{t}"
+    );
+    let second = t["id"].as_str().unwrap().to_string();
+    for (body, field) in [
+        (r#"{"type":"x","delay_ms":-5}"#, "delay_ms"),
+        (r#"{"type":"x","run_at":"soon"}"#, "run_at"),
+    ] {
+        let (status, t) = post(&d, body);
+        assert_eq!(status, 400, "{body}");
+        assert!(t["message"].as_str().unwrap().starts_with(field), "{t}");
+    }
+    // A restart while they wait: still scheduled after it.
+    drop(d);
+    let d = Daemon::start(&args);
+    assert_eq!(task(&d, &id)["state"], "scheduled");
+    let _a = agent(&d, "ag1", &h);
+    wait_state(&d, &id, "succeeded");
+    wait_state(&d, &second, "succeeded");
+    let first = starts_of(dir.path(), &id);
+    let later = starts_of(dir.path(), &second);
+    assert!(
+        first[0].1 >= run_at,
+        "started {} before {run_at}",
+        first[0].1
+    );
+    assert!(later[0].1 >= run_at + 1500, "{later:?}");
+}
+
+/// `ms` (Unix ms) as RFC 3339 in UTC, for a submission's `run_at`.
+fn rfc3339(ms: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{}.{:03}", ms / 1000, ms % 1000)])
+        .arg("+%Y-%m-%dT%H:%M:%S.%3NZ")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

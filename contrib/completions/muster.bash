@@ -18,7 +18,7 @@ _muster() {
         "workers:--label") COMPREPLY=(); return ;;
         "watch:--status") COMPREPLY=($(compgen -W "created idle working error inactive terminated active" -- "$cur")); return ;;
         "forget:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "tasks:--state") COMPREPLY=($(compgen -W "queued assigned running succeeded failed cancelled timed_out" -- "$cur")); return ;;
+        "tasks:--state") COMPREPLY=($(compgen -W "scheduled queued assigned running succeeded failed cancelled timed_out dead" -- "$cur")); return ;;
         "tasks:--worker") COMPREPLY=(); return ;;
         "tasks:--type") COMPREPLY=(); return ;;
         "task submit:--payload") COMPREPLY=(); return ;;
@@ -27,8 +27,11 @@ _muster() {
         "task submit:--label") COMPREPLY=(); return ;;
         "task submit:--max-attempts") COMPREPLY=(); return ;;
         "task submit:--timeout-ms") COMPREPLY=(); return ;;
+        "task submit:--delay-ms") COMPREPLY=(); return ;;
+        "task submit:--run-at") COMPREPLY=(); return ;;
         "task submit:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "task cancel:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "task retry:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "scale:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "beat:--id") COMPREPLY=(); return ;;
         "beat:--status") COMPREPLY=($(compgen -W "idle working error" -- "$cur")); return ;;
@@ -50,7 +53,7 @@ _muster() {
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task scale nodes pool beat agent completions help version" -- "$cur")) ;;
-        task) COMPREPLY=($(compgen -W "submit show logs cancel" -- "$cur")) ;;
+        task) COMPREPLY=($(compgen -W "submit show logs cancel retry" -- "$cur")) ;;
         completions) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
         "workers") COMPREPLY=($(compgen -W "--status --label --wide --no-headers --json --help" -- "$cur")) ;;
         "status") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
@@ -59,10 +62,11 @@ _muster() {
         "watch") COMPREPLY=($(compgen -W "--status --wide --help" -- "$cur")) ;;
         "forget") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "tasks") COMPREPLY=($(compgen -W "--state --worker --type --json --help" -- "$cur")) ;;
-        "task submit") COMPREPLY=($(compgen -W "--payload --priority --worker --label --max-attempts --timeout-ms --wait --token-file --help" -- "$cur")) ;;
+        "task submit") COMPREPLY=($(compgen -W "--payload --priority --worker --label --max-attempts --timeout-ms --delay-ms --run-at --wait --token-file --help" -- "$cur")) ;;
         "task show") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
         "task logs") COMPREPLY=($(compgen -W "-f --help" -- "$cur")) ;;
         "task cancel") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
+        "task retry") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "scale") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "nodes") COMPREPLY=($(compgen -W "--no-headers --json --help" -- "$cur")) ;;
         "pool") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;

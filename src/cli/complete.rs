@@ -27,7 +27,8 @@ pub struct Command {
 }
 
 const STATUSES: &str = "created idle working error inactive terminated active";
-const TASK_STATES: &str = "queued assigned running succeeded failed cancelled timed_out";
+const TASK_STATES: &str =
+    "scheduled queued assigned running succeeded failed cancelled timed_out dead";
 
 const fn flag(name: &'static str) -> Opt {
     Opt {
@@ -116,6 +117,8 @@ pub const COMMANDS: &[Command] = &[
             word("--label"),
             word("--max-attempts"),
             word("--timeout-ms"),
+            word("--delay-ms"),
+            word("--run-at"),
             flag("--wait"),
             file("--token-file"),
         ],
@@ -133,6 +136,11 @@ pub const COMMANDS: &[Command] = &[
     Command {
         path: "task cancel",
         about: "cancel a task",
+        opts: &[file("--token-file")],
+    },
+    Command {
+        path: "task retry",
+        about: "a fresh cycle for an ended task",
         opts: &[file("--token-file")],
     },
     Command {

@@ -36,10 +36,12 @@ operator commands:
                                     --token-file or $MUSTER_TOKEN_FILE)
   tasks [--state S] [--worker ID]   list tasks
   task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID]
-       [--label K=V] [--max-attempts N] [--timeout-ms N] [--wait]
+       [--label K=V] [--max-attempts N] [--timeout-ms N]
+       [--delay-ms N | --run-at TIME] [--wait]
                                     submit; --wait exits 0 succeeded,
-                                    3 failed, 5 cancelled or timed out
-  task show ID | task logs ID [-f] | task cancel ID
+                                    3 failed or dead, 5 cancelled or
+                                    timed out
+  task show ID | task logs ID [-f] | task cancel ID | task retry ID
   scale N [--token-file F]          resize the pool
   pool [--json]                     the pool's members
   nodes [--json]                    the cluster's nodes (cluster mode)

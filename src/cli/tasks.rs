@@ -92,18 +92,18 @@ pub(super) fn task(url: &str, args: &[String]) -> Out {
     let Some((sub, rest)) = args.split_first() else {
         return Err(Fail(
             2,
-            "usage: muster task submit|show|logs|cancel ...".into(),
+            "usage: muster task submit|show|logs|cancel|retry ...".into(),
         ));
     };
     if ["-h", "--help"].contains(&sub.as_str()) || rest.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "usage: muster task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID] [--label K=V]... [--max-attempts N] [--timeout-ms N] [--wait] [--token-file F]\n       muster task show ID [--json]\n       muster task logs ID [-f]\n       muster task cancel ID [--token-file F]"
+            "usage: muster task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID] [--label K=V]... [--max-attempts N] [--timeout-ms N] [--delay-ms N|--run-at TIME] [--wait] [--token-file F]\n       muster task show ID [--json]\n       muster task logs ID [-f]\n       muster task cancel ID [--token-file F]\n       muster task retry ID [--token-file F]"
         );
         return Ok(());
     }
     match sub.as_str() {
         "submit" => submit(url, rest),
-        "show" | "logs" | "cancel" => one(url, sub, rest),
+        "show" | "logs" | "cancel" | "retry" => one(url, sub, rest),
         other => Err(Fail(2, format!("unknown task command {other:?}"))),
     }
 }
@@ -144,6 +144,12 @@ fn submit(url: &str, args: &[String]) -> Out {
             }
             Long("timeout-ms") => {
                 body.insert("timeout_ms".into(), json!(int(&mut p, "timeout-ms")?));
+            }
+            Long("delay-ms") => {
+                body.insert("delay_ms".into(), json!(int(&mut p, "delay-ms")?));
+            }
+            Long("run-at") => {
+                body.insert("run_at".into(), json!(p.value()?.string()?));
             }
             Long("worker") => {
                 body.insert("worker_id".into(), json!(p.value()?.string()?));
@@ -187,9 +193,9 @@ fn submit(url: &str, args: &[String]) -> Out {
                 }
                 return Ok(());
             }
-            Some("failed") => {
+            Some(s @ ("failed" | "dead")) => {
                 let why = t["error"].as_str().unwrap_or("failed");
-                return Err(Fail(3, format!("task {id} failed: {why}")));
+                return Err(Fail(3, format!("task {id} {s}: {why}")));
             }
             Some(s @ ("cancelled" | "timed_out")) => return Err(Fail(5, format!("task {id} {s}"))),
             _ => {}
@@ -222,6 +228,14 @@ fn one(url: &str, what: &str, args: &[String]) -> Out {
             println!("{}", line(&t));
             Ok(())
         }
+        "retry" => {
+            let token = token(token_file)?;
+            let path = format!("/api/tasks/{id}/retry");
+            let (status, b) = client::request_body(to, "POST", &path, token.as_deref(), b"")?;
+            let t = answer(to, status, &b)?;
+            println!("{}", line(&t));
+            Ok(())
+        }
         "show" => {
             let (status, b) = client::get(to, &format!("/api/tasks/{id}"))?;
             let t = answer(to, status, &b)?;
@@ -242,7 +256,10 @@ fn one(url: &str, what: &str, args: &[String]) -> Out {
                 // Whether it had ended before these lines were read.
                 let (st, tb) = client::get(to, &format!("/api/tasks/{id}"))?;
                 let done = answer(to, st, &tb)?["state"].as_str().is_some_and(|s| {
-                    matches!(s, "succeeded" | "failed" | "cancelled" | "timed_out")
+                    matches!(
+                        s,
+                        "succeeded" | "failed" | "cancelled" | "timed_out" | "dead"
+                    )
                 });
                 let path = format!("/api/tasks/{id}/logs?since={since}");
                 let (status, lb) = client::get_accepting_json(to, &path)?;

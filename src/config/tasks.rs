@@ -37,5 +37,14 @@ area! {
         cancel_grace: Duration = "task_cancel_grace", "10s", Duration, live,
             "a cancelled task the worker does not confirm is cancelled after this",
             |v| positive(parse_duration(v)?), |d: &Duration| fmt_duration(*d);
+        backoff_base: Duration = "retry_backoff_base", "1s", Duration, live,
+            "wait before a failed task's second attempt; doubled for each later one",
+            |v| positive(parse_duration(v)?), |d: &Duration| fmt_duration(*d);
+        backoff_max: Duration = "retry_backoff_max", "1h", Duration, live,
+            "longest wait between a failed task's attempts",
+            |v| positive(parse_duration(v)?), |d: &Duration| fmt_duration(*d);
+        dead_retention: Duration = "dead_retention", "7d", Duration, live,
+            "how long dead tasks (failed after their last attempt) are kept",
+            |v| positive(parse_duration(v)?), |d: &Duration| fmt_duration(*d);
     }
 }

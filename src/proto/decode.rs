@@ -96,6 +96,7 @@ fn decode_object(map: &Map<String, Value>) -> Result<Frame, Reject> {
             result: f.get("result").cloned(),
             error: f.text("error", task::MAX_ERROR)?,
             exit_code: f.int("exit_code")?,
+            retryable: f.boolean("retryable")?,
         })),
         "task_log" => Ok(Frame::TaskLog(TaskLog {
             task_id: f.task_id()?,

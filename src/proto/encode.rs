@@ -271,6 +271,15 @@ mod tests {
                 result: Some(json!({"rows": 3})),
                 error: None,
                 exit_code: Some(0),
+                retryable: None,
+            }),
+            Frame::TaskUpdate(crate::proto::task::TaskUpdate {
+                task_id: "0193a1b2c3d4e5f6".into(),
+                state: crate::proto::task::Reported::Failed,
+                result: None,
+                error: Some("bad input".into()),
+                exit_code: Some(2),
+                retryable: Some(false),
             }),
             Frame::TaskLog(crate::proto::task::TaskLog {
                 task_id: "0193a1b2c3d4e5f6".into(),

@@ -60,6 +60,10 @@ pub struct TaskUpdate {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// `failed` only: `false` says another attempt would fail the same
+    /// way (the task ends `failed`, not retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -59,6 +59,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/tasks/{id}"),
     ("DELETE", "/api/tasks/{id}"),
     ("GET", "/api/tasks/{id}/logs"),
+    ("POST", "/api/tasks/{id}/retry"),
     ("GET", "/api/workers/{id}/tasks"),
     ("POST", "/api/workers/scale"),
     ("GET", "/api/pool"),
@@ -85,6 +86,7 @@ enum Route {
     Tasks,
     Task(TaskId),
     TaskLogs(TaskId),
+    TaskRetry(TaskId),
     WorkerTasks(WorkerId),
     Scale,
     Pool,
@@ -101,7 +103,7 @@ impl Route {
         match self {
             Route::ApiWorker(_) | Route::Task(_) => &[Get, Head, Delete, Options],
             Route::Tasks => &[Get, Head, Post, Options],
-            Route::Scale => &[Post, Options],
+            Route::Scale | Route::TaskRetry(_) => &[Post, Options],
             _ => &[Get, Head, Options],
         }
     }
@@ -206,6 +208,7 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "tasks"] => Route::Tasks,
         ["api", "tasks", id] => Route::Task(task_id(id)?),
         ["api", "tasks", id, "logs"] => Route::TaskLogs(task_id(id)?),
+        ["api", "tasks", id, "retry"] => Route::TaskRetry(task_id(id)?),
         ["trpc", procedures] => Route::Trpc(procedures.to_string()),
         _ => return Err(not_found()),
     })
@@ -283,6 +286,7 @@ impl Api {
             (Method::Delete, Route::ApiWorker(id)) => now(self.delete(&id)),
             (Method::Post, Route::Tasks) => task_routes::submit(&self.tasks, body, &cfg, later),
             (Method::Delete, Route::Task(id)) => now(task_routes::cancel(&self.tasks, id)),
+            (Method::Post, Route::TaskRetry(id)) => now(task_routes::retry(&self.tasks, id)),
             (Method::Post, Route::Scale) => now(self.scale(body, &cfg)),
             (_, Route::Trpc(p)) => now(trpc::method_not_supported(&p)),
             (_, route) => {
@@ -351,6 +355,8 @@ impl Api {
                 ),
             },
             Route::Scale => Response::error(405, "method_not_allowed", "POST a count")
+                .with_header("Allow", "POST, OPTIONS"),
+            Route::TaskRetry(_) => Response::error(405, "method_not_allowed", "POST to retry")
                 .with_header("Allow", "POST, OPTIONS"),
         }
     }
@@ -722,8 +728,10 @@ mod tests {
             };
             let (status, _, _) = call_with(&mut a, method, &target, body);
             // No pool runs in a unit test, nor a cluster: scaling and the
-            // node list say so (tests/pool.rs, tests/cluster.rs).
-            let alone = path.ends_with("/scale") || path.ends_with("/nodes");
+            // node list say so (tests/pool.rs, tests/cluster.rs); the task
+            // is queued, which is not retried (tests/tasks.rs retries).
+            let alone =
+                path.ends_with("/scale") || path.ends_with("/nodes") || path.ends_with("/retry");
             let ok = status < 300 || (alone && status == 409);
             assert!(ok, "{method} {target} -> {status}");
         }

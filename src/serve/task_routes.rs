@@ -59,7 +59,7 @@ pub fn list(tasks: &Tasks, query: &str) -> Response {
                 return Response::error(
                     400,
                     "bad_state",
-                    "state is queued, assigned, running, succeeded, failed, cancelled or timed_out",
+                    "state is scheduled, queued, assigned, running, succeeded, failed, cancelled, timed_out or dead",
                 );
             }
         },
@@ -104,6 +104,23 @@ pub fn cancel(tasks: &Tasks, id: TaskId) -> Response {
     tasks
         .cancel(id)
         .map_or_else(not_found, |t| json_ok(&t.shown()))
+}
+
+/// `POST /api/tasks/{id}/retry`: the task in a fresh cycle (attempt 1,
+/// queued); 409 with the task when it has not ended, or ended in success.
+pub fn retry(tasks: &Tasks, id: TaskId) -> Response {
+    match tasks.retry(id) {
+        None => not_found(),
+        Some(Ok(t)) => json_ok(&t.shown()),
+        Some(Err(t)) => Response::error(
+            409,
+            "not_retryable",
+            &format!(
+                "task {id} is {}: only a failed, dead, cancelled or timed-out task is retried",
+                t.state().as_str()
+            ),
+        ),
+    }
 }
 
 /// `GET /api/tasks/{id}/logs`: lines from `?since=` (an offset in lines),

@@ -15,7 +15,7 @@ use super::adopt::{Adoptions, Said};
 use super::journal::Record;
 pub use super::logs::Logs;
 use super::queue::Queues;
-use super::task::{Progress, State, Task, TaskId};
+use super::task::{Backoff, Progress, State, Task, TaskId};
 use crate::proto::task::{Held, Offer, Reported, TaskLog, TaskUpdate};
 use crate::proto::{Labels, WorkerId};
 use std::cmp::Reverse;
@@ -69,6 +69,8 @@ pub struct Effects {
     pub runs: Vec<(WorkerId, f64, bool)>,
     pub requeued: u64,
     pub lost: u64,
+    /// Handler failures scheduled for another attempt.
+    pub retried: u64,
     pub log_dropped: u64,
 }
 
@@ -93,6 +95,14 @@ pub struct Book {
     /// Finished tasks by when they finished: retention and room, without
     /// a walk over every task.
     finished: BTreeSet<(u64, TaskId)>,
+    /// Dead tasks by when they died: kept `dead_retention`, apart from the
+    /// other finished ones (kept `task_retention`, and the first to go
+    /// when the book is full).
+    dead: BTreeSet<(u64, TaskId)>,
+    /// Scheduled tasks by when they are due.
+    scheduled: BTreeSet<(u64, TaskId)>,
+    /// The backoff of tasks whose submission set none (configured).
+    pub backoff: Backoff,
     pub takers: HashMap<WorkerId, Taker>,
     by_state: [u64; State::ALL.len()],
     last_id: u64,
@@ -135,20 +145,36 @@ impl Book {
         self.queues.remove(t);
     }
 
+    /// The time-ordered set a task in `p`'s state belongs to, and its key.
+    fn timeline(&mut self, p: &Progress) -> Option<(&mut BTreeSet<(u64, TaskId)>, u64)> {
+        match p.state {
+            State::Dead => Some((&mut self.dead, p.finished_at.unwrap_or(0))),
+            State::Scheduled => Some((&mut self.scheduled, p.run_at.unwrap_or(0))),
+            s if s.is_final() => Some((&mut self.finished, p.finished_at.unwrap_or(0))),
+            _ => None,
+        }
+    }
+
+    fn index(&mut self, p: &Progress, id: TaskId) {
+        if let Some((set, at)) = self.timeline(p) {
+            set.insert((at, id));
+        }
+    }
+
+    fn unindex(&mut self, p: &Progress, id: TaskId) {
+        if let Some((set, at)) = self.timeline(p) {
+            set.remove(&(at, id));
+        }
+    }
+
     fn set_state(&mut self, id: TaskId, p: impl FnOnce(&mut Progress)) -> Option<Task> {
         let e = self.entries.get_mut(&id)?;
-        let before = e.task.progress.state;
-        let finished_before = e.task.progress.finished_at;
+        let was = e.task.progress.clone();
         p(&mut e.task.progress);
-        let after = e.task.progress.state;
-        let finished_after = e.task.progress.finished_at;
         let task = e.task.clone();
-        if before.is_final() {
-            self.finished.remove(&(finished_before.unwrap_or(0), id));
-        }
-        if after.is_final() {
-            self.finished.insert((finished_after.unwrap_or(0), id));
-        }
+        let (before, after) = (was.state, task.progress.state);
+        self.unindex(&was, id);
+        self.index(&task.progress, id);
         if before != after {
             self.recount(before, -1);
             self.recount(after, 1);
@@ -169,10 +195,7 @@ impl Book {
         if s == State::Queued {
             self.enqueue(&task);
         }
-        if s.is_final() {
-            self.finished
-                .insert((task.progress.finished_at.unwrap_or(0), task.id));
-        }
+        self.index(&task.progress, task.id);
         let size =
             RECORD_OVERHEAD + serde_json::to_string(&task.payload).map_or(0, |p| p.len() as u64);
         self.live_bytes += size;
@@ -197,10 +220,7 @@ impl Book {
         if e.task.state() == State::Queued {
             self.dequeue(&e.task);
         }
-        if e.task.state().is_final() {
-            self.finished
-                .remove(&(e.task.progress.finished_at.unwrap_or(0), id));
-        }
+        self.unindex(&e.task.progress, id);
         if let Some(w) = &e.task.progress.worker_id {
             if let Some(t) = self.takers.get_mut(w) {
                 t.held.remove(&id);
@@ -259,7 +279,7 @@ impl Book {
             log::info!(
                 "task {id} {} ({why}; attempt {} of {})",
                 if spent {
-                    "failed: worker lost"
+                    "dead: worker lost"
                 } else {
                     "requeued"
                 },
@@ -348,6 +368,20 @@ impl Book {
             .cancel_requested_at
             .is_some();
         let finished = !matches!(u.state, Reported::Running);
+        let e = &self.entries[&id].task;
+        let retry_at = match u.state {
+            Reported::Failed if !cancelling && u.retryable != Some(false) => {
+                (e.progress.attempt < e.max_attempts).then(|| {
+                    let b = e.retry.unwrap_or(self.backoff);
+                    now_ms + super::task::backoff_ms(b, id, e.progress.attempt + 1)
+                })
+            }
+            _ => None,
+        };
+        let spent = matches!(u.state, Reported::Failed)
+            && !cancelling
+            && u.retryable != Some(false)
+            && retry_at.is_none();
         let task = self.set_state(id, |p| {
             match u.state {
                 Reported::Running => {
@@ -356,6 +390,8 @@ impl Book {
                 }
                 Reported::Succeeded => p.state = State::Succeeded,
                 Reported::Failed if cancelling => p.state = State::Cancelled,
+                Reported::Failed if retry_at.is_some() => p.state = State::Scheduled,
+                Reported::Failed if spent => p.state = State::Dead,
                 Reported::Failed => p.state = State::Failed,
                 Reported::Cancelled => p.state = State::Cancelled,
             }
@@ -365,14 +401,28 @@ impl Book {
                 p.error = u.error;
                 p.exit_code = u.exit_code;
             }
+            if let Some(at) = retry_at {
+                p.finished_at = None;
+                p.run_at = Some(at);
+                p.attempt += 1;
+            }
         });
         let Some(t) = task else { return Ok(()) };
         fx.progress(&t);
+        if let Some(at) = retry_at {
+            fx.retried += 1;
+            log::info!(
+                "task {id} failed; attempt {} of {} in {} ms",
+                t.progress.attempt,
+                t.max_attempts,
+                at - now_ms
+            );
+        }
         if finished {
             if let Some(tk) = self.takers.get_mut(worker) {
                 tk.held.remove(&t.id);
             }
-            if matches!(t.state(), State::Succeeded | State::Failed) {
+            if matches!(u.state, Reported::Succeeded | Reported::Failed) && !cancelling {
                 let began = t
                     .progress
                     .started_at
@@ -415,7 +465,7 @@ impl Book {
     pub fn cancel(&mut self, id: TaskId, now_ms: u64, fx: &mut Effects) -> Option<Task> {
         let e = self.entries.get(&id)?;
         match e.task.state() {
-            State::Queued => {
+            State::Queued | State::Scheduled => {
                 let t = self.set_state(id, |p| {
                     p.state = State::Cancelled;
                     p.finished_at = Some(now_ms);
@@ -435,6 +485,32 @@ impl Book {
             }
             _ => Some(e.task.clone()),
         }
+    }
+
+    /// `POST /api/tasks/{id}/retry`: a task that ended otherwise than in
+    /// success starts a fresh cycle (attempt 1, queued). `None` when there
+    /// is no such task, `Err` with the task when it has not ended so.
+    pub fn retry(
+        &mut self,
+        id: TaskId,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) -> Option<Result<Task, Task>> {
+        let e = self.entries.get(&id)?;
+        if !e.task.state().is_retryable_end() {
+            return Some(Err(e.task.clone()));
+        }
+        let t = self.set_state(id, |p| *p = Progress::fresh(now_ms, None))?;
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.lease = 0;
+        }
+        fx.progress(&t);
+        Some(Ok(t))
+    }
+
+    /// When the earliest scheduled task is due, if any is.
+    pub fn next_due(&self) -> Option<u64> {
+        self.scheduled.first().map(|(at, _)| *at)
     }
 
     /// End a held task without its worker: timed out, or not confirmed
@@ -486,12 +562,27 @@ impl Book {
                 _ => {}
             }
         }
-        let expired: Vec<TaskId> = self
-            .finished
-            .iter()
-            .take_while(|(at, _)| now_ms.saturating_sub(*at) >= limits.retention_ms)
-            .map(|(_, id)| *id)
-            .collect();
+        let past = |set: &BTreeSet<(u64, TaskId)>, keep: u64| -> Vec<TaskId> {
+            set.iter()
+                .take_while(|(at, _)| now_ms.saturating_sub(*at) >= keep)
+                .map(|(_, id)| *id)
+                .collect()
+        };
+        let mut expired = past(&self.finished, limits.retention_ms);
+        expired.extend(past(&self.dead, limits.dead_retention_ms));
+        if limits.promote {
+            let due: Vec<TaskId> = self
+                .scheduled
+                .iter()
+                .take_while(|(at, _)| *at <= now_ms)
+                .map(|(_, id)| *id)
+                .collect();
+            for id in due {
+                if let Some(t) = self.set_state(id, |p| due_now(p, now_ms)) {
+                    fx.progress(&t);
+                }
+            }
+        }
         for id in requeue {
             self.requeue(id, "not acknowledged in time", now_ms, fx);
         }
@@ -736,6 +827,12 @@ impl Book {
     }
 }
 
+/// A scheduled task come due: queued, as every mode makes it.
+pub fn due_now(p: &mut Progress, now_ms: u64) {
+    p.state = State::Queued;
+    p.queued_at = Some(now_ms);
+}
+
 /// Assignment to `worker`, as every mode makes it.
 pub fn assigned(p: &mut Progress, worker: &WorkerId, now_ms: u64) {
     p.state = State::Assigned;
@@ -750,7 +847,7 @@ pub fn assigned(p: &mut Progress, worker: &WorkerId, now_ms: u64) {
 pub fn requeued(p: &mut Progress, max_attempts: u32, now_ms: u64) -> bool {
     let spent = p.attempt >= max_attempts;
     if spent {
-        p.state = State::Failed;
+        p.state = State::Dead;
         p.finished_at = Some(now_ms);
         p.error = Some("worker lost".into());
     } else {
@@ -780,6 +877,10 @@ pub struct Limits {
     pub ack_timeout_ms: u64,
     pub cancel_grace_ms: u64,
     pub retention_ms: u64,
+    pub dead_retention_ms: u64,
+    /// Whether this book queues its scheduled tasks when due: a single
+    /// node does; in cluster mode the leader does it in the database.
+    pub promote: bool,
 }
 
 #[cfg(test)]
@@ -806,6 +907,8 @@ mod tests {
             ack_timeout_ms: 100,
             cancel_grace_ms: 100,
             retention_ms: 1000,
+            dead_retention_ms: 5000,
+            promote: true,
         }
     }
 
@@ -878,7 +981,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_worker_requeues_then_fails_its_tasks() {
+    fn a_lost_worker_requeues_then_kills_its_tasks() {
         let mut b = book_with(1);
         let w = WorkerId::from("w1");
         let id = *b.entries.keys().next().unwrap();
@@ -892,8 +995,83 @@ mod tests {
         let t = &b.entries[&id].task;
         assert_eq!(
             (t.state(), t.progress.error.as_deref()),
-            (State::Failed, Some("worker lost"))
+            (State::Dead, Some("worker lost"))
         );
+    }
+
+    #[test]
+    fn a_failed_task_waits_its_backoff_then_dies_after_its_last_attempt() {
+        let mut b = Book::default();
+        let id = submit(
+            &mut b,
+            r#"{"type":"t","retry":{"max_attempts":3,"backoff_base_ms":100}}"#,
+        );
+        let w: WorkerId = "w".into();
+        b.on_hello(&w, 1, None, Labels::new());
+        let fail = |b: &mut Book, now: u64, retryable| {
+            let mut fx = Effects::default();
+            b.dispatch(now, |_| true, &mut fx);
+            assert_eq!(offered(b, &fx), vec![("w".to_string(), id)], "at {now}");
+            let u = TaskUpdate {
+                task_id: id.to_string(),
+                state: Reported::Failed,
+                result: None,
+                error: Some("boom".into()),
+                exit_code: Some(1),
+                retryable,
+            };
+            b.on_update(&w, u, now, &mut fx).unwrap();
+            fx
+        };
+        let mut now = 1000;
+        for (attempt, wait) in [(2, 100), (3, 200)] {
+            let fx = fail(&mut b, now, None);
+            assert_eq!(fx.retried, 1);
+            let t = &b.entries[&id].task;
+            assert_eq!((t.state(), t.progress.attempt), (State::Scheduled, attempt));
+            let at = t.progress.run_at.unwrap();
+            assert!((now + wait..=now + wait + wait / 2).contains(&at), "{at}");
+            let mut fx = Effects::default();
+            b.deadlines(at - 1, &limits(), &mut fx);
+            b.dispatch(at - 1, |_| true, &mut fx);
+            assert!(fx.frames.is_empty(), "not before its backoff");
+            assert_eq!(b.entries[&id].task.state(), State::Scheduled);
+            b.deadlines(at, &limits(), &mut fx);
+            assert_eq!(b.entries[&id].task.state(), State::Queued);
+            now = at;
+        }
+        fail(&mut b, now, None);
+        let t = &b.entries[&id].task;
+        assert_eq!(
+            (t.state(), t.progress.error.as_deref()),
+            (State::Dead, Some("boom"))
+        );
+        assert_eq!(b.count(State::Dead), 1);
+        // Kept past task_retention, forgotten after dead_retention.
+        let mut fx = Effects::default();
+        b.deadlines(now + 2000, &limits(), &mut fx);
+        assert!(b.entries.contains_key(&id));
+        // Retried by hand: a fresh cycle.
+        let t = b.retry(id, now + 2000, &mut fx).unwrap().unwrap();
+        assert_eq!(
+            (t.state(), t.progress.attempt, t.progress.error),
+            (State::Queued, 1, None)
+        );
+        assert_eq!(b.count(State::Dead), 0);
+        // A failure the worker says is not retryable ends it at once.
+        fail(&mut b, now + 2001, Some(false));
+        assert_eq!(b.entries[&id].task.state(), State::Failed);
+        b.retry(id, now + 2002, &mut fx).unwrap().unwrap();
+        for _ in 0..3 {
+            let at = b.entries[&id].task.progress.run_at.unwrap_or(now + 2002);
+            b.deadlines(at, &limits(), &mut fx);
+            fail(&mut b, at, None);
+        }
+        let died = b.entries[&id].task.progress.finished_at.unwrap();
+        assert_eq!(b.entries[&id].task.state(), State::Dead);
+        assert!(b.retry(TaskId(12345), 0, &mut fx).is_none());
+        b.deadlines(died + 5000, &limits(), &mut fx);
+        assert!(!b.entries.contains_key(&id), "gone after dead_retention");
     }
 
     #[test]
@@ -910,6 +1088,7 @@ mod tests {
             result: None,
             error: None,
             exit_code: Some(0),
+            retryable: None,
         };
         assert_eq!(
             b.on_update(&"w2".into(), up(Reported::Running), 1, &mut fx),
@@ -948,6 +1127,7 @@ mod tests {
                 result: None,
                 error: None,
                 exit_code: None,
+                retryable: None,
             },
             50,
             &mut fx,

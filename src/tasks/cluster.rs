@@ -35,7 +35,7 @@ use crate::proto::WorkerId;
 use crate::stats::Counter;
 use postgres::{Client, GenericClient};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,6 +72,9 @@ pub enum Write {
         at: u64,
         queued: Option<Task>,
     },
+    /// `POST /api/tasks/{id}/retry`: the task in its fresh cycle, stored
+    /// if it has still ended otherwise than in success.
+    Retry { task: Task },
 }
 
 /// A task a claim gave one of this node's takers.
@@ -151,6 +154,9 @@ pub struct Store {
     claims: Mutex<Link>,
     shared: Arc<Shared>,
     stopping: AtomicBool,
+    /// When this node's copy of the queue has its earliest scheduled task
+    /// due (Unix ms; 0: none), for the leader's wait.
+    pub next_due: AtomicU64,
 }
 
 impl Store {
@@ -165,6 +171,7 @@ impl Store {
             claims: Mutex::new(claims),
             shared,
             stopping: AtomicBool::new(false),
+            next_due: AtomicU64::new(0),
         });
         (store, rx)
     }
@@ -181,6 +188,17 @@ impl Store {
         }
         *last = next;
         Some(TaskId(next))
+    }
+
+    /// How long the mirror may wait: `poll`, or less when this node leads
+    /// and a scheduled task falls due sooner.
+    fn until_due(&self, poll: Duration) -> Duration {
+        let due = self.next_due.load(Ordering::Relaxed);
+        if due == 0 || self.cluster.leading().is_none() {
+            return poll;
+        }
+        let left = Duration::from_millis(due.saturating_sub(unix_ms()));
+        poll.min(left.max(Duration::from_millis(5)))
     }
 
     pub fn send(&self, w: Write) {
@@ -456,6 +474,7 @@ struct Batch<'a> {
     // The last change of each task wins: each carries the whole task.
     updates: BTreeMap<TaskId, (&'a Task, i64)>,
     cancels: Vec<(TaskId, u64, &'a Option<Task>)>,
+    retries: Vec<&'a Task>,
 }
 
 impl<'a> Batch<'a> {
@@ -485,6 +504,7 @@ impl<'a> Batch<'a> {
                         .push(serde_json::to_string(lines).unwrap_or_default());
                 }
                 Write::Cancel { id, at, queued } => b.cancels.push((*id, *at, queued)),
+                Write::Retry { task } => b.retries.push(task),
             }
         }
         b
@@ -498,7 +518,9 @@ impl<'a> Batch<'a> {
             !self.logs.0.is_empty(),
             !self.updates.is_empty(),
         ];
-        self.cancels.is_empty() && parts.iter().filter(|p| **p).count() == 1
+        self.cancels.is_empty()
+            && self.retries.is_empty()
+            && parts.iter().filter(|p| **p).count() == 1
     }
 }
 
@@ -576,11 +598,12 @@ fn statements(
             g,
             "UPDATE muster_tasks t SET
                  task = u.task::jsonb, state = u.state, finished_at = u.finished_at,
-                 lease = CASE WHEN u.state = 'queued' THEN 0 ELSE t.lease END,
-                 holder_node = CASE WHEN u.state = 'queued' THEN NULL ELSE t.holder_node END,
-                 holder_incarnation = CASE WHEN u.state = 'queued' THEN NULL
+                 lease = CASE WHEN u.state IN ('queued', 'scheduled') THEN 0 ELSE t.lease END,
+                 holder_node = CASE WHEN u.state IN ('queued', 'scheduled') THEN NULL
+                                    ELSE t.holder_node END,
+                 holder_incarnation = CASE WHEN u.state IN ('queued', 'scheduled') THEN NULL
                                            ELSE t.holder_incarnation END,
-                 cancel_requested_at = CASE WHEN u.state = 'queued' THEN NULL
+                 cancel_requested_at = CASE WHEN u.state IN ('queued', 'scheduled') THEN NULL
                                             ELSE t.cancel_requested_at END,
                  rev = t.rev + 1, changed = pg_current_xact_id()
              FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])
@@ -594,6 +617,19 @@ fn statements(
         )?;
         out.stale += ids.len() as u64 - n;
     }
+    for t in &b.retries {
+        let n = g.execute(
+            "UPDATE muster_tasks SET task = $2::text::jsonb, state = 'queued', lease = 0,
+                 holder_node = NULL, holder_incarnation = NULL, cancel_requested_at = NULL,
+                 finished_at = NULL, rev = rev + 1, changed = pg_current_xact_id()
+             WHERE id = $1 AND state IN ('failed', 'cancelled', 'timed_out', 'dead')",
+            &[
+                &(t.id.0 as i64),
+                &serde_json::to_string(t).unwrap_or_default(),
+            ],
+        )?;
+        out.stale += 1 - n;
+    }
     for &(id, at, queued) in &b.cancels {
         let id = id.0 as i64;
         let at = at as i64;
@@ -602,7 +638,7 @@ fn statements(
             done = g.execute(
                 "UPDATE muster_tasks SET task = $2::text::jsonb, state = 'cancelled',
                      finished_at = $3, rev = rev + 1, changed = pg_current_xact_id()
-                 WHERE id = $1 AND state = 'queued'",
+                 WHERE id = $1 AND state IN ('queued', 'scheduled')",
                 &[&id, &serde_json::to_string(t).unwrap_or_default(), &at],
             )?;
         }
@@ -865,10 +901,42 @@ fn prune(
     me: &crate::cluster::lease::Me,
     epoch: i64,
     before: u64,
+    dead_before: u64,
 ) -> Result<u64, postgres::Error> {
     c.execute(
-        &format!("DELETE FROM muster_tasks WHERE finished_at < $4 AND {FENCE}"),
-        &[&me.node_id, &me.incarnation, &epoch, &(before as i64)],
+        &format!(
+            "DELETE FROM muster_tasks
+             WHERE (finished_at < $4 AND state <> 'dead' OR finished_at < $5 AND state = 'dead')
+               AND {FENCE}"
+        ),
+        &[
+            &me.node_id,
+            &me.incarnation,
+            &epoch,
+            &(before as i64),
+            &(dead_before as i64),
+        ],
+    )
+}
+
+/// Leader duty: queue the scheduled tasks due by `now_ms`, under the fence
+/// of `epoch`, in one statement. How many.
+fn queue_due(
+    c: &mut Client,
+    me: &crate::cluster::lease::Me,
+    epoch: i64,
+    now_ms: u64,
+) -> Result<u64, postgres::Error> {
+    c.execute(
+        &format!(
+            "UPDATE muster_tasks SET state = 'queued',
+                 task = jsonb_set(jsonb_set(task, '{{progress,state}}', '\"queued\"'),
+                                  '{{progress,queued_at}}', to_jsonb($4::bigint)),
+                 rev = rev + 1, changed = pg_current_xact_id()
+             WHERE state = 'scheduled'
+               AND (task->'progress'->>'run_at')::bigint <= $4 AND {FENCE}"
+        ),
+        &[&me.node_id, &me.incarnation, &epoch, &(now_ms as i64)],
     )
 }
 
@@ -911,7 +979,7 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
                 st,
             );
         }
-        watch.wait(POLL);
+        watch.wait(store.until_due(POLL));
     }
 }
 
@@ -927,6 +995,18 @@ fn leader_duties(
 ) {
     let me = store.cluster.me().clone();
     let now = Instant::now();
+    let due = store.next_due.load(Ordering::Relaxed);
+    if due != 0 && due <= unix_ms() {
+        let Ok(c) = link.get() else { return };
+        match queue_due(c, &me, epoch, unix_ms()) {
+            // Until this node's next turn says when the next one is due.
+            Ok(_) => store.next_due.store(0, Ordering::Relaxed),
+            Err(e) => {
+                link.failed(&e);
+                log::warn!("cluster: cannot queue scheduled tasks: {}", describe(&e));
+            }
+        }
+    }
     if now.duration_since(*last_requeue) >= REQUEUE_EVERY {
         *last_requeue = now;
         let Ok(c) = link.get() else { return };
@@ -946,9 +1026,18 @@ fn leader_duties(
     }
     if last_prune.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY) {
         *last_prune = Some(now);
-        let keep = store.shared.config.get().tasks.retention.as_millis() as u64;
+        let cfg = store.shared.config.get();
+        let keep = cfg.tasks.retention.as_millis() as u64;
+        let keep_dead = cfg.tasks.dead_retention.as_millis() as u64;
         let Ok(c) = link.get() else { return };
-        match prune(c, &me, epoch, unix_ms().saturating_sub(keep)) {
+        let now_ms = unix_ms();
+        match prune(
+            c,
+            &me,
+            epoch,
+            now_ms.saturating_sub(keep),
+            now_ms.saturating_sub(keep_dead),
+        ) {
             Ok(n) if n > 0 => log::info!("cluster: {n} tasks past task_retention deleted"),
             Ok(_) => {}
             Err(e) => {

@@ -88,6 +88,7 @@ impl Runner {
         let st = &self.shared.stats;
         st.add(Counter::TasksRequeued, fx.requeued);
         st.add(Counter::TasksLost, fx.lost);
+        st.add(Counter::TasksRetried, fx.retried);
         st.add(Counter::TaskLogLinesDropped, fx.log_dropped);
         for r in &fx.records {
             if let Record::Progress { progress: p, .. } = r {
@@ -217,6 +218,8 @@ fn state_counter(s: State) -> Counter {
         State::Failed => Counter::TasksFailed,
         State::Cancelled => Counter::TasksCancelled,
         State::TimedOut => Counter::TasksTimedOut,
+        State::Scheduled => Counter::TasksScheduled,
+        State::Dead => Counter::TasksDead,
     }
 }
 

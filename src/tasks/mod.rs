@@ -51,7 +51,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use task::{BadField, State, Task, TaskId};
+use task::{Backoff, BadField, State, Task, TaskId};
 
 /// Tasks in a `/ws/tasks` snapshot at most: the newest.
 pub const SNAPSHOT_TASKS: usize = 1000;
@@ -425,11 +425,32 @@ impl Tasks {
             store.send(cluster::Write::Cancel {
                 id,
                 at: now,
-                queued: (was == State::Queued).then(|| t.clone()),
+                queued: matches!(was, State::Queued | State::Scheduled).then(|| t.clone()),
             });
         }
         self.runner.apply_stored(&book, fx);
         Some(t)
+    }
+
+    /// `POST /api/tasks/{id}/retry`: a fresh cycle for a task that ended
+    /// otherwise than in success. `None`: no such task; `Err`: the task,
+    /// which has not ended so. In cluster mode the database has the last
+    /// word: a node that had not yet seen the task end elsewhere says so.
+    pub fn retry(&self, id: TaskId) -> Option<Result<Task, Task>> {
+        let now = unix_ms();
+        let Some(store) = &self.store else {
+            let r = self.change(|book, fx| book.retry(id, now, fx));
+            self.poke();
+            return r;
+        };
+        let mut book = self.lock();
+        let mut fx = Effects::default();
+        let r = book.retry(id, now, &mut fx)?;
+        if let Ok(t) = &r {
+            store.send(cluster::Write::Retry { task: t.clone() });
+        }
+        self.runner.apply_stored(&book, fx);
+        Some(r)
     }
 
     /// A TCP `hello`: the worker takes `capacity` tasks at once.
@@ -511,10 +532,20 @@ impl Tasks {
             ack_timeout_ms: cfg.tasks.ack_timeout.as_millis() as u64,
             cancel_grace_ms: cfg.tasks.cancel_grace.as_millis() as u64,
             retention_ms: cfg.tasks.retention.as_millis() as u64,
+            dead_retention_ms: cfg.tasks.dead_retention.as_millis() as u64,
+            promote: self.store.is_none(),
         };
         let mut book = self.lock();
+        book.backoff = Backoff {
+            backoff_base_ms: cfg.tasks.backoff_base.as_millis() as u64,
+            backoff_max_ms: (cfg.tasks.backoff_max.max(cfg.tasks.backoff_base)).as_millis() as u64,
+        };
         let mut fx = Effects::default();
         book.deadlines(now, &limits, &mut fx);
+        if let Some(s) = &self.store {
+            s.next_due
+                .store(book.next_due().unwrap_or(0), Ordering::Relaxed);
+        }
         let Some(store) = &self.store else {
             book.dispatch(now, |w| self.eligible.eligible(w), &mut fx);
             self.runner.apply(&book, fx, None);

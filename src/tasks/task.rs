@@ -1,10 +1,13 @@
 //! A task and its life, as data: its id, what a submission may say, the
 //! states, and the progress that changes. Pure.
 //!
-//! `queued` → `assigned` (sent to a worker) → `running` (the worker said
-//! so) → `succeeded` · `failed` · `cancelled` · `timed_out`. A task whose
-//! worker is lost goes back to `queued` with `attempt + 1`, until
-//! `max_attempts`; then it is `failed` with `error: "worker lost"`.
+//! (`scheduled` until its `run_at`) → `queued` → `assigned` (sent to a
+//! worker) → `running` (the worker said so) → `succeeded` · `failed` ·
+//! `cancelled` · `timed_out` · `dead`. A task whose worker is lost goes
+//! back to `queued` at once with `attempt + 1`; one whose handler failed
+//! is `scheduled` again after a backoff ([`backoff_ms`]) unless the worker
+//! said the failure is not retryable (then `failed`). Either way, after
+//! `max_attempts` it is `dead`.
 
 use crate::proto::{Labels, WorkerId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -46,6 +49,14 @@ impl<'de> Deserialize<'de> for TaskId {
 /// Attempts a task gets unless its submission says otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const MAX_ATTEMPTS: u32 = 100;
+/// The longest `delay_ms` or backoff: a year.
+pub const MAX_DELAY_MS: i64 = 366 * 24 * 3600 * 1000;
+/// The backoff when neither the submission nor the configuration sets one
+/// (`retry_backoff_base`, `retry_backoff_max`).
+pub const DEFAULT_BACKOFF: Backoff = Backoff {
+    backoff_base_ms: 1000,
+    backoff_max_ms: 3_600_000,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,10 +68,12 @@ pub enum State {
     Failed,
     Cancelled,
     TimedOut,
+    Scheduled,
+    Dead,
 }
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 9] = [
         State::Queued,
         State::Assigned,
         State::Running,
@@ -68,6 +81,8 @@ impl State {
         State::Failed,
         State::Cancelled,
         State::TimedOut,
+        State::Scheduled,
+        State::Dead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +94,8 @@ impl State {
             State::Failed => "failed",
             State::Cancelled => "cancelled",
             State::TimedOut => "timed_out",
+            State::Scheduled => "scheduled",
+            State::Dead => "dead",
         }
     }
 
@@ -89,8 +106,13 @@ impl State {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            State::Succeeded | State::Failed | State::Cancelled | State::TimedOut
+            State::Succeeded | State::Failed | State::Cancelled | State::TimedOut | State::Dead
         )
+    }
+
+    /// Ended in a way `POST /api/tasks/{id}/retry` brings back from.
+    pub fn is_retryable_end(self) -> bool {
+        self.is_final() && self != State::Succeeded
     }
 
     /// Held by a worker: assigned or running.
@@ -135,6 +157,36 @@ pub struct Progress {
     /// A cancel was asked while a worker held the task.
     #[serde(default)]
     pub cancel_requested_at: Option<u64>,
+    /// When a `scheduled` task is due (Unix ms): its `run_at`, or the end
+    /// of its backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<u64>,
+}
+
+impl Progress {
+    /// A fresh cycle from `now_ms`: attempt 1, queued, or scheduled for
+    /// `run_at` when that is later.
+    pub fn fresh(now_ms: u64, run_at: Option<u64>) -> Progress {
+        let later = run_at.filter(|&t| t > now_ms);
+        Progress {
+            state: if later.is_some() {
+                State::Scheduled
+            } else {
+                State::Queued
+            },
+            attempt: 1,
+            worker_id: None,
+            queued_at: Some(now_ms),
+            assigned_at: None,
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+            exit_code: None,
+            cancel_requested_at: None,
+            run_at: later,
+        }
+    }
 }
 
 /// A task. Serialised as the journal keeps it, its progress nested (serde
@@ -153,8 +205,39 @@ pub struct Task {
     #[serde(default)]
     pub timeout_ms: Option<u64>,
     pub max_attempts: u32,
+    /// The submission's own backoff, where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Backoff>,
     pub created_at: u64,
     pub progress: Progress,
+}
+
+/// How long a failed task waits before its next attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        DEFAULT_BACKOFF
+    }
+}
+
+/// The wait before attempt `next` (2 or later) of task `id`:
+/// `base × 2^(next − 2)`, at most `max`, plus up to half of that again
+/// at random (so that tasks failed together do not come back together).
+/// Never less than the first part.
+pub fn backoff_ms(b: Backoff, id: TaskId, next: u32) -> u64 {
+    use std::hash::BuildHasher;
+    let doublings = next.saturating_sub(2).min(40);
+    let wait = b
+        .backoff_base_ms
+        .saturating_mul(1u64 << doublings)
+        .min(b.backoff_max_ms);
+    let noise = std::collections::hash_map::RandomState::new().hash_one((id.0, next));
+    wait + noise % (wait / 2 + 1)
 }
 
 /// A task as the API shows it: its progress among its own fields.
@@ -168,6 +251,8 @@ pub struct Shown<'a> {
     target: &'a Target,
     timeout_ms: Option<u64>,
     max_attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<Backoff>,
     created_at: u64,
     #[serde(flatten)]
     progress: &'a Progress,
@@ -187,6 +272,7 @@ impl Task {
             target: &self.target,
             timeout_ms: self.timeout_ms,
             max_attempts: self.max_attempts,
+            retry: self.retry,
             created_at: self.created_at,
             progress: &self.progress,
         }
@@ -236,6 +322,72 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
         Some(n) if (1..=i64::from(MAX_ATTEMPTS)).contains(&n) => n as u32,
         Some(_) => return Err(BadField("max_attempts", format!("1 to {MAX_ATTEMPTS}"))),
     };
+    let run_at = match (m.get("run_at"), int("delay_ms", &m)?) {
+        (Some(Value::Null) | None, None) => None,
+        (Some(Value::String(t)), None) => {
+            let at: jiff::Timestamp = t.parse().map_err(|e| {
+                BadField(
+                    "run_at",
+                    format!("an RFC 3339 time like 2026-12-02T10:00:00Z ({e})"),
+                )
+            })?;
+            Some(u64::try_from(at.as_millisecond()).unwrap_or(0))
+        }
+        (Some(Value::Null) | None, Some(d)) if (0..=MAX_DELAY_MS).contains(&d) => {
+            Some(now_ms + d as u64)
+        }
+        (Some(Value::Null) | None, Some(_)) => {
+            return Err(BadField("delay_ms", format!("0 to {MAX_DELAY_MS}")));
+        }
+        (Some(Value::String(_)), Some(_)) => {
+            return Err(BadField(
+                "run_at",
+                "either run_at or delay_ms, not both".into(),
+            ));
+        }
+        (Some(_), _) => return Err(BadField("run_at", "an RFC 3339 time as text".into())),
+    };
+    let (max_attempts, retry) = match m.get("retry") {
+        None | Some(Value::Null) => (max_attempts, None),
+        Some(Value::Object(r)) => {
+            let n = match int("max_attempts", r)? {
+                None => max_attempts,
+                Some(n) if (1..=i64::from(MAX_ATTEMPTS)).contains(&n) => n as u32,
+                Some(_) => {
+                    return Err(BadField(
+                        "retry.max_attempts",
+                        format!("1 to {MAX_ATTEMPTS}"),
+                    ));
+                }
+            };
+            let ms = |name: &'static str, field: &'static str| match int(name, r)? {
+                None => Ok(None),
+                Some(v) if (1..=MAX_DELAY_MS).contains(&v) => Ok(Some(v as u64)),
+                Some(_) => Err(BadField(field, format!("1 to {MAX_DELAY_MS}"))),
+            };
+            let base = ms("backoff_base_ms", "retry.backoff_base_ms")?;
+            let max = ms("backoff_max_ms", "retry.backoff_max_ms")?;
+            let backoff = match (base, max) {
+                (None, None) => None,
+                (b, m) => {
+                    let b = b.unwrap_or(DEFAULT_BACKOFF.backoff_base_ms);
+                    let m = m.unwrap_or(DEFAULT_BACKOFF.backoff_max_ms.max(b));
+                    if m < b {
+                        return Err(BadField(
+                            "retry.backoff_max_ms",
+                            "at least backoff_base_ms".into(),
+                        ));
+                    }
+                    Some(Backoff {
+                        backoff_base_ms: b,
+                        backoff_max_ms: m,
+                    })
+                }
+            };
+            (n, backoff)
+        }
+        Some(_) => return Err(BadField("retry", "an object".into())),
+    };
     let worker_id = match m.get("worker_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if crate::proto::check_worker_id(s).is_ok() => {
@@ -260,20 +412,9 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
         target: Target { worker_id, labels },
         timeout_ms,
         max_attempts,
+        retry,
         created_at: now_ms,
-        progress: Progress {
-            state: State::Queued,
-            attempt: 1,
-            worker_id: None,
-            queued_at: Some(now_ms),
-            assigned_at: None,
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
-            exit_code: None,
-            cancel_requested_at: None,
-        },
+        progress: Progress::fresh(now_ms, run_at),
     })
 }
 
@@ -313,9 +454,74 @@ mod tests {
             (br#"{"type":"a","max_attempts":0}"#, "max_attempts"),
             (br#"{"type":"a","worker_id":"bad id"}"#, "worker_id"),
             (br#"{"type":"a","labels":{"k":1}}"#, "labels"),
+            (br#"{"type":"a","delay_ms":-1}"#, "delay_ms"),
+            (br#"{"type":"a","run_at":"tomorrow"}"#, "run_at"),
+            (br#"{"type":"a","run_at":5}"#, "run_at"),
+            (
+                br#"{"type":"a","run_at":"2026-12-02T10:00:00Z","delay_ms":5}"#,
+                "run_at",
+            ),
+            (
+                br#"{"type":"a","retry":{"max_attempts":0}}"#,
+                "retry.max_attempts",
+            ),
+            (
+                br#"{"type":"a","retry":{"backoff_base_ms":0}}"#,
+                "retry.backoff_base_ms",
+            ),
+            (
+                br#"{"type":"a","retry":{"backoff_base_ms":10,"backoff_max_ms":5}}"#,
+                "retry.backoff_max_ms",
+            ),
         ] {
             assert_eq!(parse_submit(body, TaskId(2), 0).unwrap_err().0, field);
         }
+    }
+
+    #[test]
+    fn delays_and_backoffs() {
+        let t = parse_submit(br#"{"type":"a","delay_ms":2000}"#, TaskId(1), 1000).unwrap();
+        assert_eq!(
+            (t.state(), t.progress.run_at),
+            (State::Scheduled, Some(3000))
+        );
+        let t = parse_submit(br#"{"type":"a","delay_ms":0}"#, TaskId(1), 1000).unwrap();
+        assert_eq!((t.state(), t.progress.run_at), (State::Queued, None));
+        let t = parse_submit(
+            br#"{"type":"a","run_at":"2026-12-02T10:00:00.5+01:00"}"#,
+            TaskId(1),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(t.progress.run_at, Some(1_796_202_000_500));
+        let past = parse_submit(
+            br#"{"type":"a","run_at":"2020-01-01T00:00:00Z"}"#,
+            TaskId(1),
+            1_796_202_000_000,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(past.state(), State::Queued, "a past run_at is due now");
+        let t = parse_submit(
+            br#"{"type":"a","retry":{"max_attempts":5,"backoff_base_ms":100}}"#,
+            TaskId(1),
+            0,
+        )
+        .unwrap();
+        let b = t.retry.unwrap();
+        assert_eq!((t.max_attempts, b.backoff_base_ms), (5, 100));
+        for next in 2..30 {
+            let wait = b
+                .backoff_base_ms
+                .saturating_mul(1 << (next - 2))
+                .min(b.backoff_max_ms);
+            let got = backoff_ms(b, TaskId(9), next);
+            assert!(
+                (wait..=wait + wait / 2).contains(&got),
+                "{next}: {got} for {wait}"
+            );
+        }
+        let back: Task = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
     }
 
     #[test]

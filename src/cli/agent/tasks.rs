@@ -94,6 +94,7 @@ fn update(
         result,
         error,
         exit_code: code,
+        retryable: None,
     })
 }
 
