@@ -178,3 +178,25 @@ pub fn journal(data: &[u8]) {
     );
     assert_eq!(again, records);
 }
+
+/// A `POST /api/tasks` body: reading it never panics; a task it makes is
+/// due no earlier than it was submitted, waits `scheduled` exactly when
+/// it is due later, and round-trips through the journal's form.
+pub fn submission(data: &[u8]) {
+    use muster::tasks::task::{State, Task, TaskId, parse_submit};
+    let now = 1_796_202_000_000;
+    let Ok(t) = parse_submit(data, TaskId(1), now) else {
+        return;
+    };
+    let later = t.progress.run_at.is_some_and(|at| at > now);
+    assert_eq!(t.state() == State::Scheduled, later);
+    assert!(t.state() == State::Scheduled || t.state() == State::Queued);
+    assert!((1..=muster::tasks::task::MAX_ATTEMPTS).contains(&t.max_attempts));
+    if let Some(b) = t.retry {
+        assert!(b.backoff_base_ms >= 1 && b.backoff_max_ms >= b.backoff_base_ms);
+    }
+    let text = serde_json::to_string(&t).unwrap();
+    let back: Task = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, t);
+    serde_json::to_string(&t.shown()).unwrap();
+}

@@ -63,6 +63,11 @@ fn registry_corpus() {
 }
 
 #[test]
+fn submission_corpus() {
+    replay("submission", checks::submission);
+}
+
+#[test]
 fn journal_corpus() {
     replay("journal", checks::journal);
 }
