@@ -59,7 +59,7 @@ fn three_nodes_migrate_once_see_each_other_and_elect_one_leader() {
     });
     assert_eq!(
         pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM muster_schema"),
-        "1,2,3"
+        "1,2,3,4"
     );
     for d in &ds {
         d.wait_for("three alive nodes and a leader", |d| {

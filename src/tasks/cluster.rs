@@ -16,19 +16,19 @@
 //!   notification and at least every second, the rows written since its
 //!   last look (by `xid8`: everything written by a transaction that was not
 //!   visible then), and hands them to the book.
-//! - While this node leads, the mirror thread also gives back the tasks of
+//! - While this node leads, the mirror thread also (`duties.rs`) queues
+//!   the scheduled tasks that are due, gives back the tasks of
 //!   nodes whose leases lapsed (after `node_ttl`, and not before a node
 //!   that restarted under the same name has had `node_ttl` for its workers
 //!   to come back), and deletes finished tasks past `task_retention`.
 
 use super::adopt::Adopt;
-use super::book::{Wanted, requeued};
+use super::book::Wanted;
 use super::journal::Ack;
-use super::task::{State, Task, TaskId};
+use super::task::{Task, TaskId};
 use crate::clock::unix_ms;
 use crate::cluster::Cluster;
 use crate::cluster::db::{Link, Since, Watch, describe, is_refusal};
-use crate::cluster::lease::FENCE;
 use crate::cluster::tls::Connector;
 use crate::fleet::Shared;
 use crate::proto::WorkerId;
@@ -48,11 +48,6 @@ pub const POLL: Duration = Duration::from_secs(1);
 const BATCH: usize = 4096;
 /// Changes the writer keeps for a database that is away, at most.
 const MAX_PENDING: usize = 100_000;
-/// How often the leader looks for dead nodes' tasks and for expired ones.
-const REQUEUE_EVERY: Duration = Duration::from_secs(1);
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Tasks one leader turn gives back, at most.
-const REQUEUE_BATCH: i64 = 1000;
 
 /// A change for the database.
 pub enum Write {
@@ -152,7 +147,7 @@ pub struct Store {
     tx: Mutex<Option<Sender<Write>>>,
     last_id: Mutex<u64>,
     claims: Mutex<Link>,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     stopping: AtomicBool,
     /// When this node's copy of the queue has its earliest scheduled task
     /// due (Unix ms; 0: none), for the leader's wait.
@@ -412,7 +407,7 @@ struct Stored {
     stale: u64,
 }
 
-fn ms(v: Option<u64>) -> Option<i64> {
+pub(super) fn ms(v: Option<u64>) -> Option<i64> {
     v.map(|v| v as i64)
 }
 
@@ -814,132 +809,6 @@ fn poll(c: &mut Client, since: &mut Since) -> Result<(Vec<Row>, Lines), postgres
     Ok((rows, lines))
 }
 
-/// Leader duty: give back the tasks of nodes whose leases lapsed, under
-/// the fence of `epoch`. How many went back to the queue, and how many
-/// failed with their attempts spent.
-fn requeue_dead(
-    c: &mut Client,
-    me: &crate::cluster::lease::Me,
-    epoch: i64,
-    ttl: Duration,
-    now_ms: u64,
-) -> Result<(u64, u64), postgres::Error> {
-    let mut tx = c.transaction()?;
-    let rows = tx.query(
-        "SELECT task::text FROM muster_tasks t
-         WHERE state IN ('assigned', 'running')
-           AND NOT EXISTS (SELECT 1 FROM muster_nodes n
-               WHERE n.incarnation = t.holder_incarnation AND n.expires_at > now())
-           AND NOT EXISTS (SELECT 1 FROM muster_nodes n
-               WHERE n.node_id = t.holder_node AND n.expires_at > now()
-                 AND n.started_at > now() - make_interval(secs => $1))
-         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-        &[&ttl.as_secs_f64(), &REQUEUE_BATCH],
-    )?;
-    if rows.is_empty() {
-        return Ok((0, 0));
-    }
-    let (mut ids, mut states, mut texts, mut finished) = (vec![], vec![], vec![], vec![]);
-    let (mut back, mut lost) = (0, 0);
-    for r in &rows {
-        let Ok(mut t) = serde_json::from_str::<Task>(r.get(0)) else {
-            continue;
-        };
-        let max = t.max_attempts;
-        if requeued(&mut t.progress, max, now_ms) {
-            lost += 1;
-        } else {
-            back += 1;
-        }
-        log::info!(
-            "task {} {} (its node was lost; attempt {} of {max})",
-            t.id,
-            if t.state() == State::Queued {
-                "requeued"
-            } else {
-                "failed: worker lost"
-            },
-            t.progress.attempt
-        );
-        ids.push(t.id.0 as i64);
-        states.push(t.state().as_str());
-        finished.push(ms(t.progress.finished_at));
-        texts.push(serde_json::to_string(&t).unwrap_or_default());
-    }
-    let n = tx.execute(
-        &format!(
-            "UPDATE muster_tasks t SET
-                 task = u.task::jsonb, state = u.state, finished_at = u.finished_at, lease = 0,
-                 holder_node = CASE WHEN u.state = 'queued' THEN NULL ELSE t.holder_node END,
-                 holder_incarnation = NULL, cancel_requested_at = NULL,
-                 rev = t.rev + 1, changed = pg_current_xact_id()
-             FROM unnest($4::bigint[], $5::text[], $6::text[], $7::bigint[])
-                  AS u(id, state, task, finished_at)
-             WHERE t.id = u.id AND {FENCE}"
-        ),
-        &[
-            &me.node_id,
-            &me.incarnation,
-            &epoch,
-            &ids,
-            &states,
-            &texts,
-            &finished,
-        ],
-    )?;
-    if n == 0 {
-        return Ok((0, 0));
-    }
-    tx.commit()?;
-    Ok((back, lost))
-}
-
-/// Leader duty: delete tasks finished before `before` (Unix ms), with
-/// their logs.
-fn prune(
-    c: &mut Client,
-    me: &crate::cluster::lease::Me,
-    epoch: i64,
-    before: u64,
-    dead_before: u64,
-) -> Result<u64, postgres::Error> {
-    c.execute(
-        &format!(
-            "DELETE FROM muster_tasks
-             WHERE (finished_at < $4 AND state <> 'dead' OR finished_at < $5 AND state = 'dead')
-               AND {FENCE}"
-        ),
-        &[
-            &me.node_id,
-            &me.incarnation,
-            &epoch,
-            &(before as i64),
-            &(dead_before as i64),
-        ],
-    )
-}
-
-/// Leader duty: queue the scheduled tasks due by `now_ms`, under the fence
-/// of `epoch`, in one statement. How many.
-fn queue_due(
-    c: &mut Client,
-    me: &crate::cluster::lease::Me,
-    epoch: i64,
-    now_ms: u64,
-) -> Result<u64, postgres::Error> {
-    c.execute(
-        &format!(
-            "UPDATE muster_tasks SET state = 'queued',
-                 task = jsonb_set(jsonb_set(task, '{{progress,state}}', '\"queued\"'),
-                                  '{{progress,queued_at}}', to_jsonb($4::bigint)),
-                 rev = rev + 1, changed = pg_current_xact_id()
-             WHERE state = 'scheduled'
-               AND (task->'progress'->>'run_at')::bigint <= $4 AND {FENCE}"
-        ),
-        &[&me.node_id, &me.incarnation, &epoch, &(now_ms as i64)],
-    )
-}
-
 /// The mirror thread: listens, reads what changed, hands it to the book;
 /// and the leader's task duties while this node leads.
 pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
@@ -970,7 +839,7 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
             }
         }
         if let Some(epoch) = store.cluster.leading() {
-            leader_duties(
+            super::duties::leader_duties(
                 &store,
                 &mut watch.link,
                 epoch,
@@ -980,70 +849,5 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
             );
         }
         watch.wait(store.until_due(POLL));
-    }
-}
-
-/// The leader's task duties, each at its own pace: give back lost nodes'
-/// tasks, delete expired ones.
-fn leader_duties(
-    store: &Store,
-    link: &mut Link,
-    epoch: i64,
-    last_requeue: &mut Instant,
-    last_prune: &mut Option<Instant>,
-    st: &crate::stats::Stats,
-) {
-    let me = store.cluster.me().clone();
-    let now = Instant::now();
-    let due = store.next_due.load(Ordering::Relaxed);
-    if due != 0 && due <= unix_ms() {
-        let Ok(c) = link.get() else { return };
-        match queue_due(c, &me, epoch, unix_ms()) {
-            // Until this node's next turn says when the next one is due.
-            Ok(_) => store.next_due.store(0, Ordering::Relaxed),
-            Err(e) => {
-                link.failed(&e);
-                log::warn!("cluster: cannot queue scheduled tasks: {}", describe(&e));
-            }
-        }
-    }
-    if now.duration_since(*last_requeue) >= REQUEUE_EVERY {
-        *last_requeue = now;
-        let Ok(c) = link.get() else { return };
-        match requeue_dead(c, &me, epoch, store.cluster.ttl(), unix_ms()) {
-            Ok((back, lost)) => {
-                st.add(Counter::TasksRequeued, back);
-                st.add(Counter::TasksLost, lost);
-            }
-            Err(e) => {
-                link.failed(&e);
-                log::warn!(
-                    "cluster: cannot give back lost nodes' tasks: {}",
-                    describe(&e)
-                );
-            }
-        }
-    }
-    if last_prune.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY) {
-        *last_prune = Some(now);
-        let cfg = store.shared.config.get();
-        let keep = cfg.tasks.retention.as_millis() as u64;
-        let keep_dead = cfg.tasks.dead_retention.as_millis() as u64;
-        let Ok(c) = link.get() else { return };
-        let now_ms = unix_ms();
-        match prune(
-            c,
-            &me,
-            epoch,
-            now_ms.saturating_sub(keep),
-            now_ms.saturating_sub(keep_dead),
-        ) {
-            Ok(n) if n > 0 => log::info!("cluster: {n} tasks past task_retention deleted"),
-            Ok(_) => {}
-            Err(e) => {
-                link.failed(&e);
-                log::warn!("cluster: cannot delete expired tasks: {}", describe(&e));
-            }
-        }
     }
 }

@@ -25,6 +25,7 @@
 pub mod adopt;
 pub mod book;
 pub mod cluster;
+mod duties;
 pub mod effects;
 pub mod feed;
 pub mod journal;
