@@ -183,8 +183,14 @@ pub fn journal(data: &[u8]) {
 /// due no earlier than it was submitted, waits `scheduled` exactly when
 /// it is due later, and round-trips through the journal's form.
 pub fn submission(data: &[u8]) {
-    use muster::tasks::task::{State, Task, TaskId, parse_submit};
+    use muster::tasks::task::{State, Task, TaskId, parse_submit, trace_context};
     let now = 1_796_202_000_000;
+    // The same bytes as trace context headers: kept only when they parse.
+    let text = String::from_utf8_lossy(data);
+    if let Some(t) = trace_context(Some(&text), Some(&text)) {
+        assert_eq!(t.traceparent.len(), 55);
+        assert!(t.tracestate.is_none_or(|s| s.len() <= 512));
+    }
     let Ok(t) = parse_submit(data, TaskId(1), now) else {
         return;
     };

@@ -31,7 +31,8 @@ fn wait_cluster(d: &Daemon, n: usize) {
 /// A handler that counts its runs in `dir/runs` (one line per start, with
 /// the task id) and notes them in `dir/starts` (task, attempt, Unix ms),
 /// then by type: `slow` sleeps 4 s, `sleep61` a minute, `flaky` fails
-/// before its third attempt, `fixable` fails until `dir/fixed` exists.
+/// before its third attempt, `fixable` fails until `dir/fixed` exists,
+/// `trace` answers its `TRACEPARENT`.
 fn handler(dir: &Path) -> PathBuf {
     let path = dir.join("handler.sh");
     let runs = dir.join("runs");
@@ -48,6 +49,7 @@ case "$MUSTER_TASK_TYPE" in
   sleep61) sleep 61 ;;
   flaky) [ "$MUSTER_TASK_ATTEMPT" -ge 3 ] || exit 4 ;;
   fixable) [ -e {dir}/fixed ] || exit 5 ;;
+  trace) echo "{{\"traceparent\":\"$TRACEPARENT\"}}"; exit 0 ;;
 esac
 echo '{{"done":true}}'
 "#,
@@ -321,6 +323,25 @@ fn retries_wait_their_backoff_delays_their_time_and_a_dead_task_is_retried_from_
     for d in &ds {
         let t = wait_state(d, &fixable, "succeeded");
         assert_eq!(t["attempt"], 1);
+    }
+    // The trace context a submission on n1 carried reaches n2's worker.
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let body = r#"{"type":"trace"}"#;
+    let (status, _, b) = ds[0].request(&format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\ntraceparent: {tp}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert_eq!(status, 201);
+    let id = serde_json::from_slice::<Value>(&b).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for d in &ds {
+        let t = wait_state(d, &id, "succeeded");
+        assert_eq!(
+            (t["traceparent"].clone(), t["result"].clone()),
+            (json!(tp), json!({"traceparent": tp}))
+        );
     }
 }
 

@@ -16,7 +16,8 @@ const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
 /// A handler: notes each start in `starts` beside it (task, attempt,
 /// Unix ms), prints its task and payload, then by type: `fail` exits 3,
 /// `flaky` exits 4 before its third attempt, `fixable` exits 5 until a
-/// file `fixed` is beside it, `sleep61` to `sleep63` sleep a minute (one
+/// file `fixed` is beside it, `trace` answers its trace context,
+/// `sleep61` to `sleep63` sleep a minute (one
 /// name per test), `slow` sleeps 2 s; the rest print a JSON result.
 fn handler(dir: &Path) -> PathBuf {
     let path = dir.join("handler.sh");
@@ -32,6 +33,7 @@ case "$MUSTER_TASK_TYPE" in
   fail) exit 3 ;;
   flaky) [ "$MUSTER_TASK_ATTEMPT" -ge 3 ] || exit 4 ;;
   fixable) [ -e "$here/fixed" ] || exit 5 ;;
+  trace) echo "{\"traceparent\":\"$TRACEPARENT\",\"tracestate\":\"$TRACESTATE\"}"; exit 0 ;;
   sleep61) sleep 61 ;;
   sleep62) sleep 62 ;;
   sleep63) sleep 63 ;;
@@ -648,4 +650,60 @@ fn rfc3339(ms: u64) -> String {
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A submission with `extra` header lines; the status and the task.
+fn post_with(d: &Daemon, extra: &str, body: &str) -> (u16, Value) {
+    let (status, _, b) = d.request(&format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+#[test]
+fn trace_context_goes_from_the_submission_to_the_handler_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let d = Daemon::start(&[]);
+    let _a = agent(&d, "ag1", &h);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let headers = format!("traceparent: {tp}\r\ntracestate: congo=t61rcWkgMzE\r\n");
+    let (status, t) = post_with(&d, &headers, r#"{"type":"trace"}"#);
+    assert_eq!((status, t["traceparent"].clone()), (201, json!(tp)), "{t}");
+    let id = t["id"].as_str().unwrap().to_string();
+    let t = wait_state(&d, &id, "succeeded");
+    assert_eq!(
+        t["result"],
+        json!({"traceparent": tp, "tracestate": "congo=t61rcWkgMzE"})
+    );
+    assert_eq!(t["tracestate"], "congo=t61rcWkgMzE");
+    // One that cannot be parsed is ignored with its tracestate (W3C Trace
+    // Context, 4.3): the task is taken, without a trace.
+    for bad in [
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "xyz",
+    ] {
+        let headers = format!("traceparent: {bad}\r\ntracestate: a=b\r\n");
+        let (status, t) = post_with(&d, &headers, r#"{"type":"trace"}"#);
+        assert_eq!(status, 201, "{bad}: {t}");
+        assert!(
+            t.get("traceparent").is_none() && t.get("tracestate").is_none(),
+            "{bad}: {t}"
+        );
+        let t = wait_state(&d, t["id"].as_str().unwrap(), "succeeded");
+        assert_eq!(
+            t["result"],
+            json!({"traceparent": "", "tracestate": ""}),
+            "{bad}"
+        );
+    }
+    // A later version's longer form is taken as its version-00 part.
+    let newer = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-next";
+    let (_, t) = post_with(&d, &format!("traceparent: {newer}\r\n"), r#"{"type":"x"}"#);
+    assert_eq!(t["traceparent"], &newer[..55]);
 }

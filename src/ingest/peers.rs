@@ -755,7 +755,9 @@ mod tests {
         first.send(r#"{"type":"hello","worker_id":"p2","capacity":1}"#);
         rig.line(&mut first);
         let (cfg, ack): (_, crate::tasks::journal::Ack) = (rig.cfg.clone(), Box::new(|_| {}));
-        rig.tasks.submit(br#"{"type":"scan"}"#, &cfg, ack).unwrap();
+        rig.tasks
+            .submit(br#"{"type":"scan"}"#, None, &cfg, ack)
+            .unwrap();
         rig.until("the worker eligible", |r| {
             r.registry.snapshot("p2").is_some()
         });

@@ -85,6 +85,11 @@ pub struct Offer {
     /// worker that reconnects (to any node) re-reports it in its `hello`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub lease: Option<u64>,
+    /// The submission's W3C Trace Context, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub traceparent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tracestate: Option<String>,
 }
 
 /// A task a worker still runs, as its `hello` re-reports it after a

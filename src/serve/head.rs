@@ -84,6 +84,11 @@ pub struct Request {
     pub host: Option<String>,
     pub origin: Option<String>,
     pub authorization: Option<String>,
+    /// W3C Trace Context of a task submission: `traceparent` (a second
+    /// one makes it unreadable, as the spec says), and every `tracestate`
+    /// line joined with commas.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// Why a head is refused; each maps to the status it is answered with.
@@ -160,6 +165,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         host: None,
         origin: None,
         authorization: None,
+        traceparent: None,
+        tracestate: None,
     };
     let mut length: Option<usize> = None;
     for h in req.headers.iter() {
@@ -212,6 +219,21 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
             r.gzip |= takes_gzip(value);
         } else if name.eq_ignore_ascii_case("authorization") {
             r.authorization = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("traceparent") {
+            let twice = r.traceparent.is_some();
+            r.traceparent = Some(if twice {
+                String::new()
+            } else {
+                value.to_string()
+            });
+        } else if name.eq_ignore_ascii_case("tracestate") {
+            match &mut r.tracestate {
+                Some(s) => {
+                    s.push(',');
+                    s.push_str(value);
+                }
+                None => r.tracestate = Some(value.to_string()),
+            }
         }
     }
     r.content_length = length.unwrap_or(0);

@@ -284,7 +284,9 @@ impl Api {
             (Method::Options, route) => now(preflight(&route, req, &cfg)),
             (Method::Get | Method::Head, route) => self.get(route, req, &cfg, later),
             (Method::Delete, Route::ApiWorker(id)) => now(self.delete(&id)),
-            (Method::Post, Route::Tasks) => task_routes::submit(&self.tasks, body, &cfg, later),
+            (Method::Post, Route::Tasks) => {
+                task_routes::submit(&self.tasks, body, req, &cfg, later)
+            }
             (Method::Delete, Route::Task(id)) => now(task_routes::cancel(&self.tasks, id)),
             (Method::Post, Route::TaskRetry(id)) => now(task_routes::retry(&self.tasks, id)),
             (Method::Post, Route::Scale) => now(self.scale(body, &cfg)),

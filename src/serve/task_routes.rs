@@ -21,9 +21,10 @@ pub fn not_found() -> Response {
 }
 
 /// `POST /api/tasks`: 201 with the task and `Location`, once on disk.
-pub fn submit(tasks: &Tasks, body: &[u8], cfg: &Config, later: &Later) -> Reply {
+pub fn submit(tasks: &Tasks, body: &[u8], req: &Request, cfg: &Config, later: &Later) -> Reply {
     let (ticket, settler) = later.ticket();
-    let r = match tasks.submit(body, cfg, settler.ack()) {
+    let trace = task::trace_context(req.traceparent.as_deref(), req.tracestate.as_deref());
+    let r = match tasks.submit(body, trace, cfg, settler.ack()) {
         Ok(t) => {
             let mut r = json_ok(&t.shown()).with_header("Location", format!("/api/tasks/{}", t.id));
             r.status = 201;

@@ -869,6 +869,8 @@ fn offer(t: &Task, lease: i64) -> Vec<u8> {
         attempt: t.progress.attempt,
         timeout_ms: t.timeout_ms,
         lease: (lease > 0).then_some(lease as u64),
+        traceparent: t.trace.as_ref().map(|x| x.traceparent.clone()),
+        tracestate: t.trace.as_ref().and_then(|x| x.tracestate.clone()),
     })
 }
 

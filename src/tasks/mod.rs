@@ -346,7 +346,15 @@ impl Tasks {
 
     /// `POST /api/tasks`: the task, queued; `ack` is called once it is
     /// on disk (at once without a journal).
-    pub fn submit(&self, body: &[u8], cfg: &Config, ack: Ack) -> Result<Task, Refused> {
+    /// `trace`: the submission's `traceparent` and `tracestate`, as
+    /// [`task::trace_context`] keeps them.
+    pub fn submit(
+        &self,
+        body: &[u8],
+        trace: Option<Box<task::Trace>>,
+        cfg: &Config,
+        ack: Ack,
+    ) -> Result<Task, Refused> {
         let st = &self.shared.stats;
         if body.len() > cfg.tasks.max_task_bytes {
             st.incr(Counter::TasksRefused);
@@ -361,10 +369,11 @@ impl Tasks {
                 Refused::Unavailable("this node has no place in the cluster's database yet")
             })?,
         };
-        let task = task::parse_submit(body, id, now).map_err(|b| {
+        let mut task = task::parse_submit(body, id, now).map_err(|b| {
             st.incr(Counter::TasksRefused);
             Refused::Bad(b)
         })?;
+        task.trace = trace;
         let mut fx = Effects::default();
         if !book.make_room(cfg.tasks.max_tasks, &mut fx) {
             st.incr(Counter::TasksRefused);

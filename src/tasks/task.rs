@@ -208,8 +208,63 @@ pub struct Task {
     /// The submission's own backoff, where it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Backoff>,
+    /// W3C Trace Context of the submission, passed to the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Box<Trace>>,
     pub created_at: u64,
     pub progress: Progress,
+}
+
+/// A submission's W3C Trace Context.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    pub traceparent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+/// The longest `tracestate` kept (W3C Trace Context asks that at least
+/// 512 characters be passed on).
+pub const MAX_TRACESTATE: usize = 512;
+
+/// A submission's `traceparent` and `tracestate` as they are kept: both
+/// dropped when `traceparent` cannot be parsed (W3C Trace Context, 4.3:
+/// a receiver ignores it, it does not refuse the request), and a
+/// `tracestate` longer than [`MAX_TRACESTATE`] dropped on its own.
+/// A later version's longer form is kept as its first 55 characters.
+pub fn trace_context(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<Box<Trace>> {
+    let tp = traceparent.map(str::trim).and_then(parse_traceparent)?;
+    let ts = tracestate
+        .map(str::trim)
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= MAX_TRACESTATE
+                && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+        })
+        .map(str::to_string);
+    Some(Box::new(Trace {
+        traceparent: tp.to_string(),
+        tracestate: ts,
+    }))
+}
+
+/// `version-traceid-parentid-flags`, lowercase hex, neither id all zeros,
+/// version `ff` invalid; version `00` is exactly 55 characters, a later
+/// one may go on after a `-`.
+fn parse_traceparent(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    let hex =
+        |r: std::ops::Range<usize>| b[r].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |r: std::ops::Range<usize>| b[r].iter().all(|c| *c == b'0');
+    if b.len() < 55 || !hex(0..2) || &s[..2] == "ff" {
+        return None;
+    }
+    if (s.starts_with("00") && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
+        return None;
+    }
+    let dashes = b[2] == b'-' && b[35] == b'-' && b[52] == b'-';
+    let ok = dashes && hex(3..35) && hex(36..52) && hex(53..55) && !zero(3..35) && !zero(36..52);
+    ok.then(|| &s[..55])
 }
 
 /// How long a failed task waits before its next attempt.
@@ -253,6 +308,10 @@ pub struct Shown<'a> {
     max_attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry: Option<Backoff>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracestate: Option<&'a str>,
     created_at: u64,
     #[serde(flatten)]
     progress: &'a Progress,
@@ -273,6 +332,8 @@ impl Task {
             timeout_ms: self.timeout_ms,
             max_attempts: self.max_attempts,
             retry: self.retry,
+            traceparent: self.trace.as_ref().map(|t| t.traceparent.as_str()),
+            tracestate: self.trace.as_ref().and_then(|t| t.tracestate.as_deref()),
             created_at: self.created_at,
             progress: &self.progress,
         }
@@ -413,6 +474,7 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
         timeout_ms,
         max_attempts,
         retry,
+        trace: None,
         created_at: now_ms,
         progress: Progress::fresh(now_ms, run_at),
     })
@@ -522,6 +584,39 @@ mod tests {
         }
         let back: Task = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn trace_context_is_kept_when_it_parses() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let kept = |tp, ts| trace_context(tp, ts).map(|t| (t.traceparent, t.tracestate));
+        assert_eq!(
+            kept(Some(tp), Some("a=b")),
+            Some((tp.to_string(), Some("a=b".to_string())))
+        );
+        let long = "x".repeat(MAX_TRACESTATE + 1);
+        assert_eq!(kept(Some(tp), Some(&long)), Some((tp.to_string(), None)));
+        assert_eq!(kept(None, Some("a=b")), None);
+        let later = format!("cc{}-more", &tp[2..]);
+        assert_eq!(
+            kept(Some(&later), None),
+            Some((later[..55].to_string(), None))
+        );
+        for bad in [
+            "",
+            "00",
+            &tp[..54],
+            &format!("{tp}0"),
+            &tp.replace("00-4b", "ff-4b"),
+            &tp.to_uppercase(),
+            &tp.replace('-', "_"),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            &format!("cc{}x", &tp[2..]),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0é",
+        ] {
+            assert_eq!(kept(Some(bad), Some("a=b")), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -43,10 +43,19 @@ fn spawn(cmd: &[String], offer: &Offer) -> std::io::Result<Running> {
         .env("MUSTER_TASK_ID", &offer.task_id)
         .env("MUSTER_TASK_TYPE", &offer.task_type)
         .env("MUSTER_TASK_ATTEMPT", offer.attempt.to_string())
+        .env_remove("TRACEPARENT")
+        .env_remove("TRACESTATE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // The task's trace context, never the agent's own.
+    if let Some(tp) = &offer.traceparent {
+        cmd.env("TRACEPARENT", tp);
+    }
+    if let Some(ts) = &offer.tracestate {
+        cmd.env("TRACESTATE", ts);
+    }
     process::dies_with_parent(&mut cmd);
     let mut child = cmd.spawn()?;
     let (tx, lines) = mpsc::channel();
