@@ -146,22 +146,22 @@ impl Book {
     }
 
     /// The time-ordered set a task in `p`'s state belongs to, and its key.
-    fn timeline(&mut self, p: &Progress) -> Option<(&mut BTreeSet<(u64, TaskId)>, u64)> {
-        match p.state {
-            State::Dead => Some((&mut self.dead, p.finished_at.unwrap_or(0))),
-            State::Scheduled => Some((&mut self.scheduled, p.run_at.unwrap_or(0))),
-            s if s.is_final() => Some((&mut self.finished, p.finished_at.unwrap_or(0))),
+    fn timeline(&mut self, p: Timed) -> Option<(&mut BTreeSet<(u64, TaskId)>, u64)> {
+        match p.0 {
+            State::Dead => Some((&mut self.dead, p.1.unwrap_or(0))),
+            State::Scheduled => Some((&mut self.scheduled, p.2.unwrap_or(0))),
+            s if s.is_final() => Some((&mut self.finished, p.1.unwrap_or(0))),
             _ => None,
         }
     }
 
-    fn index(&mut self, p: &Progress, id: TaskId) {
+    fn index(&mut self, p: Timed, id: TaskId) {
         if let Some((set, at)) = self.timeline(p) {
             set.insert((at, id));
         }
     }
 
-    fn unindex(&mut self, p: &Progress, id: TaskId) {
+    fn unindex(&mut self, p: Timed, id: TaskId) {
         if let Some((set, at)) = self.timeline(p) {
             set.remove(&(at, id));
         }
@@ -169,12 +169,12 @@ impl Book {
 
     fn set_state(&mut self, id: TaskId, p: impl FnOnce(&mut Progress)) -> Option<Task> {
         let e = self.entries.get_mut(&id)?;
-        let was = e.task.progress.clone();
+        let was = timed(&e.task.progress);
         p(&mut e.task.progress);
         let task = e.task.clone();
-        let (before, after) = (was.state, task.progress.state);
-        self.unindex(&was, id);
-        self.index(&task.progress, id);
+        let (before, after) = (was.0, task.progress.state);
+        self.unindex(was, id);
+        self.index(timed(&task.progress), id);
         if before != after {
             self.recount(before, -1);
             self.recount(after, 1);
@@ -195,7 +195,7 @@ impl Book {
         if s == State::Queued {
             self.enqueue(&task);
         }
-        self.index(&task.progress, task.id);
+        self.index(timed(&task.progress), task.id);
         let size =
             RECORD_OVERHEAD + serde_json::to_string(&task.payload).map_or(0, |p| p.len() as u64);
         self.live_bytes += size;
@@ -220,7 +220,7 @@ impl Book {
         if e.task.state() == State::Queued {
             self.dequeue(&e.task);
         }
-        self.unindex(&e.task.progress, id);
+        self.unindex(timed(&e.task.progress), id);
         if let Some(w) = &e.task.progress.worker_id {
             if let Some(t) = self.takers.get_mut(w) {
                 t.held.remove(&id);
@@ -825,6 +825,14 @@ impl Book {
             e.rev = rev;
         }
     }
+}
+
+/// What places a task in the book's time-ordered sets: its state, when it
+/// finished, when it is due.
+type Timed = (State, Option<u64>, Option<u64>);
+
+fn timed(p: &Progress) -> Timed {
+    (p.state, p.finished_at, p.run_at)
 }
 
 /// A scheduled task come due: queued, as every mode makes it.
