@@ -47,7 +47,7 @@ pub use effects::{Outbox, Runs};
 use effects::{Outlets, Runner};
 use journal::{Ack, Append, Record};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -95,6 +95,10 @@ pub struct Tasks {
     shared: Arc<Shared>,
     wake: (Mutex<bool>, Condvar),
     stopping: AtomicBool,
+    /// A single node: when its earliest scheduled task is due (Unix ms;
+    /// 0: none), so that the scheduler's turn comes then, not at the
+    /// next [`TICK`].
+    due: AtomicU64,
     /// Where the journal is, and how large it has grown.
     dir: Option<std::path::PathBuf>,
     size: Arc<journal::Size>,
@@ -240,6 +244,7 @@ impl Tasks {
             shared,
             wake: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
+            due: AtomicU64::new(0),
             dir: None,
             size: Arc::new(journal::Size::default()),
             store,
@@ -552,9 +557,10 @@ impl Tasks {
         };
         let mut fx = Effects::default();
         book.deadlines(now, &limits, &mut fx);
-        if let Some(s) = &self.store {
-            s.next_due
-                .store(book.next_due().unwrap_or(0), Ordering::Relaxed);
+        let due = book.next_due().unwrap_or(0);
+        match &self.store {
+            Some(s) => s.next_due.store(due, Ordering::Relaxed),
+            None => self.due.store(due, Ordering::Relaxed),
         }
         let Some(store) = &self.store else {
             book.dispatch(now, |w| self.eligible.eligible(w), &mut fx);
@@ -711,15 +717,21 @@ impl cluster::Replica for Tasks {
     }
 }
 
-/// The scheduler thread: a turn every [`TICK`], or sooner when poked.
+/// The scheduler thread: a turn every [`TICK`], sooner when poked or
+/// when a scheduled task falls due.
 pub fn run(tasks: Arc<Tasks>) {
     loop {
         {
             let (m, c) = &tasks.wake;
             let mut woken = m.lock().unwrap_or_else(|p| p.into_inner());
+            let due = tasks.due.load(Ordering::Relaxed);
+            let wait = match due {
+                0 => TICK,
+                at => TICK.min(Duration::from_millis(at.saturating_sub(unix_ms()).max(1))),
+            };
             if !*woken {
                 woken = c
-                    .wait_timeout(woken, TICK)
+                    .wait_timeout(woken, wait)
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0);
             }

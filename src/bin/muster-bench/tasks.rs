@@ -23,9 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: muster-bench tasks [--target musterd|beanstalkd] [--mode submit|e2e|latency]
+const USAGE: &str = "usage: muster-bench tasks [--target musterd|beanstalkd] [--mode submit|e2e|latency|delayed]
        [--submitters C] [--workers A] [--payload-bytes B] [--duration D] [--addr HOST:PORT]
-       [--heartbeat-addr HOST:PORT] [--worker-prefix P] [--json]
+       [--heartbeat-addr HOST:PORT] [--worker-prefix P] [--tasks N] [--json]
+  --mode delayed    N tasks (--tasks, default 10000) submitted 3 s ahead with run_at spread
+                    over --duration; how late each reached a worker after its run_at
   --addr            musterd's HTTP address (default from $MUSTER_URL) or beanstalkd's (127.0.0.1:11300)
   --heartbeat-addr  musterd's heartbeat address, for its workers (default $MUSTER_HEARTBEAT_ADDR)
   --worker-prefix   the workers' ids: P-0, P-1, ... (default bench; one per run when several
@@ -42,6 +44,7 @@ struct Opts {
     addr: Option<String>,
     heartbeat: String,
     prefix: String,
+    tasks: usize,
     json: bool,
 }
 
@@ -57,6 +60,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         addr: None,
         heartbeat: muster::cli::client::env_heartbeat_addr(),
         prefix: "bench".into(),
+        tasks: 10_000,
         json: false,
     };
     let err = |e: lexopt::Error| e.to_string();
@@ -79,6 +83,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
             Long("addr") => o.addr = Some(val(&mut p)?),
             Long("heartbeat-addr") => o.heartbeat = val(&mut p)?,
             Long("worker-prefix") => o.prefix = val(&mut p)?,
+            Long("tasks") => o.tasks = val(&mut p)?.parse().map_err(|_| "--tasks N")?,
             Long("json") => o.json = true,
             Short('h') | Long("help") => return Ok(None),
             _ => return Err(err(arg.unexpected())),
@@ -123,6 +128,9 @@ fn run(o: &Opts) -> Result<Value, String> {
     };
     if o.mode == "latency" {
         return latency(addr, resolve(&o.heartbeat)?, &payload);
+    }
+    if o.mode == "delayed" {
+        return delayed(o, addr, resolve(&o.heartbeat)?, &payload);
     }
     let mut threads = Vec::new();
     if o.mode == "e2e" {
@@ -230,13 +238,13 @@ fn read_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), String> {
 }
 
 /// A worker that finishes every task at once. `seen`, when given, gets
-/// the instant each task frame arrived.
+/// each task's id and the instant its frame arrived.
 fn muster_worker(
     hb: SocketAddr,
     id: &str,
     stop: &AtomicBool,
     done: &AtomicU64,
-    seen: Option<std::sync::mpsc::Sender<Instant>>,
+    seen: Option<std::sync::mpsc::Sender<(String, Instant)>>,
 ) -> Result<(), String> {
     let mut s = TcpStream::connect(hb).map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -257,7 +265,7 @@ fn muster_worker(
             continue;
         };
         if let Some(tx) = &seen {
-            let _ = tx.send(Instant::now());
+            let _ = tx.send((t.task_id.clone(), Instant::now()));
         }
         let id = t.task_id;
         let out = format!(
@@ -340,7 +348,7 @@ fn latency(addr: SocketAddr, hb: SocketAddr, payload: &str) -> Result<Value, Str
         if status != 201 {
             return Err(format!("musterd answered {status}"));
         }
-        let got = rx
+        let (_, got) = rx
             .recv_timeout(Duration::from_secs(5))
             .map_err(|_| "the worker got no task".to_string())?;
         us.push(got.saturating_duration_since(sent).as_secs_f64() * 1e6);
@@ -358,5 +366,109 @@ fn latency(addr: SocketAddr, hb: SocketAddr, payload: &str) -> Result<Value, Str
         "dispatch_p50_ms": (at(0.5) / 10.0).round() / 100.0,
         "dispatch_p99_ms": (at(0.99) / 10.0).round() / 100.0,
         "dispatch_max_ms": (us[us.len() - 1] / 10.0).round() / 100.0,
+    }))
+}
+
+/// `--mode delayed`: `--tasks` tasks, each submitted with a `delay_ms`
+/// that makes it due at its place in `--duration` (starting 3 s after the
+/// first submission), to `--workers` no-op workers; how long after its
+/// due time each task frame reached its worker.
+fn delayed(o: &Opts, addr: SocketAddr, hb: SocketAddr, payload: &str) -> Result<Value, String> {
+    const LEAD_MS: u64 = 3000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut workers = Vec::new();
+    for i in 0..o.workers.max(1) {
+        let (st, dn, tx) = (stop.clone(), done.clone(), tx.clone());
+        let id = format!("{}-{i}", o.prefix);
+        workers.push(std::thread::spawn(move || {
+            muster_worker(hb, &id, &st, &dn, Some(tx))
+        }));
+    }
+    drop(tx);
+    std::thread::sleep(Duration::from_millis(500));
+    let base = Instant::now();
+    let span = o.duration.as_millis() as u64;
+    let n = o.tasks.max(1);
+    // Due times as offsets from `base`, by task id.
+    let due: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>> = Arc::default();
+    let submitters = o.submitters.clamp(1, 16);
+    let mut subs = Vec::new();
+    for c in 0..submitters {
+        let due = due.clone();
+        let payload = payload.to_string();
+        subs.push(std::thread::spawn(move || -> Result<(), String> {
+            let s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            let mut w = s.try_clone().map_err(|e| e.to_string())?;
+            let mut r = BufReader::new(s);
+            for i in (c..n).step_by(submitters) {
+                let at = LEAD_MS + i as u64 * span / n as u64;
+                let now = base.elapsed().as_millis() as u64;
+                let delay = at
+                    .checked_sub(now)
+                    .ok_or("submissions fell behind the lead")?;
+                let body =
+                    format!(r#"{{"type":"bench","payload":"{payload}","delay_ms":{delay}}}"#);
+                let req = format!(
+                    "POST /api/tasks HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                w.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+                let (status, b) = read_response(&mut r)?;
+                if status != 201 {
+                    return Err(format!("musterd answered {status}"));
+                }
+                let v: Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+                let id = v["id"].as_str().unwrap_or_default().to_string();
+                // The daemon's own due time, from its clock and ours alike
+                // (the delay counts from its receipt, a moment after `now`).
+                due.lock().unwrap().insert(id, now + delay);
+            }
+            Ok(())
+        }));
+    }
+    for s in subs {
+        s.join().map_err(|_| "a submitter panicked")??;
+    }
+    let mut late_ms = Vec::with_capacity(n);
+    let mut early = 0u64;
+    let deadline = base + Duration::from_millis(LEAD_MS + span + 10_000);
+    while late_ms.len() < n && Instant::now() < deadline {
+        let Ok((id, at)) = rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let got = at.saturating_duration_since(base).as_secs_f64() * 1000.0;
+        let Some(&want) = due.lock().unwrap().get(&id) else {
+            continue;
+        };
+        // Both sides count whole ms, on clocks whose ms need not align:
+        // earlier by more than that is early.
+        if got < want as f64 - 1.0 {
+            early += 1;
+        }
+        late_ms.push((got - want as f64).max(0.0));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    if late_ms.is_empty() {
+        return Err("no delayed task reached a worker".into());
+    }
+    late_ms.sort_by(f64::total_cmp);
+    let at = |p: f64| late_ms[((late_ms.len() as f64 * p) as usize).min(late_ms.len() - 1)];
+    let r = |v: f64| (v * 10.0).round() / 10.0;
+    Ok(json!({
+        "target": "musterd",
+        "mode": "delayed",
+        "tasks": n,
+        "started": late_ms.len(),
+        "over_ms": span,
+        "started_early": early,
+        "late_p50_ms": r(at(0.5)),
+        "late_p99_ms": r(at(0.99)),
+        "late_max_ms": r(late_ms[late_ms.len() - 1]),
     }))
 }
