@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::Daemon;
 use support::pg::{self, TTL, node};
+use support::{Daemon, starts_of};
 
 const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
 
@@ -251,18 +251,6 @@ fn a_change_committed_after_a_look_that_saw_it_running_is_read() {
     for d in &ds {
         d.wait_for("the late commit", |d| task(d, &id)["error"] == "late");
     }
-}
-
-/// (attempt, Unix ms) of each start of task `id` by the handler in `dir`.
-fn starts_of(dir: &Path, id: &str) -> Vec<(u64, u64)> {
-    std::fs::read_to_string(dir.join("starts"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f[0] == id).then(|| (f[1].parse().unwrap(), f[2].parse().unwrap()))
-        })
-        .collect()
 }
 
 /// Retries and delays in cluster mode: the holder schedules a failed task,

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{Daemon, read_line};
+use support::{Daemon, read_line, starts_of};
 
 const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
 
@@ -515,30 +515,6 @@ fn forgotten_tasks_are_written_once_and_an_idle_journal_stays_still() {
         "an idle daemon kept writing its journal"
     );
     assert!(d.stop().0.success());
-}
-
-/// The starts the handler in `dir` noted: (task, attempt, Unix ms).
-fn starts(dir: &Path) -> Vec<(String, u64, u64)> {
-    std::fs::read_to_string(dir.join("starts"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (
-                f[0].to_string(),
-                f[1].parse().unwrap(),
-                f[2].parse().unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn starts_of(dir: &Path, id: &str) -> Vec<(u64, u64)> {
-    starts(dir)
-        .into_iter()
-        .filter(|s| s.0 == id)
-        .map(|s| (s.1, s.2))
-        .collect()
 }
 
 fn retry(d: &Daemon, id: &str) -> (u16, Value) {

@@ -218,6 +218,19 @@ pub fn try_request(at: SocketAddr, raw: &str) -> Option<(u16, String, Vec<u8>)> 
 }
 
 /// Split one HTTP response into status, head and body.
+/// (attempt, Unix ms) of each start of task `id`, as a test handler notes
+/// them in `dir/starts`: a line per start, "task attempt ms".
+pub fn starts_of(dir: &std::path::Path, id: &str) -> Vec<(u64, u64)> {
+    std::fs::read_to_string(dir.join("starts"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0] == id).then(|| (f[1].parse().unwrap(), f[2].parse().unwrap()))
+        })
+        .collect()
+}
+
 pub fn parse_response(buf: &[u8]) -> (u16, String, Vec<u8>) {
     let text = String::from_utf8_lossy(buf);
     let Some(end) = text.find("\r\n\r\n") else {
