@@ -449,8 +449,10 @@ impl Tasks {
 
     /// `POST /api/tasks/{id}/retry`: a fresh cycle for a task that ended
     /// otherwise than in success. `None`: no such task; `Err`: the task,
-    /// which has not ended so. In cluster mode the database has the last
-    /// word: a node that had not yet seen the task end elsewhere says so.
+    /// which has not ended so. In cluster mode this node's copy answers,
+    /// and the stored change is guarded (`Write::Retry`): a task that no
+    /// longer ended in the database is left as it is, the write counted
+    /// stale.
     pub fn retry(&self, id: TaskId) -> Option<Result<Task, Task>> {
         let now = unix_ms();
         let Some(store) = &self.store else {
