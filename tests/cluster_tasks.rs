@@ -105,11 +105,7 @@ fn agent_to(d: &Daemon, addrs: &str, id: &str, handler: &Path) -> Agent {
 }
 
 fn post(d: &Daemon, body: &str) -> (u16, Value) {
-    let (status, _, b) = d.request(&format!(
-        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    ));
-    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    d.post("/api/tasks", "", body)
 }
 
 fn submit(d: &Daemon, body: Value) -> String {
@@ -304,26 +300,21 @@ fn retries_wait_their_backoff_delays_their_time_and_a_dead_task_is_retried_from_
         "dead"
     );
     std::fs::write(dir.path().join("fixed"), "").unwrap();
-    let (status, _, b) = ds[0].request(&format!(
-        "POST /api/tasks/{fixable}/retry HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    ));
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    let (status, t) = ds[0].post(&format!("/api/tasks/{fixable}/retry"), "", "");
+    assert_eq!(status, 200, "{t}");
     for d in &ds {
         let t = wait_state(d, &fixable, "succeeded");
         assert_eq!(t["attempt"], 1);
     }
     // The trace context a submission on n1 carried reaches n2's worker.
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let body = r#"{"type":"trace"}"#;
-    let (status, _, b) = ds[0].request(&format!(
-        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\ntraceparent: {tp}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    ));
+    let (status, t) = ds[0].post(
+        "/api/tasks",
+        &format!("traceparent: {tp}\r\n"),
+        r#"{"type":"trace"}"#,
+    );
     assert_eq!(status, 201);
-    let id = serde_json::from_slice::<Value>(&b).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = t["id"].as_str().unwrap().to_string();
     for d in &ds {
         let t = wait_state(d, &id, "succeeded");
         assert_eq!(

@@ -80,11 +80,7 @@ fn agent(d: &Daemon, id: &str, handler: &Path) -> Agent {
 }
 
 fn post(d: &Daemon, body: &str) -> (u16, Value) {
-    let (status, _, b) = d.request(&format!(
-        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    ));
-    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    d.post("/api/tasks", "", body)
 }
 
 fn submit(d: &Daemon, body: Value) -> String {
@@ -518,10 +514,7 @@ fn forgotten_tasks_are_written_once_and_an_idle_journal_stays_still() {
 }
 
 fn retry(d: &Daemon, id: &str) -> (u16, Value) {
-    let (status, _, b) = d.request(&format!(
-        "POST /api/tasks/{id}/retry HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    ));
-    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    d.post(&format!("/api/tasks/{id}/retry"), "", "")
 }
 
 #[test]
@@ -628,15 +621,6 @@ fn rfc3339(ms: u64) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A submission with `extra` header lines; the status and the task.
-fn post_with(d: &Daemon, extra: &str, body: &str) -> (u16, Value) {
-    let (status, _, b) = d.request(&format!(
-        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    ));
-    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
-}
-
 #[test]
 fn trace_context_goes_from_the_submission_to_the_handler_and_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -645,7 +629,7 @@ fn trace_context_goes_from_the_submission_to_the_handler_and_back() {
     let _a = agent(&d, "ag1", &h);
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let headers = format!("traceparent: {tp}\r\ntracestate: congo=t61rcWkgMzE\r\n");
-    let (status, t) = post_with(&d, &headers, r#"{"type":"trace"}"#);
+    let (status, t) = d.post("/api/tasks", &headers, r#"{"type":"trace"}"#);
     assert_eq!((status, t["traceparent"].clone()), (201, json!(tp)), "{t}");
     let id = t["id"].as_str().unwrap().to_string();
     let t = wait_state(&d, &id, "succeeded");
@@ -665,7 +649,7 @@ fn trace_context_goes_from_the_submission_to_the_handler_and_back() {
         "xyz",
     ] {
         let headers = format!("traceparent: {bad}\r\ntracestate: a=b\r\n");
-        let (status, t) = post_with(&d, &headers, r#"{"type":"trace"}"#);
+        let (status, t) = d.post("/api/tasks", &headers, r#"{"type":"trace"}"#);
         assert_eq!(status, 201, "{bad}: {t}");
         assert!(
             t.get("traceparent").is_none() && t.get("tracestate").is_none(),
@@ -680,6 +664,10 @@ fn trace_context_goes_from_the_submission_to_the_handler_and_back() {
     }
     // A later version's longer form is taken as its version-00 part.
     let newer = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-next";
-    let (_, t) = post_with(&d, &format!("traceparent: {newer}\r\n"), r#"{"type":"x"}"#);
+    let (_, t) = d.post(
+        "/api/tasks",
+        &format!("traceparent: {newer}\r\n"),
+        r#"{"type":"x"}"#,
+    );
     assert_eq!(t["traceparent"], &newer[..55]);
 }

@@ -123,6 +123,16 @@ impl Daemon {
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
+    /// `POST path` with `body` and `extra` header lines (each ending in
+    /// CRLF); the status and the answer's JSON.
+    pub fn post(&self, path: &str, extra: &str, body: &str) -> (u16, Value) {
+        let (status, _, b) = self.request(&format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ));
+        (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+
     pub fn json(&self, path: &str) -> Value {
         let (status, v) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {v}");
