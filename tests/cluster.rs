@@ -275,7 +275,7 @@ fn settings_an_operator_can_get_wrong_are_refused_with_exit_status_2() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("schema version 4"), "{said}");
+    assert!(said.contains("schema version 5"), "{said}");
     // Nothing listens there: --check-config warns (a node would start
     // degraded and keep trying, so the unit's ExecStartPre must not fail).
     let (code, err) = run_to_end(&[

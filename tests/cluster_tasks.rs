@@ -693,3 +693,33 @@ fn the_cluster_wide_queue_alert_fires_on_the_leader_alone() {
         "judged once"
     );
 }
+
+#[test]
+fn a_queue_paused_on_one_node_is_paused_on_every_node_until_resumed_on_another() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
+    wait_cluster(&ds[0], 2);
+    let (status, _) = ds[0].post("/api/queues/held/pause", "", "");
+    assert_eq!(status, 200);
+    ds[1].wait_for("the pause on n2", |d| {
+        d.json("/api/queues")["queues"][0]["paused"] == true
+    });
+    let _a = agent(&ds[1], "w2", &h);
+    let held = submit(&ds[0], json!({"type": "held"}));
+    let other = submit(&ds[0], json!({"type": "other"}));
+    wait_state(&ds[0], &other, "succeeded");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(task(&ds[1], &held)["state"], "queued", "ran while paused");
+    assert_eq!(
+        pg.psql("SELECT paused FROM muster_queues WHERE kind = 'held'"),
+        "t"
+    );
+    let (status, q) = ds[1].post("/api/queues/held/resume", "", "");
+    assert_eq!((status, q["paused"].clone()), (200, json!(false)));
+    for d in &ds {
+        wait_state(d, &held, "succeeded");
+        assert_eq!(d.json("/api/queues")["queues"], json!([]));
+    }
+}

@@ -62,9 +62,15 @@ fn every_endpoint_is_documented() {
     for (method, path) in ENDPOINTS {
         let readme_form = format!("`{method} {path}`");
         assert!(readme.contains(&readme_form), "README lacks {readme_form}");
-        let man_form = match path.split_once("{id}") {
-            Some((prefix, "")) => format!("Li {method} {prefix} Ns Ar id"),
-            Some((prefix, rest)) => format!("Li {method} {prefix} Ns Ar id Ns Li {rest}"),
+        // `{name}` in a path is `Ns Ar name` on the page.
+        let man_form = match path.split_once('{').zip(path.split_once('}')) {
+            Some(((prefix, _), (named, ""))) => {
+                format!("Li {method} {prefix} Ns Ar {}", &named[prefix.len() + 1..])
+            }
+            Some(((prefix, _), (named, rest))) => format!(
+                "Li {method} {prefix} Ns Ar {} Ns Li {rest}",
+                &named[prefix.len() + 1..]
+            ),
             None => format!("Li {method} {path}"),
         };
         assert!(page.contains(&man_form), "musterd.8 lacks `{man_form}`");

@@ -671,3 +671,72 @@ fn trace_context_goes_from_the_submission_to_the_handler_and_back() {
     );
     assert_eq!(t["traceparent"], &newer[..55]);
 }
+
+#[test]
+fn a_paused_queue_dispatches_nothing_through_a_restart_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let state = dir.path().join("state");
+    let args = ["--state-dir", state.to_str().unwrap()];
+    let d = Daemon::start(&args);
+    let (status, q) = d.post("/api/queues/held/pause", "", "");
+    assert_eq!(
+        (status, q["type"].clone(), q["paused"].clone()),
+        (200, json!("held"), json!(true)),
+        "{q}"
+    );
+    let _a = agent(&d, "ag1", &h);
+    let held: Vec<String> = (0..2)
+        .map(|_| submit(&d, json!({"type": "held"})))
+        .collect();
+    // Tasks aimed at the worker are paused by their type too.
+    let aimed = submit(&d, json!({"type": "held", "worker_id": "ag1"}));
+    let other = submit(&d, json!({"type": "other"}));
+    wait_state(&d, &other, "succeeded");
+    std::thread::sleep(Duration::from_millis(700));
+    for id in held.iter().chain([&aimed]) {
+        assert_eq!(task(&d, id)["state"], "queued", "{id} ran while paused");
+    }
+    let queues = d.json("/api/queues")["queues"].clone();
+    assert_eq!(
+        queues,
+        json!([{"type": "held", "paused": true, "queued": 2}]),
+        "the aimed task waits in its worker's queue"
+    );
+    // A restart keeps the pause.
+    drop(_a);
+    drop(d);
+    let d = Daemon::start(&args);
+    assert_eq!(d.json("/api/queues")["queues"][0]["paused"], true);
+    let _a = agent(&d, "ag1", &h);
+    worker_up(&d, "ag1");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(task(&d, &held[0])["state"], "queued");
+    // The command line resumes it, and every task runs.
+    let out = Command::new(MUSTER)
+        .args([
+            "--url",
+            &format!("http://{}", d.http),
+            "queue",
+            "resume",
+            "held",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("held resumed"));
+    for id in held.iter().chain([&aimed]) {
+        wait_state(&d, id, "succeeded");
+    }
+    let out = Command::new(MUSTER)
+        .args(["--url", &format!("http://{}", d.http), "queues"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("held"));
+    // Bad input.
+    assert_eq!(d.post("/api/queues/%ZZ/pause", "", "").0, 400);
+    let long = "a".repeat(129);
+    assert_eq!(d.post(&format!("/api/queues/{long}/pause"), "", "").0, 400);
+    assert_eq!(d.get("/api/queues/held/pause").0, 405);
+}

@@ -32,6 +32,8 @@ _muster() {
         "task submit:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "task cancel:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "task retry:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "queue pause:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "queue resume:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "scale:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "beat:--id") COMPREPLY=(); return ;;
         "beat:--status") COMPREPLY=($(compgen -W "idle working error" -- "$cur")); return ;;
@@ -52,7 +54,7 @@ _muster() {
         *:--url) COMPREPLY=(); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task scale nodes pool beat agent completions help version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task queues queue scale nodes pool beat agent completions help version" -- "$cur")) ;;
         task) COMPREPLY=($(compgen -W "submit show logs cancel retry" -- "$cur")) ;;
         completions) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
         "workers") COMPREPLY=($(compgen -W "--status --label --wide --no-headers --json --help" -- "$cur")) ;;
@@ -67,6 +69,9 @@ _muster() {
         "task logs") COMPREPLY=($(compgen -W "-f --help" -- "$cur")) ;;
         "task cancel") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "task retry") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
+        "queues") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
+        "queue pause") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
+        "queue resume") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "scale") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "nodes") COMPREPLY=($(compgen -W "--no-headers --json --help" -- "$cur")) ;;
         "pool") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;

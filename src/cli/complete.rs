@@ -144,6 +144,21 @@ pub const COMMANDS: &[Command] = &[
         opts: &[file("--token-file")],
     },
     Command {
+        path: "queues",
+        about: "task types queued or paused",
+        opts: &[flag("--json")],
+    },
+    Command {
+        path: "queue pause",
+        about: "stop dispatching a task type",
+        opts: &[file("--token-file")],
+    },
+    Command {
+        path: "queue resume",
+        about: "dispatch a paused task type again",
+        opts: &[file("--token-file")],
+    },
+    Command {
         path: "scale",
         about: "resize the pool",
         opts: &[file("--token-file")],

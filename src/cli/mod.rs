@@ -42,6 +42,8 @@ operator commands:
                                     3 failed or dead, 5 cancelled or
                                     timed out
   task show ID | task logs ID [-f] | task cancel ID | task retry ID
+  queues [--json]                   task types queued or paused
+  queue pause|resume TYPE           stop or restart dispatch of a type
   scale N [--token-file F]          resize the pool
   pool [--json]                     the pool's members
   nodes [--json]                    the cluster's nodes (cluster mode)
@@ -140,6 +142,8 @@ fn run(args: Vec<String>) -> Out {
         Some("pool") => pool::show(&url, &args),
         Some("nodes") => nodes::show(&url, &args),
         Some("task") => tasks::task(&url, &args),
+        Some("queues") => tasks::queues(&url, &args),
+        Some("queue") => tasks::queue(&url, &args),
         Some("beat") => beat::beat(&args),
         Some("completions") => complete::main(&args),
         Some("agent") => match crate::cli::agent::main(&args) {

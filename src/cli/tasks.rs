@@ -1,4 +1,5 @@
-//! `muster tasks` and `muster task submit|show|logs|cancel`: the task API
+//! `muster tasks`, `muster task submit|show|logs|cancel|retry` and
+//! `muster queues`, `muster queue pause|resume`: the task API
 //! from a terminal or a script. Changes send the API token from
 //! `--token-file` or `$MUSTER_TOKEN_FILE`. `task submit --wait` exits 0 when
 //! the task succeeded, 3 when it failed, 5 when it was cancelled or timed
@@ -275,4 +276,102 @@ fn one(url: &str, what: &str, args: &[String]) -> Out {
             }
         }
     }
+}
+
+/// A path segment as RFC 3986 allows it: unreserved bytes as they are,
+/// the rest percent-encoded.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `muster queues [--json]`: each task type queued or paused.
+pub(super) fn queues(url: &str, args: &[String]) -> Out {
+    let mut url = url.to_string();
+    let mut as_json = false;
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("json") => as_json = true,
+            Long("url") => url = p.value()?.string()?,
+            Short('h') | Long("help") => {
+                println!("usage: muster queues [--json]");
+                return Ok(());
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let to = addr(&url)?;
+    let (status, body) = client::get(to, "/api/queues")?;
+    let v = answer(to, status, &body)?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v["queues"]).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!("{:<24} {:>8} STATE", "TYPE", "QUEUED");
+    for q in v["queues"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:>8} {}",
+            q["type"].as_str().unwrap_or("-"),
+            q["queued"].as_u64().unwrap_or(0),
+            if q["paused"] == true {
+                "paused"
+            } else {
+                "running"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `muster queue pause|resume TYPE [--token-file F]`.
+pub(super) fn queue(url: &str, args: &[String]) -> Out {
+    const USE: &str = "usage: muster queue pause|resume TYPE [--token-file F]";
+    let mut url = url.to_string();
+    let (mut action, mut kind, mut token_file) = (None, None, None);
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) if action.is_none() => action = Some(v.string()?),
+            Value(v) if kind.is_none() => kind = Some(v.string()?),
+            Long("token-file") => token_file = Some(p.value()?.into()),
+            Long("url") => url = p.value()?.string()?,
+            Short('h') | Long("help") => {
+                println!("{USE}");
+                return Ok(());
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let action = match action.as_deref() {
+        Some(a @ ("pause" | "resume")) => a.to_string(),
+        _ => return Err(Fail(2, USE.into())),
+    };
+    let kind = kind.ok_or_else(|| Fail(2, format!("queue {action} needs a TYPE")))?;
+    let to = addr(&url)?;
+    let token = token(token_file)?;
+    let path = format!("/api/queues/{}/{action}", segment(&kind));
+    let (status, b) = client::request_body(to, "POST", &path, token.as_deref(), b"")?;
+    let q = answer(to, status, &b)?;
+    println!(
+        "{} {} ({} queued)",
+        kind,
+        if q["paused"] == true {
+            "paused"
+        } else {
+            "resumed"
+        },
+        q["queued"].as_u64().unwrap_or(0)
+    );
+    Ok(())
 }

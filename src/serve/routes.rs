@@ -61,6 +61,9 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/tasks/{id}/logs"),
     ("POST", "/api/tasks/{id}/retry"),
     ("GET", "/api/workers/{id}/tasks"),
+    ("GET", "/api/queues"),
+    ("POST", "/api/queues/{type}/pause"),
+    ("POST", "/api/queues/{type}/resume"),
     ("POST", "/api/workers/scale"),
     ("GET", "/api/pool"),
     ("GET", "/api/alerts"),
@@ -88,6 +91,9 @@ enum Route {
     TaskLogs(TaskId),
     TaskRetry(TaskId),
     WorkerTasks(WorkerId),
+    Queues,
+    /// A task type paused (`true`) or resumed.
+    QueuePause(String, bool),
     Scale,
     Pool,
     Alerts,
@@ -103,7 +109,7 @@ impl Route {
         match self {
             Route::ApiWorker(_) | Route::Task(_) => &[Get, Head, Delete, Options],
             Route::Tasks => &[Get, Head, Post, Options],
-            Route::Scale | Route::TaskRetry(_) => &[Post, Options],
+            Route::Scale | Route::TaskRetry(_) | Route::QueuePause(..) => &[Post, Options],
             _ => &[Get, Head, Options],
         }
     }
@@ -209,6 +215,9 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "tasks", id] => Route::Task(task_id(id)?),
         ["api", "tasks", id, "logs"] => Route::TaskLogs(task_id(id)?),
         ["api", "tasks", id, "retry"] => Route::TaskRetry(task_id(id)?),
+        ["api", "queues"] => Route::Queues,
+        ["api", "queues", kind, "pause"] => Route::QueuePause(task_routes::kind(kind)?, true),
+        ["api", "queues", kind, "resume"] => Route::QueuePause(task_routes::kind(kind)?, false),
         ["trpc", procedures] => Route::Trpc(procedures.to_string()),
         _ => return Err(not_found()),
     })
@@ -289,6 +298,9 @@ impl Api {
             }
             (Method::Delete, Route::Task(id)) => now(task_routes::cancel(&self.tasks, id)),
             (Method::Post, Route::TaskRetry(id)) => now(task_routes::retry(&self.tasks, id)),
+            (Method::Post, Route::QueuePause(kind, paused)) => {
+                now(task_routes::pause(&self.tasks, &kind, paused))
+            }
             (Method::Post, Route::Scale) => now(self.scale(body, &cfg)),
             (_, Route::Trpc(p)) => now(trpc::method_not_supported(&p)),
             (_, route) => {
@@ -342,6 +354,7 @@ impl Api {
             Route::Task(id) => task_routes::show(&self.tasks, id),
             Route::TaskLogs(id) => task_routes::logs(&self.tasks, id, req),
             Route::WorkerTasks(id) => task_routes::of_worker(&self.tasks, &id, query),
+            Route::Queues => json_ok(&serde_json::json!({"queues": self.tasks.queues()})),
             Route::Trpc(p) => trpc::query(&p, query, reg, self.health.started()),
             Route::Pool => match &self.pool {
                 Some(p) => json_ok(&p.view()),
@@ -360,6 +373,10 @@ impl Api {
                 .with_header("Allow", "POST, OPTIONS"),
             Route::TaskRetry(_) => Response::error(405, "method_not_allowed", "POST to retry")
                 .with_header("Allow", "POST, OPTIONS"),
+            Route::QueuePause(..) => {
+                Response::error(405, "method_not_allowed", "POST to pause or resume")
+                    .with_header("Allow", "POST, OPTIONS")
+            }
         }
     }
 

@@ -124,6 +124,33 @@ pub fn retry(tasks: &Tasks, id: TaskId) -> Response {
     }
 }
 
+/// A path segment that names a task type: 1-128 bytes once decoded.
+pub fn kind(segment: &str) -> Result<String, Response> {
+    match super::head::percent_decode(segment) {
+        Some(k) if !k.is_empty() && k.len() <= crate::proto::task::MAX_TASK_TYPE => {
+            Ok(k.into_owned())
+        }
+        _ => Err(Response::error(
+            400,
+            "bad_type",
+            "a task type is 1-128 bytes (percent-encoded in a path)",
+        )),
+    }
+}
+
+/// `POST /api/queues/{type}/pause|resume`: the queue as it is now. A
+/// paused type's tasks are not dispatched (on any node); running ones go
+/// on; submissions are still taken.
+pub fn pause(tasks: &Tasks, kind: &str, paused: bool) -> Response {
+    tasks.pause(kind, paused);
+    let queued = tasks
+        .queues()
+        .into_iter()
+        .find(|q| q.kind == kind)
+        .map_or(0, |q| q.queued);
+    json_ok(&json!({"type": kind, "paused": paused, "queued": queued}))
+}
+
 /// `GET /api/tasks/{id}/logs`: lines from `?since=` (an offset in lines),
 /// as text (one per line) or, with `Accept: application/json`, as JSON
 /// with the offset to ask from next.

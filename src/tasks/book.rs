@@ -241,7 +241,34 @@ impl Book {
                 }
             }
             Record::Forget { id } => self.forget(id),
+            Record::Pause { kind, paused } => {
+                self.queues.pause(&kind, paused);
+            }
         }
+    }
+
+    /// `POST /api/queues/{type}/pause|resume`: nothing of `kind` is
+    /// dispatched while it is paused; what runs goes on. Whether that
+    /// changed anything (a change is recorded).
+    pub fn pause(&mut self, kind: &str, paused: bool, fx: &mut Effects) -> bool {
+        let changed = self.queues.pause(kind, paused);
+        if changed {
+            log::info!("queue {kind} {}", if paused { "paused" } else { "resumed" });
+            fx.records.push(Record::Pause {
+                kind: kind.to_string(),
+                paused,
+            });
+        }
+        changed
+    }
+
+    /// Cluster mode: a pause as the database has it (recorded there).
+    pub fn mirror_pause(&mut self, kind: &str, paused: bool) {
+        self.queues.pause(kind, paused);
+    }
+
+    pub fn queues(&self) -> &Queues {
+        &self.queues
     }
 
     /// After a restart no worker session survives: every held task is
@@ -643,11 +670,11 @@ impl Book {
             let Some(taker) = self.takers.get(&worker) else {
                 continue;
             };
-            let entries = &self.entries;
+            let (entries, queues) = (&self.entries, &self.queues);
             let takes = |id: &TaskId| {
-                entries
-                    .get(id)
-                    .is_some_and(|e| taker.takes(&e.task, &worker))
+                entries.get(id).is_some_and(|e| {
+                    taker.takes(&e.task, &worker) && !queues.is_paused(&e.task.kind)
+                })
             };
             let Some(id) = self.queues.best(&worker, taker.types.as_deref(), takes) else {
                 continue;
@@ -688,7 +715,11 @@ impl Book {
             .iter()
             .filter(|(w, t)| t.free() > 0 && eligible(w))
             .filter(|(w, t)| {
-                let takes = |id: &TaskId| self.entries.get(id).is_some_and(|e| t.takes(&e.task, w));
+                let takes = |id: &TaskId| {
+                    self.entries.get(id).is_some_and(|e| {
+                        t.takes(&e.task, w) && !self.queues.is_paused(&e.task.kind)
+                    })
+                };
                 self.queues.best(w, t.types.as_deref(), takes).is_some()
             })
             .map(|(w, t)| Wanted {

@@ -70,6 +70,8 @@ pub enum Write {
     /// `POST /api/tasks/{id}/retry`: the task in its fresh cycle, stored
     /// if it has still ended otherwise than in success.
     Retry { task: Task },
+    /// A task type paused or resumed, for every node's claims.
+    Pause { kind: String, paused: bool },
 }
 
 /// A task a claim gave one of this node's takers.
@@ -92,9 +94,24 @@ pub struct Row {
 /// Log lines added, by task.
 pub type Lines = Vec<(TaskId, Vec<String>)>;
 
-/// What the mirror hands the book: rows changed, and log lines added.
+/// What the mirror read: rows changed, log lines added, task types
+/// paused (`true`) or resumed.
+#[derive(Default)]
+pub struct Changes {
+    pub rows: Vec<Row>,
+    pub logs: Lines,
+    pub pauses: Vec<(String, bool)>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.logs.is_empty() && self.pauses.is_empty()
+    }
+}
+
+/// What the mirror hands the book.
 pub trait Replica: Send + Sync {
-    fn mirror(&self, rows: Vec<Row>, logs: Lines);
+    fn mirror(&self, changes: Changes);
     /// Submissions the database did not take: the book forgets them.
     fn unstored(&self, ids: Vec<TaskId>);
 }
@@ -326,6 +343,8 @@ fn claim(
            AND ($1::text[] IS NULL OR kind = ANY($1))
            AND (target_worker IS NULL OR target_worker = ANY($2))
            AND target_labels <@ $3::text::jsonb
+           AND NOT EXISTS (SELECT 1 FROM muster_queues q
+               WHERE q.kind = muster_tasks.kind AND q.paused)
          ORDER BY priority DESC, id
          LIMIT $4
          FOR UPDATE SKIP LOCKED",
@@ -470,6 +489,7 @@ struct Batch<'a> {
     updates: BTreeMap<TaskId, (&'a Task, i64)>,
     cancels: Vec<(TaskId, u64, &'a Option<Task>)>,
     retries: Vec<&'a Task>,
+    pauses: Vec<(&'a str, bool)>,
 }
 
 impl<'a> Batch<'a> {
@@ -500,6 +520,7 @@ impl<'a> Batch<'a> {
                 }
                 Write::Cancel { id, at, queued } => b.cancels.push((*id, *at, queued)),
                 Write::Retry { task } => b.retries.push(task),
+                Write::Pause { kind, paused } => b.pauses.push((kind, *paused)),
             }
         }
         b
@@ -515,6 +536,7 @@ impl<'a> Batch<'a> {
         ];
         self.cancels.is_empty()
             && self.retries.is_empty()
+            && self.pauses.is_empty()
             && parts.iter().filter(|p| **p).count() == 1
     }
 }
@@ -624,6 +646,14 @@ fn statements(
             ],
         )?;
         out.stale += 1 - n;
+    }
+    for &(kind, paused) in &b.pauses {
+        g.execute(
+            "INSERT INTO muster_queues (kind, paused) VALUES ($1, $2)
+             ON CONFLICT (kind) DO UPDATE SET paused = EXCLUDED.paused,
+                 updated_at = now(), changed = pg_current_xact_id()",
+            &[&kind, &paused],
+        )?;
     }
     for &(id, at, queued) in &b.cancels {
         let id = id.0 as i64;
@@ -767,7 +797,7 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
     }
 }
 
-fn poll(c: &mut Client, since: &mut Since) -> Result<(Vec<Row>, Lines), postgres::Error> {
+fn poll(c: &mut Client, since: &mut Since) -> Result<Changes, postgres::Error> {
     let (mut tx, next) = crate::cluster::db::look(c)?;
     let (xmax, running) = since.params();
     let rows = tx.query(
@@ -785,7 +815,15 @@ fn poll(c: &mut Client, since: &mut Since) -> Result<(Vec<Row>, Lines), postgres
         ),
         &[&xmax, &running],
     )?;
+    let queues = tx.query(
+        &format!(
+            "SELECT kind, paused FROM muster_queues WHERE {}",
+            Since::filter(1)
+        ),
+        &[&xmax, &running],
+    )?;
     tx.commit()?;
+    let pauses = queues.iter().map(|r| (r.get(0), r.get(1))).collect();
     let rows = rows
         .iter()
         .filter_map(|r| {
@@ -806,7 +844,11 @@ fn poll(c: &mut Client, since: &mut Since) -> Result<(Vec<Row>, Lines), postgres
         })
         .collect();
     *since = next;
-    Ok((rows, lines))
+    Ok(Changes {
+        rows,
+        logs: lines,
+        pauses,
+    })
 }
 
 /// The mirror thread: listens, reads what changed, hands it to the book;
@@ -825,10 +867,10 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
             continue;
         };
         match poll(c, &mut since) {
-            Ok((rows, logs)) => {
-                if !rows.is_empty() || !logs.is_empty() {
+            Ok(changes) => {
+                if !changes.is_empty() {
                     let Some(copy) = copy.upgrade() else { return };
-                    copy.mirror(rows, logs);
+                    copy.mirror(changes);
                 }
             }
             Err(e) => {

@@ -201,6 +201,7 @@ fn store_remote(store: &Store, book: &Book, records: Vec<Record>, ack: Option<Ac
             },
             // Each node forgets by the same rules; the leader deletes.
             Record::Forget { .. } => continue,
+            Record::Pause { kind, paused } => Write::Pause { kind, paused },
         };
         store.send(w);
     }

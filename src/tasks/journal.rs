@@ -29,10 +29,25 @@ const BATCH_SYNC: Duration = Duration::from_millis(10);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Record {
-    Submit { task: Task },
-    Progress { id: TaskId, progress: Progress },
-    Log { id: TaskId, lines: Vec<String> },
-    Forget { id: TaskId },
+    Submit {
+        task: Task,
+    },
+    Progress {
+        id: TaskId,
+        progress: Progress,
+    },
+    Log {
+        id: TaskId,
+        lines: Vec<String>,
+    },
+    Forget {
+        id: TaskId,
+    },
+    /// A task type paused or resumed (`/api/queues/{type}/pause`).
+    Pause {
+        kind: String,
+        paused: bool,
+    },
 }
 
 pub fn encode(r: &Record) -> Vec<u8> {
@@ -270,6 +285,10 @@ mod tests {
                 lines: vec!["hello".into()],
             },
             Record::Forget { id },
+            Record::Pause {
+                kind: "scan".into(),
+                paused: true,
+            },
         ]
     }
 
@@ -282,7 +301,7 @@ mod tests {
         assert_eq!(
             r,
             Replay {
-                records: 4,
+                records: 5,
                 skipped: 0,
                 cut_at: None
             }
@@ -305,7 +324,7 @@ mod tests {
         flipped[first + 12] ^= 0x20;
         let mut got = Vec::new();
         let r = replay(&flipped, |x| got.push(x));
-        assert_eq!((r.records, r.skipped, r.cut_at), (3, 1, None));
+        assert_eq!((r.records, r.skipped, r.cut_at), (4, 1, None));
         assert_eq!(got[0], records()[0]);
         let mut huge = bytes.clone();
         huge[first..first + 4].copy_from_slice(&u32::MAX.to_le_bytes());

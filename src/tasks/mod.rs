@@ -106,6 +106,25 @@ pub struct Tasks {
     store: Option<Arc<cluster::Store>>,
 }
 
+/// A task type's queue, as `GET /api/queues` shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct QueueView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub paused: bool,
+    pub queued: usize,
+}
+
+impl QueueView {
+    fn new(kind: &str, queued: usize, paused: bool) -> QueueView {
+        QueueView {
+            kind: kind.to_string(),
+            paused,
+            queued,
+        }
+    }
+}
+
 /// What opening the task book found and started.
 pub struct Opened {
     pub tasks: Arc<Tasks>,
@@ -470,6 +489,31 @@ impl Tasks {
         Some(r)
     }
 
+    /// `POST /api/queues/{type}/pause|resume`: whether it changed
+    /// anything. Kept in the journal, or in the database (cluster-wide:
+    /// every node's claims skip a paused type there).
+    pub fn pause(&self, kind: &str, paused: bool) -> bool {
+        let changed = self.change(|book, fx| book.pause(kind, paused, fx));
+        self.poke();
+        changed
+    }
+
+    /// `GET /api/queues`: every type queued or paused, with its depth.
+    pub fn queues(&self) -> Vec<QueueView> {
+        let book = self.lock();
+        let q = book.queues();
+        let mut by: std::collections::BTreeMap<&str, QueueView> = q
+            .depths()
+            .map(|(k, n)| (k, QueueView::new(k, n, false)))
+            .collect();
+        for k in q.paused() {
+            by.entry(k.as_str())
+                .or_insert_with(|| QueueView::new(k, 0, true))
+                .paused = true;
+        }
+        by.into_values().collect()
+    }
+
     /// A TCP `hello`: the worker takes `capacity` tasks at once.
     /// `running`: the tasks its `hello` says it still runs (a worker that
     /// reconnected); see [`adopt`].
@@ -607,6 +651,12 @@ impl Tasks {
     fn compact(&self, book: &Book) {
         let Some(dir) = &self.dir else { return };
         let mut records = Vec::with_capacity(book.len());
+        for kind in book.queues().paused() {
+            records.push(Record::Pause {
+                kind: kind.clone(),
+                paused: true,
+            });
+        }
         for e in book.entries.values() {
             records.push(Record::Submit {
                 task: e.task.clone(),
@@ -664,14 +714,17 @@ impl Tasks {
 
 /// Cluster mode: the book is the database's copy.
 impl cluster::Replica for Tasks {
-    fn mirror(&self, rows: Vec<cluster::Row>, logs: cluster::Lines) {
+    fn mirror(&self, changes: cluster::Changes) {
         let Some(store) = &self.store else { return };
         let me = store.cluster.me().incarnation;
         let cfg = self.shared.config.get();
         let now = unix_ms();
         let mut book = self.lock();
         let (mut stored, mut fx) = (Effects::default(), Effects::default());
-        for r in rows {
+        for (kind, paused) in changes.pauses {
+            book.mirror_pause(&kind, paused);
+        }
+        for r in changes.rows {
             let mut task = r.task;
             let asked = task.progress.cancel_requested_at.or(r.cancel_requested_at);
             task.progress.cancel_requested_at = asked;
@@ -697,7 +750,7 @@ impl cluster::Replica for Tasks {
             }
             book.mirror(task, r.lease, r.rev, &mut stored);
         }
-        for (id, lines) in logs {
+        for (id, lines) in changes.logs {
             if let Some(e) = book.entries.get_mut(&id) {
                 stored.log_dropped += e.logs.push(&lines, cfg.tasks.log_bytes);
             }

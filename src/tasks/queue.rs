@@ -1,7 +1,8 @@
 //! The queued tasks, indexed so that dispatch never walks them: one queue
 //! per task type, highest priority then oldest first, and one per worker
 //! for the tasks aimed at it. A taker reads the queues of the types it
-//! takes (every type's when it names none) and its own.
+//! takes (every type's when it names none) and its own. A paused type's
+//! queue is not read at all (`POST /api/queues/{type}/pause`).
 
 use super::task::{Task, TaskId};
 use crate::proto::WorkerId;
@@ -28,17 +29,46 @@ impl Queue {
     }
 }
 
-/// Every queue that holds a task; an emptied one is let go.
+/// Every queue that holds a task (an emptied one is let go), and the
+/// types paused.
 #[derive(Default)]
-pub struct Queues(HashMap<Queue, BTreeSet<Place>>);
+pub struct Queues {
+    sets: HashMap<Queue, BTreeSet<Place>>,
+    paused: BTreeSet<String>,
+}
 
 impl Queues {
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.sets.is_empty()
+    }
+
+    /// Pause (or resume) a type; whether that changed anything.
+    pub fn pause(&mut self, kind: &str, paused: bool) -> bool {
+        if paused {
+            self.paused.insert(kind.to_string())
+        } else {
+            self.paused.remove(kind)
+        }
+    }
+
+    pub fn is_paused(&self, kind: &str) -> bool {
+        self.paused.contains(kind)
+    }
+
+    pub fn paused(&self) -> &BTreeSet<String> {
+        &self.paused
+    }
+
+    /// Tasks queued of each type (not those aimed at a worker).
+    pub fn depths(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.sets.iter().filter_map(|(q, s)| match q {
+            Queue::Type(t) => Some((t.as_str(), s.len())),
+            Queue::Worker(_) => None,
+        })
     }
 
     pub fn insert(&mut self, t: &Task) {
-        self.0
+        self.sets
             .entry(Queue::of(t))
             .or_default()
             .insert((Reverse(t.priority), t.id));
@@ -46,35 +76,38 @@ impl Queues {
 
     pub fn remove(&mut self, t: &Task) {
         let q = Queue::of(t);
-        if let Some(set) = self.0.get_mut(&q) {
+        if let Some(set) = self.sets.get_mut(&q) {
             set.remove(&(Reverse(t.priority), t.id));
             if set.is_empty() {
-                self.0.remove(&q);
+                self.sets.remove(&q);
             }
         }
     }
 
     /// The best task `worker` may take: the first that `takes` accepts at
     /// the head of each queue it reads (its own, and those of `types`, or
-    /// of every type), the highest priority then oldest of those. Costs the
-    /// queues read plus the tasks passed over at their heads.
+    /// of every type, but the paused), the highest priority then oldest of
+    /// those. Costs the queues read plus the tasks passed over at their
+    /// heads. (`takes` refuses a paused type's tasks in the worker's own
+    /// queue.)
     pub fn best(
         &self,
         worker: &WorkerId,
         types: Option<&[String]>,
         takes: impl Fn(&TaskId) -> bool,
     ) -> Option<TaskId> {
-        let own = self.0.get(&Queue::Worker(worker.clone()));
+        let own = self.sets.get(&Queue::Worker(worker.clone()));
         let typed: Box<dyn Iterator<Item = &BTreeSet<Place>>> = match types {
             Some(types) => Box::new(
                 types
                     .iter()
-                    .filter_map(|t| self.0.get(&Queue::Type(t.clone()))),
+                    .filter(|t| !self.paused.contains(*t))
+                    .filter_map(|t| self.sets.get(&Queue::Type(t.clone()))),
             ),
             None => Box::new(
-                self.0
+                self.sets
                     .iter()
-                    .filter(|(q, _)| matches!(q, Queue::Type(_)))
+                    .filter(|(q, _)| matches!(q, Queue::Type(t) if !self.paused.contains(t)))
                     .map(|(_, s)| s),
             ),
         };
@@ -116,6 +149,10 @@ mod tests {
             Some(TaskId(3)),
             "its own"
         );
+        assert!(q.pause("resize", true) && !q.pause("resize", true));
+        assert_eq!(q.best(&w1, None, all), Some(TaskId(1)), "resize paused");
+        assert!(q.pause("resize", false));
+        assert_eq!(q.best(&w1, None, all), Some(TaskId(2)), "resumed");
         for t in [&scan, &urgent, &mine] {
             q.remove(t);
         }
