@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 use support::Daemon;
 use support::pg::{self, TTL, node};
 
+/// The schema version this build migrates a database to.
+fn latest() -> String {
+    muster::cluster::schema::VERSION.to_string()
+}
+
 fn nodes(d: &Daemon) -> serde_json::Value {
     d.json("/api/nodes")
 }
@@ -59,7 +64,10 @@ fn three_nodes_migrate_once_see_each_other_and_elect_one_leader() {
     });
     assert_eq!(
         pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM muster_schema"),
-        "1,2,3,4"
+        (1..=muster::cluster::schema::VERSION)
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     for d in &ds {
         d.wait_for("three alive nodes and a leader", |d| {
@@ -75,7 +83,10 @@ fn three_nodes_migrate_once_see_each_other_and_elect_one_leader() {
     assert_eq!(h["cluster"]["nodes"], 3);
     assert_eq!(h["cluster"]["leader"].as_str(), leaders[0].as_deref());
     assert_eq!(h["cluster"]["database"]["status"], "up");
-    assert_eq!(h["cluster"]["database"]["schema_version"], 4);
+    assert_eq!(
+        h["cluster"]["database"]["schema_version"],
+        muster::cluster::schema::VERSION
+    );
     let n = &nodes(&ds[0])["nodes"][2];
     assert_eq!(n["http"], ds[2].http.to_string(), "{n}");
     assert_eq!(n["heartbeat"], ds[2].heartbeat.to_string(), "{n}");
@@ -197,7 +208,7 @@ fn a_database_away_at_start_is_waited_for_not_fatal() {
         let (alive, leader) = alive_and_leader(d);
         alive == ["early"] && leader.as_deref() == Some("early")
     });
-    assert_eq!(pg.psql("SELECT max(version) FROM muster_schema"), "4");
+    assert_eq!(pg.psql("SELECT max(version) FROM muster_schema"), latest());
 }
 
 #[test]
@@ -260,7 +271,10 @@ fn settings_an_operator_can_get_wrong_are_refused_with_exit_status_2() {
     let (code, err) = run_to_end(&["--cluster-database", &pg.uri()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("version 99, newer than this musterd's 4"),
+        err.contains(&format!(
+            "version 99, newer than this musterd's {}",
+            latest()
+        )),
         "{err}"
     );
 
@@ -275,7 +289,10 @@ fn settings_an_operator_can_get_wrong_are_refused_with_exit_status_2() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("schema version 5"), "{said}");
+    assert!(
+        said.contains(&format!("schema version {}", latest())),
+        "{said}"
+    );
     // Nothing listens there: --check-config warns (a node would start
     // degraded and keep trying, so the unit's ExecStartPre must not fail).
     let (code, err) = run_to_end(&[
@@ -358,7 +375,10 @@ fn a_node_follows_a_failover_to_the_promoted_standby() {
         h["status"] == "healthy" && h["cluster"]["database"]["status"] == "up"
     });
     assert!(failed_over.elapsed() < Duration::from_secs(15));
-    assert_eq!(standby.psql("SELECT max(version) FROM muster_schema"), "4");
+    assert_eq!(
+        standby.psql("SELECT max(version) FROM muster_schema"),
+        latest()
+    );
     assert_eq!(
         standby
             .psql("SELECT count(*) FROM muster_nodes WHERE node_id = 'ha' AND expires_at > now()"),
