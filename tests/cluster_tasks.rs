@@ -723,3 +723,80 @@ fn a_queue_paused_on_one_node_is_paused_on_every_node_until_resumed_on_another()
         assert_eq!(d.json("/api/queues")["queues"], json!([]));
     }
 }
+
+/// `POST /api/tasks` to `d` with an `Idempotency-Key`: status and body.
+fn keyed(d: &Daemon, key: &str, body: &str) -> (u16, Value) {
+    d.post("/api/tasks", &format!("Idempotency-Key: {key}\r\n"), body)
+}
+
+#[test]
+fn a_key_used_on_one_node_answers_on_every_node_and_a_race_makes_one_task() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let extra = ["--idempotency-retention", "2s"];
+    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &extra)).into();
+    wait_cluster(&ds[0], 2);
+    // A repeat on another node, whether its book has the task yet or the
+    // database answers for it.
+    let (status, first) = keyed(&ds[0], "k-0", r#"{"type":"held"}"#);
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = keyed(&ds[1], "k-0", r#"{"type":"held"}"#);
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    // Both nodes at once, key by key: one task each, the same for both.
+    for n in 1..=20 {
+        let key = format!("k-{n}");
+        let (a, b) = std::thread::scope(|s| {
+            let [a, b] = [0, 1].map(|i| {
+                let (d, key) = (&ds[i], &key);
+                s.spawn(move || keyed(d, key, r#"{"type":"held"}"#))
+            });
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 201], "{key}: {a:?} {b:?}");
+        assert_eq!(a.1["id"], b.1["id"], "{key}");
+    }
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM muster_tasks WHERE idempotency_key LIKE 'k-%'"),
+        "21"
+    );
+    let repeated: u64 = ds.iter().map(|d| tasks_counter(d, "repeated")).sum();
+    assert_eq!(repeated, 21, "every repeat counted, on either path");
+    // Unique keys, raced the same way: one task not ended per key, the
+    // loser told which.
+    let mut winners = Vec::new();
+    for n in 0..10 {
+        let body = format!(r#"{{"type":"held","unique_key":"u-{n}"}}"#);
+        let (a, b) = std::thread::scope(|s| {
+            let [a, b] = [0, 1].map(|i| {
+                let (d, body) = (&ds[i], &body);
+                s.spawn(move || post(d, body))
+            });
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let (won, lost) = if a.0 == 201 { (a, b) } else { (b, a) };
+        assert_eq!((won.0, lost.0), (201, 409), "u-{n}: {won:?} {lost:?}");
+        assert_eq!(lost.1["task_id"], won.1["id"], "u-{n}");
+        winners.push(won.1["id"].as_str().unwrap().to_string());
+    }
+    // The key is free once its task has ended, on any node.
+    let _a = agent(&ds[1], "w2", &h);
+    wait_state(&ds[0], &winners[0], "succeeded");
+    let (status, e) = post(&ds[0], r#"{"type":"held","unique_key":"u-0"}"#);
+    assert_eq!(status, 201, "{e}");
+    // Past idempotency_retention the leader frees the keys in the
+    // database, on its first turn too: a new leader frees them at once.
+    std::thread::sleep(Duration::from_millis(2100));
+    drop(ds);
+    let d = node(&pg, "n3", &extra);
+    d.wait_for("n3 to lead", |d| {
+        d.json("/api/nodes")["leader"]["node_id"] == "n3"
+    });
+    d.wait_for("the keys freed", |_| {
+        pg.psql("SELECT count(*) FROM muster_tasks WHERE idempotency_key IS NOT NULL") == "0"
+    });
+    let (status, e) = keyed(&d, "k-0", r#"{"type":"held"}"#);
+    assert_eq!(status, 201, "{e}");
+}

@@ -740,3 +740,109 @@ fn a_paused_queue_dispatches_nothing_through_a_restart_until_resumed() {
     assert_eq!(d.post(&format!("/api/queues/{long}/pause"), "", "").0, 400);
     assert_eq!(d.get("/api/queues/held/pause").0, 405);
 }
+
+/// `POST /api/tasks` with an `Idempotency-Key`: status, head and body.
+fn keyed(d: &Daemon, key: &str, body: &str) -> (u16, String, Value) {
+    let (status, head, b) = d.request(&format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nIdempotency-Key: {key}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    (
+        status,
+        head,
+        serde_json::from_slice(&b).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn a_repeated_submission_gets_its_first_task_and_a_unique_key_one_live_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let state = dir.path().join("state");
+    let args = [
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--idempotency-retention",
+        "3s",
+    ];
+    let d = Daemon::start(&args);
+    // A client retries a POST it never saw answered: one task, and the
+    // repeat says so, whatever its body.
+    let (status, _, first) = keyed(&d, "order-17", r#"{"type":"held"}"#);
+    assert_eq!(status, 201, "{first}");
+    let (status, head, again) = keyed(&d, "order-17", r#"{"type":"other"}"#);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["type"], "held");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("idempotent-replayed: true"),
+        "{head}"
+    );
+    assert!(head.contains(&format!("/api/tasks/{}", first["id"].as_str().unwrap())));
+    assert_eq!(d.json("/health")["tasks"]["repeated"], 1);
+    // Bad keys.
+    let (status, _, e) = keyed(&d, &"k".repeat(256), r#"{"type":"held"}"#);
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("bad_task")),
+        "{e}"
+    );
+    let (status, e) = d.post(
+        "/api/tasks",
+        "Idempotency-Key: a\r\nIdempotency-Key: b\r\n",
+        r#"{"type":"held"}"#,
+    );
+    assert_eq!(status, 400, "{e}");
+    // Unique keys: one task not ended per key.
+    let (status, u1) = post(&d, r#"{"type":"slow","unique_key":"report:acme"}"#);
+    assert_eq!(status, 201, "{u1}");
+    let (status, e) = post(&d, r#"{"type":"slow","unique_key":"report:acme"}"#);
+    assert_eq!(status, 409, "{e}");
+    assert_eq!(e["error"], "unique_key_taken");
+    assert_eq!(e["task_id"], u1["id"]);
+    let (status, e) = post(
+        &d,
+        &format!(r#"{{"type":"slow","unique_key":"{}"}}"#, "u".repeat(256)),
+    );
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("bad_task")),
+        "{e}"
+    );
+    // Across a restart, both kinds of key hold.
+    drop(d);
+    let d = Daemon::start(&args);
+    let (status, _, again) = keyed(&d, "order-17", r#"{"type":"held"}"#);
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    let (status, e) = post(&d, r#"{"type":"slow","unique_key":"report:acme"}"#);
+    assert_eq!((status, &e["task_id"]), (409, &u1["id"]), "{e}");
+    // Once its task has ended, a unique key is free; a failed task with
+    // the key is not retried while another holds it.
+    let _a = agent(&d, "ag1", &h);
+    let u1 = u1["id"].as_str().unwrap();
+    wait_state(&d, u1, "succeeded");
+    let failing = submit(
+        &d,
+        json!({"type": "fail", "unique_key": "nightly", "max_attempts": 1}),
+    );
+    wait_state(&d, &failing, "dead");
+    let (status, u2) = post(&d, r#"{"type":"slow","unique_key":"report:acme"}"#);
+    assert_eq!(status, 201, "{u2}");
+    let holder = submit(&d, json!({"type": "slow", "unique_key": "nightly"}));
+    let (status, e) = retry(&d, &failing);
+    assert_eq!(
+        (status, &e["error"]),
+        (409, &json!("unique_key_taken")),
+        "{e}"
+    );
+    assert_eq!(e["task_id"], holder.as_str());
+    wait_state(&d, &holder, "succeeded");
+    let (status, e) = retry(&d, &failing);
+    assert_eq!(status, 200, "{e}");
+    // Past idempotency_retention the key makes a new task.
+    d.wait_for("the key to lapse", |d| {
+        keyed(d, "order-17", r#"{"type":"held"}"#).0 == 201
+    });
+}

@@ -46,5 +46,8 @@ area! {
         dead_retention: Duration = "dead_retention", "7d", Duration, live,
             "how long dead tasks (failed after their last attempt) are kept",
             |v| positive(parse_duration(v)?), |d: &Duration| fmt_duration(*d);
+        idempotency_retention: Duration = "idempotency_retention", "24h", Duration, live,
+            "how long a submission's Idempotency-Key answers a repeat with its task",
+            |v| positive(parse_duration(v)?), |d: &Duration| fmt_duration(*d);
     }
 }

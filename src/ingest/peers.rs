@@ -756,7 +756,11 @@ mod tests {
         rig.line(&mut first);
         let (cfg, ack): (_, crate::tasks::journal::Ack) = (rig.cfg.clone(), Box::new(|_| {}));
         rig.tasks
-            .submit(br#"{"type":"scan"}"#, None, &cfg, ack)
+            .submit(
+                crate::tasks::Submission::of(br#"{"type":"scan"}"#),
+                &cfg,
+                ack,
+            )
             .unwrap();
         rig.until("the worker eligible", |r| {
             r.registry.snapshot("p2").is_some()

@@ -386,6 +386,7 @@ impl<S: Read + Write + Pending> Conn<S> {
         match outcome {
             Outcome::Done => {}
             Outcome::Body(b) => resp.body = head::Body::Shared(b),
+            Outcome::Instead(r) => resp = *r,
             Outcome::Failed => {
                 resp = Response::error(
                     503,

@@ -89,6 +89,9 @@ pub struct Request {
     /// line joined with commas.
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// `Idempotency-Key` of a task submission (a second one makes it
+    /// empty, which no key may be).
+    pub idempotency_key: Option<String>,
 }
 
 /// Why a head is refused; each maps to the status it is answered with.
@@ -166,6 +169,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         origin: None,
         authorization: None,
         traceparent: None,
+        idempotency_key: None,
         tracestate: None,
     };
     let mut length: Option<usize> = None;
@@ -222,6 +226,13 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         } else if name.eq_ignore_ascii_case("traceparent") {
             let twice = r.traceparent.is_some();
             r.traceparent = Some(if twice {
+                String::new()
+            } else {
+                value.to_string()
+            });
+        } else if name.eq_ignore_ascii_case("idempotency-key") {
+            let twice = r.idempotency_key.is_some();
+            r.idempotency_key = Some(if twice {
                 String::new()
             } else {
                 value.to_string()

@@ -642,6 +642,7 @@ mod tests {
                             r.body = Body::Shared(b);
                             break r;
                         }
+                        Some(Outcome::Instead(r)) => break *r,
                         Some(Outcome::Failed) => panic!("{target}: failed"),
                         None => assert!(Instant::now() < deadline, "{target} never settled"),
                     }

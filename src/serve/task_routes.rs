@@ -6,10 +6,11 @@
 use super::conn::Reply;
 use super::head::{Request, Response, query_param};
 use super::routes::json_ok;
-use super::ticket::Later;
+use super::ticket::{Later, Outcome};
 use crate::config::Config;
+use crate::tasks::journal::{Ack, Clash, Kept};
 use crate::tasks::task::{self, State, Task, TaskId};
-use crate::tasks::{Refused, Tasks};
+use crate::tasks::{Refused, Submission, Submitted, Tasks};
 use serde_json::json;
 
 /// Tasks a list answers at most, and by default.
@@ -20,16 +21,59 @@ pub fn not_found() -> Response {
     Response::error(404, "not_found", "no such task")
 }
 
+/// A task's answer to a submission: 201 for a new one, 200 for the one
+/// an earlier submission with the same `Idempotency-Key` made.
+fn made(t: &Task, new: bool) -> Response {
+    let mut r = json_ok(&t.shown()).with_header("Location", format!("/api/tasks/{}", t.id));
+    if new {
+        r.status = 201;
+    } else {
+        r = r.with_header("Idempotent-Replayed", "true");
+    }
+    r
+}
+
+/// 409: a task not ended holds the submission's `unique_key`.
+fn unique_taken(id: TaskId) -> Response {
+    let body = json!({
+        "error": "unique_key_taken",
+        "message": format!("task {id} has this unique_key and has not ended"),
+        "task_id": id,
+    });
+    Response::json(409, body.to_string().into_bytes())
+}
+
 /// `POST /api/tasks`: 201 with the task and `Location`, once on disk.
 pub fn submit(tasks: &Tasks, body: &[u8], req: &Request, cfg: &Config, later: &Later) -> Reply {
+    let key = req.idempotency_key.as_deref().map(str::trim);
+    if key.is_some_and(|k| !task::valid_key(k)) {
+        return Reply::Now(Response::error(
+            400,
+            "bad_task",
+            &format!(
+                "Idempotency-Key: one header of 1-{} printable ASCII characters",
+                task::MAX_KEY
+            ),
+        ));
+    }
     let (ticket, settler) = later.ticket();
-    let trace = task::trace_context(req.traceparent.as_deref(), req.tracestate.as_deref());
-    let r = match tasks.submit(body, trace, cfg, settler.ack()) {
-        Ok(t) => {
-            let mut r = json_ok(&t.shown()).with_header("Location", format!("/api/tasks/{}", t.id));
-            r.status = 201;
-            return Reply::Later(ticket, r);
-        }
+    let ack: Ack = Box::new(move |kept| {
+        settler.settle(match kept {
+            Kept::Stored => Outcome::Done,
+            Kept::NotStored => Outcome::Failed,
+            Kept::Taken(t, Clash::Idempotency) => Outcome::Instead(Box::new(made(&t, false))),
+            Kept::Taken(t, Clash::Unique) => Outcome::Instead(Box::new(unique_taken(t.id))),
+        })
+    });
+    let s = Submission {
+        body,
+        trace: task::trace_context(req.traceparent.as_deref(), req.tracestate.as_deref()),
+        idempotency_key: key.map(str::to_string),
+    };
+    let r = match tasks.submit(s, cfg, ack) {
+        Ok(Submitted::New(t)) => return Reply::Later(ticket, made(&t, true)),
+        Ok(Submitted::Repeat(t)) => made(&t, false),
+        Err(Refused::Unique(id)) => unique_taken(id),
         Err(Refused::Bad(b)) => Response::error(400, "bad_task", &format!("{}: {}", b.0, b.1)),
         Err(Refused::TooLarge(max)) => Response::error(
             413,
@@ -108,11 +152,24 @@ pub fn cancel(tasks: &Tasks, id: TaskId) -> Response {
 }
 
 /// `POST /api/tasks/{id}/retry`: the task in a fresh cycle (attempt 1,
-/// queued); 409 with the task when it has not ended, or ended in success.
+/// queued); 409 when it has not ended, or ended in success, or when
+/// another task not ended holds its `unique_key` (named as a submission's
+/// 409 names it).
 pub fn retry(tasks: &Tasks, id: TaskId) -> Response {
     match tasks.retry(id) {
         None => not_found(),
         Some(Ok(t)) => json_ok(&t.shown()),
+        Some(Err(t)) if t.state().is_retryable_end() => {
+            match t.unique_key.as_deref().and_then(|k| tasks.unique_holder(k)) {
+                Some(holder) => unique_taken(holder),
+                // Let go of between the two looks: try again.
+                None => Response::error(
+                    409,
+                    "not_retryable",
+                    "the task that held its unique_key has just ended: retry it again",
+                ),
+            }
+        }
         Some(Err(t)) => Response::error(
             409,
             "not_retryable",

@@ -22,6 +22,9 @@ pub enum Outcome {
     Body(Arc<[u8]>),
     /// It could not be done: the answer becomes a 503.
     Failed,
+    /// Another answer in its place (a submission the database answered
+    /// with the task that has its key).
+    Instead(Box<super::head::Response>),
 }
 
 struct Shared {
@@ -58,13 +61,6 @@ pub struct Settler {
 impl Settler {
     pub fn settle(mut self, outcome: Outcome) {
         self.finish(outcome);
-    }
-
-    /// The journal's acknowledgement: `true` on disk, `false` not stored.
-    pub fn ack(self) -> Box<dyn FnOnce(bool) + Send> {
-        Box::new(move |ok| {
-            self.settle(if ok { Outcome::Done } else { Outcome::Failed });
-        })
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -128,7 +124,7 @@ mod tests {
         s.settle(Outcome::Body(body.clone()));
         assert_eq!(t.outcome(), Some(Outcome::Body(body)));
         let (t2, s2) = later.ticket();
-        (s2.ack())(false);
+        s2.settle(Outcome::Failed);
         assert_eq!(t2.outcome(), Some(Outcome::Failed));
         // A settler dropped unused fails its ticket rather than leave the
         // answer waiting.

@@ -120,6 +120,8 @@ pub enum Counter {
     TasksLost,
     /// Handler failures given another attempt after a backoff.
     TasksRetried,
+    /// Submissions answered with the task their `Idempotency-Key` made.
+    TasksRepeated,
     TasksAdopted,
     TaskUpdatesRefused,
     TaskLogLinesDropped,

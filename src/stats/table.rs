@@ -430,6 +430,15 @@ pub const COUNTERS: &[Row] = &[
         None,
     ),
     exported(
+        Counter::TasksRepeated,
+        Group::Tasks,
+        "repeated",
+        "muster_tasks_repeated_total",
+        Kind::Counter,
+        "Submissions answered with the task an earlier one with the same Idempotency-Key made.",
+        None,
+    ),
+    exported(
         Counter::TasksAdopted,
         Group::Tasks,
         "adopted",

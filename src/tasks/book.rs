@@ -110,6 +110,10 @@ pub struct Book {
     pub live_bytes: u64,
     /// Tasks re-reported by workers that said hello again.
     pub adoptions: Adoptions,
+    /// Tasks by their submission's `Idempotency-Key` (the first of each).
+    idempotent: HashMap<String, TaskId>,
+    /// Tasks not ended, by their `unique_key`.
+    unique: HashMap<String, TaskId>,
 }
 
 impl Book {
@@ -175,6 +179,15 @@ impl Book {
         let (before, after) = (was.0, task.progress.state);
         self.unindex(was, id);
         self.index(timed(&task.progress), id);
+        if before.is_final() != after.is_final() {
+            if let Some(k) = &task.unique_key {
+                if !after.is_final() {
+                    self.unique.entry(k.clone()).or_insert(id);
+                } else if self.unique.get(k) == Some(&id) {
+                    self.unique.remove(k);
+                }
+            }
+        }
         if before != after {
             self.recount(before, -1);
             self.recount(after, 1);
@@ -196,6 +209,18 @@ impl Book {
             self.enqueue(&task);
         }
         self.index(timed(&task.progress), task.id);
+        // The newest task with a key answers for it: an older one is past
+        // idempotency_retention, or was not stored.
+        if let Some(k) = &task.idempotency_key
+            && self.idempotent.get(k).is_none_or(|old| *old < task.id)
+        {
+            self.idempotent.insert(k.clone(), task.id);
+        }
+        if let Some(k) = &task.unique_key
+            && !s.is_final()
+        {
+            self.unique.entry(k.clone()).or_insert(task.id);
+        }
         let size =
             RECORD_OVERHEAD + serde_json::to_string(&task.payload).map_or(0, |p| p.len() as u64);
         self.live_bytes += size;
@@ -226,12 +251,35 @@ impl Book {
                 t.held.remove(&id);
             }
         }
+        for (keys, k) in [
+            (&mut self.idempotent, &e.task.idempotency_key),
+            (&mut self.unique, &e.task.unique_key),
+        ] {
+            if let Some(k) = k
+                && keys.get(k) == Some(&id)
+            {
+                keys.remove(k);
+            }
+        }
+    }
+
+    /// The task a submission with Idempotency-Key `key` repeats: the first
+    /// with that key, if it was submitted less than `keep_ms` ago.
+    pub fn repeat_of(&self, key: &str, now_ms: u64, keep_ms: u64) -> Option<&Task> {
+        let id = self.idempotent.get(key)?;
+        let t = &self.entries.get(id)?.task;
+        (now_ms.saturating_sub(t.created_at) < keep_ms).then_some(t)
+    }
+
+    /// The task not ended that holds `unique_key`.
+    pub fn unique_holder(&self, key: &str) -> Option<TaskId> {
+        self.unique.get(key).copied()
     }
 
     /// Apply a replayed record.
     pub fn replay(&mut self, r: Record, log_cap: usize) {
         match r {
-            Record::Submit { task } => self.insert(task),
+            Record::Submit { task } => self.insert(*task),
             Record::Progress { id, progress } => {
                 self.set_state(id, |p| *p = progress);
             }
@@ -524,7 +572,8 @@ impl Book {
         fx: &mut Effects,
     ) -> Option<Result<Task, Task>> {
         let e = self.entries.get(&id)?;
-        if !e.task.state().is_retryable_end() {
+        let taken = |k: &String| self.unique.get(k).is_some_and(|h| *h != id);
+        if !e.task.state().is_retryable_end() || e.task.unique_key.as_ref().is_some_and(taken) {
             return Some(Err(e.task.clone()));
         }
         let t = self.set_state(id, |p| *p = Progress::fresh(now_ms, None))?;

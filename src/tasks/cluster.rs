@@ -24,7 +24,7 @@
 
 use super::adopt::Adopt;
 use super::book::Wanted;
-use super::journal::Ack;
+use super::journal::{Ack, Clash, Kept};
 use super::task::{Task, TaskId};
 use crate::clock::unix_ms;
 use crate::cluster::Cluster;
@@ -220,7 +220,7 @@ impl Store {
             None => Some(w),
         };
         if let Some(Write::Insert { ack: Some(a), .. }) = refused {
-            a(false);
+            a(Kept::NotStored);
         }
     }
 
@@ -424,6 +424,9 @@ fn claim(
 struct Stored {
     /// Changes refused because the claim they were made under moved on.
     stale: u64,
+    /// Submissions left out because a task kept has one of their keys:
+    /// that task (`None`: it was gone by the time it was looked for).
+    clashes: HashMap<TaskId, Option<(Task, Clash)>>,
 }
 
 pub(super) fn ms(v: Option<u64>) -> Option<i64> {
@@ -461,12 +464,32 @@ impl Prepared {
     }
 }
 
+/// A submission whose `Idempotency-Key` or `unique_key` a kept task has
+/// is left out (the unique indexes of schema 5), and found again after.
 const INSERT_TASKS: &str = "INSERT INTO muster_tasks
-         (id, kind, priority, target_worker, target_labels, state, task)
-     SELECT id, kind, priority, target_worker, labels::jsonb, state, task::jsonb
+         (id, kind, priority, target_worker, target_labels, state, task,
+          idempotency_key, unique_key)
+     SELECT id, kind, priority, target_worker, labels::jsonb, state, task::jsonb,
+            idempotency_key, unique_key
      FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                 $6::text[], $7::text[])
-          AS u(id, kind, priority, target_worker, labels, state, task)";
+                 $6::text[], $7::text[], $8::text[], $9::text[])
+          AS u(id, kind, priority, target_worker, labels, state, task,
+               idempotency_key, unique_key)
+     ON CONFLICT DO NOTHING
+     RETURNING id";
+
+/// A retry: the task queued again, unless it is not ended, or another
+/// task not ended holds its `unique_key`.
+const RETRY: &str = "UPDATE muster_tasks t SET task = $2::text::jsonb, state = 'queued', lease = 0,
+         holder_node = NULL, holder_incarnation = NULL, cancel_requested_at = NULL,
+         finished_at = NULL, rev = rev + 1, changed = pg_current_xact_id()
+     WHERE id = $1 AND state IN ('failed', 'cancelled', 'timed_out', 'dead')
+       AND NOT EXISTS (SELECT 1 FROM muster_tasks o
+                       WHERE o.unique_key = t.unique_key AND o.id <> t.id
+                         AND o.state IN ('waiting', 'scheduled', 'queued', 'assigned', 'running'))";
+
+/// Live states, as the unique index on `unique_key` has them.
+const UNENDED: &str = "('waiting', 'scheduled', 'queued', 'assigned', 'running')";
 
 /// The columns of the submissions in a batch, one array each.
 #[derive(Default)]
@@ -478,6 +501,8 @@ struct Inserts<'a> {
     labels: Vec<String>,
     states: Vec<&'a str>,
     tasks: Vec<String>,
+    idempotency_keys: Vec<Option<&'a str>>,
+    unique_keys: Vec<Option<&'a str>>,
 }
 
 /// What one batch writes, gathered statement by statement.
@@ -507,6 +532,8 @@ impl<'a> Batch<'a> {
                         .push(serde_json::to_string(&t.target.labels).unwrap_or_default());
                     i.states.push(t.state().as_str());
                     i.tasks.push(serde_json::to_string(t).unwrap_or_default());
+                    i.idempotency_keys.push(t.idempotency_key.as_deref());
+                    i.unique_keys.push(t.unique_key.as_deref());
                 }
                 Write::Update { task, lease } => {
                     b.updates.insert(task.id, (task, *lease));
@@ -558,6 +585,54 @@ fn commit(
     Ok(out)
 }
 
+/// The tasks kept whose keys the submissions not in `kept` have, by
+/// submission: the one with its `Idempotency-Key` first, else the one
+/// holding its `unique_key`.
+fn clashes(
+    g: &mut impl GenericClient,
+    i: &Inserts<'_>,
+    kept: &std::collections::HashSet<i64>,
+) -> Result<HashMap<TaskId, Option<(Task, Clash)>>, postgres::Error> {
+    let left: Vec<usize> = (0..i.ids.len())
+        .filter(|n| !kept.contains(&i.ids[*n]))
+        .collect();
+    let idem: Vec<&str> = left.iter().filter_map(|n| i.idempotency_keys[*n]).collect();
+    let unique: Vec<&str> = left.iter().filter_map(|n| i.unique_keys[*n]).collect();
+    let rows = g.query(
+        &format!(
+            "SELECT task::text, idempotency_key, unique_key, state IN {UNENDED} FROM muster_tasks
+             WHERE idempotency_key = ANY($1) OR (unique_key = ANY($2) AND state IN {UNENDED})"
+        ),
+        &[&idem, &unique],
+    )?;
+    let (mut by_idem, mut by_unique) = (HashMap::new(), HashMap::new());
+    for r in &rows {
+        let Ok(t) = serde_json::from_str::<Task>(r.get(0)) else {
+            continue;
+        };
+        if let Some(k) = r.get::<_, Option<String>>(1) {
+            by_idem.insert(k, t.clone());
+        }
+        if let (Some(k), true) = (r.get::<_, Option<String>>(2), r.get::<_, bool>(3)) {
+            by_unique.insert(k, t);
+        }
+    }
+    Ok(left
+        .into_iter()
+        .map(|n| {
+            let first = i.idempotency_keys[n]
+                .and_then(|k| by_idem.get(k))
+                .map(|t| (t.clone(), Clash::Idempotency));
+            let holder = || {
+                i.unique_keys[n]
+                    .and_then(|k| by_unique.get(k))
+                    .map(|t| (t.clone(), Clash::Unique))
+            };
+            (TaskId(i.ids[n] as u64), first.or_else(holder))
+        })
+        .collect())
+}
+
 fn statements(
     g: &mut impl GenericClient,
     prepared: &mut Prepared,
@@ -568,7 +643,7 @@ fn statements(
     let i = &b.inserts;
     if !i.ids.is_empty() {
         let insert = prepared.get(g, INSERT_TASKS)?;
-        g.execute(
+        let rows = g.query(
             &insert,
             &[
                 &i.ids,
@@ -578,8 +653,14 @@ fn statements(
                 &i.labels,
                 &i.states,
                 &i.tasks,
+                &i.idempotency_keys,
+                &i.unique_keys,
             ],
         )?;
+        if rows.len() < i.ids.len() {
+            let kept: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+            out.clashes = clashes(g, i, &kept)?;
+        }
     }
     // Logs before the updates: lines a worker sent before it finished or
     // was given up on belong to the claim they were sent under.
@@ -635,17 +716,29 @@ fn statements(
         out.stale += ids.len() as u64 - n;
     }
     for t in &b.retries {
-        let n = g.execute(
-            "UPDATE muster_tasks SET task = $2::text::jsonb, state = 'queued', lease = 0,
-                 holder_node = NULL, holder_incarnation = NULL, cancel_requested_at = NULL,
-                 finished_at = NULL, rev = rev + 1, changed = pg_current_xact_id()
-             WHERE id = $1 AND state IN ('failed', 'cancelled', 'timed_out', 'dead')",
-            &[
-                &(t.id.0 as i64),
-                &serde_json::to_string(t).unwrap_or_default(),
-            ],
-        )?;
-        out.stale += 1 - n;
+        let id = t.id.0 as i64;
+        let text = serde_json::to_string(t).unwrap_or_default();
+        // Retries are written in a transaction ([`Batch::is_one_statement`]):
+        // this is a savepoint, so that a live task another node made with
+        // the same unique_key refuses this retry, not the whole batch.
+        let mut sp = g.transaction()?;
+        let n = match sp.execute(RETRY, &[&id, &text]) {
+            Ok(n) => n,
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => 0,
+            Err(e) => return Err(e),
+        };
+        if n == 1 {
+            sp.commit()?;
+        } else {
+            drop(sp);
+            out.stale += 1;
+            // Read again by every node, this one too, whose book retried it.
+            g.execute(
+                "UPDATE muster_tasks SET rev = rev + 1, changed = pg_current_xact_id()
+                 WHERE id = $1",
+                &[&id],
+            )?;
+        }
     }
     for &(kind, paused) in &b.pauses {
         g.execute(
@@ -734,11 +827,36 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
             r => r,
         };
         match result {
-            Ok(s) => {
+            Ok(mut s) => {
                 st.add(Counter::TaskWritesStale, s.stale);
+                let mut left_out = Vec::new();
                 for w in batch.drain(..) {
-                    if let Write::Insert { ack: Some(a), .. } = w {
-                        a(true);
+                    let Write::Insert { task, ack } = w else {
+                        continue;
+                    };
+                    let kept = match s.clashes.remove(&task.id) {
+                        None => Kept::Stored,
+                        Some(clash) => {
+                            left_out.push(task.id);
+                            match clash {
+                                Some((t, c)) => {
+                                    st.incr(match c {
+                                        Clash::Idempotency => Counter::TasksRepeated,
+                                        Clash::Unique => Counter::TasksRefused,
+                                    });
+                                    Kept::Taken(Box::new(t), c)
+                                }
+                                None => Kept::NotStored,
+                            }
+                        }
+                    };
+                    if let Some(a) = ack {
+                        a(kept);
+                    }
+                }
+                if !left_out.is_empty() {
+                    if let Some(c) = copy.upgrade() {
+                        c.unstored(left_out);
                     }
                 }
             }
@@ -754,7 +872,7 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
                         Write::Insert { task, ack } => {
                             unstored.push(task.id);
                             if let Some(a) = ack {
-                                a(false);
+                                a(Kept::NotStored);
                             }
                         }
                         other if !statement => kept.push(other),

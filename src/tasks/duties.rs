@@ -100,6 +100,30 @@ fn requeue_dead(
     Ok((back, lost))
 }
 
+/// Leader duty: free the `Idempotency-Key`s of tasks submitted before
+/// `before` (Unix ms), so a submission with one makes a new task, as on a
+/// single node. The tasks keep their copy; no node reads it for this.
+fn release_keys(
+    c: &mut Client,
+    me: &crate::cluster::lease::Me,
+    epoch: i64,
+    before: u64,
+) -> Result<u64, postgres::Error> {
+    c.execute(
+        &format!(
+            "UPDATE muster_tasks SET idempotency_key = NULL
+             WHERE idempotency_key IS NOT NULL AND id < $4 AND {FENCE}"
+        ),
+        &[
+            &me.node_id,
+            &me.incarnation,
+            &epoch,
+            // Ids begin with the millisecond they were made in.
+            &((before << 20) as i64),
+        ],
+    )
+}
+
 /// Leader duty: delete tasks finished before `before` (Unix ms), with
 /// their logs.
 fn prune(
@@ -207,6 +231,15 @@ pub(super) fn leader_duties(
                 link.failed(&e);
                 log::warn!("cluster: cannot delete expired tasks: {}", describe(&e));
             }
+        }
+        let keep_keys = cfg.tasks.idempotency_retention.as_millis() as u64;
+        let Ok(c) = link.get() else { return };
+        if let Err(e) = release_keys(c, &me, epoch, now_ms.saturating_sub(keep_keys)) {
+            link.failed(&e);
+            log::warn!(
+                "cluster: cannot free Idempotency-Keys past idempotency_retention: {}",
+                describe(&e)
+            );
         }
     }
 }

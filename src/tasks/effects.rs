@@ -12,7 +12,7 @@
 use super::book::{Book, Effects};
 use super::cluster::{Store, Write};
 use super::feed::Feed;
-use super::journal::{self, Ack, Append, Record};
+use super::journal::{self, Ack, Append, Kept, Record};
 use super::task::State;
 use super::timing::Histogram;
 use crate::fleet::Shared;
@@ -131,7 +131,7 @@ impl Runner {
             let Some(j) = journal.as_ref() else {
                 // In memory only, or the journal is closed (stopping).
                 if let Some(a) = a {
-                    a(!self.durable);
+                    a(Kept::stored(!self.durable));
                 }
                 continue;
             };
@@ -142,13 +142,13 @@ impl Runner {
             };
             if let Err(SendError(lost)) = j.send(append) {
                 if let Some(a) = lost.ack {
-                    a(false);
+                    a(Kept::NotStored);
                 }
             }
         }
         drop(journal);
         if let Some(a) = ack {
-            a(!self.durable);
+            a(Kept::stored(!self.durable));
         }
     }
 
@@ -181,7 +181,7 @@ fn store_remote(store: &Store, book: &Book, records: Vec<Record>, ack: Option<Ac
     for r in records {
         let w = match r {
             Record::Submit { task } => Write::Insert {
-                task,
+                task: *task,
                 ack: ack.take(),
             },
             Record::Progress { id, .. } => match book.entries.get(&id) {
@@ -206,7 +206,7 @@ fn store_remote(store: &Store, book: &Book, records: Vec<Record>, ack: Option<Ac
         store.send(w);
     }
     if let Some(a) = ack {
-        a(true);
+        a(Kept::Stored);
     }
 }
 
@@ -308,8 +308,8 @@ mod tests {
         r.runner.apply(
             &book,
             fx,
-            Some(Box::new(move |ok| {
-                assert!(ok);
+            Some(Box::new(move |kept| {
+                assert!(matches!(kept, journal::Kept::Stored));
                 a.fetch_add(1, Ordering::Relaxed);
             })),
         );
@@ -318,7 +318,7 @@ mod tests {
         let mut seen = Vec::new();
         journal::replay(&append.bytes, |rec| seen.push(rec));
         assert!(matches!(&seen[..], [Record::Progress { id: got, .. }] if *got == id));
-        (append.ack.unwrap())(true);
+        (append.ack.unwrap())(journal::Kept::Stored);
         assert_eq!(acked.load(Ordering::Relaxed), 1);
         // The worker's line, its run, the counters and the feed.
         let sent = r.sent.0.lock().unwrap();
@@ -345,7 +345,9 @@ mod tests {
         r.runner.apply(
             &book,
             fx,
-            Some(Box::new(move |ok| *s.lock().unwrap() = Some(ok))),
+            Some(Box::new(move |kept| {
+                *s.lock().unwrap() = Some(matches!(kept, journal::Kept::Stored))
+            })),
         );
         assert_eq!(*said.lock().unwrap(), Some(false), "closed: not stored");
         assert!(r.journal.try_recv().is_err());

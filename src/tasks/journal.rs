@@ -30,7 +30,7 @@ const BATCH_SYNC: Duration = Duration::from_millis(10);
 #[serde(rename_all = "snake_case")]
 pub enum Record {
     Submit {
-        task: Task,
+        task: Box<Task>,
     },
     Progress {
         id: TaskId,
@@ -101,9 +101,35 @@ pub fn replay(bytes: &[u8], mut each: impl FnMut(Record)) -> Replay {
     out
 }
 
-/// Called once a record is written (and, with `always`, synced): `true`,
-/// or `false` when writing failed.
-pub type Ack = Box<dyn FnOnce(bool) + Send>;
+/// How a submission fared where it is kept.
+#[derive(Debug)]
+pub enum Kept {
+    /// Written (and, with `always`, synced), or committed.
+    Stored,
+    /// Not stored: writing failed, or the store is closed or away.
+    NotStored,
+    /// Cluster mode: the database holds a task with the same key, which a
+    /// node had not read yet; the submission was left out.
+    Taken(Box<Task>, Clash),
+}
+
+/// Which key a submission shares with a task already kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clash {
+    /// Its `Idempotency-Key`: the submission repeats that task.
+    Idempotency,
+    /// Its `unique_key`, held by that task, not ended.
+    Unique,
+}
+
+impl Kept {
+    pub fn stored(ok: bool) -> Kept {
+        if ok { Kept::Stored } else { Kept::NotStored }
+    }
+}
+
+/// Called once a submission's record is kept, or is not.
+pub type Ack = Box<dyn FnOnce(Kept) + Send>;
 
 pub struct Append {
     pub bytes: Vec<u8>,
@@ -259,7 +285,7 @@ pub fn run(
         written(bytes, ok);
         for a in batch {
             if let Some(ack) = a.ack {
-                ack(ok);
+                ack(Kept::stored(ok));
             }
         }
     }
@@ -278,7 +304,9 @@ mod tests {
         let mut p = task.progress.clone();
         p.state = crate::tasks::task::State::Running;
         vec![
-            Record::Submit { task },
+            Record::Submit {
+                task: Box::new(task),
+            },
             Record::Progress { id, progress: p },
             Record::Log {
                 id,

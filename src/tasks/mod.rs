@@ -66,6 +66,8 @@ pub enum Refused {
     Bad(BadField),
     TooLarge(usize),
     Full(usize),
+    /// Its `unique_key` is held by this task, not ended.
+    Unique(TaskId),
     /// Cluster mode: no submission can be stored now.
     Unavailable(&'static str),
 }
@@ -104,6 +106,35 @@ pub struct Tasks {
     size: Arc<journal::Size>,
     /// Cluster mode: the database, in the journal's place.
     store: Option<Arc<cluster::Store>>,
+}
+
+/// A `POST /api/tasks` as the HTTP layer read it.
+pub struct Submission<'a> {
+    pub body: &'a [u8],
+    /// `traceparent` and `tracestate`, as [`task::trace_context`] keeps them.
+    pub trace: Option<Box<task::Trace>>,
+    /// The `Idempotency-Key` header, checked by [`task::valid_key`].
+    pub idempotency_key: Option<String>,
+}
+
+impl<'a> Submission<'a> {
+    /// A body with no headers that matter.
+    pub fn of(body: &'a [u8]) -> Submission<'a> {
+        Submission {
+            body,
+            trace: None,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// What a submission made.
+#[derive(Debug)]
+pub enum Submitted {
+    /// A new task.
+    New(Task),
+    /// The task an earlier submission with its `Idempotency-Key` made.
+    Repeat(Task),
 }
 
 /// A task type's queue, as `GET /api/queues` shows it.
@@ -369,16 +400,15 @@ impl Tasks {
     }
 
     /// `POST /api/tasks`: the task, queued; `ack` is called once it is
-    /// on disk (at once without a journal).
-    /// `trace`: the submission's `traceparent` and `tracestate`, as
-    /// [`task::trace_context`] keeps them.
-    pub fn submit(
-        &self,
-        body: &[u8],
-        trace: Option<Box<task::Trace>>,
-        cfg: &Config,
-        ack: Ack,
-    ) -> Result<Task, Refused> {
+    /// on disk (at once without a journal). A submission whose
+    /// `Idempotency-Key` a task kept has is answered with that task
+    /// ([`Submitted::Repeat`]), and `ack` is not called.
+    pub fn submit(&self, s: Submission<'_>, cfg: &Config, ack: Ack) -> Result<Submitted, Refused> {
+        let Submission {
+            body,
+            trace,
+            idempotency_key,
+        } = s;
         let st = &self.shared.stats;
         if body.len() > cfg.tasks.max_task_bytes {
             st.incr(Counter::TasksRefused);
@@ -386,6 +416,14 @@ impl Tasks {
         }
         let now = unix_ms();
         let mut book = self.lock();
+        let keep = cfg.tasks.idempotency_retention.as_millis() as u64;
+        if let Some(t) = idempotency_key
+            .as_deref()
+            .and_then(|k| book.repeat_of(k, now, keep))
+        {
+            st.incr(Counter::TasksRepeated);
+            return Ok(Submitted::Repeat(t.clone()));
+        }
         let id = match &self.store {
             None => book.next_id(now),
             Some(s) => s.next_id(now).ok_or_else(|| {
@@ -398,18 +436,29 @@ impl Tasks {
             Refused::Bad(b)
         })?;
         task.trace = trace;
+        task.idempotency_key = idempotency_key;
+        if let Some(held) = task
+            .unique_key
+            .as_deref()
+            .and_then(|k| book.unique_holder(k))
+        {
+            st.incr(Counter::TasksRefused);
+            return Err(Refused::Unique(held));
+        }
         let mut fx = Effects::default();
         if !book.make_room(cfg.tasks.max_tasks, &mut fx) {
             st.incr(Counter::TasksRefused);
             return Err(Refused::Full(cfg.tasks.max_tasks));
         }
         book.insert(task.clone());
-        fx.records.push(Record::Submit { task: task.clone() });
+        fx.records.push(Record::Submit {
+            task: Box::new(task.clone()),
+        });
         st.incr(Counter::TasksSubmitted);
         self.runner.apply(&book, fx, Some(ack));
         drop(book);
         self.poke();
-        Ok(task)
+        Ok(Submitted::New(task))
     }
 
     pub fn get(&self, id: TaskId) -> Option<Task> {
@@ -487,6 +536,11 @@ impl Tasks {
         }
         self.runner.apply_stored(&book, fx);
         Some(r)
+    }
+
+    /// The task not ended that holds `unique_key`.
+    pub fn unique_holder(&self, key: &str) -> Option<TaskId> {
+        self.lock().unique_holder(key)
     }
 
     /// `POST /api/queues/{type}/pause|resume`: whether it changed
@@ -659,7 +713,7 @@ impl Tasks {
         }
         for e in book.entries.values() {
             records.push(Record::Submit {
-                task: e.task.clone(),
+                task: Box::new(e.task.clone()),
             });
             if !e.logs.lines.is_empty() {
                 records.push(Record::Log {

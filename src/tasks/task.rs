@@ -211,8 +211,24 @@ pub struct Task {
     /// W3C Trace Context of the submission, passed to the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<Box<Trace>>,
+    /// The submission's `Idempotency-Key`: a repeat within
+    /// `idempotency_retention` is answered with this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// No second task with this key while this one has not ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
     pub created_at: u64,
     pub progress: Progress,
+}
+
+/// The longest `Idempotency-Key` or `unique_key`.
+pub const MAX_KEY: usize = 255;
+
+/// A key as a submission may give it: 1 to [`MAX_KEY`] bytes of printable
+/// ASCII, spaces inside allowed.
+pub fn valid_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= MAX_KEY && k.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 /// A submission's W3C Trace Context.
@@ -312,6 +328,10 @@ pub struct Shown<'a> {
     traceparent: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tracestate: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unique_key: Option<&'a str>,
     created_at: u64,
     #[serde(flatten)]
     progress: &'a Progress,
@@ -334,6 +354,8 @@ impl Task {
             retry: self.retry,
             traceparent: self.trace.as_ref().map(|t| t.traceparent.as_str()),
             tracestate: self.trace.as_ref().and_then(|t| t.tracestate.as_deref()),
+            idempotency_key: self.idempotency_key.as_deref(),
+            unique_key: self.unique_key.as_deref(),
             created_at: self.created_at,
             progress: &self.progress,
         }
@@ -465,6 +487,16 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
             .ok_or_else(|| BadField("labels", "an object of strings".into()))?,
         Some(_) => return Err(BadField("labels", "an object of strings".into())),
     };
+    let unique_key = match m.get("unique_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) if valid_key(k) => Some(k.clone()),
+        Some(_) => {
+            return Err(BadField(
+                "unique_key",
+                format!("1-{MAX_KEY} printable ASCII characters"),
+            ));
+        }
+    };
     Ok(Task {
         id,
         kind,
@@ -475,6 +507,8 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
         max_attempts,
         retry,
         trace: None,
+        idempotency_key: None,
+        unique_key,
         created_at: now_ms,
         progress: Progress::fresh(now_ms, run_at),
     })
@@ -519,6 +553,9 @@ mod tests {
             (br#"{"type":"a","delay_ms":-1}"#, "delay_ms"),
             (br#"{"type":"a","run_at":"tomorrow"}"#, "run_at"),
             (br#"{"type":"a","run_at":5}"#, "run_at"),
+            (br#"{"type":"a","unique_key":""}"#, "unique_key"),
+            (br#"{"type":"a","unique_key":7}"#, "unique_key"),
+            (br#"{"type":"a","unique_key":"tab\there"}"#, "unique_key"),
             (
                 br#"{"type":"a","run_at":"2026-12-02T10:00:00Z","delay_ms":5}"#,
                 "run_at",
