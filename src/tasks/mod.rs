@@ -33,6 +33,7 @@ pub mod logs;
 pub mod queue;
 pub mod task;
 pub mod timing;
+mod writer;
 
 use crate::clock::unix_ms;
 use crate::config::Config;
@@ -320,7 +321,7 @@ impl Tasks {
         let (s, w) = (store.clone(), weak.clone());
         match std::thread::Builder::new()
             .name("task-writer".into())
-            .spawn(move || cluster::write(s, rx, w))
+            .spawn(move || writer::write(s, rx, w))
         {
             Ok(t) => threads.push(t),
             Err(e) => log::error!("cannot start the task writer thread: {e}"),
