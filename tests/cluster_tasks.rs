@@ -30,7 +30,8 @@ fn wait_cluster(d: &Daemon, n: usize) {
 
 /// A handler that counts its runs in `dir/runs` (one line per start, with
 /// the task id) and notes them in `dir/starts` (task, attempt, Unix ms),
-/// then by type: `slow` sleeps 4 s, `sleep61` a minute, `flaky` fails
+/// then by type: `slow` sleeps 4 s, `progress` says it is halfway and
+/// sleeps 3 s, `sleep61` a minute, `flaky` fails
 /// before its third attempt, `fixable` fails until `dir/fixed` exists,
 /// `trace` answers its `TRACEPARENT`.
 fn handler(dir: &Path) -> PathBuf {
@@ -46,6 +47,7 @@ echo "$MUSTER_TASK_ID $MUSTER_TASK_ATTEMPT $(date +%s%3N)" >>{dir}/starts
 echo "task $MUSTER_TASK_ID attempt $MUSTER_TASK_ATTEMPT"
 case "$MUSTER_TASK_TYPE" in
   slow) sleep 4 ;;
+  progress) echo "::progress 0.5 halfway"; sleep 3 ;;
   sleep61) sleep 61 ;;
   flaky) [ "$MUSTER_TASK_ATTEMPT" -ge 3 ] || exit 4 ;;
   fixable) [ -e {dir}/fixed ] || exit 5 ;;
@@ -799,4 +801,24 @@ fn a_key_used_on_one_node_answers_on_every_node_and_a_race_makes_one_task() {
     });
     let (status, e) = keyed(&d, "k-0", r#"{"type":"held"}"#);
     assert_eq!(status, 201, "{e}");
+}
+
+#[test]
+fn a_workers_progress_is_seen_on_every_node() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
+    wait_cluster(&ds[0], 2);
+    let _a = agent(&ds[1], "w2", &h);
+    let id = submit(&ds[0], json!({"type": "progress"}));
+    for d in &ds {
+        d.wait_for("the progress", |d| {
+            let t = task(d, &id);
+            t["state"] == "running" && t["progress"]["fraction"] == 0.5
+        });
+        assert_eq!(task(d, &id)["progress"]["message"], "halfway");
+    }
+    let t = wait_state(&ds[0], &id, "succeeded");
+    assert_eq!(t["progress"]["fraction"], 0.5, "kept with the task: {t}");
 }

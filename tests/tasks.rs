@@ -18,7 +18,8 @@ const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
 /// `flaky` exits 4 before its third attempt, `fixable` exits 5 until a
 /// file `fixed` is beside it, `trace` answers its trace context,
 /// `sleep61` to `sleep63` sleep a minute (one
-/// name per test), `slow` sleeps 2 s; the rest print a JSON result.
+/// name per test), `slow` sleeps 2 s, `long` reports its progress around
+/// 8 s of sleep; the rest print a JSON result.
 fn handler(dir: &Path) -> PathBuf {
     let path = dir.join("handler.sh");
     std::fs::write(
@@ -38,6 +39,7 @@ case "$MUSTER_TASK_TYPE" in
   sleep62) sleep 62 ;;
   sleep63) sleep 63 ;;
   slow) sleep 2 ;;
+  long) echo "::progress 0.5 halfway"; sleep 8; echo "::progress 100% done" ;;
 esac
 echo '{"done":true}'
 "#,
@@ -845,4 +847,58 @@ fn a_repeated_submission_gets_its_first_task_and_a_unique_key_one_live_task() {
     d.wait_for("the key to lapse", |d| {
         keyed(d, "order-17", r#"{"type":"held"}"#).0 == 201
     });
+}
+
+#[test]
+fn a_long_task_stays_with_its_beating_worker_and_shows_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    // Deadlines far shorter than the task: heartbeats every 300 ms, silent
+    // for 1 s is inactive, 1 s to say `running`. Only they could end it.
+    let d = Daemon::start(&[
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--heartbeat-interval",
+        "300ms",
+        "--inactivity-timeout",
+        "1s",
+        "--task-ack-timeout",
+        "1s",
+    ]);
+    let _a = agent(&d, "ag1", &h);
+    worker_up(&d, "ag1");
+    let id = submit(&d, json!({"type": "long", "max_attempts": 1}));
+    d.wait_for("its progress", |d| {
+        task(d, &id)["progress"]["fraction"] == 0.5
+    });
+    let t = task(&d, &id);
+    assert_eq!(t["progress"]["message"], "halfway", "{t}");
+    assert!(t["progress"]["at"].as_u64().is_some(), "{t}");
+    // Eight seconds, eight times the inactivity timeout: still its
+    // worker's, in its first attempt.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        let t = task(&d, &id);
+        assert_eq!(
+            (
+                t["state"].as_str(),
+                t["attempt"].as_u64(),
+                t["worker_id"].as_str()
+            ),
+            (Some("running"), Some(1), Some("ag1")),
+            "{t}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let t = wait_state(&d, &id, "succeeded");
+    assert_eq!(t["attempt"], 1);
+    assert_eq!(t["progress"]["fraction"], 1.0, "{t}");
+    assert_eq!(d.json("/health")["tasks"]["requeued"], 0);
+    // Progress lines are not log lines.
+    let (_, _, logs) = d.request(&format!(
+        "GET /api/tasks/{id}/logs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    ));
+    let logs = String::from_utf8_lossy(&logs);
+    assert!(logs.contains("attempt 1"), "{logs}");
+    assert!(!logs.contains("::progress"), "{logs}");
 }

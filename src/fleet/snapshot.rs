@@ -248,7 +248,7 @@ impl Snapshot {
                 self.inactive = false;
             }
             // Handled by the task book; here they only say the worker lives.
-            Frame::TaskUpdate(_) | Frame::TaskLog(_) => {}
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) | Frame::TaskProgress(_) => {}
         }
     }
 

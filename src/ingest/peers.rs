@@ -15,11 +15,11 @@ use crate::fleet::inbox::Msg;
 use crate::fleet::snapshot::Transport;
 use crate::fleet::worker::Handle;
 use crate::logging::RateLimit;
-use crate::proto::task::{TaskLog, TaskUpdate};
 use crate::proto::{self, ErrorCode, Frame, Reject, RejectReason, WorkerId};
 use crate::stats::{Counter, DropReason, PerAddress};
 use crate::sys::accept::{Accepted, Acceptor};
 use crate::tasks::Tasks;
+use crate::tasks::adopt::Said;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry as Poller, Token};
 use slab::Slab;
@@ -242,18 +242,20 @@ impl Peers {
         self.flush(key, poller, env);
     }
 
-    /// A `task_update` (Ok) or `task_log` (Err) from a bound session; one
-    /// about a task the worker does not hold is answered with an error.
-    fn on_task_frame(&mut self, key: usize, f: Result<TaskUpdate, TaskLog>) {
+    /// A `task_update`, `task_log` or `task_progress` from a bound
+    /// session; one about a task the worker does not hold is answered
+    /// with an error.
+    fn on_task_frame(&mut self, key: usize, said: Said) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let Some(id) = conn.session.worker().cloned() else {
             return;
         };
-        let (task_id, r) = match f {
-            Ok(u) => (u.task_id.clone(), self.tasks.on_update(&id, u)),
-            Err(l) => (l.task_id.clone(), self.tasks.on_log(&id, l)),
+        let (task_id, r) = match said {
+            Said::Update(u) => (u.task_id.clone(), self.tasks.on_update(&id, u)),
+            Said::Log(l) => (l.task_id.clone(), self.tasks.on_log(&id, l)),
+            Said::Progress(p) => (p.task_id.clone(), self.tasks.on_progress(&id, p)),
         };
         if let (Err(crate::tasks::NotHeld), Some(conn)) = (r, self.conns.get_mut(key)) {
             conn.send(&proto::encode_error(
@@ -387,8 +389,11 @@ impl Peers {
                 super::reject(env, &mut self.log_limit, &reject, peer);
             }
             Verdict::Hello(id, frame) => self.on_hello(key, (poller, env), id, frame, now),
-            Verdict::Deliver(Frame::TaskUpdate(u)) => self.on_task_frame(key, Ok(u)),
-            Verdict::Deliver(Frame::TaskLog(l)) => self.on_task_frame(key, Err(l)),
+            Verdict::Deliver(Frame::TaskUpdate(u)) => self.on_task_frame(key, Said::Update(u)),
+            Verdict::Deliver(Frame::TaskLog(l)) => self.on_task_frame(key, Said::Log(l)),
+            Verdict::Deliver(Frame::TaskProgress(p)) => {
+                self.on_task_frame(key, Said::Progress(p));
+            }
             Verdict::Deliver(frame) => {
                 if let (Frame::Bye { .. }, Some(id)) = (&frame, conn.session.worker()) {
                     self.tasks.on_lost(id, "worker said bye");

@@ -236,7 +236,10 @@ impl UdpIntake {
                 RejectReason::Unauthorized,
                 "frame without the heartbeat token",
             ))
-        } else if matches!(frame, Frame::TaskUpdate(_) | Frame::TaskLog(_)) {
+        } else if matches!(
+            frame,
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) | Frame::TaskProgress(_)
+        ) {
             Some(Reject::new(
                 RejectReason::TcpOnly,
                 "task frames travel over TCP only",

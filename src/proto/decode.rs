@@ -5,7 +5,7 @@
 use super::fast;
 use super::frame::*;
 use super::id::{Reject, RejectReason, WorkerId, check_worker_id};
-use super::task::{self, TaskLog, TaskUpdate};
+use super::task::{self, TaskLog, TaskProgress, TaskUpdate};
 use serde_json::{Map, Value};
 
 /// Decode one frame. `max_bytes` is the configured frame limit.
@@ -115,6 +115,20 @@ fn decode_object(map: &Map<String, Value>) -> Result<Frame, Reject> {
                 _ => return Err(bad_field("lines", "required: a list of strings")),
             },
         })),
+        "task_progress" => {
+            let p = TaskProgress {
+                task_id: f.task_id()?,
+                fraction: f.number("fraction", 1.0)?,
+                message: f.text("message", task::MAX_PROGRESS_MESSAGE)?,
+            };
+            if p.fraction.is_none() && p.message.is_none() {
+                return Err(bad_field(
+                    "fraction",
+                    "required: fraction (0 to 1), message, or both",
+                ));
+            }
+            Ok(Frame::TaskProgress(p))
+        }
         "bye" => Ok(Frame::Bye {
             worker_id: f.worker_id()?,
             token: f.text("token", MAX_TEXT)?,
@@ -444,6 +458,23 @@ mod tests {
                 Some(BadWorkerId),
             ),
             (br#"{"type":"heartbeat","worker_id":12}"#, Some(BadWorkerId)),
+            (
+                br#"{"type":"task_progress","task_id":"1","fraction":1.5}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"task_progress","task_id":"1","fraction":-0.1}"#,
+                Some(BadField),
+            ),
+            (br#"{"type":"task_progress","task_id":"1"}"#, Some(BadField)),
+            (
+                br#"{"type":"task_progress","task_id":"1","message":7}"#,
+                Some(BadField),
+            ),
+            (
+                br#"{"type":"task_progress","task_id":"1","fraction":1}"#,
+                None,
+            ),
             (long_id.as_bytes(), Some(BadWorkerId)),
             (max_id.as_bytes(), None),
             (

@@ -285,6 +285,16 @@ mod tests {
                 task_id: "0193a1b2c3d4e5f6".into(),
                 lines: vec!["one".into(), "two \"quoted\"".into()],
             }),
+            Frame::TaskProgress(crate::proto::task::TaskProgress {
+                task_id: "0193a1b2c3d4e5f6".into(),
+                fraction: Some(0.25),
+                message: Some("resizing 3 of 12".into()),
+            }),
+            Frame::TaskProgress(crate::proto::task::TaskProgress {
+                task_id: "0193a1b2c3d4e5f6".into(),
+                fraction: None,
+                message: Some("waiting for the GPU".into()),
+            }),
         ]
     }
 
@@ -306,6 +316,7 @@ mod tests {
                 "hello",
                 "run",
                 "task_log",
+                "task_progress",
                 "task_update"
             ]
         );

@@ -237,6 +237,8 @@ pub enum Frame {
     TaskUpdate(super::task::TaskUpdate),
     #[serde(rename = "task_log")]
     TaskLog(super::task::TaskLog),
+    #[serde(rename = "task_progress")]
+    TaskProgress(super::task::TaskProgress),
 }
 
 impl Frame {
@@ -247,7 +249,7 @@ impl Frame {
             Frame::Heartbeat(h) => h.worker_id.as_ref(),
             Frame::Run(r) => r.worker_id.as_ref(),
             Frame::Bye { worker_id, .. } => worker_id.as_ref(),
-            Frame::TaskUpdate(_) | Frame::TaskLog(_) => None,
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) | Frame::TaskProgress(_) => None,
         }
     }
 
@@ -258,7 +260,7 @@ impl Frame {
             Frame::Heartbeat(h) => h.token = t,
             Frame::Run(r) => r.token = t,
             Frame::Bye { token, .. } => *token = t,
-            Frame::TaskUpdate(_) | Frame::TaskLog(_) => {}
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) | Frame::TaskProgress(_) => {}
         }
     }
 
@@ -269,7 +271,7 @@ impl Frame {
             Frame::Heartbeat(h) => h.token.as_deref(),
             Frame::Run(r) => r.token.as_deref(),
             Frame::Bye { token, .. } => token.as_deref(),
-            Frame::TaskUpdate(_) | Frame::TaskLog(_) => None,
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) | Frame::TaskProgress(_) => None,
         }
     }
 
@@ -280,7 +282,7 @@ impl Frame {
             Frame::Heartbeat(h) => h.worker_id = Some(id),
             Frame::Run(r) => r.worker_id = Some(id),
             Frame::Bye { worker_id, .. } => *worker_id = Some(id),
-            Frame::TaskUpdate(_) | Frame::TaskLog(_) => {}
+            Frame::TaskUpdate(_) | Frame::TaskLog(_) | Frame::TaskProgress(_) => {}
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The task frames: what a worker that takes tasks sends about them
-//! (`task_update`, `task_log`) and what the daemon sends it (`task`,
+//! (`task_update`, `task_log`, `task_progress`) and what the daemon sends it (`task`,
 //! `cancel`, in [`super::encode::Reply`]). Tasks travel over TCP
 //! only: a UDP datagram has no session to hold a task.
 
@@ -13,6 +13,8 @@ pub const MAX_LOG_LINES: usize = 1024;
 /// Longest task type, in bytes, and longest `error` text.
 pub const MAX_TASK_TYPE: usize = 128;
 pub const MAX_ERROR: usize = 4096;
+/// Longest `task_progress` message, in bytes.
+pub const MAX_PROGRESS_MESSAGE: usize = 1024;
 /// At most this many task types a worker takes.
 pub const MAX_TASK_TYPES: usize = 64;
 /// At most this many tasks a `hello` re-reports as still running.
@@ -70,6 +72,17 @@ pub struct TaskUpdate {
 pub struct TaskLog {
     pub task_id: String,
     pub lines: Vec<String>,
+}
+
+/// How far a running task has come, as its worker says: `fraction` done
+/// (0 to 1) and what it is doing. Kept and shown, never a state change.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TaskProgress {
+    pub task_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The daemon's `task` frame: one task for the worker to run.

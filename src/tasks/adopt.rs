@@ -30,11 +30,14 @@ pub struct Adopt {
     pub lease: i64,
 }
 
-/// What a worker said of a task while it was being adopted.
+/// What a worker says of a task it holds (kept, in order, while the task
+/// is being adopted).
 #[derive(Debug)]
 pub enum Said {
     Update(TaskUpdate),
     Log(TaskLog),
+    /// Not kept while a task is adopted: the next one will do.
+    Progress(crate::proto::task::TaskProgress),
 }
 
 #[derive(Default)]
@@ -148,6 +151,7 @@ impl super::Tasks {
                 let r = match s {
                     Said::Update(u) => book.on_update(&worker, u, now_ms, &mut fx),
                     Said::Log(l) => book.on_log(&worker, l, cap, &mut fx),
+                    Said::Progress(_) => Ok(()),
                 };
                 if r.is_err() {
                     st.incr(Counter::TaskUpdatesRefused);

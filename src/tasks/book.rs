@@ -15,8 +15,8 @@ use super::adopt::{Adoptions, Said};
 use super::journal::Record;
 pub use super::logs::Logs;
 use super::queue::Queues;
-use super::task::{Backoff, Progress, State, Task, TaskId};
-use crate::proto::task::{Held, Offer, Reported, TaskLog, TaskUpdate};
+use super::task::{Advance, Backoff, Progress, State, Task, TaskId};
+use crate::proto::task::{Held, Offer, Reported, TaskLog, TaskProgress, TaskUpdate};
 use crate::proto::{Labels, WorkerId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -54,6 +54,8 @@ pub struct Entry {
     /// task, and the database's count of its changes as last read.
     pub lease: i64,
     pub rev: i64,
+    /// When its worker's progress was last written (cluster mode).
+    pub progress_written: u64,
 }
 
 /// What a task takes in the journal beyond its payload, about.
@@ -64,6 +66,9 @@ const RECORD_OVERHEAD: u64 = 512;
 #[derive(Default, Debug)]
 pub struct Effects {
     pub records: Vec<Record>,
+    /// Changes for `/ws/tasks` alone, never written (a worker's progress
+    /// between writes).
+    pub unwritten: Vec<Record>,
     pub frames: Vec<(WorkerId, Vec<u8>)>,
     /// Finished runs: worker, duration ms, succeeded.
     pub runs: Vec<(WorkerId, f64, bool)>,
@@ -114,6 +119,8 @@ pub struct Book {
     idempotent: HashMap<String, TaskId>,
     /// Tasks not ended, by their `unique_key`.
     unique: HashMap<String, TaskId>,
+    /// Tasks whose last progress waits to be written (cluster mode).
+    progress_due: std::collections::BTreeSet<TaskId>,
 }
 
 impl Book {
@@ -232,6 +239,7 @@ impl Book {
                 size,
                 lease: 0,
                 rev: 0,
+                progress_written: 0,
             },
         );
     }
@@ -533,6 +541,76 @@ impl Book {
         }
         fx.records.push(Record::Log { id, lines: l.lines });
         Ok(())
+    }
+
+    /// A `task_progress` from `worker`: kept and shown. `write_every`:
+    /// how often it may also be written (cluster mode, so that every
+    /// node shows it); `None` never alone (the journal: a running task
+    /// starts again after a restart anyway).
+    pub fn on_progress(
+        &mut self,
+        worker: &str,
+        p: TaskProgress,
+        now_ms: u64,
+        write_every: Option<u64>,
+        fx: &mut Effects,
+    ) -> Result<(), NotHeld> {
+        if let Some(id) = TaskId::parse(&p.task_id)
+            && self.adoptions.waits(worker, id)
+        {
+            // The next one will do.
+            return Ok(());
+        }
+        let id = self.held_by(worker, &p.task_id)?;
+        let advance = Advance {
+            fraction: p.fraction,
+            message: p.message,
+            at: now_ms,
+        };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return Err(NotHeld);
+        };
+        e.task.progress.advance = Some(Box::new(advance));
+        let record = Record::Progress {
+            id,
+            progress: e.task.progress.clone(),
+        };
+        match write_every {
+            Some(every) if now_ms.saturating_sub(e.progress_written) >= every => {
+                e.progress_written = now_ms;
+                fx.records.push(record);
+            }
+            Some(_) => {
+                self.progress_due.insert(id);
+                fx.unwritten.push(record);
+            }
+            None => fx.unwritten.push(record),
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: write the progress [`Book::on_progress`] held back,
+    /// once `every` has passed since the last write of each.
+    pub fn progress_due(&mut self, now_ms: u64, every: u64, fx: &mut Effects) {
+        let mut later = std::collections::BTreeSet::new();
+        for id in std::mem::take(&mut self.progress_due) {
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            if !e.task.state().is_held() {
+                continue;
+            }
+            if now_ms.saturating_sub(e.progress_written) < every {
+                later.insert(id);
+                continue;
+            }
+            e.progress_written = now_ms;
+            fx.records.push(Record::Progress {
+                id,
+                progress: e.task.progress.clone(),
+            });
+        }
+        self.progress_due = later;
     }
 
     /// Cancel: a queued task at once; a held one is asked to stop.
@@ -927,6 +1005,7 @@ pub fn assigned(p: &mut Progress, worker: &WorkerId, now_ms: u64) {
     p.worker_id = Some(worker.clone());
     p.assigned_at = Some(now_ms);
     p.cancel_requested_at = None;
+    p.advance = None;
 }
 
 /// A held task whose worker (or whose node) is lost: back to the queue

@@ -108,6 +108,7 @@ impl Runner {
             st.set(state_counter(s), book.count(s));
         }
         self.feed.note(&fx.records);
+        self.feed.note(&fx.unwritten);
         if write {
             match &self.remote {
                 Some(store) => store_remote(store, book, fx.records, ack),

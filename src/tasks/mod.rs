@@ -39,7 +39,7 @@ use crate::clock::unix_ms;
 use crate::config::Config;
 use crate::fleet::Shared;
 use crate::fleet::notify::Notify;
-use crate::proto::task::{Held, TaskLog, TaskUpdate};
+use crate::proto::task::{Held, TaskLog, TaskProgress, TaskUpdate};
 use crate::proto::{Labels, WorkerId};
 use crate::stats::Counter;
 pub use book::NotHeld;
@@ -60,6 +60,11 @@ pub const SNAPSHOT_TASKS: usize = 1000;
 
 /// How often the scheduler looks, when nothing wakes it sooner.
 const TICK: Duration = Duration::from_millis(50);
+
+/// Cluster mode: a task's progress is written at most this often (ms), so
+/// that a worker reporting it many times a second costs the database one
+/// row update a second; the last report is written within it.
+const PROGRESS_WRITE_EVERY_MS: u64 = 1000;
 
 /// Why a submission was refused.
 #[derive(Debug)]
@@ -633,6 +638,13 @@ impl Tasks {
         r
     }
 
+    pub fn on_progress(&self, worker: &WorkerId, p: TaskProgress) -> Result<(), NotHeld> {
+        let every = self.store.as_ref().map(|_| PROGRESS_WRITE_EVERY_MS);
+        let r = self.change(|book, fx| book.on_progress(worker, p, unix_ms(), every, fx));
+        self.refused(r);
+        r
+    }
+
     fn refused(&self, r: Result<(), NotHeld>) {
         if r.is_err() {
             self.shared.stats.incr(Counter::TaskUpdatesRefused);
@@ -671,6 +683,7 @@ impl Tasks {
             }
             return;
         };
+        book.progress_due(now, PROGRESS_WRITE_EVERY_MS, &mut fx);
         self.runner.apply(&book, fx, None);
         // Claims only while this node's lease holds: once it may have
         // lapsed, the leader may be giving its tasks to others.

@@ -161,6 +161,20 @@ pub struct Progress {
     /// of its backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<u64>,
+    /// What the worker last said of how far this attempt has come.
+    #[serde(default, rename = "progress", skip_serializing_if = "Option::is_none")]
+    pub advance: Option<Box<Advance>>,
+}
+
+/// A `task_progress` as the task keeps it: `fraction` done (0 to 1),
+/// what the worker is doing, and when it said so (Unix ms).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Advance {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub at: u64,
 }
 
 impl Progress {
@@ -185,6 +199,7 @@ impl Progress {
             exit_code: None,
             cancel_requested_at: None,
             run_at: later,
+            advance: None,
         }
     }
 }

@@ -7,11 +7,16 @@
 //! result), anything else `failed` with the exit code. A `cancel` frame
 //! sends SIGTERM to the handler's process group, SIGKILL after
 //! [`CANCEL_GRACE`], and reports `cancelled`. Heartbeats say `working` with
-//! `running_tasks` while tasks run, `idle` otherwise.
+//! `running_tasks` while tasks run, `idle` otherwise. A stdout line
+//! `::progress FRACTION MESSAGE` (either may be left out; FRACTION 0 to 1,
+//! or a percentage such as `40%`) is sent as `task_progress`, not logged.
 
 use super::link::Link;
 use super::{Opts, hello};
-use crate::proto::task::{Held, MAX_LOG_LINES, Offer, Reported as TaskState, TaskLog, TaskUpdate};
+use crate::proto::task::{
+    Held, MAX_LOG_LINES, MAX_PROGRESS_MESSAGE, Offer, Reported as TaskState, TaskLog, TaskProgress,
+    TaskUpdate,
+};
 use crate::proto::{Frame, Heartbeat, Reply, Reported, WorkerId};
 use crate::sys::process;
 use serde_json::{Value, json};
@@ -107,14 +112,55 @@ fn update(
     })
 }
 
+/// A handler's `::progress FRACTION MESSAGE` line, as a `task_progress`
+/// for `task_id`; `None` for any other line.
+fn progress_line(task_id: &str, line: &str) -> Option<TaskProgress> {
+    let rest = line.strip_prefix("::progress")?;
+    if !(rest.is_empty() || rest.starts_with(' ')) {
+        return None;
+    }
+    let rest = rest.trim();
+    let (first, after) = rest.split_once(' ').unwrap_or((rest, ""));
+    let fraction = match first.strip_suffix('%') {
+        Some(p) => p.parse::<f64>().ok().map(|p| p / 100.0),
+        None => first.parse::<f64>().ok(),
+    }
+    .filter(|f| (0.0..=1.0).contains(f));
+    let message = if fraction.is_some() { after } else { rest }.trim();
+    let mut message = message.to_string();
+    if message.len() > MAX_PROGRESS_MESSAGE {
+        let mut end = MAX_PROGRESS_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    let message = (!message.is_empty()).then_some(message);
+    (fraction.is_some() || message.is_some()).then(|| TaskProgress {
+        task_id: task_id.to_string(),
+        fraction,
+        message,
+    })
+}
+
+/// One line the handler printed: its progress sent at once, any other
+/// line kept for the log (and, from stdout, as its last line).
+fn said(link: &mut Link, r: &mut Running, stdout: bool, l: String, log: &mut Vec<String>) {
+    if stdout {
+        if let Some(p) = progress_line(&r.offer.task_id, &l) {
+            link.heartbeat(Frame::TaskProgress(p));
+            return;
+        }
+        r.last_stdout = Some(l.clone());
+    }
+    log.push(l);
+}
+
 /// Take what the handler printed; send it as `task_log` frames.
 fn drain(link: &mut Link, r: &mut Running) {
     let mut lines = Vec::new();
     while let Ok((stdout, l)) = r.lines.try_recv() {
-        if stdout {
-            r.last_stdout = Some(l.clone());
-        }
-        lines.push(l);
+        said(link, r, stdout, l, &mut lines);
     }
     for chunk in lines.chunks(MAX_LOG_LINES) {
         link.heartbeat(Frame::TaskLog(TaskLog {
@@ -131,13 +177,14 @@ fn finish(link: &mut Link, mut r: Running, st: std::process::ExitStatus) {
     while Instant::now() < until {
         match r.lines.recv_timeout(Duration::from_millis(50)) {
             Ok((stdout, l)) => {
-                if stdout {
-                    r.last_stdout = Some(l.clone());
+                let mut lines = Vec::new();
+                said(link, &mut r, stdout, l, &mut lines);
+                if !lines.is_empty() {
+                    link.heartbeat(Frame::TaskLog(TaskLog {
+                        task_id: r.offer.task_id.clone(),
+                        lines,
+                    }));
                 }
-                link.heartbeat(Frame::TaskLog(TaskLog {
-                    task_id: r.offer.task_id.clone(),
-                    lines: vec![l],
-                }));
             }
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -289,4 +336,37 @@ pub(super) fn run(
     link.settle(Duration::from_secs(5));
     link.bye();
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(line: &str) -> Option<(Option<f64>, Option<String>)> {
+        progress_line("t1", line).map(|p| (p.fraction, p.message))
+    }
+
+    #[test]
+    fn progress_lines() {
+        assert_eq!(
+            said("::progress 0.25 resizing"),
+            Some((Some(0.25), Some("resizing".into())))
+        );
+        assert_eq!(said("::progress 40%"), Some((Some(0.4), None)));
+        assert_eq!(
+            said("::progress waiting for the GPU"),
+            Some((None, Some("waiting for the GPU".into())))
+        );
+        // A fraction out of range is words.
+        assert_eq!(
+            said("::progress 2 of 3"),
+            Some((None, Some("2 of 3".into())))
+        );
+        assert_eq!(said("::progress"), None);
+        assert_eq!(said("::progressive rock"), None);
+        assert_eq!(said("progress 0.5"), None);
+        let long = format!("::progress 0.5 {}", "é".repeat(MAX_PROGRESS_MESSAGE));
+        let (_, m) = said(&long).unwrap();
+        assert!(m.unwrap().len() <= MAX_PROGRESS_MESSAGE);
+    }
 }
