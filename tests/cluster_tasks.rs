@@ -822,3 +822,65 @@ fn a_workers_progress_is_seen_on_every_node() {
     let t = wait_state(&ds[0], &id, "succeeded");
     assert_eq!(t["progress"]["fraction"], 0.5, "kept with the task: {t}");
 }
+
+#[test]
+fn bulk_actions_on_one_node_hold_on_every_node() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
+    wait_cluster(&ds[0], 2);
+    let ids: Vec<String> = (0..20)
+        .map(|_| submit(&ds[0], json!({"type": "batch", "max_attempts": 1})))
+        .collect();
+    // A worker of n2 takes them all and is lost.
+    {
+        use std::io::Write;
+        let mut s = ds[1].tcp();
+        let hello = json!({"type": "hello", "worker_id": "raw", "capacity": 20});
+        s.write_all(
+            format!("{hello}\n{{\"type\":\"heartbeat\",\"status\":\"idle\"}}\n").as_bytes(),
+        )
+        .unwrap();
+        let mut taken = 0;
+        while taken < 20 {
+            let l = support::read_line(&mut s).expect("a frame");
+            taken += usize::from(l["type"] == "task");
+        }
+    }
+    ds[0].wait_for("20 dead on n1", |d| tasks_counter(d, "dead") == 20);
+    // Retried from n1 by a filter, run by a worker of n2.
+    let (status, v) = ds[0].post(
+        "/api/tasks/bulk",
+        "",
+        &json!({"action": "retry", "filter": {"state": "dead", "type": "batch"}}).to_string(),
+    );
+    assert_eq!((status, &v["changed"]), (200, &json!(20)), "{v}");
+    let _a = agent(&ds[1], "w2", &h);
+    for id in &ids {
+        wait_state(&ds[1], id, "succeeded");
+    }
+    // Deleted from n2: gone on n1 too, and from the database a minute on.
+    let (status, v) = ds[1].post(
+        "/api/tasks/bulk",
+        "",
+        &json!({"action": "delete", "filter": {"type": "batch"}}).to_string(),
+    );
+    assert_eq!((status, &v["changed"]), (200, &json!(20)), "{v}");
+    for d in &ds {
+        d.wait_for("the deletes", |d| {
+            d.get(&format!("/api/tasks/{}", ids[0])).0 == 404
+        });
+        assert_eq!(d.json("/api/tasks?type=batch")["tasks"], json!([]));
+    }
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FROM muster_tasks WHERE kind = 'batch' AND deleted_at IS NOT NULL"
+        ),
+        "20"
+    );
+    // A node started now never shows them.
+    let d3 = node(&pg, "n3", &[]);
+    wait_cluster(&d3, 3);
+    assert_eq!(d3.get(&format!("/api/tasks/{}", ids[0])).0, 404);
+}

@@ -902,3 +902,195 @@ fn a_long_task_stays_with_its_beating_worker_and_shows_its_progress() {
     assert!(logs.contains("attempt 1"), "{logs}");
     assert!(!logs.contains("::progress"), "{logs}");
 }
+
+/// A worker over raw TCP in `region` that takes up to `n` tasks of `kind`.
+fn raw_taker(d: &Daemon, id: &str, region: &str, kind: &str, n: usize) -> TcpStream {
+    let mut s = d.tcp();
+    let hello = json!({
+        "type": "hello", "worker_id": id, "capacity": n, "task_types": [kind],
+        "labels": {"region": region},
+    });
+    s.write_all(format!("{hello}\n").as_bytes()).unwrap();
+    assert_eq!(read_line(&mut s).unwrap()["type"], "welcome");
+    s.write_all(b"{\"type\":\"heartbeat\",\"status\":\"idle\"}\n")
+        .unwrap();
+    s
+}
+
+/// Read `task` frames from `s` until `n` came; their ids.
+fn offers(s: &mut TcpStream, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        let l = read_line(s).unwrap_or_else(|| panic!("a task frame after {}", ids.len()));
+        if l["type"] == "task" {
+            ids.push(l["task_id"].as_str().unwrap().to_string());
+        }
+    }
+    ids
+}
+
+#[test]
+fn a_thousand_dead_tasks_are_found_and_retried_at_once_and_bulk_actions_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let args = [
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--task-fsync",
+        "batch",
+    ];
+    let d = Daemon::start(&args);
+    let ids: Vec<String> = (0..1000)
+        .map(|i| {
+            let region = if i % 2 == 0 { "eu" } else { "us" };
+            submit(
+                &d,
+                json!({"type": "bulk", "max_attempts": 1, "labels": {"region": region}}),
+            )
+        })
+        .collect();
+    // Two workers take them all and are lost: each task's last attempt.
+    for region in ["eu", "us"] {
+        let mut s = raw_taker(&d, &format!("taker-{region}"), region, "bulk", 500);
+        offers(&mut s, 500);
+    }
+    d.wait_for("1000 dead", |d| d.json("/health")["tasks"]["dead"] == 1000);
+    // Search: by state and text, by label, by time.
+    let page = |q: &str| {
+        d.json(&format!("/api/tasks?limit=1000&{q}"))["tasks"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(page("state=dead&q=WORKER%20LOST"), 1000);
+    assert_eq!(page("state=dead,queued&label=region:eu"), 500);
+    assert_eq!(page("q=no%20such%20error"), 0);
+    let first = task(&d, &ids[0])["created_at"].as_u64().unwrap();
+    let last = task(&d, &ids[999])["created_at"].as_u64().unwrap();
+    assert_eq!(page(&format!("created_after={}", last + 1)), 0);
+    assert_eq!(
+        page(&format!("created_before={last}&created_after={first}")),
+        1000
+    );
+    assert_eq!(page("finished_after=2000-01-01T00:00:00Z"), 1000);
+    for (q, field) in [
+        ("state=asleep", "state"),
+        ("label=region", "label"),
+        ("created_after=tuesday", "created_after"),
+    ] {
+        let (status, e) = d.get(&format!("/api/tasks?{q}"));
+        assert_eq!(status, 400, "{q}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().starts_with(field),
+            "{q}: {e}"
+        );
+    }
+    // One request retries them all, from the command line.
+    let out = Command::new(MUSTER)
+        .args([
+            "--url",
+            &format!("http://{}", d.http),
+            "tasks",
+            "retry",
+            "--state",
+            "dead",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "retry: 1000 of 1000 tasks"
+    );
+    assert_eq!(d.json("/health")["tasks"]["queued"], 1000);
+    // They run again, and this time succeed.
+    let mut takers = Vec::new();
+    for region in ["eu", "us"] {
+        let mut s = raw_taker(&d, &format!("again-{region}"), region, "bulk", 500);
+        for id in offers(&mut s, 500) {
+            for state in ["running", "succeeded"] {
+                let u = json!({"type": "task_update", "task_id": id, "state": state});
+                s.write_all(format!("{u}\n").as_bytes()).unwrap();
+            }
+        }
+        takers.push(s);
+    }
+    d.wait_for("1000 succeeded", |d| {
+        d.json("/health")["tasks"]["succeeded"] == 1000
+    });
+    // Bulk by ids, and what it leaves alone.
+    let (status, v) = d.post(
+        "/api/tasks/bulk",
+        "",
+        &json!({"action": "delete", "ids": &ids[..10]}).to_string(),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"action": "delete", "matched": 10, "changed": 10, "unchanged": 0, "more": false})
+    );
+    assert_eq!(d.get(&format!("/api/tasks/{}", ids[0])).0, 404);
+    let queued = submit(&d, json!({"type": "other"}));
+    let (_, v) = d.post(
+        "/api/tasks/bulk",
+        "",
+        &json!({"action": "delete", "ids": [&queued, &ids[0], &ids[10]]}).to_string(),
+    );
+    assert_eq!(
+        (
+            v["matched"].clone(),
+            v["changed"].clone(),
+            v["unchanged"].clone()
+        ),
+        (json!(2), json!(1), json!(1)),
+        "a queued task is not deleted, an unknown id is not matched: {v}"
+    );
+    let (_, v) = d.post(
+        "/api/tasks/bulk",
+        "",
+        &json!({"action": "cancel", "filter": {"type": "other"}}).to_string(),
+    );
+    assert_eq!(
+        (v["changed"].clone(), v["matched"].clone()),
+        (json!(1), json!(1)),
+        "{v}"
+    );
+    assert_eq!(task(&d, &queued)["state"], "cancelled");
+    // Bad bulk requests name what is wrong.
+    let many: Vec<String> = (0..10_001).map(|i| format!("{i:016x}")).collect();
+    for (body, field) in [
+        (json!({"action": "explode", "ids": []}), "action"),
+        (json!({"action": "retry", "filter": {}}), "filter"),
+        (
+            json!({"action": "retry", "filter": {"colour": "red"}}),
+            "filter",
+        ),
+        (
+            json!({"action": "retry", "filter": {"state": "asleep"}}),
+            "state",
+        ),
+        (json!({"action": "retry", "ids": ["not an id"]}), "ids"),
+        (json!({"action": "retry", "ids": many}), "ids"),
+        (json!({"action": "retry"}), "body"),
+        (
+            json!({"action": "retry", "ids": [], "filter": {"type": "x"}}),
+            "body",
+        ),
+    ] {
+        let (status, e) = d.post("/api/tasks/bulk", "", &body.to_string());
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (400, Some("bad_bulk")),
+            "{body}: {e}"
+        );
+        assert!(e["message"].as_str().unwrap().starts_with(field), "{e}");
+    }
+    assert_eq!(d.post("/api/tasks/bulk", "", "[").0, 400);
+    assert_eq!(d.get("/api/tasks/bulk").0, 405);
+    // Deleted tasks stay deleted through a restart.
+    drop(takers);
+    drop(d);
+    let d = Daemon::start(&args);
+    assert_eq!(d.get(&format!("/api/tasks/{}", ids[5])).0, 404);
+    assert_eq!(d.json("/health")["tasks"]["succeeded"], 989);
+}

@@ -58,6 +58,20 @@ const fn one_of(name: &'static str, words: &'static str) -> Opt {
     }
 }
 
+/// The filter of a bulk `muster tasks` action.
+const TASK_FILTER: &[Opt] = &[
+    one_of("--state", TASK_STATES),
+    word("--type"),
+    word("--worker"),
+    word("--label"),
+    word("--q"),
+    word("--created-after"),
+    word("--created-before"),
+    word("--finished-after"),
+    word("--finished-before"),
+    file("--token-file"),
+];
+
 /// Every command, with the options its `--help` names (`--help` itself
 /// and the global `--url` aside).
 pub const COMMANDS: &[Command] = &[
@@ -102,10 +116,32 @@ pub const COMMANDS: &[Command] = &[
         about: "list tasks",
         opts: &[
             one_of("--state", TASK_STATES),
-            word("--worker"),
             word("--type"),
+            word("--worker"),
+            word("--label"),
+            word("--q"),
+            word("--created-after"),
+            word("--created-before"),
+            word("--finished-after"),
+            word("--finished-before"),
             flag("--json"),
+            file("--token-file"),
         ],
+    },
+    Command {
+        path: "tasks cancel",
+        about: "cancel every task a filter matches",
+        opts: TASK_FILTER,
+    },
+    Command {
+        path: "tasks retry",
+        about: "a fresh cycle for every ended task a filter matches",
+        opts: TASK_FILTER,
+    },
+    Command {
+        path: "tasks delete",
+        about: "delete every ended task a filter matches",
+        opts: TASK_FILTER,
     },
     Command {
         path: "task submit",

@@ -34,7 +34,11 @@ operator commands:
   watch [ID] [--status S]           live view over WebSocket; reconnects
   forget ID [--token-file F]        forget a worker (DELETE; token from
                                     --token-file or $MUSTER_TOKEN_FILE)
-  tasks [--state S] [--worker ID]   list tasks
+  tasks [--state S] [--type T] [--worker ID] [--label K:V] [--q TEXT]
+        [--created-after T] ... [--json]
+                                    list tasks
+  tasks cancel|retry|delete FILTER  the same on every task the filter
+                                    matches (the filter flags above)
   task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID]
        [--label K=V] [--max-attempts N] [--timeout-ms N]
        [--delay-ms N | --run-at TIME] [--wait]

@@ -1,4 +1,4 @@
-//! `muster tasks`, `muster task submit|show|logs|cancel|retry` and
+//! `muster tasks [cancel|retry|delete]`, `muster task submit|show|logs|cancel|retry` and
 //! `muster queues`, `muster queue pause|resume`: the task API
 //! from a terminal or a script. Changes send the API token from
 //! `--token-file` or `$MUSTER_TOKEN_FILE`. `task submit --wait` exits 0 when
@@ -47,28 +47,112 @@ fn line(t: &Value) -> String {
     )
 }
 
-/// `muster tasks [--state S] [--worker ID] [--type T] [--json]`.
+const TASKS_USE: &str = "usage: muster tasks [FILTER] [--json]\n       muster tasks cancel|retry|delete FILTER [--token-file F]\nFILTER: [--state S[,S...]] [--type T] [--worker ID] [--label K:V]... [--q TEXT]\n        [--created-after T] [--created-before T] [--finished-after T] [--finished-before T]\n        (times RFC 3339 or Unix ms)";
+const BULK_USE: &str = "usage: muster tasks cancel|retry|delete FILTER [--token-file F]\nFILTER: [--state S[,S...]] [--type T] [--worker ID] [--label K:V]... [--q TEXT]\n        [--created-after T] [--created-before T] [--finished-after T] [--finished-before T]\n        (times RFC 3339 or Unix ms); at least one";
+
+/// A filter flag of `muster tasks`, as its query key, or `None`.
+fn filter_key(flag: &str) -> Option<&'static str> {
+    Some(match flag {
+        "state" => "state",
+        "type" => "type",
+        "worker" => "worker_id",
+        "label" => "label",
+        "q" => "q",
+        "created-after" => "created_after",
+        "created-before" => "created_before",
+        "finished-after" => "finished_after",
+        "finished-before" => "finished_before",
+        _ => return None,
+    })
+}
+
+/// `muster tasks [FILTER] [--json]`: the tasks a filter matches; and
+/// `muster tasks cancel|retry|delete FILTER`: a bulk action on them,
+/// sent again while more match.
 pub(super) fn list(url: &str, args: &[String]) -> Out {
     let mut url = url.to_string();
-    let mut query = Vec::new();
-    let mut as_json = false;
+    let mut filter: Vec<(&'static str, String)> = Vec::new();
+    let (mut as_json, mut action, mut token_file) = (false, None, None);
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
     while let Some(arg) = p.next()? {
         match arg {
-            Long("state") => query.push(format!("state={}", p.value()?.string()?)),
-            Long("worker") => query.push(format!("worker_id={}", p.value()?.string()?)),
-            Long("type") => query.push(format!("type={}", p.value()?.string()?)),
+            Value(v) if action.is_none() && filter.is_empty() => {
+                let v = v.string()?;
+                if !["cancel", "retry", "delete"].contains(&v.as_str()) {
+                    return Err(Fail(2, format!("unknown tasks action {v:?}\n{TASKS_USE}")));
+                }
+                action = Some(v);
+            }
+            Long(flag) if filter_key(flag).is_some() => {
+                let key = filter_key(flag).unwrap_or_default();
+                let v = p.value()?.string()?;
+                // Repeated labels are all required.
+                match filter.iter_mut().find(|(k, _)| *k == "label") {
+                    Some((_, have)) if key == "label" => {
+                        have.push(',');
+                        have.push_str(&v);
+                    }
+                    _ => filter.push((key, v)),
+                }
+            }
             Long("json") => as_json = true,
+            Long("token-file") => token_file = Some(p.value()?.into()),
             Long("url") => url = p.value()?.string()?,
             Short('h') | Long("help") => {
-                println!("usage: muster tasks [--state S] [--worker ID] [--type T] [--json]");
+                println!(
+                    "{}",
+                    if action.is_some() {
+                        BULK_USE
+                    } else {
+                        TASKS_USE
+                    }
+                );
                 return Ok(());
             }
             _ => return Err(arg.unexpected().into()),
         }
     }
-    query.push("limit=1000".into());
     let to = addr(&url)?;
+    if let Some(action) = action {
+        if filter.is_empty() {
+            return Err(Fail(
+                2,
+                format!("tasks {action} needs a filter: it never means every task"),
+            ));
+        }
+        let mut f = Map::new();
+        for (k, v) in &filter {
+            f.insert((*k).to_string(), Value::String(v.clone()));
+        }
+        let body = json!({"action": action, "filter": f}).to_string();
+        let token = token(token_file)?;
+        let (mut matched, mut changed) = (0, 0);
+        // Each round takes at most 10,000; a change that leaves tasks
+        // matching (a cancel asked of a worker) would repeat them.
+        for _ in 0..1000 {
+            let (status, b) = client::request_body(
+                to,
+                "POST",
+                "/api/tasks/bulk",
+                token.as_deref(),
+                body.as_bytes(),
+            )?;
+            let v = answer(to, status, &b)?;
+            let n = v["changed"].as_u64().unwrap_or(0);
+            matched += v["matched"].as_u64().unwrap_or(0);
+            changed += n;
+            if v["more"] != true || n == 0 {
+                break;
+            }
+        }
+        println!("{action}: {changed} of {matched} tasks");
+        return Ok(());
+    }
+    let mut query: Vec<String> = filter
+        .iter()
+        .map(|(k, v)| format!("{k}={}", segment(v)))
+        .collect();
+    query.push("limit=1000".into());
     let (status, body) = client::get(to, &format!("/api/tasks?{}", query.join("&")))?;
     let v = answer(to, status, &body)?;
     if as_json {

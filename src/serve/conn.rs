@@ -421,7 +421,8 @@ impl<S: Read + Write + Pending> Conn<S> {
                     self.refuse(cx, e);
                     break;
                 }
-                Ok(Some((req, head_len))) => {
+                Ok(Some((mut req, head_len))) => {
+                    req.peer = Some(self.peer);
                     let total = head_len + req.content_length;
                     if buf.len() < total {
                         self.head_started.get_or_insert(now);

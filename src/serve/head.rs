@@ -92,6 +92,8 @@ pub struct Request {
     /// `Idempotency-Key` of a task submission (a second one makes it
     /// empty, which no key may be).
     pub idempotency_key: Option<String>,
+    /// Who sent it (set by the connection, not read from the head).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// Why a head is refused; each maps to the status it is answered with.
@@ -171,6 +173,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         traceparent: None,
         idempotency_key: None,
         tracestate: None,
+        peer: None,
     };
     let mut length: Option<usize> = None;
     for h in req.headers.iter() {

@@ -90,6 +90,7 @@ enum Route {
     Task(TaskId),
     TaskLogs(TaskId),
     TaskRetry(TaskId),
+    TaskBulk,
     WorkerTasks(WorkerId),
     Queues,
     /// A task type paused (`true`) or resumed.
@@ -109,7 +110,9 @@ impl Route {
         match self {
             Route::ApiWorker(_) | Route::Task(_) => &[Get, Head, Delete, Options],
             Route::Tasks => &[Get, Head, Post, Options],
-            Route::Scale | Route::TaskRetry(_) | Route::QueuePause(..) => &[Post, Options],
+            Route::Scale | Route::TaskRetry(_) | Route::TaskBulk | Route::QueuePause(..) => {
+                &[Post, Options]
+            }
             _ => &[Get, Head, Options],
         }
     }
@@ -212,6 +215,7 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "metrics"] => Route::FleetMetrics,
         ["api", "workers", id, "tasks"] => Route::WorkerTasks(worker_id(id)?),
         ["api", "tasks"] => Route::Tasks,
+        ["api", "tasks", "bulk"] => Route::TaskBulk,
         ["api", "tasks", id] => Route::Task(task_id(id)?),
         ["api", "tasks", id, "logs"] => Route::TaskLogs(task_id(id)?),
         ["api", "tasks", id, "retry"] => Route::TaskRetry(task_id(id)?),
@@ -298,6 +302,7 @@ impl Api {
             }
             (Method::Delete, Route::Task(id)) => now(task_routes::cancel(&self.tasks, id)),
             (Method::Post, Route::TaskRetry(id)) => now(task_routes::retry(&self.tasks, id)),
+            (Method::Post, Route::TaskBulk) => now(task_routes::bulk(&self.tasks, body, req)),
             (Method::Post, Route::QueuePause(kind, paused)) => {
                 now(task_routes::pause(&self.tasks, &kind, paused))
             }
@@ -372,6 +377,8 @@ impl Api {
             Route::Scale => Response::error(405, "method_not_allowed", "POST a count")
                 .with_header("Allow", "POST, OPTIONS"),
             Route::TaskRetry(_) => Response::error(405, "method_not_allowed", "POST to retry")
+                .with_header("Allow", "POST, OPTIONS"),
+            Route::TaskBulk => Response::error(405, "method_not_allowed", "POST an action")
                 .with_header("Allow", "POST, OPTIONS"),
             Route::QueuePause(..) => {
                 Response::error(405, "method_not_allowed", "POST to pause or resume")

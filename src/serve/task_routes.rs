@@ -8,8 +8,10 @@ use super::head::{Request, Response, query_param};
 use super::routes::json_ok;
 use super::ticket::{Later, Outcome};
 use crate::config::Config;
+use crate::tasks::bulk;
+use crate::tasks::filter::Filter;
 use crate::tasks::journal::{Ack, Clash, Kept};
-use crate::tasks::task::{self, State, Task, TaskId};
+use crate::tasks::task::{self, Task, TaskId};
 use crate::tasks::{Refused, Submission, Submitted, Tasks};
 use serde_json::json;
 
@@ -93,29 +95,19 @@ pub fn submit(tasks: &Tasks, body: &[u8], req: &Request, cfg: &Config, later: &L
     Reply::Now(r)
 }
 
-/// `GET /api/tasks`: `?state=`, `?worker_id=`, `?type=`, `?limit=`, and
-/// the cursor `?after=` (the `next_after` of the page before).
+/// `GET /api/tasks`: a [`Filter`] (`?state=`, `?type=`, `?worker_id=`,
+/// `?label=`, the created and finished ranges, `?q=`), `?limit=`, and the
+/// cursor `?after=` (the `next_after` of the page before).
 pub fn list(tasks: &Tasks, query: &str) -> Response {
-    let state = match query_param(query, "state") {
-        None => None,
-        Some(s) => match State::parse(&s) {
-            Some(s) => Some(s),
-            None => {
-                return Response::error(
-                    400,
-                    "bad_state",
-                    "state is scheduled, queued, assigned, running, succeeded, failed, cancelled, timed_out or dead",
-                );
-            }
-        },
+    let filter = match Filter::read(|k| query_param(query, k)) {
+        Ok(f) => f,
+        Err(b) => return bad_filter(&b),
     };
     let limit = match query_param(query, "limit").map(|v| v.parse::<usize>()) {
         None => DEFAULT_LIMIT,
         Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
         Some(_) => return Response::error(400, "bad_limit", "limit is 1 to 1000"),
     };
-    let worker = query_param(query, "worker_id");
-    let kind = query_param(query, "type");
     let after = match query_param(query, "after") {
         None => None,
         Some(a) => match TaskId::parse(&a) {
@@ -123,14 +115,7 @@ pub fn list(tasks: &Tasks, query: &str) -> Response {
             None => return Response::error(400, "bad_after", "after is a task id"),
         },
     };
-    let keep = |t: &Task| {
-        state.is_none_or(|s| t.state() == s)
-            && worker
-                .as_deref()
-                .is_none_or(|w| t.progress.worker_id.as_deref() == Some(w))
-            && kind.as_deref().is_none_or(|k| t.kind == k)
-    };
-    let page = tasks.list(keep, after, limit);
+    let page = tasks.list(|t: &Task| filter.matches(t), after, limit);
     let next = (page.len() == limit)
         .then(|| page.last().map(|t| t.id))
         .flatten();
@@ -179,6 +164,37 @@ pub fn retry(tasks: &Tasks, id: TaskId) -> Response {
             ),
         ),
     }
+}
+
+/// 400 for a filter that does not read: `bad_state` for its state, as
+/// before there were other keys, `bad_filter` for the rest.
+fn bad_filter(b: &task::BadField) -> Response {
+    let code = if b.0 == "state" {
+        "bad_state"
+    } else {
+        "bad_filter"
+    };
+    Response::error(400, code, &format!("{}: {}", b.0, b.1))
+}
+
+/// `POST /api/tasks/bulk`: `{"action": "cancel"|"retry"|"delete"}` with
+/// `"ids": [...]` or `"filter": {...}` (the list's keys); 200 with what it
+/// did. Logged, with who asked.
+pub fn bulk(tasks: &Tasks, body: &[u8], req: &Request) -> Response {
+    let (action, which) = match bulk::parse(body) {
+        Ok(b) => b,
+        Err(b) => return Response::error(400, "bad_bulk", &format!("{}: {}", b.0, b.1)),
+    };
+    let done = tasks.bulk(action, &which);
+    log::info!(
+        "bulk {}: {} of {} tasks changed{}, asked by {}",
+        done.action,
+        done.changed,
+        done.matched,
+        if done.more { " (more match)" } else { "" },
+        req.peer.map_or_else(|| "?".to_string(), |p| p.to_string())
+    );
+    json_ok(&done)
 }
 
 /// A path segment that names a task type: 1-128 bytes once decoded.

@@ -71,6 +71,8 @@ pub enum Write {
     Retry { task: Task },
     /// A task type paused or resumed, for every node's claims.
     Pause { kind: String, paused: bool },
+    /// Ended tasks deleted (`POST /api/tasks/bulk`), at `at` (Unix ms).
+    Delete { ids: Vec<TaskId>, at: u64 },
 }
 
 /// A task a claim gave one of this node's takers.
@@ -88,6 +90,8 @@ pub struct Row {
     pub lease: i64,
     pub rev: i64,
     pub cancel_requested_at: Option<u64>,
+    /// Deleted: every node forgets it.
+    pub deleted: bool,
 }
 
 /// Log lines added, by task.
@@ -427,7 +431,8 @@ fn poll(c: &mut Client, since: &mut Since) -> Result<Changes, postgres::Error> {
     let (xmax, running) = since.params();
     let rows = tx.query(
         &format!(
-            "SELECT task::text, holder_incarnation, lease, rev, cancel_requested_at
+            "SELECT task::text, holder_incarnation, lease, rev, cancel_requested_at,
+                    deleted_at IS NOT NULL
              FROM muster_tasks WHERE {} ORDER BY id",
             Since::filter(1)
         ),
@@ -458,6 +463,7 @@ fn poll(c: &mut Client, since: &mut Since) -> Result<Changes, postgres::Error> {
                 lease: r.get(2),
                 rev: r.get(3),
                 cancel_requested_at: r.get::<_, Option<i64>>(4).map(|v| v as u64),
+                deleted: r.get(5),
             })
         })
         .collect();

@@ -125,7 +125,7 @@ fn release_keys(
 }
 
 /// Leader duty: delete tasks finished before `before` (Unix ms), with
-/// their logs.
+/// their logs, and those marked deleted a minute ago.
 fn prune(
     c: &mut Client,
     me: &crate::cluster::lease::Me,
@@ -136,7 +136,8 @@ fn prune(
     c.execute(
         &format!(
             "DELETE FROM muster_tasks
-             WHERE (finished_at < $4 AND state <> 'dead' OR finished_at < $5 AND state = 'dead')
+             WHERE (finished_at < $4 AND state <> 'dead' OR finished_at < $5 AND state = 'dead'
+                    OR deleted_at < $6)
                AND {FENCE}"
         ),
         &[
@@ -145,6 +146,8 @@ fn prune(
             &epoch,
             &(before as i64),
             &(dead_before as i64),
+            // Every node has read the mark by then.
+            &(unix_ms().saturating_sub(60_000) as i64),
         ],
     )
 }

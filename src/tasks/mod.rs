@@ -24,10 +24,12 @@
 
 pub mod adopt;
 pub mod book;
+pub mod bulk;
 pub mod cluster;
 mod duties;
 pub mod effects;
 pub mod feed;
+pub mod filter;
 pub mod journal;
 pub mod logs;
 pub mod queue;
@@ -793,6 +795,14 @@ impl cluster::Replica for Tasks {
             book.mirror_pause(&kind, paused);
         }
         for r in changes.rows {
+            if r.deleted {
+                let id = r.task.id;
+                if book.entries.contains_key(&id) {
+                    book.forget(id);
+                    stored.records.push(Record::Forget { id });
+                }
+                continue;
+            }
             let mut task = r.task;
             let asked = task.progress.cancel_requested_at.or(r.cancel_requested_at);
             task.progress.cancel_requested_at = asked;

@@ -79,6 +79,7 @@ const RETRY: &str = "UPDATE muster_tasks t SET task = $2::text::jsonb, state = '
          holder_node = NULL, holder_incarnation = NULL, cancel_requested_at = NULL,
          finished_at = NULL, rev = rev + 1, changed = pg_current_xact_id()
      WHERE id = $1 AND state IN ('failed', 'cancelled', 'timed_out', 'dead')
+       AND deleted_at IS NULL
        AND NOT EXISTS (SELECT 1 FROM muster_tasks o
                        WHERE o.unique_key = t.unique_key AND o.id <> t.id
                          AND o.state IN ('waiting', 'scheduled', 'queued', 'assigned', 'running'))";
@@ -110,6 +111,8 @@ struct Batch<'a> {
     cancels: Vec<(TaskId, u64, &'a Option<Task>)>,
     retries: Vec<&'a Task>,
     pauses: Vec<(&'a str, bool)>,
+    /// Ids deleted, and when.
+    deletes: (Vec<i64>, Vec<i64>),
 }
 
 impl<'a> Batch<'a> {
@@ -143,6 +146,10 @@ impl<'a> Batch<'a> {
                 Write::Cancel { id, at, queued } => b.cancels.push((*id, *at, queued)),
                 Write::Retry { task } => b.retries.push(task),
                 Write::Pause { kind, paused } => b.pauses.push((kind, *paused)),
+                Write::Delete { ids, at } => {
+                    b.deletes.0.extend(ids.iter().map(|id| id.0 as i64));
+                    b.deletes.1.extend(ids.iter().map(|_| *at as i64));
+                }
             }
         }
         b
@@ -155,6 +162,7 @@ impl<'a> Batch<'a> {
             !self.inserts.ids.is_empty(),
             !self.logs.0.is_empty(),
             !self.updates.is_empty(),
+            !self.deletes.0.is_empty(),
         ];
         self.cancels.is_empty()
             && self.retries.is_empty()
@@ -334,6 +342,17 @@ fn statements(
                 &[&id],
             )?;
         }
+    }
+    if !b.deletes.0.is_empty() {
+        // Ended tasks only: one retried or cancelled meanwhile is kept.
+        g.execute(
+            "UPDATE muster_tasks t SET deleted_at = u.at, idempotency_key = NULL,
+                 rev = rev + 1, changed = pg_current_xact_id()
+             FROM unnest($1::bigint[], $2::bigint[]) AS u(id, at)
+             WHERE t.id = u.id AND t.deleted_at IS NULL
+               AND t.state IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'dead')",
+            &[&b.deletes.0, &b.deletes.1],
+        )?;
     }
     for &(kind, paused) in &b.pauses {
         g.execute(
