@@ -206,3 +206,51 @@ pub fn submission(data: &[u8]) {
     assert_eq!(back, t);
     serde_json::to_string(&t.shown()).unwrap();
 }
+
+/// A `POST /api/tasks/bulk` body, and the same bytes as a task list's
+/// query string: reading them never panics, a bulk selection is bounded,
+/// and a filter read from a query matches a task without panicking.
+pub fn bulk(data: &[u8]) {
+    use muster::tasks::bulk::{MAX_BULK, Selection, parse};
+    use muster::tasks::filter::{Filter, MAX_Q};
+    use muster::tasks::task::{TaskId, parse_submit};
+    if let Ok((_, which)) = parse(data) {
+        match which {
+            Selection::Ids(ids) => assert!(ids.len() <= MAX_BULK),
+            Selection::Filter(f) => assert!(!f.is_empty()),
+        }
+    }
+    let query = String::from_utf8_lossy(data);
+    if let Ok(f) = Filter::read(|k| head::query_param(&query, k)) {
+        assert!(f.q.as_ref().is_none_or(|q| q.len() <= MAX_Q));
+        let t = parse_submit(br#"{"type":"scan","labels":{"a":"b"}}"#, TaskId(7), 1).unwrap();
+        let _ = f.matches(&t);
+    }
+}
+
+/// A schedule's timing (`cron`, a newline, then the zone): parsing any
+/// expression and zone never panics, and a parsed one answers
+/// `next_after` and `ticks_between` without panicking, with ticks
+/// strictly after the time asked about, in order.
+pub fn cron(data: &[u8]) {
+    use muster::cron::Spec;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (cron, zone) = match text.split_once('\n') {
+        Some((cron, zone)) => (cron, Some(zone)),
+        None => (text, None),
+    };
+    let Ok(spec) = Spec::parse(cron, zone) else {
+        return;
+    };
+    // 2026-03-29T00:59:59Z, a second before Paris springs forward.
+    let before_gap = 1_774_745_999_000;
+    for after in [0, before_gap, before_gap + 999, u64::MAX - 1] {
+        if let Some(next) = spec.next_after(after, before_gap) {
+            assert!(next > after, "{cron:?} {zone:?}: {next} after {after}");
+        }
+    }
+    let ticks = spec.ticks_between(before_gap, before_gap + 3_600_000, before_gap, 100);
+    assert!(ticks.windows(2).all(|w| w[0] < w[1]), "{cron:?} {zone:?}");
+}

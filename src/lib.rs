@@ -6,8 +6,8 @@
 //! - `daemon`: one process: flags, start-up, signals, reload, ordered stop.
 //!   Imports everything below.
 //! - `serve`: the HTTP loop: REST, WebSocket streams, `/health`, `/metrics`,
-//!   the dashboard. Imports `alerts`, `pool`, `tasks`, `cluster`, `fleet`, `config`,
-//!   `stats`, `proto`, `sys`, `logging`, `clock`.
+//!   the dashboard. Imports `alerts`, `pool`, `tasks`, `cluster`, `cron`,
+//!   `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
 //! - `ingest`: the heartbeat loop: UDP datagrams, TCP sessions. Imports the
 //!   same as `serve`.
 //! - `fleet`: worker state: the registry, one thread per worker, snapshots,
@@ -23,8 +23,8 @@
 //!   Imports `tasks`, `fleet`, `config`, `stats`, `proto`, `sys`, `logging`,
 //!   `clock`.
 //! - `tasks`: the task book, its journal, the scheduler; in cluster mode
-//!   the database in the journal's place. Imports `cluster`, `fleet`,
-//!   `config`, `stats`, `proto`, `logging`, `clock`.
+//!   the database in the journal's place. Imports `cluster`, `cron`,
+//!   `fleet`, `config`, `stats`, `proto`, `logging`, `clock`.
 //! - `store`: the registry saved in `state_dir` and read back at start;
 //!   in cluster mode also the fleet in the database. Imports `cluster`,
 //!   `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
@@ -32,6 +32,8 @@
 //!   node's lease and the leader's. Imports `config`, `clock`.
 //! - `config`: the settings table, parsing, the running `Arc<Config>`.
 //!   Imports nothing of ours.
+//! - `cron`: when a periodic schedule fires (cron expressions in IANA
+//!   zones, `@every`); pure. Imports nothing of ours.
 //! - `stats`: the counter table. Imports `proto` (reject reasons).
 //! - `proto`: heartbeat protocol v1, both directions; pure. Imports nothing.
 //! - `sys`: Linux and systemd interfaces (procfs, limits, sd_notify,
@@ -60,6 +62,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod cron;
 pub mod daemon;
 pub mod fleet;
 pub mod ingest;

@@ -72,6 +72,16 @@ fn journal_corpus() {
     replay("journal", checks::journal);
 }
 
+#[test]
+fn bulk_corpus() {
+    replay("bulk", checks::bulk);
+}
+
+#[test]
+fn cron_corpus() {
+    replay("cron", checks::cron);
+}
+
 /// CI checks the fuzz crate with `--locked`: its lock file must already
 /// resolve every dependency the daemon's manifest brings, or CI stops on
 /// "cannot update the lock file" the first time a dependency moves.

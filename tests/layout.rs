@@ -11,8 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "daemon",
         &[
-            "serve", "ingest", "store", "alerts", "pool", "tasks", "cluster", "fleet", "config",
-            "stats", "proto", "sys", "logging", "clock",
+            "serve", "ingest", "store", "alerts", "pool", "tasks", "cluster", "cron", "fleet",
+            "config", "stats", "proto", "sys", "logging", "clock",
         ],
     ),
     (
@@ -30,7 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "tasks",
         &[
-            "cluster", "fleet", "config", "stats", "proto", "logging", "clock",
+            "cluster", "cron", "fleet", "config", "stats", "proto", "logging", "clock",
         ],
     ),
     (
@@ -42,8 +42,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "serve",
         &[
-            "alerts", "pool", "tasks", "cluster", "fleet", "config", "stats", "proto", "sys",
-            "logging", "clock",
+            "alerts", "pool", "tasks", "cluster", "cron", "fleet", "config", "stats", "proto",
+            "sys", "logging", "clock",
         ],
     ),
     (
@@ -58,6 +58,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("cluster", &["config", "clock"]),
     ("config", &[]),
+    ("cron", &[]),
     ("stats", &["proto"]),
     ("proto", &[]),
     ("sys", &[]),
