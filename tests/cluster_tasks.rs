@@ -884,3 +884,57 @@ fn bulk_actions_on_one_node_hold_on_every_node() {
     wait_cluster(&d3, 3);
     assert_eq!(d3.get(&format!("/api/tasks/{}", ids[0])).0, 404);
 }
+
+#[test]
+fn dependencies_are_settled_by_the_leader_for_every_node() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
+    wait_cluster(&ds[0], 2);
+    let _a = agent(&ds[1], "w2", &h);
+    // A chain submitted on n1, run by n2's worker, in order.
+    let a = submit(&ds[0], json!({"type": "slow"}));
+    let b = submit(&ds[0], json!({"type": "step", "depends_on": [&a]}));
+    let c = submit(&ds[1], json!({"type": "step", "depends_on": [&b]}));
+    wait_state(&ds[1], &a, "running");
+    for d in &ds {
+        d.wait_for("c waiting", |d| task(d, &c)["state"] == "waiting");
+    }
+    for d in &ds {
+        wait_state(d, &c, "succeeded");
+    }
+    let start = |id: &str| starts_of(dir.path(), id)[0].1;
+    let a_end = task(&ds[0], &a)["finished_at"].as_u64().unwrap();
+    let b_end = task(&ds[0], &b)["finished_at"].as_u64().unwrap();
+    assert!(start(&b) >= a_end && start(&c) >= b_end, "out of order");
+    // A dependency that fails for good fails its dependents in turn.
+    let f = submit(&ds[1], json!({"type": "flaky", "max_attempts": 1}));
+    let g = submit(&ds[0], json!({"type": "step", "depends_on": [&f]}));
+    let k = submit(&ds[1], json!({"type": "step", "depends_on": [&g]}));
+    for d in &ds {
+        let t = wait_state(d, &k, "failed");
+        assert_eq!(t["error"], format!("dependency failed: {g}"));
+        assert_eq!(task(d, &g)["error"], format!("dependency failed: {f}"));
+    }
+    assert!(starts_of(dir.path(), &g).is_empty());
+    // A task no node has: the database refuses it, and no 201 is sent.
+    let (status, e) = post(
+        &ds[0],
+        &json!({"type": "step", "depends_on": ["ffffffffffffffff"]}).to_string(),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["message"], "depends_on: no task ffffffffffffffff");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM muster_tasks WHERE kind = 'step'"),
+        "4",
+        "b, c, g and k"
+    );
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT state FROM muster_tasks WHERE id = {}",
+            u64::from_str_radix(&k, 16).unwrap()
+        )),
+        "failed"
+    );
+}

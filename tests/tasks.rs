@@ -1094,3 +1094,99 @@ fn a_thousand_dead_tasks_are_found_and_retried_at_once_and_bulk_actions_are_boun
     assert_eq!(d.get(&format!("/api/tasks/{}", ids[5])).0, 404);
     assert_eq!(d.json("/health")["tasks"]["succeeded"], 989);
 }
+
+#[test]
+fn a_dependency_chain_runs_in_order_and_a_failed_dependency_fails_its_dependents() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let state = dir.path().join("state");
+    let args = ["--state-dir", state.to_str().unwrap()];
+    let d = Daemon::start(&args);
+    let _a = agent(&d, "ag1", &h);
+    worker_up(&d, "ag1");
+    // A chain: b after a, c after b; a takes 2 s.
+    let a = submit(&d, json!({"type": "slow"}));
+    let (status, b) = post(&d, &json!({"type": "step", "depends_on": [&a]}).to_string());
+    assert_eq!((status, b["state"].as_str()), (201, Some("waiting")), "{b}");
+    let b = b["id"].as_str().unwrap().to_string();
+    let c = submit(&d, json!({"type": "step", "depends_on": [&b, &a]}));
+    wait_state(&d, &a, "running");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(task(&d, &b)["state"], "waiting");
+    assert_eq!(task(&d, &c)["state"], "waiting");
+    assert_eq!(d.json("/health")["tasks"]["waiting"], 2);
+    wait_state(&d, &c, "succeeded");
+    let start = |id: &str| starts_of(dir.path(), id)[0].1;
+    let a_end = task(&d, &a)["finished_at"].as_u64().unwrap();
+    assert!(start(&b) >= a_end, "b started before a ended");
+    let b_end = task(&d, &b)["finished_at"].as_u64().unwrap();
+    assert!(start(&c) >= b_end, "c started before b ended");
+    // A dependency that already succeeded: queued at once.
+    let (status, now) = post(&d, &json!({"type": "step", "depends_on": [&a]}).to_string());
+    assert_eq!(
+        (status, now["state"].as_str()),
+        (201, Some("queued")),
+        "{now}"
+    );
+    // One that fails for good fails its dependents, and theirs.
+    let f = submit(&d, json!({"type": "fail", "max_attempts": 1}));
+    let g = submit(&d, json!({"type": "step", "depends_on": [&f]}));
+    let k = submit(&d, json!({"type": "step", "depends_on": [&g]}));
+    let t = wait_state(&d, &g, "failed");
+    assert_eq!(t["error"], format!("dependency failed: {f}"));
+    let t = wait_state(&d, &k, "failed");
+    assert_eq!(t["error"], format!("dependency failed: {g}"));
+    assert!(
+        starts_of(dir.path(), &g).is_empty(),
+        "a dependent of a failure never runs"
+    );
+    // Bad lists are refused, naming the field.
+    let unknown = "ffffffffffffffff";
+    for body in [
+        json!({"type": "step", "depends_on": [unknown]}),
+        json!({"type": "step", "depends_on": [&a, &a]}),
+        json!({"type": "step", "depends_on": ["not an id"]}),
+        json!({"type": "step", "depends_on": &a}),
+    ] {
+        let (status, e) = post(&d, &body.to_string());
+        assert_eq!(status, 400, "{body}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().starts_with("depends_on"),
+            "{e}"
+        );
+    }
+    // Waiting survives a restart; a cancelled dependency fails its
+    // dependent; a waiting task can be cancelled itself.
+    let (status, _) = d.post("/api/queues/later/pause", "", "");
+    assert_eq!(status, 200);
+    let p = submit(&d, json!({"type": "later"}));
+    let q = submit(&d, json!({"type": "step", "depends_on": [&p]}));
+    let r = submit(&d, json!({"type": "step", "depends_on": [&p]}));
+    drop(_a);
+    drop(d);
+    let d = Daemon::start(&args);
+    assert_eq!(task(&d, &q)["state"], "waiting");
+    assert_eq!(
+        d.request(&format!(
+            "DELETE /api/tasks/{r} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ))
+        .0,
+        200
+    );
+    assert_eq!(task(&d, &r)["state"], "cancelled");
+    let _a = agent(&d, "ag1", &h);
+    assert_eq!(d.post("/api/queues/later/resume", "", "").0, 200);
+    wait_state(&d, &q, "succeeded");
+    assert_eq!(d.post("/api/queues/later/pause", "", "").0, 200);
+    let s = submit(&d, json!({"type": "later"}));
+    let u = submit(&d, json!({"type": "step", "depends_on": [&s]}));
+    assert_eq!(
+        d.request(&format!(
+            "DELETE /api/tasks/{s} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ))
+        .0,
+        200
+    );
+    let t = wait_state(&d, &u, "failed");
+    assert_eq!(t["error"], format!("dependency failed: {s}"));
+}

@@ -18,7 +18,7 @@ _muster() {
         "workers:--label") COMPREPLY=(); return ;;
         "watch:--status") COMPREPLY=($(compgen -W "created idle working error inactive terminated active" -- "$cur")); return ;;
         "forget:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "tasks:--state") COMPREPLY=($(compgen -W "scheduled queued assigned running succeeded failed cancelled timed_out dead" -- "$cur")); return ;;
+        "tasks:--state") COMPREPLY=($(compgen -W "waiting scheduled queued assigned running succeeded failed cancelled timed_out dead" -- "$cur")); return ;;
         "tasks:--type") COMPREPLY=(); return ;;
         "tasks:--worker") COMPREPLY=(); return ;;
         "tasks:--label") COMPREPLY=(); return ;;
@@ -28,7 +28,7 @@ _muster() {
         "tasks:--finished-after") COMPREPLY=(); return ;;
         "tasks:--finished-before") COMPREPLY=(); return ;;
         "tasks:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "tasks cancel:--state") COMPREPLY=($(compgen -W "scheduled queued assigned running succeeded failed cancelled timed_out dead" -- "$cur")); return ;;
+        "tasks cancel:--state") COMPREPLY=($(compgen -W "waiting scheduled queued assigned running succeeded failed cancelled timed_out dead" -- "$cur")); return ;;
         "tasks cancel:--type") COMPREPLY=(); return ;;
         "tasks cancel:--worker") COMPREPLY=(); return ;;
         "tasks cancel:--label") COMPREPLY=(); return ;;
@@ -38,7 +38,7 @@ _muster() {
         "tasks cancel:--finished-after") COMPREPLY=(); return ;;
         "tasks cancel:--finished-before") COMPREPLY=(); return ;;
         "tasks cancel:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "tasks retry:--state") COMPREPLY=($(compgen -W "scheduled queued assigned running succeeded failed cancelled timed_out dead" -- "$cur")); return ;;
+        "tasks retry:--state") COMPREPLY=($(compgen -W "waiting scheduled queued assigned running succeeded failed cancelled timed_out dead" -- "$cur")); return ;;
         "tasks retry:--type") COMPREPLY=(); return ;;
         "tasks retry:--worker") COMPREPLY=(); return ;;
         "tasks retry:--label") COMPREPLY=(); return ;;
@@ -48,7 +48,7 @@ _muster() {
         "tasks retry:--finished-after") COMPREPLY=(); return ;;
         "tasks retry:--finished-before") COMPREPLY=(); return ;;
         "tasks retry:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "tasks delete:--state") COMPREPLY=($(compgen -W "scheduled queued assigned running succeeded failed cancelled timed_out dead" -- "$cur")); return ;;
+        "tasks delete:--state") COMPREPLY=($(compgen -W "waiting scheduled queued assigned running succeeded failed cancelled timed_out dead" -- "$cur")); return ;;
         "tasks delete:--type") COMPREPLY=(); return ;;
         "tasks delete:--worker") COMPREPLY=(); return ;;
         "tasks delete:--label") COMPREPLY=(); return ;;
@@ -66,6 +66,8 @@ _muster() {
         "task submit:--timeout-ms") COMPREPLY=(); return ;;
         "task submit:--delay-ms") COMPREPLY=(); return ;;
         "task submit:--run-at") COMPREPLY=(); return ;;
+        "task submit:--depends-on") COMPREPLY=(); return ;;
+        "task submit:--unique-key") COMPREPLY=(); return ;;
         "task submit:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "task cancel:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "task retry:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -104,7 +106,7 @@ _muster() {
         "tasks cancel") COMPREPLY=($(compgen -W "--state --type --worker --label --q --created-after --created-before --finished-after --finished-before --token-file --help" -- "$cur")) ;;
         "tasks retry") COMPREPLY=($(compgen -W "--state --type --worker --label --q --created-after --created-before --finished-after --finished-before --token-file --help" -- "$cur")) ;;
         "tasks delete") COMPREPLY=($(compgen -W "--state --type --worker --label --q --created-after --created-before --finished-after --finished-before --token-file --help" -- "$cur")) ;;
-        "task submit") COMPREPLY=($(compgen -W "--payload --priority --worker --label --max-attempts --timeout-ms --delay-ms --run-at --wait --token-file --help" -- "$cur")) ;;
+        "task submit") COMPREPLY=($(compgen -W "--payload --priority --worker --label --max-attempts --timeout-ms --delay-ms --run-at --depends-on --unique-key --wait --token-file --help" -- "$cur")) ;;
         "task show") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
         "task logs") COMPREPLY=($(compgen -W "-f --help" -- "$cur")) ;;
         "task cancel") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;

@@ -28,7 +28,7 @@ pub struct Command {
 
 const STATUSES: &str = "created idle working error inactive terminated active";
 const TASK_STATES: &str =
-    "scheduled queued assigned running succeeded failed cancelled timed_out dead";
+    "waiting scheduled queued assigned running succeeded failed cancelled timed_out dead";
 
 const fn flag(name: &'static str) -> Opt {
     Opt {
@@ -155,6 +155,8 @@ pub const COMMANDS: &[Command] = &[
             word("--timeout-ms"),
             word("--delay-ms"),
             word("--run-at"),
+            word("--depends-on"),
+            word("--unique-key"),
             flag("--wait"),
             file("--token-file"),
         ],

@@ -41,7 +41,8 @@ operator commands:
                                     matches (the filter flags above)
   task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID]
        [--label K=V] [--max-attempts N] [--timeout-ms N]
-       [--delay-ms N | --run-at TIME] [--wait]
+       [--delay-ms N | --run-at TIME] [--depends-on ID]...
+       [--unique-key K] [--wait]
                                     submit; --wait exits 0 succeeded,
                                     3 failed or dead, 5 cancelled or
                                     timed out

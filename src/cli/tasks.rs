@@ -182,7 +182,7 @@ pub(super) fn task(url: &str, args: &[String]) -> Out {
     };
     if ["-h", "--help"].contains(&sub.as_str()) || rest.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "usage: muster task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID] [--label K=V]... [--max-attempts N] [--timeout-ms N] [--delay-ms N|--run-at TIME] [--wait] [--token-file F]\n       muster task show ID [--json]\n       muster task logs ID [-f]\n       muster task cancel ID [--token-file F]\n       muster task retry ID [--token-file F]"
+            "usage: muster task submit TYPE [--payload JSON|@FILE|-] [--priority N] [--worker ID] [--label K=V]... [--max-attempts N] [--timeout-ms N] [--delay-ms N|--run-at TIME] [--depends-on ID]... [--unique-key K] [--wait] [--token-file F]\n       muster task show ID [--json]\n       muster task logs ID [-f]\n       muster task cancel ID [--token-file F]\n       muster task retry ID [--token-file F]"
         );
         return Ok(());
     }
@@ -198,6 +198,7 @@ fn submit(url: &str, args: &[String]) -> Out {
     let mut body = Map::new();
     let (mut kind, mut wait, mut token_file) = (None, false, None);
     let mut labels = Map::new();
+    let mut depends_on = Vec::new();
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
     let int = |p: &mut lexopt::Parser, name: &str| -> Result<i64, Fail> {
         let v = p.value()?.string()?;
@@ -246,6 +247,10 @@ fn submit(url: &str, args: &[String]) -> Out {
                     .ok_or_else(|| Fail(2, format!("--label takes KEY=VALUE, got {kv:?}")))?;
                 labels.insert(k.into(), json!(v));
             }
+            Long("depends-on") => depends_on.push(json!(p.value()?.string()?)),
+            Long("unique-key") => {
+                body.insert("unique_key".into(), json!(p.value()?.string()?));
+            }
             Long("wait") => wait = true,
             Long("token-file") => token_file = Some(p.value()?.into()),
             Long("url") => url = p.value()?.string()?,
@@ -253,6 +258,9 @@ fn submit(url: &str, args: &[String]) -> Out {
         }
     }
     let kind = kind.ok_or_else(|| Fail(2, "task submit needs a TYPE".into()))?;
+    if !depends_on.is_empty() {
+        body.insert("depends_on".into(), Value::Array(depends_on));
+    }
     body.insert("type".into(), json!(kind));
     if !labels.is_empty() {
         body.insert("labels".into(), Value::Object(labels));

@@ -65,6 +65,11 @@ pub fn submit(tasks: &Tasks, body: &[u8], req: &Request, cfg: &Config, later: &L
             Kept::NotStored => Outcome::Failed,
             Kept::Taken(t, Clash::Idempotency) => Outcome::Instead(Box::new(made(&t, false))),
             Kept::Taken(t, Clash::Unique) => Outcome::Instead(Box::new(unique_taken(t.id))),
+            Kept::Unknown(d) => Outcome::Instead(Box::new(Response::error(
+                400,
+                "bad_task",
+                &format!("depends_on: no task {d}"),
+            ))),
         })
     });
     let s = Submission {

@@ -114,6 +114,7 @@ pub enum Counter {
     TasksTimedOut,
     TasksScheduled,
     TasksDead,
+    TasksWaiting,
     TasksSubmitted,
     TasksRefused,
     TasksRequeued,

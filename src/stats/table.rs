@@ -385,6 +385,15 @@ pub const COUNTERS: &[Row] = &[
         Some(("state", "dead")),
     ),
     exported(
+        Counter::TasksWaiting,
+        Group::Tasks,
+        "waiting",
+        "muster_tasks",
+        Kind::Gauge,
+        "Tasks kept, by state.",
+        Some(("state", "waiting")),
+    ),
+    exported(
         Counter::TasksSubmitted,
         Group::Tasks,
         "submitted",

@@ -99,7 +99,8 @@ pub struct Done {
     /// Of those, the ones it changed.
     pub changed: usize,
     /// The ones it left as they were (a cancel of an ended task, a retry
-    /// of a succeeded one, a delete of one not ended).
+    /// of a succeeded one, a delete of one not ended or that a waiting
+    /// task depends on).
     pub unchanged: usize,
     /// The filter matched more than [`MAX_BULK`]: send it again.
     pub more: bool,
@@ -167,6 +168,7 @@ impl Tasks {
                 .entries
                 .get(&id)
                 .is_some_and(|e| e.task.state().is_final())
+                && !book.pinned(id)
             {
                 book.forget(id);
                 fx.records.push(Record::Forget { id });

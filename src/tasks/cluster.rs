@@ -172,6 +172,9 @@ pub struct Store {
     /// When this node's copy of the queue has its earliest scheduled task
     /// due (Unix ms; 0: none), for the leader's wait.
     pub next_due: AtomicU64,
+    /// Whether this node's copy has a task waiting for its dependencies,
+    /// for the leader's turn to look at them.
+    pub waiting: AtomicBool,
 }
 
 impl Store {
@@ -187,6 +190,7 @@ impl Store {
             shared,
             stopping: AtomicBool::new(false),
             next_due: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
         });
         (store, rx)
     }

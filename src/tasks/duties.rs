@@ -138,6 +138,7 @@ fn prune(
             "DELETE FROM muster_tasks
              WHERE (finished_at < $4 AND state <> 'dead' OR finished_at < $5 AND state = 'dead'
                     OR deleted_at < $6)
+               AND id NOT IN (SELECT unnest(depends_on) FROM muster_tasks WHERE state = 'waiting')
                AND {FENCE}"
         ),
         &[
@@ -173,6 +174,78 @@ fn queue_due(
     )
 }
 
+/// Leader duty: settle the waiting tasks, under the fence of `epoch`:
+/// fail each with a dependency that ended otherwise than in success (or
+/// is gone), queue (or schedule, for a `run_at` ahead) each whose
+/// dependencies all succeeded. One read first, and a write only for what
+/// it found: an empty write would still wake every node. How many moved.
+fn settle_waiting(
+    c: &mut Client,
+    me: &crate::cluster::lease::Me,
+    epoch: i64,
+    now_ms: u64,
+) -> Result<u64, postgres::Error> {
+    let rows = c.query(
+        "SELECT w.id,
+                (SELECT min(d.id) FROM unnest(w.depends_on) AS d(id)
+                     LEFT JOIN muster_tasks o ON o.id = d.id
+                 WHERE o.id IS NULL OR o.deleted_at IS NOT NULL
+                    OR o.state IN ('failed', 'cancelled', 'timed_out', 'dead')),
+                (SELECT bool_and(coalesce(o.state = 'succeeded' AND o.deleted_at IS NULL, false))
+                 FROM unnest(w.depends_on) AS d(id) LEFT JOIN muster_tasks o ON o.id = d.id)
+         FROM muster_tasks w WHERE w.state = 'waiting'",
+        &[],
+    )?;
+    let (mut failed, mut errors, mut ready) = (Vec::new(), Vec::new(), Vec::new());
+    for r in &rows {
+        let id: i64 = r.get(0);
+        match (r.get::<_, Option<i64>>(1), r.get::<_, Option<bool>>(2)) {
+            (Some(dep), _) => {
+                failed.push(id);
+                let dep = super::task::TaskId(dep as u64);
+                errors.push(format!("dependency failed: {dep}"));
+            }
+            (None, Some(true)) => ready.push(id),
+            _ => {}
+        }
+    }
+    let mut moved = 0;
+    let now = now_ms as i64;
+    if !failed.is_empty() {
+        moved += c.execute(
+            &format!(
+                "UPDATE muster_tasks t SET state = 'failed', finished_at = $4,
+                     task = jsonb_set(jsonb_set(jsonb_set(task,
+                         '{{progress,state}}', '\"failed\"'),
+                         '{{progress,finished_at}}', to_jsonb($4::bigint)),
+                         '{{progress,error}}', to_jsonb(u.error)),
+                     rev = rev + 1, changed = pg_current_xact_id()
+                 FROM unnest($5::bigint[], $6::text[]) AS u(id, error)
+                 WHERE t.id = u.id AND t.state = 'waiting' AND {FENCE}"
+            ),
+            &[&me.node_id, &me.incarnation, &epoch, &now, &failed, &errors],
+        )?;
+    }
+    if !ready.is_empty() {
+        moved += c.execute(
+            &format!(
+                "UPDATE muster_tasks t SET
+                     state = CASE WHEN (task->'progress'->>'run_at')::bigint > $4
+                             THEN 'scheduled' ELSE 'queued' END,
+                     task = CASE WHEN (task->'progress'->>'run_at')::bigint > $4
+                         THEN jsonb_set(task, '{{progress,state}}', '\"scheduled\"')
+                         ELSE jsonb_set(jsonb_set(task #- '{{progress,run_at}}',
+                             '{{progress,state}}', '\"queued\"'),
+                             '{{progress,queued_at}}', to_jsonb($4::bigint)) END,
+                     rev = rev + 1, changed = pg_current_xact_id()
+                 WHERE t.id = ANY($5) AND t.state = 'waiting' AND {FENCE}"
+            ),
+            &[&me.node_id, &me.incarnation, &epoch, &now, &ready],
+        )?;
+    }
+    Ok(moved)
+}
+
 /// The leader's task duties, each at its own pace: give back lost nodes'
 /// tasks, delete expired ones.
 pub(super) fn leader_duties(
@@ -195,6 +268,16 @@ pub(super) fn leader_duties(
                 link.failed(&e);
                 log::warn!("cluster: cannot queue scheduled tasks: {}", describe(&e));
             }
+        }
+    }
+    if store.waiting.load(Ordering::Relaxed) {
+        let Ok(c) = link.get() else { return };
+        if let Err(e) = settle_waiting(c, &me, epoch, unix_ms()) {
+            link.failed(&e);
+            log::warn!(
+                "cluster: cannot settle tasks waiting for their dependencies: {}",
+                describe(&e)
+            );
         }
     }
     if now.duration_since(*last_requeue) >= REQUEUE_EVERY {

@@ -222,6 +222,7 @@ fn state_counter(s: State) -> Counter {
         State::TimedOut => Counter::TasksTimedOut,
         State::Scheduled => Counter::TasksScheduled,
         State::Dead => Counter::TasksDead,
+        State::Waiting => Counter::TasksWaiting,
     }
 }
 

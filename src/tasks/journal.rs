@@ -111,6 +111,9 @@ pub enum Kept {
     /// Cluster mode: the database holds a task with the same key, which a
     /// node had not read yet; the submission was left out.
     Taken(Box<Task>, Clash),
+    /// Cluster mode: a task it depends on is not in the database (this
+    /// node had not read it, and no node has it).
+    Unknown(TaskId),
 }
 
 /// Which key a submission shares with a task already kept.

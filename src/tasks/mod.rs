@@ -453,6 +453,15 @@ impl Tasks {
             st.incr(Counter::TasksRefused);
             return Err(Refused::Unique(held));
         }
+        // In cluster mode the database answers for a task this node has
+        // not read yet.
+        if let (Err(unknown), None) = (book.all_known(&task.depends_on), &self.store) {
+            st.incr(Counter::TasksRefused);
+            return Err(Refused::Bad(BadField(
+                "depends_on",
+                format!("no task {unknown} (a task may depend only on tasks kept now)"),
+            )));
+        }
         let mut fx = Effects::default();
         if !book.make_room(cfg.tasks.max_tasks, &mut fx) {
             st.incr(Counter::TasksRefused);
@@ -463,6 +472,11 @@ impl Tasks {
             task: Box::new(task.clone()),
         });
         st.incr(Counter::TasksSubmitted);
+        if self.store.is_none() {
+            // Its dependencies may all have succeeded, or one failed.
+            book.settle(now, &mut fx);
+        }
+        let task = book.entries.get(&task.id).map_or(task, |e| e.task.clone());
         self.runner.apply(&book, fx, Some(ack));
         drop(book);
         self.poke();
@@ -516,7 +530,8 @@ impl Tasks {
             store.send(cluster::Write::Cancel {
                 id,
                 at: now,
-                queued: matches!(was, State::Queued | State::Scheduled).then(|| t.clone()),
+                queued: matches!(was, State::Queued | State::Scheduled | State::Waiting)
+                    .then(|| t.clone()),
             });
         }
         self.runner.apply_stored(&book, fx);
@@ -672,9 +687,16 @@ impl Tasks {
         };
         let mut fx = Effects::default();
         book.deadlines(now, &limits, &mut fx);
+        if limits.promote {
+            book.settle(now, &mut fx);
+        }
         let due = book.next_due().unwrap_or(0);
         match &self.store {
-            Some(s) => s.next_due.store(due, Ordering::Relaxed),
+            Some(s) => {
+                s.next_due.store(due, Ordering::Relaxed);
+                let waiting = book.count(State::Waiting) > 0;
+                s.waiting.store(waiting, Ordering::Relaxed);
+            }
             None => self.due.store(due, Ordering::Relaxed),
         }
         let Some(store) = &self.store else {

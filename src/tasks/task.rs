@@ -70,10 +70,12 @@ pub enum State {
     TimedOut,
     Scheduled,
     Dead,
+    /// Waits for its `depends_on` to succeed.
+    Waiting,
 }
 
 impl State {
-    pub const ALL: [State; 9] = [
+    pub const ALL: [State; 10] = [
         State::Queued,
         State::Assigned,
         State::Running,
@@ -83,6 +85,7 @@ impl State {
         State::TimedOut,
         State::Scheduled,
         State::Dead,
+        State::Waiting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +99,7 @@ impl State {
             State::TimedOut => "timed_out",
             State::Scheduled => "scheduled",
             State::Dead => "dead",
+            State::Waiting => "waiting",
         }
     }
 
@@ -178,6 +182,18 @@ pub struct Advance {
 }
 
 impl Progress {
+    /// A waiting task whose dependencies all succeeded: queued, or
+    /// scheduled when its `run_at` is still ahead.
+    pub fn ready(&mut self, now_ms: u64) {
+        if self.run_at.is_some_and(|t| t > now_ms) {
+            self.state = State::Scheduled;
+        } else {
+            self.state = State::Queued;
+            self.queued_at = Some(now_ms);
+            self.run_at = None;
+        }
+    }
+
     /// A fresh cycle from `now_ms`: attempt 1, queued, or scheduled for
     /// `run_at` when that is later.
     pub fn fresh(now_ms: u64, run_at: Option<u64>) -> Progress {
@@ -233,9 +249,15 @@ pub struct Task {
     /// No second task with this key while this one has not ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
+    /// Tasks that must succeed before this one is queued (`waiting`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<TaskId>,
     pub created_at: u64,
     pub progress: Progress,
 }
+
+/// Tasks one task may depend on, at most.
+pub const MAX_DEPENDS: usize = 100;
 
 /// The longest `Idempotency-Key` or `unique_key`.
 pub const MAX_KEY: usize = 255;
@@ -347,6 +369,8 @@ pub struct Shown<'a> {
     idempotency_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unique_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[TaskId]>::is_empty")]
+    depends_on: &'a [TaskId],
     created_at: u64,
     #[serde(flatten)]
     progress: &'a Progress,
@@ -371,6 +395,7 @@ impl Task {
             tracestate: self.trace.as_ref().and_then(|t| t.tracestate.as_deref()),
             idempotency_key: self.idempotency_key.as_deref(),
             unique_key: self.unique_key.as_deref(),
+            depends_on: &self.depends_on,
             created_at: self.created_at,
             progress: &self.progress,
         }
@@ -512,6 +537,31 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
             ));
         }
     };
+    let depends_on = match m.get("depends_on") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) if a.len() <= MAX_DEPENDS => {
+            let ids = a
+                .iter()
+                .map(|v| v.as_str().and_then(TaskId::parse))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| BadField("depends_on", "a list of task ids".into()))?;
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
+                return Err(BadField("depends_on", format!("{twice} is named twice")));
+            }
+            ids
+        }
+        Some(_) => {
+            return Err(BadField(
+                "depends_on",
+                format!("a list of at most {MAX_DEPENDS} task ids"),
+            ));
+        }
+    };
+    let mut progress = Progress::fresh(now_ms, run_at);
+    if !depends_on.is_empty() {
+        progress.state = State::Waiting;
+    }
     Ok(Task {
         id,
         kind,
@@ -524,8 +574,9 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
         trace: None,
         idempotency_key: None,
         unique_key,
+        depends_on,
         created_at: now_ms,
-        progress: Progress::fresh(now_ms, run_at),
+        progress,
     })
 }
 

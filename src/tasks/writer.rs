@@ -25,7 +25,7 @@ struct Stored {
     stale: u64,
     /// Submissions left out because a task kept has one of their keys:
     /// that task (`None`: it was gone by the time it was looked for).
-    clashes: HashMap<TaskId, Option<(Task, Clash)>>,
+    clashes: HashMap<TaskId, Left>,
 }
 
 /// The writer's statements, prepared once per connection: each `execute`
@@ -60,22 +60,27 @@ impl Prepared {
 }
 
 /// A submission whose `Idempotency-Key` or `unique_key` a kept task has
-/// is left out (the unique indexes of schema 5), and found again after.
+/// is left out (the unique indexes of schema 5), and found again after;
+/// so is one that depends on a task the database does not have.
 const INSERT_TASKS: &str = "INSERT INTO muster_tasks
          (id, kind, priority, target_worker, target_labels, state, task,
-          idempotency_key, unique_key)
+          idempotency_key, unique_key, depends_on)
      SELECT id, kind, priority, target_worker, labels::jsonb, state, task::jsonb,
-            idempotency_key, unique_key
+            idempotency_key, unique_key, depends_on::bigint[]
      FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                 $6::text[], $7::text[], $8::text[], $9::text[])
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
           AS u(id, kind, priority, target_worker, labels, state, task,
-               idempotency_key, unique_key)
+               idempotency_key, unique_key, depends_on)
+     WHERE u.depends_on IS NULL
+        OR NOT EXISTS (SELECT 1 FROM unnest(u.depends_on::bigint[]) AS d(id)
+                       WHERE NOT EXISTS (SELECT 1 FROM muster_tasks o WHERE o.id = d.id))
      ON CONFLICT DO NOTHING
      RETURNING id";
 
-/// A retry: the task queued again, unless it is not ended, or another
-/// task not ended holds its `unique_key`.
-const RETRY: &str = "UPDATE muster_tasks t SET task = $2::text::jsonb, state = 'queued', lease = 0,
+/// A retry: the task queued (or waiting, for its dependencies) again,
+/// unless it is not ended, or another task not ended holds its
+/// `unique_key`.
+const RETRY: &str = "UPDATE muster_tasks t SET task = $2::text::jsonb, state = $3, lease = 0,
          holder_node = NULL, holder_incarnation = NULL, cancel_requested_at = NULL,
          finished_at = NULL, rev = rev + 1, changed = pg_current_xact_id()
      WHERE id = $1 AND state IN ('failed', 'cancelled', 'timed_out', 'dead')
@@ -99,6 +104,9 @@ struct Inserts<'a> {
     tasks: Vec<String>,
     idempotency_keys: Vec<Option<&'a str>>,
     unique_keys: Vec<Option<&'a str>>,
+    /// `{1,2}`, as PostgreSQL writes an array; `None` for no dependencies.
+    depends_on: Vec<Option<String>>,
+    deps: Vec<&'a [TaskId]>,
 }
 
 /// What one batch writes, gathered statement by statement.
@@ -132,6 +140,15 @@ impl<'a> Batch<'a> {
                     i.tasks.push(serde_json::to_string(t).unwrap_or_default());
                     i.idempotency_keys.push(t.idempotency_key.as_deref());
                     i.unique_keys.push(t.unique_key.as_deref());
+                    i.deps.push(&t.depends_on);
+                    i.depends_on.push((!t.depends_on.is_empty()).then(|| {
+                        let ids: Vec<String> = t
+                            .depends_on
+                            .iter()
+                            .map(|d| (d.0 as i64).to_string())
+                            .collect();
+                        format!("{{{}}}", ids.join(","))
+                    }));
                 }
                 Write::Update { task, lease } => {
                     b.updates.insert(task.id, (task, *lease));
@@ -191,11 +208,22 @@ fn commit(
 /// The tasks kept whose keys the submissions not in `kept` have, by
 /// submission: the one with its `Idempotency-Key` first, else the one
 /// holding its `unique_key`.
+/// Why the database left a submission out.
+enum Left {
+    /// A task kept has one of its keys.
+    Taken(Box<Task>, Clash),
+    /// A task it depends on is not there.
+    Unknown(TaskId),
+    /// Neither: the task that had its key was gone by the time it was
+    /// looked for.
+    Gone,
+}
+
 fn clashes(
     g: &mut impl GenericClient,
     i: &Inserts<'_>,
     kept: &std::collections::HashSet<i64>,
-) -> Result<HashMap<TaskId, Option<(Task, Clash)>>, postgres::Error> {
+) -> Result<HashMap<TaskId, Left>, postgres::Error> {
     let left: Vec<usize> = (0..i.ids.len())
         .filter(|n| !kept.contains(&i.ids[*n]))
         .collect();
@@ -220,18 +248,41 @@ fn clashes(
             by_unique.insert(k, t);
         }
     }
+    let deps: Vec<i64> = left
+        .iter()
+        .flat_map(|n| i.deps[*n].iter().map(|d| d.0 as i64))
+        .collect();
+    let missing: std::collections::HashSet<i64> = if deps.is_empty() {
+        Default::default()
+    } else {
+        g.query(
+            "SELECT d FROM unnest($1::bigint[]) AS d
+             WHERE NOT EXISTS (SELECT 1 FROM muster_tasks WHERE id = d)",
+            &[&deps],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
     Ok(left
         .into_iter()
         .map(|n| {
             let first = i.idempotency_keys[n]
                 .and_then(|k| by_idem.get(k))
-                .map(|t| (t.clone(), Clash::Idempotency));
+                .map(|t| Left::Taken(Box::new(t.clone()), Clash::Idempotency));
             let holder = || {
                 i.unique_keys[n]
                     .and_then(|k| by_unique.get(k))
-                    .map(|t| (t.clone(), Clash::Unique))
+                    .map(|t| Left::Taken(Box::new(t.clone()), Clash::Unique))
             };
-            (TaskId(i.ids[n] as u64), first.or_else(holder))
+            let unknown = || {
+                i.deps[n]
+                    .iter()
+                    .find(|d| missing.contains(&(d.0 as i64)))
+                    .map(|d| Left::Unknown(*d))
+            };
+            let why = first.or_else(holder).or_else(unknown).unwrap_or(Left::Gone);
+            (TaskId(i.ids[n] as u64), why)
         })
         .collect())
 }
@@ -258,6 +309,7 @@ fn statements(
                 &i.tasks,
                 &i.idempotency_keys,
                 &i.unique_keys,
+                &i.depends_on,
             ],
         )?;
         if rows.len() < i.ids.len() {
@@ -325,7 +377,7 @@ fn statements(
         // this is a savepoint, so that a live task another node made with
         // the same unique_key refuses this retry, not the whole batch.
         let mut sp = g.transaction()?;
-        let n = match sp.execute(RETRY, &[&id, &text]) {
+        let n = match sp.execute(RETRY, &[&id, &text, &t.state().as_str()]) {
             Ok(n) => n,
             Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => 0,
             Err(e) => return Err(e),
@@ -350,7 +402,9 @@ fn statements(
                  rev = rev + 1, changed = pg_current_xact_id()
              FROM unnest($1::bigint[], $2::bigint[]) AS u(id, at)
              WHERE t.id = u.id AND t.deleted_at IS NULL
-               AND t.state IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'dead')",
+               AND t.state IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'dead')
+               AND t.id NOT IN (SELECT unnest(depends_on) FROM muster_tasks
+                                WHERE state = 'waiting')",
             &[&b.deletes.0, &b.deletes.1],
         )?;
     }
@@ -370,7 +424,7 @@ fn statements(
             done = g.execute(
                 "UPDATE muster_tasks SET task = $2::text::jsonb, state = 'cancelled',
                      finished_at = $3, rev = rev + 1, changed = pg_current_xact_id()
-                 WHERE id = $1 AND state IN ('queued', 'scheduled')",
+                 WHERE id = $1 AND state IN ('queued', 'scheduled', 'waiting')",
                 &[&id, &serde_json::to_string(t).unwrap_or_default(), &at],
             )?;
         }
@@ -450,17 +504,21 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
                     };
                     let kept = match s.clashes.remove(&task.id) {
                         None => Kept::Stored,
-                        Some(clash) => {
+                        Some(why) => {
                             left_out.push(task.id);
-                            match clash {
-                                Some((t, c)) => {
+                            match why {
+                                Left::Taken(t, c) => {
                                     st.incr(match c {
                                         Clash::Idempotency => Counter::TasksRepeated,
                                         Clash::Unique => Counter::TasksRefused,
                                     });
-                                    Kept::Taken(Box::new(t), c)
+                                    Kept::Taken(t, c)
                                 }
-                                None => Kept::NotStored,
+                                Left::Unknown(d) => {
+                                    st.incr(Counter::TasksRefused);
+                                    Kept::Unknown(d)
+                                }
+                                Left::Gone => Kept::NotStored,
                             }
                         }
                     };

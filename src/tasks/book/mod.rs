@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 mod copy;
+mod waits;
 pub use copy::Wanted;
 
 /// A worker with an open TCP session that takes tasks.
@@ -124,6 +125,10 @@ pub struct Book {
     unique: HashMap<String, TaskId>,
     /// Tasks whose last progress waits to be written (cluster mode).
     progress_due: std::collections::BTreeSet<TaskId>,
+    /// The tasks that name each task in their `depends_on`.
+    dependents: HashMap<TaskId, Vec<TaskId>>,
+    /// Waiting tasks to look at again: one of their dependencies ended.
+    unsettled: BTreeSet<TaskId>,
 }
 
 impl Book {
@@ -189,6 +194,9 @@ impl Book {
         let (before, after) = (was.0, task.progress.state);
         self.unindex(was, id);
         self.index(timed(&task.progress), id);
+        if after.is_final() && !before.is_final() {
+            self.ended(id);
+        }
         if before.is_final() != after.is_final() {
             if let Some(k) = &task.unique_key {
                 if !after.is_final() {
@@ -231,6 +239,7 @@ impl Book {
         {
             self.unique.entry(k.clone()).or_insert(task.id);
         }
+        self.depend(&task);
         let size =
             RECORD_OVERHEAD + serde_json::to_string(&task.payload).map_or(0, |p| p.len() as u64);
         self.live_bytes += size;
@@ -262,6 +271,7 @@ impl Book {
                 t.held.remove(&id);
             }
         }
+        self.undepend(&e.task);
         for (keys, k) in [
             (&mut self.idempotent, &e.task.idempotency_key),
             (&mut self.unique, &e.task.unique_key),
@@ -621,7 +631,7 @@ impl Book {
     pub fn cancel(&mut self, id: TaskId, now_ms: u64, fx: &mut Effects) -> Option<Task> {
         let e = self.entries.get(&id)?;
         match e.task.state() {
-            State::Queued | State::Scheduled => {
+            State::Queued | State::Scheduled | State::Waiting => {
                 let t = self.set_state(id, |p| {
                     p.state = State::Cancelled;
                     p.finished_at = Some(now_ms);
@@ -657,9 +667,18 @@ impl Book {
         if !e.task.state().is_retryable_end() || e.task.unique_key.as_ref().is_some_and(taken) {
             return Some(Err(e.task.clone()));
         }
-        let t = self.set_state(id, |p| *p = Progress::fresh(now_ms, None))?;
+        let waits = !e.task.depends_on.is_empty();
+        let t = self.set_state(id, |p| {
+            *p = Progress::fresh(now_ms, None);
+            if waits {
+                p.state = State::Waiting;
+            }
+        })?;
         if let Some(e) = self.entries.get_mut(&id) {
             e.lease = 0;
+        }
+        if waits {
+            self.unsettled.insert(id);
         }
         fx.progress(&t);
         Some(Ok(t))
@@ -723,6 +742,7 @@ impl Book {
             set.iter()
                 .take_while(|(at, _)| now_ms.saturating_sub(*at) >= keep)
                 .map(|(_, id)| *id)
+                .filter(|id| !self.pinned(*id))
                 .collect()
         };
         let mut expired = past(&self.finished, limits.retention_ms);
@@ -769,7 +789,8 @@ impl Book {
     /// False when every kept task is unfinished.
     pub fn make_room(&mut self, max: usize, fx: &mut Effects) -> bool {
         while self.entries.len() >= max {
-            let Some((_, id)) = self.finished.first().copied() else {
+            let oldest = self.finished.iter().map(|(_, id)| *id);
+            let Some(id) = oldest.clone().find(|id| !self.pinned(*id)) else {
                 return false;
             };
             self.forget(id);
