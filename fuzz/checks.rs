@@ -254,3 +254,21 @@ pub fn cron(data: &[u8]) {
     let ticks = spec.ticks_between(before_gap, before_gap + 3_600_000, before_gap, 100);
     assert!(ticks.windows(2).all(|w| w[0] < w[1]), "{cron:?} {zone:?}");
 }
+
+/// A `POST /api/schedules` body: reading it never panics, and a schedule
+/// read is kept and asked for its ticks without panicking, each due tick
+/// after the schedule was made and at or before the time asked about.
+pub fn schedule(data: &[u8]) {
+    use muster::tasks::schedule::{Schedules, parse};
+    let now = 1_796_202_000_000;
+    let Ok((s, _)) = parse(data, now) else {
+        return;
+    };
+    let mut all = Schedules::default();
+    assert!(all.put(s.clone()));
+    for later in [now, now + 1_000, now + 86_400_000, now + 400 * 86_400_000] {
+        for d in all.due(later) {
+            assert!(d.tick > now && d.tick <= later, "{s:?}: {d:?}");
+        }
+    }
+}

@@ -938,3 +938,69 @@ fn dependencies_are_settled_by_the_leader_for_every_node() {
         "failed"
     );
 }
+
+/// (tasks, distinct ticks) schedule `name` made, as the database has them.
+fn fired(pg: &pg::Pg, name: &str) -> (u64, u64) {
+    let v = pg.psql(&format!(
+        "SELECT count(*) || ' ' || count(DISTINCT task->'schedule'->>'tick') FROM muster_tasks
+         WHERE task->'schedule'->>'name' = '{name}'"
+    ));
+    let (a, b) = v.split_once(' ').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+#[test]
+fn a_schedule_fires_once_per_tick_on_three_nodes_and_through_a_leader_lost() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let mut ds: Vec<Daemon> = ["n1", "n2", "n3"].map(|n| node(&pg, n, &[])).into();
+    wait_cluster(&ds[0], 3);
+    let _a = agent(&ds[2], "w3", &h);
+    let body =
+        json!({"name": "beat", "cron": "@every 2s", "task": {"type": "tick"}, "overlap": "allow"});
+    let (status, s) = ds[1].post("/api/schedules", "", &body.to_string());
+    assert_eq!(status, 201, "{s}");
+    for d in &ds {
+        d.wait_for("the schedule everywhere", |d| {
+            d.get("/api/schedules/beat").0 == 200
+        });
+    }
+    ds[0].wait_for("three ticks", |_| fired(&pg, "beat").1 >= 3);
+    let (n, ticks) = fired(&pg, "beat");
+    assert_eq!(n, ticks, "a tick fired twice");
+    // The leader is killed: another takes over, and no tick fires twice.
+    let leader = ds[0].json("/api/nodes")["leader"]["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let i = ["n1", "n2", "n3"]
+        .iter()
+        .position(|n| *n == leader)
+        .unwrap();
+    let dead = ds.remove(i);
+    dead.signal(libc::SIGKILL);
+    let before = fired(&pg, "beat").1;
+    ds[0].wait_for("ticks from the new leader", |_| {
+        fired(&pg, "beat").1 >= before + 2
+    });
+    let (n, ticks) = fired(&pg, "beat");
+    assert_eq!(n, ticks, "a tick fired twice across leaders");
+    let s = ds[0].json("/api/schedules/beat");
+    assert!(s["fired"].as_u64().unwrap() >= ticks - 1, "{s}");
+    // Deleted on one node: gone on every node, and no more ticks.
+    let status = ds[1]
+        .request(
+            "DELETE /api/schedules/beat HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .0;
+    assert_eq!(status, 200);
+    for d in &ds {
+        d.wait_for("the schedule gone", |d| {
+            d.get("/api/schedules/beat").0 == 404
+        });
+    }
+    let after = fired(&pg, "beat").1;
+    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(fired(&pg, "beat").1, after, "fired after its deletion");
+}

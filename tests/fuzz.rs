@@ -82,6 +82,11 @@ fn cron_corpus() {
     replay("cron", checks::cron);
 }
 
+#[test]
+fn schedule_corpus() {
+    replay("schedule", checks::schedule);
+}
+
 /// CI checks the fuzz crate with `--locked`: its lock file must already
 /// resolve every dependency the daemon's manifest brings, or CI stops on
 /// "cannot update the lock file" the first time a dependency moves.

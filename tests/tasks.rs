@@ -1190,3 +1190,143 @@ fn a_dependency_chain_runs_in_order_and_a_failed_dependency_fails_its_dependents
     let t = wait_state(&d, &u, "failed");
     assert_eq!(t["error"], format!("dependency failed: {s}"));
 }
+
+/// The ticks of the tasks schedule `name` submitted, oldest first.
+fn ticks_of(d: &Daemon, name: &str) -> Vec<u64> {
+    let v = d.json("/api/tasks?limit=1000");
+    let mut ticks: Vec<u64> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["schedule"]["name"] == name)
+        .map(|t| t["schedule"]["tick"].as_u64().unwrap())
+        .collect();
+    ticks.sort();
+    ticks
+}
+
+#[test]
+fn a_schedule_fires_once_per_tick_through_a_restart_and_skips_while_its_task_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let state = dir.path().join("state");
+    let args = ["--state-dir", state.to_str().unwrap()];
+    let d = Daemon::start(&args);
+    let _a = agent(&d, "ag1", &h);
+    let body = json!({"name": "beat", "cron": "@every 2s", "task": {"type": "tick"}});
+    let (status, s) = d.post("/api/schedules", "", &body.to_string());
+    assert_eq!(status, 201, "{s}");
+    let created = s["created_at"].as_u64().unwrap();
+    assert_eq!(s["next_tick"], created + 2000);
+    d.wait_for("two ticks", |d| ticks_of(d, "beat").len() >= 2);
+    // Through a restart: no tick twice, and ticks go on.
+    drop(_a);
+    drop(d);
+    std::thread::sleep(Duration::from_millis(500));
+    let d = Daemon::start(&args);
+    let _a = agent(&d, "ag1", &h);
+    let before = ticks_of(&d, "beat").len();
+    d.wait_for("a tick after the restart", |d| {
+        ticks_of(d, "beat").len() > before
+    });
+    let ticks = ticks_of(&d, "beat");
+    let mut unique = ticks.clone();
+    unique.dedup();
+    assert_eq!(unique, ticks, "a tick fired twice");
+    assert!(
+        ticks.iter().all(|t| (t - created) % 2000 == 0),
+        "ticks off the grid: {ticks:?}"
+    );
+    let s = d.json("/api/schedules/beat");
+    assert_eq!(s["fired"].as_u64().unwrap() as usize, ticks.len(), "{s}");
+    // Paused: nothing; resumed: on again.
+    let (status, s) = d.post("/api/schedules/beat/pause", "", "");
+    assert_eq!((status, &s["paused"]), (200, &json!(true)));
+    assert_eq!(s["next_tick"], Value::Null);
+    let paused_at = ticks_of(&d, "beat").len();
+    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(ticks_of(&d, "beat").len(), paused_at, "fired while paused");
+    assert_eq!(d.post("/api/schedules/beat/resume", "", "").0, 200);
+    d.wait_for("a tick after resume", |d| {
+        ticks_of(d, "beat").len() > paused_at
+    });
+    // A task still running at the next tick: that tick is skipped.
+    let body = json!({"name": "slowly", "cron": "@every 1s", "task": {"type": "slow"}});
+    assert_eq!(d.post("/api/schedules", "", &body.to_string()).0, 201);
+    d.wait_for("a skipped tick", |d| {
+        d.json("/api/schedules/slowly")["skipped"].as_u64() >= Some(1)
+    });
+    let running = d.json("/api/tasks?state=running,assigned,queued&q=slow")["tasks"].clone();
+    assert!(
+        running.as_array().unwrap().len() <= 1,
+        "two at once: {running}"
+    );
+    // Listed, changed in place (its record kept), deleted.
+    let list = d.json("/api/schedules")["schedules"].clone();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let body = json!({"name": "beat", "cron": "0 9 * * MON-FRI", "timezone": "Europe/Paris", "task": {"type": "tick"}});
+    let (status, s) = d.post("/api/schedules", "", &body.to_string());
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["created_at"], created);
+    assert!(s["fired"].as_u64().unwrap() >= 3, "{s}");
+    let out = Command::new(MUSTER)
+        .args(["--url", &format!("http://{}", d.http), "schedule", "ls"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Europe/Paris") && text.contains("slowly"),
+        "{text}"
+    );
+    let out = Command::new(MUSTER)
+        .args([
+            "--url",
+            &format!("http://{}", d.http),
+            "schedule",
+            "rm",
+            "slowly",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.get("/api/schedules/slowly").0, 404);
+    // Bad input names its field.
+    for (body, field) in [
+        (
+            json!({"name": "x", "cron": "61 * * * *", "task": {"type": "a"}}),
+            "cron",
+        ),
+        (
+            json!({"name": "x", "cron": "@every 1s", "timezone": "Mars/Base", "task": {"type": "a"}}),
+            "timezone",
+        ),
+        (
+            json!({"name": "x y", "cron": "@every 1s", "task": {"type": "a"}}),
+            "name",
+        ),
+        (json!({"name": "x", "cron": "@every 1s"}), "task"),
+        (
+            json!({"name": "x", "cron": "@every 1s", "task": {"type": "a", "delay_ms": -1}}),
+            "task",
+        ),
+        (
+            json!({"name": "x", "cron": "@every 1s", "task": {"type": "a"}, "overlap": "queue"}),
+            "overlap",
+        ),
+    ] {
+        let (status, e) = d.post("/api/schedules", "", &body.to_string());
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (400, Some("bad_schedule")),
+            "{body}: {e}"
+        );
+        assert!(e["message"].as_str().unwrap().starts_with(field), "{e}");
+    }
+    assert_eq!(d.get("/api/schedules/a%20b").0, 400);
+    // Deleted schedules stay deleted through a restart.
+    drop(_a);
+    drop(d);
+    let d = Daemon::start(&args);
+    assert_eq!(d.get("/api/schedules/slowly").0, 404);
+    assert_eq!(d.json("/api/schedules/beat")["timezone"], "Europe/Paris");
+}

@@ -71,6 +71,15 @@ _muster() {
         "task submit:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "task cancel:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "task retry:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "schedule add:--timezone") COMPREPLY=(); return ;;
+        "schedule add:--payload") COMPREPLY=(); return ;;
+        "schedule add:--priority") COMPREPLY=(); return ;;
+        "schedule add:--overlap") COMPREPLY=($(compgen -W "skip allow cancel" -- "$cur")); return ;;
+        "schedule add:--catch-up") COMPREPLY=($(compgen -W "skip once" -- "$cur")); return ;;
+        "schedule add:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "schedule rm:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "schedule pause:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "schedule resume:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "queue pause:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "queue resume:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "scale:--token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -93,7 +102,7 @@ _muster() {
         *:--url) COMPREPLY=(); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task queues queue scale nodes pool beat agent completions help version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task queues schedule queue scale nodes pool beat agent completions help version" -- "$cur")) ;;
         task) COMPREPLY=($(compgen -W "submit show logs cancel retry" -- "$cur")) ;;
         completions) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
         "workers") COMPREPLY=($(compgen -W "--status --label --wide --no-headers --json --help" -- "$cur")) ;;
@@ -112,6 +121,11 @@ _muster() {
         "task cancel") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "task retry") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "queues") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
+        "schedule add") COMPREPLY=($(compgen -W "--timezone --payload --priority --overlap --catch-up --paused --token-file --help" -- "$cur")) ;;
+        "schedule ls") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
+        "schedule rm") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
+        "schedule pause") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
+        "schedule resume") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "queue pause") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "queue resume") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "scale") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;

@@ -187,6 +187,39 @@ pub const COMMANDS: &[Command] = &[
         opts: &[flag("--json")],
     },
     Command {
+        path: "schedule add",
+        about: "a periodic task",
+        opts: &[
+            word("--timezone"),
+            word("--payload"),
+            word("--priority"),
+            one_of("--overlap", "skip allow cancel"),
+            one_of("--catch-up", "skip once"),
+            flag("--paused"),
+            file("--token-file"),
+        ],
+    },
+    Command {
+        path: "schedule ls",
+        about: "the schedules",
+        opts: &[flag("--json")],
+    },
+    Command {
+        path: "schedule rm",
+        about: "delete a schedule",
+        opts: &[file("--token-file")],
+    },
+    Command {
+        path: "schedule pause",
+        about: "stop a schedule's ticks",
+        opts: &[file("--token-file")],
+    },
+    Command {
+        path: "schedule resume",
+        about: "start a paused schedule's ticks again",
+        opts: &[file("--token-file")],
+    },
+    Command {
         path: "queue pause",
         about: "stop dispatching a task type",
         opts: &[file("--token-file")],

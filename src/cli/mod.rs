@@ -14,6 +14,7 @@ pub mod complete;
 pub mod nodes;
 pub mod ops;
 pub mod pool;
+pub mod schedules;
 pub mod table;
 pub mod tasks;
 pub mod watch;
@@ -49,6 +50,10 @@ operator commands:
   task show ID | task logs ID [-f] | task cancel ID | task retry ID
   queues [--json]                   task types queued or paused
   queue pause|resume TYPE           stop or restart dispatch of a type
+  schedule add NAME CRON TYPE [--timezone Z] [--overlap O] [--catch-up C]
+                                    a periodic task (CRON: 5 fields, @daily,
+                                    or @every 30s)
+  schedule ls | rm NAME | pause NAME | resume NAME
   scale N [--token-file F]          resize the pool
   pool [--json]                     the pool's members
   nodes [--json]                    the cluster's nodes (cluster mode)
@@ -149,6 +154,7 @@ fn run(args: Vec<String>) -> Out {
         Some("task") => tasks::task(&url, &args),
         Some("queues") => tasks::queues(&url, &args),
         Some("queue") => tasks::queue(&url, &args),
+        Some("schedule") => schedules::schedule(&url, &args),
         Some("beat") => beat::beat(&args),
         Some("completions") => complete::main(&args),
         Some("agent") => match crate::cli::agent::main(&args) {

@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn addr(url: &str) -> Result<SocketAddr, Fail> {
+pub(super) fn addr(url: &str) -> Result<SocketAddr, Fail> {
     client::parse_url(url).map_err(|e| Fail(2, e.to_string()))
 }
 
-fn token(file: Option<PathBuf>) -> Result<Option<String>, Fail> {
+pub(super) fn token(file: Option<PathBuf>) -> Result<Option<String>, Fail> {
     let file = file.or_else(|| std::env::var_os(client::TOKEN_ENV).map(PathBuf::from));
     client::read_token(file.as_deref()).map_err(|m| Fail(2, m))
 }
@@ -372,7 +372,7 @@ fn one(url: &str, what: &str, args: &[String]) -> Out {
 
 /// A path segment as RFC 3986 allows it: unreserved bytes as they are,
 /// the rest percent-encoded.
-fn segment(s: &str) -> String {
+pub(super) fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -95,6 +95,10 @@ enum Route {
     Queues,
     /// A task type paused (`true`) or resumed.
     QueuePause(String, bool),
+    Schedules,
+    Schedule(String),
+    /// A schedule paused (`true`) or resumed.
+    SchedulePause(String, bool),
     Scale,
     Pool,
     Alerts,
@@ -108,8 +112,11 @@ impl Route {
     fn methods(&self) -> &'static [Method] {
         use Method::{Delete, Get, Head, Options, Post};
         match self {
-            Route::ApiWorker(_) | Route::Task(_) => &[Get, Head, Delete, Options],
-            Route::Tasks => &[Get, Head, Post, Options],
+            Route::ApiWorker(_) | Route::Task(_) | Route::Schedule(_) => {
+                &[Get, Head, Delete, Options]
+            }
+            Route::Tasks | Route::Schedules => &[Get, Head, Post, Options],
+            Route::SchedulePause(..) => &[Post, Options],
             Route::Scale | Route::TaskRetry(_) | Route::TaskBulk | Route::QueuePause(..) => {
                 &[Post, Options]
             }
@@ -222,6 +229,14 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "queues"] => Route::Queues,
         ["api", "queues", kind, "pause"] => Route::QueuePause(task_routes::kind(kind)?, true),
         ["api", "queues", kind, "resume"] => Route::QueuePause(task_routes::kind(kind)?, false),
+        ["api", "schedules"] => Route::Schedules,
+        ["api", "schedules", name] => Route::Schedule(task_routes::schedule_name(name)?),
+        ["api", "schedules", name, "pause"] => {
+            Route::SchedulePause(task_routes::schedule_name(name)?, true)
+        }
+        ["api", "schedules", name, "resume"] => {
+            Route::SchedulePause(task_routes::schedule_name(name)?, false)
+        }
         ["trpc", procedures] => Route::Trpc(procedures.to_string()),
         _ => return Err(not_found()),
     })
@@ -303,6 +318,13 @@ impl Api {
             (Method::Delete, Route::Task(id)) => now(task_routes::cancel(&self.tasks, id)),
             (Method::Post, Route::TaskRetry(id)) => now(task_routes::retry(&self.tasks, id)),
             (Method::Post, Route::TaskBulk) => now(task_routes::bulk(&self.tasks, body, req)),
+            (Method::Post, Route::Schedules) => now(task_routes::schedule_put(&self.tasks, body)),
+            (Method::Delete, Route::Schedule(name)) => {
+                now(task_routes::schedule_delete(&self.tasks, &name))
+            }
+            (Method::Post, Route::SchedulePause(name, paused)) => {
+                now(task_routes::schedule_pause(&self.tasks, &name, paused))
+            }
             (Method::Post, Route::QueuePause(kind, paused)) => {
                 now(task_routes::pause(&self.tasks, &kind, paused))
             }
@@ -360,6 +382,12 @@ impl Api {
             Route::TaskLogs(id) => task_routes::logs(&self.tasks, id, req),
             Route::WorkerTasks(id) => task_routes::of_worker(&self.tasks, &id, query),
             Route::Queues => json_ok(&serde_json::json!({"queues": self.tasks.queues()})),
+            Route::Schedules => task_routes::schedules(&self.tasks),
+            Route::Schedule(name) => task_routes::schedule_show(&self.tasks, &name),
+            Route::SchedulePause(..) => {
+                Response::error(405, "method_not_allowed", "POST to pause or resume")
+                    .with_header("Allow", "POST, OPTIONS")
+            }
             Route::Trpc(p) => trpc::query(&p, query, reg, self.health.started()),
             Route::Pool => match &self.pool {
                 Some(p) => json_ok(&p.view()),

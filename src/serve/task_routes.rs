@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::tasks::bulk;
 use crate::tasks::filter::Filter;
 use crate::tasks::journal::{Ack, Clash, Kept};
+use crate::tasks::schedule;
+use crate::tasks::schedule_api::NotMade;
 use crate::tasks::task::{self, Task, TaskId};
 use crate::tasks::{Refused, Submission, Submitted, Tasks};
 use serde_json::json;
@@ -271,4 +273,67 @@ pub fn of_worker(tasks: &Tasks, worker: &str, query: &str) -> Response {
     };
     let held = tasks.of_worker(worker, limit);
     json_ok(&json!({"worker_id": worker, "tasks": task::shown(&held)}))
+}
+
+/// A path segment that names a schedule.
+pub fn schedule_name(segment: &str) -> Result<String, Response> {
+    match super::head::percent_decode(segment) {
+        Some(n) if schedule::valid_name(&n) => Ok(n.into_owned()),
+        _ => Err(Response::error(
+            400,
+            "bad_name",
+            "a schedule name is 1-128 of A-Z a-z 0-9 . _ : -",
+        )),
+    }
+}
+
+fn no_schedule() -> Response {
+    Response::error(404, "not_found", "no such schedule")
+}
+
+/// `POST /api/schedules`: 201 with a new schedule, 200 with one changed
+/// (its record of ticks kept); 400 naming the bad field.
+pub fn schedule_put(tasks: &Tasks, body: &[u8]) -> Response {
+    let (s, _) = match schedule::parse(body, crate::clock::unix_ms()) {
+        Ok(s) => s,
+        Err(b) => return Response::error(400, "bad_schedule", &format!("{}: {}", b.0, b.1)),
+    };
+    let name = s.name.clone();
+    match tasks.schedule_put(s) {
+        Ok((view, new)) => {
+            let mut r = json_ok(&view).with_header("Location", format!("/api/schedules/{name}"));
+            if new {
+                r.status = 201;
+            }
+            r
+        }
+        Err(NotMade::Full) => Response::error(
+            409,
+            "too_many_schedules",
+            &format!("{} schedules are kept already", schedule::MAX_SCHEDULES),
+        ),
+        Err(NotMade::Bad) => Response::error(400, "bad_schedule", "its timing does not parse"),
+    }
+}
+
+pub fn schedules(tasks: &Tasks) -> Response {
+    json_ok(&json!({"schedules": tasks.schedules()}))
+}
+
+pub fn schedule_show(tasks: &Tasks, name: &str) -> Response {
+    tasks
+        .schedule(name)
+        .map_or_else(no_schedule, |v| json_ok(&v))
+}
+
+pub fn schedule_delete(tasks: &Tasks, name: &str) -> Response {
+    tasks
+        .unschedule(name)
+        .map_or_else(no_schedule, |v| json_ok(&v))
+}
+
+pub fn schedule_pause(tasks: &Tasks, name: &str, paused: bool) -> Response {
+    tasks
+        .schedule_pause(name, paused)
+        .map_or_else(no_schedule, |v| json_ok(&v))
 }

@@ -73,6 +73,13 @@ pub enum Write {
     Pause { kind: String, paused: bool },
     /// Ended tasks deleted (`POST /api/tasks/bulk`), at `at` (Unix ms).
     Delete { ids: Vec<TaskId>, at: u64 },
+    /// A schedule made or changed; the leader's record of its ticks is
+    /// kept.
+    Schedule {
+        schedule: Box<super::schedule::Schedule>,
+    },
+    /// A schedule deleted, at `at` (Unix ms).
+    Unschedule { name: String, at: u64 },
 }
 
 /// A task a claim gave one of this node's takers.
@@ -104,17 +111,24 @@ pub struct Changes {
     pub rows: Vec<Row>,
     pub logs: Lines,
     pub pauses: Vec<(String, bool)>,
+    /// Schedules as they are now; `None` beside a name: deleted.
+    pub schedules: Vec<(String, Option<super::schedule::Schedule>)>,
 }
 
 impl Changes {
     fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.logs.is_empty() && self.pauses.is_empty()
+        self.rows.is_empty()
+            && self.logs.is_empty()
+            && self.pauses.is_empty()
+            && self.schedules.is_empty()
     }
 }
 
 /// What the mirror hands the book.
 pub trait Replica: Send + Sync {
     fn mirror(&self, changes: Changes);
+    /// The schedules' ticks due by `now_ms`, as this node's copy has them.
+    fn ticks_due(&self, now_ms: u64) -> Vec<super::schedule::Due>;
     /// Submissions the database did not take: the book forgets them.
     fn unstored(&self, ids: Vec<TaskId>);
 }
@@ -175,6 +189,9 @@ pub struct Store {
     /// Whether this node's copy has a task waiting for its dependencies,
     /// for the leader's turn to look at them.
     pub waiting: AtomicBool,
+    /// When this node's copy has a schedule's tick due next (Unix ms; 0:
+    /// none), for the leader's wait.
+    pub next_tick: AtomicU64,
 }
 
 impl Store {
@@ -191,6 +208,7 @@ impl Store {
             stopping: AtomicBool::new(false),
             next_due: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
+            next_tick: AtomicU64::new(0),
         });
         (store, rx)
     }
@@ -212,7 +230,12 @@ impl Store {
     /// How long the mirror may wait: `poll`, or less when this node leads
     /// and a scheduled task falls due sooner.
     fn until_due(&self, poll: Duration) -> Duration {
-        let due = self.next_due.load(Ordering::Relaxed);
+        let due = [&self.next_due, &self.next_tick]
+            .map(|a| a.load(Ordering::Relaxed))
+            .into_iter()
+            .filter(|d| *d != 0)
+            .min()
+            .unwrap_or(0);
         if due == 0 || self.cluster.leading().is_none() {
             return poll;
         }
@@ -456,8 +479,25 @@ fn poll(c: &mut Client, since: &mut Since) -> Result<Changes, postgres::Error> {
         ),
         &[&xmax, &running],
     )?;
+    let schedules = tx.query(
+        &format!(
+            "SELECT name, CASE WHEN deleted_at IS NULL THEN schedule::text END
+             FROM muster_schedules WHERE {}",
+            Since::filter(1)
+        ),
+        &[&xmax, &running],
+    )?;
     tx.commit()?;
     let pauses = queues.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let schedules = schedules
+        .iter()
+        .map(|r| {
+            let s = r
+                .get::<_, Option<&str>>(1)
+                .and_then(|t| serde_json::from_str(t).ok());
+            (r.get(0), s)
+        })
+        .collect();
     let rows = rows
         .iter()
         .filter_map(|r| {
@@ -483,6 +523,7 @@ fn poll(c: &mut Client, since: &mut Since) -> Result<Changes, postgres::Error> {
         rows,
         logs: lines,
         pauses,
+        schedules,
     })
 }
 
@@ -516,6 +557,12 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
             }
         }
         if let Some(epoch) = store.cluster.leading() {
+            let tick = store.next_tick.load(Ordering::Relaxed);
+            if tick != 0 && tick <= unix_ms() {
+                let Some(copy) = copy.upgrade() else { return };
+                let due = copy.ticks_due(unix_ms());
+                super::fire::fire(&store, &mut watch.link, epoch, due);
+            }
             super::duties::leader_duties(
                 &store,
                 &mut watch.link,

@@ -133,7 +133,9 @@ fn prune(
     before: u64,
     dead_before: u64,
 ) -> Result<u64, postgres::Error> {
-    c.execute(
+    // Every node has read a deletion mark a minute on.
+    let marked = unix_ms().saturating_sub(60_000) as i64;
+    let n = c.execute(
         &format!(
             "DELETE FROM muster_tasks
              WHERE (finished_at < $4 AND state <> 'dead' OR finished_at < $5 AND state = 'dead'
@@ -147,10 +149,14 @@ fn prune(
             &epoch,
             &(before as i64),
             &(dead_before as i64),
-            // Every node has read the mark by then.
-            &(unix_ms().saturating_sub(60_000) as i64),
+            &marked,
         ],
-    )
+    )?;
+    c.execute(
+        &format!("DELETE FROM muster_schedules WHERE deleted_at < $4 AND {FENCE}"),
+        &[&me.node_id, &me.incarnation, &epoch, &marked],
+    )?;
+    Ok(n)
 }
 
 /// Leader duty: queue the scheduled tasks due by `now_ms`, under the fence

@@ -203,6 +203,11 @@ fn store_remote(store: &Store, book: &Book, records: Vec<Record>, ack: Option<Ac
             // Each node forgets by the same rules; the leader deletes.
             Record::Forget { .. } => continue,
             Record::Pause { kind, paused } => Write::Pause { kind, paused },
+            Record::Schedule { schedule } => Write::Schedule { schedule },
+            Record::Unschedule { name } => Write::Unschedule {
+                name,
+                at: crate::clock::unix_ms(),
+            },
         };
         store.send(w);
     }

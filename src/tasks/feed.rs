@@ -41,7 +41,10 @@ impl Feed {
             let id = match r {
                 Record::Submit { task } => task.id,
                 Record::Progress { id, .. } | Record::Forget { id } => *id,
-                Record::Log { .. } | Record::Pause { .. } => continue,
+                Record::Log { .. }
+                | Record::Pause { .. }
+                | Record::Schedule { .. }
+                | Record::Unschedule { .. } => continue,
             };
             let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
             log.push_back((v, id));

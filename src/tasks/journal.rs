@@ -48,6 +48,14 @@ pub enum Record {
         kind: String,
         paused: bool,
     },
+    /// A schedule made, changed, or as it is after a tick.
+    Schedule {
+        schedule: Box<super::schedule::Schedule>,
+    },
+    /// A schedule deleted.
+    Unschedule {
+        name: String,
+    },
 }
 
 pub fn encode(r: &Record) -> Vec<u8> {

@@ -30,9 +30,12 @@ mod duties;
 pub mod effects;
 pub mod feed;
 pub mod filter;
+mod fire;
 pub mod journal;
 pub mod logs;
 pub mod queue;
+pub mod schedule;
+pub mod schedule_api;
 pub mod task;
 pub mod timing;
 mod writer;
@@ -689,15 +692,20 @@ impl Tasks {
         book.deadlines(now, &limits, &mut fx);
         if limits.promote {
             book.settle(now, &mut fx);
+            book.fire_schedules(now, cfg.tasks.max_tasks, &mut fx);
         }
         let due = book.next_due().unwrap_or(0);
         match &self.store {
             Some(s) => {
                 s.next_due.store(due, Ordering::Relaxed);
+                let tick = book.schedules.next_due().unwrap_or(0);
+                s.next_tick.store(tick, Ordering::Relaxed);
                 let waiting = book.count(State::Waiting) > 0;
                 s.waiting.store(waiting, Ordering::Relaxed);
             }
-            None => self.due.store(due, Ordering::Relaxed),
+            None => self
+                .due
+                .store(book.next_wake().unwrap_or(0), Ordering::Relaxed),
         }
         let Some(store) = &self.store else {
             book.dispatch(now, |w| self.eligible.eligible(w), &mut fx);
@@ -747,6 +755,12 @@ impl Tasks {
             records.push(Record::Pause {
                 kind: kind.clone(),
                 paused: true,
+            });
+        }
+        // Before the tasks, whose ticks they record again as they load.
+        for v in book.schedules.views() {
+            records.push(Record::Schedule {
+                schedule: Box::new(v.schedule.clone()),
             });
         }
         for e in book.entries.values() {
@@ -816,6 +830,16 @@ impl cluster::Replica for Tasks {
         for (kind, paused) in changes.pauses {
             book.mirror_pause(&kind, paused);
         }
+        for (name, s) in changes.schedules {
+            match s {
+                Some(s) => {
+                    book.schedules.put(s);
+                }
+                None => {
+                    book.schedules.remove(&name);
+                }
+            }
+        }
         for r in changes.rows {
             if r.deleted {
                 let id = r.task.id;
@@ -859,6 +883,10 @@ impl cluster::Replica for Tasks {
         self.runner.apply(&book, fx, None);
         drop(book);
         self.poke();
+    }
+
+    fn ticks_due(&self, now_ms: u64) -> Vec<schedule::Due> {
+        self.lock().schedules.due(now_ms)
     }
 
     fn unstored(&self, ids: Vec<TaskId>) {

@@ -252,6 +252,9 @@ pub struct Task {
     /// Tasks that must succeed before this one is queued (`waiting`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<TaskId>,
+    /// The schedule and tick that submitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Box<super::schedule::Fired>>,
     pub created_at: u64,
     pub progress: Progress,
 }
@@ -371,6 +374,8 @@ pub struct Shown<'a> {
     unique_key: Option<&'a str>,
     #[serde(skip_serializing_if = "<[TaskId]>::is_empty")]
     depends_on: &'a [TaskId],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<&'a super::schedule::Fired>,
     created_at: u64,
     #[serde(flatten)]
     progress: &'a Progress,
@@ -396,6 +401,7 @@ impl Task {
             idempotency_key: self.idempotency_key.as_deref(),
             unique_key: self.unique_key.as_deref(),
             depends_on: &self.depends_on,
+            schedule: self.schedule.as_deref(),
             created_at: self.created_at,
             progress: &self.progress,
         }
@@ -575,6 +581,7 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
         idempotency_key: None,
         unique_key,
         depends_on,
+        schedule: None,
         created_at: now_ms,
         progress,
     })

@@ -121,6 +121,8 @@ struct Batch<'a> {
     pauses: Vec<(&'a str, bool)>,
     /// Ids deleted, and when.
     deletes: (Vec<i64>, Vec<i64>),
+    schedules: Vec<&'a super::schedule::Schedule>,
+    unschedules: Vec<(&'a str, i64)>,
 }
 
 impl<'a> Batch<'a> {
@@ -163,6 +165,8 @@ impl<'a> Batch<'a> {
                 Write::Cancel { id, at, queued } => b.cancels.push((*id, *at, queued)),
                 Write::Retry { task } => b.retries.push(task),
                 Write::Pause { kind, paused } => b.pauses.push((kind, *paused)),
+                Write::Schedule { schedule } => b.schedules.push(schedule),
+                Write::Unschedule { name, at } => b.unschedules.push((name, *at as i64)),
                 Write::Delete { ids, at } => {
                     b.deletes.0.extend(ids.iter().map(|id| id.0 as i64));
                     b.deletes.1.extend(ids.iter().map(|_| *at as i64));
@@ -182,6 +186,8 @@ impl<'a> Batch<'a> {
             !self.deletes.0.is_empty(),
         ];
         self.cancels.is_empty()
+            && self.schedules.is_empty()
+            && self.unschedules.is_empty()
             && self.retries.is_empty()
             && self.pauses.is_empty()
             && parts.iter().filter(|p| **p).count() == 1
@@ -406,6 +412,30 @@ fn statements(
                AND t.id NOT IN (SELECT unnest(depends_on) FROM muster_tasks
                                 WHERE state = 'waiting')",
             &[&b.deletes.0, &b.deletes.1],
+        )?;
+    }
+    for s in &b.schedules {
+        // The leader's record of its ticks stays, unless the row it
+        // replaces was deleted.
+        g.execute(
+            "INSERT INTO muster_schedules AS m (name, schedule) VALUES ($1, $2::text::jsonb)
+             ON CONFLICT (name) DO UPDATE SET
+                 schedule = CASE WHEN m.deleted_at IS NOT NULL THEN EXCLUDED.schedule
+                     ELSE EXCLUDED.schedule || jsonb_build_object(
+                         'created_at', m.schedule->'created_at',
+                         'last_tick', m.schedule->'last_tick',
+                         'last_task', m.schedule->'last_task',
+                         'fired', m.schedule->'fired',
+                         'skipped', m.schedule->'skipped') END,
+                 deleted_at = NULL, changed = pg_current_xact_id()",
+            &[&s.name, &serde_json::to_string(s).unwrap_or_default()],
+        )?;
+    }
+    for &(name, at) in &b.unschedules {
+        g.execute(
+            "UPDATE muster_schedules SET deleted_at = $2, changed = pg_current_xact_id()
+             WHERE name = $1 AND deleted_at IS NULL",
+            &[&name, &at],
         )?;
     }
     for &(kind, paused) in &b.pauses {

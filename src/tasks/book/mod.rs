@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 mod copy;
+mod fire;
 mod waits;
 pub use copy::Wanted;
 
@@ -129,6 +130,7 @@ pub struct Book {
     dependents: HashMap<TaskId, Vec<TaskId>>,
     /// Waiting tasks to look at again: one of their dependencies ended.
     unsettled: BTreeSet<TaskId>,
+    pub schedules: super::schedule::Schedules,
 }
 
 impl Book {
@@ -240,6 +242,9 @@ impl Book {
             self.unique.entry(k.clone()).or_insert(task.id);
         }
         self.depend(&task);
+        if let Some(f) = &task.schedule {
+            self.schedules.note_fired(f, task.id);
+        }
         let size =
             RECORD_OVERHEAD + serde_json::to_string(&task.payload).map_or(0, |p| p.len() as u64);
         self.live_bytes += size;
@@ -312,6 +317,12 @@ impl Book {
             Record::Forget { id } => self.forget(id),
             Record::Pause { kind, paused } => {
                 self.queues.pause(&kind, paused);
+            }
+            Record::Schedule { schedule } => {
+                self.schedules.put(*schedule);
+            }
+            Record::Unschedule { name } => {
+                self.schedules.remove(&name);
             }
         }
     }
@@ -687,6 +698,15 @@ impl Book {
     /// When the earliest scheduled task is due, if any is.
     pub fn next_due(&self) -> Option<u64> {
         self.scheduled.first().map(|(at, _)| *at)
+    }
+
+    /// When the scheduler must look next: a scheduled task or a
+    /// schedule's tick.
+    pub fn next_wake(&self) -> Option<u64> {
+        match (self.next_due(), self.schedules.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// End a held task without its worker: timed out, or not confirmed

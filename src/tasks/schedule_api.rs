@@ -1,0 +1,102 @@
+//! The schedules as `/api/schedules` reaches them: made or changed,
+//! listed, paused, resumed and deleted, each change recorded (the journal,
+//! or the database for every node). Ticks fire from the scheduler's turn
+//! on a single node ([`super::book::Book::fire_schedules`]), and from the
+//! leader's in cluster mode (`duties.rs`).
+
+use super::Tasks;
+use super::journal::Record;
+use super::schedule::{MAX_SCHEDULES, Schedule};
+use serde_json::Value;
+
+/// Why a schedule was not made.
+#[derive(Debug, PartialEq)]
+pub enum NotMade {
+    /// [`MAX_SCHEDULES`] are kept already.
+    Full,
+    /// Its timing no longer parses here.
+    Bad,
+}
+
+impl Tasks {
+    /// Make `s`, or change the one with its name (which keeps its record
+    /// of ticks). Its view, and whether it is new.
+    pub fn schedule_put(&self, mut s: Schedule) -> Result<(Value, bool), NotMade> {
+        self.change(|book, fx| {
+            let old = book.schedules.get(&s.name);
+            let new = old.is_none();
+            if let Some(old) = old {
+                s.created_at = old.created_at;
+                s.last_tick = old.last_tick;
+                s.last_task = old.last_task;
+                s.fired = old.fired;
+                s.skipped = old.skipped;
+            } else if book.schedules.len() >= MAX_SCHEDULES {
+                return Err(NotMade::Full);
+            }
+            if !book.schedules.put(s.clone()) {
+                return Err(NotMade::Bad);
+            }
+            log::info!(
+                "schedule {} {}: {} in {}",
+                s.name,
+                if new { "made" } else { "changed" },
+                s.cron,
+                s.timezone
+            );
+            let view = serde_json::to_value(book.schedules.view(&s.name)).unwrap_or_default();
+            fx.records.push(Record::Schedule {
+                schedule: Box::new(s),
+            });
+            Ok((view, new))
+        })
+    }
+
+    pub fn schedules(&self) -> Value {
+        serde_json::to_value(self.lock().schedules.views()).unwrap_or_default()
+    }
+
+    pub fn schedule(&self, name: &str) -> Option<Value> {
+        let book = self.lock();
+        book.schedules
+            .view(name)
+            .map(|v| serde_json::to_value(v).unwrap_or_default())
+    }
+
+    /// Delete a schedule: its view as it was. Tasks it submitted stay.
+    pub fn unschedule(&self, name: &str) -> Option<Value> {
+        self.change(|book, fx| {
+            let view = serde_json::to_value(book.schedules.view(name)?).unwrap_or_default();
+            book.schedules.remove(name);
+            log::info!("schedule {name} deleted");
+            fx.records.push(Record::Unschedule {
+                name: name.to_string(),
+            });
+            Some(view)
+        })
+    }
+
+    /// Pause or resume a schedule; its view. Ticks missed while paused
+    /// are as its `catch_up` says.
+    pub fn schedule_pause(&self, name: &str, paused: bool) -> Option<Value> {
+        let out = self.change(|book, fx| {
+            let mut s = book.schedules.get(name)?.clone();
+            if s.paused != paused {
+                s.paused = paused;
+                book.schedules.put(s.clone());
+                log::info!(
+                    "schedule {name} {}",
+                    if paused { "paused" } else { "resumed" }
+                );
+                fx.records.push(Record::Schedule {
+                    schedule: Box::new(s),
+                });
+            }
+            book.schedules
+                .view(name)
+                .map(|v| serde_json::to_value(v).unwrap_or_default())
+        });
+        self.poke();
+        out
+    }
+}
