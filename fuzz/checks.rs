@@ -272,3 +272,23 @@ pub fn schedule(data: &[u8]) {
         }
     }
 }
+
+/// A `PUT /api/limits` body: reading it never panics, and a limit read
+/// is kept and asked about a task without panicking.
+pub fn limit(data: &[u8]) {
+    use muster::tasks::limit::{Limits, parse};
+    use muster::tasks::task::{TaskId, parse_submit};
+    let Ok((scope, limit)) = parse(data) else {
+        return;
+    };
+    let mut all = Limits::default();
+    all.set(scope, limit);
+    let t = parse_submit(br#"{"type":"scan","concurrency_key":"acme"}"#, TaskId(1), 0).unwrap();
+    for now in [0, 1, u64::MAX / 2] {
+        if all.admits(&t, now) {
+            all.started(&t, now);
+            all.held(&t, 1);
+        }
+    }
+    let _ = all.views();
+}

@@ -1004,3 +1004,45 @@ fn a_schedule_fires_once_per_tick_on_three_nodes_and_through_a_leader_lost() {
     std::thread::sleep(Duration::from_millis(4500));
     assert_eq!(fired(&pg, "beat").1, after, "fired after its deletion");
 }
+
+#[test]
+fn a_concurrency_limit_holds_across_nodes() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
+    wait_cluster(&ds[0], 2);
+    let body = json!({"type": "slow", "concurrency": 2}).to_string();
+    let (status, _, _) = ds[0].request(&format!(
+        "PUT /api/limits HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert_eq!(status, 200);
+    ds[1].wait_for("the limit on n2", |d| {
+        d.json("/api/limits")["limits"][0]["concurrency"] == 2
+    });
+    // Room for two on each node, both up before the tasks come: without a
+    // cluster-wide count each node would run two, four at once.
+    let _a = agent(&ds[0], "w1", &h);
+    let _b = agent(&ds[1], "w2", &h);
+    let ids: Vec<String> = (0..4)
+        .map(|i| submit(&ds[i % 2], json!({"type": "slow"})))
+        .collect();
+    for id in &ids {
+        wait_state(&ds[0], id, "succeeded");
+    }
+    let mut edges = Vec::new();
+    for id in &ids {
+        let start = starts_of(dir.path(), id)[0].1;
+        let end = task(&ds[0], id)["finished_at"].as_u64().unwrap();
+        edges.push((start, 1i32));
+        edges.push((end, -1));
+    }
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, e) in edges {
+        now += e;
+        most = most.max(now);
+    }
+    assert_eq!(most, 2, "more than two at once across the nodes");
+}

@@ -87,6 +87,11 @@ fn schedule_corpus() {
     replay("schedule", checks::schedule);
 }
 
+#[test]
+fn limit_corpus() {
+    replay("limit", checks::limit);
+}
+
 /// CI checks the fuzz crate with `--locked`: its lock file must already
 /// resolve every dependency the daemon's manifest brings, or CI stops on
 /// "cannot update the lock file" the first time a dependency moves.

@@ -1330,3 +1330,105 @@ fn a_schedule_fires_once_per_tick_through_a_restart_and_skips_while_its_task_run
     assert_eq!(d.get("/api/schedules/slowly").0, 404);
     assert_eq!(d.json("/api/schedules/beat")["timezone"], "Europe/Paris");
 }
+
+/// The most tasks of `kind` that ran at once, from the handler's notes of
+/// each start (`starts`) and the tasks' finish times.
+fn most_at_once(d: &Daemon, dir: &Path, kind: &str) -> usize {
+    let v = d.json(&format!("/api/tasks?type={kind}&limit=1000"));
+    let mut edges = Vec::new();
+    for t in v["tasks"].as_array().unwrap() {
+        let id = t["id"].as_str().unwrap();
+        let Some(&(_, start)) = starts_of(dir, id).first() else {
+            continue;
+        };
+        let end = t["finished_at"].as_u64().unwrap_or(u64::MAX);
+        edges.push((start, 1i32));
+        edges.push((end, -1));
+    }
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, e) in edges {
+        now += e;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[test]
+fn a_concurrency_limit_of_two_is_never_exceeded_and_a_rate_spaces_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let state = dir.path().join("state");
+    let args = ["--state-dir", state.to_str().unwrap()];
+    let d = Daemon::start(&args);
+    let put = |d: &Daemon, body: Value| {
+        d.request(&format!(
+            "PUT /api/limits HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.to_string().len()
+        ))
+    };
+    let (status, _, b) = put(&d, json!({"type": "slow", "concurrency": 2}));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    // Two agents with room for six: the limit, not the room, holds them.
+    let _a = agent(&d, "ag1", &h);
+    let _b = agent(&d, "ag2", &h);
+    worker_up(&d, "ag1");
+    worker_up(&d, "ag2");
+    let ids: Vec<String> = (0..6)
+        .map(|_| submit(&d, json!({"type": "slow"})))
+        .collect();
+    // Other types are not held back.
+    let other = submit(&d, json!({"type": "quick"}));
+    wait_state(&d, &other, "succeeded");
+    let v = d.json("/api/limits");
+    assert_eq!(v["limits"][0]["held"], 2, "{v}");
+    for id in &ids {
+        wait_state(&d, id, "succeeded");
+    }
+    assert_eq!(most_at_once(&d, dir.path(), "slow"), 2);
+    // A rate per customer: two a second for acme, whatever the room.
+    let (status, _, _) = put(&d, json!({"concurrency_key": "*", "rate": 2, "per": "1s"}));
+    assert_eq!(status, 200);
+    // Kept through a restart.
+    drop((_a, _b));
+    drop(d);
+    let d = Daemon::start(&args);
+    let v = d.json("/api/limits")["limits"].clone();
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    let _a = agent(&d, "ag1", &h);
+    worker_up(&d, "ag1");
+    let acme: Vec<String> = (0..6)
+        .map(|_| submit(&d, json!({"type": "quick", "concurrency_key": "acme"})))
+        .collect();
+    for id in &acme {
+        wait_state(&d, id, "succeeded");
+    }
+    let mut starts: Vec<u64> = acme
+        .iter()
+        .map(|id| starts_of(dir.path(), id)[0].1)
+        .collect();
+    starts.sort();
+    // Six starts at two a second (a full bucket of two first): at least
+    // two seconds from the first to the last.
+    assert!(starts[5] - starts[0] >= 1900, "{starts:?}");
+    // Bad limits name their field; a limit removed is gone.
+    for (body, field) in [
+        (json!({"type": "slow", "concurrency": 0}), "concurrency"),
+        (json!({"concurrency": 2}), "type"),
+        (json!({"type": "slow", "rate": 1, "per": "soon"}), "per"),
+    ] {
+        let (status, _, b) = put(&d, body.clone());
+        let e: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (400, Some("bad_limit")),
+            "{body}: {e}"
+        );
+        assert!(e["message"].as_str().unwrap().starts_with(field), "{e}");
+    }
+    let (status, _, _) = put(&d, json!({"type": "slow"}));
+    assert_eq!(status, 200);
+    assert_eq!(d.json("/api/limits")["limits"].as_array().unwrap().len(), 1);
+    let (status, e) = post(&d, r#"{"type":"a","concurrency_key":"*"}"#);
+    assert_eq!(status, 400, "{e}");
+}

@@ -97,6 +97,7 @@ enum Route {
     QueuePause(String, bool),
     Schedules,
     Schedule(String),
+    Limits,
     /// A schedule paused (`true`) or resumed.
     SchedulePause(String, bool),
     Scale,
@@ -110,13 +111,14 @@ enum Route {
 impl Route {
     /// The methods the route answers, `OPTIONS` included.
     fn methods(&self) -> &'static [Method] {
-        use Method::{Delete, Get, Head, Options, Post};
+        use Method::{Delete, Get, Head, Options, Post, Put};
         match self {
             Route::ApiWorker(_) | Route::Task(_) | Route::Schedule(_) => {
                 &[Get, Head, Delete, Options]
             }
             Route::Tasks | Route::Schedules => &[Get, Head, Post, Options],
             Route::SchedulePause(..) => &[Post, Options],
+            Route::Limits => &[Get, Head, Put, Options],
             Route::Scale | Route::TaskRetry(_) | Route::TaskBulk | Route::QueuePause(..) => {
                 &[Post, Options]
             }
@@ -230,6 +232,7 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "queues", kind, "pause"] => Route::QueuePause(task_routes::kind(kind)?, true),
         ["api", "queues", kind, "resume"] => Route::QueuePause(task_routes::kind(kind)?, false),
         ["api", "schedules"] => Route::Schedules,
+        ["api", "limits"] => Route::Limits,
         ["api", "schedules", name] => Route::Schedule(task_routes::schedule_name(name)?),
         ["api", "schedules", name, "pause"] => {
             Route::SchedulePause(task_routes::schedule_name(name)?, true)
@@ -319,6 +322,7 @@ impl Api {
             (Method::Post, Route::TaskRetry(id)) => now(task_routes::retry(&self.tasks, id)),
             (Method::Post, Route::TaskBulk) => now(task_routes::bulk(&self.tasks, body, req)),
             (Method::Post, Route::Schedules) => now(task_routes::schedule_put(&self.tasks, body)),
+            (Method::Put, Route::Limits) => now(task_routes::set_limit(&self.tasks, body)),
             (Method::Delete, Route::Schedule(name)) => {
                 now(task_routes::schedule_delete(&self.tasks, &name))
             }
@@ -383,6 +387,7 @@ impl Api {
             Route::WorkerTasks(id) => task_routes::of_worker(&self.tasks, &id, query),
             Route::Queues => json_ok(&serde_json::json!({"queues": self.tasks.queues()})),
             Route::Schedules => task_routes::schedules(&self.tasks),
+            Route::Limits => task_routes::limits(&self.tasks),
             Route::Schedule(name) => task_routes::schedule_show(&self.tasks, &name),
             Route::SchedulePause(..) => {
                 Response::error(405, "method_not_allowed", "POST to pause or resume")

@@ -8,11 +8,11 @@ use super::head::{Request, Response, query_param};
 use super::routes::json_ok;
 use super::ticket::{Later, Outcome};
 use crate::config::Config;
+use crate::tasks::admin::NotMade;
 use crate::tasks::bulk;
 use crate::tasks::filter::Filter;
 use crate::tasks::journal::{Ack, Clash, Kept};
 use crate::tasks::schedule;
-use crate::tasks::schedule_api::NotMade;
 use crate::tasks::task::{self, Task, TaskId};
 use crate::tasks::{Refused, Submission, Submitted, Tasks};
 use serde_json::json;
@@ -336,4 +336,27 @@ pub fn schedule_pause(tasks: &Tasks, name: &str, paused: bool) -> Response {
     tasks
         .schedule_pause(name, paused)
         .map_or_else(no_schedule, |v| json_ok(&v))
+}
+
+pub fn limits(tasks: &Tasks) -> Response {
+    json_ok(&json!({"limits": tasks.limits()}))
+}
+
+/// `PUT /api/limits`: one limit set, or removed; 200 with every limit.
+pub fn set_limit(tasks: &Tasks, body: &[u8]) -> Response {
+    let (scope, limit) = match crate::tasks::limit::parse(body) {
+        Ok(l) => l,
+        Err(b) => return Response::error(400, "bad_limit", &format!("{}: {}", b.0, b.1)),
+    };
+    if !tasks.set_limit(scope, limit) {
+        return Response::error(
+            409,
+            "too_many_limits",
+            &format!(
+                "{} limits are kept already",
+                crate::tasks::limit::MAX_LIMITS
+            ),
+        );
+    }
+    limits(tasks)
 }

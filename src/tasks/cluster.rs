@@ -25,6 +25,7 @@
 use super::adopt::Adopt;
 use super::book::Wanted;
 use super::journal::{Ack, Kept};
+use super::limit::{Limit, Limits, Scope};
 use super::task::{Task, TaskId};
 use crate::clock::unix_ms;
 use crate::cluster::Cluster;
@@ -80,6 +81,11 @@ pub enum Write {
     },
     /// A schedule deleted, at `at` (Unix ms).
     Unschedule { name: String, at: u64 },
+    /// A dispatch limit set, or removed.
+    Limit {
+        scope: super::limit::Scope,
+        limit: Option<super::limit::Limit>,
+    },
 }
 
 /// A task a claim gave one of this node's takers.
@@ -113,6 +119,8 @@ pub struct Changes {
     pub pauses: Vec<(String, bool)>,
     /// Schedules as they are now; `None` beside a name: deleted.
     pub schedules: Vec<(String, Option<super::schedule::Schedule>)>,
+    /// Limits as they are now; `None`: removed.
+    pub limits: Vec<(Scope, Option<Limit>)>,
 }
 
 impl Changes {
@@ -121,6 +129,7 @@ impl Changes {
             && self.logs.is_empty()
             && self.pauses.is_empty()
             && self.schedules.is_empty()
+            && self.limits.is_empty()
     }
 }
 
@@ -264,13 +273,15 @@ impl Store {
     /// Claim queued tasks for this node's takers, on the scheduler's
     /// connection. Nothing when the database cannot be reached or this
     /// node's lease lapsed there.
-    pub fn claim(&self, wanted: &[Wanted], now_ms: u64) -> Vec<Claim> {
+    /// Claim tasks for `wanted`, within `limits` (this node's copy of
+    /// them; the database's count of held tasks decides).
+    pub fn claim(&self, wanted: &[Wanted], limits: &[(Scope, Limit)], now_ms: u64) -> Vec<Claim> {
         let mut link = self.claims.lock().unwrap_or_else(|p| p.into_inner());
         let me = self.cluster.me();
         let Ok(c) = link.get() else {
             return Vec::new();
         };
-        match claim(c, me.incarnation, &me.node_id, wanted, now_ms) {
+        match claim(c, me.incarnation, &me.node_id, wanted, limits, now_ms) {
             Ok(got) => got,
             Err(e) => {
                 let d = link.failed(&e);
@@ -364,9 +375,18 @@ fn claim(
     incarnation: i64,
     node: &str,
     wanted: &[Wanted],
+    limits: &[(Scope, Limit)],
     now_ms: u64,
 ) -> Result<Vec<Claim>, postgres::Error> {
     let mut tx = c.transaction()?;
+    let mut lim = match limits.is_empty() {
+        true => None,
+        false => Some(limits_now(&mut tx, limits)?),
+    };
+    let closed: Vec<String> = lim
+        .as_ref()
+        .map(|l| l.closed_types(now_ms))
+        .unwrap_or_default();
     // The queue's partial index, in its order, whatever the statistics say:
     // a table that filled faster than autovacuum analyses it would be
     // sorted whole for every claim.
@@ -379,6 +399,7 @@ fn claim(
            AND target_labels <@ $3::text::jsonb
            AND NOT EXISTS (SELECT 1 FROM muster_queues q
                WHERE q.kind = muster_tasks.kind AND q.paused)
+           AND NOT (kind = ANY($5))
          ORDER BY priority DESC, id
          LIMIT $4
          FOR UPDATE SKIP LOCKED",
@@ -399,11 +420,14 @@ fn claim(
     for ((types, labels), mut takers) in groups {
         let names: Vec<&str> = takers.iter().map(|(w, _)| &**w).collect();
         let room: u32 = takers.iter().map(|(_, f)| *f).sum();
-        let rows = tx.query(&pick, &[&types, &names, &labels, &i64::from(room)])?;
+        let rows = tx.query(&pick, &[&types, &names, &labels, &i64::from(room), &closed])?;
         for r in rows {
             let Ok(mut t) = serde_json::from_str::<Task>(r.get(0)) else {
                 continue;
             };
+            if lim.as_ref().is_some_and(|l| !l.admits(&t, now_ms)) {
+                continue;
+            }
             let aimed: Option<&str> = r.get(1);
             // Its own worker, or the one with the most room left.
             let to = match aimed {
@@ -415,6 +439,10 @@ fn claim(
             };
             let Some((worker, free)) = to else { continue };
             *free -= 1;
+            if let Some(l) = &mut lim {
+                l.started(&t, now_ms);
+                l.held(&t, 1);
+            }
             super::book::assigned(&mut t.progress, worker, now_ms);
             ids.push(t.id.0 as i64);
             texts.push(serde_json::to_string(&t).unwrap_or_default());
@@ -423,6 +451,15 @@ fn claim(
     }
     if ids.is_empty() {
         return Ok(Vec::new());
+    }
+    if let Some(l) = &lim {
+        for (scope, tokens, at) in l.buckets() {
+            tx.execute(
+                "INSERT INTO muster_limit_buckets (scope, tokens, at) VALUES ($1, $2, $3)
+                 ON CONFLICT (scope) DO UPDATE SET tokens = EXCLUDED.tokens, at = EXCLUDED.at",
+                &[&scope.text(), &tokens, &(at as i64)],
+            )?;
+        }
     }
     let rows = tx.query(
         &format!(
@@ -451,6 +488,42 @@ fn claim(
             })
         })
         .collect())
+}
+
+/// The limits as the cluster stands: `limits` with the database's count
+/// of held tasks under each and its buckets, read under a lock that makes
+/// every node's limited claims take turns until this transaction ends.
+fn limits_now(
+    tx: &mut postgres::Transaction<'_>,
+    limits: &[(Scope, Limit)],
+) -> Result<Limits, postgres::Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('muster_limits'))",
+        &[],
+    )?;
+    let mut l = Limits::default();
+    for (s, lim) in limits {
+        l.set(s.clone(), Some(*lim));
+    }
+    let (mut by_type, mut by_key) = (HashMap::new(), HashMap::new());
+    for r in tx.query(
+        "SELECT kind, task->>'concurrency_key', count(*) FROM muster_tasks
+         WHERE state IN ('assigned', 'running') GROUP BY 1, 2",
+        &[],
+    )? {
+        let n = r.get::<_, i64>(2) as u64;
+        *by_type.entry(r.get::<_, String>(0)).or_insert(0) += n;
+        if let Some(k) = r.get::<_, Option<String>>(1) {
+            *by_key.entry(k).or_insert(0) += n;
+        }
+    }
+    l.set_held(by_type, by_key);
+    for r in tx.query("SELECT scope, tokens, at FROM muster_limit_buckets", &[])? {
+        if let Some(s) = Scope::from_text(r.get(0)) {
+            l.set_bucket(s, r.get(1), r.get::<_, i64>(2) as u64);
+        }
+    }
+    Ok(l)
 }
 
 fn poll(c: &mut Client, since: &mut Since) -> Result<Changes, postgres::Error> {
@@ -487,6 +560,13 @@ fn poll(c: &mut Client, since: &mut Since) -> Result<Changes, postgres::Error> {
         ),
         &[&xmax, &running],
     )?;
+    let limits = tx.query(
+        &format!(
+            "SELECT spec::text, rule::text FROM muster_limits WHERE {}",
+            Since::filter(1)
+        ),
+        &[&xmax, &running],
+    )?;
     tx.commit()?;
     let pauses = queues.iter().map(|r| (r.get(0), r.get(1))).collect();
     let schedules = schedules
@@ -519,11 +599,22 @@ fn poll(c: &mut Client, since: &mut Since) -> Result<Changes, postgres::Error> {
         })
         .collect();
     *since = next;
+    let limits = limits
+        .iter()
+        .filter_map(|r| {
+            let scope = serde_json::from_str(r.get(0)).ok()?;
+            let rule = r
+                .get::<_, Option<&str>>(1)
+                .and_then(|t| serde_json::from_str(t).ok());
+            Some((scope, rule))
+        })
+        .collect();
     Ok(Changes {
         rows,
         logs: lines,
         pauses,
         schedules,
+        limits,
     })
 }
 

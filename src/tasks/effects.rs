@@ -204,6 +204,7 @@ fn store_remote(store: &Store, book: &Book, records: Vec<Record>, ack: Option<Ac
             Record::Forget { .. } => continue,
             Record::Pause { kind, paused } => Write::Pause { kind, paused },
             Record::Schedule { schedule } => Write::Schedule { schedule },
+            Record::Limit { scope, limit } => Write::Limit { scope, limit },
             Record::Unschedule { name } => Write::Unschedule {
                 name,
                 at: crate::clock::unix_ms(),

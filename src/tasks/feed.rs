@@ -44,7 +44,8 @@ impl Feed {
                 Record::Log { .. }
                 | Record::Pause { .. }
                 | Record::Schedule { .. }
-                | Record::Unschedule { .. } => continue,
+                | Record::Unschedule { .. }
+                | Record::Limit { .. } => continue,
             };
             let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
             log.push_back((v, id));

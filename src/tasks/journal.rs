@@ -56,6 +56,11 @@ pub enum Record {
     Unschedule {
         name: String,
     },
+    /// A dispatch limit set, or removed (`None`).
+    Limit {
+        scope: super::limit::Scope,
+        limit: Option<super::limit::Limit>,
+    },
 }
 
 pub fn encode(r: &Record) -> Vec<u8> {

@@ -22,6 +22,7 @@
 //! record is on disk (delivery is at least once, and a restart requeues
 //! what workers held); its `201` waits for the disk.
 
+pub mod admin;
 pub mod adopt;
 pub mod book;
 pub mod bulk;
@@ -32,10 +33,10 @@ pub mod feed;
 pub mod filter;
 mod fire;
 pub mod journal;
+pub mod limit;
 pub mod logs;
 pub mod queue;
 pub mod schedule;
-pub mod schedule_api;
 pub mod task;
 pub mod timing;
 mod writer;
@@ -722,13 +723,15 @@ impl Tasks {
         if !store.cluster.lease_holds() {
             return;
         }
+        book.close_limited(now);
         let wanted = book.wanted(|w| self.eligible.eligible(w));
+        let limits: Vec<_> = book.limits.all().map(|(s, l)| (s.clone(), *l)).collect();
         drop(book);
         self.adopt_reported(store, now);
         if wanted.is_empty() {
             return;
         }
-        let claims = store.claim(&wanted, now);
+        let claims = store.claim(&wanted, &limits, now);
         if claims.is_empty() {
             return;
         }
@@ -755,6 +758,12 @@ impl Tasks {
             records.push(Record::Pause {
                 kind: kind.clone(),
                 paused: true,
+            });
+        }
+        for (scope, limit) in book.limits.all() {
+            records.push(Record::Limit {
+                scope: scope.clone(),
+                limit: Some(*limit),
             });
         }
         // Before the tasks, whose ticks they record again as they load.
@@ -829,6 +838,9 @@ impl cluster::Replica for Tasks {
         let (mut stored, mut fx) = (Effects::default(), Effects::default());
         for (kind, paused) in changes.pauses {
             book.mirror_pause(&kind, paused);
+        }
+        for (scope, limit) in changes.limits {
+            book.limits.set(scope, limit);
         }
         for (name, s) in changes.schedules {
             match s {

@@ -35,6 +35,9 @@ impl Queue {
 pub struct Queues {
     sets: HashMap<Queue, BTreeSet<Place>>,
     paused: BTreeSet<String>,
+    /// Types no task of which may start now (their limits are reached):
+    /// their queues are not read. Set for each dispatch.
+    pub closed: std::collections::HashSet<String>,
 }
 
 impl Queues {
@@ -101,13 +104,16 @@ impl Queues {
             Some(types) => Box::new(
                 types
                     .iter()
-                    .filter(|t| !self.paused.contains(*t))
+                    .filter(|t| !self.paused.contains(*t) && !self.closed.contains(*t))
                     .filter_map(|t| self.sets.get(&Queue::Type(t.clone()))),
             ),
             None => Box::new(
                 self.sets
                     .iter()
-                    .filter(|(q, _)| matches!(q, Queue::Type(t) if !self.paused.contains(t)))
+                    .filter(|(q, _)| {
+                        matches!(q, Queue::Type(t)
+                            if !self.paused.contains(t) && !self.closed.contains(t))
+                    })
                     .map(|(_, s)| s),
             ),
         };

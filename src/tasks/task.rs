@@ -249,6 +249,10 @@ pub struct Task {
     /// No second task with this key while this one has not ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
+    /// What its dispatch limits count it under besides its type (a
+    /// tenant, a customer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     /// Tasks that must succeed before this one is queued (`waiting`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<TaskId>,
@@ -372,6 +376,8 @@ pub struct Shown<'a> {
     idempotency_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unique_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency_key: Option<&'a str>,
     #[serde(skip_serializing_if = "<[TaskId]>::is_empty")]
     depends_on: &'a [TaskId],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -400,6 +406,7 @@ impl Task {
             tracestate: self.trace.as_ref().and_then(|t| t.tracestate.as_deref()),
             idempotency_key: self.idempotency_key.as_deref(),
             unique_key: self.unique_key.as_deref(),
+            concurrency_key: self.concurrency_key.as_deref(),
             depends_on: &self.depends_on,
             schedule: self.schedule.as_deref(),
             created_at: self.created_at,
@@ -533,16 +540,16 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
             .ok_or_else(|| BadField("labels", "an object of strings".into()))?,
         Some(_) => return Err(BadField("labels", "an object of strings".into())),
     };
-    let unique_key = match m.get("unique_key") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(k)) if valid_key(k) => Some(k.clone()),
-        Some(_) => {
-            return Err(BadField(
-                "unique_key",
-                format!("1-{MAX_KEY} printable ASCII characters"),
-            ));
-        }
+    let key = |name: &'static str| match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(k)) if valid_key(k) && k != "*" => Ok(Some(k.clone())),
+        Some(_) => Err(BadField(
+            name,
+            format!("1-{MAX_KEY} printable ASCII characters, not *"),
+        )),
     };
+    let unique_key = key("unique_key")?;
+    let concurrency_key = key("concurrency_key")?;
     let depends_on = match m.get("depends_on") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) if a.len() <= MAX_DEPENDS => {
@@ -580,6 +587,7 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
         trace: None,
         idempotency_key: None,
         unique_key,
+        concurrency_key,
         depends_on,
         schedule: None,
         created_at: now_ms,

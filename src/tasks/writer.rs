@@ -123,6 +123,7 @@ struct Batch<'a> {
     deletes: (Vec<i64>, Vec<i64>),
     schedules: Vec<&'a super::schedule::Schedule>,
     unschedules: Vec<(&'a str, i64)>,
+    limits: Vec<(&'a super::limit::Scope, Option<&'a super::limit::Limit>)>,
 }
 
 impl<'a> Batch<'a> {
@@ -166,6 +167,7 @@ impl<'a> Batch<'a> {
                 Write::Retry { task } => b.retries.push(task),
                 Write::Pause { kind, paused } => b.pauses.push((kind, *paused)),
                 Write::Schedule { schedule } => b.schedules.push(schedule),
+                Write::Limit { scope, limit } => b.limits.push((scope, limit.as_ref())),
                 Write::Unschedule { name, at } => b.unschedules.push((name, *at as i64)),
                 Write::Delete { ids, at } => {
                     b.deletes.0.extend(ids.iter().map(|id| id.0 as i64));
@@ -188,6 +190,7 @@ impl<'a> Batch<'a> {
         self.cancels.is_empty()
             && self.schedules.is_empty()
             && self.unschedules.is_empty()
+            && self.limits.is_empty()
             && self.retries.is_empty()
             && self.pauses.is_empty()
             && parts.iter().filter(|p| **p).count() == 1
@@ -429,6 +432,18 @@ fn statements(
                          'skipped', m.schedule->'skipped') END,
                  deleted_at = NULL, changed = pg_current_xact_id()",
             &[&s.name, &serde_json::to_string(s).unwrap_or_default()],
+        )?;
+    }
+    for &(scope, limit) in &b.limits {
+        g.execute(
+            "INSERT INTO muster_limits (scope, spec, rule) VALUES ($1, $2::text::jsonb, $3::text::jsonb)
+             ON CONFLICT (scope) DO UPDATE SET rule = EXCLUDED.rule,
+                 changed = pg_current_xact_id()",
+            &[
+                &scope.text(),
+                &serde_json::to_string(scope).unwrap_or_default(),
+                &limit.map(|l| serde_json::to_string(l).unwrap_or_default()),
+            ],
         )?;
     }
     for &(name, at) in &b.unschedules {

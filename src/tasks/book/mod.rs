@@ -131,6 +131,7 @@ pub struct Book {
     /// Waiting tasks to look at again: one of their dependencies ended.
     unsettled: BTreeSet<TaskId>,
     pub schedules: super::schedule::Schedules,
+    pub limits: super::limit::Limits,
 }
 
 impl Book {
@@ -199,6 +200,10 @@ impl Book {
         if after.is_final() && !before.is_final() {
             self.ended(id);
         }
+        if before.is_held() != after.is_held() {
+            self.limits
+                .held(&task, if after.is_held() { 1 } else { -1 });
+        }
         if before.is_final() != after.is_final() {
             if let Some(k) = &task.unique_key {
                 if !after.is_final() {
@@ -225,6 +230,9 @@ impl Book {
         self.last_id = self.last_id.max(task.id.0);
         let s = task.state();
         self.recount(s, 1);
+        if s.is_held() {
+            self.limits.held(&task, 1);
+        }
         if s == State::Queued {
             self.enqueue(&task);
         }
@@ -267,6 +275,9 @@ impl Book {
         };
         self.live_bytes = self.live_bytes.saturating_sub(e.size + e.logs.bytes as u64);
         self.recount(e.task.state(), -1);
+        if e.task.state().is_held() {
+            self.limits.held(&e.task, -1);
+        }
         if e.task.state() == State::Queued {
             self.dequeue(&e.task);
         }
@@ -324,6 +335,7 @@ impl Book {
             Record::Unschedule { name } => {
                 self.schedules.remove(&name);
             }
+            Record::Limit { scope, limit } => self.limits.set(scope, limit),
         }
     }
 
@@ -834,6 +846,7 @@ impl Book {
             .filter(|(w, t)| t.free() > 0 && eligible(w))
             .map(|(w, t)| (t.free(), Reverse(w.clone())))
             .collect();
+        self.close_limited(now_ms);
         while let Some((free, Reverse(worker))) = room.pop() {
             if self.queues.is_empty() {
                 break;
@@ -841,10 +854,12 @@ impl Book {
             let Some(taker) = self.takers.get(&worker) else {
                 continue;
             };
-            let (entries, queues) = (&self.entries, &self.queues);
+            let (entries, queues, limits) = (&self.entries, &self.queues, &self.limits);
             let takes = |id: &TaskId| {
                 entries.get(id).is_some_and(|e| {
-                    taker.takes(&e.task, &worker) && !queues.is_paused(&e.task.kind)
+                    taker.takes(&e.task, &worker)
+                        && !queues.is_paused(&e.task.kind)
+                        && limits.admits(&e.task, now_ms)
                 })
             };
             let Some(id) = self.queues.best(&worker, taker.types.as_deref(), takes) else {
@@ -858,10 +873,24 @@ impl Book {
             };
             fx.progress(&t);
             fx.frames.push((worker.clone(), offer(&t, 0)));
+            if !self.limits.is_empty() {
+                self.limits.started(&t, now_ms);
+                if self.limits.type_closed(&t.kind, now_ms) {
+                    self.queues.closed.insert(t.kind.clone());
+                }
+            }
             if free > 1 {
                 room.push((free - 1, Reverse(worker)));
             }
         }
+    }
+
+    /// The types whose limits let none start now: their queues are not
+    /// read this dispatch.
+    pub fn close_limited(&mut self, now_ms: u64) {
+        self.queues.closed.clear();
+        let closed = self.limits.closed_types(now_ms);
+        self.queues.closed.extend(closed);
     }
 }
 

@@ -1,4 +1,5 @@
-//! The schedules as `/api/schedules` reaches them: made or changed,
+//! The schedules and limits as `/api/schedules` and `/api/limits` reach
+//! them. Schedules: made or changed,
 //! listed, paused, resumed and deleted, each change recorded (the journal,
 //! or the database for every node). Ticks fire from the scheduler's turn
 //! on a single node ([`super::book::Book::fire_schedules`]), and from the
@@ -98,5 +99,37 @@ impl Tasks {
         });
         self.poke();
         out
+    }
+}
+
+impl Tasks {
+    /// `GET /api/limits`.
+    pub fn limits(&self) -> Value {
+        serde_json::to_value(self.lock().limits.views()).unwrap_or_default()
+    }
+
+    /// `PUT /api/limits`: set or (`None`) remove one limit, recorded.
+    /// False when [`super::limit::MAX_LIMITS`] are kept already.
+    pub fn set_limit(
+        &self,
+        scope: super::limit::Scope,
+        limit: Option<super::limit::Limit>,
+    ) -> bool {
+        let ok = self.change(|book, fx| {
+            let known = book.limits.all().any(|(s, _)| *s == scope);
+            if !known && limit.is_some() && book.limits.len() >= super::limit::MAX_LIMITS {
+                return false;
+            }
+            log::info!(
+                "limit on {}: {}",
+                scope.text(),
+                limit.map_or_else(|| "removed".to_string(), |l| format!("{l:?}"))
+            );
+            book.limits.set(scope.clone(), limit);
+            fx.records.push(Record::Limit { scope, limit });
+            true
+        });
+        self.poke();
+        ok
     }
 }
