@@ -98,6 +98,7 @@ fn every_change_route_is_preflighted_by_its_own_methods() {
             matches!(method, "POST" | "DELETE" | "PUT").then(|| {
                 let path = path
                     .replace("{id}", "w1")
+                    .replace("{name}", "nightly")
                     .replace("/api/tasks/w1", "/api/tasks/0000000000000001");
                 (method, path)
             })
