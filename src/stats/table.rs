@@ -399,7 +399,7 @@ pub const COUNTERS: &[Row] = &[
         "submitted",
         "muster_tasks_submitted_total",
         Kind::Counter,
-        "Tasks accepted by POST /api/tasks.",
+        "Tasks accepted by POST /api/tasks, and submitted by schedules.",
         None,
     ),
     exported(

@@ -89,6 +89,7 @@ impl Runner {
         st.add(Counter::TasksRequeued, fx.requeued);
         st.add(Counter::TasksLost, fx.lost);
         st.add(Counter::TasksRetried, fx.retried);
+        st.add(Counter::TasksSubmitted, fx.submitted);
         st.add(Counter::TaskLogLinesDropped, fx.log_dropped);
         for r in &fx.records {
             if let Record::Progress { progress: p, .. } = r {

@@ -85,6 +85,7 @@ impl Book {
         }));
         self.insert(t.clone());
         fx.records.push(Record::Submit { task: Box::new(t) });
+        fx.submitted += 1;
         Some(id)
     }
 }

@@ -81,6 +81,8 @@ pub struct Effects {
     pub lost: u64,
     /// Handler failures scheduled for another attempt.
     pub retried: u64,
+    /// Tasks schedules submitted.
+    pub submitted: u64,
     pub log_dropped: u64,
 }
 
