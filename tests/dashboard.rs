@@ -171,7 +171,11 @@ fn the_dashboard_shows_the_fleet_live() {
     // panel shows its log.
     let dir = tempfile::tempdir().unwrap();
     let handler = dir.path().join("handler.sh");
-    std::fs::write(&handler, "#!/bin/sh\necho line-from-the-task\n").unwrap();
+    std::fs::write(
+        &handler,
+        "#!/bin/sh\necho '::progress 0.5 halfway'\necho line-from-the-task\n",
+    )
+    .unwrap();
     std::fs::set_permissions(
         &handler,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -201,6 +205,13 @@ fn the_dashboard_shows_the_fleet_live() {
         "document.getElementById('tasks').innerText.includes('resize') && document.getElementById('tasks').innerText.includes('succeeded')",
         Duration::from_secs(10),
     );
+    // Its progress, as the handler said it, beside it.
+    let resize =
+        "[...document.querySelectorAll('#tasks tr')].find(r => r.innerText.includes('resize'))";
+    assert_eq!(
+        b.eval(&format!("{resize}.querySelector('progress').value + ' ' + {resize}.innerText.includes('halfway')")),
+        "0.5 true"
+    );
     // A queued task cancelled from the view: the stream brings its new state.
     let body = r#"{"type":"nobody-runs-this","worker_id":"nobody"}"#;
     let (status, _, _) = d.request(&format!(
@@ -218,6 +229,53 @@ fn the_dashboard_shows_the_fleet_live() {
     b.wait_for(
         "the task cancelled",
         &format!("{row}?.innerText.includes('cancelled')"),
+        Duration::from_secs(10),
+    );
+    // Retried from its row; then cancelled with every queued task at once.
+    b.wait_for(
+        "its Retry button",
+        &format!("{row}?.querySelector('button')?.textContent === 'Retry'"),
+        Duration::from_secs(10),
+    );
+    b.eval(&format!("{row}.querySelector('button').click()"));
+    b.wait_for(
+        "the task queued again",
+        &format!("{row}?.innerText.includes('queued')"),
+        Duration::from_secs(10),
+    );
+    b.eval("(() => { const s = document.getElementById('task-state'); s.value = 'queued'; s.dispatchEvent(new Event('change')); })()");
+    b.eval("document.getElementById('bulk-cancel').click()");
+    b.wait_for(
+        "the bulk cancel",
+        "document.getElementById('bulk-msg').textContent === 'cancel: 1 queued tasks'",
+        Duration::from_secs(10),
+    );
+    b.eval("(() => { const s = document.getElementById('task-state'); s.value = ''; s.dispatchEvent(new Event('change')); })()");
+    b.wait_for(
+        "the task cancelled in bulk",
+        &format!("{row}?.innerText.includes('cancelled')"),
+        Duration::from_secs(10),
+    );
+    // Schedules are listed with their next tick, and paused from the view.
+    let body = r#"{"name":"hourly-report","cron":"@hourly","task":{"type":"report"}}"#;
+    let (status, _, _) = d.request(&format!(
+        "POST /api/schedules HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert_eq!(status, 201);
+    let sched = "[...document.querySelectorAll('#schedules tr')].find(r => r.innerText.includes('hourly-report'))";
+    b.wait_for(
+        "the schedule listed",
+        &format!("{sched}?.querySelector('button')?.textContent === 'Pause'"),
+        Duration::from_secs(10),
+    );
+    b.eval(&format!("{sched}.querySelector('button').click()"));
+    d.wait_for("the schedule paused", |d| {
+        d.json("/api/schedules/hourly-report")["paused"] == true
+    });
+    b.wait_for(
+        "the schedule shown paused",
+        &format!("{sched}?.querySelector('button')?.textContent === 'Resume'"),
         Duration::from_secs(10),
     );
     // Tasks and alerts are streamed, never polled; and without ?trace the

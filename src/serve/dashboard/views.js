@@ -1,7 +1,8 @@
 // The views beside the fleet's table: the header's daemon figures (health
 // and metrics read every 2 s, alerts streamed from /ws/alerts), the Tasks
-// view streamed from /ws/tasks while it is shown, and the Pool view read
-// every 3 s while it is shown (the pool has no stream).
+// view streamed from /ws/tasks while it is shown (its schedules and queues
+// read every 3 s: they have no stream), and the Pool view read every 3 s
+// while it is shown (the pool has no stream).
 import { $, el, pairs, fixed } from "./dom.js";
 import { get, change } from "./api.js";
 import { follow, throttle } from "./stream.js";
@@ -64,24 +65,105 @@ const tasks = new Map();
 let tasksStream = null;
 const drawTasks = throttle(taskRows, 250);
 
+const ENDED_RETRYABLE = ["failed", "dead", "cancelled", "timed_out"];
+const UNDER_WAY = ["waiting", "scheduled", "queued", "assigned", "running"];
+
+function button(text, onclick) {
+  const b = el("button", text);
+  b.type = "button";
+  b.onclick = onclick;
+  return b;
+}
+
+// A task's progress as its worker last said it: a bar and its message.
+function progressCell(k) {
+  const c = el("td");
+  const p = k.progress;
+  if (!p) return c;
+  if (p.fraction != null) {
+    const bar = el("progress");
+    bar.max = 1;
+    bar.value = p.fraction;
+    bar.title = Math.round(p.fraction * 100) + " %";
+    c.append(bar);
+  }
+  if (p.message) c.append(" " + p.message);
+  return c;
+}
+
 function taskRows() {
-  const newest = [...tasks.values()].sort((a, b) => (a.id < b.id ? 1 : -1)).slice(0, 100);
+  const shown = $("task-state").value;
+  const newest = [...tasks.values()]
+    .filter((k) => !shown || k.state === shown)
+    .sort((a, b) => (a.id < b.id ? 1 : -1))
+    .slice(0, 100);
   $("tasks").replaceChildren(
     ...newest.map((k) => {
       const r = el("tr");
-      const cells = [k.id, k.type, k.state, k.worker_id || "–", k.attempt, new Date(k.created_at).toLocaleTimeString()];
-      for (const v of cells) r.append(el("td", String(v)));
+      for (const v of [k.id, k.type, k.state]) r.append(el("td", String(v)));
+      r.append(progressCell(k));
+      for (const v of [k.worker_id || "–", k.attempt, new Date(k.created_at).toLocaleTimeString()]) r.append(el("td", String(v)));
       const c = el("td");
-      if (["queued", "assigned", "running"].includes(k.state)) {
-        const b = el("button", "Cancel");
-        b.type = "button";
-        b.onclick = () => change("DELETE", "/api/tasks/" + encodeURIComponent(k.id)).catch(say("task-msg"));
-        c.append(b);
-      }
+      const path = "/api/tasks/" + encodeURIComponent(k.id);
+      if (UNDER_WAY.includes(k.state)) c.append(button("Cancel", () => change("DELETE", path).catch(say("task-msg"))));
+      if (ENDED_RETRYABLE.includes(k.state)) c.append(button("Retry", () => change("POST", path + "/retry").catch(say("task-msg"))));
       r.append(c);
       return r;
     }),
   );
+}
+
+// A bulk action on every task in the chosen state, sent again while the
+// daemon says more match.
+async function bulk(action) {
+  const state = $("task-state").value;
+  if (!state) {
+    $("bulk-msg").textContent = "choose a state first";
+    return;
+  }
+  try {
+    let changed = 0;
+    for (let round = 0; round < 100; round++) {
+      const r = await change("POST", "/api/tasks/bulk", { action, filter: { state } });
+      changed += r.changed;
+      if (!r.more || !r.changed) break;
+    }
+    $("bulk-msg").textContent = action + ": " + changed + " " + state + " tasks";
+  } catch (err) {
+    say("bulk-msg")(err);
+  }
+}
+
+// --- schedules and queues (read every 3 s while the Tasks view shows) ------
+async function schedules() {
+  try {
+    const [s, q] = await Promise.all([get("/api/schedules"), get("/api/queues")]);
+    $("schedules").replaceChildren(
+      ...s.schedules.map((x) => {
+        const r = el("tr");
+        const next = x.next_tick ? new Date(x.next_tick).toLocaleString() : x.paused ? "paused" : "–";
+        for (const v of [x.name, x.cron, x.timezone, next, x.fired, x.skipped]) r.append(el("td", String(v)));
+        const path = "/api/schedules/" + encodeURIComponent(x.name) + (x.paused ? "/resume" : "/pause");
+        const c = el("td");
+        c.append(button(x.paused ? "Resume" : "Pause", () => change("POST", path).then(schedules).catch(say("sched-msg"))));
+        r.append(c);
+        return r;
+      }),
+    );
+    $("queues").replaceChildren(
+      ...q.queues.map((x) => {
+        const r = el("tr");
+        for (const v of [x.type, x.queued, x.paused ? "paused" : "dispatching"]) r.append(el("td", String(v)));
+        const path = "/api/queues/" + encodeURIComponent(x.type) + (x.paused ? "/resume" : "/pause");
+        const c = el("td");
+        c.append(button(x.paused ? "Resume" : "Pause", () => change("POST", path).then(schedules).catch(say("sched-msg"))));
+        r.append(c);
+        return r;
+      }),
+    );
+  } catch (e) {
+    say("sched-msg")(e);
+  }
 }
 
 function followTasks() {
@@ -147,9 +229,13 @@ function say(id) {
 
 // --- switching -------------------------------------------------------------
 let poolTimer = null;
+let schedTimer = null;
 
 export function init() {
   $("submit").onsubmit = submit;
+  $("task-state").onchange = taskRows;
+  $("bulk-retry").onclick = () => bulk("retry");
+  $("bulk-cancel").onclick = () => bulk("cancel");
   $("scale").onsubmit = scale;
   for (const b of document.querySelectorAll("nav button")) b.onclick = () => showView(b.dataset.view);
 }
@@ -165,6 +251,12 @@ export function showView(v) {
   }
   clearInterval(poolTimer);
   poolTimer = null;
+  clearInterval(schedTimer);
+  schedTimer = null;
+  if (v === "tasks") {
+    schedules();
+    schedTimer = setInterval(schedules, 3000);
+  }
   if (v === "pool") {
     pool();
     poolTimer = setInterval(pool, 3000);
