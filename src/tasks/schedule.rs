@@ -18,7 +18,7 @@
 //! turn looks only at those due; each parsed expression is shared by the
 //! schedules that spell it the same way.
 
-use super::task::{BadField, TaskId, parse_submit};
+use super::task::{BadField, Task, TaskId, parse_submit};
 use crate::cron::Spec;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -220,6 +220,29 @@ struct Entry {
     schedule: Schedule,
     spec: Spec,
     next: Option<u64>,
+    /// Its task, parsed once (as if submitted at time 0); `None` when it
+    /// no longer parses.
+    template: Option<Task>,
+}
+
+impl Schedule {
+    /// Its task template as a task submitted at time 0.
+    fn parsed(&self) -> Option<Task> {
+        let body = serde_json::to_vec(&self.task).ok()?;
+        parse_submit(&body, TaskId(0), 0).ok()
+    }
+}
+
+/// Tick `tick` of a schedule's task, made from its parsed template: the
+/// submission it would be at `now_ms`, with id `id`.
+pub fn task_of(template: &Task, id: TaskId, now_ms: u64) -> Task {
+    let mut t = template.clone();
+    t.id = id;
+    t.created_at = now_ms;
+    // Parsed at time 0, a `delay_ms` is its run_at.
+    let delay = t.progress.run_at;
+    t.progress = super::task::Progress::fresh(now_ms, delay.map(|d| now_ms + d));
+    t
 }
 
 /// A tick a turn must handle.
@@ -236,8 +259,9 @@ pub struct Due {
 pub struct Schedules {
     by_name: BTreeMap<String, Entry>,
     by_next: BTreeSet<(u64, String)>,
-    /// Parsed expressions by (cron, zone), shared.
-    specs: HashMap<(String, String), Spec>,
+    /// Parsed expressions by (cron, zone), shared, with how many
+    /// schedules share each.
+    specs: HashMap<(String, String), (Spec, usize)>,
 }
 
 impl Schedules {
@@ -251,6 +275,11 @@ impl Schedules {
 
     pub fn get(&self, name: &str) -> Option<&Schedule> {
         self.by_name.get(name).map(|e| &e.schedule)
+    }
+
+    /// A schedule's task, parsed once.
+    pub fn template(&self, name: &str) -> Option<&Task> {
+        self.by_name.get(name)?.template.as_ref()
     }
 
     pub fn view(&self, name: &str) -> Option<View<'_>> {
@@ -274,11 +303,14 @@ impl Schedules {
     /// its timing no longer parses (a zone gone from the database).
     pub fn put(&mut self, s: Schedule) -> bool {
         let key = (s.cron.clone(), s.timezone.clone());
-        let spec = match self.specs.get(&key) {
-            Some(spec) => spec.clone(),
+        let spec = match self.specs.get_mut(&key) {
+            Some((spec, n)) => {
+                *n += 1;
+                spec.clone()
+            }
             None => match Spec::parse(&s.cron, Some(&s.timezone)) {
                 Ok(spec) => {
-                    self.specs.insert(key, spec.clone());
+                    self.specs.insert(key, (spec.clone(), 1));
                     spec
                 }
                 Err((_, why)) => {
@@ -287,7 +319,12 @@ impl Schedules {
                 }
             },
         };
-        self.remove(&s.name);
+        // The same task as before (a tick recorded): its parse is kept.
+        let old = self.remove(&s.name);
+        let template = match old {
+            Some((was, template)) if was.task == s.task => template,
+            _ => s.parsed(),
+        };
         let next = (!s.paused)
             .then(|| spec.next_after(s.last_tick.unwrap_or(s.created_at), s.created_at))
             .flatten();
@@ -300,25 +337,26 @@ impl Schedules {
                 schedule: s,
                 spec,
                 next,
+                template,
             },
         );
         true
     }
 
-    pub fn remove(&mut self, name: &str) -> Option<Schedule> {
+    /// Delete a schedule: it, and its parsed task.
+    pub fn remove(&mut self, name: &str) -> Option<(Schedule, Option<Task>)> {
         let e = self.by_name.remove(name)?;
         if let Some(at) = e.next {
             self.by_next.remove(&(at, name.to_string()));
         }
         let key = (e.schedule.cron.clone(), e.schedule.timezone.clone());
-        if !self
-            .by_name
-            .values()
-            .any(|o| o.schedule.cron == key.0 && o.schedule.timezone == key.1)
-        {
-            self.specs.remove(&key);
+        if let Some((_, n)) = self.specs.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.specs.remove(&key);
+            }
         }
-        Some(e.schedule)
+        Some((e.schedule, e.template))
     }
 
     /// A task that tick `f.tick` of schedule `f.name` submitted is kept

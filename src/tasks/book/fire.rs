@@ -4,8 +4,8 @@
 //! carries its tick, so its journal record is the tick's too.
 
 use super::*;
+use crate::tasks::schedule::task_of;
 use crate::tasks::schedule::{CatchUp, Fired, Overlap};
-use crate::tasks::task::{BadField, parse_submit};
 
 impl Book {
     /// Handle the ticks due by `now_ms`, keeping at most `max_tasks`.
@@ -56,12 +56,11 @@ impl Book {
         max_tasks: usize,
         fx: &mut Effects,
     ) -> Option<TaskId> {
-        let body = serde_json::to_vec(&s.task).unwrap_or_default();
         let id = self.next_id(now_ms);
-        let mut t = match parse_submit(&body, id, now_ms) {
-            Ok(t) => t,
-            Err(BadField(f, why)) => {
-                log::error!("schedule {}: its task does not parse: {f}: {why}", s.name);
+        let mut t = match self.schedules.template(&s.name) {
+            Some(template) => task_of(template, id, now_ms),
+            None => {
+                log::error!("schedule {}: its task does not parse", s.name);
                 return None;
             }
         };
