@@ -33,16 +33,21 @@ impl Book {
                 .then(|| self.submit_tick(&s, due.tick, now_ms, max_tasks, fx))
                 .flatten();
             match made {
+                // The task's record names its tick: replayed, it records
+                // the fire again (`Schedules::note_fired`).
                 Some(id) => {
                     s.last_task = Some(id);
                     s.fired += 1;
+                    self.schedules.put(s);
                 }
-                None => s.skipped += 1,
+                None => {
+                    s.skipped += 1;
+                    self.schedules.put(s.clone());
+                    fx.records.push(Record::Schedule {
+                        schedule: Box::new(s),
+                    });
+                }
             }
-            self.schedules.put(s.clone());
-            fx.records.push(Record::Schedule {
-                schedule: Box::new(s),
-            });
         }
     }
 
