@@ -1031,18 +1031,9 @@ fn a_concurrency_limit_holds_across_nodes() {
     for id in &ids {
         wait_state(&ds[0], id, "succeeded");
     }
-    let mut edges = Vec::new();
-    for id in &ids {
-        let start = starts_of(dir.path(), id)[0].1;
+    let most = support::most_at_once(ids.iter().map(|id| {
         let end = task(&ds[0], id)["finished_at"].as_u64().unwrap();
-        edges.push((start, 1i32));
-        edges.push((end, -1));
-    }
-    edges.sort();
-    let (mut now, mut most) = (0, 0);
-    for (_, e) in edges {
-        now += e;
-        most = most.max(now);
-    }
+        (starts_of(dir.path(), id)[0].1, end)
+    }));
     assert_eq!(most, 2, "more than two at once across the nodes");
 }

@@ -1335,23 +1335,10 @@ fn a_schedule_fires_once_per_tick_through_a_restart_and_skips_while_its_task_run
 /// each start (`starts`) and the tasks' finish times.
 fn most_at_once(d: &Daemon, dir: &Path, kind: &str) -> usize {
     let v = d.json(&format!("/api/tasks?type={kind}&limit=1000"));
-    let mut edges = Vec::new();
-    for t in v["tasks"].as_array().unwrap() {
-        let id = t["id"].as_str().unwrap();
-        let Some(&(_, start)) = starts_of(dir, id).first() else {
-            continue;
-        };
-        let end = t["finished_at"].as_u64().unwrap_or(u64::MAX);
-        edges.push((start, 1i32));
-        edges.push((end, -1));
-    }
-    edges.sort();
-    let (mut now, mut most) = (0, 0);
-    for (_, e) in edges {
-        now += e;
-        most = most.max(now);
-    }
-    most as usize
+    support::most_at_once(v["tasks"].as_array().unwrap().iter().filter_map(|t| {
+        let start = starts_of(dir, t["id"].as_str().unwrap()).first()?.1;
+        Some((start, t["finished_at"].as_u64().unwrap_or(u64::MAX)))
+    }))
 }
 
 #[test]

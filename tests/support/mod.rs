@@ -227,6 +227,22 @@ pub fn try_request(at: SocketAddr, raw: &str) -> Option<(u16, String, Vec<u8>)> 
     (!buf.is_empty()).then(|| parse_response(&buf))
 }
 
+/// The most of these (start, end) spans that overlap at one time: how
+/// many tasks ran at once.
+pub fn most_at_once(spans: impl IntoIterator<Item = (u64, u64)>) -> usize {
+    let mut edges: Vec<(u64, i32)> = spans
+        .into_iter()
+        .flat_map(|(start, end)| [(start, 1), (end, -1)])
+        .collect();
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, e) in edges {
+        now += e;
+        most = most.max(now);
+    }
+    most as usize
+}
+
 /// Split one HTTP response into status, head and body.
 /// (attempt, Unix ms) of each start of task `id`, as a test handler notes
 /// them in `dir/starts`: a line per start, "task attempt ms".
