@@ -58,29 +58,11 @@ pub(super) fn scale(url: &str, args: &[String]) -> Out {
 }
 
 pub(super) fn show(url: &str, args: &[String]) -> Out {
-    let mut url = url.to_string();
-    let mut as_json = false;
-    let mut p = lexopt::Parser::from_args(args.iter().cloned());
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("json") => as_json = true,
-            Long("url") => url = p.value()?.string()?,
-            Short('h') | Long("help") => {
-                println!(
-                    "usage: muster pool [--json]\n\nThe pool's members: id, pid, state, restarts, last exit."
-                );
-                return Ok(());
-            }
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    let to = client::parse_url(&url).map_err(|e| Fail(2, e.to_string()))?;
-    let (status, b) = client::get(to, "/api/pool")?;
-    let v = answer(to, status, &b)?;
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    let usage =
+        "usage: muster pool [--json]\n\nThe pool's members: id, pid, state, restarts, last exit.";
+    let Some(v) = super::tasks::listing(url, args, usage, "/api/pool", None)? else {
         return Ok(());
-    }
+    };
     println!("desired {} actual {}", v["desired"], v["actual"]);
     println!(
         "{:<10} {:>8} {:<9} {:>8}  LAST EXIT",

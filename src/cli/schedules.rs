@@ -3,7 +3,7 @@
 //! `$MUSTER_TOKEN_FILE`.
 
 use super::client;
-use super::tasks::{addr, answer, segment, token};
+use super::tasks::{addr, answer, listing, segment, token};
 use super::{Fail, Out};
 use lexopt::prelude::*;
 use serde_json::{Map, json};
@@ -110,26 +110,9 @@ fn next(s: &serde_json::Value) -> String {
 }
 
 fn list(url: &str, args: &[String]) -> Out {
-    let mut url = url.to_string();
-    let mut as_json = false;
-    let mut p = lexopt::Parser::from_args(args.iter().cloned());
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("json") => as_json = true,
-            Long("url") => url = p.value()?.string()?,
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    let to = addr(&url)?;
-    let (status, body) = client::get(to, "/api/schedules")?;
-    let v = answer(to, status, &body)?;
-    if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v["schedules"]).unwrap_or_default()
-        );
+    let Some(v) = listing(url, args, LS_USE, "/api/schedules", Some("schedules"))? else {
         return Ok(());
-    }
+    };
     println!(
         "{:<20} {:<16} {:<16} {:>6} {:>7} NEXT",
         "NAME", "CRON", "TIMEZONE", "FIRED", "SKIPPED"

@@ -384,8 +384,16 @@ pub(super) fn segment(s: &str) -> String {
     out
 }
 
-/// `muster queues [--json]`: each task type queued or paused.
-pub(super) fn queues(url: &str, args: &[String]) -> Out {
+/// A read-only listing command, `[--json]`: GET `path`, and with
+/// `--json` print its `key` (the whole answer without one) and return
+/// `None`; otherwise the answer, for a table. `-h` prints `usage`.
+pub(super) fn listing(
+    url: &str,
+    args: &[String],
+    usage: &str,
+    path: &str,
+    key: Option<&str>,
+) -> Result<Option<Value>, Fail> {
     let mut url = url.to_string();
     let mut as_json = false;
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
@@ -394,22 +402,32 @@ pub(super) fn queues(url: &str, args: &[String]) -> Out {
             Long("json") => as_json = true,
             Long("url") => url = p.value()?.string()?,
             Short('h') | Long("help") => {
-                println!("usage: muster queues [--json]");
-                return Ok(());
+                println!("{usage}");
+                return Ok(None);
             }
             _ => return Err(arg.unexpected().into()),
         }
     }
     let to = addr(&url)?;
-    let (status, body) = client::get(to, "/api/queues")?;
+    let (status, body) = client::get(to, path)?;
     let v = answer(to, status, &body)?;
     if as_json {
+        let shown = key.map_or(&v, |k| &v[k]);
         println!(
             "{}",
-            serde_json::to_string_pretty(&v["queues"]).unwrap_or_default()
+            serde_json::to_string_pretty(shown).unwrap_or_default()
         );
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(v))
+}
+
+/// `muster queues [--json]`: each task type queued or paused.
+pub(super) fn queues(url: &str, args: &[String]) -> Out {
+    let usage = "usage: muster queues [--json]";
+    let Some(v) = listing(url, args, usage, "/api/queues", Some("queues"))? else {
+        return Ok(());
+    };
     println!("{:<24} {:>8} STATE", "TYPE", "QUEUED");
     for q in v["queues"].as_array().into_iter().flatten() {
         println!(
