@@ -28,6 +28,14 @@ fn wait_cluster(d: &Daemon, n: usize) {
     });
 }
 
+/// Nodes n1 and n2 on `pg`, each with `extra` flags, once both are
+/// alive and one leads.
+fn two_nodes(pg: &pg::Pg, extra: &[&str]) -> Vec<Daemon> {
+    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(pg, n, extra)).into();
+    wait_cluster(&ds[0], 2);
+    ds
+}
+
 /// A handler that counts its runs in `dir/runs` (one line per start, with
 /// the task id) and notes them in `dir/starts` (task, attempt, Unix ms),
 /// then by type: `slow` sleeps 4 s, `progress` says it is halfway and
@@ -218,8 +226,7 @@ fn a_task_submitted_on_one_node_runs_on_another_and_is_seen_and_cancelled_from_a
 fn a_change_committed_after_a_look_that_saw_it_running_is_read() {
     use std::io::{BufRead, Write};
     let Some(pg) = pg::start() else { return };
-    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
-    wait_cluster(&ds[0], 2);
+    let ds = two_nodes(&pg, &[]);
     let id = submit(&ds[0], json!({"type": "held"}));
     wait_state(&ds[1], &id, "queued");
     let mut s = pg.session();
@@ -701,8 +708,7 @@ fn a_queue_paused_on_one_node_is_paused_on_every_node_until_resumed_on_another()
     let Some(pg) = pg::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let h = handler(dir.path());
-    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
-    wait_cluster(&ds[0], 2);
+    let ds = two_nodes(&pg, &[]);
     let (status, _) = ds[0].post("/api/queues/held/pause", "", "");
     assert_eq!(status, 200);
     ds[1].wait_for("the pause on n2", |d| {
@@ -737,8 +743,7 @@ fn a_key_used_on_one_node_answers_on_every_node_and_a_race_makes_one_task() {
     let dir = tempfile::tempdir().unwrap();
     let h = handler(dir.path());
     let extra = ["--idempotency-retention", "2s"];
-    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &extra)).into();
-    wait_cluster(&ds[0], 2);
+    let ds = two_nodes(&pg, &extra);
     // A repeat on another node, whether its book has the task yet or the
     // database answers for it.
     let (status, first) = keyed(&ds[0], "k-0", r#"{"type":"held"}"#);
@@ -808,8 +813,7 @@ fn a_workers_progress_is_seen_on_every_node() {
     let Some(pg) = pg::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let h = handler(dir.path());
-    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
-    wait_cluster(&ds[0], 2);
+    let ds = two_nodes(&pg, &[]);
     let _a = agent(&ds[1], "w2", &h);
     let id = submit(&ds[0], json!({"type": "progress"}));
     for d in &ds {
@@ -828,8 +832,7 @@ fn bulk_actions_on_one_node_hold_on_every_node() {
     let Some(pg) = pg::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let h = handler(dir.path());
-    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
-    wait_cluster(&ds[0], 2);
+    let ds = two_nodes(&pg, &[]);
     let ids: Vec<String> = (0..20)
         .map(|_| submit(&ds[0], json!({"type": "batch", "max_attempts": 1})))
         .collect();
@@ -890,8 +893,7 @@ fn dependencies_are_settled_by_the_leader_for_every_node() {
     let Some(pg) = pg::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let h = handler(dir.path());
-    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
-    wait_cluster(&ds[0], 2);
+    let ds = two_nodes(&pg, &[]);
     let _a = agent(&ds[1], "w2", &h);
     // A chain submitted on n1, run by n2's worker, in order.
     let a = submit(&ds[0], json!({"type": "slow"}));
@@ -1010,8 +1012,7 @@ fn a_concurrency_limit_holds_across_nodes() {
     let Some(pg) = pg::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let h = handler(dir.path());
-    let ds: Vec<Daemon> = ["n1", "n2"].map(|n| node(&pg, n, &[])).into();
-    wait_cluster(&ds[0], 2);
+    let ds = two_nodes(&pg, &[]);
     let body = json!({"type": "slow", "concurrency": 2}).to_string();
     let (status, _, _) = ds[0].request(&format!(
         "PUT /api/limits HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
