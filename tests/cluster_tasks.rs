@@ -39,7 +39,7 @@ fn two_nodes(pg: &pg::Pg, extra: &[&str]) -> Vec<Daemon> {
 /// A handler that counts its runs in `dir/runs` (one line per start, with
 /// the task id) and notes them in `dir/starts` (task, attempt, Unix ms),
 /// then by type: `slow` sleeps 4 s, `progress` says it is halfway and
-/// sleeps 3 s, `sleep61` a minute, `flaky` fails
+/// sleeps 3 s, `long` sleeps 8 s, `sleep61` a minute, `flaky` fails
 /// before its third attempt, `fixable` fails until `dir/fixed` exists,
 /// `trace` answers its `TRACEPARENT`.
 fn handler(dir: &Path) -> PathBuf {
@@ -56,6 +56,7 @@ echo "task $MUSTER_TASK_ID attempt $MUSTER_TASK_ATTEMPT"
 case "$MUSTER_TASK_TYPE" in
   slow) sleep 4 ;;
   progress) echo "::progress 0.5 halfway"; sleep 3 ;;
+  long) sleep 8 ;;
   sleep61) sleep 61 ;;
   flaky) [ "$MUSTER_TASK_ATTEMPT" -ge 3 ] || exit 4 ;;
   fixable) [ -e {dir}/fixed ] || exit 5 ;;
@@ -1037,4 +1038,47 @@ fn a_concurrency_limit_holds_across_nodes() {
         (starts_of(dir.path(), id)[0].1, end)
     }));
     assert_eq!(most, 2, "more than two at once across the nodes");
+}
+
+#[test]
+fn a_long_task_stays_its_workers_on_every_node_while_the_worker_beats() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    // Deadlines far shorter than the task, and node leases renewed
+    // meanwhile: only a lost worker or node could take it away.
+    let extra = [
+        "--heartbeat-interval",
+        "300ms",
+        "--inactivity-timeout",
+        "1s",
+        "--task-ack-timeout",
+        "1s",
+    ];
+    let ds = two_nodes(&pg, &extra);
+    let _a = agent(&ds[1], "w2", &h);
+    let id = submit(&ds[0], json!({"type": "long", "max_attempts": 1}));
+    wait_state(&ds[0], &id, "running");
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        for d in &ds {
+            let t = task(d, &id);
+            assert_eq!(
+                (
+                    t["state"].as_str(),
+                    t["attempt"].as_u64(),
+                    t["worker_id"].as_str()
+                ),
+                (Some("running"), Some(1), Some("w2")),
+                "{t}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let t = wait_state(&ds[0], &id, "succeeded");
+    assert_eq!(t["attempt"], 1);
+    assert_eq!(runs(dir.path()), [id.clone()], "it ran once");
+    for d in &ds {
+        assert_eq!(tasks_counter(d, "requeued"), 0);
+    }
 }
