@@ -1077,7 +1077,7 @@ fn a_long_task_stays_its_workers_on_every_node_while_the_worker_beats() {
     }
     let t = wait_state(&ds[0], &id, "succeeded");
     assert_eq!(t["attempt"], 1);
-    assert_eq!(runs(dir.path()), [id.clone()], "it ran once");
+    assert_eq!(runs(dir.path()), vec![id.clone()], "it ran once");
     for d in &ds {
         assert_eq!(tasks_counter(d, "requeued"), 0);
     }
