@@ -266,6 +266,25 @@ fn settings_an_operator_can_get_wrong_are_refused_with_exit_status_2() {
     assert!(err.contains("does not exist"), "{err}");
     assert!(!err.contains("right-horse"), "{err}");
 
+    // A migration the database refuses (its table is there already, as
+    // someone's hand-made copy would be): refused, naming it, not waited on.
+    drop(node(&pg, "migrator", &[]));
+    pg.psql(&format!(
+        "DELETE FROM muster_schema WHERE version = {}",
+        latest()
+    ));
+    let (code, err) = run_to_end(&["--cluster-database", &pg.uri()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("refused schema migration {}", latest())),
+        "{err}"
+    );
+    assert!(err.contains("already exists"), "{err}");
+    pg.psql(&format!(
+        "INSERT INTO muster_schema (version, release) VALUES ({}, 'by hand')",
+        latest()
+    ));
+
     // A schema from a newer release.
     pg.psql("INSERT INTO muster_schema (version, release) VALUES (99, '9.9.9')");
     let (code, err) = run_to_end(&["--cluster-database", &pg.uri()]);

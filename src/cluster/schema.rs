@@ -31,6 +31,13 @@ pub enum SchemaError {
     Newer {
         found: i32,
     },
+    /// The server refused a migration's own SQL (an object it creates is
+    /// there already, a statement it cannot run): not an outage to wait
+    /// out, but a database to look at.
+    Migration {
+        version: i32,
+        error: postgres::Error,
+    },
     Db(postgres::Error),
 }
 
@@ -46,6 +53,11 @@ impl std::fmt::Display for SchemaError {
             SchemaError::Newer { found } => write!(
                 f,
                 "the database's muster schema is version {found}, newer than this musterd's {VERSION}: upgrade musterd on this node"
+            ),
+            SchemaError::Migration { version, error } => write!(
+                f,
+                "the database refused schema migration {version}: {}",
+                super::db::describe(error)
             ),
             SchemaError::Db(e) => f.write_str(&super::db::describe(e)),
         }
@@ -89,7 +101,13 @@ fn apply(client: &mut Client) -> Result<(i32, i32), SchemaError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let v = i as i32 + 1;
         let mut tx = client.transaction()?;
-        tx.batch_execute(sql)?;
+        if let Err(error) = tx.batch_execute(sql) {
+            // Class 42: syntax, or an object that exists or is missing.
+            if error.code().is_some_and(|c| c.code().starts_with("42")) {
+                return Err(SchemaError::Migration { version: v, error });
+            }
+            return Err(SchemaError::Db(error));
+        }
         tx.execute(
             "INSERT INTO muster_schema (version, release) VALUES ($1, $2)",
             &[&v, &crate::VERSION],
