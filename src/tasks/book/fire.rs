@@ -29,29 +29,20 @@ impl Book {
                 }
                 _ => true,
             };
-            let made = fire
-                .then(|| self.submit_tick(&s, due.tick, now_ms, max_tasks, fx))
-                .flatten();
-            match made {
-                // The task's record names its tick: replayed, it records
-                // the fire again (`Schedules::note_fired`).
-                Some(id) => {
-                    s.last_task = Some(id);
-                    s.fired += 1;
-                    self.schedules.put(s);
-                }
-                None => {
-                    s.skipped += 1;
-                    self.schedules.put(s.clone());
-                    fx.records.push(Record::Schedule {
-                        schedule: Box::new(s),
-                    });
-                }
+            // A task kept records the fire (`Schedules::note_fired`), as
+            // replaying its journal record will; a skip is recorded here.
+            let made = fire && self.submit_tick(&s, due.tick, now_ms, max_tasks, fx);
+            if !made {
+                s.skipped += 1;
+                self.schedules.put(s.clone());
+                fx.records.push(Record::Schedule {
+                    schedule: Box::new(s),
+                });
             }
         }
     }
 
-    /// The task of `s`'s tick, kept and recorded; `None` when it cannot
+    /// The task of `s`'s tick, kept and recorded; false when it cannot
     /// be (no room, or its `unique_key` is held).
     fn submit_tick(
         &mut self,
@@ -60,13 +51,13 @@ impl Book {
         now_ms: u64,
         max_tasks: usize,
         fx: &mut Effects,
-    ) -> Option<TaskId> {
+    ) -> bool {
         let id = self.next_id(now_ms);
         let mut t = match self.schedules.template(&s.name) {
             Some(template) => task_of(template, id, now_ms),
             None => {
                 log::error!("schedule {}: its task does not parse", s.name);
-                return None;
+                return false;
             }
         };
         if let Some(holder) = t.unique_key.as_deref().and_then(|k| self.unique_holder(k)) {
@@ -74,14 +65,14 @@ impl Book {
                 "schedule {}: tick skipped: task {holder} holds its unique_key",
                 s.name
             );
-            return None;
+            return false;
         }
         if !self.make_room(max_tasks, fx) {
             log::warn!(
                 "schedule {}: tick skipped: max_tasks are unfinished",
                 s.name
             );
-            return None;
+            return false;
         }
         t.schedule = Some(Box::new(Fired {
             name: s.name.clone(),
@@ -90,6 +81,6 @@ impl Book {
         self.insert(t.clone());
         fx.records.push(Record::Submit { task: Box::new(t) });
         fx.submitted += 1;
-        Some(id)
+        true
     }
 }
