@@ -245,7 +245,14 @@ impl Store {
             .filter(|d| *d != 0)
             .min()
             .unwrap_or(0);
-        if due == 0 || self.cluster.leading().is_none() {
+        if self.cluster.leading().is_none() {
+            return poll;
+        }
+        let poll = match self.waiting.load(Ordering::Relaxed) {
+            true => poll.min(super::duties::SETTLE_EVERY),
+            false => poll,
+        };
+        if due == 0 {
             return poll;
         }
         let left = Duration::from_millis(due.saturating_sub(unix_ms()));
@@ -625,6 +632,7 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
     let mut since = Since::default();
     let mut last_requeue = Instant::now();
     let mut last_prune: Option<Instant> = None;
+    let mut last_settle = Instant::now();
     let st = &store.shared.stats;
     let pause = || std::thread::sleep(Duration::from_millis(200));
     while !store.stopping.load(Ordering::Acquire) {
@@ -660,6 +668,7 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
                 epoch,
                 &mut last_requeue,
                 &mut last_prune,
+                &mut last_settle,
                 st,
             );
         }

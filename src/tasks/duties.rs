@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// How often the leader looks for dead nodes' tasks and for expired ones.
 const REQUEUE_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the leader looks at the waiting tasks, at most: each look
+/// reads every one of them. The mirror wakes this often while any waits.
+pub(super) const SETTLE_EVERY: Duration = Duration::from_millis(100);
 /// Tasks one leader turn gives back, at most.
 const REQUEUE_BATCH: i64 = 1000;
 
@@ -260,6 +263,7 @@ pub(super) fn leader_duties(
     epoch: i64,
     last_requeue: &mut Instant,
     last_prune: &mut Option<Instant>,
+    last_settle: &mut Instant,
     st: &crate::stats::Stats,
 ) {
     let me = store.cluster.me().clone();
@@ -276,7 +280,8 @@ pub(super) fn leader_duties(
             }
         }
     }
-    if store.waiting.load(Ordering::Relaxed) {
+    if store.waiting.load(Ordering::Relaxed) && now.duration_since(*last_settle) >= SETTLE_EVERY {
+        *last_settle = now;
         let Ok(c) = link.get() else { return };
         if let Err(e) = settle_waiting(c, &me, epoch, unix_ms()) {
             link.failed(&e);
