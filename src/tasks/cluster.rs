@@ -237,7 +237,8 @@ impl Store {
     }
 
     /// How long the mirror may wait: `poll`, or less when this node leads
-    /// and a scheduled task falls due sooner.
+    /// and a scheduled task or a schedule's tick falls due sooner, or a
+    /// task waits for its dependencies.
     fn until_due(&self, poll: Duration) -> Duration {
         let due = [&self.next_due, &self.next_tick]
             .map(|a| a.load(Ordering::Relaxed))
