@@ -149,10 +149,25 @@ impl Daemon {
         parse_response(&buf)
     }
 
+    /// Wait up to 15 s for `ok`; a timeout shows the daemon's last log
+    /// lines, so that a failure on a loaded machine says what it did.
     pub fn wait_for(&self, what: &str, mut ok: impl FnMut(&Daemon) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while !ok(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            if Instant::now() >= deadline {
+                let log = self.log.lock().unwrap();
+                let last: Vec<&str> = log
+                    .iter()
+                    .rev()
+                    .take(40)
+                    .rev()
+                    .map(|l| l.as_str())
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}; its log ends:\n{}",
+                    last.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
