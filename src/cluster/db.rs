@@ -375,10 +375,11 @@ pub fn look(c: &mut Client) -> Result<(postgres::Transaction<'_>, Since), postgr
 
 /// Whether the server refused a statement for what it is (a bad value, a
 /// broken rule), as opposed to the moment it came at: a timeout, a
-/// cancel, a deadlock or a lock not granted, which a retry may get past.
+/// cancel, a deadlock, a lock not granted, or a statement prepared on a
+/// connection since replaced (26000), which a retry may get past.
 pub fn is_refusal(e: &postgres::Error) -> bool {
     e.code()
-        .is_some_and(|c| !matches!(c.code(), "57014" | "40001" | "40P01" | "55P03"))
+        .is_some_and(|c| !matches!(c.code(), "57014" | "40001" | "40P01" | "55P03" | "26000"))
 }
 
 /// An error as one line, with the server's message when it sent one.

@@ -515,15 +515,24 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
             }
         }
         let how = link.connector();
-        // Connected first, so that the statements belong to this connection.
-        if link.get().is_ok() {
+        // Connected first, so that the statements belong to the connection
+        // they run on: the one this turn gets, not one an earlier `get`
+        // failed to make.
+        let connected = link.get().map(|_| ());
+        if connected.is_ok() {
             prepared.for_connection(link.connection());
         }
-        let result = match link.get() {
+        let result = match connected.and_then(|()| link.get()) {
             Ok(c) => {
                 store.committing.arm(c.cancel_token(), how);
                 let r = commit(c, &mut prepared, incarnation, &batch);
                 store.committing.disarm();
+                if let Err(e) = &r
+                    && e.code() == Some(&postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
+                {
+                    // Prepared anew on the next try.
+                    prepared.for_connection(0);
+                }
                 r.map_err(|e| {
                     let d = link.failed(&e);
                     (d.why, is_refusal(&e) && link.is_up())
