@@ -1086,3 +1086,46 @@ fn a_long_task_stays_its_workers_on_every_node_while_the_worker_beats() {
         assert_eq!(tasks_counter(d, "requeued"), 0);
     }
 }
+
+/// `/api/history` on every node counts the cluster's ends, each once,
+/// whichever node's worker ran it, and a node started later reads them
+/// from the database.
+#[test]
+fn every_node_charts_the_same_ends_of_the_last_hour() {
+    let Some(pg) = pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let ds = two_nodes(&pg, &[]);
+    let _a = agent(&ds[1], "w2", &h);
+    let ok: Vec<String> = (0..4)
+        .map(|_| submit(&ds[0], json!({"type": "quick"})))
+        .collect();
+    let never = submit(&ds[1], json!({"type": "quick", "worker_id": "nobody"}));
+    for id in &ok {
+        wait_state(&ds[0], id, "succeeded");
+    }
+    assert_eq!(delete(&ds[0], &never).0, 200);
+    let ends = |d: &Daemon| {
+        let m = d.json("/api/history")["minutes"].clone();
+        let sum = |k: &str| {
+            m.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x[k].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        (sum("succeeded"), sum("failed"), sum("cancelled"))
+    };
+    for d in &ds {
+        d.wait_for("the ends counted", |d| ends(d) == (4, 0, 1));
+    }
+    let late = node(&pg, "n3", &[]);
+    wait_cluster(&late, 3);
+    late.wait_for("the ends read from the database", |d| ends(d) == (4, 0, 1));
+    // The workers of every node are in each node's count.
+    for d in [&ds[0], &late] {
+        d.wait_for("w2 counted", |d| {
+            d.json("/api/history")["minutes"][60]["workers"]["idle"] == 1
+        });
+    }
+}

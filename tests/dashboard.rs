@@ -278,6 +278,32 @@ fn the_dashboard_shows_the_fleet_live() {
         &format!("{sched}?.querySelector('button')?.textContent === 'Resume'"),
         Duration::from_secs(10),
     );
+    // The header's chart of the last hour: the task that succeeded, the
+    // one cancelled (twice: once by hand, once in bulk), and the workers
+    // by status now, each minute's figures in its column's tooltip.
+    let chart = "document.getElementById('trend')";
+    b.wait_for(
+        "the chart of the last hour",
+        &format!(
+            "/1 succeeded, 0 failed/.test({chart}.innerText) && {chart}.querySelectorAll('rect.ok').length === 1 && {chart}.querySelectorAll('rect.off').length >= 1"
+        ),
+        Duration::from_secs(15),
+    );
+    let tips = b.eval(&format!(
+        "[...{chart}.querySelectorAll('svg')[0].querySelectorAll('title')].map(t => t.textContent).join('|')"
+    ));
+    let tips = tips.as_str().unwrap();
+    assert_eq!(tips.split('|').count(), 61, "{tips}");
+    let cancelled: u32 = tips
+        .split('|')
+        .filter_map(|t| t.split(", ").find(|p| p.ends_with(" cancelled")))
+        .map(|p| p.trim_end_matches(" cancelled").parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(cancelled, 2, "{tips}");
+    let workers = b.eval(&format!(
+        "{chart}.querySelectorAll('svg')[1].lastElementChild.querySelector('title').textContent"
+    ));
+    assert!(workers.as_str().unwrap().contains(" idle"), "{workers}");
     // Tasks and alerts are streamed, never polled; and without ?trace the
     // page measures nothing.
     let polled = b.eval(

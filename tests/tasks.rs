@@ -1419,3 +1419,59 @@ fn a_concurrency_limit_of_two_is_never_exceeded_and_a_rate_spaces_starts() {
     let (status, e) = post(&d, r#"{"type":"a","concurrency_key":"*"}"#);
     assert_eq!(status, 400, "{e}");
 }
+
+/// The sums of `/api/history`'s minutes: succeeded, failed, cancelled.
+fn ends_in_the_last_hour(d: &Daemon) -> (u64, u64, u64) {
+    let h = d.json("/api/history");
+    let m = h["minutes"].as_array().unwrap();
+    assert_eq!(m.len(), 61, "{h}");
+    let sum = |k: &str| m.iter().map(|x| x[k].as_u64().unwrap()).sum::<u64>();
+    (sum("succeeded"), sum("failed"), sum("cancelled"))
+}
+
+/// `GET /api/history` (the dashboard's header chart): every end counted
+/// once under its minute, the queue and the workers sampled now; the ends
+/// are the task book's, so a restart shows them again.
+#[test]
+fn the_last_hour_counts_every_end_once_and_keeps_them_through_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handler(dir.path());
+    let state = dir.path().join("state");
+    let args = ["--state-dir", state.to_str().unwrap()];
+    let d = Daemon::start(&args);
+    let a = agent(&d, "ag1", &h);
+    let ok: Vec<String> = (0..3)
+        .map(|_| submit(&d, json!({"type": "quick"})))
+        .collect();
+    let dead = submit(&d, json!({"type": "fail", "retry": {"max_attempts": 1}}));
+    let never = submit(&d, json!({"type": "quick", "worker_id": "nobody"}));
+    for id in &ok {
+        wait_state(&d, id, "succeeded");
+    }
+    wait_state(&d, &dead, "dead");
+    let (status, _, _) = d.request(&format!(
+        "DELETE /api/tasks/{never} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    ));
+    assert_eq!(status, 200);
+    wait_state(&d, &never, "cancelled");
+    let queued = submit(&d, json!({"type": "quick", "worker_id": "nobody"}));
+    assert_eq!(ends_in_the_last_hour(&d), (3, 1, 1));
+    let hour = d.json("/api/history");
+    let now = &hour["minutes"][60];
+    assert!(now["at"].as_u64().unwrap() <= hour["now"].as_u64().unwrap());
+    assert!(now["queued"].as_u64().unwrap() >= 1, "{now}");
+    assert_eq!(now["workers"]["idle"], 1, "{now}");
+    // The minutes before the daemon ran have no samples of their own.
+    assert!(hour["minutes"][0]["workers"].is_null(), "{hour}");
+    assert_eq!(task(&d, &queued)["state"], "queued");
+
+    drop(a);
+    drop(d);
+    let d = Daemon::start(&args);
+    assert_eq!(ends_in_the_last_hour(&d), (3, 1, 1), "after the restart");
+    // A dead task retried and ended again is a second end.
+    assert_eq!(retry(&d, &dead).0, 200);
+    let _a = agent(&d, "ag1", &h);
+    wait_state(&d, &dead, "dead");
+    assert_eq!(ends_in_the_last_hour(&d), (3, 2, 1));
+}

@@ -17,7 +17,7 @@ const STYLE: &str = include_str!("dashboard/style.css");
 
 /// The script's modules, by name under `/dashboard/`; `app.js` is the
 /// entry the page loads, and it imports the others.
-const MODULES: [(&str, &str); 7] = [
+const MODULES: [(&str, &str); 8] = [
     ("app.js", include_str!("dashboard/app.js")),
     ("dom.js", include_str!("dashboard/dom.js")),
     ("api.js", include_str!("dashboard/api.js")),
@@ -25,6 +25,7 @@ const MODULES: [(&str, &str); 7] = [
     ("table.js", include_str!("dashboard/table.js")),
     ("panel.js", include_str!("dashboard/panel.js")),
     ("views.js", include_str!("dashboard/views.js")),
+    ("chart.js", include_str!("dashboard/chart.js")),
 ];
 
 /// `statuses.js`: the statuses a worker can be shown with, written from
@@ -148,6 +149,10 @@ mod tests {
         for s in Status::ALL {
             assert!(statuses().contains(&format!("\"{s}\"")), "{s}");
             assert!(STYLE.contains(&format!(".st-{s} ")), "no colour for {s}");
+            assert!(
+                STYLE.contains(&format!(".st-fill-{s} ")),
+                "no chart colour for {s}"
+            );
         }
         assert_eq!(file("/dashboard/statuses.js").unwrap().1, statuses());
         assert_eq!(file("/dashboard/nothing.js"), None);

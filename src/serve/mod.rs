@@ -38,6 +38,7 @@ pub mod routes;
 pub mod stream;
 pub mod task_routes;
 pub mod ticket;
+mod trend;
 pub mod trpc;
 pub mod views;
 pub mod ws;

@@ -53,6 +53,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/workers/{id}/metrics"),
     ("GET", "/api/workers/{id}/history"),
     ("GET", "/api/metrics"),
+    ("GET", "/api/history"),
     ("GET", "/metrics"),
     ("POST", "/api/tasks"),
     ("GET", "/api/tasks"),
@@ -86,6 +87,8 @@ enum Route {
     WorkerMetrics(WorkerId),
     History(WorkerId),
     FleetMetrics,
+    /// The last hour by minute: task ends, queue depth, workers.
+    Trend,
     Tasks,
     Task(TaskId),
     TaskLogs(TaskId),
@@ -222,6 +225,7 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "workers", id, "metrics"] => Route::WorkerMetrics(worker_id(id)?),
         ["api", "workers", id, "history"] => Route::History(worker_id(id)?),
         ["api", "metrics"] => Route::FleetMetrics,
+        ["api", "history"] => Route::Trend,
         ["api", "workers", id, "tasks"] => Route::WorkerTasks(worker_id(id)?),
         ["api", "tasks"] => Route::Tasks,
         ["api", "tasks", "bulk"] => Route::TaskBulk,
@@ -268,6 +272,8 @@ pub struct Api {
     scrapes: u64,
     /// The whole fleet's snapshot frame, shared by plain stream clients.
     snapshots: SnapshotFrames,
+    /// The last hour's samples for `/api/history`.
+    trend: super::trend::Trend,
 }
 
 /// What the API serves from: the fleet, the task book, the alerts, and
@@ -296,12 +302,21 @@ impl Api {
             metrics_gzip: Default::default(),
             scrapes: 0,
             snapshots: SnapshotFrames::default(),
+            trend: Default::default(),
         }
     }
 
     /// On every tick of the loop.
     pub fn on_tick(&mut self) {
         self.snapshots.expire();
+        let now = crate::clock::unix_ms();
+        self.trend.look(
+            now,
+            &self.tasks,
+            &mut self.health,
+            &self.registry,
+            &self.shared,
+        );
     }
 
     fn route_request(&mut self, req: &Request, body: &[u8], later: &Later) -> Reply {
@@ -380,6 +395,13 @@ impl Api {
             ),
             Route::History(id) => found(reg.shown(&id).map(|h| views::history(&h, &id, query))),
             Route::FleetMetrics => json_ok(&views::fleet_metrics(reg, self.health.started())),
+            Route::Trend => json_ok(&self.trend.view(
+                crate::clock::unix_ms(),
+                &self.tasks,
+                &mut self.health,
+                reg,
+                &self.shared,
+            )),
             Route::Snapshot(id) => found(reg.shown(&id).map(|h| views::download(&h, &id))),
             Route::Tasks => task_routes::list(&self.tasks, query),
             Route::Task(id) => task_routes::show(&self.tasks, id),

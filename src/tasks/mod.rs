@@ -804,6 +804,11 @@ impl Tasks {
         self.lock().count(State::Queued) as usize
     }
 
+    /// The last hour's task ends, by minute, as of `now_ms`.
+    pub fn last_hour(&self, now_ms: u64) -> Vec<book::ends::Minute> {
+        self.lock().ends.last_hour(now_ms)
+    }
+
     /// Tasks a worker holds or held, newest first.
     pub fn of_worker(&self, worker: &str, limit: usize) -> Vec<Task> {
         let book = self.lock();

@@ -1,14 +1,16 @@
 // musterd's dashboard, native ES modules with no build step: the fleet
 // live from /ws/telemetry (table.js), a worker's panel (panel.js), the
-// header, tasks and pool views (views.js), streams that reconnect by
-// themselves (stream.js). Nothing comes from the network but this daemon,
-// and text goes in with textContent only.
+// header, tasks and pool views (views.js), the header's chart of the last
+// hour (chart.js), streams that reconnect by themselves (stream.js).
+// Nothing comes from the network but this daemon, and text goes in with
+// textContent only.
 import { $, mark } from "./dom.js";
 import { token } from "./api.js";
 import { follow } from "./stream.js";
 import * as table from "./table.js";
 import * as panel from "./panel.js";
 import * as views from "./views.js";
+import * as chart from "./chart.js";
 
 function banner(text, live) {
   const c = $("conn");
@@ -50,4 +52,5 @@ follow("/ws/telemetry", {
   },
 });
 views.startHeader();
+chart.start();
 setInterval(panel.refresh, 5000);

@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 mod copy;
+pub mod ends;
 mod fire;
 mod waits;
 pub use copy::Wanted;
@@ -134,6 +135,8 @@ pub struct Book {
     unsettled: BTreeSet<TaskId>,
     pub schedules: super::schedule::Schedules,
     pub limits: super::limit::Limits,
+    /// The last hour's ends, by minute.
+    pub ends: ends::Ends,
 }
 
 impl Book {
@@ -201,6 +204,7 @@ impl Book {
         self.index(timed(&task.progress), id);
         if after.is_final() && !before.is_final() {
             self.ended(id);
+            self.ends.add(after, task.progress.finished_at.unwrap_or(0));
         }
         if before.is_held() != after.is_held() {
             self.limits
@@ -232,6 +236,9 @@ impl Book {
         self.last_id = self.last_id.max(task.id.0);
         let s = task.state();
         self.recount(s, 1);
+        if s.is_final() {
+            self.ends.add(s, task.progress.finished_at.unwrap_or(0));
+        }
         if s.is_held() {
             self.limits.held(&task, 1);
         }
