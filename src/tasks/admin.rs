@@ -1,5 +1,5 @@
-//! The schedules and limits as `/api/schedules` and `/api/limits` reach
-//! them. Schedules: made or changed,
+//! The queues, schedules and limits as `/api/queues`, `/api/schedules`
+//! and `/api/limits` reach them. Schedules: made or changed,
 //! listed, paused, resumed and deleted, each change recorded (the journal,
 //! or the database for every node). Ticks fire from the scheduler's turn
 //! on a single node ([`super::book::Book::fire_schedules`]), and from the
@@ -9,6 +9,25 @@ use super::Tasks;
 use super::journal::Record;
 use super::schedule::{MAX_SCHEDULES, Schedule};
 use serde_json::Value;
+
+/// A task type's queue, as `GET /api/queues` shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct QueueView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub paused: bool,
+    pub queued: usize,
+}
+
+impl QueueView {
+    fn new(kind: &str, queued: usize, paused: bool) -> QueueView {
+        QueueView {
+            kind: kind.to_string(),
+            paused,
+            queued,
+        }
+    }
+}
 
 /// Why a schedule was not made.
 #[derive(Debug, PartialEq)]
@@ -20,6 +39,31 @@ pub enum NotMade {
 }
 
 impl Tasks {
+    /// `POST /api/queues/{type}/pause|resume`: whether it changed
+    /// anything. Kept in the journal, or in the database (cluster-wide:
+    /// every node's claims skip a paused type there).
+    pub fn pause(&self, kind: &str, paused: bool) -> bool {
+        let changed = self.change(|book, fx| book.pause(kind, paused, fx));
+        self.poke();
+        changed
+    }
+
+    /// `GET /api/queues`: every type queued or paused, with its depth.
+    pub fn queues(&self) -> Vec<QueueView> {
+        let book = self.lock();
+        let q = book.queues();
+        let mut by: std::collections::BTreeMap<&str, QueueView> = q
+            .depths()
+            .map(|(k, n)| (k, QueueView::new(k, n, false)))
+            .collect();
+        for k in q.paused() {
+            by.entry(k.as_str())
+                .or_insert_with(|| QueueView::new(k, 0, true))
+                .paused = true;
+        }
+        by.into_values().collect()
+    }
+
     /// Make `s`, or change the one with its name (which keeps its record
     /// of ticks). Its view, and whether it is new.
     pub fn schedule_put(&self, mut s: Schedule) -> Result<(Value, bool), NotMade> {

@@ -45,7 +45,7 @@ use crate::clock::unix_ms;
 use crate::config::Config;
 use crate::fleet::Shared;
 use crate::fleet::notify::Notify;
-use crate::proto::task::{Held, TaskLog, TaskProgress, TaskUpdate};
+use crate::proto::task::{Held, Reported, TaskLog, TaskProgress, TaskUpdate};
 use crate::proto::{Labels, WorkerId};
 use crate::stats::Counter;
 pub use book::NotHeld;
@@ -147,25 +147,6 @@ pub enum Submitted {
     New(Task),
     /// The task an earlier submission with its `Idempotency-Key` made.
     Repeat(Task),
-}
-
-/// A task type's queue, as `GET /api/queues` shows it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct QueueView {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub paused: bool,
-    pub queued: usize,
-}
-
-impl QueueView {
-    fn new(kind: &str, queued: usize, paused: bool) -> QueueView {
-        QueueView {
-            kind: kind.to_string(),
-            paused,
-            queued,
-        }
-    }
 }
 
 /// What opening the task book found and started.
@@ -405,10 +386,15 @@ impl Tasks {
         Some((tasks, gone, v))
     }
 
+    /// Wake the scheduler for a turn. A turn already asked for is not
+    /// asked again: the scheduler reads the flag before it waits, so only
+    /// the poke that raised it needs the wake (a syscall).
     fn poke(&self) {
         let (m, c) = &self.wake;
-        *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        c.notify_one();
+        let was = std::mem::replace(&mut *m.lock().unwrap_or_else(|p| p.into_inner()), true);
+        if !was {
+            c.notify_one();
+        }
     }
 
     /// `POST /api/tasks`: the task, queued; `ack` is called once it is
@@ -570,31 +556,6 @@ impl Tasks {
         self.lock().unique_holder(key)
     }
 
-    /// `POST /api/queues/{type}/pause|resume`: whether it changed
-    /// anything. Kept in the journal, or in the database (cluster-wide:
-    /// every node's claims skip a paused type there).
-    pub fn pause(&self, kind: &str, paused: bool) -> bool {
-        let changed = self.change(|book, fx| book.pause(kind, paused, fx));
-        self.poke();
-        changed
-    }
-
-    /// `GET /api/queues`: every type queued or paused, with its depth.
-    pub fn queues(&self) -> Vec<QueueView> {
-        let book = self.lock();
-        let q = book.queues();
-        let mut by: std::collections::BTreeMap<&str, QueueView> = q
-            .depths()
-            .map(|(k, n)| (k, QueueView::new(k, n, false)))
-            .collect();
-        for k in q.paused() {
-            by.entry(k.as_str())
-                .or_insert_with(|| QueueView::new(k, 0, true))
-                .paused = true;
-        }
-        by.into_values().collect()
-    }
-
     /// A TCP `hello`: the worker takes `capacity` tasks at once.
     /// `running`: the tasks its `hello` says it still runs (a worker that
     /// reconnected); see [`adopt`].
@@ -645,8 +606,20 @@ impl Tasks {
         });
     }
 
+    /// A worker's `task_update`. On a single node, a finish that freed
+    /// room is followed at once by the worker's next task, under the same
+    /// lock; the scheduler's turn does the rest (other workers, deadlines,
+    /// a task that waited on this one).
     pub fn on_update(&self, worker: &WorkerId, u: TaskUpdate) -> Result<(), NotHeld> {
-        let r = self.change(|book, fx| book.on_update(worker, u, unix_ms(), fx));
+        let finished = !matches!(u.state, Reported::Running);
+        let r = self.change(|book, fx| {
+            let now = unix_ms();
+            let r = book.on_update(worker, u, now, fx);
+            if r.is_ok() && finished && self.store.is_none() {
+                book.dispatch_to(worker, now, |w| self.eligible.eligible(w), fx);
+            }
+            r
+        });
         self.refused(r);
         self.poke();
         r

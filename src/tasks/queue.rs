@@ -12,28 +12,14 @@ use std::collections::{BTreeSet, HashMap};
 /// A queued task's place: highest priority first, then oldest.
 type Place = (Reverse<i64>, TaskId);
 
-/// Where a queued task waits: its worker's queue when aimed at one, else
-/// its type's.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Queue {
-    Type(String),
-    Worker(WorkerId),
-}
-
-impl Queue {
-    fn of(t: &Task) -> Queue {
-        match &t.target.worker_id {
-            Some(w) => Queue::Worker(w.clone()),
-            None => Queue::Type(t.kind.clone()),
-        }
-    }
-}
-
 /// Every queue that holds a task (an emptied one is let go), and the
-/// types paused.
+/// types paused. A queued task waits in its worker's queue when aimed at
+/// one, else in its type's; both maps are looked up by `&str`, so a
+/// dispatch reads a queue without building its key.
 #[derive(Default)]
 pub struct Queues {
-    sets: HashMap<Queue, BTreeSet<Place>>,
+    types: HashMap<String, BTreeSet<Place>>,
+    workers: HashMap<WorkerId, BTreeSet<Place>>,
     paused: BTreeSet<String>,
     /// Types no task of which may start now (their limits are reached):
     /// their queues are not read. Set for each dispatch.
@@ -42,7 +28,7 @@ pub struct Queues {
 
 impl Queues {
     pub fn is_empty(&self) -> bool {
-        self.sets.is_empty()
+        self.types.is_empty() && self.workers.is_empty()
     }
 
     /// Pause (or resume) a type; whether that changed anything.
@@ -64,26 +50,22 @@ impl Queues {
 
     /// Tasks queued of each type (not those aimed at a worker).
     pub fn depths(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.sets.iter().filter_map(|(q, s)| match q {
-            Queue::Type(t) => Some((t.as_str(), s.len())),
-            Queue::Worker(_) => None,
-        })
+        self.types.iter().map(|(t, s)| (t.as_str(), s.len()))
     }
 
     pub fn insert(&mut self, t: &Task) {
-        self.sets
-            .entry(Queue::of(t))
-            .or_default()
-            .insert((Reverse(t.priority), t.id));
+        let place = (Reverse(t.priority), t.id);
+        match &t.target.worker_id {
+            Some(w) => self.workers.entry(w.clone()).or_default().insert(place),
+            None => self.types.entry(t.kind.clone()).or_default().insert(place),
+        };
     }
 
     pub fn remove(&mut self, t: &Task) {
-        let q = Queue::of(t);
-        if let Some(set) = self.sets.get_mut(&q) {
-            set.remove(&(Reverse(t.priority), t.id));
-            if set.is_empty() {
-                self.sets.remove(&q);
-            }
+        let place = (Reverse(t.priority), t.id);
+        match &t.target.worker_id {
+            Some(w) => take_out(&mut self.workers, w, &place),
+            None => take_out(&mut self.types, t.kind.as_str(), &place),
         }
     }
 
@@ -99,29 +81,35 @@ impl Queues {
         types: Option<&[String]>,
         takes: impl Fn(&TaskId) -> bool,
     ) -> Option<TaskId> {
-        let own = self.sets.get(&Queue::Worker(worker.clone()));
+        let own = self.workers.get(&**worker);
+        let open = |t: &String| !self.paused.contains(t) && !self.closed.contains(t);
         let typed: Box<dyn Iterator<Item = &BTreeSet<Place>>> = match types {
             Some(types) => Box::new(
                 types
                     .iter()
-                    .filter(|t| !self.paused.contains(*t) && !self.closed.contains(*t))
-                    .filter_map(|t| self.sets.get(&Queue::Type(t.clone()))),
+                    .filter(|t| open(t))
+                    .filter_map(|t| self.types.get(t.as_str())),
             ),
-            None => Box::new(
-                self.sets
-                    .iter()
-                    .filter(|(q, _)| {
-                        matches!(q, Queue::Type(t)
-                            if !self.paused.contains(t) && !self.closed.contains(t))
-                    })
-                    .map(|(_, s)| s),
-            ),
+            None => Box::new(self.types.iter().filter(|(t, _)| open(t)).map(|(_, s)| s)),
         };
         own.into_iter()
             .chain(typed)
             .filter_map(|q| q.iter().find(|(_, id)| takes(id)).copied())
             .min()
             .map(|(_, id)| id)
+    }
+}
+
+/// Take a place out of a queue, and the queue out once it is empty.
+fn take_out<K>(map: &mut HashMap<K, BTreeSet<Place>>, key: &str, place: &Place)
+where
+    K: std::borrow::Borrow<str> + std::hash::Hash + Eq,
+{
+    if let Some(set) = map.get_mut(key) {
+        set.remove(place);
+        if set.is_empty() {
+            map.remove(key);
+        }
     }
 }
 

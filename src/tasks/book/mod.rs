@@ -4,12 +4,9 @@
 //! effects runner writes and sends them. Only `Tasks` touches a book,
 //! under its one lock.
 //!
-//! Dispatch gives the taker with the most room the best task it may take
-//! from the heads of the queues it reads ([`super::queue`]), and repeats
-//! while room and tasks last. Cost: O(takers) to find those with room,
-//! then per task dispatched O(log takers + types the taker takes), plus
-//! the tasks passed over at a queue's head because their labels match no
-//! taker with room.
+//! Dispatch (`dispatch.rs`) gives the taker with the most room the best
+//! task it may take from the heads of the queues it reads
+//! ([`super::queue`]), and repeats while room and tasks last.
 
 use super::adopt::{Adoptions, Said};
 use super::journal::Record;
@@ -22,6 +19,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 mod copy;
+mod dispatch;
 pub mod ends;
 mod fire;
 mod waits;
@@ -137,7 +135,16 @@ pub struct Book {
     pub limits: super::limit::Limits,
     /// The last hour's ends, by minute.
     pub ends: ends::Ends,
+    /// When [`Book::deadlines`] last walked the held tasks.
+    held_walked_at: u64,
 }
+
+/// How often the deadlines walk the held tasks (assignments not
+/// acknowledged, timeouts, cancels unconfirmed): a turn of the scheduler
+/// comes with every finish, and the walk is O(tasks held), so under a
+/// stream of finishes it is not redone each turn. Those deadlines are met
+/// this much late at most.
+const HELD_WALK_EVERY_MS: u64 = 20;
 
 impl Book {
     /// A new id: sortable by submission time, unique within this book.
@@ -752,14 +759,24 @@ impl Book {
         }
     }
 
-    /// Deadlines: unacknowledged assignments, task timeouts, cancel grace,
-    /// finished tasks past retention. O(tasks held + tasks expiring).
+    /// Deadlines: unacknowledged assignments, task timeouts, cancel grace
+    /// (O(tasks held), at most every [`HELD_WALK_EVERY_MS`]), scheduled
+    /// tasks come due and finished tasks past retention (O(those)).
     pub fn deadlines(&mut self, now_ms: u64, limits: &Limits, fx: &mut Effects) {
         let mut requeue = Vec::new();
         let mut timed_out = Vec::new();
         let mut unconfirmed = Vec::new();
+        let walk = now_ms >= self.held_walked_at.saturating_add(HELD_WALK_EVERY_MS)
+            || now_ms < self.held_walked_at;
+        if walk {
+            self.held_walked_at = now_ms;
+        }
         // Only held tasks have deadlines: every one is in its taker's set.
-        let held = self.takers.values().flat_map(|t| t.held.iter());
+        let held = self
+            .takers
+            .values()
+            .filter(|_| walk)
+            .flat_map(|t| t.held.iter());
         for e in held.filter_map(|id| self.entries.get(id)) {
             let p = &e.task.progress;
             let since = |t: Option<u64>| now_ms.saturating_sub(t.unwrap_or(now_ms));
@@ -838,68 +855,6 @@ impl Book {
             fx.records.push(Record::Forget { id });
         }
         true
-    }
-
-    /// Send queued tasks to the workers that may take them: the one with
-    /// the most room first, each its best task, highest priority then
-    /// oldest. `eligible` says whether a worker may take work now (not
-    /// `error`, `inactive` or `terminated`); it is asked once per taker
-    /// with room.
-    pub fn dispatch(&mut self, now_ms: u64, eligible: impl Fn(&str) -> bool, fx: &mut Effects) {
-        if self.queues.is_empty() {
-            return;
-        }
-        let mut room: BinaryHeap<(u32, Reverse<WorkerId>)> = self
-            .takers
-            .iter()
-            .filter(|(w, t)| t.free() > 0 && eligible(w))
-            .map(|(w, t)| (t.free(), Reverse(w.clone())))
-            .collect();
-        self.close_limited(now_ms);
-        while let Some((free, Reverse(worker))) = room.pop() {
-            if self.queues.is_empty() {
-                break;
-            }
-            let Some(taker) = self.takers.get(&worker) else {
-                continue;
-            };
-            let (entries, queues, limits) = (&self.entries, &self.queues, &self.limits);
-            let takes = |id: &TaskId| {
-                entries.get(id).is_some_and(|e| {
-                    taker.takes(&e.task, &worker)
-                        && !queues.is_paused(&e.task.kind)
-                        && limits.admits(&e.task, now_ms)
-                })
-            };
-            let Some(id) = self.queues.best(&worker, taker.types.as_deref(), takes) else {
-                continue;
-            };
-            if let Some(tk) = self.takers.get_mut(&worker) {
-                tk.held.insert(id);
-            }
-            let Some(t) = self.set_state(id, |p| assigned(p, &worker, now_ms)) else {
-                continue;
-            };
-            fx.progress(&t);
-            fx.frames.push((worker.clone(), offer(&t, 0)));
-            if !self.limits.is_empty() {
-                self.limits.started(&t, now_ms);
-                if self.limits.type_closed(&t.kind, now_ms) {
-                    self.queues.closed.insert(t.kind.clone());
-                }
-            }
-            if free > 1 {
-                room.push((free - 1, Reverse(worker)));
-            }
-        }
-    }
-
-    /// The types whose limits let none start now: their queues are not
-    /// read this dispatch.
-    pub fn close_limited(&mut self, now_ms: u64) {
-        self.queues.closed.clear();
-        let closed = self.limits.closed_types(now_ms);
-        self.queues.closed.extend(closed);
     }
 }
 
@@ -1032,6 +987,42 @@ mod tests {
             .collect();
         assert_eq!(&sent[..2], &[1, 1]);
         assert_eq!(b.count(State::Queued), 1);
+    }
+
+    /// A finish straight from `assigned` (no `running` first) ends the
+    /// task, and the worker's next task goes to it alone, at once.
+    #[test]
+    fn a_finish_frees_room_that_dispatch_to_fills_for_that_worker_alone() {
+        let mut b = book_with(3);
+        let (w1, w2) = (WorkerId::from("w1"), WorkerId::from("w2"));
+        b.on_hello(&w1, 1, None, Labels::new());
+        let mut fx = Effects::default();
+        b.dispatch(0, |_| true, &mut fx);
+        let (_, first) = offered(&b, &fx)[0].clone();
+        b.on_hello(&w2, 1, None, Labels::new());
+        let done = TaskUpdate {
+            task_id: first.to_string(),
+            state: Reported::Succeeded,
+            result: None,
+            error: None,
+            exit_code: None,
+            retryable: None,
+        };
+        let mut fx = Effects::default();
+        b.on_update(&w1, done, 5, &mut fx).unwrap();
+        assert_eq!(b.entries[&first].task.state(), State::Succeeded);
+        assert_eq!(b.entries[&first].task.progress.started_at, None);
+        // Not eligible: nothing.
+        b.dispatch_to(&w1, 5, |_| false, &mut fx);
+        assert!(offered(&b, &fx).is_empty());
+        b.dispatch_to(&w1, 5, |_| true, &mut fx);
+        let sent = offered(&b, &fx);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].0, "w1", "w2 has room too, but waits for the turn");
+        assert_eq!(b.takers["w2"].held.len(), 0);
+        // Full again: a second call sends nothing.
+        b.dispatch_to(&w1, 5, |_| true, &mut fx);
+        assert_eq!(offered(&b, &fx).len(), 1);
     }
 
     #[test]
