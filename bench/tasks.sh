@@ -9,6 +9,7 @@
 #   - restart with 1,000,000 tasks in the journal: start → ready
 #
 #   bench/tasks.sh            # 10 s per load run
+#   bench/tasks.sh e2e        # only the end-to-end runs
 #   bench/tasks.sh restart    # only the restart with a million tasks
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,28 @@ beanstalk() { # $1: -f value
 }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
+# End to end, 32 workers with a no-op handler: musterd's workers send one
+# frame per task (the result), then two (running, then the result).
+e2e() {
+  echo "## end to end, 32 workers, no-op handler"
+  rm -rf "$work/m2"
+  start --state-dir "$work/m2" --task-fsync batch --max-tasks 10000000
+  m_e2e=$(bench --mode e2e --submitters 32 --workers 32 --payload-bytes 100)
+  stop
+  rm -rf "$work/m2"
+  start --state-dir "$work/m2" --task-fsync batch --max-tasks 10000000
+  m_e2e2=$(bench --mode e2e --submitters 32 --workers 32 --payload-bytes 100 --say-running)
+  stop
+  beanstalk 10
+  b_e2e=$(bench --target beanstalkd --mode e2e --submitters 32 --workers 32 --payload-bytes 100)
+  kill $bpid; wait $bpid 2>/dev/null || true
+  echo "musterd batch, the result alone: $m_e2e"
+  echo "musterd batch, running then the result: $m_e2e2"
+  echo "beanstalkd -f 10: $b_e2e"
+}
+
 section=${1:-all}
+if [ "$section" = e2e ]; then e2e; exit 0; fi
 if [ "$section" = all ]; then
 echo "## submissions/s, c32, 100 B payload"
 start --state-dir "$work/m1" --task-fsync always --max-tasks 10000000
@@ -38,14 +60,8 @@ b_sub=$(bench --target beanstalkd --mode submit --submitters 32 --payload-bytes 
 kill $bpid; wait $bpid 2>/dev/null || true
 echo "musterd always: $m_sub"; echo "beanstalkd -f 0: $b_sub"
 
-echo "## end to end, 32 workers, no-op handler"
-start --state-dir "$work/m2" --task-fsync batch --max-tasks 10000000
-m_e2e=$(bench --mode e2e --submitters 32 --workers 32 --payload-bytes 100)
-stop
-beanstalk 10
-b_e2e=$(bench --target beanstalkd --mode e2e --submitters 32 --workers 32 --payload-bytes 100)
-kill $bpid; wait $bpid 2>/dev/null || true
-echo "musterd batch: $m_e2e"; echo "beanstalkd -f 10: $b_e2e"
+e2e
+
 
 echo "## dispatch latency, idle"
 start --state-dir "$work/m3"

@@ -6,6 +6,7 @@
 //! prints. Not part of the product: the package ships `musterd` and
 //! `muster` only; the scripts in `bench/` run this.
 
+mod dispatch;
 mod heartbeats;
 mod procfs;
 mod push;

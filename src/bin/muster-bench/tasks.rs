@@ -12,7 +12,9 @@
 //!   the worker may have it before the `201` (which waits for the journal).
 //!
 //! musterd workers speak the heartbeat protocol over TCP (`hello` with
-//! capacity 1, `task_update` running then succeeded); beanstalkd clients
+//! capacity 1, then for each task one `task_update` succeeded, as a worker
+//! that finishes within `task_ack_timeout` may; `--say-running` sends
+//! `running` before it, one frame more per task); beanstalkd clients
 //! speak its text protocol (`put`, `reserve`, `delete`).
 
 use super::report;
@@ -23,28 +25,38 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: muster-bench tasks [--target musterd|beanstalkd] [--mode submit|e2e|latency|delayed]
+const USAGE: &str = "usage: muster-bench tasks [--target musterd|beanstalkd] [--mode submit|e2e|latency|delayed|dispatch]
        [--submitters C] [--workers A] [--payload-bytes B] [--duration D] [--addr HOST:PORT]
-       [--heartbeat-addr HOST:PORT] [--worker-prefix P] [--tasks N] [--json]
+       [--heartbeat-addr HOST:PORT] [--worker-prefix P] [--tasks N] [--types T] [--hold D] [--say-running] [--json]
   --mode delayed    N tasks (--tasks, default 10000) submitted 3 s ahead with run_at spread
                     over --duration; how late each reached a worker after its run_at
+  --mode dispatch   N tasks (--tasks, default 100000) of --types types (default 100) queued,
+                    then --workers takers (default 1000, 10 types each) finish each at once;
+                    from a taker's finish to its next task, p50 and p99; --hold D: each
+                    taker finishes each task D after it came (a fleet at work)
   --addr            musterd's HTTP address (default from $MUSTER_URL) or beanstalkd's (127.0.0.1:11300)
   --heartbeat-addr  musterd's heartbeat address, for its workers (default $MUSTER_HEARTBEAT_ADDR)
   --worker-prefix   the workers' ids: P-0, P-1, ... (default bench; one per run when several
                     runs share a fleet)
+  --say-running     musterd workers report `running` before the result (two frames a task)
 ";
 
 struct Opts {
     target: String,
     mode: String,
     submitters: usize,
-    workers: usize,
+    /// Default 32 (1,000 for `dispatch`).
+    workers: Option<usize>,
     payload: usize,
     duration: Duration,
     addr: Option<String>,
     heartbeat: String,
     prefix: String,
-    tasks: usize,
+    /// Default 10,000 for `delayed`, 100,000 for `dispatch`.
+    tasks: Option<usize>,
+    types: usize,
+    hold: Duration,
+    say_running: bool,
     json: bool,
 }
 
@@ -54,13 +66,16 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         target: "musterd".into(),
         mode: "submit".into(),
         submitters: 32,
-        workers: 32,
+        workers: None,
         payload: 100,
         duration: Duration::from_secs(10),
         addr: None,
         heartbeat: muster::cli::client::env_heartbeat_addr(),
         prefix: "bench".into(),
-        tasks: 10_000,
+        tasks: None,
+        types: 100,
+        hold: Duration::ZERO,
+        say_running: false,
         json: false,
     };
     let err = |e: lexopt::Error| e.to_string();
@@ -75,7 +90,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
             Long("submitters") => {
                 o.submitters = val(&mut p)?.parse().map_err(|_| "--submitters N")?
             }
-            Long("workers") => o.workers = val(&mut p)?.parse().map_err(|_| "--workers N")?,
+            Long("workers") => o.workers = Some(val(&mut p)?.parse().map_err(|_| "--workers N")?),
             Long("payload-bytes") => {
                 o.payload = val(&mut p)?.parse().map_err(|_| "--payload-bytes N")?
             }
@@ -83,7 +98,10 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
             Long("addr") => o.addr = Some(val(&mut p)?),
             Long("heartbeat-addr") => o.heartbeat = val(&mut p)?,
             Long("worker-prefix") => o.prefix = val(&mut p)?,
-            Long("tasks") => o.tasks = val(&mut p)?.parse().map_err(|_| "--tasks N")?,
+            Long("tasks") => o.tasks = Some(val(&mut p)?.parse().map_err(|_| "--tasks N")?),
+            Long("hold") => o.hold = muster::config::units::parse_duration(&val(&mut p)?)?,
+            Long("types") => o.types = val(&mut p)?.parse().map_err(|_| "--types N")?,
+            Long("say-running") => o.say_running = true,
             Long("json") => o.json = true,
             Short('h') | Long("help") => return Ok(None),
             _ => return Err(err(arg.unexpected())),
@@ -129,20 +147,32 @@ fn run(o: &Opts) -> Result<Value, String> {
     if o.mode == "latency" {
         return latency(addr, resolve(&o.heartbeat)?, &payload);
     }
+    if o.mode == "dispatch" {
+        let load = super::dispatch::Load {
+            tasks: o.tasks.unwrap_or(100_000),
+            types: o.types.max(1),
+            takers: o.workers.unwrap_or(1000),
+            duration: o.duration,
+            prefix: o.prefix.clone(),
+            hold: o.hold,
+        };
+        return super::dispatch::run(&load, addr, resolve(&o.heartbeat)?, &payload);
+    }
     if o.mode == "delayed" {
         return delayed(o, addr, resolve(&o.heartbeat)?, &payload);
     }
     let mut threads = Vec::new();
     if o.mode == "e2e" {
-        for i in 0..o.workers {
+        for i in 0..o.workers.unwrap_or(32) {
             let (stop, done) = (stop.clone(), done.clone());
             let hb = resolve(&o.heartbeat)?;
             let id = format!("{}-{i}", o.prefix);
+            let say_running = o.say_running;
             threads.push(std::thread::spawn(move || {
                 let r = if beanstalk {
                     beanstalk_worker(addr, &stop, &done)
                 } else {
-                    muster_worker(hb, &id, &stop, &done, None)
+                    muster_worker(hb, &id, say_running, &stop, &done, None)
                 };
                 if let Err(e) = r {
                     eprintln!("worker: {e}");
@@ -182,8 +212,9 @@ fn run(o: &Opts) -> Result<Value, String> {
         "target": o.target,
         "mode": o.mode,
         "submitters": o.submitters,
-        "workers": if o.mode == "e2e" { o.workers } else { 0 },
+        "workers": if o.mode == "e2e" { o.workers.unwrap_or(32) } else { 0 },
         "payload_bytes": o.payload,
+        "frames_per_task": if beanstalk { Value::Null } else { json!(1 + usize::from(o.say_running)) },
         "seconds": (secs * 10.0).round() / 10.0,
         "submitted": submitted,
         "submitted_per_s": (submitted as f64 / secs).round(),
@@ -213,7 +244,7 @@ fn muster_submit(addr: SocketAddr, payload: &str, stop: &AtomicBool) -> Result<u
     Ok(n)
 }
 
-fn read_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), String> {
+pub fn read_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), String> {
     let mut line = String::new();
     r.read_line(&mut line).map_err(|e| e.to_string())?;
     let status = line
@@ -237,11 +268,13 @@ fn read_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), String> {
     Ok((status, body))
 }
 
-/// A worker that finishes every task at once. `seen`, when given, gets
-/// each task's id and the instant its frame arrived.
+/// A worker that finishes every task at once, saying `running` first when
+/// `say_running`. `seen`, when given, gets each task's id and the instant
+/// its frame arrived.
 fn muster_worker(
     hb: SocketAddr,
     id: &str,
+    say_running: bool,
     stop: &AtomicBool,
     done: &AtomicU64,
     seen: Option<std::sync::mpsc::Sender<(String, Instant)>>,
@@ -268,9 +301,15 @@ fn muster_worker(
             let _ = tx.send((t.task_id.clone(), Instant::now()));
         }
         let id = t.task_id;
-        let out = format!(
-            "{{\"type\":\"task_update\",\"task_id\":\"{id}\",\"state\":\"running\"}}\n{{\"type\":\"task_update\",\"task_id\":\"{id}\",\"state\":\"succeeded\"}}\n"
-        );
+        let mut out = String::new();
+        if say_running {
+            out = format!(
+                "{{\"type\":\"task_update\",\"task_id\":\"{id}\",\"state\":\"running\"}}\n"
+            );
+        }
+        out.push_str(&format!(
+            "{{\"type\":\"task_update\",\"task_id\":\"{id}\",\"state\":\"succeeded\"}}\n"
+        ));
         s.write_all(out.as_bytes()).map_err(|e| e.to_string())?;
         done.fetch_add(1, Ordering::Relaxed);
     }
@@ -329,7 +368,8 @@ fn latency(addr: SocketAddr, hb: SocketAddr, payload: &str) -> Result<Value, Str
     let done = Arc::new(AtomicU64::new(0));
     let (tx, rx) = std::sync::mpsc::channel();
     let (st, dn) = (stop.clone(), done.clone());
-    let w = std::thread::spawn(move || muster_worker(hb, "bench-latency", &st, &dn, Some(tx)));
+    let w =
+        std::thread::spawn(move || muster_worker(hb, "bench-latency", false, &st, &dn, Some(tx)));
     // Warm: the worker says hello and the daemon knows it takes tasks.
     std::thread::sleep(Duration::from_millis(500));
     let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
@@ -379,18 +419,19 @@ fn delayed(o: &Opts, addr: SocketAddr, hb: SocketAddr, payload: &str) -> Result<
     let done = Arc::new(AtomicU64::new(0));
     let (tx, rx) = std::sync::mpsc::channel();
     let mut workers = Vec::new();
-    for i in 0..o.workers.max(1) {
+    for i in 0..o.workers.unwrap_or(32).max(1) {
         let (st, dn, tx) = (stop.clone(), done.clone(), tx.clone());
         let id = format!("{}-{i}", o.prefix);
+        let say_running = o.say_running;
         workers.push(std::thread::spawn(move || {
-            muster_worker(hb, &id, &st, &dn, Some(tx))
+            muster_worker(hb, &id, say_running, &st, &dn, Some(tx))
         }));
     }
     drop(tx);
     std::thread::sleep(Duration::from_millis(500));
     let base = Instant::now();
     let span = o.duration.as_millis() as u64;
-    let n = o.tasks.max(1);
+    let n = o.tasks.unwrap_or(10_000).max(1);
     // Due times as offsets from `base`, by task id.
     let due: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>> = Arc::default();
     let submitters = o.submitters.clamp(1, 16);
