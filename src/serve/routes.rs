@@ -36,6 +36,11 @@ use crate::tasks::task::TaskId;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The HTTP API as an OpenAPI 3.1 document, served at `/api/openapi.json`;
+/// `tests/openapi.rs` holds it to the routes and to README.md, and runs
+/// schemathesis against a real daemon with it.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Every endpoint, as documented in README.md and musterd(8). Keep in step
 /// with [`route`]; a test checks each is routed and documented.
 pub const ENDPOINTS: &[(&str, &str)] = &[
@@ -54,6 +59,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/workers/{id}/history"),
     ("GET", "/api/metrics"),
     ("GET", "/api/history"),
+    ("GET", "/api/openapi.json"),
     ("GET", "/metrics"),
     ("POST", "/api/tasks"),
     ("GET", "/api/tasks"),
@@ -89,6 +95,8 @@ enum Route {
     FleetMetrics,
     /// The last hour by minute: task ends, queue depth, workers.
     Trend,
+    /// This API written down, OpenAPI 3.1.
+    OpenApi,
     Tasks,
     Task(TaskId),
     TaskLogs(TaskId),
@@ -226,6 +234,7 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "workers", id, "history"] => Route::History(worker_id(id)?),
         ["api", "metrics"] => Route::FleetMetrics,
         ["api", "history"] => Route::Trend,
+        ["api", "openapi.json"] => Route::OpenApi,
         ["api", "workers", id, "tasks"] => Route::WorkerTasks(worker_id(id)?),
         ["api", "tasks"] => Route::Tasks,
         ["api", "tasks", "bulk"] => Route::TaskBulk,
@@ -395,6 +404,7 @@ impl Api {
             ),
             Route::History(id) => found(reg.shown(&id).map(|h| views::history(&h, &id, query))),
             Route::FleetMetrics => json_ok(&views::fleet_metrics(reg, self.health.started())),
+            Route::OpenApi => Response::json(200, OPENAPI.as_bytes().to_vec()),
             Route::Trend => json_ok(&self.trend.view(
                 crate::clock::unix_ms(),
                 &self.tasks,
