@@ -274,3 +274,50 @@ fn an_address_past_its_share_of_tcp_connections_is_refused() {
     assert_eq!(read_line(&mut held[0]).unwrap()["type"], "welcome");
     drop(held);
 }
+
+/// A worker bound to a live TCP session owns its id: UDP datagrams naming
+/// it (without a heartbeat token anyone can send them) change nothing,
+/// a spoofed `bye` ends nothing, and each is counted as `worker_mismatch`.
+/// Once the session closes, UDP may speak for the id again.
+#[test]
+fn udp_frames_naming_a_tcp_bound_worker_are_refused() {
+    let d = Daemon::start(&[]);
+    let mut s = d.tcp();
+    s.write_all(b"{\"type\":\"hello\",\"worker_id\":\"owned\",\"labels\":{\"owner\":\"me\"}}\n{\"type\":\"heartbeat\",\"status\":\"idle\",\"cpu_usage\":5}\n")
+        .unwrap();
+    assert_eq!(read_line(&mut s).unwrap()["type"], "welcome");
+    d.wait_for("the worker", |d| {
+        d.json("/telemetry/owned")["status"] == "idle"
+    });
+    d.udp(br#"{"type":"heartbeat","worker_id":"owned","status":"error","cpu_usage":409600,"labels":{"owner":"attacker"}}"#);
+    d.udp(br#"{"type":"bye","worker_id":"owned"}"#);
+    d.wait_for("both refused", |d| d.rejected("worker_mismatch") == 2);
+    let w = d.json("/api/workers/owned");
+    assert_eq!(
+        (
+            w["status"].as_str(),
+            w["cpu_usage"].as_f64(),
+            w["labels"]["owner"].as_str(),
+            w["transport"].as_str()
+        ),
+        (Some("idle"), Some(5.0), Some("me"), Some("tcp")),
+        "{w}"
+    );
+    // The session goes on.
+    s.write_all(b"{\"type\":\"heartbeat\",\"status\":\"working\"}\n")
+        .unwrap();
+    d.wait_for("the session's own frame", |d| {
+        d.json("/telemetry/owned")["status"] == "working"
+    });
+    drop(s);
+    // Closed: a datagram is the worker's own again.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        d.udp(br#"{"type":"heartbeat","worker_id":"owned","status":"working","cpu_usage":7}"#);
+        if d.json("/telemetry/owned")["cpu_usage"] == 7.0 {
+            break;
+        }
+        assert!(Instant::now() < until, "UDP never spoke for the id again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

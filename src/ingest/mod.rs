@@ -172,7 +172,7 @@ impl Ingest {
                 }
             }
             self.peers.accept(poller, &env, now);
-            self.udp.on_readable(poller, &env, now);
+            self.udp.on_readable(poller, &env, now, self.peers.owners());
             self.peers.retry_blocked(poller, &env, now);
             self.news.take(&mut news);
             for n in news.drain(..) {

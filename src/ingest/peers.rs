@@ -67,6 +67,11 @@ impl Peers {
         })
     }
 
+    /// Which connection speaks for each TCP worker.
+    pub fn owners(&self) -> &Owners {
+        &self.owners
+    }
+
     pub fn len(&self) -> usize {
         self.conns.len()
     }

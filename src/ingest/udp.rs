@@ -18,7 +18,7 @@
 use super::UDP;
 
 use super::Env;
-use super::session::authorized;
+use super::session::{Owners, authorized};
 use crate::fleet::inbox::Msg;
 use crate::fleet::snapshot::Transport;
 use crate::logging::RateLimit;
@@ -112,7 +112,9 @@ impl UdpIntake {
 
     /// Read what the socket holds, up to [`BATCH`] datagrams, unless it is
     /// resting; back from a rest, into the poll again first.
-    pub fn on_readable(&mut self, poller: &Poller, env: &Env, now: Instant) {
+    /// `tcp` says which workers speak over a TCP session: UDP frames
+    /// naming them are refused (`worker_mismatch`).
+    pub fn on_readable(&mut self, poller: &Poller, env: &Env, now: Instant, tcp: &Owners) {
         match self.rest_until {
             Some(t) if now < t => return,
             Some(_) => {
@@ -145,7 +147,7 @@ impl UdpIntake {
                     return;
                 }
             };
-            self.on_batch(env, n, max, now);
+            self.on_batch(env, n, max, now, tcp);
             if n < mmsg::BATCH {
                 // The queue was emptied; a datagram that comes later
                 // raises readiness again. Emptied twice within PACE, the
@@ -167,7 +169,7 @@ impl UdpIntake {
 
     /// Decode the batch's datagrams, then deliver them grouped by worker,
     /// each worker's in arrival order.
-    fn on_batch(&mut self, env: &Env, n: usize, max: usize, now: Instant) {
+    fn on_batch(&mut self, env: &Env, n: usize, max: usize, now: Instant, tcp: &Owners) {
         let mut routed = std::mem::take(&mut self.routed);
         for i in 0..n {
             let (bytes, peer) = self.dgrams.get(i);
@@ -185,7 +187,7 @@ impl UdpIntake {
             let max_state = env.cfg.heartbeats.max_worker_state_bytes;
             match proto::decode(bytes, max).and_then(|f| proto::within_state(f, max_state)) {
                 Ok(frame) => {
-                    if let Some(r) = self.check(env, frame, peer, now) {
+                    if let Some(r) = self.check(env, frame, peer, now, tcp) {
                         routed.push(r);
                     }
                 }
@@ -229,8 +231,19 @@ impl UdpIntake {
         self.routed = routed;
     }
 
-    /// The frame as a message for its worker, or refused.
-    fn check(&mut self, env: &Env, frame: Frame, peer: SocketAddr, now: Instant) -> Option<Routed> {
+    /// The frame as a message for its worker, or refused. A worker bound
+    /// to a live TCP session owns its id: a datagram naming it (anyone
+    /// can send one, and without a heartbeat token nothing proves who) is
+    /// refused, and counted apart from the worker, so that a spoofer can
+    /// neither rewrite nor end it, nor run up its error count.
+    fn check(
+        &mut self,
+        env: &Env,
+        frame: Frame,
+        peer: SocketAddr,
+        now: Instant,
+        tcp: &Owners,
+    ) -> Option<Routed> {
         let refused = if !authorized(&frame, env.cfg.heartbeats.token.as_ref()) {
             Some(Reject::new(
                 RejectReason::Unauthorized,
@@ -248,6 +261,11 @@ impl UdpIntake {
             Some(Reject::new(
                 RejectReason::BadWorkerId,
                 "worker_id is required over UDP",
+            ))
+        } else if frame.worker_id().is_some_and(|id| tcp.owner(id).is_some()) {
+            Some(Reject::new(
+                RejectReason::WorkerMismatch,
+                "the worker speaks over a TCP session: its UDP frames are refused",
             ))
         } else {
             None
@@ -347,6 +365,9 @@ mod tests {
             br#"{"type":"heartbeat"}"#,
             br#"not json"#,
             br#"{"type":"task_log","worker_id":"u1","task_id":"1","lines":[]}"#,
+            // t1 holds a TCP session: datagrams naming it are refused.
+            br#"{"type":"heartbeat","worker_id":"t1","status":"error","labels":{"owner":"attacker"}}"#,
+            br#"{"type":"bye","worker_id":"t1"}"#,
         ] {
             send.send_to(d, at).unwrap();
         }
@@ -355,11 +376,13 @@ mod tests {
             shared: &shared,
             cfg: &cfg,
         };
+        let mut tcp = Owners::default();
+        tcp.claim(&WorkerId::from("t1"), 7);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while shared.stats.get(Counter::FramesReceived) < 4 {
+        while shared.stats.get(Counter::FramesReceived) < 6 {
             assert!(Instant::now() < deadline, "datagrams never read");
             intake.ready();
-            intake.on_readable(poll.registry(), &env, Instant::now() + PACE * 2);
+            intake.on_readable(poll.registry(), &env, Instant::now() + PACE * 2, &tcp);
             std::thread::sleep(Duration::from_millis(2));
         }
         while registry.snapshot("u1").is_none() {
@@ -368,6 +391,7 @@ mod tests {
         }
         assert_eq!(registry.snapshot("u1").unwrap().queue_depth, 5);
         assert_eq!(registry.len(), 1, "refused frames create nobody");
+        assert_eq!(shared.stats.rejected(RejectReason::WorkerMismatch), 2);
         let st = &shared.stats;
         assert_eq!(st.rejected(RejectReason::BadWorkerId), 1);
         assert_eq!(st.rejected(RejectReason::NotJson), 1);
@@ -416,7 +440,7 @@ mod tests {
         let now = Instant::now();
         intake.drained = now;
         intake.ready();
-        intake.on_readable(poll.registry(), &env, now);
+        intake.on_readable(poll.registry(), &env, now, &Owners::default());
         assert!(intake.rest_until.is_some(), "emptied twice within PACE");
         for _ in 0..5 {
             send.send_to(beat, at).unwrap();
@@ -424,7 +448,7 @@ mod tests {
         poll.poll(&mut events, Some(Duration::from_millis(50)))
             .unwrap();
         assert!(events.is_empty(), "a resting socket woke the poll");
-        intake.on_readable(poll.registry(), &env, now + PACE);
+        intake.on_readable(poll.registry(), &env, now + PACE, &Owners::default());
         assert_eq!(intake.rest_until, None);
         assert_eq!(shared.stats.get(Counter::FramesReceived), 6);
         // In the poll again: the next datagram wakes it.
