@@ -46,6 +46,8 @@ pub struct Peers {
     /// The task book: frames about tasks go there, and lost workers.
     tasks: Arc<Tasks>,
     log_limit: RateLimit,
+    /// The daemon is stopping: sessions closing now are not workers lost.
+    stopping: bool,
 }
 
 impl Peers {
@@ -64,6 +66,7 @@ impl Peers {
             blocked: BTreeSet::new(),
             tasks,
             log_limit: RateLimit::new(Duration::from_secs(10)),
+            stopping: false,
         })
     }
 
@@ -263,8 +266,9 @@ impl Peers {
             Said::Progress(p) => (p.task_id.clone(), self.tasks.on_progress(&id, p)),
         };
         if let (Err(crate::tasks::NotHeld), Some(conn)) = (r, self.conns.get_mut(key)) {
-            conn.send(&proto::encode_error(
+            conn.send(&proto::encode_task_error(
                 ErrorCode::TaskNotHeld,
+                &task_id,
                 &format!("task {task_id} is not held by {id}"),
             ));
             self.log_limit.warn("task_not_held", || {
@@ -305,6 +309,7 @@ impl Peers {
 
     /// Shutdown: tell every worker `shutting_down` and close once flushed.
     pub fn say_goodbye(&mut self, poller: &Poller, env: &Env) {
+        self.stopping = true;
         let line = proto::encode_error(ErrorCode::ShuttingDown, "musterd is shutting down");
         for key in self.keys() {
             if let Some(c) = self.conns.get_mut(key) {
@@ -516,8 +521,11 @@ impl Peers {
         let _ = poller.deregister(&mut conn.stream);
         self.per_ip.remove(conn.peer.ip());
         if let Some(id) = conn.session.worker() {
-            if self.owners.release(id, key) {
-                // The worker's last session: the tasks it held go back.
+            // The worker's last session: the tasks it held go back, but
+            // not for a stop of a single node, which keeps them for the
+            // workers to re-report when it is back.
+            let kept = self.stopping && self.tasks.keeps_held_through_a_stop();
+            if self.owners.release(id, key) && !kept {
                 self.tasks.on_lost(id, "its session closed");
             }
         }

@@ -48,6 +48,9 @@ pub struct ErrorReply {
     /// newer daemon may have added.
     pub code: String,
     pub message: String,
+    /// The task a `task_not_held` is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
 }
 
 /// Read one reply line (with or without its newline).
@@ -96,6 +99,16 @@ pub fn encode_error(code: impl Into<super::ErrorCode>, message: &str) -> Vec<u8>
     line(&Reply::Error(ErrorReply {
         code: code.into().as_str().to_string(),
         message: message.to_string(),
+        task_id: None,
+    }))
+}
+
+/// An `error` line about one task (`task_not_held`), naming it.
+pub fn encode_task_error(code: super::ErrorCode, task_id: &str, message: &str) -> Vec<u8> {
+    line(&Reply::Error(ErrorReply {
+        code: code.as_str().to_string(),
+        message: message.to_string(),
+        task_id: Some(task_id.to_string()),
     }))
 }
 
@@ -166,8 +179,21 @@ mod tests {
             Reply::Error(ErrorReply {
                 code: "superseded".into(),
                 message: "another\nconnection".into(),
+                task_id: None,
             })
         );
+        let e = encode_task_error(crate::proto::ErrorCode::TaskNotHeld, "17", "not held");
+        assert!(
+            !String::from_utf8_lossy(&encode_error(crate::proto::ErrorCode::Superseded, "x"))
+                .contains("task_id")
+        );
+        match decode_reply(&e).unwrap() {
+            Reply::Error(r) => assert_eq!(
+                (r.code.as_str(), r.task_id.as_deref()),
+                ("task_not_held", Some("17"))
+            ),
+            r => panic!("{r:?}"),
+        }
         assert!(decode_reply(br#"{"type":"dance"}"#).is_err());
     }
 

@@ -31,7 +31,7 @@ pub mod task;
 pub use decode::decode;
 pub use encode::{
     ErrorReply, Reply, Welcome, decode_reply, encode, encode_cancel, encode_error, encode_lease,
-    encode_task, encode_welcome,
+    encode_task, encode_task_error, encode_welcome,
 };
 pub use frame::*;
 pub use id::*;

@@ -66,6 +66,9 @@ pub const SNAPSHOT_TASKS: usize = 1000;
 
 /// How often the scheduler looks, when nothing wakes it sooner.
 const TICK: Duration = Duration::from_millis(50);
+/// The least time a single node, restarted, keeps a task held when it
+/// stopped for its worker to come back and re-report it.
+const RETURN_GRACE_MIN_MS: u64 = 10_000;
 
 /// Cluster mode: a task's progress is written at most this often (ms), so
 /// that a worker reporting it many times a second costs the database one
@@ -251,7 +254,12 @@ impl Tasks {
             None => (None, None),
         };
         let mut fx = Effects::default();
-        book.requeue_all_held(unix_ms(), &mut fx);
+        // Workers that ran tasks when the daemon stopped may come back
+        // with them: three heartbeat intervals, at least 10 s (a worker's
+        // reconnect backoff tops out at 5 s, with jitter 7.5 s).
+        let interval = shared.config.get().fleet.heartbeat_interval.as_millis() as u64;
+        let now = unix_ms();
+        book.hold_for_return(now + (3 * interval).max(RETURN_GRACE_MIN_MS), now, &mut fx);
         let tasks = Tasks::new(book, links, shared, journal, None);
         let tasks = Arc::new(Tasks {
             dir: dir.map(Path::to_path_buf),
@@ -570,9 +578,17 @@ impl Tasks {
         let cluster = self.store.is_some();
         self.change(|book, fx| {
             book.on_hello(id, capacity, types, labels);
-            book.reported(id, running, cluster, fx);
+            book.reported(id, running, cluster, unix_ms(), fx);
         });
         self.poke();
+    }
+
+    /// Whether a stop keeps held tasks for their workers to re-report
+    /// after the restart (a single node: [`Book::hold_for_return`]); in
+    /// cluster mode a session that closes gives its tasks back, and a
+    /// worker that moves to another node is adopted there by lease.
+    pub fn keeps_held_through_a_stop(&self) -> bool {
+        self.store.is_none()
     }
 
     /// Whether this node judges the cluster-wide alerts: a single node

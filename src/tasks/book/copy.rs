@@ -85,21 +85,49 @@ impl Book {
     }
 
     /// `hello`'s `running`: the tasks `worker` still runs. Those it holds
-    /// here already are its; in cluster mode the others are asked of the
-    /// database ([`super::adopt`]); on a single node, or when too many
-    /// wait, the worker is told to stop them.
+    /// here already are its (on a single node, also those it held when the
+    /// daemon stopped: [`Book::hold_for_return`]); in cluster mode the
+    /// others are asked of the database ([`super::adopt`]); on a single
+    /// node, or when too many wait, the worker is told to stop them. A
+    /// task held at the restart that the worker does not re-report is
+    /// requeued.
     pub fn reported(
         &mut self,
         worker: &WorkerId,
         running: &[Held],
         cluster: bool,
+        now_ms: u64,
         fx: &mut Effects,
     ) {
+        let said: std::collections::HashSet<&str> =
+            running.iter().map(|h| h.task_id.as_str()).collect();
+        let dropped: Vec<TaskId> = self
+            .takers
+            .get(worker)
+            .into_iter()
+            .flat_map(|t| t.held.iter())
+            .filter(|id| self.orphans.contains(id) && !said.contains(id.to_string().as_str()))
+            .copied()
+            .collect();
+        for id in dropped {
+            self.requeue(id, "its worker came back without it", now_ms, fx);
+        }
         for h in running {
             let id = TaskId::parse(&h.task_id);
             let holds = |b: &Book, id| b.takers.get(worker).is_some_and(|t| t.held.contains(&id));
             match id {
-                Some(id) if holds(self, id) => {}
+                Some(id) if holds(self, id) => {
+                    if self.orphans.remove(&id) {
+                        log::info!(
+                            "task {id}: {worker} re-reported it after the restart; it goes on"
+                        );
+                    }
+                    // Said back: the task is the worker's here, under the
+                    // claim it holds (0 on a single node).
+                    let lease = self.entries.get(&id).map_or(0, |e| e.lease.max(0) as u64);
+                    let line = crate::proto::encode_lease(&h.task_id, lease);
+                    fx.frames.push((worker.clone(), line));
+                }
                 Some(id)
                     if cluster
                         && self

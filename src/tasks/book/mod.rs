@@ -137,6 +137,11 @@ pub struct Book {
     pub ends: ends::Ends,
     /// When [`Book::deadlines`] last walked the held tasks.
     held_walked_at: u64,
+    /// A single node after a restart: the tasks held when it stopped,
+    /// kept their workers' until the workers say hello again and
+    /// re-report them, or until the given time.
+    orphans: BTreeSet<TaskId>,
+    orphans_until: u64,
 }
 
 /// How often the deadlines walk the held tasks (assignments not
@@ -379,23 +384,49 @@ impl Book {
         &self.queues
     }
 
-    /// After a restart no worker session survives: every held task is
-    /// treated as its worker lost.
-    pub fn requeue_all_held(&mut self, now_ms: u64, fx: &mut Effects) {
-        let held: Vec<TaskId> = self
+    /// After a restart no worker session survives, but the workers may
+    /// still run their tasks and come back: each held task stays its
+    /// worker's (a taker of no capacity until its hello) until `until`,
+    /// for its worker to re-report it ([`Book::reported`]); then it is
+    /// requeued as a lost worker's ([`Book::deadlines`]).
+    pub fn hold_for_return(&mut self, until: u64, now_ms: u64, fx: &mut Effects) {
+        let held: Vec<(TaskId, Option<WorkerId>)> = self
             .entries
             .values()
             .filter(|e| e.task.state().is_held())
-            .map(|e| e.task.id)
+            .map(|e| (e.task.id, e.task.progress.worker_id.clone()))
             .collect();
-        for id in held {
-            self.requeue(id, "the daemon restarted", now_ms, fx);
+        for (id, worker) in held {
+            let Some(w) = worker else {
+                self.requeue(id, "the daemon restarted", now_ms, fx);
+                continue;
+            };
+            self.takers.entry(w).or_default().held.insert(id);
+            self.orphans.insert(id);
+        }
+        self.orphans_until = until;
+    }
+
+    /// Requeue the tasks held at the restart that no worker re-reported
+    /// in time.
+    fn requeue_orphans(&mut self, now_ms: u64, fx: &mut Effects) {
+        if self.orphans.is_empty() || now_ms < self.orphans_until {
+            return;
+        }
+        for id in std::mem::take(&mut self.orphans) {
+            self.requeue(
+                id,
+                "its worker did not come back after the restart",
+                now_ms,
+                fx,
+            );
         }
     }
 
     /// A held task goes back to the queue with one more attempt, or fails
     /// when its attempts are spent.
     pub fn requeue(&mut self, id: TaskId, why: &str, now_ms: u64, fx: &mut Effects) {
+        self.orphans.remove(&id);
         let Some(e) = self.entries.get(&id) else {
             return;
         };
@@ -763,6 +794,7 @@ impl Book {
     /// (O(tasks held), at most every [`HELD_WALK_EVERY_MS`]), scheduled
     /// tasks come due and finished tasks past retention (O(those)).
     pub fn deadlines(&mut self, now_ms: u64, limits: &Limits, fx: &mut Effects) {
+        self.requeue_orphans(now_ms, fx);
         let mut requeue = Vec::new();
         let mut timed_out = Vec::new();
         let mut unconfirmed = Vec::new();
@@ -987,6 +1019,75 @@ mod tests {
             .collect();
         assert_eq!(&sent[..2], &[1, 1]);
         assert_eq!(b.count(State::Queued), 1);
+    }
+
+    /// A restarted single node keeps each held task its worker's until
+    /// the worker re-reports it in its hello, requeues one the worker
+    /// came back without, and requeues the rest once the grace is over.
+    #[test]
+    fn tasks_held_at_a_restart_wait_for_their_workers_to_come_back() {
+        let mut b = book_with(4);
+        let (w1, w2) = (WorkerId::from("w1"), WorkerId::from("w2"));
+        b.on_hello(&w1, 2, None, Labels::new());
+        b.on_hello(&w2, 2, None, Labels::new());
+        let mut fx = Effects::default();
+        b.dispatch(0, |_| true, &mut fx);
+        let sent = offered(&b, &fx);
+        let of = |w: &str| -> Vec<TaskId> {
+            sent.iter()
+                .filter(|(x, _)| x == w)
+                .map(|(_, id)| *id)
+                .collect()
+        };
+        let (mine, theirs) = (of("w1"), of("w2"));
+        assert_eq!((mine.len(), theirs.len()), (2, 2));
+        // The restart: no sessions, the tasks as the journal had them.
+        b.takers.clear();
+        let mut fx = Effects::default();
+        b.hold_for_return(10_000, 1_000, &mut fx);
+        assert_eq!(b.count(State::Assigned), 4, "nothing requeued at once");
+        // w1 comes back with one of its two.
+        let held = |id: &TaskId| Held {
+            task_id: id.to_string(),
+            lease: 0,
+        };
+        b.on_hello(&w1, 2, None, Labels::new());
+        b.reported(&w1, &[held(&mine[0])], false, 2_000, &mut fx);
+        // Said back with a lease (0: a single node's), not cancelled.
+        let said: Vec<String> = fx
+            .frames
+            .iter()
+            .map(|(_, l)| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("\"lease\"") && said[0].contains(&mine[0].to_string()),
+            "{said:?}"
+        );
+        assert_eq!(b.entries[&mine[0]].task.state(), State::Assigned);
+        assert_eq!(
+            b.entries[&mine[1]].task.state(),
+            State::Queued,
+            "came back without it"
+        );
+        assert_eq!(b.entries[&mine[1]].task.progress.attempt, 2);
+        // w2 never comes back: its tasks wait out the grace, then go back
+        // (an acknowledgement is not what they wait for here).
+        let lim = Limits {
+            ack_timeout_ms: 60_000,
+            ..limits()
+        };
+        b.deadlines(9_999, &lim, &mut fx);
+        assert_eq!(b.entries[&theirs[0]].task.state(), State::Assigned);
+        b.deadlines(10_000, &lim, &mut fx);
+        for id in &theirs {
+            assert_eq!(b.entries[id].task.state(), State::Queued);
+        }
+        assert_eq!(
+            b.entries[&mine[0]].task.state(),
+            State::Assigned,
+            "kept: re-reported"
+        );
     }
 
     /// A finish straight from `assigned` (no `running` first) ends the
