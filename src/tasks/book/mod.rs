@@ -421,6 +421,9 @@ impl Book {
                 fx,
             );
         }
+        // The stand-ins of workers that never said hello again.
+        self.takers
+            .retain(|_, t| t.capacity > 0 || !t.held.is_empty());
     }
 
     /// A held task goes back to the queue with one more attempt, or fails
@@ -1083,6 +1086,7 @@ mod tests {
         for id in &theirs {
             assert_eq!(b.entries[id].task.state(), State::Queued);
         }
+        assert!(!b.takers.contains_key("w2"), "its stand-in is gone");
         assert_eq!(
             b.entries[&mine[0]].task.state(),
             State::Assigned,
