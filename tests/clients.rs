@@ -516,3 +516,144 @@ macro_rules! conformance {
 }
 
 conformance!(python, go, node);
+
+/// A code block of README.md's worker libraries section, by language.
+fn readme_example(lang: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let section = readme
+        .split("## Worker libraries")
+        .nth(1)
+        .expect("README.md has a worker libraries section");
+    let block = section
+        .split(&format!("```{lang}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {lang} example"));
+    block.split("```").next().unwrap().to_string()
+}
+
+/// README.md's example worker, as a user runs it: the library installed
+/// from the repository (`pip install` into a fresh virtual environment,
+/// `npm install` into a fresh package, `go` with a `replace` to the
+/// checkout), the example pointed at a real musterd, a `resize` task
+/// submitted and done.
+fn readme_worker(client: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&[]);
+    let code = readme_example(match client {
+        "python" => "python",
+        "go" => "go",
+        _ => "js",
+    })
+    .replace("127.0.0.1:8090", &d.heartbeat.to_string());
+    let root = Path::new(ROOT);
+    let mut cmd = match client {
+        "python" => {
+            if !support::require(
+                "python3 -m venv",
+                support::runs("python3", &["-m", "venv", "--help"]),
+            ) {
+                return;
+            }
+            let venv = dir.path().join("venv");
+            let ok = Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&venv)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            let pip = Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "--disable-pip-version-check"])
+                .arg(root.join("clients/python"))
+                .status()
+                .unwrap();
+            assert!(pip.success(), "pip install ./clients/python");
+            std::fs::write(dir.path().join("worker.py"), &code).unwrap();
+            let mut c = Command::new(venv.join("bin/python"));
+            c.arg(dir.path().join("worker.py"));
+            c
+        }
+        "node" => {
+            if !support::require("npm", support::runs("npm", &["--version"])) {
+                return;
+            }
+            std::fs::write(
+                dir.path().join("package.json"),
+                r#"{"name":"example","type":"module","private":true}"#,
+            )
+            .unwrap();
+            let npm = Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund"])
+                .arg(root.join("clients/node"))
+                .current_dir(dir.path())
+                .status()
+                .unwrap();
+            assert!(npm.success(), "npm install ./clients/node");
+            std::fs::write(dir.path().join("worker.mjs"), &code).unwrap();
+            let mut c = Command::new("node");
+            c.arg(dir.path().join("worker.mjs"));
+            c
+        }
+        _ => {
+            if go_runner().is_none() {
+                return;
+            }
+            let main = format!(
+                "package main\n\nimport (\n\t\"context\"\n\t\"log\"\n\n\t\"muster.dev/muster\"\n)\n\nfunc main() {{\n{code}}}\n"
+            );
+            std::fs::write(dir.path().join("main.go"), main).unwrap();
+            let gomod = format!(
+                "module example\n\ngo 1.19\n\nrequire muster.dev/muster v0.0.0\n\nreplace muster.dev/muster => {}\n",
+                root.join("clients/go").display()
+            );
+            std::fs::write(dir.path().join("go.mod"), gomod).unwrap();
+            let bin = dir.path().join("example");
+            let built = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&bin)
+                .arg(".")
+                .current_dir(dir.path())
+                .env("GOFLAGS", "-mod=mod")
+                .env("GOTOOLCHAIN", "local")
+                .status()
+                .unwrap();
+            assert!(built.success(), "go build of the README's example");
+            Command::new(bin)
+        }
+    };
+    let mut example = cmd
+        .env_remove("MUSTER_ADDRS")
+        .env_remove("MUSTER_WORKER_ID")
+        .env_remove("MUSTER_CAPACITY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    d.wait_for(&format!("{client}: the README's worker"), |d| {
+        worker(d, "resizer-1")["status"] == "idle"
+    });
+    let t = submit(&d, json!({"type": "resize", "payload": {"file": "a.png"}}));
+    let done = wait_state(&d, client, &t, "succeeded");
+    let _ = example.kill();
+    let _ = example.wait();
+    assert!(done["result"].is_object(), "{client}: {done}");
+    assert!(
+        logs(&d, &t).iter().any(|l| l.contains("resizing")),
+        "{client}"
+    );
+}
+
+mod readme {
+    #[test]
+    fn python() {
+        super::readme_worker("python")
+    }
+    #[test]
+    fn go() {
+        super::readme_worker("go")
+    }
+    #[test]
+    fn node() {
+        super::readme_worker("node")
+    }
+}
