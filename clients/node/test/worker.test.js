@@ -166,6 +166,35 @@ test('cancel aborts the signal; the task is reported cancelled when the handler 
   await d.close();
 });
 
+test('a signal first read after the cancel is aborted already, with its reason', async () => {
+  const d = await fakeDaemon();
+  const w = worker(d.addr, { capacity: 2 });
+  let seen;
+  let release;
+  w.task('hold', (task) => {
+    seen = task;
+    return new Promise((resolve) => { release = resolve; });
+  });
+  const done = w.run();
+  const { conn } = await d.waitFor((f) => f.type === 'heartbeat');
+  d.send(conn, { type: 'task', task_id: 'h1', task_type: 'hold', payload: {}, attempt: 1 });
+  await d.waitFor((f) => f.task_id === 'h1' && f.state === 'running');
+  d.send(conn, { type: 'cancel', task_id: 'h1' });
+  // Answered at once, so read after the cancel: it has been handled.
+  d.send(conn, { type: 'task', task_id: 'x1', task_type: 'none', payload: {}, attempt: 1 });
+  await d.waitFor((f) => f.task_id === 'x1' && f.state === 'failed');
+  const signal = seen.signal;
+  assert.ok(signal instanceof AbortSignal);
+  assert.equal(seen.signal, signal, 'the same signal each time');
+  assert.equal(signal.aborted, true);
+  assert.equal(signal.reason.code, 'cancelled');
+  release();
+  await d.waitFor((f) => f.task_id === 'h1' && f.state === 'cancelled');
+  await w.close();
+  await done;
+  await d.close();
+});
+
 test('timeout_ms aborts the signal and fails the task for good', async () => {
   const d = await fakeDaemon();
   const w = worker(d.addr);
