@@ -475,22 +475,9 @@ impl Tasks {
             book.settle(now, &mut fx);
         }
         let task = book.entries.get(&task.id).map_or(task, |e| e.task.clone());
-        // On a single node a queued task goes to a taker with room at
-        // once, from this thread, rather than at the scheduler's next
-        // turn; the answer still shows it as submitted.
-        let mut sent = false;
-        if self.store.is_none() && task.state() == State::Queued {
-            book.dispatch(now, |w| self.eligible.eligible(w), &mut fx);
-            sent = book
-                .entries
-                .get(&task.id)
-                .is_some_and(|e| e.task.state() == State::Assigned);
-        }
         self.runner.apply(&book, fx, Some(ack));
         drop(book);
-        if !sent {
-            self.poke();
-        }
+        self.poke();
         Ok(Submitted::New(task))
     }
 
