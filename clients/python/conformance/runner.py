@@ -143,8 +143,10 @@ def main() -> int:
             sys.stdout.flush()
             os._exit(3)
 
-    threading.Thread(target=watch, name="runner-watch", daemon=True).start()
+    # `ready` first: a fatal refusal may come at once, and the contract
+    # has `ready` as the first line.
     say("ready")
+    threading.Thread(target=watch, name="runner-watch", daemon=True).start()
     for raw in sys.stdin:
         line = raw.strip()
         if not line:

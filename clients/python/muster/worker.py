@@ -59,6 +59,8 @@ WELCOME_TIMEOUT = 5.0
 DEFAULT_INTERVAL = 5.0
 #: Bytes queued for the socket at most before new frames wait in place.
 OUT_HIGH = 256 * 1024
+#: Bytes of queued frames handed to one ``send`` at most.
+WRITE_CHUNK = 64 * 1024
 MAX_OWED_RUNS = 1000
 MAX_PENDING_LINES = 10000
 MAX_ADDRS = 64
@@ -297,7 +299,7 @@ class Worker:
         self._cond = threading.Condition(self._lock)
         self._handlers: Dict[str, Handler] = {}
         self._records: Dict[str, _Rec] = {}
-        self._jobs: "queue.Queue[Optional[_Rec]]" = queue.Queue()
+        self._jobs: "queue.SimpleQueue[Optional[_Rec]]" = queue.SimpleQueue()
         self._pool: List[threading.Thread] = []
         self._state: Dict[str, Any] = {}
         self._owed: Deque[Dict[str, Any]] = deque()
@@ -320,6 +322,7 @@ class Worker:
         self._wake_w: Optional[socket.socket] = None
         self._woken = False
         self._sock: Optional[socket.socket] = None
+        self._sock_events = 0
         self._udp_sock: Optional[socket.socket] = None
         self._reader = proto.LineReader()
         self._out: Deque[_Out] = deque()
@@ -545,8 +548,12 @@ class Worker:
         Raises the ``FatalError`` (such as ``Unauthorized``) that stopped
         the worker for good."""
         self.start()
+        # On POSIX a signal (Ctrl-C, a handler that calls stop()) cuts a
+        # blocked wait short, so the wait need not wake to look; elsewhere
+        # it does, twice a second.
+        tick = None if os.name == "posix" else 0.5
         try:
-            while not self._done.wait(0.5):
+            while not self._done.wait(tick):
                 pass
         except KeyboardInterrupt:
             self.close()
@@ -816,6 +823,11 @@ class Worker:
     # -- the link thread ----------------------------------------------------
 
     def _wake(self) -> None:
+        """Make the link thread look at the state again (after a change
+        made under the lock). ``_woken`` spares a send while a byte is
+        already on its way: it is set before the byte goes and cleared
+        only once the bytes have been read, so a wake can never be lost
+        to a drain under way."""
         w = self._wake_w
         if self._woken or w is None:
             return
@@ -826,13 +838,16 @@ class Worker:
             pass
 
     def _drain_wake(self) -> None:
-        self._woken = False
         assert self._wake_r is not None
         try:
             while self._wake_r.recv(4096):
                 pass
         except OSError:
             pass
+        # Only now: a wake that came while reading (and so found the flag
+        # set) made its change before, and the link thread, back from
+        # here, reads the state under the lock before it waits again.
+        self._woken = False
 
     def _close_wake(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -988,6 +1003,7 @@ class Worker:
         self._shutting_down = False
         assert self._sel is not None
         self._sel.register(sock, selectors.EVENT_READ)
+        self._sock_events = selectors.EVENT_READ
         self._on_welcome(welcome, first=True)
         with self._lock:
             for r in recs:
@@ -1177,7 +1193,9 @@ class Worker:
                 if r.link in ("limbo", "released"):
                     timeout = min(timeout, r.until - now)
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
-        self._sel.modify(sock, events)
+        if events != self._sock_events:
+            self._sel.modify(sock, events)
+            self._sock_events = events
         if self._bye_deadline is not None:
             timeout = min(timeout, 0.05)
         for key, ev in self._sel.select(max(0.0, timeout)):
@@ -1249,22 +1267,37 @@ class Worker:
         assert sock is not None
         done: List[_Out] = []
         err: Optional[OSError] = None
+        out = self._out
         with self._lock:
-            while self._out:
-                o = self._out[0]
+            while out:
+                # The frames waiting, as many as make a chunk, in one send.
+                parts: List[Any] = []
+                size = 0
+                for o in out:
+                    parts.append(memoryview(o.data)[o.off :] if o.off else o.data)
+                    size += len(o.data) - o.off
+                    if size >= WRITE_CHUNK:
+                        break
                 try:
-                    n = sock.send(memoryview(o.data)[o.off :])
+                    n = sock.send(parts[0] if len(parts) == 1 else b"".join(parts))
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as e:
                     err = e
                     break
-                o.off += n
-                if o.off < len(o.data):
+                whole = n == size
+                while n > 0:
+                    o = out[0]
+                    left = len(o.data) - o.off
+                    if n < left:
+                        o.off += n  # the rest of it goes first next time
+                        break
+                    n -= left
+                    out.popleft()
+                    self._out_bytes -= len(o.data)
+                    done.append(o)
+                if not whole:
                     break
-                self._out.popleft()
-                self._out_bytes -= len(o.data)
-                done.append(o)
             for o in done:
                 if o.kind == "end" and o.rec is not None:
                     self._forget(o.rec)

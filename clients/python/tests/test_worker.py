@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import threading
 import time
@@ -276,6 +277,67 @@ class Tasks(Base):
             c.send(task_frame(f"t{i}", "meet"))
         for i in range(3):
             d.wait_for(is_update(f"t{i}", "succeeded"))
+
+    def test_each_end_goes_out_as_soon_as_its_handler_returns(self) -> None:
+        # As musterd does: the next task as soon as an end is read. The
+        # beats are 10 s apart, so only the handlers' wakes of the link
+        # thread move the outcomes; one wake lost would stall the run.
+        d = self.daemon(interval_ms=10_000)
+        w = self.worker("w1", d.addr, capacity=4)
+        w.handle("noop", lambda t: None)
+        w.start()
+        c = d.wait_conn(0)
+        total, sent, ended, seen = 1000, 0, 0, 0
+        for _ in range(4):
+            c.send(task_frame(f"t{sent}", "noop"))
+            sent += 1
+        deadline = time.monotonic() + 3
+        while ended < total:
+            with d.cond:
+                while True:
+                    left = deadline - time.monotonic()
+                    self.assertGreater(left, 0, f"{ended} of {total} tasks ended in 3 s")
+                    if seen < len(d.log):
+                        break
+                    d.cond.wait(left)
+                new = [f for _, f in d.log[seen:]]
+                seen = len(d.log)
+            for f in new:
+                if f.get("type") == "task_update" and f.get("state") == "succeeded":
+                    ended += 1
+                    if sent < total:
+                        c.send(task_frame(f"t{sent}", "noop"))
+                        sent += 1
+
+    def test_a_wake_while_the_link_thread_drains_is_not_lost(self) -> None:
+        # The race behind the test above, made to happen every time: a
+        # handler's wake comes while the link thread reads the wake bytes.
+        w = self.worker("w1", dead_address(), capacity=1)
+        r, wr = socket.socketpair()
+        self.addCleanup(r.close)
+        self.addCleanup(wr.close)
+        r.setblocking(False)
+
+        class Racing:
+            calls = 0
+
+            def recv(self, n: int) -> bytes:
+                Racing.calls += 1
+                if Racing.calls == 1:
+                    data = r.recv(n)
+                    w._wake()  # another thread, between two reads
+                    return data
+                return r.recv(n)
+
+            def close(self) -> None:
+                pass
+
+        w._wake_r, w._wake_w = Racing(), wr  # type: ignore[assignment]
+        w._wake()
+        w._drain_wake()
+        w._wake()  # a later change: the link thread must hear of it
+        readable, _, _ = select.select([r], [], [], 0.5)
+        self.assertEqual(readable, [r], "a wake was lost: the link thread would sleep on")
 
     def test_status_is_working_while_a_handler_runs(self) -> None:
         d = self.daemon(interval_ms=50)
