@@ -751,22 +751,12 @@ func (w *Worker) writeLoop(ctx context.Context, conn net.Conn, interval time.Dur
 		}
 		select {
 		case <-beat.C:
-			if err := w.beat(conn); err != nil {
+			if err := w.beatAt(conn, beat, &lastBeat, interval, false); err != nil {
 				return err
 			}
-			lastBeat = time.Now()
-			beat.Reset(interval)
 		case <-w.wake:
-			if w.isDirty() {
-				if since := time.Since(lastBeat); since >= minBeatGap {
-					if err := w.beat(conn); err != nil {
-						return err
-					}
-					lastBeat = time.Now()
-					resetTimer(beat, interval)
-				} else {
-					resetTimer(beat, minBeatGap-since)
-				}
+			if err := w.beatAt(conn, beat, &lastBeat, interval, true); err != nil {
+				return err
 			}
 		case <-confirmC:
 			w.confirmReported()
@@ -778,6 +768,28 @@ func (w *Worker) writeLoop(ctx context.Context, conn net.Conn, interval time.Dur
 			return ctx.Err()
 		}
 	}
+}
+
+// beatAt sends a beat and sets the timer for the next one, interval on.
+// On a wake (a change to send) it beats only if the state is dirty, and
+// no sooner than minBeatGap after the last beat: until then the timer
+// waits out the gap.
+func (w *Worker) beatAt(conn net.Conn, beat *time.Timer, last *time.Time, interval time.Duration, wake bool) error {
+	if wake {
+		if !w.isDirty() {
+			return nil
+		}
+		if since := time.Since(*last); since < minBeatGap {
+			resetTimer(beat, minBeatGap-since)
+			return nil
+		}
+	}
+	if err := w.beat(conn); err != nil {
+		return err
+	}
+	*last = time.Now()
+	resetTimer(beat, interval)
+	return nil
 }
 
 func (w *Worker) isDirty() bool {
@@ -953,22 +965,12 @@ func (w *Worker) udpLoop(ctx context.Context, conn net.Conn, interval time.Durat
 		}
 		select {
 		case <-beat.C:
-			if err := w.beat(conn); err != nil {
+			if err := w.beatAt(conn, beat, &lastBeat, interval, false); err != nil {
 				return err
 			}
-			lastBeat = time.Now()
-			beat.Reset(interval)
 		case <-w.wake:
-			if w.isDirty() {
-				if since := time.Since(lastBeat); since >= minBeatGap {
-					if err := w.beat(conn); err != nil {
-						return err
-					}
-					lastBeat = time.Now()
-					resetTimer(beat, interval)
-				} else {
-					resetTimer(beat, minBeatGap-since)
-				}
+			if err := w.beatAt(conn, beat, &lastBeat, interval, true); err != nil {
+				return err
 			}
 		case <-ctx.Done():
 			w.mu.Lock()
