@@ -57,10 +57,23 @@ pub fn http_head(data: &[u8]) {
         let names = access::Names::of_this_machine();
         let peer = std::net::IpAddr::from([192, 0, 2, 1]);
         let _ = access::check(&req, peer, &cfg, &names);
-        let _ = access::check_ws(&req, &cfg, &names);
-        cfg.http.api_token = Some(config::Secret::new("t"));
-        if let Ok(()) = access::check(&req, peer, &cfg, &names) {
-            assert!(!req.method.is_change() || req.authorization.is_some());
+        let _ = access::check_ws(&req, peer, &cfg, &names);
+        cfg.http.tokens = config::Tokens::parse(&format!(
+            "ci submit {}",
+            config::tokens::hex(&config::tokens::digest(b"t"))
+        ))
+        .unwrap();
+        cfg.http.api_read_requires_token = true;
+        if let Ok(who) = access::check(&req, peer, &cfg, &names) {
+            // With tokens, whatever passes carries one, or is an open read.
+            assert!(
+                who.role.is_some() || (!req.method.is_change() && req.authorization.is_none()),
+                "{who:?}"
+            );
+            assert!(who.role.is_none() || req.authorization.is_some());
+        }
+        if let Ok(who) = access::check_ws(&req, peer, &cfg, &names) {
+            assert_eq!(&*who.name, "ci");
         }
     }
 }

@@ -6,7 +6,7 @@
 //! - `daemon`: one process: flags, start-up, signals, reload, ordered stop.
 //!   Imports everything below.
 //! - `serve`: the HTTP loop: REST, WebSocket streams, `/health`, `/metrics`,
-//!   the dashboard. Imports `alerts`, `pool`, `tasks`, `cluster`, `cron`,
+//!   the dashboard. Imports `audit`, `alerts`, `pool`, `tasks`, `cluster`, `cron`,
 //!   `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
 //! - `ingest`: the heartbeat loop: UDP datagrams, TCP sessions. Imports the
 //!   same as `serve`.
@@ -25,6 +25,9 @@
 //! - `tasks`: the task book, its journal, the scheduler; in cluster mode
 //!   the database in the journal's place. Imports `cluster`, `cron`,
 //!   `fleet`, `config`, `stats`, `proto`, `logging`, `clock`.
+//! - `audit`: the audit log of changes, in `state_dir` or, in cluster mode,
+//!   the database. Imports `cluster`, `fleet`, `config`, `logging`,
+//!   `clock`.
 //! - `store`: the registry saved in `state_dir` and read back at start;
 //!   in cluster mode also the fleet in the database. Imports `cluster`,
 //!   `fleet`, `config`, `stats`, `proto`, `sys`, `logging`, `clock`.
@@ -58,6 +61,7 @@
 #![deny(unsafe_code)]
 
 pub mod alerts;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

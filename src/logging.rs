@@ -76,6 +76,8 @@ fn priority(line: &[u8]) -> u8 {
     match line {
         l if l.starts_with(b"[ERROR]") => 3,
         l if l.starts_with(b"[WARN]") => 4,
+        // The audit log's lines are notices (logging.rs's one notice).
+        l if l.starts_with(b"[INFO] audit: ") => 5,
         l if l.starts_with(b"[DEBUG]") || l.starts_with(b"[TRACE]") => 7,
         _ => 6,
     }
@@ -112,7 +114,15 @@ impl Json {
         })
         .unwrap_or_default();
         if self.journal {
-            format!("<{}>{body}\n", level_priority(record.level()))
+            // The audit log's lines are notices, as in text lines.
+            let notice =
+                record.level() == log::Level::Info && body.contains("\"message\":\"audit: ");
+            let p = if notice {
+                5
+            } else {
+                level_priority(record.level())
+            };
+            format!("<{p}>{body}\n")
         } else {
             format!("{body}\n")
         }
@@ -218,10 +228,11 @@ mod tests {
         for piece in ["[WARN] ", "disk full\n[ERROR] gone\n", "[INFO]", " up\n"] {
             p.write_all(piece.as_bytes()).unwrap();
         }
-        p.write_all(b"[DEBUG] x\n[TRACE] y\nno level\n").unwrap();
+        p.write_all(b"[DEBUG] x\n[TRACE] y\nno level\n[INFO] audit: ci (submit) x\n")
+            .unwrap();
         assert_eq!(
             String::from_utf8(p.out).unwrap(),
-            "<4>[WARN] disk full\n<3>[ERROR] gone\n<6>[INFO] up\n<7>[DEBUG] x\n<7>[TRACE] y\n<6>no level\n"
+            "<4>[WARN] disk full\n<3>[ERROR] gone\n<6>[INFO] up\n<7>[DEBUG] x\n<7>[TRACE] y\n<6>no level\n<5>[INFO] audit: ci (submit) x\n"
         );
     }
 

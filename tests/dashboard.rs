@@ -343,6 +343,108 @@ fn the_dashboard_shows_the_fleet_live() {
     assert!(b.errors.is_empty(), "console errors: {:#?}", b.errors);
 }
 
+/// With tokens and reads behind them: the page asks for the token, says
+/// its role, streams with it, and shows only the actions that role may
+/// take (a submit token's Cancel on its own tasks only).
+#[test]
+fn the_dashboard_shows_what_the_token_may_do() {
+    let Some(browser) = chromium().filter(|_| support::require("chromium", chromium().is_some()))
+    else {
+        return;
+    };
+    let mut b = Browser::start(browser, 1280, 800);
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = String::new();
+    let mut token = |name: &str, role: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(["token", "new", name, role])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (t, line) = text.trim().split_once('\n').unwrap();
+        file.push_str(line);
+        file.push('\n');
+        t.to_string()
+    };
+    let (oncall, ci, other) = (
+        token("oncall", "operate"),
+        token("ci", "submit"),
+        token("other", "submit"),
+    );
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, &file).unwrap();
+    let d = Daemon::start(&[
+        "--api-tokens-file",
+        tokens.to_str().unwrap(),
+        "--api-read-requires-token",
+        "on",
+    ]);
+    beat(&d, "alpha", "working", 10.0);
+    let submit = |t: &str, kind: &str| {
+        let body = format!(r#"{{"type":"{kind}","worker_id":"nobody"}}"#);
+        let (status, _, _) = d.request(&format!(
+            "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {t}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ));
+        assert_eq!(status, 201);
+    };
+    submit(&ci, "mine");
+    submit(&other, "theirs");
+    b.goto(&format!("http://{}/", d.http));
+    b.wait_for(
+        "no role without a token",
+        "document.getElementById('role').textContent === 'read only'",
+        Duration::from_secs(10),
+    );
+    let enter = |b: &mut Browser, t: &str| {
+        b.eval(&format!(
+            "(() => {{ const i = document.getElementById('token'); i.value = '{t}'; i.dispatchEvent(new Event('change')); }})()"
+        ));
+    };
+    enter(&mut b, &oncall);
+    b.wait_for(
+        "the operate role said",
+        "document.getElementById('role').textContent === 'role: operate (oncall)'",
+        Duration::from_secs(10),
+    );
+    // The stream takes the token too: reload, and the table fills. (Until
+    // the token was given, every read was refused, as the console says.)
+    assert!(b.errors.iter().any(|e| e.contains("401")), "{:?}", b.errors);
+    b.errors.clear();
+    b.goto(&format!("http://{}/", d.http));
+    b.wait_for(
+        "the table, streamed with the token",
+        "!!document.querySelector('#rows [data-id=alpha]')",
+        Duration::from_secs(15),
+    );
+    b.eval("document.querySelector('nav button[data-view=tasks]').click()");
+    let buttons = |kind: &str| {
+        format!(
+            "[...document.querySelectorAll('#tasks tr')].find(r => r.innerText.includes('{kind}'))?.querySelectorAll('button').length"
+        )
+    };
+    b.wait_for(
+        "operate cancels any task",
+        &format!("{} === 1 && {} === 1", buttons("mine"), buttons("theirs")),
+        Duration::from_secs(10),
+    );
+    let shown = "document.getElementById('bulk-cancel').offsetParent !== null";
+    assert_eq!(b.eval(shown), true);
+    enter(&mut b, &ci);
+    b.wait_for(
+        "the submit role said",
+        "document.getElementById('role').textContent === 'role: submit (ci)'",
+        Duration::from_secs(10),
+    );
+    b.wait_for(
+        "submit cancels its own task only",
+        &format!("{} === 1 && {} === 0", buttons("mine"), buttons("theirs")),
+        Duration::from_secs(10),
+    );
+    assert_eq!(b.eval(shown), false, "bulk actions are operate's");
+    assert!(b.errors.is_empty(), "console errors: {:#?}", b.errors);
+}
+
 /// The dashboard's cost in the browser, for BENCHMARKS.md (run by
 /// bench/dashboard.sh, never as a timed test): the time from navigation to
 /// the table filled with 1,000 workers, and the page's CPU (DevTools'

@@ -11,8 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "daemon",
         &[
-            "serve", "ingest", "store", "alerts", "pool", "tasks", "cluster", "cron", "fleet",
-            "config", "stats", "proto", "sys", "logging", "clock",
+            "serve", "ingest", "store", "audit", "alerts", "pool", "tasks", "cluster", "cron",
+            "fleet", "config", "stats", "proto", "sys", "logging", "clock",
         ],
     ),
     (
@@ -39,11 +39,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cluster", "fleet", "config", "stats", "proto", "sys", "logging", "clock",
         ],
     ),
+    ("audit", &["cluster", "fleet", "config", "logging", "clock"]),
     (
         "serve",
         &[
-            "alerts", "pool", "tasks", "cluster", "cron", "fleet", "config", "stats", "proto",
-            "sys", "logging", "clock",
+            "audit", "alerts", "pool", "tasks", "cluster", "cron", "fleet", "config", "stats",
+            "proto", "sys", "logging", "clock",
         ],
     ),
     (

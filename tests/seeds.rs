@@ -338,7 +338,7 @@ fn http_port_colon_port_listens_on_every_interface_and_warns() {
     let mut buf = Vec::new();
     std::io::Read::read_to_end(&mut s, &mut buf).unwrap();
     assert_eq!(support::parse_response(&buf).0, 200);
-    d.wait_log("beyond loopback, without api_token_file");
+    d.wait_log("beyond loopback, without api_tokens_file");
 }
 
 /// The README's first example, as a reader types it: ten datagrams from

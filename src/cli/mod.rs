@@ -17,6 +17,7 @@ pub mod pool;
 pub mod schedules;
 pub mod table;
 pub mod tasks;
+pub mod token;
 pub mod watch;
 
 use crate::VERSION;
@@ -70,6 +71,9 @@ worker commands:
                                     take tasks: HANDLER runs once per task
 
 other:
+  token new NAME ROLE               a new API token, and its line for
+                                    api_tokens_file (roles: read, submit,
+                                    operate, admin)
   completions bash|zsh              a shell completion script
   help, version
 
@@ -80,6 +84,7 @@ heartbeats go to --heartbeat-addr or $MUSTER_HEARTBEAT_ADDR (default
 ";
 
 /// A failed command: its exit code and one line for stderr.
+#[derive(Debug)]
 pub(crate) struct Fail(pub i32, pub String);
 
 impl From<ClientError> for Fail {
@@ -151,6 +156,7 @@ fn run(args: Vec<String>) -> Out {
         Some("scale") => pool::scale(&url, &args),
         Some("pool") => pool::show(&url, &args),
         Some("nodes") => nodes::show(&url, &args),
+        Some("token") => token::main(&args),
         Some("task") => tasks::task(&url, &args),
         Some("queues") => tasks::queues(&url, &args),
         Some("queue") => tasks::queue(&url, &args),

@@ -2,17 +2,20 @@
 //! origins, host names, the API token and TLS.
 
 use super::Config;
-use super::secret::Secret;
 use super::setting::{
-    Alias, area, cidrs, none_or_list, off_or, optional_path, show_cidrs, show_path, shown_off,
+    Alias, area, cidrs, name_of, none_or_list, off_or, one_of, optional_path, show_cidrs,
+    show_path, shown_off,
 };
 use super::tls::Tls;
+use super::tokens::Tokens;
 use super::units::{
     Cidr, at_least, fmt_duration, parse_addr, parse_count, parse_duration, parse_list, parse_size,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+const ON_OFF: [(&str, bool); 2] = [("off", false), ("on", true)];
 
 /// `*`, or origins as browsers send them: `scheme://host[:port]`, no path.
 fn origins(v: &str) -> Result<Vec<String>, String> {
@@ -112,8 +115,17 @@ area! {
             "host names answered besides localhost, the machine's name and IP addresses",
             hosts, |h: &Vec<String>| none_or_list(h);
         api_token_file: Option<PathBuf> = "api_token_file", "off", Path, live,
-            "file holding the token that POST, PUT and DELETE must carry (re-read on SIGHUP)",
+            "file holding one admin token that POST, PUT and DELETE may carry (re-read on SIGHUP)",
             optional_path, show_path;
+        api_tokens_file: Option<PathBuf> = "api_tokens_file", "off", Path, live,
+            "file of tokens with roles, `NAME ROLE SHA256` a line (re-read on SIGHUP)",
+            optional_path, show_path;
+        audit_retention: Duration = "audit_retention", "90d", Duration, live,
+            "how long the audit log keeps each change (GET /api/audit)",
+            |v| at_least(parse_duration(v)?, 60_000), |d: &Duration| fmt_duration(*d);
+        api_read_requires_token: bool = "api_read_requires_token", "off", Text, live,
+            "`on`: reads need a token too (role read or above); the dashboard, /api/access and /health stay open",
+            |v| one_of(v, &ON_OFF), |b: &bool| name_of(b, &ON_OFF);
         tls_cert_file: Option<PathBuf> = "tls_cert_file", "off", Path, live,
             "PEM certificate chain: serve HTTPS and wss:// (with tls_key_file)",
             optional_path, show_path;
@@ -122,8 +134,9 @@ area! {
             optional_path, show_path;
     }
     derived {
-        /// Read from `api_token_file` when the configuration loads.
-        api_token: Option<Secret>,
+        /// Read from `api_tokens_file` and `api_token_file` (an `admin`)
+        /// when the configuration loads.
+        tokens: Tokens,
         /// Read from `tls_cert_file` and `tls_key_file`.
         tls: Option<Tls>,
     }

@@ -34,6 +34,7 @@ pub mod secret;
 pub mod setting;
 pub mod tasks;
 pub mod tls;
+pub mod tokens;
 pub mod units;
 
 pub use args::{Cli, parse_args, usage};
@@ -42,6 +43,7 @@ pub use reload::{Running, View};
 pub use secret::Secret;
 pub use setting::Setting;
 pub use tls::Tls;
+pub use tokens::{Role, Tokens};
 pub use units::{fmt_duration, parse_duration};
 
 use std::collections::HashMap;
@@ -229,9 +231,17 @@ pub fn load(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, C
 /// Read what the settings name by path: the tokens, the certificate and key.
 fn read_files(cfg: &mut Config) -> Result<(), ConfigError> {
     let value = |key: &str, m: String| ConfigError::Value("file".into(), key.into(), m);
+    let mut tokens = match &cfg.http.api_tokens_file {
+        Some(p) => Tokens::read(p).map_err(|m| value("api_tokens_file", m))?,
+        None => Tokens::default(),
+    };
     if let Some(p) = &cfg.http.api_token_file {
-        cfg.http.api_token = Some(secret::read_token(p).map_err(|m| value("api_token_file", m))?);
+        let one = secret::read_token(p).map_err(|m| value("api_token_file", m))?;
+        tokens = tokens
+            .with_admin(&one)
+            .map_err(|m| value("api_token_file", m))?;
     }
+    cfg.http.tokens = tokens;
     if let Some(p) = &cfg.heartbeats.token_file {
         cfg.heartbeats.token =
             Some(secret::read_token(p).map_err(|m| value("heartbeat_token_file", m))?);
@@ -268,6 +278,14 @@ pub fn defaults() -> Config {
 }
 
 fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    if cfg.http.api_read_requires_token
+        && cfg.http.api_tokens_file.is_none()
+        && cfg.http.api_token_file.is_none()
+    {
+        return Err(ConfigError::Invalid(
+            "api_read_requires_token is on, but no api_tokens_file (or api_token_file) says which tokens may read".into(),
+        ));
+    }
     if cfg.fleet.inactivity_timeout < cfg.fleet.heartbeat_interval {
         return Err(ConfigError::Invalid(format!(
             "inactivity_timeout ({}) is below heartbeat_interval ({}): every worker would flap",
@@ -304,9 +322,9 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
         ),
     }
     if let Some(a) = cfg.http.addr {
-        if !a.ip().to_canonical().is_loopback() && cfg.http.api_token_file.is_none() {
+        if !a.ip().to_canonical().is_loopback() && cfg.http.tokens.is_empty() {
             w.push(format!(
-                "HTTP listens on {a}, beyond loopback, without api_token_file: anyone who reaches it reads the fleet (changes stay loopback-only)"
+                "HTTP listens on {a}, beyond loopback, without api_tokens_file: anyone who reaches it reads the fleet (changes stay loopback-only)"
             ));
         }
     }

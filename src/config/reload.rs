@@ -65,7 +65,14 @@ impl Running {
         }
         // Same paths, new contents: a rotated token or certificate.
         let reread = [
-            ("api_token_file", old.http.api_token != next.http.api_token),
+            (
+                if next.http.api_tokens_file.is_some() {
+                    "api_tokens_file"
+                } else {
+                    "api_token_file"
+                },
+                old.http.tokens != next.http.tokens,
+            ),
             (
                 "heartbeat_token_file",
                 old.heartbeats.token != next.heartbeats.token,

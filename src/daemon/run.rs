@@ -204,6 +204,9 @@ impl Daemon {
             news.post(crate::serve::News::Stop);
             let _ = thread.join();
         }
+        if let Some(audit) = self.audit {
+            audit.stop();
+        }
         // Last: the node's leases are handed back once it serves nothing.
         if let Some((cluster, thread)) = self.cluster {
             cluster.stop();

@@ -6,6 +6,7 @@
 use super::listen::{self, Adopted, StartupError};
 use crate::VERSION;
 use crate::alerts::Alerts;
+use crate::audit::Audit;
 use crate::cluster::Cluster;
 use crate::config::{self, Cli, Config};
 use crate::fleet::Shared;
@@ -59,6 +60,8 @@ pub(super) struct Daemon {
     pub(super) cluster: Option<(Arc<Cluster>, JoinHandle<()>)>,
     /// The fleet's rows in the database, in cluster mode.
     pub(super) fleet: Option<store::cluster::Fleet>,
+    /// The audit log's database thread, in cluster mode.
+    pub(super) audit: Option<crate::audit::Writer>,
 }
 
 /// A loop's waker wakes its mailbox's loop.
@@ -253,6 +256,20 @@ impl Daemon {
             cluster.as_ref().map(|(c, _)| c.clone()),
         );
         let tasks = opened.tasks.clone();
+        let (audit, audit_writer) = match &cluster {
+            Some((c, _)) => {
+                let (a, w) =
+                    Audit::clustered(c.clone(), shared.clone()).map_err(loop_error("audit"))?;
+                (a, Some(w))
+            }
+            None => (
+                Arc::new(Audit::open(
+                    store.as_ref().map(|s| s.dir()),
+                    shared.config.get().http.audit_retention,
+                )),
+                None,
+            ),
+        };
         let mut member_env = vec![("MUSTER_HEARTBEAT_ADDR".to_string(), heartbeat_at.clone())];
         if http_at != "off" {
             member_env.push(("MUSTER_URL".to_string(), format!("http://{http_at}")));
@@ -283,6 +300,7 @@ impl Daemon {
                         alerts: alerts.clone(),
                         pool: Some(pool.clone()),
                         cluster: cluster.as_ref().map(|(c, _)| c.clone()),
+                        audit,
                     },
                     started,
                     udp_inode,
@@ -361,6 +379,7 @@ impl Daemon {
             started,
             cluster,
             fleet,
+            audit: audit_writer,
         })
     }
 }

@@ -1,19 +1,73 @@
 //! Who may do what over HTTP.
 //!
-//! Reads are open, as with node_exporter. Changes (any method but `GET`,
-//! `HEAD` and `OPTIONS`) are refused 403 when they carry an `Origin` not
-//! listed by name in `cors_allow_origin` (a page on another site, or a
-//! `file://` page, whose `Origin` is `null`), before anything else; then
-//! they need the bearer token when `api_token_file` is set, or else a
-//! loopback peer. Every request, reads too, must name the daemon in its
-//! `Host`: localhost, the machine's name, an IP address, or one of
+//! Every request, reads too, must name the daemon in its `Host`:
+//! localhost, the machine's name, an IP address, or one of
 //! `http_allowed_hosts`; anything else is a DNS-rebinding page and is
-//! answered 421. Pure: a request and a peer in, a verdict out.
+//! answered 421. Changes (any method but `GET`, `HEAD` and `OPTIONS`) are
+//! then refused 403 when they carry an `Origin` not listed by name in
+//! `cors_allow_origin` (a page on another site, or a `file://` page,
+//! whose `Origin` is `null`).
+//!
+//! Then who is asking. A bearer token is looked up among the tokens
+//! (`api_tokens_file`, and `api_token_file`'s as an `admin`): a token not
+//! among them is refused 403, on reads too. With no tokens configured a
+//! loopback peer may do everything, as `loopback`, and nobody else may
+//! change anything. With tokens, a change needs one (401 without), and
+//! reads need one too when `api_read_requires_token` is on (the dashboard's
+//! files and `/health` stay open, so the page can load and ask for it).
+//! Which role each change needs is the route's to say
+//! ([`super::routes`]). Pure: a request and a peer in, a verdict out.
 
 use super::head::{Request, Response};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::stats::Counter;
 use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Who sent a request, as the access check found: a token's name and
+/// role, `loopback` (an admin while no token is configured), or
+/// `anonymous` with no role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Who {
+    pub name: Arc<str>,
+    pub role: Option<Role>,
+}
+
+impl Default for Who {
+    fn default() -> Who {
+        Who {
+            name: "anonymous".into(),
+            role: None,
+        }
+    }
+}
+
+impl Who {
+    pub fn loopback() -> Who {
+        Who {
+            name: "loopback".into(),
+            role: Some(Role::Admin),
+        }
+    }
+
+    /// Whether it holds `role` or one above it.
+    pub fn may(&self, role: Role) -> bool {
+        self.role.is_some_and(|r| r >= role)
+    }
+
+    /// The 403 for a change that needs `role`, naming it.
+    pub fn lacks(&self, role: Role, what: &str) -> Response {
+        let held = match self.role {
+            Some(r) => format!("token {} holds role {r}", self.name),
+            None => format!("{} holds no role", self.name),
+        };
+        Response::error(
+            403,
+            "forbidden_role",
+            &format!("{what} needs role {role} or above; {held}"),
+        )
+    }
+}
 
 /// Why a request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +82,8 @@ pub enum Refusal {
     BadToken,
     /// A change from a non-loopback peer with no token configured (403).
     Peer,
+    /// A read without a token while `api_read_requires_token` is on (401).
+    ReadToken,
 }
 
 impl Refusal {
@@ -35,7 +91,7 @@ impl Refusal {
         match self {
             Refusal::Host => Counter::HttpRefusedHost,
             Refusal::Origin => Counter::HttpRefusedOrigin,
-            Refusal::NoToken | Refusal::BadToken => Counter::HttpRefusedToken,
+            Refusal::NoToken | Refusal::BadToken | Refusal::ReadToken => Counter::HttpRefusedToken,
             Refusal::Peer => Counter::HttpRefusedPeer,
         }
     }
@@ -58,11 +114,17 @@ impl Refusal {
                 "changes need Authorization: Bearer TOKEN",
             )
             .with_header("WWW-Authenticate", "Bearer realm=\"muster\""),
+            Refusal::ReadToken => Response::error(
+                401,
+                "unauthorized",
+                "reads need Authorization: Bearer TOKEN (api_read_requires_token is on)",
+            )
+            .with_header("WWW-Authenticate", "Bearer realm=\"muster\""),
             Refusal::BadToken => Response::error(403, "forbidden", "wrong token"),
             Refusal::Peer => Response::error(
                 403,
                 "forbidden",
-                "changes are taken from loopback only unless api_token_file is set",
+                "changes are taken from loopback only unless api_tokens_file is set",
             ),
         }
     }
@@ -150,13 +212,57 @@ fn same_origin(req: &Request) -> bool {
         .is_some_and(|o| o.eq_ignore_ascii_case(host))
 }
 
-/// The verdict on a plain HTTP request.
-pub fn check(req: &Request, peer: IpAddr, cfg: &Config, names: &Names) -> Result<(), Refusal> {
+/// The bearer credential of `Authorization`, if it is one.
+fn bearer(req: &Request) -> Option<&str> {
+    let (scheme, cred) = req.authorization.as_deref()?.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
+}
+
+/// Who sent it, by its token or its address.
+fn who(token: Option<&str>, peer: IpAddr, cfg: &Config) -> Result<Who, Refusal> {
+    let tokens = &cfg.http.tokens;
+    if tokens.is_empty() {
+        return Ok(if peer.to_canonical().is_loopback() {
+            Who::loopback()
+        } else {
+            Who::default()
+        });
+    }
+    match token {
+        None => Ok(Who::default()),
+        Some(t) => match tokens.find(t.as_bytes()) {
+            Some((name, role)) => Ok(Who {
+                name: name.into(),
+                role: Some(role),
+            }),
+            None => Err(Refusal::BadToken),
+        },
+    }
+}
+
+/// Reads open to all even when `api_read_requires_token` is on: the
+/// dashboard's own files, so that it can load and ask for a token,
+/// `/api/access`, which tells it that one is needed, and `/health`, for
+/// load balancers and probes.
+fn always_open(path: &str) -> bool {
+    path == "/health" || path == "/api/access" || super::dashboard::file(path).is_some()
+}
+
+/// The verdict on a plain HTTP request: who sent it, or why not.
+pub fn check(req: &Request, peer: IpAddr, cfg: &Config, names: &Names) -> Result<Who, Refusal> {
     if !host_ok(req, cfg, names) {
         return Err(Refusal::Host);
     }
     if !req.method.is_change() {
-        return Ok(());
+        let who = who(bearer(req), peer, cfg)?;
+        if cfg.http.api_read_requires_token
+            && who.role.is_none()
+            && !always_open(&req.path)
+            && req.method != super::head::Method::Options
+        {
+            return Err(Refusal::ReadToken);
+        }
+        return Ok(who);
     }
     if req.origin.is_some()
         && !listed(&cfg.http.cors_allow_origin, req.origin.as_deref())
@@ -164,26 +270,20 @@ pub fn check(req: &Request, peer: IpAddr, cfg: &Config, names: &Names) -> Result
     {
         return Err(Refusal::Origin);
     }
-    match &cfg.http.api_token {
-        Some(token) => {
-            let given = req.authorization.as_deref().and_then(|a| {
-                let (scheme, cred) = a.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
-            });
-            match given {
-                None => Err(Refusal::NoToken),
-                Some(t) if token.matches(t.as_bytes()) => Ok(()),
-                Some(_) => Err(Refusal::BadToken),
-            }
-        }
-        None if peer.to_canonical().is_loopback() => Ok(()),
-        None => Err(Refusal::Peer),
+    let who = who(bearer(req), peer, cfg)?;
+    match who.role {
+        Some(_) => Ok(who),
+        None if cfg.http.tokens.is_empty() => Err(Refusal::Peer),
+        None => Err(Refusal::NoToken),
     }
 }
 
-/// The verdict on a WebSocket upgrade: streams are reads, so only the
-/// `Host` and, when `ws_allow_origin` lists origins, the page's origin.
-pub fn check_ws(req: &Request, cfg: &Config, names: &Names) -> Result<(), Refusal> {
+/// The verdict on a WebSocket upgrade: streams are reads, so the `Host`,
+/// the page's origin when `ws_allow_origin` lists origins, and a token
+/// when `api_read_requires_token` is on. A browser cannot set
+/// `Authorization` on a WebSocket, so the token may also come as
+/// `access_token` in the query (RFC 6750 §2.3).
+pub fn check_ws(req: &Request, peer: IpAddr, cfg: &Config, names: &Names) -> Result<Who, Refusal> {
     if !host_ok(req, cfg, names) {
         return Err(Refusal::Host);
     }
@@ -191,13 +291,18 @@ pub fn check_ws(req: &Request, cfg: &Config, names: &Names) -> Result<(), Refusa
     if !any && req.origin.is_some() && !listed(&cfg.http.ws_allow_origin, req.origin.as_deref()) {
         return Err(Refusal::Origin);
     }
-    Ok(())
+    let query = super::head::query_param(&req.query, "access_token");
+    let who = who(bearer(req).or(query.as_deref()), peer, cfg)?;
+    if cfg.http.api_read_requires_token && who.role.is_none() {
+        return Err(Refusal::ReadToken);
+    }
+    Ok(who)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, Secret};
+    use crate::config::{self, Secret, Tokens};
     use crate::serve::head::parse;
 
     fn req(text: &str) -> Request {
@@ -208,7 +313,7 @@ mod tests {
     const FAR: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
     fn verdict(cfg: &Config, peer: IpAddr, text: &str) -> Result<(), Refusal> {
-        check(&req(text), peer, cfg, &Names::of(&["localhost", "box"]))
+        check(&req(text), peer, cfg, &Names::of(&["localhost", "box"])).map(|_| ())
     }
 
     #[test]
@@ -289,7 +394,7 @@ mod tests {
         cfg.http.cors_allow_origin = vec!["*".into(), "http://localhost:9999".into()];
         assert_eq!(verdict(&cfg, LOOP, &foreign), Ok(()));
 
-        cfg.http.api_token = Some(Secret::new("t0k"));
+        cfg.http.tokens = Tokens::default().with_admin(&Secret::new("t0k")).unwrap();
         assert_eq!(verdict(&cfg, LOOP, &del("")), Err(Refusal::NoToken));
         let with = |t: &str| del(&format!("Authorization: Bearer {t}\r\n"));
         assert_eq!(verdict(&cfg, FAR, &with("nope")), Err(Refusal::BadToken));
@@ -316,10 +421,13 @@ mod tests {
         assert_eq!(allow_origin(&cfg, Some("http://x")), "");
         let names = Names::of(&["localhost"]);
         let ws = req("GET /ws/telemetry HTTP/1.1\r\nHost: localhost\r\nOrigin: http://x\r\n\r\n");
-        assert_eq!(check_ws(&ws, &cfg, &names), Ok(()));
+        assert_eq!(check_ws(&ws, LOOP, &cfg, &names).map(|_| ()), Ok(()));
         cfg.http.ws_allow_origin = vec!["https://dash.example".into()];
-        assert_eq!(check_ws(&ws, &cfg, &names), Err(Refusal::Origin));
+        assert_eq!(
+            check_ws(&ws, LOOP, &cfg, &names).map(|_| ()),
+            Err(Refusal::Origin)
+        );
         let tool = req("GET /ws/telemetry HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        assert_eq!(check_ws(&tool, &cfg, &names), Ok(()));
+        assert_eq!(check_ws(&tool, LOOP, &cfg, &names).map(|_| ()), Ok(()));
     }
 }

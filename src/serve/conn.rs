@@ -431,11 +431,18 @@ impl<S: Read + Write + Pending> Conn<S> {
                     self.head_started = None;
                     let is_ws = ws::is_ws_path(&req.path);
                     let verdict = if is_ws {
-                        access::check_ws(&req, cx.cfg, cx.names)
+                        access::check_ws(&req, self.peer, cx.cfg, cx.names)
                     } else {
                         access::check(&req, self.peer, cx.cfg, cx.names)
                     };
-                    if let Err(refusal) = verdict {
+                    let refused = match verdict {
+                        Ok(who) => {
+                            req.who = who;
+                            None
+                        }
+                        Err(r) => Some(r),
+                    };
+                    if let Some(refusal) = refused {
                         cx.stats.incr(refusal.counter());
                         let then = Then::keep_alive(req.keep_alive && !is_ws);
                         let origin = req.origin.as_deref();

@@ -436,6 +436,10 @@ mod tests {
                 alerts,
                 pool: None,
                 cluster: None,
+                audit: Arc::new(crate::audit::Audit::open(
+                    None,
+                    std::time::Duration::from_secs(60),
+                )),
             };
             let poll = Poll::new().unwrap();
             let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -94,6 +94,8 @@ pub struct Request {
     pub idempotency_key: Option<String>,
     /// Who sent it (set by the connection, not read from the head).
     pub peer: Option<std::net::IpAddr>,
+    /// Whose token it carried, as the access check found.
+    pub who: super::access::Who,
 }
 
 /// Why a head is refused; each maps to the status it is answered with.
@@ -174,6 +176,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         idempotency_key: None,
         tracestate: None,
         peer: None,
+        who: Default::default(),
     };
     let mut length: Option<usize> = None;
     for h in req.headers.iter() {

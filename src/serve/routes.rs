@@ -24,8 +24,9 @@ use super::views;
 use super::ws::{self, BookFeed, Feed, FleetFeed, SnapshotFrames, Stream, WsConn};
 use crate::VERSION;
 use crate::alerts::Alerts;
+use crate::audit::{self, Audit};
 use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::fleet::Shared;
 use crate::fleet::registry::Registry;
 use crate::pool::Pool;
@@ -75,6 +76,8 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/pool"),
     ("GET", "/api/alerts"),
     ("GET", "/api/nodes"),
+    ("GET", "/api/audit"),
+    ("GET", "/api/access"),
     ("GET", "/trpc/worker.metrics"),
 ];
 
@@ -115,6 +118,10 @@ enum Route {
     Pool,
     Alerts,
     Nodes,
+    /// The audit log of changes.
+    Audit,
+    /// Who the request's token is and what its role allows.
+    Access,
     /// tRPC procedures, comma-joined when batched.
     Trpc(String),
 }
@@ -228,6 +235,8 @@ fn route(path: &str) -> Result<Route, Response> {
         ["api", "pool"] => Route::Pool,
         ["api", "alerts"] => Route::Alerts,
         ["api", "nodes"] => Route::Nodes,
+        ["api", "audit"] => Route::Audit,
+        ["api", "access"] => Route::Access,
         ["api", "workers", "snapshot", id] => Route::Snapshot(worker_id(id)?),
         ["api", "workers", id] => Route::ApiWorker(worker_id(id)?),
         ["api", "workers", id, "metrics"] => Route::WorkerMetrics(worker_id(id)?),
@@ -270,6 +279,8 @@ pub struct Api {
     pool: Option<Arc<Pool>>,
     /// This node's membership, in cluster mode.
     cluster: Option<Arc<Cluster>>,
+    /// Who changed what.
+    audit: Arc<Audit>,
     health: Health,
     /// The last `/telemetry` body, served again while no worker has changed
     /// since (and built off the loop when large).
@@ -294,6 +305,7 @@ pub struct Sources {
     pub alerts: Arc<Alerts>,
     pub pool: Option<Arc<Pool>>,
     pub cluster: Option<Arc<Cluster>>,
+    pub audit: Arc<Audit>,
 }
 
 impl Api {
@@ -306,6 +318,7 @@ impl Api {
             pool: from.pool,
             health: Health::new(started, udp_inode, from.cluster.clone()),
             cluster: from.cluster,
+            audit: from.audit,
             telemetry: Default::default(),
             metrics_plain: Default::default(),
             metrics_gzip: Default::default(),
@@ -318,6 +331,8 @@ impl Api {
     /// On every tick of the loop.
     pub fn on_tick(&mut self) {
         self.snapshots.expire();
+        self.audit
+            .prune(self.shared.config.get().http.audit_retention);
         let now = crate::clock::unix_ms();
         self.trend.look(
             now,
@@ -333,6 +348,28 @@ impl Api {
             Ok(r) => r,
             Err(resp) => return Reply::Now(resp),
         };
+        let Some((role, action)) = change(req.method, &route) else {
+            return self.answer(req, route, body, later);
+        };
+        if !req.who.may(role) {
+            let refused = req.who.lacks(role, action);
+            self.shared.stats.incr(Counter::HttpRefusedRole);
+            if action != SUBMIT {
+                self.audit
+                    .record(entry(req, action, &route, body, refused.status));
+            }
+            return Reply::Now(refused);
+        }
+        let target = (action != SUBMIT).then(|| entry(req, action, &route, body, 0));
+        let reply = self.answer(req, route, body, later);
+        if let (Some(mut e), Reply::Now(resp)) = (target, &reply) {
+            e.status = resp.status;
+            self.audit.record(e);
+        }
+        reply
+    }
+
+    fn answer(&mut self, req: &Request, route: Route, body: &[u8], later: &Later) -> Reply {
         let cfg = self.shared.config.get();
         let now = |r: Response| Reply::Now(r);
         match (req.method, route) {
@@ -342,7 +379,9 @@ impl Api {
             (Method::Post, Route::Tasks) => {
                 task_routes::submit(&self.tasks, body, req, &cfg, later)
             }
-            (Method::Delete, Route::Task(id)) => now(task_routes::cancel(&self.tasks, id)),
+            (Method::Delete, Route::Task(id)) => {
+                now(task_routes::cancel(&self.tasks, id, &req.who))
+            }
             (Method::Post, Route::TaskRetry(id)) => now(task_routes::retry(&self.tasks, id)),
             (Method::Post, Route::TaskBulk) => now(task_routes::bulk(&self.tasks, body, req)),
             (Method::Post, Route::Schedules) => now(task_routes::schedule_put(&self.tasks, body)),
@@ -431,6 +470,12 @@ impl Api {
                 None => json_ok(&serde_json::json!({"desired": 0, "actual": 0, "members": []})),
             },
             Route::Alerts => json_ok(&self.alerts.view()),
+            Route::Audit if !req.who.may(Role::Operate) => {
+                self.shared.stats.incr(Counter::HttpRefusedRole);
+                req.who.lacks(Role::Operate, "reading the audit log")
+            }
+            Route::Audit => audit_list(&self.audit, query),
+            Route::Access => access_view(&req.who, cfg),
             Route::Nodes => match &self.cluster {
                 Some(c) => json_ok(&nodes_view(c)),
                 None => Response::error(
@@ -612,6 +657,110 @@ impl Handler for Api {
     }
 }
 
+/// What the audit log calls a submission, which it leaves to the task's
+/// own `submitted_by`.
+const SUBMIT: &str = "task.submit";
+
+/// The role a change needs, and what the audit log calls it; `None` for a
+/// read.
+fn change(method: Method, route: &Route) -> Option<(Role, &'static str)> {
+    let pick = |on: bool, a, b| if on { a } else { b };
+    Some(match (method, route) {
+        (Method::Post, Route::Tasks) => (Role::Submit, SUBMIT),
+        // Its own tasks only, below operate (task_routes::cancel).
+        (Method::Delete, Route::Task(_)) => (Role::Submit, "task.cancel"),
+        (Method::Post, Route::TaskRetry(_)) => (Role::Operate, "task.retry"),
+        (Method::Post, Route::TaskBulk) => (Role::Operate, "tasks.bulk"),
+        (Method::Post, Route::Schedules) => (Role::Operate, "schedule.put"),
+        (Method::Delete, Route::Schedule(_)) => (Role::Operate, "schedule.delete"),
+        (Method::Post, Route::SchedulePause(_, p)) => {
+            (Role::Operate, pick(*p, "schedule.pause", "schedule.resume"))
+        }
+        (Method::Post, Route::QueuePause(_, p)) => {
+            (Role::Operate, pick(*p, "queue.pause", "queue.resume"))
+        }
+        (Method::Put, Route::Limits) => (Role::Operate, "limits.set"),
+        (Method::Post, Route::Scale) => (Role::Operate, "pool.scale"),
+        (Method::Delete, Route::ApiWorker(_)) => (Role::Operate, "worker.forget"),
+        _ => return None,
+    })
+}
+
+/// The audit entry of a change (its status filled in once answered).
+fn entry(req: &Request, action: &str, route: &Route, body: &[u8], status: u16) -> audit::Entry {
+    let target = match route {
+        Route::Task(id) | Route::TaskRetry(id) => Some(id.to_string()),
+        Route::ApiWorker(id) => Some(id.to_string()),
+        Route::Schedule(n) | Route::SchedulePause(n, _) | Route::QueuePause(n, _) => {
+            Some(n.clone())
+        }
+        Route::Schedules => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("name")?.as_str().map(str::to_string)),
+        _ => None,
+    };
+    // A schedule's body holds a task's payload: its name is the target,
+    // and the payload is not copied into the log.
+    let detail = match route {
+        Route::TaskBulk | Route::Scale | Route::Limits => audit::detail(body),
+        _ => None,
+    };
+    audit::Entry {
+        id: 0,
+        at: crate::clock::unix_ms(),
+        node: None,
+        actor: req.who.name.to_string(),
+        role: req.who.role.map(|r| r.as_str().to_string()),
+        peer: req.peer.map(|p| p.to_canonical().to_string()),
+        action: action.to_string(),
+        target,
+        detail,
+        status,
+    }
+}
+
+/// `GET /api/audit`: newest first; `?limit=` (1-1000, 100), `?before=ID`
+/// (the `next_before` of the page before), `?actor=`, `?action=`.
+fn audit_list(log: &Audit, query: &str) -> Response {
+    use super::head::query_param;
+    let limit = match query_param(query, "limit").map(|v| v.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return Response::error(400, "bad_limit", "limit is 1 to 1000"),
+    };
+    let before = match query_param(query, "before").map(|v| v.parse::<u64>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return Response::error(400, "bad_before", "before is an entry's id"),
+    };
+    let (actor, action) = (query_param(query, "actor"), query_param(query, "action"));
+    let page = log.list(before, limit, |e| {
+        actor.as_deref().is_none_or(|a| e.actor == a)
+            && action.as_deref().is_none_or(|a| e.action == a)
+    });
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|e| e.id))
+        .flatten();
+    json_ok(&serde_json::json!({"entries": page, "next_before": next}))
+}
+
+/// `GET /api/access`: who the request's token is, its role, and what the
+/// daemon asks for, so that a page shows only what the token may do.
+fn access_view(who: &access::Who, cfg: &Config) -> Response {
+    let may: Vec<&str> = Role::ALL
+        .into_iter()
+        .filter(|r| who.may(*r))
+        .map(Role::as_str)
+        .collect();
+    json_ok(&serde_json::json!({
+        "name": &*who.name,
+        "role": who.role.map(Role::as_str),
+        "roles": may,
+        "tokens": !cfg.http.tokens.is_empty(),
+        "reads_need_token": cfg.http.api_read_requires_token,
+    }))
+}
+
 /// A fleet this large has its first whole-fleet answer rendered off the
 /// loop; after that, how long the last one took decides.
 const LARGE_FLEET: usize = 2000;
@@ -683,6 +832,7 @@ mod tests {
             alerts,
             pool: None,
             cluster: None,
+            audit: Arc::new(crate::audit::Audit::open(None, Duration::from_secs(60))),
         };
         Api::new(from, Instant::now(), None)
     }
@@ -702,7 +852,9 @@ mod tests {
     /// disk, a body rendered off the loop).
     fn call_with(api: &mut Api, method: &str, target: &str, body: &[u8]) -> (u16, Value, Response) {
         let head = format!("{method} {target} HTTP/1.1\r\n\r\n");
-        let (req, _) = parse(head.as_bytes()).unwrap().unwrap();
+        let (mut req, _) = parse(head.as_bytes()).unwrap().unwrap();
+        // As the access check finds a loopback peer with no tokens.
+        req.who = access::Who::loopback();
         let resp = match api.respond(&req, body, &later()) {
             Reply::Now(r) => r,
             Reply::Later(ticket, mut r) => {

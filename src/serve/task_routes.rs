@@ -3,11 +3,12 @@
 //! response waits on a ticket that the journal thread settles, and the
 //! connection sends it then (the loop is never blocked on a disk).
 
+use super::access::Who;
 use super::conn::Reply;
 use super::head::{Request, Response, query_param};
 use super::routes::json_ok;
 use super::ticket::{Later, Outcome};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::tasks::admin::NotMade;
 use crate::tasks::bulk;
 use crate::tasks::filter::Filter;
@@ -78,6 +79,7 @@ pub fn submit(tasks: &Tasks, body: &[u8], req: &Request, cfg: &Config, later: &L
         body,
         trace: task::trace_context(req.traceparent.as_deref(), req.tracestate.as_deref()),
         idempotency_key: key.map(str::to_string),
+        submitted_by: Some(req.who.name.to_string()),
     };
     let r = match tasks.submit(s, cfg, ack) {
         Ok(Submitted::New(t)) => return Reply::Later(ticket, made(&t, true)),
@@ -137,7 +139,16 @@ pub fn show(tasks: &Tasks, id: TaskId) -> Response {
 
 /// `DELETE /api/tasks/{id}`: the task as it is after the cancel (queued
 /// ones are `cancelled`; held ones say when the cancel was asked).
-pub fn cancel(tasks: &Tasks, id: TaskId) -> Response {
+pub fn cancel(tasks: &Tasks, id: TaskId, who: &Who) -> Response {
+    if !who.may(Role::Operate) {
+        match tasks.get(id) {
+            None => return not_found(),
+            Some(t) if t.submitted_by.as_deref() == Some(&*who.name) => {}
+            Some(_) => {
+                return who.lacks(Role::Operate, "cancelling a task another token submitted");
+            }
+        }
+    }
     tasks
         .cancel(id)
         .map_or_else(not_found, |t| json_ok(&t.shown()))

@@ -91,6 +91,8 @@ pub enum Counter {
     HttpRefusedOrigin,
     HttpRefusedToken,
     HttpRefusedPeer,
+    /// A token whose role is below what the change needs.
+    HttpRefusedRole,
     /// Heartbeat peers outside `heartbeat_allow_from`: datagrams dropped,
     /// connections refused.
     UdpNotAllowed,

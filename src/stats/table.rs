@@ -239,6 +239,15 @@ pub const COUNTERS: &[Row] = &[
         Some(("reason", "peer")),
     ),
     exported(
+        Counter::HttpRefusedRole,
+        Group::Access,
+        "http_refused_role",
+        "muster_http_refused_total",
+        Kind::Counter,
+        "HTTP requests refused by the access checks, by reason.",
+        Some(("reason", "role")),
+    ),
+    exported(
         Counter::UdpNotAllowed,
         Group::Access,
         "udp_not_allowed",

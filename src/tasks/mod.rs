@@ -130,6 +130,8 @@ pub struct Submission<'a> {
     pub trace: Option<Box<task::Trace>>,
     /// The `Idempotency-Key` header, checked by [`task::valid_key`].
     pub idempotency_key: Option<String>,
+    /// Who submitted it: the API token's name.
+    pub submitted_by: Option<String>,
 }
 
 impl<'a> Submission<'a> {
@@ -139,6 +141,7 @@ impl<'a> Submission<'a> {
             body,
             trace: None,
             idempotency_key: None,
+            submitted_by: None,
         }
     }
 }
@@ -414,6 +417,7 @@ impl Tasks {
             body,
             trace,
             idempotency_key,
+            submitted_by,
         } = s;
         let st = &self.shared.stats;
         if body.len() > cfg.tasks.max_task_bytes {
@@ -443,6 +447,7 @@ impl Tasks {
         })?;
         task.trace = trace;
         task.idempotency_key = idempotency_key;
+        task.submitted_by = submitted_by;
         if let Some(held) = task
             .unique_key
             .as_deref()

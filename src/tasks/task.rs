@@ -246,6 +246,10 @@ pub struct Task {
     /// `idempotency_retention` is answered with this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The name of the API token that submitted it (`loopback` without
+    /// tokens); a `submit` token may cancel only its own tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
     /// No second task with this key while this one has not ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
@@ -375,6 +379,8 @@ pub struct Shown<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     idempotency_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    submitted_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     unique_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrency_key: Option<&'a str>,
@@ -405,6 +411,7 @@ impl Task {
             traceparent: self.trace.as_ref().map(|t| t.traceparent.as_str()),
             tracestate: self.trace.as_ref().and_then(|t| t.tracestate.as_deref()),
             idempotency_key: self.idempotency_key.as_deref(),
+            submitted_by: self.submitted_by.as_deref(),
             unique_key: self.unique_key.as_deref(),
             concurrency_key: self.concurrency_key.as_deref(),
             depends_on: &self.depends_on,
@@ -586,6 +593,7 @@ pub fn parse_submit(body: &[u8], id: TaskId, now_ms: u64) -> Result<Task, BadFie
         retry,
         trace: None,
         idempotency_key: None,
+        submitted_by: None,
         unique_key,
         concurrency_key,
         depends_on,

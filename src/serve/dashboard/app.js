@@ -5,7 +5,7 @@
 // Nothing comes from the network but this daemon, and text goes in with
 // textContent only.
 import { $, mark } from "./dom.js";
-import { token } from "./api.js";
+import { token, whoami } from "./api.js";
 import { follow } from "./stream.js";
 import * as table from "./table.js";
 import * as panel from "./panel.js";
@@ -31,8 +31,19 @@ function close() {
 
 table.init(pick);
 views.init();
+// Show only what the token's role allows, and say which role that is.
+async function role() {
+  const a = await whoami();
+  for (const r of ["submit", "operate", "admin"]) document.body.classList.toggle("may-" + r, a.roles.includes(r));
+  $("role").textContent = a.error ? "token: " + a.error : a.role ? "role: " + a.role + " (" + a.name + ")" : "read only";
+  views.refreshActions();
+}
 $("token").value = token.get();
-$("token").onchange = (e) => token.set(e.target.value);
+$("token").onchange = (e) => {
+  token.set(e.target.value);
+  role();
+};
+role();
 $("close").onclick = close;
 document.onkeydown = (e) => {
   if (e.key === "Escape" && panel.isOpen()) close();

@@ -9,8 +9,12 @@ export function follow(path, on) {
   let ws = null;
   let timer = null;
   let stopped = false;
-  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+  const base = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
   const open = () => {
+    // A browser cannot set Authorization on a WebSocket: the token, when
+    // the operator gave one, goes as access_token (RFC 6750 §2.3).
+    const t = sessionStorage.getItem("muster.token");
+    const url = t ? base + (base.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(t) : base;
     ws = new WebSocket(url);
     ws.onopen = () => {
       backoff = 500;

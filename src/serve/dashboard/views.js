@@ -4,7 +4,7 @@
 // read every 3 s: they have no stream), and the Pool view read every 3 s
 // while it is shown (the pool has no stream).
 import { $, el, pairs, fixed } from "./dom.js";
-import { get, change } from "./api.js";
+import { get, change, may, access } from "./api.js";
 import { follow, throttle } from "./stream.js";
 
 // --- the header ------------------------------------------------------------
@@ -105,8 +105,10 @@ function taskRows() {
       for (const v of [k.worker_id || "–", k.attempt, new Date(k.created_at).toLocaleTimeString()]) r.append(el("td", String(v)));
       const c = el("td");
       const path = "/api/tasks/" + encodeURIComponent(k.id);
-      if (UNDER_WAY.includes(k.state)) c.append(button("Cancel", () => change("DELETE", path).catch(say("task-msg"))));
-      if (ENDED_RETRYABLE.includes(k.state)) c.append(button("Retry", () => change("POST", path + "/retry").catch(say("task-msg"))));
+      // A submit token cancels only the tasks it submitted.
+      const mine = may("submit") && k.submitted_by === access.name;
+      if (UNDER_WAY.includes(k.state) && (may("operate") || mine)) c.append(button("Cancel", () => change("DELETE", path).catch(say("task-msg"))));
+      if (ENDED_RETRYABLE.includes(k.state) && may("operate")) c.append(button("Retry", () => change("POST", path + "/retry").catch(say("task-msg"))));
       r.append(c);
       return r;
     }),
@@ -145,7 +147,7 @@ async function schedules() {
         for (const v of [x.name, x.cron, x.timezone, next, x.fired, x.skipped]) r.append(el("td", String(v)));
         const path = "/api/schedules/" + encodeURIComponent(x.name) + (x.paused ? "/resume" : "/pause");
         const c = el("td");
-        c.append(button(x.paused ? "Resume" : "Pause", () => change("POST", path).then(schedules).catch(say("sched-msg"))));
+        if (may("operate")) c.append(button(x.paused ? "Resume" : "Pause", () => change("POST", path).then(schedules).catch(say("sched-msg"))));
         r.append(c);
         return r;
       }),
@@ -156,7 +158,7 @@ async function schedules() {
         for (const v of [x.type, x.queued, x.paused ? "paused" : "dispatching"]) r.append(el("td", String(v)));
         const path = "/api/queues/" + encodeURIComponent(x.type) + (x.paused ? "/resume" : "/pause");
         const c = el("td");
-        c.append(button(x.paused ? "Resume" : "Pause", () => change("POST", path).then(schedules).catch(say("sched-msg"))));
+        if (may("operate")) c.append(button(x.paused ? "Resume" : "Pause", () => change("POST", path).then(schedules).catch(say("sched-msg"))));
         r.append(c);
         return r;
       }),
@@ -230,6 +232,12 @@ function say(id) {
 // --- switching -------------------------------------------------------------
 let poolTimer = null;
 let schedTimer = null;
+
+// The token changed: draw the rows' actions again for its role.
+export function refreshActions() {
+  drawTasks();
+  if (!$("view-tasks").hidden) schedules();
+}
 
 export function init() {
   $("submit").onsubmit = submit;
