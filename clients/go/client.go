@@ -3,6 +3,7 @@ package muster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,8 +26,9 @@ type Client struct {
 }
 
 // NewClient makes a client of the daemon at baseURL (e.g.
-// "http://127.0.0.1:8080"). token, when not empty, is sent as
-// "Authorization: Bearer TOKEN" (the daemon's api_token_file).
+// "http://127.0.0.1:8080", or "https://..." verified with the system's
+// roots; NewClientTLS for a CA of your own). token, when not empty, is
+// sent as "Authorization: Bearer TOKEN" (the daemon's api_token_file).
 func NewClient(baseURL, token string) *Client {
 	return &Client{
 		base:         strings.TrimRight(baseURL, "/"),
@@ -34,6 +36,30 @@ func NewClient(baseURL, token string) *Client {
 		HTTP:         &http.Client{Timeout: 30 * time.Second},
 		PollInterval: 250 * time.Millisecond,
 	}
+}
+
+// NewClientTLS is NewClient with cfg for https:// URLs: its RootCAs
+// verify the daemon's certificate (nil: the system's roots), and its
+// Certificates are presented if the daemon asks for a client
+// certificate. An empty ServerName is the URL's host. cfg nil is
+// NewClient. TLSConfig and TLSConfigFromEnv build one (the same
+// MUSTER_TLS_CA_FILE as the worker's).
+func NewClientTLS(baseURL, token string, cfg *tls.Config) *Client {
+	c := NewClient(baseURL, token)
+	if cfg != nil {
+		tr, ok := http.DefaultTransport.(*http.Transport)
+		if ok {
+			tr = tr.Clone()
+		} else {
+			tr = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
+		}
+		tr.TLSClientConfig = cfg.Clone()
+		if tr.TLSClientConfig.MinVersion == 0 {
+			tr.TLSClientConfig.MinVersion = tls.VersionTLS12
+		}
+		c.HTTP.Transport = tr
+	}
+	return c
 }
 
 // SubmitOptions are the optional parts of a submission.

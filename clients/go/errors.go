@@ -12,6 +12,11 @@ var (
 	// ErrSuperseded: another connection said hello for this worker id;
 	// the newer one wins, so Run returns an error matching it.
 	ErrSuperseded = errors.New("muster: another connection took this worker id over")
+	// ErrWorkerMismatch: the daemon requires client certificates and
+	// the one presented names another worker (its subject's CN is the
+	// worker's identity; hello named another id). Run returns an error
+	// matching it and does not retry.
+	ErrWorkerMismatch = errors.New("muster: the client certificate names another worker")
 	// ErrClosed: the worker was closed.
 	ErrClosed = errors.New("muster: worker closed")
 )
@@ -27,13 +32,27 @@ func (e *DaemonError) Error() string {
 	return fmt.Sprintf("muster: daemon: %s: %s", e.Code, e.Message)
 }
 
-// Is matches ErrUnauthorized and ErrSuperseded by code.
+// Is matches ErrUnauthorized, ErrSuperseded and ErrWorkerMismatch by
+// code.
 func (e *DaemonError) Is(target error) bool {
 	switch target {
 	case ErrUnauthorized:
 		return e.Code == "unauthorized"
 	case ErrSuperseded:
 		return e.Code == "superseded"
+	case ErrWorkerMismatch:
+		return e.Code == "worker_mismatch"
+	}
+	return false
+}
+
+// fatalCode says whether an error line ends the worker wherever it
+// comes: the token refused, the id taken over, or a client certificate
+// naming another worker (another address would say the same).
+func fatalCode(code string) bool {
+	switch code {
+	case "unauthorized", "superseded", "worker_mismatch":
+		return true
 	}
 	return false
 }
@@ -42,7 +61,7 @@ func (e *DaemonError) Is(target error) bool {
 // whatever the address: a wrong token, or a hello the daemon cannot read.
 func fatalHello(code string) bool {
 	switch code {
-	case "unauthorized", "bad_worker_id", "reserved_id", "bad_field", "too_large",
+	case "unauthorized", "worker_mismatch", "bad_worker_id", "reserved_id", "bad_field", "too_large",
 		"not_json", "not_object", "missing_type", "unknown_type", "invalid_utf8":
 		return true
 	}

@@ -2,6 +2,7 @@ package muster
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"net"
 	"strings"
@@ -27,22 +28,42 @@ type fakeDaemon struct {
 	// gate, when set, holds each connection before its hello is read.
 	gate chan struct{}
 	all  []*fakeConn
+	// certID: over TLS with client certificates, the certificate's CN
+	// is the worker's identity; a hello naming another id is answered
+	// worker_mismatch, as the daemon does.
+	certID bool
+	// handshakeErrs gets the server side's failed TLS handshakes.
+	handshakeErrs chan error
 }
 
 type fakeConn struct {
 	c      net.Conn
 	hello  map[string]any
+	peerCN string // the client certificate's CN, over TLS
 	frames chan map[string]any
 	raw    chan string
 }
 
 func newFakeDaemon(t *testing.T) *fakeDaemon {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newFakeDaemonTLS(t, nil)
+}
+
+// newFakeDaemonTLS is a fake daemon whose listener is TLS with cfg
+// (nil: plain TCP).
+func newFakeDaemonTLS(t *testing.T, cfg *tls.Config) *fakeDaemon {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	if cfg != nil {
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", cfg)
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &fakeDaemon{t: t, ln: ln, conns: make(chan *fakeConn, 16), interval: 50}
+	d := &fakeDaemon{t: t, ln: ln, conns: make(chan *fakeConn, 16), interval: 50, handshakeErrs: make(chan error, 64)}
 	go d.accept()
 	t.Cleanup(d.close)
 	return d
@@ -71,10 +92,26 @@ func (d *fakeDaemon) accept() {
 
 func (d *fakeDaemon) serve(c net.Conn) {
 	d.mu.Lock()
-	gate, reply, nodes := d.gate, d.reply, d.nodes
+	gate, reply, nodes, certID := d.gate, d.reply, d.nodes, d.certID
 	d.mu.Unlock()
 	if gate != nil {
 		<-gate
+	}
+	peerCN := ""
+	if tc, ok := c.(*tls.Conn); ok {
+		_ = tc.SetDeadline(time.Now().Add(wait))
+		if err := tc.Handshake(); err != nil {
+			select {
+			case d.handshakeErrs <- err:
+			default:
+			}
+			c.Close()
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			peerCN = certs[0].Subject.CommonName
+		}
 	}
 	r := bufio.NewReaderSize(c, 1<<20)
 	line, err := r.ReadString('\n')
@@ -86,6 +123,9 @@ func (d *fakeDaemon) serve(c net.Conn) {
 	if err := json.Unmarshal([]byte(line), &hello); err != nil || hello["type"] != "hello" {
 		c.Close()
 		return
+	}
+	if certID && hello["worker_id"] != peerCN {
+		reply = `{"type":"error","code":"worker_mismatch","message":"the client certificate is for worker ` + peerCN + `"}`
 	}
 	if reply != "" {
 		c.Write([]byte(reply + "\n"))
@@ -99,7 +139,7 @@ func (d *fakeDaemon) serve(c net.Conn) {
 	if len(nodes) > 0 {
 		welcome["nodes"] = nodes
 	}
-	fc := &fakeConn{c: c, hello: hello, frames: make(chan map[string]any, 4096), raw: make(chan string, 4096)}
+	fc := &fakeConn{c: c, hello: hello, peerCN: peerCN, frames: make(chan map[string]any, 4096), raw: make(chan string, 4096)}
 	fc.send(welcome)
 	d.mu.Lock()
 	d.all = append(d.all, fc)

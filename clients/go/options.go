@@ -1,6 +1,7 @@
 package muster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
@@ -50,8 +51,21 @@ type Options struct {
 	// KiB): a Set whose labels and current job are plainly over it is
 	// refused.
 	MaxStateBytes int
-	// DialTimeout bounds each connect (default 5 s).
+	// DialTimeout bounds each connect, the TLS handshake included
+	// (default 5 s).
 	DialTimeout time.Duration
+	// TLS, when not nil, wraps the heartbeat connection in TLS (1.2 at
+	// least) with this configuration: RootCAs verify the daemon's
+	// certificate (nil: the system's roots), Certificates hold the
+	// client certificate for a daemon that requires one (its subject's
+	// CN is then the worker's identity). An empty ServerName is set, for
+	// each connect, to the host part of the address dialled, so that the
+	// certificate is checked against that address's name or IP (the
+	// addresses rotate; a ServerName given is used for all). TLSConfig
+	// builds one from PEM files. A failed handshake is a failed connect:
+	// logged, and tried again after the usual backoff. nil: plain TCP.
+	// A UDP worker cannot use TLS: NewWorker refuses both together.
+	TLS *tls.Config
 	// Logger, when set, is told of reconnects and of frames the daemon
 	// refused.
 	Logger *log.Logger
@@ -66,8 +80,13 @@ type Options struct {
 //	                    MUSTER_TOKEN_FILE is the API token's, for the muster CLI)
 //	MUSTER_LABELS       k=v,k=v
 //	MUSTER_CAPACITY     tasks at once
+//	MUSTER_TLS          1 or true: TLS on the heartbeat connection (0, false or
+//	                    unset: plain TCP), configured by TLSConfigFromEnv from
+//	                    MUSTER_TLS_CA_FILE, MUSTER_TLS_CERT_FILE and MUSTER_TLS_KEY_FILE
 //
-// Unset variables leave their fields zero; a malformed one is an error.
+// Unset variables leave their fields zero; a malformed one is an error
+// (so is a TLS file that cannot be read). Without MUSTER_TLS the
+// MUSTER_TLS_* files are not read here.
 func OptionsFromEnv() (Options, error) {
 	var o Options
 	addrs := os.Getenv("MUSTER_ADDRS")
@@ -95,7 +114,29 @@ func OptionsFromEnv() (Options, error) {
 		}
 		o.Capacity = n
 	}
+	on, err := envBool("MUSTER_TLS")
+	if err != nil {
+		return o, err
+	}
+	if on {
+		cfg, err := TLSConfigFromEnv()
+		if err != nil {
+			return o, err
+		}
+		o.TLS = cfg
+	}
 	return o, nil
+}
+
+// envBool reads a switch: 1 or true is on; 0, false or unset is off.
+func envBool(name string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(os.Getenv(name))) {
+	case "1", "true":
+		return true, nil
+	case "", "0", "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("muster: %s: %q is not 1, true, 0 or false", name, os.Getenv(name))
 }
 
 // parseLabels reads k=v,k=v.
@@ -163,6 +204,9 @@ func (o *Options) check() error {
 		if !strings.Contains(a, ":") {
 			return fmt.Errorf("muster: address %q is not host:port", a)
 		}
+	}
+	if o.UDP && o.TLS != nil {
+		return errors.New("muster: UDP heartbeats cannot use TLS: use TCP (UDP false) with TLS, or UDP without it")
 	}
 	if o.MaxFrameBytes < 0 || o.MaxStateBytes < 0 || o.HeartbeatInterval < 0 || o.DialTimeout < 0 {
 		return errors.New("muster: negative limit")

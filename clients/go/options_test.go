@@ -12,6 +12,7 @@ func TestOptionsFromEnv(t *testing.T) {
 	t.Setenv("MUSTER_HEARTBEAT_TOKEN_FILE", "/etc/muster/hb.token")
 	t.Setenv("MUSTER_LABELS", "pool=scan, zone = a,empty=")
 	t.Setenv("MUSTER_CAPACITY", "4")
+	t.Setenv("MUSTER_TLS", "") // plain: TLS nil (tls_test.go has the rest)
 	o, err := OptionsFromEnv()
 	if err != nil {
 		t.Fatal(err)

@@ -119,6 +119,7 @@ func NewWorker(opts Options) (*Worker, error) {
 		labels[k] = v
 	}
 	opts.Labels = labels
+	opts.TLS = opts.TLS.Clone() // nil stays nil
 	w := &Worker{
 		opts:       opts,
 		maxFrame:   opts.MaxFrameBytes,
@@ -278,7 +279,10 @@ func (w *Worker) Close() error {
 // Close is called (then it says bye and returns nil). It returns an
 // error only when the worker cannot go on: the daemon refused its token
 // (errors.Is(err, ErrUnauthorized)), another connection took its id
-// over (ErrSuperseded), or the daemon refused its hello as malformed.
+// over (ErrSuperseded), its client certificate names another worker
+// (ErrWorkerMismatch), or the daemon refused its hello as malformed. A
+// connect that fails, TLS handshake included, is not such an error: it
+// is logged and tried again.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
 	if w.started {
@@ -439,7 +443,7 @@ func (w *Worker) runTCP(ctx context.Context) error {
 		}
 		var de *DaemonError
 		if errors.As(err, &de) {
-			if de.Code == "unauthorized" || de.Code == "superseded" || !welcomed && fatalHello(de.Code) {
+			if fatalCode(de.Code) || !welcomed && fatalHello(de.Code) {
 				w.logf("muster: %s: %v; stopping", addr, err)
 				return de
 			}
@@ -480,8 +484,14 @@ func (w *Worker) session(ctx context.Context, addr string) (welcomed bool, err e
 	if timeout == 0 {
 		timeout = defaultDialTimeout
 	}
-	d := net.Dialer{Timeout: timeout, KeepAlive: 15 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	// The timeout covers the connect and the TLS handshake together.
+	dialCtx, cancelDial := context.WithTimeout(ctx, timeout)
+	d := net.Dialer{KeepAlive: 15 * time.Second}
+	conn, err := d.DialContext(dialCtx, "tcp", addr)
+	if err == nil && w.opts.TLS != nil {
+		conn, err = dialTLS(dialCtx, conn, w.opts.TLS, addr)
+	}
+	cancelDial()
 	if err != nil {
 		return false, err
 	}
@@ -499,6 +509,9 @@ func (w *Worker) session(ctx context.Context, addr string) (welcomed bool, err e
 	welcome, lr, err := w.handshake(conn)
 	close(handshook)
 	if err != nil {
+		if w.opts.TLS != nil && remoteAlert(err) {
+			err = &tlsError{err}
+		}
 		return false, err
 	}
 	interval, cluster := w.onWelcome(welcome, addr)
@@ -652,7 +665,7 @@ func (w *Worker) disconnected() {
 }
 
 // readLoop handles what the daemon sends until the connection ends.
-// unauthorized and superseded end it at once; after other error lines
+// unauthorized, superseded and worker_mismatch end it at once; after other error lines
 // the daemon may close the connection, and the last such error is what
 // the end is put down to.
 func (w *Worker) readLoop(lr *lineReader) error {
@@ -686,7 +699,7 @@ func (w *Worker) readLoop(lr *lineReader) error {
 			switch f.Code {
 			case "task_not_held":
 				w.onNotHeld(notHeldTask(f))
-			case "unauthorized", "superseded":
+			case "unauthorized", "superseded", "worker_mismatch":
 				return de
 			default:
 				// A refused frame (the session goes on), or why the

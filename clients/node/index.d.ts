@@ -1,6 +1,7 @@
 // Type declarations for muster, the Node.js worker library for musterd.
 
 import { EventEmitter } from 'node:events';
+import type { ConnectionOptions } from 'node:tls';
 
 /** The daemon's default `max_frame_bytes`. */
 export const MAX_FRAME_BYTES: 65536;
@@ -19,6 +20,28 @@ export interface BackoffOptions {
   random?: () => number;
 }
 
+/**
+ * TLS settings: any tls.connect option (`ca`, `cert`, `key`, `servername`,
+ * `rejectUnauthorized`, `minVersion`, ...), and the PEMs as file names
+ * instead. A PEM left out comes from the environment (MUSTER_TLS_CA_FILE;
+ * MUSTER_TLS_CERT_FILE and MUSTER_TLS_KEY_FILE as a pair, when neither
+ * cert nor key is given; the Client takes the CA only); no CA at all:
+ * Node's default roots. Files are read at
+ * construction (a MusterError with code `tls_config` if one cannot be read
+ * or is not a good PEM) and the worker reads them again at each connect.
+ * `minVersion` is TLSv1.2 unless given. The server name is the host dialled
+ * (none for an IP address: the certificate's IP SANs are checked) unless
+ * `servername` names one.
+ */
+export interface TlsOptions extends Omit<ConnectionOptions, 'host' | 'port' | 'path' | 'socket' | 'secureContext'> {
+  /** PEM file of the CA(s) that sign the daemon's certificate (not with `ca`). */
+  caFile?: string;
+  /** PEM file of the client certificate (not with `cert`). */
+  certFile?: string;
+  /** PEM file of the client certificate's key (not with `key`); left out with a certFile: the key is in that file. */
+  keyFile?: string;
+}
+
 export interface WorkerOptions {
   /** The worker id (MUSTER_WORKER_ID; else HOSTNAME-PID). */
   id?: string;
@@ -34,6 +57,12 @@ export interface WorkerOptions {
   capacity?: number;
   /** `tcp` (default) or `udp`: heartbeats alone, as datagrams, no tasks. */
   transport?: 'tcp' | 'udp';
+  /**
+   * The heartbeat connection over TLS: `true`, or TLS settings (TLS on).
+   * Left out: on when MUSTER_TLS is `1` or `true`. `false`: plain TCP
+   * whatever the environment says. A TypeError with `transport: 'udp'`.
+   */
+  tls?: boolean | TlsOptions;
   /** The heartbeat interval over UDP, in ms (5000); over TCP the welcome's. */
   heartbeatIntervalMs?: number;
   /** Connect and welcome deadline, in ms (5000). */
@@ -123,6 +152,15 @@ export interface Welcome {
 export interface WorkerEvents {
   connect: [{ address: string; welcome: Welcome }];
   disconnect: [{ address: string; error?: Error }];
+  /**
+   * A connection that failed before its welcome: refused, timed out, or its
+   * TLS handshake failed (`tls: true`; `error.code` is Node's, such as
+   * `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `CERT_HAS_EXPIRED`,
+   * `ERR_TLS_CERT_ALTNAME_INVALID`, or the daemon's alert). The worker backs
+   * off and tries again. Without a listener a TLS failure is told once as a
+   * process warning (code `MUSTER_TLS`).
+   */
+  connectError: [{ address: string; error: Error & { code?: string }; tls: boolean }];
   daemonError: [MusterError & { address: string }];
 }
 
@@ -133,6 +171,8 @@ export declare class Worker extends EventEmitter {
   readonly labels: Record<string, string>;
   /** Whether a connection said welcome and is up. */
   readonly connected: boolean;
+  /** Whether the heartbeat connection is TLS. */
+  readonly tls: boolean;
   /** The connection's address, or null. */
   readonly address: string | null;
   /** Addresses in the order tried (welcome's nodes included). */
@@ -143,7 +183,7 @@ export declare class Worker extends EventEmitter {
   set(fields: WorkerState): void;
   /** A `run` frame: one finished run. */
   recordRun(durationSeconds: number, ok: boolean, extra?: { exitCode?: number; signal?: number }): void;
-  /** Resolves after close(); rejects when the worker stops for good (UnauthorizedError, superseded). */
+  /** Resolves after close(); rejects when the worker stops for good (UnauthorizedError, worker_mismatch, superseded). */
   run(): Promise<void>;
   /** Take no more tasks, give running ones `timeoutMs` (10000) to end, say bye. */
   close(options?: { timeoutMs?: number }): Promise<void>;
@@ -199,7 +239,16 @@ export interface ClientOptions {
   tokenFile?: string;
   /** Per request, in ms (10000). */
   timeoutMs?: number;
+  /** Used instead of the global fetch (not with `tls`). */
   fetch?: typeof fetch;
+  /**
+   * For an https:// URL: TLS settings (`caFile` or `ca`, else
+   * MUSTER_TLS_CA_FILE, else Node's roots; a client certificate if the
+   * server asks). `false`: MUSTER_TLS_CA_FILE is not read.
+   */
+  tls?: boolean | TlsOptions;
+  /** Where MUSTER_URL and MUSTER_TLS_CA_FILE are read (process.env). */
+  env?: Record<string, string | undefined>;
 }
 
 export declare class Client {

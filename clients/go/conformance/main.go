@@ -46,6 +46,7 @@ func fatal(err error) {
 
 func main() {
 	logger := log.New(os.Stderr, "conformance: ", log.LstdFlags|log.Lmicroseconds)
+	// MUSTER_TLS and MUSTER_TLS_*_FILE set opts.TLS.
 	opts, err := muster.OptionsFromEnv()
 	if err != nil {
 		fatal(err)
@@ -58,15 +59,23 @@ func main() {
 		fatal(err)
 	}
 	register(w, os.Getenv("MUSTER_CONFORMANCE_RUNS"))
+	// An https:// MUSTER_URL is verified with MUSTER_TLS_CA_FILE (else
+	// the system's roots), whether or not MUSTER_TLS is on.
+	tlsCfg, err := muster.TLSConfigFromEnv()
+	if err != nil {
+		fatal(err)
+	}
+	client := muster.NewClientTLS(os.Getenv("MUSTER_URL"), "", tlsCfg)
 
 	go func() {
+		// A refused token, the id taken over, or a client certificate
+		// naming another worker (worker_mismatch): fatal, exit 3.
 		if err := w.Run(context.Background()); err != nil {
 			fatal(err)
 		}
 	}()
 	say("ready")
 
-	client := muster.NewClient(os.Getenv("MUSTER_URL"), "")
 	in := bufio.NewReaderSize(os.Stdin, 1<<20)
 	for {
 		line, err := in.ReadString('\n')

@@ -40,17 +40,20 @@ async function exit(code, line) {
 }
 
 let worker;
+let client;
 try {
   worker = new Worker({
     // id, addresses and token file from MUSTER_WORKER_ID, MUSTER_ADDRS
-    // and MUSTER_HEARTBEAT_TOKEN_FILE.
+    // and MUSTER_HEARTBEAT_TOKEN_FILE; TLS from MUSTER_TLS,
+    // MUSTER_TLS_CA_FILE, MUSTER_TLS_CERT_FILE and MUSTER_TLS_KEY_FILE.
     labels: { client: LANG },
     capacity: 4,
   });
+  // An https:// MUSTER_URL is checked against MUSTER_TLS_CA_FILE.
+  client = new Client(env.MUSTER_URL);
 } catch (e) {
   await exit(3, `fatal ${oneLine(e.message)}`);
 }
-const client = new Client(env.MUSTER_URL);
 
 worker.task('echo', async (task) => {
   task.log(`hello from ${LANG}`);

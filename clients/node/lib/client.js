@@ -1,10 +1,14 @@
 /**
  * A small producer client for musterd's HTTP API: submit tasks, read them,
- * wait for their end, cancel them. Uses the global fetch (Node 18 and on).
+ * wait for their end, cancel them. Uses the global fetch (Node 18 and on)
+ * for http://, and node:https for https://: the global fetch cannot be
+ * given a CA (MUSTER_TLS_CA_FILE) or a client certificate.
  */
 
+import https from 'node:https';
 import { HttpError, MusterError } from './errors.js';
 import { readTokenFile } from './options.js';
+import { TlsConfig } from './tls.js';
 
 /** The states a task ends in. */
 export const ENDED_STATES = Object.freeze(['succeeded', 'failed', 'cancelled', 'timed_out', 'dead']);
@@ -30,15 +34,25 @@ const sleep = (ms, signal) =>
 export class Client {
   /**
    * @param {string} [url] the daemon's HTTP base URL (default MUSTER_URL, or http://127.0.0.1:8080)
-   * @param {{ token?: string, tokenFile?: string, timeoutMs?: number, fetch?: typeof fetch }} [options]
+   * @param {import('../index.js').ClientOptions} [options]
    */
   constructor(url, options = {}) {
-    const base = url ?? process.env.MUSTER_URL ?? 'http://127.0.0.1:8080';
+    const env = options.env ?? process.env;
+    const base = url ?? env.MUSTER_URL ?? 'http://127.0.0.1:8080';
     this.url = String(base).replace(/\/+$/, '');
-    new URL(this.url); // throws on a URL that does not parse
+    const parsed = new URL(this.url); // throws on a URL that does not parse
     this.token = options.token ?? (options.tokenFile ? readTokenFile(options.tokenFile) : undefined);
     this.timeoutMs = options.timeoutMs ?? 10000;
-    this._fetch = options.fetch ?? globalThis.fetch;
+    this._fetch = options.fetch;
+    const tlsGiven = options.tls !== undefined && options.tls !== true && options.tls !== false;
+    if (tlsGiven && this._fetch !== undefined) throw new TypeError('tls: not with a fetch of your own');
+    if (parsed.protocol === 'https:' && this._fetch === undefined) {
+      // node:https, which takes the daemon's CA (tls.ca or caFile, else
+      // MUSTER_TLS_CA_FILE, else Node's roots) and any tls.connect option.
+      const config = new TlsConfig(tlsGiven ? options.tls : {}, options.tls === false ? {} : env, { envPems: ['ca'] });
+      this._fetch = httpsFetch(new https.Agent({ keepAlive: true, ...config.agentOptions() }));
+    }
+    this._fetch ??= globalThis.fetch;
     if (typeof this._fetch !== 'function') throw new MusterError('no fetch: Node 18 or later is needed', { code: 'no_fetch' });
   }
 
@@ -157,6 +171,65 @@ export class Client {
     const { data } = await this._request('DELETE', `/api/tasks/${encodeURIComponent(id)}`, { signal });
     return data;
   }
+}
+
+/**
+ * As much of fetch as _request uses, over node:https with `agent`: the
+ * answer's ok, status, headers.get() and text().
+ * @param {https.Agent} agent
+ * @returns {typeof fetch}
+ */
+function httpsFetch(agent) {
+  return (url, init = {}) =>
+    new Promise((resolve, reject) => {
+      const { signal } = init;
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const req = https.request(url, { method: init.method ?? 'GET', headers: init.headers, agent });
+      const onAbort = () => req.destroy(signal.reason);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const done = () => signal?.removeEventListener('abort', onAbort);
+      const why = (e) => (signal?.aborted ? signal.reason : e);
+      req.on('error', (e) => {
+        done();
+        reject(why(e));
+      });
+      req.on('response', (res) => {
+        const body = new Promise((ok, fail) => {
+          const chunks = [];
+          res.on('data', (c) => chunks.push(c));
+          res.on('end', () => {
+            done();
+            ok(Buffer.concat(chunks).toString('utf8'));
+          });
+          res.on('error', (e) => {
+            done();
+            fail(why(e));
+          });
+          res.on('close', () => {
+            done();
+            if (!res.complete) fail(why(new MusterError('the answer was cut short', { code: 'http_aborted' })));
+          });
+        });
+        body.catch(() => {});
+        const status = res.statusCode ?? 0;
+        resolve({
+          ok: status >= 200 && status < 300,
+          status,
+          headers: {
+            get(name) {
+              const v = res.headers[String(name).toLowerCase()];
+              if (v === undefined) return null;
+              return Array.isArray(v) ? v.join(', ') : String(v);
+            },
+          },
+          text: () => body,
+        });
+      });
+      req.end(init.body);
+    });
 }
 
 /** AbortSignal.any, which Node 18 lacks. */

@@ -1,13 +1,15 @@
 /**
  * The worker: a TCP session with musterd (hello, welcome, heartbeats at the
- * interval the welcome gives), task handlers, and reconnects along a list
- * of addresses. Or, with `transport: "udp"`, heartbeats alone as datagrams.
+ * interval the welcome gives), over TLS when asked, task handlers, and
+ * reconnects along a list of addresses. Or, with `transport: "udp"`,
+ * heartbeats alone as datagrams.
  */
 
 import { EventEmitter } from 'node:events';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
+import tls from 'node:tls';
 import { inspect } from 'node:util';
 import { Backoff } from './backoff.js';
 import {
@@ -32,6 +34,7 @@ import {
   readTokenFile,
   wholeNumber,
 } from './options.js';
+import { envFlag, workerTls } from './tls.js';
 
 /** At most this many lines in one `task_log` frame. */
 const MAX_LOG_LINES = 1024;
@@ -53,7 +56,7 @@ const MIN_BEAT_GAP_MS = 100;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Codes that refuse a hello for good: trying again cannot help. */
-const FATAL_HELLO_CODES = new Set(['unauthorized', 'bad_worker_id', 'reserved_id', 'bad_field', 'too_large']);
+const FATAL_HELLO_CODES = new Set(['unauthorized', 'worker_mismatch', 'bad_worker_id', 'reserved_id', 'bad_field', 'too_large']);
 /** Heartbeat fields the library writes itself. */
 const RESERVED_FIELDS = new Set(['type', 'worker_id', 'seq', 'token']);
 const STATUSES = new Set(['idle', 'working', 'error']);
@@ -135,6 +138,14 @@ export class Task {
   progress(fraction, message) {
     this.#worker._taskProgress(this.#entry, fraction, message);
   }
+}
+
+/** The daemon's refusal of a hello whose worker id is not its client certificate's CN: fatal. */
+function mismatch(id, where, message) {
+  return new MusterError(
+    `musterd at ${where} refused worker id ${id}: it is not the client certificate's (worker_mismatch): ${message}`,
+    { code: 'worker_mismatch' },
+  );
 }
 
 function describe(value) {
@@ -230,6 +241,15 @@ export class Worker extends EventEmitter {
     if (this._transport !== 'tcp' && this._transport !== 'udp') {
       throw new TypeError('transport: tcp or udp');
     }
+    const wantTls = options.tls === undefined ? envFlag(env.MUSTER_TLS) : options.tls !== false;
+    if (wantTls && this._transport === 'udp') {
+      throw new TypeError(options.tls === undefined
+        ? 'transport udp cannot use TLS, and MUSTER_TLS asks for it (pass tls: false for a UDP worker)'
+        : 'transport udp cannot use TLS: datagrams go in the clear');
+    }
+    /** TLS settings, or null for plain TCP. */
+    this._tls = wantTls ? workerTls(options.tls ?? true, env) : null;
+    this._tlsWarned = false;
     /** The addresses given; then those the latest welcome named. */
     this._given = parseAddrs(options.addrs ?? env.MUSTER_ADDRS ?? env.MUSTER_HEARTBEAT_ADDR ?? '127.0.0.1:8090');
     this._addrs = [...this._given];
@@ -294,6 +314,11 @@ export class Worker extends EventEmitter {
   /** The heartbeat addresses, as `host:port`, in the order they are tried. */
   get addrs() {
     return this._addrs.map(formatAddr);
+  }
+
+  /** Whether the heartbeat connection is TLS. */
+  get tls() {
+    return this._tls !== null;
   }
 
   /** The address of the connection in use, if any. */
@@ -560,9 +585,14 @@ export class Worker extends EventEmitter {
         refused: false,
         fatal: null,
         error: null,
+        /** TCP up; TLS handshake done (TLS only). */
+        tcpUp: false,
+        secured: false,
         reported: [],
       };
-      const sock = net.createConnection({ host: addr.host, port: addr.port });
+      const sock = this._tls
+        ? tls.connect(this._tls.connectOptions(addr.host, addr.port))
+        : net.createConnection({ host: addr.host, port: addr.port });
       conn.sock = sock;
       this._sock = sock;
       const splitter = new LineSplitter();
@@ -572,7 +602,13 @@ export class Worker extends EventEmitter {
       timer.unref();
       sock.setNoDelay(true);
       sock.on('connect', () => {
+        conn.tcpUp = true;
         sock.setKeepAlive(true, 10000);
+      });
+      // Over TLS the hello waits for the handshake: the daemon's
+      // certificate checked against the CA and the host dialled.
+      sock.on(this._tls ? 'secureConnect' : 'connect', () => {
+        conn.secured = this._tls !== null;
         let hello;
         try {
           hello = this._helloLine(conn);
@@ -628,12 +664,37 @@ export class Worker extends EventEmitter {
           reject(conn.fatal);
           return;
         }
+        if (!conn.welcomed && conn.error && this._life !== 'closed') this._connectFailed(conn);
         // A session that held starts the doubling afresh; one refused
         // before its welcome, or closed soon after it, counts as a failure.
         const held = conn.welcomed && Date.now() - conn.welcomeAt >= this._stableMs;
         resolve({ ok: held && !conn.refused, error: conn.error });
       });
     });
+  }
+
+  /**
+   * A connection that failed before its welcome (refused, timed out, a
+   * failed TLS handshake): a `connectError` event. With no listener, a
+   * TLS failure is told once as a process warning: a wrong CA or name is
+   * a setting to fix, and the worker would otherwise retry unseen.
+   */
+  _connectFailed(conn) {
+    const error = conn.error;
+    const code = typeof error.code === 'string' ? error.code : '';
+    // Before the handshake's end; or the daemon's TLS alert after it (TLS
+    // 1.3 checks the client certificate once the client thinks it is done).
+    const isTls = this._tls !== null && conn.tcpUp && (!conn.secured || /^ERR_(SSL|TLS)_/.test(code));
+    const address = formatAddr(conn.addr);
+    if (this.listenerCount('connectError') > 0) {
+      this.emit('connectError', { address, error, tls: isTls });
+    } else if (isTls && !this._tlsWarned) {
+      this._tlsWarned = true;
+      process.emitWarning(
+        `muster: worker ${this.id}: TLS with musterd at ${address} failed: ${String(error.message).trim()}${code ? ` (${code})` : ''}; retrying with backoff (listen to 'connectError' for every failure)`,
+        { code: 'MUSTER_TLS' },
+      );
+    }
   }
 
   _helloLine(conn) {
@@ -673,6 +734,8 @@ export class Worker extends EventEmitter {
     this._emitDaemonError(code, message, where);
     if (code === 'unauthorized') {
       conn.fatal = new UnauthorizedError(`musterd at ${where} refused the heartbeat token: ${message}`);
+    } else if (code === 'worker_mismatch') {
+      conn.fatal = mismatch(this.id, where, message);
     } else if (FATAL_HELLO_CODES.has(code)) {
       conn.fatal = new MusterError(`musterd at ${where} refused the hello (${code}): ${message}`, { code });
     } else {
@@ -816,6 +879,10 @@ export class Worker extends EventEmitter {
         break;
       case 'unauthorized':
         conn.fatal = new UnauthorizedError(`musterd at ${where} refused the heartbeat token: ${message}`);
+        conn.sock.destroy();
+        break;
+      case 'worker_mismatch':
+        conn.fatal = mismatch(this.id, where, message);
         conn.sock.destroy();
         break;
       case 'shutting_down':

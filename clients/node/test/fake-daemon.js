@@ -1,8 +1,10 @@
 // An in-process stand-in for musterd's heartbeat port: it answers hello
 // with welcome (or what the test says), records every frame, and lets a
-// test send task, cancel, lease and error frames.
+// test send task, cancel, lease and error frames. With `tls` (options for
+// tls.createServer) it listens over TLS, as musterd's TLS heartbeat port.
 
 import net from 'node:net';
+import tls from 'node:tls';
 import { LineSplitter } from '../lib/frame.js';
 
 export async function fakeDaemon(options = {}) {
@@ -10,7 +12,7 @@ export async function fakeDaemon(options = {}) {
   const frames = [];
   const waiters = [];
   const conns = [];
-  const server = net.createServer((sock) => {
+  const serve = (sock) => {
     const conn = { sock, id: conns.length + 1, frames: [] };
     conns.push(conn);
     const splitter = new LineSplitter();
@@ -40,7 +42,11 @@ export async function fakeDaemon(options = {}) {
         for (const w of [...waiters]) w();
       }
     });
-  });
+  };
+  const server = options.tls ? tls.createServer(options.tls, serve) : net.createServer(serve);
+  /** TLS connections that failed their handshake (tlsClientError). */
+  const tlsErrors = [];
+  server.on('tlsClientError', (e) => tlsErrors.push(e));
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = server.address().port;
 
@@ -80,6 +86,7 @@ export async function fakeDaemon(options = {}) {
     addr: `127.0.0.1:${port}`,
     frames,
     conns,
+    tlsErrors,
     send,
     waitFor,
     of: (type) => frames.filter((f) => f.frame.type === type).map((f) => f.frame),

@@ -31,6 +31,9 @@ def one_line(text: object) -> str:
 
 
 def make_worker() -> muster.Worker:
+    """The runner's worker. TLS comes from the library's own defaults:
+    ``MUSTER_TLS``, ``MUSTER_TLS_CA_FILE``, ``MUSTER_TLS_CERT_FILE`` and
+    ``MUSTER_TLS_KEY_FILE``."""
     env = os.environ
     worker = muster.Worker(
         env.get("MUSTER_WORKER_ID"),
@@ -129,13 +132,17 @@ def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="runner: %(message)s")
     try:
         worker = make_worker()
+        # https:// is verified against MUSTER_TLS_CA_FILE (else the
+        # system's roots).
+        client = muster.Client(os.environ.get("MUSTER_URL"))
     except (ValueError, OSError) as e:
         say(f"fatal {one_line(e)}")
         return 3
-    client = muster.Client(os.environ.get("MUSTER_URL"))
     worker.start()
 
     def watch() -> None:
+        # A fatal refusal (unauthorized, worker_mismatch: the TLS client
+        # certificate names another worker, superseded...) ends the run.
         try:
             worker.run()
         except muster.FatalError as e:

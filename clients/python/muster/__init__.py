@@ -32,6 +32,7 @@ from .errors import (
     TaskCancelled,
     TaskError,
     Unauthorized,
+    WorkerMismatch,
 )
 from .worker import Task, Worker
 
@@ -55,5 +56,6 @@ __all__ = [
     "TaskError",
     "Unauthorized",
     "Worker",
+    "WorkerMismatch",
     "__version__",
 ]

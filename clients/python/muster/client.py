@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote, urlencode, urlsplit
 
 from . import _proto as proto
+from . import _tls
 from .errors import APIError, NotFound
 
 __all__ = ["Client"]
@@ -27,6 +28,13 @@ _REUSE_FOR = 30.0
 class Client:
     """musterd's HTTP API at ``url`` (``MUSTER_URL`` when left out, else
     ``http://127.0.0.1:8080``; ``https://`` works too).
+
+    Over ``https://`` the daemon's certificate must verify, against
+    ``ca_file`` (a PEM bundle; ``MUSTER_TLS_CA_FILE`` when left out) or
+    else the system's roots, and name the URL's host (an IP address must
+    be among its IP SANs). ``ssl_context`` is a ready ``ssl.SSLContext``
+    to use instead (for a client certificate, say). Neither is used over
+    ``http://``.
 
     ``token`` (or ``token_file``) is the API token that changes (``POST``,
     ``DELETE``) carry as ``Authorization: Bearer`` when the daemon has
@@ -43,6 +51,7 @@ class Client:
         token_file: Optional[str] = None,
         timeout: float = 10.0,
         ssl_context: Optional[ssl.SSLContext] = None,
+        ca_file: Optional[str] = None,
     ) -> None:
         url = url or os.environ.get("MUSTER_URL") or DEFAULT_URL
         if "://" not in url:
@@ -59,7 +68,13 @@ class Client:
             token = proto.read_token_file(token_file)
         self._token = token
         self.timeout = timeout
-        self._ssl = ssl_context
+        if ssl_context is not None and ca_file:
+            raise ValueError("give either ssl_context or ca_file, not both")
+        self._ssl: Optional[ssl.SSLContext] = None
+        if self._https:
+            # Made once, here: a CA file that cannot be used is a
+            # ValueError now rather than at the first request.
+            self._ssl = ssl_context or _tls.client_context(ca_file or os.environ.get("MUSTER_TLS_CA_FILE") or None)
         self._conn: Optional[http.client.HTTPConnection] = None
         self._used = 0.0
         self._lock = threading.Lock()
@@ -163,8 +178,7 @@ class Client:
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._https:
-            ctx = self._ssl or ssl.create_default_context()
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=ctx)
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self._ssl)
         return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
 
     def _drop(self) -> None:

@@ -40,6 +40,14 @@ class HelloRefused(FatalError):
     ``too_large``, ...); ``code`` is the daemon's error code."""
 
 
+class WorkerMismatch(HelloRefused):
+    """musterd refused the ``hello`` because the connection speaks for
+    another worker (error code ``worker_mismatch``): over TLS with client
+    certificates, the certificate's subject CN is the worker's identity,
+    and the hello named another id. Give the worker the id its certificate
+    names (or the certificate of its id)."""
+
+
 class Superseded(FatalError):
     """Another connection said ``hello`` with this worker's id, and the
     newer one wins (error code ``superseded``). Two processes share an id;

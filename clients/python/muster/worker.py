@@ -17,6 +17,7 @@ import queue
 import re
 import selectors
 import socket
+import ssl
 import threading
 import time
 import traceback
@@ -24,6 +25,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _proto as proto
+from . import _tls
 from ._backoff import Backoff
 from .errors import (
     FatalError,
@@ -34,6 +36,7 @@ from .errors import (
     TaskCancelled,
     TaskError,
     Unauthorized,
+    WorkerMismatch,
 )
 
 log = logging.getLogger("muster")
@@ -68,6 +71,9 @@ MAX_ADDRS = 64
 AUTO_RUNNING_TASKS = 16
 #: Least time between two heartbeats that ``set`` asked for.
 MIN_BEAT_SPACING = 0.1
+#: Reads of a TLS connection at most per wake of the link thread (a
+#: record holds 16 KiB at most), so that writing gets its turn.
+TLS_READS = 16
 
 _NOT_HELD = re.compile(r"task (\S+) is not held")
 _UNSET: Any = object()
@@ -229,6 +235,28 @@ class Worker:
     ``transport="udp"`` sends fire-and-forget datagrams (heartbeats and
     runs only: tasks need TCP), at ``heartbeat_interval`` seconds (5 by
     default; over TCP the daemon's ``welcome`` sets it).
+
+    TLS (TCP only: with ``transport="udp"`` it is refused):
+
+    - ``tls``: wrap the heartbeat connection in TLS 1.2 or later;
+      ``MUSTER_TLS`` (``1``/``true`` or ``0``/``false``), else off. The
+      daemon's certificate must verify and name the host of the address
+      connected to (an IP address must be among its IP SANs).
+    - ``ca_file``: the PEM bundle of the CA(s) that signed the daemon's
+      certificate; ``MUSTER_TLS_CA_FILE``, else the system's roots.
+    - ``cert_file`` and ``key_file``: the client certificate (PEM) this
+      worker presents when the daemon asks for one, and its key (left out
+      when ``cert_file`` holds it); ``MUSTER_TLS_CERT_FILE``,
+      ``MUSTER_TLS_KEY_FILE``. A daemon that requires client certificates
+      takes the certificate's subject CN as the worker's id: a hello
+      naming another id is refused, ``WorkerMismatch``.
+    - ``ssl_context``: a ready ``ssl.SSLContext`` instead of the three
+      files (it turns TLS on); it is used as it is.
+
+    The files turn nothing on: TLS is on only when ``tls`` (or
+    ``MUSTER_TLS``) says so, or an ``ssl_context`` is given. They are
+    loaded at once (a file that cannot be used is a ``ValueError``), and
+    loaded again at a connect when what one of them holds changed.
     """
 
     def __init__(
@@ -245,6 +273,11 @@ class Worker:
         heartbeat_interval: Optional[float] = None,
         max_frame_bytes: int = proto.MAX_FRAME_BYTES,
         connect_timeout: float = CONNECT_TIMEOUT,
+        tls: Optional[bool] = None,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         env = os.environ
         self.hostname = proto.utf8_cut(hostname or socket.gethostname(), proto.MAX_TEXT)
@@ -279,6 +312,7 @@ class Worker:
             raise ValueError("transport must be 'tcp' or 'udp'")
         self.transport = transport
         self._udp = transport == "udp"
+        self._tls = self._tls_config(env, tls, ca_file, cert_file, key_file, ssl_context)
         if heartbeat_interval is not None and not heartbeat_interval > 0:
             raise ValueError("heartbeat_interval must be positive")
         self._interval = heartbeat_interval or DEFAULT_INTERVAL
@@ -338,6 +372,53 @@ class Worker:
         self._welcome: Optional[Dict[str, Any]] = None
         self._address: Optional[proto.Address] = None
         self._said_down = False
+        #: The connect failures warned about in this outage.
+        self._warned: set = set()
+        self._last_error: Optional[BaseException] = None
+        # A TLS connection's state of the moment: the chunk a send could
+        # not finish (a retry must offer the same bytes), and a read that
+        # waits for the socket to take bytes or a write that waits for
+        # bytes to come.
+        self._tls_chunk: Any = None
+        self._read_wants_write = False
+        self._write_wants_read = False
+
+    def _tls_config(
+        self,
+        env: Mapping[str, str],
+        tls: Optional[bool],
+        ca_file: Optional[str],
+        cert_file: Optional[str],
+        key_file: Optional[str],
+        ssl_context: Optional[ssl.SSLContext],
+    ) -> Optional[_tls.Contexts]:
+        """The TLS contexts to connect with, or ``None`` for plain TCP."""
+        if ssl_context is not None:
+            if tls is False:
+                raise ValueError("ssl_context is given but tls=False")
+            if ca_file or cert_file or key_file:
+                raise ValueError("give either ssl_context or ca_file/cert_file/key_file, not both")
+            if not isinstance(ssl_context, ssl.SSLContext):
+                raise TypeError("ssl_context must be an ssl.SSLContext")
+            tls = True
+        source = "tls=True"
+        if tls is None:
+            tls = _tls.env_flag(env, "MUSTER_TLS")
+            source = "MUSTER_TLS"
+        if not tls:
+            given = [n for n, v in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)) if v]
+            if given:
+                log.warning("muster: %s given but TLS is off (tls=True or MUSTER_TLS=1 turns it on); not used", "/".join(given))
+            return None
+        if self._udp:
+            raise ValueError(f"{source}: TLS needs transport='tcp' (UDP datagrams cannot be TLS)")
+        if ssl_context is not None:
+            return _tls.Contexts(None, None, None, ready=ssl_context)
+        return _tls.Contexts(
+            ca_file or env.get("MUSTER_TLS_CA_FILE") or None,
+            cert_file or env.get("MUSTER_TLS_CERT_FILE") or None,
+            key_file or env.get("MUSTER_TLS_KEY_FILE") or None,
+        )
 
     # -- configuration ------------------------------------------------------
 
@@ -412,9 +493,23 @@ class Worker:
         return self._interval
 
     @property
+    def tls(self) -> bool:
+        """Whether the heartbeat connection is TLS."""
+        return self._tls is not None
+
+    @property
     def error(self) -> Optional[FatalError]:
         """Why the worker stopped for good, or ``None``."""
         return self._error
+
+    @property
+    def last_error(self) -> Optional[BaseException]:
+        """Why the last connect failed (refused, timed out, a TLS handshake
+        that failed: an ``ssl.SSLCertVerificationError`` when the daemon's
+        certificate did not verify...), or why the last connection was
+        lost (a ``ConnectionError``); ``None`` while connected and before
+        any failure."""
+        return self._last_error
 
     @property
     def running(self) -> List[str]:
@@ -958,6 +1053,11 @@ class Worker:
         try:
             sock = socket.create_connection(addr, timeout=connect_timeout)
             _tune(sock)
+            if self._tls is not None:
+                # The handshake, within the connect timeout. The host
+                # of the address is the name the certificate must bear
+                # (an IP address: one of its IP SANs).
+                sock = self._tls.get().wrap_socket(sock, server_hostname=addr[0])
             deadline = time.monotonic() + self._welcome_timeout
             sock.settimeout(self._welcome_timeout)
             sock.sendall(line)
@@ -1001,6 +1101,11 @@ class Worker:
         self._connected_at = now
         self._failed = 0
         self._shutting_down = False
+        self._last_error = None
+        self._warned.clear()
+        self._tls_chunk = None
+        self._read_wants_write = False
+        self._write_wants_read = False
         assert self._sel is not None
         self._sel.register(sock, selectors.EVENT_READ)
         self._sock_events = selectors.EVENT_READ
@@ -1024,21 +1129,31 @@ class Worker:
         message = str(msg.get("message") or code)
         if code == "unauthorized":
             raise Unauthorized(f"musterd refused the heartbeat token: {message}", code)
+        if code == "worker_mismatch":
+            cert = " (over TLS the client certificate's CN is the worker's id)" if self._tls is not None else ""
+            raise WorkerMismatch(f"musterd refused the hello as worker {self.worker_id}{cert}: {message}", code)
         if code in ("worker_cap", "shutting_down", "idle_timeout") or code not in _HELLO_FATAL:
             raise _Retry(f"{code}: {message}")
         raise HelloRefused(f"musterd refused the hello: {code}: {message}", code)
 
     def _connect_failed(self, addr: proto.Address, why: BaseException) -> None:
-        if not self._said_down:
+        self._last_error = why
+        text = _tls.describe(why)
+        # A warning once per address and reason in an outage (a TLS
+        # failure after a refused connect is said too), then quiet.
+        key = (addr, text)
+        if key not in self._warned:
+            if len(self._warned) < 2 * MAX_ADDRS:
+                self._warned.add(key)
             log.warning(
                 "muster: worker %s cannot reach musterd at %s (%s); retrying",
                 self.worker_id,
                 proto.format_addr(addr),
-                why,
+                text,
             )
             self._said_down = True
         else:
-            log.debug("muster: connect to %s failed: %s", proto.format_addr(addr), why)
+            log.debug("muster: connect to %s failed: %s", proto.format_addr(addr), text)
         self._next_address(failed=True)
 
     def _next_address(self, failed: bool) -> None:
@@ -1083,6 +1198,11 @@ class Worker:
             return
         self._sock = None
         self._connected.clear()
+        self._tls_chunk = None
+        self._read_wants_write = False
+        self._write_wants_read = False
+        if not quiet:
+            self._last_error = ConnectionError(why)
         try:
             assert self._sel is not None
             self._sel.unregister(sock)
@@ -1192,21 +1312,37 @@ class Worker:
             for r in self._records.values():
                 if r.link in ("limbo", "released"):
                     timeout = min(timeout, r.until - now)
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
+        # Over TLS a write may wait for bytes to come (and a read for the
+        # socket to take some), and bytes already decrypted wait in the
+        # TLS layer, where the selector cannot see them.
+        want_write = (bool(self._out) and not self._write_wants_read) or self._read_wants_write
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
         if events != self._sock_events:
             self._sel.modify(sock, events)
             self._sock_events = events
         if self._bye_deadline is not None:
             timeout = min(timeout, 0.05)
+        pending = self._tls is not None and sock.pending() > 0
+        if pending:
+            timeout = 0.0
+        read = False
         for key, ev in self._sel.select(max(0.0, timeout)):
             if key.fileobj is self._wake_r:
                 self._drain_wake()
             elif key.fileobj is sock:
-                if ev & selectors.EVENT_READ:
+                readable = bool(ev & selectors.EVENT_READ)
+                writable = bool(ev & selectors.EVENT_WRITE)
+                if readable or (writable and self._read_wants_write):
+                    read = True
                     if not self._read():
                         return
-                if ev & selectors.EVENT_WRITE and self._sock is sock:
+                    if readable and self._write_wants_read:
+                        self._write_wants_read = False
+                        writable = True
+                if writable and self._sock is sock and self._out:
                     self._write()
+        if pending and not read and self._sock is sock:
+            self._read()
 
     def _beat(self, now: float) -> None:
         self._last_beat = now
@@ -1239,8 +1375,11 @@ class Worker:
                 self._drop(rec, "released")
 
     def _read(self) -> bool:
+        """Read what came and act on it; False when the connection went."""
         sock = self._sock
         assert sock is not None
+        if self._tls is not None:
+            return self._read_tls(sock)
         try:
             data = sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -1248,6 +1387,32 @@ class Worker:
         except OSError as e:
             self._disconnect(str(e))
             return False
+        return self._take(sock, data)
+
+    def _read_tls(self, sock: socket.socket) -> bool:
+        """Read a TLS connection until it has nothing more (a ready socket
+        may hold part of a record only: nothing to read yet), or
+        ``TLS_READS`` records: what is left decrypted is ``pending()``,
+        which ``_step`` looks at."""
+        self._read_wants_write = False
+        for _ in range(TLS_READS):
+            try:
+                data = sock.recv(65536)
+            except ssl.SSLWantReadError:
+                return True
+            except ssl.SSLWantWriteError:
+                self._read_wants_write = True
+                return True
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError as e:
+                self._disconnect(_tls.describe(e))
+                return False
+            if not self._take(sock, data):
+                return False
+        return True
+
+    def _take(self, sock: socket.socket, data: bytes) -> bool:
         if not data:
             self._disconnect("closed by musterd")
             return False
@@ -1268,41 +1433,66 @@ class Worker:
         done: List[_Out] = []
         err: Optional[OSError] = None
         out = self._out
+        tls = self._tls is not None
         with self._lock:
             while out:
-                # The frames waiting, as many as make a chunk, in one send.
-                parts: List[Any] = []
-                size = 0
-                for o in out:
-                    parts.append(memoryview(o.data)[o.off :] if o.off else o.data)
-                    size += len(o.data) - o.off
-                    if size >= WRITE_CHUNK:
-                        break
+                chunk: Any = self._tls_chunk
+                if chunk is None:
+                    # The frames waiting, as many as make a chunk, in one
+                    # send (a chunk ends at the end of a frame).
+                    parts: List[Any] = []
+                    size = 0
+                    for o in out:
+                        parts.append(memoryview(o.data)[o.off :] if o.off else o.data)
+                        size += len(o.data) - o.off
+                        if size >= WRITE_CHUNK:
+                            break
+                    chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+                size = len(chunk)
                 try:
-                    n = sock.send(parts[0] if len(parts) == 1 else b"".join(parts))
+                    n = sock.send(chunk)
+                except ssl.SSLWantWriteError:
+                    # TLS: the same bytes must be offered again.
+                    self._tls_chunk = chunk
+                    break
+                except ssl.SSLWantReadError:
+                    self._tls_chunk = chunk
+                    self._write_wants_read = True
+                    break
                 except (BlockingIOError, InterruptedError):
+                    if tls:
+                        self._tls_chunk = chunk
                     break
                 except OSError as e:
                     err = e
                     break
+                self._tls_chunk = None
                 whole = n == size
-                while n > 0:
-                    o = out[0]
-                    left = len(o.data) - o.off
-                    if n < left:
-                        o.off += n  # the rest of it goes first next time
-                        break
-                    n -= left
-                    out.popleft()
-                    self._out_bytes -= len(o.data)
-                    done.append(o)
+                done.extend(self._sent(n))
                 if not whole:
                     break
             for o in done:
                 if o.kind == "end" and o.rec is not None:
                     self._forget(o.rec)
         if err is not None:
-            self._disconnect(str(err))
+            self._disconnect(_tls.describe(err))
+
+    def _sent(self, n: int) -> List[_Out]:
+        """``n`` bytes of the queue went out (under the lock): the frames
+        they ended."""
+        out = self._out
+        done: List[_Out] = []
+        while n > 0:
+            o = out[0]
+            left = len(o.data) - o.off
+            if n < left:
+                o.off += n  # the rest of it goes first next time
+                break
+            n -= left
+            out.popleft()
+            self._out_bytes -= len(o.data)
+            done.append(o)
+        return done
 
     def _on_line(self, raw: bytes) -> None:
         msg = proto.decode(raw)
@@ -1434,6 +1624,10 @@ class Worker:
             raise Unauthorized(f"musterd refused the heartbeat token: {message}", code)
         if code == "superseded":
             raise Superseded(f"another connection said hello as worker {self.worker_id}: {message}", code)
+        if code == "worker_mismatch":
+            # This library names no other worker: the daemon holds the
+            # connection to be another's (its client certificate's CN).
+            self._refused_hello(msg)
         if code == "shutting_down":
             self._shutting_down = True
             log.info("muster: musterd is shutting down")
@@ -1451,19 +1645,29 @@ class Worker:
             sock.setblocking(True)
             sock.settimeout(1.0)
             with self._lock:
-                # A frame half written must end before the bye's line.
+                # A frame half written must end before the bye's line
+                # (over TLS: the chunk a send could not finish, whole).
+                if self._tls_chunk is not None:
+                    chunk, self._tls_chunk = self._tls_chunk, None
+                    sock.sendall(chunk)
+                    self._sent(len(chunk))
                 if self._out and self._out[0].off > 0:
                     o = self._out.popleft()
                     self._out_bytes -= len(o.data)
                     sock.sendall(memoryview(o.data)[o.off :])
             sock.sendall(b'{"type":"bye"}\n')
-            sock.shutdown(socket.SHUT_WR)
-            # Let the daemon read it before the connection goes.
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                if not sock.recv(65536):
-                    break
+            if isinstance(sock, ssl.SSLSocket):
+                # TLS's end of writing (close_notify), then the wait for
+                # the daemon's (or its close), within the timeout.
+                sock.unwrap()
+            else:
+                sock.shutdown(socket.SHUT_WR)
+                # Let the daemon read it before the connection goes.
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:
+                    sock.settimeout(max(0.01, deadline - time.monotonic()))
+                    if not sock.recv(65536):
+                        break
         except OSError:
             pass
         self._disconnect("bye", quiet=True)

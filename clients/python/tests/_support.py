@@ -1,11 +1,14 @@
-"""What the tests share: the library on the path, and a fake musterd that
-speaks the heartbeat protocol over TCP in this process."""
+"""What the tests share: the library on the path, a fake musterd that
+speaks the heartbeat protocol over TCP (or TLS) in this process, and
+certificates for TLS made with ``openssl``."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -31,7 +34,10 @@ def dead_address() -> str:
 
 
 class Conn:
-    """One connection a worker made to the fake daemon."""
+    """One connection a worker made to the fake daemon.
+
+    Over TLS one thread reads while tests send: an SSL connection must not
+    be read and written at once, so reads poll and both take ``lock``."""
 
     def __init__(self, daemon: "FakeDaemon", sock: socket.socket, index: int) -> None:
         self.daemon = daemon
@@ -40,27 +46,72 @@ class Conn:
         self.hello: Optional[Frame] = None
         self.closed = False
         self.raw_sizes: List[int] = []
+        self.lock = threading.Lock()
+        self.tls = False
+        #: The subject CN of the client certificate (TLS), or None.
+        self.peer_cn: Optional[str] = None
 
     def send(self, frame: Frame) -> None:
+        self.send_raw(json.dumps(frame).encode() + b"\n")
+
+    def send_raw(self, data: bytes) -> None:
         try:
-            self.sock.sendall(json.dumps(frame).encode() + b"\n")
+            if self.tls:
+                with self.lock:
+                    self.sock.settimeout(10)
+                    try:
+                        self.sock.sendall(data)
+                    finally:
+                        self.sock.settimeout(0.02)
+            else:
+                self.sock.sendall(data)
         except OSError:
             pass
 
+    def recv(self) -> bytes:
+        if not self.tls:
+            return self.sock.recv(65536)
+        while True:
+            with self.lock:
+                if self.closed:
+                    return b""
+                try:
+                    return self.sock.recv(65536)
+                except socket.timeout:
+                    pass
+            time.sleep(0.001)  # let a sender have the lock
+
     def close(self) -> None:
-        self.closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        with self.lock if self.tls else _NO_LOCK:
+            self.closed = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+_NO_LOCK = _NoLock()
 
 
 class FakeDaemon:
     """Accepts workers on a loopback port, answers ``hello`` with
     ``welcome`` (or ``unauthorized`` for a wrong token) and records every
     frame. ``on_hello(conn, hello)`` may answer instead (return True when
-    it did)."""
+    it did).
+
+    With ``tls`` (a server ``ssl.SSLContext``) each connection is TLS: a
+    handshake that fails is recorded in ``tls_errors``. With ``identity``
+    too, a hello naming another id than the client certificate's CN is
+    refused ``worker_mismatch``, as musterd does."""
 
     def __init__(
         self,
@@ -69,7 +120,12 @@ class FakeDaemon:
         nodes: Optional[List[str]] = None,
         on_hello: Optional[Callable[[Conn, Frame], bool]] = None,
         welcome: bool = True,
+        tls: Optional[ssl.SSLContext] = None,
+        identity: bool = False,
     ) -> None:
+        self.tls = tls
+        self.identity = identity
+        self.tls_errors: List[BaseException] = []
         self.interval_ms = interval_ms
         self.token = token
         self.nodes = nodes
@@ -101,11 +157,35 @@ class FakeDaemon:
                 self.cond.notify_all()
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
+    def _handshake(self, c: Conn) -> bool:
+        assert self.tls is not None
+        try:
+            c.sock.settimeout(5)
+            c.sock = self.tls.wrap_socket(c.sock, server_side=True)
+            c.sock.settimeout(0.02)
+        except (OSError, ValueError) as e:
+            with self.cond:
+                self.tls_errors.append(e)
+                c.closed = True
+                self.cond.notify_all()
+            c.sock.close()
+            return False
+        c.tls = True
+        cert = c.sock.getpeercert()
+        if cert:
+            for rdn in cert.get("subject", ()):
+                for k, v in rdn:
+                    if k == "commonName":
+                        c.peer_cn = v
+        return True
+
     def _serve(self, c: Conn) -> None:
+        if self.tls is not None and not self._handshake(c):
+            return
         buf = b""
         while True:
             try:
-                data = c.sock.recv(65536)
+                data = c.recv()
             except OSError:
                 data = b""
             if not data:
@@ -114,7 +194,14 @@ class FakeDaemon:
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 c.raw_sizes.append(len(line))
-                frame = json.loads(line)
+                try:
+                    frame = json.loads(line)
+                except ValueError:
+                    # Say so in the clear, as musterd does (to a TLS
+                    # client hello too), and hang up.
+                    c.send({"type": "error", "code": "not_json", "message": "not a JSON frame"})
+                    c.close()
+                    break
                 with self.cond:
                     self.log.append((c.index, frame))
                     self.cond.notify_all()
@@ -132,6 +219,10 @@ class FakeDaemon:
             pass
 
     def _hello(self, c: Conn, hello: Frame) -> None:
+        if self.identity and hello.get("worker_id") != c.peer_cn:
+            c.send({"type": "error", "code": "worker_mismatch", "message": f"the client certificate names {c.peer_cn}"})
+            c.close()
+            return
         if self.token is not None and hello.get("token") != self.token:
             c.send({"type": "error", "code": "unauthorized", "message": "hello needs the heartbeat token"})
             c.close()
@@ -222,3 +313,78 @@ def fast(worker: "muster.Worker") -> "muster.Worker":
     worker._backoff.maximum = 0.2
     worker._backoff.reset()
     return worker
+
+
+class PKI:
+    """A CA, a server certificate (``localhost``, 127.0.0.1 and ::1), a
+    client certificate whose CN is ``client_cn``, and a second CA that
+    signed nothing of theirs, as PEM files in ``dir`` (made by
+    ``openssl``)."""
+
+    def __init__(self, dir: str, client_cn: str = "w-tls") -> None:
+        self.dir = dir
+        self.client_cn = client_cn
+        self.ca = self._ca("ca", "muster test CA")
+        self.other_ca = self._ca("other-ca", "another CA")
+        self.server_cert, self.server_key = self._leaf(
+            "server", "localhost", "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost", "serverAuth"
+        )
+        self.elsewhere_cert, self.elsewhere_key = self._leaf(
+            "elsewhere", "elsewhere.example", "subjectAltName=DNS:elsewhere.example", "serverAuth"
+        )
+        self.client_cert, self.client_key = self._leaf("client", client_cn, None, "clientAuth")
+
+    def client(self, name: str, cn: str) -> Tuple[str, str]:
+        """Another client certificate of the CA, and its key."""
+        return self._leaf(name, cn, None, "clientAuth")
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def _openssl(self, *args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+    def _key(self, name: str) -> str:
+        key = self.path(name + ".key")
+        self._openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-out", key)
+        return key
+
+    def _ca(self, name: str, cn: str) -> str:
+        key = self._key(name)
+        cert = self.path(name + ".pem")
+        self._openssl(
+            "req", "-x509", "-new", "-key", key, "-out", cert, "-days", "2", "-subj", f"/CN={cn}",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )
+        return cert
+
+    def _leaf(self, name: str, cn: str, san: Optional[str], usage: str) -> Tuple[str, str]:
+        key = self._key(name)
+        csr = self.path(name + ".csr")
+        cert = self.path(name + ".pem")
+        ext = self.path(name + ".ext")
+        with open(ext, "w") as f:
+            f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n")
+            f.write(f"extendedKeyUsage={usage}\n")
+            if san:
+                f.write(san + "\n")
+        self._openssl("req", "-new", "-key", key, "-out", csr, "-subj", f"/CN={cn}")
+        self._openssl(
+            "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.path("ca.key"), "-CAcreateserial",
+            "-out", cert, "-days", "2", "-extfile", ext,
+        )
+        return cert, key
+
+    def server_context(self, require_client_cert: bool = True, elsewhere: bool = False) -> ssl.SSLContext:
+        """What a TLS musterd would use: its certificate, and the CA that
+        client certificates must be signed by."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if elsewhere:
+            ctx.load_cert_chain(self.elsewhere_cert, self.elsewhere_key)
+        else:
+            ctx.load_cert_chain(self.server_cert, self.server_key)
+        if require_client_cert:
+            ctx.load_verify_locations(self.ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
