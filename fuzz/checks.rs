@@ -169,8 +169,8 @@ pub fn http_answer(data: &[u8]) {
         assert!(code <= 999, "{code}");
     }
     if let Ok((status, body)) = muster::cli::client::parse_response(data) {
-        let at: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        let _ = muster::cli::client::answer(at, status, &body);
+        let at = muster::cli::net::Target::plain("127.0.0.1:8080".parse().unwrap());
+        let _ = muster::cli::client::answer(&at, status, &body);
     }
 }
 
@@ -304,4 +304,13 @@ pub fn limit(data: &[u8]) {
         }
     }
     let _ = all.views();
+}
+
+/// A client certificate's subject (DER, as a TLS peer sends it): reading
+/// its common name never panics, and a name read is text inside it.
+pub fn cert_subject(data: &[u8]) {
+    if let Some(cn) = muster::proto::cert::common_name(data) {
+        let at = cn.as_ptr() as usize - data.as_ptr() as usize;
+        assert!(at + cn.len() <= data.len());
+    }
 }

@@ -496,6 +496,95 @@ fn kill(client: &'static str) {
     assert_eq!(back["attempt"], 2, "{client}: {back}");
 }
 
+/// Over TLS: heartbeats to the TLS listener with a client certificate
+/// naming the worker, the producer over `https://`, both verified against
+/// the test's CA; a certificate naming another worker is fatal.
+fn tls(client: &'static str) {
+    if !support::pki::Pki::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let (cert, key, ca) = (
+        pki.server_cert.to_str().unwrap(),
+        pki.server_key.to_str().unwrap(),
+        pki.ca.to_str().unwrap(),
+    );
+    let d = daemon(&[
+        "--tls-cert-file",
+        cert,
+        "--tls-key-file",
+        key,
+        "--heartbeat-tls-addr",
+        "127.0.0.1:0",
+        "--heartbeat-tls-cert-file",
+        cert,
+        "--heartbeat-tls-key-file",
+        key,
+        "--heartbeat-tls-client-ca-file",
+        ca,
+    ]);
+    let id = format!("{client}-tls");
+    let mine = pki.client(&id);
+    let url = format!("https://127.0.0.1:{}", d.http.port());
+    let addr = d.heartbeat_tls.unwrap().to_string();
+    let env = |pair: &support::pki::Pair| {
+        vec![
+            ("MUSTER_URL".to_string(), url.clone()),
+            ("MUSTER_TLS".to_string(), "1".to_string()),
+            ("MUSTER_TLS_CA_FILE".to_string(), ca.to_string()),
+            (
+                "MUSTER_TLS_CERT_FILE".to_string(),
+                pair.cert.display().to_string(),
+            ),
+            (
+                "MUSTER_TLS_KEY_FILE".to_string(),
+                pair.key.display().to_string(),
+            ),
+        ]
+    };
+    let e = env(&mine);
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let Some(mut r) = Runner::start(client, &d, &addr, &id, &e) else {
+        return;
+    };
+    // Submitted over https by the library's client, run by the worker
+    // over TLS heartbeats, read back over https.
+    let made = r.ask(r#"submit echo {"over":"tls"} -"#);
+    assert!(made.starts_with("task "), "{client}: {made}");
+    let t = made.trim_start_matches("task ").to_string();
+    assert_eq!(r.ask(&format!("wait {t}")), "state succeeded", "{client}");
+    let shown = r.ask(&format!("show {t}"));
+    let shown: Value = serde_json::from_str(shown.trim_start_matches("task "))
+        .unwrap_or_else(|e| panic!("{client}: {shown}: {e}"));
+    assert_eq!(
+        shown["result"]["echo"],
+        json!({"over": "tls"}),
+        "{client}: {shown}"
+    );
+    assert_eq!(shown["worker_id"], id.as_str(), "{client}: {shown}");
+    // Another worker's certificate: the daemon refuses the hello, and the
+    // library stops for good.
+    let e = env(&mine);
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let Some(mut other) = Runner::start(client, &d, &addr, &format!("{client}-not-mine"), &e)
+    else {
+        return;
+    };
+    let said = other.line(Duration::from_secs(15)).unwrap_or_default();
+    // The daemon's reason, passed on (the code is worker_mismatch).
+    assert!(
+        said.starts_with("fatal")
+            && said.contains(&format!("the client certificate is worker {id}'s")),
+        "{client}: {said:?}"
+    );
+    assert_eq!(
+        other.exit_code(Duration::from_secs(10)),
+        Some(3),
+        "{client}"
+    );
+}
+
 macro_rules! conformance {
     ($($client:ident),*) => {$(
         mod $client {
@@ -511,6 +600,7 @@ macro_rules! conformance {
             #[test] fn failover() { super::failover(C) }
             #[test] fn producer() { super::producer(C) }
             #[test] fn kill() { super::kill(C) }
+            #[test] fn tls() { super::tls(C) }
         }
     )*};
 }

@@ -92,6 +92,11 @@ fn limit_corpus() {
     replay("limit", checks::limit);
 }
 
+#[test]
+fn cert_subject_corpus() {
+    replay("cert_subject", checks::cert_subject);
+}
+
 /// CI checks the fuzz crate with `--locked`: its lock file must already
 /// resolve every dependency the daemon's manifest brings, or CI stops on
 /// "cannot update the lock file" the first time a dependency moves.

@@ -90,6 +90,9 @@ _muster() {
         "beat:--queue") COMPREPLY=(); return ;;
         "beat:--heartbeat-addr") COMPREPLY=(); return ;;
         "beat:--heartbeat-token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "beat:--ca-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "beat:--cert-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "beat:--key-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "agent:--id") COMPREPLY=(); return ;;
         "agent:--interval") COMPREPLY=(); return ;;
         "agent:--every") COMPREPLY=(); return ;;
@@ -99,10 +102,13 @@ _muster() {
         "agent:--task-type") COMPREPLY=(); return ;;
         "agent:--heartbeat-addr") COMPREPLY=(); return ;;
         "agent:--heartbeat-token-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "agent:--ca-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "agent:--cert-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "agent:--key-file") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         *:--url) COMPREPLY=(); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "--url workers status health alerts watch forget tasks task queues schedule queue scale nodes pool beat agent completions help version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "--url --ca-file workers status health alerts watch forget tasks task queues schedule queue scale nodes pool beat agent token completions help version" -- "$cur")) ;;
         task) COMPREPLY=($(compgen -W "submit show logs cancel retry" -- "$cur")) ;;
         completions) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
         "workers") COMPREPLY=($(compgen -W "--status --label --wide --no-headers --json --help" -- "$cur")) ;;
@@ -131,8 +137,8 @@ _muster() {
         "scale") COMPREPLY=($(compgen -W "--token-file --help" -- "$cur")) ;;
         "nodes") COMPREPLY=($(compgen -W "--no-headers --json --help" -- "$cur")) ;;
         "pool") COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
-        "beat") COMPREPLY=($(compgen -W "--id --status --cpu --mem --queue --tcp --bye --heartbeat-addr --heartbeat-token-file --help" -- "$cur")) ;;
-        "agent") COMPREPLY=($(compgen -W "--id --interval --every --pid --label --tcp --udp --tasks --capacity --task-type --heartbeat-addr --heartbeat-token-file --help" -- "$cur")) ;;
+        "beat") COMPREPLY=($(compgen -W "--id --status --cpu --mem --queue --tcp --bye --heartbeat-addr --heartbeat-token-file --tls --ca-file --cert-file --key-file --help" -- "$cur")) ;;
+        "agent") COMPREPLY=($(compgen -W "--id --interval --every --pid --label --tcp --udp --tasks --capacity --task-type --heartbeat-addr --heartbeat-token-file --tls --ca-file --cert-file --key-file --help" -- "$cur")) ;;
     esac
 }
 complete -F _muster muster

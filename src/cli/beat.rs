@@ -3,11 +3,12 @@
 //! what was wrong).
 
 use super::client::{self};
+use super::net::{self, Target};
 use super::{Fail, Out};
 use crate::proto::{self, Frame, Heartbeat, Hello, Reply, Reported, WorkerId};
 use lexopt::prelude::*;
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ pub(super) fn beat(args: &[String]) -> Out {
         false,
     );
     let mut token_file = std::env::var_os(client::HEARTBEAT_TOKEN_ENV).map(PathBuf::from);
+    let mut tls = net::env_tls().map_err(|m| Fail(2, m))?;
+    let mut files = net::files();
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
     let number = |p: &mut lexopt::Parser, name: &str| -> Result<f64, Fail> {
         let v = p.value()?.string()?;
@@ -53,9 +56,13 @@ pub(super) fn beat(args: &[String]) -> Out {
             Long("bye") => bye = true,
             Long("heartbeat-addr") => hb_addr = p.value()?.string()?,
             Long("heartbeat-token-file") => token_file = Some(p.value()?.into()),
+            Long("tls") => tls = true,
+            Long("ca-file") => files.ca = Some(p.value()?.into()),
+            Long("cert-file") => files.cert = Some(p.value()?.into()),
+            Long("key-file") => files.key = Some(p.value()?.into()),
             Short('h') | Long("help") => {
                 println!(
-                    "usage: muster beat --id ID [--status idle|working|error] [--cpu N] [--mem N] [--queue N] [--tcp] [--heartbeat-addr ADDR[,ADDR…]] [--heartbeat-token-file F]\n       muster beat --id ID --bye"
+                    "usage: muster beat --id ID [--status idle|working|error] [--cpu N] [--mem N] [--queue N] [--tcp] [--heartbeat-addr ADDR[,ADDR…]] [--heartbeat-token-file F]\n                   [--tls [--ca-file F] [--cert-file F --key-file F]]\n       muster beat --id ID --bye"
                 );
                 return Ok(());
             }
@@ -63,6 +70,9 @@ pub(super) fn beat(args: &[String]) -> Out {
         }
     }
     let id = id.ok_or_else(|| Fail(2, "beat needs --id".into()))?;
+    // TLS runs over TCP only.
+    tcp |= tls;
+    net::set_files(files);
     if let Err(reason) = proto::check_worker_id(&id) {
         return Err(Fail(
             2,
@@ -94,7 +104,7 @@ pub(super) fn beat(args: &[String]) -> Out {
         // The first node of the list that answers.
         let mut last = None;
         for to in addrs {
-            match beat_tcp(to, &id, token.clone(), &text) {
+            match beat_tcp(&to.with_tls(tls), &id, token.clone(), &text) {
                 Err(Fail(1, why)) if why.starts_with("cannot reach") => last = Some(why),
                 done => return done,
             }
@@ -102,7 +112,7 @@ pub(super) fn beat(args: &[String]) -> Out {
         Err(Fail(1, last.unwrap_or_default()))
     } else {
         // A datagram has no answer to fail over on: the first address.
-        let to = addrs[0];
+        let to = addrs[0].addr;
         let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
             .map_err(|e| Fail(1, format!("udp socket: {e}")))?;
         s.send_to(text.as_bytes(), to)
@@ -112,10 +122,11 @@ pub(super) fn beat(args: &[String]) -> Out {
 }
 
 /// hello, the frame, and a check that no error came back.
-fn beat_tcp(to: SocketAddr, id: &str, token: Option<String>, text: &str) -> Out {
+fn beat_tcp(to: &Target, id: &str, token: Option<String>, text: &str) -> Out {
     let unreachable = |e: std::io::Error| Fail(1, format!("cannot reach musterd at {to}: {e}"));
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(unreachable)?;
-    s.set_read_timeout(Some(Duration::from_millis(500)))
+    let mut s = net::connect(to, Duration::from_secs(5)).map_err(unreachable)?;
+    s.tcp()
+        .set_read_timeout(Some(Duration::from_millis(500)))
         .map_err(unreachable)?;
     // The worker is the script that runs `muster beat`: our parent.
     let script = std::os::unix::process::parent_id();
@@ -131,7 +142,7 @@ fn beat_tcp(to: SocketAddr, id: &str, token: Option<String>, text: &str) -> Out 
     }));
     s.write_all(format!("{hello}\n{text}\n").as_bytes())
         .map_err(unreachable)?;
-    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = s.shutdown_write();
     let mut reply = String::new();
     let _ = std::io::Read::read_to_string(&mut s, &mut reply);
     let mut welcomed = false;

@@ -1,12 +1,12 @@
-//! A minimal HTTP/1.1 client for `muster`: one request per connection over
-//! a std `TcpStream`, responses parsed with httparse. Enough to talk to
-//! musterd on a local or private network; no TLS, no redirects, no chunked
-//! bodies (musterd never sends them).
+//! A minimal HTTP/1.1 client for `muster`: one request per connection,
+//! plain or over TLS (`https://`, [`super::net`]), responses parsed with
+//! httparse. No redirects, no chunked bodies (musterd never sends them).
 
+use super::net::{self, Target};
 use serde_json::Value;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 /// Default daemon address, overridden by `--url` or `MUSTER_URL`.
@@ -90,7 +90,7 @@ impl std::error::Error for ClientError {}
 
 /// A heartbeat address list, `HOST:PORT[,HOST:PORT…]` (the nodes of a
 /// cluster, in the order to try them) → their socket addresses.
-pub fn parse_addrs(list: &str) -> Result<Vec<SocketAddr>, ClientError> {
+pub fn parse_addrs(list: &str) -> Result<Vec<Target>, ClientError> {
     let out = list
         .split(',')
         .map(str::trim)
@@ -103,47 +103,52 @@ pub fn parse_addrs(list: &str) -> Result<Vec<SocketAddr>, ClientError> {
     Ok(out)
 }
 
-/// `http://host:port[/]` → the socket address.
-pub fn parse_url(url: &str) -> Result<SocketAddr, ClientError> {
+/// `http://host:port[/]`, `https://host:port[/]` or `host:port` → where
+/// to connect (over TLS for `https://`).
+pub fn parse_url(url: &str) -> Result<Target, ClientError> {
     let bad = |why| ClientError::BadUrl(url.to_string(), why);
-    if url.starts_with("https://") {
-        return Err(bad(
-            "https is not supported yet; use http://, or a local TLS relay to a musterd with tls_cert_file",
-        ));
-    }
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (rest, tls) = match url.strip_prefix("https://") {
+        Some(r) => (r, true),
+        None => (url.strip_prefix("http://").unwrap_or(url), false),
+    };
     if rest.contains("://") {
-        return Err(bad("expected http://HOST:PORT"));
+        return Err(bad("expected http://HOST:PORT or https://HOST:PORT"));
     }
     let hostport = rest.split('/').next().unwrap_or("");
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() && !h.ends_with(':') => (h, p),
         _ if hostport.is_empty() || hostport.contains(':') => {
-            return Err(bad("expected http://HOST:PORT"));
+            return Err(bad("expected http://HOST:PORT or https://HOST:PORT"));
         }
+        _ if tls => (hostport, "443"),
         _ => (hostport, "80"),
     };
     let port: u16 = port
         .parse()
         .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    (host, port)
+    let addr = (host, port)
         .to_socket_addrs()
         .map_err(|e| ClientError::Resolve(host.to_string(), e))?
         .next()
         .ok_or_else(|| {
             ClientError::Resolve(host.to_string(), io::Error::other("no address for it"))
-        })
+        })?;
+    Ok(Target {
+        addr,
+        host: host.to_string(),
+        tls,
+    })
 }
 
 /// GET `path` and return status and body.
-pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
+pub fn get(addr: &Target, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
     request(addr, "GET", path, None)
 }
 
 /// One request; `token` goes out as `Authorization: Bearer`.
 pub fn request(
-    addr: SocketAddr,
+    addr: &Target,
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -152,13 +157,13 @@ pub fn request(
 }
 
 /// GET asking for JSON where an endpoint also speaks text (task logs).
-pub fn get_accepting_json(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
+pub fn get_accepting_json(addr: &Target, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
     send(addr, "GET", path, "Accept: application/json\r\n", &[])
 }
 
 /// One request with a JSON body.
 pub fn request_body(
-    addr: SocketAddr,
+    addr: &Target,
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -169,16 +174,20 @@ pub fn request_body(
 }
 
 fn send(
-    addr: SocketAddr,
+    addr: &Target,
     method: &str,
     path: &str,
     auth: &str,
     body: &[u8],
 ) -> Result<(u16, Vec<u8>), ClientError> {
     let unreachable = |e| ClientError::Unreachable(addr.to_string(), e);
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(unreachable)?;
-    s.set_read_timeout(Some(TIMEOUT)).map_err(unreachable)?;
-    s.set_write_timeout(Some(TIMEOUT)).map_err(unreachable)?;
+    let mut s = net::connect(addr, TIMEOUT).map_err(unreachable)?;
+    s.tcp()
+        .set_read_timeout(Some(TIMEOUT))
+        .map_err(unreachable)?;
+    s.tcp()
+        .set_write_timeout(Some(TIMEOUT))
+        .map_err(unreachable)?;
     let length = if body.is_empty() {
         String::new()
     } else {
@@ -188,10 +197,12 @@ fn send(
         )
     };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: muster\r\n{auth}{length}\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: muster\r\n{auth}{length}\r\n",
+        addr.addr
     );
     s.write_all(head.as_bytes()).map_err(unreachable)?;
     s.write_all(body).map_err(unreachable)?;
+    s.flush().map_err(unreachable)?;
     let mut buf = Vec::new();
     s.take(MAX_RESPONSE)
         .read_to_end(&mut buf)
@@ -207,7 +218,7 @@ fn send(
 /// An answer's JSON, or the API's error message (`{"error", "message"}`)
 /// as [`ClientError::Status`]. A body that is not JSON did not come from
 /// musterd.
-pub fn answer(addr: SocketAddr, status: u16, body: &[u8]) -> Result<Value, ClientError> {
+pub fn answer(addr: &Target, status: u16, body: &[u8]) -> Result<Value, ClientError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| {
         ClientError::NotMusterd(
             addr.to_string(),
@@ -253,7 +264,7 @@ pub fn parse_response(buf: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
 
 /// GET `path` and parse JSON; an error status becomes [`ClientError::Status`]
 /// with the API's `message`.
-pub fn get_json(addr: SocketAddr, path: &str) -> Result<Value, ClientError> {
+pub fn get_json(addr: &Target, path: &str) -> Result<Value, ClientError> {
     let (status, body) = get(addr, path)?;
     answer(addr, status, &body)
 }
@@ -264,24 +275,30 @@ mod tests {
 
     #[test]
     fn urls() {
+        let t = parse_url("http://127.0.0.1:8080").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert!(!t.tls);
+        assert_eq!(parse_url("http://127.0.0.1:9/x").unwrap().addr.port(), 9);
+        assert_eq!(parse_url("127.0.0.1:7").unwrap().addr.port(), 7);
         assert_eq!(
-            parse_url("http://127.0.0.1:8080").unwrap(),
-            "127.0.0.1:8080".parse().unwrap()
-        );
-        assert_eq!(parse_url("http://127.0.0.1:9/x").unwrap().port(), 9);
-        assert_eq!(parse_url("127.0.0.1:7").unwrap().port(), 7);
-        assert_eq!(
-            parse_url("http://[::1]:9").unwrap(),
+            parse_url("http://[::1]:9").unwrap().addr,
             "[::1]:9".parse().unwrap()
         );
-        assert_eq!(parse_url("localhost:5").unwrap().port(), 5);
+        let t = parse_url("localhost:5").unwrap();
+        assert_eq!((t.addr.port(), t.host.as_str()), (5, "localhost"));
+        let t = parse_url("https://localhost:8443/").unwrap();
+        assert_eq!(
+            (t.addr.port(), t.host.as_str(), t.tls),
+            (8443, "localhost", true)
+        );
+        assert_eq!(parse_url("https://127.0.0.1").unwrap().addr.port(), 443);
         let said = |u: &str| parse_url(u).unwrap_err().to_string();
         assert_eq!(
             said("http://"),
             "bad url \"http://\": expected http://HOST:PORT"
         );
-        assert!(said("https://h:1").contains("https is not supported yet"));
         assert!(said("ftp://h:1").contains("expected http://HOST:PORT"));
+        assert!(said("https://").contains("expected http://HOST:PORT or https://HOST:PORT"));
         assert!(said("http://h:port").contains("the port is not a number"));
         let dns = said("http://no-such-host.invalid:8080");
         assert!(
@@ -297,7 +314,7 @@ mod tests {
             timeout.to_string(),
             "musterd at h:1 did not answer: timed out after 10 s"
         );
-        let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let a = &Target::plain("127.0.0.1:9".parse().unwrap());
         let e = answer(a, 200, b"<html>hello</html>").unwrap_err();
         assert_eq!(
             e.to_string(),

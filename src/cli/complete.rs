@@ -257,6 +257,10 @@ pub const COMMANDS: &[Command] = &[
             flag("--bye"),
             word("--heartbeat-addr"),
             file("--heartbeat-token-file"),
+            flag("--tls"),
+            file("--ca-file"),
+            file("--cert-file"),
+            file("--key-file"),
         ],
     },
     Command {
@@ -275,7 +279,16 @@ pub const COMMANDS: &[Command] = &[
             word("--task-type"),
             word("--heartbeat-addr"),
             file("--heartbeat-token-file"),
+            flag("--tls"),
+            file("--ca-file"),
+            file("--cert-file"),
+            file("--key-file"),
         ],
+    },
+    Command {
+        path: "token new",
+        about: "a new API token and its api_tokens_file line",
+        opts: &[],
     },
     Command {
         path: "completions",
@@ -286,7 +299,7 @@ pub const COMMANDS: &[Command] = &[
 
 /// The first words: commands, and the global option.
 fn top_words() -> Vec<&'static str> {
-    let mut out = vec!["--url"];
+    let mut out = vec!["--url", "--ca-file"];
     for c in COMMANDS {
         let first = c.path.split(' ').next().unwrap_or(c.path);
         if !out.contains(&first) {

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod beat;
 pub mod client;
 pub mod complete;
+pub mod net;
 pub mod nodes;
 pub mod ops;
 pub mod pool;
@@ -22,10 +23,11 @@ pub mod watch;
 
 use crate::VERSION;
 use client::ClientError;
+use net::TlsFiles;
 
 const USAGE: &str = "muster: the command line for musterd
 
-usage: muster [--url URL] <command> [options]
+usage: muster [--url URL] [--ca-file F] <command> [options]
 
 operator commands:
   workers [--status S] [--json]     list workers as a table
@@ -65,6 +67,8 @@ worker commands:
   beat --id ID --bye                say goodbye: the worker is terminated
   beat ... --heartbeat-token-file F the heartbeat token, when musterd asks
                                     (default $MUSTER_HEARTBEAT_TOKEN_FILE)
+  beat ... --tls [--ca-file F] [--cert-file F --key-file F]
+                                    over TLS, to heartbeat_tls_addr
   agent [options] -- CMD [ARGS...]  run CMD as a monitored worker (usage, runs)
   agent [options] --pid PID         watch a running process until it exits
   agent --tasks [--capacity N] -- HANDLER [ARGS...]
@@ -77,7 +81,9 @@ other:
   completions bash|zsh              a shell completion script
   help, version
 
-The daemon is at --url or $MUSTER_URL (default http://127.0.0.1:8080);
+The daemon is at --url or $MUSTER_URL (default http://127.0.0.1:8080;
+https:// is verified against --ca-file, $MUSTER_TLS_CA_FILE or the system's
+roots);
 heartbeats go to --heartbeat-addr or $MUSTER_HEARTBEAT_ADDR (default
 127.0.0.1:8090). Exit status: 0 ok, 1 daemon unreachable or error,
 2 usage, 4 worker not found. `muster <command> --help` for details.
@@ -119,6 +125,7 @@ pub fn main(args: Vec<String>) -> i32 {
 fn run(args: Vec<String>) -> Out {
     // Global --url before the command.
     let mut url = crate::cli::client::env_url();
+    let mut files = TlsFiles::from_env();
     let mut rest = args.into_iter().peekable();
     let mut head = Vec::new();
     while let Some(a) = rest.peek() {
@@ -130,11 +137,20 @@ fn run(args: Vec<String>) -> Out {
         } else if let Some(u) = a.strip_prefix("--url=") {
             url = u.to_string();
             rest.next();
+        } else if a == "--ca-file" {
+            rest.next();
+            files.ca = Some(
+                rest.next()
+                    .ok_or_else(|| Fail(2, "--ca-file needs a value".into()))?
+                    .into(),
+            );
         } else {
             head.push(rest.next().unwrap_or_default());
             break;
         }
     }
+    // `beat` and `agent` add their own TLS flags to these.
+    net::set_files(files);
     let cmd = head.pop();
     let args: Vec<String> = rest.collect();
     match cmd.as_deref() {

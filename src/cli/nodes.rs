@@ -29,8 +29,8 @@ pub(super) fn show(url: &str, args: &[String]) -> Out {
         }
     }
     let to = client::parse_url(&url).map_err(|e| Fail(2, e.to_string()))?;
-    let (status, b) = client::get(to, "/api/nodes")?;
-    let v = client::answer(to, status, &b).map_err(|e| Fail(1, e.to_string()))?;
+    let (status, b) = client::get(&to, "/api/nodes")?;
+    let v = client::answer(&to, status, &b).map_err(|e| Fail(1, e.to_string()))?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());

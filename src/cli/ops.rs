@@ -2,6 +2,7 @@
 //! `status`, `health` and `watch`, and the table they share.
 
 use super::client::{self, ClientError};
+use super::net::Target;
 use super::table::{Shape, age, ago, align, colour_enabled, paint, table, word};
 use super::{Fail, Out};
 use crate::clock::unix_ms;
@@ -9,7 +10,6 @@ use crate::proto;
 use lexopt::prelude::*;
 use serde_json::Value;
 use std::io::Write;
-use std::net::SocketAddr;
 
 /// `--url` may also follow the command.
 fn take_url(p: &mut lexopt::Parser, url: &mut String) -> Result<(), Fail> {
@@ -26,7 +26,7 @@ fn worker_arg(id: Option<String>, command: &str) -> Result<String, Fail> {
     Ok(id)
 }
 
-fn addr(url: &str) -> Result<SocketAddr, Fail> {
+fn addr(url: &str) -> Result<Target, Fail> {
     client::parse_url(url).map_err(|e| Fail(2, e.to_string()))
 }
 
@@ -82,7 +82,7 @@ pub(super) fn workers(url: &str, args: &[String]) -> Out {
         Some(s) => format!("/api/workers?status={s}"),
         None => "/api/workers".to_string(),
     };
-    let v = client::get_json(addr(&url)?, &path).map_err(|e| match e {
+    let v = client::get_json(&addr(&url)?, &path).map_err(|e| match e {
         ClientError::Status(400, m) => Fail(2, m),
         e => e.into(),
     })?;
@@ -171,7 +171,7 @@ pub(super) fn status(url: &str, args: &[String]) -> Out {
         }
     }
     let id = worker_arg(id, "status")?;
-    let v = client::get_json(addr(&url)?, &format!("/api/workers/{id}")).map_err(|e| match e {
+    let v = client::get_json(&addr(&url)?, &format!("/api/workers/{id}")).map_err(|e| match e {
         ClientError::Status(404, _) => Fail(4, format!("no worker {id}")),
         e => e.into(),
     })?;
@@ -238,7 +238,7 @@ pub(super) fn forget(url: &str, args: &[String]) -> Out {
     let id = worker_arg(id, "forget")?;
     let token = client::read_token(token_file.as_deref()).map_err(|m| Fail(2, m))?;
     let path = format!("/api/workers/{id}");
-    let (status, body) = client::request(addr(&url)?, "DELETE", &path, token.as_deref())?;
+    let (status, body) = client::request(&addr(&url)?, "DELETE", &path, token.as_deref())?;
     match status {
         204 => Ok(()),
         404 => Err(Fail(4, format!("no worker {id}"))),
@@ -272,7 +272,7 @@ pub(super) fn health(url: &str, args: &[String]) -> Out {
             _ => return Err(arg.unexpected().into()),
         }
     }
-    let v = client::get_json(addr(&url)?, "/health")?;
+    let v = client::get_json(&addr(&url)?, "/health")?;
     let degraded =
         v["status"] != "healthy" || (fleet && v["fleet"]["status"].as_str() != Some("healthy"));
     if as_json {
@@ -333,7 +333,7 @@ pub(super) fn alerts(url: &str, args: &[String]) -> Out {
             _ => return Err(arg.unexpected().into()),
         }
     }
-    let v = client::get_json(addr(&url)?, "/api/alerts")?;
+    let v = client::get_json(&addr(&url)?, "/api/alerts")?;
     let firing = v["firing"].as_array().is_some_and(|a| !a.is_empty());
     if as_json {
         print_json(&v);

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 /// The answer's JSON; a refused count (400) is a usage error.
-fn answer(to: std::net::SocketAddr, status: u16, body: &[u8]) -> Result<Value, Fail> {
+fn answer(to: &super::net::Target, status: u16, body: &[u8]) -> Result<Value, Fail> {
     client::answer(to, status, body).map_err(|e| match e {
         client::ClientError::Status(400, _) => Fail(2, e.to_string()),
         e => Fail(1, e.to_string()),
@@ -43,13 +43,13 @@ pub(super) fn scale(url: &str, args: &[String]) -> Out {
     let token = client::read_token(token_file.as_deref()).map_err(|m| Fail(2, m))?;
     let body = format!(r#"{{"count":{count}}}"#);
     let (status, b) = client::request_body(
-        to,
+        &to,
         "POST",
         "/api/workers/scale",
         token.as_deref(),
         body.as_bytes(),
     )?;
-    let v = answer(to, status, &b)?;
+    let v = answer(&to, status, &b)?;
     println!(
         "created {} terminated {} count {}",
         v["created"], v["terminated"], v["count"]

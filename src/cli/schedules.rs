@@ -89,8 +89,9 @@ fn add(url: &str, args: &[String]) -> Out {
     let to = addr(&url)?;
     let token = token(token_file)?;
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let (status, b) = client::request_body(to, "POST", "/api/schedules", token.as_deref(), &bytes)?;
-    let s = answer(to, status, &b)?;
+    let (status, b) =
+        client::request_body(&to, "POST", "/api/schedules", token.as_deref(), &bytes)?;
+    let s = answer(&to, status, &b)?;
     println!(
         "{name} {}: next tick {}",
         if status == 201 { "made" } else { "changed" },
@@ -152,8 +153,8 @@ fn one(url: &str, what: &str, args: &[String]) -> Out {
         "rm" => ("DELETE", path),
         other => ("POST", format!("{path}/{other}")),
     };
-    let (status, b) = client::request_body(to, method, &path, token.as_deref(), b"")?;
-    let s = answer(to, status, &b)?;
+    let (status, b) = client::request_body(&to, method, &path, token.as_deref(), b"")?;
+    let s = answer(&to, status, &b)?;
     let done = match what {
         "rm" => "deleted".to_string(),
         "pause" => "paused".to_string(),

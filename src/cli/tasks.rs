@@ -6,14 +6,14 @@
 //! out.
 
 use super::client;
+use super::net::Target;
 use super::{Fail, Out};
 use lexopt::prelude::*;
 use serde_json::{Map, Value, json};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub(super) fn addr(url: &str) -> Result<SocketAddr, Fail> {
+pub(super) fn addr(url: &str) -> Result<Target, Fail> {
     client::parse_url(url).map_err(|e| Fail(2, e.to_string()))
 }
 
@@ -23,7 +23,7 @@ pub(super) fn token(file: Option<PathBuf>) -> Result<Option<String>, Fail> {
 }
 
 /// The answer's JSON, or the API's error as a failure (404 → exit 4).
-pub(super) fn answer(to: SocketAddr, status: u16, body: &[u8]) -> Result<Value, Fail> {
+pub(super) fn answer(to: &Target, status: u16, body: &[u8]) -> Result<Value, Fail> {
     Ok(client::answer(to, status, body)?)
 }
 
@@ -131,13 +131,13 @@ pub(super) fn list(url: &str, args: &[String]) -> Out {
         // matching (a cancel asked of a worker) would repeat them.
         for _ in 0..1000 {
             let (status, b) = client::request_body(
-                to,
+                &to,
                 "POST",
                 "/api/tasks/bulk",
                 token.as_deref(),
                 body.as_bytes(),
             )?;
-            let v = answer(to, status, &b)?;
+            let v = answer(&to, status, &b)?;
             let n = v["changed"].as_u64().unwrap_or(0);
             matched += v["matched"].as_u64().unwrap_or(0);
             changed += n;
@@ -153,8 +153,8 @@ pub(super) fn list(url: &str, args: &[String]) -> Out {
         .map(|(k, v)| format!("{k}={}", segment(v)))
         .collect();
     query.push("limit=1000".into());
-    let (status, body) = client::get(to, &format!("/api/tasks?{}", query.join("&")))?;
-    let v = answer(to, status, &body)?;
+    let (status, body) = client::get(&to, &format!("/api/tasks?{}", query.join("&")))?;
+    let v = answer(&to, status, &body)?;
     if as_json {
         println!(
             "{}",
@@ -268,8 +268,8 @@ fn submit(url: &str, args: &[String]) -> Out {
     let to = addr(&url)?;
     let token = token(token_file)?;
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let (status, b) = client::request_body(to, "POST", "/api/tasks", token.as_deref(), &bytes)?;
-    let t = answer(to, status, &b)?;
+    let (status, b) = client::request_body(&to, "POST", "/api/tasks", token.as_deref(), &bytes)?;
+    let t = answer(&to, status, &b)?;
     let id = t["id"].as_str().unwrap_or_default().to_string();
     println!("{id}");
     if !wait {
@@ -277,8 +277,8 @@ fn submit(url: &str, args: &[String]) -> Out {
     }
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let (status, b) = client::get(to, &format!("/api/tasks/{id}"))?;
-        let t = answer(to, status, &b)?;
+        let (status, b) = client::get(&to, &format!("/api/tasks/{id}"))?;
+        let t = answer(&to, status, &b)?;
         match t["state"].as_str() {
             Some("succeeded") => {
                 if !t["result"].is_null() {
@@ -316,22 +316,22 @@ fn one(url: &str, what: &str, args: &[String]) -> Out {
         "cancel" => {
             let token = token(token_file)?;
             let (status, b) =
-                client::request(to, "DELETE", &format!("/api/tasks/{id}"), token.as_deref())?;
-            let t = answer(to, status, &b)?;
+                client::request(&to, "DELETE", &format!("/api/tasks/{id}"), token.as_deref())?;
+            let t = answer(&to, status, &b)?;
             println!("{}", line(&t));
             Ok(())
         }
         "retry" => {
             let token = token(token_file)?;
             let path = format!("/api/tasks/{id}/retry");
-            let (status, b) = client::request_body(to, "POST", &path, token.as_deref(), b"")?;
-            let t = answer(to, status, &b)?;
+            let (status, b) = client::request_body(&to, "POST", &path, token.as_deref(), b"")?;
+            let t = answer(&to, status, &b)?;
             println!("{}", line(&t));
             Ok(())
         }
         "show" => {
-            let (status, b) = client::get(to, &format!("/api/tasks/{id}"))?;
-            let t = answer(to, status, &b)?;
+            let (status, b) = client::get(&to, &format!("/api/tasks/{id}"))?;
+            let t = answer(&to, status, &b)?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
             } else {
@@ -347,16 +347,16 @@ fn one(url: &str, what: &str, args: &[String]) -> Out {
             let mut since = 0u64;
             loop {
                 // Whether it had ended before these lines were read.
-                let (st, tb) = client::get(to, &format!("/api/tasks/{id}"))?;
-                let done = answer(to, st, &tb)?["state"].as_str().is_some_and(|s| {
+                let (st, tb) = client::get(&to, &format!("/api/tasks/{id}"))?;
+                let done = answer(&to, st, &tb)?["state"].as_str().is_some_and(|s| {
                     matches!(
                         s,
                         "succeeded" | "failed" | "cancelled" | "timed_out" | "dead"
                     )
                 });
                 let path = format!("/api/tasks/{id}/logs?since={since}");
-                let (status, lb) = client::get_accepting_json(to, &path)?;
-                let v = answer(to, status, &lb)?;
+                let (status, lb) = client::get_accepting_json(&to, &path)?;
+                let v = answer(&to, status, &lb)?;
                 for l in v["lines"].as_array().into_iter().flatten() {
                     println!("{}", l.as_str().unwrap_or_default());
                 }
@@ -409,8 +409,8 @@ pub(super) fn listing(
         }
     }
     let to = addr(&url)?;
-    let (status, body) = client::get(to, path)?;
-    let v = answer(to, status, &body)?;
+    let (status, body) = client::get(&to, path)?;
+    let v = answer(&to, status, &body)?;
     if as_json {
         let shown = key.map_or(&v, |k| &v[k]);
         println!(
@@ -471,8 +471,8 @@ pub(super) fn queue(url: &str, args: &[String]) -> Out {
     let to = addr(&url)?;
     let token = token(token_file)?;
     let path = format!("/api/queues/{}/{action}", segment(&kind));
-    let (status, b) = client::request_body(to, "POST", &path, token.as_deref(), b"")?;
-    let q = answer(to, status, &b)?;
+    let (status, b) = client::request_body(&to, "POST", &path, token.as_deref(), b"")?;
+    let q = answer(&to, status, &b)?;
     println!(
         "{} {} ({} queued)",
         kind,

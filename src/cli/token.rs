@@ -24,7 +24,7 @@ pub(crate) fn main(args: &[String]) -> Out {
             println!("{line}");
             Ok(())
         }
-        [h] if h == "--help" || h == "-h" => {
+        [h] | [_, h] if h == "--help" || h == "-h" => {
             print!("{HELP}");
             Ok(())
         }

@@ -16,6 +16,7 @@
 //! reported and retried, not waited on forever.
 
 use super::client;
+use super::net::{self, Conn, Target};
 use super::table::{Shape, colour_enabled, num, table};
 use super::{Fail, Out};
 use crate::clock::unix_ms;
@@ -24,7 +25,6 @@ use lexopt::prelude::*;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -92,13 +92,13 @@ pub(super) fn watch(url: &str, args: &[String]) -> Out {
         resized,
     };
     screen.enter();
-    let end = run(http, &path, &mut screen);
+    let end = run(&http, &path, &mut screen);
     screen.leave();
     end
 }
 
 /// Watch until Ctrl-C, or until the daemon refuses outright.
-fn run(http: SocketAddr, path: &str, screen: &mut Screen) -> Out {
+fn run(http: &Target, path: &str, screen: &mut Screen) -> Out {
     let mut backoff = Duration::from_millis(250);
     loop {
         match watch_once(http, path, screen) {
@@ -138,7 +138,7 @@ enum End {
 }
 
 /// Time-outs read as `WouldBlock` or `TimedOut`, as in [`client::timed_out`].
-fn handshake_error(e: tungstenite::HandshakeError<tungstenite::ClientHandshake<TcpStream>>) -> End {
+fn handshake_error(e: tungstenite::HandshakeError<tungstenite::ClientHandshake<Conn>>) -> End {
     match e {
         tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
             let code = resp.status().as_u16();
@@ -175,23 +175,24 @@ fn handshake_error(e: tungstenite::HandshakeError<tungstenite::ClientHandshake<T
     }
 }
 
-fn watch_once(http: SocketAddr, path: &str, screen: &mut Screen) -> End {
-    let stream = match TcpStream::connect_timeout(&http, HANDSHAKE_TIMEOUT) {
+fn watch_once(http: &Target, path: &str, screen: &mut Screen) -> End {
+    let stream = match net::connect(http, HANDSHAKE_TIMEOUT) {
         Ok(s) => s,
         Err(e) => {
             let e = client::ClientError::Unreachable(http.to_string(), e);
             return End::Lost(e.to_string(), false);
         }
     };
-    let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    let _ = stream.tcp().set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let _ = stream.tcp().set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    // The stream is TLS already for https://: the URL names the host.
     let url = format!("ws://{http}{path}");
     let mut ws = match tungstenite::client(url.as_str(), stream) {
         Ok((ws, _)) => ws,
         Err(e) => return handshake_error(e),
     };
     // From here a read wakes every tick, to redraw and to notice Ctrl-C.
-    let _ = ws.get_ref().set_read_timeout(Some(TICK));
+    let _ = ws.get_ref().tcp().set_read_timeout(Some(TICK));
     screen.lost = None;
     screen.draw(true);
     loop {

@@ -3,6 +3,7 @@
 
 use super::secret::Secret;
 use super::setting::{area, cidrs, optional_path, show_cidrs, show_path};
+use super::tls::Tls;
 use super::units::{Cidr, parse_addr, parse_count, parse_size};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,9 +39,23 @@ area! {
         allow_from: Option<Vec<Cidr>> = "heartbeat_allow_from", "any", List, live,
             "address blocks heartbeats are taken from (`any`, or e.g. `10.0.0.0/8, ::1`)",
             |v| cidrs(v, "any"), |b: &Option<Vec<Cidr>>| show_cidrs(b.as_deref(), "any");
+        tls_addr: SocketAddr = "heartbeat_tls_addr", "127.0.0.1:8091", Address, restart,
+            "TCP address of the TLS heartbeat listener, open when heartbeat_tls_cert_file is set",
+            parse_addr, |a: &SocketAddr| a.to_string();
+        tls_cert_file: Option<PathBuf> = "heartbeat_tls_cert_file", "off", Path, live,
+            "PEM certificate chain of the TLS heartbeat listener (with heartbeat_tls_key_file)",
+            optional_path, show_path;
+        tls_key_file: Option<PathBuf> = "heartbeat_tls_key_file", "off", Path, live,
+            "PEM private key of heartbeat_tls_cert_file",
+            optional_path, show_path;
+        tls_client_ca_file: Option<PathBuf> = "heartbeat_tls_client_ca_file", "off", Path, live,
+            "PEM CA certificates: TLS workers must present a certificate they signed, whose subject CN is the worker's id",
+            optional_path, show_path;
     }
     derived {
         /// Read from `heartbeat_token_file`.
         token: Option<Secret>,
+        /// Read from the `heartbeat_tls_*` files.
+        tls: Option<Tls>,
     }
 }

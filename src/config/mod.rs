@@ -250,6 +250,25 @@ fn read_files(cfg: &mut Config) -> Result<(), ConfigError> {
         cfg.cluster.password =
             Some(secret::read_token(p).map_err(|m| value("cluster_database_password_file", m))?);
     }
+    let hb = &cfg.heartbeats;
+    cfg.heartbeats.tls = match (&hb.tls_cert_file, &hb.tls_key_file, &hb.tls_client_ca_file) {
+        (None, None, None) => None,
+        (Some(c), Some(k), ca) => Some(
+            tls::load_heartbeat(c, k, ca.as_deref())
+                .map_err(|m| value("heartbeat_tls_cert_file", m))?,
+        ),
+        (_, _, Some(_)) if hb.tls_cert_file.is_none() => {
+            return Err(ConfigError::Invalid(
+                "heartbeat_tls_client_ca_file needs heartbeat_tls_cert_file and heartbeat_tls_key_file".into(),
+            ));
+        }
+        _ => {
+            return Err(ConfigError::Invalid(
+                "heartbeat_tls_cert_file and heartbeat_tls_key_file are set together or not at all"
+                    .into(),
+            ));
+        }
+    };
     cfg.http.tls = match (&cfg.http.tls_cert_file, &cfg.http.tls_key_file) {
         (None, None) => None,
         (Some(c), Some(k)) => Some(tls::load(c, k).map_err(|m| value("tls_cert_file", m))?),

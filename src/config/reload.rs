@@ -78,6 +78,10 @@ impl Running {
                 old.heartbeats.token != next.heartbeats.token,
             ),
             ("tls_cert_file", old.http.tls != next.http.tls),
+            (
+                "heartbeat_tls_cert_file",
+                old.heartbeats.tls != next.heartbeats.tls,
+            ),
         ];
         for (key, changed) in reread {
             if changed && !notes.iter().any(|n| n.starts_with(key)) {

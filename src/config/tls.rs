@@ -35,7 +35,15 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(feature = "tls")]
-pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
+type Identity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+    Vec<u8>,
+);
+
+/// The chain and key in two PEM files, and the files' bytes.
+#[cfg(feature = "tls")]
+fn identity(cert: &Path, key: &Path) -> Result<Identity, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let (cert_pem, key_pem) = (read(cert)?, read(key)?);
@@ -47,22 +55,78 @@ pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
     }
     let private = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("{}: not a PEM private key: {e:?}", key.display()))?;
+    let mut files = cert_pem;
+    files.extend_from_slice(&key_pem);
+    Ok((chain, private, files))
+}
+
+#[cfg(feature = "tls")]
+fn unusable(cert: &Path, key: &Path) -> impl FnOnce(rustls::Error) -> String {
+    move |e| {
+        format!(
+            "{} and {} do not make a usable certificate and key: {e}",
+            cert.display(),
+            key.display()
+        )
+    }
+}
+
+#[cfg(feature = "tls")]
+pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
+    let (chain, private, files) = identity(cert, key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_no_client_auth()
         .with_single_cert(chain, private)
-        .map_err(|e| {
-            format!(
-                "{} and {} do not make a usable certificate and key: {e}",
-                cert.display(),
-                key.display()
-            )
-        })?;
+        .map_err(unusable(cert, key))?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let mut files = cert_pem;
-    files.extend_from_slice(&key_pem);
+    Ok(Tls {
+        server: Arc::new(server),
+        files: files.into(),
+    })
+}
+
+/// The TLS heartbeat listener's configuration: its certificate and key,
+/// and, with `client_ca`, the CA whose signature a worker's certificate
+/// must carry (a worker without one is refused in the handshake).
+#[cfg(feature = "tls")]
+pub fn load_heartbeat(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Tls, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let (chain, private, mut files) = identity(cert, key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let pem = read(ca)?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(&pem) {
+                let c = c.map_err(|e| format!("{}: not a PEM certificate: {e:?}", ca.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{}: no certificate in it", ca.display()));
+            }
+            files.extend_from_slice(&pem);
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let server = builder
+        .with_single_cert(chain, private)
+        .map_err(unusable(cert, key))?;
     Ok(Tls {
         server: Arc::new(server),
         files: files.into(),
@@ -73,4 +137,9 @@ pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
 pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
     let (_, _) = (read(cert)?, read(key)?);
     Err("this musterd was built without the `tls` feature".into())
+}
+
+#[cfg(not(feature = "tls"))]
+pub fn load_heartbeat(cert: &Path, key: &Path, _: Option<&Path>) -> Result<Tls, String> {
+    load(cert, key)
 }

@@ -96,7 +96,12 @@ fn listener(fd: std::os::fd::OwnedFd) -> Option<TcpListener> {
 }
 
 pub fn bind_http(addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    let l = TcpListener::bind(addr).map_err(fail(format!("cannot listen for http on {addr}")))?;
+    bind_tcp(addr, "http")
+}
+
+/// A TCP listener for `what` (`http`, `TLS heartbeats`).
+pub fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, StartupError> {
+    let l = TcpListener::bind(addr).map_err(fail(format!("cannot listen for {what} on {addr}")))?;
     deepen(&l);
     Ok(l)
 }

@@ -95,6 +95,8 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 struct Sockets {
     udp: mio::net::UdpSocket,
     tcp: mio::net::TcpListener,
+    /// The TLS heartbeat listener, when its certificate is set.
+    tls: Option<mio::net::TcpListener>,
     http: Option<mio::net::TcpListener>,
 }
 
@@ -125,7 +127,16 @@ fn sockets(cfg: &Config, adopted: Adopted) -> Result<Sockets, StartupError> {
         Some(l) => Some(l),
         None => cfg.http.addr.map(listen::bind_http).transpose()?,
     };
-    Ok(Sockets { udp, tcp, http })
+    let tls = match &cfg.heartbeats.tls {
+        Some(_) => Some(listen::bind_tcp(cfg.heartbeats.tls_addr, "TLS heartbeats")?),
+        None => None,
+    };
+    Ok(Sockets {
+        udp,
+        tcp,
+        tls,
+        http,
+    })
 }
 
 /// Raise what the kernel allows this process and clamp `max_workers` to
@@ -179,7 +190,12 @@ impl Daemon {
         notifier: Arc<Notifier>,
     ) -> Result<Daemon, Failed> {
         let limits = fit_to_kernel(&mut cfg);
-        let Sockets { udp, tcp, http } = sockets(&cfg, adopted)?;
+        let Sockets {
+            udp,
+            tcp,
+            tls,
+            http,
+        } = sockets(&cfg, adopted)?;
         // The watchdog proves the HTTP loop alive, or ingest when HTTP is off;
         // the HTTP loop pings only while ingest goes round too.
         let mut watchdog = Watchdog::from_env(notifier.clone());
@@ -195,6 +211,7 @@ impl Daemon {
         let local =
             |r: std::io::Result<std::net::SocketAddr>| r.map_or("?".to_string(), |a| a.to_string());
         let heartbeat_at = local(udp.local_addr());
+        let tls_at = tls.as_ref().map(|l| local(l.local_addr()));
         let http_at = http
             .as_ref()
             .map_or("off".to_string(), |l| local(l.local_addr()));
@@ -320,7 +337,7 @@ impl Daemon {
         };
         let ingest = Ingest::new(
             ingest_poll,
-            ingest::Sockets { udp, tcp },
+            ingest::Sockets { udp, tcp, tls },
             ingest_news.clone(),
             (registry.clone(), shared.clone(), tasks.clone()),
             ingest::Liveness {
@@ -354,7 +371,8 @@ impl Daemon {
             }
             None => None,
         };
-        log::info!("listening http={http_at} heartbeat={heartbeat_at}");
+        let tls_at = tls_at.map_or(String::new(), |a| format!(" heartbeat_tls={a}"));
+        log::info!("listening http={http_at} heartbeat={heartbeat_at}{tls_at}");
         notifier.ready();
         log::info!("{ready_line}");
         Ok(Daemon {

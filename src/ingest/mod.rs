@@ -99,6 +99,8 @@ pub struct Ingest {
 pub struct Sockets {
     pub udp: UdpSocket,
     pub tcp: TcpListener,
+    /// The TLS heartbeat listener, when its certificate is set.
+    pub tls: Option<TcpListener>,
 }
 
 impl Ingest {
@@ -112,7 +114,7 @@ impl Ingest {
     ) -> io::Result<Ingest> {
         poll.registry()
             .register(&mut sockets.udp, UDP, Interest::READABLE)?;
-        let peers = Peers::new(sockets.tcp, poll.registry(), tasks)?;
+        let peers = Peers::new((sockets.tcp, sockets.tls), poll.registry(), tasks)?;
         let udp = UdpIntake::new(sockets.udp, shared.config.get().heartbeats.max_frame_bytes);
         Ok(Ingest {
             poll,
@@ -162,7 +164,8 @@ impl Ingest {
             for ev in events.iter() {
                 match ev.token() {
                     UDP => self.udp.ready(),
-                    peers::LISTENER => self.peers.ready(),
+                    peers::LISTENER => self.peers.ready(false),
+                    peers::LISTENER_TLS => self.peers.ready(true),
                     WAKER => {}
                     Token(key) => {
                         let readable = ev.is_readable() || ev.is_read_closed();

@@ -18,25 +18,33 @@ use crate::logging::RateLimit;
 use crate::proto::{self, ErrorCode, Frame, Reject, RejectReason, WorkerId};
 use crate::stats::{Counter, DropReason, PerAddress};
 use crate::sys::accept::{Accepted, Acceptor};
+use crate::sys::stream::Stream;
 use crate::tasks::Tasks;
 use crate::tasks::adopt::Said;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry as Poller, Token};
 use slab::Slab;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc::TrySendError;
 use std::time::{Duration, Instant};
 
 /// TCP connections beyond `max_workers` plus this are refused.
 const TCP_SLACK: usize = 64;
-/// The listener's token; connections' tokens are their slab keys.
+/// The listeners' tokens; connections' tokens are their slab keys.
 pub const LISTENER: Token = Token(usize::MAX - 2);
+pub const LISTENER_TLS: Token = Token(usize::MAX - 4);
 
 pub struct Peers {
     listener: TcpListener,
     acceptor: Acceptor,
-    conns: Slab<TcpConn<TcpStream>>,
+    /// The TLS listener, when `heartbeat_tls_cert_file` is set.
+    tls: Option<(TcpListener, Acceptor)>,
+    conns: Slab<TcpConn<Stream>>,
+    /// Workers that said hello with a client certificate naming them: a
+    /// hello without one (plain TCP, or TLS without a client CA) may not
+    /// speak for them while they are known.
+    certified: HashSet<WorkerId>,
     /// Open connections by address, for `tcp_max_connections_per_ip`.
     per_ip: PerAddress,
     /// Which connection speaks for each TCP worker.
@@ -52,15 +60,24 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(
-        mut listener: TcpListener,
+        (mut listener, tls): (TcpListener, Option<TcpListener>),
         poller: &Poller,
         tasks: Arc<Tasks>,
     ) -> std::io::Result<Peers> {
         poller.register(&mut listener, LISTENER, Interest::READABLE)?;
+        let tls = match tls {
+            Some(mut l) => {
+                poller.register(&mut l, LISTENER_TLS, Interest::READABLE)?;
+                Some((l, Acceptor::new()))
+            }
+            None => None,
+        };
         Ok(Peers {
             listener,
             acceptor: Acceptor::new(),
+            tls,
             conns: Slab::new(),
+            certified: HashSet::new(),
             per_ip: PerAddress::default(),
             owners: Owners::default(),
             blocked: BTreeSet::new(),
@@ -79,28 +96,60 @@ impl Peers {
         self.conns.len()
     }
 
-    /// The listener is readable.
-    pub fn ready(&mut self) {
-        self.acceptor.ready();
+    /// A listener is readable: the plain one, or with `tls` the TLS one.
+    pub fn ready(&mut self, tls: bool) {
+        match (&mut self.tls, tls) {
+            (Some((_, a)), true) => a.ready(),
+            _ => self.acceptor.ready(),
+        }
     }
 
     /// Whether the loop must come back soon: a parked frame to retry, or
     /// an accept that failed.
     pub fn wants_retry(&self) -> bool {
-        !self.blocked.is_empty() || self.acceptor.retry()
+        !self.blocked.is_empty()
+            || self.acceptor.retry()
+            || self.tls.as_ref().is_some_and(|(_, a)| a.retry())
     }
 
-    /// Accept until the queue is empty; refuse peers not allowed, past the
-    /// caps, or taken with the reserve descriptor.
+    /// Accept on both listeners until their queues are empty.
     pub fn accept(&mut self, poller: &Poller, env: &Env, now: Instant) {
-        if !self.acceptor.retry() {
-            return;
-        }
         let mut accepted = Vec::new();
-        let log = &mut self.log_limit;
+        if self.acceptor.retry() {
+            take(
+                &mut self.acceptor,
+                &self.listener,
+                env,
+                &mut self.log_limit,
+                false,
+                &mut accepted,
+            );
+        }
+        if let Some((l, a)) = &mut self.tls
+            && a.retry()
+        {
+            take(a, l, env, &mut self.log_limit, true, &mut accepted);
+        }
+        for (stream, peer, tls) in accepted {
+            self.admit(poller, env, (stream, tls), peer, now);
+        }
+    }
+}
+
+/// Accept until the queue is empty; refuse connections taken with the
+/// reserve descriptor.
+fn take(
+    acceptor: &mut Acceptor,
+    listener: &TcpListener,
+    env: &Env,
+    log: &mut RateLimit,
+    tls: bool,
+    accepted: &mut Vec<(TcpStream, std::net::SocketAddr, bool)>,
+) {
+    {
         let stats = &env.shared.stats;
-        self.acceptor.accept(&self.listener, |a| match a {
-            Accepted::Conn(stream, peer) => accepted.push((stream, peer)),
+        acceptor.accept(listener, |a| match a {
+            Accepted::Conn(stream, peer) => accepted.push((stream, peer, tls)),
             Accepted::Shed(stream, e) => {
                 // Closed at once: the worker reconnects later rather than
                 // waiting on a queue nobody can take from.
@@ -112,16 +161,15 @@ impl Peers {
             }
             Accepted::Failed(e) => log.warn("tcp_accept", || format!("tcp accept failed: {e}")),
         });
-        for (stream, peer) in accepted {
-            self.admit(poller, env, stream, peer, now);
-        }
     }
+}
 
+impl Peers {
     fn admit(
         &mut self,
         poller: &Poller,
         env: &Env,
-        stream: TcpStream,
+        (stream, tls): (TcpStream, bool),
         peer: std::net::SocketAddr,
         now: Instant,
     ) {
@@ -150,6 +198,18 @@ impl Peers {
             });
             return;
         }
+        let stream = match (tls, &env.cfg.heartbeats.tls) {
+            (false, _) => Stream::Plain(stream),
+            (true, Some(t)) => match rustls::ServerConnection::new(t.server.clone()) {
+                Ok(c) => Stream::Tls(Box::new(crate::sys::stream::tls::TlsStream::new(c, stream))),
+                Err(e) => {
+                    log::warn!("tls heartbeat connection from {peer} not set up: {e}");
+                    return;
+                }
+            },
+            // The certificate was removed by a reload: no TLS to speak.
+            (true, None) => return,
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let mut conn = TcpConn::new(stream, peer, now);
@@ -240,9 +300,17 @@ impl Peers {
                     Ok(true) => {}
                     Ok(false) if conn.peer_closed => {}
                     Ok(false) => break,
-                    Err(_) => {
+                    Err(e) => {
                         conn.closing = true;
                         conn.peer_closed = true;
+                        if e.kind() == std::io::ErrorKind::InvalidData && conn.stream.handshaking()
+                        {
+                            env.shared.stats.incr(Counter::TcpTlsFailed);
+                            let peer = conn.peer;
+                            self.log_limit.warn("tcp_tls_failed", || {
+                                format!("tls heartbeat handshake from {peer} failed: {e}")
+                            });
+                        }
                     }
                 },
             }
@@ -277,6 +345,23 @@ impl Peers {
                 )
             });
         }
+    }
+
+    /// A hello for `id` that the connection's certificate (or its lack of
+    /// one) does not allow: refused as `worker_mismatch`, and closed.
+    fn refuse_identity(&mut self, key: usize, env: &Env, id: &WorkerId, why: &str) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.session.unbind();
+        let rej = Reject::new(
+            RejectReason::WorkerMismatch,
+            format!("hello for worker {id} refused: {why}"),
+        );
+        conn.send(&proto::encode_error(rej.reason, &rej.message));
+        conn.closing = true;
+        let peer = conn.peer;
+        super::reject(env, &mut self.log_limit, &rej, peer);
     }
 
     /// A line from the task book for a worker's session; a worker with no
@@ -428,6 +513,35 @@ impl Peers {
             return;
         };
         let peer = conn.peer;
+        let certified = match conn.stream.peer_certificate().map(identity) {
+            Some(Some(cn)) if *cn == *id => true,
+            Some(Some(cn)) => {
+                return self.refuse_identity(
+                    key,
+                    env,
+                    &id,
+                    &format!("the client certificate is worker {cn}'s"),
+                );
+            }
+            Some(None) => {
+                return self.refuse_identity(
+                    key,
+                    env,
+                    &id,
+                    "the client certificate's subject names no worker (no CN)",
+                );
+            }
+            None if self.certified.contains(&id) => {
+                return self.refuse_identity(key, env, &id, "it holds a client certificate: only a connection that presents it may speak for it");
+            }
+            None => false,
+        };
+        if certified {
+            self.certified.insert(id.clone());
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let handle = match env.registry.route(&id, Transport::Tcp) {
             Ok(h) => h,
             Err(reason) => {
@@ -588,6 +702,13 @@ impl Peers {
     }
 }
 
+/// The worker id a verified client certificate names: its subject's CN.
+fn identity(der: &[u8]) -> Option<String> {
+    let der = rustls::pki_types::CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&der).ok()?;
+    proto::cert::common_name(cert.subject()).map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,7 +747,7 @@ mod tests {
             let poll = Poll::new().unwrap();
             let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let at = listener.local_addr().unwrap();
-            let peers = Peers::new(listener, poll.registry(), tasks.clone()).unwrap();
+            let peers = Peers::new((listener, None), poll.registry(), tasks.clone()).unwrap();
             Rig {
                 poll,
                 events: Events::with_capacity(64),
@@ -653,7 +774,7 @@ mod tests {
             let now = Instant::now();
             for ev in self.events.iter() {
                 match ev.token() {
-                    LISTENER => self.peers.ready(),
+                    LISTENER => self.peers.ready(false),
                     Token(key) => {
                         let readable = ev.is_readable() || ev.is_read_closed();
                         self.peers

@@ -14,6 +14,7 @@
 use super::session::Session;
 use crate::fleet::inbox::Msg;
 use crate::fleet::worker::Handle;
+use crate::sys::stream::Pending;
 use mio::Interest;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -56,7 +57,7 @@ pub struct TcpConn<S> {
     pub peer_closed: bool,
 }
 
-impl<S: Read + Write> TcpConn<S> {
+impl<S: Read + Write + Pending> TcpConn<S> {
     pub fn new(stream: S, peer: SocketAddr, now: Instant) -> TcpConn<S> {
         TcpConn {
             stream,
@@ -76,7 +77,7 @@ impl<S: Read + Write> TcpConn<S> {
     }
 
     pub fn interest(&self) -> Interest {
-        if self.out_pos < self.out.len() {
+        if self.out_pos < self.out.len() || self.stream.pending() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -188,17 +189,22 @@ impl<S: Read + Write> TcpConn<S> {
         }
         self.out.clear();
         self.out_pos = 0;
-        Ok(())
+        // TLS records the socket did not take yet.
+        match self.stream.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
     }
 
     pub fn flushed(&self) -> bool {
-        self.out_pos == self.out.len()
+        self.out_pos == self.out.len() && !self.stream.pending()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Script is Pending through serve::conn's tests.
     use crate::script::{Script, Step};
 
     fn conn(steps: Vec<Step>) -> TcpConn<Script> {

@@ -19,6 +19,7 @@
 //! - `task`: the task frames, both directions.
 //! - `status`: the statuses a worker is shown with.
 
+pub mod cert;
 pub mod decode;
 pub mod encode;
 pub mod fast;

@@ -23,11 +23,11 @@
 use super::access;
 use super::head::{self, HeadError, Method, Part, Request, Response, Then};
 use super::out::{Flushed, KEEP_CAPACITY, OutQueue, WRITE_TURN};
-use super::stream::Pending;
 use super::ticket::{Later, Outcome, Ticket};
 use super::ws::{self, Ended, WsConn, WsLimits};
 use crate::config::Config;
 use crate::stats::{Counter, Stats};
+use crate::sys::stream::Pending;
 use mio::Interest;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;

@@ -12,9 +12,6 @@ use super::access;
 use super::conn::{Conn, Ctx, Next, READ_CHUNK};
 use super::head::{self, Part, Response, Then};
 use super::routes::Api;
-use super::stream::Stream;
-#[cfg(feature = "tls")]
-use super::stream::tls::TlsStream;
 use super::ticket::Later;
 use super::ws::Stream as Topic;
 use crate::config::Config;
@@ -23,6 +20,9 @@ use crate::fleet::notify::Mailbox;
 use crate::logging::RateLimit;
 use crate::stats::{Counter, PerAddress};
 use crate::sys::accept::{Accepted, Acceptor};
+use crate::sys::stream::Stream;
+#[cfg(feature = "tls")]
+use crate::sys::stream::tls::TlsStream;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;

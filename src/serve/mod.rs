@@ -35,7 +35,6 @@ pub mod metrics;
 pub mod out;
 mod render;
 pub mod routes;
-pub mod stream;
 pub mod task_routes;
 pub mod ticket;
 mod trend;
@@ -46,6 +45,7 @@ pub mod ws;
 use crate::config::View;
 use crate::fleet::Shared;
 use crate::fleet::notify::Mailbox;
+use crate::sys::stream::Stream;
 use crate::sys::systemd::Watchdog;
 use conn::{Conn, Ctx, Next};
 use conns::{Conns, Env};
@@ -55,7 +55,6 @@ use routes::Api;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stream::Stream;
 
 /// The token of the loop's waker: the daemon makes the waker with it.
 pub const WAKER: Token = Token(usize::MAX - 2);

@@ -73,6 +73,9 @@ pub enum Counter {
     TcpRefusedPerIp,
     /// Heartbeat TCP connections closed at accept: no descriptor was free.
     TcpRefusedNoFds,
+    /// TLS heartbeat connections whose handshake failed (a certificate
+    /// the CA did not sign, expired, or none when one is required).
+    TcpTlsFailed,
     HttpOpen,
     HttpRefusedFull,
     /// HTTP connections refused: their address held its share, none idle.

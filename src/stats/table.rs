@@ -136,6 +136,7 @@ pub const COUNTERS: &[Row] = &[
         Group::Connections,
         "tcp_refused_no_fds",
     ),
+    row(Counter::TcpTlsFailed, Group::Connections, "tcp_tls_failed"),
     exported(
         Counter::HttpOpen,
         Group::Connections,

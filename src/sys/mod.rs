@@ -13,6 +13,7 @@ pub mod mmsg;
 pub mod process;
 pub mod procfs;
 pub mod socket;
+pub mod stream;
 pub mod systemd;
 pub mod terminal;
 pub mod thread;

@@ -1,6 +1,7 @@
-//! What an HTTP connection runs over: a plain TCP stream, or TLS (rustls)
-//! over one. Both read and write like a socket in non-blocking mode, so the
-//! connection state machine does not know which it has.
+//! What an HTTP or heartbeat connection runs over: a plain TCP stream, or
+//! TLS (rustls) over one. Both read and write like a socket in
+//! non-blocking mode, so the connection state machines do not know which
+//! they have.
 //!
 //! TLS needs one thing more: bytes written to it are encrypted into a
 //! buffer that the socket may not take at once. [`Pending::pending`] says
@@ -37,6 +38,27 @@ impl Stream {
             Stream::Plain(s) => s,
             #[cfg(feature = "tls")]
             Stream::Tls(t) => &mut t.sock,
+        }
+    }
+}
+
+impl Stream {
+    /// The end-entity certificate the peer presented (DER), once the TLS
+    /// handshake has verified it; `None` over plain TCP or without one.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Plain(_) => None,
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => t.conn.peer_certificates()?.first().map(|c| c.as_ref()),
+        }
+    }
+
+    /// Whether the TLS handshake is still under way.
+    pub fn handshaking(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => t.conn.is_handshaking(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod cdp;
 pub mod pg;
+pub mod pki;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,6 +20,8 @@ pub struct Daemon {
     pub child: Child,
     pub http: SocketAddr,
     pub heartbeat: SocketAddr,
+    /// The TLS heartbeat listener, when the daemon opened one.
+    pub heartbeat_tls: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -96,9 +99,14 @@ impl Daemon {
                 .unwrap();
             v.parse().unwrap_or_else(|_| "0.0.0.0:0".parse().unwrap())
         };
+        let tls = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("heartbeat_tls="))
+            .and_then(|v| v.parse().ok());
         Daemon {
             http: field("http="),
             heartbeat: field("heartbeat="),
+            heartbeat_tls: tls,
             child,
             log,
         }

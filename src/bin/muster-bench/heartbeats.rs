@@ -12,10 +12,11 @@
 use super::report::{drive, find_musterd, print_steal};
 use lexopt::prelude::*;
 use muster::cli::client;
+use muster::cli::net::{self, Conn, Target};
 use muster::sys::procfs;
 use serde_json::{Value, json};
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: muster-bench heartbeats [options]
@@ -29,6 +30,8 @@ options:
   --rate R             heartbeats per second, all workers together (default 10000)
   --duration D         how long to send: 500ms, 10s, 5m (default 10s)
   --udp | --tcp        transport (default udp); tcp opens one connection per worker
+  --tls                TCP inside TLS (to musterd's heartbeat_tls_addr, as --heartbeat);
+                       --ca-file F verifies it (default $MUSTER_TLS_CA_FILE, else the system's)
   --frame F            seed: shaped like a real worker's heartbeat, with nested
                        resource_usage and current_job, about 330 bytes (default);
                        minimal: type, id, seq, status and three numbers
@@ -48,6 +51,7 @@ struct Opts {
     rate: u64,
     duration: Duration,
     tcp: bool,
+    tls: bool,
     seed: bool,
     payload: usize,
     threads: usize,
@@ -64,6 +68,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         rate: 10_000,
         duration: Duration::from_secs(10),
         tcp: false,
+        tls: false,
         seed: true,
         payload: 0,
         threads: 1,
@@ -88,6 +93,15 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
             }
             Long("tcp") => o.tcp = true,
             Long("udp") => o.tcp = false,
+            Long("tls") => {
+                o.tcp = true;
+                o.tls = true;
+            }
+            Long("ca-file") => {
+                let mut files = net::TlsFiles::from_env();
+                files.ca = Some(p.value()?.into());
+                net::set_files(files);
+            }
             Long("frame") => {
                 o.seed = match p.value()?.string()?.as_str() {
                     "seed" => true,
@@ -157,7 +171,7 @@ fn heartbeat(id: &str, seq: u64, shape: Shape) -> Vec<u8> {
 
 enum Link {
     Udp(UdpSocket, SocketAddr),
-    Tcp(Vec<TcpStream>),
+    Tcp(Vec<Conn>),
 }
 
 impl Link {
@@ -165,8 +179,12 @@ impl Link {
         match self {
             Link::Udp(s, to) => s.send_to(frame, *to).is_ok(),
             Link::Tcp(conns) => {
+                // One write a line: over TLS, one record.
+                let mut line = Vec::with_capacity(frame.len() + 1);
+                line.extend_from_slice(frame);
+                line.push(b'\n');
                 let c = &mut conns[worker];
-                c.write_all(frame).is_ok() && c.write_all(b"\n").is_ok()
+                c.write_all(&line).is_ok() && c.flush().is_ok()
             }
         }
     }
@@ -202,12 +220,13 @@ fn send_paced(
     }
 }
 
-fn connect_tcp(ids: &[String], to: SocketAddr) -> Result<Vec<TcpStream>, String> {
+fn connect_tcp(ids: &[String], to: &Target) -> Result<Vec<Conn>, String> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let mut s = TcpStream::connect(to).map_err(|e| format!("tcp connect {to}: {e}"))?;
-        s.set_nodelay(true).ok();
+        let mut s = net::connect(to, Duration::from_secs(10))
+            .map_err(|e| format!("tcp connect {to}: {e}"))?;
         s.write_all(format!("{{\"type\":\"hello\",\"worker_id\":\"{id}\"}}\n").as_bytes())
+            .and_then(|()| s.flush())
             .map_err(|e| format!("hello: {e}"))?;
         out.push(s);
     }
@@ -215,7 +234,7 @@ fn connect_tcp(ids: &[String], to: SocketAddr) -> Result<Vec<TcpStream>, String>
 }
 
 /// Sum of `messages_processed` over this run's workers, as musterd reports.
-fn applied(http: SocketAddr, prefix: &str) -> Result<u64, String> {
+fn applied(http: &Target, prefix: &str) -> Result<u64, String> {
     let t = client::get_json(http, "/telemetry").map_err(|e| e.to_string())?;
     let obj = t.as_object().ok_or("telemetry is not an object")?;
     Ok(obj
@@ -227,8 +246,10 @@ fn applied(http: SocketAddr, prefix: &str) -> Result<u64, String> {
 
 fn run(o: &Opts) -> Result<Value, String> {
     let http = client::parse_url(&o.url).map_err(|e| e.to_string())?;
-    let hb = client::parse_url(&o.heartbeat).map_err(|e| e.to_string())?;
-    let health0 = client::get_json(http, "/health").map_err(|e| e.to_string())?;
+    let hb = client::parse_url(&o.heartbeat)
+        .map_err(|e| e.to_string())?
+        .with_tls(o.tls);
+    let health0 = client::get_json(&http, "/health").map_err(|e| e.to_string())?;
     let pid = o.pid.or_else(find_musterd);
     let prefix = o
         .prefix
@@ -236,18 +257,18 @@ fn run(o: &Opts) -> Result<Value, String> {
         .unwrap_or_else(|| format!("bench{}-", muster::clock::unix_ms() % 1_000_000));
     let ids: Vec<String> = (0..o.workers).map(|i| format!("{prefix}{i}")).collect();
     // What an earlier run with the same prefix left applied.
-    let before = applied(http, &prefix)?;
+    let before = applied(&http, &prefix)?;
     let threads = o.threads.min(o.workers);
     let mut links = Vec::new();
     if o.tcp {
         muster::sys::capacity::raise_nofile();
         for chunk in ids.chunks(ids.len().div_ceil(threads)) {
-            links.push((chunk.to_vec(), Link::Tcp(connect_tcp(chunk, hb)?)));
+            links.push((chunk.to_vec(), Link::Tcp(connect_tcp(chunk, &hb)?)));
         }
     } else {
         for chunk in ids.chunks(ids.len().div_ceil(threads)) {
             let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("udp socket: {e}"))?;
-            links.push((chunk.to_vec(), Link::Udp(s, hb)));
+            links.push((chunk.to_vec(), Link::Udp(s, hb.addr)));
         }
     }
     let proc0 = pid.and_then(procfs::cpu_and_rss);
@@ -276,18 +297,18 @@ fn run(o: &Opts) -> Result<Value, String> {
     let steal = procfs::steal_percent(host0, procfs::read_cpu_totals());
     // Let musterd drain its queues: wait until the count stops moving.
     let hellos = if o.tcp { o.workers as u64 } else { 0 };
-    let mut got = applied(http, &prefix)?.saturating_sub(before);
+    let mut got = applied(&http, &prefix)?.saturating_sub(before);
     let settle = Instant::now();
     while got < sent + hellos && settle.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(250));
-        let now = applied(http, &prefix)?.saturating_sub(before);
+        let now = applied(&http, &prefix)?.saturating_sub(before);
         if now == got && settle.elapsed() > Duration::from_secs(2) {
             break;
         }
         got = now;
     }
     let got = got.saturating_sub(hellos);
-    let health1 = client::get_json(http, "/health").map_err(|e| e.to_string())?;
+    let health1 = client::get_json(&http, "/health").map_err(|e| e.to_string())?;
     let delta = |a: &Value, b: &Value| {
         b.as_u64()
             .unwrap_or(0)

@@ -113,7 +113,9 @@ fn put(s: &mut TcpStream, host: &str, id: &str, seq: u64, buf: &mut Vec<u8>) -> 
 }
 
 fn run(o: &Opts) -> Result<Value, String> {
-    let to: SocketAddr = muster::cli::client::parse_url(&o.url).map_err(|e| e.to_string())?;
+    let to: SocketAddr = muster::cli::client::parse_url(&o.url)
+        .map_err(|e| e.to_string())?
+        .addr;
     let host = to.to_string();
     let proc0 = o.pid.and_then(procfs::cpu_and_rss);
     let start = Instant::now();

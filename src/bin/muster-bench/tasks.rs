@@ -127,7 +127,9 @@ fn table(r: &Value) {
 }
 
 fn resolve(a: &str) -> Result<SocketAddr, String> {
-    muster::cli::client::parse_url(a).map_err(|e| e.to_string())
+    muster::cli::client::parse_url(a)
+        .map(|t| t.addr)
+        .map_err(|e| e.to_string())
 }
 
 fn run(o: &Opts) -> Result<Value, String> {

@@ -441,8 +441,10 @@ fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
 }
 
 fn run(o: &Opts) -> Result<Value, String> {
-    let http = client::parse_url(&o.url).map_err(|e| e.to_string())?;
-    let hb = client::parse_url(&o.heartbeat).map_err(|e| e.to_string())?;
+    let http = client::parse_url(&o.url).map_err(|e| e.to_string())?.addr;
+    let hb = client::parse_url(&o.heartbeat)
+        .map_err(|e| e.to_string())?
+        .addr;
     let pid = o.pid.or_else(super::report::find_musterd);
     muster::sys::capacity::raise_nofile();
     let prefix: Arc<str> = Arc::from(format!("wsb{}-", muster::clock::unix_ms() % 1_000_000));
@@ -503,7 +505,8 @@ fn run(o: &Opts) -> Result<Value, String> {
     let health = if o.floor {
         Value::Null
     } else {
-        client::get_json(http, "/health").map_err(|e| e.to_string())?
+        client::get_json(&muster::cli::net::Target::plain(http), "/health")
+            .map_err(|e| e.to_string())?
     };
     drop(stalled);
     all.sort_unstable();

@@ -11,11 +11,12 @@
 //! reconnect to keeps them going.
 
 use super::MAX_OWED;
+use crate::cli::net::{self, Conn, Target};
 use crate::proto::task::Held;
 use crate::proto::{self, Frame, Reply, WorkerId};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 /// How often a finishing agent retries what it owes.
@@ -31,17 +32,17 @@ const MAX_ADDRS: usize = 64;
 pub(super) struct Link {
     /// Where musterd's nodes are, in the order tried; `at` is the one in
     /// use or tried next, `failed` how many failed in a row.
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<Target>,
     at: usize,
     failed: usize,
-    to: SocketAddr,
+    to: Target,
     id: String,
     hello: Frame,
     /// The tasks running now, re-reported by the next hello.
     running: Vec<Held>,
     token: Option<String>,
     udp: Option<UdpSocket>,
-    tcp: Option<TcpStream>,
+    tcp: Option<Conn>,
     next_try: Instant,
     backoff: Duration,
     owed: VecDeque<String>,
@@ -52,20 +53,24 @@ pub(super) struct Link {
 
 impl Link {
     pub(super) fn new(
-        addrs: Vec<SocketAddr>,
+        addrs: Vec<Target>,
         id: &str,
         tcp: bool,
         token: Option<String>,
         mut hello: Frame,
     ) -> Result<Link, String> {
-        let to = *addrs.first().ok_or("no heartbeat address")?;
+        let to = addrs.first().ok_or("no heartbeat address")?.clone();
         hello.set_token(token.clone());
         let udp = if tcp {
             None
         } else {
             Some(
-                UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
-                    .map_err(|e| format!("udp socket: {e}"))?,
+                UdpSocket::bind(if to.addr.is_ipv6() {
+                    "[::]:0"
+                } else {
+                    "0.0.0.0:0"
+                })
+                .map_err(|e| format!("udp socket: {e}"))?,
             )
         };
         Ok(Link {
@@ -103,18 +108,19 @@ impl Link {
         if Instant::now() < self.next_try {
             return false;
         }
-        self.to = self.addrs[self.at % self.addrs.len()];
+        self.to = self.addrs[self.at % self.addrs.len()].clone();
         let hello = self.hello_line();
-        let attempt = (|| -> std::io::Result<(TcpStream, Vec<u8>, Vec<String>)> {
-            let mut s = TcpStream::connect_timeout(&self.to, Duration::from_secs(2))?;
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let attempt = (|| -> std::io::Result<(Conn, Vec<u8>, Vec<String>)> {
+            let mut s = net::connect(&self.to, Duration::from_secs(2))?;
+            s.tcp().set_read_timeout(Some(Duration::from_secs(2)))?;
             s.write_all(format!("{hello}\n").as_bytes())?;
+            s.flush()?;
             let mut line = String::new();
-            let mut reader = BufReader::new(&s);
+            let mut reader = BufReader::new(&mut s);
             reader.read_line(&mut line)?;
             // A task may arrive right behind the welcome, in the same read.
             let rest = reader.buffer().to_vec();
+            drop(reader);
             let Ok(Reply::Welcome(w)) = proto::decode_reply(line.as_bytes()) else {
                 return Err(std::io::Error::other(format!(
                     "no welcome: {}",
@@ -122,7 +128,7 @@ impl Link {
                 )));
             };
             // Replies from here on are read by `replies`, never waited for.
-            s.set_read_timeout(Some(Duration::from_millis(1)))?;
+            s.tcp().set_read_timeout(Some(Duration::from_millis(1)))?;
             Ok((s, rest, w.nodes))
         })();
         match attempt {
@@ -166,6 +172,7 @@ impl Link {
             let Ok(a) = crate::cli::client::parse_url(n) else {
                 continue;
             };
+            let a = a.with_tls(self.to.tls);
             if self.addrs.len() < MAX_ADDRS && !self.addrs.contains(&a) {
                 self.addrs.push(a);
             }
@@ -179,15 +186,16 @@ impl Link {
 
     fn send_now(&mut self, frame: &str) -> bool {
         if let Some(u) = &self.udp {
-            return u.send_to(frame.as_bytes(), self.to).is_ok();
+            return u.send_to(frame.as_bytes(), self.to.addr).is_ok();
         }
         if !self.connect() {
             return false;
         }
-        let ok = self
-            .tcp
-            .as_mut()
-            .is_some_and(|s| s.write_all(format!("{frame}\n").as_bytes()).is_ok());
+        let ok = self.tcp.as_mut().is_some_and(|s| {
+            s.write_all(format!("{frame}\n").as_bytes())
+                .and_then(|()| s.flush())
+                .is_ok()
+        });
         if !ok {
             self.tcp = None;
             self.next_try = Instant::now();
@@ -251,8 +259,8 @@ impl Link {
             token: None,
         });
         self.send_now(&bye);
-        if let Some(s) = &self.tcp {
-            let _ = s.shutdown(std::net::Shutdown::Write);
+        if let Some(s) = &mut self.tcp {
+            let _ = s.shutdown_write();
         }
     }
 
@@ -309,7 +317,7 @@ impl Link {
 
     /// Where the link is connected, or tries next.
     #[cfg(test)]
-    pub(super) fn addrs(&self) -> &[SocketAddr] {
+    pub(super) fn addrs(&self) -> &[Target] {
         &self.addrs
     }
 
@@ -373,7 +381,8 @@ mod tests {
             }
             hellos
         });
-        let mut link = Link::new(vec![dead_at, live_at], "w", true, None, hello()).unwrap();
+        let to = vec![Target::plain(dead_at), Target::plain(live_at)];
+        let mut link = Link::new(to, "w", true, None, hello()).unwrap();
         let started = Instant::now();
         while !link.connect() {
             assert!(

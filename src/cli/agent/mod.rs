@@ -22,7 +22,6 @@ use crate::sys::usage::{Sampler, Usage};
 use lexopt::prelude::*;
 use link::Link;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -54,6 +53,10 @@ options:
   --heartbeat-addr A   musterd's heartbeat address, or a cluster's: A,B,C tried in turn
                        (default $MUSTER_HEARTBEAT_ADDR or 127.0.0.1:8090)
   --heartbeat-token-file F  file holding musterd's heartbeat token (default $MUSTER_HEARTBEAT_TOKEN_FILE)
+  --tls                TLS heartbeats (musterd's heartbeat_tls_addr); default $MUSTER_TLS
+  --ca-file F          CA to verify musterd with (default $MUSTER_TLS_CA_FILE, else the system's)
+  --cert-file F        this worker's certificate, when musterd asks for one (its CN is the id;
+  --key-file F         default $MUSTER_TLS_CERT_FILE and $MUSTER_TLS_KEY_FILE)
   --tasks              take tasks: run HANDLER once per task, the payload on stdin,
                        MUSTER_TASK_ID/TYPE/ATTEMPT in its environment; its output
                        lines are the task's log; exit 0 succeeds (a JSON last
@@ -78,6 +81,9 @@ pub(crate) struct Opts {
     tasks: bool,
     capacity: u32,
     task_types: Vec<String>,
+    /// TLS heartbeats, and the files they read.
+    tls: bool,
+    files: crate::cli::net::TlsFiles,
 }
 
 fn parse(args: &[String]) -> Result<Option<Opts>, String> {
@@ -99,6 +105,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         tasks: false,
         capacity: 1,
         task_types: Vec::new(),
+        tls: crate::cli::net::env_tls()?,
+        files: crate::cli::net::files(),
     };
     let mut token_file =
         std::env::var_os(crate::cli::client::HEARTBEAT_TOKEN_ENV).map(PathBuf::from);
@@ -118,6 +126,10 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
                 o.heartbeat = p.value().map_err(err)?.string().map_err(err)?
             }
             Long("heartbeat-token-file") => token_file = Some(p.value().map_err(err)?.into()),
+            Long("tls") => o.tls = true,
+            Long("ca-file") => o.files.ca = Some(p.value().map_err(err)?.into()),
+            Long("cert-file") => o.files.cert = Some(p.value().map_err(err)?.into()),
+            Long("key-file") => o.files.key = Some(p.value().map_err(err)?.into()),
             Long("tasks") => o.tasks = true,
             Long("capacity") => {
                 o.capacity = p.value().map_err(err)?.parse().map_err(err)?;
@@ -155,6 +167,9 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     }
     if o.tasks && (o.pid.is_some() || o.every.is_some() || !o.tcp) {
         return Err("--tasks runs HANDLER per task over TCP: no --pid, --every or --udp".into());
+    }
+    if o.tls && !o.tcp {
+        return Err("--tls runs over TCP: not with --udp".into());
     }
     if o.pid.is_some() && o.every.is_some() {
         return Err("--every reruns a command; it does not go with --pid".into());
@@ -243,13 +258,21 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let to = match crate::cli::client::parse_addrs(&o.heartbeat) {
-        Ok(a) => a,
+    let to: Vec<_> = match crate::cli::client::parse_addrs(&o.heartbeat) {
+        Ok(a) => a.into_iter().map(|t| t.with_tls(o.tls)).collect(),
         Err(_) => {
             eprintln!("muster agent: bad --heartbeat-addr {:?}", o.heartbeat);
             return 2;
         }
     };
+    crate::cli::net::set_files(o.files.clone());
+    if o.tls {
+        // Said now, not at the first connection after CMD has started.
+        if let Err(e) = crate::cli::net::check() {
+            eprintln!("muster agent: TLS: {e}");
+            return 2;
+        }
+    }
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -299,7 +322,7 @@ fn checked_id(id: String) -> Result<String, i32> {
 fn watch_pid(
     o: &Opts,
     pid: u32,
-    to: Vec<SocketAddr>,
+    to: Vec<crate::cli::net::Target>,
     signals: &mut signal_hook::iterator::Signals,
 ) -> i32 {
     let Some(_) = crate::sys::procfs::read_stat(pid) else {
@@ -345,7 +368,11 @@ fn watch_pid(
     0
 }
 
-fn run_cmd(o: &Opts, to: Vec<SocketAddr>, signals: &mut signal_hook::iterator::Signals) -> i32 {
+fn run_cmd(
+    o: &Opts,
+    to: Vec<crate::cli::net::Target>,
+    signals: &mut signal_hook::iterator::Signals,
+) -> i32 {
     let id = match checked_id(
         o.id.clone()
             .unwrap_or_else(|| default_id(&hostname(), &o.cmd[0])),

@@ -22,7 +22,6 @@ use crate::sys::process;
 use serde_json::{Value, json};
 use signal_hook::consts::{SIGKILL, SIGTERM};
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -220,7 +219,7 @@ fn finish(link: &mut Link, mut r: Running, st: std::process::ExitStatus) {
 pub(super) fn run(
     o: &Opts,
     id: &str,
-    to: Vec<SocketAddr>,
+    to: Vec<crate::cli::net::Target>,
     signals: &mut signal_hook::iterator::Signals,
 ) -> i32 {
     let mut first = hello(id, std::process::id(), &o.labels);
