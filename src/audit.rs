@@ -33,6 +33,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -93,15 +94,16 @@ pub struct Audit {
     node: Option<String>,
 }
 
-/// The `audit` thread of cluster mode; [`Writer::stop`] ends it.
+/// The `audit` thread of cluster mode; [`Writer::stop`] ends it, once
+/// what it was handed is in the database (or could not be).
 pub struct Writer {
     thread: JoinHandle<()>,
-    stop: Sender<Entry>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl Writer {
     pub fn stop(self) {
-        drop(self.stop);
+        self.stopping.store(true, Ordering::Release);
         let _ = self.thread.join();
     }
 }
@@ -155,11 +157,13 @@ impl Audit {
             to_db: Some(Mutex::new(tx.clone())),
             node: Some(cluster.node_id().to_string()),
         });
-        let a = audit.clone();
+        drop(tx);
+        let (a, stopping) = (audit.clone(), Arc::new(AtomicBool::new(false)));
+        let st = stopping.clone();
         let thread = std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || mirror(&cluster, &shared, &a, &rx))?;
-        Ok((audit, Writer { thread, stop: tx }))
+            .spawn(move || mirror(&cluster, &shared, &a, &rx, &st))?;
+        Ok((audit, Writer { thread, stopping }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -313,26 +317,38 @@ const LOOK: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The `audit` thread: insert this node's entries, read every node's.
-fn mirror(cluster: &Cluster, shared: &Shared, audit: &Audit, rx: &Receiver<Entry>) {
+fn mirror(
+    cluster: &Cluster,
+    shared: &Shared,
+    audit: &Audit,
+    rx: &Receiver<Entry>,
+    stopping: &AtomicBool,
+) {
     let mut link = cluster.link("audit");
     let mut waiting: Vec<Entry> = Vec::new();
     let mut last_id: i64 = 0;
     let mut first = true;
     let mut last_prune: Option<Instant> = None;
     loop {
+        // Stopping: the HTTP loop has ended, so what it handed over is
+        // all there is; it goes in if it can.
+        if stopping.load(Ordering::Acquire) {
+            waiting.extend(rx.try_iter());
+            if let Ok(c) = link.get()
+                && let Err(e) = insert(c, &waiting)
+            {
+                log::warn!("audit: {} entries not written at stop: {e}", waiting.len());
+            }
+            return;
+        }
         match rx.recv_timeout(LOOK) {
             Ok(e) => {
                 waiting.push(e);
                 waiting.extend(rx.try_iter().take(BATCH * 4));
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                // Stopping: what is left goes in if it can.
-                if let Ok(c) = link.get() {
-                    let _ = insert(c, &waiting);
-                }
-                return;
-            }
+            // Not while the thread holds the Audit, whose sender it is.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(LOOK),
         }
         let Ok(c) = link.get() else {
             if waiting.len() > KEPT {

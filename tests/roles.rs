@@ -448,4 +448,10 @@ fn cluster_nodes_share_one_audit_log() {
     c.wait_for("both on a node started after", both);
     let rows = pg.psql("SELECT count(*) FROM muster_audit");
     assert_eq!(rows.trim(), "2", "one row per change, not per node");
+    // A change just before a stop is written by the stop, which ends.
+    assert_eq!(send(c.http, "POST", "/api/queues/u/pause", None, "").0, 200);
+    let (status, _) = c.stop();
+    assert!(status.success(), "{status:?}");
+    let rows = pg.psql("SELECT count(*) FROM muster_audit WHERE entry->>'target' = 'u'");
+    assert_eq!(rows.trim(), "1");
 }

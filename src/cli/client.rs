@@ -295,7 +295,7 @@ mod tests {
         let said = |u: &str| parse_url(u).unwrap_err().to_string();
         assert_eq!(
             said("http://"),
-            "bad url \"http://\": expected http://HOST:PORT"
+            "bad url \"http://\": expected http://HOST:PORT or https://HOST:PORT"
         );
         assert!(said("ftp://h:1").contains("expected http://HOST:PORT"));
         assert!(said("https://").contains("expected http://HOST:PORT or https://HOST:PORT"));

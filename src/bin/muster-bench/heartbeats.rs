@@ -324,7 +324,7 @@ fn run(o: &Opts) -> Result<Value, String> {
         _ => None,
     };
     Ok(json!({
-        "transport": if o.tcp { "tcp" } else { "udp" },
+        "transport": if o.tls { "tls" } else if o.tcp { "tcp" } else { "udp" },
         "frame": if o.seed { "seed" } else { "minimal" },
         "frame_bytes": heartbeat(&ids[0], 1_000_000, shape).len(),
         "workers": o.workers,
