@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame http_head config_file ws_query reply http_answer registry journal submission)
+[ ${#targets[@]} -gt 0 ] || targets=(frame http_head config_file ws_query reply http_answer registry journal submission bulk cron schedule limit cert_subject)
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 cargo +nightly fuzz build >/dev/null
 found=0
