@@ -373,4 +373,51 @@ fn muster_speaks_https_and_tls_heartbeats() {
     assert!(ids.contains(&"a1") && ids.contains(&"b1"), "{out}");
     let _ = agent.kill();
     let _ = agent.wait();
+
+    // watch over wss://: b1's next beat shows up in its lines.
+    let mut watch = Command::new(muster)
+        .args(["--url", &url, "--ca-file", ca, "watch"])
+        .env_remove("MUSTER_TLS_CA_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut seen = false;
+    while !seen && std::time::Instant::now() < until {
+        let (code, _, err) = run(&[
+            "beat",
+            "--id",
+            "b1",
+            "--cpu",
+            "42",
+            "--tls",
+            "--ca-file",
+            ca,
+            "--cert-file",
+            b1.cert.to_str().unwrap(),
+            "--key-file",
+            b1.key.to_str().unwrap(),
+            "--heartbeat-addr",
+            &hb,
+        ]);
+        assert_eq!(code, Some(0), "{err}");
+        while let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(300)) {
+            seen |= l.contains("b1") && l.contains("cpu=42.0");
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(seen, "muster watch over wss:// never showed b1's beat");
 }
