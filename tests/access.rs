@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::Write;
-use std::net::{IpAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 use support::{Daemon, read_line};
@@ -243,19 +243,9 @@ fn with_a_token_changes_need_it() {
     assert_eq!(delete(&d, "w3", "Authorization: Bearer rotated\r\n").0, 204);
 }
 
-/// A local address that is not loopback: a peer from it is not loopback
-/// either, though it is this machine.
-fn non_loopback() -> Option<IpAddr> {
-    let out = Command::new("hostname").arg("-I").output().ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.parse::<IpAddr>().ok())
-        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
-}
-
 #[test]
 fn without_a_token_changes_come_from_loopback_only() {
-    let ip = non_loopback();
+    let ip = support::non_loopback();
     let Some(ip) = ip.filter(|_| support::require("a non-loopback IPv4 address", ip.is_some()))
     else {
         return;

@@ -505,25 +505,9 @@ fn tls(client: &'static str) {
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = support::pki::Pki::new(dir.path());
-    let (cert, key, ca) = (
-        pki.server_cert.to_str().unwrap(),
-        pki.server_key.to_str().unwrap(),
-        pki.ca.to_str().unwrap(),
-    );
-    let d = daemon(&[
-        "--tls-cert-file",
-        cert,
-        "--tls-key-file",
-        key,
-        "--heartbeat-tls-addr",
-        "127.0.0.1:0",
-        "--heartbeat-tls-cert-file",
-        cert,
-        "--heartbeat-tls-key-file",
-        key,
-        "--heartbeat-tls-client-ca-file",
-        ca,
-    ]);
+    let ca = pki.ca.to_str().unwrap();
+    let args = pki.daemon_args();
+    let d = daemon(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let id = format!("{client}-tls");
     let mine = pki.client(&id);
     let url = format!("https://127.0.0.1:{}", d.http.port());

@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -78,15 +78,6 @@ fn send(at: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &st
     let _ = s.read_to_end(&mut buf);
     let (status, _, b) = support::parse_response(&buf);
     (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
-}
-
-/// A local address that is not loopback, if the machine has one.
-fn non_loopback() -> Option<IpAddr> {
-    let out = Command::new("hostname").arg("-I").output().ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.parse::<IpAddr>().ok())
-        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
 }
 
 /// Every change route, with a body, and the lowest role that may send it.
@@ -234,7 +225,7 @@ fn every_change_route_against_every_role_from_loopback_and_beyond() {
     ]);
     let port = d.http.port();
     matrix(SocketAddr::from(([127, 0, 0, 1], port)), &tokens);
-    match non_loopback() {
+    match support::non_loopback() {
         Some(ip) => matrix(SocketAddr::new(ip, port), &tokens),
         None => {
             support::require("a non-loopback IPv4 address", false);

@@ -237,25 +237,9 @@ fn muster_speaks_https_and_tls_heartbeats() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let (cert, key, ca) = (
-        pki.server_cert.to_str().unwrap(),
-        pki.server_key.to_str().unwrap(),
-        pki.ca.to_str().unwrap(),
-    );
-    let d = Daemon::start(&[
-        "--tls-cert-file",
-        cert,
-        "--tls-key-file",
-        key,
-        "--heartbeat-tls-addr",
-        "127.0.0.1:0",
-        "--heartbeat-tls-cert-file",
-        cert,
-        "--heartbeat-tls-key-file",
-        key,
-        "--heartbeat-tls-client-ca-file",
-        ca,
-    ]);
+    let ca = pki.ca.to_str().unwrap();
+    let args = pki.daemon_args();
+    let d = Daemon::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let muster = env!("CARGO_BIN_EXE_muster");
     let url = format!("https://127.0.0.1:{}", d.http.port());
     let hb = d.heartbeat_tls.unwrap().to_string();
@@ -290,38 +274,23 @@ fn muster_speaks_https_and_tls_heartbeats() {
     assert!(err.contains("certificate"), "{err}");
 
     let b1 = pki.client("b1");
-    let (code, _, err) = run(&[
-        "beat",
-        "--id",
-        "b1",
-        "--status",
-        "working",
-        "--tls",
-        "--ca-file",
-        ca,
-        "--cert-file",
-        b1.cert.to_str().unwrap(),
-        "--key-file",
-        b1.key.to_str().unwrap(),
-        "--heartbeat-addr",
-        &hb,
-    ]);
+    // `muster beat --tls` as `id` with b1's certificate.
+    let beat_as = |id: &str, extra: &[&str]| {
+        let mut args = vec!["beat", "--id", id, "--tls", "--ca-file", ca];
+        args.extend(["--cert-file", b1.cert.to_str().unwrap()]);
+        args.extend([
+            "--key-file",
+            b1.key.to_str().unwrap(),
+            "--heartbeat-addr",
+            &hb,
+        ]);
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, _, err) = beat_as("b1", &["--status", "working"]);
     assert_eq!(code, Some(0), "{err}");
     // b1's certificate cannot say it is b2.
-    let (code, _, err) = run(&[
-        "beat",
-        "--id",
-        "b2",
-        "--tls",
-        "--ca-file",
-        ca,
-        "--cert-file",
-        b1.cert.to_str().unwrap(),
-        "--key-file",
-        b1.key.to_str().unwrap(),
-        "--heartbeat-addr",
-        &hb,
-    ]);
+    let (code, _, err) = beat_as("b2", &[]);
     assert_eq!(code, Some(1));
     assert!(err.contains("worker_mismatch"), "{err}");
 
@@ -396,22 +365,7 @@ fn muster_speaks_https_and_tls_heartbeats() {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let mut seen = false;
     while !seen && std::time::Instant::now() < until {
-        let (code, _, err) = run(&[
-            "beat",
-            "--id",
-            "b1",
-            "--cpu",
-            "42",
-            "--tls",
-            "--ca-file",
-            ca,
-            "--cert-file",
-            b1.cert.to_str().unwrap(),
-            "--key-file",
-            b1.key.to_str().unwrap(),
-            "--heartbeat-addr",
-            &hb,
-        ]);
+        let (code, _, err) = beat_as("b1", &["--cpu", "42"]);
         assert_eq!(code, Some(0), "{err}");
         while let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(300)) {
             seen |= l.contains("b1") && l.contains("cpu=42.0");

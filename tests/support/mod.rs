@@ -333,6 +333,16 @@ pub fn closed(s: &mut TcpStream) -> bool {
 /// (`what`) is installed. In CI it must be (test.sh installs it); elsewhere
 /// the test says why it skips, never passing in silence.
 /// A port nothing listens on now (the kernel's choice).
+/// A local address that is not loopback, if the machine has one: a peer
+/// from it is not loopback either, though it is this machine.
+pub fn non_loopback() -> Option<std::net::IpAddr> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.parse::<std::net::IpAddr>().ok())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

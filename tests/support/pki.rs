@@ -174,6 +174,32 @@ impl Pki {
         self.sign("rogue", &format!("rogue-{id}"), id, None, None)
     }
 
+    /// musterd's flags for HTTPS and a TLS heartbeat listener on a
+    /// kernel-chosen port that asks for client certificates of this CA.
+    pub fn daemon_args(&self) -> Vec<String> {
+        let (cert, key) = (
+            self.server_cert.display().to_string(),
+            self.server_key.display().to_string(),
+        );
+        [
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--heartbeat-tls-addr",
+            "127.0.0.1:0",
+            "--heartbeat-tls-cert-file",
+            &cert,
+            "--heartbeat-tls-key-file",
+            &key,
+            "--heartbeat-tls-client-ca-file",
+            &self.ca.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
     /// The CA nobody trusts, to verify a server against.
     pub fn rogue_ca(&self) -> PathBuf {
         self.dir.join("rogue.pem")
