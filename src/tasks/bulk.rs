@@ -177,6 +177,7 @@ impl Tasks {
         }
         let n = gone.len();
         if let (Some(store), false) = (&self.store, gone.is_empty()) {
+            book.deleted_here.extend(gone.iter().copied());
             store.send(Write::Delete {
                 ids: gone,
                 at: unix_ms(),

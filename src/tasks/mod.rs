@@ -854,6 +854,7 @@ impl cluster::Replica for Tasks {
         for r in changes.rows {
             if r.deleted {
                 let id = r.task.id;
+                book.deleted_here.remove(&id);
                 if book.entries.contains_key(&id) {
                     book.forget(id);
                     stored.records.push(Record::Forget { id });
@@ -877,6 +878,9 @@ impl cluster::Replica for Tasks {
                 }
                 Some(e) if r.rev <= e.rev => continue,
                 Some(_) => {}
+                // Deleted here, its deletion not read back yet: a row from
+                // before it.
+                None if book.deleted_here.contains(&task.id) => continue,
                 None => {
                     if !book.make_room(cfg.tasks.max_tasks, &mut stored) {
                         continue;

@@ -142,6 +142,10 @@ pub struct Book {
     /// re-report them, or until the given time.
     orphans: BTreeSet<TaskId>,
     orphans_until: u64,
+    /// Cluster mode: tasks this node deleted whose deletion the mirror has
+    /// not read back yet, so that a row it read from before does not put
+    /// them back.
+    pub deleted_here: std::collections::HashSet<TaskId>,
 }
 
 /// How often the deadlines walk the held tasks (assignments not
