@@ -610,6 +610,10 @@ class Reconnecting(Base):
 
     def test_a_task_that_ended_during_the_outage_is_answered_with_its_end(self) -> None:
         def restarted(c: Any, hello: Any) -> bool:
+            # The reconnect can beat the handler's end: the daemon answers
+            # once the task has ended during the outage, as the test means.
+            ended.wait(5)
+            time.sleep(0.2)
             c.send(c.daemon.welcome_frame(hello["worker_id"]))
             for r in hello.get("running", []):
                 c.send({"type": "cancel", "task_id": r["task_id"]})
@@ -620,8 +624,14 @@ class Reconnecting(Base):
         w = self.worker("w1", d.addr)
         w._backoff.first = w._backoff.maximum = 0.3
         w._backoff.reset()
-        gate = threading.Event()
-        w.handle("quick", lambda t: gate.wait(5) and "done")
+        gate, ended = threading.Event(), threading.Event()
+
+        def quick(t: Any) -> str:
+            gate.wait(5)
+            ended.set()
+            return "done"
+
+        w.handle("quick", quick)
         w.start()
         c0 = d.wait_conn(0)
         c0.send(task_frame("t1", "quick"))
