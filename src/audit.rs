@@ -86,6 +86,17 @@ struct Inner {
     lines: usize,
 }
 
+impl Inner {
+    fn empty() -> Inner {
+        Inner {
+            entries: VecDeque::new(),
+            next_id: 1,
+            file: None,
+            lines: 0,
+        }
+    }
+}
+
 pub struct Audit {
     inner: Mutex<Inner>,
     path: Option<PathBuf>,
@@ -111,12 +122,7 @@ impl Writer {
 impl Audit {
     /// The audit log of a single node: in `dir` when there is one.
     pub fn open(dir: Option<&Path>, retention: Duration) -> Audit {
-        let mut inner = Inner {
-            entries: VecDeque::new(),
-            next_id: 1,
-            file: None,
-            lines: 0,
-        };
+        let mut inner = Inner::empty();
         let path = dir.map(|d| d.join(FILE));
         if let Some(p) = &path {
             let (entries, lines) = read(p, unix_ms().saturating_sub(ms(retention)));
@@ -147,17 +153,11 @@ impl Audit {
     ) -> std::io::Result<(Arc<Audit>, Writer)> {
         let (tx, rx) = std::sync::mpsc::channel();
         let audit = Arc::new(Audit {
-            inner: Mutex::new(Inner {
-                entries: VecDeque::new(),
-                next_id: 1,
-                file: None,
-                lines: 0,
-            }),
+            inner: Mutex::new(Inner::empty()),
             path: None,
-            to_db: Some(Mutex::new(tx.clone())),
+            to_db: Some(Mutex::new(tx)),
             node: Some(cluster.node_id().to_string()),
         });
-        drop(tx);
         let (a, stopping) = (audit.clone(), Arc::new(AtomicBool::new(false)));
         let st = stopping.clone();
         let thread = std::thread::Builder::new()

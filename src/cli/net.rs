@@ -13,7 +13,7 @@
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,8 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-/// The system's CA bundle on Debian.
-pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub use crate::config::tls::SYSTEM_ROOTS;
 
 /// Where and how to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,16 +116,7 @@ pub fn config(files: &TlsFiles) -> Result<Arc<ClientConfig>, String> {
         .ca
         .clone()
         .unwrap_or_else(|| PathBuf::from(SYSTEM_ROOTS));
-    let pem = read(&ca)?;
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem) {
-        let c = c.map_err(|e| format!("{}: not a PEM certificate: {e:?}", ca.display()))?;
-        // A bundle may hold a certificate rustls cannot use: skip it.
-        let _ = roots.add(c);
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no CA certificate in it", ca.display()));
-    }
+    let roots = crate::config::tls::roots(&ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -11,17 +11,14 @@ use postgres::{CancelToken, Client};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
-use rustls_pki_types::pem::PemObject;
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::path::Path;
 use std::sync::Arc;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Debian's bundle of the system's CAs.
-pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub use crate::config::tls::SYSTEM_ROOTS;
 
 /// How a link's connections are made.
 #[derive(Clone)]
@@ -41,7 +38,8 @@ impl Connector {
             SslMode::Disable => return Ok(Connector::Plain),
             SslMode::Prefer | SslMode::Require => Arc::new(Unverified(provider)),
             SslMode::VerifyCa | SslMode::VerifyFull => {
-                let roots = roots(root.unwrap_or(Path::new(SYSTEM_ROOTS)))?;
+                let roots = crate::config::tls::roots(root.unwrap_or(Path::new(SYSTEM_ROOTS)))
+                    .map_err(|e| format!("sslrootcert {e}"))?;
                 let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .map_err(|e| format!("TLS: {e}"))?;
@@ -84,18 +82,6 @@ pub fn driver_mode(mode: SslMode) -> postgres::config::SslMode {
             postgres::config::SslMode::Require
         }
     }
-}
-
-fn roots(path: &Path) -> Result<RootCertStore, String> {
-    let bad = |e: &dyn std::fmt::Display| format!("sslrootcert {}: {e}", path.display());
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
-        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-    }
-    if roots.is_empty() {
-        return Err(bad(&"no certificate in it"));
-    }
-    Ok(roots)
 }
 
 /// `prefer` and `require`: any certificate, the handshake still checked.

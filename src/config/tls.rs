@@ -30,6 +30,25 @@ impl PartialEq for Tls {
     }
 }
 
+/// The system's CA bundle on Debian.
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The CA certificates in a PEM file, for verifying a peer: every one of
+/// them must be usable, and there must be one.
+pub fn roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |e: &dyn fmt::Display| format!("{}: {e}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(&"no certificate in it"));
+    }
+    Ok(roots)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
@@ -93,8 +112,6 @@ pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
 /// must carry (a worker without one is refused in the handshake).
 #[cfg(feature = "tls")]
 pub fn load_heartbeat(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Tls, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
     let (chain, private, mut files) = identity(cert, key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -103,17 +120,8 @@ pub fn load_heartbeat(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resu
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
+            let roots = roots(ca)?;
             let pem = read(ca)?;
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(&pem) {
-                let c = c.map_err(|e| format!("{}: not a PEM certificate: {e:?}", ca.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("{}: no certificate in it", ca.display()));
-            }
             files.extend_from_slice(&pem);
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),

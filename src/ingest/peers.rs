@@ -146,22 +146,20 @@ fn take(
     tls: bool,
     accepted: &mut Vec<(TcpStream, std::net::SocketAddr, bool)>,
 ) {
-    {
-        let stats = &env.shared.stats;
-        acceptor.accept(listener, |a| match a {
-            Accepted::Conn(stream, peer) => accepted.push((stream, peer, tls)),
-            Accepted::Shed(stream, e) => {
-                // Closed at once: the worker reconnects later rather than
-                // waiting on a queue nobody can take from.
-                log.warn("tcp_accept_shed", || {
-                    format!("tcp accept failed ({e}): closing the queued connection from the reserve descriptor")
-                });
-                drop(stream);
-                stats.incr(Counter::TcpRefusedNoFds);
-            }
-            Accepted::Failed(e) => log.warn("tcp_accept", || format!("tcp accept failed: {e}")),
-        });
-    }
+    let stats = &env.shared.stats;
+    acceptor.accept(listener, |a| match a {
+        Accepted::Conn(stream, peer) => accepted.push((stream, peer, tls)),
+        Accepted::Shed(stream, e) => {
+            // Closed at once: the worker reconnects later rather than
+            // waiting on a queue nobody can take from.
+            log.warn("tcp_accept_shed", || {
+                format!("tcp accept failed ({e}): closing the queued connection from the reserve descriptor")
+            });
+            drop(stream);
+            stats.incr(Counter::TcpRefusedNoFds);
+        }
+        Accepted::Failed(e) => log.warn("tcp_accept", || format!("tcp accept failed: {e}")),
+    });
 }
 
 impl Peers {
