@@ -1,22 +1,28 @@
-//! The common frame, a heartbeat of plain fields, decoded without building
-//! a `serde_json::Value` tree: keys and strings are borrowed from the input
-//! and numbers are read as [`serde_json::Number`], exactly as the tree
-//! would hold them. Anything else (another type, a nested field, a key
-//! given twice, an escaped string, a value out of range, any syntax error)
-//! returns `None` and takes the general path, which decides and explains.
+//! The common frame, a heartbeat as workers send it (plain fields and the
+//! nested `resource_usage`, `current_job`, `labels` and `running_tasks`),
+//! decoded without building a `serde_json::Value` tree for the frame: keys
+//! and strings are borrowed from the input and numbers are read as
+//! [`serde_json::Number`], exactly as the tree would hold them; only the
+//! entries of `running_tasks`, kept as values, are trees. Anything else
+//! (another type, a key given twice at any depth, an escaped string, a
+//! value out of range or of another type, any syntax error) returns `None`
+//! and takes the general path, which decides and explains.
 //! So the fast path only ever agrees with the general one; the tests check
 //! that on generated frames.
 
 use super::decode::in_range;
-use super::frame::{Heartbeat, MAX_CPU_PERCENT, MAX_TEXT, Reported};
+use super::frame::{
+    CurrentJob, Heartbeat, Labels, MAX_CPU_PERCENT, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS,
+    MAX_RUNNING_TASKS, MAX_TEXT, Reported, ResourceUsage,
+};
 use super::id::{WorkerId, check_worker_id};
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Number;
+use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+use serde_json::{Number, Value};
 use std::fmt;
 
-/// The fields this path reads; any other field the general path
-/// reads sends the frame there.
-const FIELDS: [&str; 9] = [
+/// The fields this path reads; any other field is checked and ignored,
+/// as the general path ignores it.
+const FIELDS: [&str; 13] = [
     "type",
     "worker_id",
     "seq",
@@ -26,7 +32,27 @@ const FIELDS: [&str; 9] = [
     "gpu_usage",
     "queue_depth",
     "token",
+    "resource_usage",
+    "current_job",
+    "running_tasks",
+    "labels",
 ];
+
+/// The fields of `resource_usage` the general path reads.
+const USAGE: [&str; 9] = [
+    "rss_mb",
+    "heap_used_mb",
+    "heap_total_mb",
+    "external_mb",
+    "peak_rss_mb",
+    "threads",
+    "fds",
+    "io_read_bytes",
+    "io_write_bytes",
+];
+
+/// The fields of `current_job` the general path reads.
+const JOB: [&str; 4] = ["id", "type", "files", "started_at"];
 
 pub fn heartbeat(text: &str) -> Option<Heartbeat> {
     let mut de = serde_json::Deserializer::from_str(text);
@@ -55,6 +81,182 @@ fn whole(n: Option<Number>) -> Option<Option<u64>> {
     }
 }
 
+/// Inside a nested object, "not for this path" is an error: it ends the
+/// parse, and the frame goes to the general path.
+fn general<E: Error>() -> E {
+    E::custom("for the general path")
+}
+
+/// Marks key `i` of a nested object seen; a key given twice (which the
+/// general path's tree would keep the last of) is not for this path.
+fn once<E: Error>(seen: &mut u16, i: usize) -> Result<(), E> {
+    if *seen & (1 << i) != 0 {
+        return Err(general());
+    }
+    *seen |= 1 << i;
+    Ok(())
+}
+
+/// A borrowed string of at most `max` bytes, or `null`.
+fn text<'de, A: MapAccess<'de>>(map: &mut A, max: usize) -> Result<Option<String>, A::Error> {
+    match map.next_value::<Option<&str>>()? {
+        Some(s) if s.len() > max => Err(general()),
+        s => Ok(s.map(str::to_string)),
+    }
+}
+
+/// `resource_usage`: every figure in MB from 0 up, and whole counts.
+struct Usage(ResourceUsage);
+
+impl<'de> Deserialize<'de> for Usage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Usage, D::Error> {
+        d.deserialize_map(Usage(ResourceUsage::default()))
+    }
+}
+
+impl<'de> Visitor<'de> for Usage {
+    type Value = Usage;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("resource_usage")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Usage, A::Error> {
+        let r = &mut self.0;
+        let mut seen = 0u16;
+        while let Some(key) = map.next_key::<&str>()? {
+            let Some(i) = USAGE.iter().position(|f| *f == key) else {
+                map.next_value::<Checked>()?;
+                continue;
+            };
+            once(&mut seen, i)?;
+            let mb = |n: Option<Number>| float(n, f64::MAX).ok_or_else(general);
+            let count = |n: Option<Number>| whole(n).ok_or_else(general);
+            match i {
+                0 => r.rss_mb = mb(map.next_value()?)?,
+                1 => r.heap_used_mb = mb(map.next_value()?)?,
+                2 => r.heap_total_mb = mb(map.next_value()?)?,
+                3 => r.external_mb = mb(map.next_value()?)?,
+                4 => r.peak_rss_mb = mb(map.next_value()?)?,
+                5 => r.threads = count(map.next_value()?)?,
+                6 => r.fds = count(map.next_value()?)?,
+                7 => r.io_read_bytes = count(map.next_value()?)?,
+                _ => r.io_write_bytes = count(map.next_value()?)?,
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// `current_job`: a job id is text or a number (kept as its text).
+struct Job(CurrentJob);
+
+impl<'de> Deserialize<'de> for Job {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Job, D::Error> {
+        d.deserialize_map(Job(CurrentJob::default()))
+    }
+}
+
+impl<'de> Visitor<'de> for Job {
+    type Value = Job;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("current_job")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Job, A::Error> {
+        let j = &mut self.0;
+        let mut seen = 0u16;
+        while let Some(key) = map.next_key::<&str>()? {
+            let Some(i) = JOB.iter().position(|f| *f == key) else {
+                map.next_value::<Checked>()?;
+                continue;
+            };
+            once(&mut seen, i)?;
+            match i {
+                0 => j.id = map.next_value::<Option<JobId>>()?.map(|id| id.0),
+                1 => j.kind = text(&mut map, MAX_TEXT)?,
+                2 => j.files = whole(map.next_value()?).ok_or_else(general)?,
+                _ => j.started_at = whole(map.next_value()?).ok_or_else(general)?,
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// A job id: a string of at most [`MAX_TEXT`] bytes, or a number written
+/// as the general path writes it.
+struct JobId(String);
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<JobId, D::Error> {
+        d.deserialize_any(JobIdVisitor)
+    }
+}
+
+struct JobIdVisitor;
+
+impl<'de> Visitor<'de> for JobIdVisitor {
+    type Value = JobId;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a job id")
+    }
+
+    fn visit_borrowed_str<E: Error>(self, s: &'de str) -> Result<JobId, E> {
+        if s.len() > MAX_TEXT {
+            return Err(general());
+        }
+        Ok(JobId(s.to_string()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<JobId, E> {
+        Ok(JobId(Number::from(n).to_string()))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<JobId, E> {
+        Ok(JobId(Number::from(n).to_string()))
+    }
+
+    fn visit_f64<E: Error>(self, x: f64) -> Result<JobId, E> {
+        Number::from_f64(x)
+            .map(|n| JobId(n.to_string()))
+            .ok_or_else(general)
+    }
+}
+
+/// `labels`: at most [`MAX_LABELS`] keys of 1-128 bytes, string values of
+/// at most 1024.
+struct LabelMap(Labels);
+
+impl<'de> Deserialize<'de> for LabelMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<LabelMap, D::Error> {
+        d.deserialize_map(LabelMap(Labels::new()))
+    }
+}
+
+impl<'de> Visitor<'de> for LabelMap {
+    type Value = LabelMap;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("labels")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<LabelMap, A::Error> {
+        while let Some(key) = map.next_key::<&str>()? {
+            let value = map.next_value::<&str>()?;
+            let fits = !key.is_empty() && key.len() <= MAX_LABEL_KEY;
+            if !fits || value.len() > MAX_LABEL_VALUE || self.0.len() == MAX_LABELS {
+                return Err(general());
+            }
+            if self.0.insert(key.to_string(), value.to_string()).is_some() {
+                return Err(general());
+            }
+        }
+        Ok(self)
+    }
+}
+
 impl<'de> Visitor<'de> for Beat {
     /// `None`: not for the fast path.
     type Value = Option<Heartbeat>;
@@ -68,12 +270,6 @@ impl<'de> Visitor<'de> for Beat {
         let (mut typed, mut seen) = (false, 0u16);
         while let Some(key) = map.next_key::<&str>()? {
             let Some(i) = FIELDS.iter().position(|f| *f == key) else {
-                if matches!(
-                    key,
-                    "resource_usage" | "current_job" | "running_tasks" | "labels"
-                ) {
-                    return Ok(None);
-                }
                 map.next_value::<Checked>()?;
                 continue;
             };
@@ -120,6 +316,27 @@ impl<'de> Visitor<'de> for Beat {
                         true
                     }
                     Some(_) => false,
+                },
+                "resource_usage" => {
+                    beat.resource_usage = map.next_value::<Option<Usage>>()?.map(|u| u.0);
+                    true
+                }
+                // `null` clears the job: present, and empty.
+                "current_job" => {
+                    beat.current_job = Some(map.next_value::<Option<Job>>()?.map(|j| j.0));
+                    true
+                }
+                "labels" => {
+                    beat.labels = map.next_value::<Option<LabelMap>>()?.map(|l| l.0);
+                    true
+                }
+                "running_tasks" => match map.next_value::<Option<Vec<Value>>>()? {
+                    Some(list) if list.len() > MAX_RUNNING_TASKS => false,
+                    Some(list) if !list.iter().all(Value::is_object) => false,
+                    list => {
+                        beat.running_tasks = list;
+                        true
+                    }
                 },
                 // Not in FIELDS: cannot happen; the general path decides.
                 _ => false,
@@ -254,10 +471,70 @@ mod tests {
             ),
             ("gpu_usage", &["0.5", "101", "null"]),
             ("queue_depth", &["0", "7", "7.5", "null", "-3"]),
-            ("labels", &[r#"{"a":"b"}"#, "null", "[]"]),
-            ("current_job", &["null", r#"{"id":"j1"}"#]),
-            ("running_tasks", &["[]", "null"]),
-            ("resource_usage", &[r#"{"rss_mb":5}"#, "null"]),
+            (
+                "labels",
+                &[
+                    r#"{"a":"b"}"#,
+                    r#"{"pool":"scan","zone":"eu-1"}"#,
+                    r#"{"a":"b","a":"c"}"#,
+                    r#"{"":"b"}"#,
+                    r#"{"a":1}"#,
+                    r#"{"a":null}"#,
+                    r#"{"a\u0062":"b"}"#,
+                    r#"{"a":"\u0062"}"#,
+                    "null",
+                    "[]",
+                ],
+            ),
+            (
+                "current_job",
+                &[
+                    "null",
+                    r#"{"id":"j1"}"#,
+                    r#"{"id":789,"type":"scan","files":1000,"started_at":1733808005000}"#,
+                    r#"{"id":-3}"#,
+                    r#"{"id":1.5e3}"#,
+                    r#"{"id":true}"#,
+                    r#"{"id":null,"type":null}"#,
+                    r#"{"id":"a","id":"b"}"#,
+                    r#"{"files":-1}"#,
+                    r#"{"files":1.0}"#,
+                    r#"{"started_at":"1"}"#,
+                    r#"{"type":7}"#,
+                    r#"{"other":[1,{"x":2}]}"#,
+                    r#""x""#,
+                    "[]",
+                ],
+            ),
+            (
+                "running_tasks",
+                &[
+                    "[]",
+                    "null",
+                    r#"[{"task_id":"t1"},{"task_id":"t2","n":{"a":1,"a":2}}]"#,
+                    "[1]",
+                    r#"[{"s":"\ud800"}]"#,
+                    "{}",
+                ],
+            ),
+            (
+                "resource_usage",
+                &[
+                    r#"{"rss_mb":5}"#,
+                    r#"{"rss_mb":120.5,"heap_used_mb":80.25,"heap_total_mb":96.0,"external_mb":2.5}"#,
+                    r#"{"peak_rss_mb":1,"threads":6,"fds":7,"io_read_bytes":8,"io_write_bytes":9}"#,
+                    r#"{"rss_mb":-2}"#,
+                    r#"{"rss_mb":null,"threads":null}"#,
+                    r#"{"threads":1.5}"#,
+                    r#"{"threads":-1}"#,
+                    r#"{"rss_mb":"5"}"#,
+                    r#"{"rss_mb":1,"rss_mb":2}"#,
+                    r#"{"unknown":{"deep":[1]}}"#,
+                    "null",
+                    "[]",
+                    "3",
+                ],
+            ),
             (
                 "pad",
                 &[
@@ -319,6 +596,28 @@ mod tests {
             fast_taken < cases * 9 / 10,
             "fast path took {fast_taken} of {cases}"
         );
+    }
+
+    /// A heartbeat shaped as workers send it: the nested objects too.
+    #[test]
+    fn a_full_heartbeat_takes_the_fast_path() {
+        let text = r#"{"type":"heartbeat","worker_id":"w1","seq":3,"status":"working","cpu_usage":12.5,"memory_usage":3.2,"queue_depth":4,"resource_usage":{"rss_mb":120.5,"heap_used_mb":80.25,"heap_total_mb":96.0,"external_mb":2.5},"current_job":{"id":789,"type":"scan","files":1000,"started_at":1733808005000},"running_tasks":[{"task_id":"t1"}],"labels":{"pool":"scan","zone":"eu-1"}}"#;
+        let beat = heartbeat(text).expect("fast path");
+        assert_eq!(
+            beat.current_job.clone().unwrap().unwrap().id.as_deref(),
+            Some("789")
+        );
+        assert_eq!(beat.labels.as_ref().unwrap()["zone"], "eu-1");
+        assert_eq!(
+            beat.resource_usage.as_ref().unwrap().heap_used_mb,
+            Some(80.25)
+        );
+        assert_eq!(Some(Frame::Heartbeat(beat)), general(text));
+        // `null` clears the job on both paths.
+        let cleared = r#"{"type":"heartbeat","worker_id":"w1","current_job":null}"#;
+        let beat = heartbeat(cleared).expect("fast path");
+        assert_eq!(beat.current_job, Some(None));
+        assert_eq!(Some(Frame::Heartbeat(beat)), general(cleared));
     }
 
     #[test]
