@@ -5,11 +5,16 @@
 //! that [`notify`] posts from a thread of its own to each Alertmanager
 //! (API v2) and webhook, again every `alert_resend` while firing.
 //!
-//! Cost: one pass over the snapshots per tick (O(workers)); the hour's run
-//! outcomes every 10 s (O(runs kept)). Nothing here runs on a loop thread.
+//! Cost per tick: the worker rules judge only the workers that changed
+//! since the last tick ([`workers`]), O(changes); pending alerts are
+//! checked for their hold, O(pending); the pool's, the task queue's and the
+//! failed tasks' few conditions are judged whole. The hour's run outcomes
+//! are counted every 10 s, O(workers that ran + runs kept), and only while
+//! `error_rate` is on. Nothing here runs on a loop thread.
 
 pub mod notify;
 pub mod rules;
+pub mod workers;
 
 use crate::clock::unix_ms;
 use crate::config::alerts::Rule;
@@ -19,9 +24,9 @@ use crate::fleet::registry::Registry;
 use crate::stats::Counter;
 use crate::tasks::Tasks;
 use crate::tasks::task::State;
-use rules::{Condition, Flaps, Outcomes, Thresholds};
+use rules::{Condition, Outcomes, Thresholds};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -86,10 +91,60 @@ impl Alert {
 struct Inner {
     /// Pending and firing, by key.
     active: BTreeMap<String, Alert>,
+    /// The keys of those still pending, checked each tick for their hold.
+    pending: HashSet<String>,
+    /// The keys of active alerts judged whole each tick (not the worker
+    /// rules'): those a tick does not name again are over.
+    whole: HashSet<String>,
+    /// Active alerts that fired.
+    firing: usize,
     /// Newest last.
     resolved: VecDeque<Alert>,
     /// Failed tasks' alerts: key → when they fired.
     task_events: BTreeMap<String, (Instant, Condition)>,
+}
+
+impl Inner {
+    /// `c` holds at `now`: a new alert starts pending, a known one takes
+    /// its new words.
+    fn hold(&mut self, c: Condition, now: Instant) {
+        let key = c.key();
+        if let Some(a) = self.active.get_mut(&key) {
+            a.cond.summary = c.summary;
+            a.cond.description = c.description;
+            return;
+        }
+        self.pending.insert(key.clone());
+        self.active.insert(
+            key,
+            Alert {
+                id: 0,
+                pending_since: c.since.map_or(now, |t| t.min(now)),
+                cond: c,
+                starts_at: None,
+                ends_at: None,
+                resolved_at: None,
+            },
+        );
+    }
+
+    /// The condition of `key` no longer holds: an alert that fired is
+    /// resolved (true), one still pending just ends.
+    fn end(&mut self, key: &str, now: Instant) -> bool {
+        self.pending.remove(key);
+        let Some(mut a) = self.active.remove(key) else {
+            return false;
+        };
+        if a.starts_at.is_none() {
+            return false;
+        }
+        self.firing -= 1;
+        a.ends_at = Some(unix_ms());
+        a.resolved_at = Some(now);
+        log::info!("alert resolved: {}", describe(&a));
+        self.resolved.push_back(a);
+        true
+    }
 }
 
 pub struct Alerts {
@@ -176,52 +231,54 @@ impl Alerts {
             .collect()
     }
 
-    /// One pass of the rules over `conds`, at `now`: fire what has held
-    /// long enough, resolve what no longer holds.
+    /// One pass over every condition, as if all were judged whole.
+    #[cfg(test)]
     fn apply(&self, conds: Vec<Condition>, now: Instant) {
+        self.pass(workers::Verdict::default(), conds, now);
+    }
+
+    /// One tick at `now`: the worker rules' verdict (what holds anew and
+    /// what no longer does), the whole set of the other conditions; fire
+    /// what has held long enough, resolve what no longer holds.
+    fn pass(&self, verdict: workers::Verdict, whole: Vec<Condition>, now: Instant) {
         let mut inner = self.lock();
         let mut changed = 0u64;
-        let mut seen = std::collections::HashSet::with_capacity(conds.len());
-        for c in conds {
-            let key = c.key();
-            seen.insert(key.clone());
-            let a = inner.active.entry(key).or_insert_with(|| Alert {
-                cond: c.clone(),
-                id: 0,
-                pending_since: c.since.map_or(now, |t| t.min(now)),
-                starts_at: None,
-                ends_at: None,
-                resolved_at: None,
-            });
-            a.cond.summary = c.summary;
-            a.cond.description = c.description;
-            if a.starts_at.is_none()
-                && now.saturating_duration_since(a.pending_since) >= a.cond.hold
-            {
-                a.starts_at = Some(unix_ms());
-                a.id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                log::warn!("alert firing: {}: {}", describe(a), a.cond.summary);
+        let mut seen = HashSet::with_capacity(whole.len());
+        for c in whole {
+            seen.insert(c.key());
+            inner.hold(c, now);
+        }
+        let over: Vec<String> = inner.whole.difference(&seen).cloned().collect();
+        inner.whole = seen;
+        for c in verdict.holds {
+            inner.hold(c, now);
+        }
+        for key in verdict.gone.into_iter().chain(over) {
+            if inner.end(&key, now) {
                 changed += 1;
             }
         }
-        let gone: Vec<String> = inner
-            .active
-            .keys()
-            .filter(|k| !seen.contains(*k))
+        let due: Vec<String> = inner
+            .pending
+            .iter()
+            .filter(|k| {
+                inner
+                    .active
+                    .get(*k)
+                    .is_some_and(|a| now.saturating_duration_since(a.pending_since) >= a.cond.hold)
+            })
             .cloned()
             .collect();
-        for key in gone {
-            let Some(mut a) = inner.active.remove(&key) else {
+        for key in due {
+            inner.pending.remove(&key);
+            let Some(a) = inner.active.get_mut(&key) else {
                 continue;
             };
-            if a.starts_at.is_none() {
-                continue;
-            }
-            a.ends_at = Some(unix_ms());
-            a.resolved_at = Some(now);
-            log::info!("alert resolved: {}", describe(&a));
+            a.starts_at = Some(unix_ms());
+            a.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            log::warn!("alert firing: {}: {}", describe(a), a.cond.summary);
+            inner.firing += 1;
             changed += 1;
-            inner.resolved.push_back(a);
         }
         while inner.resolved.len() > RESOLVED_KEPT
             || inner.resolved.front().is_some_and(|a| {
@@ -231,11 +288,7 @@ impl Alerts {
         {
             inner.resolved.pop_front();
         }
-        let firing = inner
-            .active
-            .values()
-            .filter(|a| a.starts_at.is_some())
-            .count();
+        let firing = inner.firing;
         drop(inner);
         let st = &self.shared.stats;
         st.set(Counter::AlertsFiring, firing as u64);
@@ -350,7 +403,9 @@ fn describe(a: &Alert) -> String {
 
 /// The rules' thread: a pass every [`TICK`] until [`Alerts::stop`].
 pub fn run(alerts: Arc<Alerts>) {
-    let mut flaps = Flaps::default();
+    let changes = &alerts.shared.changes;
+    changes.set_watching(true);
+    let mut judged = workers::Workers::default();
     let mut outcomes = Outcomes::new();
     let mut outcomes_at: Option<Instant> = None;
     let mut tasks_seen = alerts.tasks.version();
@@ -367,16 +422,26 @@ pub fn run(alerts: Arc<Alerts>) {
             queue_depth: cfg.alerts.queue_depth,
             task_queue_depth: cfg.alerts.task_queue_depth,
         };
-        let snaps = alerts.registry.snapshots();
-        flaps.observe(&snaps, now);
-        if t.rules.contains(&Rule::ErrorRate)
-            && outcomes_at.is_none_or(|at| now.saturating_duration_since(at) >= OUTCOMES_EVERY)
-        {
-            outcomes = alerts.outcomes();
-            outcomes_at = Some(now);
+        let (changed, removed) = changes.take_watched();
+        let fleet = judged
+            .needs_all(&t)
+            .then(|| alerts.registry.shown_unsorted());
+        let verdict = judged.tick(
+            changed,
+            removed,
+            fleet,
+            |id| alerts.registry.snapshot(id),
+            &t,
+            now,
+        );
+        let mut conds = Vec::new();
+        if t.rules.contains(&Rule::ErrorRate) {
+            if outcomes_at.is_none_or(|at| now.saturating_duration_since(at) >= OUTCOMES_EVERY) {
+                outcomes = alerts.outcomes();
+                outcomes_at = Some(now);
+            }
+            conds.extend(rules::error_rates(&outcomes, &t));
         }
-        let mut conds = rules::evaluate(&snaps, &flaps, &outcomes, &t);
-        drop(snaps);
         if t.rules.contains(&Rule::PoolMemberFatal) {
             conds.extend(alerts.pool_conditions());
         }
@@ -388,9 +453,10 @@ pub fn run(alerts: Arc<Alerts>) {
         if t.rules.contains(&Rule::TaskFailed) {
             conds.extend(task_conds);
         }
-        alerts.apply(conds, now);
+        alerts.pass(verdict, conds, now);
         std::thread::sleep(TICK.saturating_sub(now.elapsed()));
     }
+    changes.set_watching(false);
 }
 
 #[cfg(test)]

@@ -52,47 +52,51 @@ pub struct Thresholds<'a> {
 }
 
 /// Per worker: the times it went inactive in the last [`FLAP_WINDOW`].
+/// Told of a worker when its state changes, never on a timer: a spell
+/// leaving the window is [`Flaps::next_expiry`]'s to announce.
 #[derive(Default)]
 pub struct Flaps {
-    /// Id → its `times_inactive` when last seen, the spells in the window,
-    /// and the pass that last saw it.
-    seen: HashMap<Arc<str>, (u64, VecDeque<Instant>, u64)>,
-    pass: u64,
+    /// Id → its `times_inactive` when last seen, and the spells in the window.
+    seen: HashMap<Arc<str>, (u64, VecDeque<Instant>)>,
 }
 
 impl Flaps {
-    /// Note each worker's `times_inactive`; forget workers that are gone.
-    /// A worker already known costs a lookup, not an allocation.
-    pub fn observe(&mut self, snaps: &[Arc<Snapshot>], now: Instant) {
-        self.pass += 1;
-        let pass = self.pass;
-        for s in snaps {
-            let entry = match self.seen.get_mut(&*s.id) {
-                Some(e) => e,
-                None => self.seen.entry(Arc::from(&*s.id)).or_insert((
-                    s.times_inactive,
-                    VecDeque::new(),
-                    pass,
-                )),
-            };
-            let (last, times, seen_in) = entry;
-            for _ in *last..s.times_inactive {
-                times.push_back(now);
-            }
-            *last = s.times_inactive;
-            *seen_in = pass;
-            while times
-                .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) > FLAP_WINDOW)
-            {
-                times.pop_front();
-            }
+    /// Note a worker's `times_inactive` at `now` and drop spells older than
+    /// the window; how many are left. A worker first seen counts none of
+    /// the spells before. A worker already known costs a lookup.
+    pub fn note(&mut self, id: &str, times_inactive: u64, now: Instant) -> usize {
+        let (last, times) = match self.seen.get_mut(id) {
+            Some(e) => e,
+            None => self
+                .seen
+                .entry(Arc::from(id))
+                .or_insert((times_inactive, VecDeque::new())),
+        };
+        for _ in *last..times_inactive {
+            times.push_back(now);
         }
-        self.seen.retain(|_, (_, _, seen_in)| *seen_in == pass);
+        *last = times_inactive;
+        while times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > FLAP_WINDOW)
+        {
+            times.pop_front();
+        }
+        times.len()
+    }
+
+    /// When the oldest spell of `id` leaves the window, if it has any.
+    pub fn next_expiry(&self, id: &str) -> Option<Instant> {
+        let (_, times) = self.seen.get(id)?;
+        times.front().map(|t| *t + FLAP_WINDOW)
+    }
+
+    pub fn forget(&mut self, id: &str) {
+        self.seen.remove(id);
     }
 
     pub fn count(&self, id: &str) -> usize {
-        self.seen.get(id).map_or(0, |(_, t, _)| t.len())
+        self.seen.get(id).map_or(0, |(_, t)| t.len())
     }
 }
 
@@ -135,7 +139,8 @@ pub fn task_queue(queued: u64, t: &Thresholds) -> Option<Condition> {
     })
 }
 
-/// The worker rules over the fleet as it is.
+/// The worker rules over `snaps`, and the fleet's error rate over `outcomes`.
+#[cfg(test)]
 pub fn evaluate(
     snaps: &[Arc<Snapshot>],
     flaps: &Flaps,
@@ -143,44 +148,59 @@ pub fn evaluate(
     t: &Thresholds,
 ) -> Vec<Condition> {
     let mut out = Vec::new();
-    for s in snaps.iter().filter(|s| !s.terminated) {
-        let id = &*s.id;
-        if s.inactive && on(t, Rule::WorkerInactive) {
-            let mut c = worker(Rule::WorkerInactive, id, "warning", t.hold);
-            c.since = Some(s.last_seen + t.inactivity);
-            c.summary = format!("Worker {id} is silent");
-            c.description = format!(
-                "{id} has sent nothing within the inactivity timeout (last heard from {} s ago).",
-                s.last_seen.elapsed().as_secs()
-            );
-            out.push(c);
-        }
-        if !s.inactive
-            && s.reported == Some(crate::proto::Reported::Error)
-            && on(t, Rule::WorkerError)
-        {
-            let mut c = worker(Rule::WorkerError, id, "warning", t.hold);
-            c.summary = format!("Worker {id} reports error");
-            c.description = format!("{id} reports status error.");
-            out.push(c);
-        }
-        let flapped = flaps.count(id);
-        if flapped > t.flapping as usize && on(t, Rule::WorkerFlapping) {
-            let mut c = worker(Rule::WorkerFlapping, id, "warning", Duration::ZERO);
-            c.summary = format!("Worker {id} is flapping");
-            c.description = format!("{id} went inactive {flapped} times in the last 10 minutes.");
-            out.push(c);
-        }
-        if !s.inactive && s.queue_depth > t.queue_depth && on(t, Rule::QueueDepth) {
-            let mut c = worker(Rule::QueueDepth, id, "warning", t.hold);
-            c.summary = format!("Worker {id} has {} queued", s.queue_depth);
-            c.description = format!(
-                "{id} reports a queue depth of {}, above {}.",
-                s.queue_depth, t.queue_depth
-            );
-            out.push(c);
-        }
+    for s in snaps {
+        out.extend(worker_conditions(s, flaps.count(&s.id), t));
     }
+    out.extend(error_rates(outcomes, t));
+    out
+}
+
+/// The conditions one worker's state holds, `flapped` being its inactive
+/// spells in the window. A healthy worker costs no allocation.
+pub fn worker_conditions(s: &Snapshot, flapped: usize, t: &Thresholds) -> Vec<Condition> {
+    let mut out = Vec::new();
+    if s.terminated {
+        return out;
+    }
+    let id = &*s.id;
+    if s.inactive && on(t, Rule::WorkerInactive) {
+        let mut c = worker(Rule::WorkerInactive, id, "warning", t.hold);
+        c.since = Some(s.last_seen + t.inactivity);
+        c.summary = format!("Worker {id} is silent");
+        c.description = format!(
+            "{id} has sent nothing within the inactivity timeout ({} s).",
+            t.inactivity.as_secs()
+        );
+        out.push(c);
+    }
+    if !s.inactive && s.reported == Some(crate::proto::Reported::Error) && on(t, Rule::WorkerError)
+    {
+        let mut c = worker(Rule::WorkerError, id, "warning", t.hold);
+        c.summary = format!("Worker {id} reports error");
+        c.description = format!("{id} reports status error.");
+        out.push(c);
+    }
+    if flapped > t.flapping as usize && on(t, Rule::WorkerFlapping) {
+        let mut c = worker(Rule::WorkerFlapping, id, "warning", Duration::ZERO);
+        c.summary = format!("Worker {id} is flapping");
+        c.description = format!("{id} went inactive {flapped} times in the last 10 minutes.");
+        out.push(c);
+    }
+    if !s.inactive && s.queue_depth > t.queue_depth && on(t, Rule::QueueDepth) {
+        let mut c = worker(Rule::QueueDepth, id, "warning", t.hold);
+        c.summary = format!("Worker {id} has {} queued", s.queue_depth);
+        c.description = format!(
+            "{id} reports a queue depth of {}, above {}.",
+            s.queue_depth, t.queue_depth
+        );
+        out.push(c);
+    }
+    out
+}
+
+/// `error_rate` per worker and for the fleet, over the hour's outcomes.
+pub fn error_rates(outcomes: &Outcomes, t: &Thresholds) -> Vec<Condition> {
+    let mut out = Vec::new();
     if on(t, Rule::ErrorRate) {
         let (mut runs, mut failed) = (0, 0);
         let mut ids: Vec<&Arc<str>> = outcomes.keys().collect();
@@ -326,12 +346,18 @@ mod tests {
         let mut s = snap("f", r#"{"type":"heartbeat","worker_id":"f"}"#);
         let t0 = Instant::now();
         let mut flaps = Flaps::default();
-        flaps.observe(&[Arc::new(s.clone())], t0);
+        assert_eq!(flaps.note("f", 0, t0), 0);
+        assert_eq!(flaps.next_expiry("f"), None);
         for i in 1..=4u64 {
             s.times_inactive = i;
-            flaps.observe(&[Arc::new(s.clone())], t0 + Duration::from_secs(i * 60));
+            flaps.note("f", i, t0 + Duration::from_secs(i * 60));
         }
         assert_eq!(flaps.count("f"), 4);
+        assert_eq!(
+            flaps.next_expiry("f"),
+            Some(t0 + Duration::from_secs(60) + FLAP_WINDOW),
+            "the first spell leaves the window ten minutes after it began"
+        );
         let got = evaluate(&[Arc::new(s.clone())], &flaps, &Outcomes::new(), &ALL);
         assert_eq!(got[0].key(), "worker_flapping,worker_id=f");
         assert_eq!(
@@ -339,18 +365,12 @@ mod tests {
             "f went inactive 4 times in the last 10 minutes."
         );
         // Eleven minutes on, the first spell has left the window.
-        flaps.observe(
-            &[Arc::new(s.clone())],
-            t0 + Duration::from_secs(11 * 60 + 1),
-        );
-        assert_eq!(flaps.count("f"), 3);
+        assert_eq!(flaps.note("f", 4, t0 + Duration::from_secs(11 * 60 + 1)), 3);
         assert!(evaluate(&[Arc::new(s)], &flaps, &Outcomes::new(), &ALL).is_empty());
-        flaps.observe(&[], t0 + Duration::from_secs(12 * 60));
-        assert_eq!(
-            flaps.count("f"),
-            0,
-            "a forgotten worker is forgotten here too"
-        );
+        // A worker first seen with spells behind it counts none of them.
+        assert_eq!(flaps.note("g", 7, t0), 0);
+        flaps.forget("f");
+        assert_eq!(flaps.count("f"), 0, "a forgotten worker is forgotten here");
     }
 
     #[test]

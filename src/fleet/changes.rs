@@ -12,6 +12,10 @@
 //! one per worker, so the HTTP loop fans out without going back to the
 //! registry for each worker or each client.
 //!
+//! A second, separate reader takes this node's own workers' changes: the
+//! alert rules ([`Changes::set_watching`]), which judge a worker again only
+//! when it changed, never by a pass over the fleet.
+//!
 //! It also keeps a version, bumped before and after every publish, and after
 //! every insert and removal, whether or not anyone subscribes: a reader that
 //! assembled something from every snapshot at version `v` may reuse it while
@@ -21,7 +25,7 @@
 use super::notify::{Nobody, Notify};
 use super::snapshot::Snapshot;
 use crate::proto::WorkerId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{
     AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
@@ -37,8 +41,18 @@ struct Pending {
     removed: Vec<WorkerId>,
 }
 
+/// What the watcher has not taken yet: latest snapshot per changed local
+/// worker, and the ids removed since. Both hold at most one entry per id.
+#[derive(Default)]
+struct Watched {
+    changed: HashMap<WorkerId, Arc<Snapshot>>,
+    removed: HashSet<WorkerId>,
+}
+
 pub struct Changes {
     pending: Mutex<Pending>,
+    watched: Mutex<Watched>,
+    watching: AtomicBool,
     /// Told when the feed goes from empty to not empty.
     notify: Arc<dyn Notify>,
     wanted: AtomicBool,
@@ -56,6 +70,8 @@ impl Changes {
     pub fn new(notify: Arc<dyn Notify>) -> Changes {
         Changes {
             pending: Mutex::default(),
+            watched: Mutex::default(),
+            watching: AtomicBool::new(false),
             notify,
             wanted: AtomicBool::new(false),
             version: AtomicU64::new(0),
@@ -95,7 +111,39 @@ impl Changes {
         }
     }
 
+    /// Start (or stop) keeping local workers' changes for [`Self::take_watched`].
+    pub fn set_watching(&self, on: bool) {
+        self.watching.store(on, Relaxed);
+        if !on {
+            *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = Watched::default();
+        }
+    }
+
+    /// A worker of this node published `snap` (its own thread calls this).
+    pub fn local(&self, snap: &Arc<Snapshot>) {
+        if self.watching.load(Relaxed) {
+            let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            w.changed.insert(snap.id.clone(), snap.clone());
+        }
+    }
+
+    /// The local workers changed and the ids removed since the last take.
+    /// An id in both was removed and then seen again: apply the removals
+    /// first.
+    pub fn take_watched(&self) -> (Vec<Arc<Snapshot>>, Vec<WorkerId>) {
+        let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            w.changed.drain().map(|(_, s)| s).collect(),
+            w.removed.drain().collect(),
+        )
+    }
+
     pub fn removed(&self, id: &WorkerId) {
+        if self.watching.load(Relaxed) {
+            let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            w.changed.remove(id);
+            w.removed.insert(id.clone());
+        }
         self.record(|p| {
             p.changed.remove(id);
             if p.removed.len() >= MAX_REMOVED {
@@ -175,6 +223,37 @@ mod tests {
 
     /// A change is rendered by whoever records it (the worker's thread)
     /// while someone streams changes, and not at all while nobody does.
+    #[test]
+    fn the_watcher_sees_local_changes_and_removals_only_while_watching() {
+        let changes = Changes::default();
+        changes.local(&snap("a", 1));
+        assert!(changes.take_watched().0.is_empty(), "not watching yet");
+        changes.set_watching(true);
+        for q in 0..10 {
+            changes.local(&snap("a", q));
+        }
+        changes.local(&snap("b", 0));
+        changes.removed(&"b".into());
+        let (changed, removed) = changes.take_watched();
+        assert_eq!(changed.len(), 1);
+        assert_eq!((&*changed[0].id, changed[0].queue_depth), ("a", 9));
+        assert_eq!(
+            removed,
+            vec![WorkerId::from("b")],
+            "b's change went with it"
+        );
+        // Removed, then back: both, the removal to be applied first.
+        changes.removed(&"c".into());
+        changes.local(&snap("c", 3));
+        let (changed, removed) = changes.take_watched();
+        assert_eq!((changed.len(), removed.len()), (1, 1));
+        assert!(changes.take_watched().0.is_empty());
+        assert!(
+            changes.take().0.is_empty(),
+            "the subscribers' feed is apart from the watcher's"
+        );
+    }
+
     #[test]
     fn a_change_is_rendered_where_it_is_recorded_while_wanted() {
         let changes = Changes::default();

@@ -60,5 +60,6 @@ impl worker::OnChange for Shared {
 
     fn changed(&self, snap: &Arc<Snapshot>) {
         self.changes.changed(snap);
+        self.changes.local(snap);
     }
 }
