@@ -18,8 +18,8 @@
 //! sent a second frame over UDP (its first is refused and remembered in a
 //! bounded list), so one datagram per spoofed id cannot push out a worker's
 //! history. A live worker is never displaced. The candidates are listed by
-//! the sweeper on its pass ([`Registry::set_displaceable`]) and by a
-//! restore, so making room costs no scan of the fleet.
+//! the sweeper as it finds them not live ([`Registry::note_not_live`]) and
+//! by a restore, so making room costs no scan of the fleet.
 //!
 //! The registry does not decide when a worker is silent or old (the
 //! sweeper does) and does not apply frames (the worker's thread does).
@@ -86,6 +86,10 @@ pub struct Registry {
     /// UDP newcomers refused while full, remembered so that a second frame
     /// finds them live.
     knocked: Mutex<Knocked>,
+    /// Workers started since the sweeper last looked, while it looks
+    /// ([`Registry::take_started`]): it learns of each worker once, not by
+    /// a pass over the map.
+    started: Mutex<Option<Vec<WorkerId>>>,
     /// For the threads it starts, and the `max_workers` in force.
     shared: Arc<Shared>,
     log_limit: RateLimit,
@@ -108,6 +112,7 @@ impl Registry {
             probation: Mutex::new(VecDeque::new()),
             displaceable: Mutex::new(VecDeque::new()),
             knocked: Mutex::new(Knocked::default()),
+            started: Mutex::new(None),
             shared,
             log_limit: RateLimit::new(Duration::from_secs(10)),
             node: OnceLock::new(),
@@ -357,6 +362,41 @@ impl Registry {
         *self.displaceable.lock().unwrap_or_else(|p| p.into_inner()) = ids;
     }
 
+    /// The sweeper found `id` not live: it may make room, after those
+    /// found before it. A worker found live again stays listed until
+    /// making room meets it and passes it by; once the list holds twice
+    /// the fleet, it keeps only the ids still there and not live, once each.
+    pub fn note_not_live(&self, id: WorkerId) {
+        let map = self.read();
+        let mut list = self.displaceable.lock().unwrap_or_else(|p| p.into_inner());
+        list.push_back(id);
+        if list.len() > 2 * map.len().max(512) {
+            let mut seen = std::collections::HashSet::new();
+            list.retain(|id| {
+                map.get(id).is_some_and(|e| !is_live(&e.handle.snapshot()))
+                    && seen.insert(id.clone())
+            });
+        }
+    }
+
+    /// The workers started since the last call (all of them at the first),
+    /// for the sweeper; from then on each start is kept for it.
+    pub fn take_started(&self) -> Vec<WorkerId> {
+        if let Some(list) = self
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            return std::mem::take(list);
+        }
+        // The map first, as a start takes them: one meanwhile waits for
+        // the map, and is then listed.
+        let map = self.read();
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+        map.keys().cloned().collect()
+    }
+
     /// Start a worker's thread from `first` and put it in the map.
     fn start(
         &self,
@@ -380,6 +420,14 @@ impl Registry {
             });
         match spawned {
             Ok(thread) => {
+                if let Some(list) = self
+                    .started
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_mut()
+                {
+                    list.push(id.clone());
+                }
                 map.insert(
                     id,
                     Entry {
@@ -722,7 +770,9 @@ mod tests {
         let h = r.handle("old").unwrap();
         let _ = h.inbox.try_send(Msg::Sweep { timeout_ms: 0 });
         wait_for(|| r.snapshot("old").is_some_and(|s| !s.is_active()));
-        crate::fleet::sweeper::sweep(&r, &r.shared, Instant::now(), false);
+        let mut sweeper = crate::fleet::sweeper::Sweeper::default();
+        let grace = Err(Instant::now() + Duration::from_secs(60));
+        sweeper.tick(&r, &r.shared, Instant::now(), grace);
         // A UDP newcomer's first frame is refused and remembered; its
         // second finds it live, and the inactive worker makes room.
         let new: WorkerId = "new".into();
@@ -735,7 +785,7 @@ mod tests {
         assert_eq!(r.shared.stats.get(Counter::WorkersDisplaced), 1);
         // Only live workers left: a TCP hello is refused, never makes room.
         beat(&r, "new");
-        crate::fleet::sweeper::sweep(&r, &r.shared, Instant::now(), false);
+        sweeper.tick(&r, &r.shared, Instant::now(), grace);
         r.set_displaceable(["live".into(), "new".into()].into());
         assert_eq!(
             r.route(&"tcp".into(), Transport::Tcp).err(),
