@@ -8,7 +8,10 @@
 //! free: malloc's arenas, blocks of a megabyte or more (each is a map of
 //! its own), and the stacks of ended threads that glibc keeps for reuse
 //! (up to 40 MiB). Past `vm.max_map_count` a new thread cannot map its
-//! signal stack and the process aborts, so this limit is a hard one. `max_workers` is clamped to the smallest of
+//! signal stack and the process aborts, so this limit is a hard one. The
+//! pids controller of the process's cgroup (systemd's `TasksMax`) counts
+//! every thread as a task, at the unit and at each cgroup above it.
+//! `max_workers` is clamped to the smallest of
 //! those limits less what is already in use, with a margin for the daemon's
 //! own threads, so that a full roll call never hits EAGAIN on spawn.
 //! Spawning still checks for failure; this just makes it rare.
@@ -34,6 +37,10 @@ pub struct Limits {
     pub host_threads: u64,
     /// Memory maps this process has now.
     pub own_maps: u64,
+    /// Tasks the pids controller still lets this cgroup start, the
+    /// tightest over it and its ancestors (`TasksMax` under systemd);
+    /// `None` when no level sets a limit.
+    pub cgroup_tasks_left: Option<u64>,
 }
 
 fn read_u64(path: &str) -> Option<u64> {
@@ -60,7 +67,11 @@ impl Limits {
         let own_maps = fs::read_to_string("/proc/self/maps")
             .map(|s| s.lines().count() as u64)
             .unwrap_or(0);
+        let cgroup_tasks_left = fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|c| tasks_left(&c, |p| fs::read_to_string(p).ok()));
         Limits {
+            cgroup_tasks_left,
             max_map_count: read_u64("/proc/sys/vm/max_map_count"),
             pid_max: read_u64("/proc/sys/kernel/pid_max"),
             threads_max: read_u64("/proc/sys/kernel/threads-max"),
@@ -94,6 +105,7 @@ impl Limits {
                 .map(|m| m.saturating_sub(self.host_threads)),
             "kernel.threads-max",
         );
+        consider(self.cgroup_tasks_left, "the cgroup's pids.max (TasksMax)");
         // RLIMIT_NPROC counts this user's threads; the host count bounds it.
         consider(
             self.nproc
@@ -165,6 +177,46 @@ pub fn size_futex_hash(slots: u64) -> bool {
     }
 }
 
+/// From `/proc/self/cgroup`'s text, the tasks the pids controller lets
+/// this cgroup start: `pids.max - pids.current` at the cgroup and at each
+/// one above it, the least of them. The pids hierarchy of cgroup v1 when
+/// mounted, else the unified one. `read` reads a file under /sys/fs/cgroup.
+fn tasks_left(cgroup: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    let line = |want: &dyn Fn(&str, &str) -> bool| {
+        cgroup.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+            want(ctl, path).then(|| path.to_string())
+        })
+    };
+    let v1 = line(&|ctl: &str, _: &str| ctl.split(',').any(|c| c == "pids"));
+    let (root, mut path) = match v1 {
+        Some(p) => ("/sys/fs/cgroup/pids", p),
+        None => (
+            "/sys/fs/cgroup",
+            line(&|ctl: &str, _: &str| ctl.is_empty())?,
+        ),
+    };
+    let mut least: Option<u64> = None;
+    loop {
+        let dir = format!("{root}{}", path.trim_end_matches('/'));
+        let max = read(&format!("{dir}/pids.max")).and_then(|m| m.trim().parse::<u64>().ok());
+        let current =
+            read(&format!("{dir}/pids.current")).and_then(|c| c.trim().parse::<u64>().ok());
+        if let (Some(max), Some(current)) = (max, current) {
+            let left = max.saturating_sub(current);
+            least = Some(least.map_or(left, |l| l.min(left)));
+        }
+        match path.trim_end_matches('/').rsplit_once('/') {
+            Some((up, _)) => path = up.to_string(),
+            None => return least,
+        }
+        if path.is_empty() {
+            return least;
+        }
+    }
+}
+
 /// The fourth field of /proc/loadavg is `running/total` threads.
 fn parse_loadavg_threads(s: &str) -> Option<u64> {
     s.split_whitespace().nth(3)?.split('/').nth(1)?.parse().ok()
@@ -183,6 +235,7 @@ mod tests {
             nproc: None,
             host_threads: 500,
             own_maps: 30,
+            cgroup_tasks_left: None,
         };
         let (n, which) = l.allowed();
         assert_eq!(which, "vm.max_map_count");
@@ -203,6 +256,48 @@ mod tests {
         assert_eq!(l.allowed(), (700 - MARGIN, "RLIMIT_NPROC"));
         let none = Limits::default();
         assert_eq!(none.clamp(10_000), (10_000, None));
+    }
+
+    #[test]
+    fn the_tightest_pids_limit_of_the_cgroup_and_those_above_binds() {
+        let files = std::collections::HashMap::from([
+            (
+                "/sys/fs/cgroup/system.slice/musterd.service/pids.max",
+                "10064\n",
+            ),
+            (
+                "/sys/fs/cgroup/system.slice/musterd.service/pids.current",
+                "64\n",
+            ),
+            ("/sys/fs/cgroup/system.slice/pids.max", "max\n"),
+            ("/sys/fs/cgroup/system.slice/pids.current", "900\n"),
+        ]);
+        let read = |p: &str| files.get(p).map(|s| s.to_string());
+        let v2 = "0::/system.slice/musterd.service\n";
+        assert_eq!(tasks_left(v2, read), Some(10_000));
+        // A slice above with less room binds.
+        let mut tight = files.clone();
+        tight.insert("/sys/fs/cgroup/system.slice/pids.max", "1000\n");
+        let read = |p: &str| tight.get(p).map(|s| s.to_string());
+        assert_eq!(tasks_left(v2, read), Some(100));
+        // cgroup v1: the pids hierarchy.
+        let v1 = "9:name=systemd:/x\n8:pids:/system.slice/musterd.service\n0::/\n";
+        let read = |p: &str| {
+            p.strip_prefix("/sys/fs/cgroup/pids")
+                .and_then(|rest| files.get(format!("/sys/fs/cgroup{rest}").as_str()))
+                .map(|s| s.to_string())
+        };
+        assert_eq!(tasks_left(v1, read), Some(10_000));
+        // No limit anywhere, or no cgroup file: none.
+        assert_eq!(tasks_left("0::/\n", |_| Some("max".into())), None);
+        assert_eq!(tasks_left("", |_| None), None);
+        let l = Limits {
+            cgroup_tasks_left: Some(5000),
+            ..Limits::default()
+        };
+        let (n, warn) = l.clamp(10_000);
+        assert_eq!(n as u64, 5000 - MARGIN);
+        assert!(warn.unwrap().contains("TasksMax"));
     }
 
     #[test]
