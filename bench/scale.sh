@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One node holding a large fleet, with heartbeats shaped like a real
+# worker's (seed frames, about 330 bytes; a minimal-frame row second): the
+# build at BASE against this tree, back to back, the daemon pinned to CPU 0
+# and the sender to CPU 1.
+#
+#   bench/scale.sh              # 10,000 workers each beating every second, 30 s
+#   bench/scale.sh quick        # 10 s runs
+#   WORKERS=100000 INTERVAL=5 bench/scale.sh
+#   BASE=<commit> bench/scale.sh
+#
+# Rows: daemon CPU per heartbeat (the daemon's utime+stime over the send
+# window, divided by the heartbeats it applied); RSS once the fleet beats;
+# idle CPU with the whole fleet silent but not yet inactive, and once all
+# are inactive. 100,000 workers need kernel.pid_max above 100,000 (the
+# script raises it when it can).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=30; [ "${1:-}" = quick ] && secs=10
+workers=${WORKERS:-10000}
+interval=${INTERVAL:-1}
+base=${BASE:-fa3c524}
+pin_d=""; pin_c=""
+if [ "$(nproc)" -ge 2 ]; then pin_d="taskset -c 0"; pin_c="taskset -c 1"; fi
+. bench/lib.sh
+if [ "$(cat /proc/sys/kernel/pid_max)" -lt $((workers + 10000)) ]; then
+  echo $((workers + 10000)) > /proc/sys/kernel/pid_max 2>/dev/null ||
+    { echo "kernel.pid_max is below $((workers + 10000)) and cannot be raised here" >&2; exit 1; }
+fi
+
+old=/tmp/muster-base-$base
+if [ ! -x "$old/target/release/musterd" ]; then
+  rm -rf "$old"; git worktree prune
+  git worktree add --detach "$old" "$base" >/dev/null
+  (cd "$old" && cargo build --release --quiet --bin musterd)
+fi
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+# build frame -> "us_per_heartbeat rss_mb idle_cores inactive_cores lost"
+run() {
+  local m=$1 frame=$2
+  MUSTERD=$m
+  musterd=$m
+  bench_flags
+  start --max-workers $((workers + 100)) --inactivity-timeout 60s
+  local rate=$((workers / interval))
+  # Every worker says its first frame once, then the fleet beats.
+  $pin_c $bin/muster-bench heartbeats --workers "$workers" --rate "$rate" --duration "$((interval * 2))s" \
+    --worker-prefix w --frame "$frame" --pid "$pid" --json >/dev/null
+  local t0; t0=$(ticks "$pid")
+  local out; out=$($pin_c $bin/muster-bench heartbeats --workers "$workers" --rate "$rate" --duration "${secs}s" \
+    --worker-prefix w --frame "$frame" --pid "$pid" --json)
+  local t1; t1=$(ticks "$pid")
+  local rss; rss=$(rss_mb "$pid")
+  # Silent, not yet inactive (the timeout is 60 s).
+  sleep 2
+  local i0; i0=$(ticks "$pid"); sleep 20; local i1; i1=$(ticks "$pid")
+  # All inactive: wait out the timeout.
+  sleep 40
+  local j0; j0=$(ticks "$pid"); sleep 20; local j1; j1=$(ticks "$pid")
+  stop
+  local sent lost
+  sent=$(echo "$out" | field sent); lost=$(echo "$out" | field lost)
+  python3 -c "import sys; s,l,t,hz,i,j,r=map(float,sys.argv[1:]); print(f'{t/hz/(s-l)*1e6:.2f} {r:.0f} {i/hz/20:.4f} {j/hz/20:.4f} {int(l)}')" \
+    "$sent" "$lost" "$((t1 - t0))" "$hz" "$((i1 - i0))" "$((j1 - j0))" "$rss"
+}
+
+printf '%d workers, one beat every %d s each (%d/s), %d s runs\n' "$workers" "$interval" $((workers / interval)) "$secs"
+printf '%-8s %-8s %12s %8s %12s %14s %6s\n' build frame 'us/beat' 'RSS MB' 'idle cores' 'inactive cores' lost
+for frame in seed minimal; do
+  for b in base new; do
+    if [ $b = base ]; then m=$old/target/release/musterd; else m=$bin/musterd; fi
+    read -r us rss idle inact lost < <(run "$m" "$frame")
+    printf '%-8s %-8s %12s %8s %12s %14s %6s\n' "$b" "$frame" "$us" "$rss" "$idle" "$inact" "$lost"
+  done
+done
