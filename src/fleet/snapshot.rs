@@ -341,14 +341,23 @@ impl Snapshot {
         if let Some(q) = h.queue_depth {
             self.queue_depth = q;
         }
+        // The shared parts are replaced only when the beat changed them: a
+        // beat that repeats its job, tasks or labels keeps the ones the
+        // published snapshots already share.
         if let Some(job) = h.current_job {
-            self.current_job = job.map(Arc::new);
+            if self.current_job.as_deref() != job.as_ref() {
+                self.current_job = job.map(Arc::new);
+            }
         }
         if let Some(t) = h.running_tasks {
-            self.running_tasks = Arc::new(t);
+            if *self.running_tasks != t {
+                self.running_tasks = Arc::new(t);
+            }
         }
         if let Some(l) = h.labels {
-            self.labels = Arc::new(l);
+            if *self.labels != l {
+                self.labels = Arc::new(l);
+            }
         }
     }
 
@@ -572,6 +581,42 @@ pub(crate) mod tests {
             Instant::now(),
         );
         assert!(s.current_job.is_none());
+    }
+
+    /// Across the shared parts (labels, job, running tasks): a beat that
+    /// repeats one keeps the very part published snapshots share, a beat
+    /// that changes it replaces it, and a beat without it keeps it.
+    #[test]
+    fn shared_parts_are_reused_while_unchanged_and_replaced_when_changed() {
+        let mut s = fresh();
+        let full = |job: &str, zone: &str| {
+            frame(&format!(
+                r#"{{"type":"heartbeat","worker_id":"w1","current_job":{{"id":"{job}","type":"scan"}},"running_tasks":[{{"task_id":"t1"}}],"labels":{{"pool":"scan","zone":"{zone}"}}}}"#
+            ))
+        };
+        s.apply(full("j1", "eu-1"), Transport::Udp, Instant::now());
+        let published = s.published();
+        s.apply(full("j1", "eu-1"), Transport::Udp, Instant::now());
+        assert!(Arc::ptr_eq(&s.labels, &published.labels));
+        assert!(Arc::ptr_eq(
+            s.current_job.as_ref().unwrap(),
+            published.current_job.as_ref().unwrap()
+        ));
+        assert!(Arc::ptr_eq(&s.running_tasks, &published.running_tasks));
+        s.apply(full("j2", "eu-2"), Transport::Udp, Instant::now());
+        assert_eq!(s.labels["zone"], "eu-2");
+        assert_eq!(s.current_job.as_ref().unwrap().id.as_deref(), Some("j2"));
+        assert_eq!(published.labels["zone"], "eu-1", "what was published stays");
+        assert!(Arc::ptr_eq(&s.running_tasks, &published.running_tasks));
+        let before = s.labels.clone();
+        s.apply(
+            frame(r#"{"type":"heartbeat","worker_id":"w1","cpu_usage":1}"#),
+            Transport::Udp,
+            Instant::now(),
+        );
+        assert!(Arc::ptr_eq(&s.labels, &before), "absent: kept");
+        assert_eq!(s.current_job.as_ref().unwrap().id.as_deref(), Some("j2"));
+        assert_eq!(s.running_tasks.len(), 1);
     }
 
     #[test]
