@@ -91,8 +91,9 @@ impl Alert {
 struct Inner {
     /// Pending and firing, by key.
     active: BTreeMap<String, Alert>,
-    /// The keys of those still pending, checked each tick for their hold.
-    pending: HashSet<String>,
+    /// Those still pending, by when their hold ends: a tick takes only
+    /// the ones due.
+    pending: std::collections::BTreeSet<(Instant, String)>,
     /// The keys of active alerts judged whole each tick (not the worker
     /// rules'): those a tick does not name again are over.
     whole: HashSet<String>,
@@ -114,12 +115,13 @@ impl Inner {
             a.cond.description = c.description;
             return;
         }
-        self.pending.insert(key.clone());
+        let since = c.since.map_or(now, |t| t.min(now));
+        self.pending.insert((since + c.hold, key.clone()));
         self.active.insert(
             key,
             Alert {
                 id: 0,
-                pending_since: c.since.map_or(now, |t| t.min(now)),
+                pending_since: since,
                 cond: c,
                 starts_at: None,
                 ends_at: None,
@@ -131,11 +133,12 @@ impl Inner {
     /// The condition of `key` no longer holds: an alert that fired is
     /// resolved (true), one still pending just ends.
     fn end(&mut self, key: &str, now: Instant) -> bool {
-        self.pending.remove(key);
         let Some(mut a) = self.active.remove(key) else {
             return false;
         };
         if a.starts_at.is_none() {
+            let due = a.pending_since + a.cond.hold;
+            self.pending.remove(&(due, key.to_string()));
             return false;
         }
         self.firing -= 1;
@@ -258,19 +261,11 @@ impl Alerts {
                 changed += 1;
             }
         }
-        let due: Vec<String> = inner
-            .pending
-            .iter()
-            .filter(|k| {
-                inner
-                    .active
-                    .get(*k)
-                    .is_some_and(|a| now.saturating_duration_since(a.pending_since) >= a.cond.hold)
-            })
-            .cloned()
-            .collect();
-        for key in due {
-            inner.pending.remove(&key);
+        while let Some((at, key)) = inner.pending.first().cloned() {
+            if at > now {
+                break;
+            }
+            inner.pending.pop_first();
             let Some(a) = inner.active.get_mut(&key) else {
                 continue;
             };
