@@ -8,6 +8,7 @@
 #   bench/scale.sh quick        # 10 s runs
 #   WORKERS=100000 INTERVAL=5 bench/scale.sh
 #   BASE=<commit> bench/scale.sh
+#   FRAMES=seed bench/scale.sh  # the seed-frame rows only
 #
 # Rows: daemon CPU per heartbeat (the daemon's utime+stime over the send
 # window, divided by the heartbeats it applied); RSS once the fleet beats;
@@ -26,6 +27,14 @@ if [ "$(nproc)" -ge 2 ]; then pin_d="taskset -c 0"; pin_c="taskset -c 1"; fi
 if [ "$(cat /proc/sys/kernel/pid_max)" -lt $((workers + 10000)) ]; then
   echo $((workers + 10000)) > /proc/sys/kernel/pid_max 2>/dev/null ||
     { echo "kernel.pid_max is below $((workers + 10000)) and cannot be raised here" >&2; exit 1; }
+fi
+
+# Every worker thread counts against RLIMIT_NPROC, which musterd clamps to.
+ulimit -u unlimited 2>/dev/null || ulimit -u "$(ulimit -Hu)" || true
+# Each worker thread takes four memory maps.
+if [ "$(cat /proc/sys/vm/max_map_count)" -lt $((workers * 4 + 20000)) ]; then
+  echo $((workers * 4 + 20000)) > /proc/sys/vm/max_map_count 2>/dev/null ||
+    { echo "vm.max_map_count is below $((workers * 4 + 20000)) and cannot be raised here" >&2; exit 1; }
 fi
 
 old=/tmp/muster-base-$base
@@ -71,7 +80,7 @@ run() {
 
 printf '%d workers, one beat every %d s each (%d/s), %d s runs\n' "$workers" "$interval" $((workers / interval)) "$secs"
 printf '%-8s %-8s %12s %8s %12s %14s %6s\n' build frame 'us/beat' 'RSS MB' 'idle cores' 'inactive cores' lost
-for frame in seed minimal; do
+for frame in ${FRAMES:-seed minimal}; do
   for b in base new; do
     if [ $b = base ]; then m=$old/target/release/musterd; else m=$bin/musterd; fi
     read -r us rss idle inact lost < <(run "$m" "$frame")
