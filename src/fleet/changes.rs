@@ -119,14 +119,6 @@ impl Changes {
         }
     }
 
-    /// A worker of this node published `snap` (its own thread calls this).
-    pub fn local(&self, snap: &Arc<Snapshot>) {
-        if self.watching.load(Relaxed) {
-            let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-            w.changed.insert(snap.id.clone(), snap.clone());
-        }
-    }
-
     /// The local workers changed and the ids removed since the last take.
     /// An id in both was removed and then seen again: apply the removals
     /// first.
@@ -157,11 +149,34 @@ impl Changes {
     /// While someone streams changes its telemetry is rendered here, on the
     /// worker's own thread, so the HTTP loop's fan-out only copies it.
     pub fn changed(&self, snap: &Arc<Snapshot>) {
+        self.published(snap, &|| false);
+    }
+
+    /// A worker of this node published `snap` (its own thread calls this):
+    /// for the subscribers and for the watcher. `stopped` says whether the
+    /// registry removed the worker meanwhile. It is read under each lock
+    /// [`Self::removed`] takes, and the registry stops a worker before it
+    /// calls that, so a publish that loses the race to its worker's removal
+    /// is dropped rather than bringing the worker back after its removal
+    /// (to the subscribers, and to the alert rules, which would keep it).
+    pub fn local(&self, snap: &Arc<Snapshot>, stopped: &dyn Fn() -> bool) {
+        self.published(snap, stopped);
+        if self.watching.load(Relaxed) {
+            let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            if !stopped() {
+                w.changed.insert(snap.id.clone(), snap.clone());
+            }
+        }
+    }
+
+    fn published(&self, snap: &Arc<Snapshot>, stopped: &dyn Fn() -> bool) {
         if self.wanted.load(Relaxed) {
             let _ = snap.telemetry_json();
         }
         self.record(|p| {
-            p.changed.insert(snap.id.clone(), snap.clone());
+            if !stopped() {
+                p.changed.insert(snap.id.clone(), snap.clone());
+            }
         });
     }
 
@@ -226,13 +241,13 @@ mod tests {
     #[test]
     fn the_watcher_sees_local_changes_and_removals_only_while_watching() {
         let changes = Changes::default();
-        changes.local(&snap("a", 1));
+        changes.local(&snap("a", 1), &|| false);
         assert!(changes.take_watched().0.is_empty(), "not watching yet");
         changes.set_watching(true);
         for q in 0..10 {
-            changes.local(&snap("a", q));
+            changes.local(&snap("a", q), &|| false);
         }
-        changes.local(&snap("b", 0));
+        changes.local(&snap("b", 0), &|| false);
         changes.removed(&"b".into());
         let (changed, removed) = changes.take_watched();
         assert_eq!(changed.len(), 1);
@@ -244,7 +259,7 @@ mod tests {
         );
         // Removed, then back: both, the removal to be applied first.
         changes.removed(&"c".into());
-        changes.local(&snap("c", 3));
+        changes.local(&snap("c", 3), &|| false);
         let (changed, removed) = changes.take_watched();
         assert_eq!((changed.len(), removed.len()), (1, 1));
         assert!(changes.take_watched().0.is_empty());
@@ -252,6 +267,29 @@ mod tests {
             changes.take().0.is_empty(),
             "the subscribers' feed is apart from the watcher's"
         );
+    }
+
+    /// A worker's last publish that comes after its removal (it was
+    /// stopped between applying a batch and publishing it) is in neither
+    /// feed: the worker stays removed.
+    #[test]
+    fn a_publish_after_the_removal_of_its_worker_is_dropped() {
+        let changes = Changes::default();
+        changes.set_wanted(true);
+        changes.set_watching(true);
+        changes.local(&snap("a", 1), &|| false);
+        changes.removed(&"a".into());
+        changes.local(&snap("a", 2), &|| true);
+        let (changed, removed) = changes.take();
+        assert!(changed.is_empty(), "subscribers see a only removed");
+        assert_eq!(removed, vec![WorkerId::from("a")]);
+        let (changed, removed) = changes.take_watched();
+        assert!(changed.is_empty(), "the watcher sees a only removed");
+        assert_eq!(removed, vec![WorkerId::from("a")]);
+        // Its successor under the same id is not stopped: it is seen.
+        changes.local(&snap("a", 3), &|| false);
+        assert_eq!(changes.take().0.len(), 1);
+        assert_eq!(changes.take_watched().0.len(), 1);
     }
 
     #[test]

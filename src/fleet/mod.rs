@@ -58,8 +58,7 @@ impl worker::OnChange for Shared {
         self.changes.bump();
     }
 
-    fn changed(&self, snap: &Arc<Snapshot>) {
-        self.changes.changed(snap);
-        self.changes.local(snap);
+    fn changed(&self, snap: &Arc<Snapshot>, handle: &worker::Handle) {
+        self.changes.local(snap, &|| handle.is_stopped());
     }
 }

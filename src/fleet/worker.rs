@@ -158,7 +158,9 @@ pub trait OnChange: Send + Sync {
     /// Called just before a publish, so that anyone who sees the new
     /// snapshot also sees that the fleet moved on.
     fn will_change(&self) {}
-    fn changed(&self, snap: &Arc<Snapshot>);
+    /// `handle` published `snap` (its `is_stopped` says whether it was
+    /// removed meanwhile).
+    fn changed(&self, snap: &Arc<Snapshot>, handle: &Handle);
 }
 
 /// The body of a worker thread: apply messages in order until stopped.
@@ -236,7 +238,7 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
             let snap = state.published();
             let cap = config.refresh(&shared.config).fleet.history_samples;
             handle.publish(snap.clone(), &mut recorded, cap);
-            on_change.changed(&snap);
+            on_change.changed(&snap, &handle);
         }
         if stopping {
             return;
@@ -281,7 +283,7 @@ mod tests {
 
     struct Quiet;
     impl OnChange for Quiet {
-        fn changed(&self, _: &Arc<Snapshot>) {}
+        fn changed(&self, _: &Arc<Snapshot>, _: &Handle) {}
     }
 
     /// A worker thread reporting its publishes to `on_change`.
@@ -322,7 +324,7 @@ mod tests {
     /// Counts publishes.
     struct Publishes(AtomicUsize);
     impl OnChange for Publishes {
-        fn changed(&self, _: &Arc<Snapshot>) {
+        fn changed(&self, _: &Arc<Snapshot>, _: &Handle) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
