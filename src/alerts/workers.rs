@@ -47,6 +47,9 @@ pub struct Verdict {
     pub gone: Vec<String>,
 }
 
+/// Stale heap entries kept at most beyond twice those in force.
+const STALE_KEPT: usize = 1024;
+
 #[derive(Default)]
 pub struct Workers {
     flaps: Flaps,
@@ -115,6 +118,7 @@ impl Workers {
                 self.judge(&s, t, now, &mut v);
             }
         }
+        self.compact();
         // A key both gone and held again (a worker removed and back in one
         // tick) holds.
         if !v.gone.is_empty() {
@@ -156,6 +160,19 @@ impl Workers {
             }
         }
         v.holds.extend(conds);
+    }
+
+    /// Drop the heap's stale entries once they outnumber the ones in
+    /// force: a worker removed, or with no spell left, leaves its entry
+    /// behind until its time, and with workers coming and going that is
+    /// every worker seen inactive in the last [`rules::FLAP_WINDOW`].
+    /// O(heap), once per as many stale entries as there are scheduled.
+    fn compact(&mut self) {
+        if self.expiries.len() > 2 * self.scheduled.len() + STALE_KEPT {
+            let scheduled = &self.scheduled;
+            self.expiries
+                .retain(|Reverse((at, id))| scheduled.get(id) == Some(at));
+        }
     }
 
     /// Workers holding a condition now.
@@ -288,6 +305,29 @@ mod tests {
             t0 + rules::FLAP_WINDOW + Duration::from_millis(1),
         );
         assert_eq!(keys(&v).1, vec!["worker_flapping,worker_id=f".to_string()]);
+    }
+
+    /// Workers that went inactive and were then removed leave no entry
+    /// in the expiry heap beyond the few kept before compacting.
+    #[test]
+    fn removed_workers_leave_the_expiry_heap() {
+        let mut w = Workers::default();
+        let none = |_: &str| None;
+        let now = Instant::now();
+        let n = 10_000;
+        let seen: Vec<Arc<Snapshot>> = (0..n).map(|i| beat(&format!("w{i}"))).collect();
+        w.tick(seen, Vec::new(), Some(Vec::new()), none, &T, now);
+        let gone: Vec<Arc<Snapshot>> = (0..n).map(|i| silent(&format!("w{i}"), 1)).collect();
+        w.tick(gone, Vec::new(), None, none, &T, now);
+        assert_eq!(w.scheduled.len(), n, "each has a spell in the window");
+        let ids = (0..n).map(|i| WorkerId::from(format!("w{i}").as_str()));
+        w.tick(Vec::new(), ids.collect(), None, none, &T, now);
+        assert!(w.scheduled.is_empty());
+        assert!(
+            w.expiries.len() <= STALE_KEPT,
+            "{} entries left for no one",
+            w.expiries.len()
+        );
     }
 
     #[test]

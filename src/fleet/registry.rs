@@ -505,6 +505,11 @@ impl Registry {
         self.read().len()
     }
 
+    /// Every worker's id.
+    pub fn ids(&self) -> Vec<WorkerId> {
+        self.read().keys().cloned().collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 
 pub const TICK: Duration = Duration::from_millis(500);
 
+/// Deadlines of removed workers, or stale ones, kept before compacting.
+const STALE_KEPT: usize = 1024;
+
 /// Run until `stop` receives a message or its sender is dropped. Before
 /// `grace_until` no worker is marked inactive: after a restart, restored
 /// workers get one full inactivity timeout to be heard from again.
@@ -131,7 +134,27 @@ impl Sweeper {
                 self.not_live.remove(&id);
             }
         }
+        self.compact(registry);
         swept
+    }
+
+    /// A worker removed by someone else (making room, `DELETE`) keeps its
+    /// deadline until it passes, up to `forget_after` away; a worker
+    /// rescheduled before its deadline leaves a stale heap entry. With
+    /// workers coming and going both grow with the churn, so once they
+    /// outnumber what is in force, keep only the workers still there.
+    /// O(deadlines), once per as many removals as there are workers.
+    fn compact(&mut self, registry: &Registry) {
+        if self.due.len() > 2 * registry.len().max(STALE_KEPT) {
+            let there: HashSet<WorkerId> = registry.ids().into_iter().collect();
+            self.due.retain(|id, _| there.contains(id));
+            self.not_live.retain(|id| there.contains(id));
+        } else if self.heap.len() <= 2 * self.due.len() + STALE_KEPT {
+            return;
+        }
+        let due = &self.due;
+        self.heap
+            .retain(|Reverse((at, id))| due.get(id) == Some(at));
     }
 
     /// Look at one worker whose deadline passed; its next deadline, or
@@ -263,6 +286,30 @@ mod tests {
         assert!(r.snapshot("w").is_none(), "evicted");
         assert_eq!(shared.stats.get(Counter::WorkersEvicted), 1);
         r.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+
+    /// Workers removed by the registry (not by the sweeper) leave the
+    /// deadlines behind once they outnumber the fleet.
+    #[test]
+    fn workers_removed_by_others_leave_no_deadline_behind() {
+        // More than twice STALE_KEPT, few enough threads beside the test
+        // of 10,000 below.
+        const N: usize = 2_500;
+        let (shared, r) = fleet(N, Duration::from_secs(60), Duration::from_secs(3600));
+        let mut s = Sweeper::default();
+        for i in 0..N {
+            beat(&r, &format!("w{i}"));
+        }
+        s.tick(&r, &shared, Instant::now(), Ok(()));
+        assert_eq!(s.due.len(), N);
+        for i in 0..N {
+            assert!(r.remove(&format!("w{i}")));
+        }
+        beat(&r, "kept");
+        s.tick(&r, &shared, Instant::now(), Ok(()));
+        assert_eq!(s.due.keys().map(|k| &**k).collect::<Vec<_>>(), vec!["kept"]);
+        assert!(s.heap.len() <= STALE_KEPT, "{} in the heap", s.heap.len());
+        r.shutdown(Instant::now() + Duration::from_secs(30));
     }
 
     /// 10,000 workers go silent at once: each is asked on the first tick
