@@ -28,6 +28,8 @@ Send paced heartbeats from N simulated workers and report what musterd applied.
 options:
   --workers N          simulated workers (default 1000)
   --rate R             heartbeats per second, all workers together (default 10000)
+  --interval D         or: each worker beats once every D (5s, 500ms): a rate of
+                       workers / D, a fleet's shape (not with --rate)
   --duration D         how long to send: 500ms, 10s, 5m (default 10s)
   --udp | --tcp        transport (default udp); tcp opens one connection per worker
   --tls                TCP inside TLS (to musterd's heartbeat_tls_addr, as --heartbeat);
@@ -80,12 +82,18 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
     };
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
     let mut mode = None;
+    let (mut rate, mut interval) = (None, None);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(None),
             Value(v) if mode.is_none() => mode = Some(v.string()?),
             Long("workers") => o.workers = p.value()?.parse()?,
-            Long("rate") => o.rate = p.value()?.parse()?,
+            Long("rate") => rate = Some(p.value()?.parse()?),
+            Long("interval") => {
+                let v = p.value()?.string()?;
+                interval =
+                    Some(muster::config::units::parse_duration(&v).map_err(lexopt::Error::from)?);
+            }
             Long("duration") => {
                 let v = p.value()?.string()?;
                 o.duration =
@@ -124,6 +132,13 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         Some(m) => return Err(format!("unknown bench {m:?} (try heartbeats or ws)").into()),
         None => return Ok(None),
     }
+    o.rate = match (rate, interval) {
+        (Some(_), Some(_)) => return Err("--rate or --interval, not both".into()),
+        (Some(r), None) => r,
+        (None, Some(i)) if i.is_zero() => return Err("--interval must be above 0".into()),
+        (None, Some(i)) => (o.workers as f64 / i.as_secs_f64()).round().max(1.0) as u64,
+        (None, None) => o.rate,
+    };
     if o.workers == 0 || o.rate == 0 || o.threads == 0 {
         return Err("--workers, --rate and --threads must be above 0".into());
     }
@@ -413,6 +428,18 @@ mod tests {
             (o.workers, o.rate, o.duration, o.tcp),
             (5, 100, Duration::from_secs(2), true)
         );
+        let fleet = parse(&args(&[
+            "heartbeats",
+            "--workers",
+            "100000",
+            "--interval",
+            "5s",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(fleet.rate, 20_000, "100,000 workers each every 5 s");
+        assert!(parse(&args(&["heartbeats", "--rate", "5", "--interval", "1s"])).is_err());
+        assert!(parse(&args(&["heartbeats", "--interval", "0s"])).is_err());
         assert!(parse(&args(&["heartbeats", "--workers", "0"])).is_err());
         assert!(parse(&args(&["heartbeats", "--bogus"])).is_err());
         assert!(parse(&args(&["flood"])).is_err());
