@@ -343,6 +343,211 @@ fn the_dashboard_shows_the_fleet_live() {
     assert!(b.errors.is_empty(), "console errors: {:#?}", b.errors);
 }
 
+/// The fleet grid: a cell per worker, grouped by the label key picked,
+/// each group's counts by status as its workers said them (error, bye,
+/// silence), drawn in the table's colours; a status change moves a count
+/// and a colour but not the layout, a newcomer regroups; hovering a cell
+/// names its worker and clicking it opens that worker's panel.
+#[test]
+fn the_fleet_grid_groups_the_fleet_and_opens_a_worker() {
+    use serde_json::{Value, json};
+    let Some(browser) = chromium().filter(|_| support::require("chromium", chromium().is_some()))
+    else {
+        return;
+    };
+    let mut b = Browser::start(browser, 1280, 800);
+    let d = Daemon::start(&["--heartbeat-interval", "1s", "--inactivity-timeout", "3s"]);
+    // 300 workers in two pools, five in none; five say error, three say
+    // bye, three fall silent. w300 joins later.
+    let pool = |i: usize| match i {
+        295..=299 => "(no pool)",
+        _ if i % 3 == 0 => "scan",
+        _ => "batch",
+    };
+    let (errors, byes, silent) = ([10, 20, 30, 40, 297], [7, 100, 201], [3, 150, 298]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |i: usize, status: &str| {
+        let labels = match pool(i) {
+            "(no pool)" => String::new(),
+            p => format!(r#","labels":{{"pool":"{p}","zone":"z{}"}}"#, i % 2),
+        };
+        let f =
+            format!(r#"{{"type":"heartbeat","worker_id":"w{i:03}","status":"{status}"{labels}}}"#);
+        sock.send_to(f.as_bytes(), d.heartbeat).unwrap();
+    };
+    let said = |i: usize| match i {
+        _ if errors.contains(&i) => "error",
+        _ if i % 2 == 0 => "working",
+        _ => "idle",
+    };
+    let shown = |i: usize| match i {
+        _ if byes.contains(&i) => "terminated",
+        _ if silent.contains(&i) => "inactive",
+        _ => said(i),
+    };
+    for i in 0..300 {
+        send(i, said(i));
+        // Paced, so that a small socket buffer drops none.
+        if i % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    for i in 0..300 {
+        d.wait_applied(&format!("w{i:03}"), 1);
+    }
+    for i in byes {
+        let bye = format!(r#"{{"type":"bye","worker_id":"w{i:03}"}}"#);
+        sock.send_to(bye.as_bytes(), d.heartbeat).unwrap();
+    }
+
+    // What the grid must say of the first `n` workers, shown as `now` says.
+    let want = |n: usize, now: &dyn Fn(usize) -> &'static str| {
+        let groups = ["batch", "scan", "(no pool)"].map(|name| {
+            let members: Vec<usize> = (0..n).filter(|&i| pool(i) == name).collect();
+            let mut counts = std::collections::BTreeMap::new();
+            for &i in &members {
+                *counts.entry(now(i)).or_insert(0u32) += 1;
+            }
+            json!({"name": name, "cells": members.len(), "counts": counts})
+        });
+        json!(groups)
+    };
+    let fleet = "document.getElementById('fleet-map')";
+    let groups = |b: &mut Browser| -> Value {
+        let text = b.eval(&format!(
+            "(() => {{ try {{ return JSON.stringify(JSON.parse({fleet}.dataset.summary).map(g => ({{ name: g.name, cells: g.cells, counts: g.counts }}))); }} catch (e) {{ return 'null'; }} }})()"
+        ));
+        serde_json::from_str(text.as_str().unwrap()).unwrap()
+    };
+    // Until the grid says `expected`, the first `n` workers that neither
+    // said bye nor fell silent keep beating, saying what `says` says.
+    let settle =
+        |b: &mut Browser, n: usize, says: &dyn Fn(usize) -> &'static str, expected: &Value| {
+            let until = Instant::now() + Duration::from_secs(30);
+            loop {
+                for i in (0..n).filter(|i| !byes.contains(i) && !silent.contains(i)) {
+                    send(i, says(i));
+                }
+                let got = groups(b);
+                if got == *expected {
+                    return;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "the grid's groups:\n{got:#}\nwanted:\n{expected:#}"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        };
+
+    b.goto(&format!("http://{}/", d.http));
+    b.wait_for(
+        "the grid of 300 in one group",
+        &format!("{fleet}.dataset.cells === '300' && {fleet}.dataset.groups === '1'"),
+        Duration::from_secs(15),
+    );
+    // The keys offered are the labels' (no node on a single node).
+    b.wait_for(
+        "the label keys offered",
+        "[...document.getElementById('fleet-by').options].map(o => o.value).join() === ',label:pool,label:zone'",
+        Duration::from_secs(10),
+    );
+    b.eval("(() => { const s = document.getElementById('fleet-by'); s.value = 'label:pool'; s.dispatchEvent(new Event('change')); })()");
+    settle(&mut b, 300, &said, &want(300, &shown));
+    let legend = b.eval("document.getElementById('fleet-legend').innerText");
+    for part in ["300 workers", "error 5", "inactive 3", "terminated 3"] {
+        assert!(
+            legend.as_str().unwrap().contains(part),
+            "{part} in {legend}"
+        );
+    }
+
+    // w250 (batch, working) reports error: its group's counts follow, and
+    // nothing is laid out again.
+    let regroups = format!("{fleet}.dataset.regroups");
+    let before = b.eval(&regroups);
+    let said_now = |i: usize| if i == 250 { "error" } else { said(i) };
+    let shown_now = |i: usize| if i == 250 { "error" } else { shown(i) };
+    settle(&mut b, 300, &said_now, &want(300, &shown_now));
+    assert_eq!(b.eval(&regroups), before, "a status change regrouped");
+    // Every error cell is drawn, whole, in the table's error colour.
+    let error = "getComputedStyle(document.documentElement).getPropertyValue('--error').trim()";
+    b.wait_for(
+        "six error cells drawn",
+        &format!(
+            "(() => {{ const c = {fleet}; const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; const rgb = [1, 3, 5].map(i => parseInt({error}.slice(i, i + 2), 16)); let n = 0; for (let i = 0; i < px.length; i += 4) if (px[i] === rgb[0] && px[i + 1] === rgb[1] && px[i + 2] === rgb[2] && px[i + 3] === 255) n++; return n / c.dataset.cell ** 2; }})() === 6"
+        ),
+        Duration::from_secs(10),
+    );
+
+    // w250's cell, from the layout the grid publishes: batch is the
+    // first group, its workers in id order, `cols` to a row.
+    let geo = b.eval(&format!(
+        "(() => {{ const c = {fleet}; const r = c.getBoundingClientRect(); return JSON.stringify({{ left: r.left, top: r.top, d: {{ ...c.dataset }}, groups: JSON.parse(c.dataset.summary) }}); }})()"
+    ));
+    let geo: Value = serde_json::from_str(geo.as_str().unwrap()).unwrap();
+    let num = |k: &str| geo["d"][k].as_str().unwrap().parse::<f64>().unwrap();
+    let (dpr, pitch, cell, pad, cols) = (
+        num("dpr"),
+        num("pitch"),
+        num("cell"),
+        num("pad"),
+        num("cols"),
+    );
+    assert_eq!(geo["groups"][0]["name"], "batch");
+    let rank = (0..250).filter(|&i| pool(i) == "batch").count() as f64;
+    assert!(rank >= cols, "w250 is past the first row: {rank} of {cols}");
+    let px = pad + (rank % cols) * pitch + (cell / 2.0).floor();
+    let py = geo["groups"][0]["top"].as_f64().unwrap()
+        + (rank / cols).floor() * pitch
+        + (cell / 2.0).floor();
+    assert_eq!(
+        b.eval(&format!(
+            "'#' + [...{fleet}.getContext('2d').getImageData({px}, {py}, 1, 1).data.slice(0, 3)].map(v => v.toString(16).padStart(2, '0')).join('')"
+        )),
+        b.eval(error),
+        "w250's cell is where the layout says, in the error colour"
+    );
+    let (x, y) = (
+        geo["left"].as_f64().unwrap() + (px + 0.5) / dpr,
+        geo["top"].as_f64().unwrap() + (py + 0.5) / dpr,
+    );
+    b.call(
+        "Input.dispatchMouseEvent",
+        json!({"type": "mouseMoved", "x": x, "y": y}),
+    );
+    b.wait_for(
+        "w250 named on hover",
+        &format!("{fleet}.title.startsWith('w250 ')"),
+        Duration::from_secs(5),
+    );
+    for kind in ["mousePressed", "mouseReleased"] {
+        b.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
+        );
+    }
+    b.wait_for(
+        "w250's panel",
+        "!document.getElementById('panel').hidden && document.getElementById('panel-title').textContent === 'w250'",
+        Duration::from_secs(10),
+    );
+
+    // A newcomer joins scan: a regroup, and one cell more.
+    settle(&mut b, 301, &said_now, &want(301, &shown_now));
+    assert_ne!(b.eval(&regroups), before, "a newcomer regroups");
+    // No grouping: one group of everyone.
+    b.eval("(() => { const s = document.getElementById('fleet-by'); s.value = ''; s.dispatchEvent(new Event('change')); })()");
+    b.wait_for(
+        "one group of 301",
+        &format!(
+            "{fleet}.dataset.groups === '1' && JSON.parse({fleet}.dataset.summary)[0].cells === 301"
+        ),
+        Duration::from_secs(10),
+    );
+    assert!(b.errors.is_empty(), "console errors: {:#?}", b.errors);
+}
+
 /// With tokens and reads behind them: the page asks for the token, says
 /// its role, streams with it, and shows only the actions that role may
 /// take (a submit token's Cancel on its own tasks only).
@@ -461,9 +666,30 @@ fn dashboard_bench() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let d = Daemon::start(&["--heartbeat-interval", "1s", "--inactivity-timeout", "30s"]);
+    // Each worker beats once every INTERVAL seconds (default 1).
+    let every: u64 = std::env::var("INTERVAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let cap = (workers + 100).to_string();
+    let (beat_every, timeout) = (format!("{every}s"), format!("{}s", 30 * every));
+    let d = Daemon::start(&[
+        "--heartbeat-interval",
+        &beat_every,
+        "--inactivity-timeout",
+        &timeout,
+        "--max-workers",
+        &cap,
+    ]);
+    // The first beats paced at 20,000 a second, which the kernel's
+    // socket buffer takes whole.
+    let began = Instant::now();
     for i in 0..workers {
         beat(&d, &format!("w{i:05}"), "working", (i % 100) as f64);
+        if i % 1000 == 999 {
+            let due = Duration::from_millis(50) * ((i + 1) / 1000) as u32;
+            std::thread::sleep(due.saturating_sub(began.elapsed()));
+        }
     }
     d.wait_applied(&format!("w{:05}", workers - 1), 1);
     let mut first = Vec::new();
@@ -518,14 +744,14 @@ fn dashboard_bench() {
                         (n + i as u64) % 100
                     );
                     let _ = s.send_to(f.as_bytes(), hb);
-                    // Spread over the second: 100 at a time.
+                    // Spread over the interval: 100 at a time.
                     if i % 100 == 99 {
-                        let due = Duration::from_secs(1) * (i as u32 + 1) / workers as u32;
+                        let due = Duration::from_secs(every) * (i as u32 + 1) / workers as u32;
                         std::thread::sleep(due.saturating_sub(started.elapsed()));
                     }
                 }
                 n += 1;
-                std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+                std::thread::sleep(Duration::from_secs(every).saturating_sub(started.elapsed()));
             }
         })
     };
@@ -537,7 +763,7 @@ fn dashboard_bench() {
     beater.join().unwrap();
     let cpu = (c1 - c0) / (t1 - t0).as_secs_f64() * 100.0;
     println!(
-        "dashboard: {workers} workers beating at 1/s for {secs} s: the page's main thread busy {cpu:.1} % of one core"
+        "dashboard: {workers} workers each beating every {every} s for {secs} s: the page's main thread busy {cpu:.1} % of one core"
     );
     assert!(b.errors.is_empty(), "{:#?}", b.errors);
 }

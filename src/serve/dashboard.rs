@@ -17,12 +17,13 @@ const STYLE: &str = include_str!("dashboard/style.css");
 
 /// The script's modules, by name under `/dashboard/`; `app.js` is the
 /// entry the page loads, and it imports the others.
-const MODULES: [(&str, &str); 8] = [
+const MODULES: [(&str, &str); 9] = [
     ("app.js", include_str!("dashboard/app.js")),
     ("dom.js", include_str!("dashboard/dom.js")),
     ("api.js", include_str!("dashboard/api.js")),
     ("stream.js", include_str!("dashboard/stream.js")),
     ("table.js", include_str!("dashboard/table.js")),
+    ("grid.js", include_str!("dashboard/grid.js")),
     ("panel.js", include_str!("dashboard/panel.js")),
     ("views.js", include_str!("dashboard/views.js")),
     ("chart.js", include_str!("dashboard/chart.js")),

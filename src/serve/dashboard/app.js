@@ -1,13 +1,15 @@
 // musterd's dashboard, native ES modules with no build step: the fleet
-// live from /ws/telemetry (table.js), a worker's panel (panel.js), the
-// header, tasks and pool views (views.js), the header's chart of the last
-// hour (chart.js), streams that reconnect by themselves (stream.js).
+// live from /ws/telemetry as a table (table.js) and as a grid of one cell
+// per worker (grid.js), a worker's panel (panel.js), the header, tasks and
+// pool views (views.js), the header's chart of the last hour (chart.js),
+// streams that reconnect by themselves (stream.js).
 // Nothing comes from the network but this daemon, and text goes in with
 // textContent only.
 import { $, mark } from "./dom.js";
 import { token, whoami } from "./api.js";
 import { follow } from "./stream.js";
 import * as table from "./table.js";
+import * as grid from "./grid.js";
 import * as panel from "./panel.js";
 import * as views from "./views.js";
 import * as chart from "./chart.js";
@@ -30,6 +32,7 @@ function close() {
 }
 
 table.init(pick);
+grid.init(pick);
 views.init();
 // Show only what the token's role allows, and say which role that is.
 async function role() {
@@ -53,13 +56,17 @@ document.onkeydown = (e) => {
   }
 };
 follow("/ws/telemetry", {
-  message: table.apply,
+  // One stream feeds both views of the fleet.
+  message(m) {
+    table.apply(m);
+    grid.apply(m);
+  },
   up() {
     mark("muster-ws-open");
     banner("live", true);
   },
   down(wait) {
-    banner("disconnected — reconnecting in " + Math.round(wait / 1000) + " s; the table is stale", false);
+    banner("disconnected — reconnecting in " + Math.round(wait / 1000) + " s; what is shown is stale", false);
   },
 });
 views.startHeader();
