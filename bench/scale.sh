@@ -49,28 +49,30 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 # Where the RSS is, per worker: "stack_kib heap_kib other_kib". Thread
-# stacks are the anonymous maps of the size most maps have (one per worker
-# thread); malloc's arenas and the main heap are the anonymous maps of a
-# MiB or more and [heap]; the rest (binary, libraries, small maps) other.
+# stacks are the largest anonymous read-write maps under a MiB that nearly
+# every worker has one of (the 8 KiB signal stacks are the other such maps);
+# heap is every other anonymous map (malloc's arenas, the main heap): the
+# history rings, snapshots, queues and maps; other is the binary, the
+# libraries and the main thread's stack.
 mem_split() {
   python3 - "$1" "$workers" <<'PY'
 import collections, re, sys
 pid, n = sys.argv[1], int(sys.argv[2])
 maps, cur = [], None
 for line in open(f"/proc/{pid}/smaps"):
-    m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s*(.*)$", line)
+    m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \d+\s*(.*)$", line)
     if m:
-        cur = [int(m[2], 16) - int(m[1], 16), m[3].strip(), 0]
+        cur = [int(m[2], 16) - int(m[1], 16), m[3], m[4].strip(), 0]
         maps.append(cur)
     elif line.startswith("Rss:"):
-        cur[2] = int(line.split()[1])
-sizes = collections.Counter(sz for sz, name, _ in maps if not name)
-stack = sizes.most_common(1)[0][0]
+        cur[3] = int(line.split()[1])
+sizes = collections.Counter(sz for sz, perm, name, _ in maps if not name and perm == "rw-p")
+stack = max((sz for sz, c in sizes.items() if c >= 0.9 * n and sz < 1 << 20), default=0)
 kib = collections.Counter()
-for sz, name, rss in maps:
-    if not name and sz == stack:
+for sz, perm, name, rss in maps:
+    if not name and perm == "rw-p" and sz == stack:
         kib["stack"] += rss
-    elif name == "[heap]" or (not name and sz >= 1 << 20):
+    elif not name or name == "[heap]":
         kib["heap"] += rss
     else:
         kib["other"] += rss
