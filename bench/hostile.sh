@@ -16,6 +16,8 @@
 #    downloaded without pause and one worker changes 20 times a second.
 # 5. RSS before, during and after 200 WebSocket clients that never read, on
 #    a 2,000-worker fleet whose snapshot is about 16 MB.
+# 6. The same while 50 more workers beat 10 times a second each, the
+#    clients connecting over 10 s: its peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -102,4 +104,33 @@ for fd in "${fds[@]}"; do exec {fd}>&-; done
 sleep 3
 after=$(rss)
 echo "RSS before ${before} KiB, during ${during} KiB, after ${after} KiB; ${closed} (stall timeout 5 s)"
+stop
+
+echo "## 6. RSS around 200 WebSocket clients that never read while 50 of 2,050 workers beat"
+# The fleet keeps changing, so clients that connect a moment apart are sent
+# the fleet at different versions, and hold what they were sent.
+start --ws-stall-timeout 60s "${msb[@]}"
+fill 2000 7800
+sleep 2
+curl -s -o /dev/null http://$http/telemetry
+sleep 2
+before=$(rss)
+$bin/muster-bench heartbeats --workers 50 --rate 500 --duration 40s --worker-prefix beat \
+  --url http://$http --heartbeat-addr $hb --pid "$pid" >/dev/null &
+beater=$!
+fds=()
+peak=$before
+for i in $(seq 200); do
+  exec {fd}<>/dev/tcp/127.0.0.1/18080
+  printf 'GET /ws/telemetry HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n' >&$fd
+  fds+=($fd)
+  sleep 0.05
+  r=$(rss); [ "$r" -gt "$peak" ] && peak=$r
+done
+for _ in $(seq 20); do sleep 0.5; r=$(rss); [ "$r" -gt "$peak" ] && peak=$r; done
+for fd in "${fds[@]}"; do exec {fd}>&-; done
+kill $beater 2>/dev/null || true; wait $beater 2>/dev/null || true
+sleep 3
+after=$(rss)
+echo "RSS before ${before} KiB, peak ${peak} KiB ($(( peak * 100 / before ))% of before), after ${after} KiB"
 stop

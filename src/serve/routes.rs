@@ -649,7 +649,10 @@ impl Handler for Api {
         if let Feed::Fleet(f) = &mut w.feed {
             if f.is_plain() {
                 let version = self.shared.changes.version();
-                f.give_snapshot(self.snapshots.frame(&self.registry, version));
+                // Without a shared frame it composes its own.
+                if let Some(frame) = self.snapshots.frame(&self.registry, version) {
+                    f.give_snapshot(frame);
+                }
             }
         }
         self.shared.stats.incr(Counter::WsAccepted);

@@ -33,6 +33,9 @@ options:
   --rate R             heartbeats per second, all workers together (default 1000)
   --duration D         how long to send (default 10s)
   --stalled K          extra clients that connect and never read (default 0)
+  --frame F            seed: heartbeats shaped like a real worker's, with nested
+                       resource_usage and current_job (default); minimal: id, seq,
+                       status, CPU and the send time
   --threads T          client threads, each one epoll loop (default 1)
   --floor              the server is bench/fanout.c: no snapshot, no /health
   --pid PID            musterd's pid for CPU and RSS (default: found in /proc)
@@ -52,6 +55,7 @@ struct Opts {
     stalled: usize,
     threads: usize,
     floor: bool,
+    seed: bool,
     pid: Option<u32>,
     url: String,
     heartbeat: String,
@@ -67,6 +71,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
         stalled: 0,
         threads: 1,
         floor: false,
+        seed: true,
         pid: None,
         url: muster::cli::client::env_url(),
         heartbeat: muster::cli::client::env_heartbeat_addr(),
@@ -87,6 +92,13 @@ fn parse(args: &[String]) -> Result<Option<Opts>, lexopt::Error> {
             Long("stalled") => o.stalled = p.value()?.parse()?,
             Long("threads") => o.threads = p.value()?.parse()?,
             Long("floor") => o.floor = true,
+            Long("frame") => {
+                o.seed = match p.value()?.string()?.as_str() {
+                    "seed" => true,
+                    "minimal" => false,
+                    f => return Err(format!("--frame {f:?}: seed or minimal").into()),
+                }
+            }
             Long("pid") => o.pid = Some(p.value()?.parse()?),
             Long("url") => o.url = p.value()?.string()?,
             Long("heartbeat-addr") => o.heartbeat = p.value()?.string()?,
@@ -108,6 +120,19 @@ pub fn main(args: &[String]) -> i32 {
         |o: &Opts| (o.json, run(o)),
         print_table,
     )
+}
+
+/// What a real worker's heartbeat carries besides (seed 000's registry
+/// entry): memory, queue, resource usage, the current job, labels.
+fn seed_parts(frame: &mut serde_json::Value, seq: u64) {
+    frame["memory_usage"] = json!(3.2);
+    frame["queue_depth"] = json!(seq % 10);
+    frame["resource_usage"] =
+        json!({"rss_mb": 120.5, "heap_used_mb": 80.25, "heap_total_mb": 96.0, "external_mb": 2.5});
+    frame["current_job"] = json!({"id": format!("job-{}", seq / 10), "type": "scan",
+        "files": 1000, "started_at": 1_733_808_005_000u64});
+    frame["labels"]["pool"] = json!("scan");
+    frame["labels"]["zone"] = json!("eu-1");
 }
 
 fn now_us() -> u64 {
@@ -482,8 +507,11 @@ fn run(o: &Opts) -> Result<Value, String> {
         let due = start.elapsed().as_secs_f64() * o.rate as f64;
         while (sent as f64) < due {
             seq[w] += 1;
-            let frame = json!({"type": "heartbeat", "worker_id": format!("{prefix}{w}"), "seq": seq[w],
+            let mut frame = json!({"type": "heartbeat", "worker_id": format!("{prefix}{w}"), "seq": seq[w],
                 "status": "working", "cpu_usage": (sent % 100) as f64, "labels": {"sent_us": now_us().to_string()}});
+            if o.seed {
+                seed_parts(&mut frame, seq[w]);
+            }
             let _ = sock.send_to(frame.to_string().as_bytes(), hb);
             sent += 1;
             w = (w + 1) % o.workers;
