@@ -80,18 +80,30 @@ wrk -t1 -c1 -d20s --latency http://$http/health | grep -E "50%|90%|99%|Requests/
 kill $tr $dl; wait $tr $dl 2>/dev/null || true
 stop
 
-echo "## 5. RSS around 200 WebSocket clients that never read (16 MB snapshot)"
-start --ws-stall-timeout 5s "${msb[@]}"
-fill 2000 7800
-sleep 2
-curl -s -o /dev/null http://$http/telemetry
-sleep 2
-before=$(rss)
-fds=()
-for i in $(seq 200); do
+# One WebSocket client that upgrades and then never reads: its fd is
+# added to fds.
+stall_client() {
   exec {fd}<>/dev/tcp/127.0.0.1/18080
   printf 'GET /ws/telemetry HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n' >&$fd
   fds+=($fd)
+}
+
+# A daemon with stall timeout $1 holding 2,000 workers of 8 KB (a 16 MB
+# snapshot), its heap warmed by one /telemetry: its RSS in $before.
+big_fleet() {
+  start --ws-stall-timeout "$1" "${msb[@]}"
+  fill 2000 7800
+  sleep 2
+  curl -s -o /dev/null http://$http/telemetry
+  sleep 2
+  before=$(rss)
+}
+
+echo "## 5. RSS around 200 WebSocket clients that never read (16 MB snapshot)"
+big_fleet 5s
+fds=()
+for i in $(seq 200); do
+  stall_client
 done
 sleep 2
 during=$(rss)
@@ -109,21 +121,14 @@ stop
 echo "## 6. RSS around 200 WebSocket clients that never read while 50 of 2,050 workers beat"
 # The fleet keeps changing, so clients that connect a moment apart are sent
 # the fleet at different versions, and hold what they were sent.
-start --ws-stall-timeout 60s "${msb[@]}"
-fill 2000 7800
-sleep 2
-curl -s -o /dev/null http://$http/telemetry
-sleep 2
-before=$(rss)
+big_fleet 60s
 $bin/muster-bench heartbeats --workers 50 --rate 500 --duration 40s --worker-prefix beat \
   --url http://$http --heartbeat-addr $hb --pid "$pid" >/dev/null &
 beater=$!
 fds=()
 peak=$before
 for i in $(seq 200); do
-  exec {fd}<>/dev/tcp/127.0.0.1/18080
-  printf 'GET /ws/telemetry HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n' >&$fd
-  fds+=($fd)
+  stall_client
   sleep 0.05
   r=$(rss); [ "$r" -gt "$peak" ] && peak=$r
 done

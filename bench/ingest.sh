@@ -22,12 +22,7 @@ pgw=$(command -v prometheus-pushgateway || command -v pushgateway || true)
 [ -n "$pgw" ] || { echo "needs prometheus-pushgateway" >&2; exit 1; }
 
 # The baseline build, in a worktree of its own.
-old=/tmp/muster-base-$base
-if [ ! -x "$old/target/release/musterd" ]; then
-  rm -rf "$old"; git worktree prune
-  git worktree add --detach "$old" "$base" >/dev/null
-  (cd "$old" && cargo build --release --quiet --bin musterd)
-fi
+base_build "$base"
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # utime+stime clock ticks of the daemon's thread named $2.

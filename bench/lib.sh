@@ -34,5 +34,15 @@ start() {
   echo "musterd did not start" >&2; cat /tmp/musterd-bench.log >&2; exit 1
 }
 stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+# The release musterd of commit $1, built once in a worktree of its own
+# under /tmp, for a before-and-after run: its directory in $old.
+base_build() {
+  old=/tmp/muster-base-$1
+  if [ ! -x "$old/target/release/musterd" ]; then
+    rm -rf "$old"; git worktree prune
+    git worktree add --detach "$old" "$1" >/dev/null
+    (cd "$old" && cargo build --release --quiet --bin musterd)
+  fi
+}
 # A failed scenario must not leave its daemon holding the ports.
 trap 'kill "${pid:-}" 2>/dev/null || true' EXIT

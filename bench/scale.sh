@@ -38,12 +38,7 @@ if [ "$(cat /proc/sys/vm/max_map_count)" -lt $((workers * 4 + 20000)) ]; then
     { echo "vm.max_map_count is below $((workers * 4 + 20000)) and cannot be raised here" >&2; exit 1; }
 fi
 
-old=/tmp/muster-base-$base
-if [ ! -x "$old/target/release/musterd" ]; then
-  rm -rf "$old"; git worktree prune
-  git worktree add --detach "$old" "$base" >/dev/null
-  (cd "$old" && cargo build --release --quiet --bin musterd)
-fi
+base_build "$base"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }

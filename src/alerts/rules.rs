@@ -251,7 +251,7 @@ fn error_rate(id: Option<&str>, runs: u64, failed: u64, t: &Thresholds) -> Optio
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::fleet::snapshot::Transport;
     use crate::proto::decode;
@@ -266,7 +266,7 @@ mod tests {
         s
     }
 
-    const ALL: Thresholds = Thresholds {
+    pub(in crate::alerts) const ALL: Thresholds = Thresholds {
         rules: &Rule::ALL,
         hold: Duration::from_secs(60),
         inactivity: Duration::from_secs(30),

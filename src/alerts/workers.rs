@@ -10,10 +10,10 @@
 
 use super::rules::{self, Condition, Flaps, Thresholds};
 use crate::config::alerts::Rule;
+use crate::fleet::deadlines::Deadlines;
 use crate::fleet::snapshot::Snapshot;
 use crate::proto::WorkerId;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,19 +47,14 @@ pub struct Verdict {
     pub gone: Vec<String>,
 }
 
-/// Stale heap entries kept at most beyond twice those in force.
-const STALE_KEPT: usize = 1024;
-
 #[derive(Default)]
 pub struct Workers {
     flaps: Flaps,
     /// The keys of each worker's conditions as last judged; only workers
     /// with any are here.
     held: HashMap<WorkerId, Vec<String>>,
-    /// When a worker's oldest spell leaves the flapping window; the one
-    /// scheduled per worker is in `scheduled`, others in the heap are stale.
-    expiries: BinaryHeap<Reverse<(Instant, WorkerId)>>,
-    scheduled: HashMap<WorkerId, Instant>,
+    /// When a worker's oldest spell leaves the flapping window.
+    expiries: Deadlines,
     judged: Option<Judged>,
 }
 
@@ -85,7 +80,7 @@ impl Workers {
         let mut v = Verdict::default();
         for id in removed {
             self.flaps.forget(&id);
-            self.scheduled.remove(&id);
+            self.expiries.cancel(&id);
             v.gone.extend(self.held.remove(&id).unwrap_or_default());
         }
         for s in changed {
@@ -103,22 +98,15 @@ impl Workers {
         }
         // A spell leaves the window once `now` is past its expiry (as
         // `Flaps::note` trims): one judged at its expiry is scheduled anew.
-        while let Some(Reverse((at, _))) = self.expiries.peek() {
-            if *at >= now {
-                break;
-            }
-            let Some(Reverse((at, id))) = self.expiries.pop() else {
-                break;
-            };
-            if self.scheduled.get(&id) != Some(&at) {
-                continue;
-            }
-            self.scheduled.remove(&id);
+        while let Some(id) = self.expiries.pop(|at| at < now) {
             if let Some(s) = current(&id) {
                 self.judge(&s, t, now, &mut v);
             }
         }
-        self.compact();
+        // A worker removed, or with no spell left, leaves its entry behind:
+        // with workers coming and going, every worker seen inactive in the
+        // last flapping window.
+        self.expiries.compact();
         // A key both gone and held again (a worker removed and back in one
         // tick) holds.
         if !v.gone.is_empty() {
@@ -134,14 +122,8 @@ impl Workers {
     fn judge(&mut self, s: &Snapshot, t: &Thresholds, now: Instant, v: &mut Verdict) {
         let flapped = self.flaps.note(&s.id, s.times_inactive, now);
         match self.flaps.next_expiry(&s.id) {
-            Some(at) if self.scheduled.get(&s.id) != Some(&at) => {
-                self.scheduled.insert(s.id.clone(), at);
-                self.expiries.push(Reverse((at, s.id.clone())));
-            }
-            Some(_) => {}
-            None => {
-                self.scheduled.remove(&s.id);
-            }
+            Some(at) => self.expiries.set(&s.id, at),
+            None => self.expiries.cancel(&s.id),
         }
         let conds = if s.is_shown() {
             rules::worker_conditions(s, flapped, t)
@@ -160,19 +142,6 @@ impl Workers {
             }
         }
         v.holds.extend(conds);
-    }
-
-    /// Drop the heap's stale entries once they outnumber the ones in
-    /// force: a worker removed, or with no spell left, leaves its entry
-    /// behind until its time, and with workers coming and going that is
-    /// every worker seen inactive in the last [`rules::FLAP_WINDOW`].
-    /// O(heap), once per as many stale entries as there are scheduled.
-    fn compact(&mut self) {
-        if self.expiries.len() > 2 * self.scheduled.len() + STALE_KEPT {
-            let scheduled = &self.scheduled;
-            self.expiries
-                .retain(|Reverse((at, id))| scheduled.get(id) == Some(at));
-        }
     }
 
     /// Workers holding a condition now.
@@ -210,14 +179,8 @@ mod tests {
     }
 
     const T: Thresholds = Thresholds {
-        rules: &Rule::ALL,
-        hold: Duration::from_secs(60),
-        inactivity: Duration::from_secs(30),
         flapping: 1,
-        error_rate: 10,
-        min_runs: 10,
-        queue_depth: 1000,
-        task_queue_depth: 100,
+        ..rules::tests::ALL
     };
 
     fn keys(v: &Verdict) -> (Vec<String>, Vec<String>) {
@@ -319,14 +282,14 @@ mod tests {
         w.tick(seen, Vec::new(), Some(Vec::new()), none, &T, now);
         let gone: Vec<Arc<Snapshot>> = (0..n).map(|i| silent(&format!("w{i}"), 1)).collect();
         w.tick(gone, Vec::new(), None, none, &T, now);
-        assert_eq!(w.scheduled.len(), n, "each has a spell in the window");
+        assert_eq!(w.expiries.len(), n, "each has a spell in the window");
         let ids = (0..n).map(|i| WorkerId::from(format!("w{i}").as_str()));
         w.tick(Vec::new(), ids.collect(), None, none, &T, now);
-        assert!(w.scheduled.is_empty());
+        assert!(w.expiries.is_empty());
+        let left = w.expiries.entries();
         assert!(
-            w.expiries.len() <= STALE_KEPT,
-            "{} entries left for no one",
-            w.expiries.len()
+            left <= crate::fleet::deadlines::STALE_KEPT,
+            "{left} entries left for no one"
         );
     }
 

@@ -9,11 +9,14 @@
 //! - `changes`: the change feed and fleet version.
 //! - `notify`: how news reaches a loop (a mailbox, a notifier), no mio.
 //! - `sweeper`: inactivity and eviction.
+//! - `deadlines`: a deadline per worker in a heap (the sweeper's, the
+//!   alert rules' flapping windows).
 //!
 //! [`Shared`] is what every loop and thread gets besides the registry: the
 //! counters, the running configuration and the change feed.
 
 pub mod changes;
+pub mod deadlines;
 pub mod history;
 pub mod inbox;
 pub mod notify;

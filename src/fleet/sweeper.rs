@@ -22,20 +22,17 @@
 //! pass only at start and when the timeouts are reloaded.
 
 use super::Shared;
+use super::deadlines::{Deadlines, STALE_KEPT};
 use super::inbox::Msg;
 use super::registry::{Registry, is_live};
 use crate::proto::WorkerId;
 use crate::stats::Counter;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 pub const TICK: Duration = Duration::from_millis(500);
-
-/// Deadlines of removed workers, or stale ones, kept before compacting.
-const STALE_KEPT: usize = 1024;
 
 /// Run until `stop` receives a message or its sender is dropped. Before
 /// `grace_until` no worker is marked inactive: after a restart, restored
@@ -71,9 +68,7 @@ pub struct Swept {
 /// The deadlines, and what the sweeper knows of each worker.
 #[derive(Default)]
 pub struct Sweeper {
-    heap: BinaryHeap<Reverse<(Instant, WorkerId)>>,
-    /// Each worker's deadline in force; heap entries that differ are stale.
-    due: HashMap<WorkerId, Instant>,
+    deadlines: Deadlines,
     /// Workers found not live and told to the registry.
     not_live: HashSet<WorkerId>,
     /// The timeouts the deadlines were set with.
@@ -81,13 +76,6 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    fn schedule(&mut self, id: WorkerId, at: Instant) {
-        if self.due.get(&id) != Some(&at) {
-            self.due.insert(id.clone(), at);
-            self.heap.push(Reverse((at, id)));
-        }
-    }
-
     /// One tick at `now`: new workers are looked at now, then every worker
     /// whose deadline passed. `judge` is `Err(until)` during the grace
     /// after a restart: no one is marked before `until`.
@@ -103,8 +91,7 @@ impl Sweeper {
         let started = if self.timeouts != Some(timeouts) {
             // Deadlines set with other timeouts: look at everyone again.
             self.timeouts = Some(timeouts);
-            self.heap.clear();
-            self.due.clear();
+            self.deadlines.clear();
             let mut all = registry.take_started();
             all.extend(registry.handles().iter().map(|h| h.snapshot().id.clone()));
             all
@@ -112,24 +99,14 @@ impl Sweeper {
             registry.take_started()
         };
         for id in started {
-            self.schedule(id, now);
+            self.deadlines.set(&id, now);
         }
         let mut swept = Swept::default();
-        while let Some(Reverse((at, _))) = self.heap.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, id))) = self.heap.pop() else {
-                break;
-            };
-            if self.due.get(&id) != Some(&at) {
-                continue;
-            }
-            self.due.remove(&id);
+        while let Some(id) = self.deadlines.pop(|at| at <= now) {
             swept.checked += 1;
             if let Some(next) = self.check(&id, registry, shared, now, judge, timeouts, &mut swept)
             {
-                self.schedule(id, next);
+                self.deadlines.set(&id, next);
             } else {
                 self.not_live.remove(&id);
             }
@@ -139,22 +116,18 @@ impl Sweeper {
     }
 
     /// A worker removed by someone else (making room, `DELETE`) keeps its
-    /// deadline until it passes, up to `forget_after` away; a worker
-    /// rescheduled before its deadline leaves a stale heap entry. With
-    /// workers coming and going both grow with the churn, so once they
-    /// outnumber what is in force, keep only the workers still there.
-    /// O(deadlines), once per as many removals as there are workers.
+    /// deadline until it passes, up to `forget_after` away: with workers
+    /// coming and going that grows with the churn, so once they outnumber
+    /// the fleet, keep only the workers still there. O(deadlines), once per
+    /// as many removals as there are workers.
     fn compact(&mut self, registry: &Registry) {
-        if self.due.len() > 2 * registry.len().max(STALE_KEPT) {
+        if self.deadlines.len() > 2 * registry.len().max(STALE_KEPT) {
             let there: HashSet<WorkerId> = registry.ids().into_iter().collect();
-            self.due.retain(|id, _| there.contains(id));
+            self.deadlines.retain(|id| there.contains(id));
             self.not_live.retain(|id| there.contains(id));
-        } else if self.heap.len() <= 2 * self.due.len() + STALE_KEPT {
-            return;
+        } else {
+            self.deadlines.compact();
         }
-        let due = &self.due;
-        self.heap
-            .retain(|Reverse((at, id))| due.get(id) == Some(at));
     }
 
     /// Look at one worker whose deadline passed; its next deadline, or
@@ -301,14 +274,15 @@ mod tests {
             beat(&r, &format!("w{i}"));
         }
         s.tick(&r, &shared, Instant::now(), Ok(()));
-        assert_eq!(s.due.len(), N);
+        assert_eq!(s.deadlines.len(), N);
         for i in 0..N {
             assert!(r.remove(&format!("w{i}")));
         }
         beat(&r, "kept");
         s.tick(&r, &shared, Instant::now(), Ok(()));
-        assert_eq!(s.due.keys().map(|k| &**k).collect::<Vec<_>>(), vec!["kept"]);
-        assert!(s.heap.len() <= STALE_KEPT, "{} in the heap", s.heap.len());
+        assert_eq!(s.deadlines.ids(), vec!["kept"]);
+        let left = s.deadlines.entries();
+        assert!(left <= STALE_KEPT, "{left} in the heap");
         r.shutdown(Instant::now() + Duration::from_secs(30));
     }
 
