@@ -481,46 +481,69 @@ fn the_fleet_grid_groups_the_fleet_and_opens_a_worker() {
     );
 
     // w250's cell, from the layout the grid publishes: batch is the
-    // first group, its workers in id order, `cols` to a row.
-    let geo = b.eval(&format!(
-        "(() => {{ const c = {fleet}; const r = c.getBoundingClientRect(); return JSON.stringify({{ left: r.left, top: r.top, d: {{ ...c.dataset }}, groups: JSON.parse(c.dataset.summary) }}); }})()"
-    ));
-    let geo: Value = serde_json::from_str(geo.as_str().unwrap()).unwrap();
-    let num = |k: &str| geo["d"][k].as_str().unwrap().parse::<f64>().unwrap();
-    let (dpr, pitch, cell, pad, cols) = (
-        num("dpr"),
-        num("pitch"),
-        num("cell"),
-        num("pad"),
-        num("cols"),
-    );
-    assert_eq!(geo["groups"][0]["name"], "batch");
+    // first group, its workers in id order, `cols` to a row. Read again
+    // before each try: the page above the grid (the header's chart) may
+    // still be laid out, moving the canvas after it was read.
     let rank = (0..250).filter(|&i| pool(i) == "batch").count() as f64;
-    assert!(rank >= cols, "w250 is past the first row: {rank} of {cols}");
-    let px = pad + (rank % cols) * pitch + (cell / 2.0).floor();
-    let py = geo["groups"][0]["top"].as_f64().unwrap()
-        + (rank / cols).floor() * pitch
-        + (cell / 2.0).floor();
-    assert_eq!(
-        b.eval(&format!(
-            "'#' + [...{fleet}.getContext('2d').getImageData({px}, {py}, 1, 1).data.slice(0, 3)].map(v => v.toString(16).padStart(2, '0')).join('')"
-        )),
-        b.eval(error),
-        "w250's cell is where the layout says, in the error colour"
-    );
-    let (x, y) = (
-        geo["left"].as_f64().unwrap() + (px + 0.5) / dpr,
-        geo["top"].as_f64().unwrap() + (py + 0.5) / dpr,
-    );
-    b.call(
-        "Input.dispatchMouseEvent",
-        json!({"type": "mouseMoved", "x": x, "y": y}),
-    );
-    b.wait_for(
-        "w250 named on hover",
-        &format!("{fleet}.title.startsWith('w250 ')"),
-        Duration::from_secs(5),
-    );
+    let locate = |b: &mut Browser| {
+        let geo = b.eval(&format!(
+            "(() => {{ const c = {fleet}; const r = c.getBoundingClientRect(); return JSON.stringify({{ left: r.left, top: r.top, d: {{ ...c.dataset }}, groups: JSON.parse(c.dataset.summary) }}); }})()"
+        ));
+        let geo: Value = serde_json::from_str(geo.as_str().unwrap()).unwrap();
+        let num = |k: &str| geo["d"][k].as_str().unwrap().parse::<f64>().unwrap();
+        let (dpr, pitch, cell, pad, cols) = (
+            num("dpr"),
+            num("pitch"),
+            num("cell"),
+            num("pad"),
+            num("cols"),
+        );
+        assert_eq!(geo["groups"][0]["name"], "batch");
+        assert!(rank >= cols, "w250 is past the first row: {rank} of {cols}");
+        let px = pad + (rank % cols) * pitch + (cell / 2.0).floor();
+        let py = geo["groups"][0]["top"].as_f64().unwrap()
+            + (rank / cols).floor() * pitch
+            + (cell / 2.0).floor();
+        assert_eq!(
+            b.eval(&format!(
+                "'#' + [...{fleet}.getContext('2d').getImageData({px}, {py}, 1, 1).data.slice(0, 3)].map(v => v.toString(16).padStart(2, '0')).join('')"
+            )),
+            b.eval(error),
+            "w250's cell is where the layout says, in the error colour"
+        );
+        (
+            geo["left"].as_f64().unwrap() + (px + 0.5) / dpr,
+            geo["top"].as_f64().unwrap() + (py + 0.5) / dpr,
+        )
+    };
+    let named = format!("{fleet}.title.startsWith('w250 ')");
+    let mut at = None;
+    for _ in 0..10 {
+        let (x, y) = locate(&mut b);
+        b.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": "mouseMoved", "x": x, "y": y}),
+        );
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until && b.eval(&named) != true {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if b.eval(&named) == true {
+            at = Some((x, y));
+            break;
+        }
+        // Off the canvas, so that the next try is a move onto it.
+        b.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": "mouseMoved", "x": 0, "y": 0}),
+        );
+    }
+    let (x, y) = at.unwrap_or_else(|| {
+        panic!(
+            "w250 never named on hover: {}",
+            b.eval(&format!("{fleet}.title"))
+        )
+    });
     for kind in ["mousePressed", "mouseReleased"] {
         b.call(
             "Input.dispatchMouseEvent",
