@@ -16,10 +16,13 @@
 #     killed: a new leader (node_ttl 15 s, the default)
 #
 #   bench/cluster.sh          # SECS=10 per load run
+#   ONLY=submit bench/cluster.sh   # the submissions row alone, RUNS times
+#                                  # (default 3), musterd and pgbench in turn
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 bin=target/release
+musterd=${MUSTERD:-$bin/musterd}
 secs=${SECS:-10}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$pgbin/initdb" ] || { apt-get install -y -qq postgresql >/dev/null; pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1); }
@@ -46,7 +49,7 @@ ttl=${NODE_TTL:-15s}
 
 # Nodes n1..n3 on ports 1808N (HTTP) and 1809N (heartbeats).
 node() { # $1: 1..3
-  $bin/musterd --config /dev/null --state-dir off --cluster-database "$uri" --node-id "n$1" \
+  "$musterd" --config /dev/null --state-dir off --cluster-database "$uri" --node-id "n$1" \
     --node-ttl "$ttl" --http-addr "127.0.0.1:1808$1" --heartbeat-addr "127.0.0.1:1809$1" \
     --http-max-connections-per-ip 1000000 --tcp-max-connections-per-ip 1000000 \
     --max-tasks 10000000 --max-workers 20000 2>"$work/n$1.log" &
@@ -78,15 +81,26 @@ curl -s -X DELETE "http://127.0.0.1:18081/api/tasks/$(echo "$row" | python3 -c '
 task_json=$(psql -d muster -c "SELECT task::text FROM muster_tasks LIMIT 1")
 
 echo "## submissions/s, c32 over 3 nodes"
-load submit 11 0 11 0 10 0
-m_sub=$(sum submitted_per_s "$work/load.json")
-cat "$work/load.json"
 psql -d muster -c "CREATE SEQUENCE bench_ids; CREATE TABLE bench_tasks (LIKE muster_tasks INCLUDING ALL)"
 cat >"$work/insert.sql" <<EOF
 INSERT INTO bench_tasks (id, kind, priority, target_labels, state, task) VALUES (nextval('bench_ids'), 'bench', 0, '{}', 'queued', '$task_json');
 EOF
-b_sub=$(pgbench -n -h 127.0.0.1 -p "$port" -U muster -c 32 -j 2 -T "$secs" -f "$work/insert.sql" muster 2>/dev/null | tps)
-echo "pgbench INSERT c32: $b_sub tps"
+submissions() {
+  load submit 11 0 11 0 10 0
+  m_sub=$(sum submitted_per_s "$work/load.json")
+  cat "$work/load.json"
+  b_sub=$(pgbench -n -h 127.0.0.1 -p "$port" -U muster -c 32 -j 2 -T "$secs" -f "$work/insert.sql" muster 2>/dev/null | tps)
+  echo "pgbench INSERT c32: $b_sub tps"
+}
+if [ "${ONLY:-}" = submit ]; then
+  for run in $(seq "${RUNS:-3}"); do
+    submissions
+    echo "run $run: musterd $m_sub/s, pgbench $b_sub/s, ratio $(ratio "$m_sub" "$b_sub")"
+    psql -d muster -c "TRUNCATE bench_tasks; DELETE FROM muster_tasks"
+  done
+  exit 0
+fi
+submissions
 
 echo "## end to end, 32 no-op workers over 3 nodes"
 load e2e 11 11 11 11 10 10
