@@ -1129,3 +1129,99 @@ fn every_node_charts_the_same_ends_of_the_last_hour() {
         });
     }
 }
+
+/// The backend of `d`'s connection `what` (`musterd {node} {what}`).
+fn backend(pg: &pg::Pg, node: &str, what: &str) -> i32 {
+    let pid = pg.psql(&format!(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'musterd {node} {what}'"
+    ));
+    pid.parse()
+        .unwrap_or_else(|_| panic!("no connection {node} {what}: {pid:?}"))
+}
+
+/// The backends that notified `muster_tasks` to `l` within `wait`.
+fn notified_by(l: &mut postgres::Client, wait: Duration) -> Vec<i32> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut by = Vec::new();
+    let mut n = l.notifications();
+    let mut it = n.timeout_iter(wait);
+    while let Some(m) = it.next().unwrap() {
+        if m.channel() == "muster_tasks" {
+            by.push(m.process_id());
+        }
+    }
+    by
+}
+
+/// A node's writer commits without notifying (a notifying commit holds the
+/// server's one notification lock through its flush, so every node's
+/// writer would commit one at a time), and the node announces its commits
+/// after them from a connection of its own; another node sees the task.
+/// A node does not read back what it inserted, and a node restarted under
+/// the same id reads what its earlier run submitted.
+#[test]
+fn commits_are_announced_after_them_and_a_restarted_node_reads_its_earlier_tasks() {
+    let Some(pg) = pg::start() else { return };
+    let mut ds = two_nodes(&pg, &[]);
+    let mut l = postgres::Client::connect(&pg.uri(), postgres::NoTls).unwrap();
+    l.batch_execute("LISTEN muster_tasks").unwrap();
+    // The triggers, directly: quiet for a session that set muster.quiet.
+    let mut quiet = pg
+        .uri()
+        .parse::<postgres::Config>()
+        .unwrap()
+        .options("-c muster.quiet=on")
+        .connect(postgres::NoTls)
+        .unwrap();
+    let mut plain = postgres::Client::connect(&pg.uri(), postgres::NoTls).unwrap();
+    let pid = |c: &mut postgres::Client| {
+        c.query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get::<_, i32>(0)
+    };
+    let (quiet_pid, plain_pid) = (pid(&mut quiet), pid(&mut plain));
+    let touch = "UPDATE muster_tasks SET rev = rev WHERE false";
+    quiet.batch_execute(touch).unwrap();
+    plain.batch_execute(touch).unwrap();
+    let by = notified_by(&mut l, Duration::from_millis(500));
+    assert!(
+        by.contains(&plain_pid),
+        "a plain session's change notifies: {by:?}"
+    );
+    assert!(
+        !by.contains(&quiet_pid),
+        "a quiet session's change does not: {by:?}"
+    );
+
+    // Both connections are made at the first use.
+    let id = submit(&ds[0], json!({"type": "announced"}));
+    let by = notified_by(&mut l, Duration::from_millis(1500));
+    let writer = backend(&pg, "n1", "tasks");
+    let notifier = backend(&pg, "n1", "notify");
+    assert!(
+        by.contains(&notifier),
+        "n1's notifier announced the submission: {by:?}"
+    );
+    assert!(
+        !by.contains(&writer),
+        "n1's writer committed quietly: {by:?}"
+    );
+    wait_state(&ds[1], &id, "queued");
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT rev, inserted_by IS NOT NULL FROM muster_tasks WHERE id = x'{id}'::bigint"
+        )),
+        "1|t",
+        "the row as n1 inserted it"
+    );
+    assert_eq!(task(&ds[0], &id)["state"], "queued");
+
+    // n1 again, a new incarnation: the row its earlier run inserted is read.
+    let (st, _) = ds.remove(0).stop();
+    assert!(st.success());
+    let n1 = node(&pg, "n1", &[]);
+    n1.wait_for("the task of n1's earlier run", |d| {
+        d.get(&format!("/api/tasks/{id}")).0 == 200
+    });
+    assert_eq!(task(&n1, &id)["type"], "announced");
+}

@@ -14,8 +14,8 @@ use crate::config::Secret;
 use crate::config::cluster::Database;
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest one statement may run, server side.
@@ -147,6 +147,20 @@ impl Link {
         }
     }
 
+    /// A link whose transactions do not notify: the triggers of
+    /// schema 10 stay quiet for it (`muster.quiet`), and a [`Notifier`]
+    /// announces its commits after them. A notifying transaction holds
+    /// the server's one notification lock through its commit's flush, so
+    /// every node's writer would commit one at a time.
+    pub fn quiet(mut self) -> Link {
+        let options = format!(
+            "{} -c muster.quiet=on",
+            self.config.get_options().unwrap_or("")
+        );
+        self.config.options(options.trim_start());
+        self
+    }
+
     /// How this link connects, to cancel what it runs the same way.
     pub fn connector(&self) -> Connector {
         self.connector.clone().unwrap_or(Connector::Plain)
@@ -269,6 +283,12 @@ pub struct Watch {
 /// in one round, where a look per commit costs the database and the node
 /// a snapshot and two queries each time.
 pub const LOOK_GAP: Duration = Duration::from_millis(20);
+/// The gap after a look that read at least [`BUSY_ROWS`] rows: under a
+/// stream of commits fewer, larger looks cost the database and the node
+/// less (a look is a snapshot and a statement however many rows it
+/// reads), and a change is still seen within a tenth of a second.
+pub const BUSY_GAP: Duration = Duration::from_millis(100);
+pub const BUSY_ROWS: usize = 64;
 
 impl Watch {
     pub fn new(link: Link, channel: &'static str) -> Watch {
@@ -297,12 +317,18 @@ impl Watch {
     }
 
     /// Wait for a notification, at most `poll`, and no less than
-    /// [`LOOK_GAP`] since the last wait ended; everything that arrived by
-    /// then is one look (coalesced).
-    pub fn wait(&mut self, poll: Duration) {
+    /// [`LOOK_GAP`] since the last wait ended ([`BUSY_GAP`] when the last
+    /// look read `read` rows, [`BUSY_ROWS`] or more); everything that
+    /// arrived by then is one look (coalesced).
+    pub fn wait(&mut self, poll: Duration, read: usize) {
         let last = self.last;
+        let gap = if read >= BUSY_ROWS {
+            BUSY_GAP
+        } else {
+            LOOK_GAP
+        };
         let got = match self.get() {
-            Ok(c) => drain(c, poll, last),
+            Ok(c) => drain(c, poll, last, gap),
             Err(_) => {
                 std::thread::sleep(poll.min(Duration::from_millis(200)));
                 Ok(())
@@ -315,11 +341,76 @@ impl Watch {
     }
 }
 
-fn drain(c: &mut Client, poll: Duration, last: Instant) -> Result<(), postgres::Error> {
+/// Notifications sent after the commits they announce, from a connection
+/// of their own, so that the commits of quiet links ([`Link::quiet`]) do
+/// not wait for the server's notification lock: every [`Notifier::poke`]
+/// since the last `NOTIFY` is announced by the next one. When the
+/// database is away a poke is dropped; the readers' poll finds the rows.
+#[derive(Default)]
+pub struct Notifier {
+    due: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Notifier {
+    /// A commit to announce.
+    pub fn poke(&self) {
+        *self.due.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    /// Wake [`Notifier::run`] to look at its stop flag.
+    pub fn wake(&self) {
+        self.cv.notify_one();
+    }
+
+    /// Until `stopping`: one `NOTIFY channel` for the pokes since the
+    /// last, at most one per [`LOOK_GAP`] (a reader looks no more often):
+    /// a `NOTIFY` is a transaction whose commit is flushed too.
+    pub fn run(&self, mut link: Link, channel: &str, stopping: &AtomicBool) {
+        let notify = format!("NOTIFY {channel}");
+        let mut last: Option<Instant> = None;
+        loop {
+            if let Some(left) = last.and_then(|l| LOOK_GAP.checked_sub(l.elapsed())) {
+                std::thread::sleep(left);
+            }
+            {
+                let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+                while !*due {
+                    if stopping.load(Ordering::Acquire) {
+                        return;
+                    }
+                    due = self
+                        .cv
+                        .wait_timeout(due, Duration::from_millis(200))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                *due = false;
+            }
+            last = Some(Instant::now());
+            match link.get() {
+                Ok(c) => {
+                    if let Err(e) = c.batch_execute(&notify) {
+                        link.failed(&e);
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+}
+
+fn drain(
+    c: &mut Client,
+    poll: Duration,
+    last: Instant,
+    gap: Duration,
+) -> Result<(), postgres::Error> {
     let mut n = c.notifications();
     let first = n.timeout_iter(poll).next()?;
     if first.is_some() {
-        if let Some(left) = LOOK_GAP.checked_sub(last.elapsed()) {
+        if let Some(left) = gap.checked_sub(last.elapsed()) {
             std::thread::sleep(left);
         }
         let mut rest = n.iter();
@@ -346,6 +437,12 @@ impl Since {
             "(changed >= ${first}::text::xid8 OR changed = ANY(${}::text[]::xid8[]))",
             first + 1
         )
+    }
+
+    /// What a look whose snapshot had `xmax` and `running` will have
+    /// seen once its rows are read.
+    pub fn new(xmax: u64, running: Vec<String>) -> Since {
+        Since { xmax, running }
     }
 
     pub fn params(&self) -> (String, &[String]) {

@@ -295,7 +295,7 @@ fn mirror(cluster: &Cluster, registry: &Registry, stopping: &AtomicBool) {
             last_prune = Some(Instant::now());
             prune(&mut watch.link, cluster, epoch);
         }
-        watch.wait(POLL);
+        watch.wait(POLL, 0);
     }
 }
 

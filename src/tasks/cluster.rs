@@ -5,7 +5,12 @@
 //!   `201`: the writer takes every change waiting, writes them in one
 //!   transaction (one `INSERT`, one guarded `UPDATE`, one guarded log
 //!   `INSERT`, each over arrays) and commits (group commit, as the journal
-//!   does); a trigger notifies `muster_tasks` once per transaction.
+//!   does). Its connection and the claims' are quiet (the triggers of
+//!   schema 10 do not notify for them: a notifying transaction holds the
+//!   server's one notification lock through its commit's flush, so the
+//!   nodes' writers would commit one at a time); the notifier thread
+//!   announces their commits after them, one `NOTIFY muster_tasks` for
+//!   every commit since the last.
 //! - A claim takes queued tasks for one of this node's takers with
 //!   `FOR UPDATE SKIP LOCKED`, highest priority then oldest, matching its
 //!   types, labels and id, and gives each a new lease token. Every change
@@ -15,7 +20,9 @@
 //! - The mirror thread listens on `muster_tasks` and reads, at each
 //!   notification and at least every second, the rows written since its
 //!   last look (by `xid8`: everything written by a transaction that was not
-//!   visible then), and hands them to the book.
+//!   visible then), and hands them to the book; a row this incarnation
+//!   inserted and nothing changed since is not read back (`inserted_by`,
+//!   schema 10): the book made that task before the writer stored it.
 //! - While this node leads, the mirror thread also (`duties.rs`) queues
 //!   the scheduled tasks that are due, gives back the tasks of
 //!   nodes whose leases lapsed (after `node_ttl`, and not before a node
@@ -29,7 +36,7 @@ use super::limit::{Limit, Limits, Scope};
 use super::task::{Task, TaskId};
 use crate::clock::unix_ms;
 use crate::cluster::Cluster;
-use crate::cluster::db::{Link, Since, Watch, describe};
+use crate::cluster::db::{Link, Notifier, Since, Watch, describe};
 use crate::cluster::tls::Connector;
 use crate::fleet::Shared;
 use crate::proto::WorkerId;
@@ -186,6 +193,9 @@ impl Committing {
 
 pub struct Store {
     pub cluster: Arc<Cluster>,
+    /// Announces the writer's and the claims' commits (their links are
+    /// quiet: [`Link::quiet`]).
+    pub(super) notifier: Notifier,
     pub(super) committing: Committing,
     tx: Mutex<Option<Sender<Write>>>,
     last_id: Mutex<u64>,
@@ -206,10 +216,11 @@ pub struct Store {
 impl Store {
     pub fn new(cluster: Arc<Cluster>, shared: Arc<Shared>) -> (Arc<Store>, Receiver<Write>) {
         let (tx, rx) = mpsc::channel();
-        let claims = cluster.link("claims");
+        let claims = cluster.link("claims").quiet();
         let store = Arc::new(Store {
             cluster,
             committing: Committing::default(),
+            notifier: Notifier::default(),
             tx: Mutex::new(Some(tx)),
             last_id: Mutex::new(0),
             claims: Mutex::new(claims),
@@ -276,6 +287,7 @@ impl Store {
     pub fn close(&self) {
         self.stopping.store(true, Ordering::Release);
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.notifier.wake();
     }
 
     /// Claim queued tasks for this node's takers, on the scheduler's
@@ -290,7 +302,12 @@ impl Store {
             return Vec::new();
         };
         match claim(c, me.incarnation, &me.node_id, wanted, limits, now_ms) {
-            Ok(got) => got,
+            Ok(got) => {
+                if !got.is_empty() {
+                    self.notifier.poke();
+                }
+                got
+            }
             Err(e) => {
                 let d = link.failed(&e);
                 log::warn!("cluster: cannot claim tasks: {d}");
@@ -322,7 +339,12 @@ impl Store {
         let me = self.cluster.me();
         let c = link.get().ok()?;
         match adopt(c, me.incarnation, &me.node_id, asks) {
-            Ok(got) => Some(got),
+            Ok(got) => {
+                if !got.is_empty() {
+                    self.notifier.poke();
+                }
+                Some(got)
+            }
             Err(e) => {
                 let d = link.failed(&e);
                 log::warn!("cluster: cannot adopt re-reported tasks: {d}");
@@ -534,96 +556,109 @@ fn limits_now(
     Ok(l)
 }
 
-fn poll(c: &mut Client, since: &mut Since) -> Result<Changes, postgres::Error> {
-    let (mut tx, next) = crate::cluster::db::look(c)?;
+/// What changed since `since`, read by one statement under one snapshot
+/// (the statement's own, which `pg_current_snapshot()` reports): two round
+/// trips a look, where a transaction of a query per table took fourteen.
+/// A row this incarnation (`$3`) inserted and nothing changed since
+/// (`rev` 1) is not read back: the book made that task before the writer
+/// stored it. Columns: what the row is (`k`), its order (`n`), two texts,
+/// four numbers, a flag.
+fn look_sql() -> String {
+    let f = Since::filter(1);
+    format!(
+        "SELECT 0 AS k, NULL::bigint AS n, pg_snapshot_xmax(s)::text AS a,
+                array_to_string(array(SELECT pg_snapshot_xip(s)::text), ',') AS b,
+                NULL::bigint AS h, NULL::bigint AS l, NULL::bigint AS r,
+                NULL::bigint AS c, NULL::bool AS d
+         FROM pg_current_snapshot() s
+         UNION ALL
+         SELECT 1, id, task::text, NULL, holder_incarnation, lease, rev,
+                cancel_requested_at, deleted_at IS NOT NULL
+         FROM muster_tasks WHERE {f} AND (rev <> 1 OR inserted_by IS DISTINCT FROM $3)
+         UNION ALL
+         SELECT 2, seq, lines::text, NULL, task_id, NULL, NULL, NULL, NULL
+         FROM muster_task_logs WHERE {f}
+         UNION ALL
+         SELECT 3, NULL, kind, NULL, NULL, NULL, NULL, NULL, paused
+         FROM muster_queues WHERE {f}
+         UNION ALL
+         SELECT 4, NULL, name, CASE WHEN deleted_at IS NULL THEN schedule::text END,
+                NULL, NULL, NULL, NULL, NULL
+         FROM muster_schedules WHERE {f}
+         UNION ALL
+         SELECT 5, NULL, spec::text, rule::text, NULL, NULL, NULL, NULL, NULL
+         FROM muster_limits WHERE {f}
+         ORDER BY k, n"
+    )
+}
+
+/// Column `i` of `r`, a JSON text, as a `T`.
+fn json<T: serde::de::DeserializeOwned>(r: &postgres::Row, i: usize) -> Option<T> {
+    r.get::<_, Option<&str>>(i)
+        .and_then(|t| serde_json::from_str(t).ok())
+}
+
+fn poll(c: &mut Client, since: &mut Since, me: i64) -> Result<Changes, postgres::Error> {
     let (xmax, running) = since.params();
-    let rows = tx.query(
-        &format!(
-            "SELECT task::text, holder_incarnation, lease, rev, cancel_requested_at,
-                    deleted_at IS NOT NULL
-             FROM muster_tasks WHERE {} ORDER BY id",
-            Since::filter(1)
-        ),
-        &[&xmax, &running],
-    )?;
-    let logs = tx.query(
-        &format!(
-            "SELECT task_id, lines::text FROM muster_task_logs WHERE {} ORDER BY seq",
-            Since::filter(1)
-        ),
-        &[&xmax, &running],
-    )?;
-    let queues = tx.query(
-        &format!(
-            "SELECT kind, paused FROM muster_queues WHERE {}",
-            Since::filter(1)
-        ),
-        &[&xmax, &running],
-    )?;
-    let schedules = tx.query(
-        &format!(
-            "SELECT name, CASE WHEN deleted_at IS NULL THEN schedule::text END
-             FROM muster_schedules WHERE {}",
-            Since::filter(1)
-        ),
-        &[&xmax, &running],
-    )?;
-    let limits = tx.query(
-        &format!(
-            "SELECT spec::text, rule::text FROM muster_limits WHERE {}",
-            Since::filter(1)
-        ),
-        &[&xmax, &running],
-    )?;
-    tx.commit()?;
-    let pauses = queues.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let schedules = schedules
-        .iter()
-        .map(|r| {
-            let s = r
-                .get::<_, Option<&str>>(1)
-                .and_then(|t| serde_json::from_str(t).ok());
-            (r.get(0), s)
-        })
-        .collect();
-    let rows = rows
-        .iter()
-        .filter_map(|r| {
-            Some(Row {
-                task: serde_json::from_str(r.get(0)).ok()?,
-                holder: r.get(1),
-                lease: r.get(2),
-                rev: r.get(3),
-                cancel_requested_at: r.get::<_, Option<i64>>(4).map(|v| v as u64),
-                deleted: r.get(5),
-            })
-        })
-        .collect();
-    let lines = logs
-        .iter()
-        .filter_map(|r| {
-            let l = serde_json::from_str::<Vec<String>>(r.get(1)).ok()?;
-            Some((TaskId(r.get::<_, i64>(0) as u64), l))
-        })
-        .collect();
-    *since = next;
-    let limits = limits
-        .iter()
-        .filter_map(|r| {
-            let scope = serde_json::from_str(r.get(0)).ok()?;
-            let rule = r
-                .get::<_, Option<&str>>(1)
-                .and_then(|t| serde_json::from_str(t).ok());
-            Some((scope, rule))
-        })
-        .collect();
-    Ok(Changes {
-        rows,
-        logs: lines,
-        pauses,
-        schedules,
-        limits,
-    })
+    let got = c.query(&look_sql(), &[&xmax, &running, &me])?;
+    let mut ch = Changes::default();
+    let mut next = None;
+    for r in &got {
+        let text = |i| r.get::<_, Option<&str>>(i);
+        match r.get::<_, i32>(0) {
+            0 => {
+                let running = text(3).filter(|t| !t.is_empty());
+                next = Some(Since::new(
+                    text(2).and_then(|t| t.parse().ok()).unwrap_or(0),
+                    running.map_or(Vec::new(), |t| t.split(',').map(String::from).collect()),
+                ));
+            }
+            1 => {
+                if let Some(task) = json(r, 2) {
+                    ch.rows.push(Row {
+                        task,
+                        holder: r.get(4),
+                        lease: r.get::<_, Option<i64>>(5).unwrap_or(0),
+                        rev: r.get::<_, Option<i64>>(6).unwrap_or(0),
+                        cancel_requested_at: r.get::<_, Option<i64>>(7).map(|v| v as u64),
+                        deleted: r.get::<_, Option<bool>>(8).unwrap_or(false),
+                    });
+                }
+            }
+            2 => {
+                if let (Some(lines), Some(id)) = (json(r, 2), r.get::<_, Option<i64>>(4)) {
+                    ch.logs.push((TaskId(id as u64), lines));
+                }
+            }
+            3 => {
+                if let Some(kind) = text(2) {
+                    let paused = r.get::<_, Option<bool>>(8).unwrap_or(false);
+                    ch.pauses.push((kind.to_string(), paused));
+                }
+            }
+            4 => {
+                if let Some(name) = text(2) {
+                    ch.schedules.push((name.to_string(), json(r, 3)));
+                }
+            }
+            _ => {
+                if let Some(scope) = json(r, 2) {
+                    ch.limits.push((scope, json(r, 3)));
+                }
+            }
+        }
+    }
+    if let Some(next) = next {
+        *since = next;
+    }
+    Ok(ch)
+}
+
+/// The notifier thread: one `NOTIFY muster_tasks` after the writer's and
+/// the claims' commits, for every node's mirror.
+pub fn notify(store: Arc<Store>) {
+    let link = store.cluster.link("notify");
+    store.notifier.run(link, CHANNEL, &store.stopping);
 }
 
 /// The mirror thread: listens, reads what changed, hands it to the book;
@@ -642,12 +677,15 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
             pause();
             continue;
         };
-        match poll(c, &mut since) {
+        // Rows this look read, for the gap before the next.
+        let read = match poll(c, &mut since, store.cluster.me().incarnation) {
             Ok(changes) => {
+                let read = changes.rows.len() + changes.logs.len();
                 if !changes.is_empty() {
                     let Some(copy) = copy.upgrade() else { return };
                     copy.mirror(changes);
                 }
+                read
             }
             Err(e) => {
                 let d = watch.link.failed(&e);
@@ -655,7 +693,7 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
                 pause();
                 continue;
             }
-        }
+        };
         if let Some(epoch) = store.cluster.leading() {
             let tick = store.next_tick.load(Ordering::Relaxed);
             if tick != 0 && tick <= unix_ms() {
@@ -673,6 +711,6 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
                 st,
             );
         }
-        watch.wait(store.until_due(POLL));
+        watch.wait(store.until_due(POLL), read);
     }
 }

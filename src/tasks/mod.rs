@@ -329,6 +329,14 @@ impl Tasks {
             Ok(t) => threads.push(t),
             Err(e) => log::error!("cannot start the task writer thread: {e}"),
         }
+        let s = store.clone();
+        match std::thread::Builder::new()
+            .name("task-notify".into())
+            .spawn(move || cluster::notify(s))
+        {
+            Ok(t) => threads.push(t),
+            Err(e) => log::error!("cannot start the task notifier thread: {e}"),
+        }
         match std::thread::Builder::new()
             .name("task-mirror".into())
             .spawn(move || cluster::mirror(store, weak))

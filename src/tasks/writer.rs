@@ -59,14 +59,16 @@ impl Prepared {
     }
 }
 
+/// `$11` is this node's incarnation (`inserted_by`: the mirror does not
+/// read back a row it inserted and nothing changed since).
 /// A submission whose `Idempotency-Key` or `unique_key` a kept task has
 /// is left out (the unique indexes of schema 5), and found again after;
 /// so is one that depends on a task the database does not have.
 const INSERT_TASKS: &str = "INSERT INTO muster_tasks
          (id, kind, priority, target_worker, target_labels, state, task,
-          idempotency_key, unique_key, depends_on)
+          idempotency_key, unique_key, depends_on, inserted_by)
      SELECT id, kind, priority, target_worker, labels::jsonb, state, task::jsonb,
-            idempotency_key, unique_key, depends_on::bigint[]
+            idempotency_key, unique_key, depends_on::bigint[], $11
      FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
           AS u(id, kind, priority, target_worker, labels, state, task,
@@ -319,6 +321,7 @@ fn statements(
                 &i.idempotency_keys,
                 &i.unique_keys,
                 &i.depends_on,
+                &incarnation,
             ],
         )?;
         if rows.len() < i.ids.len() {
@@ -488,7 +491,7 @@ fn statements(
 /// The writer thread: every change waiting, in one transaction, until the
 /// store is closed and what it held is written.
 pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn Replica>) {
-    let mut link = store.cluster.link("tasks");
+    let mut link = store.cluster.link("tasks").quiet();
     let incarnation = store.cluster.me().incarnation;
     let st = &store.shared.stats;
     let mut batch: Vec<Write> = Vec::new();
@@ -550,6 +553,7 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
         };
         match result {
             Ok(mut s) => {
+                store.notifier.poke();
                 st.add(Counter::TaskWritesStale, s.stale);
                 let mut left_out = Vec::new();
                 for w in batch.drain(..) {
