@@ -281,13 +281,14 @@ pub struct Watch {
 /// The shortest time between two looks woken by notifications: under a
 /// steady stream of commits, each look then reads the rows of many of them
 /// in one round, where a look per commit costs the database and the node
-/// a snapshot and two queries each time.
+/// a look's statements each time.
 pub const LOOK_GAP: Duration = Duration::from_millis(20);
 /// The gap after a look that read at least [`BUSY_ROWS`] rows: under a
 /// stream of commits fewer, larger looks cost the database and the node
 /// less (a look is a snapshot and a statement however many rows it
 /// reads), and a change is still seen within a tenth of a second.
 pub const BUSY_GAP: Duration = Duration::from_millis(100);
+/// Rows a look reads at least to count as busy.
 pub const BUSY_ROWS: usize = 64;
 
 impl Watch {

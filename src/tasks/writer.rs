@@ -59,11 +59,11 @@ impl Prepared {
     }
 }
 
-/// `$11` is this node's incarnation (`inserted_by`: the mirror does not
-/// read back a row it inserted and nothing changed since).
 /// A submission whose `Idempotency-Key` or `unique_key` a kept task has
 /// is left out (the unique indexes of schema 5), and found again after;
-/// so is one that depends on a task the database does not have.
+/// so is one that depends on a task the database does not have. `$11` is
+/// this node's incarnation (`inserted_by`: its mirror does not read back
+/// a row it inserted and nothing changed since).
 const INSERT_TASKS: &str = "INSERT INTO muster_tasks
          (id, kind, priority, target_worker, target_labels, state, task,
           idempotency_key, unique_key, depends_on, inserted_by)
