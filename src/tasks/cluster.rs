@@ -598,9 +598,10 @@ fn json<T: serde::de::DeserializeOwned>(r: &postgres::Row, i: usize) -> Option<T
         .and_then(|t| serde_json::from_str(t).ok())
 }
 
-fn poll(c: &mut Client, since: &mut Since, me: i64) -> Result<Changes, postgres::Error> {
+/// One look with `sql` ([`look_sql`], built once per mirror).
+fn poll(c: &mut Client, sql: &str, since: &mut Since, me: i64) -> Result<Changes, postgres::Error> {
     let (xmax, running) = since.params();
-    let got = c.query(&look_sql(), &[&xmax, &running, &me])?;
+    let got = c.query(sql, &[&xmax, &running, &me])?;
     let mut ch = Changes::default();
     let mut next = None;
     for r in &got {
@@ -666,6 +667,7 @@ pub fn notify(store: Arc<Store>) {
 pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
     let mut watch = Watch::new(store.cluster.link("mirror"), CHANNEL);
     let mut since = Since::default();
+    let sql = look_sql();
     let mut last_requeue = Instant::now();
     let mut last_prune: Option<Instant> = None;
     let mut last_settle = Instant::now();
@@ -678,7 +680,7 @@ pub fn mirror(store: Arc<Store>, copy: std::sync::Weak<dyn Replica>) {
             continue;
         };
         // Rows this look read, for the gap before the next.
-        let read = match poll(c, &mut since, store.cluster.me().incarnation) {
+        let read = match poll(c, &sql, &mut since, store.cluster.me().incarnation) {
             Ok(changes) => {
                 let read = changes.rows.len() + changes.logs.len();
                 if !changes.is_empty() {
