@@ -15,6 +15,16 @@
 //! datagrams for one worker goes in under one lock with at most one wake.
 //! It holds memory only for what waits in it, and gives back a burst's
 //! room once drained.
+//!
+//! **Quiet beats.** A heartbeat that repeats the one before it (the same
+//! [`Heartbeat::fingerprint`](crate::proto::Heartbeat::fingerprint), the
+//! next `seq`) changes nothing a reader sees but when the worker was
+//! heard. While the thread lingers after a batch ([`InboxRx::linger`]),
+//! such a beat is queued without waking it: it is applied, in order with
+//! the rest, when anything else comes or when the linger ends, at most
+//! [`QUIET_LAG`] later. When it was heard is kept at once ([`Inbox::heard`])
+//! for the sweeper and for the views that say how long a worker has been
+//! silent.
 
 use super::snapshot::Transport;
 use crate::proto::Frame;
@@ -30,6 +40,8 @@ pub const INBOX_CAPACITY: usize = 128;
 pub const DEFAULT_MAX_EVENTS: usize = 4096;
 /// Room kept after a burst drains; more is given back.
 const KEEP: usize = 32;
+/// Longest a quiet beat waits in the inbox before its thread applies it.
+pub const QUIET_LAG: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a worker thread receives.
 pub enum Msg {
@@ -89,6 +101,16 @@ struct Pending {
     /// How many waiting messages wake the thread: 1 when it sleeps for
     /// the next one, more while it lets a chatty worker's frames gather.
     wake_at: usize,
+    /// The thread lingers: quiet beats do not wake it.
+    lingering: bool,
+    /// Waiting messages that are not quiet beats.
+    loud: usize,
+    /// The fingerprint and `seq` of the last heartbeat queued, to know
+    /// the next one for quiet; `None` after anything else that changes
+    /// the state (a hello, a bye, a task's frame).
+    last_beat: Option<(u64, Option<u64>)>,
+    /// When the newest heartbeat queued arrived.
+    heard: Option<Instant>,
 }
 
 impl Pending {
@@ -100,13 +122,50 @@ impl Pending {
         }
     }
 
-    fn push(&mut self, msg: Msg) {
+    fn push(&mut self, msg: Msg, quiet: bool) {
         if msg.is_event() {
             self.events += 1;
         } else {
             self.states += 1;
         }
+        if !quiet {
+            self.loud += 1;
+        }
         self.msgs.push_back(msg);
+    }
+
+    /// Whether `msg` is a quiet beat: a heartbeat with the fingerprint of
+    /// the last one queued and the `seq` after its (or, like it, none).
+    /// Notes a heartbeat as the last one, and when it was heard.
+    fn quiet(&mut self, msg: &Msg) -> bool {
+        let Msg::Frame(frame, _, at, _) = msg else {
+            return false;
+        };
+        let Frame::Heartbeat(beat) = &**frame else {
+            self.last_beat = None;
+            return false;
+        };
+        self.heard = Some(self.heard.map_or(*at, |h| h.max(*at)));
+        let fp = beat.fingerprint();
+        let quiet = match (fp, self.last_beat) {
+            (Some(fp), Some((last, seq))) => {
+                fp == last
+                    && match (seq, beat.seq) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => a.checked_add(1) == Some(b),
+                        _ => false,
+                    }
+            }
+            _ => false,
+        };
+        self.last_beat = fp.map(|fp| (fp, beat.seq));
+        quiet
+    }
+
+    /// What wakes a lingering thread: anything but a quiet beat, or half
+    /// an inbox of them.
+    fn wakes_lingering(&self) -> bool {
+        self.loud > 0 || self.states >= INBOX_CAPACITY / 2
     }
 
     /// Merge a UDP heartbeat into the newest queued state message when
@@ -189,7 +248,8 @@ impl Inbox {
             return Err(TrySendError::Full(msg));
         }
         let urgent = matches!(msg, Msg::Stop);
-        p.push(msg);
+        let quiet = p.quiet(&msg);
+        p.push(msg, quiet);
         self.wake(p, urgent);
         Ok(())
     }
@@ -205,8 +265,9 @@ impl Inbox {
                 out.returned.push(msg);
                 continue;
             }
+            let quiet = p.quiet(&msg);
             if p.fits(&msg, max_events) {
-                p.push(msg);
+                p.push(msg, quiet);
                 out.queued += 1;
                 continue;
             }
@@ -215,7 +276,10 @@ impl Inbox {
                 continue;
             }
             match p.merge(msg) {
-                Ok(()) => out.merged += 1,
+                Ok(()) => {
+                    out.merged += 1;
+                    p.loud += usize::from(!quiet);
+                }
                 Err(_) => out.dropped_state += 1,
             }
         }
@@ -231,14 +295,21 @@ impl Inbox {
         let mut p = self.q.lock();
         if !p.gone {
             p.msgs.push_back(Msg::Refused);
+            p.loud += 1;
             self.wake(p, false);
         }
     }
 
-    /// Wake the thread if it waits and enough has gathered, or `urgent`
-    /// (a stop, or the senders gone).
+    /// Wake the thread if it waits and enough has gathered (while it
+    /// lingers: anything but quiet beats), or `urgent` (a stop, or the
+    /// senders gone).
     fn wake(&self, p: MutexGuard<'_, Pending>, urgent: bool) {
-        let waiting = p.waiting && (urgent || p.msgs.len() >= p.wake_at);
+        let due = if p.lingering {
+            p.wakes_lingering()
+        } else {
+            p.msgs.len() >= p.wake_at
+        };
+        let waiting = p.waiting && (urgent || due);
         drop(p);
         if waiting {
             self.q.ready.notify_one();
@@ -252,6 +323,12 @@ impl Inbox {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// When the newest heartbeat queued arrived: a quiet beat is heard
+    /// before its thread applies it.
+    pub fn heard(&self) -> Option<Instant> {
+        self.q.lock().heard
     }
 }
 
@@ -273,6 +350,28 @@ impl InboxRx {
             p.wake_at = 1;
             p = self.q.ready.wait(p).unwrap_or_else(|e| e.into_inner());
             p.waiting = false;
+        }
+        self.take_locked(p, out)
+    }
+
+    /// Sleep until a message comes that is not a quiet beat, or until
+    /// `until`, then take what waits as [`Self::take`] does (nothing, if
+    /// nothing came). Quiet beats queued meanwhile do not wake the thread.
+    pub(super) fn linger(&self, out: &mut VecDeque<Msg>, until: Instant) -> bool {
+        let mut p = self.q.lock();
+        loop {
+            let now = Instant::now();
+            if p.closed || p.wakes_lingering() || now >= until {
+                break;
+            }
+            p.waiting = true;
+            p.lingering = true;
+            p = match self.q.ready.wait_timeout(p, until - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+            p.waiting = false;
+            p.lingering = false;
         }
         self.take_locked(p, out)
     }
@@ -308,7 +407,7 @@ impl InboxRx {
         } else {
             out.append(&mut p.msgs);
         }
-        (p.states, p.events) = (0, 0);
+        (p.states, p.events, p.loud) = (0, 0, 0);
         if p.msgs.capacity() > KEEP {
             p.msgs.shrink_to(KEEP);
         }
@@ -442,5 +541,99 @@ mod tests {
         assert_eq!(out.len(), 1);
         out.clear();
         assert!(!rx.take(&mut out, true));
+    }
+
+    fn beat(seq: u64, cpu: f64) -> Msg {
+        udp(&format!(
+            r#"{{"type":"heartbeat","worker_id":"w","seq":{seq},"cpu_usage":{cpu},"resource_usage":{{"rss_mb":12.5}},"labels":{{"a":"b"}}}}"#
+        ))
+    }
+
+    fn seqs(msgs: &[Msg]) -> Vec<u64> {
+        msgs.iter()
+            .map(|m| match m {
+                Msg::Frame(f, ..) => match &**f {
+                    Frame::Heartbeat(h) => h.seq.unwrap_or(0),
+                    _ => u64::MAX,
+                },
+                _ => u64::MAX - 1,
+            })
+            .collect()
+    }
+
+    /// A beat is quiet when it repeats the last one queued with the next
+    /// `seq`: a gap, a new figure, or a hello between makes it loud.
+    #[test]
+    fn a_beat_is_quiet_when_it_repeats_the_last_with_the_next_seq() {
+        let mut p = Pending::default();
+        assert!(!p.quiet(&beat(1, 5.0)), "the first beat is news");
+        assert!(p.quiet(&beat(2, 5.0)));
+        assert!(p.quiet(&beat(3, 5.0)));
+        assert!(!p.quiet(&beat(5, 5.0)), "a gap in seq is counted");
+        assert!(p.quiet(&beat(6, 5.0)));
+        assert!(!p.quiet(&beat(7, 6.0)), "a new figure");
+        assert!(p.quiet(&beat(8, 6.0)));
+        assert!(!p.quiet(&beat(1, 6.0)), "the seq counted afresh");
+        assert!(!p.quiet(&Msg::Sweep { timeout_ms: 1 }));
+        assert!(p.quiet(&beat(2, 6.0)), "a sweep changes no beat");
+        assert!(!p.quiet(&udp(r#"{"type":"hello","worker_id":"w"}"#)));
+        assert!(!p.quiet(&beat(3, 6.0)), "after a hello a beat is news");
+        let plain = r#"{"type":"heartbeat","worker_id":"w"}"#;
+        assert!(!p.quiet(&udp(plain)));
+        assert!(p.quiet(&udp(plain)), "no seq on either");
+        assert!(p.heard.is_some());
+    }
+
+    /// A lingering thread is not woken by quiet beats; the next message
+    /// that is not one wakes it, and it takes everything in order.
+    #[test]
+    fn quiet_beats_wait_for_the_next_loud_message() {
+        let (tx, rx) = inbox();
+        tx.try_send(beat(1, 5.0)).ok().unwrap();
+        assert_eq!(seqs(&drain(&rx)), vec![1]);
+        let lingering = std::thread::spawn(move || {
+            let mut out = VecDeque::new();
+            let until = Instant::now() + std::time::Duration::from_secs(60);
+            assert!(rx.linger(&mut out, until));
+            (Vec::from(out), rx)
+        });
+        let before = Instant::now();
+        for seq in 2..=4 {
+            tx.try_send(beat(seq, 5.0)).ok().unwrap();
+        }
+        assert!(tx.heard().is_some_and(|h| h >= before), "heard at once");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!lingering.is_finished(), "quiet beats do not wake it");
+        assert_eq!(tx.len(), 3);
+        tx.try_send(beat(5, 7.5)).ok().unwrap();
+        let (got, rx) = lingering.join().unwrap();
+        assert_eq!(seqs(&got), vec![2, 3, 4, 5]);
+        // Half an inbox of quiet beats wakes it too: TCP stops reading
+        // at a full one.
+        let lingering = std::thread::spawn(move || {
+            let mut out = VecDeque::new();
+            let until = Instant::now() + std::time::Duration::from_secs(60);
+            assert!(rx.linger(&mut out, until));
+            out.len()
+        });
+        for seq in 6..6 + INBOX_CAPACITY as u64 / 2 {
+            tx.try_send(beat(seq, 7.5)).ok().unwrap();
+        }
+        assert_eq!(lingering.join().unwrap(), INBOX_CAPACITY / 2);
+    }
+
+    /// A linger that ends with nothing waiting takes nothing; one that
+    /// ends with quiet beats takes them.
+    #[test]
+    fn a_linger_ends_on_its_deadline() {
+        let (tx, rx) = inbox();
+        let mut out = VecDeque::new();
+        let soon = || Instant::now() + std::time::Duration::from_millis(20);
+        assert!(rx.linger(&mut out, soon()));
+        assert!(out.is_empty());
+        tx.try_send(beat(1, 1.0)).ok().unwrap();
+        tx.try_send(beat(2, 1.0)).ok().unwrap();
+        assert!(rx.linger(&mut out, soon()));
+        assert_eq!(out.len(), 2);
     }
 }

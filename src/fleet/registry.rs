@@ -236,6 +236,14 @@ impl Registry {
         self.read().get(id).map(|e| e.handle.clone())
     }
 
+    /// When a local worker was last heard, quiet beats its thread has not
+    /// applied yet included ([`super::inbox`]); `None` for a worker not
+    /// here or never heard.
+    pub fn heard(&self, s: &Snapshot) -> Option<Instant> {
+        let h = self.handle(&s.id)?.inbox.heard()?;
+        Some(h.max(s.last_seen))
+    }
+
     /// The handle of `id` once the worker can be shown: its first frame
     /// applied, or restored. Readers use this, so that a worker never
     /// reads as an empty `created` one in the moment between its first

@@ -262,7 +262,9 @@ impl Snapshot {
         self.messages_processed += u64::from(n);
         self.restored = false;
         self.last_seen = at;
-        self.last_update = unix_ms();
+        // When it arrived, on the wall clock: a quiet beat is applied
+        // after it waited in the inbox.
+        self.last_update = unix_ms().saturating_sub(at.elapsed().as_millis() as u64);
         self.transport = transport;
     }
 

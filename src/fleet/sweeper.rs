@@ -158,6 +158,11 @@ impl Sweeper {
             if let Err(until) = judge {
                 return Some(until.max(snap.last_seen + timeout));
             }
+            // Beats that repeat the last one wait in the inbox before the
+            // thread applies them: heard is not silent.
+            if let Some(heard) = handle.inbox.heard().filter(|h| now < *h + timeout) {
+                return Some(heard + timeout);
+            }
             // A full inbox means frames are arriving: nothing to mark.
             let _ = handle.inbox.try_send(Msg::Sweep {
                 timeout_ms: timeout.as_millis() as u64,
@@ -258,6 +263,32 @@ mod tests {
         assert_eq!(got.evicted, 1);
         assert!(r.snapshot("w").is_none(), "evicted");
         assert_eq!(shared.stats.get(Counter::WorkersEvicted), 1);
+        r.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+
+    /// A worker whose beats only repeat the last one is heard while its
+    /// thread lets them wait: it is not asked. Once silent it is, and its
+    /// thread applies the waiting beats before it marks itself.
+    #[test]
+    fn quiet_beats_keep_a_worker_active_until_it_goes_silent() {
+        let timeout = Duration::from_millis(200);
+        let (shared, r) = fleet(1, timeout, Duration::from_secs(3600));
+        beat(&r, "w");
+        wait_for("w applied", || r.snapshot("w").is_some());
+        let mut s = Sweeper::default();
+        for _ in 0..8 {
+            std::thread::sleep(timeout / 2);
+            beat(&r, "w");
+            assert_eq!(s.tick(&r, &shared, Instant::now(), Ok(())).asked, 0);
+        }
+        let w = r.snapshot("w").unwrap();
+        assert_eq!(w.messages_processed, 1, "the repeats wait unapplied");
+        assert!(w.is_active());
+        std::thread::sleep(timeout * 2);
+        let got = s.tick(&r, &shared, Instant::now(), Ok(()));
+        assert_eq!((got.checked, got.asked), (1, 1), "silent now");
+        wait_for("w marked", || !r.snapshot("w").unwrap().is_active());
+        assert_eq!(r.snapshot("w").unwrap().messages_processed, 9);
         r.shutdown(Instant::now() + Duration::from_secs(5));
     }
 

@@ -14,7 +14,7 @@
 
 use super::Shared;
 use super::history::{History, Sample};
-use super::inbox::{INBOX_CAPACITY, Inbox, InboxRx, Msg};
+use super::inbox::{INBOX_CAPACITY, Inbox, InboxRx, Msg, QUIET_LAG};
 use super::runs::{self, RunWindow};
 use super::snapshot::Snapshot;
 use crate::proto::Frame;
@@ -262,10 +262,17 @@ pub fn run(handle: Arc<Handle>, inbox: InboxRx, shared: Arc<Shared>, on_change: 
             woke = Instant::now();
             continue;
         }
-        // Nothing waiting: sleep until the next frame. Woken again within
-        // COALESCE of the last wake, the worker is chatty and goes paced;
-        // frames further apart are applied the moment they arrive.
-        if !inbox.take(&mut msgs, true) {
+        // Nothing waiting: sleep until the next frame. An active worker's
+        // thread lingers first: beats that only repeat the last one wait
+        // up to QUIET_LAG and are applied together, so a worker that beats
+        // every second without news costs a wake every QUIET_LAG; anything
+        // else is applied the moment it arrives. A worker that went silent
+        // costs nothing until its next frame. Woken again within COALESCE
+        // of the last wake, the worker is chatty and goes paced.
+        if state.is_active() && !inbox.linger(&mut msgs, Instant::now() + QUIET_LAG) {
+            return;
+        }
+        if msgs.is_empty() && !inbox.take(&mut msgs, true) {
             return;
         }
         let now = Instant::now();
@@ -334,8 +341,9 @@ mod tests {
         let publishes = Arc::new(Publishes(AtomicUsize::new(0)));
         let (handle, t) = start(publishes.clone());
         let beat = |seq: u64| {
+            // Each beat says something new: a repeat would be quiet.
             let f = frame(&format!(
-                r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq}}}"#
+                r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq},"queue_depth":{seq}}}"#
             ));
             handle
                 .inbox
@@ -375,6 +383,68 @@ mod tests {
         }
         std::thread::sleep(COALESCE * 2);
         assert_eq!(publishes.0.load(Ordering::Relaxed), before + 1);
+        handle.stop();
+        t.join().unwrap();
+    }
+
+    /// Beats that repeat the last one wait in the inbox without a wake,
+    /// heard at once; the next message that is not one wakes the thread,
+    /// which applies them all in order, each stamped when it arrived.
+    #[test]
+    fn quiet_beats_are_applied_in_order_with_the_next_message() {
+        let (handle, t) = start(Arc::new(Quiet));
+        let send = |seq: u64, at: Instant| {
+            let f = frame(&format!(
+                r#"{{"type":"heartbeat","worker_id":"w1","seq":{seq},"cpu_usage":4.5}}"#
+            ));
+            let msg = Msg::frame(f, Transport::Udp, at);
+            assert!(handle.inbox.try_send(msg).is_ok());
+        };
+        let applied = |n: u64| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while handle.snapshot().messages_processed < n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            handle.snapshot()
+        };
+        let earlier = Instant::now() - Duration::from_secs(2);
+        send(1, earlier - Duration::from_secs(1));
+        assert_eq!(applied(1).messages_processed, 1);
+        send(2, earlier);
+        send(3, earlier + Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(300));
+        let s = handle.snapshot();
+        assert_eq!(
+            s.messages_processed, 1,
+            "quiet beats do not wake the thread"
+        );
+        assert_eq!(handle.inbox.heard(), Some(earlier + Duration::from_secs(1)));
+        // A sweep that finds the worker heard from: loud, but no change.
+        let sweep = Msg::Sweep { timeout_ms: 60_000 };
+        assert!(handle.inbox.try_send(sweep).is_ok());
+        let s = applied(3);
+        assert_eq!(
+            (
+                s.messages_processed,
+                s.last_seq,
+                s.missed_beats,
+                s.is_active()
+            ),
+            (3, Some(3), 0, true)
+        );
+        assert_eq!(s.last_seen, earlier + Duration::from_secs(1));
+        let stamps: Vec<u32> = handle
+            .read()
+            .series
+            .history
+            .samples()
+            .map(|x| x.t)
+            .collect();
+        assert_eq!(stamps.len(), 3);
+        assert!(
+            stamps[0] < stamps[1] && stamps[1] < stamps[2],
+            "stamped on arrival, a second apart, not when applied: {stamps:?}"
+        );
         handle.stop();
         t.join().unwrap();
     }

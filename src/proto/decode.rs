@@ -680,4 +680,57 @@ mod tests {
         );
         assert!(decode(frame.as_bytes(), 1 << 20).is_err());
     }
+
+    /// Two beats that differ only in `seq` and token have one
+    /// fingerprint; any reported figure, the job, the labels or the
+    /// status changes it; a beat listing running tasks has none.
+    #[test]
+    fn fingerprints_name_everything_but_seq_and_token() {
+        let seed = r#"{"type":"heartbeat","worker_id":"w_1","seq":SEQ,"status":"working","cpu_usage":12.5,"memory_usage":30.2,"gpu_usage":1.5,"queue_depth":3,"resource_usage":{"rss_mb":120.5,"heap_used_mb":80.25,"heap_total_mb":96.0,"external_mb":2.5,"peak_rss_mb":130.0,"threads":4,"fds":9,"io_read_bytes":10,"io_write_bytes":20},"current_job":{"id":"job-1","type":"scan","files":3,"started_at":1700000000000},"labels":{"pool":"scan","zone":"eu-1"}TOKEN}"#;
+        let fp = |json: &str| match decode(json.as_bytes(), MAX).unwrap() {
+            Frame::Heartbeat(h) => h.fingerprint(),
+            f => panic!("not a heartbeat: {f:?}"),
+        };
+        let base = seed.replace("SEQ", "1").replace("TOKEN", "");
+        let first = fp(&base).expect("a fingerprint");
+        let next = seed.replace("SEQ", "2").replace("TOKEN", r#","token":"t""#);
+        assert_eq!(fp(&next), Some(first), "seq and token are not state");
+        let changes = [
+            ("\"w_1\"", "\"w_2\""),
+            ("\"working\"", "\"idle\""),
+            ("12.5", "12.6"),
+            ("30.2", "30.3"),
+            ("\"gpu_usage\":1.5", "\"gpu_usage\":1.6"),
+            ("\"queue_depth\":3", "\"queue_depth\":4"),
+            ("120.5", "120.75"),
+            ("80.25", "80.5"),
+            ("96.0", "97.0"),
+            ("\"external_mb\":2.5", "\"external_mb\":2.75"),
+            ("130.0", "131.0"),
+            ("\"threads\":4", "\"threads\":5"),
+            ("\"fds\":9", "\"fds\":10"),
+            ("\"io_read_bytes\":10", "\"io_read_bytes\":11"),
+            ("\"io_write_bytes\":20", "\"io_write_bytes\":21"),
+            ("job-1", "job-2"),
+            ("\"scan\",\"files\"", "\"index\",\"files\""),
+            ("\"files\":3", "\"files\":4"),
+            ("1700000000000", "1700000000001"),
+            ("eu-1", "eu-2"),
+            (",\"zone\":\"eu-1\"", ""),
+        ];
+        for (from, to) in changes {
+            assert_eq!(base.matches(from).count(), 1, "{from} once in the frame");
+            let changed = base.replace(from, to);
+            assert_ne!(fp(&changed), Some(first), "{from} → {to}");
+        }
+        let no_job = base.replace(
+            r#""current_job":{"id":"job-1","type":"scan","files":3,"started_at":1700000000000}"#,
+            r#""current_job":null"#,
+        );
+        assert_ne!(fp(&no_job), Some(first), "a job ended");
+        let minimal = r#"{"type":"heartbeat","worker_id":"w_1"}"#;
+        assert_ne!(fp(minimal), Some(first), "fields left out");
+        let tasks = base.replace("\"labels\"", r#""running_tasks":[{"id":1}],"labels""#);
+        assert_eq!(fp(&tasks), None, "running tasks are not hashed");
+    }
 }

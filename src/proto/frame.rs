@@ -199,6 +199,83 @@ impl Heartbeat {
         take(&mut self.labels, labels);
         take(&mut self.token, token);
     }
+
+    /// What the heartbeat says but for its `seq` and token, as a hash:
+    /// a beat with the fingerprint of the one before it, and the next
+    /// `seq`, moves nothing a reader sees but the time it was heard
+    /// (the inbox lets such beats wait; see `fleet::inbox`). `None` for
+    /// a beat that lists running tasks, which are kept as sent and not
+    /// hashed. Every field is named, so one added here must be added
+    /// to it.
+    pub fn fingerprint(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let Heartbeat {
+            worker_id,
+            seq: _,
+            status,
+            cpu_usage,
+            memory_usage,
+            gpu_usage,
+            resource_usage,
+            queue_depth,
+            current_job,
+            running_tasks,
+            labels,
+            token: _,
+        } = self;
+        if running_tasks.is_some() {
+            return None;
+        }
+        let bits = |x: &Option<f64>| x.map(f64::to_bits);
+        let mut h = std::hash::DefaultHasher::new();
+        worker_id.hash(&mut h);
+        status.map(Reported::as_str).hash(&mut h);
+        (bits(cpu_usage), bits(memory_usage), bits(gpu_usage)).hash(&mut h);
+        queue_depth.hash(&mut h);
+        resource_usage
+            .as_ref()
+            .map(|r| {
+                let ResourceUsage {
+                    rss_mb,
+                    heap_used_mb,
+                    heap_total_mb,
+                    external_mb,
+                    peak_rss_mb,
+                    threads,
+                    fds,
+                    io_read_bytes,
+                    io_write_bytes,
+                } = r;
+                (
+                    [
+                        rss_mb,
+                        heap_used_mb,
+                        heap_total_mb,
+                        external_mb,
+                        peak_rss_mb,
+                    ]
+                    .map(bits),
+                    [threads, fds, io_read_bytes, io_write_bytes],
+                )
+            })
+            .hash(&mut h);
+        current_job
+            .as_ref()
+            .map(|j| {
+                j.as_ref().map(|j| {
+                    let CurrentJob {
+                        id,
+                        kind,
+                        files,
+                        started_at,
+                    } = j;
+                    (id, kind, files, started_at)
+                })
+            })
+            .hash(&mut h);
+        labels.hash(&mut h);
+        Some(h.finish())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

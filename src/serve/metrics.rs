@@ -54,6 +54,9 @@ pub fn escape_label(v: &str) -> String {
 }
 
 /// What `/metrics` shows besides the counters and the snapshots.
+/// When a worker was last heard, if later than its snapshot says.
+pub type Heard<'a> = dyn Fn(&Snapshot) -> Option<Instant> + 'a;
+
 pub struct Figures<'a> {
     pub stats: &'a Stats,
     pub version: &'a str,
@@ -65,6 +68,9 @@ pub struct Figures<'a> {
     pub series: WorkerSeries,
     /// The daemon's own process (`process_*`), when /proc can be read.
     pub process: Option<crate::sys::procfs::OwnProcess>,
+    /// When a worker was last heard, if its snapshot does not say yet (a
+    /// quiet beat waiting in its inbox: [`crate::fleet::inbox`]).
+    pub heard: Option<&'a Heard<'a>>,
 }
 
 struct Out(String);
@@ -229,7 +235,7 @@ pub fn render(d: &Figures, snaps: &[Arc<Snapshot>], now: Instant) -> String {
         run_counts(&mut o, snaps);
     }
     if d.series == WorkerSeries::Full {
-        workers(&mut o, snaps, now);
+        workers(&mut o, snaps, now, d.heard);
         run_durations(&mut o, snaps);
     }
     o.0
@@ -373,7 +379,7 @@ fn fleet(o: &mut Out, snaps: &[Arc<Snapshot>]) {
 }
 
 /// One gauge family per reported figure, a sample per worker.
-fn workers(o: &mut Out, snaps: &[Arc<Snapshot>], now: Instant) {
+fn workers(o: &mut Out, snaps: &[Arc<Snapshot>], now: Instant, heard: Option<&Heard>) {
     o.per_worker(
         snaps,
         "muster_worker_cpu_usage_percent",
@@ -413,7 +419,10 @@ fn workers(o: &mut Out, snaps: &[Arc<Snapshot>], now: Instant) {
         snaps,
         "muster_worker_seconds_since_last_heartbeat",
         "Seconds since the daemon last heard from the worker.",
-        |s| Some(now.saturating_duration_since(s.last_seen).as_secs_f64()),
+        |s| {
+            let seen = heard.and_then(|f| f(s)).unwrap_or(s.last_seen);
+            Some(now.saturating_duration_since(seen).as_secs_f64())
+        },
     );
     o.family(
         "muster_worker_missed_beats_total",
@@ -529,6 +538,7 @@ mod tests {
             tasks: None,
             series,
             process: crate::sys::procfs::own_process(),
+            heard: None,
         }
     }
 

@@ -434,7 +434,7 @@ impl Api {
             Route::ApiWorkers => views::list(reg, query),
             Route::ApiWorker(id) => found(
                 reg.fleet_snapshot(&id)
-                    .map(|s| json_ok(&views::details(&s))),
+                    .map(|s| json_ok(&views::details(&s, reg.heard(&s)))),
             ),
             Route::Registry => json_ok(&views::registry_map(reg)),
             Route::WorkerMetrics(id) => found(
@@ -517,6 +517,7 @@ impl Api {
             &mut self.metrics_plain
         };
         let rendered = cache.get(self.scrapes, large, Some(later), move || {
+            let heard = |s: &crate::fleet::snapshot::Snapshot| registry.heard(s);
             let d = metrics::Figures {
                 stats: &shared.stats,
                 version: VERSION,
@@ -526,6 +527,7 @@ impl Api {
                 tasks: Some(&tasks),
                 series,
                 process: crate::sys::procfs::own_process(),
+                heard: Some(&heard),
             };
             let text = metrics::render(&d, &registry.fleet(), Instant::now());
             if gzip {

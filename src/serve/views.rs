@@ -177,7 +177,9 @@ fn metrics_of(p: &Published, now: u64) -> runs::Metrics {
 }
 
 /// Everything known of one worker: telemetry plus what the daemon observed.
-pub fn details(s: &Snapshot) -> Map<String, Value> {
+/// `heard`: when the worker was last heard, if later than its snapshot
+/// says (a quiet beat not yet applied: [`crate::fleet::inbox`]).
+pub fn details(s: &Snapshot, heard: Option<Instant>) -> Map<String, Value> {
     let mut m = match serde_json::to_value(Telemetry::of(s)) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
@@ -190,7 +192,7 @@ pub fn details(s: &Snapshot) -> Map<String, Value> {
         "transport": s.transport,
         "created_at": s.created_at,
         "first_seen": s.created_at,
-        "seconds_since_last_frame": s.last_seen.elapsed().as_secs_f64(),
+        "seconds_since_last_frame": heard.unwrap_or(s.last_seen).max(s.last_seen).elapsed().as_secs_f64(),
         "last_seq": s.last_seq,
         "missed_beats": s.missed_beats,
         "seq_restarts": s.seq_restarts,
@@ -246,7 +248,7 @@ pub fn download(h: &Handle, id: &str) -> Response {
             metrics_of(&p, now),
         )
     };
-    let mut d = details(&snap);
+    let mut d = details(&snap, h.inbox.heard());
     d.insert("snapshot_time".into(), json!(now));
     d.insert(
         "metrics".into(),
