@@ -299,10 +299,13 @@ impl Alerts {
     fn task_conditions(&self, seen: &mut u64, now: Instant) -> Vec<Condition> {
         let mut inner = self.lock();
         let events = &mut inner.task_events;
-        match self.tasks.changes_since(*seen) {
-            Some((changed, _, v)) => {
+        match self
+            .tasks
+            .changes_since(*seen, |t| t.state() == State::Failed)
+        {
+            Some((failed, _, v)) => {
                 *seen = v;
-                for t in changed.iter().filter(|t| t.state() == State::Failed) {
+                for t in &failed {
                     let c = Condition {
                         name: Rule::TaskFailed,
                         labels: BTreeMap::from([

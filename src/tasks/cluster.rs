@@ -145,6 +145,8 @@ pub trait Replica: Send + Sync {
     fn mirror(&self, changes: Changes);
     /// The schedules' ticks due by `now_ms`, as this node's copy has them.
     fn ticks_due(&self, now_ms: u64) -> Vec<super::schedule::Due>;
+    /// Submissions were committed: a taker here may claim them now.
+    fn stored(&self);
     /// Submissions the database did not take: the book forgets them.
     fn unstored(&self, ids: Vec<TaskId>);
 }

@@ -37,6 +37,7 @@ pub mod limit;
 pub mod logs;
 pub mod queue;
 pub mod schedule;
+mod scheduler;
 pub mod task;
 pub mod timing;
 mod writer;
@@ -49,23 +50,22 @@ use crate::proto::task::{Held, Reported, TaskLog, TaskProgress, TaskUpdate};
 use crate::proto::{Labels, WorkerId};
 use crate::stats::Counter;
 pub use book::NotHeld;
-use book::{Book, Effects, Limits};
+use book::{Book, Effects};
 pub use effects::{Outbox, Runs};
 use effects::{Outlets, Runner};
 use journal::{Ack, Append, Record};
+pub use scheduler::run;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-use task::{Backoff, BadField, State, Task, TaskId};
+use std::time::Instant;
+use task::{BadField, State, Task, TaskId};
 
 /// Tasks in a `/ws/tasks` snapshot at most: the newest.
 pub const SNAPSHOT_TASKS: usize = 1000;
 
-/// How often the scheduler looks, when nothing wakes it sooner.
-const TICK: Duration = Duration::from_millis(50);
 /// The least time a single node, restarted, keeps a task held when it
 /// stopped for its worker to come back and re-report it.
 const RETURN_GRACE_MIN_MS: u64 = 10_000;
@@ -114,7 +114,7 @@ pub struct Tasks {
     stopping: AtomicBool,
     /// A single node: when its earliest scheduled task is due (Unix ms;
     /// 0: none), so that the scheduler's turn comes then, not at the
-    /// next [`TICK`].
+    /// next [`scheduler::TICK`].
     due: AtomicU64,
     /// Where the journal is, and how large it has grown.
     dir: Option<std::path::PathBuf>,
@@ -389,16 +389,22 @@ impl Tasks {
         (t, v)
     }
 
-    /// What changed after version `since`: the tasks as they are now and
-    /// the ids forgotten, with the version they are as of; `None` when
-    /// `since` is older than the changes remembered.
-    pub fn changes_since(&self, since: u64) -> Option<(Vec<Task>, Vec<TaskId>, u64)> {
+    /// What changed after version `since`: the tasks as they are now that
+    /// `keep` wants (the others are not copied) and the ids forgotten,
+    /// with the version they are as of; `None` when `since` is older than
+    /// the changes remembered.
+    pub fn changes_since(
+        &self,
+        since: u64,
+        keep: impl Fn(&Task) -> bool,
+    ) -> Option<(Vec<Task>, Vec<TaskId>, u64)> {
         let book = self.lock();
         let (ids, v) = self.runner.feed.since(since)?;
         let (mut tasks, mut gone) = (Vec::new(), Vec::new());
         for id in ids {
             match book.entries.get(&id) {
-                Some(e) => tasks.push(e.task.clone()),
+                Some(e) if keep(&e.task) => tasks.push(e.task.clone()),
+                Some(_) => {}
                 None => gone.push(id),
             }
         }
@@ -490,7 +496,11 @@ impl Tasks {
         let task = book.entries.get(&task.id).map_or(task, |e| e.task.clone());
         self.runner.apply(&book, fx, Some(ack));
         drop(book);
-        self.poke();
+        // In cluster mode a queued task can be claimed once it is
+        // committed: the writer wakes the scheduler then (`stored`).
+        if self.store.is_none() || task.state() != State::Queued {
+            self.poke();
+        }
         Ok(Submitted::New(task))
     }
 
@@ -674,81 +684,6 @@ impl Tasks {
         }
     }
 
-    /// One scheduler turn: deadlines, then dispatch. O(tasks held) for the
-    /// deadlines; dispatch as [`book`] says.
-    pub fn tick(&self) {
-        let cfg = self.shared.config.get();
-        let now = unix_ms();
-        let limits = Limits {
-            ack_timeout_ms: cfg.tasks.ack_timeout.as_millis() as u64,
-            cancel_grace_ms: cfg.tasks.cancel_grace.as_millis() as u64,
-            retention_ms: cfg.tasks.retention.as_millis() as u64,
-            dead_retention_ms: cfg.tasks.dead_retention.as_millis() as u64,
-            promote: self.store.is_none(),
-        };
-        let mut book = self.lock();
-        book.backoff = Backoff {
-            backoff_base_ms: cfg.tasks.backoff_base.as_millis() as u64,
-            backoff_max_ms: (cfg.tasks.backoff_max.max(cfg.tasks.backoff_base)).as_millis() as u64,
-        };
-        let mut fx = Effects::default();
-        book.deadlines(now, &limits, &mut fx);
-        if limits.promote {
-            book.settle(now, &mut fx);
-            book.fire_schedules(now, cfg.tasks.max_tasks, &mut fx);
-        }
-        let due = book.next_due().unwrap_or(0);
-        match &self.store {
-            Some(s) => {
-                s.next_due.store(due, Ordering::Relaxed);
-                let tick = book.schedules.next_due().unwrap_or(0);
-                s.next_tick.store(tick, Ordering::Relaxed);
-                let waiting = book.count(State::Waiting) > 0;
-                s.waiting.store(waiting, Ordering::Relaxed);
-            }
-            None => self
-                .due
-                .store(book.next_wake().unwrap_or(0), Ordering::Relaxed),
-        }
-        let Some(store) = &self.store else {
-            book.dispatch(now, |w| self.eligible.eligible(w), &mut fx);
-            self.runner.apply(&book, fx, None);
-            if self.size.due(book.live_bytes) {
-                self.compact(&book);
-            }
-            return;
-        };
-        book.progress_due(now, PROGRESS_WRITE_EVERY_MS, &mut fx);
-        self.runner.apply(&book, fx, None);
-        // Claims only while this node's lease holds: once it may have
-        // lapsed, the leader may be giving its tasks to others.
-        if !store.cluster.lease_holds() {
-            return;
-        }
-        book.close_limited(now);
-        let wanted = book.wanted(|w| self.eligible.eligible(w));
-        let limits: Vec<_> = book.limits.all().map(|(s, l)| (s.clone(), *l)).collect();
-        drop(book);
-        self.adopt_reported(store, now);
-        if wanted.is_empty() {
-            return;
-        }
-        let claims = store.claim(&wanted, &limits, now);
-        if claims.is_empty() {
-            return;
-        }
-        let mut book = self.lock();
-        let (mut stored, mut fx) = (Effects::default(), Effects::default());
-        for c in claims {
-            let id = c.task.id;
-            if !book.claimed(&c.worker, c.task, c.lease, c.rev, &mut stored) {
-                book.requeue(id, "its worker left while it was claimed", now, &mut fx);
-            }
-        }
-        self.runner.apply_stored(&book, stored);
-        self.runner.apply(&book, fx, None);
-    }
-
     /// Hand the journal thread every live task as it is now, to rewrite the
     /// journal as. Under the book's lock the tasks are only cloned; the
     /// thread encodes and writes them, and records sent after this one land
@@ -912,6 +847,12 @@ impl cluster::Replica for Tasks {
         self.lock().schedules.due(now_ms)
     }
 
+    fn stored(&self) {
+        if !self.lock().takers.is_empty() {
+            self.poke();
+        }
+    }
+
     fn unstored(&self, ids: Vec<TaskId>) {
         let mut book = self.lock();
         let mut fx = Effects::default();
@@ -920,33 +861,6 @@ impl cluster::Replica for Tasks {
             fx.records.push(Record::Forget { id });
         }
         self.runner.apply_stored(&book, fx);
-    }
-}
-
-/// The scheduler thread: a turn every [`TICK`], sooner when poked or
-/// when a scheduled task falls due.
-pub fn run(tasks: Arc<Tasks>) {
-    loop {
-        {
-            let (m, c) = &tasks.wake;
-            let mut woken = m.lock().unwrap_or_else(|p| p.into_inner());
-            let due = tasks.due.load(Ordering::Relaxed);
-            let wait = match due {
-                0 => TICK,
-                at => TICK.min(Duration::from_millis(at.saturating_sub(unix_ms()).max(1))),
-            };
-            if !*woken {
-                woken = c
-                    .wait_timeout(woken, wait)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-            }
-            *woken = false;
-        }
-        if tasks.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        tasks.tick();
     }
 }
 

@@ -555,13 +555,16 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
             Ok(mut s) => {
                 store.notifier.poke();
                 st.add(Counter::TaskWritesStale, s.stale);
-                let mut left_out = Vec::new();
+                let (mut left_out, mut inserted) = (Vec::new(), false);
                 for w in batch.drain(..) {
                     let Write::Insert { task, ack } = w else {
                         continue;
                     };
                     let kept = match s.clashes.remove(&task.id) {
-                        None => Kept::Stored,
+                        None => {
+                            inserted = true;
+                            Kept::Stored
+                        }
                         Some(why) => {
                             left_out.push(task.id);
                             match why {
@@ -584,8 +587,11 @@ pub fn write(store: Arc<Store>, rx: Receiver<Write>, copy: std::sync::Weak<dyn R
                         a(kept);
                     }
                 }
-                if !left_out.is_empty() {
-                    if let Some(c) = copy.upgrade() {
+                if let Some(c) = copy.upgrade() {
+                    if inserted {
+                        c.stored();
+                    }
+                    if !left_out.is_empty() {
                         c.unstored(left_out);
                     }
                 }

@@ -22,7 +22,7 @@ impl Book for Tasks {
         if seen == Some(Tasks::version(self)) {
             return None;
         }
-        match seen.and_then(|s| self.changes_since(s)) {
+        match seen.and_then(|s| self.changes_since(s, |_| true)) {
             Some((changed, removed, v)) => {
                 if changed.is_empty() && removed.is_empty() {
                     return Some((String::new(), v));
