@@ -46,3 +46,23 @@ base_build() {
 }
 # A failed scenario must not leave its daemon holding the ports.
 trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
+# Time on the CPU by thread name over $2 seconds (default 20) for process
+# $1, from /proc/PID/task/*/schedstat (nanoseconds, and the times each
+# thread was put on a CPU, about its wakes): one line per name, the most
+# costly first, with how many threads share it. Worker threads (named by
+# their worker's id) count as "(workers)", pool members' output readers
+# as "(pool-out)".
+threads_cpu() { # pid [seconds]
+  local p=$1 s=${2:-20} a b
+  a=$(for t in /proc/"$p"/task/*; do echo "$(basename "$t") $(tr ' ' '_' <"$t/comm") $(cat "$t/schedstat" 2>/dev/null)"; done)
+  sleep "$s"
+  b=$(for t in /proc/"$p"/task/*; do echo "$(basename "$t") $(tr ' ' '_' <"$t/comm") $(cat "$t/schedstat" 2>/dev/null)"; done)
+  awk -v s="$s" 'NR == FNR { ns[$1] = $3; n[$1] = $5; next }
+    ($1 in ns) { name = $2
+      if (name ~ /-out$/) name = "(pool-out)"
+      else if (name !~ /^(musterd|http|ingest|sweeper|scheduler|pool|alerts|alert-posts|saver|journal|render|signals|audit|lease|task-writer|task-notify|task-mirror|fleet-writer|fleet-mirror)$/) name = "(workers)"
+      c[name] += $3 - ns[$1]; w[name] += $5 - n[$1]; k[name]++; all += $3 - ns[$1] }
+    END { for (x in c) printf "%-14s %3d %8.5f cores %7.1f wakes/s\n", x, k[x], c[x] / s / 1e9, w[x] / s;
+          printf "%-14s %3s %8.5f cores\n", "all", "-", all / s / 1e9 }' \
+    <(echo "$a") <(echo "$b") | sort -k3 -g -r
+}

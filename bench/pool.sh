@@ -33,6 +33,8 @@ echo "scale 0 → 100, all heartbeating: $scale_s s"
 sleep 3
 m_cpu=$(idle_cpu "$pid")
 echo "musterd with 100 idle members: $m_cpu cores"
+echo "by thread, over 20 s more (schedstat):"
+threads_cpu "$pid" 20
 
 victim=$(pool_json | python3 -c 'import json,sys; print(json.load(sys.stdin)["members"][0]["pid"])')
 t0=$(now); kill -9 "$victim"

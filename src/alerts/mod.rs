@@ -28,7 +28,7 @@ use rules::{Condition, Outcomes, Thresholds};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How often the rules run: an alert fires at most this long after its
@@ -157,6 +157,9 @@ pub struct Alerts {
     pool: Option<Arc<crate::pool::Pool>>,
     inner: Mutex<Inner>,
     version: AtomicU64,
+    /// Woken when [`version`](Alerts::version) moves or the rules stop:
+    /// the notifications' thread waits on it.
+    moved: (Mutex<()>, Condvar),
     next_id: AtomicU64,
     /// Told of each firing and resolving (`/ws/alerts`).
     changed: Arc<dyn Notify>,
@@ -178,6 +181,7 @@ impl Alerts {
             pool,
             inner: Mutex::default(),
             version: AtomicU64::new(0),
+            moved: (Mutex::new(()), Condvar::new()),
             next_id: AtomicU64::new(1),
             changed,
             stop: AtomicBool::new(false),
@@ -195,6 +199,25 @@ impl Alerts {
 
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.wake_waiters();
+    }
+
+    /// Wait until the version is no longer `seen`, the rules stop, or
+    /// `at_most` passed.
+    pub fn wait_moved(&self, seen: u64, at_most: Duration) {
+        let (m, c) = &self.moved;
+        let guard = m.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = c.wait_timeout_while(guard, at_most, |_| {
+            self.version() == seen && !self.stopped()
+        });
+    }
+
+    /// The waiter checks under the lock, so taking it before the notify
+    /// means a waiter has either seen the change or is waiting for it.
+    fn wake_waiters(&self) {
+        let (m, c) = &self.moved;
+        drop(m.lock().unwrap_or_else(|p| p.into_inner()));
+        c.notify_all();
     }
 
     pub fn stopped(&self) -> bool {
@@ -290,6 +313,7 @@ impl Alerts {
         if changed > 0 {
             st.add(Counter::AlertChanges, changed);
             self.version.fetch_add(changed, Ordering::AcqRel);
+            self.wake_waiters();
             self.changed.notify();
         }
     }

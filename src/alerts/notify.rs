@@ -151,8 +151,9 @@ pub fn run(alerts: Arc<Alerts>, source: String) {
     let mut last_pass = Instant::now() - Duration::from_secs(1);
     while !alerts.stopped() {
         let v = alerts.version();
-        if v == seen_version && last_pass.elapsed() < Duration::from_secs(1) {
-            std::thread::sleep(Duration::from_millis(100));
+        let since = last_pass.elapsed();
+        if v == seen_version && since < Duration::from_secs(1) {
+            alerts.wait_moved(v, Duration::from_secs(1) - since);
             continue;
         }
         seen_version = v;

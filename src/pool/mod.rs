@@ -359,8 +359,9 @@ impl Pool {
                 .insert(n, Member::new(n, cfg.pool.restart_backoff));
         }
         let timeout_ms = cfg.fleet.inactivity_timeout;
-        for m in inner.members.values_mut() {
-            if let Some(how) = m.reap() {
+        let ended = ended(&inner.members);
+        for (n, m) in inner.members.iter_mut() {
+            if let Some(how) = ended.contains(n).then(|| m.reap()).flatten() {
                 let why = m.stop_reason.take();
                 m.last_exit = Some(match why {
                     Some(w) => format!("{how} ({})", w.as_str()),
@@ -494,6 +495,27 @@ impl Pool {
             while matches!(wake.read(&mut buf), Ok(n) if n > 0) {}
         }
     }
+}
+
+/// The members that may have ended: those whose pidfd is readable, found
+/// by one `poll` of them all (not one each at every turn), and those
+/// without a pidfd, which only reaping them tells.
+fn ended(members: &BTreeMap<u32, Member>) -> std::collections::HashSet<u32> {
+    let (with, without): (Vec<_>, Vec<_>) = members
+        .iter()
+        .filter(|(_, m)| m.child.is_some())
+        .partition(|(_, m)| m.pidfd.is_some());
+    let fds: Vec<_> = with
+        .iter()
+        .filter_map(|(_, m)| m.pidfd.as_deref().map(|f| f.as_fd()))
+        .collect();
+    let ready = crate::sys::process::wait_readable(&fds, Duration::ZERO);
+    with.iter()
+        .zip(ready)
+        .filter(|(_, r)| *r)
+        .map(|((n, _), _)| **n)
+        .chain(without.iter().map(|(n, _)| **n))
+        .collect()
 }
 
 #[cfg(test)]

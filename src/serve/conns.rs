@@ -99,6 +99,11 @@ impl Conns {
         self.slab.iter().map(|(k, _)| k).collect()
     }
 
+    /// No connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
     /// Keys to write again without waiting for readiness.
     pub fn take_write_again(&mut self) -> Vec<usize> {
         std::mem::take(&mut self.write_again)

@@ -65,6 +65,10 @@ const MAX_FANOUT_GAP: Duration = Duration::from_millis(50);
 /// Deadlines, pings and summary messages run on this tick, and a failed
 /// accept (EMFILE) is tried again.
 const TICK: Duration = Duration::from_millis(100);
+/// The tick with no connection open: it only expires cached snapshots,
+/// prunes the audit trail and samples the queue for the trend (once a
+/// second). The first connection brings [`TICK`] back at once.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Longest time shutdown spends telling WebSocket clients goodbye.
 const GOODBYE: Duration = Duration::from_secs(1);
 
@@ -121,12 +125,14 @@ impl HttpServer {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut news = Vec::new();
-        let mut next_tick = Instant::now() + TICK;
+        let mut ticked = Instant::now();
         // Change fan-out runs at most every FANOUT_GAP: changes that arrive
         // meanwhile stay coalesced in the feed and share one message.
         let mut next_fanout = Instant::now();
         let mut fanout_due: Option<Instant> = None;
         'run: loop {
+            let idle = self.conns.is_empty() && !self.conns.wants_accept();
+            let next_tick = ticked + if idle { IDLE_TICK } else { TICK };
             // Pinged from this loop so that a stuck loop stops the pings.
             let mut wake_at = fanout_due.map_or(next_tick, |d| d.min(next_tick));
             if let Some(w) = &mut self.watchdog {
@@ -188,7 +194,7 @@ impl HttpServer {
             }
             if now >= next_tick {
                 self.on_tick(now);
-                next_tick = now + TICK;
+                ticked = now;
             }
         }
         self.goodbye(&mut events);

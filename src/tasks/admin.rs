@@ -67,7 +67,8 @@ impl Tasks {
     /// Make `s`, or change the one with its name (which keeps its record
     /// of ticks). Its view, and whether it is new.
     pub fn schedule_put(&self, mut s: Schedule) -> Result<(Value, bool), NotMade> {
-        self.change(|book, fx| {
+        // The scheduler learns the schedule's first tick at its next turn.
+        let made = self.change(|book, fx| {
             let old = book.schedules.get(&s.name);
             let new = old.is_none();
             if let Some(old) = old {
@@ -94,7 +95,9 @@ impl Tasks {
                 schedule: Box::new(s),
             });
             Ok((view, new))
-        })
+        });
+        self.poke();
+        made
     }
 
     pub fn schedules(&self) -> Value {

@@ -116,6 +116,10 @@ pub struct Tasks {
     /// 0: none), so that the scheduler's turn comes then, not at the
     /// next [`scheduler::TICK`].
     due: AtomicU64,
+    /// A single node whose book is at rest ([`Book::at_rest`]): the
+    /// scheduler's turn comes every [`scheduler::REST_TICK`], not every
+    /// [`scheduler::TICK`].
+    resting: AtomicBool,
     /// Where the journal is, and how large it has grown.
     dir: Option<std::path::PathBuf>,
     size: Arc<journal::Size>,
@@ -299,6 +303,7 @@ impl Tasks {
             wake: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
             due: AtomicU64::new(0),
+            resting: AtomicBool::new(false),
             dir: None,
             size: Arc::new(journal::Size::default()),
             store,

@@ -12,6 +12,11 @@ use std::time::Duration;
 
 /// How often the scheduler looks, when nothing wakes it sooner.
 pub(super) const TICK: Duration = Duration::from_millis(50);
+/// How often a single node's scheduler looks while its book is at rest:
+/// every change that could give it work pokes it, and a scheduled task or
+/// a schedule's tick sets when it wakes, so this turn only prunes
+/// finished tasks past their retention (a second late at most).
+pub(super) const REST_TICK: Duration = Duration::from_secs(1);
 
 impl Tasks {
     /// One scheduler turn: deadlines, then dispatch. O(tasks held) for the
@@ -53,6 +58,7 @@ impl Tasks {
         let Some(store) = &self.store else {
             book.dispatch(now, |w| self.eligible.eligible(w), &mut fx);
             self.runner.apply(&book, fx, None);
+            self.resting.store(book.at_rest(), Ordering::Relaxed);
             if self.size.due(book.live_bytes) {
                 self.compact(&book);
             }
@@ -90,17 +96,23 @@ impl Tasks {
     }
 }
 
-/// The scheduler thread: a turn every [`TICK`], sooner when poked or
-/// when a scheduled task falls due.
+/// The scheduler thread: a turn every [`TICK`] ([`REST_TICK`] while a
+/// single node's book is at rest), sooner when poked or when a scheduled
+/// task or a schedule's tick falls due.
 pub fn run(tasks: Arc<Tasks>) {
     loop {
         {
             let (m, c) = &tasks.wake;
             let mut woken = m.lock().unwrap_or_else(|p| p.into_inner());
             let due = tasks.due.load(Ordering::Relaxed);
+            let tick = if tasks.resting.load(Ordering::Relaxed) {
+                REST_TICK
+            } else {
+                TICK
+            };
             let wait = match due {
-                0 => TICK,
-                at => TICK.min(Duration::from_millis(at.saturating_sub(unix_ms()).max(1))),
+                0 => tick,
+                at => tick.min(Duration::from_millis(at.saturating_sub(unix_ms()).max(1))),
             };
             if !*woken {
                 woken = c

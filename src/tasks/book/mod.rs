@@ -775,6 +775,24 @@ impl Book {
         }
     }
 
+    /// Nothing for a single node's scheduler to do but at [`next_wake`]
+    /// or when poked: no task queued, held, waiting on another or left
+    /// to settle.
+    ///
+    /// [`next_wake`]: Book::next_wake
+    pub fn at_rest(&self) -> bool {
+        [
+            State::Queued,
+            State::Assigned,
+            State::Running,
+            State::Waiting,
+        ]
+        .iter()
+        .all(|s| self.count(*s) == 0)
+            && self.orphans.is_empty()
+            && self.unsettled.is_empty()
+    }
+
     /// End a held task without its worker: timed out, or not confirmed
     /// cancelled within the grace.
     fn end_held(&mut self, id: TaskId, state: State, error: &str, now_ms: u64, fx: &mut Effects) {
@@ -1184,6 +1202,39 @@ mod tests {
             (t.state(), t.progress.error.as_deref()),
             (State::Dead, Some("worker lost"))
         );
+    }
+
+    #[test]
+    fn the_book_rests_only_with_nothing_queued_held_or_waiting() {
+        let mut b = Book::default();
+        assert!(b.at_rest(), "an empty book");
+        let id = submit(
+            &mut b,
+            r#"{"type":"t","retry":{"max_attempts":2,"backoff_base_ms":100}}"#,
+        );
+        assert!(!b.at_rest(), "a queued task");
+        let w: WorkerId = "w".into();
+        b.on_hello(&w, 1, None, Labels::new());
+        let mut fx = Effects::default();
+        b.dispatch(1000, |_| true, &mut fx);
+        assert_eq!(b.entries[&id].task.state(), State::Assigned);
+        assert!(!b.at_rest(), "a held task");
+        let u = TaskUpdate {
+            task_id: id.to_string(),
+            state: Reported::Failed,
+            result: None,
+            error: Some("boom".into()),
+            exit_code: Some(1),
+            retryable: None,
+        };
+        b.on_update(&w, u, 1000, &mut fx).unwrap();
+        assert_eq!(b.entries[&id].task.state(), State::Scheduled);
+        assert!(b.at_rest(), "a retry waiting for its time");
+        let at = b.entries[&id].task.progress.run_at.unwrap();
+        assert_eq!(b.next_wake(), Some(at), "the retry's time wakes it");
+        let after = submit(&mut b, &format!(r#"{{"type":"t","depends_on":["{id}"]}}"#));
+        assert_eq!(b.entries[&after].task.state(), State::Waiting);
+        assert!(!b.at_rest(), "a task waiting on another");
     }
 
     #[test]
