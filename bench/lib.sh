@@ -53,16 +53,34 @@ trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
 # their worker's id) count as "(workers)", pool members' output readers
 # as "(pool-out)".
 threads_cpu() { # pid [seconds]
-  local p=$1 s=${2:-20} a b
-  a=$(for t in /proc/"$p"/task/*; do echo "$(basename "$t") $(tr ' ' '_' <"$t/comm") $(cat "$t/schedstat" 2>/dev/null)"; done)
-  sleep "$s"
-  b=$(for t in /proc/"$p"/task/*; do echo "$(basename "$t") $(tr ' ' '_' <"$t/comm") $(cat "$t/schedstat" 2>/dev/null)"; done)
-  awk -v s="$s" 'NR == FNR { ns[$1] = $3; n[$1] = $5; next }
-    ($1 in ns) { name = $2
-      if (name ~ /-out$/) name = "(pool-out)"
-      else if (name !~ /^(musterd|http|ingest|sweeper|scheduler|pool|alerts|alert-posts|saver|journal|render|signals|audit|lease|task-writer|task-notify|task-mirror|fleet-writer|fleet-mirror)$/) name = "(workers)"
-      c[name] += $3 - ns[$1]; w[name] += $5 - n[$1]; k[name]++; all += $3 - ns[$1] }
-    END { for (x in c) printf "%-14s %3d %8.5f cores %7.1f wakes/s\n", x, k[x], c[x] / s / 1e9, w[x] / s;
-          printf "%-14s %3s %8.5f cores\n", "all", "-", all / s / 1e9 }' \
-    <(echo "$a") <(echo "$b") | sort -k3 -g -r
+  python3 - "$1" "${2:-20}" <<'PY'
+import os, re, sys, time
+pid, secs = sys.argv[1], float(sys.argv[2])
+own = re.compile(r"^(musterd|http|ingest|sweeper|scheduler|pool|alerts|alert-posts|saver|journal|render|signals|audit|lease|task-writer|task-notify|task-mirror|fleet-writer|fleet-mirror)$")
+def read():
+    out = {}
+    for t in os.listdir("/proc/%s/task" % pid):
+        try:
+            name = open("/proc/%s/task/%s/comm" % (pid, t)).read().strip()
+            ns, _, runs = open("/proc/%s/task/%s/schedstat" % (pid, t)).read().split()
+        except (OSError, ValueError):
+            continue
+        out[t] = (name, int(ns), int(runs))
+    return out
+a = read(); time.sleep(secs); b = read()
+by = {}
+for t, (name, ns, runs) in b.items():
+    if t not in a:
+        continue
+    if name.endswith("-out"):
+        name = "(pool-out)"
+    elif not own.match(name):
+        name = "(workers)"
+    c = by.setdefault(name, [0, 0, 0])
+    c[0] += 1; c[1] += ns - a[t][1]; c[2] += runs - a[t][2]
+total = sum(c[1] for c in by.values())
+print("%-14s %6s %8.5f cores" % ("all", "-", total / secs / 1e9))
+for name, (k, ns, runs) in sorted(by.items(), key=lambda x: -x[1][1]):
+    print("%-14s %6d %8.5f cores %9.1f wakes/s" % (name, k, ns / secs / 1e9, runs / secs))
+PY
 }

@@ -13,7 +13,8 @@ the agents): everything moving at once for DURATION seconds.
   kept task_retention after they finish.
 
 Every SAMPLE seconds it reads musterd's RSS, threads and descriptors from
-/proc and malloc's own count from /metrics (muster_heap_in_use_bytes).
+/proc, with malloc's own count (muster_heap_in_use_bytes) as last scraped
+from /metrics by a thread of its own (with a large fleet that page is slow).
 At the end it prints the median of each 5-minute window and the growth per
 hour after WARMUP seconds (a least-squares line through the windows), and
 writes every sample to OUT as CSV.
@@ -123,7 +124,7 @@ class Load:
             self.counts["ws_failed"] += 1
 
     def websockets(self):
-        paths = ["/ws/telemetry", "/ws/workers/telemetry", "/ws/telemetry/steady-0001"]
+        paths = ["/ws/telemetry", "/ws/workers/telemetry", "/ws/telemetry/" + self.a.ws_worker]
         i = 0
         while not self.stop.is_set():
             for _ in range(self.a.ws_per_second):
@@ -149,21 +150,35 @@ class Load:
                 self.stop.wait(d)
 
 
-def reading(pid, http):
+class Scrape:
+    """musterd's own counts from /metrics, read on a thread of their own:
+    with a large fleet the page is large and slow to come, and the RSS
+    samples must not wait for it. Each sample takes the latest scrape."""
+
+    def __init__(self, http, stop):
+        self.http, self.stop = http, stop
+        self.heap = self.workers = None
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                m = urllib.request.urlopen("http://%s/metrics" % self.http, timeout=60).read().decode()
+                g = re.search(r"^muster_heap_in_use_bytes (\S+)", m, re.M)
+                self.heap = int(float(g.group(1))) if g else None
+                w = re.search(r'^muster_workers\{state="active"\} (\S+)', m, re.M)
+                self.workers = int(float(w.group(1))) if w else None
+            except OSError:
+                self.heap = self.workers = None
+            self.stop.wait(5)
+
+
+def reading(pid, scrape):
     st = open("/proc/%d/status" % pid).read()
     rss = int(re.search(r"VmRSS:\s+(\d+)", st).group(1)) * 1024
     threads = int(re.search(r"Threads:\s+(\d+)", st).group(1))
     fds = len(os.listdir("/proc/%d/fd" % pid))
-    heap = None
-    try:
-        m = urllib.request.urlopen("http://%s/metrics" % http, timeout=10).read().decode()
-        g = re.search(r"^muster_heap_in_use_bytes (\S+)", m, re.M)
-        heap = int(float(g.group(1))) if g else None
-        workers = re.search(r'^muster_workers\{state="active"\} (\S+)', m, re.M)
-        workers = int(float(workers.group(1))) if workers else None
-    except OSError:
-        workers = None
-    return rss, heap, threads, fds, workers
+    return rss, scrape.heap, threads, fds, scrape.workers
 
 
 def slope_per_hour(points):
@@ -188,6 +203,7 @@ def main():
     p.add_argument("--sample", type=float, default=10)
     p.add_argument("--window", type=float, default=300)
     p.add_argument("--workers", type=int, default=1000)
+    p.add_argument("--ws-worker", default="steady-0001", help="the worker whose /ws/telemetry/ID clients follow")
     p.add_argument("--new-ids", type=int, default=20)
     p.add_argument("--ws-per-second", type=int, default=2)
     p.add_argument("--ws-hold", type=float, default=5)
@@ -205,13 +221,14 @@ def main():
     load = Load(a)
     for f in (load.steady, load.churn, load.websockets, load.tasks):
         threading.Thread(target=f, daemon=True).start()
+    scrape = Scrape(a.http, load.stop)
     t0 = time.time()
     samples = []
     with open(a.out, "w") as out:
         out.write("seconds,rss_bytes,heap_in_use_bytes,threads,fds,active_workers\n")
         while time.time() - t0 < a.duration:
             time.sleep(a.sample)
-            r = reading(a.pid, a.http)
+            r = reading(a.pid, scrape)
             at = time.time() - t0
             samples.append((at,) + r)
             out.write("%.0f,%s\n" % (at, ",".join("" if v is None else str(v) for v in r)))

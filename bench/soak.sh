@@ -10,6 +10,11 @@
 #   MUSTERD=/path/to/other/musterd bench/soak.sh   # another build, same load
 #   BENCH_HTTP=127.0.0.1:18180 BENCH_HEARTBEAT=127.0.0.1:18190 OUT=/tmp/b.csv \
 #     MUSTERD=... bench/soak.sh                    # beside another soak
+#   WORKERS=95000 INTERVAL=5 bench/soak.sh         # a large steady fleet, each
+#     # worker beating every INTERVAL seconds: sent by `muster-bench
+#     # heartbeats` (seed frames) instead of the Python load, which keeps the
+#     # churn, the WebSocket clients and the tasks; inactivity_timeout is
+#     # three intervals (at least 5 s)
 #
 # Prints the median RSS and heap in use (malloc's own count) of each
 # 5-minute window and the growth per hour after the warm-up; every sample
@@ -28,12 +33,32 @@ cleanup() {
   rm -rf "$state"
 }
 trap cleanup EXIT
-start --state-dir "$state" --heartbeat-interval 1s --inactivity-timeout 5s \
-  --forget-after 20s --task-retention 30s --max-workers 20000
+workers=${WORKERS:-1000}
+interval=${INTERVAL:-1}
+# A thread per worker: room for them in the pid space and the map count
+# (each thread's stack and guard page are maps), as bench/scale.sh makes.
+if [ "$(cat /proc/sys/kernel/pid_max)" -lt $((workers + 30000)) ]; then
+  echo $((workers + 30000)) > /proc/sys/kernel/pid_max 2>/dev/null ||
+    { echo "soak: kernel.pid_max is below $((workers + 30000)) and cannot be raised here" >&2; exit 1; }
+fi
+if [ "$(cat /proc/sys/vm/max_map_count)" -lt $((workers * 4 + 20000)) ]; then
+  echo $((workers * 4 + 20000)) > /proc/sys/vm/max_map_count 2>/dev/null ||
+    { echo "soak: vm.max_map_count is below $((workers * 4 + 20000)) and cannot be raised here" >&2; exit 1; }
+fi
+inactivity=$((interval * 3 > 5 ? interval * 3 : 5))
+start --state-dir "$state" --heartbeat-interval "${interval}s" --inactivity-timeout "${inactivity}s" \
+  --forget-after 20s --task-retention 30s --max-workers $((workers + 20000))
+steady=(--workers "$workers")
+if [ "$workers" -gt 1000 ]; then
+  $bin/muster-bench heartbeats --frame seed --workers "$workers" --interval "${interval}s" \
+    --duration "${duration}s" --worker-prefix steady- --pid "$pid" >/tmp/muster-soak-beats.log 2>&1 &
+  agents+=($!)
+  steady=(--workers 0 --ws-worker steady-1)
+fi
 for i in 1 2 3 4; do
   $bin/muster agent --tasks --capacity 4 --id "soak-agent-$i" --interval 1s -- true >/dev/null 2>&1 &
   agents+=($!)
 done
 echo "soak: musterd pid $pid ($($musterd --version)), ${duration} s, warm-up ${warmup} s"
-python3 bench/soak.py --pid "$pid" --http "$http" --heartbeat "$hb" \
+python3 bench/soak.py --pid "$pid" --http "$http" --heartbeat "$hb" "${steady[@]}" \
   --duration "$duration" --warmup "$warmup" --out "${OUT:-/tmp/muster-soak.csv}"

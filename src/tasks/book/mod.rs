@@ -1204,6 +1204,18 @@ mod tests {
         );
     }
 
+    /// A worker's report that task `id` failed (exit code 1).
+    fn failed(id: TaskId, retryable: Option<bool>) -> TaskUpdate {
+        TaskUpdate {
+            task_id: id.to_string(),
+            state: Reported::Failed,
+            result: None,
+            error: Some("boom".into()),
+            exit_code: Some(1),
+            retryable,
+        }
+    }
+
     #[test]
     fn the_book_rests_only_with_nothing_queued_held_or_waiting() {
         let mut b = Book::default();
@@ -1219,15 +1231,7 @@ mod tests {
         b.dispatch(1000, |_| true, &mut fx);
         assert_eq!(b.entries[&id].task.state(), State::Assigned);
         assert!(!b.at_rest(), "a held task");
-        let u = TaskUpdate {
-            task_id: id.to_string(),
-            state: Reported::Failed,
-            result: None,
-            error: Some("boom".into()),
-            exit_code: Some(1),
-            retryable: None,
-        };
-        b.on_update(&w, u, 1000, &mut fx).unwrap();
+        b.on_update(&w, failed(id, None), 1000, &mut fx).unwrap();
         assert_eq!(b.entries[&id].task.state(), State::Scheduled);
         assert!(b.at_rest(), "a retry waiting for its time");
         let at = b.entries[&id].task.progress.run_at.unwrap();
@@ -1250,15 +1254,7 @@ mod tests {
             let mut fx = Effects::default();
             b.dispatch(now, |_| true, &mut fx);
             assert_eq!(offered(b, &fx), vec![("w".to_string(), id)], "at {now}");
-            let u = TaskUpdate {
-                task_id: id.to_string(),
-                state: Reported::Failed,
-                result: None,
-                error: Some("boom".into()),
-                exit_code: Some(1),
-                retryable,
-            };
-            b.on_update(&w, u, now, &mut fx).unwrap();
+            b.on_update(&w, failed(id, retryable), now, &mut fx).unwrap();
             fx
         };
         let mut now = 1000;
