@@ -1254,7 +1254,8 @@ mod tests {
             let mut fx = Effects::default();
             b.dispatch(now, |_| true, &mut fx);
             assert_eq!(offered(b, &fx), vec![("w".to_string(), id)], "at {now}");
-            b.on_update(&w, failed(id, retryable), now, &mut fx).unwrap();
+            b.on_update(&w, failed(id, retryable), now, &mut fx)
+                .unwrap();
             fx
         };
         let mut now = 1000;
