@@ -44,6 +44,24 @@ base_build() {
     (cd "$old" && cargo build --release --quiet --bin musterd)
   fi
 }
+# Room for a thread per worker ($1 workers, plus $2 more threads of other
+# work, default 10,000): kernel.pid_max, RLIMIT_NPROC (musterd clamps
+# max_workers to it) and vm.max_map_count (each worker thread takes four
+# maps), raised where they are too low; where they cannot be, say so and
+# stop.
+room_for_threads() { # workers [extra]
+  local n=$(($1 + ${2:-10000}))
+  if [ "$(cat /proc/sys/kernel/pid_max)" -lt "$n" ]; then
+    echo "$n" > /proc/sys/kernel/pid_max 2>/dev/null ||
+      { echo "kernel.pid_max is below $n and cannot be raised here" >&2; exit 1; }
+  fi
+  ulimit -u unlimited 2>/dev/null || ulimit -u "$(ulimit -Hu)" || true
+  local maps=$(($1 * 4 + 20000))
+  if [ "$(cat /proc/sys/vm/max_map_count)" -lt "$maps" ]; then
+    echo "$maps" > /proc/sys/vm/max_map_count 2>/dev/null ||
+      { echo "vm.max_map_count is below $maps and cannot be raised here" >&2; exit 1; }
+  fi
+}
 # A failed scenario must not leave its daemon holding the ports.
 trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
 # Time on the CPU by thread name over $2 seconds (default 20) for process

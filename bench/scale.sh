@@ -25,18 +25,7 @@ base=${BASE:-fa3c524}
 pin_d=""; pin_c=""
 if [ "$(nproc)" -ge 2 ]; then pin_d="taskset -c 0"; pin_c="taskset -c 1"; fi
 . bench/lib.sh
-if [ "$(cat /proc/sys/kernel/pid_max)" -lt $((workers + 10000)) ]; then
-  echo $((workers + 10000)) > /proc/sys/kernel/pid_max 2>/dev/null ||
-    { echo "kernel.pid_max is below $((workers + 10000)) and cannot be raised here" >&2; exit 1; }
-fi
-
-# Every worker thread counts against RLIMIT_NPROC, which musterd clamps to.
-ulimit -u unlimited 2>/dev/null || ulimit -u "$(ulimit -Hu)" || true
-# Each worker thread takes four memory maps.
-if [ "$(cat /proc/sys/vm/max_map_count)" -lt $((workers * 4 + 20000)) ]; then
-  echo $((workers * 4 + 20000)) > /proc/sys/vm/max_map_count 2>/dev/null ||
-    { echo "vm.max_map_count is below $((workers * 4 + 20000)) and cannot be raised here" >&2; exit 1; }
-fi
+room_for_threads "$workers"
 
 base_build "$base"
 

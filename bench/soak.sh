@@ -35,16 +35,7 @@ cleanup() {
 trap cleanup EXIT
 workers=${WORKERS:-1000}
 interval=${INTERVAL:-1}
-# A thread per worker: room for them in the pid space and the map count
-# (each thread's stack and guard page are maps), as bench/scale.sh makes.
-if [ "$(cat /proc/sys/kernel/pid_max)" -lt $((workers + 30000)) ]; then
-  echo $((workers + 30000)) > /proc/sys/kernel/pid_max 2>/dev/null ||
-    { echo "soak: kernel.pid_max is below $((workers + 30000)) and cannot be raised here" >&2; exit 1; }
-fi
-if [ "$(cat /proc/sys/vm/max_map_count)" -lt $((workers * 4 + 20000)) ]; then
-  echo $((workers * 4 + 20000)) > /proc/sys/vm/max_map_count 2>/dev/null ||
-    { echo "soak: vm.max_map_count is below $((workers * 4 + 20000)) and cannot be raised here" >&2; exit 1; }
-fi
+room_for_threads "$workers" 30000
 inactivity=$((interval * 3 > 5 ? interval * 3 : 5))
 start --state-dir "$state" --heartbeat-interval "${interval}s" --inactivity-timeout "${inactivity}s" \
   --forget-after 20s --task-retention 30s --max-workers $((workers + 20000))
