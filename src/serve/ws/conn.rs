@@ -28,13 +28,14 @@ use super::messages::{
     data_frame, push_entry, removed_message, summary_message, text_frame, workers_head,
     workers_message,
 };
+use super::pending::Pending;
 use super::upgrade::{Filter, Stream, Subscription};
 use crate::fleet::registry::Registry;
 use crate::fleet::snapshot::Snapshot;
 use crate::proto::WorkerId;
 use crate::serve::head::Body;
 use crate::serve::out::OutQueue;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,8 +136,8 @@ pub struct FleetFeed {
     sub: Subscription,
     need_snapshot: bool,
     /// The latest snapshot of each worker changed since the last message
-    /// (All and One streams).
-    pending: BTreeMap<WorkerId, Arc<Snapshot>>,
+    /// (All and One streams), oldest change first.
+    pending: Pending,
     removed: Vec<WorkerId>,
     /// Ids the client has been told about and that still match its filter.
     visible: HashSet<WorkerId>,
@@ -201,7 +202,7 @@ impl FleetFeed {
             registry,
             need_snapshot: sub.stream != Stream::Summary,
             sub,
-            pending: BTreeMap::new(),
+            pending: Pending::default(),
             removed: Vec::new(),
             visible: HashSet::new(),
             next_summary: now,
@@ -253,7 +254,7 @@ impl FleetFeed {
         }
         for snap in &f.changed {
             if self.follows(&snap.id) {
-                self.pending.insert(snap.id.clone(), snap.clone());
+                self.pending.insert(snap);
             }
         }
         self.note_removed(&f.removed);
@@ -324,7 +325,7 @@ impl FleetFeed {
         // limit. Removals reach `pending` through the feed, in order.
         let mut snaps = Vec::new();
         let mut size = 0;
-        while let Some((id, s)) = self.pending.pop_first() {
+        while let Some((id, s)) = self.pending.pop() {
             if self.sub.filter.matches(&s) {
                 size += s.telemetry_json().len() + id.len() + 4;
                 if self.tracks_visibility() {

@@ -6,6 +6,7 @@
 //!   the shared snapshot frame.
 //! - `conn`: one upgraded connection's feed and reads; its bytes go to
 //!   the connection's one output queue.
+//! - `pending`: a fleet client's latest-wins set of changed workers.
 //! - `book`: the streams read from a book of their own (tasks, alerts).
 //!
 //! It owns no socket and decides nothing about when to run: the HTTP loop
@@ -15,6 +16,7 @@ pub mod book;
 pub mod conn;
 pub mod fanout;
 pub mod messages;
+mod pending;
 pub mod upgrade;
 
 pub use book::Book;
