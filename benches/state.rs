@@ -1,10 +1,12 @@
 //! What saving the registry costs: a fleet of WORKERS (default 10,000)
 //! workers, each with a full history ring (history_samples = 720) and a
-//! full run window (1,000 runs), saved to a temporary state_dir ROUNDS
-//! (default 5) times. Prints, per save, the wall time and the CPU time of
-//! the saving thread, the file size, and the longest the save held any one
-//! worker's lock (what that worker's thread or an HTTP reader of it could
-//! wait at most); then how long reading the file back takes.
+//! full run window (1,000 runs), each of the two files (the registry,
+//! the series) saved to a temporary state_dir ROUNDS (default 5) times.
+//! Prints, per save, the wall time and the CPU time of the saving thread,
+//! the file size, and the longest the save held any one worker's lock
+//! (what that worker's thread or an HTTP reader of it could wait at most);
+//! what the two cost a minute at the default intervals; then how long
+//! reading the files back takes.
 //!
 //!   cargo bench --bench state
 //!   WORKERS=1000 ROUNDS=3 cargo bench --bench state
@@ -16,7 +18,7 @@ use muster::fleet::registry::Registry;
 use muster::fleet::runs::{MAX_RUNS, Run};
 use muster::fleet::snapshot::{Snapshot, Transport};
 use muster::fleet::worker::Series;
-use muster::store::Store;
+use muster::store::{Part, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,24 +89,37 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
 
-    println!("| save | wall ms | cpu ms | file MB | longest hold of one worker's lock |");
-    println!("|---|---|---|---|---|");
-    let mut cpu = Vec::new();
-    for round in 1..=rounds {
-        let saved = store.save(&registry).expect("save");
-        cpu.push(saved.cpu.as_secs_f64() * 1000.0);
-        println!(
-            "| {round} | {:.0} | {:.0} | {:.0} | {:.1} µs |",
-            saved.took.as_secs_f64() * 1000.0,
-            saved.cpu.as_secs_f64() * 1000.0,
-            saved.bytes as f64 / 1e6,
-            saved.max_hold.as_secs_f64() * 1e6
-        );
+    // Per file: the median save's CPU and its size.
+    let mut per_part = Vec::new();
+    for part in [Part::Registry, Part::Series] {
+        println!("\n{part:?} file:\n");
+        println!("| save | wall ms | cpu ms | file MB | longest hold of one worker's lock |");
+        println!("|---|---|---|---|---|");
+        let (mut cpu, mut bytes) = (Vec::new(), 0);
+        for round in 1..=rounds {
+            let saved = store.save(&registry, part).expect("save");
+            cpu.push(saved.cpu.as_secs_f64() * 1000.0);
+            bytes = saved.bytes;
+            println!(
+                "| {round} | {:.0} | {:.0} | {:.0} | {:.1} µs |",
+                saved.took.as_secs_f64() * 1000.0,
+                saved.cpu.as_secs_f64() * 1000.0,
+                saved.bytes as f64 / 1e6,
+                saved.max_hold.as_secs_f64() * 1e6
+            );
+        }
+        cpu.sort_by(f64::total_cmp);
+        let median = cpu[cpu.len() / 2];
+        println!("\n{n} workers: median save cpu {median:.0} ms");
+        per_part.push((median, bytes as f64 / 1e6));
     }
-    cpu.sort_by(f64::total_cmp);
+    // At the default intervals (state_save_interval 10 s,
+    // state_series_interval 5 min), with the fleet changing all the time.
+    let (reg, ser) = (per_part[0], per_part[1]);
     println!(
-        "\n{n} workers: median save cpu {:.0} ms",
-        cpu[cpu.len() / 2]
+        "\nat the default intervals: {:.0} MB written and {:.0} ms of CPU a minute",
+        reg.1 * 6.0 + ser.1 / 5.0,
+        reg.0 * 6.0 + ser.0 / 5.0
     );
     let t = Instant::now();
     let loaded = store.load(&registry_config(n, samples));

@@ -76,9 +76,11 @@ pub fn http_head(data: &[u8]) {
     }
 }
 
-/// A registry file (`state_dir/registry`): reading never panics, and
-/// what it reads writes back to a file that reads the same.
+/// A registry file (`state_dir/registry`) or a series file
+/// (`state_dir/series`): reading never panics, and what it reads writes
+/// back to a file that reads the same.
 pub fn registry(data: &[u8]) {
+    series(data);
     use muster::store::format;
     let mut records = Vec::new();
     let Ok((saved_at, n)) = format::read(&mut &data[..], |r| records.push(r)) else {
@@ -86,7 +88,7 @@ pub fn registry(data: &[u8]) {
     };
     assert_eq!(n as usize, records.len());
     let mut out = Vec::new();
-    format::write_header(&mut out, saved_at).unwrap();
+    format::write_header(&mut out, format::MAGIC, saved_at).unwrap();
     for r in &records {
         let mut series = Vec::new();
         format::put_series(&mut series, saved_at, &r.samples, &r.runs);
@@ -98,6 +100,28 @@ pub fn registry(data: &[u8]) {
     assert_eq!(read.ok(), Some((saved_at, n)));
     let metas: Vec<_> = records.into_iter().map(|r| r.meta).collect();
     assert_eq!(again, metas);
+}
+
+fn series(data: &[u8]) {
+    use muster::store::format;
+    let mut records = Vec::new();
+    let Ok((saved_at, n)) = format::read_series(&mut &data[..], |r| records.push(r)) else {
+        return;
+    };
+    assert_eq!(n as usize, records.len());
+    let mut out = Vec::new();
+    format::write_header(&mut out, format::SERIES_MAGIC, saved_at).unwrap();
+    for r in &records {
+        let mut series = Vec::new();
+        format::put_series(&mut series, saved_at, &r.samples, &r.runs);
+        format::write_series(&mut out, &r.meta, &series).unwrap();
+    }
+    format::write_trailer(&mut out, n).unwrap();
+    let mut again = Vec::new();
+    let read = format::read_series(&mut &out[..], |r| again.push((r.meta, r.runs)));
+    assert_eq!(read.ok(), Some((saved_at, n)));
+    let back: Vec<_> = records.into_iter().map(|r| (r.meta, r.runs)).collect();
+    assert_eq!(again, back);
 }
 
 /// A config file: parsing never panics, and every value it accepts for a

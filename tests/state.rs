@@ -205,6 +205,53 @@ fn kill_9_loses_at_most_one_save_interval() {
     assert!((50..=60).contains(&n), "restored {n}");
 }
 
+/// The histories and run windows live in `state_dir/series`, saved on a
+/// clock of their own: after `kill -9` they come back as of the last
+/// series save, beside the registry's newer state.
+#[test]
+fn kill_9_keeps_the_series_of_the_last_series_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--state-save-interval",
+        "1s",
+        "--state-series-interval",
+        "1h",
+    ];
+    let d = start(dir.path(), &flags);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let run = r#"{"type":"run","worker_id":"w1","duration_ms":20,"ok":true}"#;
+    beat_all(&d, &sock, 1..2, "");
+    sock.send_to(run.as_bytes(), d.heartbeat).unwrap();
+    d.wait_for("applied", |d| health(d)["frames"]["applied"] == 2);
+    // The saver's first turn writes both files; the series file then
+    // waits its hour.
+    d.wait_for("both files saved", |d| {
+        health(d)["state"]["saves"].as_u64() >= Some(2)
+    });
+    assert!(dir.path().join("series").exists());
+    assert!(health(&d)["state"]["last_series_save_ms"].is_u64());
+    sock.send_to(run.as_bytes(), d.heartbeat).unwrap();
+    beat_all(&d, &sock, 1..2, r#","queue_depth":9"#);
+    d.wait_for("applied", |d| health(d)["frames"]["applied"] == 4);
+    let saves = health(&d)["state"]["saves"].as_u64().unwrap();
+    d.wait_for("a registry save after them", |d| {
+        health(d)["state"]["saves"].as_u64().unwrap() > saves
+    });
+    d.signal(libc::SIGKILL);
+    drop(d);
+    let d = start(dir.path(), &[]);
+    let w1 = d.json("/api/workers/w1");
+    assert_eq!(w1["queue_depth"], 9, "the registry's state");
+    assert_eq!(w1["runs"]["total"], 2, "the counters are the registry's");
+    let history = d.json("/api/workers/w1/history");
+    assert_eq!(history["samples"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        d.json("/api/workers/w1/metrics")["window_runs"],
+        1,
+        "the run window as of the series save"
+    );
+}
+
 #[test]
 fn a_bad_file_is_kept_aside_and_the_daemon_starts() {
     let dir = tempfile::tempdir().unwrap();

@@ -45,6 +45,9 @@ area! {
         state_save_interval: Duration = "state_save_interval", "10s", Duration, live,
             "how often the registry is saved (and always at shutdown)",
             |v| at_least(parse_duration(v)?, 1000), |d: &Duration| fmt_duration(*d);
+        state_series_interval: Duration = "state_series_interval", "5m", Duration, live,
+            "how often the workers' histories and run windows are saved (and always at shutdown)",
+            |v| at_least(parse_duration(v)?, 1000), |d: &Duration| fmt_duration(*d);
         log_level: LevelFilter = "log_level", "info", Level, live,
             "error, warn, info, debug or trace",
             level, |l: &LevelFilter| l.to_string().to_lowercase();

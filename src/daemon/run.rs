@@ -195,7 +195,7 @@ impl Daemon {
             log::warn!("{late} worker threads did not stop in time");
         }
         if let Some(store) = &self.store {
-            if let Some(s) = store.save_counted(&self.registry, &self.shared) {
+            if let Some(s) = crate::store::save_all(store, &self.registry, &self.shared) {
                 log::info!("saved {} workers to {}", s.workers, store.path().display());
             }
         }

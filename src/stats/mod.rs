@@ -100,12 +100,14 @@ pub enum Counter {
     /// connections refused.
     UdpNotAllowed,
     TcpNotAllowed,
-    /// The saved registry: saves written, saves that failed, workers
-    /// restored at start, and how long the last save took.
+    /// The saved registry: saves written (of either file), saves that
+    /// failed, workers restored at start, and how long the last save of
+    /// each file took.
     StateSaves,
     StateSaveErrors,
     StateRestored,
     StateLastSaveMs,
+    StateLastSeriesSaveMs,
     /// Cluster mode: worker rows written to the database, failed writes.
     FleetRowsWritten,
     FleetWriteErrors,

@@ -272,7 +272,7 @@ pub const COUNTERS: &[Row] = &[
         "saves",
         "muster_state_saves_total",
         Kind::Counter,
-        "Registry saves written to state_dir.",
+        "Saves written to state_dir: the registry file and the series file.",
         None,
     ),
     exported(
@@ -281,7 +281,7 @@ pub const COUNTERS: &[Row] = &[
         "save_errors",
         "muster_state_save_errors_total",
         Kind::Counter,
-        "Registry saves that failed.",
+        "Saves to state_dir that failed.",
         None,
     ),
     exported(
@@ -295,6 +295,11 @@ pub const COUNTERS: &[Row] = &[
     ),
     // In /health only: Prometheus wants seconds, and counters are whole.
     row(Counter::StateLastSaveMs, Group::State, "last_save_ms"),
+    row(
+        Counter::StateLastSeriesSaveMs,
+        Group::State,
+        "last_series_save_ms",
+    ),
     exported(
         Counter::FleetRowsWritten,
         Group::State,

@@ -1,4 +1,5 @@
-//! The registry file, byte by byte. Pure: records in, bytes out, and back.
+//! The registry and series files, byte by byte. Pure: records in, bytes
+//! out, and back.
 //!
 //! ```text
 //! header   "MUSTREG\0"  version u32  saved_at_ms u64
@@ -8,6 +9,12 @@
 //!                        duration_ms f32, negative when the run failed)
 //! trailer  "MUSTEND\0"  workers u64
 //! ```
+//!
+//! The series file (`"MUSTSER\0"`) is the same with each worker's id (UTF-8)
+//! where the registry has its state: it holds the bulk, the histories and
+//! run windows, and is saved less often; the registry file is then saved
+//! with empty series. A registry file with its series in place (as every
+//! save wrote them before the series file) still reads.
 //!
 //! Little-endian throughout. The numeric series are fixed-size binary, so
 //! a fleet of 10,000 workers with full histories (about 170 MB of samples)
@@ -28,6 +35,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub const MAGIC: &[u8; 8] = b"MUSTREG\0";
+pub const SERIES_MAGIC: &[u8; 8] = b"MUSTSER\0";
 pub const END: &[u8; 8] = b"MUSTEND\0";
 pub const VERSION: u32 = 1;
 /// Bounds a reader holds a file to.
@@ -150,8 +158,9 @@ impl Meta {
 
 /// One worker as read back.
 #[derive(Debug, PartialEq)]
-pub struct Record {
-    pub meta: Meta,
+pub struct Record<H = Meta> {
+    /// The worker's state (the registry file) or its id (the series file).
+    pub meta: H,
     pub samples: Vec<Sample>,
     pub runs: Vec<Run>,
 }
@@ -193,8 +202,10 @@ impl From<io::Error> for FormatError {
     }
 }
 
-pub fn write_header(out: &mut impl Write, saved_at_ms: u64) -> io::Result<()> {
-    out.write_all(MAGIC)?;
+/// The header of a registry file (`MAGIC`) or a series file
+/// (`SERIES_MAGIC`).
+pub fn write_header(out: &mut impl Write, magic: &[u8; 8], saved_at_ms: u64) -> io::Result<()> {
+    out.write_all(magic)?;
     out.write_all(&VERSION.to_le_bytes())?;
     out.write_all(&saved_at_ms.to_le_bytes())
 }
@@ -243,6 +254,14 @@ pub fn write_worker(out: &mut impl Write, meta: &Meta, series: &[u8]) -> io::Res
     out.write_all(series)
 }
 
+/// One worker of a series file: its id, then the series from
+/// [`put_series`].
+pub fn write_series(out: &mut impl Write, id: &str, series: &[u8]) -> io::Result<()> {
+    out.write_all(&(id.len() as u32).to_le_bytes())?;
+    out.write_all(id.as_bytes())?;
+    out.write_all(series)
+}
+
 fn u32_of(r: &mut impl Read) -> Result<u32, FormatError> {
     let mut b = [0; 4];
     r.read_exact(&mut b)?;
@@ -263,14 +282,43 @@ fn u32_at(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Read a whole file: when it was saved, and every worker in it, calling
-/// `each` per worker so that the caller need not hold them all at once.
-pub fn read(r: &mut impl Read, mut each: impl FnMut(Record)) -> Result<(u64, u64), FormatError> {
+/// Read a whole registry file: when it was saved, and every worker in it,
+/// calling `each` per worker so that the caller need not hold them all at
+/// once.
+pub fn read(r: &mut impl Read, each: impl FnMut(Record)) -> Result<(u64, u64), FormatError> {
+    read_file(r, MAGIC, "registry", each, |buf, count| {
+        let meta: Meta =
+            serde_json::from_slice(buf).map_err(|e| corrupt(format!("worker {count}: {e}")))?;
+        Ok((meta.id.clone(), meta))
+    })
+}
+
+/// Read a whole series file, as [`read`] does a registry file.
+pub fn read_series(
+    r: &mut impl Read,
+    each: impl FnMut(Record<String>),
+) -> Result<(u64, u64), FormatError> {
+    read_file(r, SERIES_MAGIC, "series", each, |buf, count| {
+        let id = std::str::from_utf8(buf)
+            .map_err(|_| corrupt(format!("worker {count}: id not UTF-8")))?;
+        Ok((id.to_string(), id.to_string()))
+    })
+}
+
+/// Either file: `head` reads a worker's head (its state or its id) into
+/// the worker's id and what the record carries.
+fn read_file<H>(
+    r: &mut impl Read,
+    want: &[u8; 8],
+    what: &str,
+    mut each: impl FnMut(Record<H>),
+    head: impl Fn(&[u8], u64) -> Result<(String, H), FormatError>,
+) -> Result<(u64, u64), FormatError> {
     let mut magic = [0; 8];
     r.read_exact(&mut magic)
-        .map_err(|_| corrupt("too short to be a registry file"))?;
-    if &magic != MAGIC {
-        return Err(corrupt("not a muster registry file"));
+        .map_err(|_| corrupt(format!("too short to be a {what} file")))?;
+    if &magic != want {
+        return Err(corrupt(format!("not a muster {what} file")));
     }
     let version = u32_of(r)?;
     if version > VERSION {
@@ -314,14 +362,13 @@ pub fn read(r: &mut impl Read, mut each: impl FnMut(Record)) -> Result<(u64, u64
         }
         buf.resize(meta_len as usize, 0);
         r.read_exact(&mut buf)?;
-        let meta: Meta =
-            serde_json::from_slice(&buf).map_err(|e| corrupt(format!("worker {count}: {e}")))?;
-        if crate::proto::check_worker_id(&meta.id).is_err() {
+        let (id, meta) = head(&buf, count)?;
+        if crate::proto::check_worker_id(&id).is_err() {
             return Err(corrupt(format!("worker {count}: bad id")));
         }
         let n = u32_of(r)?;
         if n > MAX_SAMPLES {
-            return Err(corrupt(format!("worker {}: {n} samples", meta.id)));
+            return Err(corrupt(format!("worker {id}: {n} samples")));
         }
         buf.resize(n as usize * SAMPLE_BYTES, 0);
         r.read_exact(&mut buf)?;
@@ -338,7 +385,7 @@ pub fn read(r: &mut impl Read, mut each: impl FnMut(Record)) -> Result<(u64, u64
             .collect();
         let n = u32_of(r)?;
         if n as usize > MAX_RUNS {
-            return Err(corrupt(format!("worker {}: {n} runs", meta.id)));
+            return Err(corrupt(format!("worker {id}: {n} runs")));
         }
         buf.resize(n as usize * RUN_BYTES, 0);
         r.read_exact(&mut buf)?;
@@ -346,7 +393,7 @@ pub fn read(r: &mut impl Read, mut each: impl FnMut(Record)) -> Result<(u64, u64
         for c in buf.chunks_exact(RUN_BYTES) {
             let d = f32_of(&c[4..]);
             if !d.is_finite() {
-                return Err(corrupt(format!("worker {}: bad run", meta.id)));
+                return Err(corrupt(format!("worker {id}: bad run")));
             }
             runs.push(Run {
                 at_ms: saved_at.saturating_sub(u64::from(u32_at(c))),
@@ -380,7 +427,7 @@ mod tests {
 
     fn file(records: &[(Meta, Vec<Sample>, Vec<Run>)]) -> Vec<u8> {
         let mut out = Vec::new();
-        write_header(&mut out, 42).unwrap();
+        write_header(&mut out, MAGIC, 42).unwrap();
         for (m, s, r) in records {
             let mut series = Vec::new();
             put_series(&mut series, 42, s, r);
@@ -458,5 +505,50 @@ mod tests {
         let mut huge = good.clone();
         huge[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(read_all(&huge), Err(FormatError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_series_file_reads_back_and_names_its_damage() {
+        let mut out = Vec::new();
+        write_header(&mut out, SERIES_MAGIC, 1_000).unwrap();
+        let runs = vec![Run {
+            at_ms: 400,
+            duration_ms: 20.0,
+            ok: true,
+        }];
+        for id in ["w1", "w2"] {
+            let mut series = Vec::new();
+            put_series(&mut series, 1_000, &[sample(1), sample(2)], &runs);
+            write_series(&mut out, id, &series).unwrap();
+        }
+        write_trailer(&mut out, 2).unwrap();
+        let mut back = Vec::new();
+        let (saved_at, n) = read_series(&mut &out[..], |r| back.push(r)).unwrap();
+        assert_eq!((saved_at, n), (1_000, 2));
+        assert_eq!(back[1].meta, "w2");
+        assert_eq!(back[1].samples.len(), 2);
+        assert_eq!(back[1].runs, runs);
+        // Neither file reads as the other.
+        assert!(matches!(read_all(&out), Err(FormatError::Corrupt(_))));
+        let registry = file(&[(Meta::of(&fresh()), vec![], vec![])]);
+        assert!(matches!(
+            read_series(&mut &registry[..], |_| {}),
+            Err(FormatError::Corrupt(_))
+        ));
+        for cut in 0..out.len() {
+            assert!(
+                matches!(
+                    read_series(&mut &out[..cut], |_| {}),
+                    Err(FormatError::Corrupt(_))
+                ),
+                "cut at {cut}"
+            );
+        }
+        let mut bad_id = out.clone();
+        bad_id[24] = 0xff;
+        assert!(matches!(
+            read_series(&mut &bad_id[..], |_| {}),
+            Err(FormatError::Corrupt(_))
+        ));
     }
 }

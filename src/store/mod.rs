@@ -1,15 +1,21 @@
-//! State across restarts: the registry file in `state_dir`, saved every
-//! `state_save_interval` by its own thread and once more at shutdown, and
-//! read back at start.
+//! State across restarts: two files in `state_dir`, saved by their own
+//! thread and once more at shutdown, and read back at start. The registry
+//! file holds each worker's state (its snapshot, a few hundred bytes) and
+//! is saved every `state_save_interval`; the series file holds the
+//! histories and run windows (up to 17 KiB and 8 KiB a worker, the bulk)
+//! and is saved every `state_series_interval`, since rewriting them every
+//! few seconds rewrote gigabytes for a large fleet (2.4 GB every 10 s for
+//! 95,000 workers with full windows) to keep a minute more of history.
 //!
-//! - `format`: the file, byte by byte (pure).
+//! - `format`: the files, byte by byte (pure).
 //!
-//! A save walks the registry: per worker it takes the published snapshot
-//! and copies the numeric series under that worker's lock (microseconds),
+//! A save walks the registry: per worker it takes the published snapshot,
+//! or copies the numeric series under that worker's lock (microseconds),
 //! then writes outside every lock to a temporary file, which is synced,
 //! renamed over the last save, and the directory synced; a crash at any
-//! moment leaves the last complete save in place. Ingest and HTTP never
-//! wait on a save. A save is skipped when nothing changed since the last.
+//! moment leaves the last complete save of each file in place. Ingest and
+//! HTTP never wait on a save. A save is skipped when nothing changed since
+//! the last of its file.
 //!
 //! At start, workers silent for longer than `forget_after` are left out;
 //! the rest come back `restored`, last seen as long ago as they were when
@@ -23,12 +29,16 @@ pub mod format;
 use crate::clock::unix_ms;
 use crate::config::Config;
 use crate::fleet::Shared;
+use crate::fleet::history::Sample;
 use crate::fleet::registry::Registry;
+use crate::fleet::runs::Run;
 use crate::fleet::snapshot::Snapshot;
 use crate::fleet::worker::Series;
+use crate::proto::WorkerId;
 use crate::stats::Counter;
 use crate::sys::usage::thread_cpu;
 use format::Meta;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
@@ -38,6 +48,27 @@ use std::time::{Duration, Instant};
 
 /// The registry file's name in `state_dir`.
 pub const REGISTRY: &str = "registry";
+/// The series file's name in `state_dir`.
+pub const SERIES: &str = "series";
+
+/// Which file a save writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Each worker's state, with empty series.
+    Registry,
+    /// Each worker's history and run window.
+    Series,
+}
+
+impl Part {
+    /// The file's name in `state_dir`.
+    pub fn file(self) -> &'static str {
+        match self {
+            Part::Registry => REGISTRY,
+            Part::Series => SERIES,
+        }
+    }
+}
 
 /// What one save did.
 #[derive(Debug)]
@@ -87,69 +118,106 @@ impl Store {
         self.dir.join(REGISTRY)
     }
 
-    /// Read the registry file. A missing file is an empty fleet; a file
-    /// that cannot be read is moved aside (its new name is logged) and the
-    /// fleet starts empty.
+    /// Read the registry file, and the series file into the workers it
+    /// names. A missing file is an empty fleet (or empty series); a file
+    /// that cannot be read is moved aside (its new name is logged): an
+    /// unreadable registry starts the fleet empty, an unreadable series
+    /// file only its histories and run windows.
     pub fn load(&self, cfg: &Config) -> Loaded {
-        let path = self.path();
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::default(),
-            Err(e) => {
-                log::warn!(
-                    "cannot read {}: {e}; starting with no workers",
-                    path.display()
-                );
-                return Loaded::default();
-            }
-        };
         let (now_ms, now) = (unix_ms(), Instant::now());
         let forget_ms = cfg.fleet.forget_after.as_millis() as u64;
         let mut loaded = Loaded::default();
-        let read = format::read(&mut BufReader::with_capacity(1 << 20, file), |rec| {
-            let age = now_ms.saturating_sub(rec.meta.last_update);
-            if age > forget_ms {
-                loaded.expired += 1;
-                return;
-            }
-            let last_seen = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
-            let mut series = Series::default();
-            for s in rec.samples {
-                series.history.push(s, cfg.fleet.history_samples);
-            }
-            for r in rec.runs {
-                series.runs.record(r);
-            }
-            series.runs.prune(now_ms);
-            loaded
-                .workers
-                .push((rec.meta.into_snapshot(last_seen), series));
-        });
-        match read {
-            Ok((saved_at, _)) => {
-                loaded.saved_at = Some(saved_at);
+        let read = self.read_part(REGISTRY, "no workers", |file| {
+            format::read(file, |rec| {
+                let age = now_ms.saturating_sub(rec.meta.last_update);
+                if age > forget_ms {
+                    loaded.expired += 1;
+                    return;
+                }
+                let last_seen = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
+                let series = series_of(rec.samples, rec.runs, cfg, now_ms);
                 loaded
+                    .workers
+                    .push((rec.meta.into_snapshot(last_seen), series));
+            })
+        });
+        let Some((saved_at, _)) = read else {
+            return Loaded::default();
+        };
+        loaded.saved_at = Some(saved_at);
+        if loaded.workers.is_empty() {
+            return loaded;
+        }
+        let at: HashMap<WorkerId, usize> = loaded
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, (s, _))| (s.id.clone(), i))
+            .collect();
+        let mut found = Vec::new();
+        let read = self.read_part(SERIES, "no histories", |file| {
+            format::read_series(file, |rec| {
+                if let Some(&i) = at.get(rec.meta.as_str()) {
+                    found.push((i, series_of(rec.samples, rec.runs, cfg, now_ms)));
+                }
+            })
+        });
+        if read.is_some() {
+            for (i, series) in found {
+                loaded.workers[i].1 = series;
             }
+        }
+        loaded
+    }
+
+    /// Read the file `name` with `read`; `None` when it is missing or
+    /// cannot be read, and a damaged file is moved aside. `without` says
+    /// what the daemon starts with then.
+    fn read_part<T>(
+        &self,
+        name: &str,
+        without: &str,
+        read: impl FnOnce(&mut BufReader<File>) -> Result<T, format::FormatError>,
+    ) -> Option<T> {
+        let path = self.dir.join(name);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
-                let aside = self.dir.join(format!("{REGISTRY}.bad-{now_ms}"));
+                log::warn!(
+                    "cannot read {}: {e}; starting with {without}",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        match read(&mut BufReader::with_capacity(1 << 20, file)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let aside = self.dir.join(format!("{name}.bad-{}", unix_ms()));
                 let moved = fs::rename(&path, &aside);
                 log::warn!(
-                    "{} is unreadable ({e}); {}; starting with no workers",
+                    "{} is unreadable ({e}); {}; starting with {without}",
                     path.display(),
                     match moved {
                         Ok(()) => format!("kept it as {}", aside.display()),
                         Err(m) => format!("could not move it aside: {m}"),
                     }
                 );
-                Loaded::default()
+                None
             }
         }
     }
 
-    /// Write every worker in `registry` to the registry file, atomically.
-    pub fn save(&self, registry: &Registry) -> io::Result<Saved> {
+    /// Write every worker in `registry` to the file of `part`, atomically.
+    pub fn save(&self, registry: &Registry, part: Part) -> io::Result<Saved> {
         let (started, cpu0) = (Instant::now(), thread_cpu());
-        let tmp = self.dir.join(format!("{REGISTRY}.tmp"));
+        let name = part.file();
+        let magic = match part {
+            Part::Registry => format::MAGIC,
+            Part::Series => format::SERIES_MAGIC,
+        };
+        let tmp = self.dir.join(format!("{name}.tmp"));
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -157,18 +225,21 @@ impl Store {
             .open(&tmp)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let saved_at = unix_ms();
-        format::write_header(&mut out, saved_at)?;
+        format::write_header(&mut out, magic, saved_at)?;
         let (mut series, mut samples, mut runs) = (Vec::new(), Vec::new(), Vec::new());
         let mut workers = 0u64;
         let mut max_hold = Duration::ZERO;
         for handle in registry.handles() {
-            // Under the lock only copies: about 30 KB for a full worker.
+            // Under the lock only copies: about 30 KB for a full worker's
+            // series.
             samples.clear();
             runs.clear();
             let p = handle.read();
             let held = Instant::now();
-            samples.extend(p.series.history.samples());
-            runs.extend(p.series.runs.runs().copied());
+            if part == Part::Series {
+                samples.extend(p.series.history.samples());
+                runs.extend(p.series.runs.runs().copied());
+            }
             let snap = p.snapshot.clone();
             drop(p);
             if !snap.is_shown() {
@@ -177,7 +248,10 @@ impl Store {
             max_hold = max_hold.max(held.elapsed());
             series.clear();
             format::put_series(&mut series, saved_at, &samples, &runs);
-            format::write_worker(&mut out, &Meta::of(&snap), &series)?;
+            match part {
+                Part::Registry => format::write_worker(&mut out, &Meta::of(&snap), &series)?,
+                Part::Series => format::write_series(&mut out, &snap.id, &series)?,
+            }
             workers += 1;
         }
         format::write_trailer(&mut out, workers)?;
@@ -185,7 +259,7 @@ impl Store {
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         file.sync_all()?;
         drop(file);
-        fs::rename(&tmp, self.path())?;
+        fs::rename(&tmp, self.dir.join(name))?;
         File::open(&self.dir)?.sync_all()?;
         Ok(Saved {
             workers,
@@ -196,17 +270,21 @@ impl Store {
         })
     }
 
-    /// Save and count it; failures are counted and logged, never fatal.
-    pub fn save_counted(&self, registry: &Registry, shared: &Shared) -> Option<Saved> {
-        match self.save(registry) {
+    /// Save one file and count it; failures are counted and logged, never
+    /// fatal.
+    pub fn save_counted(&self, registry: &Registry, shared: &Shared, part: Part) -> Option<Saved> {
+        match self.save(registry, part) {
             Ok(s) => {
                 shared.stats.incr(Counter::StateSaves);
-                shared
-                    .stats
-                    .set(Counter::StateLastSaveMs, s.took.as_millis() as u64);
+                let last = match part {
+                    Part::Registry => Counter::StateLastSaveMs,
+                    Part::Series => Counter::StateLastSeriesSaveMs,
+                };
+                shared.stats.set(last, s.took.as_millis() as u64);
                 log::debug!(
-                    "saved {} workers ({} bytes) in {} ms, cpu {} ms",
+                    "saved {} workers to {} ({} bytes) in {} ms, cpu {} ms",
                     s.workers,
+                    part.file(),
                     s.bytes,
                     s.took.as_millis(),
                     s.cpu.as_millis()
@@ -215,11 +293,24 @@ impl Store {
             }
             Err(e) => {
                 shared.stats.incr(Counter::StateSaveErrors);
-                log::warn!("cannot save the registry to {}: {e}", self.dir.display());
+                log::warn!("cannot save {}: {e}", self.dir.join(part.file()).display());
                 None
             }
         }
     }
+}
+
+/// A worker's series from what a file held, its runs pruned to the window.
+fn series_of(samples: Vec<Sample>, runs: Vec<Run>, cfg: &Config, now_ms: u64) -> Series {
+    let mut series = Series::default();
+    for s in samples {
+        series.history.push(s, cfg.fleet.history_samples);
+    }
+    for r in runs {
+        series.runs.record(r);
+    }
+    series.runs.prune(now_ms);
+    series
 }
 
 /// Bring back what the last run saved. Returns how many workers came back.
@@ -245,24 +336,45 @@ pub fn restore(store: &Store, registry: &Registry, shared: &Shared) -> usize {
     n
 }
 
-/// The saver thread: save every `state_save_interval` while the fleet
-/// changed, until `stop` receives a message or its sender is dropped.
+/// The saver thread: the registry file every `state_save_interval`, and
+/// the series file every `state_series_interval` (and at its first turn),
+/// each only when the fleet changed since that file's last save; until
+/// `stop` receives a message or its sender is dropped.
 pub fn run(store: Arc<Store>, registry: Arc<Registry>, shared: Arc<Shared>, stop: Receiver<()>) {
-    let mut saved_version = shared.changes.version();
+    let first = shared.changes.version();
+    let (mut saved, mut series_saved) = (first, first);
+    let mut series_due = Instant::now();
     loop {
-        let every = shared.config.get().daemon.state_save_interval;
-        match stop.recv_timeout(every) {
+        let cfg = shared.config.get();
+        match stop.recv_timeout(cfg.daemon.state_save_interval) {
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
         }
         let version = shared.changes.version();
-        if version == saved_version {
-            continue;
+        if version != saved
+            && store
+                .save_counted(&registry, &shared, Part::Registry)
+                .is_some()
+        {
+            saved = version;
         }
-        if store.save_counted(&registry, &shared).is_some() {
-            saved_version = version;
+        if version != series_saved && Instant::now() >= series_due {
+            if store
+                .save_counted(&registry, &shared, Part::Series)
+                .is_some()
+            {
+                series_saved = version;
+            }
+            series_due = Instant::now() + cfg.daemon.state_series_interval;
         }
     }
+}
+
+/// Both files, at shutdown.
+pub fn save_all(store: &Store, registry: &Registry, shared: &Shared) -> Option<Saved> {
+    let saved = store.save_counted(registry, shared, Part::Registry);
+    store.save_counted(registry, shared, Part::Series);
+    saved
 }
 
 #[cfg(test)]
@@ -306,10 +418,10 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(r.finish(Instant::now() + Duration::from_secs(5)), 0);
-        let saved = store.save_counted(&r, &shared).unwrap();
+        let saved = save_all(&store, &r, &shared).unwrap();
         assert_eq!(saved.workers, 2);
-        assert_eq!(shared.stats.get(Counter::StateSaves), 1);
-        assert!(!d.join("registry.tmp").exists());
+        assert_eq!(shared.stats.get(Counter::StateSaves), 2, "both files");
+        assert!(!d.join("registry.tmp").exists() && !d.join("series.tmp").exists());
 
         let (shared2, r2) = fleet();
         assert_eq!(restore(&store, &r2, &shared2), 2);
@@ -355,13 +467,107 @@ mod tests {
         let mut new = Snapshot::new("new".into(), Transport::Udp, Instant::now());
         new.messages_processed = 1;
         r.restore(vec![(old, Series::default()), (new, Series::default())]);
-        store.save(&r).unwrap();
+        store.save(&r, Part::Registry).unwrap();
         let (shared2, r2) = fleet();
         assert_eq!(restore(&store, &r2, &shared2), 1);
         assert!(r2.snapshot("new").is_some() && r2.snapshot("old").is_none());
         let _ = shared;
         r.shutdown(Instant::now() + Duration::from_secs(5));
         r2.shutdown(Instant::now() + Duration::from_secs(5));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A worker that beat `n` times, each beat with a run; returns once
+    /// its thread applied them.
+    fn beaten(r: &Registry, id: &str, n: usize) {
+        let h = r.route(&id.into(), Transport::Udp).unwrap();
+        let runs = r.snapshot(id).map_or(0, |s| s.runs.total) + n as u64;
+        for k in 0..n {
+            let beat = format!(r#"{{"type":"heartbeat","worker_id":"{id}","queue_depth":{k}}}"#);
+            let run = r#"{"type":"run","duration_ms":20,"ok":true}"#;
+            for f in [beat.as_str(), run] {
+                h.inbox
+                    .try_send(Msg::frame(frame(f), Transport::Udp, Instant::now()))
+                    .unwrap();
+            }
+        }
+        let until = Instant::now() + Duration::from_secs(5);
+        while r.snapshot(id).is_none_or(|s| s.runs.total < runs) {
+            assert!(Instant::now() < until, "{id}'s frames not applied");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn kept(r: &Registry, id: &str) -> (u64, usize, usize) {
+        let queue = r.snapshot(id).unwrap().queue_depth;
+        let h = r.handle(id).unwrap();
+        let p = h.read();
+        (queue, p.series.history.len(), p.series.runs.len())
+    }
+
+    #[test]
+    fn the_series_come_from_their_own_file_saved_apart() {
+        let d = dir("series");
+        let store = Store::open(&d).unwrap();
+        let (shared, r) = fleet();
+        beaten(&r, "a", 1);
+        store.save(&r, Part::Series).unwrap();
+        // Later: the state moves on and only the registry file is saved.
+        beaten(&r, "a", 3);
+        beaten(&r, "b", 2);
+        assert_eq!(r.finish(Instant::now() + Duration::from_secs(5)), 0);
+        store.save(&r, Part::Registry).unwrap();
+
+        let (shared2, r2) = fleet();
+        assert_eq!(restore(&store, &r2, &shared2), 2);
+        assert_eq!(
+            kept(&r2, "a"),
+            (2, 1, 1),
+            "a's latest state, and the series of the last series save (1 run, not 4)"
+        );
+        assert_eq!(kept(&r2, "b"), (1, 0, 0), "b was in no series save");
+        r2.shutdown(Instant::now() + Duration::from_secs(5));
+
+        // A damaged series file costs the series, never the fleet.
+        let mut bytes = fs::read(d.join(SERIES)).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        fs::write(d.join(SERIES), bytes).unwrap();
+        let (shared3, r3) = fleet();
+        assert_eq!(restore(&store, &r3, &shared3), 2);
+        assert_eq!(kept(&r3, "a"), (2, 0, 0));
+        assert!(!d.join(SERIES).exists(), "moved aside");
+        let _ = shared;
+        r.shutdown(Instant::now() + Duration::from_secs(5));
+        r3.shutdown(Instant::now() + Duration::from_secs(5));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_registry_file_with_its_series_inside_still_restores_them() {
+        // What every save wrote before the series file.
+        let d = dir("inline");
+        let store = Store::open(&d).unwrap();
+        let mut s = Snapshot::new("w".into(), Transport::Udp, Instant::now());
+        s.messages_processed = 1;
+        let sample = Sample {
+            t: (unix_ms() / 1000) as u32,
+            cpu: 1.0,
+            memory: 2.0,
+            gpu: f32::NAN,
+            rss_mb: 3.0,
+            queue: 4,
+        };
+        let mut out = Vec::new();
+        format::write_header(&mut out, format::MAGIC, unix_ms()).unwrap();
+        let mut series = Vec::new();
+        format::put_series(&mut series, unix_ms(), &[sample], &[]);
+        format::write_worker(&mut out, &Meta::of(&s), &series).unwrap();
+        format::write_trailer(&mut out, 1).unwrap();
+        fs::write(store.path(), out).unwrap();
+        let (shared, r) = fleet();
+        assert_eq!(restore(&store, &r, &shared), 1);
+        assert_eq!(r.handle("w").unwrap().read().series.history.len(), 1);
+        r.shutdown(Instant::now() + Duration::from_secs(5));
         fs::remove_dir_all(&d).unwrap();
     }
 }
