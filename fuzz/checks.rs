@@ -80,45 +80,47 @@ pub fn http_head(data: &[u8]) {
 /// (`state_dir/series`): reading never panics, and what it reads writes
 /// back to a file that reads the same.
 pub fn registry(data: &[u8]) {
-    series(data);
     use muster::store::format;
-    let mut records = Vec::new();
-    let Ok((saved_at, n)) = format::read(&mut &data[..], |r| records.push(r)) else {
-        return;
-    };
-    assert_eq!(n as usize, records.len());
-    let mut out = Vec::new();
-    format::write_header(&mut out, format::MAGIC, saved_at).unwrap();
-    for r in &records {
-        let mut series = Vec::new();
-        format::put_series(&mut series, saved_at, &r.samples, &r.runs);
-        format::write_worker(&mut out, &r.meta, &series).unwrap();
-    }
-    format::write_trailer(&mut out, n).unwrap();
-    let mut again = Vec::new();
-    let read = format::read(&mut &out[..], |r| again.push(r.meta));
-    assert_eq!(read.ok(), Some((saved_at, n)));
-    let metas: Vec<_> = records.into_iter().map(|r| r.meta).collect();
-    assert_eq!(again, metas);
+    round_trip(
+        data,
+        format::MAGIC,
+        |r, each| format::read(r, each),
+        format::write_worker,
+    );
+    round_trip(
+        data,
+        format::SERIES_MAGIC,
+        |r, each| format::read_series(r, each),
+        |out, id: &String, series| format::write_series(out, id, series),
+    );
 }
 
-fn series(data: &[u8]) {
+type Each<'a, H> = &'a mut dyn FnMut(muster::store::format::Record<H>);
+
+/// Read one kind of file; write what it read back with `write`; read that
+/// again: the same workers, heads and runs.
+fn round_trip<H: PartialEq + std::fmt::Debug>(
+    data: &[u8],
+    magic: &[u8; 8],
+    read: impl Fn(&mut &[u8], Each<H>) -> Result<(u64, u64), muster::store::format::FormatError>,
+    write: impl Fn(&mut Vec<u8>, &H, &[u8]) -> std::io::Result<()>,
+) {
     use muster::store::format;
     let mut records = Vec::new();
-    let Ok((saved_at, n)) = format::read_series(&mut &data[..], |r| records.push(r)) else {
+    let Ok((saved_at, n)) = read(&mut &data[..], &mut |r| records.push(r)) else {
         return;
     };
     assert_eq!(n as usize, records.len());
     let mut out = Vec::new();
-    format::write_header(&mut out, format::SERIES_MAGIC, saved_at).unwrap();
+    format::write_header(&mut out, magic, saved_at).unwrap();
     for r in &records {
         let mut series = Vec::new();
         format::put_series(&mut series, saved_at, &r.samples, &r.runs);
-        format::write_series(&mut out, &r.meta, &series).unwrap();
+        write(&mut out, &r.meta, &series).unwrap();
     }
     format::write_trailer(&mut out, n).unwrap();
     let mut again = Vec::new();
-    let read = format::read_series(&mut &out[..], |r| again.push((r.meta, r.runs)));
+    let read = read(&mut &out[..], &mut |r| again.push((r.meta, r.runs)));
     assert_eq!(read.ok(), Some((saved_at, n)));
     let back: Vec<_> = records.into_iter().map(|r| (r.meta, r.runs)).collect();
     assert_eq!(again, back);

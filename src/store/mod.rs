@@ -351,13 +351,9 @@ pub fn run(store: Arc<Store>, registry: Arc<Registry>, shared: Arc<Shared>, stop
             _ => return,
         }
         let version = shared.changes.version();
-        if version != saved
-            && store
-                .save_counted(&registry, &shared, Part::Registry)
-                .is_some()
-        {
-            saved = version;
-        }
+        // The series first: a registry file written before them would
+        // drop the series an older one held inside, were the daemon to
+        // stop between the two.
         if version != series_saved && Instant::now() >= series_due {
             if store
                 .save_counted(&registry, &shared, Part::Series)
@@ -367,14 +363,21 @@ pub fn run(store: Arc<Store>, registry: Arc<Registry>, shared: Arc<Shared>, stop
             }
             series_due = Instant::now() + cfg.daemon.state_series_interval;
         }
+        if version != saved
+            && store
+                .save_counted(&registry, &shared, Part::Registry)
+                .is_some()
+        {
+            saved = version;
+        }
     }
 }
 
-/// Both files, at shutdown.
+/// Both files, at shutdown, the series first (as in [`run`]); what the
+/// registry's save did.
 pub fn save_all(store: &Store, registry: &Registry, shared: &Shared) -> Option<Saved> {
-    let saved = store.save_counted(registry, shared, Part::Registry);
     store.save_counted(registry, shared, Part::Series);
-    saved
+    store.save_counted(registry, shared, Part::Registry)
 }
 
 #[cfg(test)]
