@@ -319,7 +319,10 @@ impl FleetFeed {
                 return None;
             }
             self.next_summary = now + limits.summary_interval;
-            return Some(summary_message(&self.registry.fleet(), &self.sub.filter));
+            return Some(summary_message(
+                &self.registry.fleet_unsorted(),
+                &self.sub.filter,
+            ));
         }
         // Updates: the latest state of each pending worker, cut at the
         // limit. Removals reach `pending` through the feed, in order.

@@ -70,21 +70,36 @@ pub fn removed_message(ids: &[WorkerId]) -> String {
 }
 
 /// The summary message of `/ws/workers/telemetry`: every worker's status,
-/// usage and queue, and the counts by status.
+/// usage and queue, and the counts by status. Written straight into the
+/// text, without a `Value` per worker: each client of the stream is sent
+/// the whole fleet every `ws_summary_interval`, 95,000 entries at a large
+/// node, on the HTTP loop.
 pub fn summary_message(snaps: &[Arc<Snapshot>], filter: &Filter) -> String {
-    let mut workers = Map::new();
+    use std::io::Write;
+    let mut out = Vec::with_capacity(64 + snaps.len() * 160);
+    let _ = write!(out, "{{\"timestamp\":{},\"workers\":{{", unix_ms());
     let mut counts = Counts::default();
     let mut queue = 0u64;
-    for s in snaps.iter().filter(|s| filter.matches(s)) {
-        let w = match &filter.fields {
-            Some(fields) => only(s, fields),
-            None => json!({
-                "status": s.status(),
-                "resource_usage": s.usage(),
-                "queue_depth": s.queue_depth,
-            }),
-        };
-        workers.insert(s.id.to_string(), w);
+    for (i, s) in snaps.iter().filter(|s| filter.matches(s)).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Worker ids are validated to need no JSON escaping.
+        let _ = write!(out, "\"{}\":", s.id);
+        match &filter.fields {
+            Some(fields) => {
+                let _ = serde_json::to_writer(&mut out, &only(s, fields));
+            }
+            None => {
+                let _ = write!(
+                    out,
+                    "{{\"status\":\"{}\",\"resource_usage\":",
+                    s.status().as_str()
+                );
+                let _ = serde_json::to_writer(&mut out, s.usage());
+                let _ = write!(out, ",\"queue_depth\":{}}}", s.queue_depth);
+            }
+        }
         counts.add(s);
         queue += s.queue_depth;
     }
@@ -94,7 +109,11 @@ pub fn summary_message(snaps: &[Arc<Snapshot>], filter: &Filter) -> String {
         summary.insert(st.as_str().into(), json!(n));
     }
     summary.insert("total_queue_depth".into(), json!(queue));
-    json!({"timestamp": unix_ms(), "workers": workers, "summary": summary}).to_string()
+    out.extend_from_slice(b"},\"summary\":");
+    let _ = serde_json::to_writer(&mut out, &summary);
+    out.push(b'}');
+    // Every piece above is JSON, which is UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// One unmasked, final text frame (RFC 6455 §5.2): a server's frame.
@@ -138,6 +157,33 @@ mod tests {
     fn summary(filter: &Filter) -> Value {
         let s = Arc::new(crate::fleet::snapshot::tests::fresh());
         serde_json::from_str(&summary_message(&[s], filter)).unwrap()
+    }
+
+    #[test]
+    fn a_summary_of_several_workers_is_one_json_object() {
+        let mut a = crate::fleet::snapshot::tests::fresh();
+        a.apply(
+            crate::fleet::snapshot::tests::frame(
+                r#"{"type":"heartbeat","worker_id":"a","status":"working","queue_depth":4,"resource_usage":{"rss_mb":512.5,"heap_used_mb":5}}"#,
+            ),
+            crate::fleet::snapshot::Transport::Udp,
+            std::time::Instant::now(),
+        );
+        let b = crate::fleet::snapshot::tests::queued("b", 2);
+        let text = summary_message(&[Arc::new(a), b], &Filter::default());
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let workers = v["workers"].as_object().unwrap();
+        assert_eq!(workers.len(), 2);
+        let a = workers.values().find(|w| w["queue_depth"] == 4).unwrap();
+        assert_eq!(a["status"], "working");
+        assert_eq!(a["resource_usage"]["rss_mb"], 512.5);
+        assert_eq!(a["resource_usage"]["heap_used_mb"], 5.0);
+        assert_eq!(v["summary"]["total"], 2);
+        assert_eq!(v["summary"]["working"], 1);
+        assert_eq!(v["summary"]["total_queue_depth"], 6);
+        assert!(v["timestamp"].as_u64().unwrap() > 0);
+        let empty: Value = serde_json::from_str(&summary_message(&[], &Filter::default())).unwrap();
+        assert_eq!(empty["workers"], json!({}));
     }
 
     #[test]
