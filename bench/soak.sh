@@ -16,8 +16,9 @@
 #     # churn, the WebSocket clients and the tasks; inactivity_timeout is
 #     # three intervals (at least 5 s)
 #
-# Prints the median RSS and heap in use (malloc's own count) of each
-# 5-minute window and the growth per hour after the warm-up; every sample
+# Prints each thread's CPU and five GET /health timings halfway through,
+# the median RSS and heap in use (malloc's own count) of each 5-minute
+# window and the growth per hour after the warm-up; every sample
 # goes to $OUT (default /tmp/muster-soak.csv), which
 # `python3 bench/soak.py --report $OUT` summarises again.
 set -euo pipefail
@@ -52,4 +53,14 @@ for i in 1 2 3 4; do
 done
 echo "soak: musterd pid $pid ($($musterd --version)), ${duration} s, warm-up ${warmup} s"
 python3 bench/soak.py --pid "$pid" --http "$http" --heartbeat "$hb" "${steady[@]}" \
-  --duration "$duration" --warmup "$warmup" --out "${OUT:-/tmp/muster-soak.csv}"
+  --duration "$duration" --warmup "$warmup" --out "${OUT:-/tmp/muster-soak.csv}" &
+soak=$!
+# Halfway through: each thread's CPU over 20 s, and five GET /health
+# answered under the load.
+sleep $((duration / 2))
+echo "at $((duration / 2)) s: CPU by thread over 20 s"
+threads_cpu "$pid" 20
+for _ in 1 2 3 4 5; do
+  curl -s -o /dev/null -m 30 -w 'GET /health %{time_total} s\n' "http://$http/health" || echo "GET /health: no answer in 30 s"
+done
+wait "$soak"
